@@ -1,0 +1,75 @@
+"""ACPI power management in qemu-dm (``hw/piix4acpi.c`` of Xen's qemu-dm).
+
+Room: the PM1a event and control blocks and the PM timer, at Xen's
+version-0 locations (:data:`spec.platform.ACPI_PM1A_EVT_BLK`). Imports
+:mod:`spec.platform`.
+
+==========  =====  ============================================
+offset      width  register
+==========  =====  ============================================
+0           16     PM1a_STS (write 1 to clear)
+2           16     PM1a_EN
+4           16     PM1a_CNT: SCI_EN (bit 0), SLP_TYP (12:10), SLP_EN (13)
+8           32     PM_TMR: 3.579545 MHz counter (read only)
+==========  =====  ============================================
+
+Writing PM1a_CNT with SLP_EN set and SLP_TYP = S5 is the guest's soft power
+off: qemu-dm asks Xen to shut the domain down with reason *poweroff*
+(``xc_domain_shutdown(..., SHUTDOWN_poweroff)``), which Xen signals to xend.
+SLP_EN itself always reads as 0. Other sleep types are accepted and
+ignored (qemu-dm of that era implemented S3 only on request).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spec import platform
+
+PM_TIMER_HZ = 3_579_545
+
+
+class AcpiPm:
+    """PM1a blocks and PM timer of one domain."""
+
+    sizes = (1, 2, 4)
+
+    def __init__(self, request_shutdown: Callable[[int], None],
+                 clock_ns: Callable[[], int]) -> None:
+        self.name = "acpi_pm"
+        self.request_shutdown = request_shutdown
+        self.clock_ns = clock_ns
+        self.sts = self.en = 0
+        self.cnt = 0
+
+    def registers(self) -> bytes:
+        timer = (self.clock_ns() * PM_TIMER_HZ // 1_000_000_000) & 0xFFFFFFFF
+        return (self.sts.to_bytes(2, "little") + self.en.to_bytes(2, "little")
+                + self.cnt.to_bytes(2, "little") + bytes(2) + timer.to_bytes(4, "little"))
+
+    def io_read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.registers()[offset:offset + size].ljust(size, b"\xff"),
+                              "little")
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        for i in range(size):
+            self._write_byte(offset + i, (value >> 8 * i) & 0xFF)
+        if offset < 6 and offset + size > 4:
+            self._control_written()
+
+    def _write_byte(self, offset: int, byte: int) -> None:
+        if offset in (0, 1):
+            self.sts &= ~(byte << 8 * offset)
+        elif offset in (2, 3):
+            shift = 8 * (offset - 2)
+            self.en = (self.en & ~(0xFF << shift)) | byte << shift
+        elif offset in (4, 5):
+            shift = 8 * (offset - 4)
+            self.cnt = (self.cnt & ~(0xFF << shift)) | byte << shift
+
+    def _control_written(self) -> None:
+        if self.cnt & platform.PM1_CNT_SLP_EN:
+            self.cnt &= ~platform.PM1_CNT_SLP_EN
+            sleep_type = (self.cnt & platform.PM1_CNT_SLP_TYP_MASK) >> platform.PM1_CNT_SLP_TYP_SHIFT
+            if sleep_type == platform.SLP_TYP_S5:
+                self.request_shutdown(platform.SHUTDOWN_POWEROFF)

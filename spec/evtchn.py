@@ -1,0 +1,201 @@
+"""Event channels: Xen's doorbells between domains, and from Xen itself.
+
+Room: the per-domain event-channel table and the 2-level pending/mask bits,
+as ``xen/common/event_channel.c`` and ``xen/common/event_2l.c`` keep them.
+Imports :mod:`spec.trace` only.
+
+On the HVM path of ``DESIGN.md`` the guest itself never uses an event
+channel. Two kinds of user appear:
+
+* **Xen-consumed ports.** For each vcpu, Xen allocates an unbound port in
+  the HVM domain (``alloc_unbound_xen_event_channel``) whose consumer is Xen
+  itself: a notification on it does not set a pending bit for the guest, it
+  calls Xen's handler, which wakes the vcpu blocked on its ioreq. The port
+  number is what the ioreq's ``vp_eport`` carries.
+* **Dom0 processes.** qemu-dm binds an interdomain channel to each of those
+  ports (``EVTCHNOP_bind_interdomain``), and xend binds ``VIRQ_DOM_EXC``.
+  Their ports are ordinary 2-level ports of dom0: a send sets the port's
+  pending bit by the rule of ``event_2l.c`` and the process finds it pending.
+
+The 2-level rule, ``evtchn_2l_set_pending``: test-and-set the port's pending
+bit; if it was already set, nothing more happens (events coalesce). Otherwise,
+if the port is not masked and test-and-set of the vcpu's selector bit
+(``port / BITS_PER_WORD``) finds it clear, set ``evtchn_upcall_pending``; if
+that too was clear, the vcpu is kicked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from spec import trace
+
+BITS_PER_WORD = 64
+MAX_PORTS = BITS_PER_WORD * BITS_PER_WORD   # 2-level ABI: BITS_PER_WORD^2
+
+ECS_FREE = "free"
+ECS_UNBOUND = "unbound"
+ECS_INTERDOMAIN = "interdomain"
+ECS_VIRQ = "virq"
+
+VIRQ_DOM_EXC = 3    # public/xen.h: "(DOM0) Exceptional event for some domain"
+
+
+class EvtchnError(Exception):
+    """A failed event-channel operation, carrying Xen's errno name."""
+
+    def __init__(self, errno: str, message: str) -> None:
+        super().__init__(f"{errno}: {message}")
+        self.errno = errno
+
+
+@dataclass
+class Channel:
+    """``struct evtchn``: one port of one domain."""
+
+    state: str = ECS_FREE
+    remote_dom: int = -1
+    remote_port: int = -1
+    virq: int = -1
+    #: set when Xen consumes notifications on this port (xen_consumer)
+    xen_consumer: Callable[[int], None] | None = None
+
+
+@dataclass
+class DomainEvents:
+    """A domain's event-channel table and its shared-info bits."""
+
+    dom: int
+    channels: list[Channel] = field(default_factory=lambda: [Channel()])
+    pending: set[int] = field(default_factory=set)
+    masked: set[int] = field(default_factory=set)
+    pending_sel: int = 0
+    upcall_pending: bool = False
+
+    def get(self, port: int) -> Channel:
+        if not 0 < port < len(self.channels):
+            raise EvtchnError("EINVAL", f"dom{self.dom} has no port {port}")
+        return self.channels[port]
+
+    def alloc_port(self) -> int:
+        """``get_free_port``: the lowest free port, port 0 being reserved."""
+        for port, chan in enumerate(self.channels):
+            if port and chan.state == ECS_FREE:
+                return port
+        if len(self.channels) >= MAX_PORTS:
+            raise EvtchnError("ENOSPC", f"dom{self.dom} has no free port")
+        self.channels.append(Channel())
+        return len(self.channels) - 1
+
+
+class EventChannels:
+    """Xen's event-channel subsystem: every domain's table."""
+
+    def __init__(self, tracer: "trace_sink") -> None:
+        self.domains: dict[int, DomainEvents] = {}
+        self.trace = tracer
+
+    def domain(self, dom: int) -> DomainEvents:
+        if dom not in self.domains:
+            raise EvtchnError("ESRCH", f"no domain {dom}")
+        return self.domains[dom]
+
+    def add_domain(self, dom: int) -> None:
+        self.domains[dom] = DomainEvents(dom)
+
+    def remove_domain(self, dom: int) -> None:
+        """Close every port of a dying domain, as ``evtchn_destroy`` does."""
+        events = self.domains.pop(dom, None)
+        if events is None:
+            return
+        for chan in events.channels:
+            if chan.state == ECS_INTERDOMAIN and chan.remote_dom in self.domains:
+                peer = self.domains[chan.remote_dom].channels[chan.remote_port]
+                peer.state, peer.remote_dom, peer.remote_port = ECS_UNBOUND, dom, -1
+
+    def alloc_unbound_xen(self, dom: int, remote_dom: int,
+                          consumer: Callable[[int], None]) -> int:
+        """``alloc_unbound_xen_event_channel``: a port of ``dom``, consumed
+        by Xen, that ``remote_dom`` may bind to."""
+        events = self.domain(dom)
+        port = events.alloc_port()
+        events.channels[port] = Channel(ECS_UNBOUND, remote_dom, -1, -1, consumer)
+        return port
+
+    def bind_interdomain(self, dom: int, remote_dom: int, remote_port: int) -> int:
+        """``EVTCHNOP_bind_interdomain``: connect a new port of ``dom`` to the
+        unbound ``remote_dom:remote_port`` that was allocated for ``dom``."""
+        remote = self.domain(remote_dom).get(remote_port)
+        if remote.state != ECS_UNBOUND or remote.remote_dom not in (dom, -1):
+            raise EvtchnError("EINVAL",
+                              f"dom{remote_dom} port {remote_port} is not unbound for dom{dom}")
+        events = self.domain(dom)
+        port = events.alloc_port()
+        events.channels[port] = Channel(ECS_INTERDOMAIN, remote_dom, remote_port)
+        remote.state, remote.remote_dom, remote.remote_port = ECS_INTERDOMAIN, dom, port
+        self.trace(trace.EvtchnBind(dom=dom, port=port, remote_dom=remote_dom,
+                                    remote_port=remote_port))
+        return port
+
+    def bind_virq(self, dom: int, virq: int) -> int:
+        """``EVTCHNOP_bind_virq`` for vcpu 0."""
+        events = self.domain(dom)
+        for port, chan in enumerate(events.channels):
+            if chan.state == ECS_VIRQ and chan.virq == virq:
+                raise EvtchnError("EEXIST", f"virq {virq} already bound in dom{dom}")
+        port = events.alloc_port()
+        events.channels[port] = Channel(ECS_VIRQ, virq=virq)
+        return port
+
+    def send(self, dom: int, port: int) -> None:
+        """``EVTCHNOP_send`` (and ``notify_via_xen_event_channel``): notify the
+        far end of an interdomain port."""
+        chan = self.domain(dom).get(port)
+        if chan.state != ECS_INTERDOMAIN:
+            raise EvtchnError("EINVAL", f"dom{dom} port {port} is {chan.state}, not interdomain")
+        self.trace(trace.EvtchnSend(dom=dom, port=port, remote_dom=chan.remote_dom,
+                                    remote_port=chan.remote_port))
+        remote = self.domain(chan.remote_dom)
+        rchan = remote.channels[chan.remote_port]
+        if rchan.xen_consumer is not None:
+            rchan.xen_consumer(chan.remote_port)
+        else:
+            self.set_pending(remote, chan.remote_port)
+
+    def send_virq(self, dom: int, virq: int) -> None:
+        """``send_guest_global_virq``: raise ``virq`` in ``dom`` if bound."""
+        events = self.domains.get(dom)
+        if events is None:
+            return
+        for port, chan in enumerate(events.channels):
+            if chan.state == ECS_VIRQ and chan.virq == virq:
+                self.set_pending(events, port)
+
+    @staticmethod
+    def set_pending(events: DomainEvents, port: int) -> None:
+        """``evtchn_2l_set_pending``, the rule in this module's docstring."""
+        if port in events.pending:
+            return
+        events.pending.add(port)
+        sel_bit = 1 << (port // BITS_PER_WORD)
+        if port not in events.masked and not events.pending_sel & sel_bit:
+            events.pending_sel |= sel_bit
+            events.upcall_pending = True
+
+    @staticmethod
+    def take_pending(events: DomainEvents, port: int) -> bool:
+        """Clear ``port``'s pending bit (what the dom0 kernel's evtchn driver
+        does before handing the port to the process); True if it was set."""
+        if port not in events.pending:
+            return False
+        events.pending.discard(port)
+        word = port // BITS_PER_WORD
+        if not any(p // BITS_PER_WORD == word for p in events.pending):
+            events.pending_sel &= ~(1 << word)
+        if not events.pending_sel:
+            events.upcall_pending = False
+        return True
+
+
+trace_sink = Callable[[trace.Event], None]

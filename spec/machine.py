@@ -1,0 +1,246 @@
+"""The reference engine: Xen, dom0 and one host's worth of scheduling.
+
+Room: the wiring of the reference model into a machine that runs a guest:
+Xen's domains, event channels and VMMs, dom0's qemu-dm processes and xend,
+and a deterministic scheduler. Imports the rest of ``spec/``.
+
+Scheduling is deterministic, so that a guest's trace is a function of the
+guest alone. One round of the scheduler:
+
+1. every runnable vcpu of every live, unpaused domain runs until its next VM
+   exit, which its VMM handles; a vcpu woken from an ioreq wait first
+   completes it (the VMM's resume path);
+2. every qemu-dm runs one pass of its main loop;
+3. xend handles ``VIRQ_DOM_EXC``.
+
+The host stops when a round makes no progress: every domain is gone, or its
+vcpus are halted with nothing that could wake them (*hung*), or a vcpu
+reached the instruction budget (*limit*).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from spec import evtchn, ioreq, platform, trace
+from spec.loader import GuestImage, check_image
+from spec.qemu_dm import QemuDm
+from spec.result import Recorder, RunResult, final_exit
+from spec.vmm import Vmm
+from spec.vmx import HardwareVcpu
+from spec.xend import DomainConfig, DomainInfo, Xend
+
+
+@dataclass
+class HvmDomain:
+    """Xen's ``struct domain`` for an HVM guest, and its device model."""
+
+    domid: int
+    config: DomainConfig
+    vcpus: list[HardwareVcpu]
+    vmm: Vmm
+    iopage: ioreq.SharedIopage
+    qemu: QemuDm | None = None
+    paused: bool = True
+    shutdown_reason: int | None = None
+
+
+class GuestRam:
+    """qemu-dm's view of a domain's RAM (``xc_map_foreign_range``)."""
+
+    def __init__(self, hw: HardwareVcpu) -> None:
+        self.hw = hw
+
+    def read(self, gpa: int, length: int) -> bytes:
+        if not self.hw.is_ram(gpa, length):
+            return b"\xff" * length
+        return self.hw.read(gpa, length)
+
+    def write(self, gpa: int, data: bytes) -> None:
+        if self.hw.is_ram(gpa, len(data)):
+            self.hw.write(gpa, data)
+
+
+class DomainLink:
+    """libxc as one qemu-dm process uses it."""
+
+    def __init__(self, xen: "ReferenceXen", domid: int) -> None:
+        self.xen = xen
+        self.domid = domid
+
+    def bind_interdomain(self, remote_dom: int, remote_port: int) -> int:
+        return self.xen.events.bind_interdomain(platform.DOM0, remote_dom, remote_port)
+
+    def take_pending(self, port: int) -> bool:
+        return self.xen.events.take_pending(self.xen.events.domain(platform.DOM0), port)
+
+    def notify(self, port: int) -> None:
+        self.xen.events.send(platform.DOM0, port)
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None:
+        self.xen.shutdown(domid, reason, by)
+
+    def clock_ns(self) -> int:
+        dom = self.xen.domains.get(self.domid)
+        return dom.vcpus[0].icount if dom else 0
+
+
+class ReferenceXen:
+    """Xen and dom0 on one host (the reference engine)."""
+
+    def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
+                 max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS) -> None:
+        self.image = image
+        self.emit = emit
+        self.max_instructions = max_instructions
+        self.events = evtchn.EventChannels(emit)
+        self.events.add_domain(platform.DOM0)
+        self.virq_port = self.events.bind_virq(platform.DOM0, evtchn.VIRQ_DOM_EXC)
+        self.domains: dict[int, HvmDomain] = {}
+        self.next_domid = 1
+        self.stopped: str | None = None
+        self.xend = Xend(self, emit)
+
+    # --- hypercalls (xend.Host) --------------------------------------------------
+
+    def create_domain(self, config: DomainConfig) -> int:
+        """``XEN_DOMCTL_createdomain`` plus the HVM builder: memory, the
+        image, the ioreq page with a Xen-consumed port per vcpu."""
+        memory = config.memory_mib << 20
+        check_image(self.image.image, memory)
+        domid = self.next_domid
+        self.next_domid += 1
+        hw = HardwareVcpu(memory)
+        hw.write(self.image.load_address, self.image.image)
+        self.events.add_domain(domid)
+        page = ioreq.SharedIopage()
+        vmm = Vmm(domid, [hw], page, [], notify=lambda port: self.events.send(domid, port),
+                  emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip))
+        for vcpu in range(config.vcpus):
+            port = self.events.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
+            vmm.ports.append(port)
+            page.write_fields(vcpu, ioreq.Ioreq(vp_eport=port))
+        self.domains[domid] = HvmDomain(domid, config, [hw], vmm, page)
+        return domid
+
+    def start_device_model(self, domid: int) -> None:
+        """xend starts qemu-dm for the domain: it maps the ioreq page and
+        guest memory and binds its event channels."""
+        dom = self.domains[domid]
+        dom.qemu = QemuDm(domid, len(dom.vcpus), dom.iopage, GuestRam(dom.vcpus[0]),
+                          DomainLink(self, domid), self.emit)
+
+    def unpause(self, domid: int) -> None:
+        self.domains[domid].paused = False
+
+    def domain_info(self, domid: int) -> DomainInfo:
+        dom = self.domains[domid]
+        return DomainInfo(dom.shutdown_reason is not None, dom.shutdown_reason)
+
+    def destroy(self, domid: int) -> None:
+        """``XEN_DOMCTL_destroydomain``; its qemu-dm exits with it."""
+        self.domains.pop(domid, None)
+        self.events.remove_domain(domid)
+
+    def dom_exc_pending(self) -> bool:
+        return self.events.take_pending(self.events.domain(platform.DOM0), self.virq_port)
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None:
+        """``domain_shutdown``: stop the vcpus, tell dom0 (``VIRQ_DOM_EXC``)."""
+        dom = self.domains.get(domid)
+        if dom is None or dom.shutdown_reason is not None:
+            return
+        dom.shutdown_reason = reason
+        self.emit(trace.DomainShutdown(dom=domid, reason=platform.SHUTDOWN_REASONS[reason], by=by))
+        self.events.send_virq(platform.DOM0, evtchn.VIRQ_DOM_EXC)
+
+    def crash(self, domid: int, message: str, rip: int) -> None:
+        """``domain_crash``: a diagnostic, then shutdown with reason crash."""
+        self.emit(trace.DomainCrash(dom=domid, rip=rip, message=message))
+        self.shutdown(domid, platform.SHUTDOWN_CRASH, "xen")
+
+    # --- scheduling ------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Schedule until no round makes progress (see module docstring)."""
+        while self.stopped is None:
+            progressed = False
+            for dom in list(self.domains.values()):
+                progressed |= self._run_vcpus(dom)
+                if self.stopped:
+                    return
+            for dom in list(self.domains.values()):
+                if dom.qemu is not None:
+                    progressed |= dom.qemu.poll()
+            progressed |= self.xend.poll()
+            if not progressed:
+                return
+
+    def _run_vcpus(self, dom: HvmDomain) -> bool:
+        progressed = False
+        for v, hw in enumerate(dom.vcpus):
+            if dom.paused or dom.shutdown_reason is not None:
+                break
+            if dom.vmm.waiting[v] is not None:
+                if not dom.vmm.woken[v]:
+                    continue
+                progressed = True
+                if not dom.vmm.resume(v) or dom.shutdown_reason is not None:
+                    continue
+            if dom.vmm.halted[v]:
+                continue
+            budget = self.max_instructions - hw.icount
+            if budget <= 0:
+                self.stopped = "limit"
+                return progressed
+            self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
+            ex = hw.run(budget)
+            if ex.reason == "limit":
+                self.stopped = "limit"
+                return True
+            dom.vmm.handle_exit(v, ex)
+            progressed = True
+        return progressed
+
+
+def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
+              max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
+              listeners: list[Callable[[trace.Event], None]] | None = None) -> RunResult:
+    """Boot ``image`` in a new HVM domain on the reference engine, run it to
+    its end, and report. Raises :class:`spec.loader.GuestError` for an image
+    that cannot be placed."""
+    check_image(image.image, memory_mib << 20)
+    recorder = Recorder(listeners)
+    started = time.perf_counter()
+    xen = ReferenceXen(image, recorder, max_instructions)
+    config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
+                          on_reboot="destroy", on_crash="destroy")
+    domid = xen.xend.create(config)
+    xen.run()
+    dom = xen.domains.get(domid)
+    instructions = dom.vcpus[0].icount if dom else _last_icount(recorder.events)
+    exit_info = final_exit(recorder.events, {})
+    if dom is not None and dom.shutdown_reason is None:
+        exit_info = _stuck(xen, dom)
+        xen.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
+        exit_info["domain"] = "destroyed"
+    return RunResult("reference", image.name, exit_info, instructions,
+                     time.perf_counter() - started, recorder.events)
+
+
+def _stuck(xen: ReferenceXen, dom: HvmDomain) -> dict:
+    hw = dom.vcpus[0]
+    if xen.stopped == "limit":
+        return {"reason": "limit", "dom": dom.domid,
+                "message": f"stopped after {hw.icount} instructions (the budget)"}
+    interrupts = "enabled" if hw.reg("rflags") & (1 << 9) else "disabled"
+    return {"reason": "hung", "dom": dom.domid,
+            "message": f"vcpu 0 halted at rip {hw.linear_rip():#x} with interrupts "
+                       f"{interrupts}, and nothing can wake it"}
+
+
+def _last_icount(events: list[trace.Event]) -> int:
+    counts = [e.icount for e in events if isinstance(e, (trace.VmExit, trace.VmEntry))]
+    return max(counts, default=0)

@@ -1,0 +1,79 @@
+"""Platform constants: the machine an HVM guest sees, and Xen's numbers.
+
+Room: interface. Both engines import this module; it holds numbers only, no
+behaviour. Every constant names its source.
+
+The memory map and the reset convention
+---------------------------------------
+
+* Guest RAM starts at guest-physical address 0. The legacy VGA window
+  ``0xA0000``–``0xBFFFF`` is a hole: no RAM backs it, so an access there is an
+  MMIO exit (the device model's video memory lives there, see issue 6).
+* Under Xen the BIOS region is ordinary guest RAM that the domain builder
+  fills. A guest image is loaded so that it **ends at 1 MiB** (``0x100000``),
+  the place a PC BIOS ROM occupies below 1 MiB, and the vcpu starts in real
+  mode at the **reset vector** ``F000:FFF0`` (linear ``0xFFFF0``), the last 16
+  bytes of the image (Intel SDM vol. 3, 9.1.4 "First Instruction Executed";
+  the alias of the ROM at ``0xFFFFFFF0`` is not modelled, the alias below 1
+  MiB holds the same bytes).
+"""
+
+# --- memory map -----------------------------------------------------------
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+VGA_HOLE_START = 0xA0000
+VGA_HOLE_END = 0xC0000          # exclusive
+IMAGE_END = 0x100000            # a guest image ends here (top of the BIOS area)
+MAX_IMAGE_SIZE = IMAGE_END - VGA_HOLE_END   # the image must not reach the VGA hole
+RESET_CS = 0xF000
+RESET_IP = 0xFFF0
+RESET_VECTOR = (RESET_CS << 4) + RESET_IP   # 0xFFFF0
+
+MIN_MEMORY_MIB = 1
+DEFAULT_MEMORY_MIB = 16
+
+# --- ISA ports ----------------------------------------------------------------
+
+COM1_BASE = 0x3F8               # 16550 UART, IRQ 4
+COM1_PORTS = range(COM1_BASE, COM1_BASE + 8)
+
+# ACPI PM1a blocks, "Version 0 (default): Traditional Xen locations",
+# xen/include/public/hvm/ioreq.h: ACPI_PM1A_EVT_BLK_ADDRESS_V0 0x1f40,
+# ACPI_PM1A_CNT_BLK_ADDRESS_V0 = EVT + 4, ACPI_PM_TMR_BLK_ADDRESS_V0 = EVT + 8.
+ACPI_PM1A_EVT_BLK = 0x1F40
+ACPI_PM1A_CNT_BLK = ACPI_PM1A_EVT_BLK + 0x04
+ACPI_PM_TMR_BLK = ACPI_PM1A_EVT_BLK + 0x08
+
+# PM1 control register bits (ACPI spec, 4.8.3.2.1 PM1 Control Registers).
+PM1_CNT_SCI_EN = 1 << 0
+PM1_CNT_SLP_TYP_SHIFT = 10
+PM1_CNT_SLP_TYP_MASK = 0x7 << PM1_CNT_SLP_TYP_SHIFT
+PM1_CNT_SLP_EN = 1 << 13
+# The sleep type of S5 in Xen's HVM DSDT of the version-0 era (qemu-dm's
+# piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00).
+SLP_TYP_S5 = 7
+
+# --- Xen ------------------------------------------------------------------------
+
+DOMID_SELF = 0x7FF0
+DOM0 = 0
+
+# Shutdown reasons, xen/include/public/sched.h (SHUTDOWN_*).
+SHUTDOWN_POWEROFF = 0
+SHUTDOWN_REBOOT = 1
+SHUTDOWN_SUSPEND = 2
+SHUTDOWN_CRASH = 3
+SHUTDOWN_WATCHDOG = 4
+SHUTDOWN_REASONS = {
+    SHUTDOWN_POWEROFF: "poweroff",
+    SHUTDOWN_REBOOT: "reboot",
+    SHUTDOWN_SUSPEND: "suspend",
+    SHUTDOWN_CRASH: "crash",
+    SHUTDOWN_WATCHDOG: "watchdog",
+}
+
+# --- run limits -------------------------------------------------------------
+
+DEFAULT_MAX_INSTRUCTIONS = 50_000_000

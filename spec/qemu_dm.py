@@ -1,0 +1,137 @@
+"""qemu-dm: the device model, a dom0 process serving one HVM domain.
+
+Room: qemu-dm's ioreq loop (take a request from the shared page, perform it
+on the devices, respond) and its wiring of devices and power management.
+Imports :mod:`spec.ioreq`, :mod:`spec.devices`, :mod:`spec.trace`.
+
+At start-up qemu-dm maps the domain's shared ioreq page and, for each vcpu,
+binds an interdomain event channel to the port Xen put in the slot's
+``vp_eport`` (``xc_evtchn_bind_interdomain``). Its main loop then waits for
+any of those ports to become pending, and for each pending port:
+
+1. reads the slot's state and applies :func:`spec.ioreq.dm_accept`: only a
+   ``READY`` request is taken (``INPROCESS`` is written back); a notification
+   that finds anything else is ignored, as qemu-dm's ``cpu_get_ioreq`` does;
+2. performs the request: a PIO request of ``count`` repetitions of ``size``
+   bytes at port ``addr``; when ``data_is_ptr`` the data of repetition *i*
+   is in guest memory at ``data ± i*size`` (minus when ``df``), which
+   qemu-dm reaches through its mapping of guest memory; otherwise ``data``
+   holds the datum;
+3. writes the response data, applies :func:`spec.ioreq.dm_respond`
+   (``IORESP_READY``) and notifies the port.
+
+When the guest's ACPI write asks for power-off, qemu-dm records the request
+and, after responding to the ioreq in hand, asks Xen to shut the domain down
+(``xc_domain_shutdown``, reason *poweroff*): Xen then tells xend.
+Request types other than PIO arrive with MMIO (issue 4); until then such a
+request is answered with all-ones data for a read and traced as unclaimed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from spec import ioreq, platform, trace
+from spec.devices import PortBus
+from spec.devices.acpi import AcpiPm
+from spec.devices.uart import Uart16550
+
+
+class GuestMemoryMap(Protocol):
+    """qemu-dm's mapping of the guest's memory (the mapcache comes in issue 6)."""
+
+    def read(self, gpa: int, length: int) -> bytes: ...
+
+    def write(self, gpa: int, data: bytes) -> None: ...
+
+
+class QemuDmHost(Protocol):
+    """What qemu-dm asks of Xen, through libxc."""
+
+    def bind_interdomain(self, remote_dom: int, remote_port: int) -> int: ...
+
+    def take_pending(self, port: int) -> bool: ...
+
+    def notify(self, port: int) -> None: ...
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None: ...
+
+    def clock_ns(self) -> int: ...
+
+
+class QemuDm:
+    """The device model of domain ``domid``."""
+
+    def __init__(self, domid: int, nr_vcpus: int, iopage: ioreq.SharedIopage,
+                 memory: GuestMemoryMap, host: QemuDmHost,
+                 emit: Callable[[trace.Event], None]) -> None:
+        self.domid = domid
+        self.iopage = iopage
+        self.memory = memory
+        self.host = host
+        self.emit = emit
+        self.bus = PortBus(emit)
+        self.uart = Uart16550("com1", emit)
+        self.bus.register(platform.COM1_BASE, 8, self.uart)
+        self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
+        self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
+        self.shutdown_requested: int | None = None
+        self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
+                            for v in range(nr_vcpus)]
+
+    def poll(self) -> bool:
+        """One pass of the main loop; True if there was anything to do."""
+        worked = False
+        for vcpu, port in enumerate(self.local_ports):
+            if self.host.take_pending(port):
+                self.handle_ioreq(vcpu, port)
+                worked = True
+        if self.shutdown_requested is not None:
+            reason, self.shutdown_requested = self.shutdown_requested, None
+            self.host.shutdown(self.domid, reason, "qemu-dm")
+            worked = True
+        return worked
+
+    def handle_ioreq(self, vcpu: int, port: int) -> None:
+        state = self.iopage.state(vcpu)
+        accept = ioreq.dm_accept(state)
+        if not accept.enabled:
+            return
+        self.iopage.set_state(vcpu, accept.state)
+        req = self.iopage.read(vcpu)
+        self._transition(vcpu, state, accept.state, req)
+        data = self.perform(req)
+        if req.dir == ioreq.IOREQ_READ and not req.data_is_ptr:
+            self.iopage.set_data(vcpu, data)
+        respond = ioreq.dm_respond(accept.state)
+        self.iopage.set_state(vcpu, respond.state)
+        self._transition(vcpu, accept.state, respond.state, self.iopage.read(vcpu))
+        self.host.notify(port)
+
+    def perform(self, req: ioreq.Ioreq) -> int:
+        """Step 2: carry out every repetition; returns the datum of a
+        by-value read."""
+        if req.type != ioreq.IOREQ_TYPE_PIO:
+            return (1 << 64) - 1
+        data = req.data
+        step = -req.size if req.df else req.size
+        for i in range(req.count):
+            if req.data_is_ptr:
+                gpa = (req.data + i * step) & 0xFFFFFFFFFFFFFFFF
+                if req.dir == ioreq.IOREQ_WRITE:
+                    value = int.from_bytes(self.memory.read(gpa, req.size), "little")
+                    self.bus.write(req.addr, req.size, value)
+                else:
+                    value = self.bus.read(req.addr, req.size)
+                    self.memory.write(gpa, value.to_bytes(req.size, "little"))
+            elif req.dir == ioreq.IOREQ_WRITE:
+                self.bus.write(req.addr, req.size, data & ((1 << 8 * req.size) - 1))
+            else:
+                data = self.bus.read(req.addr, req.size)
+        return data
+
+    def _request_shutdown(self, reason: int) -> None:
+        self.shutdown_requested = reason
+
+    def _transition(self, vcpu: int, old: int, new: int, req: ioreq.Ioreq) -> None:
+        self.emit(ioreq.transition_event(vcpu, "qemu-dm", old, new, req))

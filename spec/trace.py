@@ -1,0 +1,222 @@
+"""The trace: every observable action, as typed events.
+
+Room: interface. Both engines emit these events; the conformance runner, the
+docs' sequence diagrams and the vector files read them. No behaviour here.
+
+A trace is a list of events. On disk it is JSON lines: one object per event,
+``{"kind": ..., <fields>}``, with the fields in the order declared below.
+Two engines conform when their traces are equal event by event; a bug is
+reported as the first event where they differ.
+
+Names follow ``DESIGN.md``: ``vcpu`` is the vcpu id, ``dom`` a domain id,
+``icount`` the virtual clock (guest instructions retired so far), ``rip``
+the guest's instruction pointer as a linear address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, TextIO
+
+EVENT_TYPES: dict[str, type["Event"]] = {}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One observable action."""
+
+    kind: ClassVar[str] = ""
+    #: which party acts: "guest", "vmm", "qemu-dm", "xend"
+    actor: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            EVENT_TYPES[cls.kind] = cls
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> "Event":
+        kind = obj.get("kind")
+        cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+        if cls is None:
+            raise ValueError(f"unknown trace event kind {kind!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = set(obj) - names - {"kind"}
+        missing = names - set(obj)
+        if extra or missing:
+            raise ValueError(
+                f"trace event {kind!r}: unexpected fields {sorted(extra)}, "
+                f"missing fields {sorted(missing)}")
+        return cls(**{k: v for k, v in obj.items() if k != "kind"})
+
+
+# --- xend: the domain's life ---------------------------------------------------
+
+@dataclass(frozen=True)
+class DomainLifecycle(Event):
+    """xend moved a domain from one lifecycle state to another."""
+
+    kind: ClassVar[str] = "domain"
+    actor: ClassVar[str] = "xend"
+    dom: int
+    name: str
+    old: str
+    new: str
+    reason: str
+
+
+# --- event channels --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvtchnBind(Event):
+    """An interdomain event channel was connected: ``dom:port`` <-> ``remote_dom:remote_port``."""
+
+    kind: ClassVar[str] = "evtchn_bind"
+    actor: ClassVar[str] = "qemu-dm"
+    dom: int
+    port: int
+    remote_dom: int
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class EvtchnSend(Event):
+    """``dom`` notified its ``port``; the event arrives at ``remote_dom:remote_port``."""
+
+    kind: ClassVar[str] = "evtchn_send"
+    actor: ClassVar[str] = "vmm"
+    dom: int
+    port: int
+    remote_dom: int
+    remote_port: int
+
+
+# --- the vcpu and the VMM ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VmExit(Event):
+    """The vcpu left guest mode. ``reason`` is the exit reason; ``info`` what
+    the hardware reports with it (for ``io``: the exit qualification's port,
+    size, direction, string, rep and immediate bits, and for string forms the
+    instruction information's address size and segment)."""
+
+    kind: ClassVar[str] = "vmexit"
+    actor: ClassVar[str] = "guest"
+    vcpu: int
+    reason: str
+    rip: int
+    icount: int
+    info: dict
+
+
+@dataclass(frozen=True)
+class VmEntry(Event):
+    """The VMM resumed the vcpu in guest mode at ``rip``."""
+
+    kind: ClassVar[str] = "vmentry"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    rip: int
+    icount: int
+
+
+@dataclass(frozen=True)
+class IoreqTransition(Event):
+    """The state of ``vcpu``'s ioreq slot changed from ``old`` to ``new``
+    (``public/hvm/ioreq.h`` state names), written by ``by``; the other fields
+    are the slot's contents after the change."""
+
+    kind: ClassVar[str] = "ioreq"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    by: str
+    old: str
+    new: str
+    type: str
+    dir: str
+    addr: int
+    size: int
+    count: int
+    df: int
+    data_is_ptr: int
+    data: int
+
+
+@dataclass(frozen=True)
+class DomainCrash(Event):
+    """Xen crashed the domain (``domain_crash()``), with its diagnostic."""
+
+    kind: ClassVar[str] = "domain_crash"
+    actor: ClassVar[str] = "vmm"
+    dom: int
+    rip: int
+    message: str
+
+
+@dataclass(frozen=True)
+class DomainShutdown(Event):
+    """The domain was shut down with ``reason`` (``SHUTDOWN_*`` of
+    ``public/sched.h``), at the request of ``by``."""
+
+    kind: ClassVar[str] = "shutdown"
+    actor: ClassVar[str] = "vmm"
+    dom: int
+    reason: str
+    by: str
+
+
+# --- qemu-dm and its devices ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceIo(Event):
+    """qemu-dm dispatched one access of an ioreq to a device (``device`` is
+    ``None`` when no device claims the address: reads are all-ones, writes are
+    dropped)."""
+
+    kind: ClassVar[str] = "device_io"
+    actor: ClassVar[str] = "qemu-dm"
+    device: str | None
+    space: str
+    addr: int
+    size: int
+    dir: str
+    data: int
+
+
+@dataclass(frozen=True)
+class SerialOut(Event):
+    """A byte left a UART's transmitter."""
+
+    kind: ClassVar[str] = "serial"
+    actor: ClassVar[str] = "qemu-dm"
+    port: str
+    byte: int
+
+
+# --- files -------------------------------------------------------------------------------
+
+def dump(events: Iterable[Event], stream: TextIO) -> None:
+    """Write events as JSON lines."""
+    for event in events:
+        stream.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+
+
+def load(stream: TextIO) -> list[Event]:
+    """Read JSON-lines events, with the line number in any error."""
+    events = []
+    for lineno, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.from_json(json.loads(line)))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"line {lineno}: {exc}") from exc
+    return events

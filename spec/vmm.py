@@ -1,0 +1,263 @@
+"""The VMM: what Xen does when an HVM vcpu exits.
+
+Room: exit handling for an HVM domain's vcpus; turning an I/O exit into an
+ioreq, waiting for it, and completing the instruction. Imports
+:mod:`spec.ioreq`, :mod:`spec.vmx` (the hardware's report) and
+:mod:`spec.trace`. The device model is reached only through the shared
+ioreq page and the vcpu's event channel, as in Xen.
+
+Port I/O, step by step (``xen/arch/x86/hvm/vmx/vmx.c``, ``hvm/io.c``,
+``common/ioreq.c``; the string path follows Xen 3.x's
+``vmx_io_instruction``):
+
+1. **Exit.** The guest executes IN/OUT/INS/OUTS; the hardware exits with
+   the I/O exit qualification (:class:`spec.vmx.IoQualification`).
+2. **Build the ioreq.** ``type = PIO``, ``addr = port``, ``size`` from the
+   qualification, ``dir = READ`` for IN. For IN/OUT, ``count = 1``,
+   ``data_is_ptr = 0`` and, for OUT, ``data`` = the low ``size`` bytes of
+   (E/R)AX. For INS/OUTS the data lives in guest memory: the VMM computes
+   the operand's linear address from (E/R)SI (OUTS) or (E/R)DI (INS),
+   truncated to the address size, plus the segment's base (ES for INS, DS or
+   the override for OUTS); the count is (E/R)CX truncated to the address size
+   when REP is present, else 1; ``df`` is RFLAGS.DF. The request is then
+   clipped so that it **never crosses a page boundary**: forwards, to the
+   elements that fit before the page's end; backwards (DF=1), to those at
+   or after the page's start. It becomes ``data_is_ptr = 1`` with
+   ``data`` = the guest-physical address of the first element. A single
+   element that itself straddles a page boundary is sent by value
+   (``data_is_ptr = 0``, ``count = 1``): for OUTS the VMM copies it from guest
+   memory, for INS it copies the response there. A REP form with a count of
+   0 completes at once, without an ioreq.
+3. **Send.** Into the vcpu's slot, allowed only by
+   :func:`spec.ioreq.vmm_send` (slot ``NONE``, vcpu not waiting): write the
+   fields, then the state ``READY``, then notify the vcpu's event channel
+   (``vp_eport``). The vcpu blocks.
+4. **Wait and complete.** When the device model notifies back, the vcpu is
+   woken and the VMM applies :func:`spec.ioreq.vmm_wait_outcome` to the state
+   it reads: on *complete* it frees the slot (``NONE``) and finishes the
+   instruction: IN writes the datum to AL/AX/EAX; string forms advance
+   (E/R)SI or (E/R)DI by ``count * size`` in the direction of DF and, with
+   REP, decrease (E/R)CX by ``count``; RIP moves past the instruction only
+   when nothing is left to do, otherwise the instruction restarts and exits
+   again for its next chunk. On *block* the vcpu waits on; on *crash* the
+   domain is crashed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from spec import ioreq, platform, trace
+from spec.ioreq import Ioreq
+from spec.vmx import RFLAGS_DF, Exit, HardwareVcpu, IoQualification
+
+
+@dataclass
+class PendingIo:
+    """What the VMM remembers about the ioreq its vcpu waits for (Xen's
+    ``struct hvm_vcpu_io``)."""
+
+    exit: Exit
+    count: int              # elements in this chunk
+    finishes: bool          # the chunk completes the instruction
+    by_value_gpa: int | None = None   # straddling INS element: copy the datum here
+
+
+@dataclass
+class StringChunk:
+    """The part of a string I/O instruction that one ioreq performs."""
+
+    gpa: int
+    count: int
+    data_is_ptr: bool
+    finishes: bool
+
+
+def string_chunk(q: IoQualification, regs: dict[str, int], seg_base: int) -> StringChunk | None:
+    """Where the data of an INS/OUTS lives and how much of it one ioreq
+    moves (step 2 of the module docstring); ``None`` for a REP count of 0."""
+    mask = (1 << q.address_size) - 1
+    offset = (regs["rdi"] if q.dir == "in" else regs["rsi"]) & mask
+    linear = (seg_base + offset) & 0xFFFFFFFF
+    total = regs["rcx"] & mask if q.rep else 1
+    if total == 0:
+        return None
+    size = q.size
+    page = platform.PAGE_SIZE
+    backwards = bool(regs["rflags"] & RFLAGS_DF)
+    if linear // page != (linear + size - 1) // page:
+        return StringChunk(linear, 1, False, total == 1)
+    last = linear - (total - 1) * size if backwards else linear + total * size - 1
+    if last // page == linear // page and last >= 0:
+        return StringChunk(linear, total, True, True)
+    if backwards:
+        count = (linear % page) // size + 1
+    else:
+        count = (page - linear % page) // size
+    return StringChunk(linear, count, True, False)
+
+
+class Vmm:
+    """Xen's HVM support for one domain: exit handling and ioreqs."""
+
+    def __init__(self, domid: int, vcpus: list[HardwareVcpu], iopage: ioreq.SharedIopage,
+                 ports: list[int], notify: Callable[[int], None],
+                 emit: Callable[[trace.Event], None],
+                 crash: Callable[[str, int], None]) -> None:
+        self.domid = domid
+        self.vcpus = vcpus
+        self.iopage = iopage
+        self.ports = ports                  # vp_eport of each vcpu
+        self.notify = notify                # notify_via_xen_event_channel
+        self.emit = emit
+        self.crash = crash                  # domain_crash(message, rip)
+        self.waiting: list[PendingIo | None] = [None] * len(vcpus)
+        self.woken = [False] * len(vcpus)
+        self.halted = [False] * len(vcpus)
+        self.exits: dict[str, int] = {}
+
+    # --- exits ---------------------------------------------------------------------
+
+    def handle_exit(self, vcpu: int, ex: Exit) -> None:
+        """Dispatch a VM exit by its reason."""
+        self.exits[ex.reason] = self.exits.get(ex.reason, 0) + 1
+        self.emit(trace.VmExit(vcpu=vcpu, reason=ex.reason, rip=ex.rip,
+                               icount=ex.icount, info=ex.info()))
+        if ex.reason == "io":
+            self.handle_io(vcpu, ex)
+        elif ex.reason == "hlt":
+            # The vcpu blocks until an interrupt; none can reach it before
+            # the interrupt path exists, so it stays halted.
+            self.halted[vcpu] = True
+        elif ex.reason == "ept_violation":
+            self.crash(f"MMIO access to gpa {ex.gpa:#x} that no device model region "
+                       f"claims; instruction bytes {ex.detail.get('bytes', '')}", ex.rip)
+        else:
+            self.crash(f"{ex.reason} at rip {ex.rip:#x}; instruction bytes "
+                       f"{ex.detail.get('bytes', '')}", ex.rip)
+
+    def handle_io(self, vcpu: int, ex: Exit) -> None:
+        """Step 2 and 3: build the ioreq for an I/O exit and send it."""
+        hw = self.vcpus[vcpu]
+        q = ex.io
+        assert q is not None
+        req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
+                    dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
+                    vp_eport=self.ports[vcpu])
+        if not q.string:
+            if q.dir == "out":
+                req.data = hw.reg("rax") & _mask(q.size)
+            self.send(vcpu, req, PendingIo(ex, 1, True))
+            return
+        regs = {name: hw.reg(name) for name in ("rsi", "rdi", "rcx", "rflags")}
+        chunk = string_chunk(q, regs, hw.segment_base(q.segment))
+        if chunk is None:
+            self.finish(vcpu, ex, advance=True)
+            return
+        backwards = bool(regs["rflags"] & RFLAGS_DF)
+        low = chunk.gpa - (chunk.count - 1) * q.size if backwards else chunk.gpa
+        if not hw.is_ram(low, chunk.count * q.size):
+            self.crash(f"string I/O at rip {ex.rip:#x}: data at {low:#x}+"
+                       f"{chunk.count * q.size} is not guest RAM", ex.rip)
+            return
+        req.count = chunk.count
+        req.df = int(backwards)
+        pending = PendingIo(ex, chunk.count, chunk.finishes)
+        if chunk.data_is_ptr:
+            req.data_is_ptr, req.data = 1, chunk.gpa
+        elif q.dir == "out":
+            req.data = int.from_bytes(hw.read(chunk.gpa, q.size), "little")
+        else:
+            pending.by_value_gpa = chunk.gpa
+        self.send(vcpu, req, pending)
+
+    # --- the ioreq protocol ------------------------------------------------------------
+
+    def send(self, vcpu: int, req: Ioreq, pending: PendingIo) -> None:
+        """Step 3: ``vmm_send`` decides; fields, then state, then notify."""
+        slot = ioreq.Slot(self.iopage.state(vcpu), self.waiting[vcpu] is not None)
+        step = ioreq.vmm_send(slot)
+        if not step.enabled:
+            self.crash(f"ioreq slot of vcpu {vcpu} is busy "
+                       f"({ioreq.state_name(slot.state)})", pending.exit.rip)
+            return
+        self.iopage.write_fields(vcpu, req)
+        self.iopage.set_state(vcpu, step.after.state)
+        self.waiting[vcpu] = pending
+        self.woken[vcpu] = False
+        self._emit_transition(vcpu, "vmm", slot.state, step.after.state)
+        self.notify(self.ports[vcpu])
+
+    def on_notify(self, port: int) -> None:
+        """Xen's consumer of the vcpu's event channel: wake the vcpu that
+        waits on it (it completes when it is next scheduled)."""
+        vcpu = self.ports.index(port)
+        if self.waiting[vcpu] is not None:
+            self.woken[vcpu] = True
+
+    def resume(self, vcpu: int) -> bool:
+        """Step 4, when the woken vcpu is scheduled. Returns True when the
+        vcpu may run guest code again."""
+        self.woken[vcpu] = False
+        pending = self.waiting[vcpu]
+        assert pending is not None
+        state = self.iopage.state(vcpu)
+        outcome = ioreq.vmm_wait_outcome(state)
+        if outcome == ioreq.WAIT_BLOCK:
+            return False
+        if outcome == ioreq.WAIT_CRASH:
+            self.crash(f"ioreq of vcpu {vcpu} in unexpected state "
+                       f"{ioreq.state_name(state)} while waiting", pending.exit.rip)
+            return False
+        step = ioreq.vmm_complete(ioreq.Slot(state, True))
+        assert step.enabled
+        req = self.iopage.read(vcpu)
+        self.iopage.set_state(vcpu, step.after.state)
+        self.waiting[vcpu] = None
+        self._emit_transition(vcpu, "vmm", state, step.after.state)
+        self.complete_io(vcpu, pending, req)
+        return True
+
+    def complete_io(self, vcpu: int, pending: PendingIo, req: Ioreq) -> None:
+        """Finish the instruction with the response (step 4)."""
+        hw = self.vcpus[vcpu]
+        q = pending.exit.io
+        assert q is not None
+        if not q.string:
+            if q.dir == "in":
+                mask = _mask(q.size)
+                hw.set_reg("rax", (hw.reg("rax") & ~mask) | (req.data & mask))
+            self.finish(vcpu, pending.exit, advance=True)
+            return
+        if pending.by_value_gpa is not None:
+            hw.write(pending.by_value_gpa, (req.data & _mask(q.size)).to_bytes(q.size, "little"))
+        amask = (1 << q.address_size) - 1
+        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
+        index = "rdi" if q.dir == "in" else "rsi"
+        _update(hw, index, step * pending.count, amask)
+        if q.rep:
+            _update(hw, "rcx", -pending.count, amask)
+        self.finish(vcpu, pending.exit, advance=pending.finishes)
+
+    def finish(self, vcpu: int, ex: Exit, advance: bool) -> None:
+        """The emulated instruction (or chunk of it) retires."""
+        hw = self.vcpus[vcpu]
+        if advance:
+            hw.set_reg("rip", (hw.reg("rip") + ex.length) & 0xFFFF
+                       if hw.mode() == 16 else hw.reg("rip") + ex.length)
+        hw.icount += 1
+
+    def _emit_transition(self, vcpu: int, by: str, old: int, new: int) -> None:
+        req = self.iopage.read(vcpu)
+        self.emit(ioreq.transition_event(vcpu, by, old, new, req))
+
+
+def _mask(size: int) -> int:
+    return (1 << (8 * size)) - 1
+
+
+def _update(hw: HardwareVcpu, reg: str, delta: int, mask: int) -> None:
+    """Add ``delta`` to the address-size part of a register."""
+    old = hw.reg(reg)
+    hw.set_reg(reg, (old & ~mask) | ((old + delta) & mask))

@@ -1,0 +1,321 @@
+"""The hardware boundary: a vcpu in VMX non-root mode, and its VM exits.
+
+Room: the physical CPU that runs the guest's ordinary instructions (Unicorn,
+outside the spec) and what the VT-x hardware reports to the VMM when the
+guest does something the VMM must handle: the exit reason, the exit
+qualification, the VM-exit instruction-information field and the guest-state
+area. Imports Unicorn and capstone, :mod:`spec.platform`.
+
+Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
+
+``io``
+    An IN, OUT, INS or OUTS (unconditional I/O exiting). The exit
+    qualification (SDM vol. 3C, table 28-5) gives: bits 2:0 size of access
+    (0 = 1 byte, 1 = 2 bytes, 3 = 4 bytes); bit 3 direction (1 = IN); bit 4
+    string instruction; bit 5 REP prefixed; bit 6 operand encoding
+    (1 = immediate port); bits 31:16 port number. For INS/OUTS the
+    VM-exit instruction-information field (table 28-8) gives the address
+    size and, for OUTS, the segment register. The exit is fault-like: RIP
+    still points at the instruction and nothing of it has executed.
+``hlt``
+    HLT exiting. RIP points at the HLT.
+``ept_violation``
+    An access to a guest-physical address that no RAM backs (the MMIO
+    exit of ``DESIGN.md``).
+``invalid_opcode``
+    The CPU could not decode the instruction at RIP. Hardware would
+    deliver #UD through the guest's IDT; until event delivery is modelled
+    (issue 5), the reference reports it to the VMM, which crashes the domain.
+
+The virtual clock counts retired guest instructions: one per instruction the
+CPU retires (each iteration of a REP string instruction that the CPU runs
+counts once, as Unicorn retires it), and one per instruction, or per
+restarted iteration chunk, that the VMM completes by emulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import capstone
+import unicorn
+from unicorn import x86_const as X
+
+from spec import platform
+
+# Segment registers, in the encoding of the instruction-information field.
+SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")
+_SEG_REGS = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
+             "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
+_CS_SEG_PREFIX = {capstone.x86.X86_PREFIX_ES: "es", capstone.x86.X86_PREFIX_CS: "cs",
+                  capstone.x86.X86_PREFIX_SS: "ss", capstone.x86.X86_PREFIX_DS: "ds",
+                  capstone.x86.X86_PREFIX_FS: "fs", capstone.x86.X86_PREFIX_GS: "gs"}
+
+# Unicorn started in 16-bit mode exposes the 32-bit registers (64-bit
+# guests come with long mode, issue 4); the VMM names them as Xen does.
+REGS = {
+    "rax": X.UC_X86_REG_EAX, "rcx": X.UC_X86_REG_ECX, "rdx": X.UC_X86_REG_EDX,
+    "rbx": X.UC_X86_REG_EBX, "rsp": X.UC_X86_REG_ESP, "rbp": X.UC_X86_REG_EBP,
+    "rsi": X.UC_X86_REG_ESI, "rdi": X.UC_X86_REG_EDI, "rip": X.UC_X86_REG_EIP,
+    "rflags": X.UC_X86_REG_EFLAGS, "cr0": X.UC_X86_REG_CR0,
+}
+RFLAGS_DF = 1 << 10
+CR0_PE = 1 << 0
+
+
+@dataclass(frozen=True)
+class IoQualification:
+    """The exit qualification of an I/O instruction exit (SDM table 28-5),
+    with the instruction-information fields that string forms add."""
+
+    size: int           # 1, 2 or 4
+    dir: str            # "in" or "out"
+    string: bool
+    rep: bool
+    imm: bool           # operand encoding: immediate port
+    port: int
+    address_size: int   # 16, 32 or 64 (string forms)
+    segment: str        # segment of the memory operand (string forms)
+
+    def encode(self) -> int:
+        """The qualification as the 64-bit field the hardware writes."""
+        return ({1: 0, 2: 1, 4: 3}[self.size] | (self.dir == "in") << 3
+                | self.string << 4 | self.rep << 5 | self.imm << 6 | self.port << 16)
+
+    def as_info(self) -> dict:
+        info = {"port": self.port, "size": self.size, "dir": self.dir,
+                "string": self.string, "rep": self.rep, "imm": self.imm,
+                "qualification": self.encode()}
+        if self.string:
+            info.update(address_size=self.address_size, segment=self.segment)
+        return info
+
+
+@dataclass(frozen=True)
+class Exit:
+    """One VM exit: its reason, the guest's RIP and instruction length, the
+    clock, and the reason-specific information."""
+
+    reason: str
+    rip: int
+    length: int
+    icount: int
+    io: IoQualification | None = None
+    gpa: int | None = None
+    detail: dict = field(default_factory=dict)
+
+    def info(self) -> dict:
+        if self.io is not None:
+            return self.io.as_info()
+        out = dict(self.detail)
+        if self.gpa is not None:
+            out["gpa"] = self.gpa
+        return out
+
+
+_IO_OPCODES = frozenset({0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7,
+                         0xEC, 0xED, 0xEE, 0xEF})
+_HLT = 0xF4
+_PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
+
+
+def exiting_opcode(code: bytes, mode: int) -> int | None:
+    """The opcode byte of an instruction that causes an unconditional exit
+    (I/O or HLT), skipping legacy prefixes (and REX in 64-bit mode)."""
+    for byte in code:
+        if byte in _PREFIXES or (mode == 64 and 0x40 <= byte <= 0x4F):
+            continue
+        return byte if byte in _IO_OPCODES or byte == _HLT else None
+    return None
+
+
+def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoQualification, int]:
+    """What the hardware reports for the I/O instruction at the start of
+    ``code`` in a ``mode``-bit code segment; returns it with the
+    instruction's length."""
+    md = _disassembler(mode)
+    insn = next(md.disasm(code, 0), None)
+    if insn is None:
+        raise ValueError(f"undecodable I/O instruction {code[:15].hex()}")
+    opcode = insn.opcode[0]
+    string = opcode in (0x6C, 0x6D, 0x6E, 0x6F)
+    direction = "in" if opcode in (0x6C, 0x6D, 0xE4, 0xE5, 0xEC, 0xED) else "out"
+    imm = opcode in (0xE4, 0xE5, 0xE6, 0xE7)
+    if opcode in (0x6C, 0x6E, 0xE4, 0xE6, 0xEC, 0xEE):
+        size = 1
+    else:
+        size = 2 if _operand_size(insn, mode) == 16 else 4
+    port = insn.operands[-1].imm if imm and direction == "in" else (
+        insn.operands[0].imm if imm else dx & 0xFFFF)
+    rep = insn.prefix[0] in (capstone.x86.X86_PREFIX_REP, capstone.x86.X86_PREFIX_REPNE)
+    address_size = _address_size(insn, mode)
+    segment = "es" if direction == "in" else _CS_SEG_PREFIX.get(insn.prefix[1], "ds")
+    qual = IoQualification(size=size, dir=direction, string=string, rep=rep, imm=imm,
+                           port=port & 0xFFFF, address_size=address_size,
+                           segment=segment if string else "")
+    return qual, insn.size
+
+
+def _operand_size(insn, mode: int) -> int:
+    has66 = insn.prefix[2] == capstone.x86.X86_PREFIX_OPSIZE
+    if mode == 16:
+        return 32 if has66 else 16
+    return 16 if has66 else 32
+
+
+def _address_size(insn, mode: int) -> int:
+    has67 = insn.prefix[3] == capstone.x86.X86_PREFIX_ADDRSIZE
+    if mode == 64:
+        return 32 if has67 else 64
+    if mode == 32:
+        return 16 if has67 else 32
+    return 32 if has67 else 16
+
+
+_DISASM: dict[int, capstone.Cs] = {}
+
+
+def _disassembler(mode: int) -> capstone.Cs:
+    if mode not in _DISASM:
+        md = capstone.Cs(capstone.CS_ARCH_X86,
+                         {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32,
+                          64: capstone.CS_MODE_64}[mode])
+        md.detail = True
+        _DISASM[mode] = md
+    return _DISASM[mode]
+
+
+class HardwareVcpu:
+    """One vcpu of an HVM domain on the physical CPU.
+
+    It owns the domain's guest-physical RAM (mapped into Unicorn, except the
+    VGA hole) and runs the guest until the next VM exit. ``run`` returns the
+    exit; the VMM then reads and writes guest state through ``reg``/``set_reg``
+    and guest memory through ``read``/``write``, as Xen does through the VMCS
+    and the p2m.
+    """
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
+        for start, end in self.ram_ranges():
+            self.uc.mem_map(start, end - start)
+        self.icount = 0
+        self._pending: Exit | None = None
+        self._fault: str | None = None
+        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
+        self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        self.reset()
+
+    def ram_ranges(self) -> list[tuple[int, int]]:
+        """Guest-physical RAM: everything below ``memory_bytes`` but the VGA hole."""
+        top = self.memory_bytes
+        return [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, top)]
+
+    def is_ram(self, gpa: int, length: int) -> bool:
+        return any(start <= gpa and gpa + length <= end for start, end in self.ram_ranges())
+
+    def reset(self) -> None:
+        """The reset state of SDM vol. 3A table 9-1 that matters here: real
+        mode, CS:IP = F000:FFF0, DS/ES/SS = 0, RFLAGS = 2."""
+        self.uc.reg_write(X.UC_X86_REG_CS, platform.RESET_CS)
+        for seg in ("ds", "es", "ss", "fs", "gs"):
+            self.uc.reg_write(_SEG_REGS[seg], 0)
+        self.uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        self.uc.reg_write(X.UC_X86_REG_RIP, platform.RESET_IP)
+
+    # --- guest state ----------------------------------------------------------
+
+    def reg(self, name: str) -> int:
+        return self.uc.reg_read(REGS[name])
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.uc.reg_write(REGS[name], value)
+
+    def mode(self) -> int:
+        """Code-segment width: 16 in real mode (issue 3's guests); protected
+        and long mode come with the descriptor tables of later issues."""
+        return 16 if not self.reg("cr0") & CR0_PE else 32
+
+    def segment_base(self, seg: str) -> int:
+        """The base of a segment register. In real mode it is the selector
+        times 16 (SDM vol. 3A, 20.1.1)."""
+        if self.mode() != 16:
+            raise NotImplementedError("protected-mode segment bases (issue 4)")
+        return self.uc.reg_read(_SEG_REGS[seg]) << 4
+
+    def linear_rip(self) -> int:
+        return self.segment_base("cs") + self.reg("rip")
+
+    def read(self, gpa: int, length: int) -> bytes:
+        return bytes(self.uc.mem_read(gpa, length))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.uc.mem_write(gpa, data)
+
+    # --- running ----------------------------------------------------------------
+
+    def run(self, budget: int) -> Exit:
+        """Run the guest until a VM exit, or until ``budget`` more
+        instructions have retired (reason ``limit``)."""
+        self._pending = None
+        self._fault = None
+        self._budget_end = self.icount + budget
+        start = self.linear_rip()
+        self._last = start
+        try:
+            self.uc.emu_start(self.reg("rip"), 0, count=0)
+        except unicorn.UcError as exc:
+            return self._fault_exit(exc, start)
+        if self._pending is not None:
+            return self._pending
+        if self.icount >= self._budget_end:
+            return Exit("limit", self.linear_rip(), 0, self.icount)
+        return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
+
+    def _on_instruction(self, uc, address: int, size: int, _data) -> None:
+        if self.icount >= self._budget_end:
+            uc.emu_stop()
+            return
+        code = bytes(uc.mem_read(address, min(size, 15)))
+        mode = self.mode()
+        opcode = exiting_opcode(code, mode)
+        if opcode is None:
+            self.icount += 1
+            self._last = address
+            return
+        uc.emu_stop()
+        if opcode == _HLT:
+            self._pending = Exit("hlt", address, size, self.icount)
+        else:
+            qual, length = decode_io(code, mode, self.reg("rdx"))
+            self._pending = Exit("io", address, length, self.icount, io=qual)
+
+    def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
+        self._fault = f"{address:#x}:{size}"
+        self._fault_gpa = address
+        return False
+
+    def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
+        # The faulting instruction was counted on entry to its hook but did
+        # not retire; Unicorn's EIP is not synchronised on a fault, the hook's
+        # address is exact.
+        self.icount -= 1
+        rip = self._last
+        self.set_reg("rip", rip - self.segment_base("cs"))
+        code = self.read_code(rip)
+        if self._fault is not None:
+            return Exit("ept_violation", rip, 0, self.icount, gpa=self._fault_gpa,
+                        detail={"bytes": code.hex()})
+        reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
+        return Exit(reason, rip, 0, self.icount,
+                    detail={"bytes": code.hex(), "error": str(exc)})
+
+    def read_code(self, rip: int) -> bytes:
+        """Up to 15 bytes at ``rip`` that RAM backs (for diagnostics)."""
+        out = b""
+        for i in range(15):
+            if not self.is_ram(rip + i, 1):
+                break
+            out += self.read(rip + i, 1)
+        return out
