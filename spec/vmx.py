@@ -222,7 +222,7 @@ class HardwareVcpu:
         for seg in ("ds", "es", "ss", "fs", "gs"):
             self.uc.reg_write(_SEG_REGS[seg], 0)
         self.uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-        self.uc.reg_write(X.UC_X86_REG_RIP, platform.RESET_IP)
+        self.set_reg("rip", platform.RESET_IP)
 
     # --- guest state ----------------------------------------------------------
 

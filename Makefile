@@ -1,0 +1,37 @@
+# hvmspec: every target bootstraps .venv (created, and the project installed
+# editable with its dev dependencies, when it is missing or pyproject.toml is
+# newer than the last install).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test docs check conform bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/hvmspec run hello --engine impl
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W -b html docs docs/_build/html
+
+check: $(STAMP)
+	$(BIN)/hvmspec check
+
+conform: $(STAMP)
+	$(BIN)/hvmspec conform
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) docs/_build docs/_generated .pytest_cache

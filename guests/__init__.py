@@ -1,0 +1,6 @@
+"""Bundled guest programs: 16-bit assembly sources, one per file.
+
+Room: data. Each ``<name>.s`` is a guest that ``hvmspec run <name>`` boots;
+:mod:`spec.loader` assembles and places it. Guests only execute x86
+instructions: they know nothing of Xen.
+"""

@@ -1,0 +1,249 @@
+"""``hvmspec``: run guests, check the proofs, compare engines.
+
+Exit codes, for every command:
+
+* 0: success (the guest powered off; every proof gave what was expected;
+  every case conformed);
+* 1: the thing ran and the answer is no (the domain crashed, hung or hit the
+  instruction budget; a proof or mutant gave an unexpected result; a case
+  diverged);
+* 2: bad input or usage (no such guest, a guest that does not assemble, an
+  image that cannot be placed, bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from spec import platform, trace
+from spec.loader import GuestError, bundled_guests, load
+
+EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:   # usage errors exit 2 with the usage line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hvmspec", description=(
+        "An executable specification of Xen full virtualization (HVM): run guests on the "
+        "reference model or the optimised engine, check the Z3 proofs, compare engines."),
+        epilog="Exit codes: 0 success, 1 the answer is no, 2 bad input or usage.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="boot a guest and run it to its end",
+                         description="Boot a guest in a new HVM domain and run it until the "
+                         "domain is gone. Prints the guest's serial output live and a final "
+                         "line with the domain's fate. Exit 0 if the guest powered off, 1 if "
+                         "the domain crashed, hung or hit the instruction budget, 2 for a "
+                         "guest that cannot be loaded.")
+    run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
+                     "or the path of an assembly file (.s/.asm) or a raw image")
+    run.add_argument("--engine", choices=("reference", "impl"), default="impl",
+                     help="the reference model (slow, the definition) or the optimised "
+                     "Unicorn implementation (default)")
+    run.add_argument("--trace", metavar="FILE", type=Path,
+                     help="write the trace as JSON lines to FILE")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object: serial, exit, instructions, exits, seconds")
+    run.add_argument("--memory", metavar="MIB", type=int, default=platform.DEFAULT_MEMORY_MIB,
+                     help=f"guest memory in MiB (default {platform.DEFAULT_MEMORY_MIB})")
+    run.add_argument("--max-instructions", metavar="N", type=int,
+                     default=platform.DEFAULT_MAX_INSTRUCTIONS,
+                     help="stop the guest after N instructions (default %(default)s)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="run every Z3 proof and its mutants",
+                           description="Run every proof over the spec's own functions, and "
+                           "every mutant (a deliberately broken spec function) that must give "
+                           "a counterexample. Exit 0 only if every result is the expected one.")
+    check.add_argument("--json", action="store_true",
+                       help="print a JSON list of {name, kind, expected, result, seconds}")
+    check.set_defaults(func=cmd_check)
+
+    conform = sub.add_parser("conform", help="run the bundled guests on both engines and "
+                             "compare their traces",
+                             description="Run every bundled guest on the reference and the "
+                             "impl engine and compare their traces event by event. Exit 0 "
+                             "only if all are equal.")
+    conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled)")
+    conform.add_argument("--json", action="store_true",
+                         help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
+    conform.set_defaults(func=cmd_conform)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except GuestError as exc:
+        print(f"hvmspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_NO
+
+
+# --- run ------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hvmspec.engines import runner
+    from spec.xend import XendError
+    if args.memory < platform.MIN_MEMORY_MIB:
+        raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
+    if args.max_instructions <= 0:
+        raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
+    image = load(args.guest)
+    listeners = [] if args.json else [_live_serial]
+    try:
+        result = runner(args.engine)(image, memory_mib=args.memory,
+                                     max_instructions=args.max_instructions,
+                                     listeners=listeners)
+    except XendError as exc:
+        raise GuestError(str(exc)) from None
+    if args.trace:
+        with open(args.trace, "w") as stream:
+            trace.dump(result.trace, stream)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        sys.stdout.flush()
+        if result.serial and not result.serial.endswith("\n"):
+            print()
+        print(_fate_line(result))
+    return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO
+
+
+def _live_serial(event: trace.Event) -> None:
+    if isinstance(event, trace.SerialOut):
+        sys.stdout.write(chr(event.byte))
+        if event.byte == 0x0A:
+            sys.stdout.flush()
+
+
+def _fate_line(result) -> str:
+    exit_ = result.exit
+    exits = sum(result.exits.values())
+    what = {"poweroff": "powered off", "reboot": "rebooted", "crash": "crashed",
+            "hung": "hung", "limit": "reached the instruction budget"}.get(
+        exit_.get("reason"), exit_.get("reason", "?"))
+    line = (f"[{result.engine}] domain {exit_.get('dom', '?')} ({result.guest}) {what}"
+            f"{' (signalled by ' + exit_['by'] + ')' if exit_.get('by') else ''}"
+            f"; xend: {exit_.get('domain', '?')}. {result.instructions} instructions, "
+            f"{exits} exits, {result.seconds:.3f} s")
+    if exit_.get("message"):
+        line += f"\n  {exit_['message']}"
+    return line
+
+
+# --- check ----------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from proofs import all_checks
+    rows = []
+    checks = all_checks()
+    with _progress(len(checks), "proofs", quiet=args.json) as advance:
+        for chk in checks:
+            outcome = chk.run()
+            rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
+                         "result": outcome.result, "seconds": round(outcome.seconds, 4),
+                         "counterexample": outcome.counterexample})
+            advance()
+    ok = all(r["result"] == r["expected"] for r in rows)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        _print_check_table(rows)
+    return EXIT_OK if ok else EXIT_NO
+
+
+def _print_check_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    table = Table(title="hvmspec check")
+    for col in ("name", "expected", "result", "seconds"):
+        table.add_column(col, justify="right" if col == "seconds" else "left")
+    for r in rows:
+        style = "green" if r["result"] == r["expected"] else "bold red"
+        table.add_row(r["name"], r["expected"], f"[{style}]{r['result']}[/]", f"{r['seconds']:.3f}")
+    console.print(table)
+    for r in rows:
+        if r["counterexample"]:
+            console.print(f"[bold]{r['name']}[/]: counterexample", highlight=False)
+            for line in r["counterexample"]:
+                console.print(f"    {line}", highlight=False)
+    bad = [r["name"] for r in rows if r["result"] != r["expected"]]
+    console.print(f"{len(rows) - len(bad)} as expected, {len(bad)} not"
+                  + (f": {', '.join(bad)}" if bad else ""))
+
+
+# --- conform --------------------------------------------------------------------------
+
+def cmd_conform(args: argparse.Namespace) -> int:
+    from hvmspec.conform import run_case
+    names = args.guests or bundled_guests()
+    images = [load(n) for n in names]
+    results = []
+    with _progress(len(images), "cases", quiet=args.json) as advance:
+        for image in images:
+            results.append(run_case(image))
+            advance()
+    diverged = [r for r in results if not r.equal]
+    if args.json:
+        print(json.dumps({"cases": len(results), "equal": len(results) - len(diverged),
+                          "diverged": [{"case": r.case, "index": r.index,
+                                        "reference": r.reference, "impl": r.impl,
+                                        "context": r.context} for r in diverged]}))
+    else:
+        for r in results:
+            if r.equal:
+                print(f"{r.case}: equal ({r.events} events)")
+                continue
+            print(f"{r.case}: DIVERGED at event {r.index}")
+            print(f"  reference: {json.dumps(r.reference)}")
+            print(f"  impl:      {json.dumps(r.impl)}")
+            if r.context:
+                base = r.context["from"]
+                for side in ("reference", "impl"):
+                    print(f"  {side} around it:")
+                    for k, ev in enumerate(r.context[side]):
+                        mark = ">" if base + k == r.index else " "
+                        print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
+        print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
+    return EXIT_OK if not diverged else EXIT_NO
+
+
+# --- progress -------------------------------------------------------------------------
+
+class _progress:
+    """A rich progress bar on stderr while work runs (only on a terminal)."""
+
+    def __init__(self, total: int, what: str, quiet: bool) -> None:
+        self.total, self.what = total, what
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+        self.progress = Progress(console=Console(stderr=True), transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.what, total=self.total)
+        return lambda: self.progress.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

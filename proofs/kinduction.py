@@ -1,0 +1,133 @@
+"""Checking a transition system with Z3: bounded search, then induction.
+
+Room: the proof engine, generic over the transition systems that the other
+modules of ``proofs/`` build from the spec's own step functions. Imports
+``z3``.
+
+A system has state variables, per-step inputs (which party acts, and any
+value it chooses), an initial condition, a step relation, a *safety
+property* of each step (old state, inputs, new state) and an *inductive
+strengthening*: an invariant of the reachable states, written out so that
+the property follows from it in one step.
+
+The check has two halves:
+
+1. **Bounded model checking** from the initial states, for 1..``depth``
+   steps: a satisfying assignment is a concrete run that breaks the property,
+   returned as a readable sequence of states (a counterexample).
+2. **Induction** (1-induction with the strengthening): the initial states
+   satisfy the invariant; and from any state satisfying the invariant, any
+   step keeps the invariant and satisfies the property. If both hold the
+   property holds in every reachable step, for runs of any length.
+
+The result is ``proved`` when the induction succeeds (and the search found
+nothing), ``counterexample`` when the search found a run, and ``unknown``
+otherwise (the strengthening is too weak, or Z3 gave up).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import z3
+
+State = dict[str, z3.ExprRef]
+
+
+@dataclass
+class TransitionSystem:
+    name: str
+    state: dict[str, Callable[[str], z3.ExprRef]]
+    inputs: dict[str, Callable[[str], z3.ExprRef]]
+    init: Callable[[State], z3.BoolRef]
+    step: Callable[[State, State, State], z3.BoolRef]
+    invariant: Callable[[State], z3.BoolRef]
+    prop: Callable[[State, State, State], z3.BoolRef]
+    describe_state: Callable[[dict], str]
+    describe_input: Callable[[dict], str]
+    depth: int = 8
+
+
+@dataclass
+class Outcome:
+    result: str                      # proved | counterexample | unknown
+    seconds: float
+    counterexample: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+def _fresh(decls: dict[str, Callable[[str], z3.ExprRef]], tag: str) -> State:
+    return {name: make(f"{name}@{tag}") for name, make in decls.items()}
+
+
+def _value(model: z3.ModelRef, expr: z3.ExprRef) -> object:
+    val = model.eval(expr, model_completion=True)
+    if z3.is_true(val):
+        return True
+    if z3.is_false(val):
+        return False
+    return val.as_long()
+
+
+def check(system: TransitionSystem, timeout_ms: int = 60_000) -> Outcome:
+    """Search, then induction (see module docstring)."""
+    started = time.perf_counter()
+    cex = _search(system, timeout_ms)
+    if cex is not None:
+        return Outcome("counterexample", time.perf_counter() - started, cex)
+    verdict, detail = _induction(system, timeout_ms)
+    return Outcome(verdict, time.perf_counter() - started, detail=detail)
+
+
+def _search(system: TransitionSystem, timeout_ms: int) -> list[str] | None:
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    states = [_fresh(system.state, "0")]
+    inputs: list[State] = []
+    solver.add(system.init(states[0]))
+    for k in range(1, system.depth + 1):
+        states.append(_fresh(system.state, str(k)))
+        inputs.append(_fresh(system.inputs, str(k)))
+        solver.add(system.step(states[k - 1], inputs[k - 1], states[k]))
+        solver.push()
+        solver.add(z3.Not(system.prop(states[k - 1], inputs[k - 1], states[k])))
+        if solver.check() == z3.sat:
+            model = solver.model()
+            return _render(system, model, states, inputs)
+        solver.pop()
+    return None
+
+
+def _render(system: TransitionSystem, model: z3.ModelRef, states: list[State],
+            inputs: list[State]) -> list[str]:
+    lines = [f"initially       {system.describe_state(_concrete(model, states[0]))}"]
+    for i, (inp, st) in enumerate(zip(inputs, states[1:]), 1):
+        lines.append(f"step {i}: {system.describe_input(_concrete(model, inp)):<24} "
+                     f"-> {system.describe_state(_concrete(model, st))}")
+    lines.append("the last step breaks the property")
+    return lines
+
+
+def _concrete(model: z3.ModelRef, state: State) -> dict:
+    return {name: _value(model, expr) for name, expr in state.items()}
+
+
+def _induction(system: TransitionSystem, timeout_ms: int) -> tuple[str, str]:
+    s0 = _fresh(system.state, "i0")
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    solver.add(system.init(s0), z3.Not(system.invariant(s0)))
+    base = solver.check()
+    if base != z3.unsat:
+        return "unknown", f"the initial states do not satisfy the strengthening ({base})"
+    s, i, t = _fresh(system.state, "s"), _fresh(system.inputs, "i"), _fresh(system.state, "t")
+    solver = z3.Solver()
+    solver.set("timeout", timeout_ms)
+    solver.add(system.invariant(s), system.step(s, i, t))
+    solver.add(z3.Not(z3.And(system.invariant(t), system.prop(s, i, t))))
+    step = solver.check()
+    if step == z3.unsat:
+        return "proved", "inductive"
+    return "unknown", f"induction step not proved ({step})"
