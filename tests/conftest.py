@@ -1,0 +1,74 @@
+"""Shared helpers: engines, guests built from assembly, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spec.loader import GuestImage, rom_from_source
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ("reference", "impl")
+
+PROLOGUE = """
+    cli
+    mov ax, cs
+    mov ds, ax
+    xor ax, ax
+    mov es, ax
+    mov ss, ax
+    mov sp, 0x7000
+"""
+POWEROFF = """
+    mov dx, 0x1f44
+    mov ax, 0x3c00
+    out dx, ax
+    hlt
+"""
+
+
+def guest(name: str, body: str, poweroff: bool = True) -> GuestImage:
+    """A real-mode guest: set-up, ``body``, then ACPI power-off."""
+    source = PROLOGUE + body + (POWEROFF if poweroff else "")
+    return GuestImage(name, rom_from_source(source, name), source)
+
+
+def run(engine: str, image: GuestImage, **kwargs):
+    from hvmspec.engines import runner
+    return runner(engine)(image, **kwargs)
+
+
+def both(image: GuestImage, **kwargs):
+    """Run on both engines and insist that the traces are equal."""
+    ref = run("reference", image, **kwargs)
+    imp = run("impl", image, **kwargs)
+    a = [e.to_json() for e in ref.trace]
+    b = [e.to_json() for e in imp.trace]
+    first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    assert first is None, f"first divergence at {first}: {a[first]} != {b[first]}"
+    assert len(a) == len(b)
+    assert ref.exit == imp.exit
+    assert ref.instructions == imp.instructions
+    return ref
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``hvmspec`` in a subprocess, as a user would."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "hvmspec.cli", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def cli_json(*args: str):
+    proc = cli(*args, "--json")
+    return proc, json.loads(proc.stdout)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    return request.param
