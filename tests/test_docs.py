@@ -1,0 +1,19 @@
+"""The documentation builds with warnings as errors, from real traces and proofs."""
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_docs_build_with_warnings_as_errors(tmp_path):
+    out = tmp_path / "html"
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html",
+                           str(ROOT / "docs"), str(out)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ioreq_page = (out / "ioreq.html").read_text()
+    assert "hello_sequence.svg" in ioreq_page
+    assert "IORESP_READY" in ioreq_page
+    proofs_page = (out / "proofs.html").read_text()
+    assert "ioreq.protocol" in proofs_page and "counterexample" in proofs_page

@@ -1,0 +1,49 @@
+"""The house rules of DESIGN.md that code can check."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.result", "spec.xend"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "spec":
+                names.update(f"spec.{a.name}" for a in node.names)
+            else:
+                names.add(node.module)
+    return names
+
+
+def test_impl_imports_only_the_spec_interface():
+    offending = {}
+    for path in (ROOT / "impl").rglob("*.py"):
+        bad = {n for n in _imports(path) if n.startswith("spec") and n not in INTERFACE}
+        if bad:
+            offending[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offending == {}
+    assert list((ROOT / "impl").rglob("*.py")), "impl/ has no code"
+
+
+def test_every_module_says_what_room_it_is():
+    missing = []
+    for folder in ("spec", "impl", "proofs", "hvmspec"):
+        for path in (ROOT / folder).rglob("*.py"):
+            doc = ast.get_docstring(ast.parse(path.read_text()))
+            if not doc:
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
+
+
+def test_proofs_have_mutants():
+    from proofs import all_checks
+    checks = all_checks()
+    invariants = [c for c in checks if c.kind == "invariant"]
+    for inv in invariants:
+        assert any(c.kind == "mutant" and c.name.startswith(inv.name + "/") for c in checks)
