@@ -51,7 +51,7 @@ _CS_SEG_PREFIX = {capstone.x86.X86_PREFIX_ES: "es", capstone.x86.X86_PREFIX_CS: 
                   capstone.x86.X86_PREFIX_SS: "ss", capstone.x86.X86_PREFIX_DS: "ds",
                   capstone.x86.X86_PREFIX_FS: "fs", capstone.x86.X86_PREFIX_GS: "gs"}
 
-# Unicorn started in 16-bit mode exposes the 32-bit registers (64-bit
+# Unicorn opened in 32-bit mode exposes the 32-bit registers (64-bit
 # guests come with long mode, issue 4); the VMM names them as Xen does.
 REGS = {
     "rax": X.UC_X86_REG_EAX, "rcx": X.UC_X86_REG_ECX, "rdx": X.UC_X86_REG_EDX,
@@ -197,7 +197,7 @@ class HardwareVcpu:
 
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
-        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
+        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
         for start, end in self.ram_ranges():
             self.uc.mem_map(start, end - start)
         self.icount = 0
@@ -217,7 +217,13 @@ class HardwareVcpu:
 
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
-        mode, CS:IP = F000:FFF0, DS/ES/SS = 0, RFLAGS = 2."""
+        mode (CR0 = 0x60000010 less the cache bits: PE clear, ET set),
+        CS:IP = F000:FFF0, DS/ES/SS/FS/GS = 0, RFLAGS = 2.
+
+        Unicorn is opened in 32-bit mode (its 16-bit mode cannot resume at an
+        EIP above 0xFFFF) and put into real mode here; segment loads in real
+        mode then set base = selector * 16 and 16-bit defaults."""
+        self.uc.reg_write(X.UC_X86_REG_CR0, 0x10)
         self.uc.reg_write(X.UC_X86_REG_CS, platform.RESET_CS)
         for seg in ("ds", "es", "ss", "fs", "gs"):
             self.uc.reg_write(_SEG_REGS[seg], 0)
@@ -233,16 +239,33 @@ class HardwareVcpu:
         self.uc.reg_write(REGS[name], value)
 
     def mode(self) -> int:
-        """Code-segment width: 16 in real mode (issue 3's guests); protected
-        and long mode come with the descriptor tables of later issues."""
-        return 16 if not self.reg("cr0") & CR0_PE else 32
+        """The code segment's default operand and address size: 16 in real
+        mode; in protected mode the D bit of the CS descriptor (SDM vol. 3A,
+        3.4.5). Long mode comes with issue 4."""
+        if not self.reg("cr0") & CR0_PE:
+            return 16
+        return 32 if self._descriptor("cs")[1] & (1 << 22) else 16
 
     def segment_base(self, seg: str) -> int:
-        """The base of a segment register. In real mode it is the selector
-        times 16 (SDM vol. 3A, 20.1.1)."""
-        if self.mode() != 16:
-            raise NotImplementedError("protected-mode segment bases (issue 4)")
-        return self.uc.reg_read(_SEG_REGS[seg]) << 4
+        """The base of a segment register: the selector times 16 in real
+        mode (SDM vol. 3A, 20.1.1); in protected mode the base in the
+        selector's GDT descriptor, which the hardware cached when the
+        selector was loaded (a GDT changed after loading is not modelled)."""
+        if not self.reg("cr0") & CR0_PE:
+            return self.uc.reg_read(_SEG_REGS[seg]) << 4
+        low, high = self._descriptor(seg)
+        return (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
+
+    def _descriptor(self, seg: str) -> tuple[int, int]:
+        """The two 32-bit words of a segment's GDT descriptor (LDT-based
+        selectors are not modelled and read as a null descriptor)."""
+        selector = self.uc.reg_read(_SEG_REGS[seg])
+        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        index = selector & ~7
+        if selector & 4 or index + 7 > limit or not self.is_ram(base + index, 8):
+            return 0, 0
+        raw = self.read(base + index, 8)
+        return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
 
     def linear_rip(self) -> int:
         return self.segment_base("cs") + self.reg("rip")
@@ -264,7 +287,7 @@ class HardwareVcpu:
         start = self.linear_rip()
         self._last = start
         try:
-            self.uc.emu_start(self.reg("rip"), 0, count=0)
+            self.uc.emu_start(self.reg("rip"), 1 << 40, count=0)
         except unicorn.UcError as exc:
             return self._fault_exit(exc, start)
         if self._pending is not None:
@@ -285,7 +308,13 @@ class HardwareVcpu:
             self._last = address
             return
         uc.emu_stop()
-        if opcode == _HLT:
+        if 0xF0 in code[:code.index(opcode)]:
+            # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
+            # before any exit; delivery through the IDT comes with issue 5.
+            self._pending = Exit("invalid_opcode", address, size, self.icount,
+                                 detail={"bytes": code.hex(), "error": "LOCK prefix on "
+                                         "an instruction that does not accept it (#UD)"})
+        elif opcode == _HLT:
             self._pending = Exit("hlt", address, size, self.icount)
         else:
             qual, length = decode_io(code, mode, self.reg("rdx"))
