@@ -28,9 +28,11 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     (issue 5), the reference reports it to the VMM, which crashes the domain.
 
 The virtual clock counts retired guest instructions: one per instruction the
-CPU retires (each iteration of a REP string instruction that the CPU runs
-counts once, as Unicorn retires it), and one per instruction, or per
-restarted iteration chunk, that the VMM completes by emulation.
+CPU retires, and one per instruction, or per restarted iteration chunk, that
+the VMM completes by emulation. A REP string instruction that the CPU runs
+(MOVS, STOS, ...) is re-entered for each iteration, as Unicorn executes it:
+it counts once per iteration plus once for the entry that finds the count
+exhausted, so ``rep movsb`` with CX = 7 counts 8 and with CX = 0 counts 1.
 """
 
 from __future__ import annotations
@@ -283,6 +285,7 @@ class HardwareVcpu:
         instructions have retired (reason ``limit``)."""
         self._pending = None
         self._fault = None
+        self._fetch = False
         self._budget_end = self.icount + budget
         start = self.linear_rip()
         self._last = start
@@ -323,14 +326,19 @@ class HardwareVcpu:
     def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
         self._fault = f"{address:#x}:{size}"
         self._fault_gpa = address
+        self._fetch = access == unicorn.UC_MEM_FETCH_UNMAPPED
         return False
 
     def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
         # The faulting instruction was counted on entry to its hook but did
-        # not retire; Unicorn's EIP is not synchronised on a fault, the hook's
-        # address is exact.
-        self.icount -= 1
-        rip = self._last
+        # not retire; the hook's address is exact. An instruction fetch from
+        # unbacked memory never reached the hook: the fault is at the
+        # fetched address, and every instruction before it retired.
+        if self._fault is not None and self._fetch:
+            rip = self._fault_gpa
+        else:
+            self.icount -= 1
+            rip = self._last
         self.set_reg("rip", rip - self.segment_base("cs"))
         code = self.read_code(rip)
         if self._fault is not None:

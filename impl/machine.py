@@ -1,0 +1,216 @@
+"""The impl engine's host: Xen's domains, dom0's qemu-dm and xend, scheduled.
+
+Room: wiring and scheduling for the impl engine, and its ``run_guest``.
+Imports the rest of ``impl/``; from ``spec/`` the interface (trace, platform,
+loader, result) and the shared control plane (:mod:`spec.xend`).
+
+The schedule is the one every engine follows, so that traces compare event
+by event: in each round the domain's vcpu runs to its next exit (first
+completing an ioreq it was woken for), then each qemu-dm polls its ports,
+then xend handles ``VIRQ_DOM_EXC``; a round with nothing to do ends the run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from spec import platform, trace
+from spec.loader import GuestImage, check_image
+from spec.result import Recorder, RunResult, final_exit
+from spec.xend import DomainConfig, DomainInfo, Xend
+from impl.qemu_dm import QemuDm
+from impl.vcpu import EFLAGS_IF, Vcpu
+from impl.xen import EventChannels, IoreqPage, Vmm
+
+VIRQ_DOM_EXC = 3
+
+
+class Domain:
+    def __init__(self, domid: int, vcpu: Vcpu, vmm: Vmm, page: IoreqPage) -> None:
+        self.domid = domid
+        self.vcpu = vcpu
+        self.vmm = vmm
+        self.page = page
+        self.qemu: QemuDm | None = None
+        self.paused = True
+        self.shutdown: int | None = None
+
+
+class Ram:
+    """qemu-dm's mapping of guest RAM; unbacked addresses read as all-ones."""
+
+    def __init__(self, vcpu: Vcpu) -> None:
+        self.vcpu = vcpu
+
+    def read(self, gpa: int, n: int) -> bytes:
+        return self.vcpu.read(gpa, n) if self.vcpu.backed(gpa, n) else b"\xff" * n
+
+    def write(self, gpa: int, data: bytes) -> None:
+        if self.vcpu.backed(gpa, len(data)):
+            self.vcpu.write(gpa, data)
+
+
+class Libxc:
+    """What one qemu-dm reaches of Xen."""
+
+    def __init__(self, host: "Host", domid: int) -> None:
+        self.host, self.domid = host, domid
+
+    def bind(self, rdom: int, rport: int) -> int:
+        return self.host.evtchn.bind_interdomain(platform.DOM0, rdom, rport)
+
+    def take(self, port: int) -> bool:
+        return self.host.evtchn.take(platform.DOM0, port)
+
+    def notify(self, port: int) -> None:
+        self.host.evtchn.send(platform.DOM0, port)
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None:
+        self.host.shutdown(domid, reason, by)
+
+    def clock_ns(self) -> int:
+        dom = self.host.domains.get(self.domid)
+        return dom.vcpu.icount if dom else 0
+
+
+class Host:
+    """Xen and dom0 for the impl engine (``spec.xend.Host`` for xend)."""
+
+    def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
+                 max_instructions: int) -> None:
+        self.image = image
+        self.emit = emit
+        self.max_instructions = max_instructions
+        self.evtchn = EventChannels(emit)
+        self.evtchn.add_domain(platform.DOM0)
+        self.virq_port = self.evtchn.bind_virq(platform.DOM0, VIRQ_DOM_EXC)
+        self.domains: dict[int, Domain] = {}
+        self.next_domid = 1
+        self.stopped: str | None = None
+        self.xend = Xend(self, emit)
+
+    # --- xend's hypercalls -------------------------------------------------------
+
+    def create_domain(self, config: DomainConfig) -> int:
+        check_image(self.image.image, config.memory_mib << 20)
+        domid, self.next_domid = self.next_domid, self.next_domid + 1
+        vcpu = Vcpu(config.memory_mib << 20)
+        vcpu.write(self.image.load_address, self.image.image)
+        self.evtchn.add_domain(domid)
+        page = IoreqPage()
+        vmm = Vmm(domid, vcpu, page, self.emit,
+                  notify=lambda port: self.evtchn.send(domid, port),
+                  crash=lambda message, rip: self.crash(domid, message, rip))
+        vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
+        page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
+        self.domains[domid] = Domain(domid, vcpu, vmm, page)
+        return domid
+
+    def start_device_model(self, domid: int) -> None:
+        dom = self.domains[domid]
+        dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit)
+
+    def unpause(self, domid: int) -> None:
+        self.domains[domid].paused = False
+
+    def domain_info(self, domid: int) -> DomainInfo:
+        reason = self.domains[domid].shutdown
+        return DomainInfo(reason is not None, reason)
+
+    def destroy(self, domid: int) -> None:
+        self.domains.pop(domid, None)
+        self.evtchn.remove_domain(domid)
+
+    def dom_exc_pending(self) -> bool:
+        return self.evtchn.take(platform.DOM0, self.virq_port)
+
+    # --- Xen ------------------------------------------------------------------------
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None:
+        dom = self.domains.get(domid)
+        if dom is None or dom.shutdown is not None:
+            return
+        dom.shutdown = reason
+        self.emit(trace.DomainShutdown(dom=domid, reason=platform.SHUTDOWN_REASONS[reason],
+                                       by=by))
+        self.evtchn.send_virq(platform.DOM0, VIRQ_DOM_EXC)
+
+    def crash(self, domid: int, message: str, rip: int) -> None:
+        self.emit(trace.DomainCrash(dom=domid, rip=rip, message=message))
+        self.shutdown(domid, platform.SHUTDOWN_CRASH, "xen")
+
+    def run(self) -> None:
+        while self.stopped is None:
+            progressed = False
+            for dom in list(self.domains.values()):
+                progressed |= self._run_vcpu(dom)
+                if self.stopped:
+                    return
+            for dom in list(self.domains.values()):
+                if dom.qemu is not None:
+                    progressed |= dom.qemu.poll()
+            progressed |= self.xend.poll()
+            if not progressed:
+                return
+
+    def _run_vcpu(self, dom: Domain) -> bool:
+        vmm, vcpu = dom.vmm, dom.vcpu
+        if dom.paused or dom.shutdown is not None:
+            return False
+        progressed = False
+        if vmm.waiting is not None:
+            if not vmm.woken:
+                return False
+            progressed = True
+            if not vmm.resume() or dom.shutdown is not None:
+                return True
+        if vmm.halted:
+            return progressed
+        budget = self.max_instructions - vcpu.icount
+        if budget <= 0:
+            self.stopped = "limit"
+            return progressed
+        self.emit(trace.VmEntry(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
+        ex = vcpu.run(budget)
+        if ex.reason == "limit":
+            self.stopped = "limit"
+            return True
+        vmm.handle_exit(ex)
+        return True
+
+
+def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
+              max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
+              listeners: list[Callable[[trace.Event], None]] | None = None) -> RunResult:
+    """Boot ``image`` in a new HVM domain on the impl engine and run it to
+    its end. Raises :class:`spec.loader.GuestError` for an image that cannot
+    be placed."""
+    check_image(image.image, memory_mib << 20)
+    recorder = Recorder(listeners)
+    started = time.perf_counter()
+    host = Host(image, recorder, max_instructions)
+    config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
+                          on_reboot="destroy", on_crash="destroy")
+    domid = host.xend.create(config)
+    host.run()
+    dom = host.domains.get(domid)
+    if dom is not None:
+        instructions = dom.vcpu.icount
+    else:
+        instructions = max((e.icount for e in recorder.events
+                            if isinstance(e, (trace.VmExit, trace.VmEntry))), default=0)
+    exit_info = final_exit(recorder.events, {})
+    if dom is not None and dom.shutdown is None:
+        if host.stopped == "limit":
+            exit_info = {"reason": "limit", "dom": domid, "message":
+                         f"stopped after {dom.vcpu.icount} instructions (the budget)"}
+        else:
+            state = "enabled" if dom.vcpu.get("eflags") & EFLAGS_IF else "disabled"
+            exit_info = {"reason": "hung", "dom": domid, "message":
+                         f"vcpu 0 halted at rip {dom.vcpu.rip():#x} with interrupts {state}, "
+                         f"and nothing can wake it"}
+        host.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
+        exit_info["domain"] = "destroyed"
+    return RunResult("impl", image.name, exit_info, instructions,
+                     time.perf_counter() - started, recorder.events)

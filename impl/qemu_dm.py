@@ -1,0 +1,180 @@
+"""qemu-dm for the impl engine: the ioreq loop and the devices.
+
+Room: the device model of one domain — taking ioreqs from the shared page,
+performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer),
+responding, and asking Xen for a power-off. Imports :mod:`impl.xen` (the
+page layout and state numbers) and, for the interface, :mod:`spec.trace` and
+:mod:`spec.platform`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spec import platform, trace
+from impl.xen import INPROCESS, READ, READY, RESP_READY, WRITE, Emit, IoreqPage
+
+PM_TIMER_HZ = 3_579_545
+
+
+class Uart:
+    """COM1: a 16550A whose transmitter is never busy and which never receives."""
+
+    name, sizes = "uart", (1,)
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.regs = {"ier": 0, "lcr": 0, "mcr": 0, "scr": 0}
+        self.divisor = 12
+
+    def read(self, offset: int, size: int) -> int:
+        r, dlab = self.regs, self.regs["lcr"] & 0x80
+        if offset == 0:
+            return self.divisor & 0xFF if dlab else 0
+        if offset == 1:
+            return self.divisor >> 8 if dlab else r["ier"]
+        return (0, 0, 0x01, r["lcr"], r["mcr"], 0x60, 0, r["scr"])[offset]
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        r, dlab = self.regs, self.regs["lcr"] & 0x80
+        if offset == 0:
+            if dlab:
+                self.divisor = self.divisor & 0xFF00 | value
+            else:
+                self.emit(trace.SerialOut(port="com1", byte=value))
+        elif offset == 1:
+            if dlab:
+                self.divisor = self.divisor & 0xFF | value << 8
+            else:
+                r["ier"] = value & 0x0F
+        elif offset == 3:
+            r["lcr"] = value
+        elif offset == 4:
+            r["mcr"] = value & 0x1F
+        elif offset == 7:
+            r["scr"] = value
+
+
+class AcpiPm:
+    """PM1a status/enable/control and the PM timer, as 12 bytes of registers."""
+
+    name, sizes = "acpi_pm", (1, 2, 4)
+
+    def __init__(self, power_off: Callable[[], None], clock_ns: Callable[[], int]) -> None:
+        self.power_off = power_off
+        self.clock_ns = clock_ns
+        self.block = bytearray(8)       # STS(2) EN(2) CNT(2) reserved(2)
+
+    def read(self, offset: int, size: int) -> int:
+        ticks = self.clock_ns() * PM_TIMER_HZ // 1_000_000_000 & 0xFFFFFFFF
+        regs = bytes(self.block) + ticks.to_bytes(4, "little")
+        return int.from_bytes(regs[offset:offset + size].ljust(size, b"\xff"), "little")
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        for i in range(size):
+            at, byte = offset + i, value >> 8 * i & 0xFF
+            if at < 2:
+                self.block[at] &= ~byte & 0xFF          # write one to clear
+            elif at < 6:
+                self.block[at] = byte
+        if offset < 6 and offset + size > 4:      # PM1a_CNT written
+            cnt = int.from_bytes(self.block[4:6], "little")
+            if cnt & platform.PM1_CNT_SLP_EN:
+                cnt &= ~platform.PM1_CNT_SLP_EN
+                self.block[4:6] = cnt.to_bytes(2, "little")
+                slp_typ = (cnt & platform.PM1_CNT_SLP_TYP_MASK) >> platform.PM1_CNT_SLP_TYP_SHIFT
+                if slp_typ == platform.SLP_TYP_S5:
+                    self.power_off()
+
+
+class QemuDm:
+    """The device model of one domain."""
+
+    def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit) -> None:
+        self.domid = domid
+        self.page = page
+        self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
+        self.libxc = libxc              # bind / take / notify / shutdown / clock_ns
+        self.emit = emit
+        self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, Uart(emit)),
+                        (platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
+                         AcpiPm(self._power_off, libxc.clock_ns))]
+        self.power_off_requested = False
+        self.port = libxc.bind(domid, page.fields(0)[4])
+
+    def _power_off(self) -> None:
+        self.power_off_requested = True
+
+    def poll(self) -> bool:
+        worked = False
+        if self.libxc.take(self.port):
+            worked = True
+            if self.page.state(0) == READY:
+                self._serve()
+        if self.power_off_requested:
+            self.power_off_requested = False
+            self.libxc.shutdown(self.domid, platform.SHUTDOWN_POWEROFF, "qemu-dm")
+            worked = True
+        return worked
+
+    def _serve(self) -> None:
+        page = self.page
+        page.set_state(0, INPROCESS)
+        self.emit(page.event(0, "qemu-dm", READY, INPROCESS))
+        addr, data, count, size, _, _, ptr, direction, df, typ = page.fields(0)
+        if typ != 0:
+            data = (1 << 64) - 1
+        else:
+            step = -size if df else size
+            for i in range(count):
+                if ptr:
+                    gpa = (data + i * step) & 0xFFFFFFFFFFFFFFFF
+                    if direction == WRITE:
+                        self._bus(addr, size, WRITE, int.from_bytes(self.ram.read(gpa, size),
+                                                                    "little"))
+                    else:
+                        value = self._bus(addr, size, READ, 0)
+                        self.ram.write(gpa, value.to_bytes(size, "little"))
+                elif direction == WRITE:
+                    self._bus(addr, size, WRITE, data & ((1 << 8 * size) - 1))
+                else:
+                    data = self._bus(addr, size, READ, 0)
+        if direction == READ and not ptr:
+            page.set_data(0, data)
+        page.set_state(0, RESP_READY)
+        self.emit(page.event(0, "qemu-dm", INPROCESS, RESP_READY))
+        self.libxc.notify(self.port)
+
+    def _claim(self, port: int):
+        for lo, hi, dev in self.devices:
+            if lo <= port < hi:
+                return lo, dev
+        return None
+
+    def _bus(self, port: int, size: int, direction: int, value: int) -> int:
+        """One access of ``size`` bytes, split for a device that takes only
+        narrower ones; unclaimed ports read all-ones and drop writes."""
+        claimed = self._claim(port)
+        if claimed is not None:
+            part = max((s for s in claimed[1].sizes if s <= size), default=1)
+            if part < size:
+                out = 0
+                for i in range(0, size, part):
+                    out |= self._bus((port + i) & 0xFFFF, part, direction,
+                                     value >> 8 * i & ((1 << 8 * part) - 1)) << 8 * i
+                return out
+        kind = "read" if direction == READ else "write"
+        if claimed is None:
+            if direction == READ:
+                value = (1 << 8 * size) - 1
+            self.emit(trace.DeviceIo(device=None, space="pio", addr=port, size=size,
+                                     dir=kind, data=value))
+            return value
+        base, dev = claimed
+        if direction == READ:
+            value = dev.read(port - base, size) & ((1 << 8 * size) - 1)
+        self.emit(trace.DeviceIo(device=dev.name, space="pio", addr=port, size=size,
+                                 dir=kind, data=value))
+        if direction == WRITE:
+            dev.write(port - base, size, value)
+        return value

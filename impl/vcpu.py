@@ -1,0 +1,336 @@
+"""The vcpu on Unicorn, built to stop only where the VMM must act.
+
+Room: guest execution for the impl engine: RAM, the virtual instruction
+clock, and the exits (I/O, HLT, unbacked memory, undecodable or faulting
+instructions, the instruction budget). Imports Unicorn, capstone (for
+instruction lengths only) and :mod:`spec.platform`.
+
+How it stays fast and exact
+---------------------------
+
+The reference model calls Python on every instruction. Here Python runs once
+per *translated block* (``UC_HOOK_BLOCK``): the block's instructions are
+decoded once (cached by address, mode and bytes) and the clock advances by
+their number when the next block starts. Instructions that exit — IN, OUT,
+INS, OUTS and HLT, with any prefixes — get a code hook on their address
+alone. The first time a block containing such an instruction is seen, the
+hook is added, Unicorn's translation of that address is dropped and the
+block restarts (its first instruction has not run yet when the block hook is
+called), so the retranslated block stops exactly there.
+
+A REP string instruction ends its block, and each iteration re-enters it, so
+counting blocks counts each iteration once, as the reference does. A fault
+stops the block part-way; Unicorn reports the faulting instruction's EIP,
+and the clock counts the instructions of the block before it.
+
+Known limit: a guest write into the very block that is executing makes
+Unicorn abandon the block after the writing instruction; the next block
+hook would then count the abandoned instructions as well. None of the
+bundled guests modify their own code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import capstone
+import unicorn
+from unicorn import x86_const as X
+
+from spec import platform
+
+_EIP, _EFLAGS, _CR0 = X.UC_X86_REG_EIP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_CR0
+_GPR = {"eax": X.UC_X86_REG_EAX, "ecx": X.UC_X86_REG_ECX, "edx": X.UC_X86_REG_EDX,
+        "ebx": X.UC_X86_REG_EBX, "esp": X.UC_X86_REG_ESP, "ebp": X.UC_X86_REG_EBP,
+        "esi": X.UC_X86_REG_ESI, "edi": X.UC_X86_REG_EDI, "eip": _EIP, "eflags": _EFLAGS}
+_SEG = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
+        "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
+_SEG_OVERRIDE = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
+_LEGACY_PREFIXES = frozenset(_SEG_OVERRIDE) | {0x66, 0x67, 0xF0, 0xF2, 0xF3}
+
+#: opcode -> (direction, string, element size or 0 for the operand size, immediate port)
+IO_FORMS = {
+    0x6C: ("in", True, 1, False), 0x6D: ("in", True, 0, False),
+    0x6E: ("out", True, 1, False), 0x6F: ("out", True, 0, False),
+    0xE4: ("in", False, 1, True), 0xE5: ("in", False, 0, True),
+    0xE6: ("out", False, 1, True), 0xE7: ("out", False, 0, True),
+    0xEC: ("in", False, 1, False), 0xED: ("in", False, 0, False),
+    0xEE: ("out", False, 1, False), 0xEF: ("out", False, 0, False),
+}
+HLT = 0xF4
+EFLAGS_IF = 1 << 9
+EFLAGS_DF = 1 << 10
+LOCK_UD = "LOCK prefix on an instruction that does not accept it (#UD)"
+
+
+@dataclass
+class Exit:
+    """Why the vcpu stopped, where, and at which instruction count."""
+
+    reason: str
+    rip: int            # linear address of the instruction
+    length: int
+    icount: int
+    info: dict = field(default_factory=dict)
+    io: "IoExit | None" = None
+
+
+@dataclass
+class IoExit:
+    """The I/O exit qualification and instruction information (SDM vol. 3C
+    tables 28-5 and 28-8), decoded from the instruction bytes."""
+
+    port: int
+    size: int
+    dir: str
+    string: bool
+    rep: bool
+    imm: bool
+    address_size: int
+    segment: str
+
+    def info(self) -> dict:
+        qual = ((self.size - 1) | (self.dir == "in") << 3 | self.string << 4
+                | self.rep << 5 | self.imm << 6 | self.port << 16)
+        out = {"port": self.port, "size": self.size, "dir": self.dir, "string": self.string,
+               "rep": self.rep, "imm": self.imm, "qualification": qual}
+        if self.string:
+            out["address_size"] = self.address_size
+            out["segment"] = self.segment
+        return out
+
+
+def split_prefixes(code: bytes) -> tuple[bytes, int | None]:
+    """The legacy prefixes at the start of ``code`` and the opcode after them."""
+    i = 0
+    while i < len(code) and code[i] in _LEGACY_PREFIXES:
+        i += 1
+    return code[:i], (code[i] if i < len(code) else None)
+
+
+def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoExit, int]:
+    """The exit information of the I/O instruction at the start of ``code``
+    and its length."""
+    prefixes, opcode = split_prefixes(code)
+    direction, string, size, imm = IO_FORMS[opcode]
+    wide = (mode == 32) != (0x66 in prefixes)
+    if not size:
+        size = 4 if wide else 2
+    address_size = 32 if (mode == 32) != (0x67 in prefixes) else 16
+    segment = ""
+    if string:
+        segment = "es"
+        if direction == "out":
+            overrides = [_SEG_OVERRIDE[p] for p in prefixes if p in _SEG_OVERRIDE]
+            segment = overrides[-1] if overrides else "ds"
+    length = len(prefixes) + 1 + imm
+    port = code[length - 1] if imm else dx & 0xFFFF
+    rep = 0xF3 in prefixes or 0xF2 in prefixes
+    return IoExit(port, size, direction, string, rep, imm, address_size, segment), length
+
+
+@dataclass
+class Block:
+    """One translated block as the clock sees it."""
+
+    addresses: tuple[int, ...]
+    index: dict[int, int]
+    exiting: tuple[int, ...]        # addresses of instructions that exit
+
+
+_EMPTY = Block((), {}, ())
+
+
+class Vcpu:
+    """One vcpu and the domain's RAM on Unicorn."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.memory_bytes = memory_bytes
+        self.ram = [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, memory_bytes)]
+        uc = self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        for start, end in self.ram:
+            uc.mem_map(start, end - start)
+        self.icount = 0
+        self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
+        self._hooked: set[int] = set()
+        self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
+                        ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32))}
+        uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
+        uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        # Real mode at the reset vector (SDM vol. 3A table 9-1).
+        uc.reg_write(_CR0, 0x10)
+        uc.reg_write(_SEG["cs"], platform.RESET_CS)
+        for seg in ("ds", "es", "ss", "fs", "gs"):
+            uc.reg_write(_SEG[seg], 0)
+        uc.reg_write(_EFLAGS, 0x2)
+        uc.reg_write(_EIP, platform.RESET_IP)
+
+    # --- guest state ------------------------------------------------------------
+
+    def get(self, reg: str) -> int:
+        return self.uc.reg_read(_GPR[reg])
+
+    def put(self, reg: str, value: int) -> None:
+        self.uc.reg_write(_GPR[reg], value)
+
+    def backed(self, gpa: int, length: int) -> bool:
+        return any(lo <= gpa and gpa + length <= hi for lo, hi in self.ram)
+
+    def read(self, gpa: int, length: int) -> bytes:
+        return bytes(self.uc.mem_read(gpa, length))
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.uc.mem_write(gpa, data)
+
+    def mode(self) -> int:
+        if not self.uc.reg_read(_CR0) & 1:
+            return 16
+        return 32 if self._descriptor("cs")[1] & (1 << 22) else 16
+
+    def seg_base(self, seg: str) -> int:
+        if not self.uc.reg_read(_CR0) & 1:
+            return self.uc.reg_read(_SEG[seg]) << 4
+        low, high = self._descriptor(seg)
+        return (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
+
+    def _descriptor(self, seg: str) -> tuple[int, int]:
+        selector = self.uc.reg_read(_SEG[seg])
+        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        offset = selector & 0xFFF8
+        if selector & 4 or offset + 7 > limit or not self.backed(base + offset, 8):
+            return 0, 0
+        raw = self.read(base + offset, 8)
+        return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+
+    def rip(self) -> int:
+        """The linear address of the next instruction."""
+        return self.seg_base("cs") + self.uc.reg_read(_EIP)
+
+    def code_at(self, linear: int) -> bytes:
+        """Up to 15 bytes that RAM backs at ``linear`` (for diagnostics)."""
+        n = 0
+        while n < 15 and self.backed(linear + n, 1):
+            n += 1
+        return self.read(linear, n) if n else b""
+
+    # --- running --------------------------------------------------------------------
+
+    def run(self, budget: int) -> Exit:
+        """Run until an exit, or until ``budget`` more instructions retired."""
+        self._budget_end = self.icount + budget
+        while True:
+            self._exit: Exit | None = None
+            self._restart = False
+            self._fetch_fault: int | None = None
+            self._gpa: int | None = None
+            self._base = self.icount
+            self._block = _EMPTY
+            try:
+                self.uc.emu_start(self.uc.reg_read(_EIP), 1 << 40)
+            except unicorn.UcError as exc:
+                return self._fault(exc)
+            if self._restart:
+                continue
+            assert self._exit is not None, "emulation ended without an exit"
+            self.icount = self._exit.icount
+            return self._exit
+
+    def _on_block(self, uc, address: int, size: int, _data) -> None:
+        self._base += len(self._block.addresses)
+        block = self._decode(address, size)
+        missing = [a for a in block.exiting if a not in self._hooked]
+        end = self._budget_end - self._base
+        if end < len(block.addresses):
+            if end <= 0:
+                self._stop(Exit("limit", address, 0, self._base))
+                return
+            if block.addresses[end] not in self._hooked:
+                missing.append(block.addresses[end])
+        if missing:
+            for a in missing:
+                self._hooked.add(a)
+                uc.hook_add(unicorn.UC_HOOK_CODE, self._on_stop_point, begin=a, end=a)
+                uc.ctl_remove_cache(a, a + 1)
+            self.icount = self._base
+            self._block = _EMPTY
+            self._restart = True
+            uc.emu_stop()
+            return
+        self._block = block
+
+    def _stop(self, ex: Exit) -> None:
+        self._exit = ex
+        self._block = _EMPTY
+        self.uc.emu_stop()
+
+    def _on_stop_point(self, uc, address: int, size: int, _data) -> None:
+        """An instruction that exits, or the one at which the budget ends."""
+        index = self._block.index.get(address)
+        if index is None:
+            return
+        icount = self._base + index
+        if icount >= self._budget_end:
+            self._stop(Exit("limit", address, 0, icount))
+            return
+        code = bytes(uc.mem_read(address, min(size, 15)))
+        prefixes, opcode = split_prefixes(code)
+        if opcode == HLT or opcode in IO_FORMS:
+            if 0xF0 in prefixes:
+                self._stop(Exit("invalid_opcode", address, size, icount,
+                                {"bytes": code.hex(), "error": LOCK_UD}))
+            elif opcode == HLT:
+                self._stop(Exit("hlt", address, size, icount))
+            else:
+                io, length = decode_io(code, self.mode(), uc.reg_read(X.UC_X86_REG_EDX))
+                self._stop(Exit("io", address, length, icount, io.info(), io))
+
+    def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _data) -> bool:
+        if access == unicorn.UC_MEM_FETCH_UNMAPPED:
+            self._fetch_fault = address
+        self._gpa = address
+        return False
+
+    def _fault(self, exc: unicorn.UcError) -> Exit:
+        if self._fetch_fault is not None:
+            rip = self._fetch_fault
+            icount = self._base + len(self._block.addresses)
+        else:
+            rip = self.rip()
+            icount = self._base + self._block.index.get(rip, len(self._block.addresses))
+        self.icount = icount
+        self.uc.reg_write(_EIP, (rip - self.seg_base("cs")) & 0xFFFFFFFF)
+        code = self.code_at(rip).hex()
+        if self._gpa is not None:
+            return Exit("ept_violation", rip, 0, icount, {"bytes": code, "gpa": self._gpa})
+        reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
+        return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
+
+    def _decode(self, address: int, size: int) -> Block:
+        mode = self.mode()
+        raw = bytes(self.uc.mem_read(address, size))
+        cached = self._blocks.get((address, size, mode))
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        addresses, exiting = [], []
+        offset = 0
+        while offset < size:
+            for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
+                    raw[offset:], address + offset):
+                addresses.append(address + offset)
+                _prefixes, opcode = split_prefixes(raw[offset:offset + length])
+                if opcode == HLT or opcode in IO_FORMS:
+                    exiting.append(address + offset)
+                offset += length
+            if offset >= size:
+                break
+            # capstone refuses some forms the CPU still decodes, LOCK on
+            # IN/OUT among them: those exit (as #UD), so they are ours.
+            prefixes, opcode = split_prefixes(raw[offset:offset + 15])
+            addresses.append(address + offset)
+            if opcode != HLT and opcode not in IO_FORMS:
+                break                               # undecodable: the block ends here
+            exiting.append(address + offset)
+            offset += len(prefixes) + 1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7))
+        block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting))
+        self._blocks[(address, size, mode)] = (raw, block)
+        return block

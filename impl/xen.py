@@ -1,0 +1,271 @@
+"""Xen for the impl engine: event channels, the shared ioreq page, the VMM.
+
+Room: the hypervisor side of the data path — what happens at a VM exit and
+how an ioreq travels to the device model and back. Imports
+:mod:`impl.vcpu`, and :mod:`spec.trace` / :mod:`spec.platform` for the
+interface (event types, constants). The rules are those of
+``public/hvm/ioreq.h``, ``common/event_2l.c`` and Xen 3.x's
+``vmx_io_instruction``; the reference model in ``spec/`` states them as
+prose, this module as fast code.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+from spec import platform, trace
+from impl.vcpu import EFLAGS_DF, Exit, Vcpu
+
+# public/hvm/ioreq.h
+NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
+STATE = {NONE: "NONE", READY: "READY", INPROCESS: "INPROCESS", RESP_READY: "IORESP_READY"}
+WRITE, READ = 0, 1
+PIO = 0
+TYPE = {0: "pio", 1: "copy", 2: "pci_config", 7: "timeoffset", 8: "invalidate"}
+SLOT = struct.Struct("<QQIIIHBB")       # addr data count size vp_eport pad flags type
+
+Emit = Callable[[trace.Event], None]
+
+
+class IoreqPage:
+    """``struct shared_iopage``: 32-byte ``struct ioreq`` slots in one page."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray(4096)
+
+    def fields(self, vcpu: int) -> tuple:
+        """(addr, data, count, size, vp_eport, state, data_is_ptr, dir, df, type)"""
+        addr, data, count, size, port, _, flags, typ = SLOT.unpack_from(self.raw, 32 * vcpu)
+        return (addr, data, count, size, port, flags & 15, flags >> 4 & 1,
+                flags >> 5 & 1, flags >> 6 & 1, typ)
+
+    def fill(self, vcpu: int, addr: int, data: int, count: int, size: int, port: int,
+             data_is_ptr: int, direction: int, df: int, typ: int) -> None:
+        """Every field but the state."""
+        state = self.raw[32 * vcpu + 30] & 15
+        flags = state | data_is_ptr << 4 | direction << 5 | df << 6
+        SLOT.pack_into(self.raw, 32 * vcpu, addr, data, count, size, port, 0, flags, typ)
+
+    def state(self, vcpu: int) -> int:
+        return self.raw[32 * vcpu + 30] & 15
+
+    def set_state(self, vcpu: int, state: int) -> None:
+        off = 32 * vcpu + 30
+        self.raw[off] = self.raw[off] & 0xF0 | state
+
+    def set_data(self, vcpu: int, data: int) -> None:
+        struct.pack_into("<Q", self.raw, 32 * vcpu + 8, data & 0xFFFFFFFFFFFFFFFF)
+
+    def event(self, vcpu: int, by: str, old: int, new: int) -> trace.IoreqTransition:
+        addr, data, count, size, _, _, ptr, direction, df, typ = self.fields(vcpu)
+        return trace.IoreqTransition(
+            vcpu=vcpu, by=by, old=STATE.get(old, f"UNKNOWN({old})"),
+            new=STATE.get(new, f"UNKNOWN({new})"), type=TYPE.get(typ, str(typ)),
+            dir="read" if direction else "write", addr=addr, size=size, count=count,
+            df=df, data_is_ptr=ptr, data=data)
+
+
+class EventChannels:
+    """Every domain's 2-level event-channel ports.
+
+    A port is ``[state, remote_dom, remote_port, virq, xen_consumer]``;
+    ``pending`` holds the pending ports of each domain (the mask and
+    selector bits do not change what a dom0 process sees here)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.ports: dict[int, list[list]] = {}
+        self.pending: dict[int, set[int]] = {}
+
+    def add_domain(self, dom: int) -> None:
+        self.ports[dom] = [["reserved", -1, -1, -1, None]]
+        self.pending[dom] = set()
+
+    def remove_domain(self, dom: int) -> None:
+        for state, rdom, rport, _, _ in self.ports.pop(dom, []):
+            if state == "interdomain" and rdom in self.ports:
+                peer = self.ports[rdom][rport]
+                peer[0], peer[1], peer[2] = "unbound", dom, -1
+        self.pending.pop(dom, None)
+
+    def _alloc(self, dom: int, entry: list) -> int:
+        table = self.ports[dom]
+        for port in range(1, len(table)):
+            if table[port][0] == "free":
+                table[port] = entry
+                return port
+        table.append(entry)
+        return len(table) - 1
+
+    def alloc_unbound_xen(self, dom: int, remote: int, consumer: Callable[[int], None]) -> int:
+        return self._alloc(dom, ["unbound", remote, -1, -1, consumer])
+
+    def bind_virq(self, dom: int, virq: int) -> int:
+        return self._alloc(dom, ["virq", -1, -1, virq, None])
+
+    def bind_interdomain(self, dom: int, rdom: int, rport: int) -> int:
+        remote = self.ports[rdom][rport]
+        if remote[0] != "unbound" or remote[1] not in (dom, -1):
+            raise ValueError(f"EINVAL: dom{rdom} port {rport} is not unbound for dom{dom}")
+        port = self._alloc(dom, ["interdomain", rdom, rport, -1, None])
+        remote[0], remote[1], remote[2] = "interdomain", dom, port
+        self.emit(trace.EvtchnBind(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
+        return port
+
+    def send(self, dom: int, port: int) -> None:
+        state, rdom, rport, _, _ = self.ports[dom][port]
+        if state != "interdomain":
+            raise ValueError(f"EINVAL: dom{dom} port {port} is {state}")
+        self.emit(trace.EvtchnSend(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
+        consumer = self.ports[rdom][rport][4]
+        if consumer is not None:
+            consumer(rport)
+        else:
+            self.pending[rdom].add(rport)
+
+    def send_virq(self, dom: int, virq: int) -> None:
+        for port, entry in enumerate(self.ports.get(dom, ())):
+            if entry[0] == "virq" and entry[3] == virq:
+                self.pending[dom].add(port)
+
+    def take(self, dom: int, port: int) -> bool:
+        pending = self.pending[dom]
+        if port in pending:
+            pending.discard(port)
+            return True
+        return False
+
+
+class Vmm:
+    """Exit handling and ioreqs for one HVM domain."""
+
+    def __init__(self, domid: int, vcpu: Vcpu, page: IoreqPage, emit: Emit,
+                 notify: Callable[[int], None], crash: Callable[[str, int], None]) -> None:
+        self.domid = domid
+        self.vcpu = vcpu
+        self.page = page
+        self.emit = emit
+        self.notify = notify
+        self.crash = crash
+        self.port = 0                   # vp_eport of vcpu 0
+        self.waiting: tuple | None = None   # (exit, count, finishes, by-value gpa)
+        self.woken = False
+        self.halted = False
+
+    def handle_exit(self, ex: Exit) -> None:
+        self.emit(trace.VmExit(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
+                               info=ex.info))
+        if ex.reason == "io":
+            self._io(ex)
+        elif ex.reason == "hlt":
+            self.halted = True
+        elif ex.reason == "ept_violation":
+            self.crash(f"MMIO access to gpa {ex.info['gpa']:#x} that no device model region "
+                       f"claims; instruction bytes {ex.info['bytes']}", ex.rip)
+        else:
+            self.crash(f"{ex.reason} at rip {ex.rip:#x}; instruction bytes "
+                       f"{ex.info.get('bytes', '')}", ex.rip)
+
+    def _io(self, ex: Exit) -> None:
+        io, cpu = ex.io, self.vcpu
+        direction = READ if io.dir == "in" else WRITE
+        if not io.string:
+            data = cpu.get("eax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
+            self._send(ex, (io.port, data, 1, io.size, 0, direction, 0), (ex, 1, True, None))
+            return
+        amask = (1 << io.address_size) - 1
+        linear = (cpu.seg_base(io.segment)
+                  + (cpu.get("edi" if direction == READ else "esi") & amask)) & 0xFFFFFFFF
+        total = cpu.get("ecx") & amask if io.rep else 1
+        if total == 0:
+            self._retire(ex, True)
+            return
+        size, page = io.size, platform.PAGE_SIZE
+        back = 1 if cpu.get("eflags") & EFLAGS_DF else 0
+        first_page = linear // page
+        if (linear + size - 1) // page != first_page:            # straddles: by value
+            count, by_value, finishes = 1, True, total == 1
+        else:
+            last = linear - (total - 1) * size if back else linear + total * size - 1
+            if last >= 0 and last // page == first_page:
+                count, by_value, finishes = total, False, True
+            else:
+                offset = linear % page
+                count = offset // size + 1 if back else (page - offset) // size
+                by_value, finishes = False, False
+        low = linear - (count - 1) * size if back else linear
+        if not cpu.backed(low, count * size):
+            self.crash(f"string I/O at rip {ex.rip:#x}: data at {low:#x}+{count * size} "
+                       f"is not guest RAM", ex.rip)
+            return
+        if not by_value:
+            fields = (io.port, linear, count, size, 1, direction, back)
+        elif direction == WRITE:
+            value = int.from_bytes(cpu.read(linear, size), "little")
+            fields = (io.port, value, 1, size, 0, direction, back)
+        else:
+            fields = (io.port, 0, 1, size, 0, direction, back)
+        self._send(ex, fields, (ex, count, finishes,
+                                linear if by_value and direction == READ else None))
+
+    def _send(self, ex: Exit, fields: tuple, pending: tuple) -> None:
+        state = self.page.state(0)
+        if state != NONE or self.waiting is not None:
+            self.crash(f"ioreq slot of vcpu 0 is busy ({STATE.get(state, f'UNKNOWN({state})')})",
+                       ex.rip)
+            return
+        port, data, count, size, ptr, direction, df = fields
+        self.page.fill(0, port, data, count, size, self.port, ptr, direction, df, PIO)
+        self.page.set_state(0, READY)
+        self.waiting, self.woken = pending, False
+        self.emit(self.page.event(0, "vmm", NONE, READY))
+        self.notify(self.port)
+
+    def on_notify(self, port: int) -> None:
+        if self.waiting is not None:
+            self.woken = True
+
+    def resume(self) -> bool:
+        """The woken vcpu completes its ioreq; True when it may run again."""
+        self.woken = False
+        state = self.page.state(0)
+        if state in (READY, INPROCESS):
+            return False
+        ex, count, finishes, by_value_gpa = self.waiting
+        if state != RESP_READY:
+            self.crash(f"ioreq of vcpu 0 in unexpected state "
+                       f"{STATE.get(state, f'UNKNOWN({state})')} while waiting", ex.rip)
+            return False
+        data = self.page.fields(0)[1]
+        self.page.set_state(0, NONE)
+        self.waiting = None
+        self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
+        io, cpu = ex.io, self.vcpu
+        if not io.string:
+            if io.dir == "in":
+                mask = (1 << 8 * io.size) - 1
+                cpu.put("eax", cpu.get("eax") & ~mask | data & mask)
+            self._retire(ex, True)
+            return True
+        if by_value_gpa is not None:
+            cpu.write(by_value_gpa, (data & ((1 << 8 * io.size) - 1)).to_bytes(io.size, "little"))
+        amask = (1 << io.address_size) - 1
+        step = -io.size if cpu.get("eflags") & EFLAGS_DF else io.size
+        _add(cpu, "edi" if io.dir == "in" else "esi", step * count, amask)
+        if io.rep:
+            _add(cpu, "ecx", -count, amask)
+        self._retire(ex, finishes)
+        return True
+
+    def _retire(self, ex: Exit, advance: bool) -> None:
+        cpu = self.vcpu
+        if advance:
+            eip = cpu.get("eip") + ex.length
+            cpu.put("eip", eip & 0xFFFF if cpu.mode() == 16 else eip)
+        cpu.icount += 1
+
+
+def _add(cpu: Vcpu, reg: str, delta: int, mask: int) -> None:
+    old = cpu.get(reg)
+    cpu.put(reg, old & ~mask | (old + delta) & mask)

@@ -1,0 +1,78 @@
+"""The two engines agree where their code differs most: the clock.
+
+The reference counts every instruction in a hook; impl counts translated
+blocks and stops only at instructions that exit. These cases aim at the
+places where that could drift: an instruction budget that ends anywhere,
+REP string instructions run by the CPU, faults part-way through a block,
+and a fetch from memory that nothing backs.
+"""
+
+import pytest
+
+from spec import loader, trace
+from tests.conftest import both, guest
+
+HELLO_EXITS = (13, 18, 388, 390)
+#: the reset vector's far jump and the seven instructions of the prologue
+SETUP = 1 + 7
+
+
+@pytest.mark.parametrize("budget", sorted({1, 2, 12, 14, 17, 19, 25, 100, 387, 389, 391}
+                                          | {n + d for n in HELLO_EXITS for d in (-1, 0, 1)}))
+def test_budget_ends_at_the_same_instruction(budget):
+    result = both(loader.load("hello"), max_instructions=budget)
+    if budget <= 390:
+        assert result.exit["reason"] == "limit"
+        assert result.instructions == budget
+    else:
+        assert result.exit["reason"] == "poweroff"
+
+
+def test_rep_movs_counts_each_iteration():
+    body = """
+    push ds
+    pop es
+    mov si, 0
+    mov di, 0x600
+    xor ax, ax
+    mov es, ax
+    mov cx, 7
+    cld
+    rep movsb
+    xor cx, cx
+    rep movsb               ; count 0: one instruction, no iteration
+    mov al, 'm'
+    mov dx, 0x3f8
+    out dx, al
+"""
+    result = both(guest("movs", body))
+    out = [e for e in result.trace if isinstance(e, trace.VmExit)][0]
+    # set-up, 8 before the rep, 7 iterations and the final check that ends
+    # it, 1 for the clear of cx, 1 for the empty rep, 2 after
+    assert out.icount == SETUP + 8 + (7 + 1) + 1 + 1 + 2
+
+
+def test_divide_error_crashes_the_domain_at_the_faulting_instruction():
+    body = """
+    mov ax, 1
+    xor cx, cx
+    div cx
+"""
+    result = both(guest("div", body, poweroff=False))
+    assert result.exit["reason"] == "crash"
+    assert "cpu_error" in result.exit["message"]
+    exit_ = [e for e in result.trace if isinstance(e, trace.VmExit)][-1]
+    assert exit_.icount == SETUP + 2 and exit_.info["bytes"].startswith("f7f1")
+
+
+def test_fetch_from_unbacked_memory_is_an_ept_violation_at_the_target():
+    body = """
+    .byte 0xea
+    .word 0x0000, 0xa000     ; jmp far a000:0000, into the VGA hole
+"""
+    result = both(guest("fetch", body, poweroff=False))
+    exit_ = [e for e in result.trace if isinstance(e, trace.VmExit)][-1]
+    assert exit_.reason == "ept_violation"
+    assert exit_.rip == 0xA0000 and exit_.info["gpa"] == 0xA0000
+    assert exit_.icount == SETUP + 1        # the far jump retired
+    assert result.exit["reason"] == "crash"
