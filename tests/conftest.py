@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,19 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def cli_json(*args: str):
     proc = cli(*args, "--json")
     return proc, json.loads(proc.stdout)
+
+
+def peer(program: str) -> str:
+    """The path of a peer program (a real client or machine that hvmspec is
+    checked against). Missing: the test is skipped, or fails when
+    ``HVMSPEC_REQUIRE_PEERS=1`` (as in CI, which installs the peers)."""
+    path = shutil.which(program)
+    if path is None:
+        message = f"peer {program!r} is not installed"
+        if os.environ.get("HVMSPEC_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " and HVMSPEC_REQUIRE_PEERS=1")
+        pytest.skip(message)
+    return path
 
 
 @pytest.fixture(params=ENGINES)

@@ -1,0 +1,38 @@
+"""QEMU as an independent peer: the bundled guests boot there too.
+
+Debian's ``qemu-system-i386`` (TCG) runs the same ROM image with ``-bios``.
+QEMU's PC has no device at Xen's ACPI PM1a control port, so the test puts
+QEMU's ``isa-debug-exit`` there: the guest's power-off write (0x3c00 to
+0x1f44) ends QEMU with status ``(0x3c00 << 1 | 1) & 0xff`` = 1, as it ends
+the domain on hvmspec. Both machines must print the same serial output.
+
+Skipped when QEMU is not installed, a failure under
+``HVMSPEC_REQUIRE_PEERS=1`` (CI installs it).
+"""
+
+import subprocess
+
+import pytest
+
+from spec import loader
+from tests.conftest import peer, run
+
+POWEROFF_STATUS = (0x3C00 << 1 | 1) & 0xFF
+
+
+@pytest.mark.parametrize("name", loader.bundled_guests())
+def test_bundled_guest_prints_the_same_on_qemu(name, tmp_path):
+    qemu = peer("qemu-system-i386")
+    image = loader.load(name)
+    rom = tmp_path / f"{name}.rom"
+    rom.write_bytes(image.image)
+    serial = tmp_path / "serial.out"
+    proc = subprocess.run(
+        [qemu, "-machine", "pc", "-accel", "tcg", "-nodefaults", "-display", "none",
+         "-bios", str(rom), "-serial", f"file:{serial}", "-no-reboot",
+         "-device", "isa-debug-exit,iobase=0x1f44,iosize=2"],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == POWEROFF_STATUS, proc.stderr
+    ours = run("impl", image)
+    assert ours.exit["reason"] == "poweroff"
+    assert serial.read_bytes().decode("latin-1") == ours.serial
