@@ -31,11 +31,13 @@ bundled guests modify their own code.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 
 import capstone
 import unicorn
 from unicorn import x86_const as X
+from unicorn.unicorn_py3.unicorn import uclib
 
 from spec import platform
 
@@ -148,6 +150,12 @@ class Vcpu:
         self.memory_bytes = memory_bytes
         self.ram = [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, memory_bytes)]
         uc = self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        # Unicorn's own C entry points, called directly: the binding's
+        # generic register and memory accessors cost microseconds per call.
+        self._handle = uc._uch
+        self._value = ctypes.c_uint64()
+        self._value_ref = ctypes.byref(self._value)
+        self._buffer = ctypes.create_string_buffer(4096)
         for start, end in self.ram:
             uc.mem_map(start, end - start)
         self.icount = 0
@@ -167,34 +175,44 @@ class Vcpu:
 
     # --- guest state ------------------------------------------------------------
 
+    def _reg(self, reg_id: int) -> int:
+        self._value.value = 0
+        uclib.uc_reg_read(self._handle, reg_id, self._value_ref)
+        return self._value.value
+
     def get(self, reg: str) -> int:
-        return self.uc.reg_read(_GPR[reg])
+        return self._reg(_GPR[reg])
 
     def put(self, reg: str, value: int) -> None:
-        self.uc.reg_write(_GPR[reg], value)
+        self._value.value = value & 0xFFFFFFFF
+        uclib.uc_reg_write(self._handle, _GPR[reg], self._value_ref)
 
     def backed(self, gpa: int, length: int) -> bool:
         return any(lo <= gpa and gpa + length <= hi for lo, hi in self.ram)
 
     def read(self, gpa: int, length: int) -> bytes:
-        return bytes(self.uc.mem_read(gpa, length))
+        if length > 4096:
+            return bytes(self.uc.mem_read(gpa, length))
+        if uclib.uc_mem_read(self._handle, gpa, self._buffer, length):
+            raise unicorn.UcError(unicorn.UC_ERR_READ_UNMAPPED)
+        return ctypes.string_at(self._buffer, length)
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
 
     def mode(self) -> int:
-        if not self.uc.reg_read(_CR0) & 1:
+        if not self._reg(_CR0) & 1:
             return 16
         return 32 if self._descriptor("cs")[1] & (1 << 22) else 16
 
     def seg_base(self, seg: str) -> int:
-        if not self.uc.reg_read(_CR0) & 1:
-            return self.uc.reg_read(_SEG[seg]) << 4
+        if not self._reg(_CR0) & 1:
+            return self._reg(_SEG[seg]) << 4
         low, high = self._descriptor(seg)
         return (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
 
     def _descriptor(self, seg: str) -> tuple[int, int]:
-        selector = self.uc.reg_read(_SEG[seg])
+        selector = self._reg(_SEG[seg])
         _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
         offset = selector & 0xFFF8
         if selector & 4 or offset + 7 > limit or not self.backed(base + offset, 8):
@@ -204,7 +222,7 @@ class Vcpu:
 
     def rip(self) -> int:
         """The linear address of the next instruction."""
-        return self.seg_base("cs") + self.uc.reg_read(_EIP)
+        return self.seg_base("cs") + self._reg(_EIP)
 
     def code_at(self, linear: int) -> bytes:
         """Up to 15 bytes that RAM backs at ``linear`` (for diagnostics)."""
@@ -226,7 +244,7 @@ class Vcpu:
             self._base = self.icount
             self._block = _EMPTY
             try:
-                self.uc.emu_start(self.uc.reg_read(_EIP), 1 << 40)
+                self.uc.emu_start(self._reg(_EIP), 1 << 40)
             except unicorn.UcError as exc:
                 return self._fault(exc)
             if self._restart:
@@ -272,7 +290,7 @@ class Vcpu:
         if icount >= self._budget_end:
             self._stop(Exit("limit", address, 0, icount))
             return
-        code = bytes(uc.mem_read(address, min(size, 15)))
+        code = self.read(address, min(size, 15))
         prefixes, opcode = split_prefixes(code)
         if opcode == HLT or opcode in IO_FORMS:
             if 0xF0 in prefixes:
@@ -281,7 +299,7 @@ class Vcpu:
             elif opcode == HLT:
                 self._stop(Exit("hlt", address, size, icount))
             else:
-                io, length = decode_io(code, self.mode(), uc.reg_read(X.UC_X86_REG_EDX))
+                io, length = decode_io(code, self.mode(), self._reg(X.UC_X86_REG_EDX))
                 self._stop(Exit("io", address, length, icount, io.info(), io))
 
     def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _data) -> bool:
@@ -298,7 +316,7 @@ class Vcpu:
             rip = self.rip()
             icount = self._base + self._block.index.get(rip, len(self._block.addresses))
         self.icount = icount
-        self.uc.reg_write(_EIP, (rip - self.seg_base("cs")) & 0xFFFFFFFF)
+        self.put("eip", rip - self.seg_base("cs"))
         code = self.code_at(rip).hex()
         if self._gpa is not None:
             return Exit("ept_violation", rip, 0, icount, {"bytes": code, "gpa": self._gpa})
@@ -307,7 +325,7 @@ class Vcpu:
 
     def _decode(self, address: int, size: int) -> Block:
         mode = self.mode()
-        raw = bytes(self.uc.mem_read(address, size))
+        raw = self.read(address, size)
         cached = self._blocks.get((address, size, mode))
         if cached is not None and cached[0] == raw:
             return cached[1]
