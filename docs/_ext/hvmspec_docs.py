@@ -1,0 +1,468 @@
+"""Sphinx extension: the pages' material, produced from real runs at build time.
+
+Room: documentation tooling. On ``builder-inited`` it writes into
+``docs/_generated/`` (a build product, ignored by git):
+
+``hello_trace.jsonl``
+    the trace of the bundled ``hello`` guest on the reference engine, in the
+    file format of :mod:`spec.trace` (what ``hvmspec run hello --engine
+    reference --trace FILE`` writes);
+``hello_sequence.svg``
+    its sequence diagram (:mod:`hvmspec_seq`), drawn from that file;
+``hello_trace_excerpt.rst``, ``hello_ioreqs.rst``, ``hello_summary.rst``
+    tables of the first complete round trip, of the ioreqs as the VMM sent
+    them, and of the whole trace;
+``hello_run.json``, ``hello_disasm.txt``
+    what ``hvmspec run hello --json`` prints, and the guest's ROM image
+    disassembled where it is loaded;
+``proofs_table.rst``, ``check.json``
+    the output of ``hvmspec check --json`` (run as a subprocess, so it is
+    exactly the CLI's answer) as a table, with every counterexample;
+``cli_help_*.txt``
+    each command's ``--help``.
+
+Nothing is skipped silently: if the guest cannot be run or the proofs
+cannot be checked, the build stops with the reason. A proof or mutant that
+gives an unexpected result is a warning (an error under ``-W``): the site
+never shows a failed proof as proved. Files are rewritten only when their
+content changes, so an unchanged run does not make Sphinx re-read pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+import hvmspec_seq
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+GUEST = "hello"
+
+
+def setup(app):
+    app.connect("builder-inited", generate)
+    app.connect("autodoc-process-docstring", _drop_dataclass_repr_doc)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def _drop_dataclass_repr_doc(app, what, name, obj, options, lines) -> None:
+    """A dataclass without a docstring gets ``Name(field: 'type', ...)`` as
+    its ``__doc__``; that is a signature (autodoc shows the real one), not
+    prose, so it is dropped."""
+    import dataclasses
+    if (what == "class" and isinstance(obj, type) and dataclasses.is_dataclass(obj)
+            and "__doc__" in vars(obj) and (obj.__doc__ or "").startswith(obj.__name__ + "(")):
+        lines.clear()
+
+
+def generate(app) -> None:
+    out = Path(app.srcdir) / "_generated"
+    out.mkdir(exist_ok=True)
+    events, result = _hello_trace(out)
+    _write(out / "hello_sequence.svg", hvmspec_seq.sequence_svg(
+        events, title=f"{GUEST} on the reference engine: ioreq round trips"))
+    _write(out / "hello_trace_excerpt.rst", _excerpt_rst(events))
+    _write(out / "hello_ioreqs.rst", _ioreqs_rst(events))
+    _write(out / "hello_summary.rst", _summary_rst(events, result))
+    _write(out / "hello_run.json", json.dumps(result.summary(), indent=1) + "\n")
+    _write(out / "hello_run.txt", _run_text(result))
+    _write(out / "hello_disasm.txt", _disassembly())
+    _write(out / "string_chunks.rst", _string_chunks_rst())
+    _write(out / "platform_constants.rst", _platform_rst())
+    _write_proofs(out)
+    _write_help(out)
+
+
+def _write(path: Path, text: str) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    path.write_text(text)
+
+
+# --- the hello trace -----------------------------------------------------------------------
+
+def _hello_trace(out: Path):
+    """Run the guest on the reference engine, write the trace file, and read
+    it back through :func:`spec.trace.load` (so the pages are drawn from the
+    file format, validated)."""
+    try:
+        from hvmspec.engines import runner
+        from spec import trace
+        from spec.loader import load
+        image = load(GUEST)
+        result = runner("reference")(image)
+    except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
+        raise ExtensionError(f"hvmspec docs: cannot run the {GUEST!r} guest on the reference "
+                             f"engine to produce its trace: {type(exc).__name__}: {exc}") from exc
+    if result.exit.get("reason") != "poweroff":
+        raise ExtensionError(f"hvmspec docs: the {GUEST!r} guest did not power off on the "
+                             f"reference engine: {result.exit}")
+    buffer = io.StringIO()
+    trace.dump(result.trace, buffer)
+    text = buffer.getvalue()
+    _write(out / "hello_trace.jsonl", text)
+    with open(out / "hello_trace.jsonl") as stream:
+        loaded = trace.load(stream)
+    if [e.to_json() for e in loaded] != [e.to_json() for e in result.trace]:
+        raise ExtensionError("hvmspec docs: the trace does not survive its JSON-lines file")
+    events = [json.loads(line) for line in text.splitlines()]
+    for needed in ("IORESP_READY",):
+        if not any(e.get("new") == needed for e in events):
+            raise ExtensionError(f"hvmspec docs: the {GUEST!r} trace has no {needed} transition")
+    return events, result
+
+
+# --- reStructuredText helpers ------------------------------------------------------------------
+
+def _list_table(headers: list[str], rows: list[list[str]], widths: str | None = None,
+                caption: str = "", classes: str = "", align: str = "") -> str:
+    lines = [f".. list-table::{' ' + caption if caption else ''}", "   :header-rows: 1"]
+    if align:
+        lines.append(f"   :align: {align}")
+    if widths:
+        lines.append(f"   :widths: {widths}")
+    if classes:
+        lines.append(f"   :class: {classes}")
+    lines.append("")
+    for row in [headers] + rows:
+        for k, cell in enumerate(row):
+            lines.append(f"   {'* -' if k == 0 else '  -'} {cell if cell else ' '}")
+    return "\n".join(lines) + "\n"
+
+
+def _lit(value: object) -> str:
+    text = str(value)
+    return f"``{text}``" if text else ""
+
+
+def _fields(event: dict) -> str:
+    """The fields of an event but its kind, compactly, numbers in hex where
+    Xen's sources write them so."""
+    hexed = {"addr", "data", "rip"}
+    parts = []
+    for key, value in event.items():
+        if key in ("kind",):
+            continue
+        if key == "info" and isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {_short(k, v)}" for k, v in value.items()) + "}"
+        elif key in hexed and isinstance(value, int) and not isinstance(value, bool):
+            value = f"{value:#x}"
+        parts.append(f"``{key}={value}``")
+    return " ".join(parts)
+
+
+def _short(key: str, value: object) -> str:
+    if key in ("port", "qualification") and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:#x}"
+    return json.dumps(value)
+
+
+def _first_round_trip(events: list[dict]) -> tuple[int, int]:
+    """Indices [start, end] of the first complete round trip: the first VM
+    exit through the VM entry that resumes the guest after it."""
+    start = next(i for i, e in enumerate(events) if e["kind"] == "vmexit")
+    end = next(i for i in range(start + 1, len(events)) if events[i]["kind"] == "vmentry")
+    return start, end
+
+
+def _excerpt_rst(events: list[dict]) -> str:
+    start, end = _first_round_trip(events)
+    rows = [[str(i), _lit(events[i]["kind"]), hvmspec_seq.party(events[i]), _fields(events[i])]
+            for i in range(start, end + 1)]
+    head = (f"Events #{start} to #{end} of ``hello_trace.jsonl``: the guest's first "
+            f"``{hvmspec_seq.mnemonic(events[start]['info'])}`` (a read of the COM1 line "
+            f"status register, port ``{events[start]['info']['port']:#x}``), from the VM exit "
+            f"to the VM entry after it. *by* is the party that acted.\n\n")
+    return head + _list_table(["#", "kind", "by", "fields"], rows, widths="4 10 8 78",
+                              classes="trace-excerpt")
+
+
+def _ioreqs_rst(events: list[dict]) -> str:
+    """The requests the VMM sent (its NONE -> READY transitions), one row per
+    instruction and request shape, with how many times each was sent."""
+    groups: dict[tuple, list[tuple[int, dict]]] = {}
+    exit_ = None
+    for i, e in enumerate(events):
+        if e["kind"] == "vmexit":
+            exit_ = e
+        if e["kind"] != "ioreq" or e["new"] != "READY" or exit_ is None:
+            continue
+        key = (hvmspec_seq.mnemonic(exit_["info"]), e["type"], e["dir"], e["addr"], e["size"],
+               e["count"], e["df"], e["data_is_ptr"])
+        groups.setdefault(key, []).append((i, e))
+    rows = []
+    for (insn, typ, direction, addr, size, count, df, ptr), sent in groups.items():
+        values = sorted({e["data"] for _, e in sent})
+        if len(values) == 1:
+            data = _lit(f"{values[0]:#x}")
+        else:
+            data = f"{len(values)} values (the bytes written)"
+        rows.append([_lit(insn), str(len(sent)), str(sent[0][0]), _lit(typ), _lit(direction),
+                     _lit(f"{addr:#x}"), str(size), str(count), str(df), str(ptr), data])
+    return _list_table(["instruction", "sent", "first #", "type", "dir", "addr", "size",
+                        "count", "df", "data_is_ptr", "data"], rows)
+
+
+def _summary_rst(events: list[dict], result) -> str:
+    kinds: dict[str, int] = {}
+    for e in events:
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    exits = ", ".join(f"{n} ``{k}``" for k, n in sorted(result.exits.items()))
+    lines = [
+        f"The run: {len(events)} events, {result.instructions} guest instructions retired, "
+        f"VM exits: {exits}; the domain's fate: {result.exit.get('reason')} "
+        f"(signalled by {result.exit.get('by')}), xend: {result.exit.get('domain')}.",
+        "",
+        _list_table(["event kind", "count"], [[_lit(k), str(n)] for k, n in kinds.items()],
+                    widths="30 10", align="left"),
+        "The guest's serial output (the ``serial`` events, in order)::",
+        "",
+    ]
+    lines += [f"    {line}" for line in result.serial.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _run_text(result) -> str:
+    """What ``hvmspec run hello --engine reference`` prints: the serial
+    output, then the CLI's own line about the domain's fate."""
+    from hvmspec.cli import _fate_line
+    serial = result.serial if result.serial.endswith("\n") or not result.serial \
+        else result.serial + "\n"
+    return f"$ hvmspec run {GUEST} --engine reference\n{serial}{_fate_line(result)}\n"
+
+
+def _disassembly() -> str:
+    """The hello ROM where it is loaded: the code at F000:0000 up to its
+    strings, and the reset vector at F000:FFF0."""
+    import capstone
+    from spec import platform
+    from spec.loader import load
+    image = load(GUEST)
+    base = image.load_address
+    rom = image.image
+    end = rom.find(b"Hello from")
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_16)
+    out = [f"; {GUEST}: {len(rom)} bytes loaded at {base:#x}-{platform.IMAGE_END - 1:#x}",
+           "; linear   F000:off  bytes            instruction"]
+
+    def dump(start: int, stop: int) -> None:
+        for insn in md.disasm(rom[start:stop], start):
+            linear = base + insn.address
+            out.append(f"{linear:#08x}  F000:{insn.address:04X}  {insn.bytes.hex():<16} "
+                       f"{insn.mnemonic} {insn.op_str}".rstrip())
+
+    dump(0, end if end > 0 else 0x100)
+    out.append(f"; ... strings at F000:{end:04X}, zero padding ...")
+    vector = platform.RESET_VECTOR - base
+    dump(vector, vector + 5)
+    return "\n".join(out) + "\n"
+
+
+# --- string I/O, worked examples ---------------------------------------------------------
+
+#: (instruction, size, dir, rep, segment, segment base, offset, count register, DF)
+STRING_CASES = [
+    ("rep outsb", 1, "out", True, "ds", 0xF0000, 0x005C, 44, 0),
+    ("rep outsw", 2, "out", True, "ds", 0x10000, 0x0FFC, 8, 0),
+    ("rep outsw", 2, "out", True, "ds", 0x10000, 0x0FFF, 4, 0),
+    ("outsw", 2, "out", False, "ds", 0x00000, 0x0FFF, 0, 0),
+    ("rep insb", 1, "in", True, "es", 0x10000, 0x1002, 8, 1),
+    ("rep insd", 4, "in", True, "es", 0x20000, 0x0100, 16, 0),
+    ("outsd", 4, "out", False, "ds", 0x00000, 0x2000, 0, 0),
+    ("rep outsb", 1, "out", True, "ds", 0x10000, 0x0000, 0, 0),
+]
+
+
+def _string_chunks_rst() -> str:
+    """The first ioreq of a few string instructions, computed by the spec."""
+    from spec.vmm import string_chunk
+    from spec.vmx import RFLAGS_DF, IoQualification
+    rows = []
+    for insn, size, direction, rep, seg, base, offset, count, df in STRING_CASES:
+        q = IoQualification(size=size, dir=direction, string=True, rep=rep, imm=False,
+                            port=0x3F8, address_size=16, segment=seg)
+        index = "di" if direction == "in" else "si"
+        regs = {"rsi": offset if index == "si" else 0, "rdi": offset if index == "di" else 0,
+                "rcx": count, "rflags": 0x2 | (RFLAGS_DF if df else 0)}
+        chunk = string_chunk(q, regs, base)
+        where = f"{seg}:{index} = {base >> 4:04x}:{offset:04x} ({base + offset:#x})"
+        cx = str(count) if rep else "(no REP)"
+        if chunk is None:
+            result = ["no ioreq", "", "", "yes (completes at once)"]
+        elif chunk.data_is_ptr:
+            result = [f"``data = {chunk.gpa:#x}``", str(chunk.count), "1",
+                      "yes" if chunk.finishes else "no: restarts for the rest"]
+        else:
+            result = ["by value (straddles a page)", str(chunk.count), "0",
+                      "yes" if chunk.finishes else "no: restarts for the rest"]
+        rows.append([f"``{insn}``", where, cx, str(df)] + result)
+    return _list_table(["instruction", "first element", "count (CX)", "DF", "ioreq data",
+                        "count", "data_is_ptr", "RIP advances"], rows,
+                       widths="13 25 9 5 19 7 9 13")
+
+
+# --- platform constants ------------------------------------------------------------------
+
+def _rst_escape(text: str) -> str:
+    """Plain text (a source comment) made safe for reStructuredText."""
+    import re
+    for ch in ("\\", "*", "`", "|"):
+        text = text.replace(ch, "\\" + ch)
+    return re.sub(r"(\w)_(?=\W|$)", r"\1\\_", text)
+
+
+def _platform_rst() -> str:
+    """Every constant of :mod:`spec.platform` as a ``py:data`` entry, with its
+    value, the expression it is written as, and the source's comments (the
+    module documents its constants with comments, which autodoc does not
+    read)."""
+    import ast
+    import inspect
+    from spec import platform
+    source = inspect.getsource(platform)
+    lines = source.splitlines()
+    out = [".. py:currentmodule:: spec.platform", ""]
+    previous_end = 0
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        value = getattr(platform, name)
+        for line in lines[previous_end:node.lineno - 1]:
+            if line.startswith("# ---"):
+                title = line.strip("# -")
+                out += [f".. rubric:: {title[0].upper() + title[1:]}", ""]
+        previous_end = node.end_lineno
+        above: list[str] = []
+        k = node.lineno - 2
+        while k >= 0 and lines[k].startswith("#") and not lines[k].startswith("# ---"):
+            above.insert(0, lines[k].lstrip("#").strip())
+            k -= 1
+        if above:
+            out += [_rst_escape(" ".join(above)), ""]
+        expr = ast.get_source_segment(source, node.value) or ""
+        if isinstance(value, int) and not isinstance(value, bool) and (
+                "0x" in expr or "<<" in expr):
+            shown = f"{value:#x}"
+        else:
+            shown = repr(value)
+        line = lines[node.end_lineno - 1]
+        comment = line.split("#", 1)[1].strip() if "#" in line else ""
+        out += [f".. py:data:: {name}", f"   :value: {shown}", ""]
+        detail = []
+        if comment:
+            detail.append(_rst_escape(comment[0].upper() + comment[1:]
+                                      + ("" if comment.endswith(".") else ".")))
+        if not isinstance(node.value, ast.Constant) and "\n" not in expr:
+            detail.append(f"(``{expr}``)")
+        if detail:
+            out += ["   " + " ".join(detail), ""]
+    return "\n".join(out) + "\n"
+
+
+# --- the proofs -------------------------------------------------------------------------------
+
+def _write_proofs(out: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    command = [sys.executable, "-m", "hvmspec.cli", "check", "--json"]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ExtensionError(f"hvmspec docs: cannot run {' '.join(command)}: {exc}") from exc
+    try:
+        rows = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        rows = None
+    if proc.returncode not in (0, 1) or not isinstance(rows, list) or not rows:
+        raise ExtensionError(f"hvmspec docs: `hvmspec check --json` failed (exit "
+                             f"{proc.returncode}): {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+    _write(out / "check.json", proc.stdout)
+    bad = [r["name"] for r in rows if r["result"] != r["expected"]]
+    if bad or proc.returncode != 0:
+        logger.warning("hvmspec check: unexpected results for %s (exit %d)",
+                       ", ".join(bad) or "?", proc.returncode)
+    _write(out / "proofs_table.rst", _proofs_rst(rows))
+
+
+def _proofs_rst(rows: list[dict]) -> str:
+    try:
+        from proofs import all_checks
+        about = {c.name: c for c in all_checks()}
+    except Exception:   # noqa: BLE001 - the descriptions are a bonus, the table is not
+        about = {}
+    table = [[_lit(r["name"]), r["kind"], r["expected"],
+              f"**{r['result']}**" if r["result"] == r["expected"]
+              else f"**{r['result']}** (UNEXPECTED)", f"{r['seconds']:.3f}"]
+             for r in rows]
+    parts = [
+        "Produced by ``hvmspec check --json`` when this site was built "
+        f"({sum(r['result'] == r['expected'] for r in rows)} of {len(rows)} as expected; "
+        "seconds are this build's).",
+        "",
+        _list_table(["name", "kind", "expected", "result", "seconds"], table,
+                    widths="46 12 16 18 8", classes="proofs-table"),
+    ]
+    for r in rows:
+        chk = about.get(r["name"])
+        parts.append(f".. rubric:: {r['name']}")
+        parts.append("")
+        if chk is not None and chk.doc:
+            doc = " ".join(chk.doc.split())
+            if chk.mutates:
+                parts.append(f"Mutant: replaces ``{chk.mutates}``. {doc}")
+            else:
+                parts.append(f"Invariant: {doc}")
+            parts.append("")
+        if r["counterexample"]:
+            parts.append(f"Result: **{r['result']}**. The counterexample Z3 found, a run "
+                         "from the initial state, one party's step per line::")
+            parts.append("")
+            parts += [f"    {line}" for line in r["counterexample"]]
+        else:
+            parts.append(f"Result: **{r['result']}**" + (
+                " by bounded search and 1-induction with the strengthening: no "
+                "counterexample exists, for runs of any length." if r["result"] == "proved"
+                else "."))
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+# --- the CLI's help ----------------------------------------------------------------------------
+
+def _write_help(out: Path) -> None:
+    from hvmspec.cli import build_parser
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "88"
+    try:
+        parser = build_parser()
+        _write(out / "cli_help_main.txt", _help_of(parser, []))
+        for command in ("run", "check", "conform"):
+            _write(out / f"cli_help_{command}.txt", _help_of(parser, [command]))
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+
+
+def _help_of(parser, argv: list[str]) -> str:
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
+        try:
+            parser.parse_args(argv + ["--help"])
+        except SystemExit:
+            pass
+    return stream.getvalue()

@@ -1,0 +1,105 @@
+"""The documentation's generated material: drawn from real traces, readable, deterministic.
+
+These exercise ``docs/_ext`` directly (no Sphinx build): the sequence
+diagram of a trace, how it folds repeated round trips, and the proof table.
+"""
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import ROOT, guest, run
+
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+
+import hvmspec_docs  # noqa: E402
+import hvmspec_seq  # noqa: E402
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def hello_events():
+    from spec.loader import load
+    result = run("reference", load("hello"))
+    return [json.loads(json.dumps(e.to_json())) for e in result.trace]
+
+
+def _texts(svg: str) -> list[str]:
+    root = ET.fromstring(svg.split("\n", 1)[1])
+    return [t.text or "" for t in root.iter(f"{SVG}text")]
+
+
+def test_hello_diagram_is_well_formed_and_deterministic(hello_events):
+    svg = hvmspec_seq.sequence_svg(hello_events, "hello")
+    assert svg == hvmspec_seq.sequence_svg(hello_events, "hello")
+    root = ET.fromstring(svg.split("\n", 1)[1])
+    assert root.tag == f"{SVG}svg" and int(root.get("width")) <= 1000
+    texts = _texts(svg)
+    for lane in ("guest", "VMM (Xen)", "ioreq page", "qemu-dm (dom0)", "devices", "xend (dom0)"):
+        assert lane in texts
+    joined = "\n".join(texts)
+    for needle in ("NONE → READY", "READY → INPROCESS", "INPROCESS → IORESP_READY",
+                   "IORESP_READY → NONE", "data_is_ptr=1", "evtchn_send", "VIRQ_DOM_EXC",
+                   "more round trips", "domain_shutdown(dom1, poweroff)", "shutdown → destroyed"):
+        assert needle in joined, needle
+
+
+def test_hello_diagram_keeps_first_string_and_last_round_trips(hello_events):
+    rows = hvmspec_seq.plan(hello_events)
+    headers = [r.text for r in rows if r.kind == "header"]
+    assert headers[0].startswith("start-up")
+    assert headers[1].startswith("exit 1 of 64: in al, dx")
+    assert "rep outsb" in headers[2] and "data_is_ptr=1, count=44" in headers[2]
+    assert headers[3].startswith("exit 64 of 64") and "shuts down" in headers[3]
+    bands = [r.text for r in rows if r.kind == "band"]
+    assert bands[0].startswith("⋯ 61 more round trips")
+    assert "Hello from an unmodified guest" in bands[0]
+    assert "41 more device accesses" in bands[1]
+    # Every drawn trace event appears once, in trace order.
+    indices = [r.index for r in rows if r.index is not None]
+    assert indices == sorted(set(indices))
+    assert len(rows) < 60
+
+
+def test_diagram_of_a_crash(tmp_path):
+    result = run("reference", guest("crash", "    ud2\n", poweroff=False))
+    events = [e.to_json() for e in result.trace]
+    assert any(e["kind"] == "domain_crash" for e in events)
+    svg = hvmspec_seq.sequence_svg(events, "crash")
+    joined = "\n".join(_texts(svg))
+    assert "VM exit (invalid_opcode)" in joined and "domain_crash(dom1)" in joined
+
+
+def test_excerpt_is_the_first_round_trip(hello_events):
+    start, end = hvmspec_docs._first_round_trip(hello_events)
+    kinds = [hello_events[i]["kind"] for i in range(start, end + 1)]
+    assert kinds == ["vmexit", "ioreq", "evtchn_send", "ioreq", "device_io", "ioreq",
+                     "evtchn_send", "ioreq", "vmentry"]
+    text = hvmspec_docs._excerpt_rst(hello_events)
+    assert "IORESP_READY" in text and ".. list-table::" in text
+
+
+def test_proof_table_shows_every_counterexample():
+    rows = [
+        {"name": "ioreq.protocol", "kind": "invariant", "expected": "proved",
+         "result": "proved", "seconds": 0.1, "counterexample": []},
+        {"name": "ioreq.protocol/mutant:resume_on_inprocess", "kind": "mutant",
+         "expected": "counterexample", "result": "counterexample", "seconds": 0.02,
+         "counterexample": ["initially       NONE", "step 1: vmm_send -> READY",
+                            "the last step breaks the property"]},
+        {"name": "x.broken", "kind": "invariant", "expected": "proved", "result": "unknown",
+         "seconds": 0.3, "counterexample": []},
+    ]
+    text = hvmspec_docs._proofs_rst(rows)
+    assert "``ioreq.protocol``" in text
+    assert "    step 1: vmm_send -> READY" in text
+    assert "Mutant: replaces ``spec.ioreq.vmm_wait_outcome``" in text
+    assert "(UNEXPECTED)" in text
+
+
+def test_string_examples_come_from_the_spec():
+    text = hvmspec_docs._string_chunks_rst()
+    assert "by value (straddles a page)" in text and "no ioreq" in text
