@@ -205,61 +205,27 @@ def test_lock_prefix_on_port_io_is_invalid():
     assert "invalid_opcode" in result.exit["message"]
 
 
-PROTECTED = """
-    cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea        ; jmp far 0x08:(0xf0000 + pm32), flat 32-bit code
-    .long 0xf0000 + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov dx, 0x3f8
-    mov esi, text
-    add esi, 0xf0000        ; the ROM's linear address
-    mov ecx, text_end - text
-    cld
-    rep outsb               ; 32-bit address size: ESI, ECX
-    mov dx, 0x2e0
-    in eax, dx              ; unclaimed: all ones
-    mov edi, 0x8000
-    mov [edi], eax
-    mov esi, edi
-    mov dx, 0x3ff
-    mov ecx, 1
-    rep outsd               ; a dword to the UART's byte ports: split in 4
-    mov dx, 0x3ff
-    in al, dx
-    mov dx, 0x3f8
-    out dx, al
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-    hlt
-text:
-    .ascii "32-bit protected mode\\n"
-text_end:
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
-"""
-
-
 def test_port_io_from_32_bit_protected_mode():
-    from spec.loader import GuestImage, rom_from_source
-    image = GuestImage("pm32", rom_from_source(PROTECTED, "pm32"))
-    result = both(image)
-    assert result.serial == "32-bit protected mode\n\xff"
+    from spec.loader import load
+    result = both(load("pm32"))
+    assert result.serial == "32-bit protected mode\n\xff\n"
     strings = [e for e in result.trace if isinstance(e, trace.VmExit) and e.info.get("string")]
     assert [e.info["address_size"] for e in strings] == [32, 32]
     assert result.exit["reason"] == "poweroff"
+
+
+def test_dword_reaching_past_a_device_is_split_by_bytes():
+    # 0x3ff is the UART's last port: the other three bytes go to unclaimed ports
+    body = """
+    mov dx, 0x3ff
+    mov eax, 0x44434241
+    out dx, eax
+    in al, dx
+""" + SEND_AL
+    result = both(guest("dword", body))
+    assert result.serial == "A"
+    writes = [(e.device, e.addr, e.data) for e in result.trace
+              if isinstance(e, trace.DeviceIo) and e.dir == "write" and e.size == 1
+              and 0x3FF <= e.addr <= 0x402]
+    assert writes == [("uart", 0x3FF, 0x41), (None, 0x400, 0x42), (None, 0x401, 0x43),
+                      (None, 0x402, 0x44)]
