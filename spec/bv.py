@@ -124,3 +124,170 @@ def const(value: int, width: int, like: object = None) -> Word:
     if is_symbolic(like):
         return z3.BitVecVal(value, width)
     return value & ((1 << width) - 1)
+
+
+# --- machine words of a given width ------------------------------------------------
+#
+# The x86 semantics of :mod:`spec.x86` compute on words whose width is part of
+# the instruction (8, 16, 32 or 64 bits). A concrete word carries no width of
+# its own, so these operations take it as an argument; a symbolic word's width
+# must agree with it. Results are always reduced to the width: arithmetic is
+# modulo 2**width, as the hardware's.
+
+
+def _sym(a: Word, width: int) -> z3.BitVecRef:
+    if isinstance(a, z3.BitVecRef):
+        if a.size() != width:
+            raise TypeError(f"a {a.size()}-bit word where {width} bits are expected")
+        return a
+    return z3.BitVecVal(a, width)
+
+
+def mask(width: int) -> int:
+    """All ones in ``width`` bits."""
+    return (1 << width) - 1
+
+
+def add(a: Word, b: Word, width: int) -> Word:
+    """``a + b`` modulo ``2**width``."""
+    if not is_symbolic(a, b):
+        return (a + b) & mask(width)
+    return _sym(a, width) + _sym(b, width)
+
+
+def sub(a: Word, b: Word, width: int) -> Word:
+    """``a - b`` modulo ``2**width``."""
+    if not is_symbolic(a, b):
+        return (a - b) & mask(width)
+    return _sym(a, width) - _sym(b, width)
+
+
+def neg(a: Word, width: int) -> Word:
+    """Two's complement negation."""
+    return sub(0, a, width)
+
+
+def band(a: Word, b: Word, width: int) -> Word:
+    """Bitwise AND."""
+    if not is_symbolic(a, b):
+        return a & b & mask(width)
+    return _sym(a, width) & _sym(b, width)
+
+
+def bor(a: Word, b: Word, width: int) -> Word:
+    """Bitwise OR."""
+    if not is_symbolic(a, b):
+        return (a | b) & mask(width)
+    return _sym(a, width) | _sym(b, width)
+
+
+def bxor(a: Word, b: Word, width: int) -> Word:
+    """Bitwise exclusive OR."""
+    if not is_symbolic(a, b):
+        return (a ^ b) & mask(width)
+    return _sym(a, width) ^ _sym(b, width)
+
+
+def bnot(a: Word, width: int) -> Word:
+    """Bitwise complement."""
+    return bxor(a, mask(width), width)
+
+
+def shl(a: Word, n: Word, width: int) -> Word:
+    """``a`` shifted left by ``n`` (zero when ``n >= width``)."""
+    if not is_symbolic(a, n):
+        return (a << n) & mask(width) if n < width else 0
+    return _sym(a, width) << _sym(n, width)
+
+
+def lshr(a: Word, n: Word, width: int) -> Word:
+    """``a`` shifted right by ``n``, filling with zeros."""
+    if not is_symbolic(a, n):
+        return a >> n if n < width else 0
+    return z3.LShR(_sym(a, width), _sym(n, width))
+
+
+def ashr(a: Word, n: Word, width: int) -> Word:
+    """``a`` shifted right by ``n``, filling with its sign bit."""
+    if not is_symbolic(a, n):
+        return (to_signed(a, width) >> min(n, width)) & mask(width)
+    return _sym(a, width) >> _sym(n, width)
+
+
+def bit(a: Word, i: int) -> Bit:
+    """Bit ``i`` of ``a``, as a truth value."""
+    if not is_symbolic(a):
+        return bool(a >> i & 1)
+    return z3.Extract(i, i, a) == 1
+
+
+def msb(a: Word, width: int) -> Bit:
+    """The most significant (sign) bit of a ``width``-bit word."""
+    return bit(a, width - 1)
+
+
+def extract(a: Word, hi: int, lo: int) -> Word:
+    """Bits ``hi`` down to ``lo`` of ``a``, as a word of ``hi - lo + 1`` bits."""
+    if not is_symbolic(a):
+        return a >> lo & mask(hi - lo + 1)
+    return z3.Extract(hi, lo, a)
+
+
+def zext(a: Word, width: int, to: int) -> Word:
+    """Zero-extend a ``width``-bit word to ``to`` bits."""
+    if not is_symbolic(a):
+        return a & mask(width)
+    return z3.ZeroExt(to - width, _sym(a, width)) if to > width else _sym(a, width)
+
+
+def sext(a: Word, width: int, to: int) -> Word:
+    """Sign-extend a ``width``-bit word to ``to`` bits."""
+    if not is_symbolic(a):
+        return to_signed(a, width) & mask(to)
+    return z3.SignExt(to - width, _sym(a, width)) if to > width else _sym(a, width)
+
+
+def trunc(a: Word, to: int) -> Word:
+    """The low ``to`` bits of ``a``."""
+    if not is_symbolic(a):
+        return a & mask(to)
+    return z3.Extract(to - 1, 0, a) if a.size() > to else a
+
+
+def from_bit(b: Bit, width: int) -> Word:
+    """A truth value as the word 1 or 0."""
+    return ite(b, const(1, width, like=b), const(0, width, like=b))
+
+
+def is_zero(a: Word, width: int) -> Bit:
+    """``a == 0``."""
+    return eq(a, const(0, width, like=a))
+
+
+def parity_even(a: Word) -> Bit:
+    """The low byte of ``a`` has an even number of one bits (x86's PF)."""
+    if not is_symbolic(a):
+        return bin(a & 0xFF).count("1") % 2 == 0
+    ones = z3.Extract(0, 0, a)
+    for i in range(1, 8):
+        ones = ones ^ z3.Extract(i, i, a)
+    return ones == 0
+
+
+def to_signed(a: int, width: int) -> int:
+    """A concrete word read as two's complement."""
+    return a - (1 << width) if a >> (width - 1) & 1 else a
+
+
+def slt(a: Word, b: Word, width: int) -> Bit:
+    """Signed less-than."""
+    if not is_symbolic(a, b):
+        return to_signed(a, width) < to_signed(b, width)
+    return _sym(a, width) < _sym(b, width)
+
+
+def concat(hi: Word, lo: Word, lo_width: int, hi_width: int) -> Word:
+    """``hi:lo``, a word of ``hi_width + lo_width`` bits."""
+    if not is_symbolic(hi, lo):
+        return (hi & mask(hi_width)) << lo_width | lo & mask(lo_width)
+    return z3.Concat(_sym(hi, hi_width), _sym(lo, lo_width))
