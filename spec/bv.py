@@ -97,6 +97,13 @@ def not_(bit: Bit) -> Bit:
     return z3.Not(bit)
 
 
+def xor_(a: Bit, b: Bit) -> Bit:
+    """Exactly one of ``a`` and ``b`` holds."""
+    if not is_symbolic(a, b):
+        return bool(a) != bool(b)
+    return z3.Xor(_lift(a, 1), _lift(b, 1))
+
+
 def implies(a: Bit, b: Bit) -> Bit:
     """Implication."""
     return or_(not_(a), b)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import capstone
 from capstone import x86 as cx
 
-from spec.x86 import alu
+from spec.x86 import alu, mov
 from spec.x86.operands import GPRS, Imm, Insn, Mem, Operand, Reg
 from spec.x86.state import UD, Fault, Unhandleable
 
-FAMILIES = (alu,)
+FAMILIES = (alu, mov)
 
 #: mnemonic -> the forms the emulator carries out
 FORMS: dict[str, tuple[str, ...]] = {m: f for fam in FAMILIES for m, f in fam.FORMS.items()}

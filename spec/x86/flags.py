@@ -51,3 +51,26 @@ def logic_flags(r: bv.Word, width: int) -> dict[str, bv.Bit]:
     """AND, OR, XOR, TEST: CF and OF cleared, SF ZF PF from the result, AF
     undefined (cleared here, as the processors and QEMU do)."""
     return {"CF": False, "OF": False, "AF": False, **result_flags(r, width)}
+
+
+#: the condition codes of Jcc/SETcc/CMOVcc (SDM vol. 1, appendix B, table B-1)
+CONDITIONS = ("o", "no", "b", "ae", "e", "ne", "be", "a",
+              "s", "ns", "p", "np", "l", "ge", "le", "g")
+
+
+def condition(cc: str, f: dict[str, bv.Bit]) -> bv.Bit:
+    """Whether condition ``cc`` holds for the flags ``f`` (CF, ZF, SF, OF and
+    PF as truth values)."""
+    below_or_equal = bv.or_(f["CF"], f["ZF"])
+    less = bv.xor_(f["SF"], f["OF"])
+    less_or_equal = bv.or_(f["ZF"], less)
+    return {
+        "o": f["OF"], "no": bv.not_(f["OF"]),
+        "b": f["CF"], "ae": bv.not_(f["CF"]),
+        "e": f["ZF"], "ne": bv.not_(f["ZF"]),
+        "be": below_or_equal, "a": bv.not_(below_or_equal),
+        "s": f["SF"], "ns": bv.not_(f["SF"]),
+        "p": f["PF"], "np": bv.not_(f["PF"]),
+        "l": less, "ge": bv.not_(less),
+        "le": less_or_equal, "g": bv.not_(less_or_equal),
+    }[cc]
