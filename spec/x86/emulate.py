@@ -12,8 +12,9 @@ Imports the rest of :mod:`spec.x86`.
 3. run the family's semantics, which read and write operands through a
    :class:`spec.x86.state.Context` (its ``accesses`` record every memory
    access, in order);
-4. on success RIP moves past the instruction. A :class:`Fault` leaves RIP
-   at the instruction, and leaves registers and flags as they were: the
+4. on success RIP moves past the instruction, unless a repeated string
+   instruction has elements left (``ctx.restart``). A :class:`Fault` leaves
+   RIP at the instruction, and leaves registers and flags as they were: the
    semantics work on a copy that is only committed on success.
 """
 
@@ -37,8 +38,8 @@ def execute(cpu: Cpu, memory: Memory, insn: Insn) -> Context:
     ctx = Context(work, memory, insn)
     SEMANTICS[insn.mnemonic](ctx, insn)
     cpu.regs, cpu.rflags = work.regs, work.rflags
-    cpu.rip = bv.add(cpu.rip, insn.length, 64 if cpu.mode == 64 else 32) \
-        if cpu.mode != 16 else (cpu.rip + insn.length) & 0xFFFF
+    if not ctx.restart:
+        cpu.rip = (cpu.rip + insn.length) & {16: 0xFFFF, 32: bv.mask(32), 64: bv.mask(64)}[cpu.mode]
     return ctx
 
 

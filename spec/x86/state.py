@@ -62,7 +62,9 @@ class Unhandleable(Exception):
 
 class Memory(Protocol):
     """Guest memory as the emulator reaches it: RAM, or a device through the
-    device model. ``read`` returns a word of ``8 * size`` bits."""
+    device model. ``read`` returns a word of ``8 * size`` bits. A memory may
+    also offer ``port_read(port, size)`` and ``port_write(port, size,
+    value)`` for INS and OUTS."""
 
     def read(self, addr: int, size: int) -> bv.Word: ...
 
@@ -85,7 +87,7 @@ class Cpu:
 class Access:
     """One memory access the instruction made, in order."""
 
-    op: str         # "read" or "write"
+    op: str         # "read" or "write" (memory), "in" or "out" (ports)
     addr: int
     size: int
     value: bv.Word
@@ -99,6 +101,9 @@ class Context:
         self.memory = memory
         self.insn = insn
         self.accesses: list[Access] = []
+        #: set by a repeated string instruction that has elements left: RIP
+        #: stays on the instruction
+        self.restart = False
 
     # --- registers ------------------------------------------------------------
 
@@ -187,6 +192,23 @@ class Context:
             self.memory.write(part_addr, part_size, part)
             self.accesses.append(Access("write", part_addr, part_size, part))
             done += part_size
+
+    def port_read(self, port: int, size: int) -> bv.Word:
+        """IN from an I/O port (INS), through the memory's ``port_read``."""
+        reader = getattr(self.memory, "port_read", None)
+        if reader is None:
+            raise Unhandleable(f"port I/O to {port:#x} where the emulator has no ports")
+        value = reader(port, size)
+        self.accesses.append(Access("in", port, size, value))
+        return value
+
+    def port_write(self, port: int, size: int, value: bv.Word) -> None:
+        """OUT to an I/O port (OUTS), through the memory's ``port_write``."""
+        writer = getattr(self.memory, "port_write", None)
+        if writer is None:
+            raise Unhandleable(f"port I/O to {port:#x} where the emulator has no ports")
+        writer(port, size, value)
+        self.accesses.append(Access("out", port, size, value))
 
     def _parts(self, addr: int, size: int) -> list[tuple[int, int]]:
         space = bv.mask(64 if self.cpu.mode == 64 else 32)
