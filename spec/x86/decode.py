@@ -18,11 +18,11 @@ from __future__ import annotations
 import capstone
 from capstone import x86 as cx
 
-from spec.x86 import alu, mov, string
+from spec.x86 import alu, mov, shift, string
 from spec.x86.operands import GPRS, Imm, Insn, Mem, Operand, Reg
 from spec.x86.state import UD, Fault, Unhandleable
 
-FAMILIES = (alu, mov, string)
+FAMILIES = (alu, mov, shift, string)
 
 #: mnemonic -> the forms the emulator carries out
 FORMS: dict[str, tuple[str, ...]] = {m: f for fam in FAMILIES for m, f in fam.FORMS.items()}

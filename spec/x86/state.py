@@ -104,6 +104,10 @@ class Context:
         #: set by a repeated string instruction that has elements left: RIP
         #: stays on the instruction
         self.restart = False
+        #: flags this execution left undefined (SDM "Flags Affected"): the
+        #: value the spec gives them is its own choice, and comparisons with
+        #: other implementations mask them
+        self.undefined: set[str] = set()
 
     # --- registers ------------------------------------------------------------
 
@@ -141,6 +145,12 @@ class Context:
             cleared = bv.band(rflags, bv.mask(64) ^ (1 << pos), 64)
             rflags = bv.bor(cleared, bv.shl(bv.from_bit(value, 64), pos, 64), 64)
         self.cpu.rflags = rflags
+
+    def set_undefined(self, **flags: bv.Bit) -> None:
+        """Set flags the SDM leaves undefined for this execution (to the
+        values given), and record them as undefined."""
+        self.set_flags(**flags)
+        self.undefined.update(flags)
 
     # --- memory -------------------------------------------------------------------
 
