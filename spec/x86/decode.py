@@ -18,11 +18,11 @@ from __future__ import annotations
 import capstone
 from capstone import x86 as cx
 
-from spec.x86 import alu, mov, shift, string
+from spec.x86 import alu, atomic, bits, mov, shift, string
 from spec.x86.operands import GPRS, Imm, Insn, Mem, Operand, Reg
 from spec.x86.state import UD, Fault, Unhandleable
 
-FAMILIES = (alu, mov, shift, string)
+FAMILIES = (alu, mov, shift, bits, atomic, string)
 
 #: mnemonic -> the forms the emulator carries out
 FORMS: dict[str, tuple[str, ...]] = {m: f for fam in FAMILIES for m, f in fam.FORMS.items()}
@@ -100,7 +100,10 @@ def _operand(md: capstone.Cs, ci, op, address_size: int, segment: str | None,
             raise Unhandleable(f"register {name} in {ci.mnemonic} {ci.op_str}")
         return REGISTER_PARTS[name]
     if op.type == cx.X86_OP_IMM:
-        return Imm(op.imm & ((1 << 8 * op.size) - 1), op.size)
+        # capstone reports the implicit count of the memory forms of
+        # "shift by 1" (D0/D1 /r) with a size of 0: it is one byte
+        size = op.size or 1
+        return Imm(op.imm & ((1 << 8 * size) - 1), size)
     mem = op.mem
     base = md.reg_name(mem.base) if mem.base else None
     index = md.reg_name(mem.index) if mem.index else None
