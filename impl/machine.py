@@ -110,6 +110,7 @@ class Host:
     def start_device_model(self, domid: int) -> None:
         dom = self.domains[domid]
         dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit)
+        dom.vmm.serve = dom.qemu.poll
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False

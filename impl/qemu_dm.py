@@ -1,8 +1,10 @@
 """qemu-dm for the impl engine: the ioreq loop and the devices.
 
 Room: the device model of one domain — taking ioreqs from the shared page,
-performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer),
-responding, and asking Xen for a power-off. Imports :mod:`impl.xen` (the
+performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer)
+or, for COPY requests, in MMIO space (the test device's page of memory-like
+registers; elsewhere an empty bus), responding, and asking Xen for a
+power-off. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform, trace
-from impl.xen import INPROCESS, READ, READY, RESP_READY, WRITE, Emit, IoreqPage
+from impl.xen import COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage
 
 PM_TIMER_HZ = 3_579_545
 
@@ -99,6 +101,7 @@ class QemuDm:
         self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, Uart(emit)),
                         (platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, libxc.clock_ns))]
+        self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.power_off_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
 
@@ -122,28 +125,43 @@ class QemuDm:
         page.set_state(0, INPROCESS)
         self.emit(page.event(0, "qemu-dm", READY, INPROCESS))
         addr, data, count, size, _, _, ptr, direction, df, typ = page.fields(0)
-        if typ != 0:
+        step = -size if df else size
+        if typ not in (PIO, COPY):
             data = (1 << 64) - 1
-        else:
-            step = -size if df else size
-            for i in range(count):
-                if ptr:
-                    gpa = (data + i * step) & 0xFFFFFFFFFFFFFFFF
-                    if direction == WRITE:
-                        self._bus(addr, size, WRITE, int.from_bytes(self.ram.read(gpa, size),
-                                                                    "little"))
-                    else:
-                        value = self._bus(addr, size, READ, 0)
-                        self.ram.write(gpa, value.to_bytes(size, "little"))
-                elif direction == WRITE:
-                    self._bus(addr, size, WRITE, data & ((1 << 8 * size) - 1))
+            count = 0
+        access = self._bus if typ == PIO else self._mmio
+        for i in range(count):
+            where = addr if typ == PIO else (addr + i * step) & 0xFFFFFFFFFFFFFFFF
+            if ptr:
+                gpa = (data + i * step) & 0xFFFFFFFFFFFFFFFF
+                if direction == WRITE:
+                    access(where, size, WRITE, int.from_bytes(self.ram.read(gpa, size), "little"))
                 else:
-                    data = self._bus(addr, size, READ, 0)
+                    value = access(where, size, READ, 0)
+                    self.ram.write(gpa, value.to_bytes(size, "little"))
+            elif direction == WRITE:
+                access(where, size, WRITE, data & ((1 << 8 * size) - 1))
+            else:
+                data = access(where, size, READ, 0)
         if direction == READ and not ptr:
             page.set_data(0, data)
         page.set_state(0, RESP_READY)
         self.emit(page.event(0, "qemu-dm", INPROCESS, RESP_READY))
         self.libxc.notify(self.port)
+
+    def _mmio(self, addr: int, size: int, direction: int, value: int) -> int:
+        """One MMIO access: the test device's page, or an empty bus."""
+        offset = addr - platform.TESTDEV_BASE
+        inside = 0 <= offset and offset + size <= platform.TESTDEV_SIZE
+        if direction == READ:
+            value = (int.from_bytes(self.testdev[offset:offset + size], "little") if inside
+                     else (1 << 8 * size) - 1)
+        self.emit(trace.DeviceIo(device="testdev" if inside else None, space="mmio", addr=addr,
+                                 size=size, dir="read" if direction == READ else "write",
+                                 data=value))
+        if direction == WRITE and inside:
+            self.testdev[offset:offset + size] = value.to_bytes(size, "little")
+        return value
 
     def _claim(self, port: int):
         for lo, hi, dev in self.devices:

@@ -159,6 +159,9 @@ class Vcpu:
         for start, end in self.ram:
             uc.mem_map(start, end - start)
         self.icount = 0
+        #: set while impl's VMM steps an instruction itself: the clock's
+        #: hooks stand aside
+        self.quiet = False
         self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
         self._hooked: set[int] = set()
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
@@ -254,6 +257,8 @@ class Vcpu:
             return self._exit
 
     def _on_block(self, uc, address: int, size: int, _data) -> None:
+        if self.quiet:
+            return
         self._base += len(self._block.addresses)
         block = self._decode(address, size)
         missing = [a for a in block.exiting if a not in self._hooked]
@@ -283,6 +288,8 @@ class Vcpu:
 
     def _on_stop_point(self, uc, address: int, size: int, _data) -> None:
         """An instruction that exits, or the one at which the budget ends."""
+        if self.quiet:
+            return
         index = self._block.index.get(address)
         if index is None:
             return
@@ -303,9 +310,13 @@ class Vcpu:
                 self._stop(Exit("io", address, length, icount, io.info(), io))
 
     def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _data) -> bool:
+        if self.quiet:
+            return False
         if access == unicorn.UC_MEM_FETCH_UNMAPPED:
             self._fetch_fault = address
         self._gpa = address
+        self._access = {unicorn.UC_MEM_READ_UNMAPPED: "read",
+                        unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
         return False
 
     def _fault(self, exc: unicorn.UcError) -> Exit:
@@ -319,7 +330,8 @@ class Vcpu:
         self.put("eip", rip - self.seg_base("cs"))
         code = self.code_at(rip).hex()
         if self._gpa is not None:
-            return Exit("ept_violation", rip, 0, icount, {"bytes": code, "gpa": self._gpa})
+            return Exit("ept_violation", rip, 0, icount,
+                        {"bytes": code, "access": self._access, "gpa": self._gpa})
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
 

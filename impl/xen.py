@@ -15,10 +15,12 @@ import struct
 from typing import Callable
 
 from spec import platform, trace
+from impl.mmio import EmulationFailed, MmioInstruction
 from impl.vcpu import EFLAGS_DF, Exit, Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
+COPY = 1
 STATE = {NONE: "NONE", READY: "READY", INPROCESS: "INPROCESS", RESP_READY: "IORESP_READY"}
 WRITE, READ = 0, 1
 PIO = 0
@@ -152,6 +154,10 @@ class Vmm:
         self.waiting: tuple | None = None   # (exit, count, finishes, by-value gpa)
         self.woken = False
         self.halted = False
+        #: runs the device model's loop once: impl completes an MMIO
+        #: instruction's ioreqs one after the other, without leaving the VMM
+        self.serve: Callable[[], None] = lambda: None
+        self.mmio = MmioInstruction(vcpu, self._device_access)
 
     def handle_exit(self, ex: Exit) -> None:
         self.emit(trace.VmExit(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
@@ -160,9 +166,18 @@ class Vmm:
             self._io(ex)
         elif ex.reason == "hlt":
             self.halted = True
+        elif ex.reason == "ept_violation" and ex.info["access"] == "fetch":
+            self.crash(f"instruction fetch from gpa {ex.info['gpa']:#x}, which no RAM backs",
+                       ex.rip)
         elif ex.reason == "ept_violation":
-            self.crash(f"MMIO access to gpa {ex.info['gpa']:#x} that no device model region "
-                       f"claims; instruction bytes {ex.info['bytes']}", ex.rip)
+            try:
+                self.mmio.run(ex.rip)
+            except EmulationFailed as exc:
+                self.crash(f"MMIO emulation failed at rip {ex.rip:#x}: {exc}; instruction "
+                           f"bytes {ex.info['bytes']}", ex.rip)
+                return
+            if self.waiting is None and not self.halted:
+                self.vcpu.icount += 1
         else:
             self.crash(f"{ex.reason} at rip {ex.rip:#x}; instruction bytes "
                        f"{ex.info.get('bytes', '')}", ex.rip)
@@ -208,6 +223,25 @@ class Vmm:
             fields = (io.port, 0, 1, size, 0, direction, back)
         self._send(ex, fields, (ex, count, finishes,
                                 linear if by_value and direction == READ else None))
+
+    def _device_access(self, direction: int, addr: int, size: int, count: int, ptr: int,
+                       df: int, data: int) -> int:
+        """One MMIO ioreq, sent, served and completed before returning its datum."""
+        if self.page.state(0) != NONE or self.waiting is not None:
+            raise EmulationFailed("the ioreq slot is busy")
+        self.page.fill(0, addr, data, count, size, self.port, ptr, direction, df, COPY)
+        self.page.set_state(0, READY)
+        self.emit(self.page.event(0, "vmm", NONE, READY))
+        self.notify(self.port)
+        self.serve()
+        state = self.page.state(0)
+        if state != RESP_READY:
+            raise EmulationFailed(f"ioreq of vcpu 0 in state {STATE.get(state, state)}")
+        value = self.page.fields(0)[1]
+        self.page.set_state(0, NONE)
+        self.woken = False
+        self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
+        return value
 
     def _send(self, ex: Exit, fields: tuple, pending: tuple) -> None:
         state = self.page.state(0)

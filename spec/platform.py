@@ -77,3 +77,16 @@ SHUTDOWN_REASONS = {
 # --- run limits -------------------------------------------------------------
 
 DEFAULT_MAX_INSTRUCTIONS = 50_000_000
+
+# --- MMIO ---------------------------------------------------------------------
+#
+# Every guest-physical address that no RAM backs is MMIO: the VMM emulates
+# the instruction and sends its device accesses to qemu-dm as ioreqs of type
+# COPY, and qemu-dm answers an address no device claims as an empty bus
+# (reads all-ones, writes dropped), as Xen 3.x's qemu-dm does.
+
+# hvmspec's test device: a page of memory-like registers whose every access
+# is traced, so that the result of a read-modify-write is observable. It
+# sits in the PCI hole below 4 GiB (where QEMU's pc machine has nothing).
+TESTDEV_BASE = 0xFEB00000
+TESTDEV_SIZE = 0x1000

@@ -23,8 +23,11 @@ any of those ports to become pending, and for each pending port:
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
 (``xc_domain_shutdown``, reason *poweroff*): Xen then tells xend.
-Request types other than PIO arrive with MMIO (issue 4); until then such a
-request is answered with all-ones data for a read and traced as unclaimed.
+A COPY request is an MMIO access: ``count`` repetitions of ``size`` bytes at
+guest-physical address ``addr`` (``addr ± i*size``), dispatched on the MMIO
+bus, with the data by value or, when ``data_is_ptr``, in guest RAM at
+``data ± i*size`` (the RAM side of a ``rep movs``). Other request types are
+not sent by this model's VMM; one would be answered with all-ones data.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from spec import ioreq, platform, trace
-from spec.devices import PortBus
+from spec.devices import MmioBus, PortBus
 from spec.devices.acpi import AcpiPm
+from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
 
 
@@ -75,6 +79,9 @@ class QemuDm:
         self.bus.register(platform.COM1_BASE, 8, self.uart)
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
+        self.mmio = MmioBus(emit)
+        self.testdev = TestDevice(platform.TESTDEV_SIZE)
+        self.mmio.register(platform.TESTDEV_BASE, platform.TESTDEV_SIZE, self.testdev)
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(nr_vcpus)]
@@ -111,7 +118,13 @@ class QemuDm:
     def perform(self, req: ioreq.Ioreq) -> int:
         """Step 2: carry out every repetition; returns the datum of a
         by-value read."""
-        if req.type != ioreq.IOREQ_TYPE_PIO:
+        if req.type == ioreq.IOREQ_TYPE_PIO:
+            read, write = self.bus.read, self.bus.write
+            target = lambda i: req.addr                                  # noqa: E731
+        elif req.type == ioreq.IOREQ_TYPE_COPY:
+            read, write = self.mmio.read, self.mmio.write
+            target = lambda i: (req.addr + i * step) & 0xFFFFFFFFFFFFFFFF  # noqa: E731
+        else:
             return (1 << 64) - 1
         data = req.data
         step = -req.size if req.df else req.size
@@ -120,14 +133,14 @@ class QemuDm:
                 gpa = (req.data + i * step) & 0xFFFFFFFFFFFFFFFF
                 if req.dir == ioreq.IOREQ_WRITE:
                     value = int.from_bytes(self.memory.read(gpa, req.size), "little")
-                    self.bus.write(req.addr, req.size, value)
+                    write(target(i), req.size, value)
                 else:
-                    value = self.bus.read(req.addr, req.size)
+                    value = read(target(i), req.size)
                     self.memory.write(gpa, value.to_bytes(req.size, "little"))
             elif req.dir == ioreq.IOREQ_WRITE:
-                self.bus.write(req.addr, req.size, data & ((1 << 8 * req.size) - 1))
+                write(target(i), req.size, data & ((1 << 8 * req.size) - 1))
             else:
-                data = self.bus.read(req.addr, req.size)
+                data = read(target(i), req.size)
         return data
 
     def _request_shutdown(self, reason: int) -> None:

@@ -50,7 +50,12 @@ from typing import Callable
 
 from spec import ioreq, platform, trace
 from spec.ioreq import Ioreq
-from spec.vmx import RFLAGS_DF, Exit, HardwareVcpu, IoQualification
+from spec.mmio import Completed, Emulation, GuestMemory, Pending
+from spec.vmx import RFLAGS_DF, SEGMENTS, Exit, HardwareVcpu, IoQualification
+from spec.x86.decode import decode
+from spec.x86.emulate import execute
+from spec.x86.operands import GPRS
+from spec.x86.state import Cpu, Fault, Unhandleable
 
 
 @dataclass
@@ -62,6 +67,7 @@ class PendingIo:
     count: int              # elements in this chunk
     finishes: bool          # the chunk completes the instruction
     by_value_gpa: int | None = None   # straddling INS element: copy the datum here
+    mmio_key: tuple | None = None     # an MMIO emulation's device access
 
 
 @dataclass
@@ -115,6 +121,7 @@ class Vmm:
         self.waiting: list[PendingIo | None] = [None] * len(vcpus)
         self.woken = [False] * len(vcpus)
         self.halted = [False] * len(vcpus)
+        self.emulating: list[Emulation | None] = [None] * len(vcpus)
         self.exits: dict[str, int] = {}
 
     # --- exits ---------------------------------------------------------------------
@@ -130,9 +137,12 @@ class Vmm:
             # The vcpu blocks until an interrupt; none can reach it before
             # the interrupt path exists, so it stays halted.
             self.halted[vcpu] = True
+        elif ex.reason == "ept_violation" and ex.detail.get("access") == "fetch":
+            self.crash(f"instruction fetch from gpa {ex.gpa:#x}, which no RAM backs", ex.rip)
         elif ex.reason == "ept_violation":
-            self.crash(f"MMIO access to gpa {ex.gpa:#x} that no device model region "
-                       f"claims; instruction bytes {ex.detail.get('bytes', '')}", ex.rip)
+            hw = self.vcpus[vcpu]
+            self.emulating[vcpu] = Emulation(ex.rip, hw.read_code(ex.rip))
+            self.emulate_mmio(vcpu, ex)
         else:
             self.crash(f"{ex.reason} at rip {ex.rip:#x}; instruction bytes "
                        f"{ex.detail.get('bytes', '')}", ex.rip)
@@ -171,6 +181,48 @@ class Vmm:
         else:
             pending.by_value_gpa = chunk.gpa
         self.send(vcpu, req, pending)
+
+    # --- MMIO ----------------------------------------------------------------------------
+
+    def emulate_mmio(self, vcpu: int, ex: Exit) -> bool:
+        """One attempt at the instruction that touched MMIO (:mod:`spec.mmio`);
+        True when it completed and the vcpu may run on."""
+        hw, em = self.vcpus[vcpu], self.emulating[vcpu]
+        cpu = Cpu(hw.mode(), regs={r: (hw.reg(r) if r in _VCPU_GPRS else 0) for r in GPRS},
+                  rflags=hw.reg("rflags"), rip=hw.reg("rip"),
+                  segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
+        memory = GuestMemory(em, hw.is_ram, hw.read,
+                             send=lambda req: self._send_mmio(vcpu, req, ex, memory))
+        try:
+            execute(cpu, memory, decode(em.code, cpu.mode))
+        except Pending:
+            return False
+        except Unhandleable as exc:
+            self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
+            return False
+        except Fault as exc:
+            self._emulation_failed(vcpu, f"{exc} while emulating the MMIO access at rip "
+                                         f"{em.rip:#x} (exception delivery is not modelled)")
+            return False
+        for addr, data in memory.held:
+            hw.write(addr, data)
+        for r in _VCPU_GPRS:
+            hw.set_reg(r, cpu.regs[r] & 0xFFFFFFFF)
+        hw.set_reg("rflags", cpu.rflags)
+        hw.set_reg("rip", cpu.rip)
+        hw.icount += 1
+        self.emulating[vcpu] = None
+        return True
+
+    def _emulation_failed(self, vcpu: int, why: str) -> None:
+        em = self.emulating[vcpu]
+        self.emulating[vcpu] = None
+        self.crash(f"{why}; instruction bytes {em.code.hex()}", em.rip)
+
+    def _send_mmio(self, vcpu: int, req: Ioreq, ex: Exit, memory: GuestMemory) -> None:
+        req.vp_eport = self.ports[vcpu]
+        key = (req.dir, req.addr, req.size, req.count, bool(req.data_is_ptr), req.data)
+        self.send(vcpu, req, PendingIo(ex, req.count, True, mmio_key=key))
 
     # --- the ioreq protocol ------------------------------------------------------------
 
@@ -216,6 +268,10 @@ class Vmm:
         self.iopage.set_state(vcpu, step.after.state)
         self.waiting[vcpu] = None
         self._emit_transition(vcpu, "vmm", state, step.after.state)
+        if pending.mmio_key is not None:
+            em = self.emulating[vcpu]
+            em.done.append(Completed(pending.mmio_key, req.data))
+            return self.emulate_mmio(vcpu, pending.exit)
         self.complete_io(vcpu, pending, req)
         return True
 
@@ -251,6 +307,10 @@ class Vmm:
     def _emit_transition(self, vcpu: int, by: str, old: int, new: int) -> None:
         req = self.iopage.read(vcpu)
         self.emit(ioreq.transition_event(vcpu, by, old, new, req))
+
+
+#: the registers of the vcpu model (32-bit; long mode comes with 64-bit guests)
+_VCPU_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
 
 
 def _mask(size: int) -> int:

@@ -21,7 +21,9 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     HLT exiting. RIP points at the HLT.
 ``ept_violation``
     An access to a guest-physical address that no RAM backs (the MMIO
-    exit of ``DESIGN.md``).
+    exit of ``DESIGN.md``). Like the EPT-violation exit qualification (SDM
+    vol. 3C, table 28-7, bits 0-2) it says whether the access was a data
+    read, a data write or an instruction fetch (``access``).
 ``invalid_opcode``
     The CPU could not decode the instruction at RIP. Hardware would
     deliver #UD through the guest's IDT; until event delivery is modelled
@@ -327,6 +329,8 @@ class HardwareVcpu:
         self._fault = f"{address:#x}:{size}"
         self._fault_gpa = address
         self._fetch = access == unicorn.UC_MEM_FETCH_UNMAPPED
+        self._access = {unicorn.UC_MEM_READ_UNMAPPED: "read",
+                        unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
         return False
 
     def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
@@ -343,7 +347,7 @@ class HardwareVcpu:
         code = self.read_code(rip)
         if self._fault is not None:
             return Exit("ept_violation", rip, 0, self.icount, gpa=self._fault_gpa,
-                        detail={"bytes": code.hex()})
+                        detail={"bytes": code.hex(), "access": self._access})
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, self.icount,
                     detail={"bytes": code.hex(), "error": str(exc)})

@@ -19,6 +19,12 @@ from tests.conftest import peer, run
 
 POWEROFF_STATUS = (0x3C00 << 1 | 1) & 0xFF
 
+#: guests whose output QEMU cannot reproduce, and why (docs/guests.rst)
+KNOWN_DIVERGENCES = {
+    "mmio": "hvmspec's test device at 0xfeb00000 does not exist on QEMU's pc machine, "
+            "whose unassigned MMIO reads as zeros",
+}
+
 
 @pytest.mark.parametrize("name", loader.bundled_guests())
 def test_bundled_guest_prints_the_same_on_qemu(name, tmp_path):
@@ -35,4 +41,9 @@ def test_bundled_guest_prints_the_same_on_qemu(name, tmp_path):
     assert proc.returncode == POWEROFF_STATUS, proc.stderr
     ours = run("impl", image)
     assert ours.exit["reason"] == "poweroff"
+    if name in KNOWN_DIVERGENCES:
+        # the guest still runs to its power-off there; only its output differs
+        assert serial.read_bytes().decode("latin-1") != ours.serial, \
+            f"{name} now agrees with QEMU: drop it from KNOWN_DIVERGENCES"
+        return
     assert serial.read_bytes().decode("latin-1") == ours.serial

@@ -184,7 +184,7 @@ def test_rep_with_zero_count_completes_without_an_ioreq():
 @pytest.mark.parametrize("body,reason,fragment", [
     ("hlt\n", "hung", "interrupts disabled"),
     (".byte 0x0f, 0x0b\n", "crash", "invalid_opcode"),
-    ("mov ax, 0xa000\n mov es, ax\n mov byte ptr es:[0], 1\n", "crash", "0xa0000"),
+    (".byte 0xea\n .word 0x0000, 0xa000\n", "crash", "instruction fetch from gpa 0xa0000"),
 ])
 def test_faults_and_hangs_end_the_domain_cleanly(body, reason, fragment):
     result = both(guest(reason, body, poweroff=False))

@@ -79,6 +79,7 @@ def generate(app) -> None:
     _write(out / "hello_disasm.txt", _disassembly())
     _write(out / "string_chunks.rst", _string_chunks_rst())
     _write(out / "platform_constants.rst", _platform_rst())
+    _write(out / "x86_forms.rst", _x86_forms_rst())
     _write_proofs(out)
     _write_help(out)
 
@@ -312,6 +313,29 @@ def _string_chunks_rst() -> str:
 
 
 # --- platform constants ------------------------------------------------------------------
+
+def _x86_forms_rst() -> str:
+    """The emulator's coverage: every emulated mnemonic, its operand forms,
+    the modes it exists in, LOCK, and the flags it leaves undefined, from
+    the decoder's own table (mnemonics that differ only in their condition
+    code or element size share a row)."""
+    from spec.x86 import decode
+    only64 = {"movsxd", "movabs", "cmpxchg16b"}
+    groups: dict[tuple, list[str]] = {}
+    for fam in decode.FAMILIES:
+        for mnemonic, forms in fam.FORMS.items():
+            key = (fam.__name__.rsplit(".", 1)[1], ", ".join(forms),
+                   "64" if mnemonic in only64 else "16, 32, 64",
+                   "yes" if mnemonic in decode.LOCKABLE else "",
+                   " ".join(fam.UNDEFINED.get(mnemonic, ())))
+            groups.setdefault(key, []).append(mnemonic)
+    rows = [[f":mod:`spec.x86.{fam}`", " ".join(f"``{m}``" for m in names), forms, modes,
+             lock, undefined] for (fam, forms, modes, lock, undefined), names in groups.items()]
+    count = sum(len(names) for names in groups.values())
+    return (f"{count} mnemonics in {len(rows)} rows.\n\n"
+            + _list_table(["family", "mnemonics", "forms", "modes", "LOCK", "undefined flags"],
+                          rows, widths="14 34 16 10 6 20"))
+
 
 def _rst_escape(text: str) -> str:
     """Plain text (a source comment) made safe for reStructuredText."""

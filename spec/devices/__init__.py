@@ -11,6 +11,11 @@ split into accesses of the device's widest size, lowest port first (as
 QEMU's ioport layer does for a device registered only for bytes). A port no
 device claims behaves as an empty ISA bus: reads return all ones, writes are
 dropped, and both are traced with ``device = None``.
+
+The MMIO bus (:class:`MmioBus`) dispatches by guest-physical address in the
+same way: ``io_read(offset, size)`` and ``io_write(offset, size, value)`` on
+the device that claims the address, all-ones and dropped writes where none
+does. An access not wholly inside one device's range is unclaimed.
 """
 
 from __future__ import annotations
@@ -85,3 +90,42 @@ class PortBus:
         if direction == "write":
             device.io_write(port - base, size, value)
         return value
+
+
+class MmioBus:
+    """The guest-physical MMIO space as qemu-dm sees it."""
+
+    def __init__(self, emit: Callable[[trace.Event], None]) -> None:
+        self.emit = emit
+        self.ranges: list[tuple[int, int, PortDevice]] = []
+
+    def register(self, base: int, length: int, device: PortDevice) -> None:
+        for start, end, other in self.ranges:
+            if base < end and start < base + length:
+                raise ValueError(f"MMIO {base:#x}+{length} of {device.name} overlaps {other.name}")
+        self.ranges.append((base, base + length, device))
+
+    def _claim(self, addr: int, size: int) -> tuple[int, PortDevice] | None:
+        for start, end, device in self.ranges:
+            if start <= addr and addr + size <= end:
+                return start, device
+        return None
+
+    def read(self, addr: int, size: int) -> int:
+        claimed = self._claim(addr, size)
+        if claimed is None:
+            value = (1 << 8 * size) - 1
+            name = None
+        else:
+            value = claimed[1].io_read(addr - claimed[0], size) & ((1 << 8 * size) - 1)
+            name = claimed[1].name
+        self.emit(trace.DeviceIo(device=name, space="mmio", addr=addr, size=size,
+                                 dir="read", data=value))
+        return value
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        claimed = self._claim(addr, size)
+        self.emit(trace.DeviceIo(device=claimed[1].name if claimed else None, space="mmio",
+                                 addr=addr, size=size, dir="write", data=value))
+        if claimed is not None:
+            claimed[1].io_write(addr - claimed[0], size, value)

@@ -11,20 +11,20 @@ combined with the source, and written back, except for CMP and TEST, which
 only set flags. With a memory destination that is a read-modify-write: one
 read of the operand, then one write of the same address and size.
 
-=========  ===============================  ==========================
-mnemonic   operation                        flags
-=========  ===============================  ==========================
-add        dest + src                       OF SF ZF AF CF PF
-adc        dest + src + CF                  OF SF ZF AF CF PF
-sub        dest - src                       OF SF ZF AF CF PF
-sbb        dest - (src + CF)                OF SF ZF AF CF PF
-cmp        dest - src, not written          OF SF ZF AF CF PF
-and/or/xor dest op src                      OF=CF=0; SF ZF PF; AF undefined
-test       dest & src, not written          OF=CF=0; SF ZF PF; AF undefined
-inc/dec    dest ± 1                         OF SF ZF AF PF; CF unchanged
-neg        0 - dest                         CF = (dest != 0); OF SF ZF AF PF
-not        ~dest                            none
-=========  ===============================  ==========================
+===========  =============================  ===================================
+mnemonic     operation                      flags
+===========  =============================  ===================================
+add          dest + src                     OF SF ZF AF CF PF
+adc          dest + src + CF                OF SF ZF AF CF PF
+sub          dest - src                     OF SF ZF AF CF PF
+sbb          dest - (src + CF)              OF SF ZF AF CF PF
+cmp          dest - src, not written        OF SF ZF AF CF PF
+and/or/xor   dest op src                    OF=CF=0; SF ZF PF; AF undefined
+test         dest & src, not written        OF=CF=0; SF ZF PF; AF undefined
+inc/dec      dest ± 1                       OF SF ZF AF PF; CF unchanged
+neg          0 - dest                       CF = (dest != 0); OF SF ZF AF PF
+not          ~dest                          none
+===========  =============================  ===================================
 
 LOCK is allowed with a memory destination on all of them but CMP and TEST;
 anywhere else it raises #UD (SDM vol. 2, "LOCK—Assert LOCK# Signal Prefix").

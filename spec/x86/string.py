@@ -23,7 +23,9 @@ boundary that either operand would cross (as Xen's ``hvmemul_rep_*`` clip a
 repetition to a page), updates rSI, rDI and rCX, and leaves RIP on the
 instruction if elements remain; it is then emulated again. Each element is
 its own memory access (an element that itself crosses a page boundary is a
-chunk of one, split as every access is).
+chunk of one, split as every access is), unless the memory takes a whole
+chunk of MOVS or STOS at once (``rep_movs``/``rep_stos``): the VMM's memory
+does, to send one ioreq with a count (:mod:`spec.mmio`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def string(ctx: Context, insn: Insn) -> None:
             linear = ctx.linear(seg, bv.concrete(ctx.gpr(reg, aw // 8)), size)
             chunk = min(chunk, _elements_in_page(linear, size, backwards))
     done = 0
+    if op in ("movs", "stos") and _batched(ctx, op, size, chunk, source_segment, backwards):
+        for used, reg in ((uses_si, "rsi"), (uses_di, "rdi")):
+            if used:
+                ctx.set_gpr(reg, aw // 8, bv.add(ctx.gpr(reg, aw // 8), step * chunk, aw))
+        if insn.rep:
+            ctx.set_gpr("rcx", aw // 8, bv.sub(remaining, chunk, aw))
+        done = chunk
     while done < chunk:
         si = bv.concrete(ctx.gpr("rsi", aw // 8))
         di = bv.concrete(ctx.gpr("rdi", aw // 8))
@@ -87,6 +96,20 @@ def string(ctx: Context, insn: Insn) -> None:
             return                                  # REPE saw a difference, REPNE a match
     if insn.rep and done < remaining:
         ctx.restart = True
+
+
+def _batched(ctx: Context, op: str, size: int, count: int, seg: str, backwards: bool) -> bool:
+    """Offer a whole chunk of MOVS or STOS to the memory at once (the VMM's
+    memory turns one that touches MMIO into a single ioreq with ``count``);
+    False when the memory does not take it."""
+    aw = ctx.insn.address_size
+    dst = ctx.linear("es", bv.concrete(ctx.gpr("rdi", aw // 8)), size)
+    if op == "movs":
+        mover = getattr(ctx.memory, "rep_movs", None)
+        src = ctx.linear(seg, bv.concrete(ctx.gpr("rsi", aw // 8)), size)
+        return bool(mover and mover(dst, src, size, count, backwards))
+    filler = getattr(ctx.memory, "rep_stos", None)
+    return bool(filler and filler(dst, size, count, backwards, ctx.gpr("rax", size)))
 
 
 def _element(ctx: Context, op: str, size: int, si: int, di: int, seg: str) -> bool | None:

@@ -1,0 +1,188 @@
+; mmio: every kind of access that makes the VMM emulate an instruction.
+;
+; The guest enters 32-bit protected mode (flat segments) to reach
+; hvmspec's test device, a page of memory-like registers at 0xfeb00000 that
+; no RAM backs. Each access below is an EPT-violation exit; the VMM decodes
+; and emulates the instruction and sends its device accesses to qemu-dm as
+; COPY ioreqs. Results go to COM1 as letters, so that the serial output
+; shows that every value came back right:
+;
+;   1. plain writes and reads of 1, 2 and 4 bytes, and MOVZX/MOVSX;
+;   2. every read-modify-write family on the device: ADD ADC SUB SBB AND OR
+;      XOR INC DEC NEG NOT, a shift, a rotate, BTS, XCHG, CMPXCHG, XADD,
+;      each one read ioreq then one write ioreq;
+;   3. CMP and TEST with a memory operand (a read only), SETcc and CMOVcc;
+;   4. string moves: `rep movsb` from RAM to the device and back (one ioreq
+;      each, data_is_ptr=1 with a count), `rep stosd` to the device (the
+;      value once, with a count), and `lodsb` from it;
+;   5. a write to the VGA hole, where no device is: dropped by qemu-dm;
+;   6. power-off.
+
+DEV = 0xfeb00000
+
+start:
+    cli
+    lgdt cs:[gdtr]
+    mov eax, cr0
+    or al, 1
+    mov cr0, eax
+    .byte 0x66, 0xea
+    .long 0xf0000 + pm32
+    .word 0x08
+.code32
+pm32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x7000
+    mov ebx, DEV
+    mov dx, 0x3f8
+
+    ; 1. writes and reads
+    mov byte ptr [ebx], 'a'
+    mov al, [ebx]
+    out dx, al                      ; a
+    mov word ptr [ebx + 2], 0x6362
+    mov ax, [ebx + 2]
+    out dx, al                      ; b
+    mov al, ah
+    out dx, al                      ; c
+    mov dword ptr [ebx + 4], 0x80000064
+    movzx eax, byte ptr [ebx + 4]
+    out dx, al                      ; d
+    movsx eax, byte ptr [ebx + 7]
+    add al, 'e' + 0x80
+    out dx, al                      ; e
+
+    ; 2. read-modify-write, each on a fresh register
+    mov dword ptr [ebx + 8], 'A' - 1
+    add dword ptr [ebx + 8], 1      ; 'A'
+    mov al, [ebx + 8]
+    out dx, al
+    stc
+    adc byte ptr [ebx + 8], 0       ; 'B'
+    mov al, [ebx + 8]
+    out dx, al
+    sub byte ptr [ebx + 8], -1      ; 'C'
+    mov al, [ebx + 8]
+    out dx, al
+    stc
+    sbb word ptr [ebx + 8], -2      ; 'D'
+    mov al, [ebx + 8]
+    out dx, al
+    or byte ptr [ebx + 8], 0x01     ; 'E'
+    mov al, [ebx + 8]
+    out dx, al
+    and byte ptr [ebx + 8], 0xfe    ; 'D'
+    xor byte ptr [ebx + 8], 0x02    ; 'F'
+    mov al, [ebx + 8]
+    out dx, al
+    inc byte ptr [ebx + 8]          ; 'G'
+    mov al, [ebx + 8]
+    out dx, al
+    dec dword ptr [ebx + 8]
+    inc dword ptr [ebx + 8]
+    inc byte ptr [ebx + 8]          ; 'H'
+    mov al, [ebx + 8]
+    out dx, al
+    neg byte ptr [ebx + 8]
+    neg byte ptr [ebx + 8]
+    inc byte ptr [ebx + 8]          ; 'I'
+    mov al, [ebx + 8]
+    out dx, al
+    not byte ptr [ebx + 8]
+    not byte ptr [ebx + 8]
+    inc byte ptr [ebx + 8]          ; 'J'
+    mov al, [ebx + 8]
+    out dx, al
+    mov byte ptr [ebx + 8], 0x25
+    shl byte ptr [ebx + 8], 1       ; 0x4a 'J'
+    inc byte ptr [ebx + 8]          ; 'K'
+    mov al, [ebx + 8]
+    out dx, al
+    mov byte ptr [ebx + 8], 0x98
+    rol byte ptr [ebx + 8], 1       ; 0x31
+    add byte ptr [ebx + 8], 0x1b    ; 'L'
+    mov al, [ebx + 8]
+    out dx, al
+    mov byte ptr [ebx + 8], 0x4c
+    bts dword ptr [ebx + 8], 0      ; 'M'
+    mov al, [ebx + 8]
+    out dx, al
+    mov ecx, 'N'
+    xchg [ebx + 8], ecx
+    mov al, [ebx + 8]
+    out dx, al                      ; N
+    mov eax, 'N'
+    mov ecx, 'O'
+    cmpxchg [ebx + 8], ecx          ; equal: the device gets 'O'
+    mov al, [ebx + 8]
+    out dx, al
+    mov ecx, 1
+    xadd [ebx + 8], ecx             ; 'P', ecx = 'O'
+    mov al, [ebx + 8]
+    out dx, al
+
+    ; 3. compare, test, setcc, cmovcc
+    cmp byte ptr [ebx + 8], 'P'
+    sete byte ptr [ebx + 12]        ; 1
+    mov al, [ebx + 12]
+    add al, 'Q' - 1
+    out dx, al                      ; Q
+    test byte ptr [ebx + 8], 0x10
+    mov eax, 0
+    cmovnz eax, [ebx + 8]
+    add al, 2
+    out dx, al                      ; R
+    mov al, 10
+    out dx, al
+
+    ; 4. string moves
+    mov esi, text
+    add esi, 0xf0000
+    lea edi, [ebx + 0x100]
+    mov ecx, text_end - text
+    cld
+    rep movsb                       ; RAM -> device, one ioreq with a count
+    lea esi, [ebx + 0x100]
+    mov edi, 0x8000
+    mov ecx, text_end - text
+    rep movsb                       ; device -> RAM
+    mov esi, 0x8000
+    mov ecx, text_end - text
+    rep outsb                       ; to COM1
+    lea edi, [ebx + 0x200]
+    mov eax, 0x0a2a2a2a
+    mov ecx, 1
+    rep stosd                       ; the value once, with a count
+    lea esi, [ebx + 0x200]
+    lodsb
+    out dx, al                      ; *
+    lodsb
+    lodsb
+    lodsb
+    out dx, al                      ; newline
+
+    ; 5. nothing there
+    mov byte ptr [0xa0000], 1
+
+    ; 6. power off
+    mov dx, 0x1f44
+    mov ax, 0x3c00
+    out dx, ax
+halt:
+    hlt
+    jmp halt
+
+text:
+    .ascii "string moves through the device\n"
+text_end:
+.align 8
+gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff
+    .quad 0x00cf93000000ffff
+gdtr:
+    .word 23
+    .long 0xf0000 + gdt

@@ -1,0 +1,215 @@
+"""MMIO for the impl engine: the instruction that touched a device, carried out.
+
+Room: what impl's VMM does at an ``ept_violation`` that is not a fetch: run
+the faulting instruction once more on Unicorn with the device's pages mapped
+through ``mmio_map``, and turn its device accesses into ioreqs. Imports
+capstone, Unicorn, :mod:`impl.vcpu`.
+
+Unicorn is the hardware here, but its ``mmio_map`` callbacks do not see the
+accesses the hardware makes: an 8-byte access arrives as two 4-byte halves, a
+misaligned read as the aligned reads around it, a misaligned write as single
+bytes. So this module decides the accesses itself, from the decoded
+instruction: one per memory operand of the operand's size, split at page
+boundaries and into pieces of at most 8 bytes (what an ioreq's ``data``
+holds); only the pieces that no RAM backs become ioreqs. The callbacks are
+then served from those accesses: a read piece from the device value fetched
+for the access it falls in, a write piece collected until its access is
+complete.
+
+String moves and stores (MOVS, STOS) are not run on Unicorn: one page-clipped
+chunk goes as one ioreq with ``count`` (and ``data_is_ptr`` for MOVS), and
+rSI, rDI, rCX and RIP are updated here. LODS, CMPS and SCAS run element by
+element within the chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import capstone
+from capstone import x86 as cx
+import unicorn
+
+from impl.vcpu import EFLAGS_DF, Vcpu
+
+PAGE = 4096
+READ, WRITE = 1, 0
+#: (direction, addr, size, count, data_is_ptr, data) -> the datum read
+DeviceAccess = Callable[[int, int, int, int, int, int, int], int]
+
+_STRING = {0xA4: "movs", 0xA5: "movs", 0xAA: "stos", 0xAB: "stos", 0xAC: "lods", 0xAD: "lods",
+           0xA6: "cmps", 0xA7: "cmps", 0xAE: "scas", 0xAF: "scas"}
+_CS = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}
+
+
+class EmulationFailed(Exception):
+    """The instruction cannot be carried out on MMIO."""
+
+
+class MmioInstruction:
+    """One instruction that touched MMIO, on one vcpu."""
+
+    def __init__(self, vcpu: Vcpu, device: DeviceAccess) -> None:
+        self.vcpu = vcpu
+        self.device = device
+        self._cs = {m: capstone.Cs(capstone.CS_ARCH_X86, c) for m, c in _CS.items()}
+        for md in self._cs.values():
+            md.detail = True
+
+    def run(self, rip: int) -> None:
+        """Carry out the instruction at linear ``rip``; raises
+        :class:`EmulationFailed`."""
+        cpu = self.vcpu
+        mode = cpu.mode()
+        code = cpu.code_at(rip)
+        insn = next(self._cs[mode].disasm(code, 0), None)
+        if insn is None:
+            raise EmulationFailed(f"undecodable instruction {code.hex()}")
+        opcode = insn.opcode[0]
+        if opcode in _STRING and insn.opcode[1] == 0:
+            self._string(insn, _STRING[opcode], mode)
+        else:
+            self._step(insn, mode, self._operand_accesses(insn, mode))
+
+    # --- ordinary instructions: one step on Unicorn -----------------------------------
+
+    def _operand_accesses(self, insn, mode: int) -> list[tuple[int, int]]:
+        """(linear address, size) of the instruction's memory operands."""
+        out = []
+        cpu = self.vcpu
+        aw = 8 * insn.addr_size
+        for op in insn.operands:
+            if op.type != cx.X86_OP_MEM:
+                continue
+            mem = op.mem
+            offset = mem.disp
+            if mem.base:
+                offset += cpu.get(_reg32(self._cs[mode].reg_name(mem.base)))
+            if mem.index:
+                offset += cpu.get(_reg32(self._cs[mode].reg_name(mem.index))) * mem.scale
+            offset &= (1 << aw) - 1
+            seg = self._cs[mode].reg_name(mem.segment) if mem.segment else (
+                "ss" if mem.base and self._cs[mode].reg_name(mem.base) in
+                ("esp", "ebp", "sp", "bp") else "ds")
+            out.append(((cpu.seg_base(seg) + offset) & 0xFFFFFFFF, op.size))
+        return out
+
+    def _step(self, insn, mode: int, accesses: list[tuple[int, int]]) -> None:
+        cpu = self.vcpu
+        pieces = []
+        for addr, size in accesses:
+            while size:
+                n = min(size, 8, PAGE - addr % PAGE)
+                if not cpu.backed(addr, n):
+                    pieces.append([addr, n, None, {}])      # addr, size, read value, written
+                addr, size = addr + n, size - n
+        pages = sorted({p[0] - p[0] % PAGE for p in pieces} |
+                       {(p[0] + p[1] - 1) - (p[0] + p[1] - 1) % PAGE for p in pieces})
+        if not pages:
+            raise EmulationFailed(f"no MMIO operand in {insn.mnemonic} {insn.op_str}")
+
+        def piece_of(a: int):
+            return next((p for p in pieces if p[0] <= a < p[0] + p[1]), None)
+
+        def on_read(uc, offset, size, page):
+            value = 0
+            for i in range(size):
+                a = page + offset + i
+                p = piece_of(a)
+                if p is None:
+                    continue
+                if p[2] is None:
+                    p[2] = self.device(READ, p[0], p[1], 1, 0, 0, 0)
+                value |= (p[2] >> 8 * (a - p[0]) & 0xFF) << 8 * i
+            return value
+
+        def on_write(uc, offset, size, value, page):
+            for i in range(size):
+                a = page + offset + i
+                p = piece_of(a)
+                if p is None:
+                    continue
+                p[3][a - p[0]] = value >> 8 * i & 0xFF
+                if len(p[3]) == p[1]:
+                    datum = sum(b << 8 * k for k, b in p[3].items())
+                    p[3] = {}
+                    self.device(WRITE, p[0], p[1], 1, 0, 0, datum)
+
+        uc = cpu.uc
+        for page in pages:
+            uc.mmio_map(page, PAGE, on_read, page, on_write, page)
+        cpu.quiet = True
+        here = cpu.rip()
+        # Unicorn counts instructions only in blocks translated for counting:
+        # drop the cached translation of this one, before and after
+        uc.ctl_remove_cache(here, here + insn.size)
+        try:
+            uc.emu_start(cpu.get("eip"), 1 << 40, count=1)
+        except unicorn.UcError as exc:
+            raise EmulationFailed(f"{insn.mnemonic} {insn.op_str}: {exc}") from exc
+        finally:
+            cpu.quiet = False
+            uc.ctl_remove_cache(here, here + insn.size)
+            for page in pages:
+                uc.mem_unmap(page, PAGE)
+
+    # --- string instructions ----------------------------------------------------------------
+
+    def _string(self, insn, op: str, mode: int) -> None:
+        cpu = self.vcpu
+        size = insn.operands[-1].size if insn.operands else 1
+        aw = 8 * insn.addr_size
+        amask = (1 << aw) - 1
+        rep = insn.prefix[0] in (cx.X86_PREFIX_REP, cx.X86_PREFIX_REPNE)
+        remaining = cpu.get("ecx") & amask if rep else 1
+        back = bool(cpu.get("eflags") & EFLAGS_DF)
+        step = -size if back else size
+        seg = next((self._cs[mode].reg_name(o.mem.segment) for o in insn.operands
+                    if o.type == cx.X86_OP_MEM and o.mem.segment
+                    and self._cs[mode].reg_name(o.mem.base) in ("esi", "si")), "ds")
+        src = (cpu.seg_base(seg) + (cpu.get("esi") & amask)) & 0xFFFFFFFF
+        dst = (cpu.seg_base("es") + (cpu.get("edi") & amask)) & 0xFFFFFFFF
+        chunk = remaining
+        for used, linear in ((op in ("movs", "lods", "cmps"), src),
+                             (op in ("movs", "stos", "cmps", "scas"), dst)):
+            if used:
+                fit = (linear % PAGE) // size + 1 if back else (PAGE - linear % PAGE) // size
+                chunk = min(chunk, max(1, fit))
+        low = lambda a: a - (chunk - 1) * size if back else a          # noqa: E731
+        if op == "movs" and cpu.backed(low(src), chunk * size) != cpu.backed(low(dst), chunk * size):
+            if cpu.backed(low(src), chunk * size):
+                self.device(WRITE, dst, size, chunk, 1, int(back), src)
+            else:
+                self.device(READ, src, size, chunk, 1, int(back), dst)
+        elif op == "stos" and not cpu.backed(low(dst), 1):
+            value = cpu.get("eax") & ((1 << 8 * size) - 1)
+            self.device(WRITE, dst, size, chunk, 0, int(back), value)
+        elif op in ("lods", "cmps", "scas"):
+            start = cpu.get("eip")
+            for _ in range(chunk):
+                s = (cpu.seg_base(seg) + (cpu.get("esi") & amask)) & 0xFFFFFFFF
+                d = (cpu.seg_base("es") + (cpu.get("edi") & amask)) & 0xFFFFFFFF
+                operands = [(s, size)] if op in ("lods", "cmps") else []
+                operands += [(d, size)] if op in ("cmps", "scas") else []
+                self._step(insn, mode, operands)
+                if cpu.get("eip") != start:
+                    return                  # the instruction finished
+            return
+        else:
+            raise EmulationFailed(f"{insn.mnemonic} with both or neither operand in MMIO")
+        for used, reg in ((op == "movs", "esi"), (True, "edi")):
+            if used:
+                old = cpu.get(reg)
+                cpu.put(reg, old & ~amask | (old + step * chunk) & amask)
+        if rep:
+            old = cpu.get("ecx")
+            cpu.put("ecx", old & ~amask | (old - chunk) & amask)
+        if remaining == chunk:
+            eip = cpu.get("eip") + insn.size
+            cpu.put("eip", eip & 0xFFFF if mode == 16 else eip)
+
+
+def _reg32(name: str) -> str:
+    """A 16- or 32-bit register name as impl's vcpu names it (32-bit)."""
+    return name if name.startswith("e") else "e" + name
+

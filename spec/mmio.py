@@ -1,0 +1,166 @@
+"""MMIO emulation: how the VMM carries out an instruction that touched a device
+(Xen's ``xen/arch/x86/hvm/emulate.c``).
+
+Room: the bridge between the instruction emulator (:mod:`spec.x86`) and the
+ioreq protocol: the guest memory the emulator sees while the VMM emulates one
+instruction, and the retry of that emulation as device responses arrive.
+Imports :mod:`spec.x86`, :mod:`spec.ioreq`, :mod:`spec.platform`.
+
+Every guest-physical address that no RAM backs belongs to the device model.
+When the guest touches one, the hardware exits with the address only
+(``ept_violation``). The VMM then fetches the instruction at RIP from guest
+RAM and emulates it. The emulator's memory accesses go:
+
+* to **RAM** directly — but writes are held back until the instruction
+  completes, so that an emulation that has to stop and wait leaves no trace;
+* to **MMIO** as ioreqs of type COPY: ``addr`` = the guest-physical address,
+  ``size`` = the access size (accesses wider than 8 bytes, which the ioreq's
+  ``data`` cannot hold, go as 8-byte pieces), ``dir``, and for a write the
+  value in ``data``.
+
+A device read cannot be answered at once: the vcpu must wait for qemu-dm.
+So, as Xen does, emulation is *retried*. The first attempt runs until its
+first MMIO access; that access is sent and the attempt is abandoned
+(registers, flags and held-back RAM writes are dropped). When the response
+arrives the instruction is emulated again from the start; this time the
+completed accesses are *replayed* from a per-vcpu cache, in order, without
+new ioreqs, and the attempt runs to the next access not yet done. When an
+attempt completes, its register, flag and RAM effects are committed and RIP
+moves on. A read-modify-write of a device therefore gives exactly one read
+ioreq and then one write ioreq of the same address and size.
+
+String moves between RAM and MMIO go as one ioreq per page-clipped chunk
+(:mod:`spec.x86.string`) with ``data_is_ptr = 1``, ``data`` = the RAM
+address and ``count`` = the number of elements; ``rep stos`` to MMIO sends
+the value once with ``count``. A replayed access that does not match the
+cache (another address, size or direction: the guest changed the
+instruction's inputs under the VMM's feet) crashes the domain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from spec import bv, ioreq
+from spec.x86.state import Unhandleable
+
+
+class Pending(Exception):
+    """The attempt stopped at a device access that has been sent as an ioreq."""
+
+
+@dataclass
+class Completed:
+    """One finished device access: what the attempt asked and what it got."""
+
+    key: tuple              # (dir, addr, size, count, data_is_ptr, data-or-gpa)
+    value: int
+
+
+@dataclass
+class Emulation:
+    """The VMM's state for the instruction one vcpu is emulating."""
+
+    rip: int
+    code: bytes
+    done: list[Completed] = field(default_factory=list)
+
+
+class GuestMemory:
+    """Guest memory for one emulation attempt (the emulator's
+    :class:`spec.x86.state.Memory`)."""
+
+    def __init__(self, emulation: Emulation, is_ram: Callable[[int, int], bool],
+                 read_ram: Callable[[int, int], bytes],
+                 send: Callable[[ioreq.Ioreq], None]) -> None:
+        self.emulation = emulation
+        self.is_ram = is_ram
+        self.read_ram = read_ram
+        self.send = send
+        self.held: list[tuple[int, bytes]] = []     # RAM writes, applied on completion
+        self.replayed = 0
+
+    # --- RAM, with the attempt's own writes on top -----------------------------
+
+    def _ram_read(self, addr: int, size: int) -> bytes:
+        data = bytearray(self.read_ram(addr, size))
+        for where, held in self.held:
+            for i, byte in enumerate(held):
+                if addr <= where + i < addr + size:
+                    data[where + i - addr] = byte
+        return bytes(data)
+
+    # --- the emulator's interface ---------------------------------------------------
+
+    def read(self, addr: int, size: int) -> bv.Word:
+        if self.is_ram(addr, size):
+            return int.from_bytes(self._ram_read(addr, size), "little")
+        if not self.is_ram(addr, 1) and not self.is_ram(addr + size - 1, 1):
+            value = 0
+            for off in range(0, size, 8):
+                part = min(8, size - off)
+                value |= self._device(ioreq.IOREQ_READ, addr + off, part) << 8 * off
+            return value
+        raise Unhandleable(f"access at {addr:#x}+{size} is part RAM, part MMIO")
+
+    def write(self, addr: int, size: int, value: bv.Word) -> None:
+        value = bv.concrete(value)
+        if self.is_ram(addr, size):
+            self.held.append((addr, value.to_bytes(size, "little")))
+            return
+        if not self.is_ram(addr, 1) and not self.is_ram(addr + size - 1, 1):
+            for off in range(0, size, 8):
+                part = min(8, size - off)
+                self._device(ioreq.IOREQ_WRITE, addr + off, part,
+                             data=value >> 8 * off & ((1 << 8 * part) - 1))
+            return
+        raise Unhandleable(f"access at {addr:#x}+{size} is part RAM, part MMIO")
+
+    def rep_movs(self, dst: int, src: int, size: int, count: int, backwards: bool) -> bool:
+        """A chunk of ``rep movs`` as one ioreq when exactly one side is MMIO;
+        False to let the emulator move element by element."""
+        low = lambda a: a - (count - 1) * size if backwards else a      # noqa: E731
+        src_ram = self.is_ram(low(src), count * size)
+        dst_ram = self.is_ram(low(dst), count * size)
+        if src_ram == dst_ram:
+            return False
+        if src_ram:         # RAM -> device: qemu-dm reads the data from guest RAM
+            self._flush_held()
+            self._device(ioreq.IOREQ_WRITE, dst, size, count=count, ptr=src, df=backwards)
+        else:               # device -> RAM: qemu-dm writes guest RAM
+            self._device(ioreq.IOREQ_READ, src, size, count=count, ptr=dst, df=backwards)
+        return True
+
+    def rep_stos(self, dst: int, size: int, count: int, backwards: bool, value: int) -> bool:
+        """A chunk of ``rep stos`` to MMIO: the value once, with ``count``."""
+        low = dst - (count - 1) * size if backwards else dst
+        if self.is_ram(low, count * size) or self.is_ram(low, 1):
+            return False
+        self._device(ioreq.IOREQ_WRITE, dst, size, count=count, df=backwards,
+                     data=bv.concrete(value))
+        return True
+
+    # --- device accesses: replay, or send and stop ------------------------------------
+
+    def _device(self, direction: int, addr: int, size: int, count: int = 1,
+                ptr: int | None = None, df: bool = False, data: int = 0) -> int:
+        key = (direction, addr, size, count, ptr is not None, ptr if ptr is not None else data)
+        done = self.emulation.done
+        if self.replayed < len(done):
+            entry = done[self.replayed]
+            if entry.key != key:
+                raise Unhandleable(f"replayed device access {key} does not match the one "
+                                   f"completed before {entry.key}")
+            self.replayed += 1
+            return entry.value
+        self.send(ioreq.Ioreq(addr=addr, size=size, count=count, type=ioreq.IOREQ_TYPE_COPY,
+                              dir=direction, df=int(df), data_is_ptr=int(ptr is not None),
+                              data=ptr if ptr is not None else data))
+        self.pending_key = key
+        raise Pending
+
+    def _flush_held(self) -> None:
+        """RAM the device model will read must hold the attempt's writes."""
+        if self.held:
+            raise Unhandleable("a string move from RAM after RAM writes in one instruction")
