@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test docs check conform bench clean
+.PHONY: run test docs check conform bench fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ conform: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# a long differential campaign of spec/x86 against Unicorn (CASES=..., SEED=...)
+CASES ?= 200000
+SEED ?= 0
+fuzz: $(STAMP)
+	$(BIN)/python -m hvmspec.x86diff --cases $(CASES) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) docs/_build docs/_generated .pytest_cache
