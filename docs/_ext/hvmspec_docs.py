@@ -80,6 +80,7 @@ def generate(app) -> None:
     _write(out / "string_chunks.rst", _string_chunks_rst())
     _write(out / "platform_constants.rst", _platform_rst())
     _write(out / "x86_forms.rst", _x86_forms_rst())
+    _write(out / "x86_deviations.rst", _x86_deviations_rst())
     _write_proofs(out)
     _write_help(out)
 
@@ -335,6 +336,15 @@ def _x86_forms_rst() -> str:
     return (f"{count} mnemonics in {len(rows)} rows.\n\n"
             + _list_table(["family", "mnemonics", "forms", "modes", "LOCK", "undefined flags"],
                           rows, widths="14 34 16 10 6 20"))
+
+
+def _x86_deviations_rst() -> str:
+    """Unicorn's deviations from the SDM that the CPU settled, from the
+    differential tester's own list."""
+    from hvmspec.x86diff import DEVIATIONS
+    return _list_table(["deviation", "what the SDM and this machine's CPU do, and Unicorn"],
+                       [[f"``{name}``", reason] for name, reason, _ in DEVIATIONS],
+                       widths="25 75")
 
 
 def _rst_escape(text: str) -> str:
