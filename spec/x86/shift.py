@@ -61,6 +61,19 @@ def _count(ctx: Context, insn: Insn, operand_index: int) -> int:
     return raw & (0x3F if width == 64 else 0x1F)
 
 
+def _write_shifted(ctx: Context, dest, r: bv.Word, w: int, cf: bv.Bit, of: bv.Bit,
+                   count: int) -> None:
+    """The end every shift shares: the result, CF, SF ZF PF from the result,
+    AF undefined, OF defined only for a count of 1."""
+    ctx.write(dest, r)
+    ctx.set_flags(CF=cf, **result_flags(r, w))
+    ctx.set_undefined(AF=False)
+    if count == 1:
+        ctx.set_flags(OF=of)
+    else:
+        ctx.set_undefined(OF=of)
+
+
 def shift(ctx: Context, insn: Insn) -> None:
     """SHL, SAL, SHR, SAR."""
     dest = insn.operands[0]
@@ -83,13 +96,7 @@ def shift(ctx: Context, insn: Insn) -> None:
         r = bv.ashr(a, c, w)
         cf = bv.bit(a, c - 1) if c <= w else bv.msb(a, w)
         of = False
-    ctx.write(dest, r)
-    ctx.set_flags(CF=cf, **result_flags(r, w))
-    ctx.set_undefined(AF=False)
-    if c == 1:
-        ctx.set_flags(OF=of)
-    else:
-        ctx.set_undefined(OF=of)
+    _write_shifted(ctx, dest, r, w, cf, of, c)
     if c > w:
         ctx.undefined.add("CF")
 
@@ -154,13 +161,7 @@ def double_shift(ctx: Context, insn: Insn) -> None:
         r = bv.extract(shifted, w - 1, 0)
         cf = bv.bit(wide, c - 1)
     of = bv.xor_(bv.msb(r, w), bv.msb(a, w))
-    ctx.write(dest, r)
-    ctx.set_flags(CF=cf, **result_flags(r, w))
-    ctx.set_undefined(AF=False)
-    if c == 1:
-        ctx.set_flags(OF=of)
-    else:
-        ctx.set_undefined(OF=of)
+    _write_shifted(ctx, dest, r, w, cf, of, c)
     if c > w:
         ctx.undefined.update(("CF", "ZF", "SF", "PF", "result"))
 
