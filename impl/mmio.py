@@ -42,6 +42,18 @@ _STRING = {0xA4: "movs", 0xA5: "movs", 0xAA: "stos", 0xAB: "stos", 0xAC: "lods",
 _CS = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}
 
 
+#: what impl's VMM carries out on MMIO (capstone's mnemonics, prefixes aside)
+EMULATED = frozenset(
+    "add adc sub sbb cmp and or xor test inc dec neg not "
+    "mov movabs movzx movsx movsxd xchg push pop "
+    "shl sal shr sar rol ror rcl rcr shld shrd bt bts btr btc "
+    "cmpxchg cmpxchg8b cmpxchg16b xadd".split()
+    + [f"{p}{cc}" for p in ("cmov", "set") for cc in
+       "o no b ae e ne be a s ns p np l ge le g".split()]
+    + [f"{op}{s}" for op in ("movs", "stos", "lods", "cmps", "scas", "ins", "outs")
+       for s in "bwdq"])
+
+
 class EmulationFailed(Exception):
     """The instruction cannot be carried out on MMIO."""
 
@@ -65,6 +77,8 @@ class MmioInstruction:
         insn = next(self._cs[mode].disasm(code, 0), None)
         if insn is None:
             raise EmulationFailed(f"undecodable instruction {code.hex()}")
+        if insn.mnemonic.split()[-1] not in EMULATED:
+            raise EmulationFailed(f"{insn.mnemonic} {insn.op_str} is not emulated")
         opcode = insn.opcode[0]
         if opcode in _STRING and insn.opcode[1] == 0:
             self._string(insn, _STRING[opcode], mode)

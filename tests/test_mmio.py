@@ -56,3 +56,32 @@ def test_every_exit_reports_the_access_kind(mmio):
     kinds = {e.info["access"] for e in mmio.trace
              if isinstance(e, trace.VmExit) and e.reason == "ept_violation"}
     assert kinds == {"read", "write"}
+
+
+def test_real_mode_rmw_on_the_vga_hole_reads_all_ones():
+    from tests.conftest import guest
+    body = """
+    mov ax, 0xa000
+    mov es, ax
+    add byte ptr es:[5], 1          ; reads 0xff from the empty bus, writes 0x00
+    mov al, es:[5]                  ; 0xff again: the write was dropped
+    mov dx, 0x3f8
+    out dx, al
+"""
+    result = both(guest("vga_rmw", body))
+    assert result.serial == "\xff"
+    sends = [(e.dir, e.addr, e.size, e.data) for e in _copies(result)]
+    assert sends == [("read", 0xA0005, 1, 0), ("write", 0xA0005, 1, 0), ("read", 0xA0005, 1, 0)]
+
+
+def test_an_instruction_not_emulated_on_mmio_crashes_the_domain():
+    from tests.conftest import guest
+    body = """
+    mov ax, 0xa000
+    mov es, ax
+    fild word ptr es:[0]
+"""
+    result = both(guest("fpu_mmio", body, poweroff=False))
+    assert result.exit["reason"] == "crash"
+    assert "MMIO emulation failed" in result.exit["message"]
+    assert "fild word ptr es:[0] is not emulated" in result.exit["message"]

@@ -80,15 +80,18 @@ def decode(code: bytes, mode: int) -> Insn:
     mnemonic = ci.mnemonic.split()[-1]
     address_size = 8 * ci.addr_size
     default_segment = _SEGMENT_PREFIX.get(prefixes[1])
-    operands = tuple(_operand(md, ci, op, address_size, default_segment, mode)
-                     for op in ci.operands)
+    not_emulated = Unhandleable(f"{ci.mnemonic} {ci.op_str} is not emulated")
+    try:
+        operands = tuple(_operand(md, ci, op, address_size, default_segment, mode)
+                         for op in ci.operands)
+    except Unhandleable:
+        raise not_emulated from None
     rep = {cx.X86_PREFIX_REP: "rep", cx.X86_PREFIX_REPNE: "repne"}.get(prefixes[0])
     insn = Insn(mnemonic=mnemonic, operands=operands, mode=mode, length=ci.size,
                 raw=bytes(ci.bytes), address_size=address_size,
                 lock=prefixes[0] == cx.X86_PREFIX_LOCK, rep=rep)
     if insn.form not in FORMS.get(mnemonic, ()):
-        raise Unhandleable(f"{ci.mnemonic} {ci.op_str} ({insn.form or 'no operands'}) is not "
-                           f"an emulated form; bytes {insn.raw.hex()}")
+        raise not_emulated
     return insn
 
 
