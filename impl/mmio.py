@@ -30,9 +30,9 @@ import capstone
 from capstone import x86 as cx
 import unicorn
 
+from impl.accesses import PAGE, Pieces
 from impl.vcpu import EFLAGS_DF, Vcpu
 
-PAGE = 4096
 READ, WRITE = 1, 0
 #: (direction, addr, size, count, data_is_ptr, data) -> the datum read
 DeviceAccess = Callable[[int, int, int, int, int, int, int], int]
@@ -110,45 +110,13 @@ class MmioInstruction:
 
     def _step(self, insn, mode: int, accesses: list[tuple[int, int]]) -> None:
         cpu = self.vcpu
-        pieces = []
-        for addr, size in accesses:
-            while size:
-                n = min(size, 8, PAGE - addr % PAGE)
-                if not cpu.backed(addr, n):
-                    pieces.append([addr, n, None, {}])      # addr, size, read value, written
-                addr, size = addr + n, size - n
-        pages = sorted({p[0] - p[0] % PAGE for p in pieces} |
-                       {(p[0] + p[1] - 1) - (p[0] + p[1] - 1) % PAGE for p in pieces})
+        pieces = Pieces(accesses, lambda a, n: not cpu.backed(a, n),
+                        read=lambda a, n: self.device(READ, a, n, 1, 0, 0, 0),
+                        write=lambda a, n, v: self.device(WRITE, a, n, 1, 0, 0, v))
+        pages = pieces.pages()
         if not pages:
             raise EmulationFailed(f"no MMIO operand in {insn.mnemonic} {insn.op_str}")
-
-        def piece_of(a: int):
-            return next((p for p in pieces if p[0] <= a < p[0] + p[1]), None)
-
-        def on_read(uc, offset, size, page):
-            value = 0
-            for i in range(size):
-                a = page + offset + i
-                p = piece_of(a)
-                if p is None:
-                    continue
-                if p[2] is None:
-                    p[2] = self.device(READ, p[0], p[1], 1, 0, 0, 0)
-                value |= (p[2] >> 8 * (a - p[0]) & 0xFF) << 8 * i
-            return value
-
-        def on_write(uc, offset, size, value, page):
-            for i in range(size):
-                a = page + offset + i
-                p = piece_of(a)
-                if p is None:
-                    continue
-                p[3][a - p[0]] = value >> 8 * i & 0xFF
-                if len(p[3]) == p[1]:
-                    datum = sum(b << 8 * k for k, b in p[3].items())
-                    p[3] = {}
-                    self.device(WRITE, p[0], p[1], 1, 0, 0, datum)
-
+        on_read, on_write = pieces.on_read, pieces.on_write
         uc = cpu.uc
         for page in pages:
             uc.mmio_map(page, PAGE, on_read, page, on_write, page)
