@@ -77,6 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_argument("--json", action="store_true",
                          help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
     conform.set_defaults(func=cmd_conform)
+
+    vectors = sub.add_parser("vectors", help="run or export instruction test vectors",
+                             description="Instruction test vectors: one JSON case per line "
+                             "(docs: vectors). 'run' checks an engine against a file; "
+                             "'export' writes the project's own vectors.")
+    vsub = vectors.add_subparsers(dest="vectors_command", metavar="{run,export}", required=True)
+    vrun = vsub.add_parser("run", help="run a vector file on an engine",
+                           description="Run every case of FILE on the engine and compare with "
+                           "its expectations. Exit 0 only if every case passes; 2 for a file "
+                           "that is not valid vectors.")
+    vrun.add_argument("file", help="a JSON-lines vector file")
+    vrun.add_argument("--engine", choices=("reference", "impl"), default="impl")
+    vrun.add_argument("--json", action="store_true",
+                      help="print {passed, failed, failures: [{id, diff}]}")
+    vrun.set_defaults(func=cmd_vectors_run)
+    vexp = vsub.add_parser("export", help="write the project's own vectors into DIR",
+                           description="Generate the project's instruction vectors (a fixed "
+                           "seed; expectations from the reference engine, kept only where impl "
+                           "agrees or a documented Unicorn deviation explains the difference) "
+                           "and write DIR/x86.jsonl. Exit 1 if the engines disagree anywhere "
+                           "else.")
+    vexp.add_argument("dir", help="output directory")
+    vexp.add_argument("--count", type=int, default=2000, help="cases (default %(default)s)")
+    vexp.add_argument("--seed", type=int, default=2026)
+    vexp.add_argument("--json", action="store_true", help="print the export report as JSON")
+    vexp.set_defaults(func=cmd_vectors_export)
     return parser
 
 
@@ -186,6 +212,43 @@ def _print_check_table(rows: list[dict]) -> None:
 
 
 # --- conform --------------------------------------------------------------------------
+
+def cmd_vectors_run(args: argparse.Namespace) -> int:
+    from hvmspec.vectors import run_file
+    from spec.vectors import VectorError, load
+    try:
+        with open(args.file) as stream:
+            cases = load(stream)
+        failures = run_file(cases, args.engine)
+    except (OSError, VectorError) as exc:
+        print(f"hvmspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    passed = len(cases) - len(failures)
+    if args.json:
+        print(json.dumps({"passed": passed, "failed": len(failures), "failures": failures}))
+    else:
+        for f in failures:
+            print(f"FAIL {f['id']}: " + "; ".join(f["diff"]))
+        print(f"{passed} passed, {len(failures)} failed")
+    return EXIT_OK if not failures else EXIT_NO
+
+
+def cmd_vectors_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hvmspec.vectors import export
+    report = export(Path(args.dir), args.count, args.seed)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['cases']} cases written to {report['file']}; left out: "
+              f"{report['deviations'] or 'no'} documented Unicorn deviations, "
+              f"{report['unemulated']} not emulated, {len(report['disagreements'])} "
+              f"disagreements")
+        for d in report["disagreements"][:20]:
+            print(f"  {d['id']}: " + "; ".join(d["diff"]))
+    return EXIT_OK if not report["disagreements"] else EXIT_NO
+
 
 def cmd_conform(args: argparse.Namespace) -> int:
     from hvmspec.conform import run_case

@@ -261,14 +261,15 @@ def _cmpxchg32_success(case: Case, c: Comparison) -> bool:
             and all(d.startswith("rax:") for d in c.differences))
 
 
-#: (name, reason, predicate over the case and its differences)
+#: (name, reason, predicate over the case and its differences, predicate over
+#: the instruction's text alone: the cases the deviation can touch)
 DEVIATIONS = [
     ("cmpxchg32-rax-on-success",
      "CMPXCHG with a 32-bit operand in 64-bit mode: when the comparison succeeds the SDM's "
      "Operation writes nothing to the accumulator, and this machine's CPU keeps RAX's upper "
      "half (measured: RAX 0xdeadbeef00001234 stays so); Unicorn zero-extends EAX into RAX "
      "whatever the outcome.",
-     _cmpxchg32_success),
+     _cmpxchg32_success, lambda text: "cmpxchg dword" in text),
 ]
 
 
@@ -282,7 +283,7 @@ DEVIATIONS.append((
     "LOCK NEG: this machine's CPU sets the flags as NEG does (measured: negating 0x12345678 "
     "gives flags 0x095 with or without LOCK); Unicorn's atomic path computes SF, ZF and PF "
     "wrongly (0x015).",
-    _lock_neg))
+    _lock_neg, lambda text: text.startswith("lock neg")))
 
 
 def family_of(text: str) -> str:
@@ -295,7 +296,7 @@ def family_of(text: str) -> str:
 
 def _explain(c: Comparison) -> Comparison:
     if c.differences:
-        for name, _reason, matches in DEVIATIONS:
+        for name, _reason, matches, _touches in DEVIATIONS:
             if matches(c.case, c):
                 c.deviation = name
                 break

@@ -30,7 +30,7 @@ import capstone
 from capstone import x86 as cx
 import unicorn
 
-from impl.accesses import PAGE, Pieces
+from impl.accesses import PAGE, Pieces, bit_string_operand
 from impl.vcpu import EFLAGS_DF, Vcpu
 
 READ, WRITE = 1, 0
@@ -105,7 +105,13 @@ class MmioInstruction:
             seg = self._cs[mode].reg_name(mem.segment) if mem.segment else (
                 "ss" if mem.base and self._cs[mode].reg_name(mem.base) in
                 ("esp", "ebp", "sp", "bp") else "ds")
-            out.append(((cpu.seg_base(seg) + offset) & 0xFFFFFFFF, op.size))
+            last = insn.operands[-1]
+            if insn.mnemonic.split()[-1] in ("bt", "bts", "btr", "btc") \
+                    and last.type == cx.X86_OP_REG:
+                bit = cpu.get(_reg32(self._cs[mode].reg_name(last.reg))) & ((1 << 8 * op.size) - 1)
+                offset = bit_string_operand(offset, op.size, bit)
+            out.append(((cpu.seg_base(seg) + offset) & 0xFFFFFFFF, op.size,
+                        op.access != capstone.CS_AC_WRITE))   # capstone: some reads are 0
         return out
 
     def _step(self, insn, mode: int, accesses: list[tuple[int, int]]) -> None:

@@ -343,7 +343,7 @@ def _x86_deviations_rst() -> str:
     differential tester's own list."""
     from hvmspec.x86diff import DEVIATIONS
     return _list_table(["deviation", "what the SDM and this machine's CPU do, and Unicorn"],
-                       [[f"``{name}``", reason] for name, reason, _ in DEVIATIONS],
+                       [[f"``{name}``", reason] for name, reason, *_ in DEVIATIONS],
                        widths="25 75")
 
 

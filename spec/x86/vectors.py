@@ -117,3 +117,11 @@ def run(mode: int, code: bytes, regs: dict[str, int], rflags: int,
     out = dict(cpu.regs)
     out["rip"] = cpu.rip
     return Result(out, cpu.rflags, memory, fault, undefined)
+
+
+def run_case(case):
+    """Run a :class:`spec.vectors.Case` on the reference emulator."""
+    from spec.vectors import Outcome
+    result = run(case.mode, case.code, case.regs, case.rflags, case.ram, case.mmio)
+    fault = result.fault
+    return Outcome(result.regs, result.rflags, result.memory.peek, result.mmio_ops, fault)

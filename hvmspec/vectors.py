@@ -1,0 +1,116 @@
+"""``hvmspec vectors``: run a vector file on an engine, and export the
+project's own vectors.
+
+Room: the tool side of the instruction vectors of :mod:`spec.vectors`:
+choosing the engine's runner, running a file, and generating the exported
+set. Imports :mod:`spec.vectors`, the engines' runners, and
+:mod:`hvmspec.x86diff` (the instruction generator).
+
+**Export.** The project's vectors are generated from a fixed seed by the
+differential tester's generator (every family, size, mode, with and without
+LOCK and REP), with the memory operand's neighbourhood as an MMIO region so
+that every access shows in ``mmio_ops``. The expectations are the reference
+engine's; a case is exported only if impl agrees with it, and a case on
+which they disagree is reported (and the export fails) unless it is one of
+the documented Unicorn deviations, which are left out and counted.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Callable
+
+from spec.vectors import Case, Outcome, compare
+from spec.x86.state import ARITH_FLAGS, FLAG_BITS
+
+
+def runner(engine: str) -> Callable[[Case], Outcome]:
+    if engine == "reference":
+        from spec.x86.vectors import run_case
+        return run_case
+    if engine == "impl":
+        from impl.vectors import run_case
+        return run_case
+    raise ValueError(f"unknown engine {engine!r}: choose reference or impl")
+
+
+def run_file(cases: list[Case], engine: str) -> list[dict]:
+    """The failures of running ``cases``: [{"id", "diff"}]."""
+    run = runner(engine)
+    failures = []
+    for case in cases:
+        diff = compare(case, run(case))
+        if diff:
+            failures.append({"id": case.id, "diff": diff})
+    return failures
+
+
+def _expectation(case: Case, out: Outcome, undefined: set[str]) -> dict:
+    names = [r for r in out.regs if case.mode == 64 or r[1:].isalpha() and len(r) == 3]
+    mask = sum(1 << FLAG_BITS[f] for f in ARITH_FLAGS if f not in undefined)
+    mask |= 1 << FLAG_BITS["DF"]
+    ranges = lambda rs: [{"addr": a, "hex": out.memory(a, len(d)).hex()} for a, d in rs]  # noqa
+    return {"regs": {r: out.regs[r] for r in names}, "rflags": out.rflags & mask,
+            "rflags_mask": mask, "ram": ranges(case.ram), "mmio": ranges(case.mmio),
+            "mmio_ops": out.mmio_ops, "fault": out.fault}
+
+
+def generate(count: int, seed: int = 2026) -> tuple[list[Case], dict]:
+    """The exported cases, and a report (generated, left out and why)."""
+    from hvmspec import x86diff
+    from spec.x86.vectors import run as run_spec
+    from impl.vectors import run_case as run_impl
+    rng = random.Random(seed)
+    cases: list[Case] = []
+    report = {"deviations": {}, "disagreements": [], "unemulated": 0}
+    while len(cases) < count:
+        made = x86diff.make_case(rng.choice, rng.getrandbits, rng_bytes=rng.randbytes)
+        if made is None:
+            continue
+        regs = dict(made.regs)
+        rip = x86diff.CODE[made.mode]
+        around = lambda a: a - a % 64 - 64                                 # noqa: E731
+        mmio = [(around(regs["rbx"]), rng.randbytes(256))]
+        ram = [(around(regs[r]), rng.randbytes(256)) for r in ("rsi", "rdi", "rsp")
+               if not mmio[0][0] - 256 < around(regs[r]) < mmio[0][0] + 256]
+        ram = [r for i, r in enumerate(ram) if all(abs(r[0] - o[0]) >= 256 for o in ram[:i])]
+        if made.text.split()[0].lstrip("rep").startswith(("movs", "stos", "lods", "cmps", "scas")) \
+                or made.text.startswith(("rep", "repe", "repne")):
+            mmio = [(around(regs["rdi"]), rng.randbytes(256))]
+            ram = [(around(regs["rsi"]), rng.randbytes(256))] \
+                if abs(around(regs["rsi"]) - mmio[0][0]) >= 256 else []
+        spec = run_spec(made.mode, made.code, {**regs, "rip": rip}, made.rflags, ram, mmio)
+        if spec.fault and "unhandleable" in spec.fault:
+            report["unemulated"] += 1
+            continue
+        if "result" in spec.undefined:          # e.g. SHLD/SHRD by more than the size
+            report["undefined_result"] = report.get("undefined_result", 0) + 1
+            continue
+        case = Case(f"{len(cases):05d}-{made.mode}-{made.text.replace(' ', '_')}", made.mode,
+                    made.code, {**regs, "rip": rip}, made.rflags, ram, mmio, {})
+        case.expect = _expectation(case, Outcome(spec.regs, spec.rflags, spec.memory.peek,
+                                                 spec.mmio_ops, spec.fault), spec.undefined)
+        diff = compare(case, run_impl(case))
+        if diff:
+            deviation = next((name for name, _r, _m, touches in x86diff.DEVIATIONS
+                              if touches(made.text) and made.mode == 64
+                              or touches(made.text) and name == "lock-neg-flags"), None)
+            if deviation:
+                report["deviations"][deviation] = report["deviations"].get(deviation, 0) + 1
+            else:
+                report["disagreements"].append({"id": case.id, "diff": diff})
+            continue
+        cases.append(case)
+    return cases, report
+
+
+def export(directory: Path, count: int, seed: int = 2026) -> dict:
+    """Write ``x86.jsonl`` into ``directory``; returns the report."""
+    from spec.vectors import dump
+    cases, report = generate(count, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "x86.jsonl", "w") as stream:
+        dump(cases, stream)
+    report.update(cases=len(cases), file=str(directory / "x86.jsonl"))
+    return report
