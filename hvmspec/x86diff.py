@@ -31,11 +31,16 @@ from spec.x86.vectors import run as run_spec
 
 Choose = Callable[[Sequence], object]
 
-WINDOW = {16: (0x1000, 0x7000), 32: (0x10000, 0x16000), 64: (0x10000, 0x16000)}
-CODE = {16: 0x8000, 32: 0x40000, 64: 0x40000}
+# memory below 64 KiB in 16- and 32-bit mode, so that a 16-bit address size
+# (the 67 prefix in 32-bit code) reaches it too
+WINDOW = {16: (0x1000, 0x7000), 32: (0x1000, 0x7000), 64: (0x10000, 0x16000)}
+CODE = {16: 0x8000, 32: 0x8000, 64: 0x40000}
 _PTR = {1: "byte", 2: "word", 4: "dword", 8: "qword"}
 _REG = {1: ("al", "cl", "dl", "bl"), 2: ("ax", "cx", "dx", "bx"), 4: ("eax", "ecx", "edx", "ebx"),
         8: ("rax", "rcx", "rdx", "rbx")}
+#: more source registers: the high bytes (no REX) and, in 64-bit mode, REX ones
+_MORE = {1: ("ah", "ch", "dh"), 2: (), 4: (), 8: ()}
+_REX = {1: ("sil", "r8b", "r10b"), 2: ("r8w",), 4: ("r8d", "r10d"), 8: ("r8", "r10")}
 _UC_REG = {r: getattr(X, "UC_X86_REG_" + r.upper()) for r in GPRS}
 _UC_REG32 = {r: getattr(X, "UC_X86_REG_E" + r[1:].upper()) for r in GPRS[:8]}
 _CONDITIONS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge",
@@ -67,10 +72,22 @@ class Comparison:
 
 # --- generation --------------------------------------------------------------------------
 
-def _mem(choose: Choose, mode: int, size: int) -> str:
-    base = {16: "bx", 32: "ebx", 64: "rbx"}[mode]
+def _mem(choose: Choose, mode: int, size: int, rex: bool = True) -> str:
+    """A memory operand based on rBX (or r9, its copy, in 64-bit mode, where
+    a REX prefix may be used), with or without an address-size override and
+    a segment override."""
+    bases = {16: ("bx", "ebx"), 32: ("ebx", "bx"),
+             64: ("rbx", "r9", "ebx") if rex else ("rbx", "ebx")}[mode]
+    base = choose(bases)
     disp = choose((0, 1, 2, 3, 4, 7, 0x40, 0xFFD, 0xFFF))
-    return f"{_PTR[size]} ptr [{base} + {disp}]"
+    segment = choose(("", "", "es:", "fs:", "gs:"))
+    return f"{_PTR[size]} ptr {segment}[{base} + {disp}]"
+
+
+def _source(choose: Choose, mode: int, size: int) -> str:
+    """A source register of ``size`` bytes that is not the base."""
+    options = _REG[size][:3] + _MORE[size] + (_REX[size] if mode == 64 else ())
+    return choose(options)
 
 
 def generate(choose: Choose, modes: Sequence[int] = (16, 32, 64)) -> tuple[int, str]:
@@ -80,8 +97,9 @@ def generate(choose: Choose, modes: Sequence[int] = (16, 32, 64)) -> tuple[int, 
     size = choose(sizes)
     family = choose(("alu2", "alu1", "shift", "bits", "mov", "atomic", "cond", "string",
                      "stack"))
-    mem = _mem(choose, mode, size)
-    reg = choose(_REG[size][:3])            # not the base register
+    reg = _source(choose, mode, size)
+    # AH..DH cannot be encoded with a REX prefix (keystone aborts on it)
+    mem = _mem(choose, mode, size, rex=reg not in _MORE[1])
     if family == "alu2":
         op = choose(("add", "adc", "sub", "sbb", "and", "or", "xor", "cmp", "test"))
         form = choose(("m,r", "r,m", "m,i", "m,i8") if op != "test" else ("m,r", "m,i"))
@@ -169,6 +187,8 @@ def make_case(choose: Choose, rng_bits: Callable[[int], int],
     regs["rsi"] = lo + 0x2000 + choose((0x100, 0x400, 0xFFD))
     regs["rdi"] = lo + 0x2000 + choose((0x200, 0x500, 0xFF0))
     regs["rsp"] = lo + 0x4000
+    if mode == 64:
+        regs["r9"] = regs["rbx"]
     regs["rcx"] = choose((0, 1, 3, 17, rng_bits(6), rng_bits(16)))
     if family_of(text) == "string":
         regs["rcx"] = choose((0, 1, 2, 3, 17, 64))

@@ -11,6 +11,7 @@ cases (CI: 20,000); ``make fuzz`` runs long seeded campaigns.
 import os
 import random
 
+import pytest
 import unicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -73,3 +74,55 @@ def test_deviation_cmpxchg32_keeps_rax_on_success():
     uc = _unicorn64(code, regs, (0x1234).to_bytes(4, "little"))
     assert uc.reg_read(X.UC_X86_REG_RAX) != 0xDEADBEEF00001234, \
         "Unicorn now keeps RAX: drop the cmpxchg32-rax-on-success deviation"
+
+
+# --- the CPU decides ------------------------------------------------------------------------
+
+NATIVE_SOURCE = r"""
+#include <stdio.h>
+#include <stdint.h>
+int main(void) {
+    uint32_t m = 0x12345678u; uint64_t fl;
+    __asm__ volatile("lock negl %0\n pushfq\n popq %1" : "+m"(m), "=r"(fl) :: "cc");
+    printf("lock_neg %llx %llx\n", (unsigned long long)m, (unsigned long long)(fl & 0x8d5));
+    uint32_t d = 0x1234; uint64_t rax = 0xdeadbeef00001234ull; uint32_t src = 7;
+    __asm__ volatile("lock cmpxchgl %2, %0" : "+m"(d), "+a"(rax) : "r"(src) : "cc");
+    printf("cmpxchg32 %llx %llx\n", (unsigned long long)d, (unsigned long long)rax);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def cpu_answers(tmp_path_factory):
+    """Run the deviating instructions on this machine's CPU: a C program
+    compiled now, with the instructions as inline assembly."""
+    import platform
+    import shutil
+    import subprocess
+    if platform.machine() != "x86_64" or shutil.which("gcc") is None:
+        pytest.skip("the CPU oracle needs an x86-64 host with gcc")
+    folder = tmp_path_factory.mktemp("native")
+    (folder / "oracle.c").write_text(NATIVE_SOURCE)
+    subprocess.run(["gcc", "-O0", "-o", str(folder / "oracle"), str(folder / "oracle.c")],
+                   check=True, capture_output=True)
+    lines = subprocess.run([str(folder / "oracle")], check=True, capture_output=True,
+                           text=True).stdout.split("\n")
+    return {ln.split()[0]: [int(x, 16) for x in ln.split()[1:]] for ln in lines if ln}
+
+
+def test_the_cpu_agrees_with_the_spec_on_lock_neg(cpu_answers):
+    result, flags = cpu_answers["lock_neg"]
+    spec = run_spec(64, bytes.fromhex("f0f71b"), {"rbx": 0x2000, "rip": 0x1000}, 0x2,
+                    [(0x2000, (0x12345678).to_bytes(4, "little"))], [])
+    assert int.from_bytes(spec.memory.peek(0x2000, 4), "little") == result
+    assert spec.rflags & 0x8D5 == flags
+
+
+def test_the_cpu_agrees_with_the_spec_on_cmpxchg32(cpu_answers):
+    memory, rax = cpu_answers["cmpxchg32"]
+    spec = run_spec(64, bytes.fromhex("f00fb10b"),
+                    {"rax": 0xDEADBEEF00001234, "rbx": 0x2000, "rcx": 7, "rip": 0x1000}, 0x2,
+                    [(0x2000, (0x1234).to_bytes(4, "little"))], [])
+    assert spec.regs["rax"] == rax
+    assert int.from_bytes(spec.memory.peek(0x2000, 4), "little") == memory
