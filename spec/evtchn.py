@@ -22,6 +22,19 @@ bit; if it was already set, nothing more happens (events coalesce). Otherwise,
 if the port is not masked and test-and-set of the vcpu's selector bit
 (``port / BITS_PER_WORD``) finds it clear, set ``evtchn_upcall_pending``; if
 that too was clear, the vcpu is kicked.
+
+The unmask rule, ``evtchn_2l_unmask``: test-and-clear the mask bit; if it was
+set and the port is pending and test-and-set of the selector bit finds it
+clear, set ``evtchn_upcall_pending``: an event that arrived while the port
+was masked is delivered when it is unmasked, never lost.
+
+Bad calls fail with the error Xen returns (``xen/common/event_channel.c``):
+``EINVAL`` for a port number the domain does not have, for closing a free
+port, for sending on a port that is neither interdomain nor unbound, for
+binding to a remote port that is not unbound for the caller and for a VIRQ
+number out of range; ``EEXIST`` for binding a VIRQ twice; ``ESRCH`` for a
+domain that does not exist. A send on an *unbound* port is silently dropped,
+as in Xen.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ ECS_INTERDOMAIN = "interdomain"
 ECS_VIRQ = "virq"
 
 VIRQ_DOM_EXC = 3    # public/xen.h: "(DOM0) Exceptional event for some domain"
+NR_VIRQS = 24       # public/xen.h
 
 
 class EvtchnError(Exception):
@@ -138,8 +152,19 @@ class EventChannels:
                                     remote_port=remote_port))
         return port
 
+    def alloc_unbound(self, dom: int, remote_dom: int) -> int:
+        """``EVTCHNOP_alloc_unbound``: a port of ``dom`` that ``remote_dom``
+        may later bind to."""
+        self.domain(remote_dom)
+        events = self.domain(dom)
+        port = events.alloc_port()
+        events.channels[port] = Channel(ECS_UNBOUND, remote_dom, -1)
+        return port
+
     def bind_virq(self, dom: int, virq: int) -> int:
         """``EVTCHNOP_bind_virq`` for vcpu 0."""
+        if not 0 <= virq < NR_VIRQS:
+            raise EvtchnError("EINVAL", f"virq {virq} is out of range")
         events = self.domain(dom)
         for port, chan in enumerate(events.channels):
             if chan.state == ECS_VIRQ and chan.virq == virq:
@@ -148,10 +173,45 @@ class EventChannels:
         events.channels[port] = Channel(ECS_VIRQ, virq=virq)
         return port
 
+    def close(self, dom: int, port: int) -> None:
+        """``EVTCHNOP_close``: free the port; an interdomain peer goes back to
+        unbound (for this domain), as ``evtchn_close`` leaves it."""
+        events = self.domain(dom)
+        chan = events.get(port)
+        if chan.state == ECS_FREE:
+            raise EvtchnError("EINVAL", f"dom{dom} port {port} is already free")
+        if chan.state == ECS_INTERDOMAIN and chan.remote_dom in self.domains:
+            peer = self.domains[chan.remote_dom].channels[chan.remote_port]
+            peer.state, peer.remote_dom, peer.remote_port = ECS_UNBOUND, dom, -1
+        events.channels[port] = Channel()
+        events.pending.discard(port)
+        events.masked.discard(port)
+
+    def mask(self, dom: int, port: int) -> None:
+        """Set the port's mask bit (the guest writes it in shared info)."""
+        self.domain(dom).get(port)
+        self.domain(dom).masked.add(port)
+
+    def unmask(self, dom: int, port: int) -> None:
+        """``EVTCHNOP_unmask`` / ``evtchn_2l_unmask``: the rule in this
+        module's docstring."""
+        events = self.domain(dom)
+        events.get(port)
+        if port not in events.masked:
+            return
+        events.masked.discard(port)
+        sel_bit = 1 << (port // BITS_PER_WORD)
+        if port in events.pending and not events.pending_sel & sel_bit:
+            events.pending_sel |= sel_bit
+            events.upcall_pending = True
+
     def send(self, dom: int, port: int) -> None:
         """``EVTCHNOP_send`` (and ``notify_via_xen_event_channel``): notify the
-        far end of an interdomain port."""
+        far end of an interdomain port; on an unbound port the event is
+        dropped."""
         chan = self.domain(dom).get(port)
+        if chan.state == ECS_UNBOUND:
+            return
         if chan.state != ECS_INTERDOMAIN:
             raise EvtchnError("EINVAL", f"dom{dom} port {port} is {chan.state}, not interdomain")
         self.trace(trace.EvtchnSend(dom=dom, port=port, remote_dom=chan.remote_dom,
