@@ -29,15 +29,16 @@ class Check:
 
 
 def all_checks() -> list[Check]:
-    from proofs import ioreq
+    from proofs import evtchn, ioreq
     checks: list[Check] = []
-    for name, factory, mutants in ioreq.CHECKS:
-        checks.append(Check(name, "invariant", "proved", "", factory.__doc__ or "",
-                            lambda f=factory: ioreq.run_check(f)))
-        for mutant in mutants:
-            checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
-                                f"spec.ioreq.{mutant[1]}", mutant[2].__doc__ or "",
-                                lambda f=factory, m=mutant: ioreq.run_check(f, m)))
+    for module, spec_module in ((ioreq, "spec.ioreq"), (evtchn, "spec.evtchn")):
+        for name, factory, mutants in module.CHECKS:
+            checks.append(Check(name, "invariant", "proved", "", factory.__doc__ or "",
+                                lambda f=factory, m=module: m.run_check(f)))
+            for mutant in mutants:
+                checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
+                                    f"{spec_module}.{mutant[1]}", mutant[2].__doc__ or "",
+                                    lambda f=factory, mu=mutant, m=module: m.run_check(f, mu)))
     checks += x86_alu_checks()
     return checks
 

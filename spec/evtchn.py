@@ -40,9 +40,9 @@ as in Xen.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from spec import trace
+from spec import bv, trace
 
 BITS_PER_WORD = 64
 MAX_PORTS = BITS_PER_WORD * BITS_PER_WORD   # 2-level ABI: BITS_PER_WORD^2
@@ -54,6 +54,55 @@ ECS_VIRQ = "virq"
 
 VIRQ_DOM_EXC = 3    # public/xen.h: "(DOM0) Exceptional event for some domain"
 NR_VIRQS = 24       # public/xen.h
+
+
+# --- the 2-level rules, over the bit-vector domain ----------------------------------------
+
+class SelectorWord(NamedTuple):
+    """The shared-info bits that one selector word governs: the ports'
+    ``pending`` and ``mask`` bits (a word of them), the word's bit in the
+    vcpu's ``evtchn_pending_sel``, and ``evtchn_upcall_pending``.
+    :mod:`proofs.evtchn` runs these same functions on Z3 terms."""
+
+    pending: bv.Word
+    mask: bv.Word
+    sel: bv.Bit
+    upcall: bv.Bit
+
+
+def set_pending_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
+    """``evtchn_2l_set_pending`` for the port whose one-hot bit is ``bit``."""
+    was_pending = bv.ne(bv.band(w.pending, bit, width), 0)
+    unmasked = bv.is_zero(bv.band(w.mask, bit, width), width)
+    fresh = bv.and_(bv.not_(was_pending), unmasked)
+    return SelectorWord(bv.bor(w.pending, bit, width), w.mask,
+                        bv.or_(w.sel, fresh),
+                        bv.or_(w.upcall, bv.and_(fresh, bv.not_(w.sel))))
+
+
+def unmask_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
+    """``evtchn_2l_unmask``: clear the mask bit; a port that was masked and is
+    pending sets the selector bit and, if that was clear, the upcall."""
+    was_masked = bv.ne(bv.band(w.mask, bit, width), 0)
+    pending = bv.ne(bv.band(w.pending, bit, width), 0)
+    deliver = bv.and_(was_masked, pending)
+    return SelectorWord(w.pending, bv.band(w.mask, bv.bnot(bit, width), width),
+                        bv.or_(w.sel, deliver),
+                        bv.or_(w.upcall, bv.and_(deliver, bv.not_(w.sel))))
+
+
+def mask_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
+    """Set a port's mask bit."""
+    return w._replace(mask=bv.bor(w.mask, bit, width))
+
+
+def take_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
+    """The consumer (dom0's evtchn driver, or a guest's upcall handler)
+    clears the port's pending bit; a word with nothing left pending clears
+    its selector bit, and with it (one word modelled) the upcall."""
+    pending = bv.band(w.pending, bv.bnot(bit, width), width)
+    sel = bv.and_(w.sel, bv.ne(pending, 0))
+    return SelectorWord(pending, w.mask, sel, bv.and_(w.upcall, sel))
 
 
 class EvtchnError(Exception):
@@ -190,20 +239,13 @@ class EventChannels:
     def mask(self, dom: int, port: int) -> None:
         """Set the port's mask bit (the guest writes it in shared info)."""
         self.domain(dom).get(port)
-        self.domain(dom).masked.add(port)
+        _apply(self.domain(dom), port, mask_2l)
 
     def unmask(self, dom: int, port: int) -> None:
-        """``EVTCHNOP_unmask`` / ``evtchn_2l_unmask``: the rule in this
-        module's docstring."""
+        """``EVTCHNOP_unmask`` (:func:`unmask_2l`)."""
         events = self.domain(dom)
         events.get(port)
-        if port not in events.masked:
-            return
-        events.masked.discard(port)
-        sel_bit = 1 << (port // BITS_PER_WORD)
-        if port in events.pending and not events.pending_sel & sel_bit:
-            events.pending_sel |= sel_bit
-            events.upcall_pending = True
+        _apply(events, port, unmask_2l)
 
     def send(self, dom: int, port: int) -> None:
         """``EVTCHNOP_send`` (and ``notify_via_xen_event_channel``): notify the
@@ -234,28 +276,40 @@ class EventChannels:
 
     @staticmethod
     def set_pending(events: DomainEvents, port: int) -> None:
-        """``evtchn_2l_set_pending``, the rule in this module's docstring."""
-        if port in events.pending:
-            return
-        events.pending.add(port)
-        sel_bit = 1 << (port // BITS_PER_WORD)
-        if port not in events.masked and not events.pending_sel & sel_bit:
-            events.pending_sel |= sel_bit
-            events.upcall_pending = True
+        """``evtchn_2l_set_pending`` (:func:`set_pending_2l`)."""
+        _apply(events, port, set_pending_2l)
 
     @staticmethod
     def take_pending(events: DomainEvents, port: int) -> bool:
         """Clear ``port``'s pending bit (what the dom0 kernel's evtchn driver
-        does before handing the port to the process); True if it was set."""
+        does before handing the port to the process, :func:`take_2l`); True
+        if it was set."""
         if port not in events.pending:
             return False
-        events.pending.discard(port)
-        word = port // BITS_PER_WORD
-        if not any(p // BITS_PER_WORD == word for p in events.pending):
-            events.pending_sel &= ~(1 << word)
-        if not events.pending_sel:
-            events.upcall_pending = False
+        _apply(events, port, take_2l)
         return True
+
+
+def _apply(events: DomainEvents, port: int, rule) -> None:
+    """Run a 2-level rule on the selector word that holds ``port``, and
+    write the word back into the domain's sets and bits."""
+    index, bit = divmod(port, BITS_PER_WORD)
+    base = index * BITS_PER_WORD
+    word = lambda ports: sum(1 << (p - base) for p in ports             # noqa: E731
+                             if base <= p < base + BITS_PER_WORD)
+    sel_bit = 1 << index
+    before = SelectorWord(word(events.pending), word(events.masked),
+                          bool(events.pending_sel & sel_bit), events.upcall_pending)
+    after = rule(before, 1 << bit, BITS_PER_WORD)
+    for name in ("pending", "masked"):
+        ports = getattr(events, name)
+        value = after.pending if name == "pending" else after.mask
+        ports.difference_update(range(base, base + BITS_PER_WORD))
+        ports.update(base + i for i in range(BITS_PER_WORD) if value >> i & 1)
+    events.pending_sel = events.pending_sel | sel_bit if after.sel else events.pending_sel & ~sel_bit
+    # the upcall bit is the vcpu's, over all its selector words: a word that
+    # empties clears it only if no other word is still selected
+    events.upcall_pending = bool(after.upcall) or (before.upcall and events.pending_sel != 0)
 
 
 trace_sink = Callable[[trace.Event], None]
