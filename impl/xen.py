@@ -68,75 +68,164 @@ class IoreqPage:
             df=df, data_is_ptr=ptr, data=data)
 
 
+class EvtchnError(Exception):
+    """A refused event-channel call, with Xen's errno name."""
+
+    def __init__(self, errno: str, message: str) -> None:
+        super().__init__(f"{errno}: {message}")
+        self.errno = errno
+
+
+WORD = 64          # ports per selector word (2-level ABI)
+NR_VIRQS = 24
+
+
+class _Shared:
+    """A domain's shared-info event bits, as integers: pending and mask
+    bitmaps over all ports, the selector word and the upcall flag."""
+
+    __slots__ = ("pending", "mask", "sel", "upcall")
+
+    def __init__(self) -> None:
+        self.pending = self.mask = self.sel = 0
+        self.upcall = False
+
+
 class EventChannels:
     """Every domain's 2-level event-channel ports.
 
-    A port is ``[state, remote_dom, remote_port, virq, xen_consumer]``;
-    ``pending`` holds the pending ports of each domain (the mask and
-    selector bits do not change what a dom0 process sees here)."""
+    A port is ``[state, remote_dom, remote_port, virq, xen_consumer]``; the
+    pending, mask and selector bits live in :class:`_Shared` bitmaps."""
 
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
         self.ports: dict[int, list[list]] = {}
-        self.pending: dict[int, set[int]] = {}
+        self.bits: dict[int, _Shared] = {}
+
+    def _table(self, dom: int) -> list[list]:
+        if dom not in self.ports:
+            raise EvtchnError("ESRCH", f"no domain {dom}")
+        return self.ports[dom]
+
+    def _entry(self, dom: int, port: int) -> list:
+        table = self._table(dom)
+        if not 0 < port < len(table):
+            raise EvtchnError("EINVAL", f"dom{dom} has no port {port}")
+        return table[port]
 
     def add_domain(self, dom: int) -> None:
         self.ports[dom] = [["reserved", -1, -1, -1, None]]
-        self.pending[dom] = set()
+        self.bits[dom] = _Shared()
 
     def remove_domain(self, dom: int) -> None:
         for state, rdom, rport, _, _ in self.ports.pop(dom, []):
             if state == "interdomain" and rdom in self.ports:
                 peer = self.ports[rdom][rport]
                 peer[0], peer[1], peer[2] = "unbound", dom, -1
-        self.pending.pop(dom, None)
+        self.bits.pop(dom, None)
 
     def _alloc(self, dom: int, entry: list) -> int:
-        table = self.ports[dom]
+        table = self._table(dom)
         for port in range(1, len(table)):
             if table[port][0] == "free":
                 table[port] = entry
                 return port
+        if len(table) >= WORD * WORD:
+            raise EvtchnError("ENOSPC", f"dom{dom} has no free port")
         table.append(entry)
         return len(table) - 1
 
     def alloc_unbound_xen(self, dom: int, remote: int, consumer: Callable[[int], None]) -> int:
         return self._alloc(dom, ["unbound", remote, -1, -1, consumer])
 
+    def alloc_unbound(self, dom: int, remote: int) -> int:
+        self._table(remote)
+        return self._alloc(dom, ["unbound", remote, -1, -1, None])
+
     def bind_virq(self, dom: int, virq: int) -> int:
+        if not 0 <= virq < NR_VIRQS:
+            raise EvtchnError("EINVAL", f"virq {virq} is out of range")
+        if any(e[0] == "virq" and e[3] == virq for e in self._table(dom)):
+            raise EvtchnError("EEXIST", f"virq {virq} already bound in dom{dom}")
         return self._alloc(dom, ["virq", -1, -1, virq, None])
 
     def bind_interdomain(self, dom: int, rdom: int, rport: int) -> int:
-        remote = self.ports[rdom][rport]
+        remote = self._entry(rdom, rport)
         if remote[0] != "unbound" or remote[1] not in (dom, -1):
-            raise ValueError(f"EINVAL: dom{rdom} port {rport} is not unbound for dom{dom}")
+            raise EvtchnError("EINVAL", f"dom{rdom} port {rport} is not unbound for dom{dom}")
+        self._table(dom)
         port = self._alloc(dom, ["interdomain", rdom, rport, -1, None])
         remote[0], remote[1], remote[2] = "interdomain", dom, port
         self.emit(trace.EvtchnBind(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
         return port
 
+    def close(self, dom: int, port: int) -> None:
+        entry = self._entry(dom, port)
+        if entry[0] == "free":
+            raise EvtchnError("EINVAL", f"dom{dom} port {port} is already free")
+        if entry[0] == "interdomain" and entry[1] in self.ports:
+            peer = self.ports[entry[1]][entry[2]]
+            peer[0], peer[1], peer[2] = "unbound", dom, -1
+        self.ports[dom][port] = ["free", -1, -1, -1, None]
+        bits = self.bits[dom]
+        bits.pending &= ~(1 << port)
+        bits.mask &= ~(1 << port)
+
     def send(self, dom: int, port: int) -> None:
-        state, rdom, rport, _, _ = self.ports[dom][port]
+        state, rdom, rport, _, _ = self._entry(dom, port)
+        if state == "unbound":
+            return                                  # dropped, as Xen does
         if state != "interdomain":
-            raise ValueError(f"EINVAL: dom{dom} port {port} is {state}")
+            raise EvtchnError("EINVAL", f"dom{dom} port {port} is {state}")
         self.emit(trace.EvtchnSend(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
         consumer = self.ports[rdom][rport][4]
         if consumer is not None:
             consumer(rport)
         else:
-            self.pending[rdom].add(rport)
+            self._set_pending(rdom, rport)
+
+    def _set_pending(self, dom: int, port: int) -> None:
+        bits, one = self.bits[dom], 1 << port
+        if bits.pending & one:
+            return
+        bits.pending |= one
+        word = 1 << (port // WORD)
+        if not bits.mask & one and not bits.sel & word:
+            bits.sel |= word
+            bits.upcall = True
 
     def send_virq(self, dom: int, virq: int) -> None:
         for port, entry in enumerate(self.ports.get(dom, ())):
             if entry[0] == "virq" and entry[3] == virq:
-                self.pending[dom].add(port)
+                self._set_pending(dom, port)
+
+    def mask(self, dom: int, port: int) -> None:
+        self._entry(dom, port)
+        self.bits[dom].mask |= 1 << port
+
+    def unmask(self, dom: int, port: int) -> None:
+        self._entry(dom, port)
+        bits, one = self.bits[dom], 1 << port
+        if not bits.mask & one:
+            return
+        bits.mask &= ~one
+        word = 1 << (port // WORD)
+        if bits.pending & one and not bits.sel & word:
+            bits.sel |= word
+            bits.upcall = True
 
     def take(self, dom: int, port: int) -> bool:
-        pending = self.pending[dom]
-        if port in pending:
-            pending.discard(port)
-            return True
-        return False
+        self._table(dom)
+        bits, one = self.bits[dom], 1 << port
+        if not bits.pending & one:
+            return False
+        bits.pending &= ~one
+        index = port // WORD
+        if not bits.pending >> (index * WORD) & ((1 << WORD) - 1):
+            bits.sel &= ~(1 << index)
+        if not bits.sel:
+            bits.upcall = False
+        return True
 
 
 class Vmm:
