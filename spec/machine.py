@@ -9,7 +9,11 @@ guest alone. One round of the scheduler:
 
 1. every runnable vcpu of every live, unpaused domain runs until its next VM
    exit, which its VMM handles; a vcpu woken from an ioreq wait first
-   completes it (the VMM's resume path);
+   completes it (the VMM's resume path). Before each VM entry the VMM runs
+   its interrupt assist, and arms the preemption timer with the device
+   model's next timer deadline. A halted vcpu wakes if an interrupt is
+   pending and IF = 1; if IF = 1 and nothing is pending, the virtual clock
+   jumps to the next deadline (an ``idle`` event) and it sleeps on;
 2. every qemu-dm runs one pass of its main loop;
 3. xend handles ``VIRQ_DOM_EXC``.
 
@@ -24,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from spec import evtchn, ioreq, platform, trace
+from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image
 from spec.qemu_dm import QemuDm
 from spec.result import Recorder, RunResult, final_exit
@@ -43,6 +47,8 @@ class HvmDomain:
     vmm: Vmm
     iopage: ioreq.SharedIopage
     qemu: QemuDm | None = None
+    lines: irq.SharedLines | None = None
+    irq_port: int = 0
     paused: bool = True
     shutdown_reason: int | None = None
 
@@ -91,8 +97,10 @@ class ReferenceXen:
     """Xen and dom0 on one host (the reference engine)."""
 
     def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
-                 max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS) -> None:
+                 max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
+                 serial_input: bytes = b"") -> None:
         self.image = image
+        self.serial_input = serial_input
         self.emit = emit
         self.max_instructions = max_instructions
         self.events = evtchn.EventChannels(emit)
@@ -116,13 +124,21 @@ class ReferenceXen:
         hw.write(self.image.load_address, self.image.image)
         self.events.add_domain(domid)
         page = ioreq.SharedIopage()
+        lines = irq.SharedLines()
+        # the interrupt port: an ordinary port of the domain that dom0's
+        # qemu-dm binds; Xen tests its pending bit at VM entry
+        irq_port = self.events.alloc_unbound(domid, platform.DOM0)
+        events = self.events
         vmm = Vmm(domid, [hw], page, [], notify=lambda port: self.events.send(domid, port),
-                  emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip))
+                  emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip),
+                  lines=lines,
+                  take_irq_event=lambda: events.take_pending(events.domain(domid), irq_port))
         for vcpu in range(config.vcpus):
             port = self.events.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
             vmm.ports.append(port)
             page.write_fields(vcpu, ioreq.Ioreq(vp_eport=port))
-        self.domains[domid] = HvmDomain(domid, config, [hw], vmm, page)
+        self.domains[domid] = HvmDomain(domid, config, [hw], vmm, page, lines=lines,
+                                        irq_port=irq_port)
         return domid
 
     def start_device_model(self, domid: int) -> None:
@@ -130,7 +146,8 @@ class ReferenceXen:
         guest memory and binds its event channels."""
         dom = self.domains[domid]
         dom.qemu = QemuDm(domid, len(dom.vcpus), dom.iopage, GuestRam(dom.vcpus[0]),
-                          DomainLink(self, domid), self.emit)
+                          DomainLink(self, domid), self.emit, lines=dom.lines,
+                          irq_port=dom.irq_port, serial_input=self.serial_input)
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
@@ -189,14 +206,22 @@ class ReferenceXen:
                 progressed = True
                 if not dom.vmm.resume(v) or dom.shutdown_reason is not None:
                     continue
+            deadline = dom.qemu.next_deadline() if dom.qemu is not None else None
             if dom.vmm.halted[v]:
-                continue
+                wake = dom.vmm.can_wake(v)
+                if not wake:
+                    if wake is not None and deadline is not None:
+                        progressed |= self._sleep(dom, v, deadline)
+                    continue
+                dom.vmm.halted[v] = False
             budget = self.max_instructions - hw.icount
             if budget <= 0:
                 self.stopped = "limit"
                 return progressed
+            if not dom.vmm.intr_assist(v):
+                return True
             self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
-            ex = hw.run(budget)
+            ex = hw.run(budget, deadline, dom.vmm.window[v])
             if ex.reason == "limit":
                 self.stopped = "limit"
                 return True
@@ -205,16 +230,30 @@ class ReferenceXen:
         return progressed
 
 
+    def _sleep(self, dom: HvmDomain, v: int, deadline: int) -> bool:
+        """A halted vcpu with IF = 1 and nothing pending: the clock jumps to
+        the next timer deadline (or stops at the instruction budget)."""
+        hw = dom.vcpus[v]
+        if deadline > self.max_instructions:
+            self.stopped = "limit"
+            return False
+        if deadline > hw.icount:
+            self.emit(trace.Idle(vcpu=v, icount=hw.icount, until=deadline))
+            hw.icount = deadline
+        return True
+
+
 def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
-              listeners: list[Callable[[trace.Event], None]] | None = None) -> RunResult:
+              listeners: list[Callable[[trace.Event], None]] | None = None,
+              serial_input: bytes = b"") -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed."""
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()
-    xen = ReferenceXen(image, recorder, max_instructions)
+    xen = ReferenceXen(image, recorder, max_instructions, serial_input)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy")
     domid = xen.xend.create(config)
@@ -235,10 +274,13 @@ def _stuck(xen: ReferenceXen, dom: HvmDomain) -> dict:
     if xen.stopped == "limit":
         return {"reason": "limit", "dom": dom.domid,
                 "message": f"stopped after {hw.icount} instructions (the budget)"}
-    interrupts = "enabled" if hw.reg("rflags") & (1 << 9) else "disabled"
+    if hw.reg("rflags") & (1 << 9):
+        why = "interrupts enabled and no timer armed"
+    else:
+        why = "interrupts disabled"
     return {"reason": "hung", "dom": dom.domid,
-            "message": f"vcpu 0 halted at rip {hw.linear_rip():#x} with interrupts "
-                       f"{interrupts}, and nothing can wake it"}
+            "message": f"vcpu 0 halted (next rip {hw.linear_rip():#x}) with {why}, "
+                       f"and nothing can wake it"}
 
 
 def _last_icount(events: list[trace.Event]) -> int:

@@ -39,6 +39,15 @@ DEFAULT_MEMORY_MIB = 16
 COM1_BASE = 0x3F8               # 16550 UART, IRQ 4
 COM1_PORTS = range(COM1_BASE, COM1_BASE + 8)
 
+PIT_BASE = 0x40                 # 8254 counters 0-2 and control word (0x43)
+PORT_61 = 0x61                  # NMI status and control: counter 2 gate, speaker
+
+# ISA interrupt lines of the PC (IBM PC/AT technical reference).
+IRQ_PIT = 0
+IRQ_CASCADE = 2
+IRQ_COM1 = 4
+NR_ISA_IRQS = 16
+
 # ACPI PM1a blocks, "Version 0 (default): Traditional Xen locations",
 # xen/include/public/hvm/ioreq.h: ACPI_PM1A_EVT_BLK_ADDRESS_V0 0x1f40,
 # ACPI_PM1A_CNT_BLK_ADDRESS_V0 = EVT + 4, ACPI_PM_TMR_BLK_ADDRESS_V0 = EVT + 8.

@@ -20,6 +20,15 @@ any of those ports to become pending, and for each pending port:
 3. writes the response data, applies :func:`spec.ioreq.dm_respond`
    (``IORESP_READY``) and notifies the port.
 
+Interrupts. Devices drive ISA lines through :meth:`QemuDm.set_irq` (the
+shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
+qemu-dm sends on the domain's interrupt event channel once, at the end of
+the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
+and the UART IRQ4. Timers run on the virtual clock: qemu-dm tells the VMM
+its next deadline (the VMM arms the vcpu's preemption timer with it), and a
+pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
+then lower), the UART's receiver takes its next input byte.
+
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
 (``xc_domain_shutdown``, reason *poweroff*): Xen then tells xend.
@@ -34,9 +43,10 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from spec import ioreq, platform, trace
+from spec import ioreq, irq, platform, trace
 from spec.devices import MmioBus, PortBus
 from spec.devices.acpi import AcpiPm
+from spec.devices.pit import Pit8254, Port61
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
 
@@ -68,15 +78,24 @@ class QemuDm:
 
     def __init__(self, domid: int, nr_vcpus: int, iopage: ioreq.SharedIopage,
                  memory: GuestMemoryMap, host: QemuDmHost,
-                 emit: Callable[[trace.Event], None]) -> None:
+                 emit: Callable[[trace.Event], None],
+                 lines: irq.SharedLines | None = None, irq_port: int | None = None,
+                 serial_input: bytes = b"") -> None:
         self.domid = domid
         self.iopage = iopage
         self.memory = memory
         self.host = host
         self.emit = emit
+        self.lines = lines if lines is not None else irq.SharedLines()
+        self.send_event = False
         self.bus = PortBus(emit)
-        self.uart = Uart16550("com1", emit)
+        self.uart = Uart16550("com1", emit, irq=lambda level: self.set_irq(platform.IRQ_COM1, level),
+                              clock=host.clock_ns, input=serial_input)
         self.bus.register(platform.COM1_BASE, 8, self.uart)
+        self.pit = Pit8254(host.clock_ns)
+        self.bus.register(platform.PIT_BASE, 4, self.pit)
+        self.bus.register(platform.PORT_61, 1, Port61(self.pit))
+        self.pit_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
         self.mmio = MmioBus(emit)
@@ -85,6 +104,32 @@ class QemuDm:
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(nr_vcpus)]
+        self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None
+
+    def set_irq(self, line: int, level: int) -> None:
+        """A device drives ISA line ``line`` to ``level``."""
+        self.emit(trace.IrqLevel(irq=line, level=int(level)))
+        if self.lines.set_irq(line, level):
+            self.send_event = True
+
+    def next_deadline(self) -> int | None:
+        """The earliest timer deadline of the devices, or None."""
+        times = [t for t in (self.pit_deadline, self.uart.next_deadline()) if t is not None]
+        return min(times, default=None)
+
+    def run_timers(self) -> bool:
+        """Run the timers that are due; True if one was."""
+        now, fired = self.host.clock_ns(), False
+        if self.pit_deadline is not None and now >= self.pit_deadline:
+            self.set_irq(platform.IRQ_PIT, 1)
+            self.set_irq(platform.IRQ_PIT, 0)
+            fired = True
+        rx = self.uart.next_deadline()
+        if rx is not None and now >= rx:
+            self.uart.expire(now)
+            fired = True
+        self.pit_deadline = self.pit.next_deadline()
+        return fired
 
     def poll(self) -> bool:
         """One pass of the main loop; True if there was anything to do."""
@@ -93,6 +138,11 @@ class QemuDm:
             if self.host.take_pending(port):
                 self.handle_ioreq(vcpu, port)
                 worked = True
+        worked |= self.run_timers()
+        if self.send_event and self.irq_port is not None:
+            self.send_event = False
+            self.host.notify(self.irq_port)
+            worked = True
         if self.shutdown_requested is not None:
             reason, self.shutdown_requested = self.shutdown_requested, None
             self.host.shutdown(self.domid, reason, "qemu-dm")

@@ -173,6 +173,61 @@ class DomainShutdown(Event):
     by: str
 
 
+# --- interrupts -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IrqLevel(Event):
+    """qemu-dm drove ISA interrupt line ``irq`` to ``level`` (through the
+    shared ``sp_global`` lines and, when the VMM must look, an event-channel
+    send)."""
+
+    kind: ClassVar[str] = "irq"
+    actor: ClassVar[str] = "qemu-dm"
+    irq: int
+    level: int
+
+
+@dataclass(frozen=True)
+class Injection(Event):
+    """At VM entry the VMM injected external interrupt ``vector`` (from PIC
+    line ``irq``) into ``vcpu``, interrupting the guest at ``rip`` after
+    ``icount`` instructions."""
+
+    kind: ClassVar[str] = "inject"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    vector: int
+    irq: int
+    icount: int
+    rip: int
+
+
+@dataclass(frozen=True)
+class Idle(Event):
+    """``vcpu`` was halted with interrupts enabled and nothing pending: the
+    virtual clock jumped from ``icount`` to the next timer deadline ``until``."""
+
+    kind: ClassVar[str] = "idle"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    icount: int
+    until: int
+
+
+@dataclass(frozen=True)
+class XenIo(Event):
+    """A guest port access that Xen's own device model handled (the virtual
+    PIC), without an ioreq."""
+
+    kind: ClassVar[str] = "xen_io"
+    actor: ClassVar[str] = "vmm"
+    device: str
+    addr: int
+    size: int
+    dir: str
+    data: int
+
+
 # --- qemu-dm and its devices ---------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -41,6 +41,27 @@ Port I/O, step by step (``xen/arch/x86/hvm/vmx/vmx.c``, ``hvm/io.c``,
    when nothing is left to do, otherwise the instruction restarts and exits
    again for its next chunk. On *block* the vcpu waits on; on *crash* the
    domain is crashed.
+
+Ports that Xen emulates itself (the virtual PIC of :mod:`spec.pic`, at
+0x20/0x21, 0xA0/0xA1 and 0x4D0/0x4D1) never become ioreqs: the VMM's
+internal handler performs the access at once (Xen's ``hvm_io_intercept``),
+string forms included, and the instruction retires.
+
+Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
+*interrupt assist* (Xen's ``hvm_pic_assist`` then ``vmx_intr_assist``):
+
+1. if the domain's interrupt event channel is pending, clear it and apply
+   the lines qemu-dm raised and lowered to the virtual PIC;
+2. if the PIC presents a request and the guest may take an interrupt
+   (:func:`spec.irq.may_inject`: IF = 1, no interrupt shadow), acknowledge
+   it and inject the vector (the trace records vector, IRQ, instruction
+   count and RIP);
+3. if a request is (still) pending, set interrupt-window exiting, so that
+   the vcpu exits as soon as it can take it.
+
+HLT: the VMM retires the HLT and blocks the vcpu. A blocked vcpu wakes when
+the PIC presents a request and RFLAGS.IF = 1; with IF = 0 nothing but an NMI
+(not modelled) can wake it, and the machine reports it hung.
 """
 
 from __future__ import annotations
@@ -48,10 +69,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from spec import ioreq, platform, trace
+from spec import ioreq, irq, platform, trace
 from spec.ioreq import Ioreq
+from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
-from spec.vmx import RFLAGS_DF, SEGMENTS, Exit, HardwareVcpu, IoQualification
+from spec.vmx import (RFLAGS_DF, RFLAGS_IF, SEGMENTS, DeliveryError, Exit, HardwareVcpu,
+                      IoQualification)
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
 from spec.x86.operands import GPRS
@@ -110,7 +133,9 @@ class Vmm:
     def __init__(self, domid: int, vcpus: list[HardwareVcpu], iopage: ioreq.SharedIopage,
                  ports: list[int], notify: Callable[[int], None],
                  emit: Callable[[trace.Event], None],
-                 crash: Callable[[str, int], None]) -> None:
+                 crash: Callable[[str, int], None],
+                 lines: irq.SharedLines | None = None,
+                 take_irq_event: Callable[[], bool] = lambda: False) -> None:
         self.domid = domid
         self.vcpus = vcpus
         self.iopage = iopage
@@ -123,6 +148,10 @@ class Vmm:
         self.halted = [False] * len(vcpus)
         self.emulating: list[Emulation | None] = [None] * len(vcpus)
         self.exits: dict[str, int] = {}
+        self.pic = VirtualPic(emit)
+        self.lines = lines if lines is not None else irq.SharedLines()
+        self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
+        self.window = [False] * len(vcpus)     # interrupt-window exiting requested
 
     # --- exits ---------------------------------------------------------------------
 
@@ -134,9 +163,10 @@ class Vmm:
         if ex.reason == "io":
             self.handle_io(vcpu, ex)
         elif ex.reason == "hlt":
-            # The vcpu blocks until an interrupt; none can reach it before
-            # the interrupt path exists, so it stays halted.
+            self.finish(vcpu, ex, advance=True)
             self.halted[vcpu] = True
+        elif ex.reason in ("preemption_timer", "interrupt_window"):
+            pass                            # the next VM entry does the work
         elif ex.reason == "ept_violation" and ex.detail.get("access") == "fetch":
             self.crash(f"instruction fetch from gpa {ex.gpa:#x}, which no RAM backs", ex.rip)
         elif ex.reason == "ept_violation":
@@ -152,6 +182,9 @@ class Vmm:
         hw = self.vcpus[vcpu]
         q = ex.io
         assert q is not None
+        if q.port in VirtualPic.PORTS:
+            self.internal_io(vcpu, ex)
+            return
         req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
                     dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
                     vp_eport=self.ports[vcpu])
@@ -182,6 +215,101 @@ class Vmm:
             pending.by_value_gpa = chunk.gpa
         self.send(vcpu, req, pending)
 
+    # --- ports Xen emulates itself ------------------------------------------------------
+
+    def internal_io(self, vcpu: int, ex: Exit) -> None:
+        """An access to the virtual PIC: performed at once, byte by byte
+        (the 8259's registers are bytes; a wider access reaches the next
+        ports), every element of a string form in turn."""
+        hw, q = self.vcpus[vcpu], ex.io
+        if not q.string:
+            if q.dir == "in":
+                value = self._pic_access(q.port, q.size, "in", 0)
+                mask = _mask(q.size)
+                hw.set_reg("rax", (hw.reg("rax") & ~mask) | value)
+            else:
+                self._pic_access(q.port, q.size, "out", hw.reg("rax") & _mask(q.size))
+            self.finish(vcpu, ex, advance=True)
+            return
+        amask = (1 << q.address_size) - 1
+        count = hw.reg("rcx") & amask if q.rep else 1
+        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
+        index = "rdi" if q.dir == "in" else "rsi"
+        base = hw.segment_base(q.segment)
+        for _ in range(count):
+            linear = (base + (hw.reg(index) & amask)) & 0xFFFFFFFF
+            if not hw.is_ram(linear, q.size):
+                self.crash(f"string I/O at rip {ex.rip:#x}: data at {linear:#x}+{q.size} "
+                           f"is not guest RAM", ex.rip)
+                return
+            if q.dir == "in":
+                value = self._pic_access(q.port, q.size, "in", 0)
+                hw.write(linear, value.to_bytes(q.size, "little"))
+            else:
+                value = int.from_bytes(hw.read(linear, q.size), "little")
+                self._pic_access(q.port, q.size, "out", value)
+            _update(hw, index, step, amask)
+            if q.rep:
+                _update(hw, "rcx", -1, amask)
+        self.finish(vcpu, ex, advance=True)
+
+    def _pic_access(self, port: int, size: int, direction: str, value: int) -> int:
+        result = 0
+        for i in range(size):
+            p = (port + i) & 0xFFFF
+            if p not in VirtualPic.PORTS:
+                byte = 0xFF if direction == "in" else 0    # nothing else is Xen's here
+            elif direction == "in":
+                byte = self.pic.io_read(p)
+            else:
+                byte = (value >> 8 * i) & 0xFF
+                self.pic.io_write(p, byte)
+                self.lines.set_elcr(self.pic.elcr())
+            result |= byte << 8 * i
+        self.emit(trace.XenIo(device="vpic", addr=port, size=size, dir=direction,
+                              data=result if direction == "in" else value))
+        return result
+
+    # --- interrupts --------------------------------------------------------------------
+
+    def take_lines(self) -> None:
+        """Step 1 of the interrupt assist: a pending notification brings
+        qemu-dm's line changes to the PIC."""
+        if self.take_irq_event():
+            raised, cleared = self.lines.take()
+            self.pic.apply_lines(raised, cleared)
+
+    def can_wake(self, vcpu: int) -> bool | None:
+        """For a halted vcpu: True if an interrupt wakes it now, False if
+        it may wake later (IF = 1), None if it never can (IF = 0)."""
+        self.take_lines()
+        if not self.vcpus[vcpu].reg("rflags") & RFLAGS_IF:
+            return None
+        return self.pic.has_request()
+
+    def intr_assist(self, vcpu: int) -> bool:
+        """The interrupt assist at VM entry (module docstring). Returns
+        False if delivery failed and the domain was crashed."""
+        hw = self.vcpus[vcpu]
+        self.take_lines()
+        self.window[vcpu] = False
+        if not self.pic.has_request():
+            return True
+        if not irq.may_inject(bool(hw.reg("rflags") & RFLAGS_IF), hw.shadow):
+            self.window[vcpu] = True
+            return True
+        line, vector = self.pic.acknowledge()
+        rip = hw.linear_rip()
+        self.emit(trace.Injection(vcpu=vcpu, vector=vector, irq=line, icount=hw.icount,
+                                  rip=rip))
+        try:
+            hw.deliver_interrupt(vector)
+        except DeliveryError as exc:
+            self.crash(f"triple fault delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            return False
+        self.window[vcpu] = self.pic.has_request()
+        return True
+
     # --- MMIO ----------------------------------------------------------------------------
 
     def emulate_mmio(self, vcpu: int, ex: Exit) -> bool:
@@ -211,6 +339,7 @@ class Vmm:
         hw.set_reg("rflags", cpu.rflags)
         hw.set_reg("rip", cpu.rip)
         hw.icount += 1
+        hw.shadow = False
         self.emulating[vcpu] = None
         return True
 
@@ -299,6 +428,7 @@ class Vmm:
     def finish(self, vcpu: int, ex: Exit, advance: bool) -> None:
         """The emulated instruction (or chunk of it) retires."""
         hw = self.vcpus[vcpu]
+        hw.shadow = False           # skipping an instruction ends the shadow (Xen's update_guest_eip)
         if advance:
             hw.set_reg("rip", (hw.reg("rip") + ex.length) & 0xFFFF
                        if hw.mode() == 16 else hw.reg("rip") + ex.length)

@@ -24,6 +24,16 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     exit of ``DESIGN.md``). Like the EPT-violation exit qualification (SDM
     vol. 3C, table 28-7, bits 0-2) it says whether the access was a data
     read, a data write or an instruction fetch (``access``).
+``preemption_timer``
+    The VMX-preemption timer expired: the virtual clock reached the deadline
+    the VMM armed (the next timer event of the device model) at an
+    instruction boundary. Nothing of the next instruction has executed.
+``interrupt_window``
+    The VMM asked for interrupt-window exiting (an interrupt is pending but
+    the guest cannot take it) and the guest reached an instruction boundary
+    where RFLAGS.IF = 1 and there is no interrupt shadow (SDM vol. 3C,
+    25.2 "Other Causes of VM Exits"). If both are due at one boundary the
+    preemption timer is reported.
 ``invalid_opcode``
     The CPU could not decode the instruction at RIP. Hardware would
     deliver #UD through the guest's IDT; until event delivery is modelled
@@ -35,6 +45,18 @@ the VMM completes by emulation. A REP string instruction that the CPU runs
 (MOVS, STOS, ...) is re-entered for each iteration, as Unicorn executes it:
 it counts once per iteration plus once for the entry that finds the count
 exhausted, so ``rep movsb`` with CX = 7 counts 8 and with CX = 0 counts 1.
+
+Interruptibility. The hardware keeps the guest's *interrupt shadow* (the
+blocking-by-STI and blocking-by-MOV-SS bits of the guest interruptibility
+state): after an STI executed with IF = 0, and after a MOV to SS or POP SS,
+external interrupts are not recognised until one more instruction has
+completed (SDM vol. 2B "STI", vol. 3A 6.8.3). ``shadow`` is that state at
+the instruction boundary where the vcpu stopped.
+
+Event delivery on VM entry (SDM vol. 3C, 27.6 "Event Injection"): the VMM
+injects an external interrupt and the CPU delivers it through the guest's
+interrupt table as if it had arrived at that boundary
+(:meth:`HardwareVcpu.deliver_interrupt`).
 """
 
 from __future__ import annotations
@@ -63,8 +85,37 @@ REGS = {
     "rsi": X.UC_X86_REG_ESI, "rdi": X.UC_X86_REG_EDI, "rip": X.UC_X86_REG_EIP,
     "rflags": X.UC_X86_REG_EFLAGS, "cr0": X.UC_X86_REG_CR0,
 }
+RFLAGS_TF = 1 << 8
+RFLAGS_IF = 1 << 9
 RFLAGS_DF = 1 << 10
+RFLAGS_NT = 1 << 14
+RFLAGS_RF = 1 << 16
+RFLAGS_VM = 1 << 17
+RFLAGS_AC = 1 << 18
 CR0_PE = 1 << 0
+
+_STI, _POP_SS, _MOV_SREG = 0xFB, 0x17, 0x8E
+
+
+class DeliveryError(Exception):
+    """The CPU could not deliver an event through the guest's table: on
+    hardware a further exception (#GP, #NP, then #DF and a triple fault)."""
+
+
+def shadow_after(code: bytes, mode: int, if_before: bool) -> bool:
+    """Whether the instruction at the start of ``code``, executed with
+    RFLAGS.IF = ``if_before``, leaves an interrupt shadow."""
+    i = 0
+    while i < len(code) and code[i] in _PREFIXES:
+        i += 1
+    if i >= len(code):
+        return False
+    op = code[i]
+    if op == _STI:
+        return not if_before
+    if op == _POP_SS:
+        return True
+    return op == _MOV_SREG and i + 1 < len(code) and (code[i + 1] >> 3) & 7 == 2
 
 
 @dataclass(frozen=True)
@@ -205,6 +256,7 @@ class HardwareVcpu:
         for start, end in self.ram_ranges():
             self.uc.mem_map(start, end - start)
         self.icount = 0
+        self.shadow = False
         self._pending: Exit | None = None
         self._fault: str | None = None
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
@@ -222,7 +274,8 @@ class HardwareVcpu:
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
         mode (CR0 = 0x60000010 less the cache bits: PE clear, ET set),
-        CS:IP = F000:FFF0, DS/ES/SS/FS/GS = 0, RFLAGS = 2.
+        CS:IP = F000:FFF0, DS/ES/SS/FS/GS = 0, RFLAGS = 2, GDTR and IDTR
+        with base 0 and limit 0xFFFF (the IVT at address 0).
 
         Unicorn is opened in 32-bit mode (its 16-bit mode cannot resume at an
         EIP above 0xFFFF) and put into real mode here; segment loads in real
@@ -232,6 +285,8 @@ class HardwareVcpu:
         for seg in ("ds", "es", "ss", "fs", "gs"):
             self.uc.reg_write(_SEG_REGS[seg], 0)
         self.uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        self.uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        self.uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
         self.set_reg("rip", platform.RESET_IP)
 
     # --- guest state ----------------------------------------------------------
@@ -282,13 +337,18 @@ class HardwareVcpu:
 
     # --- running ----------------------------------------------------------------
 
-    def run(self, budget: int) -> Exit:
+    def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
         """Run the guest until a VM exit, or until ``budget`` more
-        instructions have retired (reason ``limit``)."""
+        instructions have retired (reason ``limit``). ``deadline`` arms the
+        preemption timer (an absolute clock value); ``window`` sets
+        interrupt-window exiting."""
         self._pending = None
         self._fault = None
         self._fetch = False
         self._budget_end = self.icount + budget
+        self._deadline = deadline
+        self._window = window
+        self._next_shadow = self.shadow
         start = self.linear_rip()
         self._last = start
         try:
@@ -302,13 +362,25 @@ class HardwareVcpu:
         return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
 
     def _on_instruction(self, uc, address: int, size: int, _data) -> None:
+        # the instruction before this one has retired: its shadow holds now
+        self.shadow = self._next_shadow
         if self.icount >= self._budget_end:
             uc.emu_stop()
+            return
+        if self._deadline is not None and self.icount >= self._deadline:
+            uc.emu_stop()
+            self._pending = Exit("preemption_timer", address, 0, self.icount)
+            return
+        interrupts = self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF
+        if self._window and interrupts and not self.shadow:
+            uc.emu_stop()
+            self._pending = Exit("interrupt_window", address, 0, self.icount)
             return
         code = bytes(uc.mem_read(address, min(size, 15)))
         mode = self.mode()
         opcode = exiting_opcode(code, mode)
         if opcode is None:
+            self._next_shadow = shadow_after(code, mode, bool(interrupts))
             self.icount += 1
             self._last = address
             return
@@ -351,6 +423,95 @@ class HardwareVcpu:
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, self.icount,
                     detail={"bytes": code.hex(), "error": str(exc)})
+
+    # --- event delivery ---------------------------------------------------------------
+
+    def deliver_interrupt(self, vector: int) -> None:
+        """Deliver external interrupt ``vector`` at the current instruction
+        boundary, as the CPU does for an event injected on VM entry.
+
+        Real mode (SDM vol. 3A, 20.1.4 "Interrupt and Exception Handling"):
+        the IVT entry at IDTR.base + 4 * vector holds IP then CS; the CPU
+        pushes FLAGS, CS and IP (16 bits each) on SS:SP, clears IF, TF and
+        AC, and jumps to CS:IP.
+
+        Protected mode (vol. 3A, 6.11 "IDT Descriptors", 6.12.1 "Exception-
+        or Interrupt-Handler Procedures"): the gate at IDTR.base + 8 *
+        vector must lie within the IDT's limit, be present, and be an
+        interrupt or trap gate (16- or 32-bit); its selector and offset give
+        the handler. The model runs guests at CPL 0, so the handler runs on
+        the same stack: the CPU pushes EFLAGS, CS and EIP (32-bit gate; 16
+        bits each for a 16-bit gate) with no error code, clears TF, NT, RF
+        and VM, and, for an interrupt gate, IF. A task gate, a missing or
+        out-of-limit gate, or a handler at another privilege level would
+        raise a further exception; the model reports it as
+        :class:`DeliveryError`."""
+        flags = self.reg("rflags")
+        _sel, idt_base, idt_limit, _f = self.uc.reg_read(X.UC_X86_REG_IDTR)
+        if not self.reg("cr0") & CR0_PE:
+            if 4 * vector + 3 > idt_limit:
+                raise DeliveryError(f"vector {vector:#x} is beyond the IVT limit "
+                                    f"{idt_limit:#x} (#GP)")
+            entry = int.from_bytes(self._read_linear(idt_base + 4 * vector, 4), "little")
+            cs = self.uc.reg_read(_SEG_REGS["cs"])
+            self._push(2, [flags & 0xFFFF, cs, self.reg("rip") & 0xFFFF])
+            self.set_reg("rflags", flags & ~(RFLAGS_IF | RFLAGS_TF | RFLAGS_AC))
+            self.uc.reg_write(_SEG_REGS["cs"], entry >> 16)
+            self.set_reg("rip", entry & 0xFFFF)
+            return
+        if 8 * vector + 7 > idt_limit:
+            raise DeliveryError(f"vector {vector:#x} is beyond the IDT limit {idt_limit:#x} (#GP)")
+        raw = self._read_linear(idt_base + 8 * vector, 8)
+        low, high = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+        kind = (high >> 8) & 0x1F
+        if not high & (1 << 15):
+            raise DeliveryError(f"IDT gate {vector:#x} is not present (#NP)")
+        if kind not in (0x06, 0x07, 0x0E, 0x0F):
+            raise DeliveryError(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
+                                f"interrupt or trap gate (#GP)")
+        selector, offset = low >> 16, (high & 0xFFFF0000) | (low & 0xFFFF)
+        cs = self.uc.reg_read(_SEG_REGS["cs"])
+        if (selector & 3) != (cs & 3) or selector & 4:
+            raise DeliveryError(f"IDT gate {vector:#x}: handler selector {selector:#x} "
+                                f"changes privilege (not modelled)")
+        width = 4 if kind & 0x08 else 2
+        self._push(width, [flags, cs, self.reg("rip")])
+        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM
+        if kind in (0x06, 0x0E):
+            cleared |= RFLAGS_IF
+        self.set_reg("rflags", flags & ~cleared)
+        if selector != cs:
+            self.uc.reg_write(_SEG_REGS["cs"], selector)
+        self.set_reg("rip", offset if width == 4 else offset & 0xFFFF)
+
+    def _stack_size(self) -> int:
+        if not self.reg("cr0") & CR0_PE:
+            return 2
+        return 4 if self._descriptor("ss")[1] & (1 << 22) else 2
+
+    def _push(self, width: int, values: list[int]) -> None:
+        """Push ``values`` in order, each ``width`` bytes, on SS:(E)SP."""
+        ssize = self._stack_size()
+        smask = (1 << (8 * ssize)) - 1
+        sp = self.reg("rsp")
+        base = self.segment_base("ss")
+        for value in values:
+            sp = (sp - width) & smask
+            self._write_linear(base + sp, (value & ((1 << 8 * width) - 1)).to_bytes(width, "little"))
+        self.set_reg("rsp", (self.reg("rsp") & ~smask) | sp)
+
+    def _read_linear(self, linear: int, length: int) -> bytes:
+        linear &= 0xFFFFFFFF
+        if not self.is_ram(linear, length):
+            raise DeliveryError(f"event delivery reads {linear:#x}+{length}, which is not RAM")
+        return self.read(linear, length)
+
+    def _write_linear(self, linear: int, data: bytes) -> None:
+        linear &= 0xFFFFFFFF
+        if not self.is_ram(linear, len(data)):
+            raise DeliveryError(f"event delivery writes {linear:#x}+{len(data)}, which is "
+                                f"not RAM")
+        self.write(linear, data)
 
     def read_code(self, rip: int) -> bytes:
         """Up to 15 bytes at ``rip`` that RAM backs (for diagnostics)."""
