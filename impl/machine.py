@@ -21,7 +21,7 @@ from spec.result import Recorder, RunResult, final_exit
 from spec.xend import DomainConfig, DomainInfo, Xend
 from impl.qemu_dm import QemuDm
 from impl.vcpu import EFLAGS_IF, Vcpu
-from impl.xen import EventChannels, IoreqPage, Vmm
+from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
 
 VIRQ_DOM_EXC = 3
 
@@ -35,6 +35,7 @@ class Domain:
         self.qemu: QemuDm | None = None
         self.paused = True
         self.shutdown: int | None = None
+        self.irq_port = 0
 
 
 class Ram:
@@ -78,8 +79,9 @@ class Host:
     """Xen and dom0 for the impl engine (``spec.xend.Host`` for xend)."""
 
     def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
-                 max_instructions: int) -> None:
+                 max_instructions: int, serial_input: bytes = b"") -> None:
         self.image = image
+        self.serial_input = serial_input
         self.emit = emit
         self.max_instructions = max_instructions
         self.evtchn = EventChannels(emit)
@@ -104,12 +106,17 @@ class Host:
                   crash=lambda message, rip: self.crash(domid, message, rip))
         vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
         page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
-        self.domains[domid] = Domain(domid, vcpu, vmm, page)
+        dom = Domain(domid, vcpu, vmm, page)
+        dom.irq_port = self.evtchn.alloc_unbound(domid, platform.DOM0)
+        evtchn, port = self.evtchn, dom.irq_port
+        vmm.irq_pending = lambda: evtchn.take(domid, port)
+        self.domains[domid] = dom
         return domid
 
     def start_device_model(self, domid: int) -> None:
         dom = self.domains[domid]
-        dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit)
+        dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit,
+                          dom.vmm.lines, dom.irq_port, self.serial_input)
         dom.vmm.serve = dom.qemu.poll
 
     def unpause(self, domid: int) -> None:
@@ -166,14 +173,30 @@ class Host:
             progressed = True
             if not vmm.resume() or dom.shutdown is not None:
                 return True
+        deadline = dom.qemu.deadline() if dom.qemu is not None else None
         if vmm.halted:
-            return progressed
+            wake = vmm.wakeable()
+            if wake is None:
+                return progressed
+            if not wake:
+                if deadline is None:
+                    return progressed
+                if deadline > self.max_instructions:
+                    self.stopped = "limit"
+                    return progressed
+                if deadline > vcpu.icount:
+                    self.emit(trace.Idle(vcpu=0, icount=vcpu.icount, until=deadline))
+                    vcpu.icount = deadline
+                return True
+            vmm.halted = False
         budget = self.max_instructions - vcpu.icount
         if budget <= 0:
             self.stopped = "limit"
             return progressed
+        if not vmm.assist():
+            return True
         self.emit(trace.VmEntry(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
-        ex = vcpu.run(budget)
+        ex = vcpu.run(budget, deadline, vmm.window)
         if ex.reason == "limit":
             self.stopped = "limit"
             return True
@@ -183,14 +206,15 @@ class Host:
 
 def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
-              listeners: list[Callable[[trace.Event], None]] | None = None) -> RunResult:
+              listeners: list[Callable[[trace.Event], None]] | None = None,
+              serial_input: bytes = b"") -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
     its end. Raises :class:`spec.loader.GuestError` for an image that cannot
     be placed."""
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()
-    host = Host(image, recorder, max_instructions)
+    host = Host(image, recorder, max_instructions, serial_input)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy")
     domid = host.xend.create(config)
@@ -207,9 +231,10 @@ def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
             exit_info = {"reason": "limit", "dom": domid, "message":
                          f"stopped after {dom.vcpu.icount} instructions (the budget)"}
         else:
-            state = "enabled" if dom.vcpu.get("eflags") & EFLAGS_IF else "disabled"
+            why = ("interrupts enabled and no timer armed"
+                   if dom.vcpu.get("eflags") & EFLAGS_IF else "interrupts disabled")
             exit_info = {"reason": "hung", "dom": domid, "message":
-                         f"vcpu 0 halted at rip {dom.vcpu.rip():#x} with interrupts {state}, "
+                         f"vcpu 0 halted (next rip {dom.vcpu.rip():#x}) with {why}, "
                          f"and nothing can wake it"}
         host.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
         exit_info["domain"] = "destroyed"

@@ -14,45 +14,117 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform, trace
-from impl.xen import COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage
+from impl.timer import Pit, SpeakerPort
+from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
+                      IrqLines)
 
 PM_TIMER_HZ = 3_579_545
 
 
 class Uart:
-    """COM1: a 16550A whose transmitter is never busy and which never receives."""
+    """COM1: a 16550A without FIFOs whose transmitter is never busy; its
+    receiver takes input bytes under RTS/CTS flow control, one character
+    time apart; its interrupt drives a line through ``irq``."""
 
     name, sizes = "uart", (1,)
 
-    def __init__(self, emit: Emit) -> None:
-        self.emit = emit
+    def __init__(self, emit: Emit, irq: Callable[[int], None], clock: Callable[[], int],
+                 data: bytes) -> None:
+        self.emit, self.irq, self.clock = emit, irq, clock
         self.regs = {"ier": 0, "lcr": 0, "mcr": 0, "scr": 0}
         self.divisor = 12
+        self.pending_input = list(data)
+        self.rbr = 0
+        self.ready = self.overrun = False
+        self.thre_int = False
+        self.line = 0
+        self.arrival: int | None = None
+
+    def _iir(self) -> int:
+        ier = self.regs["ier"]
+        if ier & 4 and self.overrun:
+            return 6
+        if ier & 1 and self.ready:
+            return 4
+        if ier & 2 and self.thre_int:
+            return 2
+        return 1
+
+    def _sync(self) -> None:
+        line = 0 if self._iir() == 1 else 1
+        if line != self.line:
+            self.line = line
+            self.irq(line)
+
+    def _arm(self) -> None:
+        ok = self.pending_input and self.regs["mcr"] & 2 and not self.ready
+        self.arrival = (self.clock() - (-10 * max(self.divisor, 1) * 1_000_000_000 // 115_200)
+                        if ok else None)
+
+    def _take(self, byte: int) -> None:
+        self.overrun |= self.ready
+        self.rbr, self.ready = byte, True
+        self._sync()
+
+    def timer(self, now: int) -> None:
+        if self.arrival is not None and now >= self.arrival:
+            self.arrival = None
+            if self.pending_input and not self.regs["mcr"] & 0x10:
+                self._take(self.pending_input.pop(0))
 
     def read(self, offset: int, size: int) -> int:
         r, dlab = self.regs, self.regs["lcr"] & 0x80
         if offset == 0:
-            return self.divisor & 0xFF if dlab else 0
+            if dlab:
+                return self.divisor & 0xFF
+            self.ready = False
+            self._arm()
+            self._sync()
+            return self.rbr
         if offset == 1:
             return self.divisor >> 8 if dlab else r["ier"]
-        return (0, 0, 0x01, r["lcr"], r["mcr"], 0x60, 0, r["scr"])[offset]
+        if offset == 2:
+            iir = self._iir()
+            if iir == 2:
+                self.thre_int = False
+                self._sync()
+            return iir
+        if offset == 5:
+            lsr = 0x60 | self.ready | self.overrun << 1
+            self.overrun = False
+            self._sync()
+            return lsr
+        return (0, 0, 0, r["lcr"], r["mcr"], 0, 0, r["scr"])[offset]
 
     def write(self, offset: int, size: int, value: int) -> None:
         r, dlab = self.regs, self.regs["lcr"] & 0x80
         if offset == 0:
             if dlab:
                 self.divisor = self.divisor & 0xFF00 | value
+                return
+            self.thre_int = False
+            self._sync()
+            if r["mcr"] & 0x10:
+                self._take(value)
             else:
                 self.emit(trace.SerialOut(port="com1", byte=value))
+            self.thre_int = True
+            self._sync()
         elif offset == 1:
             if dlab:
                 self.divisor = self.divisor & 0xFF | value << 8
             else:
+                if value & 2 and not r["ier"] & 2:
+                    self.thre_int = True
                 r["ier"] = value & 0x0F
+                self._sync()
         elif offset == 3:
             r["lcr"] = value
         elif offset == 4:
+            rts_up = value & 2 and not r["mcr"] & 2
             r["mcr"] = value & 0x1F
+            if rts_up:
+                self._arm()
         elif offset == 7:
             r["scr"] = value
 
@@ -92,21 +164,43 @@ class AcpiPm:
 class QemuDm:
     """The device model of one domain."""
 
-    def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit) -> None:
+    def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit,
+                 lines: IrqLines, irq_port: int, serial_input: bytes = b"") -> None:
         self.domid = domid
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
         self.libxc = libxc              # bind / take / notify / shutdown / clock_ns
         self.emit = emit
-        self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, Uart(emit)),
+        self.lines = lines
+        self.kick = False
+        clock = libxc.clock_ns
+        self.uart = Uart(emit, lambda level: self.set_irq(platform.IRQ_COM1, level), clock,
+                         serial_input)
+        self.pit = Pit(clock)
+        self.pit_due: int | None = None
+        self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, self.uart),
                         (platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
-                         AcpiPm(self._power_off, libxc.clock_ns))]
+                         AcpiPm(self._power_off, clock)),
+                        (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
+                        (platform.PORT_61, platform.PORT_61 + 1, SpeakerPort(self.pit))]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.power_off_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
+        self.irq_port = libxc.bind(domid, irq_port)
 
     def _power_off(self) -> None:
         self.power_off_requested = True
+
+    def set_irq(self, line: int, level: int) -> None:
+        self.emit(trace.IrqLevel(irq=line, level=level))
+        self.kick |= self.lines.drive(line, level)
+
+    def deadline(self) -> int | None:
+        due = self.pit_due
+        rx = self.uart.arrival
+        if rx is not None and (due is None or rx < due):
+            return rx
+        return due
 
     def poll(self) -> bool:
         worked = False
@@ -114,6 +208,19 @@ class QemuDm:
             worked = True
             if self.page.state(0) == READY:
                 self._serve()
+        now = self.libxc.clock_ns()
+        if self.pit_due is not None and now >= self.pit_due:
+            self.set_irq(platform.IRQ_PIT, 1)
+            self.set_irq(platform.IRQ_PIT, 0)
+            worked = True
+        if self.uart.arrival is not None and now >= self.uart.arrival:
+            self.uart.timer(now)
+            worked = True
+        self.pit_due = self.pit.irq0_deadline()
+        if self.kick:
+            self.kick = False
+            self.libxc.notify(self.irq_port)
+            worked = True
         if self.power_off_requested:
             self.power_off_requested = False
             self.libxc.shutdown(self.domid, platform.SHUTDOWN_POWEROFF, "qemu-dm")

@@ -23,6 +23,14 @@ counting blocks counts each iteration once, as the reference does. A fault
 stops the block part-way; Unicorn reports the faulting instruction's EIP,
 and the clock counts the instructions of the block before it.
 
+Interrupts. The interrupt shadow (after an STI that set IF, a MOV SS or a
+POP SS) is tracked without a hook per instruction: those three instructions
+get a code hook like the exiting ones, which notes the instruction count at
+which their shadow holds. While the VMM asks for interrupt-window exiting
+the vcpu runs one instruction at a time, through the same stop points, and
+exits at the first boundary with IF = 1 and no shadow. The preemption timer
+is a second budget: the run stops at whichever comes first.
+
 Known limit: a guest write into the very block that is executing makes
 Unicorn abandon the block after the writing instruction; the next block
 hook would then count the abandoned instructions as well. None of the
@@ -60,6 +68,7 @@ IO_FORMS = {
     0xEE: ("out", False, 1, False), 0xEF: ("out", False, 0, False),
 }
 HLT = 0xF4
+STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 LOCK_UD = "LOCK prefix on an instruction that does not accept it (#UD)"
@@ -138,9 +147,22 @@ class Block:
     addresses: tuple[int, ...]
     index: dict[int, int]
     exiting: tuple[int, ...]        # addresses of instructions that exit
+    shadowing: tuple[int, ...] = ()  # STI, MOV SS, POP SS
 
 
 _EMPTY = Block((), {}, ())
+
+
+class DeliveryFault(Exception):
+    """An interrupt that the guest's table cannot deliver."""
+
+
+def _casts_shadow(code: bytes) -> bool:
+    _prefixes, opcode = split_prefixes(code)
+    if opcode in (STI, POP_SS):
+        return True
+    i = len(_prefixes)
+    return opcode == MOV_SREG and i + 1 < len(code) and code[i + 1] >> 3 & 7 == 2
 
 
 class Vcpu:
@@ -159,6 +181,8 @@ class Vcpu:
         for start, end in self.ram:
             uc.mem_map(start, end - start)
         self.icount = 0
+        self.shadow = False             # interrupt shadow at the current boundary
+        self._shadow_at = -1
         #: set while impl's VMM steps an instruction itself: the clock's
         #: hooks stand aside
         self.quiet = False
@@ -174,6 +198,8 @@ class Vcpu:
         for seg in ("ds", "es", "ss", "fs", "gs"):
             uc.reg_write(_SEG[seg], 0)
         uc.reg_write(_EFLAGS, 0x2)
+        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
         uc.reg_write(_EIP, platform.RESET_IP)
 
     # --- guest state ------------------------------------------------------------
@@ -236,9 +262,39 @@ class Vcpu:
 
     # --- running --------------------------------------------------------------------
 
-    def run(self, budget: int) -> Exit:
-        """Run until an exit, or until ``budget`` more instructions retired."""
-        self._budget_end = self.icount + budget
+    def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
+        """Run until an exit, until ``budget`` more instructions retired
+        (``limit``), until the clock reaches ``deadline``
+        (``preemption_timer``) or, with ``window``, until the guest can take
+        an interrupt (``interrupt_window``)."""
+        end = self.icount + budget
+        stop = end if deadline is None else min(end, deadline)
+        if not window:
+            return self._timed(self._run_to(stop), deadline, end)
+        while True:
+            if self.icount >= stop:
+                return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
+            if self._reg(_EFLAGS) & EFLAGS_IF and not self.shadow:
+                return Exit("interrupt_window", self.rip(), 0, self.icount)
+            ex = self._run_to(self.icount + 1)
+            if ex.reason != "limit":
+                return ex
+
+    @staticmethod
+    def _timed(ex: Exit, deadline: int | None, end: int) -> Exit:
+        """A stop at the deadline is the preemption timer's (the budget wins a tie)."""
+        if ex.reason == "limit" and deadline is not None and deadline <= ex.icount < end:
+            ex.reason = "preemption_timer"
+        return ex
+
+    def _run_to(self, stop: int) -> Exit:
+        self._budget_end = stop
+        self._shadow_at = self.icount if self.shadow else -1
+        ex = self._run()
+        self.shadow = self._shadow_at == self.icount
+        return ex
+
+    def _run(self) -> Exit:
         while True:
             self._exit: Exit | None = None
             self._restart = False
@@ -261,7 +317,7 @@ class Vcpu:
             return
         self._base += len(self._block.addresses)
         block = self._decode(address, size)
-        missing = [a for a in block.exiting if a not in self._hooked]
+        missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
         end = self._budget_end - self._base
         if end < len(block.addresses):
             if end <= 0:
@@ -299,6 +355,10 @@ class Vcpu:
             return
         code = self.read(address, min(size, 15))
         prefixes, opcode = split_prefixes(code)
+        if _casts_shadow(code):
+            if opcode != STI or not self._reg(_EFLAGS) & EFLAGS_IF:
+                self._shadow_at = icount + 1
+            return
         if opcode == HLT or opcode in IO_FORMS:
             if 0xF0 in prefixes:
                 self._stop(Exit("invalid_opcode", address, size, icount,
@@ -341,7 +401,7 @@ class Vcpu:
         cached = self._blocks.get((address, size, mode))
         if cached is not None and cached[0] == raw:
             return cached[1]
-        addresses, exiting = [], []
+        addresses, exiting, shadowing = [], [], []
         offset = 0
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
@@ -350,6 +410,8 @@ class Vcpu:
                 _prefixes, opcode = split_prefixes(raw[offset:offset + length])
                 if opcode == HLT or opcode in IO_FORMS:
                     exiting.append(address + offset)
+                elif _casts_shadow(raw[offset:offset + length]):
+                    shadowing.append(address + offset)
                 offset += length
             if offset >= size:
                 break
@@ -361,6 +423,66 @@ class Vcpu:
                 break                               # undecodable: the block ends here
             exiting.append(address + offset)
             offset += len(prefixes) + 1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7))
-        block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting))
+        block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
+                      tuple(shadowing))
         self._blocks[(address, size, mode)] = (raw, block)
         return block
+
+    # --- interrupt delivery ------------------------------------------------------------
+
+    def deliver(self, vector: int) -> None:
+        """Deliver an external interrupt as the CPU does on VM entry: through
+        the IVT in real mode, through an interrupt or trap gate of the IDT in
+        protected mode (same privilege level only, no error code)."""
+        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
+        eflags, eip = self._reg(_EFLAGS), self._reg(_EIP)
+        cs = self._reg(_SEG["cs"])
+        if not self._reg(_CR0) & 1:
+            if vector * 4 + 3 > limit:
+                raise DeliveryFault(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
+            target = int.from_bytes(self._table(base + vector * 4, 4), "little")
+            self._frame(2, (eflags, cs, eip))
+            self.put("eflags", eflags & ~0x40300)            # IF, TF, AC
+            self.uc.reg_write(_SEG["cs"], target >> 16)
+            self.put("eip", target & 0xFFFF)
+            return
+        if vector * 8 + 7 > limit:
+            raise DeliveryFault(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
+        gate = int.from_bytes(self._table(base + vector * 8, 8), "little")
+        kind, present = gate >> 40 & 0x1F, gate >> 47 & 1
+        if not present:
+            raise DeliveryFault(f"IDT gate {vector:#x} is not present (#NP)")
+        if kind not in (6, 7, 14, 15):
+            raise DeliveryFault(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
+                                f"interrupt or trap gate (#GP)")
+        selector = gate >> 16 & 0xFFFF
+        offset = gate & 0xFFFF | gate >> 32 & 0xFFFF0000
+        if selector & 4 or selector & 3 != cs & 3:
+            raise DeliveryFault(f"IDT gate {vector:#x}: handler selector {selector:#x} "
+                                f"changes privilege (not modelled)")
+        wide = kind >= 14
+        self._frame(4 if wide else 2, (eflags, cs, eip))
+        clear = 0x34100 | (0x200 if kind in (6, 14) else 0)   # TF NT RF VM (+ IF)
+        self.put("eflags", eflags & ~clear)
+        if selector != cs:
+            self.uc.reg_write(_SEG["cs"], selector)
+        self.put("eip", offset if wide else offset & 0xFFFF)
+
+    def _table(self, linear: int, n: int) -> bytes:
+        linear &= 0xFFFFFFFF
+        if not self.backed(linear, n):
+            raise DeliveryFault(f"event delivery reads {linear:#x}+{n}, which is not RAM")
+        return self.read(linear, n)
+
+    def _frame(self, width: int, values: tuple[int, ...]) -> None:
+        big = bool(self._reg(_CR0) & 1) and bool(self._descriptor("ss")[1] >> 22 & 1)
+        mask = 0xFFFFFFFF if big else 0xFFFF
+        esp = self._reg(X.UC_X86_REG_ESP)
+        sp, ss = esp & mask, self.seg_base("ss")
+        for value in values:
+            sp = sp - width & mask
+            at = ss + sp & 0xFFFFFFFF
+            if not self.backed(at, width):
+                raise DeliveryFault(f"event delivery writes {at:#x}+{width}, which is not RAM")
+            self.write(at, (value & (1 << 8 * width) - 1).to_bytes(width, "little"))
+        self.put("esp", esp & ~mask | sp)

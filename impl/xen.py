@@ -15,8 +15,9 @@ import struct
 from typing import Callable
 
 from spec import platform, trace
+from impl import pic
 from impl.mmio import EmulationFailed, MmioInstruction
-from impl.vcpu import EFLAGS_DF, Exit, Vcpu
+from impl.vcpu import EFLAGS_DF, EFLAGS_IF, DeliveryFault, Exit, Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
@@ -66,6 +67,43 @@ class IoreqPage:
             new=STATE.get(new, f"UNKNOWN({new})"), type=TYPE.get(typ, str(typ)),
             dir="read" if direction else "write", addr=addr, size=size, count=count,
             df=df, data_is_ptr=ptr, data=data)
+
+
+class IrqLines:
+    """``sp_global``: the ISA lines qemu-dm drives, as four 16-bit masks
+    (elcr, raised ``pic_irr``, held-high ``pic_last_irr``, lowered
+    ``pic_clear_irr``)."""
+
+    __slots__ = ("elcr", "raised", "held", "lowered")
+
+    def __init__(self) -> None:
+        self.elcr = self.raised = self.held = self.lowered = 0
+
+    def drive(self, line: int, level: int) -> bool:
+        """qemu-dm sets a line; True if Xen must be told."""
+        bit = 1 << line
+        if self.elcr & bit:
+            if level:
+                self.lowered &= ~bit
+                self.raised |= bit
+            else:
+                self.raised &= ~bit
+                self.lowered |= bit
+            return True
+        if not level:
+            self.held &= ~bit
+            return False
+        if self.held & bit:
+            return False
+        self.held |= bit
+        self.raised |= bit
+        return True
+
+    def collect(self) -> tuple[int, int]:
+        """Xen swaps both masks for zero: (raised, lowered)."""
+        raised, lowered = self.raised, self.lowered
+        self.raised = self.lowered = 0
+        return raised, lowered
 
 
 class EvtchnError(Exception):
@@ -243,6 +281,11 @@ class Vmm:
         self.waiting: tuple | None = None   # (exit, count, finishes, by-value gpa)
         self.woken = False
         self.halted = False
+        self.vpic = pic.Vpic()
+        self.lines = IrqLines()
+        #: test-and-clear of the domain's interrupt port
+        self.irq_pending: Callable[[], bool] = lambda: False
+        self.window = False
         #: runs the device model's loop once: impl completes an MMIO
         #: instruction's ioreqs one after the other, without leaving the VMM
         self.serve: Callable[[], None] = lambda: None
@@ -254,7 +297,10 @@ class Vmm:
         if ex.reason == "io":
             self._io(ex)
         elif ex.reason == "hlt":
+            self._retire(ex, True)
             self.halted = True
+        elif ex.reason in ("preemption_timer", "interrupt_window"):
+            pass
         elif ex.reason == "ept_violation" and ex.info["access"] == "fetch":
             self.crash(f"instruction fetch from gpa {ex.info['gpa']:#x}, which no RAM backs",
                        ex.rip)
@@ -267,12 +313,16 @@ class Vmm:
                 return
             if self.waiting is None and not self.halted:
                 self.vcpu.icount += 1
+                self.vcpu.shadow = False
         else:
             self.crash(f"{ex.reason} at rip {ex.rip:#x}; instruction bytes "
                        f"{ex.info.get('bytes', '')}", ex.rip)
 
     def _io(self, ex: Exit) -> None:
         io, cpu = ex.io, self.vcpu
+        if io.port in pic.PORTS:
+            self._vpic_io(ex)
+            return
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
             data = cpu.get("eax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
@@ -312,6 +362,87 @@ class Vmm:
             fields = (io.port, 0, 1, size, 0, direction, back)
         self._send(ex, fields, (ex, count, finishes,
                                 linear if by_value and direction == READ else None))
+
+    # --- Xen's own PIC ---------------------------------------------------------------
+
+    def _vpic_bytes(self, port: int, size: int, value: int, inward: bool) -> int:
+        out = 0
+        for i in range(size):
+            p = port + i & 0xFFFF
+            if inward:
+                out |= (self.vpic.read(p) if p in pic.PORTS else 0xFF) << 8 * i
+            elif p in pic.PORTS:
+                self.vpic.write(p, value >> 8 * i & 0xFF)
+                self.lines.elcr = self.vpic.elcr()
+        self.emit(trace.XenIo(device="vpic", addr=port, size=size,
+                              dir="in" if inward else "out", data=out if inward else value))
+        return out
+
+    def _vpic_io(self, ex: Exit) -> None:
+        io, cpu = ex.io, self.vcpu
+        inward, size = io.dir == "in", io.size
+        mask = (1 << 8 * size) - 1
+        if not io.string:
+            if inward:
+                cpu.put("eax", cpu.get("eax") & ~mask | self._vpic_bytes(io.port, size, 0, True))
+            else:
+                self._vpic_bytes(io.port, size, cpu.get("eax") & mask, False)
+            self._retire(ex, True)
+            return
+        amask = (1 << io.address_size) - 1
+        n = cpu.get("ecx") & amask if io.rep else 1
+        delta = -size if cpu.get("eflags") & EFLAGS_DF else size
+        reg = "edi" if inward else "esi"
+        base = cpu.seg_base(io.segment)
+        for _ in range(n):
+            at = base + (cpu.get(reg) & amask) & 0xFFFFFFFF
+            if not cpu.backed(at, size):
+                self.crash(f"string I/O at rip {ex.rip:#x}: data at {at:#x}+{size} is not "
+                           f"guest RAM", ex.rip)
+                return
+            if inward:
+                cpu.write(at, self._vpic_bytes(io.port, size, 0, True).to_bytes(size, "little"))
+            else:
+                self._vpic_bytes(io.port, size, int.from_bytes(cpu.read(at, size), "little"),
+                                 False)
+            _add(cpu, reg, delta, amask)
+            if io.rep:
+                _add(cpu, "ecx", -1, amask)
+        self._retire(ex, True)
+
+    # --- interrupts ---------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        if self.irq_pending():
+            self.vpic.lines(*self.lines.collect())
+
+    def wakeable(self) -> bool | None:
+        """Halted vcpu: True to wake now, False to sleep on, None if it never can."""
+        self._collect()
+        if not self.vcpu.get("eflags") & EFLAGS_IF:
+            return None
+        return self.vpic.requesting()
+
+    def assist(self) -> bool:
+        """Before VM entry: pick up lines, inject or ask for a window."""
+        self._collect()
+        cpu = self.vcpu
+        if not self.vpic.requesting():
+            self.window = False
+            return True
+        if not cpu.get("eflags") & EFLAGS_IF or cpu.shadow:
+            self.window = True
+            return True
+        line, vector = self.vpic.intack()
+        rip = cpu.rip()
+        self.emit(trace.Injection(vcpu=0, vector=vector, irq=line, icount=cpu.icount, rip=rip))
+        try:
+            cpu.deliver(vector)
+        except DeliveryFault as exc:
+            self.crash(f"triple fault delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            return False
+        self.window = self.vpic.requesting()
+        return True
 
     def _device_access(self, direction: int, addr: int, size: int, count: int, ptr: int,
                        df: int, data: int) -> int:
@@ -383,6 +514,7 @@ class Vmm:
 
     def _retire(self, ex: Exit, advance: bool) -> None:
         cpu = self.vcpu
+        cpu.shadow = False
         if advance:
             eip = cpu.get("eip") + ex.length
             cpu.put("eip", eip & 0xFFFF if cpu.mode() == 16 else eip)

@@ -125,18 +125,18 @@ class ReferenceXen:
         self.events.add_domain(domid)
         page = ioreq.SharedIopage()
         lines = irq.SharedLines()
-        # the interrupt port: an ordinary port of the domain that dom0's
-        # qemu-dm binds; Xen tests its pending bit at VM entry
-        irq_port = self.events.alloc_unbound(domid, platform.DOM0)
-        events = self.events
         vmm = Vmm(domid, [hw], page, [], notify=lambda port: self.events.send(domid, port),
                   emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip),
-                  lines=lines,
-                  take_irq_event=lambda: events.take_pending(events.domain(domid), irq_port))
+                  lines=lines)
         for vcpu in range(config.vcpus):
             port = self.events.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
             vmm.ports.append(port)
             page.write_fields(vcpu, ioreq.Ioreq(vp_eport=port))
+        # the interrupt port: an ordinary port of the domain that dom0's
+        # qemu-dm binds; Xen tests its pending bit at VM entry
+        irq_port = self.events.alloc_unbound(domid, platform.DOM0)
+        events = self.events
+        vmm.take_irq_event = lambda: events.take_pending(events.domain(domid), irq_port)
         self.domains[domid] = HvmDomain(domid, config, [hw], vmm, page, lines=lines,
                                         irq_port=irq_port)
         return domid
