@@ -40,9 +40,19 @@ KNOWN_DIVERGENCES = {
 
 #: guests that print time stamps, and the pattern of a stamp
 STAMPED = {"timer": re.compile(r"pmtmr ([0-9a-f]{8})")}
+#: guests whose tick counts depend on time: on QEMU, ticks come at the host's
+#: pace, so how many fall into a busy loop (and whether the next one is due
+#: again the moment a handler returns) differs; the counts are masked here and
+#: asserted exactly against both hvmspec engines in tests/test_interrupts.py
+#: (likewise whether a tick fell due within a busy loop: the IRR bit and the
+#: order in which two requests were served)
+COUNTED = {"irqs": re.compile(r"(before|during|shadow|after|IRR bit 0|order) \d\d")}
 
 
 def _masked(name: str, text: str, increasing: bool) -> str:
+    counted = COUNTED.get(name)
+    if counted is not None:
+        text = counted.sub(lambda m: f"{m.group(1)} ##", text)
     pattern = STAMPED.get(name)
     if pattern is None:
         return text
