@@ -1,0 +1,229 @@
+; idt32: external interrupts through an IDT in 32-bit protected mode.
+;
+; The guest loads a flat GDT, enters 32-bit protected mode with SS:ESP on a
+; flat 32-bit stack, builds an IDT in RAM and loads it with LIDT:
+;
+;   vector 0x20 (IRQ0, the PIT): a 32-bit *interrupt gate*: the CPU clears
+;     IF on entry, so the handler runs with interrupts disabled;
+;   vector 0x24 (IRQ4, COM1):    a 32-bit *trap gate*: IF stays set.
+;
+; Each handler records RFLAGS.IF as it finds it and the CS the CPU pushed
+; (the frame is EIP, CS, EFLAGS, no error code). The guest takes five timer
+; ticks with HLT in between, then one transmitter-empty interrupt from the
+; UART, prints what the handlers saw, and powers off.
+
+COM1        = 0x3f8
+PIT_COUNT   = 1193
+ROM         = 0xf0000
+IDT         = 0x9000
+TICKS       = 0x8000
+IF_IRQ0     = 0x8004
+CS_IRQ0     = 0x8008
+IF_IRQ4     = 0x800c
+SEEN_IRQ4   = 0x8010
+
+start:
+    cli
+    lgdt cs:[gdtr]
+    mov eax, cr0
+    or al, 1
+    mov cr0, eax
+    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
+    .long ROM + pm32
+    .word 0x08
+.code32
+pm32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x7000
+    xor eax, eax
+    mov [TICKS], eax
+    mov [SEEN_IRQ4], eax
+
+    ; the IDT: clear 48 gates, then fill two
+    mov edi, IDT
+    mov ecx, 96
+    rep stosd
+    mov eax, irq0                   ; (keystone drops a constant added to a label:
+    add eax, ROM                    ;  the ROM's linear address is added at run time)
+    mov edx, 0x8e00                 ; present, DPL 0, 32-bit interrupt gate
+    mov edi, IDT + 0x100            ; gate 0x20
+    call set_gate
+    mov eax, irq4
+    add eax, ROM
+    mov edx, 0x8f00                 ; present, DPL 0, 32-bit trap gate
+    mov edi, IDT + 0x120            ; gate 0x24
+    call set_gate
+    mov ebx, idtr
+    lidt [ebx + ROM]
+
+    mov al, 0x11                    ; the PIC pair: vectors 0x20 and 0x28
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0x11
+    out 0xa0, al
+    mov al, 0x28
+    out 0xa1, al
+    mov al, 0x02
+    out 0xa1, al
+    mov al, 0x01
+    out 0xa1, al
+    mov al, 0xff
+    out 0xa1, al
+    mov al, 0xfe                    ; IRQ0 only
+    out 0x21, al
+    mov al, 0x34                    ; PIT counter 0, mode 2, about 1 kHz
+    out 0x43, al
+    mov al, PIT_COUNT & 0xff
+    out 0x40, al
+    mov al, PIT_COUNT >> 8
+    out 0x40, al
+
+    sti
+ticks:
+    hlt
+    cmp dword ptr [TICKS], 5
+    jb ticks
+    cli
+    mov al, 0xef                    ; IRQ4 only
+    out 0x21, al
+    mov dx, COM1 + 1
+    mov al, 0x02                    ; THRI: the transmitter is empty, one is due
+    out dx, al
+    sti
+uart:
+    hlt
+    cmp dword ptr [SEEN_IRQ4], 0
+    je uart
+    cli
+
+    mov esi, text_ticks
+    call puts
+    mov eax, [TICKS]
+    call put_digit
+    mov esi, text_if0
+    call puts
+    mov eax, [IF_IRQ0]
+    call put_digit
+    mov esi, text_cs
+    call puts
+    mov eax, [CS_IRQ0]
+    call put_digit
+    mov esi, text_if4
+    call puts
+    mov eax, [IF_IRQ4]
+    call put_digit
+    mov al, 10
+    call putc
+
+    mov dx, 0x1f44
+    mov ax, 0x3c00
+    out dx, ax
+halt:
+    hlt
+    jmp halt
+
+set_gate:                           ; eax handler, edx type word, edi gate
+    mov ebx, eax
+    and eax, 0xffff
+    or eax, 0x00080000              ; selector 0x08
+    mov [edi], eax
+    and ebx, 0xffff0000
+    or ebx, edx
+    mov [edi + 4], ebx
+    ret
+
+irq0:
+    push eax
+    pushfd
+    pop eax
+    shr eax, 9
+    and eax, 1
+    mov [IF_IRQ0], eax
+    mov eax, [esp + 8]              ; the pushed CS (above EIP and our EAX)
+    shr eax, 3                      ; as a GDT index
+    mov [CS_IRQ0], eax
+    inc dword ptr [TICKS]
+    mov al, 0x20
+    out 0x20, al
+    pop eax
+    iretd
+
+irq4:
+    push eax
+    push edx
+    pushfd
+    pop eax
+    shr eax, 9
+    and eax, 1
+    mov [IF_IRQ4], eax
+    mov dx, COM1 + 2
+    in al, dx                       ; clears the THRE interrupt
+    mov dx, COM1 + 1
+    xor al, al
+    out dx, al                      ; and no more of them
+    mov dword ptr [SEEN_IRQ4], 1
+    mov al, 0x64                    ; specific EOI, IRQ4
+    out 0x20, al
+    pop edx
+    pop eax
+    iretd
+
+putc:
+    push edx
+    push eax
+    mov dx, COM1 + 5
+putc_wait:
+    in al, dx
+    test al, 0x20
+    jz putc_wait
+    pop eax
+    mov dx, COM1
+    out dx, al
+    pop edx
+    ret
+
+puts:                               ; esi: offset in the ROM
+    mov al, [esi + ROM]
+    inc esi
+    test al, al
+    jz puts_done
+    call putc
+    jmp puts
+puts_done:
+    ret
+
+put_digit:
+    add al, '0'
+    jmp putc
+
+text_ticks:
+    .ascii "idt32: ticks "
+    .byte 0
+text_if0:
+    .ascii ", IF in the interrupt-gate handler "
+    .byte 0
+text_cs:
+    .ascii ", its frame's CS is GDT entry "
+    .byte 0
+text_if4:
+    .ascii ", IF in the trap-gate handler "
+    .byte 0
+.align 8
+gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff        ; 0x08: code, base 0, 4 GiB, 32-bit
+    .quad 0x00cf93000000ffff        ; 0x10: data, base 0, 4 GiB, 32-bit
+gdtr:
+    .word 23
+    .long ROM + gdt
+idtr:
+    .word 383                       ; 48 gates * 8 - 1
+    .long IDT
