@@ -39,7 +39,28 @@ def all_checks() -> list[Check]:
                 checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
                                     f"{spec_module}.{mutant[1]}", mutant[2].__doc__ or "",
                                     lambda f=factory, mu=mutant, m=module: m.run_check(f, mu)))
+    checks += interrupt_checks()
     checks += x86_alu_checks()
+    return checks
+
+
+def interrupt_checks() -> list[Check]:
+    from proofs import interrupts as m
+    checks: list[Check] = []
+    for name, factory, mutants in m.CHECKS:
+        checks.append(Check(name, "invariant", "proved", "", factory.__doc__ or "",
+                            lambda f=factory: m.run_check(f)))
+        for mutant in mutants:
+            checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
+                                f"spec.{mutant[1]}", mutant[2].__doc__ or "",
+                                lambda f=factory, mu=mutant: m.run_check(f, mu)))
+    for name, rule, mutants in m.RULES:
+        checks.append(Check(name, "invariant", "proved", "", rule.__doc__ or "",
+                            lambda r=rule: m.run_rule(r)))
+        for mutant in mutants:
+            checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
+                                f"spec.{mutant[1]}", mutant[2].__doc__ or "",
+                                lambda r=rule, mu=mutant: m.run_rule(r, mu)))
     return checks
 
 
