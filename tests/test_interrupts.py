@@ -1,0 +1,177 @@
+"""The interrupt path on both engines: timer ticks, masking, IF and the
+shadow, HLT, delivery through the IVT and the IDT, and its failures.
+
+Every guest here runs on both engines with ``both``, which insists that
+the traces are equal event by event: injection instruction counts and RIPs
+included.
+"""
+
+from __future__ import annotations
+
+from spec import loader, trace
+from spec.devices.pit import PIT_HZ, ns_for_ticks
+from tests.conftest import both, guest
+
+
+def _injections(result) -> list[trace.Injection]:
+    return [e for e in result.trace if isinstance(e, trace.Injection)]
+
+
+def test_timer_guest_counts_ten_ticks_one_period_apart():
+    result = both(loader.load("timer"))
+    lines = result.serial.splitlines()
+    assert lines[0] == "timer: PIT at 1 kHz on IRQ0, vector 0x20"
+    assert lines[-1] == "timer: 10 ticks"
+    assert [line[:8] for line in lines[1:-1]] == [f"tick {k:02d} " for k in range(1, 11)]
+    injected = _injections(result)
+    assert len(injected) == 10
+    assert {(e.vector, e.irq) for e in injected} == {(0x20, 0)}
+    # every tick arrives while the vcpu sleeps in HLT, at a PIT edge: the
+    # deadlines are the load time plus k periods of 1193 input clocks
+    load = injected[0].icount - ns_for_ticks(1193)
+    assert [e.icount for e in injected] == [load + ns_for_ticks(1193 * k) for k in range(1, 11)]
+    idles = [e for e in result.trace if isinstance(e, trace.Idle)]
+    assert [e.until for e in idles] == [e.icount for e in injected]
+    # the stamps are the PM timer (3.579545 MHz) at the handler's IN
+    stamps = [int(line.split()[-1], 16) for line in lines[1:-1]]
+    periods = {b - a for a, b in zip(stamps, stamps[1:])}
+    assert periods <= {3579, 3580}, periods
+    assert 1193 / PIT_HZ * 3_579_545 - 1 < sum(periods) / len(periods) < 1193 / PIT_HZ * 3_579_545 + 1
+
+
+def test_irqs_guest_masks_lines_and_toggles_if():
+    result = both(loader.load("irqs"))
+    assert result.serial.splitlines() == [
+        # nothing during CLI..STI, nothing in the shadow, exactly one after
+        "critical section: ticks before 03, during 03, in the STI shadow 03, after 04",
+        # masked: no tick, but the request is latched in IRR and arrives once
+        "IRQ0 masked: ticks before 04, during 04, IRR bit 0 01, after 05",
+        "this line was sent by the THRE interrupt, a byte per IRQ4",
+        "both pending, served in the order 04",
+    ]
+    injected = _injections(result)
+    irq4 = [e for e in injected if e.irq == 4]
+    # one THRE interrupt per byte, plus the one that finds the line's end,
+    # plus the one that step 4 raised
+    assert len(irq4) == len("this line was sent by the THRE interrupt, a byte per IRQ4\n") + 2
+    windows = [e for e in result.trace if isinstance(e, trace.VmExit)
+               and e.reason == "interrupt_window"]
+    assert windows, "the critical sections must end in interrupt-window exits"
+
+
+def test_sti_shadow_delays_the_injection_by_one_instruction():
+    # a tick falls due inside the CLI section; after STI the next instruction
+    # (inc bx) still runs: the injection's RIP is the instruction after it
+    body = """
+    mov word ptr es:[0x80], handler
+    mov word ptr es:[0x82], 0xf000
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0xfe
+    out 0x21, al
+    mov al, 0x34
+    out 0x43, al
+    mov al, 10
+    out 0x40, al
+    xor al, al
+    out 0x40, al
+    mov cx, 30000
+spin:
+    loop spin
+    xor bx, bx
+    sti
+marker:
+    inc bx
+after:
+    inc bx
+    cli
+    mov al, bl
+    add al, '0'
+    mov dx, 0x3f8
+    out dx, al
+    jmp done
+handler:
+    mov al, 0xff
+    out 0x21, al
+    mov al, 0x20
+    out 0x20, al
+    mov al, 'i'
+    mov dx, 0x3f8
+    out dx, al
+    iret
+done:
+"""
+    image = guest("shadow", body)
+    result = both(image)
+    assert result.serial == "i2"
+    # xor bx, bx; sti; inc bx; inc bx
+    at = image.image.index(bytes([0x31, 0xDB, 0xFB, 0x43, 0x43]))
+    first = _injections(result)[0]
+    assert first.rip == image.load_address + at + 4      # the second inc bx
+    exits = [e for e in result.trace if isinstance(e, trace.VmExit)]
+    window = [e for e in exits if e.reason == "interrupt_window"]
+    assert window and window[0].rip == first.rip
+
+
+def test_hlt_with_interrupts_enabled_and_no_timer_is_hung():
+    result = both(guest("idle", "sti\nhlt\n", poweroff=False))
+    assert result.exit["reason"] == "hung"
+    assert "interrupts enabled and no timer armed" in result.exit["message"]
+
+
+def test_a_missing_idt_gate_crashes_the_domain_as_a_triple_fault():
+    body = """
+    lgdt cs:[gdtr]
+    mov eax, cr0
+    or al, 1
+    mov cr0, eax
+    .byte 0x66, 0xea
+    .long 0xf0000 + pm
+    .word 0x08
+.code32
+pm:
+    mov ax, 0x10
+    mov ds, ax
+    mov ss, ax
+    mov esp, 0x7000
+    lidt [0x9000]
+    mov word ptr [0x9000], 0x7ff
+    mov dword ptr [0x9002], 0x10000
+    lidt [0x9000]
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0xfe
+    out 0x21, al
+    mov al, 0x34
+    out 0x43, al
+    mov al, 100
+    out 0x40, al
+    xor al, al
+    out 0x40, al
+    sti
+    hlt
+.align 8
+gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff
+    .quad 0x00cf93000000ffff
+gdtr:
+    .word 23
+    .long 0xf0000 + gdt
+"""
+    result = both(guest("nogate", body, poweroff=False))
+    assert result.exit["reason"] == "crash"
+    assert "triple fault delivering vector 0x20 (IRQ0)" in result.exit["message"]
+    assert "IDT gate 0x20 is not present (#NP)" in result.exit["message"]
