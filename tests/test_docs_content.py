@@ -103,3 +103,18 @@ def test_proof_table_shows_every_counterexample():
 def test_string_examples_come_from_the_spec():
     text = hvmspec_docs._string_chunks_rst()
     assert "by value (straddles a page)" in text and "no ioreq" in text
+
+
+def test_timer_tick_diagram_shows_the_interrupt_path_in_order():
+    from spec.loader import load
+    result = run("reference", load("timer"))
+    events = [json.loads(json.dumps(e.to_json())) for e in result.trace]
+    svg = hvmspec_seq.tick_svg(events, 2, "tick")
+    assert svg == hvmspec_seq.tick_svg(events, 2, "tick")
+    texts = [t for t in _texts(svg) if not t.startswith("#")]
+    order = [next(i for i, t in enumerate(texts) if t.startswith(prefix)) for prefix in (
+        "vcpu idle in HLT", "IRQ0 := 1", "IRQ0 := 0", "evtchn_send dom0:", "inject vector 0x20",
+        "VM entry", "vPIC out 0x20", "VM exit (hlt)")]
+    assert order == sorted(order), texts
+    inject = next(e for e in events if e["kind"] == "inject")
+    assert any(f"icount {inject['icount']}" in t for t in _texts(hvmspec_seq.tick_svg(events, 1)))

@@ -81,6 +81,7 @@ def generate(app) -> None:
     _write(out / "platform_constants.rst", _platform_rst())
     _write(out / "x86_forms.rst", _x86_forms_rst())
     _write(out / "x86_deviations.rst", _x86_deviations_rst())
+    _write_timer(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -89,6 +90,36 @@ def _write(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
     path.write_text(text)
+
+
+# --- the timer trace -----------------------------------------------------------------------
+
+def _write_timer(out: Path) -> None:
+    """``timer_tick.svg`` and ``timer_injections.rst``: one tick of the
+    ``timer`` guest drawn from its reference trace, and every injection."""
+    try:
+        from hvmspec.engines import runner
+        from spec.loader import load
+        result = runner("reference")(load("timer"))
+    except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
+        raise ExtensionError(f"hvmspec docs: cannot run the 'timer' guest: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    if result.exit.get("reason") != "poweroff":
+        raise ExtensionError(f"hvmspec docs: the 'timer' guest did not power off: {result.exit}")
+    events = [e.to_json() for e in result.trace]
+    _write(out / "timer_tick.svg", hvmspec_seq.tick_svg(
+        events, 2, title="timer on the reference engine: the second tick, from HLT to HLT"))
+    rows = []
+    previous = None
+    for e in events:
+        if e["kind"] != "inject":
+            continue
+        gap = "" if previous is None else str(e["icount"] - previous)
+        rows.append([str(len(rows) + 1), f"{e['vector']:#x}", f"IRQ{e['irq']}",
+                     str(e["icount"]), gap, f"{e['rip']:#x}"])
+        previous = e["icount"]
+    _write(out / "timer_injections.rst", _list_table(
+        ["tick", "vector", "line", "icount", "since the last", "rip"], rows))
 
 
 # --- the hello trace -----------------------------------------------------------------------

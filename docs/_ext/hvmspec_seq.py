@@ -189,7 +189,45 @@ def rows_for(index: int, event: dict) -> list[Row]:
         message = message if len(message) <= 60 else message[:57] + "..."
         return [Row("note", f"domain_crash(dom{event['dom']})\n{message}", index, "vmm",
                     colour=colour)]
+    if kind == "irq":
+        return [Row("note", f"IRQ{event['irq']} := {event['level']} (sp_global)", index,
+                    "qemu-dm", colour=COLOURS["qemu-dm"])]
+    if kind == "inject":
+        text = (f"inject vector {event['vector']:#x} (IRQ{event['irq']}) · rip "
+                f"{event['rip']:#x} · icount {event['icount']}")
+        return [Row("arrow", text, index, "vmm", "guest", COLOURS["vmm"])]
+    if kind == "idle":
+        return [Row("note", f"vcpu idle in HLT: clock {event['icount']} → {event['until']}",
+                    index, "vmm", colour=COLOURS["vmm"])]
+    if kind == "xen_io":
+        arrow = "→" if event["dir"] == "in" else "←"
+        return [Row("note", f"vPIC {event['dir']} {event['addr']:#x} {arrow} {event['data']:#x}",
+                    index, "vmm", colour=COLOURS["vmm"])]
     return [Row("note", kind, index, "vmm", colour=colour)]
+
+
+def tick_svg(events: list[dict], tick: int = 2,
+             title: str = "one timer tick") -> str:
+    """The diagram of one timer interrupt: from the vcpu's ``tick``-th sleep
+    in HLT through the handler's EOI, unfolded; what the main loop does
+    after it, up to its next HLT, is one band."""
+    idles = [i for i, e in enumerate(events) if e["kind"] == "idle"]
+    if len(idles) < tick:
+        raise ValueError(f"the trace has {len(idles)} idle periods, not {tick}")
+    start = idles[tick - 1]
+    eoi = next(i for i in range(start, len(events)) if events[i]["kind"] == "xen_io")
+    end = next(i for i in range(eoi, len(events)) if events[i]["kind"] == "vmentry")
+    halt = next(i for i in range(end, len(events))
+                if events[i]["kind"] == "vmexit" and events[i]["reason"] == "hlt")
+    rows = [row for i in range(start, end + 1) for row in rows_for(i, events[i])]
+    rest = events[end + 1:halt]
+    text = "".join(chr(e["byte"]) for e in rest if e["kind"] == "serial")
+    exits = sum(e["kind"] == "vmexit" for e in rest)
+    rows.append(Row("band", f"⋯ the handler returns (IRET); the main loop prints, "
+                            f"{exits} more exits ⋯\nevents #{end + 1}–#{halt - 1}; "
+                            f"serial meanwhile: {text!r}"))
+    rows += rows_for(halt, events[halt])
+    return render(rows, title)
 
 
 # --- folding -----------------------------------------------------------------------------------
