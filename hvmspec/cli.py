@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-instructions", metavar="N", type=int,
                      default=platform.DEFAULT_MAX_INSTRUCTIONS,
                      help="stop the guest after N instructions (default %(default)s)")
+    run.add_argument("--serial-input", metavar="FILE", type=Path,
+                     help="bytes for COM1's receiver; they arrive one character time apart "
+                     "while the guest holds RTS")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="run every Z3 proof and its mutants",
@@ -127,11 +130,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_instructions <= 0:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
     image = load(args.guest)
+    serial_input = b""
+    if args.serial_input is not None:
+        try:
+            serial_input = args.serial_input.read_bytes()
+        except OSError as exc:
+            raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
     listeners = [] if args.json else [_live_serial]
     try:
         result = runner(args.engine)(image, memory_mib=args.memory,
                                      max_instructions=args.max_instructions,
-                                     listeners=listeners)
+                                     listeners=listeners, serial_input=serial_input)
     except XendError as exc:
         raise GuestError(str(exc)) from None
     if args.trace:

@@ -95,3 +95,9 @@ def test_guest_that_crashes_exits_1(tmp_path):
     proc, out = cli_json("run", str(src), "--engine", "reference")
     assert proc.returncode == 1
     assert out["exit"]["reason"] == "crash" and "invalid_opcode" in out["exit"]["message"]
+
+
+def test_run_reports_an_unreadable_serial_input_file():
+    proc = cli("run", "hello", "--serial-input", "/nonexistent/input.bin")
+    assert proc.returncode == 2
+    assert "--serial-input /nonexistent/input.bin" in proc.stderr

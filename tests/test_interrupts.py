@@ -175,3 +175,55 @@ gdtr:
     assert result.exit["reason"] == "crash"
     assert "triple fault delivering vector 0x20 (IRQ0)" in result.exit["message"]
     assert "IDT gate 0x20 is not present (#NP)" in result.exit["message"]
+
+
+def test_received_bytes_raise_irq4_and_are_echoed():
+    body = """
+    mov word ptr es:[0x90], handler
+    mov word ptr es:[0x92], 0xf000
+    mov word ptr es:[0x600], 0
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0xef
+    out 0x21, al
+    mov dx, 0x3f9
+    mov al, 0x01
+    out dx, al
+    mov dx, 0x3fc
+    mov al, 0x0b
+    out dx, al
+    sti
+wait:
+    hlt
+    cmp word ptr es:[0x600], 3
+    jb wait
+    cli
+    jmp done
+handler:
+    push ax
+    push dx
+    mov dx, 0x3f8
+    in al, dx
+    inc al
+    out dx, al
+    inc word ptr es:[0x600]
+    mov al, 0x20
+    out 0x20, al
+    pop dx
+    pop ax
+    iret
+done:
+"""
+    result = both(guest("echo", body), serial_input=b"HAL")
+    assert result.serial == "IBM"
+    injected = _injections(result)
+    assert [e.irq for e in injected] == [4, 4, 4]
+    # 9600 baud: a character (10 bits) every 1.0417 ms of virtual time
+    gaps = [b.icount - a.icount for a, b in zip(injected, injected[1:])]
+    assert all(1_041_667 <= g < 1_041_667 + 200 for g in gaps), gaps
