@@ -13,6 +13,19 @@ from spec.devices.pit import PIT_HZ, ns_for_ticks
 from tests.conftest import both, guest
 
 
+#: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
+PIC_INIT = """
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+"""
+
+
 def _injections(result) -> list[trace.Injection]:
     return [e for e in result.trace if isinstance(e, trace.Injection)]
 
@@ -65,15 +78,7 @@ def test_sti_shadow_delays_the_injection_by_one_instruction():
     body = """
     mov word ptr es:[0x80], handler
     mov word ptr es:[0x82], 0xf000
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xfe
+""" + PIC_INIT + """    mov al, 0xfe
     out 0x21, al
     mov al, 0x34
     out 0x43, al
@@ -144,15 +149,7 @@ pm:
     mov word ptr [0x9000], 0x7ff
     mov dword ptr [0x9002], 0x10000
     lidt [0x9000]
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xfe
+""" + PIC_INIT + """    mov al, 0xfe
     out 0x21, al
     mov al, 0x34
     out 0x43, al
@@ -182,15 +179,7 @@ def test_received_bytes_raise_irq4_and_are_echoed():
     mov word ptr es:[0x90], handler
     mov word ptr es:[0x92], 0xf000
     mov word ptr es:[0x600], 0
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xef
+""" + PIC_INIT + """    mov al, 0xef
     out 0x21, al
     mov dx, 0x3f9
     mov al, 0x01
