@@ -216,3 +216,57 @@ done:
     # 9600 baud: a character (10 bits) every 1.0417 ms of virtual time
     gaps = [b.icount - a.icount for a, b in zip(injected, injected[1:])]
     assert all(1_041_667 <= g < 1_041_667 + 200 for g in gaps), gaps
+
+
+LEVEL_BODY = """
+    mov word ptr es:[0x90], handler
+    mov word ptr es:[0x92], 0xf000
+    mov word ptr es:[0x600], 0
+""" + PIC_INIT + """
+    mov dx, 0x4d0
+    mov al, ELCR
+    out dx, al
+    mov al, 0xef
+    out 0x21, al
+    mov dx, 0x3f9
+    mov al, 0x02
+    out dx, al
+    sti
+    mov cx, 200
+spin:
+    loop spin
+    cli
+    mov al, es:[0x600]
+    add al, '0'
+    mov dx, 0x3f8
+    out dx, al
+    jmp done
+handler:
+    push ax
+    push dx
+    inc word ptr es:[0x600]
+    cmp word ptr es:[0x600], 2
+    jb keep
+    mov dx, 0x3fa
+    in al, dx
+keep:
+    mov al, 0x20
+    out 0x20, al
+    pop dx
+    pop ax
+    iret
+done:
+"""
+
+
+def test_a_level_triggered_line_is_injected_again_while_it_stays_high():
+    # the handler leaves the THRE condition pending the first time: in level
+    # mode (ELCR bit 4) the request survives the EOI and comes back; the
+    # second time it reads IIR, the UART lowers the line and it stops
+    level = both(guest("level", LEVEL_BODY.replace("ELCR", "0x10")))
+    assert level.serial == "2"
+    assert [e.irq for e in _injections(level)] == [4, 4]
+    # in edge mode the first interrupt consumed the only edge
+    edge = both(guest("edge", LEVEL_BODY.replace("ELCR", "0x00")))
+    assert edge.serial == "1"
+    assert [e.irq for e in _injections(edge)] == [4]
