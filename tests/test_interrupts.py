@@ -270,3 +270,35 @@ def test_a_level_triggered_line_is_injected_again_while_it_stays_high():
     edge = both(guest("edge", LEVEL_BODY.replace("ELCR", "0x00")))
     assert edge.serial == "1"
     assert [e.irq for e in _injections(edge)] == [4]
+
+
+def _hardware(engine: str, code: bytes, eflags: int):
+    """A vcpu of either engine in real mode at 0x8000:0, running ``code``."""
+    if engine == "reference":
+        from spec.vmx import HardwareVcpu
+        hw = HardwareVcpu(1 << 20)
+        put = hw.set_reg
+    else:
+        from impl.vcpu import Vcpu
+        hw = Vcpu(1 << 20)
+        put = lambda reg, v: hw.put({"rflags": "eflags", "rip": "eip"}.get(reg, "e" + reg[1:]), v)  # noqa: E731
+    from unicorn import x86_const as X
+    hw.write(0x80000, code)
+    hw.uc.reg_write(X.UC_X86_REG_CS, 0x8000)
+    put("rip", 0)
+    put("rflags", eflags)
+    return hw
+
+
+def test_the_hardware_reports_the_shadow_of_sti_and_mov_ss(engine):
+    mov_ss, sti, inc_bx = bytes([0x8E, 0xD0]), bytes([0xFB]), bytes([0x43])
+    cases = [(mov_ss, 0x202, True), (sti, 0x002, True), (sti, 0x202, False),
+             (inc_bx, 0x202, False)]
+    for first, flags, shadow in cases:
+        hw = _hardware(engine, first + inc_bx * 4, flags)
+        ex = hw.run(100, deadline=1)
+        assert ex.reason == "preemption_timer" and ex.icount == 1
+        assert hw.shadow is shadow, (first.hex(), flags)
+        ex = hw.run(100, window=True)
+        assert ex.reason == "interrupt_window"
+        assert ex.icount == 1 + shadow, (first.hex(), flags)
