@@ -302,3 +302,37 @@ def test_the_hardware_reports_the_shadow_of_sti_and_mov_ss(engine):
         ex = hw.run(100, window=True)
         assert ex.reason == "interrupt_window"
         assert ex.icount == 1 + shadow, (first.hex(), flags)
+
+
+def test_string_io_to_the_virtual_pic_is_handled_by_xen_element_by_element():
+    body = """
+    mov byte ptr es:[0x700], 0x30
+    mov byte ptr es:[0x701], 0x04
+    mov byte ptr es:[0x702], 0x01
+    mov byte ptr es:[0x703], 0xa5
+    mov al, 0x11
+    out 0x20, al
+    push ds
+    push es
+    pop ds
+    mov si, 0x700
+    mov cx, 4
+    mov dx, 0x21
+    cld
+    rep outsb
+    mov di, 0x710
+    mov cx, 1
+    rep insb
+    pop ds
+    mov al, es:[0x710]
+    mov dx, 0x3f8
+    out dx, al
+"""
+    result = both(guest("pic_string", body))
+    assert result.serial == "\xa5"                         # IMR, written by the 4th element
+    xen = [e for e in result.trace if isinstance(e, trace.XenIo)]
+    assert [(e.addr, e.dir, e.data) for e in xen] == [
+        (0x20, "out", 0x11), (0x21, "out", 0x30), (0x21, "out", 0x04), (0x21, "out", 0x01),
+        (0x21, "out", 0xA5), (0x21, "in", 0xA5)]
+    assert not [e for e in result.trace if isinstance(e, trace.IoreqTransition)
+                and e.addr in (0x20, 0x21)]
