@@ -157,11 +157,11 @@ class DeliveryFault(Exception):
     """An interrupt that the guest's table cannot deliver."""
 
 
-def _casts_shadow(code: bytes) -> bool:
-    _prefixes, opcode = split_prefixes(code)
+def _casts_shadow(code: bytes, prefixes: bytes, opcode: int | None) -> bool:
+    """STI, POP SS or MOV SS: ``code`` split by :func:`split_prefixes`."""
     if opcode in (STI, POP_SS):
         return True
-    i = len(_prefixes)
+    i = len(prefixes)
     return opcode == MOV_SREG and i + 1 < len(code) and code[i + 1] >> 3 & 7 == 2
 
 
@@ -355,7 +355,7 @@ class Vcpu:
             return
         code = self.read(address, min(size, 15))
         prefixes, opcode = split_prefixes(code)
-        if _casts_shadow(code):
+        if _casts_shadow(code, prefixes, opcode):
             if opcode != STI or not self._reg(_EFLAGS) & EFLAGS_IF:
                 self._shadow_at = icount + 1
             return
@@ -407,10 +407,11 @@ class Vcpu:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
                 addresses.append(address + offset)
-                _prefixes, opcode = split_prefixes(raw[offset:offset + length])
+                insn = raw[offset:offset + length]
+                prefixes, opcode = split_prefixes(insn)
                 if opcode == HLT or opcode in IO_FORMS:
                     exiting.append(address + offset)
-                elif _casts_shadow(raw[offset:offset + length]):
+                elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
                 offset += length
             if offset >= size:

@@ -79,6 +79,7 @@ in-service bit of highest priority under the current rotation.
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from unittest import mock
 
@@ -321,7 +322,6 @@ def eoi_rule() -> Outcome:
     """pic.eoi: a non-specific EOI clears exactly one in-service bit, the one
     of highest priority under the rotation (8259A data sheet, OCW2), and
     changes nothing when none is in service."""
-    import time
     started = time.perf_counter()
     isr, pa = z3.BitVec("isr", 8), z3.BitVec("priority_add", 8)
     regs = pic.PicRegs(z3.BitVecVal(0, 8), isr, z3.BitVecVal(0, 8), z3.BitVecVal(0, 8), pa,

@@ -18,7 +18,6 @@ from impl.timer import Pit, SpeakerPort
 from impl.xen import IrqLines
 from spec import irq as spec_irq
 from spec import pic as spec_pic
-from spec import trace
 from spec.devices.pit import Pit8254, Port61
 
 PIC_PORTS = (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1)
@@ -158,4 +157,3 @@ def test_uart_raises_irq4_for_an_empty_transmitter():
     assert levels == [1, 0]                     # reading IIR cleared it
     uart.io_write(0, 1, ord("x"))               # a byte: empty again at once
     assert levels == [1, 0, 1]
-    assert isinstance(trace.SerialOut(port="com1", byte=1), trace.Event)
