@@ -73,8 +73,12 @@ class GuestMemory:
 
     def __init__(self, emulation: Emulation, is_ram: Callable[[int, int], bool],
                  read_ram: Callable[[int, int], bytes],
-                 send: Callable[[ioreq.Ioreq], None]) -> None:
+                 send: Callable[[ioreq.Ioreq], None],
+                 translate: Callable[[int, bool], int] | None = None) -> None:
         self.emulation = emulation
+        #: linear -> guest-physical (the guest's page tables, :mod:`spec.paging`);
+        #: raises :class:`spec.x86.state.Fault` (#PF, #GP) when the walk fails
+        self.translate = translate or (lambda linear, write: linear)
         self.is_ram = is_ram
         self.read_ram = read_ram
         self.send = send
@@ -93,7 +97,18 @@ class GuestMemory:
 
     # --- the emulator's interface ---------------------------------------------------
 
+    def _physical(self, linear: int, size: int, write: bool) -> int:
+        """The guest-physical address of an access that the emulator made by
+        linear address; an access whose pages are not contiguous in
+        guest-physical memory is beyond the model."""
+        gpa = self.translate(linear, write)
+        if size > 1 and self.translate(linear + size - 1, write) != gpa + size - 1:
+            raise Unhandleable(f"access at linear {linear:#x}+{size} spans two pages that "
+                               f"are not contiguous in guest-physical memory")
+        return gpa
+
     def read(self, addr: int, size: int) -> bv.Word:
+        addr = self._physical(addr, size, False)
         if self.is_ram(addr, size):
             return int.from_bytes(self._ram_read(addr, size), "little")
         if not self.is_ram(addr, 1) and not self.is_ram(addr + size - 1, 1):
@@ -105,6 +120,7 @@ class GuestMemory:
         raise Unhandleable(f"access at {addr:#x}+{size} is part RAM, part MMIO")
 
     def write(self, addr: int, size: int, value: bv.Word) -> None:
+        addr = self._physical(addr, size, True)
         value = bv.concrete(value)
         if self.is_ram(addr, size):
             self.held.append((addr, value.to_bytes(size, "little")))
@@ -121,6 +137,8 @@ class GuestMemory:
         """A chunk of ``rep movs`` as one ioreq when exactly one side is MMIO;
         False to let the emulator move element by element."""
         low = lambda a: a - (count - 1) * size if backwards else a      # noqa: E731
+        # each chunk lies within one page on both sides (spec.x86.string)
+        src, dst = self.translate(src, False), self.translate(dst, True)
         src_ram = self.is_ram(low(src), count * size)
         dst_ram = self.is_ram(low(dst), count * size)
         if src_ram == dst_ram:
@@ -134,6 +152,7 @@ class GuestMemory:
 
     def rep_stos(self, dst: int, size: int, count: int, backwards: bool, value: int) -> bool:
         """A chunk of ``rep stos`` to MMIO: the value once, with ``count``."""
+        dst = self.translate(dst, True)
         low = dst - (count - 1) * size if backwards else dst
         if self.is_ram(low, count * size) or self.is_ram(low, 1):
             return False

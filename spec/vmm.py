@@ -73,12 +73,12 @@ from spec import ioreq, irq, platform, trace
 from spec.ioreq import Ioreq
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
-from spec.vmx import (RFLAGS_DF, RFLAGS_IF, SEGMENTS, DeliveryError, Exit, HardwareVcpu,
-                      IoQualification)
+from spec.vmx import (RFLAGS_DF, RFLAGS_IF, SEGMENTS, DeliveryError, Exit, GuestAccessError,
+                      HardwareVcpu, IoQualification)
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
 from spec.x86.operands import GPRS
-from spec.x86.state import Cpu, Fault, Unhandleable
+from spec.x86.state import PF, Cpu, Fault, Unhandleable
 
 
 @dataclass
@@ -95,20 +95,24 @@ class PendingIo:
 
 @dataclass
 class StringChunk:
-    """The part of a string I/O instruction that one ioreq performs."""
+    """The part of a string I/O instruction that one ioreq performs: it
+    never crosses a page, so one translation of ``linear`` places it all."""
 
-    gpa: int
+    linear: int
     count: int
     data_is_ptr: bool
     finishes: bool
 
 
-def string_chunk(q: IoQualification, regs: dict[str, int], seg_base: int) -> StringChunk | None:
-    """Where the data of an INS/OUTS lives and how much of it one ioreq
-    moves (step 2 of the module docstring); ``None`` for a REP count of 0."""
+def string_chunk(q: IoQualification, regs: dict[str, int], seg_base: int,
+                 linear_mask: int = 0xFFFF_FFFF) -> StringChunk | None:
+    """Where the data of an INS/OUTS lives (its linear address) and how
+    much of it one ioreq moves (step 2 of the module docstring); ``None``
+    for a REP count of 0. Linear addresses wrap at ``linear_mask`` (4 GiB
+    outside 64-bit mode)."""
     mask = (1 << q.address_size) - 1
     offset = (regs["rdi"] if q.dir == "in" else regs["rsi"]) & mask
-    linear = (seg_base + offset) & 0xFFFFFFFF
+    linear = (seg_base + offset) & linear_mask
     total = regs["rcx"] & mask if q.rep else 1
     if total == 0:
         return None
@@ -194,25 +198,32 @@ class Vmm:
             self.send(vcpu, req, PendingIo(ex, 1, True))
             return
         regs = {name: hw.reg(name) for name in ("rsi", "rdi", "rcx", "rflags")}
-        chunk = string_chunk(q, regs, hw.segment_base(q.segment))
+        chunk = string_chunk(q, regs, hw.segment_base(q.segment), hw.address_mask())
         if chunk is None:
             self.finish(vcpu, ex, advance=True)
             return
         backwards = bool(regs["rflags"] & RFLAGS_DF)
-        low = chunk.gpa - (chunk.count - 1) * q.size if backwards else chunk.gpa
-        if not hw.is_ram(low, chunk.count * q.size):
-            self.crash(f"string I/O at rip {ex.rip:#x}: data at {low:#x}+"
+        low = chunk.linear - (chunk.count - 1) * q.size if backwards else chunk.linear
+        try:
+            gpa = hw.translate(chunk.linear, write=q.dir == "in")
+        except GuestAccessError as exc:
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
+                       f"modelled)", ex.rip)
+            return
+        gpa_low = gpa - (chunk.linear - low)
+        if not hw.is_ram(gpa_low, chunk.count * q.size):
+            self.crash(f"string I/O at rip {ex.rip:#x}: data at {gpa_low:#x}+"
                        f"{chunk.count * q.size} is not guest RAM", ex.rip)
             return
         req.count = chunk.count
         req.df = int(backwards)
         pending = PendingIo(ex, chunk.count, chunk.finishes)
         if chunk.data_is_ptr:
-            req.data_is_ptr, req.data = 1, chunk.gpa
+            req.data_is_ptr, req.data = 1, gpa
         elif q.dir == "out":
-            req.data = int.from_bytes(hw.read(chunk.gpa, q.size), "little")
+            req.data = int.from_bytes(hw.read(gpa, q.size), "little")
         else:
-            pending.by_value_gpa = chunk.gpa
+            pending.by_value_gpa = gpa
         self.send(vcpu, req, pending)
 
     # --- ports Xen emulates itself ------------------------------------------------------
@@ -237,17 +248,18 @@ class Vmm:
         index = "rdi" if q.dir == "in" else "rsi"
         base = hw.segment_base(q.segment)
         for _ in range(count):
-            linear = (base + (hw.reg(index) & amask)) & 0xFFFFFFFF
-            if not hw.is_ram(linear, q.size):
-                self.crash(f"string I/O at rip {ex.rip:#x}: data at {linear:#x}+{q.size} "
-                           f"is not guest RAM", ex.rip)
+            linear = (base + (hw.reg(index) & amask)) & hw.address_mask()
+            try:
+                if q.dir == "in":
+                    hw.reachable(linear, q.size, write=True)   # before the read's side effects
+                    value = self._pic_access(q.port, q.size, "in", 0)
+                    hw.write_linear(linear, value.to_bytes(q.size, "little"))
+                else:
+                    value = int.from_bytes(hw.read_linear(linear, q.size), "little")
+                    self._pic_access(q.port, q.size, "out", value)
+            except GuestAccessError as exc:
+                self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
                 return
-            if q.dir == "in":
-                value = self._pic_access(q.port, q.size, "in", 0)
-                hw.write(linear, value.to_bytes(q.size, "little"))
-            else:
-                value = int.from_bytes(hw.read(linear, q.size), "little")
-                self._pic_access(q.port, q.size, "out", value)
             _update(hw, index, step, amask)
             if q.rep:
                 _update(hw, "rcx", -1, amask)
@@ -316,11 +328,12 @@ class Vmm:
         """One attempt at the instruction that touched MMIO (:mod:`spec.mmio`);
         True when it completed and the vcpu may run on."""
         hw, em = self.vcpus[vcpu], self.emulating[vcpu]
-        cpu = Cpu(hw.mode(), regs={r: (hw.reg(r) if r in _VCPU_GPRS else 0) for r in GPRS},
+        cpu = Cpu(hw.mode(), regs={r: hw.reg(r) for r in GPRS},
                   rflags=hw.reg("rflags"), rip=hw.reg("rip"),
                   segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
         memory = GuestMemory(em, hw.is_ram, hw.read,
-                             send=lambda req: self._send_mmio(vcpu, req, ex, memory))
+                             send=lambda req: self._send_mmio(vcpu, req, ex, memory),
+                             translate=_translator(hw))
         try:
             execute(cpu, memory, decode(em.code, cpu.mode))
         except Pending:
@@ -334,8 +347,8 @@ class Vmm:
             return False
         for addr, data in memory.held:
             hw.write(addr, data)
-        for r in _VCPU_GPRS:
-            hw.set_reg(r, cpu.regs[r] & 0xFFFFFFFF)
+        for r in GPRS:
+            hw.set_reg(r, cpu.regs[r])
         hw.set_reg("rflags", cpu.rflags)
         hw.set_reg("rip", cpu.rip)
         hw.icount += 1
@@ -430,8 +443,8 @@ class Vmm:
         hw = self.vcpus[vcpu]
         hw.shadow = False           # skipping an instruction ends the shadow (Xen's update_guest_eip)
         if advance:
-            hw.set_reg("rip", (hw.reg("rip") + ex.length) & 0xFFFF
-                       if hw.mode() == 16 else hw.reg("rip") + ex.length)
+            width = {16: 0xFFFF, 32: 0xFFFF_FFFF}.get(hw.mode(), 0xFFFF_FFFF_FFFF_FFFF)
+            hw.set_reg("rip", (hw.reg("rip") + ex.length) & width)
         hw.icount += 1
 
     def _emit_transition(self, vcpu: int, by: str, old: int, new: int) -> None:
@@ -439,8 +452,18 @@ class Vmm:
         self.emit(ioreq.transition_event(vcpu, by, old, new, req))
 
 
-#: the registers of the vcpu model (32-bit; long mode comes with 64-bit guests)
-_VCPU_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
+def _translator(hw: HardwareVcpu) -> Callable[[int, bool], int] | None:
+    """The emulator's linear-to-physical step while the guest pages."""
+    state = hw.paging()
+    if not state.enabled:
+        return None
+
+    def translate(linear: int, write: bool) -> int:
+        try:
+            return hw.translate(linear, write)
+        except GuestAccessError as exc:
+            raise Fault(PF, str(exc)) from None
+    return translate
 
 
 def _mask(size: int) -> int:

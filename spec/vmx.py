@@ -67,24 +67,15 @@ import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from spec import platform
+from spec import paging, physical_cpu, platform
+from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
 
 # Segment registers, in the encoding of the instruction-information field.
 SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")
-_SEG_REGS = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
-             "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
 _CS_SEG_PREFIX = {capstone.x86.X86_PREFIX_ES: "es", capstone.x86.X86_PREFIX_CS: "cs",
                   capstone.x86.X86_PREFIX_SS: "ss", capstone.x86.X86_PREFIX_DS: "ds",
                   capstone.x86.X86_PREFIX_FS: "fs", capstone.x86.X86_PREFIX_GS: "gs"}
 
-# Unicorn opened in 32-bit mode exposes the 32-bit registers (64-bit
-# guests come with long mode, issue 4); the VMM names them as Xen does.
-REGS = {
-    "rax": X.UC_X86_REG_EAX, "rcx": X.UC_X86_REG_ECX, "rdx": X.UC_X86_REG_EDX,
-    "rbx": X.UC_X86_REG_EBX, "rsp": X.UC_X86_REG_ESP, "rbp": X.UC_X86_REG_EBP,
-    "rsi": X.UC_X86_REG_ESI, "rdi": X.UC_X86_REG_EDI, "rip": X.UC_X86_REG_EIP,
-    "rflags": X.UC_X86_REG_EFLAGS, "cr0": X.UC_X86_REG_CR0,
-}
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
 RFLAGS_DF = 1 << 10
@@ -100,6 +91,11 @@ _STI, _POP_SS, _MOV_SREG = 0xFB, 0x17, 0x8E
 class DeliveryError(Exception):
     """The CPU could not deliver an event through the guest's table: on
     hardware a further exception (#GP, #NP, then #DF and a triple fault)."""
+
+
+class GuestAccessError(Exception):
+    """A linear access on the guest's behalf failed: a page fault or #GP of
+    the walk (:mod:`spec.paging`), or a guest-physical address no RAM backs."""
 
 
 def shadow_after(code: bytes, mode: int, if_before: bool) -> bool:
@@ -252,7 +248,7 @@ class HardwareVcpu:
 
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
-        self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        self.uc = physical_cpu.open_cpu()
         for start, end in self.ram_ranges():
             self.uc.mem_map(start, end - start)
         self.icount = 0
@@ -273,21 +269,11 @@ class HardwareVcpu:
 
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
-        mode (CR0 = 0x60000010 less the cache bits: PE clear, ET set),
-        CS:IP = F000:FFF0, DS/ES/SS/FS/GS = 0, RFLAGS = 2, GDTR and IDTR
-        with base 0 and limit 0xFFFF (the IVT at address 0).
-
-        Unicorn is opened in 32-bit mode (its 16-bit mode cannot resume at an
-        EIP above 0xFFFF) and put into real mode here; segment loads in real
-        mode then set base = selector * 16 and 16-bit defaults."""
-        self.uc.reg_write(X.UC_X86_REG_CR0, 0x10)
-        self.uc.reg_write(X.UC_X86_REG_CS, platform.RESET_CS)
-        for seg in ("ds", "es", "ss", "fs", "gs"):
-            self.uc.reg_write(_SEG_REGS[seg], 0)
-        self.uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-        self.uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
-        self.uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
-        self.set_reg("rip", platform.RESET_IP)
+        mode (CR0 = 0x60000010 less the cache bits: PE and PG clear, ET set;
+        EFER = 0), CS:IP = F000:FFF0, DS/ES/SS/FS/GS = 0, RFLAGS = 2, GDTR
+        and IDTR with base 0 and limit 0xFFFF (the IVT at address 0); see
+        :func:`spec.physical_cpu.reset`."""
+        physical_cpu.reset(self.uc, platform.RESET_CS, platform.RESET_IP)
 
     # --- guest state ----------------------------------------------------------
 
@@ -295,23 +281,44 @@ class HardwareVcpu:
         return self.uc.reg_read(REGS[name])
 
     def set_reg(self, name: str, value: int) -> None:
-        self.uc.reg_write(REGS[name], value)
+        self.uc.reg_write(REGS[name], value & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def efer(self) -> int:
+        return self.uc.msr_read(physical_cpu.MSR_EFER)
+
+    def long_mode(self) -> bool:
+        """IA-32e mode is active (EFER.LMA, SDM vol. 3A, 2.2.1): 64-bit or
+        compatibility mode, and 64-bit IDT gates."""
+        return bool(self.efer() & paging.EFER_LMA)
 
     def mode(self) -> int:
         """The code segment's default operand and address size: 16 in real
-        mode; in protected mode the D bit of the CS descriptor (SDM vol. 3A,
-        3.4.5). Long mode comes with issue 4."""
+        mode; in IA-32e mode 64 when the CS descriptor's L bit is set;
+        otherwise the D bit of the CS descriptor (SDM vol. 3A, 3.4.5)."""
         if not self.reg("cr0") & CR0_PE:
             return 16
-        return 32 if self._descriptor("cs")[1] & (1 << 22) else 16
+        high = self._descriptor("cs")[1]
+        if high & (1 << 21) and self.long_mode():
+            return 64
+        return 32 if high & (1 << 22) else 16
+
+    def address_mask(self) -> int:
+        """Linear addresses wrap at 4 GiB outside 64-bit mode."""
+        return 0xFFFF_FFFF_FFFF_FFFF if self.mode() == 64 else 0xFFFF_FFFF
 
     def segment_base(self, seg: str) -> int:
         """The base of a segment register: the selector times 16 in real
-        mode (SDM vol. 3A, 20.1.1); in protected mode the base in the
-        selector's GDT descriptor, which the hardware cached when the
-        selector was loaded (a GDT changed after loading is not modelled)."""
+        mode (SDM vol. 3A, 20.1.1); in 64-bit mode 0, except FS and GS whose
+        bases are MSRs (3.4.4); in protected mode the base in the selector's
+        GDT descriptor, which the hardware cached when the selector was
+        loaded (a GDT changed after loading is not modelled)."""
         if not self.reg("cr0") & CR0_PE:
             return self.uc.reg_read(_SEG_REGS[seg]) << 4
+        if self.mode() == 64:
+            if seg in ("fs", "gs"):
+                return self.uc.reg_read(X.UC_X86_REG_FS_BASE if seg == "fs"
+                                        else X.UC_X86_REG_GS_BASE)
+            return 0
         low, high = self._descriptor(seg)
         return (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
 
@@ -319,21 +326,78 @@ class HardwareVcpu:
         """The two 32-bit words of a segment's GDT descriptor (LDT-based
         selectors are not modelled and read as a null descriptor)."""
         selector = self.uc.reg_read(_SEG_REGS[seg])
-        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
-        index = selector & ~7
-        if selector & 4 or index + 7 > limit or not self.is_ram(base + index, 8):
+        raw = self._gdt_entry(selector)
+        if raw is None:
             return 0, 0
-        raw = self.read(base + index, 8)
         return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
 
+    def _gdt_entry(self, selector: int) -> bytes | None:
+        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        index = selector & ~7
+        if selector & 4 or index + 7 > limit:
+            return None
+        try:
+            return self.read_linear(base + index, 8)
+        except GuestAccessError:
+            return None
+
     def linear_rip(self) -> int:
-        return self.segment_base("cs") + self.reg("rip")
+        return (self.segment_base("cs") + self.reg("rip")) & self.address_mask()
 
     def read(self, gpa: int, length: int) -> bytes:
         return bytes(self.uc.mem_read(gpa, length))
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
+
+    # --- linear addresses ---------------------------------------------------------
+
+    def paging(self) -> paging.PagingState:
+        return paging.PagingState(self.reg("cr0"), self.reg("cr3"), self.reg("cr4"),
+                                  self.efer())
+
+    def translate(self, linear: int, write: bool = False) -> int:
+        """The guest-physical address of ``linear`` (:mod:`spec.paging`);
+        raises :class:`GuestAccessError`."""
+        def table(gpa: int, n: int) -> bytes:
+            if not self.is_ram(gpa, n):
+                raise GuestAccessError(f"page-table entry at {gpa:#x} is not RAM")
+            return self.read(gpa, n)
+        try:
+            return paging.translate(self.paging(), linear, write, table, self.write)
+        except paging.PageFault as fault:
+            raise GuestAccessError(str(fault)) from None
+
+    def _pieces(self, linear: int, length: int, write: bool) -> list[tuple[int, int]]:
+        """(gpa, length) of each page's part of a linear range, all RAM."""
+        out, done = [], 0
+        while done < length:
+            at = linear + done
+            n = min(length - done, paging.PAGE - at % paging.PAGE)
+            gpa = self.translate(at, write)
+            if not self.is_ram(gpa, n):
+                raise GuestAccessError(f"linear {at:#x} is guest-physical {gpa:#x}, "
+                                       f"which is not RAM")
+            out.append((gpa, n))
+            done += n
+        return out
+
+    def reachable(self, linear: int, length: int, write: bool = False) -> None:
+        """Raise :class:`GuestAccessError` unless the whole range is RAM
+        the guest's page tables reach."""
+        self._pieces(linear, length, write)
+
+    def read_linear(self, linear: int, length: int) -> bytes:
+        """Guest memory by linear address, as Xen's ``hvm_copy_from_guest_linear``."""
+        return b"".join(self.read(gpa, n) for gpa, n in self._pieces(linear, length, False))
+
+    def write_linear(self, linear: int, data: bytes) -> None:
+        """Guest memory by linear address, as Xen's ``hvm_copy_to_guest_linear``;
+        nothing is written unless every page is reachable."""
+        done = 0
+        for gpa, n in self._pieces(linear, len(data), True):
+            self.write(gpa, data[done:done + n])
+            done += n
 
     # --- running ----------------------------------------------------------------
 
@@ -376,7 +440,7 @@ class HardwareVcpu:
             uc.emu_stop()
             self._pending = Exit("interrupt_window", address, 0, self.icount)
             return
-        code = bytes(uc.mem_read(address, min(size, 15)))
+        code = self._code_bytes(address, min(size, 15))
         mode = self.mode()
         opcode = exiting_opcode(code, mode)
         if opcode is None:
@@ -396,6 +460,12 @@ class HardwareVcpu:
         else:
             qual, length = decode_io(code, mode, self.reg("rdx"))
             self._pending = Exit("io", address, length, self.icount, io=qual)
+
+    def _code_bytes(self, linear: int, size: int) -> bytes:
+        """The bytes of the instruction the CPU is about to execute."""
+        if not self.reg("cr0") & paging.CR0_PG:
+            return bytes(self.uc.mem_read(linear, size))
+        return self.read_linear(linear, size)
 
     def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
         self._fault = f"{address:#x}:{size}"
@@ -442,38 +512,94 @@ class HardwareVcpu:
         the handler. The model runs guests at CPL 0, so the handler runs on
         the same stack: the CPU pushes EFLAGS, CS and EIP (32-bit gate; 16
         bits each for a 16-bit gate) with no error code, clears TF, NT, RF
-        and VM, and, for an interrupt gate, IF. A task gate, a missing or
-        out-of-limit gate, or a handler at another privilege level would
-        raise a further exception; the model reports it as
-        :class:`DeliveryError`."""
-        flags = self.reg("rflags")
+        and VM, and, for an interrupt gate, IF.
+
+        IA-32e mode, 64-bit or compatibility code alike (vol. 3A, 6.14.1
+        "64-Bit Mode IDT", 6.14.2 "64-Bit Mode Stack Frame"): gates are 16
+        bytes at IDTR.base + 16 * vector, with a 64-bit offset; only type
+        0xE (64-bit interrupt gate) and 0xF (64-bit trap gate) are valid,
+        and the handler's code segment must be a 64-bit one (L = 1). The
+        CPU aligns RSP down to 16 bytes, then pushes SS, the old RSP,
+        RFLAGS, CS and RIP, eight bytes each, and clears TF, NT and RF
+        (and IF for an interrupt gate).
+
+        A task gate, a missing or out-of-limit gate, a handler at another
+        privilege level or on an interrupt stack (IST), or a table or stack
+        the CPU cannot reach would raise a further exception; the model
+        reports it as :class:`DeliveryError` and changes no guest state."""
         _sel, idt_base, idt_limit, _f = self.uc.reg_read(X.UC_X86_REG_IDTR)
-        if not self.reg("cr0") & CR0_PE:
-            if 4 * vector + 3 > idt_limit:
-                raise DeliveryError(f"vector {vector:#x} is beyond the IVT limit "
-                                    f"{idt_limit:#x} (#GP)")
-            entry = int.from_bytes(self._read_linear(idt_base + 4 * vector, 4), "little")
-            cs = self.uc.reg_read(_SEG_REGS["cs"])
-            self._push(2, [flags & 0xFFFF, cs, self.reg("rip") & 0xFFFF])
-            self.set_reg("rflags", flags & ~(RFLAGS_IF | RFLAGS_TF | RFLAGS_AC))
-            self.uc.reg_write(_SEG_REGS["cs"], entry >> 16)
-            self.set_reg("rip", entry & 0xFFFF)
-            return
-        if 8 * vector + 7 > idt_limit:
-            raise DeliveryError(f"vector {vector:#x} is beyond the IDT limit {idt_limit:#x} (#GP)")
-        raw = self._read_linear(idt_base + 8 * vector, 8)
-        low, high = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
-        kind = (high >> 8) & 0x1F
-        if not high & (1 << 15):
+        try:
+            if not self.reg("cr0") & CR0_PE:
+                self._deliver_real(vector, idt_base, idt_limit)
+            elif self.long_mode():
+                self._deliver_long(vector, idt_base, idt_limit)
+            else:
+                self._deliver_protected(vector, idt_base, idt_limit)
+        except GuestAccessError as exc:
+            raise DeliveryError(f"event delivery: {exc}") from None
+
+    def _deliver_real(self, vector: int, base: int, limit: int) -> None:
+        if 4 * vector + 3 > limit:
+            raise DeliveryError(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
+        entry = int.from_bytes(self.read_linear(base + 4 * vector, 4), "little")
+        flags = self.reg("rflags")
+        cs = self.uc.reg_read(_SEG_REGS["cs"])
+        self._push(2, [flags & 0xFFFF, cs, self.reg("rip") & 0xFFFF])
+        self.set_reg("rflags", flags & ~(RFLAGS_IF | RFLAGS_TF | RFLAGS_AC))
+        physical_cpu.load_segment(self.uc, "cs", entry >> 16)
+        self.set_reg("rip", entry & 0xFFFF)
+
+    def _gate(self, vector: int, base: int, limit: int, size: int,
+              kinds: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The IDT gate for ``vector``: (type, selector, offset, IST), checked."""
+        if size * vector + size - 1 > limit:
+            raise DeliveryError(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
+        raw = int.from_bytes(self.read_linear(base + size * vector, size), "little")
+        kind = (raw >> 40) & 0x1F
+        if not raw >> 47 & 1:
             raise DeliveryError(f"IDT gate {vector:#x} is not present (#NP)")
-        if kind not in (0x06, 0x07, 0x0E, 0x0F):
+        if kind not in kinds:
             raise DeliveryError(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
-                                f"interrupt or trap gate (#GP)")
-        selector, offset = low >> 16, (high & 0xFFFF0000) | (low & 0xFFFF)
+                                f"interrupt or trap gate{' of 64-bit mode' if size == 16 else ''}"
+                                f" (#GP)")
+        offset = (raw & 0xFFFF) | ((raw >> 48) & 0xFFFF) << 16 | ((raw >> 64) & 0xFFFF_FFFF) << 32
+        selector = (raw >> 16) & 0xFFFF
         cs = self.uc.reg_read(_SEG_REGS["cs"])
         if (selector & 3) != (cs & 3) or selector & 4:
             raise DeliveryError(f"IDT gate {vector:#x}: handler selector {selector:#x} "
                                 f"changes privilege (not modelled)")
+        return kind, selector, offset, (raw >> 32) & 7
+
+    def _handler_segment(self, vector: int, selector: int, long_mode: bool) -> bytes:
+        descriptor = self._gdt_entry(selector)
+        if descriptor is None:
+            raise DeliveryError(f"IDT gate {vector:#x}: selector {selector:#x} is beyond "
+                                f"the GDT (#GP)")
+        high = int.from_bytes(descriptor[4:], "little")
+        if not high & (1 << 11) or not high & (1 << 12):
+            raise DeliveryError(f"IDT gate {vector:#x}: selector {selector:#x} is not a "
+                                f"code segment (#GP)")
+        if not high & (1 << 15):
+            raise DeliveryError(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
+                                f"present (#NP)")
+        if long_mode and (not high & (1 << 21) or high & (1 << 22)):
+            raise DeliveryError(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
+                                f"a 64-bit one (#GP)")
+        return descriptor
+
+    def _load_cs(self, selector: int, descriptor: bytes) -> None:
+        try:
+            loaded = physical_cpu.load_segment(self.uc, "cs", selector, descriptor)
+        except physical_cpu.SegmentLoadRefused as exc:
+            raise DeliveryError(str(exc)) from None
+        if loaded is not None and loaded != descriptor:      # the accessed bit
+            _sel, base, _limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
+            self.write_linear(base + (selector & ~7), loaded)
+
+    def _deliver_protected(self, vector: int, base: int, limit: int) -> None:
+        kind, selector, offset, _ist = self._gate(vector, base, limit, 8, (0x06, 0x07, 0x0E, 0x0F))
+        descriptor = self._handler_segment(vector, selector, False)
+        flags, cs = self.reg("rflags"), self.uc.reg_read(_SEG_REGS["cs"])
         width = 4 if kind & 0x08 else 2
         self._push(width, [flags, cs, self.reg("rip")])
         cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM
@@ -481,8 +607,29 @@ class HardwareVcpu:
             cleared |= RFLAGS_IF
         self.set_reg("rflags", flags & ~cleared)
         if selector != cs:
-            self.uc.reg_write(_SEG_REGS["cs"], selector)
-        self.set_reg("rip", offset if width == 4 else offset & 0xFFFF)
+            self._load_cs(selector, descriptor)
+        self.set_reg("rip", (offset & 0xFFFF_FFFF) if width == 4 else offset & 0xFFFF)
+
+    def _deliver_long(self, vector: int, base: int, limit: int) -> None:
+        kind, selector, offset, ist = self._gate(vector, base, limit, 16, (0x0E, 0x0F))
+        if ist:
+            raise DeliveryError(f"IDT gate {vector:#x} switches to interrupt stack {ist} "
+                                f"(IST, not modelled)")
+        descriptor = self._handler_segment(vector, selector, True)
+        flags, cs = self.reg("rflags"), self.uc.reg_read(_SEG_REGS["cs"])
+        ss, rsp = self.uc.reg_read(_SEG_REGS["ss"]), self.reg("rsp")
+        frame = b"".join(v.to_bytes(8, "little") for v in
+                         (self.reg("rip"), cs, flags, rsp, ss))
+        top = rsp & ~0xF
+        self.write_linear(top - len(frame), frame)
+        self.set_reg("rsp", top - len(frame))
+        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF
+        if kind == 0x0E:
+            cleared |= RFLAGS_IF
+        self.set_reg("rflags", flags & ~cleared)
+        if selector != cs or self.mode() != 64:
+            self._load_cs(selector, descriptor)
+        self.set_reg("rip", offset)
 
     def _stack_size(self) -> int:
         if not self.reg("cr0") & CR0_PE:
@@ -490,34 +637,30 @@ class HardwareVcpu:
         return 4 if self._descriptor("ss")[1] & (1 << 22) else 2
 
     def _push(self, width: int, values: list[int]) -> None:
-        """Push ``values`` in order, each ``width`` bytes, on SS:(E)SP."""
+        """Push ``values`` in order, each ``width`` bytes, on SS:(E)SP; nothing
+        is written unless the whole frame can be."""
         ssize = self._stack_size()
         smask = (1 << (8 * ssize)) - 1
         sp = self.reg("rsp")
         base = self.segment_base("ss")
+        writes = []
         for value in values:
             sp = (sp - width) & smask
-            self._write_linear(base + sp, (value & ((1 << 8 * width) - 1)).to_bytes(width, "little"))
+            writes.append(((base + sp) & 0xFFFF_FFFF,
+                           (value & ((1 << 8 * width) - 1)).to_bytes(width, "little")))
+        for linear, data in writes:
+            self.reachable(linear, len(data), write=True)
+        for linear, data in writes:
+            self.write_linear(linear, data)
         self.set_reg("rsp", (self.reg("rsp") & ~smask) | sp)
 
-    def _read_linear(self, linear: int, length: int) -> bytes:
-        linear &= 0xFFFFFFFF
-        if not self.is_ram(linear, length):
-            raise DeliveryError(f"event delivery reads {linear:#x}+{length}, which is not RAM")
-        return self.read(linear, length)
-
-    def _write_linear(self, linear: int, data: bytes) -> None:
-        linear &= 0xFFFFFFFF
-        if not self.is_ram(linear, len(data)):
-            raise DeliveryError(f"event delivery writes {linear:#x}+{len(data)}, which is "
-                                f"not RAM")
-        self.write(linear, data)
-
     def read_code(self, rip: int) -> bytes:
-        """Up to 15 bytes at ``rip`` that RAM backs (for diagnostics)."""
+        """Up to 15 bytes at linear ``rip`` that RAM backs (the instruction
+        the VMM fetches to emulate, or shows in a diagnostic)."""
         out = b""
         for i in range(15):
-            if not self.is_ram(rip + i, 1):
+            try:
+                out += self.read_linear(rip + i, 1)
+            except GuestAccessError:
                 break
-            out += self.read(rip + i, 1)
         return out

@@ -1,0 +1,118 @@
+"""The physical CPU both engines run guests on: Unicorn, opened for x86-64.
+
+Room: the hardware boundary of DESIGN.md, not behaviour of the model. It
+owns how a Unicorn instance is opened, put into the reset state and made to
+load a segment register; nothing here decides *what* is loaded. Both
+:mod:`spec.vmx` and :mod:`impl.vcpu` use it, as both run on the same CPU.
+Imports Unicorn only.
+
+Why it exists. A guest may switch to long mode, so the CPU is opened in
+Unicorn's 64-bit mode: only that mode's register interface reads and writes
+RAX..R15 and RIP in full. That interface, however, cannot *load* CS, DS,
+ES or SS: a write there changes only the selector, not the hidden base,
+limit and attributes that the CPU caches when it loads a segment (SDM vol.
+3A, 3.4.3). Unicorn's 32-bit interface does load them, through the
+descriptor table as the CPU does. So a segment load is made on a second,
+32-bit instance that holds a copy of the vcpu's state, then the state is
+copied back; the copy is a whole register context, taken and restored by
+Unicorn. The second instance has its own small memory with a private
+descriptor table, into which the caller places the descriptor it read and
+checked; the guest's own table is never touched except to set the
+descriptor's accessed bit, as the CPU does, which the caller writes back.
+"""
+
+from __future__ import annotations
+
+import unicorn
+from unicorn import x86_const as X
+
+#: Register names as Xen's ``struct cpu_user_regs`` spells them -> Unicorn ids.
+REGS = {
+    "rax": X.UC_X86_REG_RAX, "rcx": X.UC_X86_REG_RCX, "rdx": X.UC_X86_REG_RDX,
+    "rbx": X.UC_X86_REG_RBX, "rsp": X.UC_X86_REG_RSP, "rbp": X.UC_X86_REG_RBP,
+    "rsi": X.UC_X86_REG_RSI, "rdi": X.UC_X86_REG_RDI,
+    "r8": X.UC_X86_REG_R8, "r9": X.UC_X86_REG_R9, "r10": X.UC_X86_REG_R10,
+    "r11": X.UC_X86_REG_R11, "r12": X.UC_X86_REG_R12, "r13": X.UC_X86_REG_R13,
+    "r14": X.UC_X86_REG_R14, "r15": X.UC_X86_REG_R15,
+    "rip": X.UC_X86_REG_RIP, "rflags": X.UC_X86_REG_RFLAGS,
+    "cr0": X.UC_X86_REG_CR0, "cr3": X.UC_X86_REG_CR3, "cr4": X.UC_X86_REG_CR4,
+}
+SEGMENT_REGS = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
+                "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
+MSR_EFER = 0xC0000080
+
+_LOADER_TABLE = 0x10000      # the loader's private descriptor table: 8192 entries
+_loader: unicorn.Uc | None = None
+
+
+class SegmentLoadRefused(Exception):
+    """The CPU would not load the selector (its own checks failed)."""
+
+
+def open_cpu() -> unicorn.Uc:
+    """A fresh x86-64 CPU, in the reset state (:func:`reset`)."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    reset(uc)
+    return uc
+
+
+def _loader_cpu() -> unicorn.Uc:
+    global _loader
+    if _loader is None:
+        _loader = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        _loader.mem_map(0, _LOADER_TABLE)
+    return _loader
+
+
+def reset(uc: unicorn.Uc, cs: int = 0xF000, ip: int = 0xFFF0) -> None:
+    """The reset state of SDM vol. 3A table 9-1 that matters here: real
+    mode (CR0 = 0x10: PE and PG clear, ET set; EFER = 0), CS:IP = ``cs``:``ip``
+    with the CS base ``cs`` * 16, DS/ES/SS/FS/GS = 0, RFLAGS = 2, every
+    general-purpose register 0, GDTR and IDTR with base 0 and limit 0xFFFF
+    (the IVT at address 0). Any translation the CPU cached is dropped."""
+    cpu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+    cpu.reg_write(X.UC_X86_REG_CR0, 0x10)
+    cpu.reg_write(X.UC_X86_REG_CS, cs)
+    for seg in ("ds", "es", "ss", "fs", "gs"):
+        cpu.reg_write(SEGMENT_REGS[seg], 0)
+    cpu.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+    cpu.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+    cpu.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+    cpu.reg_write(X.UC_X86_REG_EIP, ip)
+    uc.context_restore(cpu.context_save())
+    uc.ctl(unicorn.unicorn_const.UC_CTL_TLB_FLUSH, unicorn.unicorn_const.UC_CTL_IO_WRITE)
+
+
+def load_segment(uc: unicorn.Uc, seg: str, selector: int,
+                 descriptor: bytes | None = None) -> bytes | None:
+    """Load segment register ``seg`` with ``selector`` as the CPU does: in
+    real mode the base becomes ``selector`` * 16; in protected or long mode
+    the hidden part comes from ``descriptor``, the 8 bytes of the selector's
+    GDT entry that the caller read (and checked). Returns the descriptor as
+    the CPU leaves it (its accessed bit set), or None in real mode.
+
+    Raises :class:`SegmentLoadRefused` when the CPU's own checks reject
+    the load (a non-readable code segment for a data register, a
+    privilege mismatch, an absent segment)."""
+    loader = _loader_cpu()
+    loader.context_restore(uc.context_save())
+    protected = loader.reg_read(X.UC_X86_REG_CR0) & 1
+    gdtr = loader.reg_read(X.UC_X86_REG_GDTR)
+    loaded = None
+    if protected:
+        if descriptor is None or len(descriptor) != 8 or selector & 4:
+            raise SegmentLoadRefused(f"selector {selector:#x} needs its 8-byte GDT descriptor")
+        index = selector & 0xFFF8
+        loader.mem_write(index, descriptor)
+        loader.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+    try:
+        loader.reg_write(SEGMENT_REGS[seg], selector)
+    except unicorn.UcError as exc:
+        raise SegmentLoadRefused(f"the CPU refuses to load {seg.upper()} with selector "
+                                 f"{selector:#x}: {exc}") from None
+    finally:
+        if protected:
+            loaded = bytes(loader.mem_read(selector & 0xFFF8, 8))
+            loader.reg_write(X.UC_X86_REG_GDTR, gdtr)
+    uc.context_restore(loader.context_save())
+    return loaded
