@@ -232,7 +232,7 @@ def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
                          f"stopped after {dom.vcpu.icount} instructions (the budget)"}
         else:
             why = ("interrupts enabled and no timer armed"
-                   if dom.vcpu.get("eflags") & EFLAGS_IF else "interrupts disabled")
+                   if dom.vcpu.get("rflags") & EFLAGS_IF else "interrupts disabled")
             exit_info = {"reason": "hung", "dom": domid, "message":
                          f"vcpu 0 halted (next rip {dom.vcpu.rip():#x}) with {why}, "
                          f"and nothing can wake it"}

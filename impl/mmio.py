@@ -31,7 +31,7 @@ from capstone import x86 as cx
 import unicorn
 
 from impl.accesses import PAGE, Pieces, bit_string_operand
-from impl.vcpu import EFLAGS_DF, Vcpu
+from impl.vcpu import EFLAGS_DF, LinearFault, Vcpu
 
 READ, WRITE = 1, 0
 #: (direction, addr, size, count, data_is_ptr, data) -> the datum read
@@ -39,7 +39,7 @@ DeviceAccess = Callable[[int, int, int, int, int, int, int], int]
 
 _STRING = {0xA4: "movs", 0xA5: "movs", 0xAA: "stos", 0xAB: "stos", 0xAC: "lods", 0xAD: "lods",
            0xA6: "cmps", 0xA7: "cmps", 0xAE: "scas", 0xAF: "scas"}
-_CS = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32}
+_CS = {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32, 64: capstone.CS_MODE_64}
 
 
 #: what impl's VMM carries out on MMIO (capstone's mnemonics, prefixes aside)
@@ -85,10 +85,25 @@ class MmioInstruction:
         else:
             self._step(insn, mode, self._operand_accesses(insn, mode))
 
+    def _physical(self, linear: int, size: int, write: bool) -> int:
+        """Where the access lands in guest-physical memory (the guest's page
+        tables; the MMIO pages are physical)."""
+        cpu = self.vcpu
+        if not cpu.paging():
+            return linear
+        try:
+            gpa = cpu.translate(linear, write)
+            if size > 1 and cpu.translate(linear + size - 1, write) != gpa + size - 1:
+                raise EmulationFailed(f"access at linear {linear:#x}+{size} spans two pages "
+                                      f"that are not contiguous in guest-physical memory")
+        except LinearFault as exc:
+            raise EmulationFailed(f"{exc} (exception delivery is not modelled)") from None
+        return gpa
+
     # --- ordinary instructions: one step on Unicorn -----------------------------------
 
     def _operand_accesses(self, insn, mode: int) -> list[tuple[int, int]]:
-        """(linear address, size) of the instruction's memory operands."""
+        """(guest-physical address, size, read) of the instruction's memory operands."""
         out = []
         cpu = self.vcpu
         aw = 8 * insn.addr_size
@@ -97,20 +112,24 @@ class MmioInstruction:
                 continue
             mem = op.mem
             offset = mem.disp
-            if mem.base:
-                offset += cpu.get(_reg32(self._cs[mode].reg_name(mem.base)))
+            base = self._cs[mode].reg_name(mem.base) if mem.base else None
+            if base == "rip":                   # RIP-relative: from the next instruction
+                offset += cpu.get("rip") + insn.size
+            elif base:
+                offset += cpu.get(_full(base))
             if mem.index:
-                offset += cpu.get(_reg32(self._cs[mode].reg_name(mem.index))) * mem.scale
+                offset += cpu.get(_full(self._cs[mode].reg_name(mem.index))) * mem.scale
             offset &= (1 << aw) - 1
             seg = self._cs[mode].reg_name(mem.segment) if mem.segment else (
                 "ss" if mem.base and self._cs[mode].reg_name(mem.base) in
-                ("esp", "ebp", "sp", "bp") else "ds")
+                ("esp", "ebp", "rsp", "rbp", "sp", "bp") else "ds")
             last = insn.operands[-1]
             if insn.mnemonic.split()[-1] in ("bt", "bts", "btr", "btc") \
                     and last.type == cx.X86_OP_REG:
-                bit = cpu.get(_reg32(self._cs[mode].reg_name(last.reg))) & ((1 << 8 * op.size) - 1)
+                bit = cpu.get(_full(self._cs[mode].reg_name(last.reg))) & ((1 << 8 * op.size) - 1)
                 offset = bit_string_operand(offset, op.size, bit)
-            out.append(((cpu.seg_base(seg) + offset) & 0xFFFFFFFF, op.size,
+            out.append((self._physical((cpu.seg_base(seg) + offset) & cpu.linear_mask(),
+                                       op.size, bool(op.access & capstone.CS_AC_WRITE)), op.size,
                         op.access != capstone.CS_AC_WRITE))   # capstone: some reads are 0
         return out
 
@@ -132,7 +151,7 @@ class MmioInstruction:
         # drop the cached translation of this one, before and after
         uc.ctl_remove_cache(here, here + insn.size)
         try:
-            uc.emu_start(cpu.get("eip"), 1 << 40, count=1)
+            uc.emu_start(cpu.get("rip"), 1 << 40, count=1)
         except unicorn.UcError as exc:
             raise EmulationFailed(f"{insn.mnemonic} {insn.op_str}: {exc}") from exc
         finally:
@@ -149,20 +168,23 @@ class MmioInstruction:
         aw = 8 * insn.addr_size
         amask = (1 << aw) - 1
         rep = insn.prefix[0] in (cx.X86_PREFIX_REP, cx.X86_PREFIX_REPNE)
-        remaining = cpu.get("ecx") & amask if rep else 1
-        back = bool(cpu.get("eflags") & EFLAGS_DF)
+        remaining = cpu.get("rcx") & amask if rep else 1
+        back = bool(cpu.get("rflags") & EFLAGS_DF)
         step = -size if back else size
         seg = next((self._cs[mode].reg_name(o.mem.segment) for o in insn.operands
                     if o.type == cx.X86_OP_MEM and o.mem.segment
-                    and self._cs[mode].reg_name(o.mem.base) in ("esi", "si")), "ds")
-        src = (cpu.seg_base(seg) + (cpu.get("esi") & amask)) & 0xFFFFFFFF
-        dst = (cpu.seg_base("es") + (cpu.get("edi") & amask)) & 0xFFFFFFFF
+                    and self._cs[mode].reg_name(o.mem.base) in ("esi", "rsi", "si")), "ds")
+        lmask = cpu.linear_mask()
+        src = (cpu.seg_base(seg) + (cpu.get("rsi") & amask)) & lmask
+        dst = (cpu.seg_base("es") + (cpu.get("rdi") & amask)) & lmask
         chunk = remaining
         for used, linear in ((op in ("movs", "lods", "cmps"), src),
                              (op in ("movs", "stos", "cmps", "scas"), dst)):
             if used:
                 fit = (linear % PAGE) // size + 1 if back else (PAGE - linear % PAGE) // size
                 chunk = min(chunk, max(1, fit))
+        # the chunk lies within one page on each side: one translation places it
+        src, dst = self._physical(src, 1, False), self._physical(dst, 1, True)
         low = lambda a: a - (chunk - 1) * size if back else a          # noqa: E731
         if op == "movs" and cpu.backed(low(src), chunk * size) != cpu.backed(low(dst), chunk * size):
             if cpu.backed(low(src), chunk * size):
@@ -170,34 +192,40 @@ class MmioInstruction:
             else:
                 self.device(READ, src, size, chunk, 1, int(back), dst)
         elif op == "stos" and not cpu.backed(low(dst), 1):
-            value = cpu.get("eax") & ((1 << 8 * size) - 1)
+            value = cpu.get("rax") & ((1 << 8 * size) - 1)
             self.device(WRITE, dst, size, chunk, 0, int(back), value)
         elif op in ("lods", "cmps", "scas"):
-            start = cpu.get("eip")
+            start = cpu.get("rip")
             for _ in range(chunk):
-                s = (cpu.seg_base(seg) + (cpu.get("esi") & amask)) & 0xFFFFFFFF
-                d = (cpu.seg_base("es") + (cpu.get("edi") & amask)) & 0xFFFFFFFF
+                s = self._physical((cpu.seg_base(seg) + (cpu.get("rsi") & amask)) & lmask,
+                                   size, False)
+                d = self._physical((cpu.seg_base("es") + (cpu.get("rdi") & amask)) & lmask,
+                                   size, False)
                 operands = [(s, size)] if op in ("lods", "cmps") else []
                 operands += [(d, size)] if op in ("cmps", "scas") else []
                 self._step(insn, mode, operands)
-                if cpu.get("eip") != start:
+                if cpu.get("rip") != start:
                     return                  # the instruction finished
             return
         else:
             raise EmulationFailed(f"{insn.mnemonic} with both or neither operand in MMIO")
-        for used, reg in ((op == "movs", "esi"), (True, "edi")):
+        for used, reg in ((op == "movs", "rsi"), (True, "rdi")):
             if used:
                 old = cpu.get(reg)
                 cpu.put(reg, old & ~amask | (old + step * chunk) & amask)
         if rep:
-            old = cpu.get("ecx")
-            cpu.put("ecx", old & ~amask | (old - chunk) & amask)
+            old = cpu.get("rcx")
+            cpu.put("rcx", old & ~amask | (old - chunk) & amask)
         if remaining == chunk:
-            eip = cpu.get("eip") + insn.size
-            cpu.put("eip", eip & 0xFFFF if mode == 16 else eip)
+            eip = cpu.get("rip") + insn.size
+            cpu.put("rip", eip & {16: 0xFFFF, 32: 0xFFFFFFFF}.get(mode, -1))
 
 
-def _reg32(name: str) -> str:
-    """A 16- or 32-bit register name as impl's vcpu names it (32-bit)."""
-    return name if name.startswith("e") else "e" + name
+def _full(name: str) -> str:
+    """The 64-bit register that capstone's register ``name`` is part of."""
+    if name[0] == "r" and name[1:2].isdigit():
+        return name.rstrip("dwb")                       # r8d, r9w, r10b -> r8, r9, r10
+    if name[0] in "er" and len(name) == 3:
+        return "r" + name[1:]                           # eax, rax -> rax
+    return "r" + name                                   # ax, si -> rax, rsi
 

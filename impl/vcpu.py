@@ -3,7 +3,9 @@
 Room: guest execution for the impl engine: RAM, the virtual instruction
 clock, and the exits (I/O, HLT, unbacked memory, undecodable or faulting
 instructions, the instruction budget). Imports Unicorn, capstone (for
-instruction lengths only) and :mod:`spec.platform`.
+instruction lengths only), :mod:`spec.platform` and the CPU both engines
+share, :mod:`spec.physical_cpu` (the hardware: how Unicorn is opened for
+x86-64, reset, and made to load a segment register).
 
 How it stays fast and exact
 ---------------------------
@@ -47,14 +49,17 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from spec import platform
+from spec import physical_cpu, platform
 
-_EIP, _EFLAGS, _CR0 = X.UC_X86_REG_EIP, X.UC_X86_REG_EFLAGS, X.UC_X86_REG_CR0
-_GPR = {"eax": X.UC_X86_REG_EAX, "ecx": X.UC_X86_REG_ECX, "edx": X.UC_X86_REG_EDX,
-        "ebx": X.UC_X86_REG_EBX, "esp": X.UC_X86_REG_ESP, "ebp": X.UC_X86_REG_EBP,
-        "esi": X.UC_X86_REG_ESI, "edi": X.UC_X86_REG_EDI, "eip": _EIP, "eflags": _EFLAGS}
+_RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
+_GPR = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
+        "rax rcx rdx rbx rsp rbp rsi rdi r8 r9 r10 r11 r12 r13 r14 r15".split()}
+_GPR.update(rip=_RIP, rflags=_RFLAGS)
 _SEG = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
         "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
+_EFER_LMA = 1 << 10
+_CR0_PG = 1 << 31
+_WIDE = 0xFFFF_FFFF_FFFF_FFFF
 _SEG_OVERRIDE = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
 _LEGACY_PREFIXES = frozenset(_SEG_OVERRIDE) | {0x66, 0x67, 0xF0, 0xF2, 0xF3}
 
@@ -111,10 +116,12 @@ class IoExit:
         return out
 
 
-def split_prefixes(code: bytes) -> tuple[bytes, int | None]:
-    """The legacy prefixes at the start of ``code`` and the opcode after them."""
+def split_prefixes(code: bytes, mode: int = 32) -> tuple[bytes, int | None]:
+    """The prefixes at the start of ``code`` (legacy ones; in 64-bit mode REX
+    too) and the opcode after them."""
     i = 0
-    while i < len(code) and code[i] in _LEGACY_PREFIXES:
+    while i < len(code) and (code[i] in _LEGACY_PREFIXES
+                             or (mode == 64 and 0x40 <= code[i] <= 0x4F)):
         i += 1
     return code[:i], (code[i] if i < len(code) else None)
 
@@ -122,12 +129,15 @@ def split_prefixes(code: bytes) -> tuple[bytes, int | None]:
 def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoExit, int]:
     """The exit information of the I/O instruction at the start of ``code``
     and its length."""
-    prefixes, opcode = split_prefixes(code)
+    prefixes, opcode = split_prefixes(code, mode)
     direction, string, size, imm = IO_FORMS[opcode]
-    wide = (mode == 32) != (0x66 in prefixes)
+    wide = (mode != 16) != (0x66 in prefixes)          # REX.W does not widen I/O
     if not size:
         size = 4 if wide else 2
-    address_size = 32 if (mode == 32) != (0x67 in prefixes) else 16
+    if mode == 64:
+        address_size = 32 if 0x67 in prefixes else 64
+    else:
+        address_size = 32 if (mode == 32) != (0x67 in prefixes) else 16
     segment = ""
     if string:
         segment = "es"
@@ -157,6 +167,17 @@ class DeliveryFault(Exception):
     """An interrupt that the guest's table cannot deliver."""
 
 
+class LinearFault(Exception):
+    """A linear address the guest's page tables do not map to RAM."""
+
+
+PAGE = 4096
+#: per level: (index shift, index bits, whether the entry may map a large page)
+_WALK_32BIT = ((22, 10, True), (12, 10, False))
+_WALK_PAE = ((30, 2, False), (21, 9, True), (12, 9, False))
+_WALK_4LEVEL = ((39, 9, False), (30, 9, True), (21, 9, True), (12, 9, False))
+
+
 def _casts_shadow(code: bytes, prefixes: bytes, opcode: int | None) -> bool:
     """STI, POP SS or MOV SS: ``code`` split by :func:`split_prefixes`."""
     if opcode in (STI, POP_SS):
@@ -171,7 +192,7 @@ class Vcpu:
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
         self.ram = [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, memory_bytes)]
-        uc = self.uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        uc = self.uc = physical_cpu.open_cpu()
         # Unicorn's own C entry points, called directly: the binding's
         # generic register and memory accessors cost microseconds per call.
         self._handle = uc._uch
@@ -189,18 +210,12 @@ class Vcpu:
         self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
         self._hooked: set[int] = set()
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
-                        ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32))}
+                        ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
+                         (64, capstone.CS_MODE_64))}
         uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
-        uc.reg_write(_CR0, 0x10)
-        uc.reg_write(_SEG["cs"], platform.RESET_CS)
-        for seg in ("ds", "es", "ss", "fs", "gs"):
-            uc.reg_write(_SEG[seg], 0)
-        uc.reg_write(_EFLAGS, 0x2)
-        uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
-        uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
-        uc.reg_write(_EIP, platform.RESET_IP)
+        physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
 
     # --- guest state ------------------------------------------------------------
 
@@ -213,7 +228,7 @@ class Vcpu:
         return self._reg(_GPR[reg])
 
     def put(self, reg: str, value: int) -> None:
-        self._value.value = value & 0xFFFFFFFF
+        self._value.value = value & _WIDE
         uclib.uc_reg_write(self._handle, _GPR[reg], self._value_ref)
 
     def backed(self, gpa: int, length: int) -> bool:
@@ -229,36 +244,137 @@ class Vcpu:
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
 
+    def paging(self) -> bool:
+        return bool(self._reg(_CR0) & _CR0_PG)
+
+    def long_mode(self) -> bool:
+        # EFER.LMA needs paging: the MSR is read only when CR0.PG is set
+        return self.paging() and bool(self.uc.msr_read(physical_cpu.MSR_EFER) & _EFER_LMA)
+
     def mode(self) -> int:
         if not self._reg(_CR0) & 1:
             return 16
-        return 32 if self._descriptor("cs")[1] & (1 << 22) else 16
+        high = self._descriptor("cs")[1]
+        if high >> 21 & 1 and self.long_mode():
+            return 64
+        return 32 if high >> 22 & 1 else 16
+
+    def linear_mask(self) -> int:
+        return _WIDE if self.mode() == 64 else 0xFFFFFFFF
 
     def seg_base(self, seg: str) -> int:
         if not self._reg(_CR0) & 1:
             return self._reg(_SEG[seg]) << 4
+        if self.mode() == 64:
+            return {"fs": self._reg(X.UC_X86_REG_FS_BASE) if seg == "fs" else 0,
+                    "gs": self._reg(X.UC_X86_REG_GS_BASE) if seg == "gs" else 0}.get(seg, 0)
         low, high = self._descriptor(seg)
         return (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
 
     def _descriptor(self, seg: str) -> tuple[int, int]:
-        selector = self._reg(_SEG[seg])
+        raw = self._gdt(self._reg(_SEG[seg]))
+        return (0, 0) if raw is None else (raw & 0xFFFFFFFF, raw >> 32)
+
+    def _gdt(self, selector: int) -> int | None:
         _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
         offset = selector & 0xFFF8
-        if selector & 4 or offset + 7 > limit or not self.backed(base + offset, 8):
-            return 0, 0
-        raw = self.read(base + offset, 8)
-        return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+        if selector & 4 or offset + 7 > limit:
+            return None
+        try:
+            return int.from_bytes(self.lread(base + offset, 8), "little")
+        except LinearFault:
+            return None
 
     def rip(self) -> int:
         """The linear address of the next instruction."""
-        return self.seg_base("cs") + self._reg(_EIP)
+        return self.seg_base("cs") + self._reg(_RIP) & self.linear_mask()
+
+    # --- linear addresses: the guest's page tables (SDM vol. 3A chapter 4) -------------
+
+    def translate(self, linear: int, write: bool = False) -> int:
+        """Guest-physical address of ``linear``; accessed and dirty bits are
+        set on the way, as the CPU sets them. Raises :class:`LinearFault`."""
+        if not self.paging():
+            return linear & 0xFFFFFFFF
+        cr4, cr3 = self._reg(X.UC_X86_REG_CR4), self._reg(X.UC_X86_REG_CR3)
+        if self.long_mode():
+            if (linear >> 47) not in (0, (1 << 17) - 1):
+                raise LinearFault(f"#GP at linear {linear:#x}: non-canonical address")
+            walk, table, entry_bytes = _WALK_4LEVEL, cr3 & 0xFFFFFFFFFF000, 8
+        elif cr4 & 0x20:
+            linear &= 0xFFFFFFFF
+            walk, table, entry_bytes = _WALK_PAE, cr3 & 0xFFFFFFE0, 8
+        else:
+            linear &= 0xFFFFFFFF
+            walk, table, entry_bytes = _WALK_32BIT, cr3 & 0xFFFFF000, 4
+        wp = self._reg(_CR0) >> 16 & 1
+        for level, (shift, width, may_be_large) in enumerate(walk):
+            slot = table + (linear >> shift & (1 << width) - 1) * entry_bytes
+            if not self.backed(slot, entry_bytes):
+                raise LinearFault(f"page-table entry at {slot:#x} is not RAM")
+            entry = int.from_bytes(self.read(slot, entry_bytes), "little")
+            is_pdpte = walk is _WALK_PAE and level == 0
+            if not entry & 1:
+                raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
+                                  f"{slot:#x} is not present")
+            if write and wp and not is_pdpte and not entry & 2:
+                raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
+                                  f"{slot:#x} is read-only")
+            big = may_be_large and entry & 0x80 and (entry_bytes == 8 or cr4 & 0x10)
+            leaf = big or level == len(walk) - 1
+            if not is_pdpte:
+                marked = entry | 0x20 | (0x40 if write and leaf else 0)
+                if marked != entry:
+                    self.write(slot, marked.to_bytes(entry_bytes, "little"))
+            if leaf:
+                span = (1 << shift) - 1
+                base = entry & (0xFFC00000 if entry_bytes == 4 and big else
+                                0xFFFFF000 if entry_bytes == 4 else 0xFFFFFFFFFF000)
+                return (base & ~span) | (linear & span)
+            table = entry & (0xFFFFF000 if entry_bytes == 4 else 0xFFFFFFFFFF000)
+        raise AssertionError("the walk ends at a leaf")
+
+    def _spans(self, linear: int, n: int, write: bool) -> list[tuple[int, int]]:
+        out = []
+        while n:
+            part = min(n, PAGE - linear % PAGE)
+            gpa = self.translate(linear, write)
+            if not self.backed(gpa, part):
+                raise LinearFault(f"linear {linear:#x} is guest-physical {gpa:#x}, "
+                                  f"which is not RAM")
+            out.append((gpa, part))
+            linear, n = linear + part, n - part
+        return out
+
+    def lread(self, linear: int, n: int) -> bytes:
+        """Guest memory by linear address."""
+        if not self.paging():
+            linear &= 0xFFFFFFFF
+            if not self.backed(linear, n):
+                raise LinearFault(f"{linear:#x}+{n} is not RAM")
+            return self.read(linear, n)
+        return b"".join(self.read(g, k) for g, k in self._spans(linear, n, False))
+
+    def lwrite(self, linear: int, data: bytes) -> None:
+        """Guest memory by linear address; nothing is written unless all of it can be."""
+        at = 0
+        for gpa, k in self._spans(linear, len(data), True):
+            self.write(gpa, data[at:at + k])
+            at += k
+
+    def check(self, linear: int, n: int, write: bool) -> None:
+        self._spans(linear, n, write)
 
     def code_at(self, linear: int) -> bytes:
-        """Up to 15 bytes that RAM backs at ``linear`` (for diagnostics)."""
-        n = 0
-        while n < 15 and self.backed(linear + n, 1):
-            n += 1
-        return self.read(linear, n) if n else b""
+        """Up to 15 bytes that RAM backs at ``linear`` (the instruction to
+        emulate, or a diagnostic)."""
+        out = b""
+        for i in range(15):
+            try:
+                out += self.lread(linear + i, 1)
+            except LinearFault:
+                break
+        return out
 
     # --- running --------------------------------------------------------------------
 
@@ -274,7 +390,7 @@ class Vcpu:
         while True:
             if self.icount >= stop:
                 return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
-            if self._reg(_EFLAGS) & EFLAGS_IF and not self.shadow:
+            if self._reg(_RFLAGS) & EFLAGS_IF and not self.shadow:
                 return Exit("interrupt_window", self.rip(), 0, self.icount)
             ex = self._run_to(self.icount + 1)
             if ex.reason != "limit":
@@ -303,7 +419,7 @@ class Vcpu:
             self._base = self.icount
             self._block = _EMPTY
             try:
-                self.uc.emu_start(self._reg(_EIP), 1 << 40)
+                self.uc.emu_start(self._reg(_RIP), 1 << 40)
             except unicorn.UcError as exc:
                 return self._fault(exc)
             if self._restart:
@@ -353,10 +469,10 @@ class Vcpu:
         if icount >= self._budget_end:
             self._stop(Exit("limit", address, 0, icount))
             return
-        code = self.read(address, min(size, 15))
-        prefixes, opcode = split_prefixes(code)
+        code = self._code(address, min(size, 15))
+        prefixes, opcode = split_prefixes(code, self.mode())
         if _casts_shadow(code, prefixes, opcode):
-            if opcode != STI or not self._reg(_EFLAGS) & EFLAGS_IF:
+            if opcode != STI or not self._reg(_RFLAGS) & EFLAGS_IF:
                 self._shadow_at = icount + 1
             return
         if opcode == HLT or opcode in IO_FORMS:
@@ -387,7 +503,7 @@ class Vcpu:
             rip = self.rip()
             icount = self._base + self._block.index.get(rip, len(self._block.addresses))
         self.icount = icount
-        self.put("eip", rip - self.seg_base("cs"))
+        self.put("rip", rip - self.seg_base("cs"))
         code = self.code_at(rip).hex()
         if self._gpa is not None:
             return Exit("ept_violation", rip, 0, icount,
@@ -395,9 +511,12 @@ class Vcpu:
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
 
+    def _code(self, linear: int, n: int) -> bytes:
+        return self.lread(linear, n) if self.paging() else self.read(linear, n)
+
     def _decode(self, address: int, size: int) -> Block:
         mode = self.mode()
-        raw = self.read(address, size)
+        raw = self._code(address, size)
         cached = self._blocks.get((address, size, mode))
         if cached is not None and cached[0] == raw:
             return cached[1]
@@ -408,7 +527,7 @@ class Vcpu:
                     raw[offset:], address + offset):
                 addresses.append(address + offset)
                 insn = raw[offset:offset + length]
-                prefixes, opcode = split_prefixes(insn)
+                prefixes, opcode = split_prefixes(insn, mode)
                 if opcode == HLT or opcode in IO_FORMS:
                     exiting.append(address + offset)
                 elif _casts_shadow(insn, prefixes, opcode):
@@ -418,7 +537,7 @@ class Vcpu:
                 break
             # capstone refuses some forms the CPU still decodes, LOCK on
             # IN/OUT among them: those exit (as #UD), so they are ours.
-            prefixes, opcode = split_prefixes(raw[offset:offset + 15])
+            prefixes, opcode = split_prefixes(raw[offset:offset + 15], mode)
             addresses.append(address + offset)
             if opcode != HLT and opcode not in IO_FORMS:
                 break                               # undecodable: the block ends here
@@ -433,57 +552,101 @@ class Vcpu:
 
     def deliver(self, vector: int) -> None:
         """Deliver an external interrupt as the CPU does on VM entry: through
-        the IVT in real mode, through an interrupt or trap gate of the IDT in
-        protected mode (same privilege level only, no error code)."""
+        the IVT in real mode; through an interrupt or trap gate of the IDT in
+        protected mode (8-byte gates) and in IA-32e mode (16-byte gates, a
+        64-bit handler, SS:RSP pushed on a 16-byte aligned stack); same
+        privilege level only, no error code. Nothing changes on a fault."""
         _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
-        eflags, eip = self._reg(_EFLAGS), self._reg(_EIP)
-        cs = self._reg(_SEG["cs"])
-        if not self._reg(_CR0) & 1:
-            if vector * 4 + 3 > limit:
-                raise DeliveryFault(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
-            target = int.from_bytes(self._table(base + vector * 4, 4), "little")
-            self._frame(2, (eflags, cs, eip))
-            self.put("eflags", eflags & ~0x40300)            # IF, TF, AC
-            self.uc.reg_write(_SEG["cs"], target >> 16)
-            self.put("eip", target & 0xFFFF)
-            return
-        if vector * 8 + 7 > limit:
+        try:
+            if not self._reg(_CR0) & 1:
+                self._deliver_ivt(vector, base, limit)
+            else:
+                self._deliver_gate(vector, base, limit, 16 if self.long_mode() else 8)
+        except LinearFault as exc:
+            raise DeliveryFault(f"event delivery: {exc}") from None
+
+    def _deliver_ivt(self, vector: int, base: int, limit: int) -> None:
+        if vector * 4 + 3 > limit:
+            raise DeliveryFault(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
+        target = int.from_bytes(self.lread(base + vector * 4, 4), "little")
+        flags, ip = self._reg(_RFLAGS), self._reg(_RIP)
+        self._frame(2, (flags, self._reg(_SEG["cs"]), ip))
+        self.put("rflags", flags & ~0x40300)            # IF, TF, AC
+        physical_cpu.load_segment(self.uc, "cs", target >> 16)
+        self.put("rip", target & 0xFFFF)
+
+    def _deliver_gate(self, vector: int, base: int, limit: int, size: int) -> None:
+        if vector * size + size - 1 > limit:
             raise DeliveryFault(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
-        gate = int.from_bytes(self._table(base + vector * 8, 8), "little")
+        gate = int.from_bytes(self.lread(base + vector * size, size), "little")
         kind, present = gate >> 40 & 0x1F, gate >> 47 & 1
         if not present:
             raise DeliveryFault(f"IDT gate {vector:#x} is not present (#NP)")
-        if kind not in (6, 7, 14, 15):
+        allowed = (14, 15) if size == 16 else (6, 7, 14, 15)
+        if kind not in allowed:
             raise DeliveryFault(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
-                                f"interrupt or trap gate (#GP)")
+                                f"interrupt or trap gate{' of 64-bit mode' if size == 16 else ''}"
+                                f" (#GP)")
         selector = gate >> 16 & 0xFFFF
-        offset = gate & 0xFFFF | gate >> 32 & 0xFFFF0000
+        target = gate & 0xFFFF | (gate >> 48 & 0xFFFF) << 16 | (gate >> 64) << 32
+        cs, flags, rip = self._reg(_SEG["cs"]), self._reg(_RFLAGS), self._reg(_RIP)
         if selector & 4 or selector & 3 != cs & 3:
             raise DeliveryFault(f"IDT gate {vector:#x}: handler selector {selector:#x} "
                                 f"changes privilege (not modelled)")
-        wide = kind >= 14
-        self._frame(4 if wide else 2, (eflags, cs, eip))
-        clear = 0x34100 | (0x200 if kind in (6, 14) else 0)   # TF NT RF VM (+ IF)
-        self.put("eflags", eflags & ~clear)
-        if selector != cs:
-            self.uc.reg_write(_SEG["cs"], selector)
-        self.put("eip", offset if wide else offset & 0xFFFF)
+        if size == 16 and gate >> 32 & 7:
+            raise DeliveryFault(f"IDT gate {vector:#x} switches to interrupt stack "
+                                f"{gate >> 32 & 7} (IST, not modelled)")
+        descriptor = self._gdt(selector)
+        if descriptor is None:
+            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is beyond "
+                                f"the GDT (#GP)")
+        if descriptor >> 43 & 3 != 3:                  # S and code
+            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is not a "
+                                f"code segment (#GP)")
+        if not descriptor >> 47 & 1:
+            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
+                                f"present (#NP)")
+        if size == 16 and (descriptor >> 53 & 3) != 1:  # L = 1, D = 0
+            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
+                                f"a 64-bit one (#GP)")
+        clear = 0x14100 | (0 if size == 16 else 0x20000) | (0x200 if kind in (6, 14) else 0)
+        if size == 16:
+            rsp = self._reg(X.UC_X86_REG_RSP)
+            top = (rsp & ~0xF) - 40
+            frame = b"".join(v.to_bytes(8, "little") for v in
+                             (rip, cs, flags, rsp, self._reg(_SEG["ss"])))
+            self.lwrite(top, frame)
+            self.put("rsp", top)
+        else:
+            wide = kind >= 14
+            self._frame(4 if wide else 2, (flags, cs, rip))
+            target &= 0xFFFFFFFF if wide else 0xFFFF
+        self.put("rflags", flags & ~clear)
+        if selector != cs or (size == 16 and self.mode() != 64):
+            self._load_cs(selector, descriptor)
+        self.put("rip", target)
 
-    def _table(self, linear: int, n: int) -> bytes:
-        linear &= 0xFFFFFFFF
-        if not self.backed(linear, n):
-            raise DeliveryFault(f"event delivery reads {linear:#x}+{n}, which is not RAM")
-        return self.read(linear, n)
+    def _load_cs(self, selector: int, descriptor: int) -> None:
+        raw = descriptor.to_bytes(8, "little")
+        try:
+            after = physical_cpu.load_segment(self.uc, "cs", selector, raw)
+        except physical_cpu.SegmentLoadRefused as exc:
+            raise DeliveryFault(str(exc)) from None
+        if after is not None and after != raw:                 # the accessed bit
+            _, base, _, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
+            self.lwrite(base + (selector & 0xFFF8), after)
 
     def _frame(self, width: int, values: tuple[int, ...]) -> None:
         big = bool(self._reg(_CR0) & 1) and bool(self._descriptor("ss")[1] >> 22 & 1)
         mask = 0xFFFFFFFF if big else 0xFFFF
-        esp = self._reg(X.UC_X86_REG_ESP)
-        sp, ss = esp & mask, self.seg_base("ss")
+        rsp = self._reg(X.UC_X86_REG_RSP)
+        sp, ss = rsp & mask, self.seg_base("ss")
+        slots = []
         for value in values:
             sp = sp - width & mask
-            at = ss + sp & 0xFFFFFFFF
-            if not self.backed(at, width):
-                raise DeliveryFault(f"event delivery writes {at:#x}+{width}, which is not RAM")
-            self.write(at, (value & (1 << 8 * width) - 1).to_bytes(width, "little"))
-        self.put("esp", esp & ~mask | sp)
+            slots.append((ss + sp & 0xFFFFFFFF, (value & (1 << 8 * width) - 1).to_bytes(width, "little")))
+        for at, data in slots:
+            self.check(at, width, True)
+        for at, data in slots:
+            self.lwrite(at, data)
+        self.put("rsp", rsp & ~mask | sp)

@@ -17,7 +17,7 @@ from typing import Callable
 from spec import platform, trace
 from impl import pic
 from impl.mmio import EmulationFailed, MmioInstruction
-from impl.vcpu import EFLAGS_DF, EFLAGS_IF, DeliveryFault, Exit, Vcpu
+from impl.vcpu import EFLAGS_DF, EFLAGS_IF, DeliveryFault, Exit, LinearFault, Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
@@ -325,18 +325,18 @@ class Vmm:
             return
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
-            data = cpu.get("eax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
+            data = cpu.get("rax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
             self._send(ex, (io.port, data, 1, io.size, 0, direction, 0), (ex, 1, True, None))
             return
         amask = (1 << io.address_size) - 1
         linear = (cpu.seg_base(io.segment)
-                  + (cpu.get("edi" if direction == READ else "esi") & amask)) & 0xFFFFFFFF
-        total = cpu.get("ecx") & amask if io.rep else 1
+                  + (cpu.get("rdi" if direction == READ else "rsi") & amask)) & cpu.linear_mask()
+        total = cpu.get("rcx") & amask if io.rep else 1
         if total == 0:
             self._retire(ex, True)
             return
         size, page = io.size, platform.PAGE_SIZE
-        back = 1 if cpu.get("eflags") & EFLAGS_DF else 0
+        back = 1 if cpu.get("rflags") & EFLAGS_DF else 0
         first_page = linear // page
         if (linear + size - 1) // page != first_page:            # straddles: by value
             count, by_value, finishes = 1, True, total == 1
@@ -348,11 +348,18 @@ class Vmm:
                 offset = linear % page
                 count = offset // size + 1 if back else (page - offset) // size
                 by_value, finishes = False, False
-        low = linear - (count - 1) * size if back else linear
+        try:
+            gpa = cpu.translate(linear, direction == READ) if cpu.paging() else linear
+        except LinearFault as exc:
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
+                       f"modelled)", ex.rip)
+            return
+        low = gpa - (count - 1) * size if back else gpa
         if not cpu.backed(low, count * size):
             self.crash(f"string I/O at rip {ex.rip:#x}: data at {low:#x}+{count * size} "
                        f"is not guest RAM", ex.rip)
             return
+        linear = gpa
         if not by_value:
             fields = (io.port, linear, count, size, 1, direction, back)
         elif direction == WRITE:
@@ -384,30 +391,31 @@ class Vmm:
         mask = (1 << 8 * size) - 1
         if not io.string:
             if inward:
-                cpu.put("eax", cpu.get("eax") & ~mask | self._vpic_bytes(io.port, size, 0, True))
+                cpu.put("rax", cpu.get("rax") & ~mask | self._vpic_bytes(io.port, size, 0, True))
             else:
-                self._vpic_bytes(io.port, size, cpu.get("eax") & mask, False)
+                self._vpic_bytes(io.port, size, cpu.get("rax") & mask, False)
             self._retire(ex, True)
             return
         amask = (1 << io.address_size) - 1
-        n = cpu.get("ecx") & amask if io.rep else 1
-        delta = -size if cpu.get("eflags") & EFLAGS_DF else size
-        reg = "edi" if inward else "esi"
+        n = cpu.get("rcx") & amask if io.rep else 1
+        delta = -size if cpu.get("rflags") & EFLAGS_DF else size
+        reg = "rdi" if inward else "rsi"
         base = cpu.seg_base(io.segment)
         for _ in range(n):
-            at = base + (cpu.get(reg) & amask) & 0xFFFFFFFF
-            if not cpu.backed(at, size):
-                self.crash(f"string I/O at rip {ex.rip:#x}: data at {at:#x}+{size} is not "
-                           f"guest RAM", ex.rip)
+            at = base + (cpu.get(reg) & amask) & cpu.linear_mask()
+            try:
+                if inward:
+                    cpu.check(at, size, True)
+                    cpu.lwrite(at, self._vpic_bytes(io.port, size, 0, True).to_bytes(size, "little"))
+                else:
+                    self._vpic_bytes(io.port, size, int.from_bytes(cpu.lread(at, size), "little"),
+                                     False)
+            except LinearFault as exc:
+                self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
                 return
-            if inward:
-                cpu.write(at, self._vpic_bytes(io.port, size, 0, True).to_bytes(size, "little"))
-            else:
-                self._vpic_bytes(io.port, size, int.from_bytes(cpu.read(at, size), "little"),
-                                 False)
             _add(cpu, reg, delta, amask)
             if io.rep:
-                _add(cpu, "ecx", -1, amask)
+                _add(cpu, "rcx", -1, amask)
         self._retire(ex, True)
 
     # --- interrupts ---------------------------------------------------------------------
@@ -419,7 +427,7 @@ class Vmm:
     def wakeable(self) -> bool | None:
         """Halted vcpu: True to wake now, False to sleep on, None if it never can."""
         self._collect()
-        if not self.vcpu.get("eflags") & EFLAGS_IF:
+        if not self.vcpu.get("rflags") & EFLAGS_IF:
             return None
         return self.vpic.requesting()
 
@@ -430,7 +438,7 @@ class Vmm:
         if not self.vpic.requesting():
             self.window = False
             return True
-        if not cpu.get("eflags") & EFLAGS_IF or cpu.shadow:
+        if not cpu.get("rflags") & EFLAGS_IF or cpu.shadow:
             self.window = True
             return True
         line, vector = self.vpic.intack()
@@ -499,16 +507,16 @@ class Vmm:
         if not io.string:
             if io.dir == "in":
                 mask = (1 << 8 * io.size) - 1
-                cpu.put("eax", cpu.get("eax") & ~mask | data & mask)
+                cpu.put("rax", cpu.get("rax") & ~mask | data & mask)
             self._retire(ex, True)
             return True
         if by_value_gpa is not None:
             cpu.write(by_value_gpa, (data & ((1 << 8 * io.size) - 1)).to_bytes(io.size, "little"))
         amask = (1 << io.address_size) - 1
-        step = -io.size if cpu.get("eflags") & EFLAGS_DF else io.size
-        _add(cpu, "edi" if io.dir == "in" else "esi", step * count, amask)
+        step = -io.size if cpu.get("rflags") & EFLAGS_DF else io.size
+        _add(cpu, "rdi" if io.dir == "in" else "rsi", step * count, amask)
         if io.rep:
-            _add(cpu, "ecx", -count, amask)
+            _add(cpu, "rcx", -count, amask)
         self._retire(ex, finishes)
         return True
 
@@ -516,8 +524,8 @@ class Vmm:
         cpu = self.vcpu
         cpu.shadow = False
         if advance:
-            eip = cpu.get("eip") + ex.length
-            cpu.put("eip", eip & 0xFFFF if cpu.mode() == 16 else eip)
+            eip = cpu.get("rip") + ex.length
+            cpu.put("rip", eip & {16: 0xFFFF, 32: 0xFFFFFFFF}.get(cpu.mode(), -1))
         cpu.icount += 1
 
 

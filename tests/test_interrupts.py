@@ -281,11 +281,10 @@ def _hardware(engine: str, code: bytes, eflags: int):
     else:
         from impl.vcpu import Vcpu
         hw = Vcpu(1 << 20)
-        put = lambda reg, v: hw.put({"rflags": "eflags", "rip": "eip"}.get(reg, "e" + reg[1:]), v)  # noqa: E731
-    from unicorn import x86_const as X
+        put = hw.put
+    from spec import physical_cpu
     hw.write(0x80000, code)
-    hw.uc.reg_write(X.UC_X86_REG_CS, 0x8000)
-    put("rip", 0)
+    physical_cpu.reset(hw.uc, cs=0x8000, ip=0)
     put("rflags", eflags)
     return hw
 

@@ -333,7 +333,7 @@ def _string_chunks_rst() -> str:
         if chunk is None:
             result = ["no ioreq", "", "", "yes (completes at once)"]
         elif chunk.data_is_ptr:
-            result = [f"``data = {chunk.gpa:#x}``", str(chunk.count), "1",
+            result = [f"``data = {chunk.linear:#x}``", str(chunk.count), "1",
                       "yes" if chunk.finishes else "no: restarts for the rest"]
         else:
             result = ["by value (straddles a page)", str(chunk.count), "0",
