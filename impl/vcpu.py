@@ -158,6 +158,7 @@ class Block:
     index: dict[int, int]
     exiting: tuple[int, ...]        # addresses of instructions that exit
     shadowing: tuple[int, ...] = ()  # STI, MOV SS, POP SS
+    mode: int = 32                   # the code segment's size it was decoded in
 
 
 _EMPTY = Block((), {}, ())
@@ -207,7 +208,10 @@ class Vcpu:
         #: set while impl's VMM steps an instruction itself: the clock's
         #: hooks stand aside
         self.quiet = False
-        self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
+        #: (address, size, CR0, CS selector in protected mode) -> (bytes, block): the mode is
+        #: looked up only when a block is new (a GDT entry changed under a
+        #: loaded selector is not modelled, as in the reference)
+        self._blocks: dict[tuple[int, int, int, int], tuple[bytes, Block]] = {}
         self._hooked: set[int] = set()
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
                         ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
@@ -470,7 +474,7 @@ class Vcpu:
             self._stop(Exit("limit", address, 0, icount))
             return
         code = self._code(address, min(size, 15))
-        prefixes, opcode = split_prefixes(code, self.mode())
+        prefixes, opcode = split_prefixes(code, self._block.mode)
         if _casts_shadow(code, prefixes, opcode):
             if opcode != STI or not self._reg(_RFLAGS) & EFLAGS_IF:
                 self._shadow_at = icount + 1
@@ -482,7 +486,7 @@ class Vcpu:
             elif opcode == HLT:
                 self._stop(Exit("hlt", address, size, icount))
             else:
-                io, length = decode_io(code, self.mode(), self._reg(X.UC_X86_REG_EDX))
+                io, length = decode_io(code, self._block.mode, self._reg(X.UC_X86_REG_EDX))
                 self._stop(Exit("io", address, length, icount, io.info(), io))
 
     def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _data) -> bool:
@@ -515,11 +519,13 @@ class Vcpu:
         return self.lread(linear, n) if self.paging() else self.read(linear, n)
 
     def _decode(self, address: int, size: int) -> Block:
-        mode = self.mode()
-        raw = self._code(address, size)
-        cached = self._blocks.get((address, size, mode))
+        cr0 = self._reg(_CR0)
+        key = (address, size, cr0, self._reg(X.UC_X86_REG_CS) if cr0 & 1 else 0)
+        raw = self.lread(address, size) if cr0 & _CR0_PG else self.read(address, size)
+        cached = self._blocks.get(key)
         if cached is not None and cached[0] == raw:
             return cached[1]
+        mode = self.mode()
         addresses, exiting, shadowing = [], [], []
         offset = 0
         while offset < size:
@@ -544,8 +550,8 @@ class Vcpu:
             exiting.append(address + offset)
             offset += len(prefixes) + 1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
-                      tuple(shadowing))
-        self._blocks[(address, size, mode)] = (raw, block)
+                      tuple(shadowing), mode)
+        self._blocks[key] = (raw, block)
         return block
 
     # --- interrupt delivery ------------------------------------------------------------

@@ -363,8 +363,12 @@ class HardwareVcpu:
             if not self.is_ram(gpa, n):
                 raise GuestAccessError(f"page-table entry at {gpa:#x} is not RAM")
             return self.read(gpa, n)
+        cr0 = self.reg("cr0")
+        if not cr0 & paging.CR0_PG:
+            return linear & 0xFFFF_FFFF         # paging off: linear is physical
+        state = paging.PagingState(cr0, self.reg("cr3"), self.reg("cr4"), self.efer())
         try:
-            return paging.translate(self.paging(), linear, write, table, self.write)
+            return paging.translate(state, linear, write, table, self.write)
         except paging.PageFault as fault:
             raise GuestAccessError(str(fault)) from None
 
