@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--serial-input", metavar="FILE", type=Path,
                      help="bytes for COM1's receiver; they arrive one character time apart "
                      "while the guest holds RTS")
+    run.add_argument("--dm-bits", type=int, choices=(32, 64), default=32,
+                     help="qemu-dm's word size: its mapcache buckets are 64 KiB (32) or "
+                     "1 MiB (64) (default %(default)s)")
+    run.add_argument("--mapcache-budget", metavar="SIZE", type=_size,
+                     help="qemu-dm's address space for guest mappings, e.g. 2304M, 1G "
+                     "(default: 2.5 GiB less 256 MiB for 32-bit, 32 GiB for 64-bit)")
+    run.add_argument("--map-everything", action="store_true",
+                     help="map all guest memory at start-up (the legacy mode) instead of "
+                     "using the mapcache; refused if the guest does not fit the budget")
+    run.add_argument("--stats", action="store_true",
+                     help="print qemu-dm's mapcache statistics and the VM exits by reason")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="run every Z3 proof and its mutants",
@@ -122,9 +133,23 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- run ------------------------------------------------------------------------------
 
+def _size(text: str) -> int:
+    """A size in bytes with an optional K, M or G suffix (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units \
+        else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 64M, 1G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hvmspec.engines import runner
-    from spec.xend import XendError
+    from spec.xend import DeviceModelError, XendError
     if args.memory < platform.MIN_MEMORY_MIB:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
     if args.max_instructions <= 0:
@@ -138,10 +163,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
     listeners = [] if args.json else [_live_serial]
     try:
+        device_model = {"device_model_bits": args.dm_bits,
+                        "mapcache_budget": args.mapcache_budget,
+                        "map_everything": args.map_everything}
         result = runner(args.engine)(image, memory_mib=args.memory,
                                      max_instructions=args.max_instructions,
-                                     listeners=listeners, serial_input=serial_input)
-    except XendError as exc:
+                                     listeners=listeners, serial_input=serial_input,
+                                     device_model=device_model)
+    except (XendError, DeviceModelError) as exc:
         raise GuestError(str(exc)) from None
     if args.trace:
         with open(args.trace, "w") as stream:
@@ -153,6 +182,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if result.serial and not result.serial.endswith("\n"):
             print()
         print(_fate_line(result))
+        if args.stats:
+            print(_stats_text(result))
     return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO
 
 
@@ -161,6 +192,18 @@ def _live_serial(event: trace.Event) -> None:
         sys.stdout.write(chr(event.byte))
         if event.byte == 0x0A:
             sys.stdout.flush()
+
+
+def _stats_text(result) -> str:
+    lines = ["VM exits: " + ", ".join(f"{k} {v}" for k, v in sorted(result.exits.items()))]
+    m = result.mapcache
+    if m is not None:
+        lines.append(
+            f"mapcache ({m['mode']}, {m['bucket_size'] >> 10} KiB buckets, budget "
+            f"{m['budget'] >> 20} MiB): {m['hits']} hits, {m['misses']} misses, "
+            f"{m['evictions']} evictions, {m['invalidations']} invalidations; "
+            f"{m['mapped'] >> 10} KiB mapped at the end, {m['peak'] >> 10} KiB at most")
+    return "\n".join(lines)
 
 
 def _fate_line(result) -> str:

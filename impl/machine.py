@@ -19,6 +19,7 @@ from spec import platform, trace
 from spec.loader import GuestImage, check_image
 from spec.result import Recorder, RunResult, final_exit
 from spec.xend import DomainConfig, DomainInfo, Xend
+from impl.mapcache import Mapcache
 from impl.qemu_dm import QemuDm
 from impl.vcpu import EFLAGS_IF, Vcpu
 from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
@@ -27,8 +28,10 @@ VIRQ_DOM_EXC = 3
 
 
 class Domain:
-    def __init__(self, domid: int, vcpu: Vcpu, vmm: Vmm, page: IoreqPage) -> None:
+    def __init__(self, domid: int, vcpu: Vcpu, vmm: Vmm, page: IoreqPage,
+                 config: DomainConfig) -> None:
         self.domid = domid
+        self.config = config
         self.vcpu = vcpu
         self.vmm = vmm
         self.page = page
@@ -106,7 +109,7 @@ class Host:
                   crash=lambda message, rip: self.crash(domid, message, rip))
         vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
         page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
-        dom = Domain(domid, vcpu, vmm, page)
+        dom = Domain(domid, vcpu, vmm, page, config)
         dom.irq_port = self.evtchn.alloc_unbound(domid, platform.DOM0)
         evtchn, port = self.evtchn, dom.irq_port
         vmm.irq_pending = lambda: evtchn.take(domid, port)
@@ -115,8 +118,11 @@ class Host:
 
     def start_device_model(self, domid: int) -> None:
         dom = self.domains[domid]
+        config = dom.config
+        mapcache = Mapcache(config.memory_mib << 20, config.device_model_bits,
+                            config.mapcache_budget, config.map_everything, self.emit)
         dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit,
-                          dom.vmm.lines, dom.irq_port, self.serial_input)
+                          dom.vmm.lines, dom.irq_port, self.serial_input, mapcache)
         dom.vmm.serve = dom.qemu.poll
 
     def unpause(self, domid: int) -> None:
@@ -127,7 +133,9 @@ class Host:
         return DomainInfo(reason is not None, reason)
 
     def destroy(self, domid: int) -> None:
-        self.domains.pop(domid, None)
+        dom = self.domains.pop(domid, None)
+        if dom is not None and dom.qemu is not None:
+            dom.qemu.stop()
         self.evtchn.remove_domain(domid)
 
     def dom_exc_pending(self) -> bool:
@@ -207,16 +215,16 @@ class Host:
 def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input: bytes = b"") -> RunResult:
+              serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
-    its end. Raises :class:`spec.loader.GuestError` for an image that cannot
-    be placed."""
+    its end; ``device_model`` as for the reference engine. Raises
+    :class:`spec.loader.GuestError` for an image that cannot be placed."""
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()
     host = Host(image, recorder, max_instructions, serial_input)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
-                          on_reboot="destroy", on_crash="destroy")
+                          on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = host.xend.create(config)
     host.run()
     dom = host.domains.get(domid)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform, trace
+from impl.mapcache import Mapcache
 from impl.timer import Pit, SpeakerPort
 from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
                       IrqLines)
@@ -165,10 +166,12 @@ class QemuDm:
     """The device model of one domain."""
 
     def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit,
-                 lines: IrqLines, irq_port: int, serial_input: bytes = b"") -> None:
+                 lines: IrqLines, irq_port: int, serial_input: bytes = b"",
+                 mapcache: Mapcache | None = None) -> None:
         self.domid = domid
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
+        self.mapcache = mapcache if mapcache is not None else Mapcache(1 << 32, emit=emit)
         self.libxc = libxc              # bind / take / notify / shutdown / clock_ns
         self.emit = emit
         self.lines = lines
@@ -187,6 +190,10 @@ class QemuDm:
         self.power_off_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
+
+    def stop(self) -> None:
+        """qemu-dm exits with its domain: it reports its mapcache."""
+        self.emit(self.mapcache.summary())
 
     def _power_off(self) -> None:
         self.power_off_requested = True
@@ -237,6 +244,11 @@ class QemuDm:
             data = (1 << 64) - 1
             count = 0
         access = self._bus if typ == PIO else self._mmio
+        held = []
+        if ptr and count:
+            span = count * size
+            for bucket in self.mapcache.buckets(data - (span - size) if df else data, span):
+                held.append(self.mapcache.window(bucket))
         for i in range(count):
             where = addr if typ == PIO else (addr + i * step) & 0xFFFFFFFFFFFFFFFF
             if ptr:
@@ -250,6 +262,8 @@ class QemuDm:
                 access(where, size, WRITE, data & ((1 << 8 * size) - 1))
             else:
                 data = access(where, size, READ, 0)
+        for w in held:
+            self.mapcache.release(w)
         if direction == READ and not ptr:
             page.set_data(0, data)
         page.set_state(0, RESP_READY)

@@ -29,9 +29,10 @@ class Check:
 
 
 def all_checks() -> list[Check]:
-    from proofs import evtchn, ioreq
+    from proofs import evtchn, ioreq, mapcache
     checks: list[Check] = []
-    for module, spec_module in ((ioreq, "spec.ioreq"), (evtchn, "spec.evtchn")):
+    for module, spec_module in ((ioreq, "spec.ioreq"), (evtchn, "spec.evtchn"),
+                                (mapcache, "spec.mapcache")):
         for name, factory, mutants in module.CHECKS:
             checks.append(Check(name, "invariant", "proved", "", factory.__doc__ or "",
                                 lambda f=factory, m=module: m.run_check(f)))

@@ -34,13 +34,11 @@ a forged state crashes the domain instead. Strengthening: ``true``.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
-from unittest import mock
+from typing import Callable
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check
+from proofs.kinduction import Outcome, TransitionSystem, check_mutated
 from spec import bv, ioreq
 
 ACTIONS = ("vmm_send", "dm_accept", "dm_respond", "vmm_wake", "dm_forge")
@@ -191,12 +189,6 @@ def _send_ignoring_waiting(slot: ioreq.Slot) -> ioreq.Step:
     return ioreq.Step(bv.eq(slot.state, NONE), real.after)
 
 
-@contextmanager
-def _replaced(name: str, fn) -> Iterator[None]:
-    with mock.patch.object(ioreq, name, fn):
-        yield
-
-
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("ioreq.protocol", protocol_system,
@@ -208,8 +200,4 @@ CHECKS = [
 
 
 def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
-    if mutant is None:
-        return check(factory())
-    _name, target, replacement = mutant
-    with _replaced(target, replacement):
-        return check(factory())
+    return check_mutated(factory, ioreq, mutant)

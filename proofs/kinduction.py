@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Callable
+from unittest import mock
 
 import z3
 
@@ -68,7 +70,9 @@ def _value(model: z3.ModelRef, expr: z3.ExprRef) -> object:
         return True
     if z3.is_false(val):
         return False
-    return val.as_long()
+    if z3.is_bv_value(val):
+        return val.as_long()
+    return val                       # an array: the describer evaluates it
 
 
 def check(system: TransitionSystem, timeout_ms: int = 60_000) -> Outcome:
@@ -131,3 +135,15 @@ def _induction(system: TransitionSystem, timeout_ms: int) -> tuple[str, str]:
     if step == z3.unsat:
         return "proved", "inductive"
     return "unknown", f"induction step not proved ({step})"
+
+
+def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
+                  mutant: tuple[str, str, object] | None = None) -> Outcome:
+    """Check the system ``factory`` builds; with ``mutant`` = (name, function
+    of the spec ``module``, replacement), with that function replaced while
+    the system is built and checked."""
+    if mutant is None:
+        return check(factory())
+    _name, target, replacement = mutant
+    with mock.patch.object(module, target, replacement):
+        return check(factory())

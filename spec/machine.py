@@ -30,6 +30,7 @@ from typing import Callable
 
 from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image
+from spec.mapcache import Mapcache
 from spec.qemu_dm import QemuDm
 from spec.result import Recorder, RunResult, final_exit
 from spec.vmm import Vmm
@@ -145,9 +146,14 @@ class ReferenceXen:
         """xend starts qemu-dm for the domain: it maps the ioreq page and
         guest memory and binds its event channels."""
         dom = self.domains[domid]
+        config = dom.config
+        mapcache = Mapcache(config.memory_mib << 20, bits=config.device_model_bits,
+                            budget=config.mapcache_budget, legacy=config.map_everything,
+                            emit=self.emit)
         dom.qemu = QemuDm(domid, len(dom.vcpus), dom.iopage, GuestRam(dom.vcpus[0]),
                           DomainLink(self, domid), self.emit, lines=dom.lines,
-                          irq_port=dom.irq_port, serial_input=self.serial_input)
+                          irq_port=dom.irq_port, serial_input=self.serial_input,
+                          mapcache=mapcache)
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
@@ -158,7 +164,9 @@ class ReferenceXen:
 
     def destroy(self, domid: int) -> None:
         """``XEN_DOMCTL_destroydomain``; its qemu-dm exits with it."""
-        self.domains.pop(domid, None)
+        dom = self.domains.pop(domid, None)
+        if dom is not None and dom.qemu is not None:
+            dom.qemu.stop()
         self.events.remove_domain(domid)
 
     def dom_exc_pending(self) -> bool:
@@ -246,16 +254,19 @@ class ReferenceXen:
 def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input: bytes = b"") -> RunResult:
+              serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
-    its end, and report. Raises :class:`spec.loader.GuestError` for an image
-    that cannot be placed."""
+    its end, and report. ``device_model`` sets the domain configuration's
+    qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
+    ``map_everything``). Raises :class:`spec.loader.GuestError` for an image
+    that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
+    cannot serve the domain."""
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()
     xen = ReferenceXen(image, recorder, max_instructions, serial_input)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
-                          on_reboot="destroy", on_crash="destroy")
+                          on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = xen.xend.create(config)
     xen.run()
     dom = xen.domains.get(domid)

@@ -45,6 +45,7 @@ from typing import Callable, Protocol
 
 from spec import ioreq, irq, platform, trace
 from spec.devices import MmioBus, PortBus
+from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
 from spec.devices.pit import Pit8254, Port61
 from spec.devices.testdev import TestDevice
@@ -80,10 +81,12 @@ class QemuDm:
                  memory: GuestMemoryMap, host: QemuDmHost,
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
-                 serial_input: bytes = b"") -> None:
+                 serial_input: bytes = b"", mapcache: Mapcache | None = None) -> None:
         self.domid = domid
         self.iopage = iopage
         self.memory = memory
+        #: how qemu-dm reaches guest memory (:mod:`spec.mapcache`)
+        self.mapcache = mapcache if mapcache is not None else Mapcache(1 << 32, emit=emit)
         self.host = host
         self.emit = emit
         self.lines = lines if lines is not None else irq.SharedLines()
@@ -178,6 +181,7 @@ class QemuDm:
             return (1 << 64) - 1
         data = req.data
         step = -req.size if req.df else req.size
+        windows = self._map_buffer(req) if req.data_is_ptr and req.count else []
         for i in range(req.count):
             if req.data_is_ptr:
                 gpa = (req.data + i * step) & 0xFFFFFFFFFFFFFFFF
@@ -191,7 +195,27 @@ class QemuDm:
                 write(target(i), req.size, data & ((1 << 8 * req.size) - 1))
             else:
                 data = read(target(i), req.size)
+        for slot in windows:
+            self.mapcache.unlock(slot)
         return data
+
+    def _map_buffer(self, req: ioreq.Ioreq) -> list[int]:
+        """Map and lock the buckets of the guest buffer a ``data_is_ptr``
+        request copies through (Xen never splits one across a page, so it
+        lies in one bucket); returns the locked windows."""
+        span = req.count * req.size
+        low = req.data - (span - req.size) if req.df else req.data
+        windows = []
+        for bucket in self.mapcache.buckets_of(low, span):
+            slot, _ = self.mapcache.map(bucket)
+            self.mapcache.lock(slot)
+            self.mapcache.check(bucket)
+            windows.append(slot)
+        return windows
+
+    def stop(self) -> None:
+        """qemu-dm exits with its domain: it reports its mapcache."""
+        self.emit(self.mapcache.summary())
 
     def _request_shutdown(self, reason: int) -> None:
         self.shutdown_requested = reason

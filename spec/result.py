@@ -38,10 +38,22 @@ class RunResult:
                 counts[event.reason] = counts.get(event.reason, 0) + 1
         return counts
 
+    @property
+    def mapcache(self) -> dict | None:
+        """qemu-dm's mapcache statistics (the last ``mapcache_stats`` event)."""
+        stats = next((e for e in reversed(self.trace) if isinstance(e, trace.MapcacheStats)),
+                     None)
+        if stats is None:
+            return None
+        out = stats.to_json()
+        del out["kind"]
+        return out
+
     def summary(self) -> dict:
         """The object ``hvmspec run --json`` prints."""
         return {"serial": self.serial, "exit": self.exit, "instructions": self.instructions,
-                "exits": self.exits, "seconds": round(self.seconds, 6)}
+                "exits": self.exits, "seconds": round(self.seconds, 6),
+                "mapcache": self.mapcache}
 
 
 def serial_text(events: list[trace.Event]) -> str:

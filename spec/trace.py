@@ -256,6 +256,52 @@ class SerialOut(Event):
     byte: int
 
 
+@dataclass(frozen=True)
+class MapcacheMiss(Event):
+    """qemu-dm mapped a bucket of guest memory into its address space
+    (:mod:`spec.mapcache`): ``bucket`` is the guest-physical address of the
+    bucket, ``evicted`` that of the bucket whose window it took (-1 if a
+    free window was used), ``mapped`` the bytes mapped afterwards."""
+
+    kind: ClassVar[str] = "mapcache_miss"
+    actor: ClassVar[str] = "qemu-dm"
+    bucket: int
+    evicted: int
+    mapped: int
+
+
+@dataclass(frozen=True)
+class MapcacheInvalidate(Event):
+    """qemu-dm invalidated its mappings of ``count`` buckets from guest-physical
+    address ``first`` (the guest gave them back); ``stale`` of them were in
+    use and stay until their accesses end; ``mapped`` bytes remain."""
+
+    kind: ClassVar[str] = "mapcache_invalidate"
+    actor: ClassVar[str] = "qemu-dm"
+    first: int
+    count: int
+    stale: int
+    mapped: int
+
+
+@dataclass(frozen=True)
+class MapcacheStats(Event):
+    """qemu-dm's mapcache when the domain ended: hits, misses, evictions,
+    invalidations, bytes mapped at the end and at most, and the mode."""
+
+    kind: ClassVar[str] = "mapcache_stats"
+    actor: ClassVar[str] = "qemu-dm"
+    mode: str
+    bucket_size: int
+    budget: int
+    hits: int
+    misses: int
+    evictions: int
+    invalidations: int
+    mapped: int
+    peak: int
+
+
 # --- files -------------------------------------------------------------------------------
 
 def dump(events: Iterable[Event], stream: TextIO) -> None:

@@ -33,6 +33,10 @@ class XendError(Exception):
     """A bad domain configuration or an impossible request."""
 
 
+class DeviceModelError(Exception):
+    """qemu-dm could not start for this domain (the message says why)."""
+
+
 @dataclass(frozen=True)
 class DomainConfig:
     """The part of an xm domain configuration that xend acts on."""
@@ -43,6 +47,12 @@ class DomainConfig:
     on_poweroff: str = "destroy"
     on_reboot: str = "restart"
     on_crash: str = "restart"
+    #: qemu-dm's word size (32 or 64): its mapcache's bucket size follows
+    device_model_bits: int = 32
+    #: bytes of qemu-dm's address space for guest mappings (None: the default)
+    mapcache_budget: int | None = None
+    #: map all guest memory at start-up instead of using the mapcache
+    map_everything: bool = False
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
@@ -51,6 +61,14 @@ class DomainConfig:
         if self.memory_mib < platform.MIN_MEMORY_MIB:
             raise XendError(f"memory = {self.memory_mib} MiB: at least "
                             f"{platform.MIN_MEMORY_MIB} MiB is needed (the image ends at 1 MiB)")
+        if self.device_model_bits not in (32, 64):
+            raise XendError(f"device_model_bits = {self.device_model_bits}: qemu-dm is 32- or "
+                            f"64-bit")
+        bucket = 1 << (16 if self.device_model_bits == 32 else 20)
+        if self.mapcache_budget is not None and self.mapcache_budget < bucket:
+            raise XendError(f"mapcache budget = {self.mapcache_budget} bytes: a "
+                            f"{self.device_model_bits}-bit qemu-dm needs at least one bucket "
+                            f"({bucket >> 10} KiB)")
         if self.vcpus != 1:
             raise XendError(f"vcpus = {self.vcpus}: this model runs one vcpu per domain")
 

@@ -22,7 +22,8 @@ def test_run_prints_serial_and_fate(engine):
 def test_run_json_shape():
     proc, out = cli_json("run", "hello", "--engine", "reference")
     assert proc.returncode == 0
-    assert set(out) == {"serial", "exit", "instructions", "exits", "seconds"}
+    assert set(out) == {"serial", "exit", "instructions", "exits", "seconds", "mapcache"}
+    assert out["mapcache"]["mode"] == "mapcache" and out["mapcache"]["misses"] >= 1
     assert out["serial"].startswith("Hello from an unmodified guest\n")
     assert out["exit"]["reason"] == "poweroff" and out["exit"]["domain"] == "destroyed"
     assert isinstance(out["instructions"], int) and out["instructions"] > 0

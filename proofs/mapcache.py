@@ -1,0 +1,248 @@
+"""Proofs about qemu-dm's mapcache: the address-space budget, locks, and
+invalidation.
+
+Room: one transition system built from the spec's own functions
+(:func:`spec.mapcache.map_bucket` with :func:`~spec.mapcache.room`,
+:func:`~spec.mapcache.lru_victim` and :func:`~spec.mapcache.evictable`,
+:func:`~spec.mapcache.lock`, :func:`~spec.mapcache.unlock`,
+:func:`~spec.mapcache.invalidate`, :func:`~spec.mapcache.translate`) called
+with Z3 terms, the properties checked on it, and the mutants that must
+break them. Imports :mod:`spec.mapcache`, :mod:`proofs.kinduction`.
+
+The system. State: a cache of four windows (each entry: mapped, bucket,
+generation, lock count, stale, stamp), the clock, the budget (any number of
+windows from 1 to 4, fixed for a run), and Xen's p2m for one arbitrary
+bucket *K* (fixed for a run): its current generation. Every other bucket's
+generation is whatever the step's input says when it is mapped; since *K*
+is any bucket, what is proved for *K* holds for every bucket (the same
+argument as the tracked line of :mod:`proofs.interrupts`). Each step one
+of:
+
+``map``
+    qemu-dm maps any bucket (:func:`~spec.mapcache.map_bucket`);
+``lock``, ``unlock``
+    an access starts using a usable window (up to 254 at once), or one that
+    uses a window ends;
+``invalidate``
+    the guest gives back any range of buckets: the p2m's generations of the
+    range change (the frames are gone; new ones may come) and qemu-dm's
+    cache is invalidated for the range;
+``translate``
+    an access through an existing mapping of any bucket.
+
+Properties, each checked by induction for runs of any length:
+
+* ``mapcache.budget``: the mapped windows never exceed the budget;
+* ``mapcache.locked_kept``: a locked window is never unmapped or remapped:
+  after any step it still shows the same bucket at the same generation;
+* ``mapcache.no_stale``: every successful translation reaches the bucket's
+  current frames (its generation in the p2m), never those of a mapping made
+  before the bucket was given back.
+
+Strengthening (the invariant every reachable state has, which makes the
+induction go through): the budget is 1..4 windows and at most that many are
+mapped; a locked or stale entry is mapped; a stale entry is locked (it goes
+with its last lock); a mapped entry of bucket *K* that is not stale shows
+*K*'s current generation.
+"""
+
+from __future__ import annotations
+
+
+import z3
+
+from proofs.kinduction import Outcome, TransitionSystem, check_mutated
+from spec import bv, mapcache as mc
+
+SLOTS = 4
+ACTIONS = ("map", "lock", "unlock", "invalidate", "translate")
+A = {name: i for i, name in enumerate(ACTIONS)}
+FIELDS = ("valid", "bucket", "gen", "locks", "stale", "stamp")
+
+
+def _vars() -> dict:
+    out = {"clock": lambda n: z3.BitVec(n, mc.STAMP_BITS),
+           "budget": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+           "K": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
+           "genK": lambda n: z3.BitVec(n, mc.GEN_BITS)}
+    widths = {"bucket": mc.BUCKET_BITS, "gen": mc.GEN_BITS, "locks": mc.LOCK_BITS,
+              "stamp": mc.STAMP_BITS}
+    for i in range(SLOTS):
+        for f in FIELDS:
+            if f in ("valid", "stale"):
+                out[f"{f}{i}"] = lambda n: z3.Bool(n)
+            else:
+                out[f"{f}{i}"] = lambda n, w=widths[f]: z3.BitVec(n, w)
+    return out
+
+
+def _inputs() -> dict:
+    return {"act": lambda n: z3.BitVec(n, 3),
+            "bucket": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
+            "slot": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+            "count": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
+            "gen": lambda n: z3.BitVec(n, mc.GEN_BITS)}
+
+
+def _table(s) -> tuple[mc.Entry, ...]:
+    return tuple(mc.Entry(*(s[f"{f}{i}"] for f in FIELDS)) for i in range(SLOTS))
+
+
+def _is(t, table: tuple[mc.Entry, ...]) -> z3.BoolRef:
+    return z3.And(*[t[f"{f}{i}"] == getattr(e, f) for i, e in enumerate(table)
+                    for f in FIELDS])
+
+
+def _slot_ok(s, slot) -> z3.BoolRef:
+    return z3.ULT(slot, SLOTS)
+
+
+def _entry(s, slot) -> mc.Entry:
+    return mc._get(_table(s), slot)
+
+
+def _step(s, i, t) -> z3.BoolRef:
+    table, act = _table(s), i["act"]
+    fixed = z3.And(t["budget"] == s["budget"], t["K"] == s["K"])
+    keep = z3.And(fixed, t["clock"] == s["clock"], t["genK"] == s["genK"])
+    now = s["clock"] + 1
+    current = z3.If(i["bucket"] == s["K"], s["genK"], i["gen"])    # the p2m's generation
+    mapped = mc.map_bucket(table, i["bucket"], current, s["budget"], now)
+    do_map = z3.And(_is(t, mapped.table), fixed, t["clock"] == now, t["genK"] == s["genK"])
+    e = _entry(s, i["slot"])
+    can_lock = z3.And(_slot_ok(s, i["slot"]), e.valid, z3.Not(e.stale), e.locks != 0xFF)
+    can_unlock = z3.And(_slot_ok(s, i["slot"]), e.locks != 0)
+    k_given_back = z3.ULT(s["K"] - i["bucket"], i["count"])
+    do_invalidate = z3.And(_is(t, mc.invalidate(table, i["bucket"], i["count"])), fixed,
+                           t["clock"] == s["clock"],
+                           t["genK"] == z3.If(k_given_back, s["genK"] + 1, s["genK"]))
+    return z3.Or(
+        z3.And(act == A["map"], do_map),
+        z3.And(act == A["lock"], can_lock, _is(t, mc.lock(table, i["slot"])), keep),
+        z3.And(act == A["unlock"], can_unlock, _is(t, mc.unlock(table, i["slot"])), keep),
+        z3.And(act == A["invalidate"], do_invalidate),
+        z3.And(act == A["translate"], _is(t, table), keep),
+    )
+
+
+def _init(s) -> z3.BoolRef:
+    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS),
+                  *[z3.And(z3.Not(s[f"valid{i}"]), z3.Not(s[f"stale{i}"]), s[f"locks{i}"] == 0)
+                    for i in range(SLOTS)])
+
+
+def _mapped(s) -> z3.ArithRef:
+    return z3.Sum(*[z3.If(s[f"valid{i}"], 1, 0) for i in range(SLOTS)])
+
+
+def _invariant(s) -> z3.BoolRef:
+    per_entry = []
+    for i in range(SLOTS):
+        valid, stale, locks = s[f"valid{i}"], s[f"stale{i}"], s[f"locks{i}"]
+        per_entry += [
+            z3.Implies(locks != 0, valid),
+            z3.Implies(stale, z3.And(valid, locks != 0)),
+            z3.Implies(z3.And(valid, z3.Not(stale), s[f"bucket{i}"] == s["K"]),
+                       s[f"gen{i}"] == s["genK"]),
+        ]
+    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS),
+                  _mapped(s) <= z3.BV2Int(s["budget"]), *per_entry)
+
+
+def _budget_property(s, i, t) -> z3.BoolRef:
+    return _mapped(t) <= z3.BV2Int(t["budget"])
+
+
+def _locked_property(s, i, t) -> z3.BoolRef:
+    """(the unlock that ends a window's last lock may let it go)"""
+    releases = lambda k: z3.And(i["act"] == A["unlock"], i["slot"] == k)   # noqa: E731
+    return z3.And(*[z3.Implies(z3.And(s[f"locks{k}"] != 0, z3.Not(releases(k))),
+                               z3.And(t[f"valid{k}"], t[f"bucket{k}"] == s[f"bucket{k}"],
+                                      t[f"gen{k}"] == s[f"gen{k}"]))
+                    for k in range(SLOTS)])
+
+
+def _stale_property(s, i, t) -> z3.BoolRef:
+    found, gen = mc.translate(_table(s), i["bucket"])
+    return z3.Implies(z3.And(i["act"] == A["translate"], i["bucket"] == s["K"], found),
+                      gen == s["genK"])
+
+
+def _describe_state(v: dict) -> str:
+    parts = []
+    for i in range(SLOTS):
+        if not v[f"valid{i}"]:
+            parts.append("-")
+            continue
+        flags = (f" L{v[f'locks{i}']}" if v[f"locks{i}"] else "") + \
+                (" stale" if v[f"stale{i}"] else "")
+        parts.append(f"b{v[f'bucket{i}']:#x}@g{v[f'gen{i}']}{flags}")
+    return f"budget {v['budget']}, K=b{v['K']:#x}@g{v['genK']}: [" + ", ".join(parts) + "]"
+
+
+def _describe_input(v: dict) -> str:
+    act = ACTIONS[v["act"]] if v["act"] < len(ACTIONS) else f"act {v['act']}"
+    if act == "map":
+        return f"map b{v['bucket']:#x} (g{v['gen']})"
+    if act == "translate":
+        return f"translate b{v['bucket']:#x}"
+    if act in ("lock", "unlock"):
+        return f"{act} slot {v['slot']}"
+    return f"invalidate b{v['bucket']:#x} +{v['count']}"
+
+
+def _system(name: str, prop) -> TransitionSystem:
+    return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
+                            _describe_state, _describe_input, depth=4)
+
+
+def budget_system() -> TransitionSystem:
+    """The windows qemu-dm maps never exceed its address-space budget."""
+    return _system("mapcache.budget", _budget_property)
+
+
+def locked_system() -> TransitionSystem:
+    """A locked window is never evicted or remapped while the access that
+    locked it is in flight."""
+    return _system("mapcache.locked_kept", _locked_property)
+
+
+def stale_system() -> TransitionSystem:
+    """Every successful translation reaches the bucket's current frames,
+    never a mapping made before the bucket was given back."""
+    return _system("mapcache.no_stale", _stale_property)
+
+
+# --- mutants: the spec with one function replaced ------------------------------------
+
+_real_room = mc.room
+_real_invalidate = mc.invalidate
+
+
+def _room_off_by_one(table, budget_buckets):
+    """The budget check lets one more window in than the budget holds."""
+    return bv.not_(bv.ult(budget_buckets, mc.mapped_count(table)))
+
+
+def _evict_locked(e: mc.Entry):
+    """Eviction may take any mapped window, locked or not."""
+    return e.valid
+
+
+def _invalidate_forgets_last(table, first, count):
+    """Invalidation drops the mappings of all but the last bucket given back."""
+    return _real_invalidate(table, first, bv.ite(bv.eq(count, 0), count,
+                                                 bv.sub(count, 1, mc.BUCKET_BITS)))
+
+
+#: (check name, system factory, [(mutant name, spec function replaced, replacement)])
+CHECKS = [
+    ("mapcache.budget", budget_system, [("room_off_by_one", "room", _room_off_by_one)]),
+    ("mapcache.locked_kept", locked_system, [("evict_locked", "evictable", _evict_locked)]),
+    ("mapcache.no_stale", stale_system,
+     [("invalidate_forgets_last", "invalidate", _invalidate_forgets_last)]),
+]
+
+
+def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
+    return check_mutated(factory, mc, mutant)

@@ -1,0 +1,366 @@
+"""The mapcache: how qemu-dm reaches guest memory within its own address space.
+
+Room: the state and rules of QEMU's ``hw/xen/xen-mapcache.c`` as qemu-dm
+uses them, written over :mod:`spec.bv` so that :mod:`proofs.mapcache` checks
+these very functions; and :class:`Mapcache`, the concrete cache a qemu-dm
+process keeps. Imports :mod:`spec.bv` and :mod:`spec.trace`.
+
+Why it exists. qemu-dm is an ordinary dom0 process. To touch guest memory
+(the data of a ``data_is_ptr`` ioreq, a DMA buffer, video memory) it must
+map the guest's frames into its own virtual address space
+(``xc_map_foreign_bulk``). A 32-bit qemu-dm has about 2.5 GiB of address
+space for that, less what qemu-dm itself uses, so it cannot map a guest of
+4 GiB at once. It maps guest memory on demand, a *bucket* at a time:
+
+* a bucket is an aligned block of guest-physical memory: 64 KiB
+  (``MCACHE_BUCKET_SHIFT`` 16) for a 32-bit qemu-dm, 1 MiB (20) for a
+  64-bit one;
+* the cache holds mappings of buckets, within an address-space *budget*;
+  a mapping is found again by the bucket's index (a *hit*) or made (a
+  *miss*);
+* a mapping can be *locked* while an access that uses it is in flight
+  (``xen_map_cache(..., lock=1)``; the lock is a count, dropped by
+  ``xen_invalidate_map_cache_entry``);
+* a miss when the budget is full *evicts* the unlocked mapping used least
+  recently; if every mapping is locked, the access fails (the model says so,
+  naming the budget);
+* an *invalidation* (Xen's ``IOREQ_TYPE_INVALIDATE``, sent after the guest
+  gave memory back with ``XENMEM_decrease_reservation``) drops the mappings
+  of the buckets given back: their frames now belong to someone else. A
+  locked mapping cannot be dropped under the access that uses it: it is
+  marked *stale*, no translation uses it again, and it goes when its last
+  lock does.
+
+The model names the frames a mapping shows by a *generation*: each guest
+bucket's memory has a generation number that Xen's p2m changes when the
+bucket's frames are given back and repopulated. A mapping records the
+generation it was made at; a translation is right when that is the bucket's
+current generation.
+
+The *legacy* mode maps all guest memory at start-up (``map-everything``);
+it refuses a guest whose memory does not fit the budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+from spec import bv, trace
+from spec.xend import DeviceModelError
+
+#: bucket sizes by qemu-dm's word size (``MCACHE_BUCKET_SHIFT``)
+BUCKET_SHIFT = {32: 16, 64: 20}
+#: the default address-space budget of a 32-bit qemu-dm: 2.5 GiB, less what
+#: qemu-dm itself uses (its code, heap and video memory; 256 MiB here)
+DEFAULT_BUDGET_32 = (5 << 29) - (256 << 20)
+#: a 64-bit qemu-dm's default (QEMU's ``MCACHE_MAX_SIZE`` on 64-bit hosts)
+DEFAULT_BUDGET_64 = 1 << 35
+
+#: widths of the words of an entry, as the proofs see them
+BUCKET_BITS = 32
+GEN_BITS = 16
+LOCK_BITS = 8
+STAMP_BITS = 32
+
+
+class Entry(NamedTuple):
+    """One mapping of the cache: a window of qemu-dm's address space."""
+
+    valid: bv.Bit       # the window is mapped
+    bucket: bv.Word     # which guest bucket it shows
+    gen: bv.Word        # the generation of that bucket's frames when mapped
+    locks: bv.Word      # accesses in flight that use it
+    stale: bv.Bit       # invalidated while locked: no new translation uses it
+    stamp: bv.Word      # the clock at its last use (least recently used goes first)
+
+
+EMPTY = Entry(False, 0, 0, 0, False, 0)
+
+
+class MapResult(NamedTuple):
+    """What :func:`map_bucket` did."""
+
+    table: tuple[Entry, ...]
+    slot: bv.Word       # the entry that now shows the bucket (if ``ok``)
+    ok: bv.Bit          # False: every mapping is locked and the budget is full
+    hit: bv.Bit
+    evicted: bv.Bit     # a mapping was dropped to make room
+    victim: bv.Word     # the bucket it showed
+
+
+def usable(e: Entry, bucket: bv.Word) -> bv.Bit:
+    """An entry a translation of ``bucket`` may use: mapped, not stale."""
+    return bv.and_(e.valid, bv.not_(e.stale), bv.eq(e.bucket, bucket))
+
+
+def mapped_count(table: tuple[Entry, ...]) -> bv.Word:
+    """How many windows are mapped (stale ones too: they still take space)."""
+    count: bv.Word = bv.const(0, LOCK_BITS, table[0].locks)
+    for e in table:
+        count = bv.add(count, bv.from_bit(e.valid, LOCK_BITS), LOCK_BITS)
+    return count
+
+
+def room(table: tuple[Entry, ...], budget_buckets: bv.Word) -> bv.Bit:
+    """Whether one more window fits the budget (``budget_buckets`` windows)."""
+    return bv.ult(mapped_count(table), budget_buckets)
+
+
+def lookup(table: tuple[Entry, ...], bucket: bv.Word) -> tuple[bv.Bit, bv.Word]:
+    """(found, slot) of the usable entry showing ``bucket``."""
+    found: bv.Bit = False
+    slot: bv.Word = bv.const(0, LOCK_BITS, bucket)
+    for i, e in enumerate(table):
+        take = bv.and_(bv.not_(found), usable(e, bucket))
+        slot = bv.ite(take, bv.const(i, LOCK_BITS, bucket), slot)
+        found = bv.or_(found, take)
+    return found, slot
+
+
+def free_slot(table: tuple[Entry, ...]) -> tuple[bv.Bit, bv.Word]:
+    """(exists, slot) of the first entry that maps nothing."""
+    found: bv.Bit = False
+    slot: bv.Word = bv.const(0, LOCK_BITS, table[0].locks)
+    for i, e in enumerate(table):
+        take = bv.and_(bv.not_(found), bv.not_(e.valid))
+        slot = bv.ite(take, bv.const(i, LOCK_BITS, table[0].locks), slot)
+        found = bv.or_(found, take)
+    return found, slot
+
+
+def evictable(e: Entry) -> bv.Bit:
+    """A mapping that may be dropped: mapped and not locked."""
+    return bv.and_(e.valid, bv.is_zero(e.locks, LOCK_BITS))
+
+
+def lru_victim(table: tuple[Entry, ...]) -> tuple[bv.Bit, bv.Word]:
+    """(exists, slot) of the unlocked mapping used least recently (the
+    first of equals)."""
+    found: bv.Bit = False
+    slot: bv.Word = bv.const(0, LOCK_BITS, table[0].locks)
+    oldest: bv.Word = bv.const(0, STAMP_BITS, table[0].stamp)
+    for i, e in enumerate(table):
+        better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))
+        slot = bv.ite(better, bv.const(i, LOCK_BITS, table[0].locks), slot)
+        oldest = bv.ite(better, e.stamp, oldest)
+        found = bv.or_(found, better)
+    return found, slot
+
+
+def _put(table: tuple[Entry, ...], slot: bv.Word, new: Entry, when: bv.Bit = True
+         ) -> tuple[Entry, ...]:
+    """``table`` with entry ``slot`` replaced by ``new`` if ``when``."""
+    out = []
+    for i, e in enumerate(table):
+        here = bv.and_(when, bv.eq(slot, bv.const(i, LOCK_BITS, slot)))
+        out.append(Entry(*(bv.ite(here, n, o) for n, o in zip(new, e))))
+    return tuple(out)
+
+
+def _get(table: tuple[Entry, ...], slot: bv.Word) -> Entry:
+    """Entry ``slot`` of ``table``."""
+    got = table[0]
+    for i, e in enumerate(table[1:], start=1):
+        here = bv.eq(slot, bv.const(i, LOCK_BITS, slot))
+        got = Entry(*(bv.ite(here, n, o) for n, o in zip(e, got)))
+    return got
+
+
+def map_bucket(table: tuple[Entry, ...], bucket: bv.Word, gen: bv.Word,
+               budget_buckets: bv.Word, now: bv.Word) -> MapResult:
+    """Find or make the mapping of ``bucket`` (whose frames are at
+    generation ``gen``) at clock ``now``:
+
+    1. a usable mapping of the bucket is a hit: its stamp becomes ``now``;
+    2. otherwise, if one more window fits the budget, a free entry maps it;
+    3. otherwise the unlocked mapping used least recently is evicted
+       (unmapped) and its entry maps the bucket;
+    4. otherwise (every window locked) nothing changes and the map fails."""
+    hit, hit_slot = lookup(table, bucket)
+    has_room = room(table, budget_buckets)
+    has_free, free = free_slot(table)
+    can_evict, victim_slot = lru_victim(table)
+    use_free = bv.and_(bv.not_(hit), has_room, has_free)
+    evict = bv.and_(bv.not_(hit), bv.not_(use_free), can_evict)
+    ok = bv.or_(hit, use_free, evict)
+    slot = bv.ite(hit, hit_slot, bv.ite(use_free, free, victim_slot))
+    old = _get(table, slot)
+    fresh = Entry(True, bucket, gen, bv.const(0, LOCK_BITS, old.locks), False, now)
+    touched = old._replace(stamp=now)
+    new = Entry(*(bv.ite(hit, t, f) for t, f in zip(touched, fresh)))
+    return MapResult(_put(table, slot, new, ok), slot, ok, hit, evict, old.bucket)
+
+
+def lock(table: tuple[Entry, ...], slot: bv.Word) -> tuple[Entry, ...]:
+    """An access starts using mapping ``slot``."""
+    e = _get(table, slot)
+    return _put(table, slot, e._replace(locks=bv.add(e.locks, 1, LOCK_BITS)))
+
+
+def unlock(table: tuple[Entry, ...], slot: bv.Word) -> tuple[Entry, ...]:
+    """An access stops using mapping ``slot``; a stale mapping whose last
+    lock goes is unmapped."""
+    e = _get(table, slot)
+    locks = bv.ite(bv.is_zero(e.locks, LOCK_BITS), e.locks, bv.sub(e.locks, 1, LOCK_BITS))
+    gone = bv.and_(e.stale, bv.is_zero(locks, LOCK_BITS))
+    return _put(table, slot, e._replace(locks=locks, valid=bv.and_(e.valid, bv.not_(gone)),
+                                        stale=bv.and_(e.stale, bv.not_(gone))))
+
+
+def invalidate(table: tuple[Entry, ...], first: bv.Word, count: bv.Word
+               ) -> tuple[Entry, ...]:
+    """The guest gave back buckets ``first`` .. ``first + count - 1``: every
+    mapping of one of them is dropped, or marked stale while it is locked."""
+    out = []
+    for e in table:
+        offset = bv.sub(e.bucket, first, BUCKET_BITS)
+        inside = bv.and_(e.valid, bv.ult(offset, count))
+        locked = bv.not_(bv.is_zero(e.locks, LOCK_BITS))
+        out.append(e._replace(valid=bv.and_(e.valid, bv.not_(bv.and_(inside, bv.not_(locked)))),
+                              stale=bv.or_(e.stale, bv.and_(inside, locked))))
+    return tuple(out)
+
+
+def translate(table: tuple[Entry, ...], bucket: bv.Word) -> tuple[bv.Bit, bv.Word]:
+    """(found, generation): what an access to ``bucket`` through an existing
+    mapping reaches."""
+    found, slot = lookup(table, bucket)
+    return found, _get(table, slot).gen
+
+
+# --- the concrete cache of one qemu-dm -------------------------------------------------
+
+
+class MapcacheFull(Exception):
+    """Every window of the budget is locked: the access cannot be mapped."""
+
+
+class LegacyTooBig(DeviceModelError):
+    """Map-everything mode with a guest larger than the address-space budget."""
+
+
+@dataclass
+class MapcacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    invalidations: int = 0
+    peak_bytes: int = 0
+
+
+@dataclass
+class Mapcache:
+    """The mapcache of one qemu-dm process, over the functions above.
+
+    ``bits`` is qemu-dm's word size (the bucket size follows), ``budget`` the
+    bytes of address space it may use for guest mappings, ``legacy`` the
+    map-everything mode. Generations of guest buckets come from ``p2m``
+    (bucket -> generation)."""
+
+    memory_bytes: int
+    bits: int = 32
+    budget: int | None = None
+    legacy: bool = False
+    emit: Callable[[trace.Event], None] = lambda event: None
+    stats: MapcacheStats = field(default_factory=MapcacheStats)
+
+    def __post_init__(self) -> None:
+        if self.bits not in BUCKET_SHIFT:
+            raise ValueError(f"qemu-dm is 32- or 64-bit, not {self.bits}-bit")
+        if self.budget is None:
+            self.budget = DEFAULT_BUDGET_32 if self.bits == 32 else DEFAULT_BUDGET_64
+        self.shift = BUCKET_SHIFT[self.bits]
+        self.bucket_bytes = 1 << self.shift
+        self.windows = self.budget >> self.shift
+        if self.windows < 1:
+            raise ValueError(f"a mapcache budget of {self.budget} bytes holds no "
+                             f"{self.bucket_bytes >> 10} KiB bucket")
+        if self.legacy and self.memory_bytes > self.budget:
+            raise LegacyTooBig(
+                f"map-everything mode: the guest's {self.memory_bytes >> 20} MiB do not fit "
+                f"a {self.bits}-bit qemu-dm's {self.budget >> 20} MiB of address space for "
+                f"guest memory; use the mapcache")
+        #: the windows made so far; the budget's other windows are empty and
+        #: come after them (so "the first free entry" is the same either way)
+        self.table: tuple[Entry, ...] = ()
+        self.generation: dict[int, int] = {}
+        self.clock = 0
+
+    def mapped_bytes(self) -> int:
+        if self.legacy:
+            return self.memory_bytes
+        return sum(e.valid for e in self.table) * self.bucket_bytes
+
+    def buckets_of(self, gpa: int, length: int) -> range:
+        return range(gpa >> self.shift, ((gpa + max(length, 1) - 1) >> self.shift) + 1)
+
+    def map(self, bucket: int) -> tuple[int, MapResult | None]:
+        """Map ``bucket``; returns (slot, what happened). Raises
+        :class:`MapcacheFull`. In legacy mode everything is mapped already."""
+        if self.legacy:
+            self.stats.hits += 1
+            return bucket, None
+        self.clock += 1
+        if len(self.table) < self.windows and all(e.valid for e in self.table):
+            self.table += (EMPTY,)
+        result = map_bucket(self.table, bucket, self.generation.get(bucket, 0),
+                            self.windows, self.clock)
+        if not result.ok:
+            raise MapcacheFull(
+                f"mapcache: all {self.windows} windows of {self.bucket_bytes >> 10} KiB "
+                f"({self.budget >> 20} MiB of address space) are locked; bucket {bucket:#x} "
+                f"cannot be mapped")
+        self.table = result.table
+        if result.hit:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+            self.stats.evictions += bool(result.evicted)
+            self.stats.peak_bytes = max(self.stats.peak_bytes, self.mapped_bytes())
+            self.emit(trace.MapcacheMiss(
+                bucket=bucket << self.shift,
+                evicted=(result.victim << self.shift) if result.evicted else -1,
+                mapped=self.mapped_bytes()))
+        return result.slot, result
+
+    def lock(self, slot: int) -> None:
+        if not self.legacy:
+            self.table = lock(self.table, slot)
+
+    def unlock(self, slot: int) -> None:
+        if not self.legacy:
+            self.table = unlock(self.table, slot)
+
+    def invalidate(self, first: int, count: int) -> None:
+        """Buckets ``first`` .. ``first + count - 1`` were given back (and will
+        show new frames if repopulated)."""
+        for b in range(first, first + count):
+            self.generation[b] = self.generation.get(b, 0) + 1
+        stale = 0
+        if not self.legacy:
+            before = sum(e.stale for e in self.table)
+            self.table = invalidate(self.table, first, count)
+            stale = sum(e.stale for e in self.table) - before
+        self.stats.invalidations += 1
+        self.emit(trace.MapcacheInvalidate(first=first << self.shift, count=count,
+                                           stale=stale, mapped=self.mapped_bytes()))
+
+    def summary(self) -> trace.MapcacheStats:
+        """The statistics event qemu-dm emits when the domain ends."""
+        st = self.stats
+        return trace.MapcacheStats(
+            mode="map-everything" if self.legacy else "mapcache",
+            bucket_size=self.bucket_bytes, budget=self.budget, hits=st.hits,
+            misses=st.misses, evictions=st.evictions, invalidations=st.invalidations,
+            mapped=self.mapped_bytes(),
+            peak=self.memory_bytes if self.legacy else st.peak_bytes)
+
+    def check(self, bucket: int) -> None:
+        """The mapping an access is about to use shows the bucket's frames
+        now: the invariant :mod:`proofs.mapcache` proves, checked at run time."""
+        if self.legacy:
+            return
+        found, gen = translate(self.table, bucket)
+        assert found and gen == self.generation.get(bucket, 0), \
+            f"mapcache: bucket {bucket:#x} has no current mapping"

@@ -1,0 +1,161 @@
+"""qemu-dm's mapcache: the spec's rules, impl's cache against them, and both
+engines running a guest whose string I/O walks more buckets than the
+budget holds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from impl.mapcache import Mapcache as ImplMapcache
+from spec import trace
+from spec.mapcache import DEFAULT_BUDGET_32, LegacyTooBig, Mapcache, MapcacheFull
+from spec.xend import DeviceModelError
+from tests.conftest import both, guest, run
+
+KIB = 1 << 10
+
+
+def _cache(windows: int, **kw) -> tuple[Mapcache, list]:
+    events: list = []
+    return Mapcache(1 << 30, budget=windows * 64 * KIB, emit=events.append, **kw), events
+
+
+def _use(cache: Mapcache, bucket: int) -> int:
+    slot, _ = cache.map(bucket)
+    cache.check(bucket)
+    return slot
+
+
+def test_least_recently_used_unlocked_window_is_evicted():
+    cache, events = _cache(3)
+    for b in (1, 2, 3, 1, 4):          # 1 was used again: 2 is the oldest
+        _use(cache, b)
+    misses = [e for e in events if isinstance(e, trace.MapcacheMiss)]
+    assert [(e.bucket >> 16, e.evicted >> 16 if e.evicted >= 0 else None) for e in misses] == \
+        [(1, None), (2, None), (3, None), (4, 2)]
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.evictions) == (1, 4, 1)
+    assert cache.mapped_bytes() == 3 * 64 * KIB
+
+
+def test_a_locked_window_is_never_evicted_and_a_full_lock_refuses():
+    cache, events = _cache(2)
+    cache.lock(_use(cache, 1))
+    _use(cache, 2)
+    _use(cache, 3)                     # 1 is older but locked: 2 goes
+    assert events[-1] == trace.MapcacheMiss(bucket=3 << 16, evicted=2 << 16, mapped=128 * KIB)
+    cache.lock(_use(cache, 3))
+    with pytest.raises(MapcacheFull, match="all 2 windows of 64 KiB .* are locked; bucket 0x4"):
+        _use(cache, 4)
+
+
+def test_invalidation_drops_unlocked_windows_and_makes_locked_ones_stale():
+    cache, events = _cache(4)
+    held = _use(cache, 5)
+    cache.lock(held)
+    _use(cache, 6)
+    _use(cache, 9)
+    cache.invalidate(5, 2)             # buckets 5 and 6 given back
+    assert events[-1] == trace.MapcacheInvalidate(first=5 << 16, count=2, stale=1,
+                                                  mapped=2 * 64 * KIB)
+    _use(cache, 5)                     # a new window: the stale one is not reused
+    assert cache.stats.misses == 4 and cache.mapped_bytes() == 3 * 64 * KIB
+    cache.unlock(held)                 # the stale window goes with its last lock
+    assert cache.mapped_bytes() == 2 * 64 * KIB
+    cache.check(5)
+
+
+def test_map_everything_refuses_a_guest_that_does_not_fit():
+    with pytest.raises(LegacyTooBig, match="4096 MiB do not fit a 32-bit qemu-dm's 2304 MiB"):
+        Mapcache(4 << 30, bits=32, legacy=True)
+    with pytest.raises(DeviceModelError, match="4096 MiB do not fit a 32-bit qemu-dm's 2304 MiB"):
+        ImplMapcache(4 << 30, bits=32, legacy=True)
+    assert DEFAULT_BUDGET_32 == 2304 << 20
+    Mapcache(4 << 30, bits=64, legacy=True)     # a 64-bit qemu-dm maps it all
+
+
+# --- impl against the spec: the same events for any sequence of operations -------------
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("use"), st.integers(0, 9)),
+    st.tuples(st.just("hold"), st.integers(0, 9)),
+    st.tuples(st.just("release"), st.integers(0, 5)),
+    st.tuples(st.just("invalidate"), st.integers(0, 9), st.integers(1, 3)),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(windows=st.integers(1, 4), bits=st.sampled_from([32, 64]), ops=OPS)
+def test_impl_mapcache_emits_what_the_spec_emits(windows, bits, ops):
+    shift = 16 if bits == 32 else 20
+    ref_events, imp_events = [], []
+    ref = Mapcache(1 << 32, bits=bits, budget=windows << shift, emit=ref_events.append)
+    imp = ImplMapcache(1 << 32, bits, windows << shift, False, imp_events.append)
+    ref_held, imp_held = [], []
+    for op in ops:
+        if op[0] in ("use", "hold"):
+            try:
+                slot, _ = ref.map(op[1])
+                ref.lock(slot)
+                ref_failed = False
+            except MapcacheFull:
+                ref_failed = True
+            try:
+                w = imp.window(op[1])
+                imp_failed = False
+            except DeviceModelError:
+                imp_failed = True
+            assert ref_failed == imp_failed
+            if ref_failed:
+                continue
+            if op[0] == "use":
+                ref.unlock(slot)
+                imp.release(w)
+            else:
+                ref_held.append(slot)
+                imp_held.append(w)
+        elif op[0] == "release" and ref_held:
+            k = op[1] % len(ref_held)
+            ref.unlock(ref_held.pop(k))
+            imp.release(imp_held.pop(k))
+        elif op[0] == "invalidate":
+            ref.invalidate(op[1], op[2])
+            imp.invalidate(op[1], op[2])
+        assert ref.mapped_bytes() == imp.mapped()
+    assert ref_events == imp_events
+    assert ref.summary() == imp.summary()
+
+
+# --- both engines: a guest's string I/O through a small mapcache -------------------------
+
+#: ``rep outsb`` of 2 bytes from buckets 1..5, then 1 and 2 again, then 6;
+#: each buffer holds "<digit>\n" written there first
+WALK = "".join(f"""
+    mov ax, {b * 0x1000:#x}
+    mov ds, ax
+    mov word ptr [0x10], {0x0A30 + b:#x}
+    mov si, 0x10
+    mov cx, 2
+    mov dx, 0x3f8
+    rep outsb
+""" for b in (1, 2, 3, 4, 5, 1, 2, 6))
+
+
+def test_string_io_through_a_small_mapcache_misses_and_evicts_alike():
+    image = guest("walk", WALK)
+    result = both(image, device_model={"mapcache_budget": 3 * 64 * KIB})
+    assert result.serial == "1\n2\n3\n4\n5\n1\n2\n6\n"
+    misses = [(e.bucket >> 16, e.evicted >> 16 if e.evicted >= 0 else None)
+              for e in result.trace if isinstance(e, trace.MapcacheMiss)]
+    assert misses == [(1, None), (2, None), (3, None), (4, 1), (5, 2), (1, 3), (2, 4), (6, 5)]
+    assert result.mapcache["misses"] == 8 and result.mapcache["evictions"] == 5
+    assert result.mapcache["peak"] == 3 * 64 * KIB
+    # with the default budget every bucket stays mapped: no evictions
+    roomy = run("impl", image)
+    assert roomy.mapcache["evictions"] == 0 and roomy.mapcache["hits"] == 2
+
+
+def test_a_budget_below_one_bucket_is_refused():
+    from spec.xend import DomainConfig, XendError
+    with pytest.raises(XendError, match="needs at least one bucket \\(64 KiB\\)"):
+        DomainConfig(name="x", mapcache_budget=4096)
