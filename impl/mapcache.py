@@ -3,7 +3,7 @@
 Room: the bucket mappings of impl's qemu-dm (QEMU's ``xen-mapcache.c`` as
 DESIGN.md describes it), with the same observable behaviour as the
 reference: the same misses, the same victims, the same statistics. Imports
-:mod:`spec.trace` and :mod:`spec.xend` (interface only).
+:mod:`spec.platform`, :mod:`spec.trace` and :mod:`spec.xend` (interface only).
 
 Instead of scanning a table of windows, usable windows sit in an
 ``OrderedDict`` keyed by bucket, least recently used first: a hit moves
@@ -18,11 +18,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-from spec import trace
+from spec import platform, trace
 from spec.xend import DeviceModelError
-
-_SHIFT = {32: 16, 64: 20}
-_BUDGET = {32: (5 << 29) - (256 << 20), 64: 1 << 35}
 
 
 class Window:
@@ -37,8 +34,8 @@ class Mapcache:
                  legacy: bool = False, emit: Callable[[trace.Event], None] = lambda e: None
                  ) -> None:
         self.memory_bytes, self.bits, self.legacy, self.emit = memory_bytes, bits, legacy, emit
-        self.shift = _SHIFT[bits]
-        self.budget = _BUDGET[bits] if budget is None else budget
+        self.shift = platform.MAPCACHE_BUCKET_SHIFT[bits]
+        self.budget = platform.MAPCACHE_DEFAULT_BUDGET[bits] if budget is None else budget
         self.windows = self.budget >> self.shift
         if legacy and memory_bytes > self.budget:
             raise DeviceModelError(

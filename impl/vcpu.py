@@ -57,6 +57,8 @@ _GPR = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
 _GPR.update(rip=_RIP, rflags=_RFLAGS)
 _SEG = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
         "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
+#: the segments whose base counts in 64-bit mode, and where it is kept
+_BASE_MSR = {"fs": X.UC_X86_REG_FS_BASE, "gs": X.UC_X86_REG_GS_BASE}
 _EFER_LMA = 1 << 10
 _CR0_PG = 1 << 31
 _WIDE = 0xFFFF_FFFF_FFFF_FFFF
@@ -270,8 +272,8 @@ class Vcpu:
         if not self._reg(_CR0) & 1:
             return self._reg(_SEG[seg]) << 4
         if self.mode() == 64:
-            return {"fs": self._reg(X.UC_X86_REG_FS_BASE) if seg == "fs" else 0,
-                    "gs": self._reg(X.UC_X86_REG_GS_BASE) if seg == "gs" else 0}.get(seg, 0)
+            msr = _BASE_MSR.get(seg)
+            return self._reg(msr) if msr is not None else 0
         low, high = self._descriptor(seg)
         return (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
 

@@ -46,16 +46,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from spec import bv, trace
+from spec import bv, platform, trace
 from spec.xend import DeviceModelError
 
-#: bucket sizes by qemu-dm's word size (``MCACHE_BUCKET_SHIFT``)
-BUCKET_SHIFT = {32: 16, 64: 20}
-#: the default address-space budget of a 32-bit qemu-dm: 2.5 GiB, less what
-#: qemu-dm itself uses (its code, heap and video memory; 256 MiB here)
-DEFAULT_BUDGET_32 = (5 << 29) - (256 << 20)
-#: a 64-bit qemu-dm's default (QEMU's ``MCACHE_MAX_SIZE`` on 64-bit hosts)
-DEFAULT_BUDGET_64 = 1 << 35
+# bucket sizes and default budgets by qemu-dm's word size are platform
+# constants (spec.platform.MAPCACHE_BUCKET_SHIFT, MAPCACHE_DEFAULT_BUDGET)
 
 #: widths of the words of an entry, as the proofs see them
 BUCKET_BITS = 32
@@ -266,11 +261,11 @@ class Mapcache:
     stats: MapcacheStats = field(default_factory=MapcacheStats)
 
     def __post_init__(self) -> None:
-        if self.bits not in BUCKET_SHIFT:
+        if self.bits not in platform.MAPCACHE_BUCKET_SHIFT:
             raise ValueError(f"qemu-dm is 32- or 64-bit, not {self.bits}-bit")
         if self.budget is None:
-            self.budget = DEFAULT_BUDGET_32 if self.bits == 32 else DEFAULT_BUDGET_64
-        self.shift = BUCKET_SHIFT[self.bits]
+            self.budget = platform.MAPCACHE_DEFAULT_BUDGET[self.bits]
+        self.shift = platform.MAPCACHE_BUCKET_SHIFT[self.bits]
         self.bucket_bytes = 1 << self.shift
         self.windows = self.budget >> self.shift
         if self.windows < 1:

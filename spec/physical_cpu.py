@@ -43,6 +43,8 @@ MSR_EFER = 0xC0000080
 
 _LOADER_TABLE = 0x10000      # the loader's private descriptor table: 8192 entries
 _loader: unicorn.Uc | None = None
+#: the reset state for a CS:IP, built once on a 32-bit CPU
+_reset_states: dict[tuple[int, int], object] = {}
 
 
 class SegmentLoadRefused(Exception):
@@ -70,16 +72,19 @@ def reset(uc: unicorn.Uc, cs: int = 0xF000, ip: int = 0xFFF0) -> None:
     with the CS base ``cs`` * 16, DS/ES/SS/FS/GS = 0, RFLAGS = 2, every
     general-purpose register 0, GDTR and IDTR with base 0 and limit 0xFFFF
     (the IVT at address 0). Any translation the CPU cached is dropped."""
-    cpu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
-    cpu.reg_write(X.UC_X86_REG_CR0, 0x10)
-    cpu.reg_write(X.UC_X86_REG_CS, cs)
-    for seg in ("ds", "es", "ss", "fs", "gs"):
-        cpu.reg_write(SEGMENT_REGS[seg], 0)
-    cpu.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-    cpu.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
-    cpu.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
-    cpu.reg_write(X.UC_X86_REG_EIP, ip)
-    uc.context_restore(cpu.context_save())
+    state = _reset_states.get((cs, ip))
+    if state is None:
+        cpu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        cpu.reg_write(X.UC_X86_REG_CR0, 0x10)
+        cpu.reg_write(X.UC_X86_REG_CS, cs)
+        for seg in ("ds", "es", "ss", "fs", "gs"):
+            cpu.reg_write(SEGMENT_REGS[seg], 0)
+        cpu.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
+        cpu.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0xFFFF, 0))
+        cpu.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0xFFFF, 0))
+        cpu.reg_write(X.UC_X86_REG_EIP, ip)
+        state = _reset_states[(cs, ip)] = cpu.context_save()
+    uc.context_restore(state)
     uc.ctl(unicorn.unicorn_const.UC_CTL_TLB_FLUSH, unicorn.unicorn_const.UC_CTL_IO_WRITE)
 
 

@@ -99,3 +99,12 @@ DEFAULT_MAX_INSTRUCTIONS = 50_000_000
 # sits in the PCI hole below 4 GiB (where QEMU's pc machine has nothing).
 TESTDEV_BASE = 0xFEB00000
 TESTDEV_SIZE = 0x1000
+
+
+# --- qemu-dm's mapcache (QEMU's hw/xen/xen-mapcache.c) ----------------------------
+
+# bucket size (log2 bytes) by qemu-dm's word size: ``MCACHE_BUCKET_SHIFT``
+MAPCACHE_BUCKET_SHIFT = {32: 16, 64: 20}
+# the default address space for guest mappings by qemu-dm's word size: 2.5 GiB
+# less 256 MiB that a 32-bit qemu-dm uses itself; ``MCACHE_MAX_SIZE`` on 64-bit
+MAPCACHE_DEFAULT_BUDGET = {32: (5 << 29) - (256 << 20), 64: 1 << 35}

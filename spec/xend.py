@@ -64,7 +64,7 @@ class DomainConfig:
         if self.device_model_bits not in (32, 64):
             raise XendError(f"device_model_bits = {self.device_model_bits}: qemu-dm is 32- or "
                             f"64-bit")
-        bucket = 1 << (16 if self.device_model_bits == 32 else 20)
+        bucket = 1 << platform.MAPCACHE_BUCKET_SHIFT[self.device_model_bits]
         if self.mapcache_budget is not None and self.mapcache_budget < bucket:
             raise XendError(f"mapcache budget = {self.mapcache_budget} bytes: a "
                             f"{self.device_model_bits}-bit qemu-dm needs at least one bucket "

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from impl.mapcache import Mapcache as ImplMapcache
-from spec import trace
-from spec.mapcache import DEFAULT_BUDGET_32, LegacyTooBig, Mapcache, MapcacheFull
+from spec import platform, trace
+from spec.mapcache import LegacyTooBig, Mapcache, MapcacheFull
 from spec.xend import DeviceModelError
 from tests.conftest import both, guest, run
 
@@ -70,7 +70,7 @@ def test_map_everything_refuses_a_guest_that_does_not_fit():
         Mapcache(4 << 30, bits=32, legacy=True)
     with pytest.raises(DeviceModelError, match="4096 MiB do not fit a 32-bit qemu-dm's 2304 MiB"):
         ImplMapcache(4 << 30, bits=32, legacy=True)
-    assert DEFAULT_BUDGET_32 == 2304 << 20
+    assert platform.MAPCACHE_DEFAULT_BUDGET[32] == 2304 << 20
     Mapcache(4 << 30, bits=64, legacy=True)     # a 64-bit qemu-dm maps it all
 
 
@@ -87,7 +87,7 @@ OPS = st.lists(st.one_of(
 @settings(max_examples=300, deadline=None)
 @given(windows=st.integers(1, 4), bits=st.sampled_from([32, 64]), ops=OPS)
 def test_impl_mapcache_emits_what_the_spec_emits(windows, bits, ops):
-    shift = 16 if bits == 32 else 20
+    shift = platform.MAPCACHE_BUCKET_SHIFT[bits]
     ref_events, imp_events = [], []
     ref = Mapcache(1 << 32, bits=bits, budget=windows << shift, emit=ref_events.append)
     imp = ImplMapcache(1 << 32, bits, windows << shift, False, imp_events.append)
