@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "using the mapcache; refused if the guest does not fit the budget")
     run.add_argument("--stats", action="store_true",
                      help="print qemu-dm's mapcache statistics and the VM exits by reason")
+    run.add_argument("--display", choices=("auto", "live", "text", "off"), default="auto",
+                     help="the guest's text screen: live in the terminal while it runs, "
+                     "or its final frame as text after the run; auto (default): live on a "
+                     "terminal, text otherwise, and only if the guest drew anything")
+    run.add_argument("--screenshot", metavar="FILE.png", type=Path,
+                     help="write the final frame of the text screen as a PNG image")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="run every Z3 proof and its mutants",
@@ -161,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             serial_input = args.serial_input.read_bytes()
         except OSError as exc:
             raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
-    listeners = [] if args.json else [_live_serial]
+    display = _Display(args.display if not args.json else "off")
+    listeners = [] if args.json else [_live_serial, display]
     try:
         device_model = {"device_model_bits": args.dm_bits,
                         "mapcache_budget": args.mapcache_budget,
@@ -172,6 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                      device_model=device_model)
     except (XendError, DeviceModelError) as exc:
         raise GuestError(str(exc)) from None
+    finally:
+        display.close()
+    if args.screenshot:
+        _screenshot(result, args.screenshot)
     if args.trace:
         with open(args.trace, "w") as stream:
             trace.dump(result.trace, stream)
@@ -181,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if result.serial and not result.serial.endswith("\n"):
             print()
+        display.print_final()
         print(_fate_line(result))
         if args.stats:
             print(_stats_text(result))
@@ -192,6 +204,56 @@ def _live_serial(event: trace.Event) -> None:
         sys.stdout.write(chr(event.byte))
         if event.byte == 0x0A:
             sys.stdout.flush()
+
+
+class _Display:
+    """The guest's screen on the terminal (``run --display``)."""
+
+    def __init__(self, mode: str) -> None:
+        from hvmspec.display import Screen
+        if mode == "auto":
+            mode = "live" if sys.stdout.isatty() else "text"
+        self.mode = mode
+        self.screen = Screen()
+        self.live = None
+
+    def __call__(self, event: trace.Event) -> None:
+        if self.mode == "off" or not isinstance(event, trace.DisplayUpdate):
+            return
+        self.screen.apply(event)
+        if self.mode == "live" and self.live is None:
+            from rich.live import Live
+            self.live = Live(_ScreenView(self.screen), refresh_per_second=20)
+            self.live.start()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.refresh()
+            self.live.stop()
+
+    def print_final(self) -> None:
+        if self.mode == "text" and self.screen.updates:
+            rule = "-" * 80
+            print(f"{rule}\n{self.screen.text()}\n{rule}")
+
+
+class _ScreenView:
+    """Renders the screen as it is at each refresh of the live display."""
+
+    def __init__(self, screen) -> None:
+        self.screen = screen
+
+    def __rich__(self):
+        return self.screen.rich()
+
+
+def _screenshot(result, path: Path) -> None:
+    from hvmspec.display import Screen
+    screen = Screen.from_trace(result.trace)
+    try:
+        screen.png(path)
+    except OSError as exc:
+        raise GuestError(f"--screenshot {path}: {exc.strerror or exc}") from None
 
 
 def _stats_text(result) -> str:

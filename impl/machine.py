@@ -77,6 +77,15 @@ class Libxc:
         dom = self.host.domains.get(self.domid)
         return dom.vcpu.icount if dom else 0
 
+    def map_vram(self, gpa: int, buffer) -> None:
+        self.host.domains[self.domid].vcpu.map_buffer(gpa, buffer)
+
+    def track_dirty_vram(self, first_pfn: int, nr: int) -> int:
+        return self.host.domains[self.domid].vmm.vram.track(first_pfn, nr)
+
+    def dirty_vram_pending(self) -> bool:
+        return self.host.domains[self.domid].vmm.vram.bits != 0
+
 
 class Host:
     """Xen and dom0 for the impl engine (``spec.xend.Host`` for xend)."""
@@ -133,9 +142,10 @@ class Host:
         return DomainInfo(reason is not None, reason)
 
     def destroy(self, domid: int) -> None:
-        dom = self.domains.pop(domid, None)
+        dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
+        self.domains.pop(domid, None)
         self.evtchn.remove_domain(domid)
 
     def dom_exc_pending(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Callable
 from spec import platform, trace
 from impl.mapcache import Mapcache
 from impl.timer import Pit, SpeakerPort
+from impl.vga import PERIOD, Vga
 from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
                       IrqLines)
 
@@ -186,13 +187,17 @@ class QemuDm:
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
                         (platform.PORT_61, platform.PORT_61 + 1, SpeakerPort(self.pit))]
+        self.vga = Vga(libxc)
+        self.devices.append((0x3C0, 0x3E0, self.vga))
+        self.frame_period = 0
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.power_off_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: it reports its mapcache."""
+        """qemu-dm exits with its domain: a last refresh, then its mapcache report."""
+        self.vga.refresh(self.emit)
         self.emit(self.mapcache.summary())
 
     def _power_off(self) -> None:
@@ -206,7 +211,11 @@ class QemuDm:
         due = self.pit_due
         rx = self.uart.arrival
         if rx is not None and (due is None or rx < due):
-            return rx
+            due = rx
+        if self.vga.wants_refresh():
+            frame = (self.frame_period + 1) * PERIOD
+            if due is None or frame < due:
+                due = frame
         return due
 
     def poll(self) -> bool:
@@ -224,6 +233,9 @@ class QemuDm:
             self.uart.timer(now)
             worked = True
         self.pit_due = self.pit.irq0_deadline()
+        if now // PERIOD > self.frame_period:
+            self.frame_period = now // PERIOD
+            worked |= self.vga.refresh(self.emit)
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

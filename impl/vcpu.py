@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
+from typing import Callable
 
 import capstone
 import unicorn
@@ -204,6 +205,9 @@ class Vcpu:
         self._buffer = ctypes.create_string_buffer(4096)
         for start, end in self.ram:
             uc.mem_map(start, end - start)
+        self._mapped: list[object] = []         # buffers of other domains mapped here
+        #: Xen's own writes to guest memory are reported here (dirty video memory)
+        self.on_write: Callable[[int, int], None] | None = None
         self.icount = 0
         self.shadow = False             # interrupt shadow at the current boundary
         self._shadow_at = -1
@@ -220,6 +224,7 @@ class Vcpu:
                          (64, capstone.CS_MODE_64))}
         uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
 
@@ -249,6 +254,18 @@ class Vcpu:
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
+        if self.on_write is not None:
+            self.on_write(gpa, len(data))
+
+    def map_buffer(self, gpa: int, buffer) -> None:
+        """Back ``gpa`` with a dom0 buffer (qemu-dm's video memory)."""
+        self.uc.mem_map_ptr(gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
+        self._mapped.append(buffer)
+        self.ram.append((gpa, gpa + ctypes.sizeof(buffer)))
+
+    def protect(self, gpa: int, length: int, writable: bool) -> None:
+        self.uc.mem_protect(gpa, length, unicorn.UC_PROT_ALL if writable
+                            else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
 
     def paging(self) -> bool:
         return bool(self._reg(_CR0) & _CR0_PG)
@@ -422,6 +439,7 @@ class Vcpu:
             self._restart = False
             self._fetch_fault: int | None = None
             self._gpa: int | None = None
+            self._logdirty = False
             self._base = self.icount
             self._block = _EMPTY
             try:
@@ -501,6 +519,15 @@ class Vcpu:
                         unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
         return False
 
+    def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
+                      _data) -> bool:
+        if self.quiet:
+            return False
+        self._gpa = address
+        self._access = "write"
+        self._logdirty = True
+        return False
+
     def _fault(self, exc: unicorn.UcError) -> Exit:
         if self._fetch_fault is not None:
             rip = self._fetch_fault
@@ -512,8 +539,10 @@ class Vcpu:
         self.put("rip", rip - self.seg_base("cs"))
         code = self.code_at(rip).hex()
         if self._gpa is not None:
-            return Exit("ept_violation", rip, 0, icount,
-                        {"bytes": code, "access": self._access, "gpa": self._gpa})
+            info = {"bytes": code, "access": self._access, "gpa": self._gpa}
+            if self._logdirty:
+                info = {"bytes": code, "access": "write", "p2m": "logdirty", "gpa": self._gpa}
+            return Exit("ept_violation", rip, 0, icount, info)
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
 

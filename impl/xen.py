@@ -266,6 +266,49 @@ class EventChannels:
         return True
 
 
+class VramLog:
+    """HVMOP_track_dirty_vram for one domain: a bitmap of the tracked range's
+    pages written since the last call; written pages are made writable
+    until the next call write-protects them again."""
+
+    def __init__(self, vcpu: Vcpu) -> None:
+        self.vcpu = vcpu
+        self.range = (0, 0)             # first pfn, number of pages
+        self.bits = 0
+
+    def track(self, first_pfn: int, nr: int) -> int:
+        if (first_pfn, nr) != self.range:
+            old, count = self.range
+            if count:
+                self.vcpu.protect(old << 12, count << 12, True)
+            self.range, self.bits = (first_pfn, nr), (1 << nr) - 1
+        bits, self.bits = self.bits, 0
+        page = 0
+        while bits >> page:
+            if bits >> page & 1:
+                self.vcpu.protect(first_pfn + page << 12, 4096, False)
+            page += 1
+        return bits
+
+    def fault(self, gpa: int) -> bool:
+        first, count = self.range
+        index = (gpa >> 12) - first
+        if not 0 <= index < count:
+            return False
+        self.bits |= 1 << index
+        self.vcpu.protect(gpa & ~0xFFF, 4096, True)
+        return True
+
+    def written(self, gpa: int, length: int) -> None:
+        first, count = self.range
+        if not count or length <= 0:
+            return
+        low = max(gpa >> 12, first)
+        high = min((gpa + length - 1) >> 12, first + count - 1)
+        for pfn in range(low, high + 1):
+            self.bits |= 1 << (pfn - first)
+
+
 class Vmm:
     """Exit handling and ioreqs for one HVM domain."""
 
@@ -290,6 +333,8 @@ class Vmm:
         #: instruction's ioreqs one after the other, without leaving the VMM
         self.serve: Callable[[], None] = lambda: None
         self.mmio = MmioInstruction(vcpu, self._device_access)
+        self.vram = VramLog(vcpu)
+        vcpu.on_write = self.vram.written
 
     def handle_exit(self, ex: Exit) -> None:
         self.emit(trace.VmExit(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
@@ -301,6 +346,9 @@ class Vmm:
             self.halted = True
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass
+        elif ex.reason == "ept_violation" and "p2m" in ex.info:
+            if not self.vram.fault(ex.info["gpa"]):
+                self.crash(f"write to read-only gpa {ex.info['gpa']:#x}", ex.rip)
         elif ex.reason == "ept_violation" and ex.info["access"] == "fetch":
             self.crash(f"instruction fetch from gpa {ex.info['gpa']:#x}, which no RAM backs",
                        ex.rip)

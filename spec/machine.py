@@ -93,6 +93,17 @@ class DomainLink:
         dom = self.xen.domains.get(self.domid)
         return dom.vcpus[0].icount if dom else 0
 
+    def map_vram(self, gpa: int, buffer) -> None:
+        """``xc_domain_add_to_physmap``: qemu-dm's video memory into the guest."""
+        self.xen.domains[self.domid].vcpus[0].map_foreign(gpa, buffer)
+
+    def track_dirty_vram(self, first_pfn: int, nr: int) -> int:
+        """``xc_hvm_track_dirty_vram`` (:mod:`spec.dirty_vram`)."""
+        return self.xen.domains[self.domid].vmm.dirty_vram.track(first_pfn, nr)
+
+    def dirty_vram_pending(self) -> bool:
+        return self.xen.domains[self.domid].vmm.dirty_vram.pending()
+
 
 class ReferenceXen:
     """Xen and dom0 on one host (the reference engine)."""
@@ -164,9 +175,10 @@ class ReferenceXen:
 
     def destroy(self, domid: int) -> None:
         """``XEN_DOMCTL_destroydomain``; its qemu-dm exits with it."""
-        dom = self.domains.pop(domid, None)
+        dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
+        self.domains.pop(domid, None)
         self.events.remove_domain(domid)
 
     def dom_exc_pending(self) -> bool:

@@ -7,8 +7,11 @@ The memory map and the reset convention
 ---------------------------------------
 
 * Guest RAM starts at guest-physical address 0. The legacy VGA window
-  ``0xA0000``–``0xBFFFF`` is a hole: no RAM backs it, so an access there is an
-  MMIO exit (the device model's video memory lives there, see issue 6).
+  ``0xA0000``–``0xBFFFF`` is a hole: no RAM backs it. qemu-dm's VGA, in the
+  colour text mode it emulates, decodes ``0xB8000``–``0xBFFFF`` (graphics
+  controller register 6, memory map 3): it maps its own video memory there,
+  so guest accesses to it cause no exit; the rest of the window is an MMIO
+  exit that no device claims.
 * Under Xen the BIOS region is ordinary guest RAM that the domain builder
   fills. A guest image is loaded so that it **ends at 1 MiB** (``0x100000``),
   the place a PC BIOS ROM occupies below 1 MiB, and the vcpu starts in real
@@ -30,6 +33,11 @@ MAX_IMAGE_SIZE = IMAGE_END - VGA_HOLE_END   # the image must not reach the VGA h
 RESET_CS = 0xF000
 RESET_IP = 0xFFF0
 RESET_VECTOR = (RESET_CS << 4) + RESET_IP   # 0xFFFF0
+
+# the text window qemu-dm's VGA maps its video memory at (VGA memory map 3)
+VGA_TEXT_BASE = 0xB8000
+VGA_TEXT_SIZE = 0x8000
+VGA_PORTS = range(0x3C0, 0x3E0)  # attribute .. CRTC and input status (colour)
 
 MIN_MEMORY_MIB = 1
 DEFAULT_MEMORY_MIB = 16

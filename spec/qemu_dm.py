@@ -24,7 +24,8 @@ Interrupts. Devices drive ISA lines through :meth:`QemuDm.set_irq` (the
 shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
-and the UART IRQ4. Timers run on the virtual clock: qemu-dm tells the VMM
+and the UART IRQ4. The VGA (:mod:`spec.devices.vga`) shares its video
+memory with the guest and refreshes the display on a timer of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
 then lower), the UART's receiver takes its next input byte.
@@ -50,6 +51,7 @@ from spec.devices.acpi import AcpiPm
 from spec.devices.pit import Pit8254, Port61
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
+from spec.devices.vga import REFRESH_NS, Vga
 
 
 class GuestMemoryMap(Protocol):
@@ -72,6 +74,12 @@ class QemuDmHost(Protocol):
     def shutdown(self, domid: int, reason: int, by: str) -> None: ...
 
     def clock_ns(self) -> int: ...
+
+    def map_vram(self, gpa: int, buffer) -> None: ...
+
+    def track_dirty_vram(self, first_pfn: int, nr: int) -> int: ...
+
+    def dirty_vram_pending(self) -> bool: ...
 
 
 class QemuDm:
@@ -101,6 +109,9 @@ class QemuDm:
         self.pit_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
+        self.vga = Vga(host)
+        self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
+        self.display_period = 0
         self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.mmio.register(platform.TESTDEV_BASE, platform.TESTDEV_SIZE, self.testdev)
@@ -117,7 +128,8 @@ class QemuDm:
 
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
-        times = [t for t in (self.pit_deadline, self.uart.next_deadline()) if t is not None]
+        times = [t for t in (self.pit_deadline, self.uart.next_deadline(),
+                             self.vga.next_refresh(self.display_period)) if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
@@ -132,7 +144,17 @@ class QemuDm:
             self.uart.expire(now)
             fired = True
         self.pit_deadline = self.pit.next_deadline()
+        if now // REFRESH_NS > self.display_period:
+            self.display_period = now // REFRESH_NS
+            fired |= self.refresh_display()
         return fired
+
+    def refresh_display(self) -> bool:
+        """The display timer (:mod:`spec.devices.vga`); True if the screen changed."""
+        update = self.vga.refresh()
+        if update is not None:
+            self.emit(update)
+        return update is not None
 
     def poll(self) -> bool:
         """One pass of the main loop; True if there was anything to do."""
@@ -214,7 +236,9 @@ class QemuDm:
         return windows
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: it reports its mapcache."""
+        """qemu-dm exits with its domain: a last display refresh, then its
+        mapcache report."""
+        self.refresh_display()
         self.emit(self.mapcache.summary())
 
     def _request_shutdown(self, reason: int) -> None:

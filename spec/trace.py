@@ -302,6 +302,24 @@ class MapcacheStats(Event):
     peak: int
 
 
+@dataclass(frozen=True)
+class DisplayUpdate(Event):
+    """qemu-dm's display scanner found the text screen changed
+    (:mod:`spec.devices.vga`): ``rows`` are the changed rows (0-24), ``cells``
+    each changed row's 80 character/attribute byte pairs in hex, ``cursor``
+    the cursor's ``[row, column]`` (``[]`` when it is off or outside the
+    screen), ``frame`` a hash of the whole frame (cells and cursor), and
+    ``icount`` the virtual time of the refresh."""
+
+    kind: ClassVar[str] = "display"
+    actor: ClassVar[str] = "qemu-dm"
+    icount: int
+    rows: list
+    cells: list
+    cursor: list
+    frame: str
+
+
 # --- files -------------------------------------------------------------------------------
 
 def dump(events: Iterable[Event], stream: TextIO) -> None:

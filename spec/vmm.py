@@ -42,6 +42,11 @@ Port I/O, step by step (``xen/arch/x86/hvm/vmx/vmx.c``, ``hvm/io.c``,
    again for its next chunk. On *block* the vcpu waits on; on *crash* the
    domain is crashed.
 
+Video memory. A guest write to a page of qemu-dm's video memory that Xen
+tracks as log-dirty is an EPT violation that Xen handles itself
+(:meth:`spec.dirty_vram.DirtyVram.write_fault`): the page is marked dirty
+and made writable, and the write is retried at the next VM entry.
+
 Ports that Xen emulates itself (the virtual PIC of :mod:`spec.pic`, at
 0x20/0x21, 0xA0/0xA1 and 0x4D0/0x4D1) never become ioreqs: the VMM's
 internal handler performs the access at once (Xen's ``hvm_io_intercept``),
@@ -71,6 +76,7 @@ from typing import Callable
 
 from spec import ioreq, irq, platform, trace
 from spec.ioreq import Ioreq
+from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec.vmx import (RFLAGS_DF, RFLAGS_IF, SEGMENTS, DeliveryError, Exit, GuestAccessError,
@@ -156,6 +162,9 @@ class Vmm:
         self.lines = lines if lines is not None else irq.SharedLines()
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
+        #: HVMOP_track_dirty_vram (:mod:`spec.dirty_vram`), on vcpu 0's p2m
+        self.dirty_vram = DirtyVram(vcpus[0].set_writable)
+        vcpus[0].on_copy = self.dirty_vram.copied
 
     # --- exits ---------------------------------------------------------------------
 
@@ -171,6 +180,9 @@ class Vmm:
             self.halted[vcpu] = True
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass                            # the next VM entry does the work
+        elif ex.reason == "ept_violation" and ex.detail.get("p2m") == "logdirty":
+            if not self.dirty_vram.write_fault(ex.gpa):
+                self.crash(f"write to read-only gpa {ex.gpa:#x}", ex.rip)
         elif ex.reason == "ept_violation" and ex.detail.get("access") == "fetch":
             self.crash(f"instruction fetch from gpa {ex.gpa:#x}, which no RAM backs", ex.rip)
         elif ex.reason == "ept_violation":

@@ -61,7 +61,9 @@ interrupt table as if it had arrived at that boundary
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
+from typing import Callable
 
 import capstone
 import unicorn
@@ -240,7 +242,8 @@ class HardwareVcpu:
     """One vcpu of an HVM domain on the physical CPU.
 
     It owns the domain's guest-physical RAM (mapped into Unicorn, except the
-    VGA hole) and runs the guest until the next VM exit. ``run`` returns the
+    VGA hole, where the device model may map its video memory) and runs the
+    guest until the next VM exit. ``run`` returns the
     exit; the VMM then reads and writes guest state through ``reg``/``set_reg``
     and guest memory through ``read``/``write``, as Xen does through the VMCS
     and the p2m.
@@ -249,14 +252,19 @@ class HardwareVcpu:
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
         self.uc = physical_cpu.open_cpu()
+        #: memory of another domain mapped into this one: (start, end, buffer)
+        self.foreign: list[tuple[int, int, object]] = []
         for start, end in self.ram_ranges():
             self.uc.mem_map(start, end - start)
+        #: Xen's writes into guest memory are reported here (log-dirty tracking)
+        self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0
         self.shadow = False
         self._pending: Exit | None = None
         self._fault: str | None = None
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
+        self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         self.reset()
 
     def ram_ranges(self) -> list[tuple[int, int]]:
@@ -265,7 +273,24 @@ class HardwareVcpu:
         return [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, top)]
 
     def is_ram(self, gpa: int, length: int) -> bool:
-        return any(start <= gpa and gpa + length <= end for start, end in self.ram_ranges())
+        """Whether memory backs the whole range: the domain's RAM, or memory
+        mapped into it (qemu-dm's video memory)."""
+        spans = self.ram_ranges() + [(start, end) for start, end, _ in self.foreign]
+        return any(start <= gpa and gpa + length <= end for start, end in spans)
+
+    def map_foreign(self, gpa: int, buffer) -> None:
+        """Map a dom0 buffer (a ctypes array) at ``gpa`` in the domain's
+        physical address space, as qemu-dm's video memory is added to the
+        guest's p2m; the pages are writable until :meth:`set_writable` says
+        otherwise."""
+        size = ctypes.sizeof(buffer)
+        self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
+        self.foreign.append((gpa, gpa + size, buffer))
+
+    def set_writable(self, pfn: int, writable: bool) -> None:
+        """The EPT write permission of one page (a log-dirty page is read-only)."""
+        prot = unicorn.UC_PROT_ALL if writable else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
+        self.uc.mem_protect(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE, prot)
 
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
@@ -349,6 +374,7 @@ class HardwareVcpu:
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
+        self.on_copy(gpa, len(data))
 
     # --- linear addresses ---------------------------------------------------------
 
@@ -412,6 +438,7 @@ class HardwareVcpu:
         interrupt-window exiting."""
         self._pending = None
         self._fault = None
+        self._p2m: str | None = None
         self._fetch = False
         self._budget_end = self.icount + budget
         self._deadline = deadline
@@ -479,6 +506,15 @@ class HardwareVcpu:
                         unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
         return False
 
+    def _on_write_protected(self, uc, access, address, size, value, _data) -> bool:
+        # an EPT violation on a page that is mapped but not writable
+        self._fault = f"{address:#x}:{size}"
+        self._fault_gpa = address
+        self._fetch = False
+        self._access = "write"
+        self._p2m = "logdirty"
+        return False
+
     def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
         # The faulting instruction was counted on entry to its hook but did
         # not retire; the hook's address is exact. An instruction fetch from
@@ -492,8 +528,11 @@ class HardwareVcpu:
         self.set_reg("rip", rip - self.segment_base("cs"))
         code = self.read_code(rip)
         if self._fault is not None:
+            detail = {"bytes": code.hex(), "access": self._access}
+            if self._p2m is not None:
+                detail["p2m"] = self._p2m
             return Exit("ept_violation", rip, 0, self.icount, gpa=self._fault_gpa,
-                        detail={"bytes": code.hex(), "access": self._access})
+                        detail=detail)
         reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
         return Exit(reason, rip, 0, self.icount,
                     detail={"bytes": code.hex(), "error": str(exc)})
