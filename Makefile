@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hvmspec run hello --engine impl
+	$(BIN)/hvmspec run demo --engine impl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

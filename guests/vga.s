@@ -51,6 +51,9 @@ start:
     call init_pic_pit
     mov ax, TEXT_SEG
     mov es, ax
+    mov dx, 0x3c2               ; miscellaneous output: colour I/O addresses (0x3Dx),
+    mov al, 0x67                ; as a mode set leaves it
+    out dx, al
 
     ; 1. the blue screen, the title and the colour bar
     xor di, di
@@ -137,7 +140,7 @@ no_scroll:
     mov ax, 0x200a              ; bit 5: cursor off
     out dx, ax
     call wait_tick
-    mov ax, 0x0e0a              ; an underline again (scan lines 14-15)
+    mov ax, 0x0e0a              ; an underline again (scan line 14 to the end register, 14)
     out dx, ax
     mov ax, [START_ADDR]
     add ax, 12 * 80 + 40

@@ -109,10 +109,12 @@ class Screen:
                 draw.rectangle((left, top, left + CELL_WIDTH - 1, top + CELL_HEIGHT - 1),
                                fill=f"#{PALETTE[attr >> 4 & 0x07]}")
                 char = glyph(code)
-                if char == "█":
-                    draw.rectangle((left, top, left + CELL_WIDTH - 1, top + CELL_HEIGHT - 1),
-                                   fill=f"#{PALETTE[attr & 0x0F]}")
-                elif char.strip():
+                colours = (PALETTE[attr & 0x0F], PALETTE[attr >> 4 & 0x07])
+                if _draw_block(draw, char, left, top, colours):
+                    continue
+                if _draw_box(draw, char, left, top, f"#{colours[0]}"):
+                    continue
+                if char.strip():
                     draw.text((left + CELL_WIDTH / 2, top + CELL_HEIGHT / 2), char,
                               fill=f"#{PALETTE[attr & 0x0F]}", font=font, anchor="mm")
         if self.cursor:
@@ -122,3 +124,60 @@ class Screen:
             draw.rectangle((left, top + min(first, 15), left + CELL_WIDTH - 1,
                             top + min(max(first, last), 15)), fill=f"#{PALETTE[attr & 0x0F]}")
         image.save(path, "PNG")
+
+
+#: the block elements of code page 437: (x0, y0, x1, y1) in cell eighths, or a shade
+_BLOCKS = {"█": (0, 0, 8, 8), "▀": (0, 0, 8, 4), "▄": (0, 4, 8, 8), "▌": (0, 0, 4, 8),
+           "▐": (4, 0, 8, 8), "░": 0.25, "▒": 0.5, "▓": 0.75}
+
+
+def _draw_block(draw, char: str, left: int, top: int, colours: tuple[str, str]) -> bool:
+    shape = _BLOCKS.get(char)
+    if shape is None:
+        return False
+    fg, bg = (tuple(int(c[i:i + 2], 16) for i in (0, 2, 4)) for c in colours)
+    if isinstance(shape, float):
+        mix = tuple(round(b + (f - b) * shape) for f, b in zip(fg, bg))
+        draw.rectangle((left, top, left + CELL_WIDTH - 1, top + CELL_HEIGHT - 1), fill=mix)
+        return True
+    x0, y0, x1, y1 = shape
+    draw.rectangle((left + x0 * CELL_WIDTH // 8, top + y0 * CELL_HEIGHT // 8,
+                    left + x1 * CELL_WIDTH // 8 - 1, top + y1 * CELL_HEIGHT // 8 - 1), fill=fg)
+    return True
+
+
+def _box_arms(char: str) -> dict[str, str] | None:
+    """The arms of a box-drawing character and their weight ("light" or
+    "double"), read from its Unicode name (e.g. "BOX DRAWINGS DOWN SINGLE
+    AND RIGHT DOUBLE")."""
+    import unicodedata
+    name = unicodedata.name(char, "")
+    if not name.startswith("BOX DRAWINGS "):
+        return None
+    words = name[len("BOX DRAWINGS "):].split()
+    expand = {"VERTICAL": ("UP", "DOWN"), "HORIZONTAL": ("LEFT", "RIGHT")}
+    overall = "double" if "DOUBLE" in words and "SINGLE" not in words else "light"
+    arms: dict[str, str] = {}
+    for i, word in enumerate(words):
+        for arm in expand.get(word, (word,) if word in ("UP", "DOWN", "LEFT", "RIGHT") else ()):
+            after = words[i + 1] if i + 1 < len(words) else ""
+            arms[arm] = {"SINGLE": "light", "DOUBLE": "double"}.get(after, overall)
+    return arms or None
+
+
+def _draw_box(draw, char: str, left: int, top: int, colour: str) -> bool:
+    arms = _box_arms(char)
+    if arms is None:
+        return False
+    cx, cy = left + CELL_WIDTH // 2, top + CELL_HEIGHT // 2
+    ends = {"UP": (cx, top), "DOWN": (cx, top + CELL_HEIGHT - 1),
+            "LEFT": (left, cy), "RIGHT": (left + CELL_WIDTH - 1, cy)}
+    for arm, weight in arms.items():
+        ex, ey = ends[arm]
+        offsets = (-2, 2) if weight == "double" else (0,)
+        for d in offsets:
+            if arm in ("UP", "DOWN"):
+                draw.line((cx + d, cy + (d if arm == "UP" else -d) * 0, cx + d, ey), fill=colour)
+            else:
+                draw.line((cx, cy + d, ex, cy + d), fill=colour)
+    return True

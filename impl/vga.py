@@ -56,6 +56,8 @@ class Vga:
 
     def read(self, offset: int, size: int) -> int:
         port = 0x3C0 + offset
+        if port in (0x3D4, 0x3D5, 0x3DA) and not self.misc & 1:
+            return 0xFF             # the CRTC is at the monochrome addresses
         bank = self._READ_INDEXED.get(port)
         if bank is not None:
             regs, i = self.regs[bank], self.index[bank]
@@ -80,6 +82,8 @@ class Vga:
 
     def write(self, offset: int, size: int, value: int) -> None:
         port = 0x3C0 + offset
+        if port in (0x3D4, 0x3D5, 0x3DA) and not self.misc & 1:
+            return
         bank = self._INDEX_PORTS.get(port)
         if bank is not None:
             self.index[bank] = value

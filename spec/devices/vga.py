@@ -72,6 +72,12 @@ port                     register
 ======================= ============================================================
 
 Reads of any other port of the range return 0xFF; writes to it are ignored.
+So do the CRTC and input status ports while the miscellaneous output
+register's bit 0 (I/O address select) is clear: they are then at 0x3B4,
+0x3B5 and 0x3BA, the monochrome addresses, which are not emulated. (A VGA
+that no BIOS has set up, as QEMU's under ``-bios`` with a guest of
+hvmspec's, starts that way; the guests set the register first, as a mode
+set does.)
 Registers are kept as written (the DAC and attribute palettes, the
 sequencer and graphics registers do not change the text picture in this
 model, which always draws with the default palette).
@@ -105,6 +111,9 @@ MODE3_SEQUENCER = bytes.fromhex("0300030002")
 MODE3_GRAPHICS = bytes.fromhex("000000000010" "0e00ff")
 MODE3_ATTRIBUTE = bytes.fromhex("00010203040514380738393a3b3c3d3e3f" "0c000f0800")
 MODE3_MISC = 0x67
+
+# the ports that move with the I/O address select (miscellaneous output bit 0)
+COLOUR_PORTS = (0x3D4, 0x3D5, 0x3DA)
 
 # CRTC registers the picture depends on
 CRTC_OFFSET = 0x13
@@ -167,8 +176,17 @@ class Vga:
 
     # --- registers -----------------------------------------------------------------
 
+    def decoded(self, port: int) -> bool:
+        """The CRTC and input status answer at 0x3Dx only while the
+        miscellaneous output register's I/O address select (bit 0) picks
+        the colour addresses; with it clear they are at 0x3Bx (monochrome),
+        which this colour VGA does not emulate."""
+        return port not in COLOUR_PORTS or bool(self.misc & 1)
+
     def io_read(self, offset: int, size: int) -> int:
         port = 0x3C0 + offset
+        if not self.decoded(port):
+            return 0xFF
         if port == 0x3C1:
             return self._indexed(self.attribute, self.attribute_index)
         if port == 0x3CC:
@@ -197,6 +215,8 @@ class Vga:
 
     def io_write(self, offset: int, size: int, value: int) -> None:
         port = 0x3C0 + offset
+        if not self.decoded(port):
+            return
         if port == 0x3C0:
             if self.attribute_flip:
                 self._store(self.attribute, self.attribute_index, value)
