@@ -18,8 +18,8 @@ from typing import Callable
 from spec import platform, trace
 from spec.loader import GuestImage, check_image
 from spec.result import Recorder, RunResult, final_exit
-from spec.xend import DomainConfig, DomainInfo, Xend
-from impl.mapcache import Mapcache
+from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
+from spec.xs_client import InProcessStore
 from impl.qemu_dm import QemuDm
 from impl.vcpu import EFLAGS_IF, Vcpu
 from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
@@ -102,7 +102,8 @@ class Host:
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
-        self.xend = Xend(self, emit)
+        self.xenstore = InProcessStore(emit)
+        self.xend = Xend(self, emit, self.xenstore.connect("xend"))
 
     # --- xend's hypercalls -------------------------------------------------------
 
@@ -127,11 +128,14 @@ class Host:
 
     def start_device_model(self, domid: int) -> None:
         dom = self.domains[domid]
-        config = dom.config
-        mapcache = Mapcache(config.memory_mib << 20, config.device_model_bits,
-                            config.mapcache_budget, config.map_everything, self.emit)
-        dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit,
-                          dom.vmm.lines, dom.irq_port, self.serial_input, mapcache)
+        try:
+            dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
+                              Libxc(self, domid), self.emit, dom.vmm.lines, dom.irq_port,
+                              self.serial_input)
+        except DeviceModelError:
+            self.domains.pop(domid, None)
+            self.evtchn.remove_domain(domid)
+            raise
         dom.vmm.serve = dom.qemu.poll
 
     def unpause(self, domid: int) -> None:

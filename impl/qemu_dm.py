@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spec import platform, trace
+from spec import dm_config, platform, trace
 from impl.mapcache import Mapcache
 from impl.timer import Pit, SpeakerPort
 from impl.vga import PERIOD, Vga
@@ -166,13 +166,14 @@ class AcpiPm:
 class QemuDm:
     """The device model of one domain."""
 
-    def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit,
-                 lines: IrqLines, irq_port: int, serial_input: bytes = b"",
-                 mapcache: Mapcache | None = None) -> None:
+    def __init__(self, domid: int, xs, page: IoreqPage, ram, libxc, emit: Emit,
+                 lines: IrqLines, irq_port: int, serial_input: bytes = b"") -> None:
         self.domid = domid
+        conf = self.config = dm_config.read_device_model(xs, domid)
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
-        self.mapcache = mapcache if mapcache is not None else Mapcache(1 << 32, emit=emit)
+        self.mapcache = Mapcache(conf.memory_bytes, conf.bits, conf.mapcache_budget,
+                                 conf.map_everything, emit)
         self.libxc = libxc              # bind / take / notify / shutdown / clock_ns
         self.emit = emit
         self.lines = lines
@@ -182,22 +183,26 @@ class QemuDm:
                          serial_input)
         self.pit = Pit(clock)
         self.pit_due: int | None = None
-        self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, self.uart),
-                        (platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
+        self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
                         (platform.PORT_61, platform.PORT_61 + 1, SpeakerPort(self.pit))]
-        self.vga = Vga(libxc)
-        self.devices.append((0x3C0, 0x3E0, self.vga))
+        if conf.serial:
+            self.devices.append((platform.COM1_BASE, platform.COM1_BASE + 8, self.uart))
+        self.vga = Vga(libxc) if conf.vga else None
+        if self.vga is not None:
+            self.devices.append((0x3C0, 0x3E0, self.vga))
         self.frame_period = 0
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.power_off_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
+        dm_config.announce(xs, domid)
 
     def stop(self) -> None:
         """qemu-dm exits with its domain: a last refresh, then its mapcache report."""
-        self.vga.refresh(self.emit)
+        if self.vga is not None:
+            self.vga.refresh(self.emit)
         self.emit(self.mapcache.summary())
 
     def _power_off(self) -> None:
@@ -212,7 +217,7 @@ class QemuDm:
         rx = self.uart.arrival
         if rx is not None and (due is None or rx < due):
             due = rx
-        if self.vga.wants_refresh():
+        if self.vga is not None and self.vga.wants_refresh():
             frame = (self.frame_period + 1) * PERIOD
             if due is None or frame < due:
                 due = frame
@@ -235,7 +240,8 @@ class QemuDm:
         self.pit_due = self.pit.irq0_deadline()
         if now // PERIOD > self.frame_period:
             self.frame_period = now // PERIOD
-            worked |= self.vga.refresh(self.emit)
+            if self.vga is not None:
+                worked |= self.vga.refresh(self.emit)
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

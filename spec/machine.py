@@ -30,12 +30,12 @@ from typing import Callable
 
 from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image
-from spec.mapcache import Mapcache
+from spec.xs_client import InProcessStore
 from spec.qemu_dm import QemuDm
 from spec.result import Recorder, RunResult, final_exit
 from spec.vmm import Vmm
 from spec.vmx import HardwareVcpu
-from spec.xend import DomainConfig, DomainInfo, Xend
+from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 
 
 @dataclass
@@ -121,7 +121,9 @@ class ReferenceXen:
         self.domains: dict[int, HvmDomain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
-        self.xend = Xend(self, emit)
+        #: XenStore (:mod:`spec.xs_client`; the daemon comes with issue 7)
+        self.xenstore = InProcessStore(emit)
+        self.xend = Xend(self, emit, self.xenstore.connect("xend"))
 
     # --- hypercalls (xend.Host) --------------------------------------------------
 
@@ -157,14 +159,15 @@ class ReferenceXen:
         """xend starts qemu-dm for the domain: it maps the ioreq page and
         guest memory and binds its event channels."""
         dom = self.domains[domid]
-        config = dom.config
-        mapcache = Mapcache(config.memory_mib << 20, bits=config.device_model_bits,
-                            budget=config.mapcache_budget, legacy=config.map_everything,
-                            emit=self.emit)
-        dom.qemu = QemuDm(domid, len(dom.vcpus), dom.iopage, GuestRam(dom.vcpus[0]),
-                          DomainLink(self, domid), self.emit, lines=dom.lines,
-                          irq_port=dom.irq_port, serial_input=self.serial_input,
-                          mapcache=mapcache)
+        try:
+            dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.iopage,
+                              GuestRam(dom.vcpus[0]), DomainLink(self, domid), self.emit,
+                              lines=dom.lines, irq_port=dom.irq_port,
+                              serial_input=self.serial_input)
+        except DeviceModelError:
+            self.domains.pop(domid, None)
+            self.events.remove_domain(domid)
+            raise
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False

@@ -2,7 +2,8 @@
 
 Room: qemu-dm's ioreq loop (take a request from the shared page, perform it
 on the devices, respond) and its wiring of devices and power management.
-Imports :mod:`spec.ioreq`, :mod:`spec.devices`, :mod:`spec.trace`.
+Imports :mod:`spec.ioreq`, :mod:`spec.devices`, :mod:`spec.trace`,
+:mod:`spec.dm_config` (its configuration, read from XenStore).
 
 At start-up qemu-dm maps the domain's shared ioreq page and, for each vcpu,
 binds an interdomain event channel to the port Xen put in the slot's
@@ -44,7 +45,8 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from spec import ioreq, irq, platform, trace
+from spec import dm_config, ioreq, irq, platform, trace
+from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
@@ -85,16 +87,20 @@ class QemuDmHost(Protocol):
 class QemuDm:
     """The device model of domain ``domid``."""
 
-    def __init__(self, domid: int, nr_vcpus: int, iopage: ioreq.SharedIopage,
+    def __init__(self, domid: int, xs: XsClient, iopage: ioreq.SharedIopage,
                  memory: GuestMemoryMap, host: QemuDmHost,
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
-                 serial_input: bytes = b"", mapcache: Mapcache | None = None) -> None:
+                 serial_input: bytes = b"") -> None:
         self.domid = domid
+        #: the configuration xend wrote to XenStore (:mod:`spec.dm_config`)
+        self.config = config = dm_config.read_device_model(xs, domid)
         self.iopage = iopage
         self.memory = memory
         #: how qemu-dm reaches guest memory (:mod:`spec.mapcache`)
-        self.mapcache = mapcache if mapcache is not None else Mapcache(1 << 32, emit=emit)
+        self.mapcache = Mapcache(config.memory_bytes, bits=config.bits,
+                                 budget=config.mapcache_budget, legacy=config.map_everything,
+                                 emit=emit)
         self.host = host
         self.emit = emit
         self.lines = lines if lines is not None else irq.SharedLines()
@@ -102,23 +108,26 @@ class QemuDm:
         self.bus = PortBus(emit)
         self.uart = Uart16550("com1", emit, irq=lambda level: self.set_irq(platform.IRQ_COM1, level),
                               clock=host.clock_ns, input=serial_input)
-        self.bus.register(platform.COM1_BASE, 8, self.uart)
+        if config.serial:
+            self.bus.register(platform.COM1_BASE, 8, self.uart)
         self.pit = Pit8254(host.clock_ns)
         self.bus.register(platform.PIT_BASE, 4, self.pit)
         self.bus.register(platform.PORT_61, 1, Port61(self.pit))
         self.pit_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
-        self.vga = Vga(host)
-        self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
+        self.vga = Vga(host) if config.vga else None
+        if self.vga is not None:
+            self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
         self.display_period = 0
         self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.mmio.register(platform.TESTDEV_BASE, platform.TESTDEV_SIZE, self.testdev)
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
-                            for v in range(nr_vcpus)]
+                            for v in range(config.vcpus)]
         self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None
+        dm_config.announce(xs, domid)
 
     def set_irq(self, line: int, level: int) -> None:
         """A device drives ISA line ``line`` to ``level``."""
@@ -128,8 +137,9 @@ class QemuDm:
 
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
-        times = [t for t in (self.pit_deadline, self.uart.next_deadline(),
-                             self.vga.next_refresh(self.display_period)) if t is not None]
+        frame = self.vga.next_refresh(self.display_period) if self.vga is not None else None
+        times = [t for t in (self.pit_deadline, self.uart.next_deadline(), frame)
+                 if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
@@ -151,6 +161,8 @@ class QemuDm:
 
     def refresh_display(self) -> bool:
         """The display timer (:mod:`spec.devices.vga`); True if the screen changed."""
+        if self.vga is None:
+            return False
         update = self.vga.refresh()
         if update is not None:
             self.emit(update)

@@ -320,6 +320,21 @@ class DisplayUpdate(Event):
     frame: str
 
 
+@dataclass(frozen=True)
+class XenstoreOp(Event):
+    """A XenStore operation by ``client`` (``xend``, ``qemu-dm``):
+    ``op`` is read, write, mkdir, directory or rm; ``value`` what was
+    written or read (a read of a missing node: ``ENOENT``; a directory:
+    the children's names, space-separated)."""
+
+    kind: ClassVar[str] = "xenstore"
+    actor: ClassVar[str] = "xenstore"
+    client: str
+    op: str
+    path: str
+    value: str
+
+
 # --- files -------------------------------------------------------------------------------
 
 def dump(events: Iterable[Event], stream: TextIO) -> None:

@@ -24,17 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from spec import platform, trace
+from spec import dm_config, platform, trace
+from spec.dm_config import DeviceModelError  # noqa: F401  (re-exported)
+from spec.xs_client import XsClient
 
 ACTIONS = ("destroy", "restart", "preserve")
 
 
 class XendError(Exception):
     """A bad domain configuration or an impossible request."""
-
-
-class DeviceModelError(Exception):
-    """qemu-dm could not start for this domain (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,12 @@ class DomainConfig:
     mapcache_budget: int | None = None
     #: map all guest memory at start-up instead of using the mapcache
     map_everything: bool = False
+    #: COM1: "pty" (the user's terminal or a file) or "none"
+    serial: str = "pty"
+    #: the VGA (False: xm's ``nographic = 1``)
+    vga: bool = True
+    #: seconds the guest's RTC is ahead of UTC (``rtc_timeoffset``)
+    rtc_offset: int = 0
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
@@ -69,6 +73,8 @@ class DomainConfig:
             raise XendError(f"mapcache budget = {self.mapcache_budget} bytes: a "
                             f"{self.device_model_bits}-bit qemu-dm needs at least one bucket "
                             f"({bucket >> 10} KiB)")
+        if self.serial not in ("pty", "none"):
+            raise XendError(f"serial = {self.serial!r}: must be 'pty' or 'none'")
         if self.vcpus != 1:
             raise XendError(f"vcpus = {self.vcpus}: this model runs one vcpu per domain")
 
@@ -113,18 +119,22 @@ class ManagedDomain:
 class Xend:
     """The daemon: creates domains and acts when they shut down."""
 
-    def __init__(self, host: Host, emit: Callable[[trace.Event], None]) -> None:
+    def __init__(self, host: Host, emit: Callable[[trace.Event], None],
+                 xs: XsClient) -> None:
         self.host = host
         self.emit = emit
+        self.xs = xs
         self.domains: dict[int, ManagedDomain] = {}
 
     def create(self, config: DomainConfig) -> int:
-        """``xm create``: build the domain (paused), start its qemu-dm, then
-        unpause it."""
+        """``xm create``: build the domain (paused), write its configuration
+        to XenStore (:mod:`spec.dm_config`), start its qemu-dm (which reads
+        it there), then unpause it."""
         domid = self.host.create_domain(config)
         record = ManagedDomain(config, domid)
         self.domains[domid] = record
         self._move(record, "created", "")
+        dm_config.write_domain(self.xs, domid, config)
         self.host.start_device_model(domid)
         self.host.unpause(domid)
         self._move(record, "running", "")

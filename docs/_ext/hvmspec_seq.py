@@ -296,6 +296,39 @@ def _fold_devices(trip: RoundTrip, keep_head: int = 2, keep_tail: int = 1) -> li
     return rows
 
 
+def _fold_xenstore(events: list[tuple[int, dict]]) -> list[Row]:
+    """The rows of a run of events, each client's consecutive XenStore
+    operations drawn as one note on its lifeline."""
+    rows: list[Row] = []
+    run: list[tuple[int, dict]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        client = run[0][1]["client"]
+        ops: dict[str, int] = {}
+        for _, e in run:
+            ops[e["op"]] = ops.get(e["op"], 0) + 1
+        roots = sorted({"/".join(e["path"].split("/")[:3]) + "/…" for _, e in run})
+        text = (f"XenStore: {', '.join(f'{n} × {op}' for op, n in ops.items())}\n"
+                f"{', '.join(roots)} · events #{run[0][0]}–#{run[-1][0]}")
+        lane = client if client in dict(LANES) else "vmm"
+        rows.append(Row("note", text, run[0][0], lane, colour=COLOURS.get(lane, "#333333")))
+        run.clear()
+
+    for i, event in events:
+        if event["kind"] == "xenstore" and (not run or run[0][1]["client"] == event["client"]):
+            run.append((i, event))
+            continue
+        flush()
+        if event["kind"] == "xenstore":
+            run.append((i, event))
+        else:
+            rows += rows_for(i, event)
+    flush()
+    return rows
+
+
 def _band(trips: list[RoundTrip]) -> Row:
     """One band standing for a run of round trips that are not drawn."""
     counts: dict[str, int] = {}
@@ -319,9 +352,10 @@ def plan(events: list[dict]) -> list[Row]:
     prologue, trips = split(events)
     rows: list[Row] = []
     if prologue:
-        rows.append(Row("header", "start-up: xend creates the domain, qemu-dm binds the "
-                        "vcpu's ioreq event channel, first VM entry"))
-        rows += [row for i, e in prologue for row in rows_for(i, e)]
+        rows.append(Row("header", "start-up: xend creates the domain and writes its "
+                        "configuration to XenStore, qemu-dm reads it and binds the vcpu's "
+                        "ioreq event channel, first VM entry"))
+        rows += _fold_xenstore(prologue)
     if not trips:
         return rows
     keep = {0, len(trips) - 1}
