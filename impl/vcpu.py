@@ -195,7 +195,7 @@ class Vcpu:
 
     def __init__(self, memory_bytes: int) -> None:
         self.memory_bytes = memory_bytes
-        self.ram = [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, memory_bytes)]
+        self.ram = platform.ram_ranges(memory_bytes)
         uc = self.uc = physical_cpu.open_cpu()
         # Unicorn's own C entry points, called directly: the binding's
         # generic register and memory accessors cost microseconds per call.

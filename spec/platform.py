@@ -12,6 +12,9 @@ The memory map and the reset convention
   controller register 6, memory map 3): it maps its own video memory there,
   so guest accesses to it cause no exit; the rest of the window is an MMIO
   exit that no device claims.
+* RAM beyond 3.75 GiB (``0xF0000000``) continues at 4 GiB: the range
+  ``0xF0000000``–``0xFFFFFFFF`` is the MMIO hole where PCI devices live
+  (:func:`ram_ranges`).
 * Under Xen the BIOS region is ordinary guest RAM that the domain builder
   fills. A guest image is loaded so that it **ends at 1 MiB** (``0x100000``),
   the place a PC BIOS ROM occupies below 1 MiB, and the vcpu starts in real
@@ -34,6 +37,24 @@ RESET_CS = 0xF000
 RESET_IP = 0xFFF0
 RESET_VECTOR = (RESET_CS << 4) + RESET_IP   # 0xFFFF0
 
+# Guest RAM above 3.75 GiB is placed above 4 GiB, leaving the hole below 4 GiB
+# to MMIO (PCI BARs, the test device): hvmloader's HVM_BELOW_4G_RAM_END and
+# HVM_BELOW_4G_MMIO_START (tools/firmware/hvmloader/config.h).
+BELOW_4G_RAM_END = 0xF0000000
+ABOVE_4G_RAM_START = 1 << 32
+
+
+def ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
+    """Guest-physical RAM of a domain with ``memory_bytes`` of memory:
+    [start, end) ranges, the VGA hole and the MMIO hole below 4 GiB left out."""
+    low = min(memory_bytes, BELOW_4G_RAM_END)
+    ranges = [(0, VGA_HOLE_START), (VGA_HOLE_END, low)]
+    if memory_bytes > BELOW_4G_RAM_END:
+        ranges.append((ABOVE_4G_RAM_START,
+                       ABOVE_4G_RAM_START + memory_bytes - BELOW_4G_RAM_END))
+    return ranges
+
+
 # the text window qemu-dm's VGA maps its video memory at (VGA memory map 3)
 VGA_TEXT_BASE = 0xB8000
 VGA_TEXT_SIZE = 0x8000
@@ -41,6 +62,7 @@ VGA_PORTS = range(0x3C0, 0x3E0)  # attribute .. CRTC and input status (colour)
 
 MIN_MEMORY_MIB = 1
 DEFAULT_MEMORY_MIB = 16
+MAX_MEMORY_MIB = 1 << 20        # 1 TiB: guest RAM is backed only where it is touched
 
 # --- ISA ports ----------------------------------------------------------------
 

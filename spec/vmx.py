@@ -268,9 +268,10 @@ class HardwareVcpu:
         self.reset()
 
     def ram_ranges(self) -> list[tuple[int, int]]:
-        """Guest-physical RAM: everything below ``memory_bytes`` but the VGA hole."""
-        top = self.memory_bytes
-        return [(0, platform.VGA_HOLE_START), (platform.VGA_HOLE_END, top)]
+        """Guest-physical RAM (:func:`spec.platform.ram_ranges`): the VGA hole
+        and the MMIO hole below 4 GiB left out, the rest above 4 GiB. The
+        host backs a page only when it is first touched."""
+        return platform.ram_ranges(self.memory_bytes)
 
     def is_ram(self, gpa: int, length: int) -> bool:
         """Whether memory backs the whole range: the domain's RAM, or memory

@@ -65,6 +65,9 @@ class DomainConfig:
         if self.memory_mib < platform.MIN_MEMORY_MIB:
             raise XendError(f"memory = {self.memory_mib} MiB: at least "
                             f"{platform.MIN_MEMORY_MIB} MiB is needed (the image ends at 1 MiB)")
+        if self.memory_mib > platform.MAX_MEMORY_MIB:
+            raise XendError(f"memory = {self.memory_mib} MiB: at most "
+                            f"{platform.MAX_MEMORY_MIB} MiB")
         if self.device_model_bits not in (32, 64):
             raise XendError(f"device_model_bits = {self.device_model_bits}: qemu-dm is 32- or "
                             f"64-bit")

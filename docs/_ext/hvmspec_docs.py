@@ -82,6 +82,7 @@ def generate(app) -> None:
     _write(out / "x86_forms.rst", _x86_forms_rst())
     _write(out / "x86_deviations.rst", _x86_deviations_rst())
     _write_timer(out)
+    _write_display(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -120,6 +121,50 @@ def _write_timer(out: Path) -> None:
         previous = e["icount"]
     _write(out / "timer_injections.rst", _list_table(
         ["tick", "vector", "line", "icount", "since the last", "rip"], rows))
+
+
+# --- the display ---------------------------------------------------------------------------
+
+def _write_display(out: Path) -> None:
+    """``demo_screen.png`` (the demo's final frame, from its reference trace),
+    ``demo_screen.txt``, and ``vga_updates.rst``: the vga guest's display
+    updates with the log-dirty faults of each refresh period."""
+    try:
+        from hvmspec.display import Screen
+        from hvmspec.engines import runner
+        from spec.loader import load
+        demo = runner("reference")(load("demo"))
+        vga = runner("reference")(load("vga"))
+    except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
+        raise ExtensionError(f"hvmspec docs: cannot run the display guests: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    for result in (demo, vga):
+        if result.exit.get("reason") != "poweroff":
+            raise ExtensionError(f"hvmspec docs: {result.guest} did not power off: {result.exit}")
+    screen = Screen.from_trace(demo.trace)
+    png = out / "demo_screen.png"
+    screen.png(png)
+    _write(out / "demo_screen.txt", screen.text() + "\n")
+    events = [e.to_json() for e in vga.trace]
+    rows, faults = [], []
+    for e in events:
+        if e["kind"] == "vmexit" and e["info"].get("p2m") == "logdirty":
+            faults.append(f"{e['info']['gpa'] >> 12:#x}")
+        elif e["kind"] == "display":
+            changed = e["rows"]
+            run = bool(changed) and changed == list(range(changed[0], changed[-1] + 1))
+            span = (f"{changed[0]}–{changed[-1]}" if run and len(changed) > 2
+                    else ", ".join(map(str, changed)))
+            rows.append([str(len(rows) + 1), str(e["icount"]), span or "(cursor only)",
+                         ", ".join(faults) or "—",
+                         "off" if not e["cursor"] else f"{e['cursor'][0]}, {e['cursor'][1]}",
+                         e["frame"]])
+            faults = []
+    head, tail = rows[:12], rows[-3:]
+    gap = [["⋯", "", f"{len(rows) - 15} more updates", "", "", ""]] if len(rows) > 15 else []
+    _write(out / "vga_updates.rst", _list_table(
+        ["update", "icount", "changed rows", "log-dirty faults since the last (pfn)",
+         "cursor", "frame"], head + gap + (tail if len(rows) > 15 else rows[12:])))
 
 
 # --- the hello trace -----------------------------------------------------------------------
