@@ -27,7 +27,8 @@ the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
 and the UART IRQ4. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
-then lower), the UART's receiver takes its next input byte.
+then lower), the UART's receiver takes its next input byte or, with its
+FIFO enabled, signals a character timeout.
 
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
