@@ -84,12 +84,12 @@ class Uart:
             self.arrival = at + self._char()
 
     def _can_send(self) -> bool:
-        if not self.feed or not self.mcr & 2:
+        if not self.feed or self.mcr & 0x12 != 0x02:
             return False
         return len(self.rx) < 16 if self.fcr & 1 else not self.rx
 
     def _kick(self) -> None:
-        if self.arrival is None and not self.mcr & 0x10 and self._can_send():
+        if self.arrival is None and self._can_send():
             self.arrival = self.clock() + self._char()
 
     # interrupts -------------------------------------------------------------------------

@@ -398,3 +398,30 @@ def test_impl_uart_behaves_as_the_spec(data, prelude, ops):
         assert ref_events == imp_events
         assert ref.level == imp.line
     assert ref.next_deadline() == imp.due()
+
+
+# --- the serial guest on both engines ------------------------------------------------------
+
+SERIAL_GUEST_OUTPUT = """\
+reset iir lcr mcr lsr msr scr: 01 00 08 60 b0 00
+scr: 5a a5
+dlab dll dlm, dll dlm, ier lcr: 0c 00 00 01 05 03
+fifo iir: c1
+trigger 4 iir iir lsr, data, iir lsr: c1 c4 61 abcd c1 60
+overrun iir iir lsr lsr iir, data, lsr: c4 c6 63 61 c4 ABCDEFGHIJKLMNOP 60
+loop msr: b0 f0 b0 00 20 30 b0 b0
+loop deltas: 01 00 04 0b 02 01 08
+msi iir: c0 c1
+cti iir, polled, data, iir, data, lsr: c1 cc x c1 y 60
+rx:{rx}
+done
+"""
+
+
+def test_serial_guest_with_input_from_outside():
+    """Loopback ignores the outside; once RTS is held outside loopback the
+    input arrives through the FIFO, one character time apart."""
+    from spec import loader
+    from tests.conftest import both
+    result = both(loader.load("serial"), serial_input=b"hi")
+    assert result.serial == SERIAL_GUEST_OUTPUT.format(rx=" 68 69")

@@ -91,7 +91,7 @@ the deltas, and with IER bit 3 raises the modem status interrupt, as the
 data sheet says ("the modem control interrupts are also operational" in
 loopback). QEMU diverges here: in loopback its MSR mirrors MCR without
 delta bits or interrupts. This model follows the data sheet
-(docs/devices.rst lists the divergence).
+(:doc:`/devices` lists the divergence).
 
 **LSR**: DR (bit 0), OE (bit 1), THRE (bit 5), TEMT (bit 6). Bit 7 (error
 in the receive FIFO) reports parity, framing or break errors held in the
@@ -107,8 +107,10 @@ of storage.
 
 **Input timing.** The bytes of ``input`` come from a sender that obeys
 RTS/CTS flow control and never overruns the receiver: it sends while the
-guest holds RTS (MCR bit 1) and the receiver has room (without FIFOs: RBR
-is empty; with FIFOs: fewer than 16 bytes queued). A character takes one
+guest holds RTS (MCR bit 1) outside loopback (in loopback the modem outputs
+are inactive towards the line, data sheet MCR bit 4) and the receiver has
+room (without FIFOs: RBR is empty; with FIFOs: fewer than 16 bytes
+queued). A character takes one
 character time at the rate programmed when it starts. The sender starts
 one when RTS rises, and when it is idle and an MCR, FCR or RBR access
 gives it leave (room again, loopback left); with FIFOs it starts the next
@@ -351,15 +353,18 @@ class Uart16550:
         return not self.lsr & LSR_DR
 
     def _may_send(self) -> bool:
-        return bool(self.input) and bool(self.mcr & MCR_RTS) and self._room()
+        """Input left, RTS held towards the sender (in loopback the modem
+        outputs are inactive outside) and room in the receiver."""
+        rts = self.mcr & (MCR_RTS | MCR_LOOP) == MCR_RTS
+        return bool(self.input) and rts and self._room()
 
     def _start_sender(self) -> None:
         """The sender starts a character now, or stops if it may not."""
         self.rx_deadline = self.clock() + self.char_ns() if self._may_send() else None
 
     def _sender_may_start(self) -> None:
-        """An idle sender starts a character if it now may (not in loopback)."""
-        if self.rx_deadline is None and not self.mcr & MCR_LOOP and self._may_send():
+        """An idle sender starts a character if it now may."""
+        if self.rx_deadline is None and self._may_send():
             self.rx_deadline = self.clock() + self.char_ns()
 
     def _fifo_activity(self, at: int) -> None:
