@@ -1,7 +1,8 @@
 """qemu-dm for the impl engine: the ioreq loop and the devices.
 
 Room: the device model of one domain — taking ioreqs from the shared page,
-performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer)
+performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`,
+ACPI PM1a and PM timer)
 or, for COPY requests, in MMIO space (the test device's page of memory-like
 registers; elsewhere an empty bus), responding, and asking Xen for a
 power-off. Imports :mod:`impl.xen` (the
@@ -16,119 +17,12 @@ from typing import Callable
 from spec import dm_config, platform, trace
 from impl.mapcache import Mapcache
 from impl.timer import Pit, SpeakerPort
+from impl.uart import Uart
 from impl.vga import PERIOD, Vga
 from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
                       IrqLines)
 
 PM_TIMER_HZ = 3_579_545
-
-
-class Uart:
-    """COM1: a 16550A without FIFOs whose transmitter is never busy; its
-    receiver takes input bytes under RTS/CTS flow control, one character
-    time apart; its interrupt drives a line through ``irq``."""
-
-    name, sizes = "uart", (1,)
-
-    def __init__(self, emit: Emit, irq: Callable[[int], None], clock: Callable[[], int],
-                 data: bytes) -> None:
-        self.emit, self.irq, self.clock = emit, irq, clock
-        self.regs = {"ier": 0, "lcr": 0, "mcr": 0, "scr": 0}
-        self.divisor = 12
-        self.pending_input = list(data)
-        self.rbr = 0
-        self.ready = self.overrun = False
-        self.thre_int = False
-        self.line = 0
-        self.arrival: int | None = None
-
-    def _iir(self) -> int:
-        ier = self.regs["ier"]
-        if ier & 4 and self.overrun:
-            return 6
-        if ier & 1 and self.ready:
-            return 4
-        if ier & 2 and self.thre_int:
-            return 2
-        return 1
-
-    def _sync(self) -> None:
-        line = 0 if self._iir() == 1 else 1
-        if line != self.line:
-            self.line = line
-            self.irq(line)
-
-    def _arm(self) -> None:
-        ok = self.pending_input and self.regs["mcr"] & 2 and not self.ready
-        self.arrival = (self.clock() - (-10 * max(self.divisor, 1) * 1_000_000_000 // 115_200)
-                        if ok else None)
-
-    def _take(self, byte: int) -> None:
-        self.overrun |= self.ready
-        self.rbr, self.ready = byte, True
-        self._sync()
-
-    def timer(self, now: int) -> None:
-        if self.arrival is not None and now >= self.arrival:
-            self.arrival = None
-            if self.pending_input and not self.regs["mcr"] & 0x10:
-                self._take(self.pending_input.pop(0))
-
-    def read(self, offset: int, size: int) -> int:
-        r, dlab = self.regs, self.regs["lcr"] & 0x80
-        if offset == 0:
-            if dlab:
-                return self.divisor & 0xFF
-            self.ready = False
-            self._arm()
-            self._sync()
-            return self.rbr
-        if offset == 1:
-            return self.divisor >> 8 if dlab else r["ier"]
-        if offset == 2:
-            iir = self._iir()
-            if iir == 2:
-                self.thre_int = False
-                self._sync()
-            return iir
-        if offset == 5:
-            lsr = 0x60 | self.ready | self.overrun << 1
-            self.overrun = False
-            self._sync()
-            return lsr
-        return (0, 0, 0, r["lcr"], r["mcr"], 0, 0, r["scr"])[offset]
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        r, dlab = self.regs, self.regs["lcr"] & 0x80
-        if offset == 0:
-            if dlab:
-                self.divisor = self.divisor & 0xFF00 | value
-                return
-            self.thre_int = False
-            self._sync()
-            if r["mcr"] & 0x10:
-                self._take(value)
-            else:
-                self.emit(trace.SerialOut(port="com1", byte=value))
-            self.thre_int = True
-            self._sync()
-        elif offset == 1:
-            if dlab:
-                self.divisor = self.divisor & 0xFF | value << 8
-            else:
-                if value & 2 and not r["ier"] & 2:
-                    self.thre_int = True
-                r["ier"] = value & 0x0F
-                self._sync()
-        elif offset == 3:
-            r["lcr"] = value
-        elif offset == 4:
-            rts_up = value & 2 and not r["mcr"] & 2
-            r["mcr"] = value & 0x1F
-            if rts_up:
-                self._arm()
-        elif offset == 7:
-            r["scr"] = value
 
 
 class AcpiPm:
@@ -214,7 +108,7 @@ class QemuDm:
 
     def deadline(self) -> int | None:
         due = self.pit_due
-        rx = self.uart.arrival
+        rx = self.uart.due()
         if rx is not None and (due is None or rx < due):
             due = rx
         if self.vga is not None and self.vga.wants_refresh():
@@ -234,7 +128,8 @@ class QemuDm:
             self.set_irq(platform.IRQ_PIT, 1)
             self.set_irq(platform.IRQ_PIT, 0)
             worked = True
-        if self.uart.arrival is not None and now >= self.uart.arrival:
+        uart_due = self.uart.due()
+        if uart_due is not None and now >= uart_due:
             self.uart.timer(now)
             worked = True
         self.pit_due = self.pit.irq0_deadline()

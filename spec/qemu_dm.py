@@ -29,7 +29,8 @@ and the UART IRQ4. The VGA (:mod:`spec.devices.vga`) shares its video
 memory with the guest and refreshes the display on a timer of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
-then lower), the UART's receiver takes its next input byte.
+then lower), the UART's receiver takes its next input byte or, with its
+FIFO enabled, signals a character timeout.
 
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
