@@ -53,6 +53,10 @@ class DomainConfig:
     mapcache_budget: int | None = None
     #: map all guest memory at start-up instead of using the mapcache
     map_everything: bool = False
+    #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
+    #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
+    #: virtual clock
+    rtc_base: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
