@@ -101,6 +101,7 @@ class Host:
         check_image(self.image.image, config.memory_mib << 20)
         domid, self.next_domid = self.next_domid, self.next_domid + 1
         vcpu = Vcpu(config.memory_mib << 20)
+        vcpu.emit = self.emit
         vcpu.write(self.image.load_address, self.image.image)
         self.evtchn.add_domain(domid)
         page = IoreqPage()
@@ -122,7 +123,8 @@ class Host:
         mapcache = Mapcache(config.memory_mib << 20, config.device_model_bits,
                             config.mapcache_budget, config.map_everything, self.emit)
         dom.qemu = QemuDm(domid, dom.page, Ram(dom.vcpu), Libxc(self, domid), self.emit,
-                          dom.vmm.lines, dom.irq_port, self.serial_input, mapcache)
+                          dom.vmm.lines, dom.irq_port, self.serial_input, mapcache,
+                          config.memory_mib << 20, config.rtc_base)
         dom.vmm.serve = dom.qemu.poll
 
     def unpause(self, domid: int) -> None:

@@ -1,10 +1,12 @@
 """qemu-dm for the impl engine: the ioreq loop and the devices.
 
 Room: the device model of one domain — taking ioreqs from the shared page,
-performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer)
-or, for COPY requests, in MMIO space (the test device's page of memory-like
-registers; elsewhere an empty bus), responding, and asking Xen for a
-power-off. Imports :mod:`impl.xen` (the
+performing them on the port bus (COM1's 16550 UART, ACPI PM1a and PM timer,
+the PIT, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
+configuration of :mod:`impl.pci`) or, for COPY requests, in MMIO space (the
+test device's page of memory-like registers where its BAR0 puts it;
+elsewhere an empty bus), responding, asking Xen for a power-off or a
+reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
 """
@@ -14,7 +16,10 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform, trace
+from impl.kbc import Kbc, StatusPort
 from impl.mapcache import Mapcache
+from impl.pci import Pci
+from impl.rtc import Rtc
 from impl.timer import Pit, SpeakerPort
 from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
                       IrqLines)
@@ -167,7 +172,8 @@ class QemuDm:
 
     def __init__(self, domid: int, page: IoreqPage, ram, libxc, emit: Emit,
                  lines: IrqLines, irq_port: int, serial_input: bytes = b"",
-                 mapcache: Mapcache | None = None) -> None:
+                 mapcache: Mapcache | None = None, memory: int = 16 << 20,
+                 rtc_base: int | None = None) -> None:
         self.domid = domid
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
@@ -186,17 +192,40 @@ class QemuDm:
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
                         (platform.PORT_61, platform.PORT_61 + 1, SpeakerPort(self.pit))]
+        self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level), memory,
+                       platform.RTC_DEFAULT_BASE if rtc_base is None else rtc_base)
+        kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot)
+        self.pci = Pci(self._testdev_moved, self._reboot)
+        self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),
+                         (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
+                         (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
+                          StatusPort(kbc)),
+                         (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
+        self.testdev_base = self.pci.testdev_base
+        self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
+        self.reboot_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
 
     def stop(self) -> None:
         """qemu-dm exits with its domain: it reports its mapcache."""
         self.emit(self.mapcache.summary())
+        r, w, mr, mw = self.unclaimed
+        self.emit(trace.DeviceStats(unclaimed_reads=r, unclaimed_writes=w,
+                                    mmio_unclaimed_reads=mr, mmio_unclaimed_writes=mw))
+
+    def _reboot(self) -> None:
+        if not self.power_off_requested:
+            self.reboot_requested = True
+
+    def _testdev_moved(self, base: int | None) -> None:
+        self.testdev_base = base
 
     def _power_off(self) -> None:
-        self.power_off_requested = True
+        if not self.reboot_requested:
+            self.power_off_requested = True
 
     def set_irq(self, line: int, level: int) -> None:
         self.emit(trace.IrqLevel(irq=line, level=level))
@@ -206,7 +235,10 @@ class QemuDm:
         due = self.pit_due
         rx = self.uart.arrival
         if rx is not None and (due is None or rx < due):
-            return rx
+            due = rx
+        rtc = self.rtc.deadline()
+        if rtc is not None and (due is None or rtc < due):
+            due = rtc
         return due
 
     def poll(self) -> bool:
@@ -223,6 +255,10 @@ class QemuDm:
         if self.uart.arrival is not None and now >= self.uart.arrival:
             self.uart.timer(now)
             worked = True
+        rtc_due = self.rtc.deadline()
+        if rtc_due is not None and now >= rtc_due:
+            self.rtc.timer(now)
+            worked = True
         self.pit_due = self.pit.irq0_deadline()
         if self.kick:
             self.kick = False
@@ -231,6 +267,10 @@ class QemuDm:
         if self.power_off_requested:
             self.power_off_requested = False
             self.libxc.shutdown(self.domid, platform.SHUTDOWN_POWEROFF, "qemu-dm")
+            worked = True
+        if self.reboot_requested:
+            self.reboot_requested = False
+            self.libxc.shutdown(self.domid, platform.SHUTDOWN_REBOOT, "qemu-dm")
             worked = True
         return worked
 
@@ -272,8 +312,11 @@ class QemuDm:
 
     def _mmio(self, addr: int, size: int, direction: int, value: int) -> int:
         """One MMIO access: the test device's page, or an empty bus."""
-        offset = addr - platform.TESTDEV_BASE
+        base = self.testdev_base
+        offset = addr - base if base is not None else -1
         inside = 0 <= offset and offset + size <= platform.TESTDEV_SIZE
+        if not inside:
+            self.unclaimed[2 if direction == READ else 3] += 1
         if direction == READ:
             value = (int.from_bytes(self.testdev[offset:offset + size], "little") if inside
                      else (1 << 8 * size) - 1)
@@ -304,6 +347,7 @@ class QemuDm:
                 return out
         kind = "read" if direction == READ else "write"
         if claimed is None:
+            self.unclaimed[0 if direction == READ else 1] += 1
             if direction == READ:
                 value = (1 << 8 * size) - 1
             self.emit(trace.DeviceIo(device=None, space="pio", addr=port, size=size,
