@@ -187,6 +187,7 @@ class QemuDm:
                          serial_input)
         self.pit = Pit(clock)
         self.pit_due: int | None = None
+        self.rtc_due: int | None = None
         self.devices = [(platform.COM1_BASE, platform.COM1_BASE + 8, self.uart),
                         (platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, clock)),
@@ -236,7 +237,7 @@ class QemuDm:
         rx = self.uart.arrival
         if rx is not None and (due is None or rx < due):
             due = rx
-        rtc = self.rtc.deadline()
+        rtc = self.rtc_due
         if rtc is not None and (due is None or rtc < due):
             due = rtc
         return due
@@ -255,11 +256,11 @@ class QemuDm:
         if self.uart.arrival is not None and now >= self.uart.arrival:
             self.uart.timer(now)
             worked = True
-        rtc_due = self.rtc.deadline()
-        if rtc_due is not None and now >= rtc_due:
+        if self.rtc_due is not None and now >= self.rtc_due:
             self.rtc.timer(now)
             worked = True
         self.pit_due = self.pit.irq0_deadline()
+        self.rtc_due = self.rtc.deadline()
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

@@ -115,6 +115,7 @@ class QemuDm:
         self.bus.register(platform.PIT_BASE, 4, self.pit)
         self.bus.register(platform.PORT_61, 1, Port61(self.pit))
         self.pit_deadline: int | None = None
+        self.rtc_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
         self.rtc = Rtc(host.clock_ns, lambda level: self.set_irq(platform.IRQ_RTC, level),
@@ -143,7 +144,7 @@ class QemuDm:
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
         times = [t for t in (self.pit_deadline, self.uart.next_deadline(),
-                             self.rtc.next_deadline()) if t is not None]
+                             self.rtc_deadline) if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
@@ -157,11 +158,11 @@ class QemuDm:
         if rx is not None and now >= rx:
             self.uart.expire(now)
             fired = True
-        rtc = self.rtc.next_deadline()
-        if rtc is not None and now >= rtc:
+        if self.rtc_deadline is not None and now >= self.rtc_deadline:
             self.rtc.expire(now)
             fired = True
         self.pit_deadline = self.pit.next_deadline()
+        self.rtc_deadline = self.rtc.next_deadline()
         return fired
 
     def poll(self) -> bool:
