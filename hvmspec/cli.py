@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace", metavar="FILE", type=Path,
                      help="write the trace as JSON lines to FILE")
     run.add_argument("--json", action="store_true",
-                     help="print one JSON object: serial, exit, instructions, exits, seconds")
+                     help="print one JSON object: serial, exit, instructions, exits, seconds, "
+                     "mapcache, devices (the unclaimed accesses)")
     run.add_argument("--memory", metavar="MIB", type=int, default=platform.DEFAULT_MEMORY_MIB,
                      help=f"guest memory in MiB (default {platform.DEFAULT_MEMORY_MIB})")
     run.add_argument("--max-instructions", metavar="N", type=int,
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="map all guest memory at start-up (the legacy mode) instead of "
                      "using the mapcache; refused if the guest does not fit the budget")
     run.add_argument("--stats", action="store_true",
-                     help="print qemu-dm's mapcache statistics and the VM exits by reason")
+                     help="print the VM exits by reason, qemu-dm's mapcache statistics and "
+                     "its count of accesses no device claimed")
     run.add_argument("--display", choices=("auto", "live", "text", "off"), default="auto",
                      help="the guest's text screen: live in the terminal while it runs, "
                      "or its final frame as text after the run; auto (default): live on a "
@@ -265,6 +267,12 @@ def _stats_text(result) -> str:
             f"{m['budget'] >> 20} MiB): {m['hits']} hits, {m['misses']} misses, "
             f"{m['evictions']} evictions, {m['invalidations']} invalidations; "
             f"{m['mapped'] >> 10} KiB mapped at the end, {m['peak'] >> 10} KiB at most")
+    d = result.devices
+    if d is not None:
+        lines.append(
+            f"unclaimed accesses: ports {d['unclaimed_reads']} reads, {d['unclaimed_writes']} "
+            f"writes; MMIO {d['mmio_unclaimed_reads']} reads, {d['mmio_unclaimed_writes']} "
+            f"writes")
     return "\n".join(lines)
 
 

@@ -111,6 +111,7 @@ class Host:
         check_image(self.image.image, config.memory_mib << 20)
         domid, self.next_domid = self.next_domid, self.next_domid + 1
         vcpu = Vcpu(config.memory_mib << 20)
+        vcpu.emit = self.emit
         vcpu.write(self.image.load_address, self.image.image)
         self.evtchn.add_domain(domid)
         page = IoreqPage()

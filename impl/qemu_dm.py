@@ -1,11 +1,12 @@
 """qemu-dm for the impl engine: the ioreq loop and the devices.
 
 Room: the device model of one domain — taking ioreqs from the shared page,
-performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`,
-ACPI PM1a and PM timer)
-or, for COPY requests, in MMIO space (the test device's page of memory-like
-registers; elsewhere an empty bus), responding, and asking Xen for a
-power-off. Imports :mod:`impl.xen` (the
+performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
+the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
+configuration of :mod:`impl.pci`) or, for COPY requests, in MMIO space (the
+test device's page of memory-like registers where its BAR0 puts it;
+elsewhere an empty bus), responding, asking Xen for a power-off or a
+reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
 """
@@ -15,7 +16,10 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import dm_config, platform, trace
+from impl.kbc import Kbc, StatusPort
 from impl.mapcache import Mapcache
+from impl.pci import Pci
+from impl.rtc import Rtc
 from impl.timer import Pit, SpeakerPort
 from impl.uart import Uart
 from impl.vga import PERIOD, Vga
@@ -77,6 +81,7 @@ class QemuDm:
                          serial_input)
         self.pit = Pit(clock)
         self.pit_due: int | None = None
+        self.rtc_due: int | None = None
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
@@ -87,8 +92,21 @@ class QemuDm:
         if self.vga is not None:
             self.devices.append((0x3C0, 0x3E0, self.vga))
         self.frame_period = 0
+        self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level),
+                       conf.memory_bytes,
+                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base)
+        kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot)
+        self.pci = Pci(self._testdev_moved, self._reboot)
+        self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),
+                         (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
+                         (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
+                          StatusPort(kbc)),
+                         (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
+        self.testdev_base = self.pci.testdev_base
+        self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
+        self.reboot_requested = False
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
         dm_config.announce(xs, domid)
@@ -98,9 +116,20 @@ class QemuDm:
         if self.vga is not None:
             self.vga.refresh(self.emit)
         self.emit(self.mapcache.summary())
+        r, w, mr, mw = self.unclaimed
+        self.emit(trace.DeviceStats(unclaimed_reads=r, unclaimed_writes=w,
+                                    mmio_unclaimed_reads=mr, mmio_unclaimed_writes=mw))
+
+    def _reboot(self) -> None:
+        if not self.power_off_requested:
+            self.reboot_requested = True
+
+    def _testdev_moved(self, base: int | None) -> None:
+        self.testdev_base = base
 
     def _power_off(self) -> None:
-        self.power_off_requested = True
+        if not self.reboot_requested:
+            self.power_off_requested = True
 
     def set_irq(self, line: int, level: int) -> None:
         self.emit(trace.IrqLevel(irq=line, level=level))
@@ -111,6 +140,9 @@ class QemuDm:
         rx = self.uart.due()
         if rx is not None and (due is None or rx < due):
             due = rx
+        rtc = self.rtc_due
+        if rtc is not None and (due is None or rtc < due):
+            due = rtc
         if self.vga is not None and self.vga.wants_refresh():
             frame = (self.frame_period + 1) * PERIOD
             if due is None or frame < due:
@@ -132,7 +164,11 @@ class QemuDm:
         if uart_due is not None and now >= uart_due:
             self.uart.timer(now)
             worked = True
+        if self.rtc_due is not None and now >= self.rtc_due:
+            self.rtc.timer(now)
+            worked = True
         self.pit_due = self.pit.irq0_deadline()
+        self.rtc_due = self.rtc.deadline()
         if now // PERIOD > self.frame_period:
             self.frame_period = now // PERIOD
             if self.vga is not None:
@@ -144,6 +180,10 @@ class QemuDm:
         if self.power_off_requested:
             self.power_off_requested = False
             self.libxc.shutdown(self.domid, platform.SHUTDOWN_POWEROFF, "qemu-dm")
+            worked = True
+        if self.reboot_requested:
+            self.reboot_requested = False
+            self.libxc.shutdown(self.domid, platform.SHUTDOWN_REBOOT, "qemu-dm")
             worked = True
         return worked
 
@@ -185,8 +225,11 @@ class QemuDm:
 
     def _mmio(self, addr: int, size: int, direction: int, value: int) -> int:
         """One MMIO access: the test device's page, or an empty bus."""
-        offset = addr - platform.TESTDEV_BASE
+        base = self.testdev_base
+        offset = addr - base if base is not None else -1
         inside = 0 <= offset and offset + size <= platform.TESTDEV_SIZE
+        if not inside:
+            self.unclaimed[2 if direction == READ else 3] += 1
         if direction == READ:
             value = (int.from_bytes(self.testdev[offset:offset + size], "little") if inside
                      else (1 << 8 * size) - 1)
@@ -217,6 +260,7 @@ class QemuDm:
                 return out
         kind = "read" if direction == READ else "write"
         if claimed is None:
+            self.unclaimed[0 if direction == READ else 1] += 1
             if direction == READ:
                 value = (1 << 8 * size) - 1
             self.emit(trace.DeviceIo(device=None, space="pio", addr=port, size=size,

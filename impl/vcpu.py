@@ -50,7 +50,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from spec import physical_cpu, platform
+from spec import physical_cpu, platform, trace
 
 _RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
 _GPR = {name: getattr(X, f"UC_X86_REG_{name.upper()}") for name in
@@ -210,6 +210,8 @@ class Vcpu:
         self.on_write: Callable[[int, int], None] | None = None
         self.icount = 0
         self.shadow = False             # interrupt shadow at the current boundary
+        #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
+        self.emit = None
         self._shadow_at = -1
         #: set while impl's VMM steps an instruction itself: the clock's
         #: hooks stand aside
@@ -402,6 +404,30 @@ class Vcpu:
     # --- running --------------------------------------------------------------------
 
     def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
+        """As :meth:`_run_exit`, except that a byte IN/OUT at a port whose
+        bit Xen clears in the I/O bitmap does not exit: it completes here
+        (OUT dropped, IN gives 0xFF), is traced, and the guest runs on."""
+        limit = self.icount + budget
+        while True:
+            ex = self._run_exit(limit - self.icount, deadline, window)
+            io = ex.io
+            if (ex.reason != "io" or io is None or io.string or io.size != 1
+                    or io.port not in platform.PASSTHROUGH_PORTS):
+                return ex
+            if io.dir == "in":
+                value = platform.PASSTHROUGH_READ
+                self.put("rax", self.get("rax") & ~0xFF | value)
+            else:
+                value = self.get("rax") & 0xFF
+            if self.emit is not None:
+                self.emit(trace.DirectIo(vcpu=0, port=io.port, size=1, dir=io.dir, data=value,
+                                         icount=ex.icount, rip=ex.rip))
+            self.put("rip", self.get("rip") + ex.length
+                     & {16: 0xFFFF, 32: 0xFFFFFFFF}.get(self.mode(), (1 << 64) - 1))
+            self.icount += 1
+            self.shadow = False
+
+    def _run_exit(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
         """Run until an exit, until ``budget`` more instructions retired
         (``limit``), until the clock reaches ``deadline``
         (``preemption_timer``) or, with ``window``, until the guest can take

@@ -17,13 +17,14 @@ Xen 3.x's ``XendDomainInfo``; the ``device-model`` keys are hvmspec's)::
     /vm/U/memory                         memory in MiB
     /vm/U/vcpus                          number of vcpus
     /vm/U/on_poweroff, on_reboot, on_crash
-    /vm/U/rtc/timeoffset                 seconds the guest's clock is ahead of UTC
     /vm/U/image/ostype                   "hvm"
     /vm/U/image/serial                   "pty" (COM1 present) or "none"
     /vm/U/image/nographic                "1": no VGA; "0": the VGA
     /vm/U/image/device-model/bits        qemu-dm's word size, 32 or 64
     /vm/U/image/device-model/mapcache-budget   bytes, or "default"
     /vm/U/image/device-model/map-everything    "1": map all memory at start
+    /vm/U/image/device-model/rtc-base    the RTC's time at start-up (seconds since
+                                         the epoch), or "default"
 
 qemu-dm finds ``/vm/U`` through ``/local/domain/D/vm`` and reads the rest;
 when it is ready it writes ``running`` to
@@ -64,7 +65,7 @@ class DeviceModelConfig:
     bits: int
     mapcache_budget: int | None
     map_everything: bool
-    rtc_offset: int
+    rtc_base: int | None
 
 
 def domain_uuid(name: str) -> str:
@@ -86,13 +87,15 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
         (f"{vm}/uuid", domain_uuid(config.name)), (f"{vm}/name", config.name),
         (f"{vm}/memory", str(config.memory_mib)), (f"{vm}/vcpus", str(config.vcpus)),
         (f"{vm}/on_poweroff", config.on_poweroff), (f"{vm}/on_reboot", config.on_reboot),
-        (f"{vm}/on_crash", config.on_crash), (f"{vm}/rtc/timeoffset", str(config.rtc_offset)),
+        (f"{vm}/on_crash", config.on_crash),
         (f"{vm}/image/ostype", "hvm"), (f"{vm}/image/serial", config.serial),
         (f"{vm}/image/nographic", "0" if config.vga else "1"),
         (f"{vm}/image/device-model/bits", str(config.device_model_bits)),
         (f"{vm}/image/device-model/mapcache-budget",
          "default" if config.mapcache_budget is None else str(config.mapcache_budget)),
         (f"{vm}/image/device-model/map-everything", "1" if config.map_everything else "0"),
+        (f"{vm}/image/device-model/rtc-base",
+         "default" if config.rtc_base is None else str(config.rtc_base)),
     ]
     for path, value in entries:
         xs.write(path, value)
@@ -103,6 +106,7 @@ def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:
     dom = f"/local/domain/{domid}"
     vm = _read(xs, f"{dom}/vm")
     budget = _read(xs, f"{vm}/image/device-model/mapcache-budget")
+    rtc = _read(xs, f"{vm}/image/device-model/rtc-base")
     return DeviceModelConfig(
         domid=domid,
         memory_bytes=_number(xs, f"{dom}/memory/target", 1, 1 << 40) << 10,
@@ -114,7 +118,8 @@ def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:
         _number(xs, f"{vm}/image/device-model/mapcache-budget", 1, 1 << 48, budget),
         map_everything=_choice(xs, f"{vm}/image/device-model/map-everything",
                                {"0": False, "1": True}),
-        rtc_offset=_number(xs, f"{vm}/rtc/timeoffset", -(1 << 40), 1 << 40),
+        rtc_base=None if rtc == "default" else
+        _number(xs, f"{vm}/image/device-model/rtc-base", 0, (1 << 40), rtc),
     )
 
 

@@ -135,6 +135,7 @@ class ReferenceXen:
         domid = self.next_domid
         self.next_domid += 1
         hw = HardwareVcpu(memory)
+        hw.emit = self.emit
         hw.write(self.image.load_address, self.image.image)
         self.events.add_domain(domid)
         page = ioreq.SharedIopage()
@@ -273,7 +274,7 @@ def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. ``device_model`` sets the domain configuration's
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
-    ``map_everything``). Raises :class:`spec.loader.GuestError` for an image
+    ``map_everything``, ``rtc_base``). Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
     check_image(image.image, memory_mib << 20)

@@ -138,3 +138,73 @@ MAPCACHE_BUCKET_SHIFT = {32: 16, 64: 20}
 # the default address space for guest mappings by qemu-dm's word size: 2.5 GiB
 # less 256 MiB that a 32-bit qemu-dm uses itself; ``MCACHE_MAX_SIZE`` on 64-bit
 MAPCACHE_DEFAULT_BUDGET = {32: (5 << 29) - (256 << 20), 64: 1 << 35}
+
+
+# --- CMOS/RTC (MC146818A data sheet; QEMU's hw/rtc/mc146818rtc.c) ------------------
+
+RTC_INDEX_PORT = 0x70           # index (bits 6:0) and NMI mask (bit 7), write-only
+RTC_DATA_PORT = 0x71            # the indexed CMOS byte
+IRQ_RTC = 8                     # IRQ8: slave PIC line 0 (IBM PC/AT technical reference)
+RTC_CMOS_SIZE = 128
+# the RTC's time when the domain starts, unless configured (``rtc_base``):
+# 2026-01-01 00:00:00 UTC, seconds since the epoch
+RTC_DEFAULT_BASE = 1_767_225_600
+# where the BIOS expects the century (QEMU's ``RTC_CENTURY``, mc146818rtc_regs.h)
+RTC_CENTURY = 0x32
+# Xen's HVM memory map: RAM below 4 GiB ends where the PCI hole starts
+# (qemu-dm's ``HVM_BELOW_4G_RAM_END``, xen/include/public/hvm/e820.h)
+HVM_BELOW_4G_RAM_END = 0xF0000000
+
+# --- keyboard controller (Intel 8042; QEMU's hw/input/pckbd.c) -------------------
+
+KBC_DATA_PORT = 0x60
+KBC_STATUS_PORT = 0x64          # reads: status; writes: a controller command
+IRQ_KBD = 1
+
+# --- PCI (PCI Local Bus Specification 2.1, 3.2.2.3.2 Configuration Mechanism #1) ----
+
+PCI_CONFIG_ADDRESS = 0xCF8      # dword only
+PCI_CONFIG_DATA = 0xCFC         # 0xCFC-0xCFF, byte, word and dword
+# PIIX3's Reset Control Register (82371SB data sheet, 4.1.2 "RC"), a byte
+# register inside CONFIG_ADDRESS's dword; the FADT's RESET_REG of
+# hvmloader's ACPI tables points here (tools/firmware/hvmloader/acpi/
+# static_tables.c: ``.reset_reg = {SYSTEM_IO, 8 bits, .address = 0xcf9}``,
+# ``.reset_value = 6``)
+PIIX3_RCR_PORT = 0xCF9
+
+# bus 0's functions as (device, function); vendor:device and class of each
+# (class code = base class, sub-class, programming interface)
+PCI_BDF_HOST_BRIDGE = (0, 0)    # Intel 82441FX (440FX) PMC, QEMU's i440fx
+PCI_ID_HOST_BRIDGE = (0x8086, 0x1237)
+PCI_CLASS_HOST_BRIDGE = 0x060000
+PCI_REV_HOST_BRIDGE = 0x02      # QEMU's i440fx revision
+PCI_BDF_ISA_BRIDGE = (1, 0)     # Intel 82371SB PIIX3 function 0 (PCI-to-ISA bridge)
+PCI_ID_ISA_BRIDGE = (0x8086, 0x7000)
+PCI_CLASS_ISA_BRIDGE = 0x060100
+# Xen 3.x's qemu-dm boots with ``cirrus_vga_enabled = 1`` (vl.c) unless
+# ``stdvga=1``: a Cirrus CLGD5446 (``PCI_DEVICE_ID_CIRRUS_5446`` 0x00b8,
+# hw/cirrus_vga.c), display controller class 0x0300, in slot 2
+PCI_BDF_VGA = (2, 0)
+PCI_ID_VGA = (0x1013, 0x00B8)
+PCI_CLASS_VGA = 0x030000
+PCI_VGA_BAR_SIZES = (32 << 20, 4 << 10)     # BAR0 VRAM (prefetchable), BAR1 MMIO
+# hvmspec's test device (no real device has these IDs: vendor 0x1234 is the
+# placeholder QEMU's std VGA uses, device 0x7e57 "test"); class 0xff "does
+# not fit any defined class" (PCI 2.1 appendix D); BAR0 is its 4 KiB page
+# of registers, at :data:`TESTDEV_BASE` until the guest moves it
+PCI_BDF_TESTDEV = (3, 0)
+PCI_ID_TESTDEV = (0x1234, 0x7E57)
+PCI_CLASS_TESTDEV = 0xFF0000
+
+# --- ports whose intercept Xen clears --------------------------------------------
+
+# Xen's hvm_enable() (xen/arch/x86/hvm/hvm.c) fills the HVM I/O bitmap with
+# ones and then clears the bits of ports 0x80 and 0xED: "Allow direct access
+# to the PC debug ports 0x80 and 0xed (they are often used for I/O delays,
+# but the vmexits simply slow things down)" (0x80 only while
+# hvm_port80_allowed, the default). A byte IN/OUT there therefore causes no
+# VM exit and no ioreq: it reaches the host's port directly.
+PASSTHROUGH_PORTS = (0x80, 0xED)
+# what a direct read of a pass-through port returns on the model's host
+# (nothing drives the bus for a read of the POST port)
+PASSTHROUGH_READ = 0xFF

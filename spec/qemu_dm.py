@@ -25,16 +25,27 @@ Interrupts. Devices drive ISA lines through :meth:`QemuDm.set_irq` (the
 shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
-and the UART IRQ4. The VGA (:mod:`spec.devices.vga`) shares its video
-memory with the guest and refreshes the display on a timer of its own. Timers run on the virtual clock: qemu-dm tells the VMM
+and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
+controller (:mod:`spec.devices.kbc`) IRQ1. The VGA (:mod:`spec.devices.vga`)
+shares its video memory with the guest and refreshes the display on a timer
+of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
 then lower), the UART's receiver takes its next input byte or, with its
-FIFO enabled, signals a character timeout.
+FIFO enabled, signals a character timeout, the RTC sets its flags and
+raises IRQ8 for its enabled periodic, update-ended or alarm event.
 
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
-(``xc_domain_shutdown``, reason *poweroff*): Xen then tells xend.
+(``xc_domain_shutdown``, reason *poweroff*): Xen then tells xend. A
+system reset asked for by the keyboard controller (its output port's bit 0,
+command 0xFE) or by PIIX3's reset control register (0xCF9, bit 2) becomes a
+shutdown with reason *reboot* in the same way (Xen 3.x qemu-dm's
+``qemu_system_reset_request``); the first request of a pass wins.
+Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
+(:data:`spec.platform.PASSTHROUGH_PORTS`). When qemu-dm stops it reports
+how many port and MMIO accesses no device claimed
+(:class:`spec.trace.DeviceStats`).
 A COPY request is an MMIO access: ``count`` repetitions of ``size`` bytes at
 guest-physical address ``addr`` (``addr ± i*size``), dispatched on the MMIO
 bus, with the data by value or, when ``data_is_ptr``, in guest RAM at
@@ -51,7 +62,10 @@ from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
+from spec.devices.kbc import Kbc8042
+from spec.devices.pci import PciHost
 from spec.devices.pit import Pit8254, Port61
+from spec.devices.rtc import Rtc
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
 from spec.devices.vga import REFRESH_NS, Vga
@@ -115,15 +129,27 @@ class QemuDm:
         self.bus.register(platform.PIT_BASE, 4, self.pit)
         self.bus.register(platform.PORT_61, 1, Port61(self.pit))
         self.pit_deadline: int | None = None
+        self.rtc_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
         self.vga = Vga(host) if config.vga else None
         if self.vga is not None:
             self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
         self.display_period = 0
+        self.rtc = Rtc(host.clock_ns, lambda level: self.set_irq(platform.IRQ_RTC, level),
+                       config.memory_bytes,
+                       platform.RTC_DEFAULT_BASE if config.rtc_base is None
+                       else config.rtc_base)
+        self.bus.register(platform.RTC_INDEX_PORT, 2, self.rtc)
+        self.kbc = Kbc8042(lambda level: self.set_irq(platform.IRQ_KBD, level),
+                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
+        self.bus.register(platform.KBC_DATA_PORT, 1, self.kbc)
+        self.bus.register(platform.KBC_STATUS_PORT, 1, _Offset(self.kbc, 4))
         self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
-        self.mmio.register(platform.TESTDEV_BASE, platform.TESTDEV_SIZE, self.testdev)
+        self.pci = PciHost(self.mmio, self.testdev,
+                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
+        self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]
@@ -139,8 +165,8 @@ class QemuDm:
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
         frame = self.vga.next_refresh(self.display_period) if self.vga is not None else None
-        times = [t for t in (self.pit_deadline, self.uart.next_deadline(), frame)
-                 if t is not None]
+        times = [t for t in (self.pit_deadline, self.uart.next_deadline(), self.rtc_deadline,
+                             frame) if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
@@ -154,7 +180,11 @@ class QemuDm:
         if rx is not None and now >= rx:
             self.uart.expire(now)
             fired = True
+        if self.rtc_deadline is not None and now >= self.rtc_deadline:
+            self.rtc.expire(now)
+            fired = True
         self.pit_deadline = self.pit.next_deadline()
+        self.rtc_deadline = self.rtc.next_deadline()
         if now // REFRESH_NS > self.display_period:
             self.display_period = now // REFRESH_NS
             fired |= self.refresh_display()
@@ -250,12 +280,32 @@ class QemuDm:
 
     def stop(self) -> None:
         """qemu-dm exits with its domain: a last display refresh, then its
-        mapcache report."""
+        mapcache report and how many accesses no device claimed."""
         self.refresh_display()
         self.emit(self.mapcache.summary())
+        self.emit(trace.DeviceStats(unclaimed_reads=self.bus.unclaimed_reads,
+                                    unclaimed_writes=self.bus.unclaimed_writes,
+                                    mmio_unclaimed_reads=self.mmio.unclaimed_reads,
+                                    mmio_unclaimed_writes=self.mmio.unclaimed_writes))
 
     def _request_shutdown(self, reason: int) -> None:
-        self.shutdown_requested = reason
+        if self.shutdown_requested is None:
+            self.shutdown_requested = reason
 
     def _transition(self, vcpu: int, old: int, new: int, req: ioreq.Ioreq) -> None:
         self.emit(ioreq.transition_event(vcpu, "qemu-dm", old, new, req))
+
+
+class _Offset:
+    """A device seen at a further port range: accesses reach it at
+    ``offset`` (the 8042's status port 0x64 is four ports after 0x60)."""
+
+    def __init__(self, device, offset: int) -> None:
+        self.device, self.offset = device, offset
+        self.name, self.sizes = device.name, device.sizes
+
+    def io_read(self, offset: int, size: int) -> int:
+        return self.device.io_read(offset + self.offset, size)
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        self.device.io_write(offset + self.offset, size, value)

@@ -49,11 +49,22 @@ class RunResult:
         del out["kind"]
         return out
 
+    @property
+    def devices(self) -> dict | None:
+        """qemu-dm's count of unclaimed accesses (the last ``device_stats`` event)."""
+        stats = next((e for e in reversed(self.trace) if isinstance(e, trace.DeviceStats)),
+                     None)
+        if stats is None:
+            return None
+        out = stats.to_json()
+        del out["kind"]
+        return out
+
     def summary(self) -> dict:
         """The object ``hvmspec run --json`` prints."""
         return {"serial": self.serial, "exit": self.exit, "instructions": self.instructions,
                 "exits": self.exits, "seconds": round(self.seconds, 6),
-                "mapcache": self.mapcache}
+                "mapcache": self.mapcache, "devices": self.devices}
 
 
 def serial_text(events: list[trace.Event]) -> str:

@@ -335,6 +335,38 @@ class XenstoreOp(Event):
     value: str
 
 
+@dataclass(frozen=True)
+class DeviceStats(Event):
+    """qemu-dm's device accesses when the domain ended: how many port and
+    MMIO accesses no device claimed (reads answered all-ones, writes
+    dropped), counted per bus access after splitting."""
+
+    kind: ClassVar[str] = "device_stats"
+    actor: ClassVar[str] = "qemu-dm"
+    unclaimed_reads: int
+    unclaimed_writes: int
+    mmio_unclaimed_reads: int
+    mmio_unclaimed_writes: int
+
+
+@dataclass(frozen=True)
+class DirectIo(Event):
+    """The guest accessed a port whose intercept Xen clears in the HVM I/O
+    bitmap (:data:`spec.platform.PASSTHROUGH_PORTS`): no VM exit, no ioreq;
+    the instruction at ``rip`` reached the host's port directly after
+    ``icount`` instructions (``dir`` "in" or "out")."""
+
+    kind: ClassVar[str] = "direct_io"
+    actor: ClassVar[str] = "guest"
+    vcpu: int
+    port: int
+    size: int
+    dir: str
+    data: int
+    icount: int
+    rip: int
+
+
 # --- files -------------------------------------------------------------------------------
 
 def dump(events: Iterable[Event], stream: TextIO) -> None:

@@ -9,7 +9,8 @@ area. Imports Unicorn and capstone, :mod:`spec.platform`.
 Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
 
 ``io``
-    An IN, OUT, INS or OUTS (unconditional I/O exiting). The exit
+    An IN, OUT, INS or OUTS (I/O bitmaps: every port exits except the
+    ones whose intercept Xen clears, see :meth:`HardwareVcpu.run`). The exit
     qualification (SDM vol. 3C, table 28-5) gives: bits 2:0 size of access
     (0 = 1 byte, 1 = 2 bytes, 3 = 4 bytes); bit 3 direction (1 = IN); bit 4
     string instruction; bit 5 REP prefixed; bit 6 operand encoding
@@ -69,7 +70,7 @@ import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from spec import paging, physical_cpu, platform
+from spec import paging, physical_cpu, platform, trace
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
 
 # Segment registers, in the encoding of the instruction-information field.
@@ -238,6 +239,17 @@ def _disassembler(mode: int) -> capstone.Cs:
     return _DISASM[mode]
 
 
+def _passes_through(q: IoQualification | None) -> bool:
+    """True when the I/O bitmap lets the access through: every port it
+    touches has its intercept cleared (Xen's ``hvm_enable``)."""
+    return (q is not None and not q.string
+            and all((q.port + i) & 0xFFFF in platform.PASSTHROUGH_PORTS for i in range(q.size)))
+
+
+def _mask_of(size: int) -> int:
+    return (1 << 8 * size) - 1
+
+
 class HardwareVcpu:
     """One vcpu of an HVM domain on the physical CPU.
 
@@ -260,6 +272,9 @@ class HardwareVcpu:
         self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0
         self.shadow = False
+        #: where pass-through port accesses are traced, and this vcpu's id
+        self.emit: Callable[[trace.Event], None] | None = None
+        self.vcpu_id = 0
         self._pending: Exit | None = None
         self._fault: str | None = None
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
@@ -436,7 +451,37 @@ class HardwareVcpu:
         """Run the guest until a VM exit, or until ``budget`` more
         instructions have retired (reason ``limit``). ``deadline`` arms the
         preemption timer (an absolute clock value); ``window`` sets
-        interrupt-window exiting."""
+        interrupt-window exiting.
+
+        The I/O bitmap: an IN or OUT (not a string form) whose every port
+        is one of :data:`spec.platform.PASSTHROUGH_PORTS` does not exit. It
+        executes on the host's port: an OUT is gone, an IN reads
+        :data:`spec.platform.PASSTHROUGH_READ`; the instruction retires and
+        the guest runs on. It is traced as :class:`spec.trace.DirectIo`.
+        (String forms to these ports exit as any other port does: the model
+        runs no string I/O natively.)"""
+        end = self.icount + budget
+        while True:
+            ex = self._run_to_exit(end - self.icount, deadline, window)
+            if ex.reason != "io" or not _passes_through(ex.io):
+                return ex
+            self._direct_io(ex)
+
+    def _direct_io(self, ex: Exit) -> None:
+        q = ex.io
+        data = self.reg("rax") & _mask_of(q.size)
+        if q.dir == "in":
+            data = (1 << 8 * q.size) - 1 & platform.PASSTHROUGH_READ
+            self.set_reg("rax", self.reg("rax") & ~_mask_of(q.size) | data)
+        if self.emit is not None:
+            self.emit(trace.DirectIo(vcpu=self.vcpu_id, port=q.port, size=q.size, dir=q.dir,
+                                     data=data, icount=ex.icount, rip=ex.rip))
+        width = {16: 0xFFFF, 32: 0xFFFF_FFFF}.get(self.mode(), 0xFFFF_FFFF_FFFF_FFFF)
+        self.set_reg("rip", (self.reg("rip") + ex.length) & width)
+        self.icount += 1
+        self.shadow = False
+
+    def _run_to_exit(self, budget: int, deadline: int | None, window: bool) -> Exit:
         self._pending = None
         self._fault = None
         self._p2m: str | None = None

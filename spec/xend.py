@@ -55,8 +55,10 @@ class DomainConfig:
     serial: str = "pty"
     #: the VGA (False: xm's ``nographic = 1``)
     vga: bool = True
-    #: seconds the guest's RTC is ahead of UTC (``rtc_timeoffset``)
-    rtc_offset: int = 0
+    #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
+    #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
+    #: virtual clock
+    rtc_base: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):

@@ -22,8 +22,11 @@ def test_run_prints_serial_and_fate(engine):
 def test_run_json_shape():
     proc, out = cli_json("run", "hello", "--engine", "reference")
     assert proc.returncode == 0
-    assert set(out) == {"serial", "exit", "instructions", "exits", "seconds", "mapcache"}
+    assert set(out) == {"serial", "exit", "instructions", "exits", "seconds", "mapcache",
+                        "devices"}
     assert out["mapcache"]["mode"] == "mapcache" and out["mapcache"]["misses"] >= 1
+    assert out["devices"] == {"unclaimed_reads": 0, "unclaimed_writes": 0,
+                              "mmio_unclaimed_reads": 0, "mmio_unclaimed_writes": 0}
     assert out["serial"].startswith("Hello from an unmodified guest\n")
     assert out["exit"]["reason"] == "poweroff" and out["exit"]["domain"] == "destroyed"
     assert isinstance(out["instructions"], int) and out["instructions"] > 0
@@ -102,3 +105,9 @@ def test_run_reports_an_unreadable_serial_input_file():
     proc = cli("run", "hello", "--serial-input", "/nonexistent/input.bin")
     assert proc.returncode == 2
     assert "--serial-input /nonexistent/input.bin" in proc.stderr
+
+
+def test_run_stats_counts_unclaimed_accesses():
+    proc = cli("run", "platform", "--engine", "impl", "--stats")
+    assert proc.returncode == 0
+    assert "unclaimed accesses: ports 1 reads, 0 writes; MMIO 1 reads, 0 writes" in proc.stdout

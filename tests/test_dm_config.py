@@ -40,7 +40,7 @@ def test_xend_writes_and_qemu_dm_reads_on_both_engines():
     ("/image/device-model/bits", "48", "expected one of '32', '64'"),
     ("/vcpus", "two", "is not a number"),
     ("/image/serial", "tcp:1234", "expected one of 'pty', 'none'"),
-    ("/rtc/timeoffset", "", "is not a number"),
+    ("/image/device-model/rtc-base", "", "is not a number"),
 ])
 def test_malformed_configuration_names_the_path(key, value, message):
     store = InProcessStore(lambda e: None)

@@ -59,11 +59,13 @@ def test_exits_and_event_channels_pair_up():
 
 def test_poweroff_reaches_xend_which_destroys():
     result = run("reference", loader.load("hello"))
-    tail = [e.to_json() for e in result.trace[-4:]]
+    tail = [e.to_json() for e in result.trace[-5:]]
     assert tail[0] == {"kind": "shutdown", "dom": 1, "reason": "poweroff", "by": "qemu-dm"}
     assert (tail[1]["old"], tail[1]["new"]) == ("running", "shutdown")
     assert tail[2]["kind"] == "mapcache_stats"      # qemu-dm exits with its domain
-    assert (tail[3]["old"], tail[3]["new"], tail[3]["reason"]) == (
+    assert tail[3] == {"kind": "device_stats", "unclaimed_reads": 0, "unclaimed_writes": 0,
+                       "mmio_unclaimed_reads": 0, "mmio_unclaimed_writes": 0}
+    assert (tail[4]["old"], tail[4]["new"], tail[4]["reason"]) == (
         "shutdown", "destroyed", "on_poweroff = destroy")
 
 

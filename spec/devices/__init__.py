@@ -15,7 +15,10 @@ dropped, and both are traced with ``device = None``.
 The MMIO bus (:class:`MmioBus`) dispatches by guest-physical address in the
 same way: ``io_read(offset, size)`` and ``io_write(offset, size, value)`` on
 the device that claims the address, all-ones and dropped writes where none
-does. An access not wholly inside one device's range is unclaimed.
+does. An access not wholly inside one device's range is unclaimed. A
+device can be moved (a PCI BAR written): :meth:`MmioBus.unregister` then
+:meth:`MmioBus.register` at the new place. Both buses count the accesses
+no device claimed (qemu-dm reports them when it stops).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class PortBus:
     def __init__(self, emit: Callable[[trace.Event], None]) -> None:
         self.emit = emit
         self.ranges: list[tuple[int, int, PortDevice]] = []
-        self.unclaimed = 0
+        self.unclaimed_reads = self.unclaimed_writes = 0
 
     def register(self, base: int, length: int, device: PortDevice) -> None:
         for start, end, other in self.ranges:
@@ -76,9 +79,11 @@ class PortBus:
     def _access(self, port: int, size: int, direction: str, value: int) -> int:
         claimed = self.claim(port)
         if claimed is None:
-            self.unclaimed += 1
             if direction == "read":
+                self.unclaimed_reads += 1
                 value = (1 << 8 * size) - 1
+            else:
+                self.unclaimed_writes += 1
             self.emit(trace.DeviceIo(device=None, space="pio", addr=port, size=size,
                                      dir=direction, data=value))
             return value
@@ -98,12 +103,16 @@ class MmioBus:
     def __init__(self, emit: Callable[[trace.Event], None]) -> None:
         self.emit = emit
         self.ranges: list[tuple[int, int, PortDevice]] = []
+        self.unclaimed_reads = self.unclaimed_writes = 0
 
     def register(self, base: int, length: int, device: PortDevice) -> None:
         for start, end, other in self.ranges:
             if base < end and start < base + length:
                 raise ValueError(f"MMIO {base:#x}+{length} of {device.name} overlaps {other.name}")
         self.ranges.append((base, base + length, device))
+
+    def unregister(self, device: PortDevice) -> None:
+        self.ranges = [r for r in self.ranges if r[2] is not device]
 
     def _claim(self, addr: int, size: int) -> tuple[int, PortDevice] | None:
         for start, end, device in self.ranges:
@@ -114,6 +123,7 @@ class MmioBus:
     def read(self, addr: int, size: int) -> int:
         claimed = self._claim(addr, size)
         if claimed is None:
+            self.unclaimed_reads += 1
             value = (1 << 8 * size) - 1
             name = None
         else:
@@ -125,6 +135,8 @@ class MmioBus:
 
     def write(self, addr: int, size: int, value: int) -> None:
         claimed = self._claim(addr, size)
+        if claimed is None:
+            self.unclaimed_writes += 1
         self.emit(trace.DeviceIo(device=claimed[1].name if claimed else None, space="mmio",
                                  addr=addr, size=size, dir="write", data=value))
         if claimed is not None:

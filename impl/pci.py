@@ -1,0 +1,105 @@
+"""PCI configuration mechanism #1 and PIIX3's reset control register for the
+impl engine's qemu-dm.
+
+Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
+masks, and where the test device's BAR0 puts its page. Imports the platform
+numbers of ``spec/``; the behaviour is the one :mod:`spec.devices.pci`
+states.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spec import platform as P
+
+
+def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0):
+    """(config bytes, write mask, BAR sizes) of one type-0 function."""
+    cfg, mask = bytearray(256), bytearray(256)
+    cfg[0:4] = (vendor_device[0] | vendor_device[1] << 16).to_bytes(4, "little")
+    cfg[4:6] = cmd.to_bytes(2, "little")
+    cfg[8:12] = (rev | cls << 8).to_bytes(4, "little")
+    cfg[14] = htype
+    mask[4], mask[5] = 0x47, 0x05
+    mask[12] = mask[13] = mask[60] = 0xFF
+    mask[64:256] = bytes([0xFF]) * 192
+    sizes = []
+    for n, (size, kind, addr) in enumerate(bars):
+        at = 16 + 4 * n
+        cfg[at:at + 4] = (addr | kind).to_bytes(4, "little")
+        mask[at:at + 4] = (0xFFFFFFF0 & -size).to_bytes(4, "little")
+        sizes.append(size)
+    return cfg, mask, sizes
+
+
+class Pci:
+    name, sizes = "pci", (1, 2, 4)
+
+    def __init__(self, moved: Callable[[int | None], None], reset: Callable[[], None]) -> None:
+        self.moved, self.reset = moved, reset
+        self.addr = 0
+        self.rc = 0
+        self.slots = {
+            P.PCI_BDF_HOST_BRIDGE: _space(P.PCI_ID_HOST_BRIDGE, P.PCI_CLASS_HOST_BRIDGE,
+                                          rev=P.PCI_REV_HOST_BRIDGE),
+            P.PCI_BDF_ISA_BRIDGE: _space(P.PCI_ID_ISA_BRIDGE, P.PCI_CLASS_ISA_BRIDGE, htype=0x80),
+            P.PCI_BDF_VGA: _space(P.PCI_ID_VGA, P.PCI_CLASS_VGA,
+                                  bars=((P.PCI_VGA_BAR_SIZES[0], 8, 0),
+                                        (P.PCI_VGA_BAR_SIZES[1], 0, 0))),
+            P.PCI_BDF_TESTDEV: _space(P.PCI_ID_TESTDEV, P.PCI_CLASS_TESTDEV,
+                                      bars=((P.TESTDEV_SIZE, 0, P.TESTDEV_BASE),), cmd=2),
+        }
+        self.testdev_base = self._testdev_window()
+
+    def _selected(self):
+        a = self.addr
+        if a >> 31 == 0 or a & 0x00FF0000:
+            return None
+        return self.slots.get((a >> 11 & 31, a >> 8 & 7))
+
+    def _testdev_window(self) -> int | None:
+        cfg, _, sizes = self.slots[P.PCI_BDF_TESTDEV]
+        if not cfg[4] & 2:
+            return None
+        base = int.from_bytes(cfg[16:20], "little") & -sizes[0] & 0xFFFFFFF0
+        return base if base and base + sizes[0] <= 0xFFFFFFFF else None
+
+    def read(self, offset: int, size: int) -> int:
+        if offset >= 4:
+            slot = self._selected()
+            out = 0
+            for i in range(size):
+                lane = offset - 4 + i
+                b = slot[0][(self.addr & 0xFC) + lane] if slot is not None and lane < 4 else 0xFF
+                out |= b << 8 * i
+            return out
+        if (offset, size) == (0, 4):
+            return self.addr
+        if (offset, size) == (1, 1):
+            return self.rc
+        return (1 << 8 * size) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset < 4:
+            if (offset, size) == (0, 4):
+                self.addr = value & 0x80FFFFFC
+            elif (offset, size) == (1, 1):
+                if value & 4:
+                    self.reset()
+                else:
+                    self.rc = value & 2
+            return
+        slot = self._selected()
+        if slot is None:
+            return
+        cfg, mask, _ = slot
+        for i in range(size):
+            lane = offset - 4 + i
+            if lane < 4:
+                at = (self.addr & 0xFC) + lane
+                cfg[at] = cfg[at] & ~mask[at] & 0xFF | value >> 8 * i & mask[at]
+        window = self._testdev_window()
+        if window != self.testdev_base:
+            self.testdev_base = window
+            self.moved(window)

@@ -1,0 +1,217 @@
+"""PCI configuration mechanism #1, bus 0's functions, and PIIX3's reset control register.
+
+Room: the i440FX host bridge's configuration ports 0xCF8-0xCFF, the type-0
+configuration headers of the functions on bus 0, the test device's memory
+BAR (which places :mod:`spec.devices.testdev` on the MMIO bus), and the
+PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
+Specification 2.1 (3.2.2.3.2 "Configuration Mechanism #1", 6.1 "Configuration
+Space Organization", 6.2.5 "Base Addresses"); Intel 82441FX PMC data sheet
+(CONFADD/CONFDATA); Intel 82371SB PIIX3 data sheet (RC register); QEMU's
+``hw/pci/pci_host.c``, ``hw/pci/pci.c``, ``hw/pci-host/i440fx.c`` and
+``hw/isa/piix3.c`` (the chipset of Xen's qemu-dm). Imports
+:mod:`spec.platform`.
+
+Ports (offsets from 0xCF8):
+
+========  ======  ===========================================================
+ports     access  meaning
+========  ======  ===========================================================
+0xCF8     dword   CONFIG_ADDRESS: enable (31), bus (23:16), device (15:11),
+                  function (10:8), register (7:2); bits 30:24 and 1:0 are
+                  reserved and read 0 (82441FX CONFADD)
+0xCF9     byte    PIIX3 Reset Control Register (RC)
+0xCF8-B   other   not decoded (PCI 2.1: only a dword access is the address
+                  register): reads all-ones, writes dropped
+0xCFC-F   any     CONFIG_DATA: the bytes ``register + (port & 3)`` onwards of
+                  the addressed function's configuration space
+========  ======  ===========================================================
+
+With the enable bit clear, CONFIG_DATA is not decoded (reads all-ones,
+writes dropped). A function that does not exist (any bus but 0, an empty
+slot, function > 0 of a single-function device) reads all-ones and ignores
+writes: a master abort.
+
+Bus 0 (:mod:`spec.platform`, ``PCI_*``):
+
+=======  =========  =======  =============================================
+BDF      ID         class    device
+=======  =========  =======  =============================================
+00:00.0  8086:1237  060000   Intel 440FX host bridge (revision 2)
+00:01.0  8086:7000  060100   PIIX3 ISA bridge; header type 0x80
+                             (multi-function, as QEMU creates it; its other
+                             functions are not modelled and read all-ones)
+00:02.0  1013:00b8  030000   Cirrus CLGD5446, Xen 3.x qemu-dm's default VGA;
+                             BAR0 32 MiB prefetchable (VRAM), BAR1 4 KiB;
+                             only its configuration space is modelled
+00:03.0  1234:7e57  ff0000   hvmspec's test device: BAR0 4 KiB memory
+=======  =========  =======  =============================================
+
+Each function's header (type 0): vendor and device ID, revision, class,
+header type, BIST, status, subsystem IDs, interrupt pin and the expansion
+ROM BAR (0: no ROM) are read-only. Writable: the command register's bits
+0x0547 (I/O, memory, bus master, parity, SERR, INTx disable), cache line
+size, latency timer, interrupt line, the address bits of each BAR, and the
+device-specific bytes 0x40-0xFF (stored without effect, as QEMU's default
+``wmask``). A memory BAR of size *S* keeps its low 4 bits (type,
+prefetchable) and its bits below *S* read-only 0, so writing all-ones and
+reading back gives the size mask (``~(S - 1)`` with the type bits).
+
+The test device decodes its BAR0 page only while the command register's
+memory-space bit (bit 1) is set, the BAR is not 0, and the page does not
+reach 0xFFFFFFFF (QEMU's ``pci_bar_address``); its registers keep their
+contents while it is not decoded. Moving BAR0 moves the device on qemu-dm's
+MMIO bus: the old page then reads all-ones. As if firmware had set it up,
+the test device starts with BAR0 = :data:`spec.platform.TESTDEV_BASE` and
+memory decode on; the other functions start with command 0 and BARs 0.
+
+Reset Control Register (0xCF9, PIIX3 data sheet; QEMU ``rcr_write``): a
+write with bit 2 (reset CPU) set resets the system, which qemu-dm turns
+into a shutdown with reason *reboot*; QEMU, and this model, reset the whole
+system whether bit 1 (hard reset) is set or not (on a PIIX3, bit 1 = 0 would
+reset the CPU alone). Otherwise bit 1 is stored; reads return it.
+hvmloader's FADT names this register as the ACPI reset register, with the
+value 6 (hard reset).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spec import platform
+
+COMMAND, STATUS, REVISION, CLASS, CACHE_LINE, LATENCY = 0x04, 0x06, 0x08, 0x09, 0x0C, 0x0D
+HEADER_TYPE, BAR0, SUBSYSTEM, ROM_BAR, INTERRUPT_LINE = 0x0E, 0x10, 0x2C, 0x30, 0x3C
+COMMAND_WRITABLE = 0x0547
+COMMAND_MEMORY = 0x0002
+BAR_PREFETCH = 0x08
+RCR_RESET_CPU, RCR_HARD = 0x04, 0x02
+ADDRESS_MASK = 0x80FFFFFC
+ENABLE = 0x80000000
+
+
+class PciFunction:
+    """One function's 256-byte configuration space, with its write mask."""
+
+    def __init__(self, name: str, ids: tuple[int, int], class_code: int, revision: int = 0,
+                 header_type: int = 0, bars: tuple[tuple[int, int, int], ...] = (),
+                 command: int = 0) -> None:
+        """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ..."""
+        self.name = name
+        self.config = bytearray(256)
+        self.wmask = bytearray(256)
+        self.bars = bars
+        self._put(0x00, 2, ids[0])
+        self._put(0x02, 2, ids[1])
+        self._put(REVISION, 1, revision)
+        self._put(CLASS, 3, class_code)
+        self._put(HEADER_TYPE, 1, header_type)
+        self._put(COMMAND, 2, command)
+        self._put(0x04, 2, COMMAND_WRITABLE, self.wmask)
+        self.wmask[CACHE_LINE] = self.wmask[LATENCY] = self.wmask[INTERRUPT_LINE] = 0xFF
+        for i, (size, flags, address) in enumerate(bars):
+            self._put(BAR0 + 4 * i, 4, address | flags)
+            self._put(BAR0 + 4 * i, 4, ~(size - 1) & 0xFFFFFFF0, self.wmask)
+        self.wmask[0x40:] = b"\xff" * 0xC0
+
+    def _put(self, at: int, size: int, value: int, where: bytearray | None = None) -> None:
+        (self.config if where is None else where)[at:at + size] = value.to_bytes(size, "little")
+
+    def read(self, at: int) -> int:
+        return self.config[at]
+
+    def write(self, at: int, byte: int) -> None:
+        mask = self.wmask[at]
+        self.config[at] = (self.config[at] & ~mask | byte & mask) & 0xFF
+
+    def word(self, at: int, size: int) -> int:
+        return int.from_bytes(self.config[at:at + size], "little")
+
+    def bar_address(self, index: int) -> int | None:
+        """Where memory BAR ``index`` is decoded, or None (QEMU's ``pci_bar_address``)."""
+        size = self.bars[index][0]
+        if not self.word(COMMAND, 2) & COMMAND_MEMORY:
+            return None
+        base = self.word(BAR0 + 4 * index, 4) & ~(size - 1) & 0xFFFFFFF0
+        if base == 0 or base + size - 1 >= 0xFFFFFFFF:
+            return None
+        return base
+
+
+class PciHost:
+    """Ports 0xCF8-0xCFF: configuration mechanism #1 for bus 0, and the
+    PIIX3 reset control register; moves the test device on ``mmio``."""
+
+    sizes = (1, 2, 4)
+
+    def __init__(self, mmio, testdev, reset: Callable[[], None]) -> None:
+        self.name = "pci"
+        self.mmio = mmio
+        self.testdev = testdev
+        self.reset = reset
+        self.address = 0
+        self.rcr = 0
+        p = platform
+        self.functions = {
+            p.PCI_BDF_HOST_BRIDGE: PciFunction("i440fx", p.PCI_ID_HOST_BRIDGE,
+                                               p.PCI_CLASS_HOST_BRIDGE, p.PCI_REV_HOST_BRIDGE),
+            p.PCI_BDF_ISA_BRIDGE: PciFunction("piix3", p.PCI_ID_ISA_BRIDGE,
+                                              p.PCI_CLASS_ISA_BRIDGE, header_type=0x80),
+            p.PCI_BDF_VGA: PciFunction("cirrus", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
+                                       bars=((p.PCI_VGA_BAR_SIZES[0], BAR_PREFETCH, 0),
+                                             (p.PCI_VGA_BAR_SIZES[1], 0, 0))),
+            p.PCI_BDF_TESTDEV: PciFunction("testdev", p.PCI_ID_TESTDEV, p.PCI_CLASS_TESTDEV,
+                                           bars=((p.TESTDEV_SIZE, 0, p.TESTDEV_BASE),),
+                                           command=COMMAND_MEMORY),
+        }
+        self.testdev_at: int | None = None
+        self._map_testdev()
+
+    def function(self) -> PciFunction | None:
+        """The function CONFIG_ADDRESS selects, or None (absent or not enabled)."""
+        a = self.address
+        if not a & ENABLE or (a >> 16) & 0xFF != 0:
+            return None
+        return self.functions.get(((a >> 11) & 0x1F, (a >> 8) & 0x7))
+
+    def _map_testdev(self) -> None:
+        at = self.functions[platform.PCI_BDF_TESTDEV].bar_address(0)
+        if at == self.testdev_at:
+            return
+        if self.testdev_at is not None:
+            self.mmio.unregister(self.testdev)
+        if at is not None:
+            self.mmio.register(at, platform.TESTDEV_SIZE, self.testdev)
+        self.testdev_at = at
+
+    def io_read(self, offset: int, size: int) -> int:
+        if offset < 4:
+            if offset == 0 and size == 4:
+                return self.address
+            if offset == 1 and size == 1:
+                return self.rcr
+            return (1 << 8 * size) - 1
+        fn, value = self.function(), 0
+        for i in range(size):
+            port = offset + i
+            byte = 0xFF if fn is None or port > 7 else fn.read((self.address & 0xFC) + port - 4)
+            value |= byte << 8 * i
+        return value
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        if offset < 4:
+            if offset == 0 and size == 4:
+                self.address = value & ADDRESS_MASK
+            elif offset == 1 and size == 1:
+                if value & RCR_RESET_CPU:
+                    self.reset()
+                else:
+                    self.rcr = value & RCR_HARD
+            return
+        fn = self.function()
+        if fn is None:
+            return
+        for i in range(size):
+            port = offset + i
+            if port <= 7:
+                fn.write((self.address & 0xFC) + port - 4, (value >> 8 * i) & 0xFF)
+        self._map_testdev()
