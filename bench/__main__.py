@@ -9,7 +9,12 @@ Rows:
   register: microseconds per round trip (guest instruction -> exit -> ioreq
   -> qemu-dm -> device -> resume), per engine, and a bare Unicorn
   ``UC_HOOK_INSN`` hook on the same loop as the limit;
-* ``hello``: wall time of the demo guest per engine.
+* ``hello``: wall time of the demo guest per engine;
+* ``dma peak memory``: the peak resident memory of ``hvmspec run dma``
+  (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
+  guest of 4 GiB and one of 64 GiB: the guest touches the same memory, so
+  the figure must not grow with the guest's size (guest memory is backed
+  only where touched, and qemu-dm maps within its budget).
 
 Each figure is the best of ``--repeat`` runs.
 """
@@ -69,6 +74,22 @@ def timed(engine: str, image: GuestImage, repeat: int) -> tuple[float, int]:
     return best, instructions
 
 
+def peak_memory(memory_mib: int) -> tuple[float, dict]:
+    """Peak RSS (MiB) of ``hvmspec run dma`` with ``memory_mib`` of guest
+    memory, in a child process; and its mapcache report."""
+    import os
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "hvmspec.cli", "run", "dma", "--json",
+                             "--memory", str(memory_mib)], stdout=subprocess.PIPE)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    result = json.loads(out)
+    assert result["exit"]["reason"] == "poweroff", result["exit"]
+    return usage.ru_maxrss / 1024, result["mapcache"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -100,6 +121,10 @@ def main() -> int:
         seconds, _ = timed(engine, hello, args.repeat)
         rows.append({"row": "hello wall time", "engine": engine, "value": seconds * 1e3,
                      "unit": "ms"})
+    for memory in (4096, 65536):
+        rss, mapcache = peak_memory(memory)
+        rows.append({"row": f"dma peak memory, {memory >> 10} GiB guest", "engine": "impl",
+                     "value": rss, "unit": f"MiB ({mapcache['evictions']} evictions)"})
     machine = f"{host.machine()} {host.processor() or ''} Python {host.python_version()}".strip()
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}))

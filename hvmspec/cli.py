@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true",
                      help="print one JSON object: serial, exit, instructions, exits, seconds, "
                      "mapcache, devices (the unclaimed accesses)")
-    run.add_argument("--memory", metavar="MIB", type=int, default=platform.DEFAULT_MEMORY_MIB,
-                     help=f"guest memory in MiB (default {platform.DEFAULT_MEMORY_MIB})")
+    run.add_argument("--memory", metavar="MIB", type=int,
+                     help="guest memory in MiB (default: what the guest's source asks for, "
+                     f"else {platform.DEFAULT_MEMORY_MIB})")
     run.add_argument("--max-instructions", metavar="N", type=int,
                      default=platform.DEFAULT_MAX_INSTRUCTIONS,
                      help="stop the guest after N instructions (default %(default)s)")
@@ -158,7 +159,7 @@ def _size(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from hvmspec.engines import runner
     from spec.xend import DeviceModelError, XendError
-    if args.memory < platform.MIN_MEMORY_MIB:
+    if args.memory is not None and args.memory < platform.MIN_MEMORY_MIB:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
     if args.max_instructions <= 0:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")

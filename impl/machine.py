@@ -227,13 +227,15 @@ class Host:
         return True
 
 
-def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
+def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
     its end; ``device_model`` as for the reference engine. Raises
     :class:`spec.loader.GuestError` for an image that cannot be placed."""
+    if memory_mib is None:
+        memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()

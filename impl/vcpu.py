@@ -290,7 +290,7 @@ class Vcpu:
     def seg_base(self, seg: str) -> int:
         if not self._reg(_CR0) & 1:
             return self._reg(_SEG[seg]) << 4
-        if self.mode() == 64:
+        if self.long_mode() and self.mode() == 64:
             msr = _BASE_MSR.get(seg)
             return self._reg(msr) if msr is not None else 0
         low, high = self._descriptor(seg)

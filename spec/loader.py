@@ -19,6 +19,10 @@ BIOS ROM has. The assembled bytes are cached by the source's SHA-256 (in
 ``$HVMSPEC_CACHE`` or ``~/.cache/hvmspec``), so the assembler runs once per
 source text.
 
+**Settings.** A source may ask for the memory it needs with a comment
+line ``; hvmspec: memory = <MiB>``; a run without ``--memory`` gives it that
+much (:func:`guest_settings`).
+
 **Images.** An image is placed in guest RAM so that it ends at 1 MiB
 (:data:`spec.platform.IMAGE_END`); its last 16 bytes hold the reset vector.
 It must be non-empty and fit between the VGA hole and 1 MiB (256 KiB), and
@@ -52,6 +56,8 @@ class GuestImage:
     name: str
     image: bytes
     source: str | None = None
+    #: the memory the guest asks for in its source (``; hvmspec: memory = MIB``)
+    memory_mib: int | None = None
 
     @property
     def load_address(self) -> int:
@@ -78,10 +84,35 @@ def load(spec: str) -> GuestImage:
         raise GuestError(f"guest {str(path)!r} is a directory, not an image or source file")
     if path.suffix in (".s", ".asm"):
         source = path.read_text()
-        return GuestImage(path.stem, rom_from_source(source, str(path)), source)
+        settings = guest_settings(source, str(path))
+        return GuestImage(path.stem, rom_from_source(source, str(path)), source,
+                          memory_mib=settings.get("memory"))
     image = path.read_bytes()
     check_image(image)
     return GuestImage(path.stem, image)
+
+
+_SETTING = re.compile(r"^;\s*hvmspec:\s*(\S+)\s*=\s*(.*?)\s*$")
+
+
+def guest_settings(source: str, origin: str = "<source>") -> dict[str, int]:
+    """The settings a guest's source asks for, in comment lines of the form
+    ``; hvmspec: memory = 4096`` (the guest's memory in MiB, as an xm
+    configuration's ``memory``). An unknown key or a bad value is refused."""
+    settings: dict[str, int] = {}
+    for number, line in enumerate(source.splitlines(), 1):
+        match = _SETTING.match(line)
+        if match is None:
+            continue
+        key, value = match.groups()
+        if key != "memory":
+            raise GuestError(f"{origin}:{number}: unknown setting {key!r} (known: memory)")
+        if not value.isdigit() or not (platform.MIN_MEMORY_MIB <= int(value)
+                                       <= platform.MAX_MEMORY_MIB):
+            raise GuestError(f"{origin}:{number}: memory = {value!r}: a number of MiB from "
+                             f"{platform.MIN_MEMORY_MIB} to {platform.MAX_MEMORY_MIB}")
+        settings[key] = int(value)
+    return settings
 
 
 def check_image(image: bytes, memory_bytes: int | None = None) -> None:

@@ -267,7 +267,7 @@ class ReferenceXen:
         return True
 
 
-def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
+def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
@@ -277,6 +277,8 @@ def run_guest(image: GuestImage, memory_mib: int = platform.DEFAULT_MEMORY_MIB,
     ``map_everything``, ``rtc_base``). Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
+    if memory_mib is None:
+        memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
     recorder = Recorder(listeners)
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from impl.mapcache import Mapcache as ImplMapcache
 from spec import platform, trace
-from spec.mapcache import LegacyTooBig, Mapcache, MapcacheFull
+from spec.mapcache import EMPTY, LegacyTooBig, Mapcache, MapcacheFull
 from spec.xend import DeviceModelError
 from tests.conftest import both, guest, run
 
@@ -159,3 +159,61 @@ def test_a_budget_below_one_bucket_is_refused():
     from spec.xend import DomainConfig, XendError
     with pytest.raises(XendError, match="needs at least one bucket \\(64 KiB\\)"):
         DomainConfig(name="x", mapcache_budget=4096)
+
+
+# --- the concrete cache runs the spec's functions on slices of its table --------------------
+
+def _whole_table_run(windows: int, ops: list) -> list:
+    """The same operations with every function applied to the whole table
+    (what the slicing in :class:`spec.mapcache.Mapcache` must equal)."""
+    from spec import mapcache as mc
+    table: tuple = ()
+    clock, out, held = 0, [], []
+    gen: dict[int, int] = {}
+    for op, arg in ops:
+        if op == "use":
+            clock += 1
+            if len(table) < windows and all(e.valid for e in table):
+                table += (mc.EMPTY,)
+            r = mc.map_bucket(table, arg, gen.get(arg, 0), windows, clock)
+            if not r.ok:
+                out.append(("full",))
+                continue
+            table = mc.lock(r.table, r.slot)
+            held.append(r.slot)
+            out.append(("use", r.slot, bool(r.hit), bool(r.evicted),
+                        r.victim if r.evicted else None))
+        elif op == "release" and held:
+            table = mc.unlock(table, held.pop(arg % len(held)))
+        elif op == "invalidate":
+            for b in range(arg, arg + 2):
+                gen[b] = gen.get(b, 0) + 1
+            table = mc.invalidate(table, arg, 2)
+        out.append(tuple(e for e in table if e != mc.EMPTY))
+    return out
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.integers(1, 5), st.lists(st.tuples(st.sampled_from(["use", "use", "release",
+                                                               "invalidate"]),
+                                             st.integers(0, 7)), max_size=40))
+def test_slices_give_what_the_whole_table_gives(windows, ops):
+    cache = Mapcache(1 << 30, budget=windows << 16)
+    out, held = [], []
+    for op, arg in ops:
+        if op == "use":
+            try:
+                slot, r = cache.map(arg)
+            except MapcacheFull:
+                out.append(("full",))
+                continue
+            cache.lock(slot)
+            held.append(slot)
+            out.append(("use", slot, bool(r.hit), bool(r.evicted),
+                        r.victim if r.evicted else None))
+        elif op == "release" and held:
+            cache.unlock(held.pop(arg % len(held)))
+        elif op == "invalidate":
+            cache.invalidate(arg, 2)
+        out.append(tuple(e for e in cache.table if e != EMPTY))
+    assert out == _whole_table_run(windows, ops)
