@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop the guest after N instructions (default %(default)s)")
     run.add_argument("--serial-input", metavar="FILE", type=Path,
                      help="bytes for COM1's receiver; they arrive one character time apart "
-                     "while the guest holds RTS")
+                     "while the guest holds RTS. '-': the terminal (or a pipe) as a live "
+                     "line, each key sent as typed; the run then waits for input instead "
+                     "of ending while the guest waits")
     run.add_argument("--dm-bits", type=int, choices=(32, 64), default=32,
                      help="qemu-dm's word size: its mapcache buckets are 64 KiB (32) or "
                      "1 MiB (64) (default %(default)s)")
@@ -165,7 +167,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
     image = load(args.guest)
     serial_input = b""
-    if args.serial_input is not None:
+    line = None
+    if args.serial_input is not None and str(args.serial_input) == "-":
+        from hvmspec.serial_line import LiveLine
+        serial_input = line = LiveLine(0)
+    elif args.serial_input is not None:
         try:
             serial_input = args.serial_input.read_bytes()
         except OSError as exc:
@@ -184,6 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GuestError(str(exc)) from None
     finally:
         display.close()
+        if line is not None:
+            line.close()
     if args.screenshot:
         _screenshot(result, args.screenshot)
     if args.trace:

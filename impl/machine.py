@@ -91,9 +91,11 @@ class Host:
     """Xen and dom0 for the impl engine (``spec.xend.Host`` for xend)."""
 
     def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
-                 max_instructions: int, serial_input: bytes = b"") -> None:
+                 max_instructions: int, serial_input=b"") -> None:
         self.image = image
-        self.serial_input = serial_input
+        live = not isinstance(serial_input, (bytes, bytearray))
+        self.serial_input = b"" if live else bytes(serial_input)
+        self.live_line = serial_input if live else None
         self.emit = emit
         self.max_instructions = max_instructions
         self.evtchn = EventChannels(emit)
@@ -132,7 +134,7 @@ class Host:
         try:
             dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
                               Libxc(self, domid), self.emit, dom.vmm.lines, dom.irq_port,
-                              self.serial_input)
+                              self.serial_input, self.live_line)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.evtchn.remove_domain(domid)
@@ -183,6 +185,8 @@ class Host:
                     progressed |= dom.qemu.poll()
             progressed |= self.xend.poll()
             if not progressed:
+                if self.live_line is not None and self.domains and self.live_line.wait(0.05):
+                    continue
                 return
 
     def _run_vcpu(self, dom: Domain) -> bool:
@@ -230,7 +234,7 @@ class Host:
 def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
+              serial_input=b"", device_model: dict | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
     its end; ``device_model`` as for the reference engine. Raises
     :class:`spec.loader.GuestError` for an image that cannot be placed."""

@@ -65,8 +65,10 @@ class QemuDm:
     """The device model of one domain."""
 
     def __init__(self, domid: int, xs, page: IoreqPage, ram, libxc, emit: Emit,
-                 lines: IrqLines, irq_port: int, serial_input: bytes = b"") -> None:
+                 lines: IrqLines, irq_port: int, serial_input: bytes = b"",
+                 serial_source=None) -> None:
         self.domid = domid
+        self.source = serial_source     # a live line into COM1, or None
         conf = self.config = dm_config.read_device_model(xs, domid)
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
@@ -151,6 +153,11 @@ class QemuDm:
 
     def poll(self) -> bool:
         worked = False
+        if self.source is not None:
+            typed = self.source.read()
+            if typed:
+                self.uart.typed(typed)
+                worked = True
         if self.libxc.take(self.port):
             worked = True
             if self.page.state(0) == READY:

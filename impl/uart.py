@@ -88,6 +88,11 @@ class Uart:
             return False
         return len(self.rx) < 16 if self.fcr & 1 else not self.rx
 
+    def typed(self, data: bytes) -> None:
+        """Bytes from a live line (the user's terminal)."""
+        self.feed.extend(data)
+        self._kick()
+
     def _kick(self) -> None:
         if self.arrival is None and self._can_send():
             self.arrival = self.clock() + self._char()

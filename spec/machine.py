@@ -110,9 +110,12 @@ class ReferenceXen:
 
     def __init__(self, image: GuestImage, emit: Callable[[trace.Event], None],
                  max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
-                 serial_input: bytes = b"") -> None:
+                 serial_input=b"") -> None:
         self.image = image
-        self.serial_input = serial_input
+        # bytes for COM1's sender, or a live line (``read()``/``wait()``)
+        live = not isinstance(serial_input, (bytes, bytearray))
+        self.serial_input = b"" if live else bytes(serial_input)
+        self.serial_source = serial_input if live else None
         self.emit = emit
         self.max_instructions = max_instructions
         self.events = evtchn.EventChannels(emit)
@@ -164,7 +167,8 @@ class ReferenceXen:
             dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.iopage,
                               GuestRam(dom.vcpus[0]), DomainLink(self, domid), self.emit,
                               lines=dom.lines, irq_port=dom.irq_port,
-                              serial_input=self.serial_input)
+                              serial_input=self.serial_input,
+                              serial_source=self.serial_source)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.events.remove_domain(domid)
@@ -217,6 +221,11 @@ class ReferenceXen:
                     progressed |= dom.qemu.poll()
             progressed |= self.xend.poll()
             if not progressed:
+                # a live line may still bring input: wait for it (in real
+                # time) rather than end; at its end the run ends
+                if self.serial_source is not None and self.domains \
+                        and self.serial_source.wait(0.05):
+                    continue
                 return
 
     def _run_vcpus(self, dom: HvmDomain) -> bool:
@@ -270,7 +279,7 @@ class ReferenceXen:
 def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input: bytes = b"", device_model: dict | None = None) -> RunResult:
+              serial_input=b"", device_model: dict | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. ``device_model`` sets the domain configuration's
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,

@@ -106,8 +106,11 @@ class QemuDm:
                  memory: GuestMemoryMap, host: QemuDmHost,
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
-                 serial_input: bytes = b"") -> None:
+                 serial_input: bytes = b"", serial_source=None) -> None:
         self.domid = domid
+        #: a live line into COM1 (the user's terminal): ``read()`` gives the
+        #: bytes that arrived since the last call, without waiting
+        self.serial_source = serial_source
         #: the configuration xend wrote to XenStore (:mod:`spec.dm_config`)
         self.config = config = dm_config.read_device_model(xs, domid)
         self.iopage = iopage
@@ -202,6 +205,11 @@ class QemuDm:
     def poll(self) -> bool:
         """One pass of the main loop; True if there was anything to do."""
         worked = False
+        if self.serial_source is not None:
+            typed = self.serial_source.read()
+            if typed:
+                self.uart.feed(typed)
+                worked = True
         for vcpu, port in enumerate(self.local_ports):
             if self.host.take_pending(port):
                 self.handle_ioreq(vcpu, port)

@@ -376,6 +376,12 @@ class Uart16550:
             self.lsr &= ~LSR_DR
             self.timeout_deadline = None
 
+    def feed(self, data: bytes) -> None:
+        """More bytes for the sender (the user typed them): an idle sender
+        starts a character now if it may."""
+        self.input += data
+        self._sender_may_start()
+
     def next_deadline(self) -> int | None:
         """The earliest of the next arrival and the character timeout."""
         times = [t for t in (self.rx_deadline, self.timeout_deadline) if t is not None]
