@@ -190,6 +190,13 @@ def _casts_shadow(code: bytes, prefixes: bytes, opcode: int | None) -> bool:
     return opcode == MOV_SREG and i + 1 < len(code) and code[i + 1] >> 3 & 7 == 2
 
 
+class _Mmr(ctypes.Structure):
+    """Unicorn's ``uc_x86_mmr``: a descriptor-table register."""
+
+    _fields_ = [("selector", ctypes.c_uint16), ("base", ctypes.c_uint64),
+                ("limit", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
+
+
 class Vcpu:
     """One vcpu and the domain's RAM on Unicorn."""
 
@@ -203,6 +210,8 @@ class Vcpu:
         self._value = ctypes.c_uint64()
         self._value_ref = ctypes.byref(self._value)
         self._buffer = ctypes.create_string_buffer(4096)
+        self._mmr = _Mmr()              # uc_x86_mmr, for GDTR reads without the binding
+        self._mmr_ref = ctypes.byref(self._mmr)
         for start, end in self.ram:
             uc.mem_map(start, end - start)
         self._mapped: list[object] = []         # buffers of other domains mapped here
@@ -301,7 +310,8 @@ class Vcpu:
         return (0, 0) if raw is None else (raw & 0xFFFFFFFF, raw >> 32)
 
     def _gdt(self, selector: int) -> int | None:
-        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        uclib.uc_reg_read(self._handle, X.UC_X86_REG_GDTR, self._mmr_ref)
+        base, limit = self._mmr.base, self._mmr.limit
         offset = selector & 0xFFF8
         if selector & 4 or offset + 7 > limit:
             return None
