@@ -160,6 +160,7 @@ def _size(text: str) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hvmspec.engines import runner
+    from spec.physical_cpu import HostMemoryError
     from spec.xend import DeviceModelError, XendError
     if args.memory is not None and args.memory < platform.MIN_MEMORY_MIB:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
@@ -186,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                      max_instructions=args.max_instructions,
                                      listeners=listeners, serial_input=serial_input,
                                      device_model=device_model)
-    except (XendError, DeviceModelError) as exc:
+    except (XendError, DeviceModelError, HostMemoryError) as exc:
         raise GuestError(str(exc)) from None
     finally:
         display.close()

@@ -213,7 +213,7 @@ class Vcpu:
         self._mmr = _Mmr()              # uc_x86_mmr, for GDTR reads without the binding
         self._mmr_ref = ctypes.byref(self._mmr)
         for start, end in self.ram:
-            uc.mem_map(start, end - start)
+            physical_cpu.map_ram(uc, start, end)
         self._mapped: list[object] = []         # buffers of other domains mapped here
         #: Xen's own writes to guest memory are reported here (dirty video memory)
         self.on_write: Callable[[int, int], None] | None = None

@@ -58,6 +58,30 @@ def open_cpu() -> unicorn.Uc:
     return uc
 
 
+#: the largest piece of guest RAM mapped at once: the host kernel refuses one
+#: anonymous mapping larger than its memory (heuristic overcommit), however
+#: little of it is ever touched
+RAM_PIECE = 1 << 30
+
+
+class HostMemoryError(Exception):
+    """The host cannot back the guest's memory (the message says how much)."""
+
+
+def map_ram(uc: unicorn.Uc, start: int, end: int) -> None:
+    """Back guest-physical ``[start, end)`` with host memory, in pieces of
+    at most :data:`RAM_PIECE`; pages are allocated when first touched."""
+    at = start
+    try:
+        while at < end:
+            size = min(RAM_PIECE - at % RAM_PIECE, end - at)
+            uc.mem_map(at, size)
+            at += size
+    except unicorn.UcError as exc:
+        raise HostMemoryError(f"the host cannot map guest memory at {at:#x} "
+                              f"({(end - start) >> 20} MiB from {start:#x}): {exc}") from None
+
+
 def _loader_cpu() -> unicorn.Uc:
     global _loader
     if _loader is None:

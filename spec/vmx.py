@@ -267,7 +267,7 @@ class HardwareVcpu:
         #: memory of another domain mapped into this one: (start, end, buffer)
         self.foreign: list[tuple[int, int, object]] = []
         for start, end in self.ram_ranges():
-            self.uc.mem_map(start, end - start)
+            physical_cpu.map_ram(self.uc, start, end)
         #: Xen's writes into guest memory are reported here (log-dirty tracking)
         self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0

@@ -81,3 +81,12 @@ def test_the_header_setting_is_checked(tmp_path):
     source.write_text("; hvmspec: disks = 2\nhlt\n")
     proc = cli("run", str(source))
     assert proc.returncode == 2 and "unknown setting 'disks'" in proc.stderr
+
+
+def test_guests_far_larger_than_the_host_run_sparse():
+    # 64 GiB of guest memory: RAM to 3.75 GiB, the MMIO hole, then 60.25 GiB
+    # above 4 GiB; the host backs only the pages the guest touches
+    result = both(load("hello"), memory_mib=65536)
+    assert result.exit["reason"] == "poweroff"
+    assert platform.ram_ranges(65536 << 20)[-1] == (1 << 32, (1 << 32) + (65536 << 20)
+                                                     - platform.BELOW_4G_RAM_END)
