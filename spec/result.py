@@ -41,22 +41,19 @@ class RunResult:
     @property
     def mapcache(self) -> dict | None:
         """qemu-dm's mapcache statistics (the last ``mapcache_stats`` event)."""
-        stats = next((e for e in reversed(self.trace) if isinstance(e, trace.MapcacheStats)),
-                     None)
-        if stats is None:
-            return None
-        out = stats.to_json()
-        del out["kind"]
-        return out
+        return self._last_fields(trace.MapcacheStats)
 
     @property
     def devices(self) -> dict | None:
         """qemu-dm's count of unclaimed accesses (the last ``device_stats`` event)."""
-        stats = next((e for e in reversed(self.trace) if isinstance(e, trace.DeviceStats)),
-                     None)
-        if stats is None:
+        return self._last_fields(trace.DeviceStats)
+
+    def _last_fields(self, kind: type[trace.Event]) -> dict | None:
+        """The fields of the last event of type ``kind``, or None."""
+        event = next((e for e in reversed(self.trace) if isinstance(e, kind)), None)
+        if event is None:
             return None
-        out = stats.to_json()
+        out = event.to_json()
         del out["kind"]
         return out
 
