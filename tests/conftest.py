@@ -25,6 +25,17 @@ PROLOGUE = """
     mov ss, ax
     mov sp, 0x7000
 """
+#: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
+PIC_INIT = """
+    mov al, 0x11
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+"""
 POWEROFF = """
     mov dx, 0x1f44
     mov ax, 0x3c00

@@ -10,20 +10,7 @@ from __future__ import annotations
 
 from spec import loader, trace
 from spec.devices.pit import PIT_HZ, ns_for_ticks
-from tests.conftest import both, guest
-
-
-#: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
-PIC_INIT = """
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-"""
+from tests.conftest import PIC_INIT, both, guest
 
 
 def _injections(result) -> list[trace.Injection]:

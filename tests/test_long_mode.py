@@ -13,7 +13,7 @@ import pytest
 from impl.vcpu import LinearFault, Vcpu
 from spec import loader, trace
 from spec.vmx import GuestAccessError, HardwareVcpu
-from tests.conftest import both, guest
+from tests.conftest import PIC_INIT, both, guest
 
 #: real mode -> protected mode -> long mode, identity-mapping the first
 #: 2 MiB with one 2 MiB page; 64-bit code at ``lm`` with RSP = 0x7000, and
@@ -59,15 +59,7 @@ pm:
 lm:
     mov rsp, 0x7000
     mov r15, 0x9000
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xfe
+""" + PIC_INIT + """    mov al, 0xfe
     out 0x21, al
     mov al, 0x34
     out 0x43, al

@@ -13,22 +13,14 @@ import time
 import pytest
 
 from hvmspec.serial_line import LiveLine
-from tests.conftest import ENGINES, ROOT, guest, run
+from tests.conftest import ENGINES, PIC_INIT, ROOT, run
 
 # waits, halted with interrupts on, for three bytes taken by its IRQ4 handler
 ECHO = """
     mov word ptr es:[0x90], rx_irq      ; vector 0x24 (IRQ4)
     mov word ptr es:[0x92], 0xf000
     mov byte ptr es:[0x600], 0
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0xef                        ; IRQ4 only
+""" + PIC_INIT + """    mov al, 0xef                        ; IRQ4 only
     out 0x21, al
     mov dx, 0x3f9
     mov al, 0x01                        ; IER: received data available
