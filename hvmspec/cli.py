@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
     display = _Display(args.display if not args.json else "off")
-    listeners = [] if args.json else [_live_serial, display]
+    listeners = [display] if args.json else [_live_serial, display]
     try:
         device_model = {"device_model_bits": args.dm_bits,
                         "mapcache_budget": args.mapcache_budget,
@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if line is not None:
             line.close()
     if args.screenshot:
-        _screenshot(result, args.screenshot)
+        _screenshot(display.screen, args.screenshot)
     if args.trace:
         with open(args.trace, "w") as stream:
             trace.dump(result.trace, stream)
@@ -230,12 +230,13 @@ class _Display:
         self.live = None
 
     def __call__(self, event: trace.Event) -> None:
-        if self.mode == "off" or not isinstance(event, trace.DisplayUpdate):
+        # the screen is kept in every mode: --screenshot draws it
+        if not isinstance(event, trace.DisplayUpdate):
             return
         self.screen.apply(event)
         if self.mode == "live" and self.live is None:
             from rich.live import Live
-            self.live = Live(_ScreenView(self.screen), refresh_per_second=20)
+            self.live = Live(self.screen, refresh_per_second=20)
             self.live.start()
 
     def close(self) -> None:
@@ -249,19 +250,7 @@ class _Display:
             print(f"{rule}\n{self.screen.text()}\n{rule}")
 
 
-class _ScreenView:
-    """Renders the screen as it is at each refresh of the live display."""
-
-    def __init__(self, screen) -> None:
-        self.screen = screen
-
-    def __rich__(self):
-        return self.screen.rich()
-
-
-def _screenshot(result, path: Path) -> None:
-    from hvmspec.display import Screen
-    screen = Screen.from_trace(result.trace)
+def _screenshot(screen, path: Path) -> None:
     try:
         screen.png(path)
     except OSError as exc:

@@ -3,7 +3,8 @@
 Room: tool. Reads :class:`spec.trace.DisplayUpdate` events (the changed
 rows' cells, the cursor, the frame hash) and keeps the screen they
 describe; draws it with rich (live, while a guest runs) or as a PNG
-(``hvmspec run --screenshot``). Imports :mod:`spec.trace`; rich and Pillow.
+(``hvmspec run --screenshot``). Imports :mod:`spec.trace` and, for the
+frame's size and hash, :mod:`spec.devices.vga`; rich and Pillow.
 
 Every update's frame hash is checked against the screen rebuilt so far, so a
 trace whose updates do not add up is reported, not drawn.
@@ -11,12 +12,11 @@ trace whose updates do not add up is reported, not drawn.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from spec import trace
+from spec.devices.vga import BLANK, COLUMNS, ROWS, frame_hash
 
-COLUMNS, ROWS = 80, 25
 CELL_WIDTH, CELL_HEIGHT = 9, 16          # the VGA's 720x400 text mode
 #: the 16 colours of the VGA's default palette (the CGA colours)
 PALETTE = ("000000", "0000aa", "00aa00", "00aaaa", "aa0000", "aa00aa", "aa5500", "aaaaaa",
@@ -43,7 +43,7 @@ class Screen:
     cells (a space on light grey) until the first update."""
 
     def __init__(self) -> None:
-        self.rows = [b"\x20\x07" * COLUMNS for _ in range(ROWS)]
+        self.rows = [BLANK * COLUMNS for _ in range(ROWS)]
         self.cursor: list[int] = []
         self.updates = 0
 
@@ -56,7 +56,7 @@ class Screen:
             self.rows[row] = data
         self.cursor = list(event.cursor)
         self.updates += 1
-        digest = hashlib.sha256(b"".join(self.rows) + bytes(self.cursor)).hexdigest()[:16]
+        digest = frame_hash(self.rows, self.cursor)
         if digest != event.frame:
             raise FrameMismatch(f"display update at {event.icount}: frame {event.frame}, "
                                 f"but the updates so far build {digest}")
@@ -80,6 +80,9 @@ class Screen:
             yield data[2 * column], data[2 * column + 1]
 
     # --- drawing ----------------------------------------------------------------------
+
+    def __rich__(self):
+        return self.rich()
 
     def rich(self):
         """A rich renderable: the screen's colours, the cursor in reverse video."""
@@ -177,7 +180,7 @@ def _draw_box(draw, char: str, left: int, top: int, colour: str) -> bool:
         offsets = (-2, 2) if weight == "double" else (0,)
         for d in offsets:
             if arm in ("UP", "DOWN"):
-                draw.line((cx + d, cy + (d if arm == "UP" else -d) * 0, cx + d, ey), fill=colour)
+                draw.line((cx + d, cy, cx + d, ey), fill=colour)
             else:
                 draw.line((cx, cy + d, ex, cy + d), fill=colour)
     return True
