@@ -204,9 +204,6 @@ def _write_mapcache(out: Path) -> None:
             rows.append([str(len(rows) + 1), f"{request['data']:#x}", "miss",
                          f"{e['bucket']:#x}", evicted, f"{e['mapped'] >> 10} KiB"])
             request = None
-        elif e["kind"] == "ioreq" and e["new"] == "INPROCESS" and request is not None \
-                and e["data"] == request["data"]:
-            continue
         elif e["kind"] == "device_io" and request is not None:
             rows.append([str(len(rows) + 1), f"{request['data']:#x}", "hit",
                          f"{request['data'] & ~0xFFFF:#x}", "—", ""])
