@@ -212,8 +212,9 @@ class Vcpu:
         self._buffer = ctypes.create_string_buffer(4096)
         self._mmr = _Mmr()              # uc_x86_mmr, for GDTR reads without the binding
         self._mmr_ref = ctypes.byref(self._mmr)
+        self.host_ram = physical_cpu.HostRam(uc)
         for start, end in self.ram:
-            physical_cpu.map_ram(uc, start, end)
+            self.host_ram.map(start, end)
         self._mapped: list[object] = []         # buffers of other domains mapped here
         #: Xen's own writes to guest memory are reported here (dirty video memory)
         self.on_write: Callable[[int, int], None] | None = None

@@ -104,6 +104,10 @@ class DomainLink:
     def dirty_vram_pending(self) -> bool:
         return self.xen.domains[self.domid].vmm.dirty_vram.pending()
 
+    def frames(self, gpa: int, length: int) -> int:
+        """Which frames a new foreign mapping of the range shows (the p2m's generation)."""
+        return self.xen.domains[self.domid].vmm.p2m.frames(gpa, length)
+
 
 class ReferenceXen:
     """Xen and dom0 on one host (the reference engine)."""

@@ -251,14 +251,16 @@ class Mapcache:
 
     ``bits`` is qemu-dm's word size (the bucket size follows), ``budget`` the
     bytes of address space it may use for guest mappings, ``legacy`` the
-    map-everything mode. Generations of guest buckets come from ``p2m``
-    (bucket -> generation)."""
+    map-everything mode. ``frames(gpa, length)`` is the generation of the
+    guest frames a new mapping of the range would show (Xen's p2m,
+    :meth:`spec.memory_op.P2m.frames`)."""
 
     memory_bytes: int
     bits: int = 32
     budget: int | None = None
     legacy: bool = False
     emit: Callable[[trace.Event], None] = lambda event: None
+    frames: Callable[[int, int], int] = lambda gpa, length: 0
     stats: MapcacheStats = field(default_factory=MapcacheStats)
 
     def __post_init__(self) -> None:
@@ -280,7 +282,6 @@ class Mapcache:
         #: the windows made so far; the budget's other windows are empty and
         #: come after them (so "the first free entry" is the same either way)
         self.entries: list[Entry] = []
-        self.generation: dict[int, int] = {}
         self.clock = 0
         # indexes over the entries, to find the few an operation can touch
         self._usable: dict[int, set[int]] = {}     # bucket -> usable slots
@@ -370,7 +371,7 @@ class Mapcache:
         inside = sum(bool(self.entries[i].valid) for i in slots)
         budget = min(self.windows - (self._mapped - inside), len(slots) + 1)
         result = self._run(slots, lambda table: map_bucket(
-            table, bucket, self.generation.get(bucket, 0), budget, self.clock)) if slots \
+            table, bucket, self.generation(bucket), budget, self.clock)) if slots \
             else None
         if result is None or not result.ok:
             raise MapcacheFull(
@@ -398,11 +399,18 @@ class Mapcache:
         if not self.legacy:
             self._run([slot], lambda table: unlock(table, 0))
 
+    def generation(self, bucket: int) -> int:
+        """The generation of the frames behind ``bucket`` now."""
+        return self.frames(bucket << self.shift, self.bucket_bytes)
+
+    def invalidate_all(self) -> None:
+        """Xen's ``IOREQ_TYPE_INVALIDATE`` asks for every mapping to go
+        (``xen_invalidate_map_cache``): the range is all the guest's buckets."""
+        top = platform.ram_ranges(self.memory_bytes)[-1][1]
+        self.invalidate(0, (top + self.bucket_bytes - 1) >> self.shift)
+
     def invalidate(self, first: int, count: int) -> None:
-        """Buckets ``first`` .. ``first + count - 1`` were given back (and will
-        show new frames if repopulated)."""
-        for b in range(first, first + count):
-            self.generation[b] = self.generation.get(b, 0) + 1
+        """Buckets ``first`` .. ``first + count - 1`` may have been given back."""
         stale = 0
         if not self.legacy:
             slots = [i for i, e in enumerate(self.entries)
@@ -432,5 +440,5 @@ class Mapcache:
             return
         slot = self._first_usable(bucket)
         found, gen = translate((self.entries[slot],), bucket) if slot is not None else (False, 0)
-        assert found and gen == self.generation.get(bucket, 0), \
+        assert found and gen == self.generation(bucket), \
             f"mapcache: bucket {bucket:#x} has no current mapping"

@@ -4,7 +4,7 @@ Room: the hardware boundary of DESIGN.md, not behaviour of the model. It
 owns how a Unicorn instance is opened, put into the reset state and made to
 load a segment register; nothing here decides *what* is loaded. Both
 :mod:`spec.vmx` and :mod:`impl.vcpu` use it, as both run on the same CPU.
-Imports Unicorn only.
+Imports Unicorn, ``mmap`` and ``ctypes`` (host memory) only.
 
 Why it exists. A guest may switch to long mode, so the CPU is opened in
 Unicorn's 64-bit mode: only that mode's register interface reads and writes
@@ -22,6 +22,9 @@ descriptor's accessed bit, as the CPU does, which the caller writes back.
 """
 
 from __future__ import annotations
+
+import ctypes
+import mmap
 
 import unicorn
 from unicorn import x86_const as X
@@ -68,18 +71,60 @@ class HostMemoryError(Exception):
     """The host cannot back the guest's memory (the message says how much)."""
 
 
-def map_ram(uc: unicorn.Uc, start: int, end: int) -> None:
-    """Back guest-physical ``[start, end)`` with host memory, in pieces of
-    at most :data:`RAM_PIECE`; pages are allocated when first touched."""
-    at = start
-    try:
-        while at < end:
-            size = min(RAM_PIECE - at % RAM_PIECE, end - at)
-            uc.mem_map(at, size)
-            at += size
-    except unicorn.UcError as exc:
-        raise HostMemoryError(f"the host cannot map guest memory at {at:#x} "
-                              f"({(end - start) >> 20} MiB from {start:#x}): {exc}") from None
+class HostRam:
+    """The host frames behind one domain's guest-physical RAM.
+
+    Each range is backed by anonymous host memory of its own (``mmap``,
+    never reserved up front), in pieces of at most :data:`RAM_PIECE`, and
+    mapped into the CPU at its guest-physical address; the host allocates a
+    page only when it is first touched. A page range can be taken out of the
+    guest's physical address space (:meth:`release`: unmapped from the CPU,
+    its host frames freed) and put back (:meth:`restore`: the same host
+    addresses, now fresh zeroed frames), which is what Xen's p2m does when a
+    guest gives memory back and takes it again. Unicorn's own allocator
+    cannot do this cheaply: carving a page out of a region it allocated
+    copies the whole region first."""
+
+    def __init__(self, uc: unicorn.Uc) -> None:
+        self.uc = uc
+        #: (gpa, size, mmap, ctypes view): every piece, kept alive with the CPU
+        self.pieces: list[tuple[int, int, mmap.mmap, object]] = []
+
+    def map(self, start: int, end: int) -> None:
+        """Back guest-physical ``[start, end)``, in pieces of at most
+        :data:`RAM_PIECE`; raises :class:`HostMemoryError`."""
+        at = start
+        try:
+            while at < end:
+                size = min(RAM_PIECE - at % RAM_PIECE, end - at)
+                host = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                                 | getattr(mmap, "MAP_NORESERVE", 0))
+                view = (ctypes.c_char * size).from_buffer(host)
+                self.uc.mem_map_ptr(at, size, unicorn.UC_PROT_ALL, view)
+                self.pieces.append((at, size, host, view))
+                at += size
+        except (OSError, unicorn.UcError) as exc:
+            raise HostMemoryError(f"the host cannot map guest memory at {at:#x} "
+                                  f"({(end - start) >> 20} MiB from {start:#x}): {exc}") from None
+
+    def _piece(self, gpa: int, length: int) -> tuple[int, int, mmap.mmap, object]:
+        for piece in self.pieces:
+            if piece[0] <= gpa and gpa + length <= piece[0] + piece[1]:
+                return piece
+        raise ValueError(f"{gpa:#x}+{length:#x} is not one piece of guest RAM")
+
+    def release(self, gpa: int, length: int) -> None:
+        """Take page-aligned ``[gpa, gpa + length)`` out of the guest's
+        physical address space and free its host frames."""
+        start, _size, host, _view = self._piece(gpa, length)
+        self.uc.mem_unmap(gpa, length)
+        host.madvise(mmap.MADV_DONTNEED, gpa - start, length)
+
+    def restore(self, gpa: int, length: int) -> None:
+        """Put released ``[gpa, gpa + length)`` back, with zeroed frames."""
+        start, _size, _host, view = self._piece(gpa, length)
+        self.uc.mem_map_ptr(gpa, length, unicorn.UC_PROT_ALL,
+                            ctypes.addressof(view) + (gpa - start))
 
 
 def _loader_cpu() -> unicorn.Uc:

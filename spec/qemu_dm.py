@@ -49,8 +49,11 @@ how many port and MMIO accesses no device claimed
 A COPY request is an MMIO access: ``count`` repetitions of ``size`` bytes at
 guest-physical address ``addr`` (``addr ± i*size``), dispatched on the MMIO
 bus, with the data by value or, when ``data_is_ptr``, in guest RAM at
-``data ± i*size`` (the RAM side of a ``rep movs``). Other request types are
-not sent by this model's VMM; one would be answered with all-ones data.
+``data ± i*size`` (the RAM side of a ``rep movs``). An INVALIDATE request
+(after the guest gave memory back, :mod:`spec.vmm`) drops every mapping of
+the mapcache, whatever its ``data`` says (``xen_invalidate_map_cache``;
+mappings in use become stale, :mod:`spec.mapcache`). Other request types
+are not sent by this model's VMM; one would be answered with all-ones data.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class QemuDmHost(Protocol):
 
     def dirty_vram_pending(self) -> bool: ...
 
+    def frames(self, gpa: int, length: int) -> int: ...
+
 
 class QemuDm:
     """The device model of domain ``domid``."""
@@ -118,7 +123,7 @@ class QemuDm:
         #: how qemu-dm reaches guest memory (:mod:`spec.mapcache`)
         self.mapcache = Mapcache(config.memory_bytes, bits=config.bits,
                                  budget=config.mapcache_budget, legacy=config.map_everything,
-                                 emit=emit)
+                                 emit=emit, frames=host.frames)
         self.host = host
         self.emit = emit
         self.lines = lines if lines is not None else irq.SharedLines()
@@ -250,6 +255,9 @@ class QemuDm:
         elif req.type == ioreq.IOREQ_TYPE_COPY:
             read, write = self.mmio.read, self.mmio.write
             target = lambda i: (req.addr + i * step) & 0xFFFFFFFFFFFFFFFF  # noqa: E731
+        elif req.type == ioreq.IOREQ_TYPE_INVALIDATE:
+            self.mapcache.invalidate_all()
+            return req.data
         else:
             return (1 << 64) - 1
         data = req.data

@@ -129,6 +129,37 @@ class VmEntry(Event):
 
 
 @dataclass(frozen=True)
+class Hypercall(Event):
+    """The guest called Xen (a VMCALL exit, :mod:`spec.memory_op`):
+    hypercall ``number`` (``name``; "" when Xen has none by that number),
+    the five argument registers of the guest's ABI, and what Xen returned
+    in (E/R)AX as a signed number (a count, or a negative errno)."""
+
+    kind: ClassVar[str] = "hypercall"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    number: int
+    name: str
+    args: list
+    result: int
+    icount: int
+    rip: int
+
+
+@dataclass(frozen=True)
+class P2mUpdate(Event):
+    """Xen changed the domain's p2m: ``pages`` pages from guest-physical
+    ``gpa`` were given back (``op`` "remove": a hole now) or got new zeroed
+    frames ("populate")."""
+
+    kind: ClassVar[str] = "p2m"
+    actor: ClassVar[str] = "vmm"
+    op: str
+    gpa: int
+    pages: int
+
+
+@dataclass(frozen=True)
 class IoreqTransition(Event):
     """The state of ``vcpu``'s ioreq slot changed from ``old`` to ``new``
     (``public/hvm/ioreq.h`` state names), written by ``by``; the other fields

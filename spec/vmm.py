@@ -47,6 +47,19 @@ tracks as log-dirty is an EPT violation that Xen handles itself
 (:meth:`spec.dirty_vram.DirtyVram.write_fault`): the page is marked dirty
 and made writable, and the write is retried at the next VM entry.
 
+Hypercalls. A VMCALL exit is a hypercall (:mod:`spec.memory_op`): the VMM
+reads the number and arguments from the registers of the guest's ABI,
+performs it, puts the result in (E/R)AX and advances RIP past the VMCALL
+(``vmx_vmexit_handler``, ``hvm_do_hypercall``). After a
+``XENMEM_decrease_reservation``, whatever its result, the guest may have
+given back memory that qemu-dm has mapped: before the vcpu runs again Xen
+sends qemu-dm an ``IOREQ_TYPE_INVALIDATE`` request on the vcpu's ioreq
+slot (``send_invalidate_req``: size 4, a write, ``data = ~0``, "flush
+all"; the model clears the slot's other fields, which Xen 3.x left as the
+previous request had them) and the vcpu waits for the response like any
+other ioreq. So no access of qemu-dm through an old mapping can follow the
+guest's next instruction.
+
 Ports that Xen emulates itself (the virtual PIC of :mod:`spec.pic`, at
 0x20/0x21, 0xA0/0xA1 and 0x4D0/0x4D1) never become ioreqs: the VMM's
 internal handler performs the access at once (Xen's ``hvm_io_intercept``),
@@ -74,12 +87,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from spec import ioreq, irq, platform, trace
+from spec import ioreq, irq, memory_op, platform, trace
 from spec.ioreq import Ioreq
 from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
-from spec.vmx import (RFLAGS_DF, RFLAGS_IF, SEGMENTS, DeliveryError, Exit, GuestAccessError,
+from spec.vmx import (RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, SEGMENTS, DeliveryError, Exit, GuestAccessError,
                       HardwareVcpu, IoQualification)
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
@@ -97,6 +110,7 @@ class PendingIo:
     finishes: bool          # the chunk completes the instruction
     by_value_gpa: int | None = None   # straddling INS element: copy the datum here
     mmio_key: tuple | None = None     # an MMIO emulation's device access
+    invalidate: bool = False          # the mapcache invalidation after a hypercall
 
 
 @dataclass
@@ -165,6 +179,9 @@ class Vmm:
         #: HVMOP_track_dirty_vram (:mod:`spec.dirty_vram`), on vcpu 0's p2m
         self.dirty_vram = DirtyVram(vcpus[0].set_writable)
         vcpus[0].on_copy = self.dirty_vram.copied
+        #: the domain's p2m as hypercalls change it (:mod:`spec.memory_op`)
+        self.p2m = memory_op.P2m(vcpus[0].ram_ranges(), vcpus[0].unmap_page,
+                                 vcpus[0].remap_page, emit)
 
     # --- exits ---------------------------------------------------------------------
 
@@ -178,6 +195,8 @@ class Vmm:
         elif ex.reason == "hlt":
             self.finish(vcpu, ex, advance=True)
             self.halted[vcpu] = True
+        elif ex.reason == "vmcall":
+            self.hypercall(vcpu, ex)
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass                            # the next VM entry does the work
         elif ex.reason == "ept_violation" and ex.detail.get("p2m") == "logdirty":
@@ -237,6 +256,34 @@ class Vmm:
         else:
             pending.by_value_gpa = gpa
         self.send(vcpu, req, pending)
+
+    # --- hypercalls ---------------------------------------------------------------------
+
+    def hypercall(self, vcpu: int, ex: Exit) -> None:
+        """A VMCALL exit (module docstring, "Hypercalls")."""
+        hw = self.vcpus[vcpu]
+        bits = 64 if hw.mode() == 64 else 32
+        width = (1 << bits) - 1
+        number = hw.reg("rax") & 0xFFFF_FFFF
+        args = [hw.reg(r) & width for r in HYPERCALL_ARGS[bits]]
+        if hw.reg("rflags") & RFLAGS_VM or hw.ss_dpl() == 3:
+            result = -memory_op.EPERM
+        elif number != memory_op.HYPERVISOR_memory_op:
+            result = -memory_op.ENOSYS
+        else:
+            result = memory_op.memory_op(self.p2m, args[0] & 0xFFFF_FFFF,
+                                         _linear_reader(hw), args[1], bits)
+        hw.set_reg("rax", result)
+        self.emit(trace.Hypercall(vcpu=vcpu, number=number,
+                                  name=memory_op.HYPERCALL_NAMES.get(number, ""),
+                                  args=args, result=result, icount=ex.icount, rip=ex.rip))
+        self.finish(vcpu, ex, advance=True)
+        if (result != -memory_op.EPERM and number == memory_op.HYPERVISOR_memory_op
+                and args[0] & memory_op.MEMOP_CMD_MASK == memory_op.XENMEM_decrease_reservation):
+            self.send(vcpu, Ioreq(size=4, count=1, type=ioreq.IOREQ_TYPE_INVALIDATE,
+                                  dir=ioreq.IOREQ_WRITE, data=(1 << 64) - 1,
+                                  vp_eport=self.ports[vcpu]),
+                      PendingIo(ex, 1, True, invalidate=True))
 
     # --- ports Xen emulates itself ------------------------------------------------------
 
@@ -422,6 +469,8 @@ class Vmm:
         self.iopage.set_state(vcpu, step.after.state)
         self.waiting[vcpu] = None
         self._emit_transition(vcpu, "vmm", state, step.after.state)
+        if pending.invalidate:
+            return True
         if pending.mmio_key is not None:
             em = self.emulating[vcpu]
             em.done.append(Completed(pending.mmio_key, req.data))
@@ -462,6 +511,22 @@ class Vmm:
     def _emit_transition(self, vcpu: int, by: str, old: int, new: int) -> None:
         req = self.iopage.read(vcpu)
         self.emit(ioreq.transition_event(vcpu, by, old, new, req))
+
+
+#: the argument registers of a hypercall, by the guest's word size
+HYPERCALL_ARGS = {32: ("rbx", "rcx", "rdx", "rsi", "rdi"),
+                  64: ("rdi", "rsi", "rdx", "r10", "r8")}
+
+
+def _linear_reader(hw: HardwareVcpu) -> Callable[[int, int], bytes | None]:
+    """Xen's ``copy_from_guest`` for an HVM guest: a linear address through
+    the guest's page tables; None where that fails."""
+    def read(linear: int, length: int) -> bytes | None:
+        try:
+            return hw.read_linear(linear & hw.address_mask(), length)
+        except GuestAccessError:
+            return None
+    return read
 
 
 def _translator(hw: HardwareVcpu) -> Callable[[int, bool], int] | None:

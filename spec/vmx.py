@@ -25,6 +25,10 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     exit of ``DESIGN.md``). Like the EPT-violation exit qualification (SDM
     vol. 3C, table 28-7, bits 0-2) it says whether the access was a data
     read, a data write or an instruction fetch (``access``).
+``vmcall``
+    VMCALL (``0F 01 C1``), which always exits in VMX non-root operation
+    (SDM vol. 3C, 26.1.2; exit reason 18): the guest calls the VMM. RIP
+    points at the VMCALL; the VMM advances it by the instruction's length.
 ``preemption_timer``
     The VMX-preemption timer expired: the virtual clock reached the deadline
     the VMM armed (the next timer event of the device model) at an
@@ -170,17 +174,30 @@ class Exit:
 _IO_OPCODES = frozenset({0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7,
                          0xEC, 0xED, 0xEE, 0xEF})
 _HLT = 0xF4
+#: what :func:`exiting_opcode` reports for VMCALL (0F 01 C1)
+VMCALL = 0x0F01C1
 _PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
 
 
 def exiting_opcode(code: bytes, mode: int) -> int | None:
-    """The opcode byte of an instruction that causes an unconditional exit
-    (I/O or HLT), skipping legacy prefixes (and REX in 64-bit mode)."""
-    for byte in code:
+    """The opcode of an instruction that causes an unconditional exit (I/O,
+    HLT, or :data:`VMCALL`), skipping legacy prefixes (and REX in 64-bit
+    mode)."""
+    for i, byte in enumerate(code):
         if byte in _PREFIXES or (mode == 64 and 0x40 <= byte <= 0x4F):
             continue
+        if code[i:i + 3] == b"\x0f\x01\xc1":
+            return VMCALL
         return byte if byte in _IO_OPCODES or byte == _HLT else None
     return None
+
+
+def opcode_index(code: bytes, mode: int) -> int:
+    """Where the opcode starts, after the prefixes."""
+    i = 0
+    while i < len(code) and (code[i] in _PREFIXES or (mode == 64 and 0x40 <= code[i] <= 0x4F)):
+        i += 1
+    return i
 
 
 def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoQualification, int]:
@@ -266,8 +283,12 @@ class HardwareVcpu:
         self.uc = physical_cpu.open_cpu()
         #: memory of another domain mapped into this one: (start, end, buffer)
         self.foreign: list[tuple[int, int, object]] = []
+        #: the host frames behind the guest's RAM
+        self.host_ram = physical_cpu.HostRam(self.uc)
         for start, end in self.ram_ranges():
-            physical_cpu.map_ram(self.uc, start, end)
+            self.host_ram.map(start, end)
+        #: pages of RAM whose EPT entry Xen removed (the guest gave them back)
+        self.holes: set[int] = set()
         #: Xen's writes into guest memory are reported here (log-dirty tracking)
         self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0
@@ -292,7 +313,21 @@ class HardwareVcpu:
         """Whether memory backs the whole range: the domain's RAM, or memory
         mapped into it (qemu-dm's video memory)."""
         spans = self.ram_ranges() + [(start, end) for start, end, _ in self.foreign]
-        return any(start <= gpa and gpa + length <= end for start, end in spans)
+        if not any(start <= gpa and gpa + length <= end for start, end in spans):
+            return False
+        return not self.holes or not any(
+            p in self.holes for p in range(gpa >> platform.PAGE_SHIFT,
+                                           ((gpa + max(length, 1) - 1) >> platform.PAGE_SHIFT) + 1))
+
+    def unmap_page(self, pfn: int) -> None:
+        """Remove a page's EPT entry and free its frame: the page is a hole."""
+        self.host_ram.release(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self.holes.add(pfn)
+
+    def remap_page(self, pfn: int) -> None:
+        """Give a hole a new, zeroed frame."""
+        self.host_ram.restore(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self.holes.discard(pfn)
 
     def map_foreign(self, gpa: int, buffer) -> None:
         """Map a dom0 buffer (a ctypes array) at ``gpa`` in the domain's
@@ -381,6 +416,13 @@ class HardwareVcpu:
             return self.read_linear(base + index, 8)
         except GuestAccessError:
             return None
+
+    def ss_dpl(self) -> int:
+        """The DPL of SS, which Xen takes as the guest's privilege level
+        (0 in real mode)."""
+        if not self.reg("cr0") & CR0_PE:
+            return 0
+        return (self._descriptor("ss")[1] >> 13) & 3
 
     def linear_rip(self) -> int:
         return (self.segment_base("cs") + self.reg("rip")) & self.address_mask()
@@ -526,7 +568,8 @@ class HardwareVcpu:
             self._last = address
             return
         uc.emu_stop()
-        if 0xF0 in code[:code.index(opcode)]:
+        at = opcode_index(code, mode)
+        if 0xF0 in code[:at]:
             # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
             # before any exit; delivery through the IDT comes with issue 5.
             self._pending = Exit("invalid_opcode", address, size, self.icount,
@@ -534,6 +577,8 @@ class HardwareVcpu:
                                          "an instruction that does not accept it (#UD)"})
         elif opcode == _HLT:
             self._pending = Exit("hlt", address, size, self.icount)
+        elif opcode == VMCALL:
+            self._pending = Exit("vmcall", address, at + 3, self.icount)
         else:
             qual, length = decode_io(code, mode, self.reg("rdx"))
             self._pending = Exit("io", address, length, self.icount, io=qual)

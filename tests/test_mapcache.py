@@ -50,12 +50,14 @@ def test_a_locked_window_is_never_evicted_and_a_full_lock_refuses():
 
 
 def test_invalidation_drops_unlocked_windows_and_makes_locked_ones_stale():
-    cache, events = _cache(4)
+    p2m: dict[int, int] = {}           # bucket -> the generation of its frames
+    cache, events = _cache(4, frames=lambda gpa, length: p2m.get(gpa >> 16, 0))
     held = _use(cache, 5)
     cache.lock(held)
     _use(cache, 6)
     _use(cache, 9)
-    cache.invalidate(5, 2)             # buckets 5 and 6 given back
+    p2m[5] = p2m[6] = 1                # buckets 5 and 6 given back
+    cache.invalidate(5, 2)
     assert events[-1] == trace.MapcacheInvalidate(first=5 << 16, count=2, stale=1,
                                                   mapped=2 * 64 * KIB)
     _use(cache, 5)                     # a new window: the stale one is not reused
@@ -89,8 +91,11 @@ OPS = st.lists(st.one_of(
 def test_impl_mapcache_emits_what_the_spec_emits(windows, bits, ops):
     shift = platform.MAPCACHE_BUCKET_SHIFT[bits]
     ref_events, imp_events = [], []
-    ref = Mapcache(1 << 32, bits=bits, budget=windows << shift, emit=ref_events.append)
-    imp = ImplMapcache(1 << 32, bits, windows << shift, False, imp_events.append)
+    p2m: dict[int, int] = {}
+    frames = lambda gpa, length: p2m.get(gpa >> shift, 0)          # noqa: E731
+    ref = Mapcache(1 << 32, bits=bits, budget=windows << shift, emit=ref_events.append,
+                   frames=frames)
+    imp = ImplMapcache(1 << 32, bits, windows << shift, False, imp_events.append, frames)
     ref_held, imp_held = [], []
     for op in ops:
         if op[0] in ("use", "hold"):
@@ -119,6 +124,8 @@ def test_impl_mapcache_emits_what_the_spec_emits(windows, bits, ops):
             ref.unlock(ref_held.pop(k))
             imp.release(imp_held.pop(k))
         elif op[0] == "invalidate":
+            for b in range(op[1], op[1] + op[2]):
+                p2m[b] = p2m.get(b, 0) + 1
             ref.invalidate(op[1], op[2])
             imp.invalidate(op[1], op[2])
         assert ref.mapped_bytes() == imp.mapped()
@@ -198,7 +205,9 @@ def _whole_table_run(windows: int, ops: list) -> list:
                                                                "invalidate"]),
                                              st.integers(0, 7)), max_size=40))
 def test_slices_give_what_the_whole_table_gives(windows, ops):
-    cache = Mapcache(1 << 30, budget=windows << 16)
+    p2m: dict[int, int] = {}
+    cache = Mapcache(1 << 30, budget=windows << 16,
+                     frames=lambda gpa, length: p2m.get(gpa >> 16, 0))
     out, held = [], []
     for op, arg in ops:
         if op == "use":
@@ -214,6 +223,8 @@ def test_slices_give_what_the_whole_table_gives(windows, ops):
         elif op == "release" and held:
             cache.unlock(held.pop(arg % len(held)))
         elif op == "invalidate":
+            for b in range(arg, arg + 2):
+                p2m[b] = p2m.get(b, 0) + 1
             cache.invalidate(arg, 2)
         out.append(tuple(e for e in cache.table if e != EMPTY))
     assert out == _whole_table_run(windows, ops)
