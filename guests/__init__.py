@@ -2,5 +2,6 @@
 
 Room: data. Each ``<name>.s`` is a guest that ``hvmspec run <name>`` boots;
 :mod:`spec.loader` assembles and places it. Guests only execute x86
-instructions: they know nothing of Xen.
+instructions and know nothing of Xen, except ``balloon``, which makes the
+hypercalls a balloon driver makes.
 """

@@ -24,9 +24,14 @@ of:
     an access starts using a usable window (up to 254 at once), or one that
     uses a window ends;
 ``invalidate``
-    the guest gives back any range of buckets: the p2m's generations of the
-    range change (the frames are gone; new ones may come) and qemu-dm's
-    cache is invalidated for the range;
+    qemu-dm's cache is invalidated for any range of buckets, and the p2m's
+    generations of any of them may have changed (the guest gave them back;
+    new frames may come). Xen's invalidation asks qemu-dm to flush
+    everything, whatever was given back: a range that covers more than the
+    buckets whose frames changed is the common case. The p2m changes
+    only together with an invalidation, because Xen sends it before the
+    vcpu that gave memory back runs again, and qemu-dm touches guest
+    memory only for that vcpu's requests;
 ``translate``
     an access through an existing mapping of any bucket.
 
@@ -81,7 +86,8 @@ def _inputs() -> dict:
             "bucket": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
             "slot": lambda n: z3.BitVec(n, mc.LOCK_BITS),
             "count": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
-            "gen": lambda n: z3.BitVec(n, mc.GEN_BITS)}
+            "gen": lambda n: z3.BitVec(n, mc.GEN_BITS),
+            "changed": lambda n: z3.Bool(n)}
 
 
 def _table(s) -> tuple[mc.Entry, ...]:
@@ -112,7 +118,7 @@ def _step(s, i, t) -> z3.BoolRef:
     e = _entry(s, i["slot"])
     can_lock = z3.And(_slot_ok(s, i["slot"]), e.valid, z3.Not(e.stale), e.locks != 0xFF)
     can_unlock = z3.And(_slot_ok(s, i["slot"]), e.locks != 0)
-    k_given_back = z3.ULT(s["K"] - i["bucket"], i["count"])
+    k_given_back = z3.And(z3.ULT(s["K"] - i["bucket"], i["count"]), i["changed"])
     do_invalidate = z3.And(_is(t, mc.invalidate(table, i["bucket"], i["count"])), fixed,
                            t["clock"] == s["clock"],
                            t["genK"] == z3.If(k_given_back, s["genK"] + 1, s["genK"]))
@@ -188,7 +194,8 @@ def _describe_input(v: dict) -> str:
         return f"translate b{v['bucket']:#x}"
     if act in ("lock", "unlock"):
         return f"{act} slot {v['slot']}"
-    return f"invalidate b{v['bucket']:#x} +{v['count']}"
+    given = " (K's frames changed)" if v.get("changed") else ""
+    return f"invalidate b{v['bucket']:#x} +{v['count']}{given}"
 
 
 def _system(name: str, prop) -> TransitionSystem:

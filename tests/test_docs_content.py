@@ -118,3 +118,28 @@ def test_timer_tick_diagram_shows_the_interrupt_path_in_order():
     assert order == sorted(order), texts
     inject = next(e for e in events if e["kind"] == "inject")
     assert any(f"icount {inject['icount']}" in t for t in _texts(hvmspec_seq.tick_svg(events, 1)))
+
+
+def test_balloon_diagram_shows_the_invalidation_before_the_guest_runs(tmp_path):
+    hvmspec_docs._write_balloon(tmp_path)
+    svg = (tmp_path / "balloon_invalidate.svg").read_text()
+    texts = [t for t in _texts(svg) if not t.startswith("#")]
+    order = [next(i for i, t in enumerate(texts) if t.startswith(prefix)) for prefix in (
+        "VM exit (vmcall)", "p2m: 0x200000, 1 page removed", "⋯ 13 more p2m events",
+        "p2m: 0x20f000", "memory_op(0x1, 0x9000) → 16", "NONE → READY · invalidate write",
+        "mapcache: invalidate 256 buckets from 0x0", "IORESP_READY → NONE", "VM entry")]
+    assert order == sorted(order), texts
+    table = (tmp_path / "balloon_calls.rst").read_text()
+    assert table.count("memory_op") == 5 and table.count("yes") == 2 and "-38" in table
+
+
+def test_devices_diagram_is_one_rtc_interrupt(tmp_path):
+    hvmspec_docs._write_devices(tmp_path)
+    texts = [t for t in _texts((tmp_path / "platform_rtc.svg").read_text())
+             if not t.startswith("#")]
+    order = [next(i for i, t in enumerate(texts) if t.startswith(prefix)) for prefix in (
+        "VM exit (hlt)", "vcpu idle in HLT", "IRQ8 := 1", "inject vector 0x70 (IRQ8)",
+        "rtc write 0x70", "IRQ8 := 0", "rtc read 0x71", "vPIC out 0xa0", "vPIC out 0x20")]
+    assert order == sorted(order), texts
+    exits = [i for i, t in enumerate(texts) if t.startswith("VM exit")]
+    assert texts[exits[-1]].startswith("VM exit (hlt)") and exits[-1] > order[-1]

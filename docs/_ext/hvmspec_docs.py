@@ -84,6 +84,8 @@ def generate(app) -> None:
     _write_timer(out)
     _write_display(out)
     _write_mapcache(out)
+    _write_devices(out)
+    _write_balloon(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -96,19 +98,26 @@ def _write(path: Path, text: str) -> None:
 
 # --- the timer trace -----------------------------------------------------------------------
 
-def _write_timer(out: Path) -> None:
-    """``timer_tick.svg`` and ``timer_injections.rst``: one tick of the
-    ``timer`` guest drawn from its reference trace, and every injection."""
+def _reference_run(name: str):
+    """A bundled guest on the reference engine: (trace as JSON objects, result).
+    A guest that cannot run or does not power off stops the build."""
     try:
         from hvmspec.engines import runner
         from spec.loader import load
-        result = runner("reference")(load("timer"))
+        result = runner("reference")(load(name))
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
-        raise ExtensionError(f"hvmspec docs: cannot run the 'timer' guest: "
+        raise ExtensionError(f"hvmspec docs: cannot run the {name!r} guest: "
                              f"{type(exc).__name__}: {exc}") from exc
     if result.exit.get("reason") != "poweroff":
-        raise ExtensionError(f"hvmspec docs: the 'timer' guest did not power off: {result.exit}")
-    events = [e.to_json() for e in result.trace]
+        raise ExtensionError(f"hvmspec docs: the {name!r} guest did not power off: "
+                             f"{result.exit}")
+    return [e.to_json() for e in result.trace], result
+
+
+def _write_timer(out: Path) -> None:
+    """``timer_tick.svg`` and ``timer_injections.rst``: one tick of the
+    ``timer`` guest drawn from its reference trace, and every injection."""
+    events, result = _reference_run("timer")
     _write(out / "timer_tick.svg", hvmspec_seq.tick_svg(
         events, 2, title="timer on the reference engine: the second tick, from HLT to HLT"))
     rows = []
@@ -211,6 +220,42 @@ def _write_mapcache(out: Path) -> None:
     _write(out / "mapcache_walk.rst", _list_table(
         ["ioreq", "guest buffer (data)", "mapcache", "bucket", "evicted", "mapped after"],
         rows))
+
+
+def _write_devices(out: Path) -> None:
+    """``platform_rtc.svg``: the ``platform`` guest's first RTC periodic
+    interrupt, from the HLT before it to the HLT after the handler."""
+    events, _ = _reference_run("platform")
+    inject = next(i for i, e in enumerate(events) if e["kind"] == "inject" and e["irq"] == 8)
+    start = max(i for i in range(inject) if events[i]["kind"] == "vmexit"
+                and events[i]["reason"] == "hlt")
+    end = next(i for i in range(inject, len(events)) if events[i]["kind"] == "vmexit"
+               and events[i]["reason"] == "hlt")
+    _write(out / "platform_rtc.svg", hvmspec_seq.window_svg(
+        events, start, end, "platform on the reference engine: one RTC periodic interrupt"))
+
+
+def _write_balloon(out: Path) -> None:
+    """``balloon_invalidate.svg``: the ``balloon`` guest's first
+    decrease_reservation, from its VMCALL exit to the VM entry after the
+    invalidation; ``balloon_calls.rst``: every hypercall it made."""
+    events, _ = _reference_run("balloon")
+    start = next(i for i, e in enumerate(events)
+                 if e["kind"] == "vmexit" and e["reason"] == "vmcall")
+    end = next(i for i in range(start, len(events)) if events[i]["kind"] == "vmentry")
+    _write(out / "balloon_invalidate.svg", hvmspec_seq.window_svg(
+        events, start, end, "balloon on the reference engine: memory given back, "
+                            "the mapcache invalidated"))
+    rows = []
+    for i, e in enumerate(events):
+        if e["kind"] != "hypercall":
+            continue
+        invalidated = any(x["kind"] == "mapcache_invalidate" for x in events[i:i + 8])
+        rows.append([str(i), e["name"] or str(e["number"]), f"{e['args'][0]:#x}",
+                     f"{e['args'][1]:#x}", str(e["result"]), "yes" if invalidated else "no"])
+    _write(out / "balloon_calls.rst", _list_table(
+        ["event", "hypercall", "1st argument (cmd)", "2nd argument", "result (EAX)",
+         "invalidate sent"], rows))
 
 
 # --- the hello trace -----------------------------------------------------------------------

@@ -108,7 +108,7 @@ def party(event: dict) -> str:
         return "qemu-dm" if event["dom"] == platform.DOM0 else "vmm"
     if kind in ("vmexit",):
         return "guest"
-    if kind in ("device_io", "evtchn_bind"):
+    if kind in ("device_io", "evtchn_bind") or kind.startswith("mapcache"):
         return "qemu-dm"
     if kind == "serial":
         return "devices"
@@ -203,7 +203,49 @@ def rows_for(index: int, event: dict) -> list[Row]:
         arrow = "→" if event["dir"] == "in" else "←"
         return [Row("note", f"vPIC {event['dir']} {event['addr']:#x} {arrow} {event['data']:#x}",
                     index, "vmm", colour=COLOURS["vmm"])]
+    if kind == "hypercall":
+        name = event["name"] or f"hypercall {event['number']}"
+        args = ", ".join(f"{a:#x}" for a in event["args"][:2])
+        return [Row("note", f"{name}({args}) → {event['result']}", index, "vmm",
+                    colour=COLOURS["vmm"])]
+    if kind == "p2m":
+        pages = f"{event['pages']} page{'s' if event['pages'] != 1 else ''}"
+        what = "removed (a hole)" if event["op"] == "remove" else "new zeroed frames"
+        return [Row("note", f"p2m: {event['gpa']:#x}, {pages} {what}", index, "vmm",
+                    colour=COLOURS["vmm"])]
+    if kind == "mapcache_invalidate":
+        return [Row("note", f"mapcache: invalidate {event['count']} buckets from "
+                            f"{event['first']:#x} · {event['stale']} stale · "
+                            f"{event['mapped'] >> 10} KiB still mapped", index, "qemu-dm",
+                    colour=COLOURS["qemu-dm"])]
+    if kind == "mapcache_miss":
+        evicted = f", evicting {event['evicted']:#x}" if event["evicted"] >= 0 else ""
+        return [Row("note", f"mapcache miss: map bucket {event['bucket']:#x}{evicted}",
+                    index, "qemu-dm", colour=COLOURS["qemu-dm"])]
     return [Row("note", kind, index, "vmm", colour=colour)]
+
+
+def window_svg(events: list[dict], start: int, end: int, title: str, fold: int = 4) -> str:
+    """The diagram of ``events[start..end]``, every event drawn, except that
+    a run of more than ``fold`` events of one kind keeps its first two and
+    its last, with a band for the rest."""
+    rows: list[Row] = []
+    i = start
+    while i <= end:
+        j = i
+        while j + 1 <= end and events[j + 1]["kind"] == events[i]["kind"]:
+            j += 1
+        if j - i + 1 > fold:
+            for k in (i, i + 1):
+                rows += rows_for(k, events[k])
+            rows.append(Row("band", f"⋯ {j - i - 2} more {events[i]['kind']} events ⋯\n"
+                                    f"events #{i + 2}–#{j - 1}"))
+            rows += rows_for(j, events[j])
+        else:
+            for k in range(i, j + 1):
+                rows += rows_for(k, events[k])
+        i = j + 1
+    return render(rows, title)
 
 
 def tick_svg(events: list[dict], tick: int = 2,
