@@ -27,10 +27,14 @@ import subprocess
 
 import pytest
 
-from spec import loader
+from spec import loader, trace
 from tests.conftest import peer, run
 
 POWEROFF_STATUS = (0x3C00 << 1 | 1) & 0xFF
+
+#: guests that call Xen: on QEMU their first VMCALL is an invalid opcode,
+#: and with no IDT set up the CPU shuts down (-no-reboot ends QEMU there)
+XEN_ONLY = {"balloon"}
 
 #: guests whose output QEMU cannot reproduce, and why (docs/guests.rst)
 KNOWN_DIVERGENCES = {
@@ -120,8 +124,16 @@ def test_bundled_guest_prints_the_same_on_qemu(name, tmp_path):
          "-bios", str(rom), "-serial", f"file:{serial}", "-no-reboot",
          "-device", "isa-debug-exit,iobase=0x1f44,iosize=2", *QEMU_ARGS.get(name, [])],
         capture_output=True, text=True, timeout=60)
-    assert proc.returncode == POWEROFF_STATUS, proc.stderr
     ours = run("impl", image)
+    if name in XEN_ONLY:
+        # QEMU prints what the guest prints before its first hypercall, and stops
+        first = next(e for e in ours.trace if isinstance(e, trace.Hypercall))
+        before = "".join(chr(e.byte) for e in ours.trace[:ours.trace.index(first)]
+                         if isinstance(e, trace.SerialOut))
+        assert proc.returncode != POWEROFF_STATUS
+        assert serial.read_bytes().decode("latin-1") == before and before
+        return
+    assert proc.returncode == POWEROFF_STATUS, proc.stderr
     assert ours.exit["reason"] == "poweroff"
     if name in KNOWN_DIVERGENCES:
         # the guest still runs to its power-off there; only its output differs
