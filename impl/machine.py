@@ -86,6 +86,10 @@ class Libxc:
     def dirty_vram_pending(self) -> bool:
         return self.host.domains[self.domid].vmm.vram.bits != 0
 
+    def frames(self, gpa: int, length: int) -> int:
+        """The generation of the frames behind a range (the mapcache's check)."""
+        return self.host.domains[self.domid].vmm.p2m.frames(gpa, length)
+
 
 class Host:
     """Xen and dom0 for the impl engine (``spec.xend.Host`` for xend)."""

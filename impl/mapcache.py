@@ -10,7 +10,8 @@ Instead of scanning a table of windows, usable windows sit in an
 its window to the end, a miss with the budget full evicts the first
 unlocked one. Windows invalidated while locked leave the dict (no
 translation may use them) but keep their place in the budget until their
-last lock goes.
+last lock goes. A window remembers the generation of the frames it shows
+(``frames(gpa, length)``, Xen's p2m), and is never used once that moved on.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ class Window:
 
 class Mapcache:
     def __init__(self, memory_bytes: int, bits: int = 32, budget: int | None = None,
-                 legacy: bool = False, emit: Callable[[trace.Event], None] = lambda e: None
-                 ) -> None:
+                 legacy: bool = False, emit: Callable[[trace.Event], None] = lambda e: None,
+                 frames: Callable[[int, int], int] = lambda gpa, length: 0) -> None:
         self.memory_bytes, self.bits, self.legacy, self.emit = memory_bytes, bits, legacy, emit
+        self.frames = frames
         self.shift = platform.MAPCACHE_BUCKET_SHIFT[bits]
         self.budget = platform.MAPCACHE_DEFAULT_BUDGET[bits] if budget is None else budget
         self.windows = self.budget >> self.shift
@@ -44,7 +46,6 @@ class Mapcache:
                 f"guest memory; use the mapcache")
         self.live: OrderedDict[int, Window] = OrderedDict()
         self.stale: list[Window] = []
-        self.gen: dict[int, int] = {}
         self.hits = self.misses = self.evictions = self.invalidations = self.peak = 0
 
     def mapped(self) -> int:
@@ -58,6 +59,7 @@ class Mapcache:
         if self.legacy:
             self.hits += 1
             return None
+        gen = self.frames(bucket << self.shift, 1 << self.shift)
         w = self.live.get(bucket)
         if w is not None:
             self.live.move_to_end(bucket)
@@ -74,12 +76,12 @@ class Mapcache:
                 del self.live[victim]
                 evicted = victim << self.shift
                 self.evictions += 1
-            w = self.live[bucket] = Window(bucket, self.gen.get(bucket, 0))
+            w = self.live[bucket] = Window(bucket, gen)
             self.misses += 1
             self.peak = max(self.peak, self.mapped())
             self.emit(trace.MapcacheMiss(bucket=bucket << self.shift, evicted=evicted,
                                          mapped=self.mapped()))
-        assert w.gen == self.gen.get(bucket, 0), f"stale window for bucket {bucket:#x}"
+        assert w.gen == gen, f"stale window for bucket {bucket:#x}"
         w.locks += 1
         return w
 
@@ -93,9 +95,13 @@ class Mapcache:
     def buckets(self, gpa: int, length: int) -> range:
         return range(gpa >> self.shift, ((gpa + max(length, 1) - 1) >> self.shift) + 1)
 
+    def invalidate_all(self) -> None:
+        """Every bucket up to the top of the guest's RAM (IOREQ_TYPE_INVALIDATE)."""
+        top = platform.ram_ranges(self.memory_bytes)[-1][1]
+        self.invalidate(0, -(-top >> self.shift))
+
     def invalidate(self, first: int, count: int) -> None:
-        for b in range(first, first + count):
-            self.gen[b] = self.gen.get(b, 0) + 1
+        """Buckets ``first`` .. ``first + count - 1`` may show other frames now."""
         stale = 0
         if not self.legacy:
             for b in [b for b in self.live if first <= b < first + count]:

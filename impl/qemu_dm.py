@@ -5,7 +5,8 @@ performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1
 the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
 configuration of :mod:`impl.pci`) or, for COPY requests, in MMIO space (the
 test device's page of memory-like registers where its BAR0 puts it;
-elsewhere an empty bus), responding, asking Xen for a power-off or a
+elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
+request (the guest gave memory back), responding, asking Xen for a power-off or a
 reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
@@ -23,8 +24,8 @@ from impl.rtc import Rtc
 from impl.timer import Pit, SpeakerPort
 from impl.uart import Uart
 from impl.vga import PERIOD, Vga
-from impl.xen import (COPY, INPROCESS, PIO, READ, READY, RESP_READY, WRITE, Emit, IoreqPage,
-                      IrqLines)
+from impl.xen import (COPY, INPROCESS, INVALIDATE, PIO, READ, READY, RESP_READY, WRITE, Emit,
+                      IoreqPage, IrqLines)
 
 PM_TIMER_HZ = 3_579_545
 
@@ -73,7 +74,7 @@ class QemuDm:
         self.page = page
         self.ram = ram                  # read(gpa, n) / write(gpa, bytes)
         self.mapcache = Mapcache(conf.memory_bytes, conf.bits, conf.mapcache_budget,
-                                 conf.map_everything, emit)
+                                 conf.map_everything, emit, libxc.frames)
         self.libxc = libxc              # bind / take / notify / shutdown / clock_ns
         self.emit = emit
         self.lines = lines
@@ -201,6 +202,8 @@ class QemuDm:
         addr, data, count, size, _, _, ptr, direction, df, typ = page.fields(0)
         step = -size if df else size
         if typ not in (PIO, COPY):
+            if typ == INVALIDATE:
+                self.mapcache.invalidate_all()      # xen_invalidate_map_cache
             data = (1 << 64) - 1
             count = 0
         access = self._bus if typ == PIO else self._mmio

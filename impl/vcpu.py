@@ -1,9 +1,10 @@
 """The vcpu on Unicorn, built to stop only where the VMM must act.
 
 Room: guest execution for the impl engine: RAM, the virtual instruction
-clock, and the exits (I/O, HLT, unbacked memory, undecodable or faulting
-instructions, the instruction budget). Imports Unicorn, capstone (for
-instruction lengths only), :mod:`spec.platform` and the CPU both engines
+clock, and the exits (I/O, HLT, VMCALL, unbacked memory including pages
+given back to Xen, undecodable or faulting instructions, the instruction
+budget). Imports Unicorn, capstone (for instruction lengths only),
+:mod:`spec.platform` and the CPU both engines
 share, :mod:`spec.physical_cpu` (the hardware: how Unicorn is opened for
 x86-64, reset, and made to load a segment register).
 
@@ -14,7 +15,7 @@ The reference model calls Python on every instruction. Here Python runs once
 per *translated block* (``UC_HOOK_BLOCK``): the block's instructions are
 decoded once (cached by address, mode and bytes) and the clock advances by
 their number when the next block starts. Instructions that exit — IN, OUT,
-INS, OUTS and HLT, with any prefixes — get a code hook on their address
+INS, OUTS, HLT and VMCALL, with any prefixes — get a code hook on their address
 alone. The first time a block containing such an instruction is seen, the
 hook is added, Unicorn's translation of that address is dropped and the
 block restarts (its first instruction has not run yet when the block hook is
@@ -76,6 +77,7 @@ IO_FORMS = {
     0xEE: ("out", False, 1, False), 0xEF: ("out", False, 0, False),
 }
 HLT = 0xF4
+VMCALL = b"\x0f\x01\xc1"
 STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
@@ -182,6 +184,12 @@ _WALK_PAE = ((30, 2, False), (21, 9, True), (12, 9, False))
 _WALK_4LEVEL = ((39, 9, False), (30, 9, True), (21, 9, True), (12, 9, False))
 
 
+def _exits(insn: bytes, prefixes: bytes, opcode: int | None) -> bool:
+    """IN, OUT, INS, OUTS, HLT or VMCALL: ``insn`` split by :func:`split_prefixes`."""
+    return (opcode == HLT or opcode in IO_FORMS
+            or (opcode == 0x0F and insn[len(prefixes):len(prefixes) + 3] == VMCALL))
+
+
 def _casts_shadow(code: bytes, prefixes: bytes, opcode: int | None) -> bool:
     """STI, POP SS or MOV SS: ``code`` split by :func:`split_prefixes`."""
     if opcode in (STI, POP_SS):
@@ -215,6 +223,8 @@ class Vcpu:
         self.host_ram = physical_cpu.HostRam(uc)
         for start, end in self.ram:
             self.host_ram.map(start, end)
+        #: pages of RAM given back to Xen (no frame behind them)
+        self.holes: set[int] = set()
         self._mapped: list[object] = []         # buffers of other domains mapped here
         #: Xen's own writes to guest memory are reported here (dirty video memory)
         self.on_write: Callable[[int, int], None] | None = None
@@ -255,7 +265,23 @@ class Vcpu:
         uclib.uc_reg_write(self._handle, _GPR[reg], self._value_ref)
 
     def backed(self, gpa: int, length: int) -> bool:
-        return any(lo <= gpa and gpa + length <= hi for lo, hi in self.ram)
+        if not any(lo <= gpa and gpa + length <= hi for lo, hi in self.ram):
+            return False
+        holes = self.holes
+        if not holes:
+            return True
+        return not any(p in holes for p in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1))
+
+    def remove_page(self, pfn: int) -> None:
+        """Take a page of RAM out of the guest's physical space: a hole, whose
+        accesses exit as unbacked memory."""
+        self.host_ram.release(pfn << 12, PAGE)
+        self.holes.add(pfn)
+
+    def restore_page(self, pfn: int) -> None:
+        """Back a hole again with a zeroed page."""
+        self.host_ram.restore(pfn << 12, PAGE)
+        self.holes.discard(pfn)
 
     def read(self, gpa: int, length: int) -> bytes:
         if length > 4096:
@@ -320,6 +346,12 @@ class Vcpu:
             return int.from_bytes(self.lread(base + offset, 8), "little")
         except LinearFault:
             return None
+
+    def ss_dpl(self) -> int:
+        """The privilege level Xen reads from SS's descriptor (0 in real mode)."""
+        if not self._reg(_CR0) & 1:
+            return 0
+        return self._descriptor("ss")[1] >> 13 & 3
 
     def rip(self) -> int:
         """The linear address of the next instruction."""
@@ -389,6 +421,11 @@ class Vcpu:
             if not self.backed(linear, n):
                 raise LinearFault(f"{linear:#x}+{n} is not RAM")
             return self.read(linear, n)
+        return b"".join(self.read(g, k) for g, k in self._spans(linear, n, False))
+
+    def lread_pages(self, linear: int, n: int) -> bytes:
+        """As :meth:`lread`, page by page also without paging (Xen's
+        ``copy_from_guest``); raises :class:`LinearFault`."""
         return b"".join(self.read(g, k) for g, k in self._spans(linear, n, False))
 
     def lwrite(self, linear: int, data: bytes) -> None:
@@ -536,12 +573,14 @@ class Vcpu:
             if opcode != STI or not self._reg(_RFLAGS) & EFLAGS_IF:
                 self._shadow_at = icount + 1
             return
-        if opcode == HLT or opcode in IO_FORMS:
+        if _exits(code, prefixes, opcode):
             if 0xF0 in prefixes:
                 self._stop(Exit("invalid_opcode", address, size, icount,
                                 {"bytes": code.hex(), "error": LOCK_UD}))
             elif opcode == HLT:
                 self._stop(Exit("hlt", address, size, icount))
+            elif opcode == 0x0F:
+                self._stop(Exit("vmcall", address, len(prefixes) + 3, icount))
             else:
                 io, length = decode_io(code, self._block.mode, self._reg(X.UC_X86_REG_EDX))
                 self._stop(Exit("io", address, length, icount, io.info(), io))
@@ -602,7 +641,7 @@ class Vcpu:
                 addresses.append(address + offset)
                 insn = raw[offset:offset + length]
                 prefixes, opcode = split_prefixes(insn, mode)
-                if opcode == HLT or opcode in IO_FORMS:
+                if _exits(insn, prefixes, opcode):
                     exiting.append(address + offset)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
@@ -611,12 +650,14 @@ class Vcpu:
                 break
             # capstone refuses some forms the CPU still decodes, LOCK on
             # IN/OUT among them: those exit (as #UD), so they are ours.
-            prefixes, opcode = split_prefixes(raw[offset:offset + 15], mode)
+            insn = raw[offset:offset + 15]
+            prefixes, opcode = split_prefixes(insn, mode)
             addresses.append(address + offset)
-            if opcode != HLT and opcode not in IO_FORMS:
+            if not _exits(insn, prefixes, opcode):
                 break                               # undecodable: the block ends here
             exiting.append(address + offset)
-            offset += len(prefixes) + 1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7))
+            offset += len(prefixes) + (3 if opcode == 0x0F else
+                                       1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode)
         self._blocks[key] = (raw, block)

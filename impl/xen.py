@@ -1,8 +1,8 @@
 """Xen for the impl engine: event channels, the shared ioreq page, the VMM.
 
 Room: the hypervisor side of the data path — what happens at a VM exit and
-how an ioreq travels to the device model and back. Imports
-:mod:`impl.vcpu`, and :mod:`spec.trace` / :mod:`spec.platform` for the
+how an ioreq travels to the device model and back, and the hypercalls a
+VMCALL makes (:mod:`impl.p2m`). Imports :mod:`impl.vcpu`, :mod:`impl.p2m`, and :mod:`spec.trace` / :mod:`spec.platform` for the
 interface (event types, constants). The rules are those of
 ``public/hvm/ioreq.h``, ``common/event_2l.c`` and Xen 3.x's
 ``vmx_io_instruction``; the reference model in ``spec/`` states them as
@@ -15,7 +15,7 @@ import struct
 from typing import Callable
 
 from spec import platform, trace
-from impl import pic
+from impl import p2m, pic
 from impl.mmio import EmulationFailed, MmioInstruction
 from impl.vcpu import EFLAGS_DF, EFLAGS_IF, DeliveryFault, Exit, LinearFault, Vcpu
 
@@ -25,6 +25,10 @@ COPY = 1
 STATE = {NONE: "NONE", READY: "READY", INPROCESS: "INPROCESS", RESP_READY: "IORESP_READY"}
 WRITE, READ = 0, 1
 PIO = 0
+INVALIDATE = 8
+EFLAGS_VM = 1 << 17
+#: the hypercall argument registers by the guest's word size
+HYPERCALL_ARGS = {32: ("rbx", "rcx", "rdx", "rsi", "rdi"), 64: ("rdi", "rsi", "rdx", "r10", "r8")}
 TYPE = {0: "pio", 1: "copy", 2: "pci_config", 7: "timeoffset", 8: "invalidate"}
 SLOT = struct.Struct("<QQIIIHBB")       # addr data count size vp_eport pad flags type
 
@@ -335,6 +339,7 @@ class Vmm:
         self.mmio = MmioInstruction(vcpu, self._device_access)
         self.vram = VramLog(vcpu)
         vcpu.on_write = self.vram.written
+        self.p2m = p2m.P2m(vcpu.memory_bytes, vcpu.remove_page, vcpu.restore_page, emit)
 
     def handle_exit(self, ex: Exit) -> None:
         self.emit(trace.VmExit(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
@@ -344,6 +349,8 @@ class Vmm:
         elif ex.reason == "hlt":
             self._retire(ex, True)
             self.halted = True
+        elif ex.reason == "vmcall":
+            self._hypercall(ex)
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass
         elif ex.reason == "ept_violation" and "p2m" in ex.info:
@@ -417,6 +424,35 @@ class Vmm:
             fields = (io.port, 0, 1, size, 0, direction, back)
         self._send(ex, fields, (ex, count, finishes,
                                 linear if by_value and direction == READ else None))
+
+    # --- hypercalls ---------------------------------------------------------------------
+
+    def _hypercall(self, ex: Exit) -> None:
+        """VMCALL: the call, its result in (E/R)AX, and after a
+        decrease_reservation the INVALIDATE ioreq that flushes qemu-dm's
+        mapcache before the guest runs on."""
+        cpu = self.vcpu
+        bits = 64 if cpu.mode() == 64 else 32
+        width = (1 << bits) - 1
+        number = cpu.get("rax") & 0xFFFFFFFF
+        args = [cpu.get(r) & width for r in HYPERCALL_ARGS[bits]]
+        if cpu.get("rflags") & EFLAGS_VM or cpu.ss_dpl() == 3:
+            result = -p2m.EPERM
+        elif number != p2m.MEMORY_OP:
+            result = -p2m.ENOSYS
+        else:
+            def read(linear: int, n: int) -> bytes | None:
+                try:
+                    return cpu.lread_pages(linear & width, n)
+                except LinearFault:
+                    return None
+            result = self.p2m.memory_op(args[0] & 0xFFFFFFFF, args[1], read, bits)
+        cpu.put("rax", result)
+        self.emit(trace.Hypercall(vcpu=0, number=number, name=p2m.NAMES.get(number, ""),
+                                  args=args, result=result, icount=ex.icount, rip=ex.rip))
+        self._retire(ex, True)
+        if result != -p2m.EPERM and number == p2m.MEMORY_OP and args[0] & 0x3F == p2m.DECREASE:
+            self._send(ex, (0, (1 << 64) - 1, 1, 4, 0, WRITE, 0), (ex, 0, True, None), INVALIDATE)
 
     # --- Xen's own PIC ---------------------------------------------------------------
 
@@ -519,14 +555,14 @@ class Vmm:
         self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
         return value
 
-    def _send(self, ex: Exit, fields: tuple, pending: tuple) -> None:
+    def _send(self, ex: Exit, fields: tuple, pending: tuple, typ: int = PIO) -> None:
         state = self.page.state(0)
         if state != NONE or self.waiting is not None:
             self.crash(f"ioreq slot of vcpu 0 is busy ({STATE.get(state, f'UNKNOWN({state})')})",
                        ex.rip)
             return
         port, data, count, size, ptr, direction, df = fields
-        self.page.fill(0, port, data, count, size, self.port, ptr, direction, df, PIO)
+        self.page.fill(0, port, data, count, size, self.port, ptr, direction, df, typ)
         self.page.set_state(0, READY)
         self.waiting, self.woken = pending, False
         self.emit(self.page.event(0, "vmm", NONE, READY))
@@ -551,6 +587,8 @@ class Vmm:
         self.page.set_state(0, NONE)
         self.waiting = None
         self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
+        if ex.reason == "vmcall":
+            return True                 # the invalidation: nothing comes back
         io, cpu = ex.io, self.vcpu
         if not io.string:
             if io.dir == "in":
