@@ -142,7 +142,7 @@ def test_each_hypercall_is_traced_with_its_result(balloon):
     calls = [e for e in balloon.trace if isinstance(e, trace.Hypercall)]
     assert [(e.number, e.name, e.args[0], e.result) for e in calls] == [
         (12, "memory_op", 1, 16), (12, "memory_op", 1, 0), (12, "memory_op", 6, 0),
-        (99, "", 12, -38), (12, "memory_op", 3, -38), (12, "memory_op", 6, 1)]
+        (99, "", 6, -38), (12, "memory_op", 3, -38), (12, "memory_op", 6, 1)]
     p2m = [(e.op, e.gpa, e.pages) for e in balloon.trace if isinstance(e, trace.P2mUpdate)]
     assert p2m == [("remove", 0x200000 + 0x1000 * i, 1) for i in range(16)] + \
         [("populate", 0x200000, 16)]
