@@ -128,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     vexp.add_argument("--seed", type=int, default=2026)
     vexp.add_argument("--json", action="store_true", help="print the export report as JSON")
     vexp.set_defaults(func=cmd_vectors_export)
+
+    xsd = sub.add_parser("xenstored", help="serve XenStore on a Unix socket",
+                         description="The XenStore daemon: the wire protocol of xs_wire.h on "
+                         "a Unix socket, for Xen's own client tools (XENSTORED_PATH=SOCKET "
+                         "xenstore-read /x) and any other client. Each socket client is dom0 "
+                         "(the tools); a domain introduced with XS_INTRODUCE gets its ring as "
+                         "the socket SOCKET.d<domid>. Serves until SIGINT or SIGTERM (exit "
+                         "0); exit 2 if the socket cannot be made.")
+    xsd.add_argument("--socket", required=True, metavar="PATH", type=Path,
+                     help="where to listen (an old socket there is replaced)")
+    xsd.add_argument("--json", action="store_true",
+                     help="print one JSON line {socket, pid} once listening")
+    xsd.set_defaults(func=cmd_xenstored)
     return parser
 
 
@@ -140,6 +153,30 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_NO
+
+
+# --- xenstored -------------------------------------------------------------------------
+
+def cmd_xenstored(args: argparse.Namespace) -> int:
+    import os
+
+    from hvmspec import xenstored
+
+    if not args.socket.parent.is_dir():
+        print(f"hvmspec: error: {args.socket.parent} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+
+    def ready(daemon) -> None:
+        if args.json:
+            print(json.dumps({"socket": str(daemon.socket_path), "pid": os.getpid()}),
+                  flush=True)
+        else:
+            print(f"xenstored: listening on {daemon.socket_path}", flush=True)
+    try:
+        return xenstored.serve(str(args.socket), ready)
+    except OSError as exc:
+        print(f"hvmspec: error: cannot listen on {args.socket}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 # --- run ------------------------------------------------------------------------------

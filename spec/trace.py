@@ -353,10 +353,13 @@ class DisplayUpdate(Event):
 
 @dataclass(frozen=True)
 class XenstoreOp(Event):
-    """A XenStore operation by ``client`` (``xend``, ``qemu-dm``):
-    ``op`` is read, write, mkdir, directory or rm; ``value`` what was
-    written or read (a read of a missing node: ``ENOENT``; a directory:
-    the children's names, space-separated)."""
+    """A XenStore operation by ``client`` (``xend``, ``qemu-dm``, a domain's
+    ring ``domN``): ``op`` is read, write, mkdir, directory, rm, get_perms,
+    set_perms, watch, unwatch, transaction_start, transaction_end,
+    introduce, release, ...; ``value`` what was written or read (a
+    directory: the children's names, space-separated), or the error's
+    ``xs_wire.h`` name when the store refused it (``ENOENT``, ``EACCES``,
+    ...)."""
 
     kind: ClassVar[str] = "xenstore"
     actor: ClassVar[str] = "xenstore"
@@ -378,6 +381,18 @@ class DeviceStats(Event):
     unclaimed_writes: int
     mmio_unclaimed_reads: int
     mmio_unclaimed_writes: int
+
+
+@dataclass(frozen=True)
+class XenstoreWatchEvent(Event):
+    """A watch fired: XenStore queued ``XS_WATCH_EVENT`` (``path``,
+    ``token``) for ``client``."""
+
+    kind: ClassVar[str] = "xenstore_watch"
+    actor: ClassVar[str] = "xenstore"
+    client: str
+    path: str
+    token: str
 
 
 @dataclass(frozen=True)

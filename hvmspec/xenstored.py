@@ -1,0 +1,207 @@
+"""``hvmspec xenstored``: the XenStore daemon on a Unix socket.
+
+Room: the transport. Sockets, framing, many concurrent clients (asyncio),
+and what happens to a client that misbehaves. What a request *does* is
+:mod:`spec.xenstore.wire` on a :class:`spec.xenstore.Store`; nothing about
+XenStore's semantics lives here.
+
+* The main socket (``--socket PATH``, where ``XENSTORED_PATH`` points the
+  Xen tools) serves the tools: each client is a dom0 connection.
+* An introduced domain's ring is, here, a second socket beside it,
+  ``PATH.d<domid>``: a client there acts as that domain, with its
+  permissions, quotas and relative paths. It goes when the domain is
+  released or dies.
+* A header announcing more than ``XENSTORE_PAYLOAD_MAX`` bytes, a client
+  that goes away in the middle of a message, or one that stops reading
+  while more than :data:`MAX_UNSENT` bytes of replies and events wait
+  for it: that client is dropped, with a line on stderr, and nobody else
+  notices. Everything a request committed stays committed.
+* Requests are handled one at a time on the event loop, so each is atomic
+  with respect to every other client, as in xenstored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from spec.xenstore import Store
+from spec.xenstore import wire
+from spec.xenstore.store import Connection
+
+#: bytes a client may leave unread before it is dropped
+MAX_UNSENT = 16 << 20
+
+
+class Daemon:
+    """The daemon: a store served on a socket (and one per domain ring)."""
+
+    def __init__(self, store: Store, socket_path: str | os.PathLike,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.socket_path = Path(socket_path)
+        self.log = log or (lambda line: print(f"xenstored: {line}", file=sys.stderr))
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._servers: dict[int | None, asyncio.AbstractServer] = {}
+        self._clients: dict[int | None, set[asyncio.StreamWriter]] = {}
+        self.requests = 0
+        self.dropped = 0
+
+    # --- serving -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self._listen(None, self.socket_path)
+
+    async def _listen(self, domid: int | None, path: Path) -> None:
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        server = await asyncio.start_unix_server(
+            lambda r, w: self._serve(r, w, domid), path=str(path))
+        self._servers[domid] = server
+        self._clients[domid] = set()
+
+    def ring_path(self, domid: int) -> Path:
+        return self.socket_path.with_name(f"{self.socket_path.name}.d{domid}")
+
+    async def stop(self) -> None:
+        for domid in list(self._servers):
+            await self._close(domid)
+
+    async def _close(self, domid: int | None) -> None:
+        server = self._servers.pop(domid, None)
+        if server is None:
+            return
+        server.close()
+        for writer in self._clients.pop(domid, set()):
+            writer.close()
+        path = self.socket_path if domid is None else self.ring_path(domid)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     domid: int | None) -> None:
+        name = "tools" if domid is None else f"dom{domid}"
+        conn = self.store.connect(name, 0 if domid is None else domid)
+        self._clients.setdefault(domid, set()).add(writer)
+        conn.on_event = lambda: self.loop.call_soon(self._flush, conn, writer)
+        try:
+            while True:
+                try:
+                    header = await reader.readexactly(wire.HEADER_SIZE)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        self._drop(name, f"went away inside a header ({len(exc.partial)} "
+                                         f"of {wire.HEADER_SIZE} bytes)")
+                    return
+                try:
+                    kind, req_id, tx_id, length = wire.decode_header(header)
+                except wire.BadClient as exc:
+                    self._drop(name, str(exc))
+                    return
+                try:
+                    payload = await reader.readexactly(length)
+                except asyncio.IncompleteReadError as exc:
+                    self._drop(name, f"went away inside a {wire.NAMES.get(kind, kind)} "
+                                     f"message ({len(exc.partial)} of {length} bytes)")
+                    return
+                self.requests += 1
+                reply = wire.handle(conn, wire.Message(kind, req_id, tx_id, payload))
+                await self._sync_rings()
+                writer.write(wire.encode(reply))
+                self._flush(conn, writer)
+                if writer.transport.get_write_buffer_size() > MAX_UNSENT:
+                    self._drop(name, f"does not read its replies ({MAX_UNSENT} bytes wait)")
+                    return
+                await writer.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            return
+        finally:
+            self.store.disconnect(conn)
+            self._clients.get(domid, set()).discard(writer)
+            writer.close()
+
+    def _flush(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
+        if writer.is_closing():
+            conn.events.clear()
+            return
+        for event in wire.events(conn):
+            writer.write(wire.encode(event))
+
+    async def _sync_rings(self) -> None:
+        """A ring socket for each domain introduced, none for those gone."""
+        served = {d for d in self._servers if d is not None}
+        for domid in sorted(set(self.store.domains) - served):
+            await self._listen(domid, self.ring_path(domid))
+        for domid in sorted(served - set(self.store.domains)):
+            await self._close(domid)
+
+    def _drop(self, name: str, why: str) -> None:
+        self.dropped += 1
+        self.log(f"dropped client {name}: {why}")
+
+    # --- running in a thread beside an engine ------------------------------------------
+
+    def call(self, fn: Callable[[], object]) -> object:
+        """Run ``fn`` on the daemon's loop (where the store lives) and wait."""
+        future = asyncio.run_coroutine_threadsafe(_call(fn), self.loop)
+        return future.result()
+
+
+async def _call(fn: Callable[[], object]) -> object:
+    return fn()
+
+
+class Thread:
+    """The daemon on its own event loop in a background thread."""
+
+    def __init__(self, store: Store, socket_path: str | os.PathLike) -> None:
+        self.daemon = Daemon(store, socket_path)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="xenstored", daemon=True)
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> "Thread":
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        await self.daemon.start()
+        self._ready.set()
+        await self._stop.wait()
+        await self.daemon.stop()
+
+    def stop(self) -> None:
+        loop = self.daemon.loop
+        if loop is not None and self._stop is not None:
+            loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+
+def serve(socket_path: str, ready: Callable[[Daemon], None] | None = None) -> int:
+    """``hvmspec xenstored``: serve until SIGINT or SIGTERM; exit code 0."""
+    async def main() -> None:
+        daemon = Daemon(Store(), socket_path)
+        await daemon.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready:
+            ready(daemon)
+        await stop.wait()
+        await daemon.stop()
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,68 @@
+"""XenStore transactions: a snapshot, and a commit that fails on conflict.
+
+Room: what a transaction remembers and the rule that decides its commit
+(:func:`conflict_free`, over :mod:`spec.bv` so that
+:mod:`proofs.xenstore` checks this very function). The store
+(:mod:`spec.xenstore.store`) runs the operations. Imports :mod:`spec.bv`.
+
+A client starts a transaction (``XS_TRANSACTION_START``, reply: its id) and
+names it in the header of later requests. Inside it, operations see the
+store as it was at the start (a snapshot) plus the transaction's own
+changes; nobody else sees those changes, and watches they would fire wait.
+``XS_TRANSACTION_END`` with ``F`` drops them; with ``T`` the store commits:
+
+* every node has a *generation*, the value of a global counter when it was
+  last changed (``tools/xenstored/transaction.c``);
+* the transaction records, for each node it looked at (read, listed,
+  checked permissions on, or found missing), the generation it saw
+  (:data:`ABSENT` for a missing node);
+* the commit succeeds only if each of those is still the node's generation
+  now; then the transaction's changes become the store's, with new
+  generations, and the waiting watches fire. Otherwise the reply is
+  ``EAGAIN`` and the client retries the whole transaction.
+
+So a committed transaction behaves as if it ran alone at the moment of its
+commit (it is serialisable): everything it read was still current.
+Nodes it only changed need no check: its change replaces whatever a
+concurrent writer did, as a later serial write would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from spec import bv
+
+#: the generation recorded for a node that did not exist
+ABSENT = 0
+GENERATION_BITS = 64
+
+
+@dataclass
+class Access:
+    """A node a transaction touched: the generation it first saw, and how
+    it used the node."""
+
+    seen: int
+    read: bool = True
+    written: bool = False
+
+
+def conflict_free(checks: list[tuple[bv.Bit, bv.Word, bv.Word]]) -> bv.Bit:
+    """The commit rule: for every ``(read, seen, now)``, a node the
+    transaction read still has the generation it saw."""
+    return bv.and_(*(bv.implies(read, bv.eq(seen, now)) for read, seen, now in checks))
+
+
+@dataclass
+class Transaction:
+    """One open transaction of a connection."""
+
+    id: int
+    #: the snapshot plus this transaction's changes: name -> node
+    nodes: dict
+    #: nodes owned per domid, as the snapshot plus changes count them
+    owned: dict
+    accessed: dict[str, Access] = field(default_factory=dict)
+    #: watch firings waiting for the commit: (name, exact)
+    fired: list[tuple[str, bool]] = field(default_factory=list)
