@@ -19,7 +19,7 @@ from spec import platform, trace
 from spec.loader import GuestImage, check_image
 from spec.result import Recorder, RunResult, final_exit
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
-from spec.xs_client import InProcessStore
+from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
 from impl.vcpu import EFLAGS_IF, Vcpu
 from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
@@ -108,8 +108,9 @@ class Host:
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
-        self.xenstore = InProcessStore(emit)
-        self.xend = Xend(self, emit, self.xenstore.connect("xend"))
+        self.dom0 = Dom0(self, emit)
+        self.xenstore = self.dom0.store
+        self.xend = self.dom0.xend
 
     # --- xend's hypercalls -------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Host:
     def start_device_model(self, domid: int) -> None:
         dom = self.domains[domid]
         try:
-            dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
+            dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
                               Libxc(self, domid), self.emit, dom.vmm.lines, dom.irq_port,
                               self.serial_input, self.live_line)
         except DeviceModelError:
@@ -148,16 +149,27 @@ class Host:
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
 
-    def domain_info(self, domid: int) -> DomainInfo:
-        reason = self.domains[domid].shutdown
-        return DomainInfo(reason is not None, reason)
+    def pause(self, domid: int) -> None:
+        self.domains[domid].paused = True
+
+    def store_ring(self, domid: int) -> tuple[int, int]:
+        pfn = (self.domains[domid].config.memory_mib << 8) - platform.STORE_PFN_FROM_TOP
+        return pfn, self.evtchn.alloc_unbound(domid, platform.DOM0)
+
+    def domain_info(self, domid: int) -> DomainInfo | None:
+        dom = self.domains.get(domid)
+        if dom is None:
+            return None
+        return DomainInfo(dom.shutdown is not None, dom.shutdown, paused=dom.paused,
+                          blocked=bool(dom.vmm.halted), cpu_seconds=dom.vcpu.icount / 1e9)
 
     def destroy(self, domid: int) -> None:
         dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
-        self.domains.pop(domid, None)
-        self.evtchn.remove_domain(domid)
+        if self.domains.pop(domid, None) is not None:
+            self.evtchn.remove_domain(domid)
+            self.evtchn.send_virq(platform.DOM0, VIRQ_DOM_EXC)
 
     def dom_exc_pending(self) -> bool:
         return self.evtchn.take(platform.DOM0, self.virq_port)
@@ -187,7 +199,7 @@ class Host:
             for dom in list(self.domains.values()):
                 if dom.qemu is not None:
                     progressed |= dom.qemu.poll()
-            progressed |= self.xend.poll()
+            progressed |= self.dom0.poll()
             if not progressed:
                 if self.live_line is not None and self.domains and self.live_line.wait(0.05):
                     continue

@@ -26,6 +26,14 @@ Xen 3.x's ``XendDomainInfo``; the ``device-model`` keys are hvmspec's)::
     /vm/U/image/device-model/rtc-base    the RTC's time at start-up (seconds since
                                          the epoch), or "default"
 
+Permissions (Xen 3.x's ``XendDomainInfo``): ``/local/domain/D`` belongs to
+domain D and the nodes xend writes below it inherit that; its
+``device``, ``control``, ``error`` and ``memory`` directories are D's
+alone (``nD``); ``/vm/U`` is dom0's, except ``/vm/U/uuid``, which D may
+read (``_setVmPermissions``: "allow the guest domain to read its UUID. We
+don't allow it to access any other entry, for security"). xend writes all
+of it in one transaction.
+
 qemu-dm finds ``/vm/U`` through ``/local/domain/D/vm`` and reads the rest;
 when it is ready it writes ``running`` to
 ``/local/domain/0/device-model/D/state``, where xend looks for it.
@@ -39,7 +47,7 @@ import uuid as _uuid
 from dataclasses import dataclass
 
 from spec import platform
-from spec.xs_client import XenstoreError, XsClient
+from spec.xs_client import XenstoreError, XsClient, transact
 
 #: the namespace of the UUIDs xend gives domains (deterministic by name)
 UUID_NAMESPACE = _uuid.UUID("6f0b1a3e-49d6-4c8e-9a8e-68766d737065")
@@ -78,7 +86,7 @@ def vm_path(name: str) -> str:
 
 def write_domain(xs: XsClient, domid: int, config) -> None:
     """xend: the domain's nodes (module docstring) for a
-    :class:`spec.xend.DomainConfig`."""
+    :class:`spec.xend.DomainConfig`, in one transaction."""
     dom, vm = f"/local/domain/{domid}", vm_path(config.name)
     entries = [
         (f"{dom}/name", config.name), (f"{dom}/domid", str(domid)), (f"{dom}/vm", vm),
@@ -97,8 +105,27 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
         (f"{vm}/image/device-model/rtc-base",
          "default" if config.rtc_base is None else str(config.rtc_base)),
     ]
-    for path, value in entries:
-        xs.write(path, value)
+
+    def body(tx: int) -> None:
+        xs.mkdir("/local/domain", tx)
+        xs.rm(dom, tx)
+        xs.mkdir(dom, tx)
+        xs.set_perms(dom, [f"r{domid}"], tx)
+        for sub in ("device", "control", "error", "memory"):
+            xs.mkdir(f"{dom}/{sub}", tx)
+            xs.set_perms(f"{dom}/{sub}", [f"n{domid}"], tx)
+        for path, value in entries:
+            xs.write(path, value, tx)
+        xs.set_perms(f"{vm}/uuid", [f"n{platform.DOM0}", f"r{domid}"], tx)
+    transact(xs, body)
+
+
+def remove_domain(xs: XsClient, domid: int, name: str) -> None:
+    """xend, when the domain is gone: its nodes, its ``/vm`` entry and its
+    device model's state."""
+    for path in (f"/local/domain/{domid}", vm_path(name),
+                 f"/local/domain/{platform.DOM0}/device-model/{domid}"):
+        xs.rm(path)
 
 
 def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:

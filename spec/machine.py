@@ -30,7 +30,7 @@ from typing import Callable
 
 from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image
-from spec.xs_client import InProcessStore
+from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
 from spec.result import Recorder, RunResult, final_exit
 from spec.vmm import Vmm
@@ -128,9 +128,10 @@ class ReferenceXen:
         self.domains: dict[int, HvmDomain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
-        #: XenStore (:mod:`spec.xs_client`; the daemon comes with issue 7)
-        self.xenstore = InProcessStore(emit)
-        self.xend = Xend(self, emit, self.xenstore.connect("xend"))
+        #: dom0's xenstored and xend (:mod:`spec.dom0`)
+        self.dom0 = Dom0(self, emit)
+        self.xenstore = self.dom0.store
+        self.xend = self.dom0.xend
 
     # --- hypercalls (xend.Host) --------------------------------------------------
 
@@ -168,7 +169,7 @@ class ReferenceXen:
         guest memory and binds its event channels."""
         dom = self.domains[domid]
         try:
-            dom.qemu = QemuDm(domid, self.xenstore.connect("qemu-dm"), dom.iopage,
+            dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.iopage,
                               GuestRam(dom.vcpus[0]), DomainLink(self, domid), self.emit,
                               lines=dom.lines, irq_port=dom.irq_port,
                               serial_input=self.serial_input,
@@ -181,17 +182,36 @@ class ReferenceXen:
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
 
-    def domain_info(self, domid: int) -> DomainInfo:
+    def pause(self, domid: int) -> None:
+        self.domains[domid].paused = True
+
+    def store_ring(self, domid: int) -> tuple[int, int]:
+        """The XenStore page two below the top of RAM (Xen 3.x's HVM
+        builder: the ioreq page is the last, the store page the one before
+        it... see :data:`spec.platform.STORE_PFN_FROM_TOP`) and a port for
+        xenstored."""
         dom = self.domains[domid]
-        return DomainInfo(dom.shutdown_reason is not None, dom.shutdown_reason)
+        pfn = (dom.config.memory_mib << 8) - platform.STORE_PFN_FROM_TOP
+        return pfn, self.events.alloc_unbound(domid, platform.DOM0)
+
+    def domain_info(self, domid: int) -> DomainInfo | None:
+        dom = self.domains.get(domid)
+        if dom is None:
+            return None
+        hw = dom.vcpus[0]
+        return DomainInfo(dom.shutdown_reason is not None, dom.shutdown_reason,
+                          paused=dom.paused, blocked=bool(dom.vmm.halted[0]),
+                          cpu_seconds=hw.icount / 1e9)
 
     def destroy(self, domid: int) -> None:
         """``XEN_DOMCTL_destroydomain``; its qemu-dm exits with it."""
         dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
-        self.domains.pop(domid, None)
-        self.events.remove_domain(domid)
+        if self.domains.pop(domid, None) is not None:
+            self.events.remove_domain(domid)
+            # the domain is dead: dom0 hears of it as of a shutdown
+            self.events.send_virq(platform.DOM0, evtchn.VIRQ_DOM_EXC)
 
     def dom_exc_pending(self) -> bool:
         return self.events.take_pending(self.events.domain(platform.DOM0), self.virq_port)
@@ -223,7 +243,7 @@ class ReferenceXen:
             for dom in list(self.domains.values()):
                 if dom.qemu is not None:
                     progressed |= dom.qemu.poll()
-            progressed |= self.xend.poll()
+            progressed |= self.dom0.poll()
             if not progressed:
                 # a live line may still bring input: wait for it (in real
                 # time) rather than end; at its end the run ends

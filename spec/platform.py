@@ -99,6 +99,11 @@ SLP_TYP_S5 = 7
 DOMID_SELF = 0x7FF0
 DOM0 = 0
 
+# The XenStore page of an HVM domain: Xen 3.x's HVM builder (xc_hvm_build)
+# puts the ioreq page in the last page of RAM, the XenStore page in the one
+# before it (HVM_PARAM_STORE_PFN) and the buffered ioreq page below that.
+STORE_PFN_FROM_TOP = 2
+
 # Shutdown reasons, xen/include/public/sched.h (SHUTDOWN_*).
 SHUTDOWN_POWEROFF = 0
 SHUTDOWN_REBOOT = 1

@@ -2,21 +2,32 @@
 
 Room: the control plane's lifecycle state machine of each domain xend
 manages, and its reaction to a domain's shutdown. One implementation, used
-by both engines (``DESIGN.md``): an engine gives xend a :class:`Host`, the
-hypercalls and dom0 notifications it needs. Imports :mod:`spec.trace` and
-:mod:`spec.platform`.
+by both engines and by ``hvmspec xend`` (``DESIGN.md``): a host gives xend
+a :class:`Host`, the hypercalls it needs, and a XenStore client. Imports
+:mod:`spec.trace`, :mod:`spec.platform`, :mod:`spec.dm_config`,
+:mod:`spec.xs_client`.
 
-Lifecycle states (as ``xm list`` of Xen 3.x shows them later, issue 7)::
+Lifecycle states (``xm list`` shows them with its letters, see
+:data:`STATE_LETTERS`)::
 
-    created --unpause--> running --guest or qemu-dm shuts down--> shutdown
+    created --unpause--> running <--pause/unpause--> paused
+    running --the guest, qemu-dm, Xen or xm shuts it down--> shutdown
     shutdown --on_<reason> = destroy--> destroyed
     shutdown --on_<reason> = restart--> destroyed, and a new domain (new domid)
-    shutdown --on_<reason> = preserve--> stays shut down until destroyed
+    shutdown --on_<reason> = preserve--> stays shut down until xm destroy
 
-Xen signals a domain's shutdown to dom0 with the virtual interrupt
-``VIRQ_DOM_EXC``; xend (in Xen 3.x through xenstored's ``@releaseDomain``
-watch, issue 7) then reads each domain's shutdown reason from the hypervisor
-and acts on the configured ``on_poweroff``, ``on_reboot`` or ``on_crash``.
+``xm create`` (:meth:`Xend.create`): Xen builds the domain, paused; xend
+writes its XenStore nodes (:func:`spec.dm_config.write_domain`, one
+transaction), introduces it to xenstored (``XS_INTRODUCE`` with its store
+page and event channel), starts qemu-dm, which reads its configuration
+there, and unpauses it.
+
+A domain's shutdown reaches xend through XenStore: Xen raises
+``VIRQ_DOM_EXC``, xenstored fires ``@releaseDomain`` (:mod:`spec.dom0`),
+and xend, which watches it from the start, then asks the hypervisor each
+domain's shutdown reason (``xc_domain_getinfo``) and acts on the configured
+``on_poweroff``, ``on_reboot`` or ``on_crash``. When a domain is destroyed
+xend removes its nodes (:func:`spec.dm_config.remove_domain`).
 """
 
 from __future__ import annotations
@@ -29,6 +40,10 @@ from spec.dm_config import DeviceModelError  # noqa: F401  (re-exported)
 from spec.xs_client import XsClient
 
 ACTIONS = ("destroy", "restart", "preserve")
+
+#: ``xm list``'s State column: running, blocked, paused, shutdown, crashed,
+#: dying (one letter set per state; the rest are dashes)
+STATE_LETTERS = "rbpscd"
 
 
 class XendError(Exception):
@@ -94,6 +109,11 @@ class DomainInfo:
     shutdown: bool
     shutdown_reason: int | None
     dying: bool = False
+    paused: bool = False
+    #: the vcpu is halted (HLT) waiting for an interrupt
+    blocked: bool = False
+    #: virtual time the vcpus ran, in seconds
+    cpu_seconds: float = 0.0
 
 
 class Host(Protocol):
@@ -105,7 +125,19 @@ class Host(Protocol):
 
     def unpause(self, domid: int) -> None: ...
 
-    def domain_info(self, domid: int) -> DomainInfo: ...
+    def pause(self, domid: int) -> None: ...
+
+    def shutdown(self, domid: int, reason: int, by: str) -> None: ...
+
+    def store_ring(self, domid: int) -> tuple[int, int]:
+        """The domain's XenStore page (its pfn) and an unbound event
+        channel of the domain for xenstored (``HVM_PARAM_STORE_PFN``,
+        ``xc_evtchn_alloc_unbound``)."""
+        ...
+
+    def domain_info(self, domid: int) -> DomainInfo | None:
+        """``xc_domain_getinfo``; ``None`` for a domain that no longer exists."""
+        ...
 
     def destroy(self, domid: int) -> None: ...
 
@@ -124,55 +156,120 @@ class ManagedDomain:
 class Xend:
     """The daemon: creates domains and acts when they shut down."""
 
+    #: the token of xend's ``@releaseDomain`` watch
+    TOKEN = "xend"
+
     def __init__(self, host: Host, emit: Callable[[trace.Event], None],
                  xs: XsClient) -> None:
         self.host = host
         self.emit = emit
         self.xs = xs
         self.domains: dict[int, ManagedDomain] = {}
+        # dom0's own entry, as xend writes it at start (``xm list`` shows it)
+        xs.write(f"/local/domain/{platform.DOM0}/name", "Domain-0")
+        xs.write(f"/local/domain/{platform.DOM0}/domid", str(platform.DOM0))
+        xs.watch("@releaseDomain", self.TOKEN)
 
-    def create(self, config: DomainConfig) -> int:
+    def create(self, config: DomainConfig, paused: bool = False) -> int:
         """``xm create``: build the domain (paused), write its configuration
-        to XenStore (:mod:`spec.dm_config`), start its qemu-dm (which reads
-        it there), then unpause it."""
+        to XenStore (:mod:`spec.dm_config`), introduce it to xenstored,
+        start its qemu-dm (which reads it there), then unpause it (unless
+        ``paused``, ``xm create -p``)."""
         domid = self.host.create_domain(config)
         record = ManagedDomain(config, domid)
         self.domains[domid] = record
         self._move(record, "created", "")
         dm_config.write_domain(self.xs, domid, config)
+        self.xs.introduce(domid, *self.host.store_ring(domid))
         self.host.start_device_model(domid)
+        if paused:
+            self._move(record, "paused", "created paused")
+            return domid
         self.host.unpause(domid)
         self._move(record, "running", "")
         return domid
 
+    def pause(self, domid: int) -> None:
+        """``xm pause``."""
+        record = self._live(domid)
+        if record.state != "running":
+            raise XendError(f"domain {domid} is {record.state}, not running")
+        self.host.pause(domid)
+        self._move(record, "paused", "xm pause")
+
+    def unpause(self, domid: int) -> None:
+        """``xm unpause``."""
+        record = self._live(domid)
+        if record.state != "paused":
+            raise XendError(f"domain {domid} is {record.state}, not paused")
+        self.host.unpause(domid)
+        self._move(record, "running", "xm unpause")
+
+    def shutdown(self, domid: int, reason: str = "poweroff") -> None:
+        """``xm shutdown`` / ``xm reboot``: an HVM guest without PV drivers
+        cannot be asked, so xend has Xen shut it down with that reason
+        (``xc.domain_shutdown`` in ``XendDomainInfo.shutdown``); the
+        domain's ``on_<reason>`` then applies as for the guest's own."""
+        record = self._live(domid)
+        codes = {name: code for code, name in platform.SHUTDOWN_REASONS.items()}
+        if reason not in ("poweroff", "reboot"):
+            raise XendError(f"shutdown reason {reason!r}: poweroff or reboot")
+        if record.state not in ("running", "paused"):
+            raise XendError(f"domain {domid} is {record.state}")
+        self.xs.write(f"/local/domain/{domid}/control/shutdown", reason)
+        self.host.shutdown(domid, codes[reason], "xend")
+
     def destroy(self, domid: int, reason: str = "destroyed by request") -> None:
         """``xm destroy``."""
+        record = self._live(domid)
+        self._destroy(record, reason)
+
+    def _live(self, domid: int) -> "ManagedDomain":
         record = self.domains.get(domid)
         if record is None or record.state == "destroyed":
             raise XendError(f"no live domain {domid}")
-        self.host.destroy(domid)
+        return record
+
+    def _destroy(self, record: "ManagedDomain", reason: str) -> None:
+        self.host.destroy(record.domid)
+        dm_config.remove_domain(self.xs, record.domid, record.config.name)
         self._move(record, "destroyed", reason)
 
     def poll(self) -> bool:
-        """Handle ``VIRQ_DOM_EXC``; True if it was pending."""
-        if not self.host.dom_exc_pending():
+        """Handle the ``@releaseDomain`` events waiting for xend; True if
+        there were any."""
+        if not [e for e in self.xs.take_events() if e[1] == self.TOKEN]:
             return False
         for record in list(self.domains.values()):
-            if record.state != "running":
+            if record.state not in ("running", "paused"):
                 continue
             info = self.host.domain_info(record.domid)
-            if not info.shutdown:
+            if info is None or not info.shutdown:
                 continue
             reason = platform.SHUTDOWN_REASONS.get(info.shutdown_reason, "crash")
             self._move(record, "shutdown", reason)
             action = record.config.action_for(reason)
             if action == "preserve":
                 continue
-            self.host.destroy(record.domid)
-            self._move(record, "destroyed", f"on_{_key(reason)} = {action}")
+            self._destroy(record, f"on_{_key(reason)} = {action}")
             if action == "restart":
                 self.create(record.config)
         return True
+
+    def list(self) -> list[dict]:
+        """``xm list``: Domain-0 and each domain that is not destroyed, with
+        its name, ID, memory (MiB), vcpus, state letters and CPU time."""
+        rows = [{"name": "Domain-0", "id": platform.DOM0, "mem": 0, "vcpus": 1,
+                 "state": "r-----", "time": 0.0}]
+        for record in self.domains.values():
+            if record.state == "destroyed":
+                continue
+            info = self.host.domain_info(record.domid)
+            rows.append({"name": record.config.name, "id": record.domid,
+                         "mem": record.config.memory_mib, "vcpus": record.config.vcpus,
+                         "state": _letters(record.state, info),
+                         "time": round(info.cpu_seconds, 1) if info else 0.0})
+        return rows
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:
         old = record.state if record.history else "none"
@@ -181,6 +278,22 @@ class Xend:
         record.history.append(new)
         self.emit(trace.DomainLifecycle(dom=record.domid, name=record.config.name,
                                         old=old, new=new, reason=reason))
+
+
+def _letters(state: str, info: DomainInfo | None) -> str:
+    """xm's six state columns ``rbpscd``."""
+    if info is None:
+        flags = {"d"}
+    else:
+        crashed = info.shutdown and info.shutdown_reason == platform.SHUTDOWN_CRASH
+        flags = {"p"} if info.paused or state == "paused" else set()
+        if info.shutdown:
+            flags.add("c" if crashed else "s")
+        elif not flags:
+            flags.add("b" if info.blocked else "r")
+        if info.dying:
+            flags.add("d")
+    return "".join(letter if letter in flags else "-" for letter in STATE_LETTERS)
 
 
 def _key(reason: str) -> str:

@@ -1,121 +1,74 @@
-"""The XenStore client interface, and the in-process store behind it for now.
+"""The XenStore client interface that xend and qemu-dm program against.
 
-Room: control plane. How xend and qemu-dm reach XenStore: read, write,
-mkdir, directory, rm on slash-separated paths, each traced. One
-implementation, used by both engines (``DESIGN.md``). Imports
-:mod:`spec.trace`.
-
-XenStore is a tree of nodes, each with a string value and children; a path
-names a node from the root (``/local/domain/3/name``). Writing a node
-creates its missing ancestors with empty values; removing a node removes
-its subtree. This module's :class:`InProcessStore` keeps the tree in the
-host process and hands out :class:`Connection` objects, one per client
-(``xend``, ``qemu-dm``), that trace every operation. The XenStore daemon
-with permissions, transactions, watches and the wire protocol of
-``xs_wire.h`` replaces the store behind the same interface later (issue 7);
-the clients do not change.
+Room: control plane. What a XenStore client can do (:class:`XsClient`), and
+:func:`transact`, the retry loop every client wraps a transaction in. Two
+things implement the interface: a :class:`spec.xenstore.Connection` (a
+client inside the host process, such as the engines' xend and qemu-dm) and
+:class:`spec.xenstore.client.SocketClient` (a client of ``hvmspec
+xenstored`` over the wire protocol, as Xen's ``libxenstore`` is). The
+clients' code is the same for both. Imports :mod:`spec.xenstore.errors`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
-from spec import trace
+from spec.xenstore.errors import XenstoreError
 
+__all__ = ["XenstoreError", "XsClient", "transact"]
 
-class XenstoreError(Exception):
-    """An operation XenStore refuses; ``errno`` is the ``xs_wire.h`` name."""
-
-    def __init__(self, errno: str, path: str) -> None:
-        super().__init__(f"{errno}: {path}")
-        self.errno = errno
-        self.path = path
+T = TypeVar("T")
 
 
 class XsClient(Protocol):
-    """What a XenStore client can do (``xs_read``, ``xs_write``, ...)."""
+    """``xs_read``, ``xs_write``, ... of ``xenstore.h``; ``tx`` names an
+    open transaction (0: none)."""
 
-    def read(self, path: str) -> str: ...
+    def read(self, path: str, tx: int = 0) -> str: ...
 
-    def write(self, path: str, value: str) -> None: ...
+    def write(self, path: str, value: str, tx: int = 0) -> None: ...
 
-    def mkdir(self, path: str) -> None: ...
+    def mkdir(self, path: str, tx: int = 0) -> None: ...
 
-    def directory(self, path: str) -> list[str]: ...
+    def directory(self, path: str, tx: int = 0) -> list[str]: ...
 
-    def rm(self, path: str) -> None: ...
+    def rm(self, path: str, tx: int = 0) -> None: ...
 
+    def get_perms(self, path: str, tx: int = 0) -> list[str]: ...
 
-def _check(path: str) -> list[str]:
-    """The path's components; ``EINVAL`` for a path that is not absolute,
-    has an empty component or characters XenStore does not allow."""
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-/_@")
-    if not path.startswith("/") or (path != "/" and path.endswith("/")) or "//" in path \
-            or not set(path) <= allowed:
-        raise XenstoreError("EINVAL", path)
-    return [part for part in path.split("/") if part]
+    def set_perms(self, path: str, acl: list[str], tx: int = 0) -> None: ...
 
+    def watch(self, path: str, token: str) -> None: ...
 
-class InProcessStore:
-    """The tree, in this process."""
+    def unwatch(self, path: str, token: str) -> None: ...
 
-    def __init__(self, emit: Callable[[trace.Event], None]) -> None:
-        self.emit = emit
-        self.root: dict = {"": "", "children": {}}
+    def take_events(self) -> list[tuple[str, str]]: ...
 
-    def connect(self, client: str) -> "Connection":
-        return Connection(self, client)
+    def transaction_start(self) -> int: ...
 
-    def _node(self, path: str, create: bool = False) -> dict | None:
-        node = self.root
-        for part in _check(path):
-            children = node["children"]
-            if part not in children:
-                if not create:
-                    return None
-                children[part] = {"": "", "children": {}}
-            node = children[part]
-        return node
+    def transaction_end(self, tx: int, commit: bool = True) -> None: ...
+
+    def introduce(self, domid: int, mfn: int, port: int) -> object: ...
+
+    def release(self, domid: int) -> None: ...
 
 
-class Connection:
-    """One client's connection; every operation is a trace event."""
-
-    def __init__(self, store: InProcessStore, client: str) -> None:
-        self.store = store
-        self.client = client
-
-    def _trace(self, op: str, path: str, value: str = "") -> None:
-        self.store.emit(trace.XenstoreOp(client=self.client, op=op, path=path, value=value))
-
-    def read(self, path: str) -> str:
-        node = self.store._node(path)
-        if node is None:
-            self._trace("read", path, "ENOENT")
-            raise XenstoreError("ENOENT", path)
-        self._trace("read", path, node[""])
-        return node[""]
-
-    def write(self, path: str, value: str) -> None:
-        self.store._node(path, create=True)[""] = value
-        self._trace("write", path, value)
-
-    def mkdir(self, path: str) -> None:
-        self.store._node(path, create=True)
-        self._trace("mkdir", path)
-
-    def directory(self, path: str) -> list[str]:
-        node = self.store._node(path)
-        if node is None:
-            raise XenstoreError("ENOENT", path)
-        names = sorted(node["children"])
-        self._trace("directory", path, " ".join(names))
-        return names
-
-    def rm(self, path: str) -> None:
-        parts = _check(path)
-        parent = self.store._node("/" + "/".join(parts[:-1])) if parts else None
-        if parent is None or parts[-1] not in parent["children"]:
-            raise XenstoreError("ENOENT", path)
-        del parent["children"][parts[-1]]
-        self._trace("rm", path)
+def transact(xs: XsClient, body: Callable[[int], T], attempts: int = 100) -> T:
+    """Run ``body(tx)`` in a transaction and commit it, starting again from
+    the beginning while the commit answers ``EAGAIN`` (what ``xstransact``
+    in xend and every libxenstore user does)."""
+    for _ in range(attempts):
+        tx = xs.transaction_start()
+        try:
+            result = body(tx)
+        except BaseException:
+            xs.transaction_end(tx, commit=False)
+            raise
+        try:
+            xs.transaction_end(tx, commit=True)
+        except XenstoreError as exc:
+            if exc.errno == "EAGAIN":
+                continue
+            raise
+        return result
+    raise XenstoreError("EAGAIN", "", f"no commit after {attempts} attempts")

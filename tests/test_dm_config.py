@@ -7,7 +7,8 @@ import pytest
 from spec import dm_config, trace
 from spec.loader import load
 from spec.xend import DomainConfig
-from spec.xs_client import InProcessStore, XenstoreError
+from spec.xenstore import Store as InProcessStore
+from spec.xs_client import XenstoreError
 from tests.conftest import both, guest
 
 
@@ -30,10 +31,13 @@ def test_xend_writes_and_qemu_dm_reads_on_both_engines():
     assert reads[-1] == ("write", "/local/domain/0/device-model/1/state", "running")
     # qemu-dm's mapcache follows what it read: 1 MiB buckets of a 64-bit qemu-dm
     assert result.mapcache["bucket_size"] == 1 << 20
-    # every XenStore operation happens before the first VM entry
+    # the configuration is in place before the first VM entry; after it, only
+    # xend's clean-up once the domain is gone
     first_entry = next(i for i, e in enumerate(result.trace) if isinstance(e, trace.VmEntry))
-    assert all(i < first_entry for i, e in enumerate(result.trace)
-               if isinstance(e, trace.XenstoreOp))
+    later = [(e.client, e.op, e.path) for i, e in enumerate(result.trace)
+             if isinstance(e, trace.XenstoreOp) and i > first_entry]
+    assert later == [("xend", "rm", "/local/domain/1"), ("xend", "rm", vm),
+                     ("xend", "rm", "/local/domain/0/device-model/1")]
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -60,9 +64,11 @@ def test_missing_domain_is_reported():
 
 def test_paths_are_checked():
     conn = InProcessStore(lambda e: None).connect("x")
-    for bad in ("relative", "/a//b", "/a/", "/a b"):
+    for bad in ("/a//b", "/a/", "/a b", "", "@x"):
         with pytest.raises(XenstoreError, match="EINVAL"):
             conn.write(bad, "v")
+    conn.write("relative", "v")           # relative to the connection's home
+    assert conn.read("/local/domain/0/relative") == "v"
     conn.write("/a/b/c", "1")
     assert conn.directory("/a") == ["b"] and conn.read("/a/b") == ""
     conn.rm("/a/b")

@@ -1,6 +1,6 @@
 """The walking skeleton: hello's port I/O on both engines."""
 
-from spec import loader, trace
+from spec import dm_config, loader, trace
 from spec.ioreq import STATE_NAMES
 from tests.conftest import both, run
 
@@ -58,15 +58,26 @@ def test_exits_and_event_channels_pair_up():
 
 
 def test_poweroff_reaches_xend_which_destroys():
+    # qemu-dm -> Xen (domain shutdown, VIRQ_DOM_EXC) -> xenstored fires
+    # @releaseDomain -> xend looks at the domain and acts on on_poweroff
     result = run("reference", loader.load("hello"))
-    tail = [e.to_json() for e in result.trace[-5:]]
+    tail = [e.to_json() for e in result.trace[-10:]]
     assert tail[0] == {"kind": "shutdown", "dom": 1, "reason": "poweroff", "by": "qemu-dm"}
-    assert (tail[1]["old"], tail[1]["new"]) == ("running", "shutdown")
-    assert tail[2]["kind"] == "mapcache_stats"      # qemu-dm exits with its domain
-    assert tail[3] == {"kind": "device_stats", "unclaimed_reads": 0, "unclaimed_writes": 0,
+    assert tail[1] == {"kind": "xenstore_watch", "client": "xend", "path": "@releaseDomain",
+                       "token": "xend"}
+    assert (tail[2]["old"], tail[2]["new"]) == ("running", "shutdown")
+    assert tail[3]["kind"] == "mapcache_stats"      # qemu-dm exits with its domain
+    assert tail[4] == {"kind": "device_stats", "unclaimed_reads": 0, "unclaimed_writes": 0,
                        "mmio_unclaimed_reads": 0, "mmio_unclaimed_writes": 0}
-    assert (tail[4]["old"], tail[4]["new"], tail[4]["reason"]) == (
+    # xend removes the domain's nodes
+    assert [(e["op"], e["path"]) for e in tail[5:8]] == [
+        ("rm", "/local/domain/1"), ("rm", dm_config.vm_path("hello")),
+        ("rm", "/local/domain/0/device-model/1")]
+    assert (tail[8]["old"], tail[8]["new"], tail[8]["reason"]) == (
         "shutdown", "destroyed", "on_poweroff = destroy")
+    # the dead domain: VIRQ_DOM_EXC again, xenstored forgets it and fires
+    # @releaseDomain once more; xend has nothing left to do
+    assert tail[9] == tail[1]
 
 
 def test_trace_roundtrips_through_json_lines(tmp_path):

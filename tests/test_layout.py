@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the interface impl may use; spec.physical_cpu is the hardware both engines
 #: run on (how Unicorn is opened, reset and made to load a segment), not behaviour
 INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.result", "spec.xend",
-             "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config"}
+             "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config",
+             "spec.dom0"}
 
 
 def _imports(path: Path) -> set[str]:
