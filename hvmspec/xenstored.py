@@ -42,8 +42,12 @@ class Daemon:
     """The daemon: a store served on a socket (and one per domain ring)."""
 
     def __init__(self, store: Store, socket_path: str | os.PathLike,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 lock: threading.RLock | None = None) -> None:
         self.store = store
+        #: held while a request runs: a host that shares the store (``hvmspec
+        #: xend``) holds it too while its xend and qemu-dm use the store
+        self.lock = lock or threading.RLock()
         self.socket_path = Path(socket_path)
         self.log = log or (lambda line: print(f"xenstored: {line}", file=sys.stderr))
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -89,9 +93,10 @@ class Daemon:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      domid: int | None) -> None:
         name = "tools" if domid is None else f"dom{domid}"
-        conn = self.store.connect(name, 0 if domid is None else domid)
+        with self.lock:
+            conn = self.store.connect(name, 0 if domid is None else domid)
         self._clients.setdefault(domid, set()).add(writer)
-        conn.on_event = lambda: self.loop.call_soon(self._flush, conn, writer)
+        conn.on_event = lambda: self.loop.call_soon_threadsafe(self._flush, conn, writer)
         try:
             while True:
                 try:
@@ -113,7 +118,8 @@ class Daemon:
                                      f"message ({len(exc.partial)} of {length} bytes)")
                     return
                 self.requests += 1
-                reply = wire.handle(conn, wire.Message(kind, req_id, tx_id, payload))
+                with self.lock:
+                    reply = wire.handle(conn, wire.Message(kind, req_id, tx_id, payload))
                 await self._sync_rings()
                 writer.write(wire.encode(reply))
                 self._flush(conn, writer)
@@ -124,23 +130,26 @@ class Daemon:
         except (ConnectionResetError, BrokenPipeError):
             return
         finally:
-            self.store.disconnect(conn)
+            with self.lock:
+                self.store.disconnect(conn)
             self._clients.get(domid, set()).discard(writer)
             writer.close()
 
     def _flush(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
-        if writer.is_closing():
-            conn.events.clear()
-            return
-        for event in wire.events(conn):
-            writer.write(wire.encode(event))
+        with self.lock:
+            events = wire.events(conn)
+        if not writer.is_closing():
+            for event in events:
+                writer.write(wire.encode(event))
 
     async def _sync_rings(self) -> None:
         """A ring socket for each domain introduced, none for those gone."""
         served = {d for d in self._servers if d is not None}
-        for domid in sorted(set(self.store.domains) - served):
+        with self.lock:
+            live = set(self.store.domains)
+        for domid in sorted(live - served):
             await self._listen(domid, self.ring_path(domid))
-        for domid in sorted(served - set(self.store.domains)):
+        for domid in sorted(served - live):
             await self._close(domid)
 
     def _drop(self, name: str, why: str) -> None:
@@ -162,8 +171,9 @@ async def _call(fn: Callable[[], object]) -> object:
 class Thread:
     """The daemon on its own event loop in a background thread."""
 
-    def __init__(self, store: Store, socket_path: str | os.PathLike) -> None:
-        self.daemon = Daemon(store, socket_path)
+    def __init__(self, store: Store, socket_path: str | os.PathLike,
+                 lock: threading.RLock | None = None) -> None:
+        self.daemon = Daemon(store, socket_path, lock=lock)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xenstored", daemon=True)
         self._stop: asyncio.Event | None = None

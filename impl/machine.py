@@ -16,7 +16,7 @@ import time
 from typing import Callable
 
 from spec import platform, trace
-from spec.loader import GuestImage, check_image
+from spec.loader import GuestImage, check_image, load
 from spec.result import Recorder, RunResult, final_exit
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
@@ -115,11 +115,12 @@ class Host:
     # --- xend's hypercalls -------------------------------------------------------
 
     def create_domain(self, config: DomainConfig) -> int:
-        check_image(self.image.image, config.memory_mib << 20)
+        image = load(config.kernel) if config.kernel else self.image
+        check_image(image.image, config.memory_mib << 20)
         domid, self.next_domid = self.next_domid, self.next_domid + 1
         vcpu = Vcpu(config.memory_mib << 20)
         vcpu.emit = self.emit
-        vcpu.write(self.image.load_address, self.image.image)
+        vcpu.write(image.load_address, image.image)
         self.evtchn.add_domain(domid)
         page = IoreqPage()
         vmm = Vmm(domid, vcpu, page, self.emit,
@@ -138,7 +139,7 @@ class Host:
         dom = self.domains[domid]
         try:
             dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
-                              Libxc(self, domid), self.emit, dom.vmm.lines, dom.irq_port,
+                              Libxc(self, domid), self.device_model_emit(domid), dom.vmm.lines, dom.irq_port,
                               self.serial_input, self.live_line)
         except DeviceModelError:
             self.domains.pop(domid, None)
@@ -148,6 +149,9 @@ class Host:
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
+
+    def device_model_emit(self, domid: int) -> Callable[[trace.Event], None]:
+        return self.emit
 
     def pause(self, domid: int) -> None:
         self.domains[domid].paused = True
@@ -191,19 +195,21 @@ class Host:
 
     def run(self) -> None:
         while self.stopped is None:
-            progressed = False
-            for dom in list(self.domains.values()):
-                progressed |= self._run_vcpu(dom)
-                if self.stopped:
-                    return
-            for dom in list(self.domains.values()):
-                if dom.qemu is not None:
-                    progressed |= dom.qemu.poll()
-            progressed |= self.dom0.poll()
-            if not progressed:
+            if not self.round() and self.stopped is None:
                 if self.live_line is not None and self.domains and self.live_line.wait(0.05):
                     continue
                 return
+
+    def round(self) -> bool:
+        progressed = False
+        for dom in list(self.domains.values()):
+            progressed |= self._run_vcpu(dom)
+            if self.stopped:
+                return progressed
+        for dom in list(self.domains.values()):
+            if dom.qemu is not None:
+                progressed |= dom.qemu.poll()
+        return self.dom0.poll() or progressed
 
     def _run_vcpu(self, dom: Domain) -> bool:
         vmm, vcpu = dom.vmm, dom.vcpu

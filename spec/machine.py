@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from spec import evtchn, ioreq, irq, platform, trace
-from spec.loader import GuestImage, check_image
+from spec.loader import GuestImage, check_image, load
 from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
 from spec.result import Recorder, RunResult, final_exit
@@ -139,12 +139,13 @@ class ReferenceXen:
         """``XEN_DOMCTL_createdomain`` plus the HVM builder: memory, the
         image, the ioreq page with a Xen-consumed port per vcpu."""
         memory = config.memory_mib << 20
-        check_image(self.image.image, memory)
+        image = load(config.kernel) if config.kernel else self.image
+        check_image(image.image, memory)
         domid = self.next_domid
         self.next_domid += 1
         hw = HardwareVcpu(memory)
         hw.emit = self.emit
-        hw.write(self.image.load_address, self.image.image)
+        hw.write(image.load_address, image.image)
         self.events.add_domain(domid)
         page = ioreq.SharedIopage()
         lines = irq.SharedLines()
@@ -170,7 +171,8 @@ class ReferenceXen:
         dom = self.domains[domid]
         try:
             dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.iopage,
-                              GuestRam(dom.vcpus[0]), DomainLink(self, domid), self.emit,
+                              GuestRam(dom.vcpus[0]), DomainLink(self, domid),
+                              self.device_model_emit(domid),
                               lines=dom.lines, irq_port=dom.irq_port,
                               serial_input=self.serial_input,
                               serial_source=self.serial_source)
@@ -178,6 +180,10 @@ class ReferenceXen:
             self.domains.pop(domid, None)
             self.events.remove_domain(domid)
             raise
+
+    def device_model_emit(self, domid: int) -> Callable[[trace.Event], None]:
+        """Where the domain's qemu-dm reports (one trace for the host)."""
+        return self.emit
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False
@@ -235,22 +241,26 @@ class ReferenceXen:
     def run(self) -> None:
         """Schedule until no round makes progress (see module docstring)."""
         while self.stopped is None:
-            progressed = False
-            for dom in list(self.domains.values()):
-                progressed |= self._run_vcpus(dom)
-                if self.stopped:
-                    return
-            for dom in list(self.domains.values()):
-                if dom.qemu is not None:
-                    progressed |= dom.qemu.poll()
-            progressed |= self.dom0.poll()
-            if not progressed:
+            if not self.round() and self.stopped is None:
                 # a live line may still bring input: wait for it (in real
                 # time) rather than end; at its end the run ends
                 if self.serial_source is not None and self.domains \
                         and self.serial_source.wait(0.05):
                     continue
                 return
+
+    def round(self) -> bool:
+        """One scheduling round: each domain's vcpus, each qemu-dm, dom0's
+        daemons. True if anything made progress."""
+        progressed = False
+        for dom in list(self.domains.values()):
+            progressed |= self._run_vcpus(dom)
+            if self.stopped:
+                return progressed
+        for dom in list(self.domains.values()):
+            if dom.qemu is not None:
+                progressed |= dom.qemu.poll()
+        return self.dom0.poll() or progressed
 
     def _run_vcpus(self, dom: HvmDomain) -> bool:
         progressed = False

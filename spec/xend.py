@@ -32,6 +32,7 @@ xend removes its nodes (:func:`spec.dm_config.remove_domain`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -40,6 +41,11 @@ from spec.dm_config import DeviceModelError  # noqa: F401  (re-exported)
 from spec.xs_client import XsClient
 
 ACTIONS = ("destroy", "restart", "preserve")
+
+#: a domain that restarts sooner than this after its last restart (seconds of
+#: the host's clock) is not restarted again (``MINIMUM_RESTART_TIME`` of Xen
+#: 3.x's XendDomainInfo: "Refusing to restart to avoid loops")
+MINIMUM_RESTART_TIME = 20
 
 #: ``xm list``'s State column: running, blocked, paused, shutdown, crashed,
 #: dying (one letter set per state; the rest are dashes)
@@ -70,6 +76,10 @@ class DomainConfig:
     serial: str = "pty"
     #: the VGA (False: xm's ``nographic = 1``)
     vga: bool = True
+    #: the guest image the HVM builder loads (xm's ``kernel``, in Xen the
+    #: hvmloader firmware): a bundled guest's name or a file; "" for the
+    #: host's own image
+    kernel: str = ""
     #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
     #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
     #: virtual clock
@@ -160,11 +170,14 @@ class Xend:
     TOKEN = "xend"
 
     def __init__(self, host: Host, emit: Callable[[trace.Event], None],
-                 xs: XsClient) -> None:
+                 xs: XsClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.host = host
         self.emit = emit
         self.xs = xs
+        self.clock = clock
         self.domains: dict[int, ManagedDomain] = {}
+        #: when each domain (by name) was last restarted
+        self.restarted_at: dict[str, float] = {}
         # dom0's own entry, as xend writes it at start (``xm list`` shows it)
         xs.write(f"/local/domain/{platform.DOM0}/name", "Domain-0")
         xs.write(f"/local/domain/{platform.DOM0}/domid", str(platform.DOM0))
@@ -253,8 +266,22 @@ class Xend:
                 continue
             self._destroy(record, f"on_{_key(reason)} = {action}")
             if action == "restart":
-                self.create(record.config)
+                self._restart(record)
         return True
+
+    def _restart(self, record: ManagedDomain) -> None:
+        """A new domain (new domid) from the same configuration, unless the
+        last restart was less than :data:`MINIMUM_RESTART_TIME` ago."""
+        now, name = self.clock(), record.config.name
+        last = self.restarted_at.get(name)
+        if last is not None and now - last < MINIMUM_RESTART_TIME:
+            self.emit(trace.DomainLifecycle(
+                dom=record.domid, name=name, old="destroyed", new="destroyed",
+                reason=f"restarting too fast ({now - last:.1f} s since the last restart): "
+                       f"refusing to restart to avoid loops"))
+            return
+        self.restarted_at[name] = now
+        self.create(record.config)
 
     def list(self) -> list[dict]:
         """``xm list``: Domain-0 and each domain that is not destroyed, with

@@ -95,7 +95,8 @@ def parse(words: list[str]) -> Acl:
         raise XenstoreError("EINVAL", "", "no permissions")
     out = []
     for word in words:
-        if len(word) < 2 or word[0] not in LETTERS or not word[1:].isdigit() \
+        if len(word) < 2 or word[0] not in LETTERS or not word[1:].isascii() \
+                or not word[1:].isdigit() \
                 or int(word[1:]) > 0xFFFF:
             raise XenstoreError("EINVAL", word, "a permission is n, r, w or b and a domid")
         out.append(Perm(int(word[1:]), LETTERS[word[0]]))

@@ -117,7 +117,8 @@ class Store:
         """The node called ``name``; a transaction records what it saw."""
         node = (tx.nodes if tx else self.nodes).get(name)
         if tx is not None and name not in tx.accessed:
-            tx.accessed[name] = Access(node.generation if node else transaction.ABSENT)
+            tx.accessed[name] = Access(node.generation if node else transaction.ABSENT,
+                                       acl=node.acl if node else None)
         return node
 
     def put(self, tx: Transaction | None, name: str, node: Node | None) -> None:
@@ -188,9 +189,11 @@ class Store:
 
     def fire(self, tx: Transaction | None, name: str, exact: bool, node_acl,
              parent_acl, old_acl=None) -> None:
-        """A change of ``name``: its watches fire now, or at the commit."""
+        """A change of ``name``: its watches fire now, or at the commit
+        (once per node however often the transaction changed it,
+        ``queue_watches``)."""
         if tx is not None:
-            tx.fired.append((name, exact, node_acl, parent_acl, old_acl))
+            tx.fired[name] = tx.fired.get(name, True) and exact
             return
         for conn in list(self.connections):
             if not bv.concrete(watch.may_see(conn.domid, conn.privileged, node_acl,
@@ -485,8 +488,17 @@ class Connection:
                     node = t.nodes.get(name)
                     store.put(None, name, node and dataclasses.replace(
                         node, generation=store._next_generation()))
-            for fired in t.fired:
-                store.fire(None, *fired)
+            # finalize_transaction: the queued firings in the order the
+            # transaction first accessed the nodes, each seen by whoever may
+            # read the node (its list then, or now) or, if it still exists,
+            # its parent now
+            for name, a in t.accessed.items():
+                if name in t.fired:
+                    node = store.nodes.get(name)
+                    above = store.nodes.get(paths.parent(name)) if node and name != "/" \
+                        else None
+                    store.fire(None, name, t.fired[name], node and node.acl,
+                               above and above.acl, a.acl)
         self._run("transaction_end", str(tx), action, lambda r: "T" if commit else "F")
 
     # --- domains -----------------------------------------------------------------------

@@ -46,6 +46,8 @@ class Access:
     seen: int
     read: bool = True
     written: bool = False
+    #: the node's list when the transaction first saw it (``None``: missing)
+    acl: tuple | None = None
 
 
 def conflict_free(checks: list[tuple[bv.Bit, bv.Word, bv.Word]]) -> bv.Bit:
@@ -64,5 +66,6 @@ class Transaction:
     #: nodes owned per domid, as the snapshot plus changes count them
     owned: dict
     accessed: dict[str, Access] = field(default_factory=dict)
-    #: watch firings waiting for the commit: (name, exact)
-    fired: list[tuple[str, bool]] = field(default_factory=list)
+    #: watch firings waiting for the commit, one per node (``queue_watches``):
+    #: name -> exact (a subtree firing wins over an exact one)
+    fired: dict[str, bool] = field(default_factory=dict)

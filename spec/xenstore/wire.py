@@ -118,8 +118,14 @@ def _args(payload: bytes, count: int) -> list[str]:
     return [_text(p) for p in payload[:-1].split(b"\0")]
 
 
+def _decimal(text: str) -> bool:
+    """Only ASCII digits (``str.isdigit`` also takes ``²``, which ``int``
+    refuses; xenstored's ``strtoul`` reads ASCII)."""
+    return text.isascii() and text.isdigit()
+
+
 def _domid(text: str) -> int:
-    if not text.isdigit() or int(text) > 0xFFFF:
+    if not _decimal(text) or int(text) > 0xFFFF:
         raise XenstoreError("EINVAL", text, "not a domid")
     return int(text)
 
@@ -130,7 +136,7 @@ OK = b"OK\0"
 def _directory_part(conn: Connection, path: str, offset_text: str, tx: int) -> bytes:
     """``send_directory_part``: as many names from byte ``offset`` of the
     NUL-separated list as fit, after the node's generation."""
-    if not offset_text.isdigit():
+    if not _decimal(offset_text):
         raise XenstoreError("EINVAL", offset_text, "not an offset")
     generation, names = conn.directory_generation(path, tx)
     gen = str(generation).encode() + b"\0"
@@ -202,7 +208,7 @@ def _perform(conn: Connection, msg: Message) -> bytes:
         return OK
     if kind == XS_INTRODUCE:
         domid, mfn, port = _args(p, 3)
-        if not mfn.isdigit() or not port.isdigit():
+        if not _decimal(mfn) or not _decimal(port):
             raise XenstoreError("EINVAL", mfn, "mfn and port are numbers")
         conn.introduce(_domid(domid), int(mfn), int(port))
         return OK

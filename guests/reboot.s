@@ -1,0 +1,44 @@
+; reboot: a guest that resets the machine as soon as it has said so.
+;
+; One line to COM1, then the 8042 keyboard controller's pulse-reset command
+; (0xFE to port 0x64): qemu-dm asks Xen to shut the domain down with reason
+; reboot, and xend acts on the domain's on_reboot. Under `xm create` with
+; on_reboot = 'restart' the domain comes back with a new domid, reboots
+; again at once, and xend refuses the second restart ("restarting too
+; fast"), as Xen 3.x's xend does for a domain that restarts within 20
+; seconds of its last restart.
+
+COM1        = 0x3f8
+COM1_LSR    = COM1 + 5
+LSR_THRE    = 0x20
+KBC_CMD     = 0x64
+KBC_RESET   = 0xfe
+
+start:
+    cli
+    mov ax, cs
+    mov ds, ax
+    mov si, line
+next_byte:
+    lodsb
+    test al, al
+    jz reset
+    mov bl, al
+    mov dx, COM1_LSR
+wait_thre:
+    in al, dx
+    test al, LSR_THRE
+    jz wait_thre
+    mov al, bl
+    mov dx, COM1
+    out dx, al
+    jmp next_byte
+reset:
+    mov al, KBC_RESET
+    out KBC_CMD, al
+halt:                       ; not reached: the domain is gone
+    hlt
+    jmp halt
+
+line:
+    .asciz "reboot: resetting through the keyboard controller\n"

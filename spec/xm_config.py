@@ -1,0 +1,99 @@
+"""xm's domain configuration files.
+
+Room: control plane. The file format ``xm create`` reads, and the
+:class:`spec.xend.DomainConfig` it gives. Imports :mod:`spec.xend`.
+
+An xm configuration is a Python file of assignments (Xen 3.x's
+``xm create`` executes it; here only literal assignments are accepted, and
+nothing is executed)::
+
+    builder = 'hvm'           # required: this is an HVM domain
+    name = 'demo'             # required
+    kernel = 'demo'           # the firmware image (Xen: hvmloader): a bundled
+                              # guest's name or a file
+    memory = 16               # MiB
+    vcpus = 1
+    serial = 'pty'            # or 'none'
+    vga = 1                   # 0 (or nographic = 1): no VGA
+    on_poweroff = 'destroy'   # destroy, restart or preserve
+    on_reboot = 'restart'
+    on_crash = 'restart'
+    # qemu-dm's process (hvmspec's keys)
+    device_model_bits = 32
+    mapcache_budget = 2415919104
+    map_everything = 0
+    rtc_base = 1700000000
+
+A key xm does not know, a value of the wrong type or a value
+:class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
+that names the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from spec.xend import DomainConfig, XendError
+
+#: key -> (the DomainConfig field, the accepted Python types)
+KEYS = {
+    "name": ("name", (str,)),
+    "kernel": ("kernel", (str,)),
+    "memory": ("memory_mib", (int,)),
+    "vcpus": ("vcpus", (int,)),
+    "serial": ("serial", (str,)),
+    "on_poweroff": ("on_poweroff", (str,)),
+    "on_reboot": ("on_reboot", (str,)),
+    "on_crash": ("on_crash", (str,)),
+    "device_model_bits": ("device_model_bits", (int,)),
+    "mapcache_budget": ("mapcache_budget", (int,)),
+    "map_everything": ("map_everything", (int, bool)),
+    "rtc_base": ("rtc_base", (int,)),
+}
+#: keys that are read but have no field of their own
+OTHER_KEYS = ("builder", "vga", "stdvga", "nographic")
+
+
+class ConfigFileError(XendError):
+    """An xm configuration that cannot be used; says where and why."""
+
+
+def parse(text: str, source: str = "<config>") -> DomainConfig:
+    """The domain configuration an xm file describes."""
+    try:
+        tree = ast.parse(text, filename=source)
+    except SyntaxError as exc:
+        raise ConfigFileError(f"{source}:{exc.lineno}: {exc.msg}") from None
+    values: dict[str, object] = {}
+    lines: dict[str, int] = {}
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)):
+            raise ConfigFileError(f"{source}:{stmt.lineno}: only 'key = value' lines are "
+                                  f"allowed")
+        key = stmt.targets[0].id
+        try:
+            value = ast.literal_eval(stmt.value)
+        except ValueError:
+            raise ConfigFileError(f"{source}:{stmt.lineno}: {key}: the value must be a "
+                                  f"literal") from None
+        if key not in KEYS and key not in OTHER_KEYS:
+            raise ConfigFileError(f"{source}:{stmt.lineno}: unknown key {key!r} (known: "
+                                  f"{', '.join(sorted((*KEYS, *OTHER_KEYS)))})")
+        if key in KEYS and not isinstance(value, KEYS[key][1]):
+            raise ConfigFileError(f"{source}:{stmt.lineno}: {key} = {value!r}: expected "
+                                  f"{' or '.join(t.__name__ for t in KEYS[key][1])}")
+        values[key], lines[key] = value, stmt.lineno
+    if values.get("builder") != "hvm":
+        raise ConfigFileError(f"{source}: builder = {values.get('builder')!r}: this is an HVM "
+                              f"toolstack, builder = 'hvm' is required")
+    if "name" not in values:
+        raise ConfigFileError(f"{source}: name is required")
+    fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
+    if "map_everything" in fields:
+        fields["map_everything"] = bool(fields["map_everything"])
+    vga = bool(values.get("vga", values.get("stdvga", 1))) and not values.get("nographic", 0)
+    try:
+        return DomainConfig(vga=vga, **fields)
+    except XendError as exc:
+        raise ConfigFileError(f"{source}: {exc}") from None
