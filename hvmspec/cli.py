@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(bundled: guests/configs/*.cfg, or a bundled name such as demo)")
     xcreate.add_argument("-p", "--paused", action="store_true", help="leave it paused")
     xlist = xsub.add_parser("list", help="list the domains")
+    xsub.add_parser("history", help="every lifecycle transition xend made, oldest first "
+                    "(hvmspec's; xm log shows the same in xend's log)")
     for name, what in (("pause", "pause a domain"), ("unpause", "unpause a domain"),
                        ("shutdown", "shut a domain down (on_poweroff applies)"),
                        ("reboot", "reboot a domain (on_reboot applies)"),
@@ -268,7 +270,7 @@ def cmd_xm(args: argparse.Namespace) -> int:
             print(f"hvmspec xm: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
         request = {"config": text, "source": str(path), "paused": args.paused}
-    elif args.xm_command == "list":
+    elif args.xm_command in ("list", "history"):
         request = {}
     else:
         request = {"domain": args.domain}
@@ -295,6 +297,10 @@ def cmd_xm(args: argparse.Namespace) -> int:
         print(f"Started domain {reply['name']} (id={reply['domid']})")
     elif args.xm_command == "console":
         sys.stdout.write(reply["output"])
+    elif args.xm_command == "history":
+        for e in reply["events"]:
+            print(f"domain {e['dom']} ({e['name']}): {e['old']} -> {e['new']}"
+                  + (f" ({e['reason']})" if e["reason"] else ""))
     if not reply["ok"]:
         return EXIT_USAGE if reply["error"].startswith(str(request.get("source", "\0"))) \
             else EXIT_NO

@@ -51,6 +51,8 @@ from hvmspec import xenstored
 
 #: a guest that never powers off may run this long (virtual instructions)
 BUDGET = 10 ** 15
+#: instructions a vcpu runs before the host looks at xm's commands again
+SLICE = 20_000
 
 
 def default_dir() -> Path:
@@ -74,6 +76,7 @@ class XendDaemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.host = _host(engine, self._emit)
+        self.host.slice = SLICE
         self.host.device_model_emit = self._device_model_emit
         self.xenstored = xenstored.Thread(self.host.dom0.store, xenstored_socket, self.lock)
         self.xm_socket = Path(xm_socket)
@@ -197,7 +200,11 @@ class XendDaemon:
             return {"domains": xend.list()}
         if cmd == "history":
             return {"events": list(self.history)}
-        domid = self._domid(req.get("domain"))
+        if cmd == "console" and str(req.get("domain")).isdigit() \
+                and int(req["domain"]) in self.consoles:
+            domid = int(req["domain"])      # a domain that is gone keeps its output
+        else:
+            domid = self._domid(req.get("domain"))
         if cmd == "pause":
             xend.pause(domid)
         elif cmd == "unpause":

@@ -55,6 +55,8 @@ class Daemon:
         self._clients: dict[int | None, set[asyncio.StreamWriter]] = {}
         self.requests = 0
         self.dropped = 0
+        #: the tasks serving connected clients
+        self._tasks: set[asyncio.Task] = set()
 
     # --- serving -----------------------------------------------------------------------
 
@@ -76,6 +78,10 @@ class Daemon:
     async def stop(self) -> None:
         for domid in list(self._servers):
             await self._close(domid)
+        # let the clients' tasks see their connections closed and end, rather
+        # than be cancelled by the loop's shutdown (asyncio logs those)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
 
     async def _close(self, domid: int | None) -> None:
         server = self._servers.pop(domid, None)
@@ -96,6 +102,8 @@ class Daemon:
         with self.lock:
             conn = self.store.connect(name, 0 if domid is None else domid)
         self._clients.setdefault(domid, set()).add(writer)
+        task = asyncio.current_task()
+        self._tasks.add(task)
         conn.on_event = lambda: self.loop.call_soon_threadsafe(self._flush, conn, writer)
         try:
             while True:
@@ -123,8 +131,7 @@ class Daemon:
                 await self._sync_rings()
                 writer.write(wire.encode(reply))
                 self._flush(conn, writer)
-                if writer.transport.get_write_buffer_size() > MAX_UNSENT:
-                    self._drop(name, f"does not read its replies ({MAX_UNSENT} bytes wait)")
+                if writer.is_closing():
                     return
                 await writer.drain()
         except (ConnectionResetError, BrokenPipeError):
@@ -133,14 +140,25 @@ class Daemon:
             with self.lock:
                 self.store.disconnect(conn)
             self._clients.get(domid, set()).discard(writer)
+            self._tasks.discard(task)
             writer.close()
 
     def _flush(self, conn: Connection, writer: asyncio.StreamWriter) -> None:
+        """Send the connection's waiting events, then hold it to
+        :data:`MAX_UNSENT`: other clients' requests queue events for it, so
+        the limit is checked here and not only after its own requests."""
         with self.lock:
             events = wire.events(conn)
-        if not writer.is_closing():
-            for event in events:
-                writer.write(wire.encode(event))
+        if writer.is_closing():
+            return
+        for event in events:
+            writer.write(wire.encode(event))
+        if writer.transport.get_write_buffer_size() > MAX_UNSENT:
+            self._drop(conn.name, f"does not read its replies or events "
+                                  f"({MAX_UNSENT} bytes wait)")
+            with self.lock:
+                self.store.disconnect(conn)
+            writer.transport.abort()
 
     async def _sync_rings(self) -> None:
         """A ring socket for each domain introduced, none for those gone."""

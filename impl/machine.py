@@ -108,6 +108,9 @@ class Host:
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
+        #: a host that serves others (``hvmspec xend``) preempts a vcpu after
+        #: this many instructions (the preemption timer); None: never
+        self.slice: int | None = None
         self.dom0 = Dom0(self, emit)
         self.xenstore = self.dom0.store
         self.xend = self.dom0.xend
@@ -245,7 +248,7 @@ class Host:
         if not vmm.assist():
             return True
         self.emit(trace.VmEntry(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
-        ex = vcpu.run(budget, deadline, vmm.window)
+        ex = vcpu.run(budget, _sliced(deadline, vcpu.icount, self.slice), vmm.window)
         if ex.reason == "limit":
             self.stopped = "limit"
             return True
@@ -291,3 +294,11 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         exit_info["domain"] = "destroyed"
     return RunResult("impl", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)
+
+
+def _sliced(deadline: int | None, now: int, slice_: int | None) -> int | None:
+    """The preemption timer's deadline: the next timer's, or the end of the
+    vcpu's time slice if that comes first."""
+    if slice_ is None:
+        return deadline
+    return now + slice_ if deadline is None else min(deadline, now + slice_)

@@ -128,6 +128,9 @@ class ReferenceXen:
         self.domains: dict[int, HvmDomain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
+        #: a host that serves others (``hvmspec xend``) preempts a vcpu after
+        #: this many instructions (the preemption timer); None: never
+        self.slice: int | None = None
         #: dom0's xenstored and xend (:mod:`spec.dom0`)
         self.dom0 = Dom0(self, emit)
         self.xenstore = self.dom0.store
@@ -288,7 +291,7 @@ class ReferenceXen:
             if not dom.vmm.intr_assist(v):
                 return True
             self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
-            ex = hw.run(budget, deadline, dom.vmm.window[v])
+            ex = hw.run(budget, _sliced(deadline, hw.icount, self.slice), dom.vmm.window[v])
             if ex.reason == "limit":
                 self.stopped = "limit"
                 return True
@@ -358,3 +361,11 @@ def _stuck(xen: ReferenceXen, dom: HvmDomain) -> dict:
 def _last_icount(events: list[trace.Event]) -> int:
     counts = [e.icount for e in events if isinstance(e, (trace.VmExit, trace.VmEntry))]
     return max(counts, default=0)
+
+
+def _sliced(deadline: int | None, now: int, slice_: int | None) -> int | None:
+    """The preemption timer's deadline: the next timer's, or the end of the
+    vcpu's time slice if that comes first."""
+    if slice_ is None:
+        return deadline
+    return now + slice_ if deadline is None else min(deadline, now + slice_)

@@ -1,0 +1,154 @@
+"""xend and xm: a host process that runs domains, driven by `hvmspec xm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import peer
+
+HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
+
+
+@pytest.fixture
+def xend(tmp_path):
+    proc = subprocess.Popen([HVMSPEC, "xend", "--dir", str(tmp_path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = json.loads(proc.stdout.readline())
+    assert ready["xend"] == str(tmp_path / "xend.sock")
+    yield tmp_path
+    proc.terminate()
+    proc.wait(timeout=20)
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def xm(where: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([HVMSPEC, "xm", "--dir", str(where), *args], capture_output=True,
+                         text=True, timeout=120)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def rows(where: Path) -> dict[str, dict]:
+    reply = json.loads(xm(where, "list", "--json").stdout)
+    assert reply["ok"]
+    return {row["name"]: row for row in reply["domains"]}
+
+
+def until(predicate, timeout: float = 60.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def spin_config(tmp_path: Path, name: str = "spin", **extra) -> Path:
+    (tmp_path / "spin.s").write_text("spin:\n    jmp spin\n")
+    lines = [f"builder = 'hvm'", f"name = '{name}'", f"kernel = '{tmp_path / 'spin.s'}'",
+             "memory = 4"] + [f"{k} = {v!r}" for k, v in extra.items()]
+    path = tmp_path / f"{name}.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_create_paused_list_unpause_and_power_off(xend):
+    out = xm(xend, "create", "-p", "demo")
+    assert out.stdout == "Started domain demo (id=1)\n"
+    table = xm(xend, "list").stdout.splitlines()
+    assert table[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
+    assert table[1].split() == ["Domain-0", "0", "0", "1", "r-----", "0.0"]
+    assert table[2].split() == ["demo", "1", "16", "1", "--p---", "0.0"]
+    xm(xend, "unpause", "demo")
+    # the guest powers itself off; on_poweroff = 'destroy'
+    until(lambda: "demo" not in rows(xend))
+    console = json.loads(xm(xend, "console", "1", "--json").stdout)["output"]
+    assert console.startswith("Hello") or "demo" in console.lower()
+
+
+def test_the_domain_is_in_xenstore_for_the_xen_tools(xend):
+    peer("xenstore-read")
+    xm(xend, "create", "-p", "demo")
+    env = dict(os.environ, XENSTORED_PATH=str(xend / "xenstored.sock"))
+    read = lambda path: subprocess.run(["xenstore-read", path], env=env, capture_output=True,
+                                       text=True).stdout.strip()
+    assert read("/local/domain/1/name") == "demo"
+    assert read("/local/domain/1/memory/target") == str(16 << 10)
+    vm = read("/local/domain/1/vm")
+    assert read(f"{vm}/image/ostype") == "hvm"
+    assert read("/local/domain/0/device-model/1/state") == "running"
+    perms = subprocess.run(["xenstore-ls", "-p", "/local/domain/1"], env=env,
+                           capture_output=True, text=True).stdout
+    assert "(n1)" in perms and "(r1)" in perms
+    xm(xend, "destroy", "demo")
+    gone = subprocess.run(["xenstore-read", "/local/domain/1/name"], env=env,
+                          capture_output=True, text=True)
+    assert gone.returncode != 0
+
+
+def test_a_guest_reboot_restarts_with_a_new_domid_once(xend):
+    xm(xend, "create", "reboot")
+    events = until(lambda: [e for e in json.loads(xm(xend, "history", "--json").stdout)
+                            ["events"] if "too fast" in e["reason"]] and
+                   json.loads(xm(xend, "history", "--json").stdout)["events"])
+    moves = [(e["dom"], e["old"], e["new"], e["reason"]) for e in events]
+    assert moves[:5] == [(1, "none", "created", ""), (1, "created", "running", ""),
+                         (1, "running", "shutdown", "reboot"),
+                         (1, "shutdown", "destroyed", "on_reboot = restart"),
+                         (2, "none", "created", "")]
+    assert moves[-2] == (2, "shutdown", "destroyed", "on_reboot = restart")
+    assert moves[-1][:3] == (2, "destroyed", "destroyed")
+    assert "refusing to restart to avoid loops" in moves[-1][3]
+    assert "reboot" not in rows(xend)
+
+
+def test_pause_unpause_shutdown_reboot_destroy(xend, tmp_path):
+    cfg = spin_config(tmp_path, on_reboot="restart", on_poweroff="destroy")
+    xm(xend, "create", str(cfg))
+    assert rows(xend)["spin"]["state"] == "r-----"
+    xm(xend, "pause", "spin")
+    assert rows(xend)["spin"]["state"] == "--p---"
+    refused = xm(xend, "pause", "spin", check=False)
+    assert refused.returncode == 1 and "is paused, not running" in refused.stderr
+    xm(xend, "unpause", "1")
+    xm(xend, "reboot", "spin")
+    new = until(lambda: rows(xend).get("spin", {}).get("id", 1) != 1 and rows(xend)["spin"])
+    assert new["id"] == 2
+    xm(xend, "shutdown", "spin")
+    until(lambda: "spin" not in rows(xend))
+    xm(xend, "create", str(cfg))
+    xm(xend, "destroy", "spin")
+    assert "spin" not in rows(xend)
+
+
+def test_several_domains_at_once(xend, tmp_path):
+    xm(xend, "create", str(spin_config(tmp_path, "a")))
+    xm(xend, "create", str(spin_config(tmp_path, "b")))
+    xm(xend, "create", "-p", "demo")
+    table = rows(xend)
+    assert [table[n]["id"] for n in ("a", "b", "demo")] == [1, 2, 3]
+    again = xm(xend, "create", str(spin_config(tmp_path, "a")), check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_errors(xend, tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("builder = 'hvm'\nname = 'x'\nkernel = 'hello'\nmemroy = 4\n")
+    out = xm(xend, "create", str(bad), check=False)
+    assert out.returncode == 2 and f"{bad}:4: unknown key 'memroy'" in out.stderr
+    out = xm(xend, "create", str(tmp_path / "missing.cfg"), check=False)
+    assert out.returncode == 2 and "cannot read" in out.stderr
+    out = xm(xend, "destroy", "nosuch", check=False)
+    assert out.returncode == 1 and "domain 'nosuch' does not exist" in out.stderr
+    out = subprocess.run([HVMSPEC, "xm", "--dir", str(tmp_path / "none"), "list"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no xend at" in out.stderr
