@@ -1,12 +1,11 @@
 """The XenStore client interface that xend and qemu-dm program against.
 
-Room: control plane. What a XenStore client can do (:class:`XsClient`), and
-:func:`transact`, the retry loop every client wraps a transaction in. Two
-things implement the interface: a :class:`spec.xenstore.Connection` (a
-client inside the host process, such as the engines' xend and qemu-dm) and
-:class:`spec.xenstore.client.SocketClient` (a client of ``hvmspec
-xenstored`` over the wire protocol, as Xen's ``libxenstore`` is). The
-clients' code is the same for both. Imports :mod:`spec.xenstore.errors`.
+Room: control plane. What a XenStore client can do (:class:`XsClient`, the
+calls of Xen's ``xenstore.h``), and :func:`transact`, the retry loop every
+client wraps a transaction in. A :class:`spec.xenstore.Connection` is such
+a client: the engines' xend and qemu-dm each hold one on the host's store,
+the same store ``hvmspec xend`` serves on its socket to Xen's own tools.
+Imports :mod:`spec.xenstore.errors`.
 """
 
 from __future__ import annotations
