@@ -94,6 +94,20 @@ def peer(program: str) -> str:
     return path
 
 
+def peer_module(name: str):
+    """A peer Python package (a client hvmspec is checked against), imported;
+    missing: skipped, or failed under ``HVMSPEC_REQUIRE_PEERS=1``, as
+    :func:`peer`."""
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        message = f"peer package {name!r} is not installed"
+        if os.environ.get("HVMSPEC_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " and HVMSPEC_REQUIRE_PEERS=1")
+        pytest.skip(message)
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request) -> str:
     return request.param
