@@ -86,6 +86,8 @@ def generate(app) -> None:
     _write_mapcache(out)
     _write_devices(out)
     _write_balloon(out)
+    _write_xenstore(out)
+    _write_xm_session(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -233,6 +235,98 @@ def _write_devices(out: Path) -> None:
                and events[i]["reason"] == "hlt")
     _write(out / "platform_rtc.svg", hvmspec_seq.window_svg(
         events, start, end, "platform on the reference engine: one RTC periodic interrupt"))
+
+
+def _write_xenstore(out: Path) -> None:
+    """``xenstore_tree.txt``: the store after xend created the demo domain
+    from ``guests/configs/demo.cfg`` (as ``xenstore-ls -p`` prints it);
+    ``xenstore_create.rst``: every XenStore operation of that creation;
+    ``xenstore_poweroff.rst``: the power-off of ``hello``, from the guest's
+    write to PM1a to xend's last step, from its reference trace."""
+    from spec.machine import ReferenceXen
+    from spec.xm_config import parse
+    from spec.xenstore.store import walk
+    events: list = []
+    host = ReferenceXen(None, events.append)
+    host.xend.create(parse((ROOT / "guests/configs/demo.cfg").read_text(), "demo.cfg"),
+                     paused=True)
+    store = host.dom0.store
+    lines = []
+    for name in walk(store):
+        if name == "/":
+            continue
+        node = store.nodes[name]
+        depth = name.count("/") - 1
+        shown = f"{' ' * depth}{name.rsplit('/', 1)[1]} = \"{node.value}\""
+        lines.append(f"{shown:<58} ({','.join(str(p) for p in node.acl)})")
+    _write(out / "xenstore_tree.txt", "\n".join(lines) + "\n")
+    rows = [(e.client, e.op, e.path, e.value) for e in events
+            if e.kind in ("xenstore",)]
+    table = [".. list-table::", "   :header-rows: 1", "   :widths: 8 14 50 28", "",
+             "   * - client", "     - operation", "     - path", "     - value"]
+    for client, op, path, value in rows:
+        table += [f"   * - {client}", f"     - {op}", f"     - ``{path}``" if path else "     -",
+                  f"     - ``{value}``" if value else "     -"]
+    _write(out / "xenstore_create.rst", "\n".join(table) + "\n")
+    hello, _ = _reference_run("hello")
+    start = next(i for i, e in enumerate(hello) if e["kind"] == "shutdown")
+    start = max(i for i in range(start) if hello[i]["kind"] == "vmexit")
+    table = [".. list-table::", "   :header-rows: 1", "   :widths: 6 12 82", "",
+             "   * - event", "     - kind", "     - what happened"]
+    for i in range(start, len(hello)):
+        e = hello[i]
+        detail = ", ".join(f"{k}={v}" for k, v in e.items() if k != "kind")
+        table += [f"   * - {i}", f"     - ``{e['kind']}``", f"     - {detail}"]
+    _write(out / "xenstore_poweroff.rst", "\n".join(table) + "\n")
+
+
+def _write_xm_session(out: Path) -> None:
+    """``xm_session.txt``: a real session: ``hvmspec xend`` started in a
+    fresh directory, then xm create, list, unpause, the guest's own
+    power-off, a rebooting guest and xm history, each command with what it
+    printed."""
+    import tempfile
+    import time
+    hvmspec = str(Path(sys.executable).parent / "hvmspec")
+    with tempfile.TemporaryDirectory() as where:
+        daemon = subprocess.Popen([hvmspec, "xend", "--dir", where, "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, cwd=ROOT)
+        transcript: list[str] = []
+        try:
+            daemon.stdout.readline()
+
+            def xm(*args: str) -> str:
+                proc = subprocess.run([hvmspec, "xm", "--dir", where, *args], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=120)
+                if proc.returncode != 0:
+                    raise ExtensionError(f"hvmspec docs: xm {' '.join(args)}: {proc.stderr}")
+                transcript.append(f"$ hvmspec xm {' '.join(args)}\n{proc.stdout}")
+                return proc.stdout
+
+            def until_gone(name: str) -> None:
+                for _ in range(600):
+                    if f"\n{name} " not in "\n" + subprocess.run(
+                            [hvmspec, "xm", "--dir", where, "list"], capture_output=True,
+                            text=True).stdout:
+                        return
+                    time.sleep(0.1)
+                raise ExtensionError(f"hvmspec docs: domain {name} did not go away")
+
+            xm("create", "-p", "guests/configs/demo.cfg")
+            xm("list")
+            xm("unpause", "demo")
+            until_gone("demo")
+            transcript.append("(the guest powers itself off: ACPI S5)\n")
+            xm("list")
+            xm("create", "guests/configs/reboot.cfg")
+            until_gone("reboot")
+            transcript.append("(the guest resets through the 8042, twice)\n")
+            xm("history")
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+    _write(out / "xm_session.txt", "\n".join(transcript))
 
 
 def _write_balloon(out: Path) -> None:
@@ -650,7 +744,7 @@ def _write_help(out: Path) -> None:
     try:
         parser = build_parser()
         _write(out / "cli_help_main.txt", _help_of(parser, []))
-        for command in ("run", "check", "conform"):
+        for command in ("run", "check", "conform", "xenstored", "xend", "xm"):
             _write(out / f"cli_help_{command}.txt", _help_of(parser, [command]))
     finally:
         if old is None:

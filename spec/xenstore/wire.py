@@ -14,28 +14,28 @@ request's type, ``req_id`` and ``tx_id``; a refusal is ``XS_ERROR`` with the
 errno name and a NUL. A watch event is ``XS_WATCH_EVENT`` with ``path NUL
 token NUL``, ``req_id`` and ``tx_id`` 0.
 
-==========================  ==============================  ==========================
-request                     payload                          reply payload
-==========================  ==============================  ==========================
-``XS_READ``                 path NUL                         the value (no NUL)
-``XS_WRITE``                path NUL value                   ``OK`` NUL
-``XS_MKDIR``, ``XS_RM``     path NUL                         ``OK`` NUL
-``XS_DIRECTORY``            path NUL                         each child's name NUL
-``XS_DIRECTORY_PART``       path NUL offset NUL              generation NUL, names from
+===========================  ==============================  ==========================
+request                      payload                         reply payload
+===========================  ==============================  ==========================
+``XS_READ``                  path NUL                        the value (no NUL)
+``XS_WRITE``                 path NUL value                  ``OK`` NUL
+``XS_MKDIR``, ``XS_RM``      path NUL                        ``OK`` NUL
+``XS_DIRECTORY``             path NUL                        each child's name NUL
+``XS_DIRECTORY_PART``        path NUL offset NUL             generation NUL, names from
                                                              byte ``offset`` NUL each;
                                                              an extra NUL ends the list
-``XS_GET_PERMS``            path NUL                         each entry NUL (``r0``)
-``XS_SET_PERMS``            path NUL entry NUL ...           ``OK`` NUL
-``XS_WATCH``                path NUL token NUL               ``OK`` NUL, then an event
-``XS_UNWATCH``              path NUL token NUL               ``OK`` NUL
-``XS_TRANSACTION_START``    NUL                              the id NUL
-``XS_TRANSACTION_END``      ``T`` or ``F`` NUL (``tx_id``)   ``OK`` NUL
-``XS_INTRODUCE``            domid NUL mfn NUL port NUL       ``OK`` NUL
-``XS_RELEASE``              domid NUL                        ``OK`` NUL
-``XS_GET_DOMAIN_PATH``      domid NUL                        path NUL
-``XS_IS_DOMAIN_INTRODUCED`` domid NUL                        ``T`` or ``F`` NUL
-``XS_RESET_WATCHES``        (none)                           ``OK`` NUL
-==========================  ==============================  ==========================
+``XS_GET_PERMS``             path NUL                        each entry NUL (``r0``)
+``XS_SET_PERMS``             path NUL entry NUL ...          ``OK`` NUL
+``XS_WATCH``                 path NUL token NUL              ``OK`` NUL, then an event
+``XS_UNWATCH``               path NUL token NUL              ``OK`` NUL
+``XS_TRANSACTION_START``     NUL                             the id NUL
+``XS_TRANSACTION_END``       ``T`` or ``F`` NUL (``tx_id``)  ``OK`` NUL
+``XS_INTRODUCE``             domid NUL mfn NUL port NUL      ``OK`` NUL
+``XS_RELEASE``               domid NUL                       ``OK`` NUL
+``XS_GET_DOMAIN_PATH``       domid NUL                       path NUL
+``XS_IS_DOMAIN_INTRODUCED``  domid NUL                       ``T`` or ``F`` NUL
+``XS_RESET_WATCHES``         (none)                          ``OK`` NUL
+===========================  ==============================  ==========================
 
 A malformed request (wrong number of strings, a path without its NUL, a
 domid that is not a number) is ``EINVAL``; a type xenstored does not serve
