@@ -152,3 +152,43 @@ def test_errors(xend, tmp_path):
     out = subprocess.run([HVMSPEC, "xm", "--dir", str(tmp_path / "none"), "list"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "no xend at" in out.stderr
+
+
+# --- xm configuration files ------------------------------------------------------------
+
+from spec import loader  # noqa: E402
+from spec.xm_config import ConfigFileError, parse  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parent.parent / "guests" / "configs"
+
+
+@pytest.mark.parametrize("name", loader.bundled_guests())
+def test_every_bundled_guest_has_a_config(name):
+    config = parse((CONFIGS / f"{name}.cfg").read_text(), f"{name}.cfg")
+    image = loader.load(config.kernel)
+    assert config.name == name and image.name == name
+    assert config.memory_mib == (image.memory_mib or config.memory_mib)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name = 'x'\nkernel = 'hello'\n", "builder = None: this is an HVM toolstack"),
+    ("builder = 'linux'\nname = 'x'\n", "builder = 'linux'"),
+    ("builder = 'hvm'\nkernel = 'hello'\n", "name is required"),
+    ("builder = 'hvm'\nname = 'x'\nmemory = '16'\n", "c.cfg:3: memory = '16': expected int"),
+    ("builder = 'hvm'\nname = 'x'\nmemory = 0\n", "memory = 0 MiB: at least"),
+    ("builder = 'hvm'\nname = 'x'\non_reboot = 'reset'\n", "on_reboot = 'reset': must be one of"),
+    ("builder = 'hvm'\nname = 'x'\nimport os\n", "c.cfg:3: only 'key = value' lines"),
+    ("builder = 'hvm'\nname = 'x'\nmemory = 4 * 4\n", "c.cfg:3: memory: the value must be a literal"),
+    ("builder = 'hvm'\nname = 'x\n", "c.cfg:2:"),
+])
+def test_bad_configs_say_where_and_why(text, message):
+    with pytest.raises(ConfigFileError, match=message.replace("(", r"\(").replace("*", r"\*")):
+        parse(text, "c.cfg")
+
+
+def test_nographic_and_vga():
+    base = "builder = 'hvm'\nname = 'x'\n"
+    assert parse(base).vga is True
+    assert parse(base + "vga = 0\n").vga is False
+    assert parse(base + "nographic = 1\n").vga is False
+    assert parse(base + "map_everything = 1\ndevice_model_bits = 64\n").map_everything is True
