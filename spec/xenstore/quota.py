@@ -16,6 +16,12 @@ quota              default  counts
 ``transactions``   10       open transactions of one connection
 ``permissions``    5        entries of one node's permission list
 =================  =======  =====================================================
+
+A limit here is what a domain may have: 1000 nodes, not 999. (Current
+xenstored's ``domain_quota_val_exceeds`` refuses when the count would
+*reach* the quota, ``val >= quota``, one fewer than its documentation's
+"number of nodes a domain may own"; it also counts a node's whole record
+against ``node-size``, where this model counts the value.)
 """
 
 from __future__ import annotations
