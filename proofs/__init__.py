@@ -41,20 +41,33 @@ def all_checks() -> list[Check]:
                                     f"{spec_module}.{mutant[1]}", mutant[2].__doc__ or "",
                                     lambda f=factory, mu=mutant, m=module: m.run_check(f, mu)))
     checks += interrupt_checks()
+    checks += xenstore_checks()
     checks += x86_alu_checks()
     return checks
 
 
-def interrupt_checks() -> list[Check]:
-    from proofs import interrupts as m
+def _dotted_checks(m, package: str) -> list[Check]:
+    """The checks of a module whose mutants name ``module.function`` of the
+    spec ``package`` (its ``CHECKS`` and ``run_check``)."""
     checks: list[Check] = []
     for name, factory, mutants in m.CHECKS:
         checks.append(Check(name, "invariant", "proved", "", factory.__doc__ or "",
                             lambda f=factory: m.run_check(f)))
         for mutant in mutants:
             checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
-                                f"spec.{mutant[1]}", mutant[2].__doc__ or "",
+                                f"{package}.{mutant[1]}", mutant[2].__doc__ or "",
                                 lambda f=factory, mu=mutant: m.run_check(f, mu)))
+    return checks
+
+
+def xenstore_checks() -> list[Check]:
+    from proofs import xenstore
+    return _dotted_checks(xenstore, "spec.xenstore")
+
+
+def interrupt_checks() -> list[Check]:
+    from proofs import interrupts as m
+    checks = _dotted_checks(m, "spec")
     for name, rule, mutants in m.RULES:
         checks.append(Check(name, "invariant", "proved", "", rule.__doc__ or "",
                             lambda r=rule: m.run_rule(r)))

@@ -2,6 +2,8 @@
 
 from unittest import mock
 
+import pytest
+
 from proofs import all_checks, ioreq as ioreq_proofs
 from spec import ioreq
 
@@ -36,3 +38,135 @@ def test_induction_alone_proves_for_every_length():
     system.depth = 0      # no bounded search: the verdict comes from induction
     from proofs.kinduction import check
     assert check(system).result == "proved"
+
+
+# --- XenStore ---------------------------------------------------------------------------
+
+def _xenstore_check(name):
+    return next(c for c in all_checks() if c.name == name)
+
+
+def test_xenstore_mutants_counterexamples_name_the_steps():
+    expected = {
+        "xenstore.access/mutant:commit_skips_written": ("tx_start", "set_perms", "tx_commit"),
+        "xenstore.quota/mutant:inherit_without_owner": ("create",),
+        "xenstore.quota/mutant:may_set_gives_away": ("set_perms",),
+        "xenstore.serialisable/mutant:commit_checks_only_written":
+            ("tx_start", "tx_read", "other_", "tx_commit"),
+        "xenstore.serialisable/mutant:commit_ignores_absent":
+            ("tx_start", "tx_read", "other_write", "tx_commit"),
+    }
+    for name, steps in expected.items():
+        chk = _xenstore_check(name)
+        assert chk.mutates.startswith("spec.xenstore.")
+        lines = chk.run().counterexample
+        text = "\n".join(lines)
+        assert lines[0].startswith("initially") and lines[-1].endswith("breaks the property")
+        for step in steps:
+            assert step in text, (name, step, text)
+        if "tx_commit" in steps:
+            assert "tx_commit" in lines[-2], (name, text)
+
+
+def test_xenstore_commit_skipping_written_nodes_commits_a_denied_write():
+    # the transaction wrote a node (or created one under P) under permissions
+    # that changed before the commit (a new list, or the node removed: the
+    # commit would then create it under a parent that denies that)
+    lines = _xenstore_check("xenstore.access/mutant:commit_skips_written").run().counterexample
+    text = "\n".join(lines)
+    assert "set_perms" in text or " rm C" in text
+    assert "tx_write" in text or "tx_create" in text
+
+
+def test_xenstore_proof_reads_the_inherit_the_store_calls():
+    # The store creates nodes with spec.xenstore.perms.inherit; breaking that
+    # very function breaks the proof (and the running store alike).
+    from spec.xenstore import perms
+    from spec.xenstore.store import Store
+    from proofs import xenstore as xs_proofs
+    broken = lambda parent_acl, creator, privileged: tuple(parent_acl)   # noqa: E731
+    with mock.patch.object(perms, "inherit", broken):
+        assert xs_proofs.run_check(xs_proofs.quota_system).result == "counterexample"
+        store = Store()
+        tools = store.connect()
+        tools.mkdir("/local/domain/5")
+        tools.set_perms("/local/domain/5", ["n0", "w5"])
+        guest = tools.introduce(5, 1, 1)
+        guest.write("/local/domain/5/x", "1")
+        assert store.nodes["/local/domain/5/x"].acl[0].domid == 0    # charged to dom0
+    assert xs_proofs.run_check(xs_proofs.quota_system).result == "proved"
+
+
+def test_xenstore_proof_reads_the_commit_rule_the_store_calls():
+    # A commit rule that checks only written nodes, patched into the module
+    # the store calls: the running store commits a stale read, and the proof
+    # finds it.
+    from spec import bv
+    from spec.xenstore import transaction
+    from spec.xenstore.store import Store
+    from proofs import xenstore as xs_proofs
+
+    def only_written(checks):
+        return bv.and_(*(bv.implies(written, bv.eq(seen, now))
+                         for _read, written, seen, now in checks))
+    with mock.patch.object(transaction, "conflict_free", only_written):
+        assert xs_proofs.run_check(xs_proofs.serialisable_system).result == "counterexample"
+        tools = Store().connect()
+        tools.write("/a", "1")
+        tx = tools.transaction_start()
+        seen = tools.read("/a", tx)
+        tools.write("/a", "2")                       # another writer, outside
+        tools.write("/b", seen, tx)
+        tools.transaction_end(tx, True)              # committed: /b copies a stale /a
+        assert tools.read("/b") == "1" != tools.read("/a")
+
+
+def test_xenstore_commit_rule_checks_what_was_read_not_what_was_written():
+    from spec.xenstore import transaction
+    assert transaction.conflict_free([(True, True, 3, 3), (False, False, 4, 9)])
+    assert not transaction.conflict_free([(True, False, 3, 4)])
+    assert not transaction.conflict_free([(True, True, 3, 4)])
+    assert transaction.conflict_free([])
+
+
+def test_xenstore_commit_checks_the_node_quota_on_the_counts_now():
+    # What xenstore.quota found: a transaction checked only its snapshot's
+    # counts, so a domain creating nodes elsewhere while it was open could
+    # commit past its quota. Xen checks again at the commit (acc_fix_domains).
+    from spec.xenstore import quota
+    from spec.xenstore.errors import XenstoreError
+    from spec.xenstore.store import Store
+    store = Store(quotas=quota.Quotas(nodes=4))
+    tools = store.connect()
+    tools.mkdir("/local/domain/5")
+    tools.set_perms("/local/domain/5", ["n5"])
+    guest = tools.introduce(5, 1, 1)
+    guest.mkdir("/local/domain/5/x")
+    guest.mkdir("/local/domain/5/y")                 # dom5 owns 3 of 4
+    tx = guest.transaction_start()
+    guest.write("/local/domain/5/a", "1", tx)        # 4 in the transaction's count
+    guest.write("/local/domain/5/x/b", "1")          # 4 in the store's
+    with pytest.raises(XenstoreError) as refused:
+        guest.transaction_end(tx, True)
+    assert refused.value.errno == "ENOSPC"
+    assert store.owned[5] == 4 and "/local/domain/5/a" not in store.nodes
+    # within the quota, the same commit goes through; the tools are not limited
+    guest.rm("/local/domain/5/x/b")
+    tx = guest.transaction_start()
+    guest.write("/local/domain/5/a", "1", tx)
+    guest.transaction_end(tx, True)
+    assert store.owned[5] == 4
+    tx = tools.transaction_start()
+    tools.write("/local/domain/5/c", "1", tx)        # charged to dom5, the directory's owner
+    tools.transaction_end(tx, True)
+    assert store.owned[5] == 5
+
+
+def test_xenstore_induction_alone_proves_for_every_length():
+    from proofs import xenstore as xs_proofs
+    from proofs.kinduction import check
+    for factory in (xs_proofs.access_system, xs_proofs.quota_system,
+                    xs_proofs.serialisable_system):
+        system = factory()
+        system.depth = 0
+        assert check(system).result == "proved", system.name

@@ -472,17 +472,33 @@ class Connection:
     def transaction_end(self, tx: int, commit: bool = True) -> None:
         """``XS_TRANSACTION_END``: ``commit`` makes the changes the store's
         if nothing the transaction read has changed since (else
-        ``EAGAIN``); without it they are dropped."""
+        ``EAGAIN``) and no unprivileged domain would own more nodes than its
+        quota with the counts now (else ``ENOSPC``); without it they are
+        dropped."""
         def action() -> None:
             t = self._tx(tx)
             del self.transactions[tx]
             if not commit or t is None:
                 return
             store = self.store
-            checks = [(a.read, a.seen, _generation(store.nodes.get(name)))
+            checks = [(a.read, a.written, a.seen, _generation(store.nodes.get(name)))
                       for name, a in t.accessed.items()]
             if not bv.concrete(transaction.conflict_free(checks)):
                 raise XenstoreError("EAGAIN", "", f"transaction {tx} conflicts")
+            # the node quota again, on the counts now (acc_fix_domains): the
+            # transaction checked its snapshot's, which others may have raised
+            grows: dict[int, int] = {}
+            for name, a in t.accessed.items():
+                if a.written:
+                    for node, by in ((store.nodes.get(name), -1), (t.nodes.get(name), 1)):
+                        if node is not None:
+                            owner = node.acl[0].domid
+                            grows[owner] = grows.get(owner, 0) + by
+            for owner, more in grows.items():
+                if more > 0 and not quota.within(self.privileged, store.owned.get(owner, 0),
+                                                 more, store.quotas.nodes):
+                    raise XenstoreError("ENOSPC", "", f"transaction {tx}: more than "
+                                        f"{store.quotas.nodes} nodes for domain {owner}")
             for name, a in t.accessed.items():
                 if a.written:
                     node = t.nodes.get(name)

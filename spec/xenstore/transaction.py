@@ -19,12 +19,21 @@ changes; nobody else sees those changes, and watches they would fire wait.
 * the commit succeeds only if each of those is still the node's generation
   now; then the transaction's changes become the store's, with new
   generations, and the waiting watches fire. Otherwise the reply is
-  ``EAGAIN`` and the client retries the whole transaction.
+  ``EAGAIN`` and the client retries the whole transaction;
+* the node quota (:mod:`spec.xenstore.quota`) is checked again at the
+  commit, on the counts now, for each domain the changes charge more
+  (``acc_fix_domains``): the transaction checked its snapshot's counts,
+  which the domain's other changes, or the tools', may have raised since.
+  If one is exceeded the reply is ``ENOSPC`` and nothing changes.
 
 So a committed transaction behaves as if it ran alone at the moment of its
 commit (it is serialisable): everything it read was still current.
-Nodes it only changed need no check: its change replaces whatever a
-concurrent writer did, as a later serial write would.
+For serialisability alone, a node it only changed would need no check (its
+change replaces whatever a concurrent writer did, as a later serial write
+would); but changing a node means first checking its permissions, which is
+looking at it, so every node it wrote is checked too, and a change of those
+permissions since makes the commit fail rather than commit a write they now
+deny (:mod:`proofs.xenstore`, mutant ``commit_skips_written``).
 """
 
 from __future__ import annotations
@@ -50,10 +59,11 @@ class Access:
     acl: tuple | None = None
 
 
-def conflict_free(checks: list[tuple[bv.Bit, bv.Word, bv.Word]]) -> bv.Bit:
-    """The commit rule: for every ``(read, seen, now)``, a node the
-    transaction read still has the generation it saw."""
-    return bv.and_(*(bv.implies(read, bv.eq(seen, now)) for read, seen, now in checks))
+def conflict_free(checks: list[tuple[bv.Bit, bv.Bit, bv.Word, bv.Word]]) -> bv.Bit:
+    """The commit rule: for every ``(read, written, seen, now)`` of a node
+    the transaction accessed, a node it read still has the generation it
+    saw (whether it also wrote the node does not matter)."""
+    return bv.and_(*(bv.implies(read, bv.eq(seen, now)) for read, _written, seen, now in checks))
 
 
 @dataclass
