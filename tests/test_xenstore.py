@@ -773,6 +773,7 @@ def test_introduce_release(store, tools):
     refused("EINVAL", tools.introduce, 4, 1, 0)
     refused("EACCES", d3.introduce, 4, 1, 1)
     refused("EACCES", d3.release, 3)
+    refused("EACCES", d3.is_domain_introduced, 3)       # XS_FLAG_PRIV, as xenstored
     assert tools.get_domain_path(3) == "/local/domain/3"
     tools.release(3)
     assert tools.is_domain_introduced(3) is False
@@ -930,3 +931,10 @@ def test_random_operations_keep_the_store_consistent(program):
             assert len(set(node.children)) == len(node.children)
         for conn in clients:
             conn.take_events()
+
+
+def test_walk_lists_children_in_creation_order(store, tools):
+    from spec.xenstore.store import walk
+    for path in ("/w/b/x", "/w/a", "/w/b/y", "/w/c"):
+        tools.write(path, "1")
+    assert list(walk(store, "/w")) == ["/w", "/w/b", "/w/b/x", "/w/b/y", "/w/a", "/w/c"]

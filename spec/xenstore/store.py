@@ -554,9 +554,12 @@ class Connection:
         self._run("release", str(domid), action)
 
     def is_domain_introduced(self, domid: int) -> bool:
-        """``XS_IS_DOMAIN_INTRODUCED`` (dom0 always is)."""
-        return self._run("is_domain_introduced", str(domid),
-                         lambda: domid == 0 or domid in self.store.domains,
+        """``XS_IS_DOMAIN_INTRODUCED`` (the tools only; dom0 always is)."""
+        def action() -> bool:
+            if not self.privileged:
+                raise XenstoreError("EACCES", str(domid), "only the tools ask")
+            return domid == 0 or domid in self.store.domains
+        return self._run("is_domain_introduced", str(domid), action,
                          lambda r: "T" if r else "F")
 
     def get_domain_path(self, domid: int) -> str:
@@ -576,5 +579,10 @@ def snapshot(store: Store) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def walk(store: Store, top: str = "/") -> Iterable[str]:
-    """Every node name at or below ``top``, parents before children."""
-    return reversed(store.subtree(None, top))
+    """Every node name at or below ``top``, parents before children and
+    children in the order they were created (as ``xenstore-ls`` lists)."""
+    stack = [top]
+    while stack:
+        name = stack.pop()
+        yield name
+        stack.extend(paths.child(name, c) for c in reversed(store.nodes[name].children))
