@@ -129,6 +129,8 @@ class Daemon:
                 with self.lock:
                     reply = wire.handle(conn, wire.Message(kind, req_id, tx_id, payload))
                 await self._sync_rings()
+                if writer.is_closing():
+                    return
                 writer.write(wire.encode(reply))
                 self._flush(conn, writer)
                 if writer.is_closing():
@@ -149,10 +151,11 @@ class Daemon:
         the limit is checked here and not only after its own requests."""
         with self.lock:
             events = wire.events(conn)
-        if writer.is_closing():
+        if writer.is_closing() or not events:
             return
-        for event in events:
-            writer.write(wire.encode(event))
+        # one write: after a failed send the transport is closed, and asyncio
+        # complains about every further write to it
+        writer.write(b"".join(wire.encode(event) for event in events))
         if writer.transport.get_write_buffer_size() > MAX_UNSENT:
             self._drop(conn.name, f"does not read its replies or events "
                                   f"({MAX_UNSENT} bytes wait)")
