@@ -151,11 +151,12 @@ class Daemon:
         the limit is checked here and not only after its own requests."""
         with self.lock:
             events = wire.events(conn)
-        if writer.is_closing() or not events:
+        if writer.is_closing():
             return
-        # one write: after a failed send the transport is closed, and asyncio
-        # complains about every further write to it
-        writer.write(b"".join(wire.encode(event) for event in events))
+        if events:
+            # one write: after a failed send the transport is closed, and
+            # asyncio complains about every further write to it
+            writer.write(b"".join(wire.encode(event) for event in events))
         if writer.transport.get_write_buffer_size() > MAX_UNSENT:
             self._drop(conn.name, f"does not read its replies or events "
                                   f"({MAX_UNSENT} bytes wait)")
