@@ -291,6 +291,7 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
                          f"vcpu 0 halted (next rip {dom.vcpu.rip():#x}) with {why}, "
                          f"and nothing can wake it"}
         host.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
+        host.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
     return RunResult("impl", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)

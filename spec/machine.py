@@ -339,6 +339,7 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     if dom is not None and dom.shutdown_reason is None:
         exit_info = _stuck(xen, dom)
         xen.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
+        xen.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
     return RunResult("reference", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)

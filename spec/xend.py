@@ -12,9 +12,11 @@ Lifecycle states (``xm list`` shows them with its letters, see
 
     created --unpause--> running <--pause/unpause--> paused
     running --the guest, qemu-dm, Xen or xm shuts it down--> shutdown
-    shutdown --on_<reason> = destroy--> destroyed
-    shutdown --on_<reason> = restart--> destroyed, and a new domain (new domid)
+    shutdown --on_<reason> = destroy--> dying
+    shutdown --on_<reason> = restart--> dying, and a new domain (new domid)
     shutdown --on_<reason> = preserve--> stays shut down until xm destroy
+    running, paused, shutdown --xm destroy--> dying
+    dying --xenstored's @releaseDomain: the domain is gone--> destroyed
 
 ``xm create`` (:meth:`Xend.create`): Xen builds the domain, paused; xend
 writes its XenStore nodes (:func:`spec.dm_config.write_domain`, one
@@ -26,8 +28,11 @@ A domain's shutdown reaches xend through XenStore: Xen raises
 ``VIRQ_DOM_EXC``, xenstored fires ``@releaseDomain`` (:mod:`spec.dom0`),
 and xend, which watches it from the start, then asks the hypervisor each
 domain's shutdown reason (``xc_domain_getinfo``) and acts on the configured
-``on_poweroff``, ``on_reboot`` or ``on_crash``. When a domain is destroyed
-xend removes its nodes (:func:`spec.dm_config.remove_domain`).
+``on_poweroff``, ``on_reboot`` or ``on_crash``. To destroy a domain xend
+asks Xen to (``xc_domain_destroy``) and removes its nodes
+(:func:`spec.dm_config.remove_domain`); the domain is *dying* until Xen
+has torn it down, which xend again learns from ``@releaseDomain`` (the dead
+domain raises ``VIRQ_DOM_EXC`` once more), and is then destroyed.
 """
 
 from __future__ import annotations
@@ -239,14 +244,14 @@ class Xend:
 
     def _live(self, domid: int) -> "ManagedDomain":
         record = self.domains.get(domid)
-        if record is None or record.state == "destroyed":
+        if record is None or record.state in ("dying", "destroyed"):
             raise XendError(f"no live domain {domid}")
         return record
 
     def _destroy(self, record: "ManagedDomain", reason: str) -> None:
         self.host.destroy(record.domid)
         dm_config.remove_domain(self.xs, record.domid, record.config.name)
-        self._move(record, "destroyed", reason)
+        self._move(record, "dying", reason)
 
     def poll(self) -> bool:
         """Handle the ``@releaseDomain`` events waiting for xend; True if
@@ -254,9 +259,13 @@ class Xend:
         if not [e for e in self.xs.take_events() if e[1] == self.TOKEN]:
             return False
         for record in list(self.domains.values()):
-            if record.state not in ("running", "paused"):
+            if record.state not in ("running", "paused", "dying"):
                 continue
             info = self.host.domain_info(record.domid)
+            if record.state == "dying":
+                if info is None:
+                    self._move(record, "destroyed", "released")
+                continue
             if info is None or not info.shutdown:
                 continue
             reason = platform.SHUTDOWN_REASONS.get(info.shutdown_reason, "crash")
@@ -276,7 +285,7 @@ class Xend:
         last = self.restarted_at.get(name)
         if last is not None and now - last < MINIMUM_RESTART_TIME:
             self.emit(trace.DomainLifecycle(
-                dom=record.domid, name=name, old="destroyed", new="destroyed",
+                dom=record.domid, name=name, old=record.state, new=record.state,
                 reason=f"restarting too fast ({now - last:.1f} s since the last restart): "
                        f"refusing to restart to avoid loops"))
             return

@@ -43,7 +43,8 @@ def test_hello_diagram_is_well_formed_and_deterministic(hello_events):
     joined = "\n".join(texts)
     for needle in ("NONE → READY", "READY → INPROCESS", "INPROCESS → IORESP_READY",
                    "IORESP_READY → NONE", "data_is_ptr=1", "evtchn_send", "VIRQ_DOM_EXC",
-                   "more round trips", "domain_shutdown(dom1, poweroff)", "shutdown → destroyed"):
+                   "more round trips", "domain_shutdown(dom1, poweroff)", "shutdown → dying",
+                   "dying → destroyed"):
         assert needle in joined, needle
 
 

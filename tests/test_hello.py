@@ -61,7 +61,7 @@ def test_poweroff_reaches_xend_which_destroys():
     # qemu-dm -> Xen (domain shutdown, VIRQ_DOM_EXC) -> xenstored fires
     # @releaseDomain -> xend looks at the domain and acts on on_poweroff
     result = run("reference", loader.load("hello"))
-    tail = [e.to_json() for e in result.trace[-10:]]
+    tail = [e.to_json() for e in result.trace[-11:]]
     assert tail[0] == {"kind": "shutdown", "dom": 1, "reason": "poweroff", "by": "qemu-dm"}
     assert tail[1] == {"kind": "xenstore_watch", "client": "xend", "path": "@releaseDomain",
                        "token": "xend"}
@@ -69,15 +69,17 @@ def test_poweroff_reaches_xend_which_destroys():
     assert tail[3]["kind"] == "mapcache_stats"      # qemu-dm exits with its domain
     assert tail[4] == {"kind": "device_stats", "unclaimed_reads": 0, "unclaimed_writes": 0,
                        "mmio_unclaimed_reads": 0, "mmio_unclaimed_writes": 0}
-    # xend removes the domain's nodes
+    # xend removes the domain's nodes and has Xen destroy it
     assert [(e["op"], e["path"]) for e in tail[5:8]] == [
         ("rm", "/local/domain/1"), ("rm", dm_config.vm_path("hello")),
         ("rm", "/local/domain/0/device-model/1")]
     assert (tail[8]["old"], tail[8]["new"], tail[8]["reason"]) == (
-        "shutdown", "destroyed", "on_poweroff = destroy")
+        "shutdown", "dying", "on_poweroff = destroy")
     # the dead domain: VIRQ_DOM_EXC again, xenstored forgets it and fires
-    # @releaseDomain once more; xend has nothing left to do
+    # @releaseDomain once more; xend sees it gone
     assert tail[9] == tail[1]
+    assert (tail[10]["old"], tail[10]["new"], tail[10]["reason"]) == (
+        "dying", "destroyed", "released")
 
 
 def test_trace_roundtrips_through_json_lines(tmp_path):
