@@ -101,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled)")
     conform.add_argument("--json", action="store_true",
                          help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
+    conform.add_argument("--impl", metavar="CMD",
+                         help="instead, check an implementation in any language: CMD speaks "
+                         "the implementation protocol (JSON lines on stdin/stdout, docs: "
+                         "conformance for implementers) and runs the suites it names; each "
+                         "case is compared with the spec's answer")
+    conform.add_argument("--suite", action="append", choices=("ioreq", "uart", "system"),
+                         help="with --impl: only this suite (repeatable)")
+    conform.add_argument("--cases", metavar="FILE", type=Path, action="append",
+                         help="with --impl: run the cases of FILE (JSON lines, each "
+                         "{\"suite\", \"case\"}) instead of the generated ones")
+    conform.add_argument("--reproducers", metavar="DIR", type=Path,
+                         help="with --impl: write a minimal reproducer of each divergence "
+                         "into DIR")
+    conform.add_argument("--timeout", type=float, default=300.0,
+                         help="with --impl: seconds one case may take (default %(default)s)")
     conform.set_defaults(func=cmd_conform)
 
     vectors = sub.add_parser("vectors", help="run or export instruction test vectors",
@@ -537,6 +552,8 @@ def cmd_vectors_export(args: argparse.Namespace) -> int:
 
 
 def cmd_conform(args: argparse.Namespace) -> int:
+    if args.impl:
+        return _conform_external(args)
     from hvmspec.conform import run_case
     names = args.guests or bundled_guests()
     images = [load(n) for n in names]
@@ -568,6 +585,71 @@ def cmd_conform(args: argparse.Namespace) -> int:
                         print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
         print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
     return EXIT_OK if not diverged else EXIT_NO
+
+
+def _conform_external(args: argparse.Namespace) -> int:
+    from hvmspec.conform import DEFAULT_COUNTS, run_external
+    from hvmspec.protocol import ImplementationError
+    from spec.suites import SuiteError, suite as suite_of
+
+    cases: dict[str, list[dict]] = {}
+    for path in args.cases or []:
+        try:
+            text = path.read_text()
+            try:          # one JSON object (a reproducer), else JSON lines
+                entries = [(1, json.loads(text))]
+            except ValueError:
+                entries = [(n, json.loads(line)) for n, line in
+                           enumerate(text.splitlines(), 1) if line.strip()]
+            for lineno, entry in entries:
+                suite_of(entry["suite"]).validate(entry["case"])
+                cases.setdefault(entry["suite"], []).append(entry["case"])
+        except (OSError, ValueError, KeyError, TypeError, SuiteError) as exc:
+            where = f"{path}:{lineno}" if "lineno" in locals() else str(path)
+            print(f"hvmspec: error: {where}: not a case file ({exc})", file=sys.stderr)
+            return EXIT_USAGE
+    suites = args.suite or (sorted(cases) if cases else None)
+    total = sum(len(v) for v in cases.values()) if cases else \
+        sum(DEFAULT_COUNTS[s] for s in (suites or DEFAULT_COUNTS))
+    try:
+        with _progress(total, "cases", quiet=args.json) as advance:
+            name, results = run_external(args.impl, suites, cases or None, args.reproducers,
+                                         advance, args.timeout)
+    except ImplementationError as exc:
+        print(f"hvmspec: error: {args.impl}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = [r for r in results if not r.equal]
+    by_suite: dict[str, list[int]] = {}
+    for r in results:
+        by_suite.setdefault(r.suite, [0, 0])[0 if r.equal else 1] += 1
+    if args.json:
+        print(json.dumps({"implementation": name, "cases": len(results),
+                          "equal": len(results) - len(bad),
+                          "suites": {s: {"equal": n[0], "diverged": n[1]}
+                                     for s, n in by_suite.items()},
+                          "diverged": [r.to_json() for r in bad]}))
+    else:
+        print(f"implementation: {name}")
+        for r in bad:
+            if r.error:
+                print(f"{r.suite} {r.case}: ERROR {r.error}")
+                continue
+            print(f"{r.suite} {r.case}: DIVERGED at event {r.index}")
+            print(f"  expected: {json.dumps(r.expected)}")
+            print(f"  got:      {json.dumps(r.got)}")
+            base = r.context["from"]
+            for side in ("expected", "got"):
+                print(f"  {side} around it:")
+                for k, ev in enumerate(r.context[side]):
+                    mark = ">" if base + k == r.index else " "
+                    print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
+            if r.reproducer:
+                print(f"  minimal reproducer: {r.reproducer}")
+        for s, (eq, dv) in by_suite.items():
+            print(f"{s}: {eq} of {eq + dv} cases equal")
+        if not results:
+            print("no cases: the implementation runs none of the suites asked for")
+    return EXIT_OK if results and not bad else EXIT_NO
 
 
 # --- progress -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ both sides' event there, and the events around it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from spec.loader import GuestImage
@@ -58,3 +59,127 @@ def run_case(image: GuestImage, engines=("reference", "impl")) -> CaseResult:
     ref = runner(engines[0])(image)
     other = runner(engines[1])(image)
     return compare(image.name, ref, other)
+
+
+# --- anyone's implementation, through the protocol ------------------------------------
+
+#: cases per suite when none are given (a fixed seed: the same cases each run)
+DEFAULT_COUNTS = {"ioreq": 200, "uart": 200, "system": 9}
+SEED = 2026
+
+
+def default_cases(suite_name: str, count: int | None = None) -> list[dict]:
+    import random
+    from spec.suites import suite
+    return suite(suite_name).generate(random.Random(SEED), count or DEFAULT_COUNTS[suite_name])
+
+
+def first_difference(expected: list[dict], got: list[dict]) -> int | None:
+    for i, (x, y) in enumerate(zip(expected, got)):
+        if x != y:
+            return i
+    return None if len(expected) == len(got) else min(len(expected), len(got))
+
+
+@dataclass
+class ExternalResult:
+    suite: str
+    case: str
+    equal: bool
+    events: int
+    index: int | None = None
+    expected: dict | None = None
+    got: dict | None = None
+    context: dict = field(default_factory=dict)
+    error: str | None = None
+    reproducer: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None and v != {}}
+
+
+def _against(suite: str, case: dict, expected: list[dict], got: list[dict]) -> ExternalResult:
+    i = first_difference(expected, got)
+    if i is None:
+        return ExternalResult(suite, case["id"], True, len(expected))
+    end = {"kind": "end of events"}
+    lo = max(0, i - CONTEXT)
+    return ExternalResult(suite, case["id"], False, max(len(expected), len(got)), i,
+                          expected[i] if i < len(expected) else end,
+                          got[i] if i < len(got) else end,
+                          {"from": lo, "expected": expected[lo:i + CONTEXT + 1],
+                           "got": got[lo:i + CONTEXT + 1]})
+
+
+def minimize(suite_name: str, case: dict, diverges) -> dict:
+    """The smallest case (by steps, ddmin) that still diverges; for the
+    system suite, the run cut just after the first differing event."""
+    if "steps" not in case:
+        return case
+    steps = list(case["steps"])
+    chunk = max(1, len(steps) // 2)
+    while chunk >= 1:
+        i, shrunk = 0, False
+        while i < len(steps):
+            trial = steps[:i] + steps[i + chunk:]
+            candidate = {**case, "steps": trial}
+            if trial and diverges(candidate):
+                steps, shrunk = trial, True
+            else:
+                i += chunk
+        if not shrunk:
+            chunk //= 2
+    return {**case, "id": case["id"] + "-min", "steps": steps}
+
+
+def run_external(command: str, suites: list[str] | None = None,
+                 cases: dict[str, list[dict]] | None = None, reproducers=None,
+                 advance=lambda: None, timeout: float | None = None) -> tuple[str, list]:
+    """Every case of every suite the implementation runs (and hvmspec was
+    asked for), compared with the spec's answer; ``(its name, results)``."""
+    from pathlib import Path
+
+    from hvmspec.protocol import TIMEOUT, External, ImplementationError
+    from spec.suites import suite as suite_of, suites as all_suites
+    offered = suites or list(all_suites())
+    impl = External(command, offered, timeout or TIMEOUT)
+    impl.start()
+    results = []
+    try:
+        for name in [s for s in offered if s in impl.suites]:
+            module = suite_of(name)
+            for case in (cases or {}).get(name) or default_cases(name):
+                expected = module.expected(case)
+                try:
+                    got = impl.run(name, case)
+                except ImplementationError as exc:
+                    results.append(ExternalResult(name, case["id"], False, len(expected),
+                                                  error=str(exc)))
+                    advance()
+                    continue
+                result = _against(name, case, expected, got)
+                if not result.equal and reproducers is not None:
+                    def diverges(c, module=module, name=name) -> bool:
+                        try:
+                            return module.expected(c) != impl.run(name, c)
+                        except ImplementationError:
+                            return True
+                    small = minimize(name, case, diverges)
+                    out = Path(reproducers) / f"{name}-{case['id']}.json"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    exp = module.expected(small)
+                    try:
+                        got_small = impl.run(name, small)
+                    except ImplementationError as exc:
+                        got_small = [{"error": str(exc)}]
+                    out.write_text(json.dumps({"suite": name, "case": small,
+                                               "expected": exp, "got": got_small,
+                                               "first_difference":
+                                               first_difference(exp, got_small)},
+                                              indent=1) + "\n")
+                    result.reproducer = str(out)
+                results.append(result)
+                advance()
+    finally:
+        impl.close()
+    return impl.name, results

@@ -1,0 +1,99 @@
+"""The system suite: a whole guest in a new HVM domain, and its trace.
+
+Room: interface (the case format) and the expected answers, computed by
+the reference model (:func:`spec.machine.run_guest`). Imports
+:mod:`spec.loader`, :mod:`spec.machine`, :mod:`spec.platform`,
+:mod:`spec.suites`.
+
+A case::
+
+    {"id": str, "guest": name, "image": hex, "memory_mib": int,
+     "device_model": {...}, "serial_input": hex, "max_instructions": int}
+
+``image`` is the guest's ROM image: it is placed to end at 1 MiB, and the
+vcpu starts at the reset vector ``F000:FFF0`` (``spec.loader``). The domain
+is created by xend with ``memory_mib`` of RAM, the ``device_model`` keys of
+:class:`spec.xend.DomainConfig` (``device_model_bits``,
+``mapcache_budget``, ``map_everything``, ``rtc_base``, ``serial``,
+``vga``), and ``on_poweroff``, ``on_reboot`` and ``on_crash`` all
+``destroy``; ``serial_input`` is what arrives on COM1; the run stops after
+``max_instructions``.
+
+The answer is the run's whole trace, every event of :mod:`spec.trace` as
+its JSON object, in order, then ``{"kind": "result", "exit": {...},
+"instructions": n}``: the domain's fate and the instructions the vcpu
+retired.
+"""
+
+from __future__ import annotations
+
+import random
+
+from spec import platform
+from spec.loader import GuestImage, bundled_guests, load
+from spec.suites import SuiteError, need
+
+NAME = "system"
+DEVICE_MODEL_KEYS = ("device_model_bits", "mapcache_budget", "map_everything", "rtc_base",
+                     "serial", "vga")
+
+
+def validate(case: dict) -> None:
+    need(case, "id", str)
+    try:
+        bytes.fromhex(need(case, "image", str))
+        bytes.fromhex(case.get("serial_input", ""))
+    except ValueError:
+        raise SuiteError(f"case {case['id']}: image and serial_input are hex") from None
+    if not platform.MIN_MEMORY_MIB <= need(case, "memory_mib", int) <= platform.MAX_MEMORY_MIB:
+        raise SuiteError(f"case {case['id']}: memory_mib out of range")
+    if not 0 < need(case, "max_instructions", int):
+        raise SuiteError(f"case {case['id']}: max_instructions must be positive")
+    extra = set(case.get("device_model", {})) - set(DEVICE_MODEL_KEYS)
+    if extra:
+        raise SuiteError(f"case {case['id']}: unknown device_model keys {sorted(extra)}")
+
+
+def image_of(case: dict) -> GuestImage:
+    return GuestImage(case.get("guest", case["id"]), bytes.fromhex(case["image"]),
+                      memory_mib=case["memory_mib"])
+
+
+def run_args(case: dict) -> dict:
+    """The keyword arguments of an engine's ``run_guest`` for ``case``."""
+    return {"memory_mib": case["memory_mib"], "max_instructions": case["max_instructions"],
+            "serial_input": bytes.fromhex(case.get("serial_input", "")),
+            "device_model": dict(case.get("device_model", {}))}
+
+
+def answer(result) -> list[dict]:
+    """A run's events, as the suite compares them."""
+    return [e.to_json() for e in result.trace] + [
+        {"kind": "result", "exit": result.exit, "instructions": result.instructions}]
+
+
+def expected(case: dict) -> list[dict]:
+    validate(case)
+    from spec.machine import run_guest
+    return answer(run_guest(image_of(case), **run_args(case)))
+
+
+def case_for(name: str, max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
+             **device_model) -> dict:
+    """The case of a bundled guest (or a guest file)."""
+    image = load(name)
+    return {"id": f"system-{image.name}", "guest": image.name, "image": image.image.hex(),
+            "memory_mib": image.memory_mib or platform.DEFAULT_MEMORY_MIB,
+            "device_model": device_model, "serial_input": "",
+            "max_instructions": max_instructions}
+
+
+#: the bundled guests a system run covers by default: quick on the reference
+#: model, and between them every path of DESIGN.md's ioreq and interrupt story
+DEFAULT_GUESTS = ("hello", "portio", "mmio", "pm32", "timer", "irqs", "idt32", "lm64",
+                  "reboot")
+
+
+def generate(rng: random.Random, count: int) -> list[dict]:
+    names = [n for n in DEFAULT_GUESTS if n in bundled_guests()]
+    return [case_for(name) for name in names[:count]]
