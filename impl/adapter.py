@@ -16,7 +16,7 @@ import json
 import sys
 
 from spec import trace
-from spec.suites import system as system_cases
+from spec.suites.system import answer, image_of, run_args, validate
 
 NAME = "hvmspec impl (Unicorn)"
 
@@ -48,9 +48,8 @@ def run_uart(case: dict) -> list[dict]:
 
 def run_system(case: dict) -> list[dict]:
     from impl.machine import run_guest
-    system_cases.validate(case)
-    return system_cases.answer(run_guest(system_cases.image_of(case),
-                                         **system_cases.run_args(case)))
+    validate(case)
+    return answer(run_guest(image_of(case), **run_args(case)))
 
 
 RUNNERS = {"uart": run_uart, "system": run_system}

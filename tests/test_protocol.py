@@ -1,0 +1,213 @@
+"""conform --impl: anyone's implementation through the implementation protocol."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hvmspec.conform import default_cases, first_difference, minimize, run_external
+from hvmspec.protocol import External, ImplementationError
+from spec.suites import SuiteError, suite
+from spec.suites import ioreq as ioreq_suite, system as system_suite, uart as uart_suite
+from tests.conftest import ROOT, peer
+
+PY = sys.executable
+IMPL = f"{PY} -m impl.adapter"
+JS = ROOT / "adapters" / "js" / "hvmspec-adapter.mjs"
+HVMSPEC = str(Path(PY).parent / "hvmspec")
+
+
+def cases_file(tmp_path: Path, suite_name: str, cases: list[dict]) -> Path:
+    path = tmp_path / f"{suite_name}.jsonl"
+    path.write_text("".join(json.dumps({"suite": suite_name, "case": c}) + "\n" for c in cases))
+    return path
+
+
+# --- the suites' own answers ---------------------------------------------------------
+
+def test_ioreq_suite_answers_the_protocol_step_by_step():
+    case = {"id": "t", "vcpus": 2, "steps": [
+        {"by": "vmm", "op": "wake", "vcpu": 0},
+        {"by": "vmm", "op": "send", "vcpu": 0,
+         "ioreq": {"addr": 0x3F8, "size": 1, "count": 1, "dir": 1, "vp_eport": 3}},
+        {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {}},     # one in flight per vcpu
+        {"by": "dm", "op": "respond", "vcpu": 0, "data": 7},       # not INPROCESS yet
+        {"by": "dm", "op": "accept", "vcpu": 0},
+        {"by": "vmm", "op": "wake", "vcpu": 0},
+        {"by": "dm", "op": "respond", "vcpu": 0, "data": 0x41},
+        {"by": "vmm", "op": "wake", "vcpu": 0},
+        {"by": "dm", "op": "write_state", "vcpu": 1, "state": 9},
+        {"by": "vmm", "op": "send", "vcpu": 1, "ioreq": {}},
+        {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {"dir": 0}},
+        {"by": "dm", "op": "write_state", "vcpu": 0, "state": 0},  # forged: backwards
+        {"by": "vmm", "op": "wake", "vcpu": 0},
+        {"by": "dm", "op": "accept", "vcpu": 0},
+    ]}
+    events = ioreq_suite.expected(case)
+    assert [e["result"] for e in events] == [
+        "not waiting", "sent", "refused", "refused", "accepted", "block", "responded",
+        "complete", "written", "refused", "sent", "written", "crash", "crashed"]
+    assert events[7]["data"] == 0x41
+    # the slot's bytes: addr 0x3f8, size 1, count 1, port 3, state READY | dir read
+    assert events[1]["slot"] == ("f803000000000000" "0000000000000000" "01000000"
+                                 "01000000" "03000000" "0000" "21" "00")
+    assert events[7]["slot"][16:32] == "4100000000000000" and events[7]["slot"][60:62] == "20"
+
+
+def test_uart_suite_answers_in_the_order_things_happen():
+    case = {"id": "u", "input": "", "steps": [
+        {"op": "read", "offset": 5}, {"op": "write", "offset": 1, "value": 0x02},
+        {"op": "write", "offset": 0, "value": 0x41}, {"op": "read", "offset": 2},
+        {"op": "wait", "ns": 10}]}
+    # LSR: THR and transmitter empty; ETBEI raises the THRE interrupt at once;
+    # a THR write clears it, the byte leaves, THR is empty again: raised; the
+    # IIR read that reports it (02: THRE) clears it
+    assert uart_suite.expected(case) == [
+        {"read": 5, "value": 0x60}, {"irq": 1}, {"irq": 0}, {"serial": 0x41}, {"irq": 1},
+        {"irq": 0}, {"read": 2, "value": 0x02}]
+
+
+@pytest.mark.parametrize("module, case, message", [
+    (ioreq_suite, {"id": "x", "vcpus": 0, "steps": []}, "vcpus = 0"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [{"by": "vmm", "op": "fly", "vcpu": 0}]},
+     "by/op must be one of"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [
+        {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {"size": 1 << 32}}]},
+     "ioreq.size = 4294967296 does not fit 32 bits"),
+    (uart_suite, {"id": "x", "input": "zz", "steps": []}, "input is not hex"),
+    (uart_suite, {"id": "x", "input": "", "steps": [{"op": "read", "offset": 8}]}, "offset 0 to 7"),
+    (system_suite, {"id": "x", "image": "00", "memory_mib": 0, "max_instructions": 1},
+     "memory_mib out of range"),
+])
+def test_bad_cases_say_which_field(module, case, message):
+    with pytest.raises(SuiteError, match=message):
+        module.validate(case)
+
+
+# --- the bundled impl through the protocol ------------------------------------------
+
+def test_bundled_impl_passes_uart_and_system_through_the_protocol():
+    uart_cases = default_cases("uart", 60)
+    system_cases = [system_suite.case_for(n) for n in ("hello", "portio", "reboot")]
+    name, results = run_external(IMPL, cases={"uart": uart_cases, "system": system_cases})
+    assert name == "hvmspec impl (Unicorn)"
+    assert [(r.suite, r.equal) for r in results] == \
+        [("uart", True)] * 60 + [("system", True)] * 3
+    # it does not claim a suite it does not run
+    assert {r.suite for r in results} == {"uart", "system"}
+
+
+def test_cli_json_report(tmp_path):
+    path = cases_file(tmp_path, "system", [system_suite.case_for("hello")])
+    out = subprocess.run([HVMSPEC, "conform", "--impl", IMPL, "--cases", str(path), "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report == {"implementation": "hvmspec impl (Unicorn)", "cases": 1, "equal": 1,
+                      "suites": {"system": {"equal": 1, "diverged": 0}}, "diverged": []}
+
+
+# --- a second implementation, in JavaScript -------------------------------------------
+
+def test_javascript_adapter_passes_the_ioreq_suite():
+    node = peer("node")
+    name, results = run_external(f"{node} {JS}", ["ioreq"])
+    assert name == "hvmspec-adapter.mjs (JavaScript)"
+    assert len(results) == 200 and all(r.equal for r in results)
+
+
+def test_a_divergence_names_the_event_and_leaves_a_minimal_reproducer(tmp_path):
+    node = peer("node")
+    broken = tmp_path / "broken.mjs"       # INPROCESS treated as a state gone bad
+    broken.write_text(JS.read_text().replace("} else if (s === READY || s === INPROCESS) {",
+                                             "} else if (s === READY) {"))
+    out = subprocess.run([HVMSPEC, "conform", "--impl", f"{node} {broken}", "--reproducers",
+                          str(tmp_path / "repro"), "--json"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert 0 < len(report["diverged"]) < 200
+    first = report["diverged"][0]
+    assert (first["expected"]["result"], first["got"]["result"]) == ("block", "crash")
+    assert first["context"]["expected"][first["index"] - first["context"]["from"]] == \
+        first["expected"]
+    repro = json.loads(Path(first["reproducer"]).read_text())
+    steps = repro["case"]["steps"]
+    assert [(s["by"], s["op"]) for s in steps] == [("vmm", "send"), ("dm", "accept"),
+                                                   ("vmm", "wake")]
+    assert repro["expected"][2]["result"] == "block" and repro["got"][2]["result"] == "crash"
+    # the reproducer runs again as it is
+    again = subprocess.run([HVMSPEC, "conform", "--impl", f"{node} {broken}", "--cases",
+                            first["reproducer"]], capture_output=True, text=True, cwd=ROOT,
+                           timeout=120)
+    assert again.returncode == 1 and "DIVERGED at event 2" in again.stdout
+
+
+# --- implementations that misbehave --------------------------------------------------
+
+FLAKY = r'''
+import json, sys
+n = 0
+for line in sys.stdin:
+    m = json.loads(line)
+    if m["op"] == "hello":
+        print(json.dumps({"op": "hello", "protocol": 1, "name": "flaky", "suites": ["ioreq"]}))
+    elif m["op"] == "run":
+        n += 1
+        case = m["case"]
+        if case["id"].endswith("1"):
+            sys.stderr.write("flaky: giving up on " + case["id"] + "\n")
+            sys.exit(3)
+        if case["id"].endswith("2"):
+            print("not json")
+        elif case["id"].endswith("3"):
+            print(json.dumps({"op": "result", "id": "someone-else", "events": []}))
+        else:
+            print(json.dumps({"op": "result", "id": case["id"], "events": []}))
+    else:
+        break
+    sys.stdout.flush()
+'''
+
+
+def test_a_broken_implementation_is_reported_per_case_and_restarted(tmp_path):
+    script = tmp_path / "flaky.py"
+    script.write_text(FLAKY)
+    cases = [{"id": f"c{i}", "vcpus": 1, "steps": [{"by": "dm", "op": "accept", "vcpu": 0}]}
+             for i in range(5)]
+    _, results = run_external(f"{PY} {script}", ["ioreq"], {"ioreq": cases})
+    by_id = {r.case: r for r in results}
+    assert "exited (status 3)" in by_id["c1"].error and "giving up on c1" in by_id["c1"].error
+    assert "not a JSON line" in by_id["c2"].error
+    assert "answered for case 'someone-else'" in by_id["c3"].error
+    # c0 and c4 ran (on a restarted process after c1): they answered no events
+    assert by_id["c0"].index == 0 and by_id["c4"].index == 0 and not by_id["c4"].error
+
+
+def test_a_silent_implementation_times_out(tmp_path):
+    script = tmp_path / "silent.py"
+    script.write_text("import sys, time\nfor line in sys.stdin:\n"
+                      "    print('{\"op\": \"hello\", \"protocol\": 1, \"suites\": [\"ioreq\"]}',"
+                      " flush=True) if 'hello' in line else time.sleep(60)\n")
+    impl = External(f"{PY} {script}", ["ioreq"], timeout=1.0)
+    impl.start()
+    with pytest.raises(ImplementationError, match="no answer within 1 s"):
+        impl.run("ioreq", {"id": "x", "vcpus": 1, "steps": []})
+    impl.close()
+
+
+def test_minimize_keeps_what_diverges():
+    case = {"id": "m", "steps": list(range(40))}
+    small = minimize("ioreq", case, lambda c: 7 in c["steps"] and 31 in c["steps"])
+    assert small["steps"] == [7, 31] and small["id"] == "m-min"
+
+
+def test_first_difference():
+    assert first_difference([1, 2], [1, 2]) is None
+    assert first_difference([1, 2], [1, 3]) == 1
+    assert first_difference([1, 2], [1]) == 1
+    assert suite("uart") is uart_suite
