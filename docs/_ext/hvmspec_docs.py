@@ -88,6 +88,7 @@ def generate(app) -> None:
     _write_balloon(out)
     _write_xenstore(out)
     _write_xm_session(out)
+    _write_divergence(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -327,6 +328,29 @@ def _write_xm_session(out: Path) -> None:
             daemon.terminate()
             daemon.wait(timeout=30)
     _write(out / "xm_session.txt", "\n".join(transcript))
+
+
+def _write_divergence(out: Path) -> None:
+    """``divergence.txt`` and ``reproducer.json``: ``hvmspec conform
+    --impl`` on a deliberately wrong implementation (``broken_impl.py``):
+    its report's first divergence and the minimal reproducer it wrote."""
+    import tempfile
+    hvmspec = str(Path(sys.executable).parent / "hvmspec")
+    broken = Path(__file__).with_name("broken_impl.py")
+    with tempfile.TemporaryDirectory() as where:
+        proc = subprocess.run([hvmspec, "conform", "--impl", f"{sys.executable} {broken}",
+                               "--reproducers", where], capture_output=True, text=True,
+                              cwd=ROOT, timeout=600)
+        if proc.returncode != 1:
+            raise ExtensionError(f"hvmspec docs: the broken implementation conformed? "
+                                 f"{proc.returncode} {proc.stderr[-500:]}")
+        lines = proc.stdout.splitlines()
+        start = next(i for i, line in enumerate(lines) if "DIVERGED" in line)
+        end = next(i for i in range(start + 1, len(lines)) if "minimal reproducer" in lines[i])
+        report = [lines[0], *lines[start:end + 1], "...", lines[-1]]
+        repro = Path(lines[end].split(": ", 1)[1])
+        _write(out / "divergence.txt", "\n".join(report).replace(where, "DIR") + "\n")
+        _write(out / "reproducer.json", repro.read_text())
 
 
 def _write_balloon(out: Path) -> None:
