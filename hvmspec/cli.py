@@ -136,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Generate the project's instruction vectors (a fixed "
                            "seed; expectations from the reference engine, kept only where impl "
                            "agrees or a documented Unicorn deviation explains the difference) "
-                           "and write DIR/x86.jsonl. Exit 1 if the engines disagree anywhere "
-                           "else.")
+                           "and write DIR/x86.jsonl; and the conformance suites' cases with the "
+                           "spec's answers, DIR/ioreq.jsonl, DIR/uart.jsonl and DIR/system.jsonl "
+                           "(whole guests: image, configuration, inputs, expected trace). Exit 1 "
+                           "if the engines disagree anywhere else.")
     vexp.add_argument("dir", help="output directory")
     vexp.add_argument("--count", type=int, default=2000, help="cases (default %(default)s)")
     vexp.add_argument("--seed", type=int, default=2026)
@@ -537,8 +539,9 @@ def cmd_vectors_run(args: argparse.Namespace) -> int:
 def cmd_vectors_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hvmspec.vectors import export
+    from hvmspec.vectors import export, export_suites
     report = export(Path(args.dir), args.count, args.seed)
+    report["suites"] = export_suites(Path(args.dir))
     if args.json:
         print(json.dumps(report))
     else:
@@ -546,6 +549,8 @@ def cmd_vectors_export(args: argparse.Namespace) -> int:
               f"{report['deviations'] or 'no'} documented Unicorn deviations, "
               f"{report['unemulated']} not emulated, {len(report['disagreements'])} "
               f"disagreements")
+        for name, path in report["suites"].items():
+            print(f"{name} suite: {path}")
         for d in report["disagreements"][:20]:
             print(f"  {d['id']}: " + "; ".join(d["diff"]))
     return EXIT_OK if not report["disagreements"] else EXIT_NO

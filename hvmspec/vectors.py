@@ -114,3 +114,26 @@ def export(directory: Path, count: int, seed: int = 2026) -> dict:
         dump(cases, stream)
     report.update(cases=len(cases), file=str(directory / "x86.jsonl"))
     return report
+
+
+def export_suites(directory: Path, seed: int = 2026) -> dict[str, str]:
+    """Write ``<suite>.jsonl`` for the conformance suites into
+    ``directory``: each line ``{"suite", "case", "expected"}``, the case and
+    the reference model's answer (:mod:`spec.suites`). ``hvmspec conform
+    --impl CMD --cases FILE`` runs such a file; an implementation can also
+    run it on its own, without Python, and compare with ``expected``."""
+    import json
+
+    from hvmspec.conform import default_cases
+    from spec.suites import suites
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, module in suites().items():
+        path = directory / f"{name}.jsonl"
+        with open(path, "w") as stream:
+            for case in default_cases(name):
+                stream.write(json.dumps({"suite": name, "case": case,
+                                         "expected": module.expected(case)},
+                                        separators=(",", ":")) + "\n")
+        files[name] = str(path)
+    return files

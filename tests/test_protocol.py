@@ -211,3 +211,23 @@ def test_first_difference():
     assert first_difference([1, 2], [1, 3]) == 1
     assert first_difference([1, 2], [1]) == 1
     assert suite("uart") is uart_suite
+
+
+def test_exported_suite_files_carry_the_cases_and_the_answers(tmp_path, monkeypatch):
+    from hvmspec import conform
+    from hvmspec.vectors import export_suites
+    monkeypatch.setattr(conform, "DEFAULT_COUNTS", {"ioreq": 5, "uart": 5, "system": 2})
+    files = export_suites(tmp_path)
+    assert sorted(files) == ["ioreq", "system", "uart"]
+    loaded = {name: [json.loads(line) for line in Path(path).read_text().splitlines()]
+              for name, path in files.items()}
+    assert [len(loaded[n]) for n in ("ioreq", "uart", "system")] == [5, 5, 2]
+    hello = loaded["system"][0]
+    assert hello["case"]["guest"] == "hello" and hello["expected"][-1]["kind"] == "result"
+    assert hello["expected"][-1]["exit"]["reason"] == "poweroff"
+    for entry in loaded["ioreq"] + loaded["uart"]:
+        assert entry["expected"] == suite(entry["suite"]).expected(entry["case"])
+    # the files are case files: the bundled impl runs them
+    _, results = run_external(IMPL, cases={n: [e["case"] for e in loaded[n]]
+                                           for n in ("uart", "system")})
+    assert len(results) == 7 and all(r.equal for r in results)
