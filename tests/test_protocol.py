@@ -113,11 +113,18 @@ def test_cli_json_report(tmp_path):
 
 # --- a second implementation, in JavaScript -------------------------------------------
 
-def test_javascript_adapter_passes_the_ioreq_suite():
+def test_javascript_adapter_passes_the_ioreq_and_uart_suites():
     node = peer("node")
-    name, results = run_external(f"{node} {JS}", ["ioreq"])
+    import random
+    uart_cases = default_cases("uart") + uart_suite.generate(random.Random(7), 800)
+    name, results = run_external(f"{node} {JS}", ["ioreq", "uart", "system"],
+                                 {"ioreq": default_cases("ioreq"), "uart": uart_cases,
+                                  "system": [system_suite.case_for("hello")]})
     assert name == "hvmspec-adapter.mjs (JavaScript)"
-    assert len(results) == 200 and all(r.equal for r in results)
+    # it runs the two suites it names, and is sent nothing else
+    assert [(s, sum(r.equal for r in results if r.suite == s),
+             sum(1 for r in results if r.suite == s)) for s in ("ioreq", "uart", "system")] \
+        == [("ioreq", 200, 200), ("uart", 1000, 1000), ("system", 0, 0)]
 
 
 def test_a_divergence_names_the_event_and_leaves_a_minimal_reproducer(tmp_path):
