@@ -33,11 +33,14 @@ conform: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# a long differential campaign of spec/x86 against Unicorn (CASES=..., SEED=...)
+# long campaigns: spec/x86 against Unicorn (CASES=...), then generated guests
+# on both engines (GUESTS=...); SEED=... for both
 CASES ?= 200000
+GUESTS ?= 2000
 SEED ?= 0
 fuzz: $(STAMP)
 	$(BIN)/python -m hvmspec.x86diff --cases $(CASES) --seed $(SEED)
+	$(BIN)/python -m hvmspec.guestgen --count $(GUESTS) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) docs/_build docs/_generated .pytest_cache
