@@ -31,7 +31,7 @@ conform: $(STAMP)
 	$(BIN)/hvmspec conform
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --write docs/bench.json
 
 # long campaigns: spec/x86 against Unicorn (CASES=...), then generated guests
 # on both engines (GUESTS=...); SEED=... for both

@@ -1,6 +1,6 @@
 """``make bench``: one table, every number measured in this run, side by side.
 
-Rows:
+Rows (each the best of ``--repeat`` runs):
 
 * ``cpu-bound``: a guest loop of 3 instructions (add, dec, jnz) run for N
   iterations, then power-off: million guest instructions per second, for raw
@@ -9,14 +9,23 @@ Rows:
   register: microseconds per round trip (guest instruction -> exit -> ioreq
   -> qemu-dm -> device -> resume), per engine, and a bare Unicorn
   ``UC_HOOK_INSN`` hook on the same loop as the limit;
-* ``hello``: wall time of the demo guest per engine;
+* ``MMIO RMW round trip``: a 32-bit guest doing N ``add dword [mem], 1`` on
+  the test device: microseconds per instruction (nested-page-fault exit,
+  decode, a read ioreq and a write ioreq, resume), per engine, and a bare
+  Unicorn ``mmio_map`` region (one read and one write callback) as the limit;
+* ``rep string I/O``: one ``rep outsb`` of 64 KiB to the UART scratch
+  register: MB/s of guest data through ioreqs with ``data_is_ptr``
+  (split at page boundaries), per engine;
+* ``demo wall time``, ``hello wall time``: the bundled guests, per engine;
+* ``hvmspec check``: every proof and mutant, in a process of its own;
 * ``dma peak memory``: the peak resident memory of ``hvmspec run dma``
   (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
   guest of 4 GiB and one of 64 GiB: the guest touches the same memory, so
-  the figure must not grow with the guest's size (guest memory is backed
-  only where touched, and qemu-dm maps within its budget).
+  the figure must not grow with the guest's size.
 
-Each figure is the best of ``--repeat`` runs.
+Then the targets of issue 8, each with the measured ratio and whether it is
+met. ``--write FILE`` also writes the whole run as JSON (the docs'
+performance page renders ``docs/bench.json``).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import platform as host
 import time
+from pathlib import Path
 
 from spec.loader import GuestImage, rom_from_source
 
@@ -42,6 +52,22 @@ def io_guest(iterations: int) -> GuestImage:
     return GuestImage("io", rom_from_source(src, "io"))
 
 
+def _flat(body: str, name: str) -> GuestImage:
+    """A flat 32-bit guest (the generated guests' set-up) running ``body``."""
+    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    return GuestImage(name, rom_from_source(PROLOGUE + body + EPILOGUE, name))
+
+
+def mmio_guest(iterations: int) -> GuestImage:
+    return _flat(f"    mov ebp, 0xfeb00000\n    mov ecx, {iterations}\nrmw_top:\n"
+                 "    add dword ptr [ebp], 1\n    dec ecx\n    jnz rmw_top\n", "mmio-rmw")
+
+
+def string_guest(kib: int) -> GuestImage:
+    return _flat(f"    mov esi, 0x10000\n    mov ecx, {kib * 1024}\n    mov dx, 0x3ff\n"
+                 "    rep outsb\n", "rep-outsb")
+
+
 def raw_unicorn(image: GuestImage, io_hook: bool) -> float:
     """Seconds for raw Unicorn to run the guest from the reset vector to its power-off."""
     import unicorn
@@ -57,21 +83,44 @@ def raw_unicorn(image: GuestImage, io_hook: bool) -> float:
                 uc_.emu_stop()
         uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, X.UC_X86_INS_OUT)
     started = time.perf_counter()
-    # the power-off OUT (no hook) or the hook stops it
-    uc.emu_start(0xFFF0, 0xFFFFF if not io_hook else 0, count=0 if io_hook else 0)
+    uc.emu_start(0xFFF0, 0xFFFFF if not io_hook else 0)
     return time.perf_counter() - started
 
 
-def timed(engine: str, image: GuestImage, repeat: int) -> tuple[float, int]:
+def raw_unicorn_mmio(iterations: int) -> float:
+    """Seconds per ``add dword [mem], 1`` on a bare ``mmio_map`` region."""
+    import unicorn
+    from keystone import KS_ARCH_X86, KS_MODE_32, Ks
+    from unicorn import x86_const as X
+    code = bytes(Ks(KS_ARCH_X86, KS_MODE_32).asm(
+        f"mov ecx, {iterations}; top: add dword ptr [ebp], 1; dec ecx; jnz top; hlt",
+        0x1000)[0])
+    uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+    uc.mem_map(0, 0x10000)
+    uc.mem_write(0x1000, code)
+    cell = [0]
+
+    def read(uc_, offset, size, data):
+        return cell[0]
+
+    def write(uc_, offset, size, value, data):
+        cell[0] = value
+    uc.mmio_map(0xFEB00000, 0x1000, read, None, write, None)
+    uc.reg_write(X.UC_X86_REG_EBP, 0xFEB00000)
+    started = time.perf_counter()
+    uc.emu_start(0x1000, 0x1000 + len(code) - 1)
+    return (time.perf_counter() - started) / iterations
+
+
+def timed(engine: str, image: GuestImage, repeat: int) -> tuple[float, object]:
     from hvmspec.engines import runner
-    best, instructions = float("inf"), 0
+    best, result = float("inf"), None
     for _ in range(repeat):
         started = time.perf_counter()
         result = runner(engine)(image)
         best = min(best, time.perf_counter() - started)
-        instructions = result.instructions
         assert result.exit["reason"] == "poweroff", result.exit
-    return best, instructions
+    return best, result
 
 
 def peak_memory(memory_mib: int) -> tuple[float, dict]:
@@ -90,44 +139,104 @@ def peak_memory(memory_mib: int) -> tuple[float, dict]:
     return usage.ru_maxrss / 1024, result["mapcache"]
 
 
+def check_seconds() -> float:
+    import subprocess
+    import sys
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "hvmspec.cli", "check", "--json"],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-500:]
+    return seconds
+
+
+def measure(args) -> list[dict]:
+    from spec.loader import load
+    rows = []
+
+    def row(name: str, engine: str, value: float, unit: str) -> None:
+        rows.append({"row": name, "engine": engine, "value": value, "unit": unit})
+
+    cpu = cpu_guest(args.cpu_iterations)
+    for engine in ("reference", "impl"):
+        seconds, result = timed(engine, cpu, args.repeat)
+        row("cpu-bound", engine, result.instructions / seconds / 1e6, "MIPS")
+    raw = min(raw_unicorn(cpu, io_hook=True) for _ in range(args.repeat))
+    row("cpu-bound", "raw unicorn", 3 * args.cpu_iterations / raw / 1e6, "MIPS")
+    io = io_guest(args.io_iterations)
+    for engine in ("reference", "impl"):
+        seconds, _ = timed(engine, io, args.repeat)
+        row("port I/O round trip", engine, seconds / args.io_iterations * 1e6, "µs")
+    raw_io = min(raw_unicorn(io, io_hook=True) for _ in range(args.repeat))
+    row("port I/O round trip", "bare unicorn hook", raw_io / args.io_iterations * 1e6, "µs")
+    mmio = mmio_guest(args.io_iterations)
+    for engine in ("reference", "impl"):
+        seconds, _ = timed(engine, mmio, args.repeat)
+        row("MMIO RMW round trip", engine, seconds / args.io_iterations * 1e6, "µs")
+    row("MMIO RMW round trip", "bare unicorn mmio_map",
+        min(raw_unicorn_mmio(args.io_iterations) for _ in range(args.repeat)) * 1e6, "µs")
+    string = string_guest(64)
+    for engine in ("reference", "impl"):
+        seconds, _ = timed(engine, string, args.repeat)
+        row("rep outsb, 64 KiB", engine, 64 * 1024 / seconds / 1e6, "MB/s")
+    for name in ("demo", "hello"):
+        guest = load(name)
+        for engine in ("reference", "impl"):
+            seconds, _ = timed(engine, guest, 1 if name == "demo" else args.repeat)
+            row(f"{name} wall time", engine, seconds * 1e3, "ms")
+    row("hvmspec check", "proofs", check_seconds(), "s")
+    for memory in (4096, 65536):
+        rss, mapcache = peak_memory(memory)
+        row(f"dma peak memory, {memory >> 10} GiB guest", "impl", rss,
+            f"MiB ({mapcache['evictions']} evictions)")
+    return rows
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Issue 8's targets against the measured rows."""
+    v = {(r["row"], r["engine"]): r["value"] for r in rows}
+    out = []
+
+    def target(what: str, measured: float, goal: str, met: bool) -> None:
+        out.append({"target": what, "measured": round(measured, 3), "goal": goal, "met": met})
+
+    cpu = v[("cpu-bound", "impl")] / v[("cpu-bound", "raw unicorn")]
+    target("impl CPU-bound speed / raw Unicorn", cpu, ">= 0.5", cpu >= 0.5)
+    rt = v[("port I/O round trip", "impl")] / v[("port I/O round trip", "bare unicorn hook")]
+    target("impl port I/O round trip / bare hook", rt, "<= 3", rt <= 3)
+    for row in ("port I/O round trip", "MMIO RMW round trip"):
+        speedup = v[(row, "reference")] / v[(row, "impl")]
+        target(f"impl speed-up over reference, {row}", speedup, ">= 100", speedup >= 100)
+    speedup = v[("rep outsb, 64 KiB", "impl")] / v[("rep outsb, 64 KiB", "reference")]
+    target("impl speed-up over reference, rep outsb", speedup, ">= 100", speedup >= 100)
+    proofs = v[("hvmspec check", "proofs")]
+    target("hvmspec check seconds", proofs, "<= 60", proofs <= 60)
+    small, large = v[("dma peak memory, 4 GiB guest", "impl")], \
+        v[("dma peak memory, 64 GiB guest", "impl")]
+    target("dma peak memory, 64 GiB / 4 GiB guest", large / small, "<= 1.1", large / small <= 1.1)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cpu-iterations", type=int, default=300_000)
     parser.add_argument("--io-iterations", type=int, default=2_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--write", type=Path, metavar="FILE",
+                        help="also write the run as JSON to FILE (docs/bench.json)")
     args = parser.parse_args()
-    from spec.loader import load
-
-    rows = []
-    cpu = cpu_guest(args.cpu_iterations)
-    for engine in ("reference", "impl"):
-        seconds, n = timed(engine, cpu, args.repeat)
-        rows.append({"row": "cpu-bound", "engine": engine, "value": n / seconds / 1e6,
-                     "unit": "MIPS"})
-    raw = min(raw_unicorn(cpu, io_hook=True) for _ in range(args.repeat))
-    rows.append({"row": "cpu-bound", "engine": "raw unicorn", "value": 3 * args.cpu_iterations
-                 / raw / 1e6, "unit": "MIPS"})
-    io = io_guest(args.io_iterations)
-    for engine in ("reference", "impl"):
-        seconds, _ = timed(engine, io, args.repeat)
-        rows.append({"row": "port I/O round trip", "engine": engine,
-                     "value": seconds / args.io_iterations * 1e6, "unit": "µs"})
-    raw_io = min(raw_unicorn(io, io_hook=True) for _ in range(args.repeat))
-    rows.append({"row": "port I/O round trip", "engine": "bare unicorn hook",
-                 "value": raw_io / args.io_iterations * 1e6, "unit": "µs"})
-    hello = load("hello")
-    for engine in ("reference", "impl"):
-        seconds, _ = timed(engine, hello, args.repeat)
-        rows.append({"row": "hello wall time", "engine": engine, "value": seconds * 1e3,
-                     "unit": "ms"})
-    for memory in (4096, 65536):
-        rss, mapcache = peak_memory(memory)
-        rows.append({"row": f"dma peak memory, {memory >> 10} GiB guest", "engine": "impl",
-                     "value": rss, "unit": f"MiB ({mapcache['evictions']} evictions)"})
-    machine = f"{host.machine()} {host.processor() or ''} Python {host.python_version()}".strip()
+    rows = measure(args)
+    goals = targets(rows)
+    import os
+    machine = (f"{host.machine()} {host.processor() or ''}, {os.cpu_count()} cores, "
+               f"Python {host.python_version()}").replace("  ", " ")
+    report = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "repeat": args.repeat,
+              "rows": rows, "targets": goals}
+    if args.write:
+        args.write.write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
-        print(json.dumps({"machine": machine, "rows": rows}))
+        print(json.dumps(report))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -136,7 +245,15 @@ def main() -> int:
         table.add_column(col, justify="right" if col == "value" else "left")
     for r in rows:
         table.add_row(r["row"], r["engine"], f"{r['value']:.2f}", r["unit"])
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    goal_table = Table(title="targets")
+    for col in ("target", "measured", "goal", "met"):
+        goal_table.add_column(col)
+    for g in goals:
+        goal_table.add_row(g["target"], f"{g['measured']:g}", g["goal"],
+                           "yes" if g["met"] else "NO")
+    console.print(goal_table)
     return 0
 
 

@@ -89,6 +89,7 @@ def generate(app) -> None:
     _write_xenstore(out)
     _write_xm_session(out)
     _write_divergence(out)
+    _write_bench(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -351,6 +352,27 @@ def _write_divergence(out: Path) -> None:
         repro = Path(lines[end].split(": ", 1)[1])
         _write(out / "divergence.txt", "\n".join(report).replace(where, "DIR") + "\n")
         _write(out / "reproducer.json", repro.read_text())
+
+
+def _write_bench(out: Path) -> None:
+    """``bench_table.rst`` and ``bench_targets.rst``: the last ``make bench``
+    (``docs/bench.json``, written by ``python -m bench --write``), with the
+    machine and date it ran on. Measuring takes minutes, so the build
+    renders the recorded run instead of measuring."""
+    report = json.loads((ROOT / "docs" / "bench.json").read_text())
+    lines = [f"Measured on {report['machine']}, {report['date']}, best of "
+             f"{report['repeat']} runs.", "", ".. list-table::", "   :header-rows: 1", "",
+             "   * - measure", "     - engine", "     - value", "     - unit"]
+    for r in report["rows"]:
+        lines += [f"   * - {r['row']}", f"     - {r['engine']}", f"     - {r['value']:.2f}",
+                  f"     - {r['unit']}"]
+    _write(out / "bench_table.rst", "\n".join(lines) + "\n")
+    lines = [".. list-table::", "   :header-rows: 1", "",
+             "   * - target", "     - measured", "     - goal", "     - met"]
+    for t in report["targets"]:
+        lines += [f"   * - {t['target']}", f"     - {t['measured']:g}", f"     - {t['goal']}",
+                  f"     - {'yes' if t['met'] else '**no**'}"]
+    _write(out / "bench_targets.rst", "\n".join(lines) + "\n")
 
 
 def _write_balloon(out: Path) -> None:
