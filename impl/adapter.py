@@ -4,8 +4,10 @@ Room: impl's side of :mod:`hvmspec.protocol`: ``python -m impl.adapter``
 reads hvmspec's JSON lines on stdin and answers on stdout, running each case
 on impl's own code: the ``uart`` suite on :class:`impl.uart.Uart`, the
 ``system`` suite on :func:`impl.machine.run_guest`. It imports the spec's
-interface only (:mod:`spec.trace`, and the case format of
-:mod:`spec.suites.system`), never a suite's expected answers. An
+interface only (:mod:`spec.trace`, the case formats of
+:mod:`spec.suites.system` and :mod:`spec.suites.uart` with the latter's
+:func:`~spec.suites.uart.drive`, which runs a case's steps against any
+UART), never a suite's expected answers. An
 implementation in any other language does the same in its own way; see
 ``adapters/js/`` for one in JavaScript.
 """
@@ -17,6 +19,7 @@ import sys
 
 from spec import trace
 from spec.suites.system import answer, image_of, run_args, validate
+from spec.suites.uart import Clock, drive
 
 NAME = "hvmspec impl (Unicorn)"
 
@@ -24,26 +27,16 @@ NAME = "hvmspec impl (Unicorn)"
 def run_uart(case: dict) -> list[dict]:
     from impl.uart import Uart
     events: list[dict] = []
-    now = [0]
+    clock = Clock()
 
     def emit(event) -> None:
         if isinstance(event, trace.SerialOut):
             events.append({"serial": event.byte})
 
-    uart = Uart(emit, lambda level: events.append({"irq": level}), lambda: now[0],
+    uart = Uart(emit, lambda level: events.append({"irq": level}), clock,
                 bytes.fromhex(case["input"]))
-    for step in case["steps"]:
-        if step["op"] == "read":
-            events.append({"read": step["offset"], "value": uart.read(step["offset"], 1)})
-        elif step["op"] == "write":
-            uart.write(step["offset"], 1, step["value"])
-        else:
-            end = now[0] + step["ns"]
-            while (due := uart.due()) is not None and due <= end:
-                now[0] = max(now[0], due)
-                uart.timer(now[0])
-            now[0] = end
-    return events
+    return drive(case, events, clock, lambda offset: uart.read(offset, 1),
+                 lambda offset, value: uart.write(offset, 1, value), uart.due, uart.timer)
 
 
 def run_system(case: dict) -> list[dict]:

@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: run on (how Unicorn is opened, reset and made to load a segment), not behaviour
 INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.result", "spec.xend",
              "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config",
-             "spec.dom0", "spec.suites.system"}
+             "spec.dom0", "spec.suites.system", "spec.suites.uart"}
 
 
 def _imports(path: Path) -> set[str]:

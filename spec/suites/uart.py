@@ -33,7 +33,6 @@ from __future__ import annotations
 import random
 
 from spec import trace
-from spec.devices.uart import Uart16550
 from spec.suites import SuiteError, need
 
 NAME = "uart"
@@ -62,7 +61,9 @@ def validate(case: dict) -> None:
             raise SuiteError(f"{where}: op is read, write or wait")
 
 
-class _Clock:
+class Clock:
+    """The suite's virtual clock, in ns from 0."""
+
     def __init__(self) -> None:
         self.now = 0
 
@@ -70,11 +71,34 @@ class _Clock:
         return self.now
 
 
+def drive(case: dict, events: list[dict], clock: Clock, read, write, due, fire) -> list[dict]:
+    """Run ``case``'s steps against a UART given by its operations:
+    ``read(offset)``, ``write(offset, value)``, ``due()`` (its next timer
+    deadline or None) and ``fire(now)`` (its timers due by ``now``). The
+    UART itself appends its ``serial`` and ``irq`` events to ``events``;
+    this adds the reads, and moves the clock from deadline to deadline
+    through each wait. (How a case runs, for any implementation's UART;
+    what the UART answers is the implementation's.)"""
+    for step in case["steps"]:
+        if step["op"] == "read":
+            events.append({"read": step["offset"], "value": read(step["offset"])})
+        elif step["op"] == "write":
+            write(step["offset"], step["value"])
+        else:
+            end = clock.now + step["ns"]
+            while (deadline := due()) is not None and deadline <= end:
+                clock.now = max(clock.now, deadline)
+                fire(clock.now)
+            clock.now = end
+    return events
+
+
 def expected(case: dict) -> list[dict]:
     """The reference model's events for ``case``."""
+    from spec.devices.uart import Uart16550    # here: impl's adapter imports drive()
     validate(case)
     events: list[dict] = []
-    clock = _Clock()
+    clock = Clock()
 
     def emit(event: trace.Event) -> None:
         if isinstance(event, trace.SerialOut):
@@ -82,18 +106,9 @@ def expected(case: dict) -> list[dict]:
 
     uart = Uart16550("com1", emit, irq=lambda level: events.append({"irq": level}),
                      clock=clock, input=bytes.fromhex(case["input"]))
-    for step in case["steps"]:
-        if step["op"] == "read":
-            events.append({"read": step["offset"], "value": uart.io_read(step["offset"], 1)})
-        elif step["op"] == "write":
-            uart.io_write(step["offset"], 1, step["value"])
-        else:
-            end = clock.now + step["ns"]
-            while (due := uart.next_deadline()) is not None and due <= end:
-                clock.now = max(clock.now, due)
-                uart.expire(clock.now)
-            clock.now = end
-    return events
+    return drive(case, events, clock, lambda offset: uart.io_read(offset, 1),
+                 lambda offset, value: uart.io_write(offset, 1, value), uart.next_deadline,
+                 uart.expire)
 
 
 #: register traffic that reaches the interesting states often
