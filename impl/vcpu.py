@@ -441,6 +441,10 @@ class Vcpu:
     def code_at(self, linear: int) -> bytes:
         """Up to 15 bytes that RAM backs at ``linear`` (the instruction to
         emulate, or a diagnostic)."""
+        try:
+            return self.lread(linear, 15)      # the common case: all 15 are RAM
+        except LinearFault:
+            pass
         out = b""
         for i in range(15):
             try:
