@@ -582,14 +582,19 @@ def cmd_conform(args: argparse.Namespace) -> int:
             print(f"  reference: {json.dumps(r.reference)}")
             print(f"  impl:      {json.dumps(r.impl)}")
             if r.context:
-                base = r.context["from"]
-                for side in ("reference", "impl"):
-                    print(f"  {side} around it:")
-                    for k, ev in enumerate(r.context[side]):
-                        mark = ">" if base + k == r.index else " "
-                        print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
+                _print_around(r.index, r.context, ("reference", "impl"))
         print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
     return EXIT_OK if not diverged else EXIT_NO
+
+
+def _print_around(index: int, context: dict, sides: tuple[str, str]) -> None:
+    """Each side's events around the first difference, that one marked."""
+    base = context["from"]
+    for side in sides:
+        print(f"  {side} around it:")
+        for k, ev in enumerate(context[side]):
+            mark = ">" if base + k == index else " "
+            print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
 
 
 def _conform_external(args: argparse.Namespace) -> int:
@@ -642,12 +647,7 @@ def _conform_external(args: argparse.Namespace) -> int:
             print(f"{r.suite} {r.case}: DIVERGED at event {r.index}")
             print(f"  expected: {json.dumps(r.expected)}")
             print(f"  got:      {json.dumps(r.got)}")
-            base = r.context["from"]
-            for side in ("expected", "got"):
-                print(f"  {side} around it:")
-                for k, ev in enumerate(r.context[side]):
-                    mark = ">" if base + k == r.index else " "
-                    print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
+            _print_around(r.index, r.context, ("expected", "got"))
             if r.reproducer:
                 print(f"  minimal reproducer: {r.reproducer}")
         for s, (eq, dv) in by_suite.items():

@@ -32,11 +32,10 @@ def compare(case: str, ref: RunResult, other: RunResult) -> CaseResult:
     """Find the first difference between two runs of one guest."""
     a = [e.to_json() for e in ref.trace]
     b = [e.to_json() for e in other.trace]
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return _diverged(case, a, b, i)
-    if len(a) != len(b):
-        return _diverged(case, a, b, min(len(a), len(b)))
+    i = first_difference(a, b)
+    if i is not None:
+        return CaseResult(case, False, max(len(a), len(b)), i,
+                          *around(a, b, i, "trace", ("reference", "impl")))
     sa = {"exit": ref.exit, "instructions": ref.instructions}
     sb = {"exit": other.exit, "instructions": other.instructions}
     if sa != sb:
@@ -45,13 +44,23 @@ def compare(case: str, ref: RunResult, other: RunResult) -> CaseResult:
     return CaseResult(case, True, len(a))
 
 
-def _diverged(case: str, a: list[dict], b: list[dict], i: int) -> CaseResult:
-    end = {"kind": "end of trace"}
+def first_difference(a: list, b: list) -> int | None:
+    """The index of the first event where two event lists differ (the
+    shorter one's length if one is a prefix of the other), or None."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def around(a: list[dict], b: list[dict], i: int, what: str,
+           sides: tuple[str, str]) -> tuple[dict, dict, dict]:
+    """Both sides' event at ``i`` (or an end marker) and the events around
+    it, under the names ``sides``."""
+    end = {"kind": f"end of {what}"}
     lo = max(0, i - CONTEXT)
-    return CaseResult(case, False, max(len(a), len(b)), i,
-                      a[i] if i < len(a) else end, b[i] if i < len(b) else end,
-                      {"from": lo, "reference": a[lo:i + CONTEXT + 1],
-                       "impl": b[lo:i + CONTEXT + 1]})
+    return (a[i] if i < len(a) else end, b[i] if i < len(b) else end,
+            {"from": lo, sides[0]: a[lo:i + CONTEXT + 1], sides[1]: b[lo:i + CONTEXT + 1]})
 
 
 def run_case(image: GuestImage, engines=("reference", "impl")) -> CaseResult:
@@ -72,13 +81,6 @@ def default_cases(suite_name: str, count: int | None = None) -> list[dict]:
     import random
     from spec.suites import suite
     return suite(suite_name).generate(random.Random(SEED), count or DEFAULT_COUNTS[suite_name])
-
-
-def first_difference(expected: list[dict], got: list[dict]) -> int | None:
-    for i, (x, y) in enumerate(zip(expected, got)):
-        if x != y:
-            return i
-    return None if len(expected) == len(got) else min(len(expected), len(got))
 
 
 @dataclass
@@ -102,13 +104,8 @@ def _against(suite: str, case: dict, expected: list[dict], got: list[dict]) -> E
     i = first_difference(expected, got)
     if i is None:
         return ExternalResult(suite, case["id"], True, len(expected))
-    end = {"kind": "end of events"}
-    lo = max(0, i - CONTEXT)
     return ExternalResult(suite, case["id"], False, max(len(expected), len(got)), i,
-                          expected[i] if i < len(expected) else end,
-                          got[i] if i < len(got) else end,
-                          {"from": lo, "expected": expected[lo:i + CONTEXT + 1],
-                           "got": got[lo:i + CONTEXT + 1]})
+                          *around(expected, got, i, "events", ("expected", "got")))
 
 
 def minimize(suite_name: str, case: dict, diverges) -> dict:

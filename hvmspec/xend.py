@@ -191,7 +191,7 @@ class XendDaemon:
             config = parse(str(req.get("config", "")), source)
             if not config.kernel:
                 raise XendError(f"{source}: kernel is required (the guest image)")
-            if any(r.config.name == config.name and r.state not in ("dying", "destroyed")
+            if any(r.config.name == config.name and r.live
                    for r in xend.domains.values()):
                 raise XendError(f"a domain named {config.name!r} already exists")
             domid = xend.create(config, paused=bool(req.get("paused")))
@@ -222,8 +222,7 @@ class XendDaemon:
 
     def _domid(self, which) -> int:
         """A live domain by ID or by name."""
-        live = {r.domid: r for r in self.host.xend.domains.values()
-                if r.state not in ("dying", "destroyed")}
+        live = {r.domid: r for r in self.host.xend.domains.values() if r.live}
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
             if int(which) in live:
                 return int(which)

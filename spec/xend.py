@@ -167,6 +167,11 @@ class ManagedDomain:
     reason: str = ""
     history: list[str] = field(default_factory=list)
 
+    @property
+    def live(self) -> bool:
+        """Neither dying nor destroyed: it takes commands and holds its name."""
+        return self.state not in ("dying", "destroyed")
+
 
 class Xend:
     """The daemon: creates domains and acts when they shut down."""
@@ -244,7 +249,7 @@ class Xend:
 
     def _live(self, domid: int) -> "ManagedDomain":
         record = self.domains.get(domid)
-        if record is None or record.state in ("dying", "destroyed"):
+        if record is None or not record.live:
             raise XendError(f"no live domain {domid}")
         return record
 
