@@ -3,23 +3,43 @@
 Room: guest execution for the impl engine: RAM, the virtual instruction
 clock, and the exits (I/O, HLT, VMCALL, unbacked memory including pages
 given back to Xen, undecodable or faulting instructions, the instruction
-budget). Imports Unicorn, capstone (for instruction lengths only),
-:mod:`spec.platform` and the CPU both engines
+budget). Imports Unicorn, capstone (for instruction lengths only), the
+clock's fast path :mod:`impl.clock`, :mod:`spec.platform` and the CPU both engines
 share, :mod:`spec.physical_cpu` (the hardware: how Unicorn is opened for
 x86-64, reset, and made to load a segment register).
 
 How it stays fast and exact
 ---------------------------
 
-The reference model calls Python on every instruction. Here Python runs once
-per *translated block* (``UC_HOOK_BLOCK``): the block's instructions are
-decoded once (cached by address, mode and bytes) and the clock advances by
-their number when the next block starts. Instructions that exit — IN, OUT,
-INS, OUTS, HLT and VMCALL, with any prefixes — get a code hook on their address
-alone. The first time a block containing such an instruction is seen, the
-hook is added, Unicorn's translation of that address is dropped and the
-block restarts (its first instruction has not run yet when the block hook is
-called), so the retranslated block stops exactly there.
+The reference model calls Python on every instruction. Here the clock runs
+once per *translated block* (``UC_HOOK_BLOCK``), and in C
+(``impl/_clock.c``, through :mod:`impl.clock`): a table holds, per block
+already decoded, its linear address, size, instruction count and the
+*decode context* it was decoded in (CR0.PE and PG, CS in protected mode;
+with paging also CR3, CR4.PSE/PAE, EFER.LMA and a count of TLB flushes).
+A known block, whose bytes are still those it was decoded from and inside
+which the budget does not end, is counted without calling Python: the clock
+advances by its count when the next block starts. Any other block comes to
+Python (:meth:`Vcpu._on_block`), which decodes it with capstone (cached by
+address, mode and bytes) and fills the table. Instructions that exit — IN,
+OUT, INS, OUTS, HLT and VMCALL, with any prefixes — get a code hook on
+their address alone. The first time a block containing such an instruction
+is seen, the hook is added, Unicorn's translation of that address is
+dropped and the block restarts (its first instruction has not run yet when
+the block hook is called), so the retranslated block stops exactly there.
+Where a budget ends inside a block, the same is done for the instruction at
+which it ends, and that stop point is taken away again when the run stops.
+
+The decode context can change only through an instruction that Unicorn
+ends its block after: MOV to CR0, CR3 or CR4, LMSW, INVLPG, WRMSR, RSM, far
+JMP/CALL/RET, IRET, INT, SYSCALL, SYSRET, SYSENTER, SYSEXIT. A block
+holding one is marked, and the block after it goes to Python, which reads
+the context again (and counts a TLB flush for the first six and far
+JMP/CALL, which may switch tasks); so does the first block of every run,
+as the VMM may have changed the context in between (an interrupt
+delivered, an instruction emulated). Code the guest rewrites is noticed
+because the table keeps a copy of each block's bytes and compares it
+before counting (the guest's RAM is this process's memory).
 
 A REP string instruction ends its block, and each iteration re-enters it, so
 counting blocks counts each iteration once, as the reference does. A fault
@@ -34,10 +54,13 @@ the vcpu runs one instruction at a time, through the same stop points, and
 exits at the first boundary with IF = 1 and no shadow. The preemption timer
 is a second budget: the run stops at whichever comes first.
 
-Known limit: a guest write into the very block that is executing makes
+Known limits: a guest write into the very block that is executing makes
 Unicorn abandon the block after the writing instruction; the next block
-hook would then count the abandoned instructions as well. None of the
-bundled guests modify their own code.
+hook would then count the abandoned instructions as well. A guest that
+changes a page-table entry of its code and runs the page again without a
+TLB flush (architecturally undefined: the old translation may be used)
+gets the translation that the table holds. An IRET that switches tasks
+(NT set) is not counted as a TLB flush.
 """
 
 from __future__ import annotations
@@ -51,6 +74,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
+from impl import clock
 from spec import physical_cpu, platform, trace
 
 _RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
@@ -164,6 +188,9 @@ class Block:
     exiting: tuple[int, ...]        # addresses of instructions that exit
     shadowing: tuple[int, ...] = ()  # STI, MOV SS, POP SS
     mode: int = 32                   # the code segment's size it was decoded in
+    context: bool = False            # the decode context may differ after it
+    flush: bool = False              # it may flush the TLB
+    stops: frozenset = frozenset()   # exiting and shadowing, for lookups
 
 
 _EMPTY = Block((), {}, ())
@@ -196,6 +223,53 @@ def _casts_shadow(code: bytes, prefixes: bytes, opcode: int | None) -> bool:
         return True
     i = len(prefixes)
     return opcode == MOV_SREG and i + 1 < len(code) and code[i + 1] >> 3 & 7 == 2
+
+
+_CONTEXT, _FLUSH = 1, 2
+#: one-byte opcodes that may load CS (far transfers, IRET, software
+#: interrupts), with _FLUSH where a task switch may also load CR3
+_CS_LOADS = {0x9A: _CONTEXT | _FLUSH, 0xEA: _CONTEXT | _FLUSH, 0xCA: _CONTEXT, 0xCB: _CONTEXT,
+             0xCF: _CONTEXT, 0xCC: _CONTEXT, 0xCD: _CONTEXT, 0xCE: _CONTEXT, 0xF1: _CONTEXT}
+#: 0F xx: MOV to CRn, WRMSR and RSM flush; SYSCALL, SYSRET, SYSENTER and
+#: SYSEXIT load CS (LMSW and INVLPG are 0F 01 /6 and /7)
+_TWO_BYTE = {0x22: _CONTEXT | _FLUSH, 0x30: _CONTEXT | _FLUSH, 0xAA: _CONTEXT | _FLUSH,
+             0x05: _CONTEXT, 0x07: _CONTEXT, 0x34: _CONTEXT, 0x35: _CONTEXT}
+
+
+def _context_effect(insn: bytes, prefixes: bytes, opcode: int | None) -> int:
+    """Whether the instruction may change how the next bytes decode (CR0,
+    CR4, EFER, CS) or which bytes a linear address names (CR3, a TLB
+    flush): _CONTEXT, with _FLUSH for the latter. Unicorn ends its block
+    after each of these."""
+    i = len(prefixes)
+    if opcode in _CS_LOADS:
+        return _CS_LOADS[opcode]
+    if opcode == 0xFF and i + 1 < len(insn) and insn[i + 1] >> 3 & 7 in (3, 5):
+        return _CONTEXT | _FLUSH                        # CALL/JMP far through memory
+    if opcode != 0x0F or i + 1 >= len(insn):
+        return 0
+    second = insn[i + 1]
+    if second == 0x01 and i + 2 < len(insn):
+        modrm = insn[i + 2]
+        if modrm >> 3 & 7 == 6 or (modrm >> 3 & 7 == 7 and modrm < 0xC0):
+            return _CONTEXT | _FLUSH                    # LMSW, INVLPG (a memory operand)
+    return _TWO_BYTE.get(second, 0)
+
+
+class _Msr(ctypes.Structure):
+    """Unicorn's ``uc_x86_msr``."""
+
+    _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
+
+
+def _pages(gpa: int, n: int) -> list[tuple[int, int]]:
+    """``[gpa, gpa + n)`` cut at page boundaries."""
+    out = []
+    while n:
+        part = min(n, PAGE - gpa % PAGE)
+        out.append((gpa, part))
+        gpa, n = gpa + part, n - part
+    return out
 
 
 class _Mmr(ctypes.Structure):
@@ -233,24 +307,50 @@ class Vcpu:
         #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
         self.emit = None
         self._shadow_at = -1
-        #: set while impl's VMM steps an instruction itself: the clock's
-        #: hooks stand aside
-        self.quiet = False
         #: (address, size, CR0, CS selector in protected mode) -> (bytes, block): the mode is
         #: looked up only when a block is new (a GDT entry changed under a
         #: loaded selector is not modelled, as in the reference)
         self._blocks: dict[tuple[int, int, int, int], tuple[bytes, Block]] = {}
-        self._hooked: set[int] = set()
+        #: addresses with a stop point (UC_HOOK_CODE) -> its hook
+        self._hooked: dict[int, int] = {}
+        #: the stop points placed where a budget ends, removed after the run
+        self._budget_hooks: list[int] = []
+        #: decode context (see _probe_context) -> its id in the C table
+        self._contexts: dict[tuple, int] = {}
+        self._epoch = 0
+        self._quiet = False
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
                         ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
                          (64, capstone.CS_MODE_64))}
-        uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
+        self._clock = clock.BlockClock(uc, self._on_block)
+        self._c = self._clock.state
+        #: the block in each slot of the C table, and in the spare slot
+        self._slot_block: list[Block] = [_EMPTY] * (clock.SLOTS + 1)
+        self._budget_end = 0
+        self._msr = _Msr(physical_cpu.MSR_EFER, 0)
+        self._msr_ref = ctypes.byref(self._msr)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
 
     # --- guest state ------------------------------------------------------------
+
+    @property
+    def quiet(self) -> bool:
+        """Set while impl's VMM steps an instruction itself: the clock and
+        its stop points stand aside."""
+        return self._quiet
+
+    @quiet.setter
+    def quiet(self, value: bool) -> None:
+        self._quiet = value
+        self._c.quiet = int(value)
+
+    def _efer(self) -> int:
+        self._msr.value = 0
+        uclib.uc_reg_read(self._handle, X.UC_X86_REG_MSR, self._msr_ref)
+        return self._msr.value
 
     def _reg(self, reg_id: int) -> int:
         self._value.value = 0
@@ -277,11 +377,13 @@ class Vcpu:
         accesses exit as unbacked memory."""
         self.host_ram.release(pfn << 12, PAGE)
         self.holes.add(pfn)
+        self._clock.clear()
 
     def restore_page(self, pfn: int) -> None:
         """Back a hole again with a zeroed page."""
         self.host_ram.restore(pfn << 12, PAGE)
         self.holes.discard(pfn)
+        self._clock.clear()
 
     def read(self, gpa: int, length: int) -> bytes:
         if length > 4096:
@@ -310,7 +412,7 @@ class Vcpu:
 
     def long_mode(self) -> bool:
         # EFER.LMA needs paging: the MSR is read only when CR0.PG is set
-        return self.paging() and bool(self.uc.msr_read(physical_cpu.MSR_EFER) & _EFER_LMA)
+        return self.paging() and bool(self._efer() & _EFER_LMA)
 
     def mode(self) -> int:
         if not self._reg(_CR0) & 1:
@@ -512,67 +614,160 @@ class Vcpu:
         return ex
 
     def _run(self) -> Exit:
+        c = self._c
         while True:
             self._exit: Exit | None = None
             self._restart = False
             self._fetch_fault: int | None = None
             self._gpa: int | None = None
             self._logdirty = False
-            self._base = self.icount
-            self._block = _EMPTY
+            self._hook_error: BaseException | None = None
+            c.base, c.prev, c.current, c.end = self.icount, 0, -1, self._budget_end
+            self._probe_context(False)
             try:
                 self.uc.emu_start(self._reg(_RIP), 1 << 40)
             except unicorn.UcError as exc:
+                self._drop_budget_hooks()
+                if self._hook_error is not None:
+                    raise self._hook_error
                 return self._fault(exc)
+            if self._hook_error is not None:
+                self._drop_budget_hooks()
+                raise self._hook_error
             if self._restart:
-                continue
+                continue                    # with the stop points just placed
+            self._drop_budget_hooks()
             assert self._exit is not None, "emulation ended without an exit"
             self.icount = self._exit.icount
             return self._exit
 
-    def _on_block(self, uc, address: int, size: int, _data) -> None:
-        if self.quiet:
-            return
-        self._base += len(self._block.addresses)
+    # --- the clock: blocks the C fast path sends here (impl/_clock.c) ------------------
+
+    def _probe_context(self, flush: bool) -> None:
+        """The decode context id now: what decides how the bytes at a linear
+        address decode (CR0.PE and PG, CS in protected mode) and, with
+        paging, which bytes they are (CR3, CR4's PSE and PAE, EFER.LMA, and
+        a count of TLB flushes: ``flush`` starts a new one)."""
+        cr0 = self._reg(_CR0)
+        key: tuple = (cr0 & (1 | _CR0_PG), self._reg(X.UC_X86_REG_CS) if cr0 & 1 else 0)
+        if cr0 & _CR0_PG:
+            if flush:
+                self._epoch += 1
+            key += (self._reg(X.UC_X86_REG_CR3), self._reg(X.UC_X86_REG_CR4) & 0x30,
+                    self._efer() & _EFER_LMA, self._epoch)
+        context = self._contexts.get(key)
+        if context is None:
+            context = self._contexts[key] = len(self._contexts) + 1
+        self._c.context = context
+        self._c.reprobe = 0
+
+    def _current(self) -> Block:
+        """The block executing now (the one the clock last counted)."""
+        index = self._c.current
+        return _EMPTY if index < 0 else self._slot_block[index]
+
+    def _on_block(self, address: int, size: int) -> None:
+        """A block the C fast path could not account for: new, changed, in a
+        new decode context, or one inside which the budget ends."""
+        try:
+            self._account(address, size)
+        except BaseException as exc:        # noqa: BLE001 - re-raised after emu_start
+            self._hook_error = exc
+            self.uc.emu_stop()
+
+    def _account(self, address: int, size: int) -> None:
+        c = self._c
+        if c.reprobe:
+            self._probe_context(self._current().flush)
+        base = c.base
         block = self._decode(address, size)
         missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
-        end = self._budget_end - self._base
+        end = self._budget_end - base
         if end < len(block.addresses):
             if end <= 0:
-                self._stop(Exit("limit", address, 0, self._base))
+                self._stop(Exit("limit", address, 0, base))
                 return
-            if block.addresses[end] not in self._hooked:
-                missing.append(block.addresses[end])
+            at = block.addresses[end]
+            if at not in self._hooked:
+                missing.append(at)
+                self._budget_hooks.append(at)
         if missing:
             for a in missing:
-                self._hooked.add(a)
-                uc.hook_add(unicorn.UC_HOOK_CODE, self._on_stop_point, begin=a, end=a)
-                uc.ctl_remove_cache(a, a + 1)
-            self.icount = self._base
-            self._block = _EMPTY
+                self._hooked[a] = self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_stop_point,
+                                                   begin=a, end=a)
+                self.uc.ctl_remove_cache(a, a + 1)
+            self.icount = base
+            c.current, c.prev = -1, 0
             self._restart = True
-            uc.emu_stop()
+            self.uc.emu_stop()
             return
-        self._block = block
+        index = self._remember(address, size, block)
+        self._slot_block[index] = block
+        c.current, c.prev = index, len(block.addresses)
+        if block.context:
+            c.reprobe = 1
+
+    def _remember(self, address: int, size: int, block: Block) -> int:
+        """Put ``block`` in the C table if its bytes are RAM; its slot, or
+        the spare slot that only Python reads."""
+        index = clock.slot(address)
+        try:
+            spans = self._spans(address, size, False) if self.paging() else \
+                [(a, n) for a, n in _pages(address & 0xFFFFFFFF, size)]
+        except LinearFault:
+            return clock.SLOTS
+        hosts = []
+        for gpa, n in spans:
+            host = self._host_address(gpa, n)
+            if host is None:
+                return clock.SLOTS
+            hosts.append((host, n))
+        raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
+        flags = (clock.CONTEXT if block.context else 0) | clock.VERIFY
+        self._clock.put(index, address, size, len(block.addresses), self._c.context, flags,
+                        hosts, raw)
+        return index
+
+    def _host_address(self, gpa: int, n: int) -> int | None:
+        """Where RAM ``[gpa, gpa + n)`` lies in this process, if it is RAM."""
+        if not self.backed(gpa, n):
+            return None
+        for start, size, _host, view in self.host_ram.pieces:
+            if start <= gpa and gpa + n <= start + size:
+                return ctypes.addressof(view) + (gpa - start)
+        return None
+
+    def _drop_budget_hooks(self) -> None:
+        """The stop points placed only where a budget ended go, with their
+        translations: left in place, each would call Python on every pass."""
+        for a in self._budget_hooks:
+            handle = self._hooked.pop(a, None)
+            if handle is not None:
+                self.uc.hook_del(handle)
+                self.uc.ctl_remove_cache(a, a + 1)
+        self._budget_hooks.clear()
 
     def _stop(self, ex: Exit) -> None:
         self._exit = ex
-        self._block = _EMPTY
+        self._c.current, self._c.prev = -1, 0
         self.uc.emu_stop()
 
     def _on_stop_point(self, uc, address: int, size: int, _data) -> None:
         """An instruction that exits, or the one at which the budget ends."""
-        if self.quiet:
+        if self._quiet:
             return
-        index = self._block.index.get(address)
+        block = self._current()
+        index = block.index.get(address)
         if index is None:
             return
-        icount = self._base + index
+        icount = self._c.base + index
         if icount >= self._budget_end:
             self._stop(Exit("limit", address, 0, icount))
             return
+        if address not in block.stops:
+            return
         code = self._code(address, min(size, 15))
-        prefixes, opcode = split_prefixes(code, self._block.mode)
+        prefixes, opcode = split_prefixes(code, block.mode)
         if _casts_shadow(code, prefixes, opcode):
             if opcode != STI or not self._reg(_RFLAGS) & EFLAGS_IF:
                 self._shadow_at = icount + 1
@@ -586,11 +781,11 @@ class Vcpu:
             elif opcode == 0x0F:
                 self._stop(Exit("vmcall", address, len(prefixes) + 3, icount))
             else:
-                io, length = decode_io(code, self._block.mode, self._reg(X.UC_X86_REG_EDX))
+                io, length = decode_io(code, block.mode, self._reg(X.UC_X86_REG_EDX))
                 self._stop(Exit("io", address, length, icount, io.info(), io))
 
     def _on_unmapped(self, uc, access: int, address: int, size: int, value: int, _data) -> bool:
-        if self.quiet:
+        if self._quiet:
             return False
         if access == unicorn.UC_MEM_FETCH_UNMAPPED:
             self._fetch_fault = address
@@ -601,7 +796,7 @@ class Vcpu:
 
     def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
                       _data) -> bool:
-        if self.quiet:
+        if self._quiet:
             return False
         self._gpa = address
         self._access = "write"
@@ -609,12 +804,13 @@ class Vcpu:
         return False
 
     def _fault(self, exc: unicorn.UcError) -> Exit:
+        block, base = self._current(), self._c.base
         if self._fetch_fault is not None:
             rip = self._fetch_fault
-            icount = self._base + len(self._block.addresses)
+            icount = base + len(block.addresses)
         else:
             rip = self.rip()
-            icount = self._base + self._block.index.get(rip, len(self._block.addresses))
+            icount = base + block.index.get(rip, len(block.addresses))
         self.icount = icount
         self.put("rip", rip - self.seg_base("cs"))
         code = self.code_at(rip).hex()
@@ -638,7 +834,7 @@ class Vcpu:
             return cached[1]
         mode = self.mode()
         addresses, exiting, shadowing = [], [], []
-        offset = 0
+        offset = effect = 0
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
@@ -649,6 +845,8 @@ class Vcpu:
                     exiting.append(address + offset)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
+                else:
+                    effect |= _context_effect(insn, prefixes, opcode)
                 offset += length
             if offset >= size:
                 break
@@ -663,7 +861,8 @@ class Vcpu:
             offset += len(prefixes) + (3 if opcode == 0x0F else
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
-                      tuple(shadowing), mode)
+                      tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
+                      frozenset(exiting + shadowing))
         self._blocks[key] = (raw, block)
         return block
 

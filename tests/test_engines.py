@@ -76,3 +76,40 @@ def test_fetch_from_unbacked_memory_is_an_ept_violation_at_the_target():
     assert exit_.rip == 0xA0000 and exit_.info["gpa"] == 0xA0000
     assert exit_.icount == SETUP + 1        # the far jump retired
     assert result.exit["reason"] == "crash"
+
+
+#: inc ax four times, then ret: five instructions in five bytes
+ROUTINE = (0x40, 0x40, 0x40, 0x40, 0xC3)
+#: add ax, 2; inc ax; ret: the same five bytes' room, three instructions
+PATCHED = (0x83, 0xC0, 0x02)
+
+
+def _poke(at: int, values) -> str:
+    return "".join(f"    mov byte ptr [{at + i:#x}], {v:#x}\n" for i, v in enumerate(values))
+
+
+def test_code_the_guest_rewrites_is_counted_as_rewritten():
+    """A routine the guest writes into RAM, runs, overwrites with different
+    instructions in the same bytes' room (same address, same block size,
+    fewer instructions), and runs again: each call's exit carries the count
+    of what ran. impl's clock keeps a table of blocks it decoded and counts
+    a known block without Python; it must notice that these bytes changed.
+    A near call, so that nothing else sends the routine's block back to
+    Python (a far call would: it loads CS)."""
+    calls = """
+    mov cx, 3
+{label}:
+    mov bx, 0x1000
+    call bx                  ; the routine at f000:1000
+    mov dx, 0x3f8
+    out dx, al
+    loop {label}
+"""
+    body = ("    mov ax, cs\n    mov ds, ax\n" + _poke(0x1000, ROUTINE)
+            + calls.format(label="first") + _poke(0x1000, PATCHED) + calls.format(label="second"))
+    result = both(guest("smc", body))
+    outs = [e for e in result.trace if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3F8]
+    gaps = [b.icount - a.icount for a, b in zip(outs, outs[1:])]
+    # per call: out, loop, mov bx, call, the routine, then mov dx before the next out
+    assert gaps[:2] == [1 + 1 + 1 + 1 + 5 + 1] * 2
+    assert gaps[-2:] == [1 + 1 + 1 + 1 + 3 + 1] * 2

@@ -1,0 +1,112 @@
+"""The ctypes face of the clock's fast path (``impl/_clock.c``).
+
+Room: loading the compiled block hook, the layout of its state, and
+installing it on a Unicorn instance. No decisions: :mod:`impl.vcpu` decodes
+blocks, fills the table and answers the blocks the C code sends back.
+Imports ctypes, Unicorn's C library handle, and nothing of ``spec/``.
+
+The C code counts a block that it knows (same linear address, size and
+decode context, bytes unchanged, the budget not ending inside it) and calls
+:attr:`BlockClock.slow_path` for every other block; see ``_clock.c``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+from pathlib import Path
+from typing import Callable
+
+import unicorn
+from unicorn.unicorn_py3.unicorn import uclib
+
+#: entry flags, as in _clock.c
+CONTEXT = 1
+VERIFY = 2
+
+
+class Entry(ctypes.Structure):
+    _fields_ = [("address", ctypes.c_uint64), ("size", ctypes.c_uint32),
+                ("count", ctypes.c_uint32), ("context", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("host", ctypes.c_void_p * 2),
+                ("split", ctypes.c_uint32), ("reserved", ctypes.c_uint32),
+                ("copy", ctypes.c_void_p)]
+
+
+SLOW_PATH = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
+
+
+def _library() -> ctypes.CDLL:
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_clock{suffix}"
+        if path.exists():
+            return ctypes.CDLL(str(path))
+    raise ImportError(f"impl/_clock.c is not built in {here}: run `make` (pip install -e .) "
+                      f"to compile it")
+
+
+_lib = _library()
+SLOTS = _lib.hvmspec_slots()
+_lib.hvmspec_slot.restype = ctypes.c_uint32
+_lib.hvmspec_slot.argtypes = [ctypes.c_uint64]
+
+
+class State(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_uint64), ("prev", ctypes.c_uint64), ("end", ctypes.c_uint64),
+                ("current", ctypes.c_int64), ("context", ctypes.c_uint32),
+                ("quiet", ctypes.c_uint32), ("reprobe", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32), ("fast", ctypes.c_uint64),
+                ("slow", ctypes.c_uint64), ("slow_path", SLOW_PATH),
+                ("table", Entry * SLOTS)]
+
+
+assert ctypes.sizeof(Entry) == _lib.hvmspec_entry_size(), "Entry does not match _clock.c"
+assert ctypes.sizeof(State) == _lib.hvmspec_clock_size(), "State does not match _clock.c"
+
+
+def slot(address: int) -> int:
+    """The table slot of a block at linear ``address``."""
+    return _lib.hvmspec_slot(address)
+
+
+class BlockClock:
+    """The C block hook on one Unicorn instance, and its state."""
+
+    def __init__(self, uc: unicorn.Uc, slow_path: Callable[[int, int], None]) -> None:
+        self.state = State()
+        self.state.current = -1
+        self._callback = SLOW_PATH(slow_path)       # kept alive as long as the hook
+        self.state.slow_path = self._callback
+        #: the byte copies the entries point at, kept alive per slot
+        self._copies: list[object | None] = [None] * SLOTS
+        handle = ctypes.c_size_t()
+        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_BLOCK,
+                                ctypes.cast(_lib.hvmspec_on_block, ctypes.c_void_p),
+                                ctypes.cast(ctypes.byref(self.state), ctypes.c_void_p),
+                                ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if err:
+            raise unicorn.UcError(err)
+
+    def put(self, index: int, address: int, size: int, count: int, context: int, flags: int,
+            spans: list[tuple[int, int]], raw: bytes) -> None:
+        """Fill slot ``index``: ``spans`` are (host address, length) of the
+        block's bytes, one per page; ``raw`` the bytes themselves."""
+        entry = self.state.table[index]
+        copy = ctypes.create_string_buffer(raw, len(raw))
+        self._copies[index] = copy
+        entry.address, entry.size, entry.count = address, size, count
+        entry.host[0] = spans[0][0]
+        entry.host[1] = spans[1][0] if len(spans) > 1 else 0
+        entry.split = spans[0][1]
+        entry.copy = ctypes.addressof(copy)
+        entry.flags = flags
+        entry.context = context
+
+    def forget(self, index: int) -> None:
+        self.state.table[index].context = 0
+
+    def clear(self) -> None:
+        """Forget every block."""
+        ctypes.memset(ctypes.addressof(self.state.table), 0, ctypes.sizeof(self.state.table))
+        self._copies = [None] * SLOTS
