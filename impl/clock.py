@@ -6,8 +6,9 @@ blocks, fills the table and answers the blocks the C code sends back.
 Imports ctypes, Unicorn's C library handle, and nothing of ``spec/``.
 
 The C code counts a block that it knows (same linear address, size and
-decode context, bytes unchanged, the budget not ending inside it) and calls
-:attr:`BlockClock.slow_path` for every other block; see ``_clock.c``.
+decode context, bytes unchanged, the budget not ending inside it) as
+retired whole, and calls the slow path for every other block; see
+``_clock.c``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from unicorn.unicorn_py3.unicorn import uclib
 #: entry flags, as in _clock.c
 CONTEXT = 1
 VERIFY = 2
+#: the context of an empty slot
+EMPTY = 0xFFFFFFFF
 
 
 class Entry(ctypes.Structure):
@@ -30,7 +33,7 @@ class Entry(ctypes.Structure):
                 ("count", ctypes.c_uint32), ("context", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("host", ctypes.c_void_p * 2),
                 ("split", ctypes.c_uint32), ("reserved", ctypes.c_uint32),
-                ("copy", ctypes.c_void_p)]
+                ("copy", ctypes.c_void_p), ("reserved2", ctypes.c_uint64)]
 
 
 SLOW_PATH = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
@@ -53,12 +56,10 @@ _lib.hvmspec_slot.argtypes = [ctypes.c_uint64]
 
 
 class State(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_uint64), ("prev", ctypes.c_uint64), ("end", ctypes.c_uint64),
+    _fields_ = [("left", ctypes.c_int64), ("end", ctypes.c_uint64),
                 ("current", ctypes.c_int64), ("context", ctypes.c_uint32),
-                ("quiet", ctypes.c_uint32), ("reprobe", ctypes.c_uint32),
-                ("reserved", ctypes.c_uint32), ("fast", ctypes.c_uint64),
-                ("slow", ctypes.c_uint64), ("slow_path", SLOW_PATH),
-                ("table", Entry * SLOTS)]
+                ("quiet", ctypes.c_uint32), ("slow", ctypes.c_uint64),
+                ("slow_path", SLOW_PATH), ("table", Entry * SLOTS)]
 
 
 assert ctypes.sizeof(Entry) == _lib.hvmspec_entry_size(), "Entry does not match _clock.c"
@@ -76,6 +77,7 @@ class BlockClock:
     def __init__(self, uc: unicorn.Uc, slow_path: Callable[[int, int], None]) -> None:
         self.state = State()
         self.state.current = -1
+        self.clear()
         self._callback = SLOW_PATH(slow_path)       # kept alive as long as the hook
         self.state.slow_path = self._callback
         #: the byte copies the entries point at, kept alive per slot
@@ -104,9 +106,9 @@ class BlockClock:
         entry.context = context
 
     def forget(self, index: int) -> None:
-        self.state.table[index].context = 0
+        self.state.table[index].context = EMPTY
 
     def clear(self) -> None:
-        """Forget every block."""
-        ctypes.memset(ctypes.addressof(self.state.table), 0, ctypes.sizeof(self.state.table))
+        """Forget every block (all ones: EMPTY in every context field)."""
+        ctypes.memset(ctypes.addressof(self.state.table), 0xFF, ctypes.sizeof(self.state.table))
         self._copies = [None] * SLOTS

@@ -143,6 +143,14 @@ class MmioInstruction:
             raise EmulationFailed(f"no MMIO operand in {insn.mnemonic} {insn.op_str}")
         on_read, on_write = pieces.on_read, pieces.on_write
         uc = cpu.uc
+        # RAM this step writes must not be a page of code the clock
+        # write-protected: a refused store would end the step half done
+        for gpa, size, *_ in accesses:
+            if cpu.backed(gpa, size):
+                cpu.make_writable(gpa, size)
+        if insn.mnemonic.split()[-1] == "push":
+            top = (cpu.seg_base("ss") + cpu.get("rsp") - 8) & cpu.linear_mask()
+            cpu.make_writable(self._physical(top, 8, True), 8)
         for page in pages:
             uc.mmio_map(page, PAGE, on_read, page, on_write, page)
         cpu.quiet = True

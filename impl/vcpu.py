@@ -105,6 +105,7 @@ VMCALL = b"\x0f\x01\xc1"
 STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
+EFLAGS_VM = 1 << 17
 LOCK_UD = "LOCK prefix on an instruction that does not accept it (#UD)"
 
 
@@ -319,6 +320,14 @@ class Vcpu:
         self._contexts: dict[tuple, int] = {}
         self._epoch = 0
         self._quiet = False
+        #: pages of code the clock write-protected -> the table slots of
+        #: their blocks; pages the guest wrote after that (bytes compared)
+        self._code_pages: dict[int, set[int]] = {}
+        self._mixed: set[int] = set()
+        self._code_written: list[int] = []
+        #: the VMM changed the vcpu's state: probe the decode context again
+        self._stale = True
+        self._cs_mode, self._cs_base = 16, 0
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
                         ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
                          (64, capstone.CS_MODE_64))}
@@ -346,6 +355,8 @@ class Vcpu:
     def quiet(self, value: bool) -> None:
         self._quiet = value
         self._c.quiet = int(value)
+        if not value:
+            self._stale = True              # the instruction stepped may load CS
 
     def _efer(self) -> int:
         self._msr.value = 0
@@ -377,6 +388,8 @@ class Vcpu:
         accesses exit as unbacked memory."""
         self.host_ram.release(pfn << 12, PAGE)
         self.holes.add(pfn)
+        self._code_pages.pop(pfn, None)
+        self._mixed.discard(pfn)
         self._clock.clear()
 
     def restore_page(self, pfn: int) -> None:
@@ -394,6 +407,8 @@ class Vcpu:
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
+        if self._code_pages:
+            self._forget_code(gpa, len(data))
         if self.on_write is not None:
             self.on_write(gpa, len(data))
 
@@ -415,6 +430,13 @@ class Vcpu:
         return self.paging() and bool(self._efer() & _EFER_LMA)
 
     def mode(self) -> int:
+        """The code segment's size: 16, 32 or 64 (read when the decode
+        context was last probed: the CPU, too, uses the descriptor it
+        cached when CS was loaded)."""
+        self._context()
+        return self._cs_mode
+
+    def _read_mode(self) -> int:
         if not self._reg(_CR0) & 1:
             return 16
         high = self._descriptor("cs")[1]
@@ -428,6 +450,9 @@ class Vcpu:
     def seg_base(self, seg: str) -> int:
         if not self._reg(_CR0) & 1:
             return self._reg(_SEG[seg]) << 4
+        if seg == "cs":
+            self._context()
+            return self._cs_base
         if self.long_mode() and self.mode() == 64:
             msr = _BASE_MSR.get(seg)
             return self._reg(msr) if msr is not None else 0
@@ -622,15 +647,20 @@ class Vcpu:
             self._gpa: int | None = None
             self._logdirty = False
             self._hook_error: BaseException | None = None
-            c.base, c.prev, c.current, c.end = self.icount, 0, -1, self._budget_end
-            self._probe_context(False)
+            self._code_written: list[int] = []
+            self._context()
+            c.current, c.end = -1, self._budget_end
+            c.left = self._budget_end - self.icount
             try:
                 self.uc.emu_start(self._reg(_RIP), 1 << 40)
             except unicorn.UcError as exc:
                 self._drop_budget_hooks()
                 if self._hook_error is not None:
                     raise self._hook_error
-                return self._fault(exc)
+                ex = self._fault(exc)
+                if ex is None:
+                    continue
+                return ex
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
@@ -643,13 +673,33 @@ class Vcpu:
 
     # --- the clock: blocks the C fast path sends here (impl/_clock.c) ------------------
 
+    def _context(self) -> int:
+        """The decode context id, probed again if it may have changed: a
+        block that may change it ran (the C clock set it to 0), or the VMM
+        changed the vcpu's state (``_stale``)."""
+        c = self._c
+        if not c.context or self._stale:
+            self._probe_context(not c.context and self._current().flush)
+        return c.context
+
     def _probe_context(self, flush: bool) -> None:
         """The decode context id now: what decides how the bytes at a linear
-        address decode (CR0.PE and PG, CS in protected mode) and, with
-        paging, which bytes they are (CR3, CR4's PSE and PAE, EFER.LMA, and
-        a count of TLB flushes: ``flush`` starts a new one)."""
+        address decode (CR0.PE and PG, EFLAGS.VM, the code segment's size
+        and base) and, with paging, which bytes they are (CR3, CR4's PSE
+        and PAE, EFER.LMA, and a count of TLB flushes: ``flush`` starts a
+        new one). The code segment's size and base are kept for
+        :meth:`mode` and :meth:`seg_base`."""
         cr0 = self._reg(_CR0)
-        key: tuple = (cr0 & (1 | _CR0_PG), self._reg(X.UC_X86_REG_CS) if cr0 & 1 else 0)
+        self._stale = False
+        self._cs_mode = mode = self._read_mode()
+        key: tuple = (cr0 & (1 | _CR0_PG), mode)
+        if cr0 & 1:
+            low, high = self._descriptor("cs")
+            if mode == 64:
+                self._cs_base = 0
+            else:
+                self._cs_base = (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
+            key += (self._cs_base, self._reg(_RFLAGS) & EFLAGS_VM)
         if cr0 & _CR0_PG:
             if flush:
                 self._epoch += 1
@@ -659,12 +709,17 @@ class Vcpu:
         if context is None:
             context = self._contexts[key] = len(self._contexts) + 1
         self._c.context = context
-        self._c.reprobe = 0
 
     def _current(self) -> Block:
         """The block executing now (the one the clock last counted)."""
         index = self._c.current
         return _EMPTY if index < 0 else self._slot_block[index]
+
+    def _block_start(self, block: Block) -> int:
+        """The instruction count at the start of ``block``, the current one
+        (the clock counted it whole when it began)."""
+        c = self._c
+        return c.end - c.left - len(block.addresses)
 
     def _on_block(self, address: int, size: int) -> None:
         """A block the C fast path could not account for: new, changed, in a
@@ -677,9 +732,8 @@ class Vcpu:
 
     def _account(self, address: int, size: int) -> None:
         c = self._c
-        if c.reprobe:
-            self._probe_context(self._current().flush)
-        base = c.base
+        self._context()
+        base = c.end - c.left
         block = self._decode(address, size)
         missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
         end = self._budget_end - base
@@ -697,15 +751,16 @@ class Vcpu:
                                                    begin=a, end=a)
                 self.uc.ctl_remove_cache(a, a + 1)
             self.icount = base
-            c.current, c.prev = -1, 0
+            c.current = -1
             self._restart = True
             self.uc.emu_stop()
             return
         index = self._remember(address, size, block)
         self._slot_block[index] = block
-        c.current, c.prev = index, len(block.addresses)
+        c.left -= len(block.addresses)
+        c.current = index
         if block.context:
-            c.reprobe = 1
+            c.context = 0
 
     def _remember(self, address: int, size: int, block: Block) -> int:
         """Put ``block`` in the C table if its bytes are RAM; its slot, or
@@ -723,10 +778,47 @@ class Vcpu:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
-        flags = (clock.CONTEXT if block.context else 0) | clock.VERIFY
+        flags = clock.CONTEXT if block.context else 0
+        pfns = {gpa >> 12 for gpa, _ in spans}
+        if pfns & self._mixed:
+            flags |= clock.VERIFY
+        else:
+            for pfn in pfns:
+                slots = self._code_pages.get(pfn)
+                if slots is None:
+                    self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+                    slots = self._code_pages[pfn] = set()
+                slots.add(index)
         self._clock.put(index, address, size, len(block.addresses), self._c.context, flags,
                         hosts, raw)
         return index
+
+    def release_code_page(self, pfn: int) -> None:
+        """Make a write-protected page of code writable again, for good: the
+        guest writes it, so its blocks' bytes are compared before each count
+        from now on (and the ones known so far are forgotten)."""
+        slots = self._code_pages.pop(pfn, set())
+        for index in slots:
+            self._clock.forget(index)
+        self._mixed.add(pfn)
+        self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_ALL)
+
+    def make_writable(self, gpa: int, length: int) -> None:
+        """Release the write-protected pages of code in ``[gpa, gpa + length)``
+        (:meth:`release_code_page`): the VMM is about to let the guest write them."""
+        for pfn in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1):
+            if pfn in self._code_pages:
+                self.release_code_page(pfn)
+
+    def _forget_code(self, gpa: int, length: int) -> None:
+        """Xen (not the guest) wrote RAM: forget the blocks on those pages
+        (Unicorn lets the VMM write a write-protected page)."""
+        for pfn in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1):
+            slots = self._code_pages.get(pfn)
+            if slots:
+                for index in slots:
+                    self._clock.forget(index)
+                slots.clear()
 
     def _host_address(self, gpa: int, n: int) -> int | None:
         """Where RAM ``[gpa, gpa + n)`` lies in this process, if it is RAM."""
@@ -749,7 +841,6 @@ class Vcpu:
 
     def _stop(self, ex: Exit) -> None:
         self._exit = ex
-        self._c.current, self._c.prev = -1, 0
         self.uc.emu_stop()
 
     def _on_stop_point(self, uc, address: int, size: int, _data) -> None:
@@ -760,7 +851,7 @@ class Vcpu:
         index = block.index.get(address)
         if index is None:
             return
-        icount = self._c.base + index
+        icount = self._block_start(block) + index
         if icount >= self._budget_end:
             self._stop(Exit("limit", address, 0, icount))
             return
@@ -796,6 +887,11 @@ class Vcpu:
 
     def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
                       _data) -> bool:
+        pages = [p for p in range(address >> 12, ((address + max(size, 1) - 1) >> 12) + 1)
+                 if p in self._code_pages]
+        if pages:
+            self._code_written = pages      # the run restarts once these are writable
+            return False
         if self._quiet:
             return False
         self._gpa = address
@@ -803,8 +899,12 @@ class Vcpu:
         self._logdirty = True
         return False
 
-    def _fault(self, exc: unicorn.UcError) -> Exit:
-        block, base = self._current(), self._c.base
+    def _fault(self, exc: unicorn.UcError) -> Exit | None:
+        """The exit for a run that Unicorn ended with an error; None when
+        the run is to start again where it stopped (a store into a page of
+        code that the clock had write-protected, now writable)."""
+        block = self._current()
+        base = self._block_start(block)
         if self._fetch_fault is not None:
             rip = self._fetch_fault
             icount = base + len(block.addresses)
@@ -813,6 +913,10 @@ class Vcpu:
             icount = base + block.index.get(rip, len(block.addresses))
         self.icount = icount
         self.put("rip", rip - self.seg_base("cs"))
+        if self._code_written:
+            for pfn in self._code_written:
+                self.release_code_page(pfn)
+            return None
         code = self.code_at(rip).hex()
         if self._gpa is not None:
             info = {"bytes": code, "access": self._access, "gpa": self._gpa}
@@ -875,6 +979,7 @@ class Vcpu:
         64-bit handler, SS:RSP pushed on a 16-byte aligned stack); same
         privilege level only, no error code. Nothing changes on a fault."""
         _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
+        self._stale = True
         try:
             if not self._reg(_CR0) & 1:
                 self._deliver_ivt(vector, base, limit)
