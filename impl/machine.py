@@ -247,7 +247,7 @@ class Host:
             return progressed
         if not vmm.assist():
             return True
-        self.emit(trace.VmEntry(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
+        self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
         ex = vcpu.run(budget, _sliced(deadline, vcpu.icount, self.slice), vmm.window)
         if ex.reason == "limit":
             self.stopped = "limit"

@@ -85,6 +85,7 @@ class QemuDm:
         self.pit = Pit(clock)
         self.pit_due: int | None = None
         self.rtc_due: int | None = None
+        self._ports: dict | None = None          # port -> (base, device), from devices
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
@@ -243,7 +244,7 @@ class QemuDm:
         if direction == READ:
             value = (int.from_bytes(self.testdev[offset:offset + size], "little") if inside
                      else (1 << 8 * size) - 1)
-        self.emit(trace.DeviceIo(device="testdev" if inside else None, space="mmio", addr=addr,
+        self.emit(trace.DeviceIo.of(device="testdev" if inside else None, space="mmio", addr=addr,
                                  size=size, dir="read" if direction == READ else "write",
                                  data=value))
         if direction == WRITE and inside:
@@ -251,10 +252,15 @@ class QemuDm:
         return value
 
     def _claim(self, port: int):
-        for lo, hi, dev in self.devices:
-            if lo <= port < hi:
-                return lo, dev
-        return None
+        """(base port, device) of the device that decodes ``port``, or None
+        (a table built at the first access: the devices are fixed by then)."""
+        ports = self._ports
+        if ports is None:
+            ports = self._ports = {}
+            for lo, hi, dev in reversed(self.devices):      # the first in the list wins
+                for p in range(lo, hi):
+                    ports[p] = (lo, dev)
+        return ports.get(port)
 
     def _bus(self, port: int, size: int, direction: int, value: int) -> int:
         """One access of ``size`` bytes, split for a device that takes only
@@ -273,13 +279,13 @@ class QemuDm:
             self.unclaimed[0 if direction == READ else 1] += 1
             if direction == READ:
                 value = (1 << 8 * size) - 1
-            self.emit(trace.DeviceIo(device=None, space="pio", addr=port, size=size,
+            self.emit(trace.DeviceIo.of(device=None, space="pio", addr=port, size=size,
                                      dir=kind, data=value))
             return value
         base, dev = claimed
         if direction == READ:
             value = dev.read(port - base, size) & ((1 << 8 * size) - 1)
-        self.emit(trace.DeviceIo(device=dev.name, space="pio", addr=port, size=size,
+        self.emit(trace.DeviceIo.of(device=dev.name, space="pio", addr=port, size=size,
                                  dir=kind, data=value))
         if direction == WRITE:
             dev.write(port - base, size, value)

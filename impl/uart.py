@@ -210,7 +210,7 @@ class Uart:
         if self.mcr & 0x10:
             self._take(value, self.clock())
         else:
-            self.emit(trace.SerialOut(port="com1", byte=value))
+            self.emit(trace.SerialOut.of(port="com1", byte=value))
         self.thre_int = True
         self._sync()
 

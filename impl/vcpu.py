@@ -38,8 +38,14 @@ the context again (and counts a TLB flush for the first six and far
 JMP/CALL, which may switch tasks); so does the first block of every run,
 as the VMM may have changed the context in between (an interrupt
 delivered, an instruction emulated). Code the guest rewrites is noticed
-because the table keeps a copy of each block's bytes and compares it
-before counting (the guest's RAM is this process's memory).
+as Xen notices writes to page tables it shadows: a page that holds a known
+block is write-protected (``mem_protect``), and the guest's first store to
+it stops the run before the store; the page is then made writable for good,
+its blocks are forgotten, the run starts again at the store, and from then
+on each block on that page has its bytes compared with the copy the table
+keeps before it is counted (the guest's RAM is this process's memory).
+Xen's own writes to RAM (an ``IN`` string's data, qemu-dm's DMA) forget
+the blocks of the pages they touch.
 
 A REP string instruction ends its block, and each iteration re-enters it, so
 counting blocks counts each iteration once, as the reference does. A fault

@@ -66,7 +66,7 @@ class IoreqPage:
 
     def event(self, vcpu: int, by: str, old: int, new: int) -> trace.IoreqTransition:
         addr, data, count, size, _, _, ptr, direction, df, typ = self.fields(vcpu)
-        return trace.IoreqTransition(
+        return trace.IoreqTransition.of(
             vcpu=vcpu, by=by, old=STATE.get(old, f"UNKNOWN({old})"),
             new=STATE.get(new, f"UNKNOWN({new})"), type=TYPE.get(typ, str(typ)),
             dir="read" if direction else "write", addr=addr, size=size, count=count,
@@ -219,7 +219,7 @@ class EventChannels:
             return                                  # dropped, as Xen does
         if state != "interdomain":
             raise EvtchnError("EINVAL", f"dom{dom} port {port} is {state}")
-        self.emit(trace.EvtchnSend(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
+        self.emit(trace.EvtchnSend.of(dom=dom, port=port, remote_dom=rdom, remote_port=rport))
         consumer = self.ports[rdom][rport][4]
         if consumer is not None:
             consumer(rport)
@@ -342,7 +342,7 @@ class Vmm:
         self.p2m = p2m.P2m(vcpu.memory_bytes, vcpu.remove_page, vcpu.restore_page, emit)
 
     def handle_exit(self, ex: Exit) -> None:
-        self.emit(trace.VmExit(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
+        self.emit(trace.VmExit.of(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
                                info=ex.info))
         if ex.reason == "io":
             self._io(ex)
@@ -465,7 +465,7 @@ class Vmm:
             elif p in pic.PORTS:
                 self.vpic.write(p, value >> 8 * i & 0xFF)
                 self.lines.elcr = self.vpic.elcr()
-        self.emit(trace.XenIo(device="vpic", addr=port, size=size,
+        self.emit(trace.XenIo.of(device="vpic", addr=port, size=size,
                               dir="in" if inward else "out", data=out if inward else value))
         return out
 
@@ -527,7 +527,7 @@ class Vmm:
             return True
         line, vector = self.vpic.intack()
         rip = cpu.rip()
-        self.emit(trace.Injection(vcpu=0, vector=vector, irq=line, icount=cpu.icount, rip=rip))
+        self.emit(trace.Injection.of(vcpu=0, vector=vector, irq=line, icount=cpu.icount, rip=rip))
         try:
             cpu.deliver(vector)
         except DeliveryFault as exc:

@@ -36,6 +36,15 @@ class Event:
         if cls.kind:
             EVENT_TYPES[cls.kind] = cls
 
+    @classmethod
+    def of(cls, **fields: Any) -> "Event":
+        """The event with ``fields``, every one of them given by name, built
+        without the generated ``__init__`` (which a frozen dataclass makes
+        slow): for the engines' per-access paths. Equal to ``cls(**fields)``."""
+        event = object.__new__(cls)
+        event.__dict__.update(fields)
+        return event
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):

@@ -113,3 +113,16 @@ def test_code_the_guest_rewrites_is_counted_as_rewritten():
     # per call: out, loop, mov bx, call, the routine, then mov dx before the next out
     assert gaps[:2] == [1 + 1 + 1 + 1 + 5 + 1] * 2
     assert gaps[-2:] == [1 + 1 + 1 + 1 + 3 + 1] * 2
+
+
+def test_an_event_built_for_speed_is_the_event():
+    """``Event.of`` (impl's per-access paths) builds the same event as the
+    dataclass's constructor: equal, same hash, same JSON, still frozen."""
+    import dataclasses
+    fields = dict(vcpu=0, by="vmm", old="NONE", new="READY", type="pio", dir="write",
+                  addr=0x3F8, size=1, count=1, df=0, data_is_ptr=0, data=0x41)
+    fast, slow = trace.IoreqTransition.of(**fields), trace.IoreqTransition(**fields)
+    assert fast == slow and hash(fast) == hash(slow) and fast.to_json() == slow.to_json()
+    assert trace.Event.from_json(fast.to_json()) == slow
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.data = 0
