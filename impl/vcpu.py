@@ -331,6 +331,7 @@ class Vcpu:
         self._code_pages: dict[int, set[int]] = {}
         self._mixed: set[int] = set()
         self._code_written: list[int] = []
+        self._stop_calls = 0
         #: the VMM changed the vcpu's state: probe the decode context again
         self._stale = True
         self._cs_mode, self._cs_base = 16, 0
@@ -721,6 +722,11 @@ class Vcpu:
         index = self._c.current
         return _EMPTY if index < 0 else self._slot_block[index]
 
+    def python_calls(self) -> int:
+        """How many times the clock has called Python so far: blocks the C
+        fast path could not count, and stop points reached."""
+        return self._c.slow + self._stop_calls
+
     def _block_start(self, block: Block) -> int:
         """The instruction count at the start of ``block``, the current one
         (the clock counted it whole when it began)."""
@@ -851,6 +857,7 @@ class Vcpu:
 
     def _on_stop_point(self, uc, address: int, size: int, _data) -> None:
         """An instruction that exits, or the one at which the budget ends."""
+        self._stop_calls += 1
         if self._quiet:
             return
         block = self._current()

@@ -126,3 +126,28 @@ def test_an_event_built_for_speed_is_the_event():
     assert trace.Event.from_json(fast.to_json()) == slow
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.data = 0
+
+
+def test_impl_counts_known_blocks_without_python_and_slices_leave_no_stop_points():
+    """impl's clock counts a loop's block in C once it knows it: a loop of
+    100,000 iterations in slices of 1,000 instructions ends at the exact
+    count, with Python called a few times per slice (the slice's last
+    block, the stop point where it ends), not on every iteration: the stop
+    point placed where each slice ended is gone when the next one runs."""
+    from spec.loader import GuestImage, rom_from_source
+    from impl.vcpu import Vcpu
+    source = ("mov ecx, 100000\ntop:\n add eax, 3\n dec ecx\n jnz top\n hlt\n")
+    image = GuestImage("loop", rom_from_source(source, "loop"))
+    cpu = Vcpu(16 << 20)
+    cpu.write(image.load_address, image.image)
+    slices = 0
+    while True:
+        ex = cpu.run(1000)
+        slices += 1
+        if ex.reason != "limit":
+            break
+        assert ex.icount == 1000 * slices
+    # the reset vector's far jump, mov ecx, 3 per iteration, then hlt exits
+    assert ex.reason == "hlt" and ex.icount == 1 + 1 + 3 * 100_000
+    assert slices == 301
+    assert cpu.python_calls() < 5 * slices
