@@ -17,7 +17,7 @@ from typing import Callable
 
 from spec import platform, trace
 from spec.loader import GuestImage, check_image, load
-from spec.result import Recorder, RunResult, final_exit
+from spec.result import Recorder, RunResult, final_exit, growing_trace
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
@@ -49,6 +49,10 @@ class Ram:
 
     def read(self, gpa: int, n: int) -> bytes:
         return self.vcpu.read(gpa, n) if self.vcpu.backed(gpa, n) else b"\xff" * n
+
+    def read_all(self, gpa: int, n: int) -> bytes | None:
+        """``[gpa, gpa + n)`` if RAM backs all of it, else None."""
+        return self.vcpu.read(gpa, n) if self.vcpu.backed(gpa, n) else None
 
     def write(self, gpa: int, data: bytes) -> None:
         if self.vcpu.backed(gpa, len(data)):
@@ -272,7 +276,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = host.xend.create(config)
-    host.run()
+    with growing_trace():
+        host.run()
     dom = host.domains.get(domid)
     if dom is not None:
         instructions = dom.vcpu.icount

@@ -86,6 +86,7 @@ class QemuDm:
         self.pit_due: int | None = None
         self.rtc_due: int | None = None
         self._ports: dict | None = None          # port -> (base, device), from devices
+        self._parts: dict = {}                   # (device, access size) -> the size it takes
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
                          AcpiPm(self._power_off, clock)),
                         (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
@@ -213,12 +214,19 @@ class QemuDm:
             span = count * size
             for bucket in self.mapcache.buckets(data - (span - size) if df else data, span):
                 held.append(self.mapcache.window(bucket))
+        # a write's data in guest memory, read at once where all of it is RAM
+        # (the chunk lies in one page); element by element otherwise
+        low = (data - (count - 1) * size if df else data) & 0xFFFFFFFFFFFFFFFF
+        whole = (self.ram.read_all(low, count * size)
+                 if ptr and direction == WRITE and count else None)
         for i in range(count):
             where = addr if typ == PIO else (addr + i * step) & 0xFFFFFFFFFFFFFFFF
             if ptr:
                 gpa = (data + i * step) & 0xFFFFFFFFFFFFFFFF
                 if direction == WRITE:
-                    access(where, size, WRITE, int.from_bytes(self.ram.read(gpa, size), "little"))
+                    at = gpa - low
+                    raw = whole[at:at + size] if whole is not None else self.ram.read(gpa, size)
+                    access(where, size, WRITE, int.from_bytes(raw, "little"))
                 else:
                     value = access(where, size, READ, 0)
                     self.ram.write(gpa, value.to_bytes(size, "little"))
@@ -267,7 +275,10 @@ class QemuDm:
         narrower ones; unclaimed ports read all-ones and drop writes."""
         claimed = self._claim(port)
         if claimed is not None:
-            part = max((s for s in claimed[1].sizes if s <= size), default=1)
+            part = self._parts.get((claimed[1], size))
+            if part is None:
+                part = self._parts[claimed[1], size] = max(
+                    (s for s in claimed[1].sizes if s <= size), default=1)
             if part < size:
                 out = 0
                 for i in range(0, size, part):

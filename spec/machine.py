@@ -32,7 +32,7 @@ from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image, load
 from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
-from spec.result import Recorder, RunResult, final_exit
+from spec.result import Recorder, RunResult, final_exit, growing_trace
 from spec.vmm import Vmm
 from spec.vmx import HardwareVcpu
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
@@ -332,7 +332,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = xen.xend.create(config)
-    xen.run()
+    with growing_trace():
+        xen.run()
     dom = xen.domains.get(domid)
     instructions = dom.vcpus[0].icount if dom else _last_icount(recorder.events)
     exit_info = final_exit(recorder.events, {})
