@@ -314,10 +314,8 @@ class Vcpu:
         #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
         self.emit = None
         self._shadow_at = -1
-        #: (address, size, CR0, CS selector in protected mode) -> (bytes, block): the mode is
-        #: looked up only when a block is new (a GDT entry changed under a
-        #: loaded selector is not modelled, as in the reference)
-        self._blocks: dict[tuple[int, int, int, int], tuple[bytes, Block]] = {}
+        #: (address, size, decode context id) -> (bytes, block)
+        self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
         #: addresses with a stop point (UC_HOOK_CODE) -> its hook
         self._hooked: dict[int, int] = {}
         #: the stop points placed where a budget ends, removed after the run
@@ -943,9 +941,8 @@ class Vcpu:
         return self.lread(linear, n) if self.paging() else self.read(linear, n)
 
     def _decode(self, address: int, size: int) -> Block:
-        cr0 = self._reg(_CR0)
-        key = (address, size, cr0, self._reg(X.UC_X86_REG_CS) if cr0 & 1 else 0)
-        raw = self.lread(address, size) if cr0 & _CR0_PG else self.read(address, size)
+        key = (address, size, self._context())
+        raw = self.lread(address, size) if self.paging() else self.read(address, size)
         cached = self._blocks.get(key)
         if cached is not None and cached[0] == raw:
             return cached[1]

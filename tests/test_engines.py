@@ -151,3 +151,65 @@ def test_impl_counts_known_blocks_without_python_and_slices_leave_no_stop_points
     assert ex.reason == "hlt" and ex.icount == 1 + 1 + 3 * 100_000
     assert slices == 301
     assert cpu.python_calls() < 5 * slices
+
+
+def test_one_selector_two_code_segment_sizes():
+    """The same six bytes at the same linear address, reached by a near call
+    in a 32-bit code segment (mov eax, imm32; ret: two instructions) and in
+    a 16-bit one (mov ax, 1; inc ax; inc ax; ret: four), where the 16-bit
+    segment has the same selector, 0x08, in a second GDT: what decides how
+    a block decodes is the code segment's size, not its selector. Each
+    marker's exit carries the count of what ran between."""
+    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    body = """
+    mov dword ptr [0x7100], 0x400001b8     ; the routine: b8 01 00 40 40 c3
+    mov word ptr [0x7104], 0xc340
+    mov dword ptr [0x7200], 0xff7100bb     ; 16-bit: mov bx, 0x7100; call bx;
+    mov dword ptr [0x7204], 0x16010fd3     ; lgdt [0xa110]; jmp far 0x08:back32
+    mov dword ptr [0x7208], 0xea66a110
+    mov eax, back32
+    add eax, ROM
+    mov [0x720c], eax
+    mov word ptr [0x7210], 0x08
+    mov dword ptr [0xa000], 0              ; the second GDT: 0x08 is 16-bit code
+    mov dword ptr [0xa004], 0
+    mov dword ptr [0xa008], 0x0000ffff
+    mov dword ptr [0xa00c], 0x008f9b00
+    mov dword ptr [0xa010], 0x0000ffff
+    mov dword ptr [0xa014], 0x00cf9300
+    mov word ptr [0xa100], 23
+    mov dword ptr [0xa102], 0xa000
+    mov word ptr [0xa110], 23              ; the first GDT, where 16-bit code finds it
+    mov eax, gdt
+    add eax, ROM
+    mov [0xa112], eax
+    mov dx, 0x3ff
+    out dx, al
+    mov ebx, 0x7100
+    call ebx
+    out dx, al
+    mov ebx, 0x7100
+    call ebx
+    out dx, al
+    mov esi, 2
+trip:
+    lgdt [0xa100]
+    .byte 0xea                             ; jmp far 0x08:0x7200, now 16-bit code
+    .long 0x7200
+    .word 0x08
+back32:
+    out dx, al
+    dec esi
+    jnz trip
+    mov ebx, 0x7100
+    call ebx
+    out dx, al
+"""
+    from spec.loader import GuestImage, rom_from_source
+    source = PROLOGUE + body + EPILOGUE
+    result = both(GuestImage("cs-size", rom_from_source(source, "cs-size"), source))
+    marks = [e.icount for e in result.trace
+             if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
+    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    # out, mov ebx, call, 2 | 4 and lgdt, jmp far, mov bx, call, lgdt, jmp far
+    assert gaps == [5, 5, 1 + 1 + 6 + 4, 1 + 2 + 6 + 4, 1 + 2 + 2 + 2]
