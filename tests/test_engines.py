@@ -213,3 +213,65 @@ back32:
     gaps = [b - a for a, b in zip(marks, marks[1:])]
     # out, mov ebx, call, 2 | 4 and lgdt, jmp far, mov bx, call, lgdt, jmp far
     assert gaps == [5, 5, 1 + 1 + 6 + 4, 1 + 2 + 6 + 4, 1 + 2 + 2 + 2]
+
+
+def test_a_linear_address_remapped_under_paging():
+    """With paging on, linear 0x400000 names one physical page, then (after
+    the page-table entry changes and INVLPG) another holding different code
+    in the same six bytes' room, then (after a MOV to CR3) the first again:
+    each call counts the code that the translation names. impl's clock
+    keeps decoded blocks by linear address; a TLB flush must start afresh."""
+    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    body = """
+    mov edi, 0x21000                       ; a page table mapping 0-4 MiB as itself
+    mov eax, 0x3
+    mov ecx, 1024
+fill:
+    mov [edi], eax
+    add eax, 0x1000
+    add edi, 4
+    dec ecx
+    jnz fill
+    mov dword ptr [0x22000], 0x30003       ; linear 0x400000 -> 0x30000
+    mov dword ptr [0x20000], 0x21003
+    mov dword ptr [0x20004], 0x22003
+    mov dword ptr [0x30000], 0x000001b8    ; mov eax, 1; ret: 2 instructions
+    mov word ptr [0x30004], 0xc300
+    mov dword ptr [0x31000], 0xb0404040    ; inc eax (3 times); mov al, 1; ret: 5
+    mov word ptr [0x31004], 0xc301
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov dx, 0x3ff
+    out dx, al
+    mov ebx, 0x400000
+    call ebx
+    out dx, al
+    mov ebx, 0x400000
+    call ebx
+    out dx, al
+    mov dword ptr [0x22000], 0x31003       ; linear 0x400000 -> 0x31000
+    invlpg [0x400000]
+    mov ebx, 0x400000
+    call ebx
+    out dx, al
+    mov ebx, 0x400000
+    call ebx
+    out dx, al
+    mov dword ptr [0x22000], 0x30003       ; back to 0x30000
+    mov eax, cr3
+    mov cr3, eax
+    mov ebx, 0x400000
+    call ebx
+    out dx, al
+"""
+    from spec.loader import GuestImage, rom_from_source
+    source = PROLOGUE + body + EPILOGUE
+    result = both(GuestImage("remap", rom_from_source(source, "remap"), source))
+    marks = [e.icount for e in result.trace
+             if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
+    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    # out, mov ebx, call, the routine; the writes and flushes before
+    assert gaps == [3 + 2, 3 + 2, 2 + 3 + 5, 3 + 5, 4 + 2 + 2]
