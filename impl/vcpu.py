@@ -198,6 +198,9 @@ class Block:
     context: bool = False            # the decode context may differ after it
     flush: bool = False              # it may flush the TLB
     stops: frozenset = frozenset()   # exiting and shadowing, for lookups
+    #: I/O instructions (no LOCK): address -> (exit information with port 0
+    #: where DX names it, length), decoded once with the block
+    io: dict = field(default_factory=dict)
 
 
 _EMPTY = Block((), {}, ())
@@ -868,6 +871,14 @@ class Vcpu:
             return
         if address not in block.stops:
             return
+        known = block.io.get(address)
+        if known is not None:               # the block's bytes are as decoded
+            io, length = known
+            if not io.imm:
+                io = IoExit(self._reg(X.UC_X86_REG_EDX) & 0xFFFF, io.size, io.dir, io.string,
+                            io.rep, False, io.address_size, io.segment)
+            self._stop(Exit("io", address, length, icount, io.info(), io))
+            return
         code = self._code(address, min(size, 15))
         prefixes, opcode = split_prefixes(code, block.mode)
         if _casts_shadow(code, prefixes, opcode):
@@ -948,6 +959,7 @@ class Vcpu:
             return cached[1]
         mode = self.mode()
         addresses, exiting, shadowing = [], [], []
+        io_forms: dict[int, tuple[IoExit, int]] = {}
         offset = effect = 0
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
@@ -957,6 +969,8 @@ class Vcpu:
                 prefixes, opcode = split_prefixes(insn, mode)
                 if _exits(insn, prefixes, opcode):
                     exiting.append(address + offset)
+                    if opcode in IO_FORMS and 0xF0 not in prefixes:
+                        io_forms[address + offset] = decode_io(insn, mode, 0)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
                 else:
@@ -976,7 +990,7 @@ class Vcpu:
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
-                      frozenset(exiting + shadowing))
+                      frozenset(exiting + shadowing), io_forms)
         self._blocks[key] = (raw, block)
         return block
 
