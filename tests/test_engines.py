@@ -275,3 +275,39 @@ fill:
     gaps = [b - a for a, b in zip(marks, marks[1:])]
     # out, mov ebx, call, the routine; the writes and flushes before
     assert gaps == [3 + 2, 3 + 2, 2 + 3 + 5, 3 + 5, 4 + 2 + 2]
+
+
+def test_an_emulated_push_onto_a_page_of_code():
+    """``push dword [mmio]`` with the stack on a page that also holds a block
+    the guest has run: impl write-protects such a page, and the VMM, which
+    carries the push out itself (a read ioreq, then the store), must not be
+    refused halfway (the device read done, the stack not written)."""
+    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    body = """
+    mov dword ptr [0x6800], 0x90909090     ; nop (4 times), then ret, at 0x6800
+    mov byte ptr [0x6804], 0xc3
+    mov ebx, 0x6800
+    call ebx                               ; its block is known: the page is code
+    mov ebp, 0xfeb00000
+    mov dword ptr [ebp], 0x12345678        ; the test device's first register
+    mov esi, esp
+    mov esp, 0x6f00                        ; a stack on the routine's page
+    push dword ptr [ebp]
+    pop eax
+    mov esp, esi
+    mov dx, 0x3ff
+    out dx, al
+    shr eax, 8
+    out dx, al
+    call ebx                               ; the routine still runs, and counts
+    out dx, al
+"""
+    from spec.loader import GuestImage, rom_from_source
+    source = PROLOGUE + body + EPILOGUE
+    result = both(GuestImage("push-code", rom_from_source(source, "push-code"), source))
+    outs = [e for e in result.trace if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
+    assert result.exit["reason"] == "poweroff" and len(outs) == 3
+    writes = [e.data for e in result.trace if isinstance(e, trace.DeviceIo)
+              and e.addr == 0x3FF and e.dir == "write"]
+    assert writes[:2] == [0x78, 0x56]
+    assert outs[2].icount - outs[1].icount == 1 + 1 + 5    # out, call, 4 nops and ret
