@@ -153,6 +153,19 @@ def test_impl_counts_known_blocks_without_python_and_slices_leave_no_stop_points
     assert cpu.python_calls() < 5 * slices
 
 
+def _marker_gaps(name: str, body: str) -> list[int]:
+    """Run ``body`` in a flat 32-bit guest (the generated guests' set-up) on
+    both engines, insisting on equal traces; the instruction counts between
+    its successive OUTs to port 0x3ff."""
+    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    from spec.loader import GuestImage, rom_from_source
+    source = PROLOGUE + body + EPILOGUE
+    result = both(GuestImage(name, rom_from_source(source, name), source))
+    marks = [e.icount for e in result.trace
+             if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
 def test_one_selector_two_code_segment_sizes():
     """The same six bytes at the same linear address, reached by a near call
     in a 32-bit code segment (mov eax, imm32; ret: two instructions) and in
@@ -160,7 +173,6 @@ def test_one_selector_two_code_segment_sizes():
     segment has the same selector, 0x08, in a second GDT: what decides how
     a block decodes is the code segment's size, not its selector. Each
     marker's exit carries the count of what ran between."""
-    from hvmspec.guestgen import EPILOGUE, PROLOGUE
     body = """
     mov dword ptr [0x7100], 0x400001b8     ; the routine: b8 01 00 40 40 c3
     mov word ptr [0x7104], 0xc340
@@ -205,12 +217,7 @@ back32:
     call ebx
     out dx, al
 """
-    from spec.loader import GuestImage, rom_from_source
-    source = PROLOGUE + body + EPILOGUE
-    result = both(GuestImage("cs-size", rom_from_source(source, "cs-size"), source))
-    marks = [e.icount for e in result.trace
-             if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
-    gaps = [b - a for a, b in zip(marks, marks[1:])]
+    gaps = _marker_gaps("cs-size", body)
     # out, mov ebx, call, 2 | 4 and lgdt, jmp far, mov bx, call, lgdt, jmp far
     assert gaps == [5, 5, 1 + 1 + 6 + 4, 1 + 2 + 6 + 4, 1 + 2 + 2 + 2]
 
@@ -221,7 +228,7 @@ def test_a_linear_address_remapped_under_paging():
     in the same six bytes' room, then (after a MOV to CR3) the first again:
     each call counts the code that the translation names. impl's clock
     keeps decoded blocks by linear address; a TLB flush must start afresh."""
-    from hvmspec.guestgen import EPILOGUE, PROLOGUE
+    call = "    mov ebx, 0x400000\n    call ebx\n    out dx, al\n"
     body = """
     mov edi, 0x21000                       ; a page table mapping 0-4 MiB as itself
     mov eax, 0x3
@@ -246,33 +253,15 @@ fill:
     mov cr0, eax
     mov dx, 0x3ff
     out dx, al
-    mov ebx, 0x400000
-    call ebx
-    out dx, al
-    mov ebx, 0x400000
-    call ebx
-    out dx, al
+""" + call + call + """
     mov dword ptr [0x22000], 0x31003       ; linear 0x400000 -> 0x31000
     invlpg [0x400000]
-    mov ebx, 0x400000
-    call ebx
-    out dx, al
-    mov ebx, 0x400000
-    call ebx
-    out dx, al
+""" + call + call + """
     mov dword ptr [0x22000], 0x30003       ; back to 0x30000
     mov eax, cr3
     mov cr3, eax
-    mov ebx, 0x400000
-    call ebx
-    out dx, al
-"""
-    from spec.loader import GuestImage, rom_from_source
-    source = PROLOGUE + body + EPILOGUE
-    result = both(GuestImage("remap", rom_from_source(source, "remap"), source))
-    marks = [e.icount for e in result.trace
-             if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3FF]
-    gaps = [b - a for a, b in zip(marks, marks[1:])]
+""" + call
+    gaps = _marker_gaps("remap", body)
     # out, mov ebx, call, the routine; the writes and flushes before
     assert gaps == [3 + 2, 3 + 2, 2 + 3 + 5, 3 + 5, 4 + 2 + 2]
 
