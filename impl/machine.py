@@ -48,7 +48,8 @@ class Ram:
         self.vcpu = vcpu
 
     def read(self, gpa: int, n: int) -> bytes:
-        return self.vcpu.read(gpa, n) if self.vcpu.backed(gpa, n) else b"\xff" * n
+        raw = self.read_all(gpa, n)
+        return raw if raw is not None else b"\xff" * n
 
     def read_all(self, gpa: int, n: int) -> bytes | None:
         """``[gpa, gpa + n)`` if RAM backs all of it, else None."""

@@ -272,14 +272,9 @@ class _Msr(ctypes.Structure):
     _fields_ = [("rid", ctypes.c_uint32), ("value", ctypes.c_uint64)]
 
 
-def _pages(gpa: int, n: int) -> list[tuple[int, int]]:
-    """``[gpa, gpa + n)`` cut at page boundaries."""
-    out = []
-    while n:
-        part = min(n, PAGE - gpa % PAGE)
-        out.append((gpa, part))
-        gpa, n = gpa + part, n - part
-    return out
+def _pfns(gpa: int, length: int) -> range:
+    """The page frames that ``[gpa, gpa + length)`` touches (at least one)."""
+    return range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1)
 
 
 class _Mmr(ctypes.Structure):
@@ -389,7 +384,7 @@ class Vcpu:
         holes = self.holes
         if not holes:
             return True
-        return not any(p in holes for p in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1))
+        return not any(p in holes for p in _pfns(gpa, length))
 
     def remove_page(self, pfn: int) -> None:
         """Take a page of RAM out of the guest's physical space: a hole, whose
@@ -443,14 +438,6 @@ class Vcpu:
         cached when CS was loaded)."""
         self._context()
         return self._cs_mode
-
-    def _read_mode(self) -> int:
-        if not self._reg(_CR0) & 1:
-            return 16
-        high = self._descriptor("cs")[1]
-        if high >> 21 & 1 and self.long_mode():
-            return 64
-        return 32 if high >> 22 & 1 else 16
 
     def linear_mask(self) -> int:
         return _WIDE if self.mode() == 64 else 0xFFFFFFFF
@@ -699,15 +686,17 @@ class Vcpu:
         :meth:`mode` and :meth:`seg_base`."""
         cr0 = self._reg(_CR0)
         self._stale = False
-        self._cs_mode = mode = self._read_mode()
-        key: tuple = (cr0 & (1 | _CR0_PG), mode)
+        mode, extra = 16, ()
         if cr0 & 1:
             low, high = self._descriptor("cs")
-            if mode == 64:
-                self._cs_base = 0
+            if high >> 21 & 1 and self.long_mode():
+                mode, self._cs_base = 64, 0
             else:
+                mode = 32 if high >> 22 & 1 else 16
                 self._cs_base = (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
-            key += (self._cs_base, self._reg(_RFLAGS) & EFLAGS_VM)
+            extra = (self._cs_base, self._reg(_RFLAGS) & EFLAGS_VM)
+        self._cs_mode = mode
+        key: tuple = (cr0 & (1 | _CR0_PG), mode) + extra
         if cr0 & _CR0_PG:
             if flush:
                 self._epoch += 1
@@ -780,8 +769,7 @@ class Vcpu:
         the spare slot that only Python reads."""
         index = clock.slot(address)
         try:
-            spans = self._spans(address, size, False) if self.paging() else \
-                [(a, n) for a, n in _pages(address & 0xFFFFFFFF, size)]
+            spans = self._spans(address, size, False)
         except LinearFault:
             return clock.SLOTS
         hosts = []
@@ -819,14 +807,14 @@ class Vcpu:
     def make_writable(self, gpa: int, length: int) -> None:
         """Release the write-protected pages of code in ``[gpa, gpa + length)``
         (:meth:`release_code_page`): the VMM is about to let the guest write them."""
-        for pfn in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1):
+        for pfn in _pfns(gpa, length):
             if pfn in self._code_pages:
                 self.release_code_page(pfn)
 
     def _forget_code(self, gpa: int, length: int) -> None:
         """Xen (not the guest) wrote RAM: forget the blocks on those pages
         (Unicorn lets the VMM write a write-protected page)."""
-        for pfn in range(gpa >> 12, ((gpa + max(length, 1) - 1) >> 12) + 1):
+        for pfn in _pfns(gpa, length):
             slots = self._code_pages.get(pfn)
             if slots:
                 for index in slots:
@@ -834,9 +822,8 @@ class Vcpu:
                 slots.clear()
 
     def _host_address(self, gpa: int, n: int) -> int | None:
-        """Where RAM ``[gpa, gpa + n)`` lies in this process, if it is RAM."""
-        if not self.backed(gpa, n):
-            return None
+        """Where RAM ``[gpa, gpa + n)`` (backed: see :meth:`_spans`) lies in
+        this process, if it is the domain's own (not a mapped dom0 buffer)."""
         for start, size, _host, view in self.host_ram.pieces:
             if start <= gpa and gpa + n <= start + size:
                 return ctypes.addressof(view) + (gpa - start)
@@ -909,8 +896,7 @@ class Vcpu:
 
     def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
                       _data) -> bool:
-        pages = [p for p in range(address >> 12, ((address + max(size, 1) - 1) >> 12) + 1)
-                 if p in self._code_pages]
+        pages = [p for p in _pfns(address, size) if p in self._code_pages]
         if pages:
             self._code_written = pages      # the run restarts once these are writable
             return False

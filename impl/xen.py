@@ -65,12 +65,12 @@ class IoreqPage:
         struct.pack_into("<Q", self.raw, 32 * vcpu + 8, data & 0xFFFFFFFFFFFFFFFF)
 
     def event(self, vcpu: int, by: str, old: int, new: int) -> trace.IoreqTransition:
-        addr, data, count, size, _, _, flags, typ = SLOT.unpack_from(self.raw, 32 * vcpu)
+        addr, data, count, size, _, _, ptr, direction, df, typ = self.fields(vcpu)
         return trace.IoreqTransition.of(
             vcpu=vcpu, by=by, old=STATE.get(old) or f"UNKNOWN({old})",
             new=STATE.get(new) or f"UNKNOWN({new})", type=TYPE.get(typ) or str(typ),
-            dir="read" if flags >> 5 & 1 else "write", addr=addr, size=size, count=count,
-            df=flags >> 6 & 1, data_is_ptr=flags >> 4 & 1, data=data)
+            dir="read" if direction else "write", addr=addr, size=size, count=count,
+            df=df, data_is_ptr=ptr, data=data)
 
 
 class IrqLines:
