@@ -544,7 +544,7 @@ def _summary_rst(events: list[dict], result) -> str:
 def _run_text(result) -> str:
     """What ``hvmspec run hello --engine reference`` prints: the serial
     output, then the CLI's own line about the domain's fate."""
-    from hvmspec.cli import _fate_line
+    from hvmspec.commands.run import _fate_line
     serial = result.serial if result.serial.endswith("\n") or not result.serial \
         else result.serial + "\n"
     return f"$ hvmspec run {GUEST} --engine reference\n{serial}{_fate_line(result)}\n"

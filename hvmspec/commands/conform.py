@@ -1,0 +1,210 @@
+"""``hvmspec conform`` and ``hvmspec vectors``: engines and implementations
+against the spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spec.loader import bundled_guests, load
+from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, progress
+
+
+def add_parsers(sub) -> None:
+    conform = sub.add_parser("conform", help="run the bundled guests on both engines and "
+                             "compare their traces",
+                             description="Run every bundled guest on the reference and the "
+                             "impl engine and compare their traces event by event. Exit 0 "
+                             "only if all are equal.")
+    conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled)")
+    conform.add_argument("--json", action="store_true",
+                         help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
+    conform.add_argument("--impl", metavar="CMD",
+                         help="instead, check an implementation in any language: CMD speaks "
+                         "the implementation protocol (JSON lines on stdin/stdout, docs: "
+                         "conformance for implementers) and runs the suites it names; each "
+                         "case is compared with the spec's answer")
+    conform.add_argument("--suite", action="append", choices=("ioreq", "uart", "system"),
+                         help="with --impl: only this suite (repeatable)")
+    conform.add_argument("--cases", metavar="FILE", type=Path, action="append",
+                         help="with --impl: run the cases of FILE (JSON lines, each "
+                         "{\"suite\", \"case\"}) instead of the generated ones")
+    conform.add_argument("--reproducers", metavar="DIR", type=Path,
+                         help="with --impl: write a minimal reproducer of each divergence "
+                         "into DIR")
+    conform.add_argument("--timeout", type=float, default=300.0,
+                         help="with --impl: seconds one case may take (default %(default)s)")
+    conform.set_defaults(func=cmd_conform)
+
+    vectors = sub.add_parser("vectors", help="run or export instruction test vectors",
+                             description="Instruction test vectors: one JSON case per line "
+                             "(docs: vectors). 'run' checks an engine against a file; "
+                             "'export' writes the project's own vectors.")
+    vsub = vectors.add_subparsers(dest="vectors_command", metavar="{run,export}", required=True)
+    vrun = vsub.add_parser("run", help="run a vector file on an engine",
+                           description="Run every case of FILE on the engine and compare with "
+                           "its expectations. Exit 0 only if every case passes; 2 for a file "
+                           "that is not valid vectors.")
+    vrun.add_argument("file", help="a JSON-lines vector file")
+    vrun.add_argument("--engine", choices=("reference", "impl"), default="impl")
+    vrun.add_argument("--json", action="store_true",
+                      help="print {passed, failed, failures: [{id, diff}]}")
+    vrun.set_defaults(func=cmd_vectors_run)
+    vexp = vsub.add_parser("export", help="write the project's own vectors into DIR",
+                           description="Generate the project's instruction vectors (a fixed "
+                           "seed; expectations from the reference engine, kept only where impl "
+                           "agrees or a documented Unicorn deviation explains the difference) "
+                           "and write DIR/x86.jsonl; and the conformance suites' cases with the "
+                           "spec's answers, DIR/ioreq.jsonl, DIR/uart.jsonl and DIR/system.jsonl "
+                           "(whole guests: image, configuration, inputs, expected trace). Exit 1 "
+                           "if the engines disagree anywhere else.")
+    vexp.add_argument("dir", help="output directory")
+    vexp.add_argument("--count", type=int, default=2000, help="cases (default %(default)s)")
+    vexp.add_argument("--seed", type=int, default=2026)
+    vexp.add_argument("--json", action="store_true", help="print the export report as JSON")
+    vexp.set_defaults(func=cmd_vectors_export)
+
+
+def cmd_vectors_run(args: argparse.Namespace) -> int:
+    from hvmspec.vectors import run_file
+    from spec.vectors import VectorError, load
+    try:
+        with open(args.file) as stream:
+            cases = load(stream)
+        failures = run_file(cases, args.engine)
+    except (OSError, VectorError) as exc:
+        print(f"hvmspec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    passed = len(cases) - len(failures)
+    if args.json:
+        print(json.dumps({"passed": passed, "failed": len(failures), "failures": failures}))
+    else:
+        for f in failures:
+            print(f"FAIL {f['id']}: " + "; ".join(f["diff"]))
+        print(f"{passed} passed, {len(failures)} failed")
+    return EXIT_OK if not failures else EXIT_NO
+
+
+def cmd_vectors_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hvmspec.vectors import export, export_suites
+    report = export(Path(args.dir), args.count, args.seed)
+    report["suites"] = export_suites(Path(args.dir))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['cases']} cases written to {report['file']}; left out: "
+              f"{report['deviations'] or 'no'} documented Unicorn deviations, "
+              f"{report['unemulated']} not emulated, {len(report['disagreements'])} "
+              f"disagreements")
+        for name, path in report["suites"].items():
+            print(f"{name} suite: {path}")
+        for d in report["disagreements"][:20]:
+            print(f"  {d['id']}: " + "; ".join(d["diff"]))
+    return EXIT_OK if not report["disagreements"] else EXIT_NO
+
+
+def cmd_conform(args: argparse.Namespace) -> int:
+    if args.impl:
+        return _conform_external(args)
+    from hvmspec.conform import run_case
+    names = args.guests or bundled_guests()
+    images = [load(n) for n in names]
+    results = []
+    with progress(len(images), "cases", quiet=args.json) as advance:
+        for image in images:
+            results.append(run_case(image))
+            advance()
+    diverged = [r for r in results if not r.equal]
+    if args.json:
+        print(json.dumps({"cases": len(results), "equal": len(results) - len(diverged),
+                          "diverged": [{"case": r.case, "index": r.index,
+                                        "reference": r.reference, "impl": r.impl,
+                                        "context": r.context} for r in diverged]}))
+    else:
+        for r in results:
+            if r.equal:
+                print(f"{r.case}: equal ({r.events} events)")
+                continue
+            print(f"{r.case}: DIVERGED at event {r.index}")
+            print(f"  reference: {json.dumps(r.reference)}")
+            print(f"  impl:      {json.dumps(r.impl)}")
+            if r.context:
+                _print_around(r.index, r.context, ("reference", "impl"))
+        print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
+    return EXIT_OK if not diverged else EXIT_NO
+
+
+def _print_around(index: int, context: dict, sides: tuple[str, str]) -> None:
+    """Each side's events around the first difference, that one marked."""
+    base = context["from"]
+    for side in sides:
+        print(f"  {side} around it:")
+        for k, ev in enumerate(context[side]):
+            mark = ">" if base + k == index else " "
+            print(f"   {mark}{base + k:6d} {json.dumps(ev)}")
+
+
+def _conform_external(args: argparse.Namespace) -> int:
+    from hvmspec.conform import DEFAULT_COUNTS, run_external
+    from hvmspec.protocol import ImplementationError
+    from spec.suites import SuiteError, suite as suite_of
+
+    cases: dict[str, list[dict]] = {}
+    for path in args.cases or []:
+        try:
+            text = path.read_text()
+            try:          # one JSON object (a reproducer), else JSON lines
+                entries = [(1, json.loads(text))]
+            except ValueError:
+                entries = [(n, json.loads(line)) for n, line in
+                           enumerate(text.splitlines(), 1) if line.strip()]
+            for lineno, entry in entries:
+                suite_of(entry["suite"]).validate(entry["case"])
+                cases.setdefault(entry["suite"], []).append(entry["case"])
+        except (OSError, ValueError, KeyError, TypeError, SuiteError) as exc:
+            where = f"{path}:{lineno}" if "lineno" in locals() else str(path)
+            print(f"hvmspec: error: {where}: not a case file ({exc})", file=sys.stderr)
+            return EXIT_USAGE
+    suites = args.suite or (sorted(cases) if cases else None)
+    total = sum(len(v) for v in cases.values()) if cases else \
+        sum(DEFAULT_COUNTS[s] for s in (suites or DEFAULT_COUNTS))
+    try:
+        with progress(total, "cases", quiet=args.json) as advance:
+            name, results = run_external(args.impl, suites, cases or None, args.reproducers,
+                                         advance, args.timeout)
+    except ImplementationError as exc:
+        print(f"hvmspec: error: {args.impl}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bad = [r for r in results if not r.equal]
+    by_suite: dict[str, list[int]] = {}
+    for r in results:
+        by_suite.setdefault(r.suite, [0, 0])[0 if r.equal else 1] += 1
+    if args.json:
+        print(json.dumps({"implementation": name, "cases": len(results),
+                          "equal": len(results) - len(bad),
+                          "suites": {s: {"equal": n[0], "diverged": n[1]}
+                                     for s, n in by_suite.items()},
+                          "diverged": [r.to_json() for r in bad]}))
+    else:
+        print(f"implementation: {name}")
+        for r in bad:
+            if r.error:
+                print(f"{r.suite} {r.case}: ERROR {r.error}")
+                continue
+            print(f"{r.suite} {r.case}: DIVERGED at event {r.index}")
+            print(f"  expected: {json.dumps(r.expected)}")
+            print(f"  got:      {json.dumps(r.got)}")
+            _print_around(r.index, r.context, ("expected", "got"))
+            if r.reproducer:
+                print(f"  minimal reproducer: {r.reproducer}")
+        for s, (eq, dv) in by_suite.items():
+            print(f"{s}: {eq} of {eq + dv} cases equal")
+        if not results:
+            print("no cases: the implementation runs none of the suites asked for")
+    return EXIT_OK if results and not bad else EXIT_NO
+

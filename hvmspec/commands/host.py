@@ -1,0 +1,178 @@
+"""``hvmspec xenstored``, ``hvmspec xend`` and ``hvmspec xm``: the host's daemons
+and the tool that talks to xend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hvmspec.commands import EXIT_OK, EXIT_NO, EXIT_USAGE, Parser
+
+
+def add_parsers(sub) -> None:
+    xsd = sub.add_parser("xenstored", help="serve XenStore on a Unix socket",
+                         description="The XenStore daemon: the wire protocol of xs_wire.h on "
+                         "a Unix socket, for Xen's own client tools (XENSTORED_PATH=SOCKET "
+                         "xenstore-read /x) and any other client. Each socket client is dom0 "
+                         "(the tools); a domain introduced with XS_INTRODUCE gets its ring as "
+                         "the socket SOCKET.d<domid>. Serves until SIGINT or SIGTERM (exit "
+                         "0); exit 2 if the socket cannot be made.")
+    xsd.add_argument("--socket", required=True, metavar="PATH", type=Path,
+                     help="where to listen (an old socket there is replaced)")
+    xsd.add_argument("--json", action="store_true",
+                     help="print one JSON line {socket, pid} once listening")
+    xsd.set_defaults(func=cmd_xenstored)
+
+    xend = sub.add_parser("xend", help="run a host: Xen, dom0's xenstored and xend, for xm",
+                          description="A host that runs HVM domains until stopped: xend takes "
+                          "xm's commands on its socket, and XenStore is served on a second "
+                          "socket for Xen's client tools. Serves until SIGINT or SIGTERM "
+                          "(exit 0); exit 2 if a socket cannot be made.")
+    xend.add_argument("--dir", type=Path, metavar="DIR",
+                      help="where the sockets go: DIR/xend.sock and DIR/xenstored.sock "
+                      "(default: $XDG_RUNTIME_DIR/hvmspec or /tmp/hvmspec-UID/hvmspec)")
+    xend.add_argument("--engine", choices=("reference", "impl"), default="impl")
+    xend.add_argument("--trace", metavar="FILE", type=Path,
+                      help="write every domain's trace as JSON lines to FILE")
+    xend.add_argument("--json", action="store_true",
+                      help="print one JSON line {xend, xenstored, pid} once listening")
+    xend.set_defaults(func=cmd_xend)
+
+    xm = sub.add_parser("xm", help="xm: create, list, pause, unpause, shutdown, reboot, "
+                        "destroy domains", description="Xen 3.x's xm, talking to "
+                        "`hvmspec xend`. Exit 0 on success, 1 if xend refused (no such "
+                        "domain, a domain in the wrong state), 2 for bad usage, a bad "
+                        "configuration file or no xend to talk to.")
+    xm.add_argument("--dir", type=Path, metavar="DIR", help="xend's directory (as for xend)")
+    xsub = xm.add_subparsers(dest="xm_command", required=True, parser_class=Parser)
+    xcreate = xsub.add_parser("create", help="create a domain from an xm configuration file")
+    xcreate.add_argument("config", type=Path, help="an xm config file "
+                         "(bundled: guests/configs/*.cfg, or a bundled name such as demo)")
+    xcreate.add_argument("-p", "--paused", action="store_true", help="leave it paused")
+    xlist = xsub.add_parser("list", help="list the domains")
+    xsub.add_parser("history", help="every lifecycle transition xend made, oldest first "
+                    "(hvmspec's; xm log shows the same in xend's log)")
+    for name, what in (("pause", "pause a domain"), ("unpause", "unpause a domain"),
+                       ("shutdown", "shut a domain down (on_poweroff applies)"),
+                       ("reboot", "reboot a domain (on_reboot applies)"),
+                       ("destroy", "destroy a domain at once"),
+                       ("console", "print what the domain wrote to COM1 so far")):
+        cmd = xsub.add_parser(name, help=what)
+        cmd.add_argument("domain", help="a domain's name or ID")
+    for sp in xsub.choices.values():
+        sp.add_argument("--json", action="store_true", help="print xend's reply as JSON")
+    del xlist
+    xm.set_defaults(func=cmd_xm)
+
+
+def cmd_xenstored(args: argparse.Namespace) -> int:
+    import os
+
+    from hvmspec import xenstored
+
+    if not args.socket.parent.is_dir():
+        print(f"hvmspec: error: {args.socket.parent} is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+
+    def ready(daemon) -> None:
+        if args.json:
+            print(json.dumps({"socket": str(daemon.socket_path), "pid": os.getpid()}),
+                  flush=True)
+        else:
+            print(f"xenstored: listening on {daemon.socket_path}", flush=True)
+    try:
+        return xenstored.serve(str(args.socket), ready)
+    except OSError as exc:
+        print(f"hvmspec: error: cannot listen on {args.socket}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# --- xend and xm ---------------------------------------------------------------------
+
+def cmd_xend(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    from hvmspec.xend import XendDaemon, default_dir
+
+    where = args.dir or default_dir()
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        daemon = XendDaemon(args.engine, where / "xend.sock", where / "xenstored.sock",
+                            args.trace)
+        daemon.start()
+    except OSError as exc:
+        print(f"hvmspec: error: cannot serve in {where}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.stop())
+    if args.json:
+        print(json.dumps({"xend": str(where / "xend.sock"),
+                          "xenstored": str(where / "xenstored.sock"), "pid": os.getpid()}),
+              flush=True)
+    else:
+        print(f"xend: xm socket {where / 'xend.sock'}, XenStore {where / 'xenstored.sock'} "
+              f"(XENSTORED_PATH)", flush=True)
+    daemon.serve_forever()
+    return EXIT_OK
+
+
+def _xm_config(path: Path) -> Path:
+    if not path.exists() and not path.suffix:
+        bundled = Path(__file__).resolve().parent.parent / "guests" / "configs" / f"{path}.cfg"
+        if bundled.exists():
+            return bundled
+    return path
+
+
+def cmd_xm(args: argparse.Namespace) -> int:
+    from hvmspec.xend import XmClient, default_dir
+
+    sock = (args.dir or default_dir()) / "xend.sock"
+    if args.xm_command == "create":
+        path = _xm_config(args.config)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            print(f"hvmspec xm: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        request = {"config": text, "source": str(path), "paused": args.paused}
+    elif args.xm_command in ("list", "history"):
+        request = {}
+    else:
+        request = {"domain": args.domain}
+    try:
+        client = XmClient(sock)
+    except OSError as exc:
+        print(f"hvmspec xm: error: no xend at {sock} ({exc.strerror}): start `hvmspec xend`",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        reply = client.call(args.xm_command, **request)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(reply))
+    elif not reply["ok"]:
+        print(f"hvmspec xm: error: {reply['error']}", file=sys.stderr)
+    elif args.xm_command == "list":
+        print(f"{'Name':<32} {'ID':>5} {'Mem':>5} {'VCPUs':>5} {'State':>10} {'Time(s)':>8}")
+        for row in reply["domains"]:
+            print(f"{row['name']:<32} {row['id']:>5} {row['mem']:>5} {row['vcpus']:>5} "
+                  f"{row['state']:>10} {row['time']:>8.1f}")
+    elif args.xm_command == "create":
+        print(f"Started domain {reply['name']} (id={reply['domid']})")
+    elif args.xm_command == "console":
+        sys.stdout.write(reply["output"])
+    elif args.xm_command == "history":
+        for e in reply["events"]:
+            print(f"domain {e['dom']} ({e['name']}): {e['old']} -> {e['new']}"
+                  + (f" ({e['reason']})" if e["reason"] else ""))
+    if not reply["ok"]:
+        return EXIT_USAGE if reply["error"].startswith(str(request.get("source", "\0"))) \
+            else EXIT_NO
+    return EXIT_OK
+

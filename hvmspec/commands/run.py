@@ -1,0 +1,209 @@
+"""``hvmspec run``: boot one guest and run it to its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spec import platform, trace
+from spec.loader import GuestError, bundled_guests, load
+from hvmspec.commands import EXIT_NO, EXIT_OK
+
+
+def add_parsers(sub) -> None:
+    run = sub.add_parser("run", help="boot a guest and run it to its end",
+                         description="Boot a guest in a new HVM domain and run it until the "
+                         "domain is gone. Prints the guest's serial output live and a final "
+                         "line with the domain's fate. Exit 0 if the guest powered off, 1 if "
+                         "the domain crashed, hung or hit the instruction budget, 2 for a "
+                         "guest that cannot be loaded.")
+    run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
+                     "or the path of an assembly file (.s/.asm) or a raw image")
+    run.add_argument("--engine", choices=("reference", "impl"), default="impl",
+                     help="the reference model (slow, the definition) or the optimised "
+                     "Unicorn implementation (default)")
+    run.add_argument("--trace", metavar="FILE", type=Path,
+                     help="write the trace as JSON lines to FILE")
+    run.add_argument("--json", action="store_true",
+                     help="print one JSON object: serial, exit, instructions, exits, seconds, "
+                     "mapcache, devices (the unclaimed accesses)")
+    run.add_argument("--memory", metavar="MIB", type=int,
+                     help="guest memory in MiB (default: what the guest's source asks for, "
+                     f"else {platform.DEFAULT_MEMORY_MIB})")
+    run.add_argument("--max-instructions", metavar="N", type=int,
+                     default=platform.DEFAULT_MAX_INSTRUCTIONS,
+                     help="stop the guest after N instructions (default %(default)s)")
+    run.add_argument("--serial-input", metavar="FILE", type=Path,
+                     help="bytes for COM1's receiver; they arrive one character time apart "
+                     "while the guest holds RTS. '-': the terminal (or a pipe) as a live "
+                     "line, each key sent as typed; the run then waits for input instead "
+                     "of ending while the guest waits")
+    run.add_argument("--dm-bits", type=int, choices=(32, 64), default=32,
+                     help="qemu-dm's word size: its mapcache buckets are 64 KiB (32) or "
+                     "1 MiB (64) (default %(default)s)")
+    run.add_argument("--mapcache-budget", metavar="SIZE", type=_size,
+                     help="qemu-dm's address space for guest mappings, e.g. 2304M, 1G "
+                     "(default: 2.5 GiB less 256 MiB for 32-bit, 32 GiB for 64-bit)")
+    run.add_argument("--map-everything", action="store_true",
+                     help="map all guest memory at start-up (the legacy mode) instead of "
+                     "using the mapcache; refused if the guest does not fit the budget")
+    run.add_argument("--stats", action="store_true",
+                     help="print the VM exits by reason, qemu-dm's mapcache statistics and "
+                     "its count of accesses no device claimed")
+    run.add_argument("--display", choices=("auto", "live", "text", "off"), default="auto",
+                     help="the guest's text screen: live in the terminal while it runs, "
+                     "or its final frame as text after the run; auto (default): live on a "
+                     "terminal, text otherwise, and only if the guest drew anything")
+    run.add_argument("--screenshot", metavar="FILE.png", type=Path,
+                     help="write the final frame of the text screen as a PNG image")
+    run.set_defaults(func=cmd_run)
+
+
+def _size(text: str) -> int:
+    """A size in bytes with an optional K, M or G suffix (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = (text[:-1], units[text[-1].upper()]) if text[-1:].upper() in units \
+        else (text, 1)
+    try:
+        value = int(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 64M, 1G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hvmspec.engines import runner
+    from spec.physical_cpu import HostMemoryError
+    from spec.xend import DeviceModelError, XendError
+    if args.memory is not None and args.memory < platform.MIN_MEMORY_MIB:
+        raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
+    if args.max_instructions <= 0:
+        raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
+    image = load(args.guest)
+    serial_input = b""
+    line = None
+    if args.serial_input is not None and str(args.serial_input) == "-":
+        from hvmspec.serial_line import LiveLine
+        serial_input = line = LiveLine(0)
+    elif args.serial_input is not None:
+        try:
+            serial_input = args.serial_input.read_bytes()
+        except OSError as exc:
+            raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
+    display = _Display(args.display if not args.json else "off")
+    listeners = [display] if args.json else [_live_serial, display]
+    try:
+        device_model = {"device_model_bits": args.dm_bits,
+                        "mapcache_budget": args.mapcache_budget,
+                        "map_everything": args.map_everything}
+        result = runner(args.engine)(image, memory_mib=args.memory,
+                                     max_instructions=args.max_instructions,
+                                     listeners=listeners, serial_input=serial_input,
+                                     device_model=device_model)
+    except (XendError, DeviceModelError, HostMemoryError) as exc:
+        raise GuestError(str(exc)) from None
+    finally:
+        display.close()
+        if line is not None:
+            line.close()
+    if args.screenshot:
+        _screenshot(display.screen, args.screenshot)
+    if args.trace:
+        with open(args.trace, "w") as stream:
+            trace.dump(result.trace, stream)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        sys.stdout.flush()
+        if result.serial and not result.serial.endswith("\n"):
+            print()
+        display.print_final()
+        print(_fate_line(result))
+        if args.stats:
+            print(_stats_text(result))
+    return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO
+
+
+def _live_serial(event: trace.Event) -> None:
+    if isinstance(event, trace.SerialOut):
+        sys.stdout.write(chr(event.byte))
+        if event.byte == 0x0A:
+            sys.stdout.flush()
+
+
+class _Display:
+    """The guest's screen on the terminal (``run --display``)."""
+
+    def __init__(self, mode: str) -> None:
+        from hvmspec.display import Screen
+        if mode == "auto":
+            mode = "live" if sys.stdout.isatty() else "text"
+        self.mode = mode
+        self.screen = Screen()
+        self.live = None
+
+    def __call__(self, event: trace.Event) -> None:
+        # the screen is kept in every mode: --screenshot draws it
+        if not isinstance(event, trace.DisplayUpdate):
+            return
+        self.screen.apply(event)
+        if self.mode == "live" and self.live is None:
+            from rich.live import Live
+            self.live = Live(self.screen, refresh_per_second=20)
+            self.live.start()
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.refresh()
+            self.live.stop()
+
+    def print_final(self) -> None:
+        if self.mode == "text" and self.screen.updates:
+            rule = "-" * 80
+            print(f"{rule}\n{self.screen.text()}\n{rule}")
+
+
+def _screenshot(screen, path: Path) -> None:
+    try:
+        screen.png(path)
+    except OSError as exc:
+        raise GuestError(f"--screenshot {path}: {exc.strerror or exc}") from None
+
+
+def _stats_text(result) -> str:
+    lines = ["VM exits: " + ", ".join(f"{k} {v}" for k, v in sorted(result.exits.items()))]
+    m = result.mapcache
+    if m is not None:
+        lines.append(
+            f"mapcache ({m['mode']}, {m['bucket_size'] >> 10} KiB buckets, budget "
+            f"{m['budget'] >> 20} MiB): {m['hits']} hits, {m['misses']} misses, "
+            f"{m['evictions']} evictions, {m['invalidations']} invalidations; "
+            f"{m['mapped'] >> 10} KiB mapped at the end, {m['peak'] >> 10} KiB at most")
+    d = result.devices
+    if d is not None:
+        lines.append(
+            f"unclaimed accesses: ports {d['unclaimed_reads']} reads, {d['unclaimed_writes']} "
+            f"writes; MMIO {d['mmio_unclaimed_reads']} reads, {d['mmio_unclaimed_writes']} "
+            f"writes")
+    return "\n".join(lines)
+
+
+def _fate_line(result) -> str:
+    exit_ = result.exit
+    exits = sum(result.exits.values())
+    what = {"poweroff": "powered off", "reboot": "rebooted", "crash": "crashed",
+            "hung": "hung", "limit": "reached the instruction budget"}.get(
+        exit_.get("reason"), exit_.get("reason", "?"))
+    line = (f"[{result.engine}] domain {exit_.get('dom', '?')} ({result.guest}) {what}"
+            f"{' (signalled by ' + exit_['by'] + ')' if exit_.get('by') else ''}"
+            f"; xend: {exit_.get('domain', '?')}. {result.instructions} instructions, "
+            f"{exits} exits, {result.seconds:.3f} s")
+    if exit_.get("message"):
+        line += f"\n  {exit_['message']}"
+    return line
+
