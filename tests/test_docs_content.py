@@ -144,3 +144,67 @@ def test_devices_diagram_is_one_rtc_interrupt(tmp_path):
     assert order == sorted(order), texts
     exits = [i for i, t in enumerate(texts) if t.startswith("VM exit")]
     assert texts[exits[-1]].startswith("VM exit (hlt)") and exits[-1] > order[-1]
+
+
+def _text_extents(svg: str):
+    """(text, left, right) of every text element, its width estimated with
+    the diagram's own monospace advance (DejaVu Sans Mono's is 0.60 em, under
+    :data:`hvmspec_seq.CHAR` at the diagram's font size)."""
+    root = ET.fromstring(svg.split("\n", 1)[1])
+    for t in root.iter(f"{SVG}text"):
+        text = t.text or ""
+        size = float(t.get("font-size", hvmspec_seq.FONT))
+        width = len(text) * hvmspec_seq.CHAR * size / hvmspec_seq.FONT
+        x = float(t.get("x"))
+        anchor = t.get("text-anchor", "start")
+        left = x - width / 2 if anchor == "middle" else x - width if anchor == "end" else x
+        yield text, left, left + width
+
+
+def test_hello_diagram_text_is_never_clipped(hello_events):
+    """Every line of text lies inside the drawing (the start-up band's title
+    ran past the right edge), and wrapped text keeps all its words."""
+    svg = hvmspec_seq.sequence_svg(hello_events, "hello")
+    width = int(ET.fromstring(svg.split("\n", 1)[1]).get("width"))
+    for text, left, right in _text_extents(svg):
+        assert 0 <= left and right <= width, (text, left, right)
+    joined = " ".join(" ".join(t for t, _, _ in _text_extents(svg)).split())
+    header = next(r.text for r in hvmspec_seq.plan(hello_events) if r.kind == "header")
+    assert header in joined and header.endswith("first VM entry")
+
+
+def test_hello_diagram_draws_each_event_on_its_actors_lifeline(hello_events):
+    """A row starts on the lifeline of the party that acted, as the trace's
+    event types name it (spec.trace's ``actor``): XenStore requests are
+    arrows from their client to XenStore, watch firings arrows from XenStore,
+    and nothing qemu-dm or XenStore did is drawn on the VMM's lifeline."""
+    from spec.trace import EVENT_TYPES
+    rows = hvmspec_seq.plan(hello_events)
+    lanes = dict(hvmspec_seq.LANES)
+    assert "xenstore" in lanes
+    kinds = set()
+    for row in rows:
+        if row.index is None:
+            continue
+        e = hello_events[row.index]
+        kinds.add(e["kind"])
+        actor = EVENT_TYPES[e["kind"]].actor
+        if e["kind"] == "xenstore":
+            assert (row.kind, row.src, row.dst) == ("arrow", e["client"], "xenstore"), row
+        elif e["kind"] == "xenstore_watch":
+            assert (row.kind, row.src, row.dst) == ("arrow", "xenstore", e["client"]), row
+        elif e["kind"] == "evtchn_send":
+            assert row.src == ("qemu-dm" if e["dom"] == 0 else "vmm")
+        elif e["kind"] == "serial":
+            assert row.src == "devices"
+        elif e["kind"] == "shutdown":
+            assert row.src == e["by"]
+        elif e["kind"] != "ioreq":
+            assert row.src == actor, (e, row)
+        if actor in ("qemu-dm", "xenstore", "xend"):
+            assert "vmm" not in (row.src, row.dst) or e["kind"] in ("evtchn_bind", "shutdown"), \
+                (e, row)
+    assert {"xenstore", "xenstore_watch", "mapcache_stats", "device_stats"} <= kinds
+    implied = [r for r in hvmspec_seq._with_implied(rows, hello_events)
+               if r.index is None and r.kind == "arrow"]
+    assert [(r.text, r.src, r.dst) for r in implied] == [("VIRQ_DOM_EXC", "vmm", "xenstore")] * 2

@@ -2,10 +2,14 @@
 
 Room: documentation tooling. It reads a trace in its file format (the JSON
 objects of :mod:`spec.trace`, one per event) and draws one arrow or note per
-event between six lifelines: the guest, the VMM (Xen), the shared ioreq
-page, qemu-dm, its devices and xend. No graphviz or plotting library: the
-SVG is written by hand, so the drawing is deterministic (the same trace
-gives the same bytes).
+event between seven lifelines: the guest, the VMM (Xen), the shared ioreq
+page, qemu-dm, its devices, XenStore (xenstored) and xend. Each event is
+drawn on the lifeline of the party that acted (:func:`party`): a XenStore
+request is an arrow from its client (xend or qemu-dm) to XenStore, a watch
+firing one from XenStore to the watcher. No graphviz or plotting library:
+the SVG is written by hand, so the drawing is deterministic (the same trace
+gives the same bytes). Text wider than the drawing is wrapped, never
+clipped.
 
 A guest's trace repeats itself: every port access is the same round trip
 (VM exit, ioreq to READY, event channel, INPROCESS, device access,
@@ -19,10 +23,12 @@ per repetition of a ``rep`` ioreq) is folded the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import textwrap
+from dataclasses import dataclass, field, replace
 from xml.sax.saxutils import escape
 
 from spec import platform
+from spec.trace import EVENT_TYPES
 
 #: (key, heading) of each lifeline, left to right
 LANES = (
@@ -31,6 +37,7 @@ LANES = (
     ("page", "ioreq page"),
     ("qemu-dm", "qemu-dm (dom0)"),
     ("devices", "devices"),
+    ("xenstore", "XenStore (dom0)"),
     ("xend", "xend (dom0)"),
 )
 
@@ -40,6 +47,7 @@ COLOURS = {
     "vmm": "#1f5fa8",
     "qemu-dm": "#2a7f3b",
     "devices": "#a0522d",
+    "xenstore": "#8a6a00",
     "xend": "#7a3a9a",
 }
 
@@ -99,22 +107,32 @@ def byte_repr(byte: int) -> str:
     return repr(chr(byte)) if 0x20 <= byte < 0x7F or byte in (9, 10, 13) else f"{byte:#04x}"
 
 
+def client_lane(client: str) -> str:
+    """The lifeline of a XenStore client: xend and qemu-dm have their own; any
+    other client (a domain's ring, a tool) is drawn on XenStore's."""
+    return client if client in ("xend", "qemu-dm") else "xenstore"
+
+
 def party(event: dict) -> str:
-    """Which party performed an event (the acting lifeline)."""
+    """Which party performed an event (the acting lifeline): the event type's
+    ``actor`` in :mod:`spec.trace`, except where the event itself says who
+    acted (an ioreq transition's ``by``, the sending domain of an
+    event-channel send, the caller of a shutdown, the client of a XenStore
+    request) and for a serial byte, which the UART sends."""
     kind = event["kind"]
     if kind == "ioreq":
         return event["by"]
     if kind == "evtchn_send":
         return "qemu-dm" if event["dom"] == platform.DOM0 else "vmm"
-    if kind in ("vmexit",):
-        return "guest"
-    if kind in ("device_io", "evtchn_bind") or kind.startswith("mapcache"):
-        return "qemu-dm"
+    if kind == "shutdown":
+        return "qemu-dm" if event["by"] == "qemu-dm" else "vmm"
+    if kind == "xenstore":
+        return client_lane(event["client"])
     if kind == "serial":
         return "devices"
-    if kind == "domain":
-        return "xend"
-    return "vmm"
+    cls = EVENT_TYPES.get(kind)
+    actor = cls.actor if cls is not None else ""
+    return actor if actor in dict(LANES) else "vmm"
 
 
 def ioreq_detail(event: dict) -> str:
@@ -131,6 +149,11 @@ def ioreq_detail(event: dict) -> str:
     if event["new"] == "IORESP_READY" and event["dir"] == "read" and not event["data_is_ptr"]:
         return f"data={event['data']:#x}"
     return ""
+
+
+def _n(count: int, noun: str) -> str:
+    """``count`` and the noun, plural unless the count is one."""
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith('s') else 's'}"
 
 
 # --- events to rows -------------------------------------------------------------------------
@@ -177,7 +200,7 @@ def rows_for(index: int, event: dict) -> list[Row]:
         text = f"domain_shutdown(dom{event['dom']}, {event['reason']})"
         if event["by"] == "qemu-dm":
             return [Row("arrow", text + " · xc_domain_shutdown", index, "qemu-dm", "vmm",
-                        COLOURS["qemu-dm"])]
+                        colour)]
         return [Row("note", f"{text} by {event['by']}", index, "vmm", colour=colour)]
     if kind == "domain":
         text = f"dom{event['dom']} {event['old']} → {event['new']}"
@@ -222,7 +245,47 @@ def rows_for(index: int, event: dict) -> list[Row]:
         evicted = f", evicting {event['evicted']:#x}" if event["evicted"] >= 0 else ""
         return [Row("note", f"mapcache miss: map bucket {event['bucket']:#x}{evicted}",
                     index, "qemu-dm", colour=COLOURS["qemu-dm"])]
-    return [Row("note", kind, index, "vmm", colour=colour)]
+    if kind == "mapcache_stats":
+        return [Row("note", f"mapcache at the end: {_n(event['hits'], 'hit')}, "
+                            f"{_n(event['misses'], 'miss')}, "
+                            f"{_n(event['evictions'], 'eviction')}, "
+                            f"{event['mapped'] >> 10} KiB mapped", index, "qemu-dm",
+                    colour=colour)]
+    if kind == "device_stats":
+        return [Row("note", f"unclaimed accesses: port {_n(event['unclaimed_reads'], 'read')}, "
+                            f"{_n(event['unclaimed_writes'], 'write')}; MMIO "
+                            f"{_n(event['mmio_unclaimed_reads'], 'read')}, "
+                            f"{_n(event['mmio_unclaimed_writes'], 'write')}", index, "qemu-dm",
+                    colour=colour)]
+    if kind == "xenstore":
+        return [xenstore_row(index, event)]
+    if kind == "xenstore_watch":
+        text = f"watch fires: {event['path']} (token {event['token']})"
+        lane = client_lane(event["client"])
+        if lane == "xenstore":
+            return [Row("note", f"{text} for {event['client']}", index, "xenstore",
+                        colour=colour)]
+        return [Row("arrow", text, index, "xenstore", lane, colour)]
+    if kind == "display":
+        return [Row("note", f"display update: {len(event['rows'])} rows changed", index,
+                    "qemu-dm", colour=colour)]
+    if kind == "direct_io":
+        return [Row("note", f"{event['dir']} {event['port']:#x}: no exit (passthrough)",
+                    index, "guest", colour=colour)]
+    return [Row("note", kind, index, who, colour=colour)]
+
+
+def xenstore_row(index: int, event: dict) -> Row:
+    """One XenStore request: an arrow from its client to XenStore."""
+    op, path, value = event["op"], event["path"], event["value"]
+    text = f"XenStore {op} {path}".rstrip()
+    if value and op in ("write", "read"):
+        text += f" {'=' if op == 'write' else '→'} {value}"
+    lane = client_lane(event["client"])
+    if lane == "xenstore":
+        return Row("note", f"{text} by {event['client']}", index, "xenstore",
+                   colour=COLOURS["xenstore"])
+    return Row("arrow", text, index, lane, "xenstore", COLOURS[lane])
 
 
 def window_svg(events: list[dict], start: int, end: int, title: str, fold: int = 4) -> str:
@@ -320,9 +383,9 @@ def _fold_devices(trip: RoundTrip, keep_head: int = 2, keep_tail: int = 1) -> li
     """The rows of a kept round trip, a long run of device accesses folded."""
     positions = [k for k, (_, e) in enumerate(trip.events) if e["kind"] == "device_io"]
     if len(positions) <= keep_head + keep_tail + 1:
-        return [row for i, e in trip.events for row in rows_for(i, e)]
+        return _fold_xenstore(trip.events)
     lo, hi = positions[keep_head], positions[-keep_tail]
-    rows = [row for i, e in trip.events[:lo] for row in rows_for(i, e)]
+    rows = _fold_xenstore(trip.events[:lo])
     folded = trip.events[lo:hi]
     accesses = [e for _, e in folded if e["kind"] == "device_io"]
     text = "".join(chr(e["byte"]) for _, e in folded if e["kind"] == "serial")
@@ -334,28 +397,37 @@ def _fold_devices(trip: RoundTrip, keep_head: int = 2, keep_tail: int = 1) -> li
     if text:
         lines[1] += f"; serial meanwhile: {text!r}"
     rows.append(Row("band", "\n".join(lines)))
-    rows += [row for i, e in trip.events[hi:] for row in rows_for(i, e)]
+    rows += _fold_xenstore(trip.events[hi:])
     return rows
 
 
 def _fold_xenstore(events: list[tuple[int, dict]]) -> list[Row]:
     """The rows of a run of events, each client's consecutive XenStore
-    operations drawn as one note on its lifeline."""
+    operations drawn as one arrow from the client's lifeline to XenStore's."""
     rows: list[Row] = []
     run: list[tuple[int, dict]] = []
 
     def flush() -> None:
         if not run:
             return
+        if len(run) == 1:
+            rows.append(xenstore_row(*run[0]))
+            run.clear()
+            return
         client = run[0][1]["client"]
         ops: dict[str, int] = {}
         for _, e in run:
             ops[e["op"]] = ops.get(e["op"], 0) + 1
-        roots = sorted({"/".join(e["path"].split("/")[:3]) + "/…" for _, e in run})
+        roots = sorted({"/".join(e["path"].split("/")[:3]) + "/…" for _, e in run
+                        if e["path"].startswith("/")})
         text = (f"XenStore: {', '.join(f'{n} × {op}' for op, n in ops.items())}\n"
                 f"{', '.join(roots)} · events #{run[0][0]}–#{run[-1][0]}")
-        lane = client if client in dict(LANES) else "vmm"
-        rows.append(Row("note", text, run[0][0], lane, colour=COLOURS.get(lane, "#333333")))
+        lane = client_lane(client)
+        if lane == "xenstore":
+            rows.append(Row("note", f"{text} by {client}", run[0][0], lane,
+                            colour=COLOURS[lane]))
+        else:
+            rows.append(Row("arrow", text, run[0][0], lane, "xenstore", COLOURS[lane]))
         run.clear()
 
     for i, event in events:
@@ -436,6 +508,21 @@ def _text_width(text: str) -> float:
     return max(len(line) for line in text.split("\n")) * CHAR
 
 
+#: the most characters of a line of text that fit any row (a header's or a
+#: band's box, a note's, an arrow's label) between the index gutter and the
+#: right edge
+MAX_CHARS = int((WIDTH - GUTTER - 24) / CHAR)
+
+
+def _wrapped(row: Row) -> Row:
+    """The row with every line of its text wrapped to :data:`MAX_CHARS`."""
+    lines = [part for line in row.text.split("\n")
+             for part in (textwrap.wrap(line, MAX_CHARS, break_on_hyphens=False,
+                                        subsequent_indent="  ") or [""])]
+    text = "\n".join(lines)
+    return row if text == row.text else replace(row, text=text)
+
+
 def _text(x: float, y: float, text: str, *, anchor: str = "start", colour: str = "#222",
           weight: str = "normal", style: str = "normal", halo: bool = False,
           size: int = FONT) -> str:
@@ -462,7 +549,7 @@ def _row_height(row: Row) -> float:
         return 10 + lines * LINE + 4
     if row.kind == "band":
         return 14 + lines * LINE + 6
-    return 26    # header
+    return 26 + (lines - 1) * LINE    # header
 
 
 def _lane_heads(y: float, xs: dict[str, float]) -> list[str]:
@@ -478,6 +565,7 @@ def _lane_heads(y: float, xs: dict[str, float]) -> list[str]:
 def render(rows: list[Row], title: str) -> str:
     """The SVG document of a list of rows."""
     xs = _lane_x()
+    rows = [_wrapped(row) for row in rows]
     top = 12
     y = top + 26 + 14
     body: list[str] = []
@@ -512,7 +600,7 @@ def _legend(y: float) -> list[str]:
     out = [_text(8, y, "acts:", colour="#555555")]
     x = GUTTER
     items = [("guest", "guest"), ("vmm", "Xen"), ("qemu-dm", "qemu-dm"),
-             ("devices", "device"), ("xend", "xend")]
+             ("devices", "device"), ("xenstore", "XenStore"), ("xend", "xend")]
     for key, label in items:
         out.append(f'<line x1="{x:.1f}" y1="{y - 4:.1f}" x2="{x + 22:.1f}" y2="{y - 4:.1f}" '
                    f'stroke="{COLOURS[key]}" stroke-width="2"/>')
@@ -538,7 +626,8 @@ def _draw(row: Row, y: float, h: float, xs: dict[str, float]) -> list[str]:
     if row.kind == "header":
         out.append(f'<rect x="{GUTTER - 8}" y="{y + 4:.1f}" width="{WIDTH - GUTTER:.1f}" '
                    f'height="{h - 6:.1f}" fill="#e8eef7" stroke="none"/>')
-        out.append(_text(GUTTER, y + 18, row.text, colour="#1f3f6a", weight="bold"))
+        for k, line in enumerate(lines):
+            out.append(_text(GUTTER, y + 18 + k * LINE, line, colour="#1f3f6a", weight="bold"))
         return out
     if row.kind == "band":
         out.append(f'<rect x="{GUTTER - 8}" y="{y + 5:.1f}" width="{WIDTH - GUTTER - 2:.1f}" '
@@ -585,13 +674,18 @@ def sequence_svg(events: list[dict], title: str = "sequence diagram") -> str:
 
 def _with_implied(rows: list[Row], events: list[dict]) -> list[Row]:
     """Add the notification that is modelled but not traced: Xen raises
-    ``VIRQ_DOM_EXC`` in dom0 when a domain shuts down, which is how xend
-    learns of it."""
+    ``VIRQ_DOM_EXC`` in dom0 when a domain shuts down or dies, xenstored
+    handles it and fires ``@releaseDomain`` (:mod:`spec.dom0`), which is how
+    xend learns of it. A firing right after the watch was set is the one
+    every new watch gets, not a VIRQ's."""
     out: list[Row] = []
     for row in rows:
-        if (row.index is not None and events[row.index]["kind"] == "domain"
-                and events[row.index]["new"] == "shutdown"):
-            out.append(Row("arrow", "VIRQ_DOM_EXC", None, "vmm", "xend", COLOURS["vmm"],
+        i = row.index
+        if (i is not None and events[i]["kind"] == "xenstore_watch"
+                and events[i]["path"] == "@releaseDomain"
+                and not (i > 0 and events[i - 1]["kind"] == "xenstore"
+                         and events[i - 1]["op"] == "watch")):
+            out.append(Row("arrow", "VIRQ_DOM_EXC", None, "vmm", "xenstore", COLOURS["vmm"],
                            dashed=True))
         out.append(row)
     return out
