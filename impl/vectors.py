@@ -41,6 +41,7 @@ class _Machine:
             for page in range(addr - addr % PAGE, addr + len(data), PAGE):
                 self.device_pages.setdefault(page, bytearray(PAGE))
         self.pieces: Pieces | None = None
+        self.mapped: set[int] = set()       # RAM pages mapped so far
         for page in self.device_pages:
             self.uc.mmio_map(page, PAGE, self._read, page, self._write, page)
         for addr, data in case.ram + case.mmio:
@@ -55,37 +56,60 @@ class _Machine:
 
     # --- memory -----------------------------------------------------------------------
 
-    def _ensure(self, page: int) -> None:
-        if page not in self.device_pages and not any(
-                lo <= page < hi for lo, hi, _ in self.uc.mem_regions()):
-            self.uc.mem_map(page, PAGE)
+    def _ensure(self, lo: int, hi: int) -> None:
+        """Map the RAM pages of [lo, hi) that are not mapped yet, each run of
+        them with one call (a set of pages, not a scan of Unicorn's regions)."""
+        run = None
+        for page in range(lo - lo % PAGE, hi, PAGE):
+            if page in self.device_pages or page in self.mapped:
+                if run is not None:
+                    self.uc.mem_map(run, page - run)
+                    run = None
+                continue
+            self.mapped.add(page)
+            run = page if run is None else run
+        if run is not None:
+            self.uc.mem_map(run, page + PAGE - run)
+
+    def _chunks(self, addr: int, size: int):
+        """[addr, addr + size) cut at page boundaries: (address, length, page)."""
+        end = addr + size
+        while addr < end:
+            page = addr - addr % PAGE
+            n = min(end, page + PAGE) - addr
+            yield addr, n, page
+            addr += n
 
     def poke(self, addr: int, data: bytes) -> None:
-        for i, b in enumerate(data):
-            page = (addr + i) - (addr + i) % PAGE
+        self._ensure(addr, addr + len(data))
+        view = memoryview(data)
+        ram_from = None           # the start of the run of RAM bytes not yet written
+        for a, n, page in self._chunks(addr, len(data)):
             if page in self.device_pages:
-                self.device_pages[page][(addr + i) % PAGE] = b
-            else:
-                self._ensure(page)
-                self.uc.mem_write(addr + i, bytes([b]))
+                if ram_from is not None:
+                    self.uc.mem_write(ram_from, bytes(view[ram_from - addr:a - addr]))
+                    ram_from = None
+                self.device_pages[page][a - page:a - page + n] = view[a - addr:a - addr + n]
+            elif ram_from is None:
+                ram_from = a
+        if ram_from is not None:
+            self.uc.mem_write(ram_from, bytes(view[ram_from - addr:]))
 
     def peek(self, addr: int, size: int) -> bytes:
         out = bytearray()
-        for a in range(addr, addr + size):
-            page = a - a % PAGE
+        for a, n, page in self._chunks(addr, size):
             if page in self.device_pages:
-                out.append(self.device_pages[page][a % PAGE])
-            elif any(lo <= page < hi for lo, hi, _ in self.uc.mem_regions()):
-                out += self.uc.mem_read(a, 1)
+                out += self.device_pages[page][a - page:a - page + n]
+            elif page in self.mapped:
+                out += self.uc.mem_read(a, n)
             else:
-                out.append(0)
+                out += bytes(n)
         return bytes(out)
 
     def _map_on_touch(self, uc, access, address, size, value, _data) -> bool:
         if access == unicorn.UC_MEM_FETCH_UNMAPPED:
             return False
-        for page in range(address - address % PAGE, address + size, PAGE):
-            self._ensure(page)
+        self._ensure(address, address + size)
         return True
 
     def _interrupt(self, uc, intno, _data) -> None:
