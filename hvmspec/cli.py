@@ -17,8 +17,9 @@ import argparse
 import sys
 from importlib.metadata import version
 
-from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, Parser, error
+from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, Parser, UsageError, error
 from hvmspec.commands import check, conform, host, run
+from hvmspec.console import OPERATOR
 from spec.loader import GuestError
 
 __all__ = ["EXIT_OK", "EXIT_NO", "EXIT_USAGE", "build_parser", "main"]
@@ -37,15 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: commands that take SIGINT and SIGTERM themselves (they serve until told to stop)
+DAEMONS = ("xend", "xenstored")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in DAEMONS:
+        OPERATOR.install()
     try:
         return args.func(args)
-    except GuestError as exc:
+    except (GuestError, UsageError) as exc:
         error(str(exc))
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_NO
+    except KeyboardInterrupt:
+        print(f"\nhvmspec: {OPERATOR.signal_name}: stopped", file=sys.stderr)
+        return OPERATOR.exit_code
+    finally:
+        OPERATOR.uninstall()
 
 
 if __name__ == "__main__":

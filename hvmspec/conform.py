@@ -131,9 +131,11 @@ def minimize(suite_name: str, case: dict, diverges) -> dict:
 
 def run_external(command: str, suites: list[str] | None = None,
                  cases: dict[str, list[dict]] | None = None, reproducers=None,
-                 advance=lambda: None, timeout: float | None = None) -> tuple[str, list]:
+                 advance=lambda result: None,
+                 timeout: float | None = None) -> tuple[str, list]:
     """Every case of every suite the implementation runs (and hvmspec was
-    asked for), compared with the spec's answer; ``(its name, results)``."""
+    asked for), compared with the spec's answer; ``(its name, results)``.
+    ``advance`` is given each case's result as soon as it is known."""
     from pathlib import Path
 
     from hvmspec.protocol import TIMEOUT, External, ImplementationError
@@ -152,7 +154,7 @@ def run_external(command: str, suites: list[str] | None = None,
                 except ImplementationError as exc:
                     results.append(ExternalResult(name, case["id"], False, len(expected),
                                                   error=str(exc)))
-                    advance()
+                    advance(results[-1])
                     continue
                 result = _against(name, case, expected, got)
                 if not result.equal and reproducers is not None:
@@ -176,7 +178,7 @@ def run_external(command: str, suites: list[str] | None = None,
                                               indent=1) + "\n")
                     result.reproducer = str(out)
                 results.append(result)
-                advance()
+                advance(result)
     finally:
         impl.close()
     return impl.name, results

@@ -17,7 +17,7 @@ from typing import Callable
 
 from spec import platform, trace
 from spec.loader import GuestImage, check_image, load
-from spec.result import Recorder, RunResult, final_exit, growing_trace
+from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
@@ -201,6 +201,18 @@ class Host:
         self.emit(trace.DomainCrash(dom=domid, rip=rip, message=message))
         self.shutdown(domid, platform.SHUTDOWN_CRASH, "xen")
 
+    def interrupt(self) -> None:
+        """The operator's stop (:class:`spec.result.RunControl`), from any
+        thread: the scheduler ends its loop and each vcpu leaves the guest
+        at its next block boundary."""
+        self.stopped = "interrupted"
+        for dom in list(self.domains.values()):
+            dom.vcpu.interrupt()
+
+    def instructions(self) -> int:
+        """The instructions the domains have retired so far (any thread)."""
+        return sum(dom.vcpu.live_icount() for dom in list(self.domains.values()))
+
     def run(self) -> None:
         while self.stopped is None:
             if not self.round() and self.stopped is None:
@@ -239,7 +251,7 @@ class Host:
                 if deadline is None:
                     return progressed
                 if deadline > self.max_instructions:
-                    self.stopped = "limit"
+                    self.stopped = self.stopped or "limit"
                     return progressed
                 if deadline > vcpu.icount:
                     self.emit(trace.Idle(vcpu=0, icount=vcpu.icount, until=deadline))
@@ -248,14 +260,14 @@ class Host:
             vmm.halted = False
         budget = self.max_instructions - vcpu.icount
         if budget <= 0:
-            self.stopped = "limit"
+            self.stopped = self.stopped or "limit"
             return progressed
         if not vmm.assist():
             return True
         self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
         ex = vcpu.run(budget, _sliced(deadline, vcpu.icount, self.slice), vmm.window)
         if ex.reason == "limit":
-            self.stopped = "limit"
+            self.stopped = self.stopped or "limit"
             return True
         vmm.handle_exit(ex)
         return True
@@ -264,20 +276,23 @@ class Host:
 def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input=b"", device_model: dict | None = None) -> RunResult:
+              serial_input=b"", device_model: dict | None = None,
+              control: RunControl | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
-    its end; ``device_model`` as for the reference engine. Raises
+    its end; ``device_model`` and ``control`` as for the reference engine. Raises
     :class:`spec.loader.GuestError` for an image that cannot be placed."""
     if memory_mib is None:
         memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
-    recorder = Recorder(listeners)
+    control = control or RunControl()
+    recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     host = Host(image, recorder, max_instructions, serial_input)
+    control.attach(host.interrupt, host.instructions)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = host.xend.create(config)
-    with growing_trace():
+    with control, growing_trace():
         host.run()
     dom = host.domains.get(domid)
     if dom is not None:
@@ -290,6 +305,9 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         if host.stopped == "limit":
             exit_info = {"reason": "limit", "dom": domid, "message":
                          f"stopped after {dom.vcpu.icount} instructions (the budget)"}
+        elif host.stopped == "interrupted":
+            exit_info = {"reason": "interrupted", "dom": domid, "message":
+                         f"stopped by {control.reason} after {dom.vcpu.icount} instructions"}
         else:
             why = ("interrupts enabled and no timer armed"
                    if dom.vcpu.get("rflags") & EFLAGS_IF else "interrupts disabled")

@@ -309,6 +309,7 @@ class Vcpu:
         self.on_write: Callable[[int, int], None] | None = None
         self.icount = 0
         self.shadow = False             # interrupt shadow at the current boundary
+        self.interrupted = False        # the operator's stop (interrupt())
         #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
         self.emit = None
         self._shadow_at = -1
@@ -633,9 +634,26 @@ class Vcpu:
         self.shadow = self._shadow_at == self.icount
         return ex
 
+    def interrupt(self) -> None:
+        """Stop from outside (any thread): Unicorn leaves the guest at its
+        next block boundary, and every later run returns at once with a
+        ``limit`` exit."""
+        self.interrupted = True
+        self.uc.emu_stop()
+
+    def live_icount(self) -> int:
+        """The instruction count, read from another thread while the guest
+        runs: the clock counts a block whole when it begins."""
+        c = self._c
+        return max(self.icount, c.end - c.left) if c.end else self.icount
+
     def _run(self) -> Exit:
         c = self._c
         while True:
+            if self.interrupted:
+                self._drop_budget_hooks()
+                self.icount = self.live_icount()
+                return Exit("limit", self.rip(), 0, self.icount)
             self._exit: Exit | None = None
             self._restart = False
             self._fetch_fault: int | None = None
@@ -659,7 +677,7 @@ class Vcpu:
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
-            if self._restart:
+            if self._restart or (self._exit is None and self.interrupted):
                 continue                    # with the stop points just placed
             self._drop_budget_hooks()
             assert self._exit is not None, "emulation ended without an exit"

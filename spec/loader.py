@@ -5,9 +5,17 @@ behaviour of the VMM. Imports keystone-engine and :mod:`spec.platform`.
 
 A guest is named in one of three ways:
 
-* a bundled guest's name (``hello``): ``guests/<name>.s``;
-* a path to an assembly file (``*.s`` or ``*.asm``);
-* a path to a raw image (any other file): its bytes as they are.
+* a bundled guest's name (``hello``): ``guests/<name>.s``. A bare word
+  (no ``/``, no suffix) that names a bundled guest is that guest, even if a
+  file of that name is in the current directory: write ``./timer`` for the
+  file (the loader's :attr:`GuestImage.note` says so when both exist);
+* a path to an assembly file: ``*.s``, ``*.S`` (the GNU spelling) or
+  ``*.asm``;
+* a path to a raw image: its bytes as they are. A file whose suffix says
+  it is text (``.txt``, ``.md``, ``.c``, ...) or whose bytes are all
+  printable text is refused rather than executed as machine code.
+
+:attr:`GuestImage.kind` and :attr:`GuestImage.path` say which way was taken.
 
 **Assembly.** The source is 16-bit Intel-syntax assembly for keystone-engine;
 ``;`` starts a comment (the loader removes comments, outside string quotes,
@@ -58,6 +66,21 @@ class GuestImage:
     source: str | None = None
     #: the memory the guest asks for in its source (``; hvmspec: memory = MIB``)
     memory_mib: int | None = None
+    #: how the name was taken: ``bundled``, ``assembly`` (a source file) or
+    #: ``image`` (a raw image file); ``built`` for an image made in memory
+    kind: str = "built"
+    #: the file it came from
+    path: str | None = None
+    #: something the user should know about how the name was read
+    note: str | None = None
+
+    def describe(self) -> str:
+        """One line: what was loaded, from where, and how it was taken."""
+        what = {"bundled": "the bundled guest", "assembly": "16-bit assembly source",
+                "image": "a raw image", "built": "a guest image"}[self.kind]
+        where = f" {self.path}" if self.path else ""
+        return (f"{self.name}: {what}{where}, {len(self.image):,} bytes at "
+                f"{self.load_address:#x}-{platform.IMAGE_END - 1:#x}")
 
     @property
     def load_address(self) -> int:
@@ -69,27 +92,64 @@ def bundled_guests() -> list[str]:
     return sorted(p.stem for p in GUESTS_DIR.glob("*.s"))
 
 
+#: suffixes of assembly source (the GNU spellings, and NASM's)
+ASSEMBLY_SUFFIXES = (".s", ".S", ".asm", ".ASM")
+#: suffixes that say a file is text, never a raw image
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".c", ".h", ".py", ".cfg", ".json", ".jsonl",
+                 ".sh", ".html", ".xml", ".yaml", ".yml", ".ini", ".log")
+
+
 def load(spec: str) -> GuestImage:
     """Find and prepare the guest named by ``spec`` (see module docstring)."""
     path = Path(spec)
-    if path.suffix not in (".s", ".asm") and not path.exists() and "/" not in spec:
-        candidate = GUESTS_DIR / f"{spec}.s"
-        if not candidate.exists():
-            raise GuestError(f"no guest {spec!r}: not a file, and not one of the bundled "
-                             f"guests ({', '.join(bundled_guests()) or 'none'})")
-        path = candidate
+    bare = "/" not in spec and not path.suffix
+    candidate = GUESTS_DIR / f"{spec}.s"
+    note = None
+    if bare and candidate.exists():
+        if path.exists():
+            note = (f"{spec!r} is a bundled guest and also a {'directory' if path.is_dir() else 'file'} "
+                    f"here; running the bundled guest (write ./{spec} for the file)")
+        path, kind = candidate, "bundled"
+    elif bare and not path.exists():
+        raise GuestError(f"no guest {spec!r}: not a file, and not one of the bundled "
+                         f"guests ({', '.join(bundled_guests()) or 'none'})")
+    else:
+        kind = "assembly" if path.suffix in ASSEMBLY_SUFFIXES else "image"
     if not path.exists():
         raise GuestError(f"guest file {str(path)!r} does not exist")
     if path.is_dir():
         raise GuestError(f"guest {str(path)!r} is a directory, not an image or source file")
-    if path.suffix in (".s", ".asm"):
-        source = path.read_text()
+    if kind in ("bundled", "assembly"):
+        try:
+            source = path.read_text()
+        except UnicodeDecodeError as exc:
+            raise GuestError(f"{path}: assembly source must be UTF-8 text (byte "
+                             f"{exc.start}: {exc.object[exc.start]:#04x})") from None
         settings = guest_settings(source, str(path))
         return GuestImage(path.stem, rom_from_source(source, str(path)), source,
-                          memory_mib=settings.get("memory"))
+                          memory_mib=settings.get("memory"), kind=kind, path=str(path),
+                          note=note)
     image = path.read_bytes()
+    if path.suffix.lower() in TEXT_SUFFIXES or _looks_like_text(image):
+        raise GuestError(
+            f"{path}: this is text, not a raw image (a raw image is machine code, run as "
+            f"it is); an assembly source must be named *.s, *.S or *.asm")
     check_image(image)
-    return GuestImage(path.stem, image)
+    return GuestImage(path.stem, image, kind="image", path=str(path))
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Printable UTF-8 text with line breaks throughout: machine code has
+    zero bytes and control bytes (a ROM's padding, its opcodes), so such a
+    file is a text someone meant as source or notes."""
+    sample = data[:4096]
+    if b"\0" in sample or b"\n" not in sample:
+        return False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
 
 
 _SETTING = re.compile(r"^;\s*hvmspec:\s*(\S+)\s*=\s*(.*?)\s*$")

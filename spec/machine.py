@@ -32,7 +32,7 @@ from spec import evtchn, ioreq, irq, platform, trace
 from spec.loader import GuestImage, check_image, load
 from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
-from spec.result import Recorder, RunResult, final_exit, growing_trace
+from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
 from spec.vmm import Vmm
 from spec.vmx import HardwareVcpu
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
@@ -241,6 +241,19 @@ class ReferenceXen:
 
     # --- scheduling ------------------------------------------------------------------
 
+    def interrupt(self) -> None:
+        """The operator's stop (:class:`spec.result.RunControl`), from any
+        thread: the scheduler ends its loop and each vcpu leaves the guest
+        at its next instruction boundary (as a ``limit`` exit)."""
+        self.stopped = "interrupted"
+        for dom in list(self.domains.values()):
+            for hw in dom.vcpus:
+                hw.interrupt()
+
+    def instructions(self) -> int:
+        """The instructions the domains have retired so far (any thread)."""
+        return sum(hw.icount for dom in list(self.domains.values()) for hw in dom.vcpus)
+
     def run(self) -> None:
         """Schedule until no round makes progress (see module docstring)."""
         while self.stopped is None:
@@ -286,14 +299,14 @@ class ReferenceXen:
                 dom.vmm.halted[v] = False
             budget = self.max_instructions - hw.icount
             if budget <= 0:
-                self.stopped = "limit"
+                self.stopped = self.stopped or "limit"
                 return progressed
             if not dom.vmm.intr_assist(v):
                 return True
             self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
             ex = hw.run(budget, _sliced(deadline, hw.icount, self.slice), dom.vmm.window[v])
             if ex.reason == "limit":
-                self.stopped = "limit"
+                self.stopped = self.stopped or "limit"
                 return True
             dom.vmm.handle_exit(v, ex)
             progressed = True
@@ -305,7 +318,7 @@ class ReferenceXen:
         the next timer deadline (or stops at the instruction budget)."""
         hw = dom.vcpus[v]
         if deadline > self.max_instructions:
-            self.stopped = "limit"
+            self.stopped = self.stopped or "limit"
             return False
         if deadline > hw.icount:
             self.emit(trace.Idle(vcpu=v, icount=hw.icount, until=deadline))
@@ -316,29 +329,34 @@ class ReferenceXen:
 def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
-              serial_input=b"", device_model: dict | None = None) -> RunResult:
+              serial_input=b"", device_model: dict | None = None,
+              control: RunControl | None = None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. ``device_model`` sets the domain configuration's
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
-    ``map_everything``, ``rtc_base``). Raises :class:`spec.loader.GuestError` for an image
+    ``map_everything``, ``rtc_base``). ``control`` is the operator's handle
+    (:class:`spec.result.RunControl`): a stop it asks for ends the run with
+    the exit reason ``interrupted``, the domain destroyed. Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
     if memory_mib is None:
         memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
-    recorder = Recorder(listeners)
+    control = control or RunControl()
+    recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     xen = ReferenceXen(image, recorder, max_instructions, serial_input)
+    control.attach(xen.interrupt, xen.instructions)
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = xen.xend.create(config)
-    with growing_trace():
+    with control, growing_trace():
         xen.run()
     dom = xen.domains.get(domid)
     instructions = dom.vcpus[0].icount if dom else _last_icount(recorder.events)
     exit_info = final_exit(recorder.events, {})
     if dom is not None and dom.shutdown_reason is None:
-        exit_info = _stuck(xen, dom)
+        exit_info = _stuck(xen, dom, control.reason)
         xen.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
         xen.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
@@ -346,11 +364,14 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
                      time.perf_counter() - started, recorder.events)
 
 
-def _stuck(xen: ReferenceXen, dom: HvmDomain) -> dict:
+def _stuck(xen: ReferenceXen, dom: HvmDomain, stopper: str | None = None) -> dict:
     hw = dom.vcpus[0]
     if xen.stopped == "limit":
         return {"reason": "limit", "dom": dom.domid,
                 "message": f"stopped after {hw.icount} instructions (the budget)"}
+    if xen.stopped == "interrupted":
+        return {"reason": "interrupted", "dom": dom.domid,
+                "message": f"stopped by {stopper} after {hw.icount} instructions"}
     if hw.reg("rflags") & (1 << 9):
         why = "interrupts enabled and no timer armed"
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -85,6 +86,87 @@ def growing_trace():
         yield
     finally:
         gc.set_threshold(*before)
+
+
+class RunControl:
+    """A run's handle for the world outside the engine: the host's operator.
+
+    A person at dom0's console stops a run (Ctrl-C, or a SIGTERM from a
+    supervisor) and watches it go. Neither is the guest's business, and
+    neither may change what the guest sees: a run that is watched gives the
+    same trace as one that is not, and a stopped run's trace is the prefix
+    of the full one up to the point where it stopped.
+
+    * :meth:`request_stop` may be called from any thread, any number of
+      times. The engine stops its vcpus at the next instruction boundary it
+      can reach (within one basic block), destroys the domain as xend's
+      ``destroy`` does, and reports the exit reason ``interrupted``.
+    * :meth:`instructions` reads the live instruction count from another
+      thread while the vcpu runs; if the control is ``watched``, :attr:`exits`
+      counts VM exits as the recorder sees them (a listener, so only then).
+    """
+
+    def __init__(self, watched: bool = False) -> None:
+        self.reason: str | None = None          # who asked for the stop (e.g. SIGINT)
+        self.watched = watched
+        self.exits = 0
+        self.finished = False
+        self._stoppers: list[Callable[[], None]] = []
+        self._counter: Callable[[], int] = lambda: 0
+
+    # --- the engine's side ------------------------------------------------------------
+
+    def attach(self, stopper: Callable[[], None], counter: Callable[[], int]) -> None:
+        """The engine's way to stop its vcpus, and to read their count."""
+        self._stoppers.append(stopper)
+        self._counter = counter
+        if self.reason is not None:
+            stopper()
+
+    def __enter__(self) -> "RunControl":
+        """While the engine runs: the control is one of :func:`running_controls`."""
+        with _RUNNING_LOCK:
+            _RUNNING.add(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(self)
+        self.detach()
+
+    def detach(self) -> None:
+        """The run is over: its vcpus are no longer the operator's to stop,
+        and its count stays where it ended."""
+        final = self._counter()
+        self._counter = lambda: final
+        self._stoppers.clear()
+        self.finished = True
+
+    def __call__(self, event: trace.Event) -> None:
+        """A listener: counts the VM exits."""
+        if isinstance(event, trace.VmExit):
+            self.exits += 1
+
+    # --- the operator's side ----------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        for stop in list(self._stoppers):
+            stop()
+
+    def instructions(self) -> int:
+        return self._counter()
+
+
+_RUNNING: set[RunControl] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def running_controls() -> list[RunControl]:
+    """The controls of the runs under way in this process (any thread)."""
+    with _RUNNING_LOCK:
+        return list(_RUNNING)
 
 
 class Recorder:

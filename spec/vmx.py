@@ -293,6 +293,8 @@ class HardwareVcpu:
         self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0
         self.shadow = False
+        #: the host's operator asked the vcpu to stop (:meth:`interrupt`)
+        self.interrupted = False
         #: where pass-through port accesses are traced, and this vcpu's id
         self.emit: Callable[[trace.Event], None] | None = None
         self.vcpu_id = 0
@@ -523,7 +525,18 @@ class HardwareVcpu:
         self.icount += 1
         self.shadow = False
 
+    def interrupt(self) -> None:
+        """Stop from outside (another thread may call this): the vcpu leaves
+        the guest at the next instruction boundary, and every later run
+        returns at once, as a ``limit`` exit with nothing retired. This is
+        the host's business, not the guest's: nothing is traced for it."""
+        self.interrupted = True
+        self.uc.emu_stop()
+
     def _run_to_exit(self, budget: int, deadline: int | None, window: bool) -> Exit:
+        if self.interrupted:
+            return Exit("limit", self.linear_rip(), 0, self.icount,
+                        detail={"note": "interrupted"})
         self._pending = None
         self._fault = None
         self._p2m: str | None = None
@@ -547,7 +560,7 @@ class HardwareVcpu:
     def _on_instruction(self, uc, address: int, size: int, _data) -> None:
         # the instruction before this one has retired: its shadow holds now
         self.shadow = self._next_shadow
-        if self.icount >= self._budget_end:
+        if self.icount >= self._budget_end or self.interrupted:
             uc.emu_stop()
             return
         if self._deadline is not None and self.icount >= self._deadline:

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 
-from hvmspec.commands import EXIT_NO, EXIT_OK, progress
+from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, progress
 
 
 def add_parsers(sub) -> None:
@@ -14,17 +15,62 @@ def add_parsers(sub) -> None:
                            description="Run every proof over the spec's own functions, and "
                            "every mutant (a deliberately broken spec function) that must give "
                            "a counterexample. Exit 0 only if every result is the expected one.")
+    check.add_argument("names", nargs="*", metavar="NAME",
+                       help="run only these checks: a check's name (mapcache.budget), or a "
+                       "group ending at a '.' or '/' (mapcache: every mapcache check and "
+                       "mutant; mapcache.budget: the invariant and its mutants)")
+    check.add_argument("-k", dest="pattern", metavar="PATTERN",
+                       help="run only checks whose name contains PATTERN (case-insensitive; "
+                       "* and ? as in shell patterns)")
+    check.add_argument("--list", action="store_true",
+                       help="list the checks that would run, without running them")
     check.add_argument("--json", action="store_true",
                        help="print a JSON list of {name, kind, expected, result, seconds}")
     check.set_defaults(func=cmd_check)
 
 
+def select(checks: list, names: list[str], pattern: str | None) -> list:
+    """The checks that ``NAME...`` and ``-k PATTERN`` pick, in their order.
+    A name that picks nothing is an error (a typo must not run zero checks
+    and pass)."""
+    picked = checks
+    if names:
+        unknown = [n for n in names if not any(_in_group(c.name, n) for c in checks)]
+        if unknown:
+            groups = sorted({c.name.split(".")[0] for c in checks})
+            raise UsageError(f"no check named {', '.join(map(repr, unknown))} (groups: "
+                             f"{', '.join(groups)}; hvmspec check --list shows every name)")
+        picked = [c for c in picked if any(_in_group(c.name, n) for n in names)]
+    if pattern is not None:
+        glob = pattern.lower() if any(ch in pattern for ch in "*?[") else f"*{pattern.lower()}*"
+        picked = [c for c in picked if fnmatch.fnmatchcase(c.name.lower(), glob)]
+        if not picked:
+            raise UsageError(f"-k {pattern!r} matches no check (hvmspec check --list shows "
+                             f"every name)")
+    return picked
+
+
+def _in_group(name: str, group: str) -> bool:
+    return name == group or (name.startswith(group) and name[len(group)] in "./") \
+        or group.endswith((".", "/")) and name.startswith(group)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from hvmspec.console import OPERATOR
     from proofs import all_checks
     rows = []
-    checks = all_checks()
+    checks = select(all_checks(), args.names, args.pattern)
+    if args.list:
+        if args.json:
+            print(json.dumps([{"name": c.name, "kind": c.kind, "expected": c.expected}
+                              for c in checks], indent=1))
+        else:
+            for c in checks:
+                print(f"{c.name}  ({c.kind}, expects {c.expected})")
+        return EXIT_OK
     with progress(len(checks), "proofs", quiet=args.json) as advance:
         for chk in checks:
+            OPERATOR.checkpoint()
             outcome = chk.run()
             rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
                          "result": outcome.result, "seconds": round(outcome.seconds, 4),
@@ -39,22 +85,28 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _print_check_table(rows: list[dict]) -> None:
+    """The table, then each counterexample. Names and counterexamples are
+    printed literally (rich Text, never markup): a counterexample such as
+    ``adc dword ptr [rbx], with [rbx] = 0xf17fffff`` keeps its brackets."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
     console = Console()
     table = Table(title="hvmspec check")
     for col in ("name", "expected", "result", "seconds"):
         table.add_column(col, justify="right" if col == "seconds" else "left")
     for r in rows:
         style = "green" if r["result"] == r["expected"] else "bold red"
-        table.add_row(r["name"], r["expected"], f"[{style}]{r['result']}[/]", f"{r['seconds']:.3f}")
+        table.add_row(Text(r["name"]), Text(r["expected"]), Text(r["result"], style=style),
+                      f"{r['seconds']:.3f}")
     console.print(table)
     for r in rows:
         if r["counterexample"]:
-            console.print(f"[bold]{r['name']}[/]: counterexample", highlight=False)
+            console.print(Text.assemble((r["name"], "bold"), ": counterexample"),
+                          highlight=False)
             for line in r["counterexample"]:
-                console.print(f"    {line}", highlight=False)
+                console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
     bad = [r["name"] for r in rows if r["result"] != r["expected"]]
-    console.print(f"{len(rows) - len(bad)} as expected, {len(bad)} not"
-                  + (f": {', '.join(bad)}" if bad else ""))
+    console.print(Text(f"{len(rows) - len(bad)} as expected, {len(bad)} not"
+                       + (f": {', '.join(bad)}" if bad else "")), highlight=False)
 

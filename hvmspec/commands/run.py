@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spec import platform, trace
 from spec.loader import GuestError, bundled_guests, load
-from hvmspec.commands import EXIT_NO, EXIT_OK
+from hvmspec.commands import EXIT_NO, EXIT_OK, output_path
 
 
 def add_parsers(sub) -> None:
@@ -21,12 +21,16 @@ def add_parsers(sub) -> None:
                          "the domain crashed, hung or hit the instruction budget, 2 for a "
                          "guest that cannot be loaded.")
     run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
-                     "or the path of an assembly file (.s/.asm) or a raw image")
+                     "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
+                     "bundled name wins over a file of the same name here: write ./NAME "
+                     "for the file")
     run.add_argument("--engine", choices=("reference", "impl"), default="impl",
                      help="the reference model (slow, the definition) or the optimised "
                      "Unicorn implementation (default)")
     run.add_argument("--trace", metavar="FILE", type=Path,
-                     help="write the trace as JSON lines to FILE")
+                     help="write the trace as JSON lines to FILE while the guest runs ('-': "
+                     "to standard output, and the serial output and fate line to "
+                     "standard error)")
     run.add_argument("--json", action="store_true",
                      help="print one JSON object: serial, exit, instructions, exits, seconds, "
                      "mapcache, devices (the unclaimed accesses)")
@@ -59,6 +63,9 @@ def add_parsers(sub) -> None:
                      "terminal, text otherwise, and only if the guest drew anything")
     run.add_argument("--screenshot", metavar="FILE.png", type=Path,
                      help="write the final frame of the text screen as a PNG image")
+    run.add_argument("--no-status", dest="status", action="store_false",
+                     help="on a terminal, no live status line (instructions, exits, virtual "
+                     "time, rate) while the guest runs")
     run.set_defaults(func=cmd_run)
 
 
@@ -77,14 +84,29 @@ def _size(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from hvmspec.console import OPERATOR
     from hvmspec.engines import runner
     from spec.physical_cpu import HostMemoryError
+    from spec.result import RunControl
     from spec.xend import DeviceModelError, XendError
     if args.memory is not None and args.memory < platform.MIN_MEMORY_MIB:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
     if args.max_instructions <= 0:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
+    to_stdout = args.trace is not None and str(args.trace) == "-"
+    if to_stdout and args.json:
+        raise GuestError("--trace - and --json both want standard output: give --trace a file")
+    if args.trace is not None and not to_stdout:
+        output_path(args.trace, "--trace")
+    if args.screenshot is not None:
+        output_path(args.screenshot, "--screenshot", suffixes=(".png",))
     image = load(args.guest)
+    human = sys.stderr if to_stdout else sys.stdout   # where people read the run
+    if not args.json:
+        if image.note:
+            print(f"hvmspec: note: {image.note}", file=sys.stderr)
+        if image.kind in ("assembly", "image"):
+            print(f"hvmspec: {image.describe()}", file=sys.stderr)
     serial_input = b""
     line = None
     if args.serial_input is not None and str(args.serial_input) == "-":
@@ -95,77 +117,169 @@ def cmd_run(args: argparse.Namespace) -> int:
             serial_input = args.serial_input.read_bytes()
         except OSError as exc:
             raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
-    display = _Display(args.display if not args.json else "off")
-    listeners = [display] if args.json else [_live_serial, display]
+    status = (args.status and not args.json and line is None and human.isatty())
+    control = RunControl(watched=status)
+    terminal = _Terminal(args.display if not args.json else "off", human,
+                         _StatusLine(control, args.engine) if status else None)
+    listeners = [terminal] if args.json else [_LiveSerial(human), terminal]
+    sink = None
+    if args.trace is not None:
+        sink = _TraceSink(sys.stdout if to_stdout else open(args.trace, "w"))
+        listeners.append(sink)
     try:
         device_model = {"device_model_bits": args.dm_bits,
                         "mapcache_budget": args.mapcache_budget,
                         "map_everything": args.map_everything}
+        terminal.start()
         result = runner(args.engine)(image, memory_mib=args.memory,
                                      max_instructions=args.max_instructions,
                                      listeners=listeners, serial_input=serial_input,
-                                     device_model=device_model)
+                                     device_model=device_model, control=control)
     except (XendError, DeviceModelError, HostMemoryError) as exc:
         raise GuestError(str(exc)) from None
     finally:
-        display.close()
+        terminal.close()
         if line is not None:
             line.close()
+        if sink is not None:
+            sink.close()
     if args.screenshot:
-        _screenshot(display.screen, args.screenshot)
-    if args.trace:
-        with open(args.trace, "w") as stream:
-            trace.dump(result.trace, stream)
+        _screenshot(terminal.screen, args.screenshot)
+    interrupted = result.exit.get("reason") == "interrupted"
     if args.json:
         print(json.dumps(result.summary()))
     else:
-        sys.stdout.flush()
+        human.flush()
         if result.serial and not result.serial.endswith("\n"):
-            print()
-        display.print_final()
-        print(_fate_line(result))
+            print(file=human)
+        terminal.print_final()
+        if interrupted:
+            print(f"hvmspec: {OPERATOR.signal_name}: {_fate_line(result).splitlines()[0]}",
+                  file=sys.stderr)
+        else:
+            print(_fate_line(result), file=human)
         if args.stats:
-            print(_stats_text(result))
+            print(_stats_text(result), file=human)
+    if interrupted:
+        return OPERATOR.exit_code
     return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO
 
 
-def _live_serial(event: trace.Event) -> None:
-    if isinstance(event, trace.SerialOut):
-        sys.stdout.write(chr(event.byte))
-        if event.byte == 0x0A:
-            sys.stdout.flush()
+class _LiveSerial:
+    """The guest's serial output as it comes, a line at a time."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __call__(self, event: trace.Event) -> None:
+        if isinstance(event, trace.SerialOut):
+            self.stream.write(chr(event.byte))
+            if event.byte == 0x0A:
+                self.stream.flush()
 
 
-class _Display:
-    """The guest's screen on the terminal (``run --display``)."""
+class _TraceSink:
+    """``--trace``: each event written as it happens (JSON lines), so that a
+    run stopped early keeps its trace up to that point."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __call__(self, event: trace.Event) -> None:
+        self.stream.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self.stream is sys.stdout:
+            self.stream.flush()
+        else:
+            self.stream.close()
+
+
+class _StatusLine:
+    """The live status line: instructions, VM exits, virtual time, rate."""
+
+    def __init__(self, control, engine: str) -> None:
+        import time
+        self.control, self.engine = control, engine
+        self._clock = time.perf_counter
+        self.started = self._clock()
+
+    def text(self) -> str:
+        n = self.control.instructions()
+        seconds = max(self._clock() - self.started, 1e-9)
+        return (f"[{self.engine}] {n:,} instructions · {self.control.exits:,} exits · "
+                f"virtual {_duration(n)} · {n / seconds / 1e6:.2f} MIPS · {seconds:.1f} s")
+
+    def __rich__(self):
+        from rich.text import Text
+        return Text(self.text(), style="dim", no_wrap=True, overflow="ellipsis")
+
+
+def _duration(ns: int) -> str:
+    """A virtual time (the clock's nanoseconds: one per instruction) for people."""
+    for unit, scale in (("s", 10 ** 9), ("ms", 10 ** 6), ("us", 10 ** 3)):
+        if ns >= scale:
+            return f"{ns / scale:.3f} {unit}"
+    return f"{ns} ns"
+
+
+class _Terminal:
+    """The terminal while the guest runs: its text screen (``--display``)
+    and the status line, in one rich live area below the serial output."""
+
+    def __init__(self, mode: str, stream, status: _StatusLine | None) -> None:
         from hvmspec.display import Screen
         if mode == "auto":
-            mode = "live" if sys.stdout.isatty() else "text"
+            mode = "live" if stream.isatty() else "text"
         self.mode = mode
+        self.stream = stream
         self.screen = Screen()
+        self.status = status
         self.live = None
+
+    def start(self) -> None:
+        if self.status is not None:
+            self._show()
+
+    def _show(self) -> None:
+        from rich.console import Console, Group
+        from rich.live import Live
+        parts = []
+        if self.mode == "live" and self.screen.updates:
+            parts.append(self.screen)
+        if self.status is not None:
+            parts.append(self.status)
+        if self.live is None:
+            self.live = Live(Group(*parts), refresh_per_second=10,
+                             console=Console(file=self.stream),
+                             redirect_stdout=self.stream is sys.stdout,
+                             redirect_stderr=self.stream is sys.stderr)
+            self.live.start()
+        else:
+            self.live.update(Group(*parts))
 
     def __call__(self, event: trace.Event) -> None:
         # the screen is kept in every mode: --screenshot draws it
         if not isinstance(event, trace.DisplayUpdate):
             return
+        first = not self.screen.updates
         self.screen.apply(event)
-        if self.mode == "live" and self.live is None:
-            from rich.live import Live
-            self.live = Live(self.screen, refresh_per_second=20)
-            self.live.start()
+        if self.mode == "live" and first:
+            self._show()
 
     def close(self) -> None:
         if self.live is not None:
+            self.stream.flush()
+            if self.status is not None:      # the status line goes; the screen stays
+                self.status = None
+                self._show()
             self.live.refresh()
             self.live.stop()
 
     def print_final(self) -> None:
         if self.mode == "text" and self.screen.updates:
             rule = "-" * 80
-            print(f"{rule}\n{self.screen.text()}\n{rule}")
+            print(f"{rule}\n{self.screen.text()}\n{rule}", file=self.stream)
 
 
 def _screenshot(screen, path: Path) -> None:
@@ -197,7 +311,8 @@ def _fate_line(result) -> str:
     exit_ = result.exit
     exits = sum(result.exits.values())
     what = {"poweroff": "powered off", "reboot": "rebooted", "crash": "crashed",
-            "hung": "hung", "limit": "reached the instruction budget"}.get(
+            "hung": "hung", "limit": "reached the instruction budget",
+            "interrupted": "was stopped"}.get(
         exit_.get("reason"), exit_.get("reason", "?"))
     line = (f"[{result.engine}] domain {exit_.get('dom', '?')} ({result.guest}) {what}"
             f"{' (signalled by ' + exit_['by'] + ')' if exit_.get('by') else ''}"
