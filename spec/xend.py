@@ -1,11 +1,13 @@
 """xend: the toolstack daemon that owns the domains' lives.
 
 Room: the control plane's lifecycle state machine of each domain xend
-manages, and its reaction to a domain's shutdown. One implementation, used
-by both engines and by ``hvmspec xend`` (``DESIGN.md``): a host gives xend
-a :class:`Host`, the hypercalls it needs, and a XenStore client. Imports
-:mod:`spec.trace`, :mod:`spec.platform`, :mod:`spec.dm_config`,
-:mod:`spec.xs_client`.
+manages, its reaction to a domain's shutdown, and the names it lets domains
+have. One implementation, used by both engines and by ``hvmspec xend``
+(``DESIGN.md``): a host gives xend a :class:`Host`, the hypercalls it
+needs, and a XenStore client. Imports :mod:`spec.trace`,
+:mod:`spec.platform`, :mod:`spec.dm_config`, :mod:`spec.xs_client`,
+:mod:`spec.xenstore.wire` (for its payload limit), :mod:`spec.loader` (for
+the error a kernel that does not load raises).
 
 Lifecycle states (``xm list`` shows them with its letters, see
 :data:`STATE_LETTERS`)::
@@ -33,16 +35,24 @@ asks Xen to (``xc_domain_destroy``) and removes its nodes
 (:func:`spec.dm_config.remove_domain`); the domain is *dying* until Xen
 has torn it down, which xend again learns from ``@releaseDomain`` (the dead
 domain raises ``VIRQ_DOM_EXC`` once more), and is then destroyed.
+
+Domain 0, ``Domain-0``, is the host's own domain: ``xm list`` shows it, no
+other domain may take its name (:func:`check_name`), and xm cannot pause,
+unpause, shut down or destroy it ("Cannot destroy privileged domain" in
+Xen 3.x's ``XendDomain.domain_destroy``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from spec import dm_config, platform, trace
 from spec.dm_config import DeviceModelError  # noqa: F401  (re-exported)
+from spec.loader import GuestError
+from spec.xenstore.wire import PAYLOAD_MAX
 from spec.xs_client import XsClient
 
 ACTIONS = ("destroy", "restart", "preserve")
@@ -59,6 +69,53 @@ STATE_LETTERS = "rbpscd"
 
 class XendError(Exception):
     """A bad domain configuration or an impossible request."""
+
+
+# --- domain names -------------------------------------------------------------------------
+
+#: dom0's name, which xend gives it at start and lists first
+DOM0_NAME = "Domain-0"
+#: the characters of a domain name: letters, digits and ``_-.:/+``
+#: (``XendDomainInfo._checkName`` in Xen 3.x)
+NAME = re.compile(r"[A-Za-z0-9_\-.:/+]+")
+#: the longest name whose XenStore write fits one message: xend writes the
+#: name as the value of ``/vm/<uuid>/name`` (the longer of its two name
+#: nodes, :mod:`spec.dm_config`), and an ``XS_WRITE``'s path, its NUL and
+#: its value together are at most ``XENSTORE_PAYLOAD_MAX`` bytes
+MAX_NAME_LENGTH = PAYLOAD_MAX - len(dm_config.vm_path(DOM0_NAME) + "/name") - 1
+
+
+def check_name(name: object) -> None:
+    """Raise :class:`XendError` unless ``name`` may be a new domain's name.
+
+    Xen 3.x's xend checked every name it was asked to give a domain
+    (``XendDomainInfo._checkName``, ``tools/python/xen/xend/XendDomainInfo.py``):
+
+    * a missing or empty name is refused ("Missing VM Name");
+    * so is one with a character other than a letter, a digit or one of
+      ``_-.:/+`` ("Invalid VM Name": spaces, control characters, quotes
+      and non-ASCII letters are all refused, and ``/`` is *allowed*);
+    * so is a name another domain has ("VM name ... already exists");
+      xend counts dom0 among its domains, so ``Domain-0`` is always taken
+      (:meth:`Xend.check_name` checks the domains xend runs).
+
+    xend had no length limit of its own: an over-long name failed when
+    xend wrote it to XenStore. Here the limit is stated:
+    :data:`MAX_NAME_LENGTH` characters, the most that such a write holds.
+    """
+    if not isinstance(name, str) or name == "":
+        raise XendError("name is empty: a domain needs a name")
+    if name == DOM0_NAME:
+        raise XendError(f"name {DOM0_NAME!r} is dom0's, the host's own domain: give the "
+                        f"domain another name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise XendError(f"name is {len(name)} characters long: at most {MAX_NAME_LENGTH} "
+                        f"(it must fit one XenStore write)")
+    if NAME.fullmatch(name) is None:
+        bad = next(c for c in name if NAME.fullmatch(c) is None)
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise XendError(f"name {shown!r}: {bad!r} is not allowed (a name has letters, "
+                        f"digits and _-.:/+ only)")
 
 
 @dataclass(frozen=True)
@@ -189,7 +246,7 @@ class Xend:
         #: when each domain (by name) was last restarted
         self.restarted_at: dict[str, float] = {}
         # dom0's own entry, as xend writes it at start (``xm list`` shows it)
-        xs.write(f"/local/domain/{platform.DOM0}/name", "Domain-0")
+        xs.write(f"/local/domain/{platform.DOM0}/name", DOM0_NAME)
         xs.write(f"/local/domain/{platform.DOM0}/domid", str(platform.DOM0))
         xs.watch("@releaseDomain", self.TOKEN)
 
@@ -212,9 +269,19 @@ class Xend:
         self._move(record, "running", "")
         return domid
 
+    def check_name(self, name: str) -> None:
+        """Raise :class:`XendError` unless ``xm create`` may give a new
+        domain ``name``: a valid name (:func:`check_name`) that no live
+        domain has."""
+        check_name(name)
+        for record in self.domains.values():
+            if record.live and record.config.name == name:
+                raise XendError(f"a domain named {name!r} already exists (domain "
+                                f"{record.domid})")
+
     def pause(self, domid: int) -> None:
         """``xm pause``."""
-        record = self._live(domid)
+        record = self._live(domid, "pause")
         if record.state != "running":
             raise XendError(f"domain {domid} is {record.state}, not running")
         self.host.pause(domid)
@@ -222,7 +289,7 @@ class Xend:
 
     def unpause(self, domid: int) -> None:
         """``xm unpause``."""
-        record = self._live(domid)
+        record = self._live(domid, "unpause")
         if record.state != "paused":
             raise XendError(f"domain {domid} is {record.state}, not paused")
         self.host.unpause(domid)
@@ -233,7 +300,7 @@ class Xend:
         cannot be asked, so xend has Xen shut it down with that reason
         (``xc.domain_shutdown`` in ``XendDomainInfo.shutdown``); the
         domain's ``on_<reason>`` then applies as for the guest's own."""
-        record = self._live(domid)
+        record = self._live(domid, "shut down" if reason == "poweroff" else reason)
         codes = {name: code for code, name in platform.SHUTDOWN_REASONS.items()}
         if reason not in ("poweroff", "reboot"):
             raise XendError(f"shutdown reason {reason!r}: poweroff or reboot")
@@ -244,10 +311,12 @@ class Xend:
 
     def destroy(self, domid: int, reason: str = "destroyed by request") -> None:
         """``xm destroy``."""
-        record = self._live(domid)
+        record = self._live(domid, "destroy")
         self._destroy(record, reason)
 
-    def _live(self, domid: int) -> "ManagedDomain":
+    def _live(self, domid: int, what: str) -> "ManagedDomain":
+        if domid == platform.DOM0:
+            raise XendError(f"cannot {what} privileged domain {platform.DOM0} ({DOM0_NAME})")
         record = self.domains.get(domid)
         if record is None or not record.live:
             raise XendError(f"no live domain {domid}")
@@ -285,7 +354,11 @@ class Xend:
 
     def _restart(self, record: ManagedDomain) -> None:
         """A new domain (new domid) from the same configuration, unless the
-        last restart was less than :data:`MINIMUM_RESTART_TIME` ago."""
+        last restart was less than :data:`MINIMUM_RESTART_TIME` ago. A
+        restart that fails (its kernel is gone or changed into one that does
+        not load) leaves the domain dead, with the reason in the lifecycle
+        event, and xend serving the others (Xen 3.x's xend logged "Failed to
+        restart domain" and carried on)."""
         now, name = self.clock(), record.config.name
         last = self.restarted_at.get(name)
         if last is not None and now - last < MINIMUM_RESTART_TIME:
@@ -295,12 +368,17 @@ class Xend:
                        f"refusing to restart to avoid loops"))
             return
         self.restarted_at[name] = now
-        self.create(record.config)
+        try:
+            self.create(record.config)
+        except (GuestError, XendError) as exc:
+            self.emit(trace.DomainLifecycle(
+                dom=record.domid, name=name, old=record.state, new=record.state,
+                reason=f"restart failed: {exc}"))
 
     def list(self) -> list[dict]:
         """``xm list``: Domain-0 and each domain that is not destroyed, with
         its name, ID, memory (MiB), vcpus, state letters and CPU time."""
-        rows = [{"name": "Domain-0", "id": platform.DOM0, "mem": 0, "vcpus": 1,
+        rows = [{"name": DOM0_NAME, "id": platform.DOM0, "mem": 0, "vcpus": 1,
                  "state": "r-----", "time": 0.0}]
         for record in self.domains.values():
             if record.state == "destroyed":

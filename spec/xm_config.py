@@ -1,7 +1,8 @@
 """xm's domain configuration files.
 
 Room: control plane. The file format ``xm create`` reads, and the
-:class:`spec.xend.DomainConfig` it gives. Imports :mod:`spec.xend`.
+:class:`spec.xend.DomainConfig` it gives. Imports :mod:`spec.xend` and
+:mod:`spec.loader` (where the bundled guests are).
 
 An xm configuration is a Python file of assignments (Xen 3.x's
 ``xm create`` executes it; here only literal assignments are accepted, and
@@ -26,14 +27,27 @@ nothing is executed)::
 
 A key xm does not know, a value of the wrong type or a value
 :class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
-that names the file, the line and the key.
+that names the file, the line and the key. So is a ``name`` that xend
+would refuse (:func:`spec.xend.check_name`: empty, ``Domain-0``, a
+character outside letters, digits and ``_-.:/+``, or too long for
+XenStore), and a file that is not text (:func:`decode`: not UTF-8, or
+with a NUL byte).
+
+``kernel`` is found the way a user reads the file, wherever xend runs
+(:func:`kernel_path`): a relative path names a file in the configuration
+file's directory; a bare name (no ``/``, no suffix) that is no file there
+names a bundled guest. A kernel that is missing, does not assemble or
+does not fit is, too, a bad configuration; xend finds that out when it
+builds the domain.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 
-from spec.xend import DomainConfig, XendError
+from spec.loader import GUESTS_DIR
+from spec.xend import DomainConfig, XendError, check_name
 
 #: key -> (the DomainConfig field, the accepted Python types)
 KEYS = {
@@ -58,8 +72,52 @@ class ConfigFileError(XendError):
     """An xm configuration that cannot be used; says where and why."""
 
 
-def parse(text: str, source: str = "<config>") -> DomainConfig:
-    """The domain configuration an xm file describes."""
+def decode(data: bytes, source: str = "<config>") -> str:
+    """An xm file's bytes as text, or :class:`ConfigFileError` naming the
+    file and the first byte that makes it not a text file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{source}: not a text file: byte {data[exc.start]:#04x} at "
+                              f"offset {exc.start} is not UTF-8 (an xm configuration is "
+                              f"text: key = value lines)") from None
+    _no_nul(text, source)
+    return text
+
+
+def _no_nul(text: str, source: str) -> None:
+    if "\0" in text:
+        offset = text.index("\0")
+        raise ConfigFileError(f"{source}:{text.count(chr(10), 0, offset) + 1}: not a text "
+                              f"file: a NUL byte (an xm configuration is text: key = value "
+                              f"lines)")
+
+
+def kernel_path(kernel: str, directory: str | os.PathLike | None) -> str:
+    """Where the ``kernel`` of a configuration file in ``directory`` is.
+
+    An absolute path is itself. A bare word (no ``/``, no suffix) that
+    names a bundled guest is that guest, as for :func:`spec.loader.load`
+    (write ``./word`` for a file of that name). Any other relative path is
+    in ``directory`` (the configuration file's, made absolute by xm); a
+    bare word that is neither a bundled guest nor a file there is left as
+    it is, for the loader to say so. Without a directory (a configuration
+    that is not from a file) the value is left as it is; ``""`` stays ``""``.
+    """
+    if not kernel or directory is None or os.path.isabs(kernel):
+        return kernel
+    here = os.path.normpath(os.path.join(os.fspath(directory), kernel))
+    bare = "/" not in kernel and not os.path.splitext(kernel)[1]
+    if bare and ((GUESTS_DIR / f"{kernel}.s").exists() or not os.path.exists(here)):
+        return kernel
+    return here
+
+
+def parse(text: str, source: str = "<config>",
+          directory: str | os.PathLike | None = None) -> DomainConfig:
+    """The domain configuration an xm file describes; ``directory`` is the
+    file's (a relative ``kernel`` is found there, :func:`kernel_path`)."""
+    _no_nul(text, source)
     try:
         tree = ast.parse(text, filename=source)
     except SyntaxError as exc:
@@ -89,6 +147,12 @@ def parse(text: str, source: str = "<config>") -> DomainConfig:
                               f"toolstack, builder = 'hvm' is required")
     if "name" not in values:
         raise ConfigFileError(f"{source}: name is required")
+    try:
+        check_name(values["name"])
+    except XendError as exc:
+        raise ConfigFileError(f"{source}:{lines['name']}: {exc}") from None
+    if "kernel" in values:
+        values["kernel"] = kernel_path(values["kernel"], directory)
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
     if "map_everything" in fields:
         fields["map_everything"] = bool(fields["map_everything"])
