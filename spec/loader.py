@@ -127,15 +127,15 @@ def load(spec: str) -> GuestImage:
                              f"{exc.start}: {exc.object[exc.start]:#04x})") from None
         settings = guest_settings(source, str(path))
         return GuestImage(path.stem, rom_from_source(source, str(path)), source,
-                          memory_mib=settings.get("memory"), kind=kind, path=str(path),
-                          note=note)
+                          memory_mib=settings.get("memory"), kind=kind,
+                          path=str(path) if kind == "bundled" else spec, note=note)
     image = path.read_bytes()
     if path.suffix.lower() in TEXT_SUFFIXES or _looks_like_text(image):
         raise GuestError(
             f"{path}: this is text, not a raw image (a raw image is machine code, run as "
             f"it is); an assembly source must be named *.s, *.S or *.asm")
     check_image(image)
-    return GuestImage(path.stem, image, kind="image", path=str(path))
+    return GuestImage(path.stem, image, kind="image", path=spec)
 
 
 def _looks_like_text(data: bytes) -> bool:

@@ -1,11 +1,14 @@
 """The CLI as a user runs it: JSON shapes, exit codes, errors without tracebacks."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from spec import trace
-from tests.conftest import cli, cli_json
+from tests.conftest import ROOT, cli, cli_json
 
 
 @pytest.mark.parametrize("engine", ["reference", "impl"])
@@ -116,3 +119,133 @@ def test_run_stats_counts_unclaimed_accesses():
     proc = cli("run", "platform", "--engine", "impl", "--stats")
     assert proc.returncode == 0
     assert "unclaimed accesses: ports 1 reads, 0 writes; MMIO 1 reads, 0 writes" in proc.stdout
+
+
+# --- how a guest's name is read ------------------------------------------------------
+
+def test_upper_case_S_is_assembly_and_the_run_says_so(tmp_path):
+    src = tmp_path / "HELLO.S"
+    src.write_text((ROOT / "guests" / "hello.s").read_text())
+    proc = cli("run", str(src))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Hello from an unmodified guest\n")
+    assert f"HELLO: 16-bit assembly source {src}, 65,536 bytes" in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "hello.asm.bak", "readme"])
+def test_text_is_not_run_as_machine_code(tmp_path, name):
+    path = tmp_path / name
+    path.write_text((ROOT / "guests" / "hello.s").read_text())
+    proc = cli("run", str(path))
+    assert proc.returncode == 2
+    assert f"{path}: this is text, not a raw image" in proc.stderr
+    assert "*.s, *.S or *.asm" in proc.stderr
+
+
+def test_a_raw_image_is_named_as_one(tmp_path):
+    from spec.loader import load
+    image = tmp_path / "rom.bin"
+    image.write_bytes(load("hello").image)
+    proc = cli("run", str(image))
+    assert proc.returncode == 0
+    assert f"rom: a raw image {image}, 65,536 bytes at 0xf0000-0xfffff" in proc.stderr
+
+
+def test_a_bundled_name_wins_over_a_local_file_and_says_so(tmp_path):
+    (tmp_path / "timer").mkdir()                       # a directory ./timer
+    (tmp_path / "hello").write_bytes(b"\xf4" * 16)     # a file ./hello
+    proc = cli("run", "hello", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("Hello from")
+    assert ("note: 'hello' is a bundled guest and also a file here; running the bundled "
+            "guest (write ./hello for the file)") in proc.stderr
+    local = cli("run", "./hello", "--max-instructions", "100", cwd=tmp_path)
+    assert "hello: a raw image ./hello, 16 bytes" in local.stderr
+    plain = cli("run", "hello")
+    assert "note:" not in plain.stderr and plain.stderr == ""
+
+
+# --- output paths are checked before the run -----------------------------------------
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--trace", "/nonexistent/x.jsonl", "--trace /nonexistent/x.jsonl: directory "
+                                        "/nonexistent does not exist"),
+    ("--trace", "{tmp}", "--trace {tmp}: is a directory"),
+    ("--screenshot", "/nonexistent/s.png", "--screenshot /nonexistent/s.png: directory "
+                                           "/nonexistent does not exist"),
+    ("--screenshot", "{tmp}/s.jpg", "--screenshot {tmp}/s.jpg: the file must end in .png"),
+])
+def test_output_paths_are_refused_before_the_guest_runs(tmp_path, option, value, message):
+    proc = cli("run", "hello", option, value.format(tmp=tmp_path))
+    assert proc.returncode == 2
+    assert f"hvmspec: error: {message.format(tmp=tmp_path)}" in proc.stderr
+    assert proc.stdout == ""                 # nothing ran: no serial output
+    assert "Traceback" not in proc.stderr
+
+
+def test_trace_to_stdout_keeps_people_output_on_stderr():
+    proc = cli("run", "hello", "--trace", "-")
+    assert proc.returncode == 0
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["kind"] == "xenstore" and events[-1]["kind"] == "domain"
+    assert "Hello from an unmodified guest" in proc.stderr
+    assert "powered off" in proc.stderr
+    both = cli("run", "hello", "--trace", "-", "--json")
+    assert both.returncode == 2 and "both want standard output" in both.stderr
+
+
+# --- version, module entry, usage -----------------------------------------------------
+
+def test_version_and_python_dash_m():
+    from importlib.metadata import version
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"hvmspec {version('hvmspec')} ")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    as_module = subprocess.run([sys.executable, "-m", "hvmspec", "run", "hello"],
+                               capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert as_module.returncode == 0 and as_module.stdout.startswith("Hello from")
+
+
+@pytest.mark.parametrize("args,usage", [
+    (["run", "hello", "--frobnicate"], "usage: hvmspec run "),
+    (["check", "--frobnicate"], "usage: hvmspec check "),
+    (["vectors", "run", "x.jsonl", "--frobnicate"], "usage: hvmspec vectors run "),
+    (["xm", "list", "--frobnicate"], "usage: hvmspec xm list "),
+])
+def test_an_unknown_option_gets_its_commands_usage(args, usage):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(usage), proc.stderr
+    assert "hvmspec: error: unrecognized arguments: --frobnicate" in proc.stderr
+
+
+def test_every_error_has_one_prefix(tmp_path):
+    for args in (["run", "no-such-guest"], ["run", "hello", "--engine", "qemu"],
+                 ["check", "no-such-check"], ["vectors", "run", "/nonexistent.jsonl"],
+                 ["xm", "--dir", str(tmp_path), "list"]):
+        proc = cli(*args)
+        assert proc.returncode == 2, args
+        assert proc.stderr.strip().splitlines()[-1].startswith("hvmspec: error: "), \
+            (args, proc.stderr)
+
+
+# --- check: a subset, literal counterexamples -----------------------------------------
+
+def test_check_runs_a_subset_by_name_or_pattern():
+    proc, rows = cli_json("check", "mapcache.budget")
+    assert proc.returncode == 0
+    assert [r["name"] for r in rows] == ["mapcache.budget",
+                                         "mapcache.budget/mutant:room_off_by_one"]
+    proc, rows = cli_json("check", "x86", "-k", "adc/32")
+    assert {r["name"] for r in rows} >= {"x86.alu.adc/32", "x86.alu.adc/32/mutant:result_bit_flipped"}
+    assert all("adc/32" in r["name"] for r in rows)
+    bad = cli("check", "mapcach")
+    assert bad.returncode == 2 and "no check named 'mapcach'" in bad.stderr
+    none = cli("check", "-k", "zzz")
+    assert none.returncode == 2 and "matches no check" in none.stderr
+
+
+def test_check_prints_counterexamples_literally():
+    proc = cli("check", "x86.alu.adc/32")
+    assert proc.returncode == 0
+    assert "x86.alu.adc/32/mutant:result_bit_flipped: counterexample" in proc.stdout
+    assert "    adc dword ptr [rbx], with [rbx] = 0x" in proc.stdout

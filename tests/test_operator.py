@@ -1,0 +1,154 @@
+"""The operator at dom0's terminal: Ctrl-C and SIGTERM stop a run on both
+engines, and a terminal shows a live status line (hvmspec.console)."""
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+#: a guest that never ends on its own: a tight loop with interrupts off
+SPIN = "cli\nspin:\n  jmp spin\n"
+#: one that never ends and exits to qemu-dm at every instruction pair:
+#: the signal lands while Python runs inside Unicorn's callbacks
+PORT_LOOP = "cli\nmov dx, 0x3ff\nagain:\n  out dx, al\n  jmp again\n"
+
+
+def _start(tmp_path, source: str, *args: str, **popen) -> subprocess.Popen:
+    guest = tmp_path / "forever.s"
+    guest.write_text(source)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "hvmspec", "run", str(guest),
+                             "--max-instructions", str(10 ** 15), *args], cwd=ROOT, env=env,
+                            **popen)
+
+
+def _wait_for(stream, text: str, seconds: float = 120) -> str:
+    """Read ``stream`` (a file descriptor or pipe) until ``text`` appears."""
+    fd = stream if isinstance(stream, int) else stream.fileno()
+    seen = b""
+    end = time.monotonic() + seconds
+    while text.encode() not in seen:
+        if time.monotonic() > end or not select.select([fd], [], [], end - time.monotonic())[0]:
+            raise AssertionError(f"{text!r} never came; got {seen[-500:]!r}")
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:      # a pty's other end closed
+            chunk = b""
+        if not chunk:
+            raise AssertionError(f"{text!r} never came; got {seen[-500:]!r}")
+        seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.mark.parametrize("engine", ["impl", "reference"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("guest", [SPIN, PORT_LOOP], ids=["spin", "port-loop"])
+def test_a_signal_stops_a_run_with_one_line_and_the_shells_exit_code(tmp_path, engine, sig,
+                                                                     guest):
+    trace_file = tmp_path / "t.jsonl"
+    proc = _start(tmp_path, guest, "--engine", engine, "--trace", str(trace_file),
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(proc.stderr, "16-bit assembly source")
+        time.sleep(1.0)                     # it runs the guest by now
+        assert proc.poll() is None, "the guest ended on its own"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, err
+    assert took < 5, f"{took:.1f} s from {name} to exit"
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"hvmspec: {name}: [{engine}] domain 1 (forever) was stopped; "
+                           f"xend: destroyed."), err
+    # the trace up to the stop is kept, and ends with the domain's destruction
+    events = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    assert events[-1]["kind"] == "domain" and events[-1]["new"] == "destroyed"
+
+
+def test_the_json_summary_of_a_stopped_run_says_interrupted(tmp_path):
+    proc = _start(tmp_path, SPIN, "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["exit"]["reason"] == "interrupted"
+    assert summary["exit"]["message"].startswith("stopped by SIGINT after ")
+    assert summary["instructions"] > 0
+
+
+def test_a_terminal_shows_a_live_status_line(tmp_path):
+    master, slave = pty.openpty()
+    proc = _start(tmp_path, PORT_LOOP, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    try:
+        seen = _wait_for(master, "MIPS")
+        time.sleep(2.0)
+        seen += _wait_for(master, "MIPS")     # later frames of the line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        proc.kill()
+        os.close(master)
+    line = seen.split("\r")[-1]
+    assert "[impl] " in seen and " instructions · " in seen and " exits · " in seen
+    assert "virtual " in seen, line
+    counts = [int(part.split("]")[-1].split()[0].replace(",", ""))
+              for part in seen.split("[impl] ")[1:] if " instructions" in part]
+    assert counts and max(counts) > 0
+
+
+def test_no_status_line_on_a_pipe_or_with_no_status(tmp_path):
+    guest = tmp_path / "short.s"
+    guest.write_text("cli\nmov cx, 1000\nl:\n  loop l\nhlt\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "hvmspec", "run", str(guest)],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert "MIPS" not in out.stdout + out.stderr
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "hvmspec", "run", str(guest), "--no-status"],
+                            stdout=slave, stderr=slave, cwd=ROOT, env=env)
+    os.close(slave)
+    try:
+        seen = _wait_for(master, "hung")
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert "MIPS" not in seen
+
+
+def test_conform_on_a_pipe_prints_each_case_as_it_ends_and_stops_on_ctrl_c(tmp_path):
+    guest = tmp_path / "forever.s"
+    guest.write_text(SPIN)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "hvmspec", "conform", "hello", str(guest)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=env)
+    try:
+        first = _wait_for(proc.stdout, "\n")
+        assert first.startswith("hello: equal (")
+        assert proc.poll() is None           # the second case is still running
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    assert code == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "hvmspec: SIGINT: stopped"
