@@ -26,6 +26,9 @@ ctypes callback function"). So:
   thread; emulation ends at the next block boundary), and asks again every
   50 ms until the runs have returned, so that a stop landing between two
   ``emu_start`` calls is not lost;
+* Z3 would take SIGINT for itself while it solves (and answer ``unknown``):
+  ``hvmspec check`` turns that off (``ctrl_c``) and puts ``Z3_interrupt``
+  among :attr:`Operator.interrupters`, which the watcher calls too;
 * the Python-level handler raises ``KeyboardInterrupt`` only when no guest
   run is under way; otherwise it only records the signal, and the command
   raises it itself at a safe point (:func:`checkpoint`) once the run has
@@ -58,6 +61,8 @@ class Operator:
         self._old_fd = -1
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        #: other long C calls to cut short on a signal (Z3's solver)
+        self.interrupters: list = []
 
     @property
     def signal_name(self) -> str:
@@ -118,6 +123,8 @@ class Operator:
     def _stop_runs(self) -> None:
         for control in result.running_controls():
             control.request_stop(self.signal_name)
+        for interrupt in list(self.interrupters):
+            interrupt()
 
     def _watch(self) -> None:
         r = self._pipe[0]

@@ -152,3 +152,24 @@ def test_conform_on_a_pipe_prints_each_case_as_it_ends_and_stops_on_ctrl_c(tmp_p
     err = proc.stderr.read().decode()
     assert code == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "hvmspec: SIGINT: stopped"
+
+
+def test_check_stops_on_ctrl_c_while_z3_solves():
+    """Z3 takes SIGINT for itself while it solves unless told not to (and
+    then answers 'unknown'): the check must stop, not go on and pass."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "hvmspec", "check"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    err = proc.stderr.read().decode()
+    assert code == 130, err
+    assert took < 5 and err.strip().splitlines()[-1] == "hvmspec: SIGINT: stopped"
+    assert "as expected" not in proc.stdout.read().decode()    # no table: it stopped

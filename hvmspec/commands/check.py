@@ -68,10 +68,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             for c in checks:
                 print(f"{c.name}  ({c.kind}, expects {c.expected})")
         return EXIT_OK
+    import z3
+    z3.set_param("ctrl_c", False)           # SIGINT is the operator's (hvmspec.console)
+    OPERATOR.interrupters.append(z3.main_ctx().interrupt)
     with progress(len(checks), "proofs", quiet=args.json) as advance:
         for chk in checks:
             OPERATOR.checkpoint()
             outcome = chk.run()
+            OPERATOR.checkpoint()
             rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
                          "result": outcome.result, "seconds": round(outcome.seconds, 4),
                          "counterexample": outcome.counterexample})
