@@ -15,9 +15,14 @@ Room: documentation tooling. On ``builder-inited`` it writes into
 ``hello_run.json``, ``hello_disasm.txt``
     what ``hvmspec run hello --json`` prints, and the guest's ROM image
     disassembled where it is loaded;
+``bench_table.rst``, ``bench_targets.rst``, ``bench_figures.rst``
+    the recorded ``make bench`` run (``docs/bench.json``) as tables, and
+    every figure the performance page quotes as a substitution;
 ``proofs_table.rst``, ``check.json``
     the output of ``hvmspec check --json`` (run as a subprocess, so it is
     exactly the CLI's answer) as a table, with every counterexample;
+``guests_table.rst``, ``xm_configs.rst``
+    the bundled guests and xm configurations, read from ``guests/``;
 ``cli_help_*.txt``
     each command's ``--help``.
 
@@ -52,6 +57,7 @@ GUEST = "hello"
 def setup(app):
     app.connect("builder-inited", generate)
     app.connect("autodoc-process-docstring", _drop_dataclass_repr_doc)
+    app.add_role("past", _past_role)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -87,6 +93,7 @@ def generate(app) -> None:
     _write_devices(out)
     _write_balloon(out)
     _write_xenstore(out)
+    _write_bundled(out)
     _write_xm_session(out)
     _write_divergence(out)
     _write_bench(out)
@@ -282,6 +289,66 @@ def _write_xenstore(out: Path) -> None:
     _write(out / "xenstore_poweroff.rst", "\n".join(table) + "\n")
 
 
+def guest_summary(name: str) -> str:
+    """What a bundled guest does: the first paragraph of the comment that
+    opens its source (``; name: what it does``), without the name."""
+    from spec.loader import GUESTS_DIR
+    words = []
+    for line in (GUESTS_DIR / f"{name}.s").read_text().splitlines():
+        if not line.startswith(";") or not line.lstrip(";").strip():
+            break
+        words.append(line.lstrip(";").strip())
+    text = " ".join(words)
+    prefix = f"{name}:"
+    return text[len(prefix):].strip() if text.startswith(prefix) else text
+
+
+def _rst_inline(text: str) -> str:
+    """Source-comment text for reStructuredText: ```x``` becomes a literal."""
+    import re
+    parts = re.split(r"`([^`]+)`", text)
+    return "".join(f"``{part}``" if k % 2 else _rst_escape(part) for k, part in enumerate(parts))
+
+
+def guests_markdown() -> str:
+    """The README's table of bundled guests, from ``guests/*.s`` (the README
+    is not built, so a test holds it to this)."""
+    from spec.loader import bundled_guests
+    lines = ["| guest | what it does |", "|---|---|"]
+    lines += [f"| `{name}` | {guest_summary(name)} |" for name in bundled_guests()]
+    return "\n".join(lines) + "\n"
+
+
+def _write_bundled(out: Path) -> None:
+    """``guests_table.rst``: every bundled guest (``guests/*.s``) with what
+    it does and its xm configuration; ``xm_configs.rst``: every bundled
+    configuration (``guests/configs/*.cfg``) as :mod:`spec.xm_config` parses
+    it. Both are read from the files, so a guest or configuration added is
+    listed without editing a page."""
+    from spec.loader import GUESTS_DIR, bundled_guests
+    from spec.xm_config import parse
+    configs = sorted((GUESTS_DIR / "configs").glob("*.cfg"))
+    rows = []
+    for name in bundled_guests():
+        cfg = GUESTS_DIR / "configs" / f"{name}.cfg"
+        rows.append([_lit(name), _rst_inline(guest_summary(name)),
+                     _lit(f"configs/{cfg.name}") if cfg.exists() else "—"])
+    _write(out / "guests_table.rst", f"{len(rows)} bundled guests, from ``guests/``.\n\n"
+           + _list_table(["guest", "what it does", "xm configuration"], rows,
+                         widths="12 68 20"))
+    rows = []
+    for path in configs:
+        try:
+            c = parse(path.read_text(), str(path.relative_to(ROOT)))
+        except Exception as exc:   # noqa: BLE001 - a bundled file that does not parse stops the build
+            raise ExtensionError(f"hvmspec docs: {path}: {exc}") from exc
+        rows.append([_lit(path.name), _lit(c.name), _lit(c.kernel), str(c.memory_mib),
+                     str(c.vcpus), f"{c.on_poweroff} / {c.on_reboot} / {c.on_crash}"])
+    _write(out / "xm_configs.rst", _list_table(
+        ["file", "name", "kernel", "memory (MiB)", "vcpus",
+         "on_poweroff / on_reboot / on_crash"], rows, widths="16 12 12 12 8 40"))
+
+
 def _write_xm_session(out: Path) -> None:
     """``xm_session.txt``: a real session: ``hvmspec xend`` started in a
     fresh directory, then xm create, list, unpause, the guest's own
@@ -354,25 +421,159 @@ def _write_divergence(out: Path) -> None:
         _write(out / "reproducer.json", repro.read_text())
 
 
+BENCH = ROOT / "docs" / "bench.json"
+
+
 def _write_bench(out: Path) -> None:
-    """``bench_table.rst`` and ``bench_targets.rst``: the last ``make bench``
-    (``docs/bench.json``, written by ``python -m bench --write``), with the
-    machine and date it ran on. Measuring takes minutes, so the build
-    renders the recorded run instead of measuring."""
-    report = json.loads((ROOT / "docs" / "bench.json").read_text())
-    lines = [f"Measured on {report['machine']}, {report['date']}, best of "
-             f"{report['repeat']} runs.", "", ".. list-table::", "   :header-rows: 1", "",
-             "   * - measure", "     - engine", "     - value", "     - unit"]
-    for r in report["rows"]:
-        lines += [f"   * - {r['row']}", f"     - {r['engine']}", f"     - {r['value']:.2f}",
-                  f"     - {r['unit']}"]
-    _write(out / "bench_table.rst", "\n".join(lines) + "\n")
+    """``bench_table.rst``, ``bench_targets.rst`` and ``bench_figures.rst``:
+    the last ``make bench`` (``docs/bench.json``, written by ``python -m
+    bench --write``), with the machine and date it ran on, and every figure
+    the performance page's prose quotes, as substitutions
+    (:func:`bench_figures`). Measuring takes minutes, so the build renders
+    the recorded run instead of measuring."""
+    report = json.loads(BENCH.read_text())
+    _write(out / "bench_table.rst", bench_table_rst(report))
     lines = [".. list-table::", "   :header-rows: 1", "",
              "   * - target", "     - measured", "     - goal", "     - met"]
     for t in report["targets"]:
         lines += [f"   * - {t['target']}", f"     - {t['measured']:g}", f"     - {t['goal']}",
                   f"     - {'yes' if t['met'] else '**no**'}"]
     _write(out / "bench_targets.rst", "\n".join(lines) + "\n")
+    _write(out / "bench_figures.rst", "".join(
+        f".. |{name}| replace:: {value}\n" for name, value in bench_figures(report).items()))
+
+
+def machine_line(report: dict) -> str:
+    """The machine a run measured, with its CPU model; a file from before
+    the model was recorded says so rather than leave it out."""
+    import re
+    line = re.sub(r"\s+,", ",", report["machine"]).strip(" ,")
+    if report.get("cpu"):
+        return line
+    arch, _, rest = line.partition(", ")
+    return f"{arch}, CPU model not recorded" + (f", {rest}" if rest else "")
+
+
+def row_best_of(report: dict, row: dict) -> int:
+    """How many runs a row is the best of: what the row records, or, in a
+    file from before rows recorded it, what :func:`bench.__main__.best_of`
+    gives for the run's ``--repeat``."""
+    if "best_of" in row:
+        return row["best_of"]
+    from bench.__main__ import best_of
+    return best_of(row["row"], row["engine"], report["repeat"])
+
+
+def bench_table_rst(report: dict) -> str:
+    lines = [f"Measured on {machine_line(report)}, {report['date']}. Each figure is the "
+             "best of as many runs as its row says.", "", ".. list-table::",
+             "   :header-rows: 1", "",
+             "   * - measure", "     - engine", "     - value", "     - unit", "     - best of"]
+    for r in report["rows"]:
+        lines += [f"   * - {r['row']}", f"     - {r['engine']}", f"     - {r['value']:.2f}",
+                  f"     - {r['unit']}", f"     - {row_best_of(report, r)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _sig(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant digits (a whole number has all its
+    digits), with thousands separators."""
+    from math import floor, log10
+    if x == 0:
+        return "0"
+    places = digits - 1 - floor(log10(abs(x)))
+    if places < 0 and abs(x) >= 10 ** digits and digits > 2:
+        places = 0
+    return f"{round(x, places):,.{max(places, 0)}f}"
+
+
+def bench_figures(report: dict) -> dict[str, str]:
+    """Every figure that the performance page's prose quotes, by the name of
+    its substitution, from one ``make bench`` run: measurements to three
+    significant digits, ratios to two. A row or target the page needs that
+    the run lacks stops the build."""
+    import re
+    rows = {(r["row"], r["engine"]): r for r in report["rows"]}
+    goals = {t["target"]: t for t in report["targets"]}
+
+    def value(row: str, engine: str) -> float:
+        try:
+            return rows[(row, engine)]["value"]
+        except KeyError:
+            raise ExtensionError(f"hvmspec docs: docs/bench.json has no row {row!r} for "
+                                 f"{engine!r}; the performance page quotes it") from None
+
+    def target(name: str) -> dict:
+        try:
+            return goals[name]
+        except KeyError:
+            raise ExtensionError(f"hvmspec docs: docs/bench.json has no target {name!r}; "
+                                 "the performance page quotes it") from None
+
+    def goal(name: str) -> float:
+        return float(re.sub(r"^[<>=\s]+", "", target(name)["goal"]))
+
+    def g(x: float) -> str:
+        return f"{x:g}"
+
+    cores = re.search(r"(\d+) cores", report["machine"])
+    cpu = target("impl CPU-bound speed / raw Unicorn")
+    rt = target("impl port I/O round trip / bare hook")
+    io_up = target("impl speed-up over reference, port I/O round trip")
+    check = target("hvmspec check seconds")
+    dma = target("dma peak memory, 64 GiB / 4 GiB guest")
+    hook = value("port I/O round trip", "bare unicorn hook")
+    io_ref = value("port I/O round trip", "reference")
+    return {
+        "machine": machine_line(report),
+        "cores": f"{cores.group(1)} cores" if cores else "an unrecorded number of cores",
+        "date": report["date"],
+        "cpu-turns": str(row_best_of(report, rows[("cpu-bound", "impl")])),
+        "cpu-ref": _sig(value("cpu-bound", "reference"), 2),
+        "cpu-impl": _sig(value("cpu-bound", "impl")),
+        "cpu-raw": _sig(value("cpu-bound", "raw unicorn")),
+        "cpu-ratio": _sig(cpu["measured"], 2),
+        "cpu-goal": g(goal(cpu["target"])),
+        "cpu-met": "met" if cpu["met"] else "missed",
+        "cpu-speedup": _sig(value("cpu-bound", "impl") / value("cpu-bound", "reference"), 2),
+        "io-impl": _sig(value("port I/O round trip", "impl")),
+        "io-ref": _sig(io_ref),
+        "io-hook": _sig(hook, 2),
+        "io-ratio": _sig(rt["measured"], 2),
+        "io-goal": g(goal(rt["target"])),
+        "io-goal-us": _sig(goal(rt["target"]) * hook, 2),
+        "io-met": "met" if rt["met"] else "missed",
+        "io-speedup": _sig(io_up["measured"], 2),
+        "mmio-impl": _sig(value("MMIO RMW round trip", "impl")),
+        "mmio-speedup": _sig(target("impl speed-up over reference, MMIO RMW round trip")
+                             ["measured"], 2),
+        "outsb-speedup": _sig(target("impl speed-up over reference, rep outsb")["measured"], 2),
+        "speedup-goal": g(goal(io_up["target"])),
+        "speedup-met": ("met" if all(t["met"] for t in report["targets"]
+                                     if t["target"].startswith("impl speed-up")) else "missed"),
+        "io-ref-goal": _sig(io_ref / goal(io_up["target"]), 2),
+        "demo-ref": _sig(value("demo wall time", "reference")),
+        "demo-impl": _sig(value("demo wall time", "impl")),
+        "demo-speedup": _sig(value("demo wall time", "reference")
+                             / value("demo wall time", "impl"), 2),
+        "check-s": _sig(value("hvmspec check", "proofs")),
+        "check-goal": g(goal(check["target"])),
+        "check-met": "met" if check["met"] else "missed",
+        "dma-4": _sig(value("dma peak memory, 4 GiB guest", "impl")),
+        "dma-64": _sig(value("dma peak memory, 64 GiB guest", "impl")),
+        "dma-ratio": _sig(dma["measured"], 3),
+        "dma-goal": g(goal(dma["target"])),
+        "dma-met": "met" if dma["met"] else "missed",
+    }
+
+
+def _past_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """``:past:`0.40 MIPS``` : a figure of an earlier measurement, quoted as
+    history (the prose around it says when, or of what). It renders as plain
+    text; it marks the figure as one that ``make bench`` does not
+    re-measure, so that the page's test lets it stand."""
+    from docutils import nodes
+    return [nodes.inline(rawtext, text, classes=["past"])], []
 
 
 def _write_balloon(out: Path) -> None:
