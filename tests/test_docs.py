@@ -1,5 +1,7 @@
 """The documentation builds with warnings as errors, from real traces and proofs."""
 
+import json
+import re
 import subprocess
 import sys
 
@@ -24,3 +26,14 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     assert "xenstore.access" in (out / "proofs.html").read_text()
     proofs_page = (out / "proofs.html").read_text()
     assert "ioreq.protocol" in proofs_page and "counterexample" in proofs_page
+    assert "mapcache.no_stale" in proofs_page
+    # the performance page: every figure rendered from docs/bench.json, with the CPU
+    performance = (out / "performance.html").read_text()
+    bench = json.loads((ROOT / "docs" / "bench.json").read_text())
+    assert (bench.get("cpu") or "CPU model not recorded") in performance
+    assert not re.search(r"\|[\w-]+\|", re.sub(r"<[^>]*>", "", performance))
+    # the bundled guests and configurations, listed from the files
+    from spec.loader import bundled_guests
+    guests_page = (out / "guests.html").read_text()
+    assert all(f">{name}<" in guests_page for name in bundled_guests())
+    assert all(f">{name}.cfg<" in xenstore_page for name in bundled_guests())
