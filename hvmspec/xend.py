@@ -11,15 +11,30 @@ runs the host's rounds and the xm commands, one at a time, holding the
 store's lock (xenstored's clients take it for each request); the XenStore
 socket has its asyncio thread; the xm socket a thread per client.
 
+One xend per directory: its two sockets are claimed before anything else
+(:func:`hvmspec.xenstored.claim`), so a second ``hvmspec xend`` for the
+same directory, or a ``hvmspec xenstored`` on its XenStore socket, refuses
+to start, naming the running one's pid.
+
+Where xend and xm meet (:func:`xend_dir`): ``--dir DIR``, else the
+directory in ``$HVMSPEC_DIR``, else :func:`default_dir`.
+
 The xm protocol: one JSON object per line each way. A request is
 ``{"cmd": ..., ...}``; the reply ``{"ok": true, ...}`` or
-``{"ok": false, "error": "..."}``:
+``{"ok": false, "error": "...", "kind": ...}``, where ``kind`` is
+``"config"`` for a bad configuration (the file, its name, its kernel: xm
+exits 2), ``"request"`` for a request xend cannot read, and ``"refused"``
+for a request xend will not carry out (no such domain, a domain in the
+wrong state, a name in use: xm exits 1):
 
 =============  ==================================  ==============================
 ``cmd``        arguments                           reply
 =============  ==================================  ==============================
 ``create``     ``config`` (the file's text),       ``domid``, ``name``
-               ``source``, ``paused``
+               ``source`` (the file's name, for
+               messages), ``directory`` (its
+               directory, absolute: a relative
+               ``kernel`` is there), ``paused``
 ``list``                                           ``domains``: xm list's rows
 ``pause``,     ``domain`` (a name or an ID)        ``domid``
 ``unpause``,
@@ -43,10 +58,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from spec import trace
+from spec import platform, trace
 from spec.loader import GuestError
-from spec.xend import DeviceModelError, XendError
-from spec.xm_config import parse
+from spec.xend import DOM0_NAME, DeviceModelError, XendError
+from spec.xm_config import ConfigFileError, parse
 from hvmspec import xenstored
 
 #: a guest that never powers off may run this long (virtual instructions)
@@ -55,10 +70,26 @@ BUDGET = 10 ** 15
 SLICE = 20_000
 
 
+#: the environment variable that names xend's directory, for xend and xm
+DIR_VARIABLE = "HVMSPEC_DIR"
+
+
 def default_dir() -> Path:
-    """Where ``hvmspec xend`` and ``hvmspec xm`` meet by default."""
+    """Where ``hvmspec xend`` and ``hvmspec xm`` meet when neither ``--dir``
+    nor ``$HVMSPEC_DIR`` says: ``$XDG_RUNTIME_DIR/hvmspec``, or
+    ``/tmp/hvmspec-UID/hvmspec``."""
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/hvmspec-{os.getuid()}"
     return Path(base) / "hvmspec"
+
+
+def xend_dir(given: Path | None) -> tuple[Path, str]:
+    """xend's directory and what chose it: ``given`` (``--dir``), else
+    ``$HVMSPEC_DIR``, else :func:`default_dir`."""
+    if given is not None:
+        return Path(given), "--dir"
+    if os.environ.get(DIR_VARIABLE):
+        return Path(os.environ[DIR_VARIABLE]), f"${DIR_VARIABLE}"
+    return default_dir(), "the default directory"
 
 
 class XendDaemon:
@@ -68,19 +99,30 @@ class XendDaemon:
                  trace_file: Path | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.log = log or (lambda line: print(f"xend: {line}", file=sys.stderr, flush=True))
+        self.xm_socket = Path(xm_socket)
         self.lock = threading.RLock()
         self.commands: queue.Queue = queue.Queue()
         self.consoles: dict[int, bytearray] = defaultdict(bytearray)
         self.history: list[dict] = []
-        self._trace = open(trace_file, "w") if trace_file else None
+        self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.host = _host(engine, self._emit)
+        # both sockets are claimed before anything else is touched (a live
+        # xend's trace file included): raises xenstored.AlreadyRunning
+        self._claims = [xenstored.claim(self.xm_socket)]
+        self.xenstored: xenstored.Thread | None = None
+        self._trace = None
+        try:
+            self._claims.append(xenstored.claim(xenstored_socket))
+            self._trace = open(trace_file, "w") if trace_file else None
+            self.host = _host(engine, self._emit)
+        except BaseException:
+            self.close()
+            raise
         self.host.slice = SLICE
         self.host.device_model_emit = self._device_model_emit
-        self.xenstored = xenstored.Thread(self.host.dom0.store, xenstored_socket, self.lock)
-        self.xm_socket = Path(xm_socket)
-        self._server: socketserver.ThreadingUnixStreamServer | None = None
+        self.xenstored = xenstored.Thread(self.host.dom0.store, xenstored_socket, self.lock,
+                                          claimed=self._claims.pop())
 
     # --- events ------------------------------------------------------------------------
 
@@ -105,8 +147,6 @@ class XendDaemon:
 
     def start(self) -> None:
         self.xenstored.start()
-        if self.xm_socket.exists():
-            self.xm_socket.unlink()
         daemon = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -127,7 +167,7 @@ class XendDaemon:
             if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                 raise ValueError("a request is a JSON object with a 'cmd'")
         except ValueError as exc:
-            return {"ok": False, "error": f"bad request: {exc}"}
+            return {"ok": False, "error": f"bad request: {exc}", "kind": "request"}
         done = threading.Event()
         box: dict = {}
         self.commands.put((req, box, done))
@@ -161,7 +201,10 @@ class XendDaemon:
                 self.xm_socket.unlink()
             except FileNotFoundError:
                 pass
-        self.xenstored.stop()
+        if self.xenstored is not None:
+            self.xenstored.stop()
+        while self._claims:
+            self._claims.pop().release()
         if self._trace is not None:
             self._trace.close()
             self._trace = None
@@ -175,11 +218,14 @@ class XendDaemon:
             with self.lock:
                 try:
                     box["reply"] = {"ok": True, **self._carry_out(req)}
+                except ConfigFileError as exc:
+                    box["reply"] = {"ok": False, "error": str(exc), "kind": "config"}
                 except (XendError, DeviceModelError, GuestError) as exc:
-                    box["reply"] = {"ok": False, "error": str(exc)}
+                    box["reply"] = {"ok": False, "error": str(exc), "kind": "refused"}
                 except Exception as exc:  # a bug: say so, keep serving the others
                     self.log(f"internal error on {req.get('cmd')}: {exc!r}")
-                    box["reply"] = {"ok": False, "error": f"internal error: {exc!r}"}
+                    box["reply"] = {"ok": False, "error": f"internal error: {exc!r}",
+                                    "kind": "refused"}
             done.set()
 
     # --- the commands --------------------------------------------------------------------
@@ -188,13 +234,16 @@ class XendDaemon:
         xend, cmd = self.host.xend, req["cmd"]
         if cmd == "create":
             source = str(req.get("source", "<config>"))
-            config = parse(str(req.get("config", "")), source)
+            directory = req.get("directory")
+            config = parse(str(req.get("config", "")), source,
+                           str(directory) if directory is not None else None)
             if not config.kernel:
-                raise XendError(f"{source}: kernel is required (the guest image)")
-            if any(r.config.name == config.name and r.live
-                   for r in xend.domains.values()):
-                raise XendError(f"a domain named {config.name!r} already exists")
-            domid = xend.create(config, paused=bool(req.get("paused")))
+                raise ConfigFileError(f"{source}: kernel is required (the guest image)")
+            xend.check_name(config.name)
+            try:
+                domid = xend.create(config, paused=bool(req.get("paused")))
+            except GuestError as exc:    # the kernel: missing, bad source, too big
+                raise ConfigFileError(f"{source}: kernel {config.kernel!r}: {exc}") from None
             return {"domid": domid, "name": config.name}
         if cmd == "list":
             return {"domains": xend.list()}
@@ -214,6 +263,9 @@ class XendDaemon:
         elif cmd == "destroy":
             xend.destroy(domid)
         elif cmd == "console":
+            if domid == platform.DOM0:
+                raise XendError(f"domain {platform.DOM0} ({DOM0_NAME}) has no console here: "
+                                f"it is the host")
             return {"domid": domid,
                     "output": bytes(self.consoles.get(domid, b"")).decode("latin-1")}
         else:
@@ -221,15 +273,17 @@ class XendDaemon:
         return {"domid": domid}
 
     def _domid(self, which) -> int:
-        """A live domain by ID or by name."""
+        """A live domain by ID or by name; dom0 by ``0`` or ``Domain-0``
+        (which xend then refuses to act on, :meth:`spec.xend.Xend.destroy`)."""
         live = {r.domid: r for r in self.host.xend.domains.values() if r.live}
+        if which in (platform.DOM0, str(platform.DOM0), DOM0_NAME):
+            return platform.DOM0
         if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
             if int(which) in live:
                 return int(which)
-        else:
-            for record in live.values():
-                if record.config.name == which:
-                    return record.domid
+        for record in live.values():
+            if record.config.name == which:
+                return record.domid
         raise XendError(f"domain {which!r} does not exist")
 
 
@@ -241,24 +295,62 @@ def _host(engine: str, emit):
     return Host(None, emit, BUDGET)
 
 
+class XendBroken(Exception):
+    """xend's socket answered, but not with an xm reply: it closed the
+    connection, the connection broke, the reply is not JSON or not a reply,
+    or none came in time."""
+
+
 class XmClient:
-    """xm's end of the xm socket."""
+    """xm's end of the xm socket. Connecting raises :class:`OSError` (no
+    xend listens there); :meth:`call` raises :class:`XendBroken`."""
 
     def __init__(self, socket_path: Path, timeout: float = 60.0) -> None:
         import socket
+        self.path, self.timeout = Path(socket_path), timeout
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(str(socket_path))
+        try:
+            self.sock.connect(str(socket_path))
+        except BaseException:
+            self.sock.close()
+            raise
         self.file = self.sock.makefile("rwb")
 
     def call(self, cmd: str, **args) -> dict:
-        self.file.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
-        self.file.flush()
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("xend closed the connection")
-        return json.loads(line)
+        """Send one request and read its reply: a JSON object with a
+        boolean ``ok`` (and, if it is false, a string ``error``)."""
+        import socket
+        where = f"xend at {self.path}"
+        try:
+            self.file.write((json.dumps({"cmd": cmd, **args}) + "\n").encode())
+            self.file.flush()
+            line = self.file.readline()
+        except socket.timeout:
+            raise XendBroken(f"{where} did not answer '{cmd}' within {self.timeout:g} s") \
+                from None
+        except OSError as exc:
+            raise XendBroken(f"the connection to {where} broke during '{cmd}': "
+                             f"{exc.strerror or exc}") from None
+        if not line.endswith(b"\n"):
+            raise XendBroken(f"{where} closed the connection before it finished its reply "
+                             f"to '{cmd}' ({len(line)} bytes came)")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise XendBroken(f"{where} replied to '{cmd}' with something that is not JSON: "
+                             f"{_excerpt(line)}") from None
+        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool) or \
+                (not reply["ok"] and not isinstance(reply.get("error"), str)):
+            raise XendBroken(f"{where} replied to '{cmd}' with JSON that is not an xm reply "
+                             f"(an object with 'ok'): {_excerpt(line)}")
+        return reply
 
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def _excerpt(line: bytes, limit: int = 60) -> str:
+    text = repr(line.rstrip(b"\n")[:limit])
+    return text + ("..." if len(line.rstrip(b"\n")) > limit else "")

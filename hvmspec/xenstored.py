@@ -18,15 +18,26 @@ XenStore's semantics lives here.
   notices. Everything a request committed stays committed.
 * Requests are handled one at a time on the event loop, so each is atomic
   with respect to every other client, as in xenstored.
+* One daemon per socket (:func:`claim`): a second one for the same path
+  refuses to start (:class:`AlreadyRunning`, naming the live one's pid)
+  instead of taking the socket over; only a stale socket, one that nothing
+  listens on any more, is replaced. ``hvmspec xend`` claims its sockets the
+  same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import os
 import signal
+import socket
+import stat
+import struct
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -38,12 +49,154 @@ from spec.xenstore.store import Connection
 MAX_UNSENT = 16 << 20
 
 
+# --- one daemon per socket ---------------------------------------------------------------
+
+class AlreadyRunning(Exception):
+    """A live process serves the socket path; ``pid`` is its process ID
+    (None if it could not be learnt)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path, self.pid = Path(path), pid
+        super().__init__(f"{path} is served by a running process "
+                         f"({'pid ' + str(pid) if pid else 'pid unknown'})")
+
+
+class Claim:
+    """The right to serve one socket path, held while the daemon lives: the
+    pid file ``PATH.pid`` beside the socket, locked with ``flock`` and
+    holding the daemon's pid. :meth:`release` removes it."""
+
+    def __init__(self, path: Path, pid_path: Path, fd: int) -> None:
+        self.path, self.pid_path, self._fd = path, pid_path, fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if os.stat(self.pid_path).st_ino == os.fstat(self._fd).st_ino:
+                os.unlink(self.pid_path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)         # the lock goes with the last descriptor
+        self._fd = None
+
+
+def pid_file(path: str | os.PathLike) -> Path:
+    """The pid file of the daemon that serves the socket ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".pid")
+
+
+def claim(path: str | os.PathLike) -> Claim:
+    """Become the one daemon serving the socket ``path``, or raise
+    :class:`AlreadyRunning`.
+
+    Real xenstored refuses to run twice by locking its pid file
+    (``write_pidfile`` in ``tools/xenstore/xenstored_core.c``: ``lockf(fd,
+    F_TLOCK, 0)``, and it exits if that fails), and ``xend start`` does
+    nothing while the pid in ``/var/run/xend.pid`` is alive
+    (``SrvDaemon.cleanup_xend``). Here each socket has its own pid file,
+    ``PATH.pid``, locked for the daemon's life with ``flock``: the kernel
+    drops the lock when the process dies, however it dies, so two daemons
+    starting at once cannot both win and a crashed one never blocks the
+    next. The one that holds the lock then looks at the socket path:
+
+    * nothing there: it is free;
+    * a socket that refuses connections: stale (its daemon died without
+      removing it); it is removed;
+    * a socket that accepts a connection: a process that does not use the
+      pid file serves it; :class:`AlreadyRunning` with that process's pid,
+      asked of the kernel (``SO_PEERCRED``);
+    * anything else (a file, a directory): :class:`OSError` ``EEXIST``,
+      never removed.
+    """
+    path = Path(path)
+    pid_path = pid_file(path)
+    while True:
+        fd = os.open(pid_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(fd)
+            os.close(fd)
+            raise AlreadyRunning(path, pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # the holder before us may have removed the file between our open
+        # and our lock: then the lock is on a file nobody else will look at
+        try:
+            if os.stat(pid_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    held = Claim(path, pid_path, fd)
+    try:
+        _replace_stale(path)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        held.release()
+        raise
+    return held
+
+
+def _pid_in(fd: int, wait: float = 2.0) -> int | None:
+    """The pid a locked pid file holds (its holder writes it just after
+    taking the lock, so an empty file is read again for a while)."""
+    end = time.monotonic() + wait
+    while True:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.02)
+
+
+def _replace_stale(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "it exists and is not a socket (not replacing it)",
+                      str(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2.0)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass                                  # stale: nobody listens
+        except (socket.timeout, BlockingIOError):
+            raise AlreadyRunning(path, None) from None  # alive, its backlog full
+        else:
+            raise AlreadyRunning(path, _peer_pid(probe))
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _peer_pid(sock: socket.socket) -> int | None:
+    """The pid of a connected Unix socket's peer (``SO_PEERCRED``)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = struct.unpack("3i", creds)[0]
+    return pid or None
+
+
 class Daemon:
     """The daemon: a store served on a socket (and one per domain ring)."""
 
     def __init__(self, store: Store, socket_path: str | os.PathLike,
                  log: Callable[[str], None] | None = None,
-                 lock: threading.RLock | None = None) -> None:
+                 lock: threading.RLock | None = None,
+                 claimed: Claim | None = None) -> None:
         self.store = store
         #: held while a request runs: a host that shares the store (``hvmspec
         #: xend``) holds it too while its xend and qemu-dm use the store
@@ -57,16 +210,34 @@ class Daemon:
         self.dropped = 0
         #: the tasks serving connected clients
         self._tasks: set[asyncio.Task] = set()
+        #: the socket path's pid file, locked (:func:`claim`)
+        self._claim: Claim | None = claimed
 
     # --- serving -----------------------------------------------------------------------
 
+    def claim(self) -> None:
+        """Become the socket's one daemon (:func:`claim`); :meth:`start`
+        does it if it was not done before."""
+        if self._claim is None:
+            self._claim = claim(self.socket_path)
+
+    def release(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        await self._listen(None, self.socket_path)
+        self.claim()
+        try:
+            await self._listen(None, self.socket_path)
+        except BaseException:
+            self.release()
+            raise
 
     async def _listen(self, domid: int | None, path: Path) -> None:
-        if path.exists() or path.is_symlink():
-            path.unlink()
+        if domid is not None and (path.exists() or path.is_symlink()):
+            path.unlink()       # a ring socket of ours, left by a daemon that died
         server = await asyncio.start_unix_server(
             lambda r, w: self._serve(r, w, domid), path=str(path))
         self._servers[domid] = server
@@ -82,6 +253,7 @@ class Daemon:
         # than be cancelled by the loop's shutdown (asyncio logs those)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
+        self.release()
 
     async def _close(self, domid: int | None) -> None:
         server = self._servers.pop(domid, None)
@@ -194,15 +366,21 @@ class Thread:
     """The daemon on its own event loop in a background thread."""
 
     def __init__(self, store: Store, socket_path: str | os.PathLike,
-                 lock: threading.RLock | None = None) -> None:
-        self.daemon = Daemon(store, socket_path, lock=lock)
+                 lock: threading.RLock | None = None, claimed: Claim | None = None) -> None:
+        self.daemon = Daemon(store, socket_path, lock=lock, claimed=claimed)
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xenstored", daemon=True)
         self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
 
     def start(self) -> "Thread":
+        """Serve; raises what starting raised (:class:`AlreadyRunning`,
+        :class:`OSError`)."""
         self._thread.start()
         self._ready.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
         return self
 
     def _run(self) -> None:
@@ -210,16 +388,23 @@ class Thread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        await self.daemon.start()
+        try:
+            await self.daemon.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
         self._ready.set()
         await self._stop.wait()
         await self.daemon.stop()
 
     def stop(self) -> None:
         loop = self.daemon.loop
-        if loop is not None and self._stop is not None:
+        if self._error is None and loop is not None and self._stop is not None:
             loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self.daemon.release()
 
 
 def serve(socket_path: str, ready: Callable[[Daemon], None] | None = None) -> int:

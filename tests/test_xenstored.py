@@ -48,7 +48,7 @@ def daemon(sockdir):
     yield sock
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
-    assert not sock.exists()
+    assert not sock.exists() and not Path(f"{sock}.pid").exists()
     assert proc.stderr.read() == ""                  # no client was dropped, no traceback
     proc.stdout.close()
     proc.stderr.close()
@@ -683,8 +683,13 @@ def test_thread_daemon_store_is_shared_with_its_host(threaded):
 
 
 def test_daemon_stops_on_sigint_and_replaces_a_stale_socket(sockdir):
+    """A socket nobody listens on is replaced (a live one is not, nor a
+    file that is no socket: tests/test_daemons.py)."""
     sock = sockdir / "sock"
-    sock.write_text("stale")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock))
+    stale.close()
+    assert sock.is_socket()
     proc = spawn_daemon(sock)
     try:
         with Client(sock) as c:
@@ -693,7 +698,7 @@ def test_daemon_stops_on_sigint_and_replaces_a_stale_socket(sockdir):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
-    assert not sock.exists()
+    assert not sock.exists() and not (sockdir / "sock.pid").exists()
 
 
 def test_daemon_stops_cleanly_with_clients_connected(sockdir):

@@ -24,8 +24,12 @@ def xend(tmp_path):
     assert ready["xend"] == str(tmp_path / "xend.sock")
     yield tmp_path
     proc.terminate()
-    proc.wait(timeout=20)
-    assert proc.returncode == 0, proc.stderr.read()
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    # no socket or pid file is left behind
+    assert [p.name for p in tmp_path.iterdir()
+            if p.is_socket() or p.suffix == ".pid"] == []
 
 
 def xm(where: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -139,7 +143,8 @@ def test_several_domains_at_once(xend, tmp_path):
     table = rows(xend)
     assert [table[n]["id"] for n in ("a", "b", "demo")] == [1, 2, 3]
     again = xm(xend, "create", str(spin_config(tmp_path, "a")), check=False)
-    assert again.returncode == 1 and "already exists" in again.stderr
+    assert again.returncode == 1
+    assert again.stderr == "hvmspec: error: a domain named 'a' already exists (domain 1)\n"
 
 
 def test_errors(xend, tmp_path):
@@ -150,10 +155,105 @@ def test_errors(xend, tmp_path):
     out = xm(xend, "create", str(tmp_path / "missing.cfg"), check=False)
     assert out.returncode == 2 and "cannot read" in out.stderr
     out = xm(xend, "destroy", "nosuch", check=False)
-    assert out.returncode == 1 and "domain 'nosuch' does not exist" in out.stderr
-    out = subprocess.run([HVMSPEC, "xm", "--dir", str(tmp_path / "none"), "list"],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "no xend at" in out.stderr
+    assert out.returncode == 1
+    assert out.stderr == "hvmspec: error: domain 'nosuch' does not exist\n"
+
+
+def test_a_binary_config_is_refused_naming_the_file(tmp_path):
+    """Before any xend is asked: bytes that are not UTF-8, or a NUL."""
+    png = tmp_path / "picture.cfg"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    out = xm(tmp_path, "create", str(png), check=False)
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (f"hvmspec: error: {png}: not a text file: byte 0x89 at offset 0 "
+                          f"is not UTF-8 (an xm configuration is text: key = value lines)\n")
+    zeros = tmp_path / "zeros.cfg"
+    zeros.write_bytes(b"builder = 'hvm'\n" + bytes(64))
+    out = xm(tmp_path, "create", str(zeros), check=False)
+    assert out.returncode == 2
+    assert out.stderr == (f"hvmspec: error: {zeros}:2: not a text file: a NUL byte (an xm "
+                          f"configuration is text: key = value lines)\n")
+
+
+def test_a_kernel_that_does_not_load_is_a_bad_configuration(xend, tmp_path):
+    """Exit 2 (a bad configuration file), naming the file and the kernel;
+    xend keeps no trace of the attempt."""
+    (tmp_path / "bad.s").write_text("    mov ax, \n")
+    (tmp_path / "big.bin").write_bytes(bytes(0x60000))
+    cases = {"missing": ("nosuch.s", "guest file '{k}' does not exist"),
+             "broken": ("bad.s", "bad.s"),
+             "toobig": ("big.bin", "guest image is 393216 bytes, larger than")}
+    for name, (kernel, message) in cases.items():
+        cfg = tmp_path / f"{name}.cfg"
+        cfg.write_text(f"builder = 'hvm'\nname = '{name}'\nkernel = '{kernel}'\n")
+        out = xm(xend, "create", str(cfg), check=False)
+        resolved = str(tmp_path / kernel)
+        assert (out.returncode, out.stdout) == (2, ""), out.stderr
+        assert out.stderr.startswith(f"hvmspec: error: {cfg}: kernel {resolved!r}: ")
+        assert message.format(k=resolved) in out.stderr
+        assert out.stderr.count("\n") == 1 or name == "broken"
+    assert list(rows(xend)) == ["Domain-0"]
+
+
+def test_a_relative_kernel_is_found_beside_its_config(xend, tmp_path):
+    """xend runs elsewhere (here, the test's working directory); xm runs in
+    a third directory and names the config by a relative path."""
+    guests = tmp_path / "guests"
+    guests.mkdir()
+    (guests / "spin.s").write_text("spin:\n    jmp spin\n")
+    (guests / "rel.cfg").write_text("builder = 'hvm'\nname = 'rel'\nkernel = 'spin.s'\n"
+                                    "memory = 4\n")
+    out = subprocess.run([HVMSPEC, "xm", "create", "guests/rel.cfg", "--dir", str(xend)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert rows(xend)["rel"]["state"] == "r-----"
+    xm(xend, "destroy", "rel")
+
+
+def test_domain_names_xend_refuses(xend, tmp_path):
+    """As Xen 3.x's xend (XendDomainInfo._checkName): empty, characters
+    other than letters, digits and _-.:/+, and Domain-0 (dom0's); and here a
+    name too long for XenStore. All exit 2 with the file and line."""
+    for name, message in [("", "name is empty"),
+                          ("Domain-0", "name 'Domain-0' is dom0's, the host's own domain"),
+                          ("a b", "name 'a b': ' ' is not allowed"),
+                          ("x" * 5000, "name is 5000 characters long: at most 4050")]:
+        cfg = spin_config(tmp_path, "spin")
+        cfg.write_text(cfg.read_text().replace("name = 'spin'", f"name = {name!r}"))
+        out = xm(xend, "create", str(cfg), check=False)
+        assert (out.returncode, out.stdout) == (2, "")
+        assert out.stderr.startswith(f"hvmspec: error: {cfg}:2: {message}"), out.stderr
+    assert list(rows(xend)) == ["Domain-0"]
+    # '/' is one of the characters xend allowed
+    cfg = spin_config(tmp_path, "spin")
+    cfg.write_text(cfg.read_text().replace("name = 'spin'", "name = 'web/1'"))
+    xm(xend, "create", str(cfg))
+    assert rows(xend)["web/1"]["id"] == 1
+    xm(xend, "destroy", "web/1")
+
+
+def test_domain_0_is_not_a_guest(xend):
+    for command in ("destroy", "pause", "shutdown"):
+        for which in ("Domain-0", "0"):
+            out = xm(xend, command, which, check=False)
+            assert out.returncode == 1
+            what = "shut down" if command == "shutdown" else command
+            assert out.stderr == f"hvmspec: error: cannot {what} privileged domain 0 " \
+                                 f"(Domain-0)\n"
+    assert rows(xend)["Domain-0"]["state"] == "r-----"
+
+
+def test_a_restart_that_fails_leaves_xend_serving(xend, tmp_path):
+    """The kernel is gone when the domain reboots: the restart fails, the
+    domain stays dead, xend goes on (the fixture checks it exits 0)."""
+    cfg = spin_config(tmp_path, on_reboot="restart")
+    xm(xend, "create", str(cfg))
+    (tmp_path / "spin.s").unlink()
+    xm(xend, "reboot", "spin")
+    failed = until(lambda: [e for e in json.loads(xm(xend, "history", "--json").stdout)
+                            ["events"] if e["reason"].startswith("restart failed")])
+    assert f"guest file '{tmp_path / 'spin.s'}' does not exist" in failed[0]["reason"]
+    until(lambda: "spin" not in rows(xend))
 
 
 # --- xm configuration files ------------------------------------------------------------

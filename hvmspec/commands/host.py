@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from hvmspec.commands import EXIT_OK, EXIT_NO, EXIT_USAGE, Parser
+from hvmspec.commands import EXIT_OK, EXIT_NO, EXIT_USAGE, Parser, error
 
 
 def add_parsers(sub) -> None:
@@ -19,9 +19,11 @@ def add_parsers(sub) -> None:
                          "xenstore-read /x) and any other client. Each socket client is dom0 "
                          "(the tools); a domain introduced with XS_INTRODUCE gets its ring as "
                          "the socket SOCKET.d<domid>. Serves until SIGINT or SIGTERM (exit "
-                         "0); exit 2 if the socket cannot be made.")
+                         "0); exit 2 if the socket cannot be made or another daemon serves "
+                         "it. Its pid file, SOCKET.pid, is locked while it runs.")
     xsd.add_argument("--socket", required=True, metavar="PATH", type=Path,
-                     help="where to listen (an old socket there is replaced)")
+                     help="where to listen (a stale socket there, one nobody listens on, is "
+                     "replaced; a live one is not)")
     xsd.add_argument("--json", action="store_true",
                      help="print one JSON line {socket, pid} once listening")
     xsd.set_defaults(func=cmd_xenstored)
@@ -30,10 +32,12 @@ def add_parsers(sub) -> None:
                           description="A host that runs HVM domains until stopped: xend takes "
                           "xm's commands on its socket, and XenStore is served on a second "
                           "socket for Xen's client tools. Serves until SIGINT or SIGTERM "
-                          "(exit 0); exit 2 if a socket cannot be made.")
+                          "(exit 0); exit 2 if a socket cannot be made, or if another xend "
+                          "(or a xenstored) serves that directory: one xend per directory.")
     xend.add_argument("--dir", type=Path, metavar="DIR",
                       help="where the sockets go: DIR/xend.sock and DIR/xenstored.sock "
-                      "(default: $XDG_RUNTIME_DIR/hvmspec or /tmp/hvmspec-UID/hvmspec)")
+                      "(default: $HVMSPEC_DIR, else $XDG_RUNTIME_DIR/hvmspec or "
+                      "/tmp/hvmspec-UID/hvmspec)")
     xend.add_argument("--engine", choices=("reference", "impl"), default="impl")
     xend.add_argument("--trace", metavar="FILE", type=Path,
                       help="write every domain's trace as JSON lines to FILE")
@@ -43,10 +47,15 @@ def add_parsers(sub) -> None:
 
     xm = sub.add_parser("xm", help="xm: create, list, pause, unpause, shutdown, reboot, "
                         "destroy domains", description="Xen 3.x's xm, talking to "
-                        "`hvmspec xend`. Exit 0 on success, 1 if xend refused (no such "
-                        "domain, a domain in the wrong state), 2 for bad usage, a bad "
-                        "configuration file or no xend to talk to.")
-    xm.add_argument("--dir", type=Path, metavar="DIR", help="xend's directory (as for xend)")
+                        "`hvmspec xend` on DIR/xend.sock (DIR: --dir, else $HVMSPEC_DIR, "
+                        "else xend's default). Exit 0 on success, 1 if xend refused (no "
+                        "such domain, a domain in the wrong state, a name in use), 2 for "
+                        "bad usage, a bad configuration file (its name or kernel "
+                        "included), or no xend to talk to (none answers on the socket, or "
+                        "what answers closes the connection or does not reply in xm's "
+                        "protocol).")
+    dir_help = "xend's directory, as given to xend (default: $HVMSPEC_DIR, else xend's)"
+    xm.add_argument("--dir", type=Path, metavar="DIR", help=dir_help)
     xsub = xm.add_subparsers(dest="xm_command", required=True, parser_class=Parser)
     xcreate = xsub.add_parser("create", help="create a domain from an xm configuration file")
     xcreate.add_argument("config", type=Path, help="an xm config file "
@@ -64,6 +73,9 @@ def add_parsers(sub) -> None:
         cmd.add_argument("domain", help="a domain's name or ID")
     for sp in xsub.choices.values():
         sp.add_argument("--json", action="store_true", help="print xend's reply as JSON")
+        # accepted after the subcommand too: `xm list --dir D`
+        sp.add_argument("--dir", type=Path, metavar="DIR", default=argparse.SUPPRESS,
+                        help=dir_help)
     del xlist
     xm.set_defaults(func=cmd_xm)
 
@@ -74,7 +86,7 @@ def cmd_xenstored(args: argparse.Namespace) -> int:
     from hvmspec import xenstored
 
     if not args.socket.parent.is_dir():
-        print(f"hvmspec: error: {args.socket.parent} is not a directory", file=sys.stderr)
+        error(f"{args.socket.parent} is not a directory")
         return EXIT_USAGE
 
     def ready(daemon) -> None:
@@ -85,9 +97,17 @@ def cmd_xenstored(args: argparse.Namespace) -> int:
             print(f"xenstored: listening on {daemon.socket_path}", flush=True)
     try:
         return xenstored.serve(str(args.socket), ready)
-    except OSError as exc:
-        print(f"hvmspec: error: cannot listen on {args.socket}: {exc.strerror}", file=sys.stderr)
+    except xenstored.AlreadyRunning as exc:
+        error(f"a xenstored is already serving {exc.path} ({_pid(exc.pid)}): stop it "
+              f"first, or give another --socket")
         return EXIT_USAGE
+    except OSError as exc:
+        error(f"cannot listen on {args.socket}: {exc.strerror or exc}")
+        return EXIT_USAGE
+
+
+def _pid(pid: int | None) -> str:
+    return f"pid {pid}" if pid else "its pid unknown"
 
 
 # --- xend and xm ---------------------------------------------------------------------
@@ -96,16 +116,31 @@ def cmd_xend(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from hvmspec.xend import XendDaemon, default_dir
+    from hvmspec import xenstored
+    from hvmspec.xend import XendDaemon, xend_dir
 
-    where = args.dir or default_dir()
-    where.mkdir(parents=True, exist_ok=True)
+    where, _ = xend_dir(args.dir)
     try:
+        where.mkdir(parents=True, exist_ok=True)
         daemon = XendDaemon(args.engine, where / "xend.sock", where / "xenstored.sock",
                             args.trace)
+    except xenstored.AlreadyRunning as exc:
+        if exc.path.name == "xend.sock":
+            error(f"xend is already running in {where} ({_pid(exc.pid)}): stop it first, or "
+                  f"give this one another --dir")
+        else:
+            error(f"a xenstored is already serving {exc.path} ({_pid(exc.pid)}): stop it "
+                  f"first, or give xend another --dir")
+        return EXIT_USAGE
+    except OSError as exc:
+        error(f"cannot serve in {where}: {exc.strerror or exc}"
+              + (f" ({exc.filename})" if exc.filename else ""))
+        return EXIT_USAGE
+    try:
         daemon.start()
     except OSError as exc:
-        print(f"hvmspec: error: cannot serve in {where}: {exc.strerror}", file=sys.stderr)
+        daemon.close()
+        error(f"cannot serve in {where}: {exc.strerror or exc}")
         return EXIT_USAGE
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop())
@@ -122,24 +157,33 @@ def cmd_xend(args: argparse.Namespace) -> int:
 
 def _xm_config(path: Path) -> Path:
     if not path.exists() and not path.suffix:
-        bundled = Path(__file__).resolve().parent.parent / "guests" / "configs" / f"{path}.cfg"
+        bundled = Path(__file__).resolve().parent.parent.parent / "guests" / "configs" \
+            / f"{path}.cfg"
         if bundled.exists():
             return bundled
     return path
 
 
 def cmd_xm(args: argparse.Namespace) -> int:
-    from hvmspec.xend import XmClient, default_dir
+    import os
 
-    sock = (args.dir or default_dir()) / "xend.sock"
+    from hvmspec.xend import DIR_VARIABLE, XendBroken, XmClient, xend_dir
+    from spec.xm_config import ConfigFileError, decode
+
+    where, chosen_by = xend_dir(args.dir)
+    sock = where / "xend.sock"
     if args.xm_command == "create":
         path = _xm_config(args.config)
         try:
-            text = path.read_text()
+            text = decode(path.read_bytes(), str(path))
         except OSError as exc:
-            print(f"hvmspec xm: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            error(f"cannot read {path}: {exc.strerror or exc}")
             return EXIT_USAGE
-        request = {"config": text, "source": str(path), "paused": args.paused}
+        except ConfigFileError as exc:
+            error(str(exc))
+            return EXIT_USAGE
+        request = {"config": text, "source": str(path), "paused": args.paused,
+                   "directory": os.path.dirname(os.path.abspath(path))}
     elif args.xm_command in ("list", "history"):
         request = {}
     else:
@@ -147,32 +191,44 @@ def cmd_xm(args: argparse.Namespace) -> int:
     try:
         client = XmClient(sock)
     except OSError as exc:
-        print(f"hvmspec xm: error: no xend at {sock} ({exc.strerror}): start `hvmspec xend`",
-              file=sys.stderr)
+        error(f"no xend answers at {sock} ({exc.strerror or exc}; the directory is "
+              f"{chosen_by}'s): start one with `hvmspec xend --dir {where}`, or point xm at "
+              f"the directory of a running one with --dir DIR or {DIR_VARIABLE}=DIR")
         return EXIT_USAGE
     try:
         reply = client.call(args.xm_command, **request)
+        if args.json:
+            print(json.dumps(reply))
+        elif not reply["ok"]:
+            error(reply["error"])
+        else:
+            _show(args.xm_command, reply)
+    except XendBroken as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        error(f"xend at {sock} replied to '{args.xm_command}' with a reply xm cannot read "
+              f"({type(exc).__name__}: {exc})")
+        return EXIT_USAGE
     finally:
         client.close()
-    if args.json:
-        print(json.dumps(reply))
-    elif not reply["ok"]:
-        print(f"hvmspec xm: error: {reply['error']}", file=sys.stderr)
-    elif args.xm_command == "list":
+    if not reply["ok"]:
+        return EXIT_USAGE if reply.get("kind") in ("config", "request") else EXIT_NO
+    return EXIT_OK
+
+
+def _show(command: str, reply: dict) -> None:
+    """Print a successful reply the way xm does."""
+    if command == "list":
         print(f"{'Name':<32} {'ID':>5} {'Mem':>5} {'VCPUs':>5} {'State':>10} {'Time(s)':>8}")
         for row in reply["domains"]:
             print(f"{row['name']:<32} {row['id']:>5} {row['mem']:>5} {row['vcpus']:>5} "
                   f"{row['state']:>10} {row['time']:>8.1f}")
-    elif args.xm_command == "create":
+    elif command == "create":
         print(f"Started domain {reply['name']} (id={reply['domid']})")
-    elif args.xm_command == "console":
+    elif command == "console":
         sys.stdout.write(reply["output"])
-    elif args.xm_command == "history":
+    elif command == "history":
         for e in reply["events"]:
             print(f"domain {e['dom']} ({e['name']}): {e['old']} -> {e['new']}"
                   + (f" ({e['reason']})" if e["reason"] else ""))
-    if not reply["ok"]:
-        return EXIT_USAGE if reply["error"].startswith(str(request.get("source", "\0"))) \
-            else EXIT_NO
-    return EXIT_OK
-
