@@ -75,7 +75,8 @@ from spec.devices.vga import REFRESH_NS, Vga
 
 
 class GuestMemoryMap(Protocol):
-    """qemu-dm's mapping of the guest's memory (the mapcache comes in issue 6)."""
+    """qemu-dm's mapping of the guest's memory: the mapcache
+    (:mod:`spec.mapcache`), or all of it mapped at start-up (``map_everything``)."""
 
     def read(self, gpa: int, length: int) -> bytes: ...
 

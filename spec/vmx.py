@@ -41,8 +41,9 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     preemption timer is reported.
 ``invalid_opcode``
     The CPU could not decode the instruction at RIP. Hardware would
-    deliver #UD through the guest's IDT; until event delivery is modelled
-    (issue 5), the reference reports it to the VMM, which crashes the domain.
+    deliver #UD through the guest's IDT; the model's hardware boundary does
+    not deliver exceptions, so the reference reports it to the VMM, which
+    crashes the domain.
 
 The virtual clock counts retired guest instructions: one per instruction the
 CPU retires, and one per instruction, or per restarted iteration chunk, that
@@ -584,7 +585,7 @@ class HardwareVcpu:
         at = opcode_index(code, mode)
         if 0xF0 in code[:at]:
             # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
-            # before any exit; delivery through the IDT comes with issue 5.
+            # before any exit; the boundary does not deliver it through the IDT.
             self._pending = Exit("invalid_opcode", address, size, self.icount,
                                  detail={"bytes": code.hex(), "error": "LOCK prefix on "
                                          "an instruction that does not accept it (#UD)"})
