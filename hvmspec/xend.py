@@ -86,10 +86,10 @@ def xend_dir(given: Path | None) -> tuple[Path, str]:
     """xend's directory and what chose it: ``given`` (``--dir``), else
     ``$HVMSPEC_DIR``, else :func:`default_dir`."""
     if given is not None:
-        return Path(given), "--dir"
+        return Path(given), "given by --dir"
     if os.environ.get(DIR_VARIABLE):
-        return Path(os.environ[DIR_VARIABLE]), f"${DIR_VARIABLE}"
-    return default_dir(), "the default directory"
+        return Path(os.environ[DIR_VARIABLE]), f"given by ${DIR_VARIABLE}"
+    return default_dir(), f"the default, as neither --dir nor ${DIR_VARIABLE} is set"
 
 
 class XendDaemon:
@@ -244,6 +244,8 @@ class XendDaemon:
                 domid = xend.create(config, paused=bool(req.get("paused")))
             except GuestError as exc:    # the kernel: missing, bad source, too big
                 raise ConfigFileError(f"{source}: kernel {config.kernel!r}: {exc}") from None
+            except DeviceModelError as exc:     # qemu-dm cannot serve what it asks for
+                raise ConfigFileError(f"{source}: {exc}") from None
             return {"domid": domid, "name": config.name}
         if cmd == "list":
             return {"domains": xend.list()}

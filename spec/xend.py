@@ -53,7 +53,7 @@ from spec import dm_config, platform, trace
 from spec.dm_config import DeviceModelError  # noqa: F401  (re-exported)
 from spec.loader import GuestError
 from spec.xenstore.wire import PAYLOAD_MAX
-from spec.xs_client import XsClient
+from spec.xs_client import XenstoreError, XsClient
 
 ACTIONS = ("destroy", "restart", "preserve")
 
@@ -254,14 +254,37 @@ class Xend:
         """``xm create``: build the domain (paused), write its configuration
         to XenStore (:mod:`spec.dm_config`), introduce it to xenstored,
         start its qemu-dm (which reads it there), then unpause it (unless
-        ``paused``, ``xm create -p``)."""
+        ``paused``, ``xm create -p``).
+
+        A creation that fails once the domain exists (qemu-dm cannot serve
+        it) is undone before the error goes to the caller: the domain is
+        destroyed and its nodes removed, as Xen 3.x's
+        ``XendDomainInfo.create`` destroys a domain whose construction
+        failed. If Xen has already torn it down, no ``VIRQ_DOM_EXC`` is
+        coming for it: xend has xenstored forget it (``XS_RELEASE``) and it
+        is destroyed at once. Its name is free again either way."""
         domid = self.host.create_domain(config)
         record = ManagedDomain(config, domid)
         self.domains[domid] = record
         self._move(record, "created", "")
-        dm_config.write_domain(self.xs, domid, config)
-        self.xs.introduce(domid, *self.host.store_ring(domid))
-        self.host.start_device_model(domid)
+        try:
+            dm_config.write_domain(self.xs, domid, config)
+            self.xs.introduce(domid, *self.host.store_ring(domid))
+            self.host.start_device_model(domid)
+        except Exception as exc:
+            self.host.destroy(domid)
+            try:
+                dm_config.remove_domain(self.xs, domid, config.name)
+            except XenstoreError:
+                pass    # qemu-dm's node, the last removed, was never written
+            self._move(record, "dying", f"creation failed: {exc}")
+            if self.host.domain_info(domid) is None:
+                try:
+                    self.xs.release(domid)
+                except XenstoreError:
+                    pass                           # never introduced
+                self._move(record, "destroyed", "released")
+            raise
         if paused:
             self._move(record, "paused", "created paused")
             return domid

@@ -235,13 +235,18 @@ def test_xm_without_xend_says_where_it_looked_and_how_to_point_it(sockdir):
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == (
         f"hvmspec: error: no xend answers at {sockdir / 'xend.sock'} (No such file or "
-        f"directory; the directory is --dir's): start one with `hvmspec xend --dir "
+        f"directory; the directory is given by --dir): start one with `hvmspec xend --dir "
         f"{sockdir}`, or point xm at the directory of a running one with --dir DIR or "
         f"HVMSPEC_DIR=DIR\n")
     env = hvmspec("xm", "list", env={"HVMSPEC_DIR": str(sockdir / "d")})
     assert env.returncode == 2
     assert f"no xend answers at {sockdir / 'd' / 'xend.sock'}" in env.stderr
-    assert "the directory is $HVMSPEC_DIR's" in env.stderr
+    assert "the directory is given by $HVMSPEC_DIR" in env.stderr
+    default = hvmspec("xm", "list", env={"HVMSPEC_DIR": "", "XDG_RUNTIME_DIR": str(sockdir)})
+    assert default.returncode == 2
+    assert (f"no xend answers at {sockdir / 'hvmspec' / 'xend.sock'} (No such file or "
+            f"directory; the directory is the default, as neither --dir nor $HVMSPEC_DIR "
+            f"is set)") in default.stderr
 
 
 # --- xm against an xend that misbehaves ------------------------------------------------------

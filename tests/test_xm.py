@@ -195,6 +195,29 @@ def test_a_kernel_that_does_not_load_is_a_bad_configuration(xend, tmp_path):
     assert list(rows(xend)) == ["Domain-0"]
 
 
+def test_a_domain_qemu_dm_cannot_serve_leaves_no_ghost(xend, tmp_path):
+    """qemu-dm refuses the domain after Xen built it (map-everything of more
+    memory than a 32-bit qemu-dm holds): a bad configuration, exit 2, and the
+    half-made domain is undone: not listed, its name free, nothing of it in
+    XenStore's domains."""
+    cfg = tmp_path / "big.cfg"
+    cfg.write_text("builder = 'hvm'\nname = 'big'\nkernel = 'hello'\nmemory = 3000\n"
+                   "map_everything = 1\n")
+    for _ in range(2):                      # the second is refused the same way
+        out = xm(xend, "create", str(cfg), check=False)
+        assert (out.returncode, out.stdout) == (2, "")
+        assert out.stderr == (f"hvmspec: error: {cfg}: map-everything mode: the guest's 3000 "
+                              f"MiB do not fit a 32-bit qemu-dm's 2304 MiB of address space "
+                              f"for guest memory; use the mapcache\n")
+        assert list(rows(xend)) == ["Domain-0"]
+    moves = [(e["dom"], e["old"], e["new"]) for e in
+             json.loads(xm(xend, "history", "--json").stdout)["events"]]
+    assert moves == [(1, "none", "created"), (1, "created", "dying"),
+                     (1, "dying", "destroyed")] + [(2, "none", "created"),
+                                                   (2, "created", "dying"),
+                                                   (2, "dying", "destroyed")]
+
+
 def test_a_relative_kernel_is_found_beside_its_config(xend, tmp_path):
     """xend runs elsewhere (here, the test's working directory); xm runs in
     a third directory and names the config by a relative path."""

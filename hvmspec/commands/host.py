@@ -192,7 +192,7 @@ def cmd_xm(args: argparse.Namespace) -> int:
         client = XmClient(sock)
     except OSError as exc:
         error(f"no xend answers at {sock} ({exc.strerror or exc}; the directory is "
-              f"{chosen_by}'s): start one with `hvmspec xend --dir {where}`, or point xm at "
+              f"{chosen_by}): start one with `hvmspec xend --dir {where}`, or point xm at "
               f"the directory of a running one with --dir DIR or {DIR_VARIABLE}=DIR")
         return EXIT_USAGE
     try:
