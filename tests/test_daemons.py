@@ -178,6 +178,18 @@ def test_a_file_that_is_not_a_socket_is_not_replaced(sockdir):
     assert path.read_text() == "mine" and leftovers(sockdir) == []
 
 
+def test_an_xend_that_cannot_start_gives_its_claims_back(sockdir):
+    """Its trace file cannot be made: exit 2 naming it, and the sockets'
+    pid files it had locked are gone, so the next xend starts."""
+    out = hvmspec("xend", "--dir", str(sockdir), "--trace", "/nonexistent/t.jsonl")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == (f"hvmspec: error: cannot start xend in {sockdir}: "
+                          f"/nonexistent/t.jsonl: No such file or directory\n")
+    assert leftovers(sockdir) == []
+    stop(start_xend(sockdir))
+    assert leftovers(sockdir) == []
+
+
 def test_daemons_started_at_once_one_wins(sockdir):
     """Three xenstoreds started together for one socket: one serves, the
     others refuse and name it."""

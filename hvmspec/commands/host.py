@@ -132,9 +132,9 @@ def cmd_xend(args: argparse.Namespace) -> int:
             error(f"a xenstored is already serving {exc.path} ({_pid(exc.pid)}): stop it "
                   f"first, or give xend another --dir")
         return EXIT_USAGE
-    except OSError as exc:
-        error(f"cannot serve in {where}: {exc.strerror or exc}"
-              + (f" ({exc.filename})" if exc.filename else ""))
+    except OSError as exc:      # the directory, a socket, or the trace file
+        error(f"cannot start xend in {where}: {exc.filename or where}: "
+              f"{exc.strerror or exc}")
         return EXIT_USAGE
     try:
         daemon.start()
