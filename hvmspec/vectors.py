@@ -3,8 +3,9 @@ project's own vectors.
 
 Room: the tool side of the instruction vectors of :mod:`spec.vectors`:
 choosing the engine's runner, running a file, and generating the exported
-set. Imports :mod:`spec.vectors`, the engines' runners, and
-:mod:`hvmspec.x86diff` (the instruction generator).
+set. Imports :mod:`spec.vectors`, the engines' runners,
+:mod:`hvmspec.x86diff` (the instruction generator), and for the suites'
+files :mod:`spec.suites` and :mod:`spec.schemas`.
 
 **Export.** The project's vectors are generated from a fixed seed by the
 differential tester's generator (every family, size, mode, with and without
@@ -106,9 +107,12 @@ def generate(count: int, seed: int = 2026) -> tuple[list[Case], dict]:
 
 
 def export(directory: Path, count: int, seed: int = 2026) -> dict:
-    """Write ``x86.jsonl`` into ``directory``; returns the report."""
-    from spec.vectors import dump
+    """Write ``x86.jsonl`` into ``directory``; returns the report. Every case
+    is checked against the format first: an export is a valid vector file."""
+    from spec.vectors import dump, parse
     cases, report = generate(count, seed)
+    for case in cases:
+        parse(case.to_json())
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "x86.jsonl", "w") as stream:
         dump(cases, stream)
@@ -121,19 +125,37 @@ def export_suites(directory: Path, seed: int = 2026) -> dict[str, str]:
     ``directory``: each line ``{"suite", "case", "expected"}``, the case and
     the reference model's answer (:mod:`spec.suites`). ``hvmspec conform
     --impl CMD --cases FILE`` runs such a file; an implementation can also
-    run it on its own, without Python, and compare with ``expected``."""
+    run it on its own, without Python, and compare with ``expected``. Each
+    line is checked against ``suite-case.schema.json`` first."""
     import json
 
     from hvmspec.conform import default_cases
-    from spec.suites import suites
+    from spec.schemas import check
+    from spec.suites import SuiteError, suites
     directory.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, module in suites().items():
         path = directory / f"{name}.jsonl"
         with open(path, "w") as stream:
             for case in default_cases(name):
-                stream.write(json.dumps({"suite": name, "case": case,
-                                         "expected": module.expected(case)},
-                                        separators=(",", ":")) + "\n")
+                entry = {"suite": name, "case": case, "expected": module.expected(case)}
+                check(entry, "suite-case", error=SuiteError)
+                stream.write(json.dumps(entry, separators=(",", ":")) + "\n")
         files[name] = str(path)
+    return files
+
+
+def export_schemas(directory: Path) -> dict[str, str]:
+    """Copy the published schemas (:mod:`spec.schemas`) into ``directory``,
+    beside the files they describe: a runner in another language validates
+    them there."""
+    import shutil
+
+    from spec.schemas import NAMES, path_of
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name in NAMES:
+        target = directory / f"{name}.schema.json"
+        shutil.copyfile(path_of(name), target)
+        files[name] = str(target)
     return files

@@ -3,7 +3,8 @@
 Room: interface. Reading, checking and writing vector files, the outcome a
 runner reports, and the comparison of an outcome with a case's
 expectations. No x86 behaviour: the reference runner is
-:mod:`spec.x86.vectors`, impl's is :mod:`impl.vectors`.
+:mod:`spec.x86.vectors`, impl's is :mod:`impl.vectors`. Imports
+:mod:`spec.schemas`, whose ``x86-vector.schema.json`` is the format.
 
 One case per line (JSON)::
 
@@ -17,14 +18,24 @@ One case per line (JSON)::
                 "fault": null | {"vector": int}}}
 
 Segments are flat (base 0); ``code`` is placed at ``regs.rip``; registers not
-given are zero; ``expect.regs`` lists the registers compared, and in 16- and
-32-bit modes only the low 32 bits of the first eight registers (and of rip)
-count. Every address outside the ``mmio`` regions is RAM, zero unless
-``ram`` gives its bytes; ``expect.ram`` and ``expect.mmio`` give final
-bytes; flags are compared under ``rflags_mask``. MMIO regions behave like
-memory, but every access to them is logged in ``mmio_ops``, in order,
-element by element for string forms. A case is one instruction (a repeated
-string instruction runs all its iterations); on a fault RIP stays on it.
+given are zero. A 64-bit case has the sixteen registers, 64-bit; a 16- or
+32-bit case the first eight, 32-bit, and rip (IP, below 64 KiB, in 16-bit
+mode). ``expect.regs`` lists the registers compared. Every address outside
+the ``mmio`` regions is RAM, zero unless ``ram`` gives its bytes; an address
+is guest-physical, below ``2**52`` (x86-64's widest physical address), and so
+is the end of every region and of the code; the ``ram`` and ``mmio``
+regions and the code do not overlap one another, except that code may lie
+in RAM that ``ram`` gives (it is written over it). ``expect.ram`` and
+``expect.mmio`` give final bytes; flags (32 bits) are compared under
+``rflags_mask``. MMIO regions behave like memory, but every access to them
+is logged in ``mmio_ops``, in order, element by element for string forms.
+``expect.fault`` must be given: ``null``, or the fault's vector. A case is
+one instruction (a repeated string instruction runs all its iterations);
+on a fault RIP stays on it.
+
+A file has at least one case, and no two with one ``id``. A key the format
+does not define, anywhere, makes the case invalid (a misspelt ``expect.rgs``
+would otherwise compare nothing and pass).
 """
 
 from __future__ import annotations
@@ -33,13 +44,19 @@ import json
 from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable
 
+from spec.schemas import FormatError, check, json_lines
+
 REGISTERS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
              "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 FLAG_NAMES = {0: "CF", 2: "PF", 4: "AF", 6: "ZF", 7: "SF", 8: "TF", 9: "IF", 10: "DF", 11: "OF"}
+#: guest-physical addresses lie below this (x86-64's MAXPHYADDR is at most 52)
+ADDRESS_LIMIT = 1 << 52
+#: where a mode's code must end: IP and EIP wrap, and memory ends
+CODE_LIMIT = {16: 1 << 16, 32: 1 << 32, 64: ADDRESS_LIMIT}
 
 
-class VectorError(Exception):
-    """A case that is not a valid vector; the message says where and why."""
+class VectorError(FormatError):
+    """A case or file that is not valid vectors; says where (line, JSON path) and why."""
 
 
 @dataclass
@@ -73,95 +90,71 @@ class Outcome:
 
 # --- reading -------------------------------------------------------------------------------
 
-def _need(obj: dict, key: str, kind, where: str):
-    if key not in obj:
-        raise VectorError(f"{where}: missing {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise VectorError(f"{where}: {key!r} must be {getattr(kind, '__name__', kind)}")
-    return value
+def _regions(items: list[dict]) -> list[tuple[int, bytes]]:
+    return [(item["addr"], bytes.fromhex(item["hex"])) for item in items]
 
 
-def _hex(text: str, where: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise VectorError(f"{where}: {text!r} is not hex") from None
-
-
-def _ranges(items, where: str) -> list[tuple[int, bytes]]:
-    if not isinstance(items, list):
-        raise VectorError(f"{where}: must be a list of {{addr, hex}}")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise VectorError(f"{where}[{i}]: must be an object {{addr, hex}}")
-        addr = _need(item, "addr", int, f"{where}[{i}]")
-        if addr < 0:
-            raise VectorError(f"{where}[{i}]: negative address")
-        out.append((addr, _hex(_need(item, "hex", str, f"{where}[{i}]"), f"{where}[{i}]")))
-    return out
-
-
-def _regs(obj, where: str) -> dict[str, int]:
-    if not isinstance(obj, dict):
-        raise VectorError(f"{where}: must be an object of registers")
-    for name, value in obj.items():
-        if name not in REGISTERS + ("rip",):
-            raise VectorError(f"{where}: unknown register {name!r}")
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
-            raise VectorError(f"{where}: {name} must be an integer in [0, 2**64)")
-    return dict(obj)
-
-
-def parse(obj: object, where: str = "case") -> Case:
-    """Check one case (a decoded JSON object)."""
-    if not isinstance(obj, dict):
-        raise VectorError(f"{where}: a case must be a JSON object")
-    case_id = _need(obj, "id", str, where)
-    where = f"{where} (id {case_id!r})"
-    mode = _need(obj, "mode", int, where)
-    if mode not in (16, 32, 64):
-        raise VectorError(f"{where}: mode {mode} is not one of 16, 32, 64")
-    code = _hex(_need(obj, "code", str, where), f"{where}: code")
-    if not 1 <= len(code) <= 15:
-        raise VectorError(f"{where}: code must be 1 to 15 bytes, not {len(code)}")
-    regs = _regs(obj.get("regs", {}), f"{where}: regs")
-    rflags = obj.get("rflags", 2)
-    if not isinstance(rflags, int) or isinstance(rflags, bool):
-        raise VectorError(f"{where}: rflags must be an integer")
-    ram = _ranges(obj.get("ram", []), f"{where}: ram")
-    mmio = _ranges(obj.get("mmio", []), f"{where}: mmio")
-    spans = sorted((a, a + len(d)) for a, d in mmio)
-    for (a, b), (c, _) in zip(spans, spans[1:]):
+def _check_places(obj: dict) -> None:
+    """What the schema cannot say: regions and code end by ``2**52`` (and
+    within the mode's reach), and do not overlap."""
+    spans = []          # (start, end, JSON path)
+    for where, place in (("$", obj), ("$.expect", obj["expect"])):
+        for key in ("ram", "mmio"):
+            for i, item in enumerate(place.get(key, [])):
+                spans.append((item["addr"], item["addr"] + len(item["hex"]) // 2,
+                              f"{where}.{key}[{i}]"))
+    for lo, hi, where in spans:
+        if hi > ADDRESS_LIMIT:
+            raise VectorError(f"the region {lo:#x}+{hi - lo} ends past 2**52, the end of "
+                              f"guest-physical memory", path=where)
+    given = sorted(s for s in spans if not s[2].startswith("$.expect"))
+    for (a, b, first), (c, d, second) in zip(given, given[1:]):
         if c < b:
-            raise VectorError(f"{where}: mmio regions at {a:#x} and {c:#x} overlap")
-    expect = _need(obj, "expect", dict, where)
-    _regs(expect.get("regs", {}), f"{where}: expect.regs")
-    _ranges(expect.get("ram", []), f"{where}: expect.ram")
-    _ranges(expect.get("mmio", []), f"{where}: expect.mmio")
-    for i, op in enumerate(expect.get("mmio_ops", [])):
-        if not isinstance(op, dict) or op.get("op") not in ("read", "write") or not all(
-                isinstance(op.get(k), int) for k in ("addr", "size", "value")):
-            raise VectorError(f"{where}: expect.mmio_ops[{i}] must be "
-                              f"{{op: read|write, addr, size, value}}")
-    fault = expect.get("fault")
-    if fault is not None and not (isinstance(fault, dict) and isinstance(fault.get("vector"), int)):
-        raise VectorError(f"{where}: expect.fault must be null or {{vector: int}}")
-    return Case(case_id, mode, code, regs, rflags, ram, mmio, expect)
+            raise VectorError(f"overlaps {first} ({a:#x}-{b - 1:#x}): one address, one value",
+                              path=second)
+    rip = obj.get("regs", {}).get("rip", 0)
+    end = rip + len(obj["code"]) // 2
+    if end > CODE_LIMIT[obj["mode"]]:
+        raise VectorError(f"the instruction at rip {rip:#x} ends past {CODE_LIMIT[obj['mode']]:#x}"
+                          f", where a {obj['mode']}-bit case's code must end", path="$.code")
+    for lo, hi, where in given:
+        if where.startswith("$.mmio") and lo < end and rip < hi:
+            raise VectorError(f"the instruction at rip {rip:#x} lies in {where} ({lo:#x}-"
+                              f"{hi - 1:#x}): code is fetched from RAM", path="$.code")
 
 
-def load(stream: IO[str]) -> list[Case]:
-    """Read a JSON-lines vector file; errors name the line."""
-    cases = []
-    for lineno, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise VectorError(f"line {lineno}: not JSON ({exc.msg})") from None
-        cases.append(parse(obj, f"line {lineno}"))
+def parse(obj: object, line: int | None = None) -> Case:
+    """Check one case (a decoded JSON object) against the format: the
+    schema, then what ties its values together."""
+    if isinstance(obj, dict) and "suite" in obj and "case" in obj:
+        raise VectorError("a conformance-suite case ({\"suite\", \"case\"}), not an "
+                          "instruction vector", line=line, path="$", looks_like="suite-case")
+    try:
+        check(obj, "x86-vector", error=VectorError)
+        _check_places(obj)
+    except VectorError as exc:
+        exc.line = line
+        raise
+    return Case(obj["id"], obj["mode"], bytes.fromhex(obj["code"]), dict(obj.get("regs", {})),
+                obj.get("rflags", 2), _regions(obj.get("ram", [])),
+                _regions(obj.get("mmio", [])), obj["expect"])
+
+
+def load(stream: IO[str] | IO[bytes]) -> list[Case]:
+    """Read a JSON-lines vector file (text, or bytes that must be UTF-8);
+    errors name the line and the field."""
+    cases: list[Case] = []
+    first_line: dict[str, int] = {}
+    for lineno, obj in json_lines(stream.read(), VectorError):
+        case = parse(obj, lineno)
+        if case.id in first_line:
+            raise VectorError(f"id {case.id!r} is already the case of line "
+                              f"{first_line[case.id]}", line=lineno, path="$.id")
+        first_line[case.id] = lineno
+        cases.append(case)
+    if not cases:
+        raise VectorError("no cases: a vector file with none would pass without testing "
+                          "anything")
     return cases
 
 
@@ -179,8 +172,6 @@ def compare(case: Case, outcome: Outcome) -> list[str]:
         diffs.append(f"fault: expected {expect.get('fault')}, got {outcome.fault}")
     width = (1 << 64) - 1 if case.mode == 64 else 0xFFFFFFFF
     for name, value in expect.get("regs", {}).items():
-        if case.mode != 64 and name in REGISTERS[8:]:
-            continue
         got = outcome.regs.get(name, 0) & width
         if got != value & width:
             diffs.append(f"{name}: expected {value & width:#x}, got {got:#x}")
@@ -192,7 +183,7 @@ def compare(case: Case, outcome: Outcome) -> list[str]:
             diffs.append(f"rflags & {mask:#x}: expected {want:#x}, got {got:#x} "
                          f"({' '.join(names)})")
     for kind in ("ram", "mmio"):
-        for addr, data in _ranges(expect.get(kind, []), kind):
+        for addr, data in _regions(expect.get(kind, [])):
             got = outcome.memory(addr, len(data))
             if got != data:
                 diffs.append(f"{kind} {addr:#x}+{len(data)}: expected {data.hex()}, "

@@ -71,21 +71,158 @@ def test_uart_suite_answers_in_the_order_things_happen():
         {"irq": 0}, {"read": 2, "value": 0x02}]
 
 
-@pytest.mark.parametrize("module, case, message", [
-    (ioreq_suite, {"id": "x", "vcpus": 0, "steps": []}, "vcpus = 0"),
+STEP = {"by": "dm", "op": "accept", "vcpu": 0}
+
+
+@pytest.mark.parametrize("module, case, path, message", [
+    (ioreq_suite, {"id": "x", "vcpus": 0, "steps": [STEP]}, "$.vcpus",
+     "0 is below the minimum 1"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": []}, "$.steps",
+     "0 items: at least 1 (at least one step: a case of none would answer nothing)"),
     (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [{"by": "vmm", "op": "fly", "vcpu": 0}]},
-     "by/op must be one of"),
+     "$.steps[0].op", '"fly" is not one of "send", "accept", "respond", "wake", "write_state"'),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [{"by": "vmm", "op": "accept", "vcpu": 0}]},
+     "$.steps[0].by", '"vmm" is not "dm" (accept, respond and write_state are the device '
+                      "model's steps)"),
     (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [
         {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {"size": 1 << 32}}]},
-     "ioreq.size = 4294967296 does not fit 32 bits"),
-    (uart_suite, {"id": "x", "input": "zz", "steps": []}, "input is not hex"),
-    (uart_suite, {"id": "x", "input": "", "steps": [{"op": "read", "offset": 8}]}, "offset 0 to 7"),
+     "$.steps[0].ioreq.size",
+     "4294967296 (0x100000000) is above the maximum 4294967295 (0xffffffff) "
+     "(a 32-bit field of struct ioreq)"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [
+        {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {"szie": 1}}]},
+     "$.steps[0].ioreq.szie", "unknown key (known here: addr, data, count, size, vp_eport, dir, "
+                              "df, data_is_ptr, type)"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [{**STEP, "data": 7}]},
+     "$.steps[0].data", "not allowed here (only a respond step has data)"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "steps": [{"by": "vmm", "op": "send", "vcpu": 0}]},
+     "$.steps[0]", "missing 'ioreq'"),
+    (ioreq_suite, {"id": "x", "vcpus": 2, "steps": [STEP, {**STEP, "vcpu": 2}]},
+     "$.steps[1].vcpu", "vcpu 2 of a case of 2 vcpus"),
+    (ioreq_suite, {"id": "x", "vcpus": 1, "stesp": [STEP], "steps": [STEP]}, "$.stesp",
+     "unknown key (known here: id, vcpus, steps)"),
+    (uart_suite, {"id": "x", "input": "zz", "steps": [{"op": "read", "offset": 0}]}, "$.input",
+     '"zz" is not hex: pairs of hex digits, or none'),
+    (uart_suite, {"id": "x", "input": "", "steps": [{"op": "read", "offset": 8}]},
+     "$.steps[0].offset", "8 is above the maximum 7 (the register's offset from the base port)"),
+    (uart_suite, {"id": "x", "input": "", "steps": [{"op": "read", "offset": 1, "value": 3}]},
+     "$.steps[0].value", "not allowed here (only a write step has a value)"),
+    (uart_suite, {"id": "x", "input": "", "steps": [{"op": "wait", "ns": 1.5}]},
+     "$.steps[0].ns", "1.5 is not an integer"),
     (system_suite, {"id": "x", "image": "00", "memory_mib": 0, "max_instructions": 1},
-     "memory_mib out of range"),
+     "$.memory_mib", "0 is below the minimum 1"),
+    (system_suite, {"id": "x", "image": "00", "memory_mib": 16, "max_instructions": 1,
+                    "device_model": {"vga": False, "nographic": True}},
+     "$.device_model.nographic", "unknown key (known here: device_model_bits, mapcache_budget, "
+                                 "map_everything, rtc_base, serial, vga)"),
+    (system_suite, {"id": "x", "image": "00", "memory_mib": 16, "max_instructions": 1,
+                    "device_model": {"device_model_bits": 64, "mapcache_budget": 1 << 16}},
+     "$.device_model.mapcache_budget",
+     "65536 (0x10000) is below the minimum 1048576 (0x100000) "
+     "(a 64-bit qemu-dm's bucket is 1 MiB)"),
+    (system_suite, {"id": "x", "image": "00" * (0x40000 + 1), "memory_mib": 16,
+                    "max_instructions": 1}, "$.image",
+     "524290 characters: at most 524288 (the ROM image in hex: 1 to 262144 pairs of hex digits "
+     "(it ends at 1 MiB and must not reach the VGA hole))"),
 ])
-def test_bad_cases_say_which_field(module, case, message):
-    with pytest.raises(SuiteError, match=message):
+def test_bad_cases_say_which_field(module, case, path, message):
+    with pytest.raises(SuiteError) as caught:
         module.validate(case)
+    assert (caught.value.path, caught.value.text) == (path, message)
+
+
+def test_the_system_suites_bounds_are_the_platforms():
+    from spec import platform
+    from spec.schemas import schema
+    defs = schema("suite-case")["$defs"]
+    system = defs["system-case"]["properties"]
+    assert (system["memory_mib"]["minimum"], system["memory_mib"]["maximum"]) == \
+        (platform.MIN_MEMORY_MIB, platform.MAX_MEMORY_MIB)
+    assert system["image"]["maxLength"] == 2 * platform.MAX_IMAGE_SIZE
+    assert tuple(defs["device-model"]["properties"]) == system_suite.DEVICE_MODEL_KEYS
+    bucket = 1 << platform.MAPCACHE_BUCKET_SHIFT[32]
+    assert defs["device-model"]["properties"]["mapcache_budget"]["minimum"] == bucket
+
+
+# --- case files ---------------------------------------------------------------------
+
+def _entry(suite_name: str, case: dict) -> str:
+    return json.dumps({"suite": suite_name, "case": case})
+
+
+UART_CASE = {"id": "u", "input": "", "steps": [{"op": "read", "offset": 5}]}
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", ": no cases: a case file with none would pass without testing anything"),
+    (b"\n\n", ": no cases: a case file with none would pass without testing anything"),
+    (_entry("uart", UART_CASE).encode() + b'\n{"suite": "uart", "case": "\xe9"}\n',
+     ":2: not UTF-8 text: byte 0xe9 at column 28"),
+    (_entry("uart", UART_CASE).encode() + b"\n{\"suite\": \"uart\",\n",
+     ":2: not JSON: Expecting property name enclosed in double quotes (column 18)"),
+    (json.dumps({"suite": "uart", "case": UART_CASE, "frobnicate": 3}).encode(),
+     ":1: $.frobnicate: unknown key (known here: suite, case, expected, got, first_difference)"),
+    (json.dumps({"suite": "uart", "case": {**UART_CASE, "stpes": []}}).encode(),
+     ":1: $.case.stpes: unknown key (known here: id, input, steps)"),
+    (json.dumps({"suite": "uart", "case": UART_CASE, "expected": [{"read": 5, "value": 256}]})
+     .encode(), ":1: $.expected[0].value: 256 is above the maximum 255"),
+    (json.dumps({"suite": "ioreq", "case": {"id": "i", "vcpus": 1, "steps": [
+        {"by": "vmm", "op": "send", "vcpu": 0, "ioreq": {"addr": 1 << 64}}]}}).encode(),
+     ":1: $.case.steps[0].ioreq.addr: 18446744073709551616 (0x10000000000000000) is above the "
+     "maximum 18446744073709551615 (0xffffffffffffffff) (a 64-bit field of struct ioreq)"),
+    (json.dumps({"suite": "ioreq", "case": {"id": "i", "vcpus": 1, "steps": [
+        {"by": "dm", "op": "accept", "vcpu": 1}]}}).encode(),
+     ":1: $.case.steps[0].vcpu: vcpu 1 of a case of 1 vcpus"),
+    (json.dumps({"suite": "x86", "case": {}}).encode(),
+     ':1: $.suite: "x86" is not one of "ioreq", "uart", "system"'),
+    ((_entry("uart", UART_CASE) + "\n") .encode() * 2,
+     ":2: $.case.id: id 'u' is already the uart case of line 1"),
+    (b'{"id": "x", "mode": 32, "code": "90", "expect": {"fault": null}}\n',
+     ":1: $: an instruction vector, not a conformance-suite case"),
+])
+def test_bad_case_files_are_named_by_line_and_field(tmp_path, content, message):
+    path = tmp_path / "cases.jsonl"
+    path.write_bytes(content)
+    out = subprocess.run([HVMSPEC, "conform", "--impl", IMPL, "--cases", str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"hvmspec: error: {path}{message}"), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_vector_file_given_as_cases_names_the_command_that_runs_it(tmp_path):
+    path = ROOT / "tests" / "vectors" / "handwritten.jsonl"
+    out = subprocess.run([HVMSPEC, "conform", "--impl", IMPL, "--cases", str(path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert f"`hvmspec vectors run {path}` runs it" in out.stderr
+
+
+def test_a_suite_the_case_files_do_not_have_is_refused(tmp_path):
+    path = cases_file(tmp_path, "uart", [UART_CASE])
+    out = subprocess.run([HVMSPEC, "conform", "--impl", IMPL, "--cases", str(path),
+                          "--suite", "ioreq"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert (out.returncode, out.stderr) == (
+        2, "hvmspec: error: --suite ioreq: the case files have no ioreq cases (they have uart)\n")
+
+
+def test_read_cases_reads_lines_and_reproducers(tmp_path):
+    from spec.suites import read_cases
+    lines = "\n".join([_entry("uart", UART_CASE), "", _entry("ioreq", {
+        "id": "i", "vcpus": 1, "steps": [STEP]})]) + "\n"
+    assert [(n, s, c["id"]) for n, s, c in read_cases(lines.encode())] == \
+        [(1, "uart", "u"), (3, "ioreq", "i")]
+    reproducer = json.dumps({"suite": "uart", "case": UART_CASE, "expected": [],
+                             "got": [{"error": "gone"}], "first_difference": 0}, indent=1)
+    assert [(n, s) for n, s, _c in read_cases(reproducer)] == [(1, "uart")]
+    with pytest.raises(SuiteError) as caught:
+        read_cases(reproducer.replace('"got"', '"gto"'))
+    assert (caught.value.line, caught.value.path) == (1, "$.gto")
+    with pytest.raises(SuiteError) as caught:     # a broken reproducer: the line it breaks on
+        read_cases(reproducer.replace('"first_difference": 0', '"first_difference": 0,'))
+    assert caught.value.line == reproducer.count("\n") + 1
+    assert caught.value.text.startswith("not JSON")
 
 
 # --- the bundled impl through the protocol ------------------------------------------

@@ -72,12 +72,12 @@ def cmd_vectors_run(args: argparse.Namespace) -> int:
     from hvmspec.vectors import run_file
     from spec.vectors import VectorError, load
     try:
-        with open(args.file) as stream:
+        with open(args.file, "rb") as stream:
             cases = load(stream)
-        failures = run_file(cases, args.engine)
     except (OSError, VectorError) as exc:
-        print(f"hvmspec: error: {exc}", file=sys.stderr)
+        _case_file_error(args.file, exc)
         return EXIT_USAGE
+    failures = run_file(cases, args.engine)
     passed = len(cases) - len(failures)
     if args.json:
         print(json.dumps({"passed": passed, "failed": len(failures), "failures": failures}))
@@ -88,11 +88,34 @@ def cmd_vectors_run(args: argparse.Namespace) -> int:
     return EXIT_OK if not failures else EXIT_NO
 
 
+def _case_file_error(path, exc: Exception) -> None:
+    """A vector or case file that cannot be read: ``file:line: field: why``,
+    and the command that runs it if it is the other kind of file."""
+    from hvmspec.commands import error
+    if isinstance(exc, OSError):
+        error(f"{path}: {exc.strerror or exc}")
+        return
+    message = exc.located(str(path))
+    if exc.looks_like == "suite-case":
+        message += (f"; {path} is a conformance-suite case file (as `hvmspec vectors export` "
+                    f"writes ioreq.jsonl, uart.jsonl and system.jsonl): `hvmspec conform --impl "
+                    f"CMD --cases {path}` runs it against an implementation")
+    elif exc.looks_like == "x86-vector":
+        message += (f"; {path} is an instruction vector file (as x86.jsonl): `hvmspec vectors "
+                    f"run {path}` runs it")
+    error(message)
+
+
 def cmd_vectors_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hvmspec.vectors import export, export_suites
-    report = export(Path(args.dir), args.count, args.seed)
+    from hvmspec.vectors import export, export_schemas, export_suites
+    try:              # before the cases are generated: a bad DIR fails at once
+        report = {"schemas": export_schemas(Path(args.dir))}
+    except OSError as exc:
+        _case_file_error(args.dir, exc)
+        return EXIT_USAGE
+    report.update(export(Path(args.dir), args.count, args.seed))
     report["suites"] = export_suites(Path(args.dir))
     if args.json:
         print(json.dumps(report))
@@ -103,6 +126,7 @@ def cmd_vectors_export(args: argparse.Namespace) -> int:
               f"disagreements")
         for name, path in report["suites"].items():
             print(f"{name} suite: {path}")
+        print(f"schemas: {', '.join(report['schemas'].values())}")
         for d in report["disagreements"][:20]:
             print(f"  {d['id']}: " + "; ".join(d["diff"]))
     return EXIT_OK if not report["disagreements"] else EXIT_NO
@@ -152,24 +176,22 @@ def _print_around(index: int, context: dict, sides: tuple[str, str]) -> None:
 def _conform_external(args: argparse.Namespace) -> int:
     from hvmspec.conform import DEFAULT_COUNTS, run_external
     from hvmspec.protocol import ImplementationError
-    from spec.suites import SuiteError, suite as suite_of
+    from spec.suites import SuiteError, read_cases
 
     cases: dict[str, list[dict]] = {}
     for path in args.cases or []:
         try:
-            text = path.read_text()
-            try:          # one JSON object (a reproducer), else JSON lines
-                entries = [(1, json.loads(text))]
-            except ValueError:
-                entries = [(n, json.loads(line)) for n, line in
-                           enumerate(text.splitlines(), 1) if line.strip()]
-            for lineno, entry in entries:
-                suite_of(entry["suite"]).validate(entry["case"])
-                cases.setdefault(entry["suite"], []).append(entry["case"])
-        except (OSError, ValueError, KeyError, TypeError, SuiteError) as exc:
-            where = f"{path}:{lineno}" if "lineno" in locals() else str(path)
-            print(f"hvmspec: error: {where}: not a case file ({exc})", file=sys.stderr)
+            for _line, name, case in read_cases(path.read_bytes()):
+                cases.setdefault(name, []).append(case)
+        except (OSError, SuiteError) as exc:
+            _case_file_error(path, exc)
             return EXIT_USAGE
+    missing = [s for s in args.suite or [] if args.cases and s not in cases]
+    if missing:
+        from hvmspec.commands import error
+        error(f"--suite {missing[0]}: the case files have no {missing[0]} cases (they have "
+              f"{', '.join(sorted(cases))})")
+        return EXIT_USAGE
     suites = args.suite or (sorted(cases) if cases else None)
     total = sum(len(v) for v in cases.values()) if cases else \
         sum(DEFAULT_COUNTS[s] for s in (suites or DEFAULT_COUNTS))

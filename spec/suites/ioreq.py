@@ -1,12 +1,13 @@
 """The ioreq suite: the shared ioreq page and its slot protocol, step by step.
 
-Room: interface (the case format) and the expected answers, computed with
+Room: interface (the case format, ``#/$defs/ioreq-case`` of the schema of
+:mod:`spec.suites`) and the expected answers, computed with
 :mod:`spec.ioreq`'s own structure and state machine. Imports
 :mod:`spec.ioreq`, :mod:`spec.suites`.
 
 A case::
 
-    {"id": str, "vcpus": 1..8, "steps": [step, ...]}
+    {"id": str, "vcpus": 1..8, "steps": [step, ...]}     (one step or more)
 
 Each step is one party acting on vcpu ``v``'s slot of one shared page
 (``struct shared_iopage``); the VMM also keeps, privately, whether each vcpu
@@ -14,8 +15,9 @@ is waiting for its ioreq (the device model cannot forge that):
 
 ``{"by": "vmm", "op": "send", "vcpu": v, "ioreq": {...}}``
     The VMM sends an ioreq (fields ``addr``, ``data``, ``count``, ``size``,
-    ``vp_eport``, ``dir``, ``df``, ``data_is_ptr``, ``type``; missing ones
-    are 0). Allowed only into a ``NONE`` slot whose vcpu is not waiting:
+    ``vp_eport``, ``dir``, ``df``, ``data_is_ptr``, ``type``, each within
+    its field in the slot: 64, 64, 32, 32, 32, 1, 1, 1 and 8 bits; missing
+    ones are 0). Allowed only into a ``NONE`` slot whose vcpu is not waiting:
     the fields are written, then the state ``READY``, and the vcpu waits
     (result ``sent``); otherwise nothing changes (``refused``).
 ``{"by": "dm", "op": "accept", "vcpu": v}``
@@ -46,40 +48,20 @@ from __future__ import annotations
 import random
 
 from spec import ioreq
-from spec.suites import SuiteError, need
+from spec.suites import SuiteError, check_case
 
 NAME = "ioreq"
-FIELDS = ("addr", "data", "count", "size", "vp_eport", "dir", "df", "data_is_ptr", "type")
-LIMITS = {"addr": 64, "data": 64, "count": 32, "size": 32, "vp_eport": 32, "dir": 1, "df": 1,
-          "data_is_ptr": 1, "type": 8}
-OPS = {("vmm", "send"), ("dm", "accept"), ("dm", "respond"), ("vmm", "wake"),
-       ("dm", "write_state")}
 
 
-def validate(case: dict) -> None:
-    need(case, "id", str)
-    vcpus = need(case, "vcpus", int)
-    if not 1 <= vcpus <= 8:
-        raise SuiteError(f"case {case['id']}: vcpus = {vcpus}: 1 to 8")
-    for i, step in enumerate(need(case, "steps", list)):
-        where = f"case {case['id']} step {i}"
-        if not isinstance(step, dict) or (step.get("by"), step.get("op")) not in OPS:
-            raise SuiteError(f"{where}: by/op must be one of {sorted(OPS)}")
-        v = need(step, "vcpu", int, where)
-        if not 0 <= v < vcpus:
-            raise SuiteError(f"{where}: vcpu {v} of {vcpus}")
-        if step["op"] == "send":
-            fields = need(step, "ioreq", dict, where)
-            for key, value in fields.items():
-                if key not in LIMITS:
-                    raise SuiteError(f"{where}: unknown ioreq field {key!r}")
-                if not isinstance(value, int) or not 0 <= value < 1 << LIMITS[key]:
-                    raise SuiteError(f"{where}: ioreq.{key} = {value!r} does not fit "
-                                     f"{LIMITS[key]} bits")
-        if step["op"] == "respond" and not 0 <= need(step, "data", int, where) < 1 << 64:
-            raise SuiteError(f"{where}: data does not fit 64 bits")
-        if step["op"] == "write_state" and not 0 <= need(step, "state", int, where) < 16:
-            raise SuiteError(f"{where}: state is 4 bits")
+def validate(case: dict, path: str = "$") -> None:
+    """Refuse a case that is not of this format (the schema's
+    ``#/$defs/ioreq-case``; and each step's vcpu below ``vcpus``), naming
+    the field under ``path``."""
+    check_case(case, NAME, path)
+    for i, step in enumerate(case["steps"]):
+        if step["vcpu"] >= case["vcpus"]:
+            raise SuiteError(f"vcpu {step['vcpu']} of a case of {case['vcpus']} vcpus",
+                             path=f"{path}.steps[{i}].vcpu")
 
 
 def expected(case: dict) -> list[dict]:

@@ -1,7 +1,8 @@
 """The system suite: a whole guest in a new HVM domain, and its trace.
 
-Room: interface (the case format) and the expected answers, computed by
-the reference model (:func:`spec.machine.run_guest`). Imports
+Room: interface (the case format, ``#/$defs/system-case`` of the schema of
+:mod:`spec.suites`) and the expected answers, computed by the reference
+model (:func:`spec.machine.run_guest`). Imports
 :mod:`spec.loader`, :mod:`spec.machine`, :mod:`spec.platform`,
 :mod:`spec.suites`.
 
@@ -17,7 +18,13 @@ is created by xend with ``memory_mib`` of RAM, the ``device_model`` keys of
 ``mapcache_budget``, ``map_everything``, ``rtc_base``, ``serial``,
 ``vga``), and ``on_poweroff``, ``on_reboot`` and ``on_crash`` all
 ``destroy``; ``serial_input`` is what arrives on COM1; the run stops after
-``max_instructions``.
+``max_instructions``. The image is 1 byte to 256 KiB (it must not reach the
+VGA hole); ``memory_mib`` is 1 to ``2**20`` (:mod:`spec.platform`);
+``max_instructions`` at least 1; ``device_model_bits`` 32 or 64;
+``mapcache_budget`` null (the default) or at least one bucket (64 KiB, or
+1 MiB for a 64-bit qemu-dm) up to ``2**48`` bytes; ``rtc_base`` null or 0 to
+``2**40`` seconds; ``serial`` ``"pty"`` or ``"none"``; ``map_everything`` and
+``vga`` true or false.
 
 The answer is the run's whole trace, every event of :mod:`spec.trace` as
 its JSON object, in order, then ``{"kind": "result", "exit": {...},
@@ -31,27 +38,17 @@ import random
 
 from spec import platform
 from spec.loader import GuestImage, bundled_guests, load
-from spec.suites import SuiteError, need
+from spec.suites import check_case
 
 NAME = "system"
 DEVICE_MODEL_KEYS = ("device_model_bits", "mapcache_budget", "map_everything", "rtc_base",
                      "serial", "vga")
 
 
-def validate(case: dict) -> None:
-    need(case, "id", str)
-    try:
-        bytes.fromhex(need(case, "image", str))
-        bytes.fromhex(case.get("serial_input", ""))
-    except ValueError:
-        raise SuiteError(f"case {case['id']}: image and serial_input are hex") from None
-    if not platform.MIN_MEMORY_MIB <= need(case, "memory_mib", int) <= platform.MAX_MEMORY_MIB:
-        raise SuiteError(f"case {case['id']}: memory_mib out of range")
-    if not 0 < need(case, "max_instructions", int):
-        raise SuiteError(f"case {case['id']}: max_instructions must be positive")
-    extra = set(case.get("device_model", {})) - set(DEVICE_MODEL_KEYS)
-    if extra:
-        raise SuiteError(f"case {case['id']}: unknown device_model keys {sorted(extra)}")
+def validate(case: dict, path: str = "$") -> None:
+    """Refuse a case that is not of this format (the schema's
+    ``#/$defs/system-case``), naming the field under ``path``."""
+    check_case(case, NAME, path)
 
 
 def image_of(case: dict) -> GuestImage:

@@ -1,12 +1,13 @@
 """The uart suite: COM1's 16550A register by register, on a virtual clock.
 
-Room: interface (the case format) and the expected answers, computed with
+Room: interface (the case format, ``#/$defs/uart-case`` of the schema of
+:mod:`spec.suites`) and the expected answers, computed with
 :class:`spec.devices.uart.Uart16550`. Imports :mod:`spec.devices.uart`,
 :mod:`spec.trace`, :mod:`spec.suites`.
 
 A case::
 
-    {"id": str, "input": hex, "steps": [step, ...]}
+    {"id": str, "input": hex, "steps": [step, ...]}     (one step or more)
 
 ``input`` is what a sender on the other end of the line will send: one byte
 each character time while the guest holds RTS (``MCR`` bit 1), as
@@ -33,32 +34,17 @@ from __future__ import annotations
 import random
 
 from spec import trace
-from spec.suites import SuiteError, need
+from spec.suites import check_case
 
 NAME = "uart"
 #: one character time at 9600 baud (the power-on divisor 12), in ns
 CHAR_9600 = -(-10 * 12 * 1_000_000_000 // 115_200)
 
 
-def validate(case: dict) -> None:
-    need(case, "id", str)
-    try:
-        bytes.fromhex(need(case, "input", str))
-    except ValueError:
-        raise SuiteError(f"case {case['id']}: input is not hex") from None
-    for i, step in enumerate(need(case, "steps", list)):
-        where = f"case {case['id']} step {i}"
-        op = step.get("op") if isinstance(step, dict) else None
-        if op in ("read", "write"):
-            if not 0 <= need(step, "offset", int, where) <= 7:
-                raise SuiteError(f"{where}: offset 0 to 7")
-            if op == "write" and not 0 <= need(step, "value", int, where) <= 255:
-                raise SuiteError(f"{where}: value is a byte")
-        elif op == "wait":
-            if not 0 <= need(step, "ns", int, where) <= 10 ** 12:
-                raise SuiteError(f"{where}: ns 0 to 10**12")
-        else:
-            raise SuiteError(f"{where}: op is read, write or wait")
+def validate(case: dict, path: str = "$") -> None:
+    """Refuse a case that is not of this format (the schema's
+    ``#/$defs/uart-case``), naming the field under ``path``."""
+    check_case(case, NAME, path)
 
 
 class Clock:
