@@ -317,6 +317,12 @@ def main() -> int:
     parser.add_argument("--write", type=Path, metavar="FILE",
                         help="also write the run as JSON to FILE (docs/bench.json)")
     args = parser.parse_args()
+    if args.write is not None:             # before minutes of measuring, not after
+        from hvmspec.commands import UsageError, output_path
+        try:
+            output_path(args.write, "--write", suffixes=(".json",))
+        except UsageError as exc:
+            parser.exit(2, f"hvmspec: error: {exc}\n")
     from rich.console import Console
     from rich.progress import Progress
     with Progress(console=Console(stderr=True), transient=True) as progress:

@@ -136,12 +136,16 @@ def cmd_conform(args: argparse.Namespace) -> int:
     if args.impl:
         return _conform_external(args)
     from hvmspec.conform import run_case
+    from hvmspec.console import OPERATOR
     names = args.guests or bundled_guests()
     images = [load(n) for n in names]
     results = []
     with progress(len(images), "cases", quiet=args.json) as advance:
         for image in images:
             results.append(run_case(image))
+            OPERATOR.checkpoint()
+            if not args.json:            # each case as it ends, for a pipe as well
+                _print_case(results[-1])
             advance()
     diverged = [r for r in results if not r.equal]
     if args.json:
@@ -150,17 +154,21 @@ def cmd_conform(args: argparse.Namespace) -> int:
                                         "reference": r.reference, "impl": r.impl,
                                         "context": r.context} for r in diverged]}))
     else:
-        for r in results:
-            if r.equal:
-                print(f"{r.case}: equal ({r.events} events)")
-                continue
-            print(f"{r.case}: DIVERGED at event {r.index}")
-            print(f"  reference: {json.dumps(r.reference)}")
-            print(f"  impl:      {json.dumps(r.impl)}")
-            if r.context:
-                _print_around(r.index, r.context, ("reference", "impl"))
         print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
     return EXIT_OK if not diverged else EXIT_NO
+
+
+def _print_case(r) -> None:
+    """One guest's comparison: equal, or the first difference and its context."""
+    if r.equal:
+        print(f"{r.case}: equal ({r.events} events)", flush=True)
+        return
+    print(f"{r.case}: DIVERGED at event {r.index}")
+    print(f"  reference: {json.dumps(r.reference)}")
+    print(f"  impl:      {json.dumps(r.impl)}")
+    if r.context:
+        _print_around(r.index, r.context, ("reference", "impl"))
+    sys.stdout.flush()
 
 
 def _print_around(index: int, context: dict, sides: tuple[str, str]) -> None:
@@ -195,10 +203,19 @@ def _conform_external(args: argparse.Namespace) -> int:
     suites = args.suite or (sorted(cases) if cases else None)
     total = sum(len(v) for v in cases.values()) if cases else \
         sum(DEFAULT_COUNTS[s] for s in (suites or DEFAULT_COUNTS))
+    from hvmspec.console import OPERATOR
+
     try:
         with progress(total, "cases", quiet=args.json) as advance:
+            def case_done(r) -> None:       # each case as it ends, for a pipe as well
+                advance()
+                if not args.json:
+                    verdict = ("equal" if r.equal else "ERROR" if r.error
+                               else f"DIVERGED at event {r.index}")
+                    print(f"{r.suite} {r.case}: {verdict}", flush=True)
+                OPERATOR.checkpoint()
             name, results = run_external(args.impl, suites, cases or None, args.reproducers,
-                                         advance, args.timeout)
+                                         case_done, args.timeout)
     except ImplementationError as exc:
         print(f"hvmspec: error: {args.impl}: {exc}", file=sys.stderr)
         return EXIT_USAGE
