@@ -51,3 +51,15 @@ def test_proofs_have_mutants():
     invariants = [c for c in checks if c.kind == "invariant"]
     for inv in invariants:
         assert any(c.kind == "mutant" and c.name.startswith(inv.name + "/") for c in checks)
+
+
+def test_pyproject_installs_every_package():
+    """An installed (not editable) hvmspec has every package: the list in
+    pyproject.toml is every folder with an ``__init__.py``."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {str(p.parent.relative_to(ROOT)).replace("/", ".")
+             for top in ("spec", "impl", "proofs", "hvmspec", "guests", "bench")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert listed == found
