@@ -10,8 +10,9 @@
 ; waits in the PIC and is taken after STI, never lost). After TICKS ticks it
 ; masks the timer, prints the count and powers off.
 ;
-; Under the model the clock is the instruction count, so every stamp, and
-; the instruction count of every injection, is the same on every engine.
+; Under the model the clock is the instruction count plus a microsecond per
+; port access (spec/clock.py), so every stamp, and the instruction count of
+; every injection, is the same on every engine.
 
 COM1        = 0x3f8
 COM1_LSR    = COM1 + 5

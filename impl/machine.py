@@ -80,7 +80,7 @@ class Libxc:
 
     def clock_ns(self) -> int:
         dom = self.host.domains.get(self.domid)
-        return dom.vcpu.icount if dom else 0
+        return dom.vcpu.clock_ns() if dom else 0
 
     def map_vram(self, gpa: int, buffer) -> None:
         self.host.domains[self.domid].vcpu.map_buffer(gpa, buffer)
@@ -114,7 +114,7 @@ class Host:
         self.next_domid = 1
         self.stopped: str | None = None
         #: a host that serves others (``hvmspec xend``) preempts a vcpu after
-        #: this many instructions (the preemption timer); None: never
+        #: this many nanoseconds of its clock (the preemption timer); None: never
         self.slice: int | None = None
         self.dom0 = Dom0(self, emit)
         self.xenstore = self.dom0.store
@@ -250,12 +250,13 @@ class Host:
             if not wake:
                 if deadline is None:
                     return progressed
-                if deadline > self.max_instructions:
+                until = deadline - vcpu.io_ns      # the deadline as an icount
+                if until > self.max_instructions:
                     self.stopped = self.stopped or "limit"
                     return progressed
-                if deadline > vcpu.icount:
-                    self.emit(trace.Idle(vcpu=0, icount=vcpu.icount, until=deadline))
-                    vcpu.icount = deadline
+                if until > vcpu.icount:
+                    self.emit(trace.Idle(vcpu=0, icount=vcpu.icount, until=until))
+                    vcpu.icount = until
                 return True
             vmm.halted = False
         budget = self.max_instructions - vcpu.icount
@@ -265,7 +266,7 @@ class Host:
         if not vmm.assist():
             return True
         self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
-        ex = vcpu.run(budget, _sliced(deadline, vcpu.icount, self.slice), vmm.window)
+        ex = vcpu.run(budget, _sliced(deadline, vcpu.clock_ns(), self.slice), vmm.window)
         if ex.reason == "limit":
             self.stopped = self.stopped or "limit"
             return True

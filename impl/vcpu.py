@@ -4,7 +4,8 @@ Room: guest execution for the impl engine: RAM, the virtual instruction
 clock, and the exits (I/O, HLT, VMCALL, unbacked memory including pages
 given back to Xen, undecodable or faulting instructions, the instruction
 budget). Imports Unicorn, capstone (for instruction lengths only), the
-clock's fast path :mod:`impl.clock`, :mod:`spec.platform` and the CPU both engines
+clock's fast path :mod:`impl.clock`, impl's answers to CPUID and RDTSC
+(:mod:`impl.cpuid`), :mod:`spec.platform` and the CPU both engines
 share, :mod:`spec.physical_cpu` (the hardware: how Unicorn is opened for
 x86-64, reset, and made to load a segment register).
 
@@ -80,7 +81,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from impl import clock
+from impl import clock, cpuid
 from spec import physical_cpu, platform, trace
 
 _RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
@@ -308,6 +309,7 @@ class Vcpu:
         #: Xen's own writes to guest memory are reported here (dirty video memory)
         self.on_write: Callable[[int, int], None] | None = None
         self.icount = 0
+        self.io_ns = 0                  # bus time of I/O accesses (spec.clock)
         self.shadow = False             # interrupt shadow at the current boundary
         self.interrupted = False        # the operator's stop (interrupt())
         #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
@@ -344,6 +346,7 @@ class Vcpu:
         self._msr_ref = ctypes.byref(self._msr)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
+        cpuid.install(self)             # CPUID, RDTSC, RDTSCP: answered, no exit
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
 
@@ -378,6 +381,23 @@ class Vcpu:
     def put(self, reg: str, value: int) -> None:
         self._value.value = value & _WIDE
         uclib.uc_reg_write(self._handle, _GPR[reg], self._value_ref)
+
+    def put_reg(self, reg_id: int, value: int) -> None:
+        self._value.value = value & _WIDE
+        uclib.uc_reg_write(self._handle, reg_id, self._value_ref)
+
+    def clock_ns(self) -> int:
+        """The virtual clock: instructions (and idle time) plus bus time."""
+        return self.icount + self.io_ns
+
+    def clock_at_rdtsc(self) -> int:
+        """The clock at the boundary before the instruction executing now
+        (called from its instruction hook, RIP at it)."""
+        block = self._current()
+        linear = self.seg_base("cs") + self._reg(_RIP) & self.linear_mask()
+        index = block.index.get(linear)
+        icount = self.live_icount() if index is None else self._block_start(block) + index
+        return icount + self.io_ns
 
     def backed(self, gpa: int, length: int) -> bool:
         if not any(lo <= gpa and gpa + length <= hi for lo, hi in self.ram):
@@ -581,10 +601,13 @@ class Vcpu:
     def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
         """As :meth:`_run_exit`, except that a byte IN/OUT at a port whose
         bit Xen clears in the I/O bitmap does not exit: it completes here
-        (OUT dropped, IN gives 0xFF), is traced, and the guest runs on."""
+        (OUT dropped, IN gives 0xFF), is traced, costs a port access's bus
+        time, and the guest runs on. ``deadline`` is on the clock
+        (:meth:`clock_ns`)."""
         limit = self.icount + budget
         while True:
-            ex = self._run_exit(limit - self.icount, deadline, window)
+            ex = self._run_exit(limit - self.icount,
+                                None if deadline is None else deadline - self.io_ns, window)
             io = ex.io
             if (ex.reason != "io" or io is None or io.string or io.size != 1
                     or io.port not in platform.PASSTHROUGH_PORTS):
@@ -600,6 +623,7 @@ class Vcpu:
             self.put("rip", self.get("rip") + ex.length
                      & {16: 0xFFFF, 32: 0xFFFFFFFF}.get(self.mode(), (1 << 64) - 1))
             self.icount += 1
+            self.io_ns += platform.PORT_ACCESS_NS
             self.shadow = False
 
     def _run_exit(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:

@@ -478,6 +478,7 @@ class Vmm:
                 cpu.put("rax", cpu.get("rax") & ~mask | self._vpic_bytes(io.port, size, 0, True))
             else:
                 self._vpic_bytes(io.port, size, cpu.get("rax") & mask, False)
+            cpu.io_ns += platform.PORT_ACCESS_NS
             self._retire(ex, True)
             return
         amask = (1 << io.address_size) - 1
@@ -497,6 +498,7 @@ class Vmm:
             except LinearFault as exc:
                 self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
                 return
+            cpu.io_ns += platform.PORT_ACCESS_NS
             _add(cpu, reg, delta, amask)
             if io.rep:
                 _add(cpu, "rcx", -1, amask)
@@ -550,6 +552,7 @@ class Vmm:
         if state != RESP_READY:
             raise EmulationFailed(f"ioreq of vcpu 0 in state {STATE.get(state, state)}")
         value = self.page.fields(0)[1]
+        self.vcpu.io_ns += count * platform.MMIO_ACCESS_NS
         self.page.set_state(0, NONE)
         self.woken = False
         self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
@@ -590,6 +593,7 @@ class Vmm:
         if ex.reason == "vmcall":
             return True                 # the invalidation: nothing comes back
         io, cpu = ex.io, self.vcpu
+        cpu.io_ns += count * platform.PORT_ACCESS_NS
         if not io.string:
             if io.dir == "in":
                 mask = (1 << 8 * io.size) - 1

@@ -91,7 +91,7 @@ class DomainLink:
 
     def clock_ns(self) -> int:
         dom = self.xen.domains.get(self.domid)
-        return dom.vcpus[0].icount if dom else 0
+        return dom.vcpus[0].clock_ns() if dom else 0
 
     def map_vram(self, gpa: int, buffer) -> None:
         """``xc_domain_add_to_physmap``: qemu-dm's video memory into the guest."""
@@ -129,7 +129,7 @@ class ReferenceXen:
         self.next_domid = 1
         self.stopped: str | None = None
         #: a host that serves others (``hvmspec xend``) preempts a vcpu after
-        #: this many instructions (the preemption timer); None: never
+        #: this many nanoseconds of its clock (the preemption timer); None: never
         self.slice: int | None = None
         #: dom0's xenstored and xend (:mod:`spec.dom0`)
         self.dom0 = Dom0(self, emit)
@@ -304,7 +304,7 @@ class ReferenceXen:
             if not dom.vmm.intr_assist(v):
                 return True
             self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
-            ex = hw.run(budget, _sliced(deadline, hw.icount, self.slice), dom.vmm.window[v])
+            ex = hw.run(budget, _sliced(deadline, hw.clock_ns(), self.slice), dom.vmm.window[v])
             if ex.reason == "limit":
                 self.stopped = self.stopped or "limit"
                 return True
@@ -315,14 +315,17 @@ class ReferenceXen:
 
     def _sleep(self, dom: HvmDomain, v: int, deadline: int) -> bool:
         """A halted vcpu with IF = 1 and nothing pending: the clock jumps to
-        the next timer deadline (or stops at the instruction budget)."""
+        the next timer deadline (or stops at the instruction budget). The
+        jump is counted in ``icount`` (:mod:`spec.clock`), which the
+        ``idle`` event shows going from ``icount`` to ``until``."""
         hw = dom.vcpus[v]
-        if deadline > self.max_instructions:
+        until = hw.icount + deadline - hw.clock_ns()
+        if until > self.max_instructions:
             self.stopped = self.stopped or "limit"
             return False
-        if deadline > hw.icount:
-            self.emit(trace.Idle(vcpu=v, icount=hw.icount, until=deadline))
-            hw.icount = deadline
+        if until > hw.icount:
+            self.emit(trace.Idle(vcpu=v, icount=hw.icount, until=until))
+            hw.icount = until
         return True
 
 
@@ -387,8 +390,9 @@ def _last_icount(events: list[trace.Event]) -> int:
 
 
 def _sliced(deadline: int | None, now: int, slice_: int | None) -> int | None:
-    """The preemption timer's deadline: the next timer's, or the end of the
-    vcpu's time slice if that comes first."""
+    """The preemption timer's deadline on the clock: the next timer's, or
+    the end of the vcpu's time slice if that comes first (``now`` is the
+    vcpu's clock)."""
     if slice_ is None:
         return deadline
     return now + slice_ if deadline is None else min(deadline, now + slice_)

@@ -19,6 +19,17 @@ Unicorn. The second instance has its own small memory with a private
 descriptor table, into which the caller places the descriptor it read and
 checked; the guest's own table is never touched except to set the
 descriptor's accessed bit, as the CPU does, which the caller writes back.
+
+Instructions the hardware boundary answers itself (CPUID, RDTSC, RDTSCP:
+:mod:`spec.cpuid`, :mod:`spec.clock`) are caught with Unicorn's
+instruction hooks (:func:`hook_insn`). Unicorn 2.1.4's C library accepts
+``UC_HOOK_INSN`` for ``UC_X86_INS_RDTSC`` and ``UC_X86_INS_RDTSCP``
+(``x86_insn_hook_validate`` in ``qemu/target/i386/unicorn.c``;
+``helper_rdtsc`` calls the hook with the guest's RIP synchronised, after
+the CR4.TSD check, and skips its own TSC when the hook returns 1), but
+its Python binding refuses them (``UcIntel.hook_add`` knows only IN, OUT,
+SYSCALL, SYSENTER and CPUID), so the hook is registered through the C
+entry point.
 """
 
 from __future__ import annotations
@@ -125,6 +136,35 @@ class HostRam:
         start, _size, _host, view = self._piece(gpa, length)
         self.uc.mem_map_ptr(gpa, length, unicorn.UC_PROT_ALL,
                             ctypes.addressof(view) + (gpa - start))
+
+
+#: ``uc_cb_insn_cpuid_t``: the hook of CPUID, RDTSC and RDTSCP; returning 1
+#: skips the CPU's own answer
+INSN_HOOK = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
+#: the C callbacks registered by :func:`hook_insn`, kept alive with their CPU
+_insn_hooks: dict[int, list[object]] = {}
+
+
+def hook_insn(uc: unicorn.Uc, insn: int, callback) -> int:
+    """Call ``callback()`` whenever the CPU executes ``insn``
+    (``UC_X86_INS_CPUID``, ``UC_X86_INS_RDTSC`` or ``UC_X86_INS_RDTSCP``),
+    with RIP at the instruction; the callback writes the result registers
+    itself, and the CPU's own answer is skipped. Returns the hook handle."""
+    from unicorn.unicorn_py3.unicorn import uc_hook_h, uclib
+
+    def trampoline(_uc, _data) -> int:
+        callback()
+        return 1
+
+    fptr = INSN_HOOK(trampoline)
+    handle = uc_hook_h()
+    status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_INSN,
+                               ctypes.cast(fptr, ctypes.c_void_p), None,
+                               ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
+    if status != unicorn.UC_ERR_OK:
+        raise unicorn.UcError(status)
+    _insn_hooks.setdefault(id(uc), []).append(fptr)
+    return handle.value
 
 
 def _loader_cpu() -> unicorn.Uc:

@@ -213,3 +213,59 @@ PASSTHROUGH_PORTS = (0x80, 0xED)
 # what a direct read of a pass-through port returns on the model's host
 # (nothing drives the bus for a read of the POST port)
 PASSTHROUGH_READ = 0xFF
+
+
+# --- time: the virtual clock's rates (spec/clock.py says how they are used) -------
+
+# Bus time of one port access (each element of IN, OUT, INS and OUTS, pass-through
+# ports included): an ISA I/O cycle, which the PC's chipsets keep at the AT bus's
+# pace whatever bus carries it (an 8-bit ISA I/O cycle at 8.33 MHz takes 6 bus
+# clocks, 720 ns; an LPC I/O cycle of the ICH era is of the same order). It is the
+# "about a microsecond" the PC's ``outb 0x80`` I/O delay is built on (Linux's
+# arch/x86/kernel/io_delay.c).
+PORT_ACCESS_NS = 1_000
+# Bus time of one MMIO access that no RAM backs (each element of an MMIO ioreq):
+# an uncached read or write across the host bridge to a PCI device, the same
+# order as a port access; the model charges the same microsecond.
+MMIO_ACCESS_NS = 1_000
+# The TSC's rate: the clock of the host CPU the CPUID table describes (an Intel
+# Core 2 Duo E6600, 2.40 GHz, whose TSC counts at its nominal clock): 2.4 ticks
+# per nanosecond of the virtual clock (spec/clock.py).
+TSC_HZ = 2_400_000_000
+
+
+# --- CPUID (spec/cpuid.py derives this table from its host and Xen 3.0.4's vmx_do_cpuid) ---
+
+# (leaf, sub-leaf) -> (EAX, EBX, ECX, EDX) that an HVM guest reads; the sub-leaf (ECX)
+# counts only for leaf 4, whose sub-leaves from 3 on read as zeros. Any input not
+# listed (above the largest basic leaf 0xA or extended leaf 0x80000008, or in
+# 0x40000003 and up) reads :data:`HVM_CPUID_OUT_OF_RANGE`: the host's raw leaf 0xA.
+HVM_CPUID = {
+    (0x00000000, 0): (0x0000000a, 0x756e6547, 0x6c65746e, 0x49656e69),
+    (0x00000001, 0): (0x000006f6, 0x00000800, 0x0000e215, 0x8fa9f9ff),
+    (0x00000002, 0): (0x05b0b101, 0x005657f0, 0x00000000, 0x2cb43049),
+    (0x00000003, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x00000004, 0): (0x00000121, 0x01c0003f, 0x0000003f, 0x00000001),
+    (0x00000004, 1): (0x00000122, 0x01c0003f, 0x0000003f, 0x00000001),
+    (0x00000004, 2): (0x00000143, 0x03c0003f, 0x00000fff, 0x00000001),
+    (0x00000004, 3): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x00000005, 0): (0x00000040, 0x00000040, 0x00000003, 0x00000020),
+    (0x00000006, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x00000007, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x00000008, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x00000009, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x0000000a, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x40000000, 0): (0x40000002, 0x566e6558, 0x65584d4d, 0x4d4d566e),
+    (0x40000001, 0): (0x00030000, 0x00000000, 0x00000000, 0x00000000),
+    (0x40000002, 0): (0x00000001, 0x40000000, 0x00000000, 0x00000000),
+    (0x80000000, 0): (0x80000008, 0x00000000, 0x00000000, 0x00000000),
+    (0x80000001, 0): (0x00000000, 0x00000000, 0x00000001, 0x20100800),
+    (0x80000002, 0): (0x65746e49, 0x2952286c, 0x726f4320, 0x4d542865),
+    (0x80000003, 0): (0x43203229, 0x20205550, 0x20202020, 0x20202020),
+    (0x80000004, 0): (0x30303636, 0x20402020, 0x30342e32, 0x007a4847),
+    (0x80000005, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x80000006, 0): (0x00000000, 0x00000000, 0x10008040, 0x00000000),
+    (0x80000007, 0): (0x00000000, 0x00000000, 0x00000000, 0x00000000),
+    (0x80000008, 0): (0x00003024, 0x00000000, 0x00000000, 0x00000000),
+}
+HVM_CPUID_OUT_OF_RANGE = (0x07280202, 0x00000000, 0x00000000, 0x00000000)

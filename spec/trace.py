@@ -244,8 +244,10 @@ class Injection(Event):
 
 @dataclass(frozen=True)
 class Idle(Event):
-    """``vcpu`` was halted with interrupts enabled and nothing pending: the
-    virtual clock jumped from ``icount`` to the next timer deadline ``until``."""
+    """``vcpu`` was halted with interrupts enabled and nothing pending: its
+    instruction count jumped from ``icount`` to ``until``, where the virtual
+    clock (:mod:`spec.clock`: the count plus the bus time of I/O) reaches
+    the next timer deadline."""
 
     kind: ClassVar[str] = "idle"
     actor: ClassVar[str] = "vmm"
@@ -349,7 +351,8 @@ class DisplayUpdate(Event):
     each changed row's 80 character/attribute byte pairs in hex, ``cursor``
     the cursor's ``[row, column]`` (``[]`` when it is off or outside the
     screen), ``frame`` a hash of the whole frame (cells and cursor), and
-    ``icount`` the virtual time of the refresh."""
+    ``icount`` the virtual time of the refresh (the clock of
+    :mod:`spec.clock`: the instruction count plus the bus time of I/O)."""
 
     kind: ClassVar[str] = "display"
     actor: ClassVar[str] = "qemu-dm"

@@ -40,7 +40,9 @@ Port I/O, step by step (``xen/arch/x86/hvm/vmx/vmx.c``, ``hvm/io.c``,
    REP, decrease (E/R)CX by ``count``; RIP moves past the instruction only
    when nothing is left to do, otherwise the instruction restarts and exits
    again for its next chunk. On *block* the vcpu waits on; on *crash* the
-   domain is crashed.
+   domain is crashed. The accesses' bus time is charged to the vcpu's
+   clock here (:mod:`spec.clock`): a port access per element of the
+   ioreq.
 
 Video memory. A guest write to a page of qemu-dm's video memory that Xen
 tracks as log-dirty is an EPT violation that Xen handles itself
@@ -87,7 +89,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from spec import ioreq, irq, memory_op, platform, trace
+from spec import clock, ioreq, irq, memory_op, platform, trace
 from spec.ioreq import Ioreq
 from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
@@ -299,6 +301,7 @@ class Vmm:
                 hw.set_reg("rax", (hw.reg("rax") & ~mask) | value)
             else:
                 self._pic_access(q.port, q.size, "out", hw.reg("rax") & _mask(q.size))
+            hw.io_ns += clock.port_time(1)
             self.finish(vcpu, ex, advance=True)
             return
         amask = (1 << q.address_size) - 1
@@ -319,6 +322,7 @@ class Vmm:
             except GuestAccessError as exc:
                 self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
                 return
+            hw.io_ns += clock.port_time(1)
             _update(hw, index, step, amask)
             if q.rep:
                 _update(hw, "rcx", -1, amask)
@@ -472,6 +476,7 @@ class Vmm:
         if pending.invalidate:
             return True
         if pending.mmio_key is not None:
+            self.vcpus[vcpu].io_ns += clock.mmio_time(pending.count)
             em = self.emulating[vcpu]
             em.done.append(Completed(pending.mmio_key, req.data))
             return self.emulate_mmio(vcpu, pending.exit)
@@ -483,6 +488,7 @@ class Vmm:
         hw = self.vcpus[vcpu]
         q = pending.exit.io
         assert q is not None
+        hw.io_ns += clock.port_time(pending.count)
         if not q.string:
             if q.dir == "in":
                 mask = _mask(q.size)

@@ -45,9 +45,13 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     not deliver exceptions, so the reference reports it to the VMM, which
     crashes the domain.
 
-The virtual clock counts retired guest instructions: one per instruction the
-CPU retires, and one per instruction, or per restarted iteration chunk, that
-the VMM completes by emulation. A REP string instruction that the CPU runs
+The instruction count (``icount``) counts retired guest instructions: one
+per instruction the CPU retires, and one per instruction, or per restarted
+iteration chunk, that the VMM completes by emulation. The virtual clock is
+``icount`` plus the bus time of the vcpu's I/O accesses (``io_ns``), as
+:mod:`spec.clock` defines; the preemption timer's deadline is on that
+clock. CPUID, RDTSC and RDTSCP cause no exit here: the hardware boundary
+answers them (:mod:`spec.cpuid`, :mod:`spec.clock`). A REP string instruction that the CPU runs
 (MOVS, STOS, ...) is re-entered for each iteration, as Unicorn executes it:
 it counts once per iteration plus once for the entry that finds the count
 exhausted, so ``rep movsb`` with CX = 7 counts 8 and with CX = 0 counts 1.
@@ -75,7 +79,7 @@ import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from spec import paging, physical_cpu, platform, trace
+from spec import clock, cpuid, paging, physical_cpu, platform, trace
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
 
 # Segment registers, in the encoding of the instruction-information field.
@@ -293,6 +297,8 @@ class HardwareVcpu:
         #: Xen's writes into guest memory are reported here (log-dirty tracking)
         self.on_copy: Callable[[int, int], None] = lambda gpa, length: None
         self.icount = 0
+        #: bus time of the vcpu's I/O accesses (:mod:`spec.clock`)
+        self.io_ns = 0
         self.shadow = False
         #: the host's operator asked the vcpu to stop (:meth:`interrupt`)
         self.interrupted = False
@@ -304,6 +310,9 @@ class HardwareVcpu:
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
+        # the code hook counted the RDTSC before it executes
+        clock.attach(self.uc, lambda: self.icount - 1 + self.io_ns)
+        cpuid.attach(self.uc)
         self.reset()
 
     def ram_ranges(self) -> list[tuple[int, int]]:
@@ -492,11 +501,15 @@ class HardwareVcpu:
 
     # --- running ----------------------------------------------------------------
 
+    def clock_ns(self) -> int:
+        """The vcpu's virtual clock (:mod:`spec.clock`)."""
+        return self.icount + self.io_ns
+
     def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
         """Run the guest until a VM exit, or until ``budget`` more
         instructions have retired (reason ``limit``). ``deadline`` arms the
-        preemption timer (an absolute clock value); ``window`` sets
-        interrupt-window exiting.
+        preemption timer (an absolute value of :meth:`clock_ns`); ``window``
+        sets interrupt-window exiting.
 
         The I/O bitmap: an IN or OUT (not a string form) whose every port
         is one of :data:`spec.platform.PASSTHROUGH_PORTS` does not exit. It
@@ -504,10 +517,12 @@ class HardwareVcpu:
         :data:`spec.platform.PASSTHROUGH_READ`; the instruction retires and
         the guest runs on. It is traced as :class:`spec.trace.DirectIo`.
         (String forms to these ports exit as any other port does: the model
-        runs no string I/O natively.)"""
+        runs no string I/O natively.) Each costs a port access's bus time
+        (:func:`spec.clock.port_time`)."""
         end = self.icount + budget
         while True:
-            ex = self._run_to_exit(end - self.icount, deadline, window)
+            ex = self._run_to_exit(end - self.icount,
+                                   None if deadline is None else deadline - self.io_ns, window)
             if ex.reason != "io" or not _passes_through(ex.io):
                 return ex
             self._direct_io(ex)
@@ -524,6 +539,7 @@ class HardwareVcpu:
         width = {16: 0xFFFF, 32: 0xFFFF_FFFF}.get(self.mode(), 0xFFFF_FFFF_FFFF_FFFF)
         self.set_reg("rip", (self.reg("rip") + ex.length) & width)
         self.icount += 1
+        self.io_ns += clock.port_time(1)
         self.shadow = False
 
     def interrupt(self) -> None:

@@ -111,3 +111,23 @@ def peer_module(name: str):
 @pytest.fixture(params=ENGINES)
 def engine(request) -> str:
     return request.param
+
+
+def io_clock(events) -> list[int]:
+    """The bus time (``io_ns``, spec/clock.py) charged before each event of a
+    trace, worked out from the trace alone: a port access per element of each
+    PIO ioreq the VMM completes, per access to Xen's PIC and per pass-through
+    access; an MMIO access per element of each COPY ioreq completed. The
+    virtual clock at an event with an ``icount`` is ``icount + io_clock[i]``."""
+    from spec import platform, trace as t
+    out, io = [], 0
+    for e in events:
+        out.append(io)
+        if isinstance(e, t.IoreqTransition) and e.by == "vmm" and e.new == "NONE":
+            if e.type in ("pio", "pci_config"):
+                io += e.count * platform.PORT_ACCESS_NS
+            elif e.type == "copy":
+                io += e.count * platform.MMIO_ACCESS_NS
+        elif isinstance(e, (t.XenIo, t.DirectIo)):
+            io += platform.PORT_ACCESS_NS
+    return out

@@ -185,6 +185,11 @@ UNTRACED = {"dma"} | XEN_ONLY
 #: interrupt follow the data sheet on hvmspec; QEMU has neither. Their MSR
 #: values, and IIR's while loopback and IER.MSI are both on, are not compared.
 MODEM_STATUS_DIFFERS = {"serial"}
+#: guests that poll a register until time has passed: hvmspec's clock charges
+#: a microsecond of bus time per port access (spec/clock.py), QEMU's -icount
+#: clock nothing, so the number of identical reads in a row (polls) differs;
+#: each run of them is compared as one read
+POLLS_DIFFER = {"serial"}
 #: guests whose COM1 writes differ for a documented reason: the lines only one
 #: machine prints (ONLY_QEMU/ONLY_HVMSPEC), each byte after an LSR poll; their
 #: other reads are compared
@@ -227,7 +232,16 @@ def test_com1_sees_the_same_accesses_on_qemu(name, tmp_path):
     if name in WRITES_DIFFER:
         qemu_com1, hvm_com1 = ([a for a in side if a[0] == "read" and a[1] != 0x3FD]
                                for side in (qemu_com1, hvm_com1))
-    assert _compared(name, qemu_com1) == _compared(name, hvm_com1)
+    theirs_compared, ours_compared = _compared(name, qemu_com1), _compared(name, hvm_com1)
+    if name in POLLS_DIFFER:
+        theirs_compared, ours_compared = _polls_as_one(theirs_compared), _polls_as_one(ours_compared)
+    assert theirs_compared == ours_compared
+
+
+def _polls_as_one(accesses: list[tuple]) -> list[tuple]:
+    """Each run of identical reads in a row as one read."""
+    return [a for i, a in enumerate(accesses)
+            if a[0] != "read" or i == 0 or accesses[i - 1] != a]
 
 
 def _compared(name: str, accesses: list[tuple]) -> list[tuple]:

@@ -216,7 +216,8 @@ class _StatusLine:
 
 
 def _duration(ns: int) -> str:
-    """A virtual time (the clock's nanoseconds: one per instruction) for people."""
+    """A virtual time (the instruction count as nanoseconds, without the bus time
+    of I/O that spec.clock adds) for people."""
     for unit, scale in (("s", 10 ** 9), ("ms", 10 ** 6), ("us", 10 ** 3)):
         if ns >= scale:
             return f"{ns / scale:.3f} {unit}"

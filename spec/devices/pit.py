@@ -6,7 +6,10 @@ gates counter 2 (QEMU's ``hw/i8254.c`` and ``hw/pcspk.c``), running on the
 virtual clock of ``DESIGN.md``. Imports :mod:`spec.platform`.
 
 Time. The counters count at :data:`PIT_HZ`. The virtual clock is in
-nanoseconds, one per retired guest instruction (``clock_ns``). A counter
+nanoseconds (``clock_ns``, :mod:`spec.clock`): one per retired guest
+instruction plus the bus time of every port and MMIO access (a microsecond
+each, so a read of port 0x61 or of a counter moves the clock on by about
+what it takes on a PC's ISA bus). A counter
 loaded at time ``t0`` has seen ``ticks(t) = (t - t0) * PIT_HZ // 10**9``
 input clocks at time ``t``.
 

@@ -28,8 +28,8 @@ others    battery-backed RAM
 ========  ===========================================================
 
 The clock. Time is kept in nanoseconds since the epoch, ``T(now) = base +
-(now - start)`` on the virtual clock (one nanosecond per guest
-instruction); it starts at the domain's ``rtc_base`` (default
+(now - start)`` on the virtual clock (:mod:`spec.clock`: a
+nanosecond per guest instruction, plus the bus time of I/O accesses); it starts at the domain's ``rtc_base`` (default
 2026-01-01 00:00:00, :data:`spec.platform.RTC_DEFAULT_BASE`). The clock
 registers show ``T // 10**9`` broken down (UTC, proleptic Gregorian) in BCD
 (B.DM = 0) or binary (B.DM = 1), in 24- or 12-hour form (B bit 1): reset

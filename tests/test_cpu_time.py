@@ -1,0 +1,345 @@
+"""The CPU as the hardware boundary answers it: CPUID, the virtual TSC, and
+the bus time of I/O accesses (spec/cpuid.py, spec/clock.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import PIC_INIT, both, guest, io_clock
+from spec import clock, cpuid, platform, trace
+from spec.loader import GuestImage, rom_from_source
+
+PROLOGUE_INSNS = 8          # the reset vector's jump, then conftest.PROLOGUE (7)
+DEBUG_PORT = 0xE9           # unclaimed: each OUT is an ioreq whose data the trace shows
+
+
+def _outs(result) -> list[int]:
+    """The data of every OUT to the debug port, in order (the VMM's ioreqs)."""
+    return [e.data for e in result.trace if isinstance(e, trace.IoreqTransition)
+            and e.addr == DEBUG_PORT and e.new == "READY" and e.dir != "read"]
+
+
+def _dump(regs: str) -> str:
+    return "".join(f"    mov eax, {r}\n    out {DEBUG_PORT:#x}, eax\n" for r in regs.split())
+
+
+# --- CPUID ----------------------------------------------------------------------------
+
+def test_platform_table_is_what_xen_3_0_4_derives_from_the_host():
+    """platform.HVM_CPUID (what impl answers from) is spec.cpuid's derivation."""
+    assert platform.HVM_CPUID == cpuid.table()
+    for leaf in (0xB, 0x3FFFFFFF, 0x40000003, 0x40000100, 0x80000009, 0xFFFFFFFF):
+        assert cpuid.hvm_leaf(leaf) == platform.HVM_CPUID_OUT_OF_RANGE
+    assert cpuid.hvm_leaf(4, 7) == (0, 0, 0, 0)
+
+
+def test_leaf_1_features_of_an_hvm_guest():
+    eax, ebx, ecx, edx = platform.HVM_CPUID[(1, 0)]
+    assert not edx & cpuid.EDX_APIC                 # no local APIC on this platform
+    assert not ecx & 1 << 31                        # no hypervisor bit in Xen 3.0.4
+    assert not ecx & cpuid.ECX_VMX and not ecx & cpuid.ECX_MONITOR
+    assert not edx & (cpuid.EDX_HTT | cpuid.EDX_PSE36 | cpuid.EDX_ACPI | cpuid.EDX_TM)
+    assert edx & cpuid.EDX_TSC and edx & cpuid.EDX_PAE
+    assert ebx >> 16 & 0xFF == 0                    # one logical processor
+    assert eax == 0x6F6
+
+
+CPUID_CASES = [(1, 0), (0, 0), (4, 2), (4, 3), (0x40000000, 0), (0x40000001, 0),
+               (0x40000002, 0), (0x40000003, 0), (0xB, 0), (0x80000000, 0),
+               (0x80000004, 0), (0x80000009, 0), (0xA, 0)]
+
+
+def test_cpuid_is_the_documented_table_on_both_engines():
+    body = "".join(f"    mov eax, {leaf:#x}\n    mov ecx, {sub}\n    cpuid\n"
+                   f"    mov edi, edx\n    mov esi, ecx\n" + _dump("eax ebx esi edi")
+                   for leaf, sub in CPUID_CASES)
+    result = both(guest("cpuid", body))
+    assert result.exit["reason"] == "poweroff"
+    got = _outs(result)
+    want = [v for leaf, sub in CPUID_CASES for v in cpuid.hvm_leaf(leaf, sub)]
+    assert got == want
+    assert got[16:20] == [0x40000002, 0x566E6558, 0x65584D4D, 0x4D4D566E]  # "XenVMMXenVMM"
+
+
+def test_cpuid_clears_the_upper_halves_in_long_mode_too():
+    """The hook loads all four registers whole (RAX.. RDX = the 32-bit values)."""
+    from impl.cpuid import lookup
+    for leaf, sub in CPUID_CASES:
+        assert lookup(leaf | 0xABCD << 32, sub | 0x1234 << 32) == cpuid.answer(
+            leaf | 0xABCD << 32, sub | 0x1234 << 32)
+
+
+# --- the TSC ----------------------------------------------------------------------------------
+
+def test_rdtsc_reads_the_virtual_clock():
+    body = """
+    rdtsc
+    out 0xe9, eax
+    mov eax, edx
+    out 0xe9, eax
+    nop
+    nop
+    rdtsc
+    out 0xe9, eax
+    rdtscp
+    mov ebx, ecx
+    out 0xe9, eax
+    mov eax, ebx
+    out 0xe9, eax
+"""
+    results = [both(guest("tsc", body)) for _ in range(2)]
+    assert _outs(results[0]) == _outs(results[1])     # deterministic
+    outs = _outs(results[0])
+    port = platform.PORT_ACCESS_NS
+    first = PROLOGUE_INSNS                               # 8 instructions before it
+    second = first + 6 + 2 * port                        # rdtsc, out, mov, out, nop, nop
+    third = second + 2 + port                            # rdtsc, out
+    assert outs == [clock.tsc(first) & 0xFFFFFFFF, 0, clock.tsc(second),
+                    clock.tsc(third), 0]
+    assert clock.tsc(first) == 19 and clock.tsc(1000) == 2400
+
+
+def test_rdtsc_at_cpl0_with_cr4_tsd_set():
+    """CR4.TSD restricts RDTSC to CPL 0 (#GP elsewhere, raised by the CPU
+    before the hook): at CPL 0 the virtual TSC is read as usual."""
+    body = """
+    mov eax, cr4
+    or eax, 4
+    mov cr4, eax
+    rdtsc
+    out 0xe9, eax
+"""
+    result = both(guest("tsd", body))
+    assert _outs(result) == [clock.tsc(PROLOGUE_INSNS + 3)]
+
+
+def test_rdtsc_after_idle_equal_on_both_engines():
+    """A run with a timer and HLT (the clock jumps) reads the same TSC on both."""
+
+    body = PIC_INIT + """
+    mov word ptr es:[0x80], tick
+    mov word ptr es:[0x82], 0xf000
+    mov al, 0x34
+    out 0x43, al
+    mov al, 0xa9
+    out 0x40, al
+    mov al, 0x04
+    out 0x40, al
+    mov al, 0xfe
+    out 0x21, al
+    sti
+    hlt
+    cli
+    rdtsc
+    out 0xe9, eax
+    mov eax, edx
+    out 0xe9, eax
+    jmp done
+tick:
+    mov al, 0x20
+    out 0x20, al
+    iret
+done:
+"""
+    result = both(guest("tsc-idle", body))
+    assert result.exit["reason"] == "poweroff"
+    low, high = _outs(result)
+    assert any(e.kind == "idle" for e in result.trace)
+    # about a millisecond of virtual time: 1193 PIT ticks at 2.4 GHz
+    assert 2_300_000 < (high << 32 | low) < 2_500_000
+
+
+# --- bus time of I/O accesses ----------------------------------------------------------------
+
+def _poll_counter2(count: int) -> str:
+    """Start PIT counter 2 in mode 0 with ``count`` and poll port 0x61 bit 5
+    (its OUT) until it rises, counting the reads in ECX, then print ECX."""
+    return f"""
+    in al, 0x61
+    and al, 0xfc
+    or al, 1
+    out 0x61, al
+    mov al, 0xb0
+    out 0x43, al
+    mov al, {count & 0xFF:#x}
+    out 0x42, al
+    mov al, {count >> 8:#x}
+    out 0x42, al
+    xor ecx, ecx
+poll:
+    inc ecx
+    in al, 0x61
+    test al, 0x20
+    jz poll
+    mov eax, ecx
+    out 0xe9, eax
+"""
+
+
+def _expected_reads(count: int) -> int:
+    """The documented rule, worked by hand: the counter loads at the clock of
+    the exit of the OUT of its high byte (t0); that OUT completes (1
+    instruction, one port access), XOR and INC retire, and the first IN
+    reads at t0 + PORT + 3. Each further read comes 4 instructions (IN, TEST,
+    JZ, INC) and one port access later. OUT rises once ``count`` PIT clocks
+    have passed: at t0 + ceil(count * 10**9 / PIT_HZ)."""
+    port = platform.PORT_ACCESS_NS
+    out_rises = -(-count * 1_000_000_000 // 1_193_182)
+    first = port + 3
+    if first >= out_rises:
+        return 1
+    return 1 + -(-(out_rises - first) // (port + 4))
+
+
+@pytest.mark.parametrize("count", [1193, 11932])
+def test_a_polling_loop_takes_the_iterations_the_time_rule_gives(count):
+    result = both(guest("poll", _poll_counter2(count)), max_instructions=1_000_000)
+    assert result.exit["reason"] == "poweroff"
+    reads = _outs(result)[0]
+    assert reads == _expected_reads(count)
+    assert reads == {1193: 996, 11932: 9961}[count]
+
+
+def test_port_0x80_costs_bus_time_without_an_exit():
+    """The pass-through port makes no exit but a bus cycle: two OUTs to 0x80
+    move the TSC on by two port accesses."""
+    body = """
+    rdtsc
+    mov ebx, eax
+    out 0x80, al
+    out 0x80, al
+    rdtsc
+    sub eax, ebx
+    out 0xe9, eax
+"""
+    result = both(guest("p80", body))
+    assert _outs(result) == [clock.tsc(PROLOGUE_INSNS + 4 + 2 * platform.PORT_ACCESS_NS)
+                                     - clock.tsc(PROLOGUE_INSNS)]
+    assert not [e for e in result.trace if e.kind == "vmexit" and e.info.get("port") == 0x80]
+
+
+def test_the_docs_page_shows_the_table_and_the_rule_as_they_are():
+    from tests.conftest import ROOT
+    page = (ROOT / "docs" / "cpu.rst").read_text()
+    rows = page.split(".. list-table::", 1)[1]
+    for (leaf, sub), regs in platform.HVM_CPUID.items():
+        row = f"   * - ``{leaf:#010x}``\n     - {sub}\n" + "".join(
+            f"     - ``{r:#010x}``\n" for r in regs)
+        assert row in rows, (leaf, sub)
+    assert rows.count("   * - ``") == len(platform.HVM_CPUID)
+    assert f"takes {_expected_reads(1193)} reads" in page.replace("\n", " ").replace("  ", " ")
+
+
+def test_rdtsc_while_an_interrupt_waits_for_a_window():
+    """With IRQ0 pending and IF = 0 the VMM asks for interrupt-window exits
+    (impl then steps the guest): RDTSC reads the same clock there too."""
+    body = PIC_INIT + """
+    mov word ptr es:[0x80], tick
+    mov word ptr es:[0x82], 0xf000
+    mov al, 0x34
+    out 0x43, al
+    mov al, 20
+    out 0x40, al
+    mov al, 0
+    out 0x40, al
+    mov al, 0xfe
+    out 0x21, al
+    mov cx, 20000
+spin:
+    rdtsc
+    loop spin
+    out 0xe9, eax
+    rdtsc
+    out 0xe9, eax
+    sti
+    nop
+    cli
+    jmp done
+tick:
+    mov al, 0x20
+    out 0x20, al
+    iret
+done:
+"""
+    result = both(guest("tsc-window", body))
+    assert result.exit["reason"] == "poweroff"
+    assert any(e.kind == "vmexit" and e.reason == "interrupt_window" for e in result.trace)
+    io = io_clock(result.trace)
+    exits = [(e.icount, io[i]) for i, e in enumerate(result.trace)
+             if e.kind == "vmexit" and e.info.get("port") == DEBUG_PORT]
+    (i1, io1), (i2, io2) = exits
+    # the loop's last RDTSC came two instructions (RDTSC, LOOP) before the
+    # first OUT; the second RDTSC just before the second OUT
+    assert _outs(result) == [clock.tsc(i1 - 2 + io1), clock.tsc(i2 - 1 + io2)]
+
+
+def _ring3_rdtsc(tsd: bool) -> GuestImage:
+    """32-bit protected mode: RDTSC at CPL 0, then (IOPL 3) a far return to
+    CPL 3 and RDTSC there, each value sent to the debug port; CR4.TSD set
+    first when ``tsd``."""
+    source = f"""
+start:
+    cli
+    lgdt cs:[gdtr]
+    mov eax, cr0
+    or al, 1
+    mov cr0, eax
+    .byte 0x66, 0xea
+    .long 0xf0000 + pm32
+    .word 0x08
+.code32
+pm32:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x7000
+    mov eax, cr4
+    or eax, {4 if tsd else 0}
+    mov cr4, eax
+    rdtsc
+    out 0xe9, eax
+    pushfd
+    or dword ptr [esp], 0x3000
+    popfd
+    push 0x23
+    push 0x6000
+    push 0x1b
+    mov eax, ring3                  ; (as pm32.s: keystone would read a label sum as memory)
+    add eax, 0xf0000
+    push eax
+    retf
+ring3:
+    rdtsc
+    out 0xe9, eax
+    mov dx, 0x1f44
+    mov ax, 0x3c00
+    out dx, ax
+spin:
+    jmp spin
+.align 8
+gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff
+    .quad 0x00cf93000000ffff
+    .quad 0x00cffb000000ffff
+    .quad 0x00cff3000000ffff
+gdtr:
+    .word 39
+    .long 0xf0000 + gdt
+"""
+    name = f"ring3-tsd{int(tsd)}"
+    return GuestImage(name, rom_from_source(source, name), source)
+
+
+def test_cr4_tsd_makes_rdtsc_fault_at_cpl3_only():
+    """SDM vol. 2B "RDTSC": with CR4.TSD set, RDTSC at CPL > 0 is #GP(0).
+    Without TSD the CPL 3 RDTSC reads the virtual TSC; with it the CPL 0
+    one still does, and the CPL 3 one faults before the model's hook: its
+    OUT never happens (the #GP is the CPU's, the same on both engines)."""
+    free = both(_ring3_rdtsc(False), max_instructions=10_000)
+    assert free.exit["reason"] == "poweroff"
+    assert len(_outs(free)) == 2
+    restricted = both(_ring3_rdtsc(True), max_instructions=10_000)
+    assert restricted.exit["reason"] != "poweroff"
+    assert _outs(restricted) == _outs(free)[:1]
