@@ -17,13 +17,14 @@
 ;      which ends each interrupt with a specific EOI (OCW2, IRQ4).
 ;   4. Priority: with both lines requesting, IRQ0 is served before IRQ4.
 
-COM1        = 0x3f8
+%include "lib/pic.s"           ; pic_init, pic_eoi
+%include "lib/idt.s"           ; ivt_set
+%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
+%include "lib/digits.s"        ; put_dec2
+%include "lib/poweroff.s"      ; poweroff
+
 COM1_IER    = COM1 + 1
 COM1_IIR    = COM1 + 2
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 PIT_COUNT   = 20
 IVT_IRQ0    = 0x80                  ; vector 0x20 * 4
 IVT_IRQ4    = 0x90                  ; vector 0x24 * 4
@@ -42,31 +43,10 @@ start:
     mov word ptr [TICKS], 0
     mov word ptr [TXDONE], 0
     mov word ptr [ORDERPOS], ORDER
-    mov word ptr [IVT_IRQ0], irq0
-    mov word ptr [IVT_IRQ0 + 2], 0xf000
-    mov word ptr [IVT_IRQ4], irq4
-    mov word ptr [IVT_IRQ4 + 2], 0xf000
+    ivt_set IVT_IRQ0, irq0
+    ivt_set IVT_IRQ4, irq4
 
-    mov al, 0x11                    ; ICW1..ICW4, both controllers
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                    ; IRQ0 only
-    out 0x21, al
+    pic_init                        ; ICW1..ICW4, both controllers; IRQ0 only
     mov al, 0x36                    ; counter 0, lobyte/hibyte, mode 3
     out 0x43, al
     mov al, PIT_COUNT
@@ -196,12 +176,7 @@ busy4:
     call putc
     call newline
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 irq0:
     push ax
@@ -213,8 +188,7 @@ irq0:
     mov byte ptr [bx], '0'
     inc word ptr [ORDERPOS]
 irq0_eoi:
-    mov al, 0x20                    ; non-specific EOI
-    out 0x20, al
+    pic_eoi                         ; non-specific EOI
     pop bx
     pop ax
     iret
@@ -250,52 +224,22 @@ irq4_last:
     xor al, al
     out dx, al
 irq4_eoi:
-    mov al, 0x64                    ; OCW2: specific EOI, IRQ4
-    out 0x20, al
+    pic_eoi 0x64                    ; OCW2: specific EOI, IRQ4
     pop si
     pop dx
     pop bx
     pop ax
     iret
 
-putc:
-    push dx
-    push ax
-    mov dx, COM1_LSR
-putc_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc_wait
-    pop ax
-    mov dx, COM1
-    out dx, al
-    pop dx
-    ret
+    serial_putc
 
 newline:
     mov al, 10
     jmp putc
 
-puts:
-    mov al, cs:[si]
-    inc si
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
+    serial_puts
 
-put_dec2:
-    mov dl, 10
-    div dl
-    push ax
-    add al, '0'
-    call putc
-    pop ax
-    mov al, ah
-    add al, '0'
-    jmp putc
+    put_dec2 tail=1
 
 text_critical:
     .ascii "critical section: ticks before "

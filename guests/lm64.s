@@ -26,7 +26,12 @@
 ; a 64-bit value that the interrupts must not disturb. After five ticks and
 ; one transmitter-empty interrupt it prints what it saw and powers off.
 
-COM1        = 0x3f8
+%include "lib/longmode.s"      ; enter_pm32, enter_long_mode, flat_gdt
+%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
+%include "lib/idt.s"           ; gate64
+%include "lib/serial.s"        ; COM1, serial_putc
+%include "lib/poweroff.s"      ; poweroff
+
 PIT_COUNT   = 1193
 ROM         = 0xf0000
 PML4        = 0x20000
@@ -48,20 +53,7 @@ DEVICE      = 0x80100000
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
 
     ; the page tables: clear four pages, then fill them
     mov edi, PML4
@@ -75,23 +67,7 @@ pm32:
     mov dword ptr [PD_LOW], 0x83            ; a 2 MiB page at 0
     mov dword ptr [PD_DEVICE], 0xfea00083   ; a 2 MiB page at 0xfea00000
 
-    mov eax, cr4
-    or eax, 0x20                            ; PAE
-    mov cr4, eax
-    mov eax, PML4
-    mov cr3, eax
-    mov ecx, 0xc0000080                     ; EFER
-    rdmsr
-    or eax, 0x100                           ; LME
-    wrmsr
-    mov eax, cr0
-    or eax, 0x80000000                      ; PG: long mode is active
-    mov cr0, eax
-    .byte 0xea                              ; jmp far 0x18:(ROM + lm)
-    .long ROM + lm
-    .word 0x18
-.code64
-lm:
+    enter_long_mode PML4                    ; PAE, CR3, EFER.LME, PG; jmp far 0x18:lm
     mov r15, DATA
     xor eax, eax
     mov edi, DATA
@@ -113,32 +89,8 @@ lm:
     lea rbx, [rip + idtr]
     lidt [rbx]
 
-    mov al, 0x11                            ; the PIC pair: vectors 0x20 and 0x28
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                            ; IRQ0 only
-    out 0x21, al
-    mov al, 0x34                            ; PIT counter 0, mode 2, about 1 kHz
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pic_init                                ; vectors 0x20 and 0x28, IRQ0 only
+    pit_init PIT_COUNT              ; about 1 kHz
 
     mov rsp, 0x7008                         ; not 16-byte aligned
     mov r12, 0x0123456789abcdef
@@ -212,25 +164,10 @@ uart:
     mov al, 10
     call putc
 
-    mov dx, 0x1f44                          ; ACPI PM1a control: S5
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff                                ; ACPI PM1a control: S5
 
 set_gate:                                   ; rax handler, edx type word, rdi gate
-    mov rbx, rax
-    and eax, 0xffff
-    or eax, 0x00180000                      ; selector 0x18
-    mov [rdi], eax
-    mov eax, ebx
-    and eax, 0xffff0000
-    or eax, edx
-    mov [rdi + 4], eax
-    shr rbx, 32
-    mov [rdi + 8], ebx
-    mov dword ptr [rdi + 12], 0
+    gate64
     ret
 
 irq0:
@@ -249,8 +186,7 @@ irq0:
     mov rax, [rsp + 40]                     ; the pushed SS
     mov [r15 + SS_IRQ0], rax
     inc qword ptr [r15 + TICKS]
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop rax
     iretq
 
@@ -268,25 +204,12 @@ irq4:
     xor al, al
     out dx, al                              ; and no more of them
     mov qword ptr [r15 + SEEN_IRQ4], 1
-    mov al, 0x64                            ; specific EOI, IRQ4
-    out 0x20, al
+    pic_eoi 0x64                            ; specific EOI, IRQ4
     pop rdx
     pop rax
     iretq
 
-putc:
-    push rdx
-    push rax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop rax
-    mov dx, COM1
-    out dx, al
-    pop rdx
-    ret
+    serial_putc w=r
 
 puts:                                       ; rsi: a text with its length byte first
     movzx ecx, byte ptr [rsi]
@@ -354,15 +277,7 @@ text_device:
     .byte 37
     .byte 10
     .ascii "test device qword + 0x101 via alias "
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff                ; 0x08: code, base 0, 4 GiB, 32-bit
-    .quad 0x00cf93000000ffff                ; 0x10: data, base 0, 4 GiB
-    .quad 0x00209b0000000000                ; 0x18: code, 64-bit
-gdtr:
-    .word 31
-    .long ROM + gdt
+    flat_gdt long64=1
 idtr:
     .word 767                               ; 48 gates * 16 - 1
     .quad IDT

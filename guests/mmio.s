@@ -18,24 +18,14 @@
 ;   5. a write to the VGA hole, where no device is: dropped by qemu-dm;
 ;   6. power-off.
 
+%include "lib/pm32.s"          ; enter_pm32, flat_gdt
+%include "lib/poweroff.s"      ; poweroff
+
 DEV = 0xfeb00000
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov ebx, DEV
     mov dx, 0x3f8
 
@@ -168,21 +158,9 @@ pm32:
     mov byte ptr [0xa0000], 1
 
     ; 6. power off
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 text:
     .ascii "string moves through the device\n"
 text_end:
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
+    flat_gdt

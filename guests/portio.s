@@ -17,7 +17,9 @@
 ;   7. `rep outsb` with CX = 0: completes without an ioreq.
 ;   8. Power off through ACPI PM1a_CNT.
 
-COM1        = 0x3f8
+%include "lib/serial.s"        ; COM1
+%include "lib/poweroff.s"      ; poweroff
+
 UNCLAIMED   = 0x2e0
 
 start:
@@ -112,12 +114,7 @@ fill:
     call putc
 
     ; 8. power off
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 putc:                       ; AL to COM1 (the transmitter is always ready here)
     mov dx, COM1

@@ -34,7 +34,9 @@
 ; The guest polls with interrupts off and every PIC line masked: IRQ4 is
 ; raised whenever an enabled UART interrupt is pending.
 
-COM1        = 0x3f8
+%include "lib/serial.s"        ; COM1, wait_thre
+%include "lib/poweroff.s"      ; poweroff
+
 RBR         = COM1
 IER         = COM1 + 1
 IIR         = COM1 + 2
@@ -46,8 +48,6 @@ MSR         = COM1 + 6
 SCR         = COM1 + 7
 BUF         = 0x600
 MSRS        = 0x500         ; the MSR values of step 7
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 
 start:
     cli
@@ -382,12 +382,7 @@ rx_done:
     call puts
     call flush
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:                       ; not reached: the domain is gone
-    hlt
-    jmp halt
+    poweroff
 
 ; delay: about 5000 instructions, in few blocks (a loop of one short
 ; block would cost the engines a hook per turn)
@@ -468,11 +463,7 @@ flush:
 flush_next:
     cmp si, di
     jae flush_end
-    mov dx, LSR
-flush_wait:
-    in al, dx
-    test al, 0x20
-    jz flush_wait
+    wait_thre
     mov al, es:[si]
     inc si
     mov dx, COM1
