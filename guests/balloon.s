@@ -24,10 +24,7 @@
 ;      and sends what the guest wrote into the new frames.
 ;   6. Power off.
 
-%include "lib/pm32.s"          ; enter_pm32, flat_gdt
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; put_dec, put_hex
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 ROM         = 0xf0000
 BUCKET      = 0x200000          ; 2 MiB: bucket 0x20 of a 32-bit qemu-dm

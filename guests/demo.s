@@ -20,12 +20,7 @@
 ;      PM1a_CNT at 0x1f44): qemu-dm tells Xen, Xen tells xend, xend
 ;      destroys the domain.
 
-%include "lib/pm32.s"          ; enter_pm32, flat_gdt
-%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
-%include "lib/idt.s"           ; gate32
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; hex_digit, put_hex
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 PIT_COUNT   = 1193
 ROM         = 0xf0000
@@ -46,6 +41,17 @@ VALUE       = 0x1a              ; light green on blue
 BAR_EMPTY   = 0x18              ; dark grey on blue
 BAR_FULL    = 0x1e              ; yellow on blue
 
+; text_at: the string STRING at ROW, COL, in the attribute in AH (set to
+; ATTR first if given)
+.macro text_at row, col, string, attr=
+    mov ebx, \row * 256 + \col
+.ifnb \attr
+    mov ah, \attr
+.endif
+    mov esi, \string
+    call put_at
+.endm
+
 start:
     cli
     enter_pm32
@@ -65,23 +71,11 @@ start:
     mov ecx, 80 * 25 / 2
     rep stosd
     call draw_frame
-    mov ebx, 2 * 256 + 19
-    mov ah, TITLE
-    mov esi, title
-    call put_at
-    mov ebx, 5 * 256 + 6
-    mov ah, TEXT
-    mov esi, legend1
-    call put_at
-    mov ebx, 6 * 256 + 6
-    mov esi, legend2
-    call put_at
-    mov ebx, 7 * 256 + 6
-    mov esi, legend3
-    call put_at
-    mov ebx, BAR_ROW * 256 + 6
-    mov esi, bar_label
-    call put_at
+    text_at 2, 19, title, TITLE
+    text_at 5, 6, legend1, TEXT
+    text_at 6, 6, legend2
+    text_at 7, 6, legend3
+    text_at BAR_ROW, 6, bar_label
     mov edi, BAR_START
     mov ecx, TOTAL_TICKS
     mov ax, 0x18b0                  ; a light shade, dark grey on blue
@@ -95,10 +89,7 @@ start:
     xor dword ptr [ebp + 4], 0xffff0000 ; 0x0f0ff0f0
     mov word ptr [ebp + 8], 0x0a00
     or word ptr [ebp + 8], 0x00b0       ; 0x0ab0
-    mov ebx, 9 * 256 + 6
-    mov ah, TEXT
-    mov esi, rmw_label
-    call put_at
+    text_at 9, 6, rmw_label, TEXT
     mov ebx, 9 * 256 + 50
     mov eax, [ebp]
     call hex_at
@@ -108,13 +99,8 @@ start:
     mov ebx, 11 * 256 + 50
     movzx eax, word ptr [ebp + 8]
     call hex_at
-    mov ebx, 10 * 256 + 6
-    mov ah, TEXT
-    mov esi, xor_label
-    call put_at
-    mov ebx, 11 * 256 + 6
-    mov esi, or_label
-    call put_at
+    text_at 10, 6, xor_label, TEXT
+    text_at 11, 6, or_label
     mov esi, rmw_serial
     call puts
     mov eax, [ebp]
@@ -168,10 +154,7 @@ ticks_done:
     out 0x21, al
 
     ; 5. goodbye
-    mov ebx, 20 * 256 + 6
-    mov ah, TITLE
-    mov esi, bye_screen
-    call put_at
+    text_at 20, 6, bye_screen, TITLE
     mov eax, 20 * 80 + 6 + 30
     call set_cursor
     mov esi, ticks_serial
@@ -282,24 +265,7 @@ frame_side:
     stosw
     ret
 
-set_cursor:                         ; eax = cell address
-    push edx
-    push eax
-    mov dx, 0x3d4
-    mov al, 0x0e
-    out dx, al
-    inc dx
-    mov eax, [esp]
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0f
-    out dx, al
-    inc dx
-    pop eax
-    out dx, al
-    pop edx
-    ret
+    crtc_pair set_cursor, 0x0e, w=e     ; eax = cell address
 
 ; --- time ---------------------------------------------------------------------------
 

@@ -27,10 +27,7 @@
 ; With the default 16 MiB of memory the walk is empty; `hvmspec run dma`
 ; uses the memory the header above asks for.
 
-%include "lib/pm32.s"          ; enter_pm32, flat_gdt
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; hex_digit, put_dec
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 COM1_SCR    = 0x3ff
 ROM         = 0xf0000

@@ -13,16 +13,10 @@
 ;   3. Power off: write SLP_TYP(S5) | SLP_EN to the ACPI PM1a control
 ;      register (Xen's version-0 location 0x1f44; S5 is SLP_TYP 7).
 
-%include "lib/serial.s"        ; COM1, serial_write
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax              ; the strings live in this ROM segment
-    xor ax, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1  ; DS = CS: the strings live in this ROM segment
 
     mov si, line1
     serial_write            ; poll LSR.THRE, OUT the byte; up to the NUL

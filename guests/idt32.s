@@ -12,11 +12,7 @@
 ; ticks with HLT in between, then one transmitter-empty interrupt from the
 ; UART, prints what the handlers saw, and powers off.
 
-%include "lib/pm32.s"          ; enter_pm32, flat_gdt
-%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
-%include "lib/idt.s"           ; gate32
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 PIT_COUNT   = 1193
 ROM         = 0xf0000
@@ -54,23 +50,10 @@ start:
     pic_init                        ; vectors 0x20 and 0x28, IRQ0 only
     pit_init PIT_COUNT              ; about 1 kHz
 
-    sti
-ticks:
-    hlt
-    cmp dword ptr [TICKS], 5
-    jb ticks
-    cli
-    mov al, 0xef                    ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1 + 1
-    mov al, 0x02                    ; THRI: the transmitter is empty, one is due
-    out dx, al
-    sti
-uart:
-    hlt
-    cmp dword ptr [SEEN_IRQ4], 0
-    je uart
-    cli
+    halt_while dword ptr [TICKS], 5, jb         ; five ticks
+    pic_mask 0xef                   ; IRQ4 only
+    serial_ier 0x02                 ; THRI: the transmitter is empty, one is due
+    halt_while dword ptr [SEEN_IRQ4], 0, je     ; its interrupt
 
     mov esi, text_ticks
     call puts

@@ -17,11 +17,7 @@
 ;      which ends each interrupt with a specific EOI (OCW2, IRQ4).
 ;   4. Priority: with both lines requesting, IRQ0 is served before IRQ4.
 
-%include "lib/pic.s"           ; pic_init, pic_eoi
-%include "lib/idt.s"           ; ivt_set
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; put_dec2
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 COM1_IER    = COM1 + 1
 COM1_IIR    = COM1 + 2
@@ -34,12 +30,16 @@ TXDONE      = 0x604
 ORDER       = 0x606                 ; which handler ran first in step 4
 ORDERPOS    = 0x60a
 
+; print_popped: the text TEXT, then the value on the stack, in decimal
+.macro print_popped text
+    mov si, \text
+    call puts
+    pop ax
+    call put_dec2
+.endm
+
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov word ptr [TICKS], 0
     mov word ptr [TXDONE], 0
     mov word ptr [ORDERPOS], ORDER
@@ -55,12 +55,7 @@ start:
     out 0x40, al
 
     ; --- 1. a critical section ------------------------------------------------
-    sti
-wait3:
-    hlt
-    cmp word ptr [TICKS], 3
-    jb wait3
-    cli
+    halt_while word ptr [TICKS], 3, jb
     mov bx, [TICKS]                 ; ticks before
     mov cx, 40000                   ; about 2.4 timer periods (16762 instructions each)
 busy1:
@@ -74,22 +69,10 @@ busy1:
     push si
     push dx
     push bx
-    mov si, text_critical
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_during
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_shadow
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_after
-    call puts
-    pop ax
-    call put_dec2
+    print_popped text_critical
+    print_popped text_during
+    print_popped text_shadow
+    print_popped text_after
     call newline
 
     ; --- 2. masking the line ---------------------------------------------------
@@ -118,18 +101,9 @@ busy2:
     out 0x21, al                    ; and mask again before the next
     cli
     mov di, [TICKS]
-    mov si, text_masked
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_during
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_irr
-    call puts
-    pop ax
-    call put_dec2
+    print_popped text_masked
+    print_popped text_during
+    print_popped text_irr
     mov si, text_after
     call puts
     mov ax, di
@@ -138,27 +112,17 @@ busy2:
 
     ; --- 3. interrupt-driven output on IRQ4 ------------------------------------
     mov word ptr [TXPOS], text_irq4
-    mov al, 0xef                    ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1_IER
-    mov al, 0x02                    ; THRI: THR is empty, so one is due now
-    out dx, al
-    sti
-wait_tx:
-    hlt
-    cmp word ptr [TXDONE], 0
-    je wait_tx
+    pic_mask 0xef                   ; IRQ4 only
+    serial_ier 0x02                 ; THRI: THR is empty, so one is due now
+    halt_while word ptr [TXDONE], 0, je
 
     ; --- 4. priority: IRQ0 before IRQ4 ------------------------------------------
-    cli
     mov word ptr [TXDONE], 0
     mov word ptr [TXPOS], text_empty
     mov word ptr [ORDERPOS], ORDER
     mov al, 0xee                    ; IRQ0 and IRQ4
     out 0x21, al
-    mov dx, COM1_IER
-    mov al, 0x02                    ; IRQ4 requests now
-    out dx, al
+    serial_ier 0x02                 ; IRQ4 requests now
     mov cx, 20000                   ; and IRQ0 falls due meanwhile
 busy4:
     loop busy4

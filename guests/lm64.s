@@ -26,11 +26,7 @@
 ; a 64-bit value that the interrupts must not disturb. After five ticks and
 ; one transmitter-empty interrupt it prints what it saw and powers off.
 
-%include "lib/longmode.s"      ; enter_pm32, enter_long_mode, flat_gdt
-%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
-%include "lib/idt.s"           ; gate64
-%include "lib/serial.s"        ; COM1, serial_putc
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 PIT_COUNT   = 1193
 ROM         = 0xf0000
@@ -50,6 +46,19 @@ IF_IRQ4     = 0x30
 SEEN_IRQ4   = 0x38
 ALIAS       = 0x40000000
 DEVICE      = 0x80100000
+
+; print_field: the text TEXT, then VALUE: a digit, or DIGITS hex digits
+.macro print_field text, value, digits=
+    lea rsi, [rip + \text]
+    call puts
+    mov rax, \value
+.ifb \digits
+    call put_digit
+.else
+    mov ecx, \digits
+    call put_hex
+.endif
+.endm
 
 start:
     cli
@@ -94,62 +103,20 @@ start:
 
     mov rsp, 0x7008                         ; not 16-byte aligned
     mov r12, 0x0123456789abcdef
-    sti
-ticks:
-    hlt
-    cmp qword ptr [r15 + TICKS], 5
-    jb ticks
-    cli
-    mov al, 0xef                            ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1 + 1
-    mov al, 0x02                            ; THRI: the transmitter is empty, one is due
-    out dx, al
-    sti
-uart:
-    hlt
-    cmp qword ptr [r15 + SEEN_IRQ4], 0
-    je uart
-    cli
+    halt_while qword ptr [r15 + TICKS], 5, jb       ; five ticks
+    pic_mask 0xef                           ; IRQ4 only
+    serial_ier 0x02                         ; THRI: the transmitter is empty, one is due
+    halt_while qword ptr [r15 + SEEN_IRQ4], 0, je   ; its interrupt
     mov rsp, 0x7000
 
-    lea rsi, [rip + text_mode]
-    call puts
-    mov rax, [r15 + TICKS]
-    call put_digit
-    lea rsi, [rip + text_if0]
-    call puts
-    mov rax, [r15 + IF_IRQ0]
-    call put_digit
-    lea rsi, [rip + text_if4]
-    call puts
-    mov rax, [r15 + IF_IRQ4]
-    call put_digit
-    lea rsi, [rip + text_frame]
-    call puts
-    mov rax, [r15 + CS_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_ss]
-    call puts
-    mov rax, [r15 + SS_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_rsp]
-    call puts
-    mov rax, [r15 + RSP_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_entry]
-    call puts
-    mov rax, [r15 + ENTRY_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_r12]
-    call puts
-    mov rax, r12
-    mov ecx, 16
-    call put_hex
+    print_field text_mode, [r15 + TICKS]
+    print_field text_if0, [r15 + IF_IRQ0]
+    print_field text_if4, [r15 + IF_IRQ4]
+    print_field text_frame, [r15 + CS_IRQ0], 4
+    print_field text_ss, [r15 + SS_IRQ0], 4
+    print_field text_rsp, [r15 + RSP_IRQ0], 4
+    print_field text_entry, [r15 + ENTRY_IRQ0], 4
+    print_field text_r12, r12, 16
 
     ; a qword read-modify-write on the test device, through the device alias
     lea rsi, [rip + text_device]

@@ -21,12 +21,7 @@
 ;   9. protected mode: a write and a read at the new place, a read at the old
 ;      place (nothing there now: all-ones), then power-off.
 
-%include "lib/pm32.s"          ; pm32_jump, pm32_start, flat_gdt
-%include "lib/pic.s"           ; pic_init
-%include "lib/idt.s"           ; ivt_set
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; hex_digit, put_hex_eax
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 PCI_ADDR    = 0xcf8
 PCI_DATA    = 0xcfc
@@ -39,11 +34,7 @@ LAST_C      = 0x602
 HEADER      = 0x604
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov si, banner
     call puts
 
@@ -190,12 +181,7 @@ uip_wait:
     mov al, 0x0b                    ; B: PIE, 24-hour, BCD
     mov ah, 0x42
     call cmos_write
-    sti
-rtc_wait:
-    hlt
-    cmp word ptr [TICKS], 3
-    jb rtc_wait
-    cli
+    halt_while word ptr [TICKS], 3, jb
     mov al, 0x0b                    ; PIE off
     mov ah, 0x02
     call cmos_write

@@ -15,8 +15,7 @@
 ;      runs does not do it; tests/test_portio.py covers it.)
 ;   4. the SCR read back and sent to COM1, then power-off.
 
-%include "lib/pm32.s"          ; enter_pm32, flat_gdt
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 start:
     cli

@@ -17,19 +17,12 @@
 ;   7. `rep outsb` with CX = 0: completes without an ioreq.
 ;   8. Power off through ACPI PM1a_CNT.
 
-%include "lib/serial.s"        ; COM1
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 UNCLAIMED   = 0x2e0
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax
-    xor ax, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1, es=1
 
     ; 1. unclaimed ports
     mov al, 'x'

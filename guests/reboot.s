@@ -8,8 +8,7 @@
 ; fast"), as Xen 3.x's xend does for a domain that restarts within 20
 ; seconds of its last restart.
 
-%include "lib/serial.s"        ; COM1, serial_write
-%include "lib/poweroff.s"      ; halt_forever
+%include "lib/all.s"
 
 KBC_CMD     = 0x64
 KBC_RESET   = 0xfe

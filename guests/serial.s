@@ -34,8 +34,7 @@
 ; The guest polls with interrupts off and every PIC line masked: IRQ4 is
 ; raised whenever an enabled UART interrupt is pending.
 
-%include "lib/serial.s"        ; COM1, wait_thre
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 RBR         = COM1
 IER         = COM1 + 1
@@ -50,13 +49,7 @@ BUF         = 0x600
 MSRS        = 0x500         ; the MSR values of step 7
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax              ; labels live in this ROM segment
-    xor ax, ax
-    mov es, ax              ; the text buffer in RAM
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1, es=1  ; DS: labels live in this ROM segment; ES: the text buffer in RAM
     cld
     mov di, BUF
     mov al, 0xff            ; mask every line at the PIC: the UART's IRQ4

@@ -13,11 +13,7 @@
 ; Under the model the clock is the instruction count, so every stamp, and
 ; the instruction count of every injection, is the same on every engine.
 
-%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
-%include "lib/idt.s"           ; ivt_set
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; put_dec2, put_hex_eax
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 PM_TMR      = 0x1f48
 TICKS       = 10
@@ -30,12 +26,7 @@ PRINTED     = 0x602
 STAMPS      = 0x610
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start es=1
     mov word ptr [TICK_COUNT], 0
     mov word ptr [PRINTED], 0
     ivt_set IVT_VECTOR, irq0

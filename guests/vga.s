@@ -20,11 +20,7 @@
 ; The PIT's IRQ0 at about 1 kHz paces the lines (HLT between them), so the
 ; virtual clock moves past the display refresh period (1 ms) between lines.
 
-%include "lib/pic.s"           ; pic_init, pit_init, pic_eoi
-%include "lib/idt.s"           ; ivt_set
-%include "lib/serial.s"        ; COM1, serial_putc, serial_puts
-%include "lib/digits.s"        ; put_hex
-%include "lib/poweroff.s"      ; poweroff
+%include "lib/all.s"
 
 CRTC_INDEX  = 0x3d4
 INPUT_STATUS = 0x3da
@@ -40,11 +36,7 @@ LINE_NO     = 0x602
 START_ADDR  = 0x604
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov word ptr [TICK_COUNT], 0
     mov word ptr [START_ADDR], 0
     ivt_set IVT_VECTOR, irq0
@@ -201,45 +193,8 @@ put_dec2_screen:                ; ax < 100 as two digits at es:di, attribute 0x1
     stosw
     ret
 
-set_cursor:                     ; ax = cell address
-    push dx
-    push ax
-    mov dx, CRTC_INDEX
-    mov al, 0x0e
-    out dx, al
-    inc dx
-    pop ax
-    push ax
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0f
-    out dx, al
-    inc dx
-    pop ax
-    out dx, al
-    pop dx
-    ret
-
-set_start:                      ; ax = start address (cells)
-    push dx
-    push ax
-    mov dx, CRTC_INDEX
-    mov al, 0x0c
-    out dx, al
-    inc dx
-    pop ax
-    push ax
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0d
-    out dx, al
-    inc dx
-    pop ax
-    out dx, al
-    pop dx
-    ret
+    crtc_pair set_cursor, 0x0e  ; ax = cell address
+    crtc_pair set_start, 0x0c   ; ax = start address (cells)
 
 ; --- time: IRQ0 at about 1 kHz ---------------------------------------------------
 

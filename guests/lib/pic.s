@@ -50,3 +50,20 @@
     mov al, \count >> 8
     out 0x40, al
 .endm
+
+; pic_mask: OCW1 to the master: the IRQ lines whose bits are set are masked
+.macro pic_mask mask
+    mov al, \mask
+    out 0x21, al
+.endm
+
+; halt_while: STI, then HLT until an interrupt handler has changed MEM so
+; that `cmp MEM, VALUE` no longer satisfies JCC; then CLI
+.macro halt_while mem, value, jcc
+    sti
+halt_while_\@:
+    hlt
+    cmp \mem, \value
+    \jcc halt_while_\@
+    cli
+.endm

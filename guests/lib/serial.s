@@ -19,6 +19,14 @@ wait_thre_\@:
     jz wait_thre_\@
 .endm
 
+; serial_ier: VALUE to the interrupt enable register (0x02: THRI, an
+; interrupt whenever the transmitter holding register is empty)
+.macro serial_ier value
+    mov dx, COM1 + 1
+    mov al, \value
+    out dx, al
+.endm
+
 ; serial_write: inline (no call, no stack), the NUL-terminated string at
 ; DS:SI to COM1 a byte at a time; BL holds each byte while LSR is polled
 .macro serial_write
