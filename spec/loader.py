@@ -23,13 +23,53 @@ before assembling, since keystone reads ``;`` as a statement separator).
 It is assembled at offset 0 of segment ``F000`` and becomes a 64 KiB BIOS
 ROM image: code at ``F000:0000`` (physical ``0xF0000``), padding, and at
 ``F000:FFF0`` the reset vector ``jmp F000:0000`` that the loader adds, as a
-BIOS ROM has. The assembled bytes are cached by the source's SHA-256 (in
+BIOS ROM has. The assembled bytes are cached by the SHA-256 of the
+expanded program (includes and macros expanded, comments removed; in
 ``$HVMSPEC_CACHE`` or ``~/.cache/hvmspec``), so the assembler runs once per
-source text.
+program, and a change to an included file is a new program.
+
+**Includes.** A line ``%include "file"`` (or ``.include "file"``) stands
+for the lines of that file (:func:`expand`). The name is looked up next to
+the including file, then in the guest library ``guests/lib/`` (where
+``lib/x.s`` also names ``guests/lib/x.s``, so that a copy of a bundled
+guest elsewhere still finds the library). A file is included once per
+guest: a second ``%include`` of it, from anywhere, adds nothing. A file
+that includes itself, directly or through others, is refused, and the
+error names the chain (``a.s includes b.s (a.s:3), b.s includes a.s
+(b.s:5)``); so is a missing file, named with the ``file:line`` that asks
+for it. A source given as text without a path (a test's, a generated
+guest's) finds only the library.
+
+**Macros.** ``.macro NAME a, b=default`` ... ``.endm`` defines a macro, as
+in GNU as; the loader expands it, so that keystone sees plain instructions
+and an error is named by the line of the macro's body, with the invocation
+it came through. In the body ``\a`` is an argument, ``\()`` ends a name
+(``\w\()dx`` is ``edx`` with ``w=e``) and ``\@`` is a number unique to
+each invocation (for labels of the macro's own). Arguments are positional
+or ``name=value``, separated by commas; ``"..."`` quotes one that has a
+comma. ``.if``, ``.ifb`` and ``.ifnb`` in a body are keystone's.
+
+**Errors.** keystone reports no line numbers: the loader finds the first
+line whose addition makes the program fail (bisecting over prefixes, with
+the labels defined further on kept so that forward references resolve) and
+names it as ``line N`` of the guest's own file, or as ``file:N`` of an
+included one, with the macro invocations that brought it.
+
+**The guest library.** ``guests/lib/`` holds what the bundled guests share,
+a file per concept: ``serial.s`` (polled output on COM1: ``putc``, ``puts``),
+``digits.s`` (numbers as text), ``pic.s`` (the 8259 pair, the PIT, waiting
+with HLT), ``idt.s`` (IVT entries, 32- and 64-bit gates), ``realmode.s``
+(the first instructions after reset), ``pm32.s`` (protected-mode entry and
+a flat GDT), ``longmode.s`` (long-mode entry), ``vga.s`` (CRTC register
+pairs) and ``poweroff.s`` (ACPI S5). They define constants and macros only:
+nothing is assembled until a guest invokes a macro, where it wants the
+code, so a guest includes the whole library (``lib/all.s``) and keeps its
+own layout: the guests assemble to the bytes they did before the library.
 
 **Settings.** A source may ask for the memory it needs with a comment
 line ``; hvmspec: memory = <MiB>``; a run without ``--memory`` gives it that
-much (:func:`guest_settings`).
+much (:func:`guest_settings`). Settings are the guest's own: a settings line
+in an included file is refused.
 
 **Images.** An image is placed in guest RAM so that it ends at 1 MiB
 (:data:`spec.platform.IMAGE_END`); its last 16 bytes hold the reset vector.
