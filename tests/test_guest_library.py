@@ -195,3 +195,12 @@ def test_the_guests_repeat_no_code():
                            "--seconds", "60"], capture_output=True, text=True, timeout=120)
     assert proc.stdout.startswith("no duplicates"), proc.stdout
     assert "incomplete:" not in proc.stdout, proc.stdout
+
+
+def test_the_guest_page_s_example_error_is_the_loader_s(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.s").write_text('%include "lib/all.s"\nstart:\n    real_mode_start\n'
+                                    '    mov al, 65\n    call putc\n    poweroff\n'
+                                    '    serial_putc w=x\n')
+    page = (ROOT / "docs" / "guests.rst").read_text()
+    assert f"     {_error(Path('bad.s'))}\n" in page
