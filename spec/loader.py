@@ -231,10 +231,12 @@ def check_image(image: bytes, memory_bytes: int | None = None) -> None:
 
 
 def rom_from_source(source: str, origin: str = "<source>", path: str | Path | None = None) -> bytes:
-    """Assemble ``source`` into a 64 KiB ROM image (cached by the source
-    with its includes and macros expanded). Includes are looked up next to
-    ``path`` (else next to ``origin`` when it names a file), then in the
-    library."""
+    """Assemble ``source`` into a 64 KiB ROM image (cached by the program
+    with its includes and macros expanded). ``origin`` names the source in
+    errors; includes are looked up next to the file ``path``, when given,
+    then in the library."""
+    if not source.strip():
+        raise GuestError(f"{origin}: the source is empty")
     program = expand(source, origin, path)
     text = program.text
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -261,13 +263,13 @@ def rom_from_source(source: str, origin: str = "<source>", path: str | Path | No
 
 def assemble(source: str, origin: str = "<source>", path: str | Path | None = None) -> bytes:
     """Assemble 16-bit code at offset 0 with keystone, with a clear error."""
+    if not source.strip():
+        raise GuestError(f"{origin}: the source is empty")
     return _assemble_program(expand(source, origin, path), origin)
 
 
 def _assemble_program(program: Program, origin: str) -> bytes:
     import keystone
-    if not program.text.strip():
-        raise GuestError(f"{origin}: the source is empty")
     ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_16)
     try:
         encoding, _count = ks.asm(program.text, 0)
@@ -363,7 +365,7 @@ def expand(source: str, origin: str = "<source>", path: str | Path | None = None
         # stack: the files being expanded, outermost first, each as (its real
         # path, its name, the file:line that included it); this one is last
         for number, raw in enumerate(text.splitlines(), 1):
-            stripped = _strip_comment(raw)
+            stripped = strip_comments(raw)
             match = _INCLUDE.match(stripped)
             if match is None:
                 if len(stack) > 1 and _SETTING.match(raw):
@@ -404,10 +406,6 @@ def expand(source: str, origin: str = "<source>", path: str | Path | None = None
     include(source, top, origin, [(top.resolve() if top is not None else None, origin, "")])
     out_lines, out_origins = _expand_macros(lines, origins)
     return Program(tuple(out_lines), tuple(out_origins))
-
-
-def _strip_comment(line: str) -> str:
-    return strip_comments(line)
 
 
 def _split_args(text: str) -> list[str]:
