@@ -43,8 +43,8 @@ guest's) finds only the library.
 **Macros.** ``.macro NAME a, b=default`` ... ``.endm`` defines a macro, as
 in GNU as; the loader expands it, so that keystone sees plain instructions
 and an error is named by the line of the macro's body, with the invocation
-it came through. In the body ``\a`` is an argument, ``\()`` ends a name
-(``\w\()dx`` is ``edx`` with ``w=e``) and ``\@`` is a number unique to
+it came through. In the body ``\\a`` is an argument, ``\\()`` ends a name
+(``\\w\\()dx`` is ``edx`` with ``w=e``) and ``\\@`` is a number unique to
 each invocation (for labels of the macro's own). Arguments are positional
 or ``name=value``, separated by commas; ``"..."`` quotes one that has a
 comma. ``.if``, ``.ifb`` and ``.ifnb`` in a body are keystone's.
