@@ -56,9 +56,17 @@ Interrupts. The interrupt shadow (after an STI that set IF, a MOV SS or a
 POP SS) is tracked without a hook per instruction: those three instructions
 get a code hook like the exiting ones, which notes the instruction count at
 which their shadow holds. While the VMM asks for interrupt-window exiting
-the vcpu runs one instruction at a time, through the same stop points, and
-exits at the first boundary with IF = 1 and no shadow. The preemption timer
-is a second budget: the run stops at whichever comes first.
+(an interrupt is pending and IF = 0) the vcpu runs at full speed: IF can
+become 1 only through an instruction that Unicorn ends its block after.
+STI and POPF mark their block (``SETS_IF``), and while a window is
+awaited the C clock sends the block after one to Python, as it does after
+every block that may change the decode context (IRET, far transfers,
+SYSRET, RSM, INT n: a task switch loads EFLAGS). Python reads IF at the
+start of each block it sees in a window; where IF = 1, the run stops
+there, before the block, and :meth:`Vcpu._run_exit` exits at that
+boundary, or, in the shadow of an STI, steps one more instruction through
+a budget stop point. The preemption timer is a second budget: the run
+stops at whichever comes first.
 
 Known limits: a guest write into the very block that is executing makes
 Unicorn abandon the block after the writing instruction; the next block
@@ -109,6 +117,7 @@ IO_FORMS = {
 HLT = 0xF4
 VMCALL = b"\x0f\x01\xc1"
 STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
+POPF = 0x9D
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_VM = 1 << 17
@@ -201,6 +210,7 @@ class Block:
     #: I/O instructions (no LOCK): address -> (exit information with port 0
     #: where DX names it, length), decoded once with the block
     io: dict = field(default_factory=dict)
+    sets_if: bool = False            # STI or POPF, which Unicorn ends its block after
 
 
 _EMPTY = Block((), {}, ())
@@ -612,11 +622,15 @@ class Vcpu:
         if not window:
             return self._timed(self._run_to(stop), deadline, end)
         while True:
-            if self.icount >= stop:
+            if self.icount >= stop or self.interrupted:
                 return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
-            if self._reg(_RFLAGS) & EFLAGS_IF and not self.shadow:
+            enabled = self._reg(_RFLAGS) & EFLAGS_IF
+            if enabled and not self.shadow:
                 return Exit("interrupt_window", self.rip(), 0, self.icount)
-            ex = self._run_to(self.icount + 1)
+            # IF = 1 in a shadow: the window opens after one instruction.
+            # IF = 0: run until an instruction that may set IF has retired
+            # (the block after it comes to Python: _account).
+            ex = self._run_to(self.icount + 1) if enabled else self._run_to(stop, watch=True)
             if ex.reason != "limit":
                 return ex
 
@@ -627,10 +641,17 @@ class Vcpu:
             ex.reason = "preemption_timer"
         return ex
 
-    def _run_to(self, stop: int) -> Exit:
+    def _run_to(self, stop: int, watch: bool = False) -> Exit:
+        """Run to an exit or to instruction count ``stop``; with ``watch``
+        (interrupt-window exiting while IF = 0), also stop at the first
+        block boundary at which IF = 1 (a ``limit`` exit before ``stop``)."""
         self._budget_end = stop
         self._shadow_at = self.icount if self.shadow else -1
-        ex = self._run()
+        self._c.window = int(watch)
+        try:
+            ex = self._run()
+        finally:
+            self._c.window = 0
         self.shadow = self._shadow_at == self.icount
         return ex
 
@@ -754,6 +775,11 @@ class Vcpu:
         c = self._c
         self._context()
         base = c.end - c.left
+        if c.window and self._reg(_RFLAGS) & EFLAGS_IF:
+            # the instruction before this block set IF: the window may open
+            # here (or, in a shadow, one instruction later): _run_exit decides
+            self._stop(Exit("limit", address, 0, base))
+            return
         block = self._decode(address, size)
         missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
         end = self._budget_end - base
@@ -779,7 +805,7 @@ class Vcpu:
         self._slot_block[index] = block
         c.left -= len(block.addresses)
         c.current = index
-        if block.context:
+        if block.context or (block.sets_if and c.window):
             c.context = 0
 
     def _remember(self, address: int, size: int, block: Block) -> int:
@@ -797,7 +823,7 @@ class Vcpu:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
-        flags = clock.CONTEXT if block.context else 0
+        flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
         if pfns & self._mixed:
             flags |= clock.VERIFY
@@ -965,6 +991,7 @@ class Vcpu:
         addresses, exiting, shadowing = [], [], []
         io_forms: dict[int, tuple[IoExit, int]] = {}
         offset = effect = 0
+        sets_if = False
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
@@ -977,7 +1004,9 @@ class Vcpu:
                         io_forms[address + offset] = decode_io(insn, mode, 0)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
+                    sets_if |= opcode == STI
                 else:
+                    sets_if |= opcode == POPF
                     effect |= _context_effect(insn, prefixes, opcode)
                 offset += length
             if offset >= size:
@@ -994,7 +1023,7 @@ class Vcpu:
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
-                      frozenset(exiting + shadowing), io_forms)
+                      frozenset(exiting + shadowing), io_forms, sets_if)
         self._blocks[key] = (raw, block)
         return block
 
