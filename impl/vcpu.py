@@ -56,13 +56,31 @@ Interrupts. The interrupt shadow (after an STI that set IF, a MOV SS or a
 POP SS) is tracked without a hook per instruction: those three instructions
 get a code hook like the exiting ones, which notes the instruction count at
 which their shadow holds. While the VMM asks for interrupt-window exiting
-the vcpu runs one instruction at a time, through the same stop points, and
-exits at the first boundary with IF = 1 and no shadow. The preemption timer
-is a second budget: the run stops at whichever comes first.
+(an interrupt is pending and IF = 0) the vcpu runs at full speed: IF can
+become 1 only through an instruction that Unicorn ends its block after.
+STI and POPF mark their block (``SETS_IF``), and while a window is
+awaited the C clock sends the block after one to Python, as it does after
+every block that may change the decode context (IRET, far transfers,
+SYSRET, RSM, INT n: a task switch loads EFLAGS). Python reads IF at the
+start of each block it sees in a window; where IF = 1, the run stops
+there, before the block, and :meth:`Vcpu._run_exit` exits at that
+boundary, or, in the shadow of an STI, steps one more instruction through
+a budget stop point. The preemption timer is a second budget: the run
+stops at whichever comes first.
 
-Known limits: a guest write into the very block that is executing makes
-Unicorn abandon the block after the writing instruction; the next block
-hook would then count the abandoned instructions as well. A guest that
+A store into the very block that is executing makes QEMU abandon the
+block before the store and run the storing instruction again as a block of
+its own: a block that lies inside the one before it and ends before it
+comes to Python (from the C clock too, on a page the guest writes), which
+takes back what the clock counted of the abandoned block. A store that
+Unicorn refuses inside one of its helpers (a far CALL's pushes, for one)
+is dropped while the instruction completes; the registers as they were
+when the store was refused (before the instruction) are put back before
+the run starts again (:meth:`Vcpu._fault`).
+
+Known limits: a store into its own block that straddles two pages, where
+the block that QEMU runs again lies on a page the guest has not written,
+is counted by the C clock whole. A guest that
 changes a page-table entry of its code and runs the page again without a
 TLB flush (architecturally undefined: the old translation may be used)
 gets the translation that the table holds. An IRET that switches tasks
@@ -109,6 +127,7 @@ IO_FORMS = {
 HLT = 0xF4
 VMCALL = b"\x0f\x01\xc1"
 STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
+POPF = 0x9D
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_VM = 1 << 17
@@ -201,9 +220,16 @@ class Block:
     #: I/O instructions (no LOCK): address -> (exit information with port 0
     #: where DX names it, length), decoded once with the block
     io: dict = field(default_factory=dict)
+    sets_if: bool = False            # STI or POPF, which Unicorn ends its block after
+    raw: bytes = b""                 # the bytes it was decoded from
 
 
 _EMPTY = Block((), {}, ())
+
+
+class InternalError(RuntimeError):
+    """A state the vcpu's own bookkeeping cannot account for: a defect of
+    impl, which the machine turns into a domain crash that names it."""
 
 
 class DeliveryFault(Exception):
@@ -612,11 +638,15 @@ class Vcpu:
         if not window:
             return self._timed(self._run_to(stop), deadline, end)
         while True:
-            if self.icount >= stop:
+            if self.icount >= stop or self.interrupted:
                 return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
-            if self._reg(_RFLAGS) & EFLAGS_IF and not self.shadow:
+            enabled = self._reg(_RFLAGS) & EFLAGS_IF
+            if enabled and not self.shadow:
                 return Exit("interrupt_window", self.rip(), 0, self.icount)
-            ex = self._run_to(self.icount + 1)
+            # IF = 1 in a shadow: the window opens after one instruction.
+            # IF = 0: run until an instruction that may set IF has retired
+            # (the block after it comes to Python: _account).
+            ex = self._run_to(self.icount + 1) if enabled else self._run_to(stop, watch=True)
             if ex.reason != "limit":
                 return ex
 
@@ -627,10 +657,17 @@ class Vcpu:
             ex.reason = "preemption_timer"
         return ex
 
-    def _run_to(self, stop: int) -> Exit:
+    def _run_to(self, stop: int, watch: bool = False) -> Exit:
+        """Run to an exit or to instruction count ``stop``; with ``watch``
+        (interrupt-window exiting while IF = 0), also stop at the first
+        block boundary at which IF = 1 (a ``limit`` exit before ``stop``)."""
         self._budget_end = stop
         self._shadow_at = self.icount if self.shadow else -1
-        ex = self._run()
+        self._c.window = int(watch)
+        try:
+            ex = self._run()
+        finally:
+            self._c.window = 0
         self.shadow = self._shadow_at == self.icount
         return ex
 
@@ -661,6 +698,8 @@ class Vcpu:
             self._logdirty = False
             self._hook_error: BaseException | None = None
             self._code_written: list[int] = []
+            self._refused: tuple | None = None
+            self._access_at: tuple[int, int] | None = None
             self._context()
             c.current, c.end = -1, self._budget_end
             c.left = self._budget_end - self.icount
@@ -680,7 +719,16 @@ class Vcpu:
             if self._restart or (self._exit is None and self.interrupted):
                 continue                    # with the stop points just placed
             self._drop_budget_hooks()
-            assert self._exit is not None, "emulation ended without an exit"
+            if self._exit is None:
+                # Unicorn ended the run by itself: something ran that should
+                # have stopped at a stop point (a HLT that Unicorn executed)
+                self.icount = self.live_icount()
+                rip = self.rip()
+                raise InternalError(
+                    f"emulation ended without an exit at rip {rip:#x} after "
+                    f"{self.icount} instructions (bytes before it: "
+                    f"{self.code_at(rip - 2)[:2].hex() if rip >= 2 else ''}; at it: "
+                    f"{self.code_at(rip).hex()})")
             self.icount = self._exit.icount
             return self._exit
 
@@ -753,16 +801,37 @@ class Vcpu:
     def _account(self, address: int, size: int) -> None:
         c = self._c
         self._context()
+        prev = self._current()
+        at = prev.index.get(address)
+        if at is not None and address + size < prev.addresses[0] + len(prev.raw):
+            # A block inside the one before it, ending before it ends: that
+            # one stored into its own bytes, and Unicorn (QEMU) abandoned
+            # it at the store, which it runs again as a block of its own
+            # instruction (this one). The clock had counted it whole.
+            c.left += len(prev.addresses) - at
         base = c.end - c.left
+        if c.window and self._reg(_RFLAGS) & EFLAGS_IF:
+            # the instruction before this block set IF: the window may open
+            # here (or, in a shadow, one instruction later): _run_exit decides
+            self._stop(Exit("limit", address, 0, base))
+            return
         block = self._decode(address, size)
         missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
+        if self._budget_hooks:
+            # a stop point placed where a budget ends, at what this block
+            # decodes as an exiting instruction, stays: dropped with the
+            # budget's, it would leave the instruction to run in Unicorn
+            # (a HLT that ends the run by itself)
+            for a in block.stops:
+                if a in self._budget_hooks:
+                    self._budget_hooks.remove(a)
         end = self._budget_end - base
         if end < len(block.addresses):
             if end <= 0:
                 self._stop(Exit("limit", address, 0, base))
                 return
             at = block.addresses[end]
-            if at not in self._hooked:
+            if at not in self._hooked and at not in missing:
                 missing.append(at)
                 self._budget_hooks.append(at)
         if missing:
@@ -779,7 +848,7 @@ class Vcpu:
         self._slot_block[index] = block
         c.left -= len(block.addresses)
         c.current = index
-        if block.context:
+        if block.context or (block.sets_if and c.window):
             c.context = 0
 
     def _remember(self, address: int, size: int, block: Block) -> int:
@@ -797,7 +866,7 @@ class Vcpu:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
-        flags = clock.CONTEXT if block.context else 0
+        flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
         if pfns & self._mixed:
             flags |= clock.VERIFY
@@ -907,6 +976,8 @@ class Vcpu:
             return False
         if access == unicorn.UC_MEM_FETCH_UNMAPPED:
             self._fetch_fault = address
+        elif self._access_at is None:
+            self._access_at = (self._reg(_SEG["cs"]), self._reg(_RIP))
         self._gpa = address
         self._access = {unicorn.UC_MEM_READ_UNMAPPED: "read",
                         unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
@@ -914,6 +985,11 @@ class Vcpu:
 
     def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
                       _data) -> bool:
+        if self._refused is None:
+            # Unicorn drops a refused store made inside one of its helpers
+            # (a far CALL's pushes, say) and lets the instruction complete:
+            # the state here, before the instruction, is where it restarts
+            self._refused = (self._reg(_SEG["cs"]), self._reg(_RIP), uc.context_save())
         pages = [p for p in _pfns(address, size) if p in self._code_pages]
         if pages:
             self._code_written = pages      # the run restarts once these are writable
@@ -928,7 +1004,23 @@ class Vcpu:
     def _fault(self, exc: unicorn.UcError) -> Exit | None:
         """The exit for a run that Unicorn ended with an error; None when
         the run is to start again where it stopped (a store into a page of
-        code that the clock had write-protected, now writable)."""
+        code that the clock had write-protected, now writable).
+
+        A refused access made inside one of Unicorn's helpers (the pushes
+        of a far CALL through a call gate or in real mode, for one) does
+        not stop the instruction: the access is dropped and the instruction
+        completes, CS:RIP at its target. A refused store is undone here
+        (the registers as they were when the store was refused, which is
+        before the instruction); an access to memory that no RAM backs
+        cannot be, and crashes the domain as an internal error."""
+        went_on = False
+        if self._refused is not None:
+            cs, ip, saved = self._refused
+            if (self._reg(_SEG["cs"]), self._reg(_RIP)) != (cs, ip):
+                self.uc.context_restore(saved)
+                self._stale = True
+        elif self._access_at is not None and self._fetch_fault is None:
+            went_on = (self._reg(_SEG["cs"]), self._reg(_RIP)) != self._access_at
         block = self._current()
         base = self._block_start(block)
         if self._fetch_fault is not None:
@@ -944,6 +1036,12 @@ class Vcpu:
                 self.release_code_page(pfn)
             return None
         code = self.code_at(rip).hex()
+        if went_on:
+            cs, ip = self._access_at
+            raise InternalError(
+                f"the instruction at {cs:#x}:{ip:#x} completed without its {self._access} of "
+                f"gpa {self._gpa:#x}, which no RAM backs (an access made inside a far "
+                f"transfer, an IRET or a descriptor load): not emulated")
         if self._gpa is not None:
             info = {"bytes": code, "access": self._access, "gpa": self._gpa}
             if self._logdirty:
@@ -965,6 +1063,7 @@ class Vcpu:
         addresses, exiting, shadowing = [], [], []
         io_forms: dict[int, tuple[IoExit, int]] = {}
         offset = effect = 0
+        sets_if = False
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
@@ -977,7 +1076,9 @@ class Vcpu:
                         io_forms[address + offset] = decode_io(insn, mode, 0)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
+                    sets_if |= opcode == STI
                 else:
+                    sets_if |= opcode == POPF
                     effect |= _context_effect(insn, prefixes, opcode)
                 offset += length
             if offset >= size:
@@ -994,7 +1095,7 @@ class Vcpu:
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
-                      frozenset(exiting + shadowing), io_forms)
+                      frozenset(exiting + shadowing), io_forms, sets_if, raw)
         self._blocks[key] = (raw, block)
         return block
 

@@ -201,6 +201,33 @@ def opcode_index(code: bytes, mode: int) -> int:
     return i
 
 
+#: one-byte opcodes of control transfers, which may go to their own address
+_TRANSFERS = frozenset(range(0x70, 0x80)) | {0xE0, 0xE1, 0xE2, 0xE3, 0xE8, 0xE9, 0xEA, 0xEB,
+                                             0xC2, 0xC3, 0xCA, 0xCB, 0xCC, 0xCD, 0xCE, 0xCF,
+                                             0xF1, 0x9A}
+#: string instructions, which a REP prefix repeats in place
+_STRINGS = frozenset({0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF,
+                      0x6C, 0x6D, 0x6E, 0x6F})
+
+
+def follows_itself(code: bytes, mode: int) -> bool:
+    """Whether the instruction at the start of ``code`` can be followed by
+    itself, at the same address: a REP string instruction (one iteration
+    per execution) or a control transfer (a jump to itself)."""
+    i = opcode_index(code, mode)
+    if i >= len(code):
+        return False
+    op, rest = code[i], code[i + 1:i + 2]
+    if op in _STRINGS:
+        return 0xF2 in code[:i] or 0xF3 in code[:i]
+    if op in _TRANSFERS:
+        return True
+    if op == 0xFF and rest:
+        return rest[0] >> 3 & 7 in (2, 3, 4, 5)
+    return op == 0x0F and bool(rest) and (0x80 <= rest[0] <= 0x8F
+                                          or rest[0] in (0x05, 0x07, 0x34, 0x35))
+
+
 def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoQualification, int]:
     """What the hardware reports for the I/O instruction at the start of
     ``code`` in a ``mode``-bit code segment; returns it with the
@@ -548,6 +575,7 @@ class HardwareVcpu:
         self._next_shadow = self.shadow
         start = self.linear_rip()
         self._last = start
+        self._counted: int | None = None
         try:
             self.uc.emu_start(self.reg("rip"), 1 << 40, count=0)
         except unicorn.UcError as exc:
@@ -559,6 +587,12 @@ class HardwareVcpu:
         return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
 
     def _on_instruction(self, uc, address: int, size: int, _data) -> None:
+        if address == self._counted and not follows_itself(
+                self._code_bytes(address, min(size, 15)), self.mode()):
+            # An instruction that stored into the bytes of Unicorn's block
+            # being run: QEMU abandons the block before the store and runs
+            # the instruction again, alone. It is one instruction, counted.
+            return
         # the instruction before this one has retired: its shadow holds now
         self.shadow = self._next_shadow
         if self.icount >= self._budget_end or self.interrupted:
@@ -579,7 +613,7 @@ class HardwareVcpu:
         if opcode is None:
             self._next_shadow = shadow_after(code, mode, bool(interrupts))
             self.icount += 1
-            self._last = address
+            self._last = self._counted = address
             return
         uc.emu_stop()
         at = opcode_index(code, mode)
