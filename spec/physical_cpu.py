@@ -38,7 +38,8 @@ REGS = {
     "r11": X.UC_X86_REG_R11, "r12": X.UC_X86_REG_R12, "r13": X.UC_X86_REG_R13,
     "r14": X.UC_X86_REG_R14, "r15": X.UC_X86_REG_R15,
     "rip": X.UC_X86_REG_RIP, "rflags": X.UC_X86_REG_RFLAGS,
-    "cr0": X.UC_X86_REG_CR0, "cr3": X.UC_X86_REG_CR3, "cr4": X.UC_X86_REG_CR4,
+    "cr0": X.UC_X86_REG_CR0, "cr2": X.UC_X86_REG_CR2, "cr3": X.UC_X86_REG_CR3,
+    "cr4": X.UC_X86_REG_CR4,
 }
 SEGMENT_REGS = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
                 "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
@@ -190,3 +191,57 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
             loader.reg_write(X.UC_X86_REG_GDTR, gdtr)
     uc.context_restore(loader.context_save())
     return loaded
+
+
+# --- what the CPU reports with an exception ------------------------------------------
+
+#: where the CPU state that ``context_save`` copies keeps the error code of the
+#: last exception (found once by :func:`_error_code_offset`)
+_error_code_at: int | None = None
+
+
+def _error_code_offset() -> int:
+    """Find where Unicorn keeps an exception's error code in the CPU state
+    it saves. Unicorn raises every exception to its caller (``UC_HOOK_INTR``)
+    with the vector only; the error code the CPU computed stays in its
+    state, which ``context_save`` copies whole. Two segment loads with
+    selectors beyond a small GDT fault with #GP(selector); the offset
+    holding both selectors in turn is the error code's."""
+    import struct
+    found: set[int] | None = None
+    for selector in (0x1238, 0x2340, 0x0FF8):
+        cpu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+        cpu.mem_map(0, 0x4000)
+        cpu.mem_write(0x100, bytes(8) + (0x00CF9A000000FFFF).to_bytes(8, "little")
+                      + (0x00CF92000000FFFF).to_bytes(8, "little"))
+        cpu.reg_write(X.UC_X86_REG_GDTR, (0, 0x100, 23, 0))
+        cpu.reg_write(X.UC_X86_REG_CR0, 0x11)
+        cpu.reg_write(X.UC_X86_REG_CS, 8)
+        cpu.reg_write(X.UC_X86_REG_SS, 16)
+        cpu.mem_write(0x3000, selector.to_bytes(2, "little"))
+        cpu.mem_write(0x1000, b"\x8e\x1d\x00\x30\x00\x00")     # mov ds, [0x3000]
+        seen: list[bytes] = []
+
+        def on_intr(uc, vector, _data, seen=seen):
+            seen.append(uc.context_save().__getstate__()[0])
+            uc.emu_stop()
+        cpu.hook_add(unicorn.UC_HOOK_INTR, on_intr)
+        cpu.emu_start(0x1000, 0x1006, count=1)
+        blob = seen[0]
+        here = {i for i in range(0, len(blob) - 3, 4)
+                if struct.unpack_from("<I", blob, i)[0] == selector}
+        found = here if found is None else found & here
+    if not found or len(found) != 1:
+        raise RuntimeError("cannot find the exception error code in Unicorn's CPU state")
+    return found.pop()
+
+
+def error_code(uc: unicorn.Uc) -> int:
+    """The error code of the exception the CPU is raising (read in the
+    ``UC_HOOK_INTR`` callback): the one the hardware would push. Unicorn
+    reports only the vector; the code is read from its saved state."""
+    global _error_code_at
+    if _error_code_at is None:
+        _error_code_at = _error_code_offset()
+    blob = uc.context_save().__getstate__()[0]
+    return int.from_bytes(blob[_error_code_at:_error_code_at + 4], "little")
