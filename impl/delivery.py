@@ -61,6 +61,8 @@ def deliver(cpu, vector: int, source: str, ip: int, code: int | None = None,
                 double = not benign and (CONTRIB >> second.vector & 1 or
                                          (vector == 14 and second.vector == 14))
                 if double:
+                    if second.cr2 is not None:
+                        cpu.uc.reg_write(X.UC_X86_REG_CR2, second.cr2)
                     vector, code, cr2 = 8, 0, None
                 else:
                     vector, code, cr2 = second.vector, second.code, second.cr2
@@ -84,6 +86,15 @@ def _write(cpu, linear: int, data: bytes) -> None:
     from impl.vcpu import LinearFault
     try:
         cpu.lwrite(linear, data)
+    except LinearFault as exc:
+        raise _as_fault(exc) from None
+
+
+def _probe(cpu, linear: int, n: int) -> None:
+    """Raise what a write of ``n`` bytes at ``linear`` would, writing nothing."""
+    from impl.vcpu import LinearFault
+    try:
+        cpu.check(linear, n, True)
     except LinearFault as exc:
         raise _as_fault(exc) from None
 
@@ -175,14 +186,18 @@ def _once(cpu, vector: int, source: str, ip: int, code: int | None, cr2: int | N
         top = (tss_field(0x1C + 8 * ist, 8) if ist else
                tss_field(4 + 8 * new, 8) if new < cpl else rsp) & ~0xF
         words = [ss_sel, rsp, image, cs, ip] + ([code] if code is not None else [])
-        top -= 8 * len(words)
         frame = b"".join((w & (1 << 64) - 1).to_bytes(8, "little") for w in reversed(words))
-        _read(cpu, top, len(frame))
+        for slot in range(top - 8, top - 8 * len(words) - 1, -8):
+            _probe(cpu, slot, 8)
+        top -= 8 * len(words)
         _write(cpu, top, frame)
         cpu.put("rflags", flags & ~(clear & ~0x20000))
         _load(cpu, "cs", sel & ~3 | new, d)
         if new < cpl:
-            physical_cpu.load_segment(cpu.uc, "ss", new, None)
+            try:
+                physical_cpu.load_segment(cpu.uc, "ss", new, None)
+            except physical_cpu.SegmentLoadRefused as exc:
+                raise Refused(str(exc)) from None
         cpu.put("rsp", top)
         cpu.put("rip", offset)
         return
@@ -216,7 +231,7 @@ def _once(cpu, vector: int, source: str, ip: int, code: int | None, cr2: int | N
         sp = sp - unit & smask
         slots.append((base + sp & 0xFFFFFFFF, (w & (1 << 8 * unit) - 1).to_bytes(unit, "little")))
     for at, data in slots:
-        _read(cpu, at, unit)
+        _probe(cpu, at, unit)
     for at, data in slots:
         _write(cpu, at, data)
     cpu.put("rflags", flags & ~clear)
@@ -245,8 +260,10 @@ def _load(cpu, seg: str, sel: int, d: int) -> None:
             not cpu.long_mode() or cpu.mode() == 64):
         return                              # the same code segment stays loaded
     raw = d.to_bytes(8, "little")
+    cpl = cpu.uc.reg_read(X.UC_X86_REG_CS) & 3
     try:
-        after = physical_cpu.load_segment(cpu.uc, seg, sel, raw)
+        after = physical_cpu.load_segment(cpu.uc, seg, sel, raw,
+                                          sel & 3 if seg == "cs" and sel & 3 < cpl else None)
     except physical_cpu.SegmentLoadRefused as exc:
         raise Refused(str(exc)) from None
     if after is not None and after != raw:                  # the accessed bit

@@ -346,7 +346,7 @@ class Vcpu:
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
-        self._intr: tuple[int, int, int] | None = None
+        self._intr: tuple[int, int, int, int] | None = None
         self._trap_op: int | None = None
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
@@ -688,6 +688,7 @@ class Vcpu:
                 self._drop_budget_hooks()
                 raise self._hook_error
             if self._intr is not None:
+                physical_cpu.exception_delivered(self.uc)
                 self._drop_budget_hooks()
                 ex = self._intr_exit()
                 self.icount = ex.icount
@@ -1033,14 +1034,15 @@ class Vcpu:
     def _on_intr(self, uc, vector: int, _data) -> None:
         """Unicorn hands INT n, INT3, INTO and every exception to us: keep the
         vector, the CPU's error code and EIP, and stop."""
-        self._intr = (vector, physical_cpu.error_code(uc), self._reg(_RIP))
+        self._intr = (vector, physical_cpu.error_code(uc), self._reg(_RIP),
+                      self._reg(X.UC_X86_REG_CR2))
         uc.emu_stop()
 
     def _intr_exit(self) -> Exit:
         """The event Unicorn raised, placed on the clock. EIP is past a trap
         (INT n, INT3, INTO: the instruction before EIP in the block, which
         retired) and at a fault (which did not)."""
-        vector, code, ip = self._intr
+        vector, code, ip, cr2 = self._intr
         block = self._current()
         at = self.seg_base("cs") + ip & self.linear_mask()
         base = self._block_start(block)
@@ -1051,7 +1053,7 @@ class Vcpu:
                          else "software_exception", "ip": ip})
         return Exit("event", at, 0, base + i,
                     {"vector": vector, "source": "fault", "ip": ip, "code": code,
-                     "cr2": self._reg(X.UC_X86_REG_CR2) if vector == 14 else None})
+                     "cr2": cr2 if vector == 14 else None})
 
     def _is_trap(self, prev: int, after: int, vector: int) -> bool:
         try:

@@ -189,6 +189,7 @@ class Cpu(Protocol):
     def segment_base(self, seg: str) -> int: ...
     def read_linear(self, linear: int, length: int) -> bytes: ...   # raises Unreachable
     def write_linear(self, linear: int, data: bytes) -> None: ...
+    def reachable(self, linear: int, length: int, write: bool) -> None: ...   # Unreachable
     def load_segment(self, seg: str, selector: int, descriptor: bytes | None) -> None: ...
 
 
@@ -214,17 +215,23 @@ def second_is_double(first: Event, second: Fault) -> bool:
 
 def raise_event(cpu: Cpu, event: Event) -> Outcome:
     """Deliver ``event``, and what faults during its delivery turn into
-    (module docstring, "Double and triple faults")."""
+    (module docstring, "Double and triple faults"). A :class:`NotModelled`
+    raised on the way carries the outcome so far (``outcome``)."""
     outcome = Outcome("delivered")
     while True:
         outcome.events.append(event)
         try:
             deliver(cpu, event)
             return outcome
+        except NotModelled as exc:
+            exc.outcome = outcome
+            raise
         except Unreachable as exc:
             pf = exc.page_fault
             if pf is None:
-                raise NotModelled(f"event delivery: {exc}") from None
+                error = NotModelled(f"event delivery: {exc}")
+                error.outcome = outcome
+                raise error from None
             second = Fault(pf.vector, pf.error_code if pf.vector == PF else 0, str(pf),
                            pf.linear if pf.vector == PF else None)
         except Fault as exc:
@@ -233,6 +240,8 @@ def raise_event(cpu: Cpu, event: Event) -> Outcome:
             outcome.result = "triple_fault"
             return outcome
         if second_is_double(event, second):
+            if second.cr2 is not None:          # the #PF was detected: CR2 holds it
+                cpu.set_reg("cr2", second.cr2)
             event = Event(DF, FAULT, event.return_ip, 0)
         else:
             event = Event(second.vector, FAULT, event.return_ip, second.error_code, second.cr2)
@@ -432,8 +441,8 @@ def _push_frame(cpu: Cpu, base: int, sp: int, big: bool, width: int, values: lis
         sp = (sp - width) & mask
         slots.append(((base + sp) & 0xFFFF_FFFF,
                       (value & ((1 << 8 * width) - 1)).to_bytes(width, "little")))
-    for at, data in slots:
-        cpu.read_linear(at, len(data))          # a #PF before anything is written
+    for at, data in slots:                      # a #PF before anything is written,
+        cpu.reachable(at, len(data), True)      # at the first push that faults
     for at, data in slots:
         cpu.write_linear(at, data)
     return sp
@@ -457,7 +466,8 @@ def _deliver_long(cpu: Cpu, event: Event) -> None:
         values.append(event.error_code)
     top = (rsp & ~0xF) - 8 * len(values)
     frame = b"".join((v & 0xFFFF_FFFF_FFFF_FFFF).to_bytes(8, "little") for v in reversed(values))
-    cpu.read_linear(top, len(frame))
+    for i in range(len(values)):                # pushed from the top down
+        cpu.reachable(top + len(frame) - 8 * (i + 1), 8, True)
     cpu.write_linear(top, frame)
     cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF
     if kind == 0x0E:

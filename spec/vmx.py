@@ -572,7 +572,7 @@ class HardwareVcpu:
             return Exit("limit", self.linear_rip(), 0, self.icount,
                         detail={"note": "interrupted"})
         self._pending = None
-        self._raised: tuple[int, int, int] | None = None
+        self._raised: tuple[int, int, int, int] | None = None
         self._fault = None
         self._p2m: str | None = None
         self._fetch = False
@@ -588,6 +588,7 @@ class HardwareVcpu:
         except unicorn.UcError as exc:
             return self._fault_exit(exc, start)
         if self._raised is not None:
+            physical_cpu.exception_delivered(self.uc)
             return self._event_exit(*self._raised)
         if self._pending is not None:
             return self._pending
@@ -692,10 +693,10 @@ class HardwareVcpu:
         """Unicorn raises INT n, INT3, INTO and every exception to its caller
         instead of delivering it: note the vector, the error code the CPU
         computed, and where it left EIP; deliver it when the run stops."""
-        self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"))
+        self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"), self.reg("cr2"))
         uc.emu_stop()
 
-    def _event_exit(self, vector: int, error_code: int, ip: int) -> Exit:
+    def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
         """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
         INT n, INT3 and INTO (traps) Unicorn leaves EIP after the
         instruction, which retired; for an exception, at the faulting
@@ -712,9 +713,9 @@ class HardwareVcpu:
         if linear == self._counted:
             self.icount -= 1
         code_of = delivery.ERROR_CODE
-        cr2 = self.reg("cr2") if vector == delivery.PF else None
         event = delivery.Event(vector, delivery.FAULT, ip,
-                               error_code if vector in code_of else None, cr2)
+                               error_code if vector in code_of else None,
+                               cr2 if vector == delivery.PF else None)
         return Exit("event", linear, 0, self.icount, detail={"event": event})
 
     # --- event delivery (the rules are :mod:`spec.delivery`'s) ----------------------
@@ -729,8 +730,16 @@ class HardwareVcpu:
 
     def raise_event(self, event: delivery.Event) -> delivery.Outcome:
         """Deliver ``event`` and trace every exception raised on the way."""
-        base = self.segment_base("cs")
-        outcome = delivery.raise_event(self, event)
+        base = (self.segment_base("cs"), self.address_mask())
+        try:
+            outcome = delivery.raise_event(self, event)
+        except delivery.NotModelled as exc:
+            self._trace_events(exc.outcome, base)
+            raise
+        self._trace_events(outcome, base)
+        return outcome
+
+    def _trace_events(self, outcome: delivery.Outcome, base: tuple[int, int]) -> None:
         self.shadow = False
         if self.emit is not None:
             for ev in outcome.events:
@@ -738,8 +747,7 @@ class HardwareVcpu:
                     self.emit(trace.ExceptionDelivery(
                         vcpu=self.vcpu_id, vector=ev.vector, source=ev.source,
                         error_code=ev.error_code, cr2=ev.cr2,
-                        rip=(base + ev.return_ip) & self.address_mask(), icount=self.icount))
-        return outcome
+                        rip=(base[0] + ev.return_ip) & base[1], icount=self.icount))
 
     def idtr(self) -> tuple[int, int]:
         _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_IDTR)
@@ -767,8 +775,10 @@ class HardwareVcpu:
         if (seg == "cs" and selector == self.selector("cs")
                 and (self.mode() == 64 or not self.long_mode())):
             return
+        inward = seg == "cs" and selector & 3 < self.selector("cs") & 3
         try:
-            loaded = physical_cpu.load_segment(self.uc, seg, selector, descriptor)
+            loaded = physical_cpu.load_segment(self.uc, seg, selector, descriptor,
+                                               selector & 3 if inward else None)
         except physical_cpu.SegmentLoadRefused as exc:
             raise delivery.NotModelled(str(exc)) from None
         if loaded is not None and descriptor is not None and loaded != descriptor:
