@@ -17,6 +17,7 @@ from typing import Callable
 from spec import platform, trace
 from impl import p2m, pic
 from impl.mmio import EmulationFailed, MmioInstruction
+from impl import delivery
 from impl.delivery import Refused
 from impl.vcpu import EFLAGS_DF, EFLAGS_IF, Exit, LinearFault, Vcpu
 
@@ -413,8 +414,10 @@ class Vmm:
         try:
             gpa = cpu.translate(linear, direction == READ) if cpu.paging() else linear
         except LinearFault as exc:
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
-                       f"modelled)", ex.rip)
+            if exc.pf is not None and exc.pf[0] == 14:
+                self._inject_fault(ex, exc.pf)
+                return
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         low = gpa - (count - 1) * size if back else gpa
         if not cpu.backed(low, count * size):
@@ -615,6 +618,20 @@ class Vmm:
             _add(cpu, "rcx", -count, amask)
         self._retire(ex, finishes)
         return True
+
+    def _inject_fault(self, ex: Exit, pf: tuple[int, int, int]) -> None:
+        """The guest's page tables refuse the data of the instruction being
+        emulated: #PF, delivered as the CPU would have (the instruction does
+        not retire)."""
+        vector, code, linear = pf
+        cpu = self.vcpu
+        try:
+            delivered = delivery.deliver(cpu, vector, "fault", cpu.get("rip"), code, linear)
+        except Refused as exc:
+            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        if not delivered:
+            self.handle_exit(Exit("triple_fault", cpu.rip(), 0, cpu.icount))
 
     def _retire(self, ex: Exit, advance: bool) -> None:
         cpu = self.vcpu

@@ -244,8 +244,10 @@ class Vmm:
         try:
             gpa = hw.translate(chunk.linear, write=q.dir == "in")
         except GuestAccessError as exc:
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
-                       f"modelled)", ex.rip)
+            if exc.page_fault is not None and exc.page_fault.vector == delivery.PF:
+                self.inject_page_fault(vcpu, ex, exc.page_fault)
+                return
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         gpa_low = gpa - (chunk.linear - low)
         if not hw.is_ram(gpa_low, chunk.count * q.size):
@@ -390,6 +392,24 @@ class Vmm:
             return False
         self.window[vcpu] = self.pic.has_request()
         return True
+
+    def inject_page_fault(self, vcpu: int, ex: Exit, fault) -> None:
+        """The data of an instruction the VMM emulates is where the guest's
+        page tables do not reach: the instruction does not retire, and the
+        VMM injects the #PF the CPU would have raised (error code and CR2 of
+        the walk, :mod:`spec.paging`), delivered as any exception is
+        (:mod:`spec.delivery`): ``hvm_inject_exception(TRAP_page_fault,
+        pfec, addr)`` in Xen's emulation paths."""
+        hw = self.vcpus[vcpu]
+        event = delivery.Event(delivery.PF, delivery.FAULT, hw.reg("rip"), fault.error_code,
+                               fault.linear)
+        try:
+            outcome = hw.raise_event(event)
+        except delivery.NotModelled as exc:
+            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        if outcome.result == "triple_fault":
+            self.handle_exit(vcpu, Exit("triple_fault", hw.linear_rip(), 0, hw.icount))
 
     def triple_fault(self, vcpu: int) -> None:
         """A triple-fault exit (exit reason 2). Xen of the model's time

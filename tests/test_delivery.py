@@ -332,3 +332,35 @@ empty:
 ])
 def test_table_6_5(first, second, double):
     assert delivery.second_is_double(first, delivery.Fault(second, 0, "")) is double
+
+
+def test_string_io_into_an_unmapped_page_injects_a_page_fault():
+    """The VMM finds the data of ``rep insb`` where the guest's page tables
+    do not reach: it injects #PF (a write: error code 2; CR2 the address)
+    instead of crashing the domain, and the instruction does not retire."""
+    body = """
+    mov edi, 0x20000
+    mov ecx, 1024
+    xor eax, eax
+    rep stosd
+    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
+    mov eax, cr4
+    or eax, 0x10
+    mov cr4, eax
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov edi, 0x400000
+    mov ecx, 4
+    mov dx, 0x3f8
+    cld
+    rep insb
+"""
+    result = both(_pm(body, {14: ("handler", 0x8E)}, "handler:\n    jmp dump\n"))
+    assert [(e.vector, e.error_code, e.cr2) for e in _raised(result)] == [(14, 2, 0x400000)]
+    esp, code, eip, cs, eflags, _ = _dumped(result)
+    assert code == 2 and cs == 0x08
+    assert not [e for e in result.trace if isinstance(e, trace.IoreqTransition) and e.addr == 0x3F8]
+    assert result.exit["reason"] == "poweroff"
