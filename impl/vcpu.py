@@ -98,7 +98,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from impl import clock
+from impl import clock, delivery
 from spec import physical_cpu, platform, trace
 
 _RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
@@ -131,7 +131,6 @@ POPF = 0x9D
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_VM = 1 << 17
-LOCK_UD = "LOCK prefix on an instruction that does not accept it (#UD)"
 
 
 @dataclass
@@ -232,12 +231,14 @@ class InternalError(RuntimeError):
     impl, which the machine turns into a domain crash that names it."""
 
 
-class DeliveryFault(Exception):
-    """An interrupt that the guest's table cannot deliver."""
-
-
 class LinearFault(Exception):
-    """A linear address the guest's page tables do not map to RAM."""
+    """A linear address the guest's page tables do not map to RAM; ``pf``
+    is (vector, error code, linear) when the page tables refuse it (#PF, or
+    #GP for a non-canonical address), None when no RAM backs it."""
+
+    def __init__(self, message: str, pf: tuple[int, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.pf = pf
 
 
 PAGE = 4096
@@ -370,6 +371,9 @@ class Vcpu:
         self._msr_ref = ctypes.byref(self._msr)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self._intr: tuple[int, int, int, int] | None = None
+        self._trap_op: int | None = None
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
 
@@ -516,7 +520,8 @@ class Vcpu:
         cr4, cr3 = self._reg(X.UC_X86_REG_CR4), self._reg(X.UC_X86_REG_CR3)
         if self.long_mode():
             if (linear >> 47) not in (0, (1 << 17) - 1):
-                raise LinearFault(f"#GP at linear {linear:#x}: non-canonical address")
+                raise LinearFault(f"#GP at linear {linear:#x}: non-canonical address",
+                                  (13, 0, linear))
             walk, table, entry_bytes = _WALK_4LEVEL, cr3 & 0xFFFFFFFFFF000, 8
         elif cr4 & 0x20:
             linear &= 0xFFFFFFFF
@@ -533,10 +538,10 @@ class Vcpu:
             is_pdpte = walk is _WALK_PAE and level == 0
             if not entry & 1:
                 raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
-                                  f"{slot:#x} is not present")
+                                  f"{slot:#x} is not present", (14, write << 1, linear))
             if write and wp and not is_pdpte and not entry & 2:
                 raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
-                                  f"{slot:#x} is read-only")
+                                  f"{slot:#x} is read-only", (14, 3, linear))
             big = may_be_large and entry & 0x80 and (entry_bytes == 8 or cr4 & 0x10)
             leaf = big or level == len(walk) - 1
             if not is_pdpte:
@@ -611,6 +616,10 @@ class Vcpu:
         limit = self.icount + budget
         while True:
             ex = self._run_exit(limit - self.icount, deadline, window)
+            if ex.reason == "event":
+                ex = self.raise_event(ex)
+                if ex is None:
+                    continue
             io = ex.io
             if (ex.reason != "io" or io is None or io.string or io.size != 1
                     or io.port not in platform.PASSTHROUGH_PORTS):
@@ -700,6 +709,7 @@ class Vcpu:
             self._code_written: list[int] = []
             self._refused: tuple | None = None
             self._access_at: tuple[int, int] | None = None
+            self._intr = None
             self._context()
             c.current, c.end = -1, self._budget_end
             c.left = self._budget_end - self.icount
@@ -716,6 +726,12 @@ class Vcpu:
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
+            if self._intr is not None:
+                physical_cpu.exception_delivered(self.uc)
+                self._drop_budget_hooks()
+                ex = self._intr_exit()
+                self.icount = ex.icount
+                return ex
             if self._restart or (self._exit is None and self.interrupted):
                 continue                    # with the stop points just placed
             self._drop_budget_hooks()
@@ -960,9 +976,10 @@ class Vcpu:
                 self._shadow_at = icount + 1
             return
         if _exits(code, prefixes, opcode):
-            if 0xF0 in prefixes:
-                self._stop(Exit("invalid_opcode", address, size, icount,
-                                {"bytes": code.hex(), "error": LOCK_UD}))
+            if 0xF0 in prefixes:                # #UD, before any exit
+                self._stop(Exit("event", address, 0, icount,
+                                {"vector": 6, "source": "fault",
+                                 "ip": address - self.seg_base("cs")}))
             elif opcode == HLT:
                 self._stop(Exit("hlt", address, size, icount))
             elif opcode == 0x0F:
@@ -1047,8 +1064,17 @@ class Vcpu:
             if self._logdirty:
                 info = {"bytes": code, "access": "write", "p2m": "logdirty", "gpa": self._gpa}
             return Exit("ept_violation", rip, 0, icount, info)
-        reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
-        return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
+        if exc.errno == unicorn.UC_ERR_INSN_INVALID:
+            # #UD; but Unicorn reports INT1 (ICEBP, F1) so too: a trap, vector 1
+            raw = bytes.fromhex(code)
+            prefixes, opcode = split_prefixes(raw, self.mode())
+            ip = rip - self.seg_base("cs")
+            if opcode == 0xF1:
+                self.icount = icount + 1
+                return Exit("event", rip, 0, icount + 1,
+                            {"vector": 1, "source": "icebp", "ip": ip + len(prefixes) + 1})
+            return Exit("event", rip, 0, icount, {"vector": 6, "source": "fault", "ip": ip})
+        return Exit("cpu_error", rip, 0, icount, {"bytes": code, "error": str(exc)})
 
     def _code(self, linear: int, n: int) -> bytes:
         return self.lread(linear, n) if self.paging() else self.read(linear, n)
@@ -1099,106 +1125,60 @@ class Vcpu:
         self._blocks[key] = (raw, block)
         return block
 
-    # --- interrupt delivery ------------------------------------------------------------
+    # --- event delivery (impl/delivery.py) ---------------------------------------------
 
-    def deliver(self, vector: int) -> None:
-        """Deliver an external interrupt as the CPU does on VM entry: through
-        the IVT in real mode; through an interrupt or trap gate of the IDT in
-        protected mode (8-byte gates) and in IA-32e mode (16-byte gates, a
-        64-bit handler, SS:RSP pushed on a 16-byte aligned stack); same
-        privilege level only, no error code. Nothing changes on a fault."""
-        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
-        self._stale = True
+    def deliver(self, vector: int) -> bool:
+        """Deliver external interrupt ``vector`` as the CPU does on VM entry;
+        False on a triple fault. Raises :class:`impl.delivery.Refused`."""
+        return delivery.deliver(self, vector, "external", self._reg(_RIP))
+
+    def _on_intr(self, uc, vector: int, _data) -> None:
+        """Unicorn hands INT n, INT3, INTO and every exception to us: keep the
+        vector, the CPU's error code and EIP, and stop."""
+        self._intr = (vector, physical_cpu.error_code(uc), self._reg(_RIP),
+                      self._reg(X.UC_X86_REG_CR2))
+        uc.emu_stop()
+
+    def _intr_exit(self) -> Exit:
+        """The event Unicorn raised, placed on the clock. EIP is past a trap
+        (INT n, INT3, INTO: the instruction before EIP in the block, which
+        retired) and at a fault (which did not)."""
+        vector, code, ip, cr2 = self._intr
+        block = self._current()
+        at = self.seg_base("cs") + ip & self.linear_mask()
+        base = self._block_start(block)
+        i = block.index.get(at, len(block.addresses))
+        if i and self._is_trap(block.addresses[i - 1], at, vector):
+            return Exit("event", block.addresses[i - 1], 0, base + i,
+                        {"vector": vector, "source": "software" if self._trap_op == 0xCD
+                         else "software_exception", "ip": ip})
+        return Exit("event", at, 0, base + i,
+                    {"vector": vector, "source": "fault", "ip": ip, "code": code,
+                     "cr2": cr2 if vector == 14 else None})
+
+    def _is_trap(self, prev: int, after: int, vector: int) -> bool:
         try:
-            if not self._reg(_CR0) & 1:
-                self._deliver_ivt(vector, base, limit)
-            else:
-                self._deliver_gate(vector, base, limit, 16 if self.long_mode() else 8)
-        except LinearFault as exc:
-            raise DeliveryFault(f"event delivery: {exc}") from None
+            code = self._code(prev, after - prev) if 0 < after - prev <= 15 else b""
+        except LinearFault:
+            return False
+        prefixes, opcode = split_prefixes(code, self.mode())
+        self._trap_op = opcode
+        n = len(prefixes)
+        return ((opcode == 0xCD and len(code) == n + 2 and code[n + 1] == vector)
+                or (opcode == 0xCC and len(code) == n + 1 and vector == 3)
+                or (opcode == 0xCE and len(code) == n + 1 and vector == 4))
 
-    def _deliver_ivt(self, vector: int, base: int, limit: int) -> None:
-        if vector * 4 + 3 > limit:
-            raise DeliveryFault(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
-        target = int.from_bytes(self.lread(base + vector * 4, 4), "little")
-        flags, ip = self._reg(_RFLAGS), self._reg(_RIP)
-        self._frame(2, (flags, self._reg(_SEG["cs"]), ip))
-        self.put("rflags", flags & ~0x40300)            # IF, TF, AC
-        physical_cpu.load_segment(self.uc, "cs", target >> 16)
-        self.put("rip", target & 0xFFFF)
-
-    def _deliver_gate(self, vector: int, base: int, limit: int, size: int) -> None:
-        if vector * size + size - 1 > limit:
-            raise DeliveryFault(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
-        gate = int.from_bytes(self.lread(base + vector * size, size), "little")
-        kind, present = gate >> 40 & 0x1F, gate >> 47 & 1
-        if not present:
-            raise DeliveryFault(f"IDT gate {vector:#x} is not present (#NP)")
-        allowed = (14, 15) if size == 16 else (6, 7, 14, 15)
-        if kind not in allowed:
-            raise DeliveryFault(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
-                                f"interrupt or trap gate{' of 64-bit mode' if size == 16 else ''}"
-                                f" (#GP)")
-        selector = gate >> 16 & 0xFFFF
-        target = gate & 0xFFFF | (gate >> 48 & 0xFFFF) << 16 | (gate >> 64) << 32
-        cs, flags, rip = self._reg(_SEG["cs"]), self._reg(_RFLAGS), self._reg(_RIP)
-        if selector & 4 or selector & 3 != cs & 3:
-            raise DeliveryFault(f"IDT gate {vector:#x}: handler selector {selector:#x} "
-                                f"changes privilege (not modelled)")
-        if size == 16 and gate >> 32 & 7:
-            raise DeliveryFault(f"IDT gate {vector:#x} switches to interrupt stack "
-                                f"{gate >> 32 & 7} (IST, not modelled)")
-        descriptor = self._gdt(selector)
-        if descriptor is None:
-            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is beyond "
-                                f"the GDT (#GP)")
-        if descriptor >> 43 & 3 != 3:                  # S and code
-            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is not a "
-                                f"code segment (#GP)")
-        if not descriptor >> 47 & 1:
-            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"present (#NP)")
-        if size == 16 and (descriptor >> 53 & 3) != 1:  # L = 1, D = 0
-            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"a 64-bit one (#GP)")
-        clear = 0x14100 | (0 if size == 16 else 0x20000) | (0x200 if kind in (6, 14) else 0)
-        if size == 16:
-            rsp = self._reg(X.UC_X86_REG_RSP)
-            top = (rsp & ~0xF) - 40
-            frame = b"".join(v.to_bytes(8, "little") for v in
-                             (rip, cs, flags, rsp, self._reg(_SEG["ss"])))
-            self.lwrite(top, frame)
-            self.put("rsp", top)
-        else:
-            wide = kind >= 14
-            self._frame(4 if wide else 2, (flags, cs, rip))
-            target &= 0xFFFFFFFF if wide else 0xFFFF
-        self.put("rflags", flags & ~clear)
-        if selector != cs or (size == 16 and self.mode() != 64):
-            self._load_cs(selector, descriptor)
-        self.put("rip", target)
-
-    def _load_cs(self, selector: int, descriptor: int) -> None:
-        raw = descriptor.to_bytes(8, "little")
+    def raise_event(self, ex: Exit) -> Exit | None:
+        """Deliver what an ``event`` exit carries; a triple fault, or an
+        event the model does not deliver, is an exit; None otherwise."""
+        info = ex.info
+        self.icount = ex.icount
         try:
-            after = physical_cpu.load_segment(self.uc, "cs", selector, raw)
-        except physical_cpu.SegmentLoadRefused as exc:
-            raise DeliveryFault(str(exc)) from None
-        if after is not None and after != raw:                 # the accessed bit
-            _, base, _, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
-            self.lwrite(base + (selector & 0xFFF8), after)
-
-    def _frame(self, width: int, values: tuple[int, ...]) -> None:
-        big = bool(self._reg(_CR0) & 1) and bool(self._descriptor("ss")[1] >> 22 & 1)
-        mask = 0xFFFFFFFF if big else 0xFFFF
-        rsp = self._reg(X.UC_X86_REG_RSP)
-        sp, ss = rsp & mask, self.seg_base("ss")
-        slots = []
-        for value in values:
-            sp = sp - width & mask
-            slots.append((ss + sp & 0xFFFFFFFF, (value & (1 << 8 * width) - 1).to_bytes(width, "little")))
-        for at, data in slots:
-            self.check(at, width, True)
-        for at, data in slots:
-            self.lwrite(at, data)
-        self.put("rsp", rsp & ~mask | sp)
+            ok = delivery.deliver(self, info["vector"], info["source"], info["ip"],
+                                  info.get("code"), info.get("cr2"))
+        except delivery.Refused as exc:
+            return Exit("cpu_error", ex.rip, 0, self.icount,
+                        {"bytes": self.code_at(ex.rip).hex(), "error": str(exc)})
+        if not ok:
+            return Exit("triple_fault", self.rip(), 0, self.icount)
+        return None
