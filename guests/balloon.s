@@ -24,9 +24,8 @@
 ;      and sends what the guest wrote into the new frames.
 ;   6. Power off.
 
-COM1        = 0x3f8
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
+%include "lib/all.s"
+
 ROM         = 0xf0000
 BUCKET      = 0x200000          ; 2 MiB: bucket 0x20 of a 32-bit qemu-dm
 PAGES       = 16
@@ -37,20 +36,7 @@ LINE_LEN    = 44
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     cld
 
     ; 1. a line from the bucket, before
@@ -139,12 +125,7 @@ zero_all:
     call bucket_line
 
     ; 6. power off
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 ; the reservation at RES: eax extents of order ebx from the list at EXTENTS
 reservation:
@@ -179,32 +160,9 @@ bucket_line:
 
 ; --- serial -----------------------------------------------------------------------
 
-putc:                               ; al
-    push edx
-    push eax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
+    serial_putc w=e                 ; al
 
-puts:                               ; esi: a NUL-terminated string (linear)
-    push eax
-puts_next:
-    mov al, [esi]
-    inc esi
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts_next
-puts_done:
-    pop eax
-    ret
+    serial_puts at=[esi], w=e, keep=eax  ; esi: a NUL-terminated string (linear)
 
 put_signed:                         ; eax, signed decimal
     test eax, eax
@@ -214,48 +172,9 @@ put_signed:                         ; eax, signed decimal
     call putc
     pop eax
     neg eax
-put_dec:                            ; eax, decimal
-    push ebx
-    push ecx
-    push edx
-    mov ebx, 10
-    xor ecx, ecx
-put_dec_div:
-    xor edx, edx
-    div ebx
-    push edx
-    inc ecx
-    test eax, eax
-    jnz put_dec_div
-put_dec_out:
-    pop eax
-    add al, '0'
-    call putc
-    loop put_dec_out
-    pop edx
-    pop ecx
-    pop ebx
-    ret
+    put_dec                         ; eax, decimal
 
-put_hex32:                          ; eax, eight hex digits
-    push ecx
-    push edx
-    mov edx, eax
-    mov ecx, 8
-put_hex32_digit:
-    rol edx, 4
-    mov al, dl
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe put_hex32_out
-    add al, 'a' - '0' - 10
-put_hex32_out:
-    call putc
-    loop put_hex32_digit
-    pop edx
-    pop ecx
-    ret
+    put_hex put_hex32, 8, w=e       ; eax, eight hex digits
 
 text_decrease:
     .asciz "balloon: decrease_reservation of 16 pages at 2 MiB -> "
@@ -279,11 +198,4 @@ line_before:
     .ascii "balloon: a line from the bucket, old frames\n"
 line_after:
     .ascii "balloon: a line from the bucket, new frames\n"
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long ROM + gdt
+    flat_gdt

@@ -20,9 +20,8 @@
 ;      PM1a_CNT at 0x1f44): qemu-dm tells Xen, Xen tells xend, xend
 ;      destroys the domain.
 
-COM1        = 0x3f8
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
+%include "lib/all.s"
+
 PIT_COUNT   = 1193
 ROM         = 0xf0000
 IDT         = 0x9000
@@ -42,22 +41,20 @@ VALUE       = 0x1a              ; light green on blue
 BAR_EMPTY   = 0x18              ; dark grey on blue
 BAR_FULL    = 0x1e              ; yellow on blue
 
+; text_at: the string STRING at ROW, COL, in the attribute in AH (set to
+; ATTR first if given)
+.macro text_at row, col, string, attr=
+    mov ebx, \row * 256 + \col
+.ifnb \attr
+    mov ah, \attr
+.endif
+    mov esi, \string
+    call put_at
+.endm
+
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov dword ptr [TICKS], 0
     cld
 
@@ -74,23 +71,11 @@ pm32:
     mov ecx, 80 * 25 / 2
     rep stosd
     call draw_frame
-    mov ebx, 2 * 256 + 19
-    mov ah, TITLE
-    mov esi, title
-    call put_at
-    mov ebx, 5 * 256 + 6
-    mov ah, TEXT
-    mov esi, legend1
-    call put_at
-    mov ebx, 6 * 256 + 6
-    mov esi, legend2
-    call put_at
-    mov ebx, 7 * 256 + 6
-    mov esi, legend3
-    call put_at
-    mov ebx, BAR_ROW * 256 + 6
-    mov esi, bar_label
-    call put_at
+    text_at 2, 19, title, TITLE
+    text_at 5, 6, legend1, TEXT
+    text_at 6, 6, legend2
+    text_at 7, 6, legend3
+    text_at BAR_ROW, 6, bar_label
     mov edi, BAR_START
     mov ecx, TOTAL_TICKS
     mov ax, 0x18b0                  ; a light shade, dark grey on blue
@@ -104,10 +89,7 @@ pm32:
     xor dword ptr [ebp + 4], 0xffff0000 ; 0x0f0ff0f0
     mov word ptr [ebp + 8], 0x0a00
     or word ptr [ebp + 8], 0x00b0       ; 0x0ab0
-    mov ebx, 9 * 256 + 6
-    mov ah, TEXT
-    mov esi, rmw_label
-    call put_at
+    text_at 9, 6, rmw_label, TEXT
     mov ebx, 9 * 256 + 50
     mov eax, [ebp]
     call hex_at
@@ -117,13 +99,8 @@ pm32:
     mov ebx, 11 * 256 + 50
     movzx eax, word ptr [ebp + 8]
     call hex_at
-    mov ebx, 10 * 256 + 6
-    mov ah, TEXT
-    mov esi, xor_label
-    call put_at
-    mov ebx, 11 * 256 + 6
-    mov esi, or_label
-    call put_at
+    text_at 10, 6, xor_label, TEXT
+    text_at 11, 6, or_label
     mov esi, rmw_serial
     call puts
     mov eax, [ebp]
@@ -147,13 +124,7 @@ pm32:
     mov eax, irq0
     add eax, ROM
     mov edi, IDT + 0x100            ; gate 0x20
-    mov ebx, eax
-    and eax, 0xffff
-    or eax, 0x00080000              ; selector 0x08
-    mov [edi], eax
-    and ebx, 0xffff0000
-    or ebx, 0x8e00                  ; present, 32-bit interrupt gate
-    mov [edi + 4], ebx
+    gate32 0x8e00                   ; present, 32-bit interrupt gate
     mov ebx, idtr
     lidt [ebx + ROM]
     call init_pic_pit
@@ -183,10 +154,7 @@ ticks_done:
     out 0x21, al
 
     ; 5. goodbye
-    mov ebx, 20 * 256 + 6
-    mov ah, TITLE
-    mov esi, bye_screen
-    call put_at
+    text_at 20, 6, bye_screen, TITLE
     mov eax, 20 * 80 + 6 + 30
     call set_cursor
     mov esi, ticks_serial
@@ -197,18 +165,12 @@ ticks_done:
     call putc
     mov esi, bye_serial
     call puts
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 irq0:
     push eax
     inc dword ptr [TICKS]
-    mov al, 0x20                    ; non-specific EOI
-    out 0x20, al
+    pic_eoi                         ; non-specific EOI
     pop eax
     iretd
 
@@ -250,12 +212,7 @@ hex_at:                             ; eax as "0x" and 8 hex digits at bh:bl, gre
 hex_at_digit:
     rol edx, 4
     mov al, dl
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe hex_at_out
-    add al, 'a' - '0' - 10
-hex_at_out:
+    hex_digit
     stosw
     loop hex_at_digit
     pop edx
@@ -308,105 +265,22 @@ frame_side:
     stosw
     ret
 
-set_cursor:                         ; eax = cell address
-    push edx
-    push eax
-    mov dx, 0x3d4
-    mov al, 0x0e
-    out dx, al
-    inc dx
-    mov eax, [esp]
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0f
-    out dx, al
-    inc dx
-    pop eax
-    out dx, al
-    pop edx
-    ret
+    crtc_pair set_cursor, 0x0e, w=e     ; eax = cell address
 
 ; --- time ---------------------------------------------------------------------------
 
 init_pic_pit:
-    mov al, 0x11                    ; the PIC pair: vectors 0x20 and 0x28
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                    ; IRQ0 only
-    out 0x21, al
-    mov al, 0x34                    ; PIT counter 0, mode 2, about 1 kHz
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pic_init                        ; vectors 0x20 and 0x28, IRQ0 only
+    pit_init PIT_COUNT              ; about 1 kHz
     ret
 
 ; --- serial ---------------------------------------------------------------------------
 
-putc:                               ; al
-    push edx
-    push eax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
+    serial_putc w=e                 ; al
 
-puts:                               ; esi string (ROM offset)
-    push esi
-    add esi, ROM
-puts_next:
-    mov al, [esi]
-    inc esi
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts_next
-puts_done:
-    pop esi
-    ret
+    serial_puts at=[esi], w=e, keep=esi, base=ROM  ; esi string (ROM offset)
 
-put_hex32:                          ; eax, eight hex digits
-    push ecx
-    push edx
-    mov edx, eax
-    mov ecx, 8
-put_hex32_digit:
-    rol edx, 4
-    mov al, dl
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe put_hex32_out
-    add al, 'a' - '0' - 10
-put_hex32_out:
-    call putc
-    loop put_hex32_digit
-    pop edx
-    pop ecx
-    ret
+    put_hex put_hex32, 8, w=e       ; eax, eight hex digits
 
 greeting:
     .asciz "demo: hello from an unmodified guest on hvmspec's Xen HVM\n"
@@ -436,14 +310,7 @@ ticks_serial:
     .asciz "demo: ticks "
 bye_serial:
     .asciz "demo: powering off\n"
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long ROM + gdt
+    flat_gdt
 idtr:
     .word 0x17f
     .long IDT

@@ -27,10 +27,9 @@
 ; With the default 16 MiB of memory the walk is empty; `hvmspec run dma`
 ; uses the memory the header above asks for.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 COM1_SCR    = 0x3ff
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 ROM         = 0xf0000
 BUCKET      = 0x10000
 WALK_START  = 0x1000000         ; 16 MiB
@@ -42,20 +41,7 @@ WRONG       = 0x8008
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     cld
 
     ; 1. memory from the CMOS: 16 MiB + 64 KiB * [0x35:0x34]
@@ -177,12 +163,7 @@ again_done:
     mov al, 10
     call putc
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 ; a LINE_LEN-byte line at edi: "dma: across a page at 0x........ ok\n",
 ; built with stores and sent with one rep outsb
@@ -199,12 +180,7 @@ far_line:
 far_digit:
     rol eax, 4
     mov dl, al
-    and dl, 0x0f
-    add dl, '0'
-    cmp dl, '9'
-    jbe far_digit_out
-    add dl, 'a' - '0' - 10
-far_digit_out:
+    hex_digit dl
     mov [ebx], dl
     inc ebx
     loop far_digit
@@ -217,55 +193,11 @@ far_digit_out:
 
 ; --- serial -----------------------------------------------------------------------
 
-putc:                               ; al
-    push edx
-    push eax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
+    serial_putc w=e                 ; al
 
-puts:                               ; esi: a NUL-terminated string (linear)
-    push eax
-puts_next:
-    mov al, [esi]
-    inc esi
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts_next
-puts_done:
-    pop eax
-    ret
+    serial_puts at=[esi], w=e, keep=eax  ; esi: a NUL-terminated string (linear)
 
-put_dec:                            ; eax, decimal
-    push ebx
-    push ecx
-    push edx
-    mov ebx, 10
-    xor ecx, ecx
-put_dec_div:
-    xor edx, edx
-    div ebx
-    push edx
-    inc ecx
-    test eax, eax
-    jnz put_dec_div
-put_dec_out:
-    pop eax
-    add al, '0'
-    call putc
-    loop put_dec_out
-    pop edx
-    pop ecx
-    pop ebx
-    ret
+    put_dec                         ; eax, decimal
 
 put_hex8:                           ; al, two hex digits
     push ecx
@@ -275,12 +207,7 @@ put_hex8:                           ; al, two hex digits
 put_hex8_digit:
     rol ah, 4
     mov al, ah
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe put_hex8_out
-    add al, 'a' - '0' - 10
-put_hex8_out:
+    hex_digit
     call putc
     loop put_hex8_digit
     pop eax
@@ -302,11 +229,4 @@ text_again:
 line_template:
     .ascii "dma: a line across the page at 0x........, far apart\n"
     .byte 0
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long ROM + gdt
+    flat_gdt

@@ -13,36 +13,13 @@
 ;   3. Power off: write SLP_TYP(S5) | SLP_EN to the ACPI PM1a control
 ;      register (Xen's version-0 location 0x1f44; S5 is SLP_TYP 7).
 
-COM1        = 0x3f8
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
+%include "lib/all.s"
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax              ; the strings live in this ROM segment
-    xor ax, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1  ; DS = CS: the strings live in this ROM segment
 
     mov si, line1
-next_byte:
-    lodsb
-    test al, al
-    jz line1_done
-    mov bl, al
-    mov dx, COM1_LSR
-wait_thre:
-    in al, dx
-    test al, LSR_THRE
-    jz wait_thre
-    mov al, bl
-    mov dx, COM1
-    out dx, al
-    jmp next_byte
-line1_done:
+    serial_write            ; poll LSR.THRE, OUT the byte; up to the NUL
 
     mov si, line2
     mov cx, line2_end - line2
@@ -50,13 +27,7 @@ line1_done:
     cld
     rep outsb
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-
-halt:                       ; not reached: the domain is gone
-    hlt
-    jmp halt
+    poweroff
 
 line1:
     .ascii "Hello from an unmodified guest\n"

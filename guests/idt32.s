@@ -12,7 +12,8 @@
 ; ticks with HLT in between, then one transmitter-empty interrupt from the
 ; UART, prints what the handlers saw, and powers off.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 PIT_COUNT   = 1193
 ROM         = 0xf0000
 IDT         = 0x9000
@@ -24,20 +25,7 @@ SEEN_IRQ4   = 0x8010
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     xor eax, eax
     mov [TICKS], eax
     mov [SEEN_IRQ4], eax
@@ -59,50 +47,13 @@ pm32:
     mov ebx, idtr
     lidt [ebx + ROM]
 
-    mov al, 0x11                    ; the PIC pair: vectors 0x20 and 0x28
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                    ; IRQ0 only
-    out 0x21, al
-    mov al, 0x34                    ; PIT counter 0, mode 2, about 1 kHz
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pic_init                        ; vectors 0x20 and 0x28, IRQ0 only
+    pit_init PIT_COUNT              ; about 1 kHz
 
-    sti
-ticks:
-    hlt
-    cmp dword ptr [TICKS], 5
-    jb ticks
-    cli
-    mov al, 0xef                    ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1 + 1
-    mov al, 0x02                    ; THRI: the transmitter is empty, one is due
-    out dx, al
-    sti
-uart:
-    hlt
-    cmp dword ptr [SEEN_IRQ4], 0
-    je uart
-    cli
+    halt_while dword ptr [TICKS], 5, jb         ; five ticks
+    pic_mask 0xef                   ; IRQ4 only
+    serial_ier 0x02                 ; THRI: the transmitter is empty, one is due
+    halt_while dword ptr [SEEN_IRQ4], 0, je     ; its interrupt
 
     mov esi, text_ticks
     call puts
@@ -123,21 +74,10 @@ uart:
     mov al, 10
     call putc
 
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 set_gate:                           ; eax handler, edx type word, edi gate
-    mov ebx, eax
-    and eax, 0xffff
-    or eax, 0x00080000              ; selector 0x08
-    mov [edi], eax
-    and ebx, 0xffff0000
-    or ebx, edx
-    mov [edi + 4], ebx
+    gate32 edx
     ret
 
 irq0:
@@ -151,8 +91,7 @@ irq0:
     shr eax, 3                      ; as a GDT index
     mov [CS_IRQ0], eax
     inc dword ptr [TICKS]
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop eax
     iretd
 
@@ -170,35 +109,13 @@ irq4:
     xor al, al
     out dx, al                      ; and no more of them
     mov dword ptr [SEEN_IRQ4], 1
-    mov al, 0x64                    ; specific EOI, IRQ4
-    out 0x20, al
+    pic_eoi 0x64                    ; specific EOI, IRQ4
     pop edx
     pop eax
     iretd
 
-putc:
-    push edx
-    push eax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts:                               ; esi: offset in the ROM
-    mov al, [esi + ROM]
-    inc esi
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
+    serial_putc w=e
+    serial_puts at="[esi + ROM]", w=e  ; esi: offset in the ROM
 
 put_digit:
     add al, '0'
@@ -216,14 +133,7 @@ text_cs:
 text_if4:
     .ascii ", IF in the trap-gate handler "
     .byte 0
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff        ; 0x08: code, base 0, 4 GiB, 32-bit
-    .quad 0x00cf93000000ffff        ; 0x10: data, base 0, 4 GiB, 32-bit
-gdtr:
-    .word 23
-    .long ROM + gdt
+    flat_gdt
 idtr:
     .word 383                       ; 48 gates * 8 - 1
     .long IDT

@@ -17,13 +17,10 @@
 ;      which ends each interrupt with a specific EOI (OCW2, IRQ4).
 ;   4. Priority: with both lines requesting, IRQ0 is served before IRQ4.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 COM1_IER    = COM1 + 1
 COM1_IIR    = COM1 + 2
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 PIT_COUNT   = 20
 IVT_IRQ0    = 0x80                  ; vector 0x20 * 4
 IVT_IRQ4    = 0x90                  ; vector 0x24 * 4
@@ -33,40 +30,23 @@ TXDONE      = 0x604
 ORDER       = 0x606                 ; which handler ran first in step 4
 ORDERPOS    = 0x60a
 
+; print_popped: the text TEXT, then the value on the stack, in decimal
+.macro print_popped text
+    mov si, \text
+    call puts
+    pop ax
+    call put_dec2
+.endm
+
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov word ptr [TICKS], 0
     mov word ptr [TXDONE], 0
     mov word ptr [ORDERPOS], ORDER
-    mov word ptr [IVT_IRQ0], irq0
-    mov word ptr [IVT_IRQ0 + 2], 0xf000
-    mov word ptr [IVT_IRQ4], irq4
-    mov word ptr [IVT_IRQ4 + 2], 0xf000
+    ivt_set IVT_IRQ0, irq0
+    ivt_set IVT_IRQ4, irq4
 
-    mov al, 0x11                    ; ICW1..ICW4, both controllers
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                    ; IRQ0 only
-    out 0x21, al
+    pic_init                        ; ICW1..ICW4, both controllers; IRQ0 only
     mov al, 0x36                    ; counter 0, lobyte/hibyte, mode 3
     out 0x43, al
     mov al, PIT_COUNT
@@ -75,12 +55,7 @@ start:
     out 0x40, al
 
     ; --- 1. a critical section ------------------------------------------------
-    sti
-wait3:
-    hlt
-    cmp word ptr [TICKS], 3
-    jb wait3
-    cli
+    halt_while word ptr [TICKS], 3, jb
     mov bx, [TICKS]                 ; ticks before
     mov cx, 40000                   ; about 2.4 timer periods (16762 instructions each)
 busy1:
@@ -94,22 +69,10 @@ busy1:
     push si
     push dx
     push bx
-    mov si, text_critical
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_during
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_shadow
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_after
-    call puts
-    pop ax
-    call put_dec2
+    print_popped text_critical
+    print_popped text_during
+    print_popped text_shadow
+    print_popped text_after
     call newline
 
     ; --- 2. masking the line ---------------------------------------------------
@@ -138,18 +101,9 @@ busy2:
     out 0x21, al                    ; and mask again before the next
     cli
     mov di, [TICKS]
-    mov si, text_masked
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_during
-    call puts
-    pop ax
-    call put_dec2
-    mov si, text_irr
-    call puts
-    pop ax
-    call put_dec2
+    print_popped text_masked
+    print_popped text_during
+    print_popped text_irr
     mov si, text_after
     call puts
     mov ax, di
@@ -158,27 +112,17 @@ busy2:
 
     ; --- 3. interrupt-driven output on IRQ4 ------------------------------------
     mov word ptr [TXPOS], text_irq4
-    mov al, 0xef                    ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1_IER
-    mov al, 0x02                    ; THRI: THR is empty, so one is due now
-    out dx, al
-    sti
-wait_tx:
-    hlt
-    cmp word ptr [TXDONE], 0
-    je wait_tx
+    pic_mask 0xef                   ; IRQ4 only
+    serial_ier 0x02                 ; THRI: THR is empty, so one is due now
+    halt_while word ptr [TXDONE], 0, je
 
     ; --- 4. priority: IRQ0 before IRQ4 ------------------------------------------
-    cli
     mov word ptr [TXDONE], 0
     mov word ptr [TXPOS], text_empty
     mov word ptr [ORDERPOS], ORDER
     mov al, 0xee                    ; IRQ0 and IRQ4
     out 0x21, al
-    mov dx, COM1_IER
-    mov al, 0x02                    ; IRQ4 requests now
-    out dx, al
+    serial_ier 0x02                 ; IRQ4 requests now
     mov cx, 20000                   ; and IRQ0 falls due meanwhile
 busy4:
     loop busy4
@@ -196,12 +140,7 @@ busy4:
     call putc
     call newline
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 irq0:
     push ax
@@ -213,8 +152,7 @@ irq0:
     mov byte ptr [bx], '0'
     inc word ptr [ORDERPOS]
 irq0_eoi:
-    mov al, 0x20                    ; non-specific EOI
-    out 0x20, al
+    pic_eoi                         ; non-specific EOI
     pop bx
     pop ax
     iret
@@ -250,52 +188,22 @@ irq4_last:
     xor al, al
     out dx, al
 irq4_eoi:
-    mov al, 0x64                    ; OCW2: specific EOI, IRQ4
-    out 0x20, al
+    pic_eoi 0x64                    ; OCW2: specific EOI, IRQ4
     pop si
     pop dx
     pop bx
     pop ax
     iret
 
-putc:
-    push dx
-    push ax
-    mov dx, COM1_LSR
-putc_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc_wait
-    pop ax
-    mov dx, COM1
-    out dx, al
-    pop dx
-    ret
+    serial_putc
 
 newline:
     mov al, 10
     jmp putc
 
-puts:
-    mov al, cs:[si]
-    inc si
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
+    serial_puts
 
-put_dec2:
-    mov dl, 10
-    div dl
-    push ax
-    add al, '0'
-    call putc
-    pop ax
-    mov al, ah
-    add al, '0'
-    jmp putc
+    put_dec2 tail=1
 
 text_critical:
     .ascii "critical section: ticks before "

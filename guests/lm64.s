@@ -26,7 +26,8 @@
 ; a 64-bit value that the interrupts must not disturb. After five ticks and
 ; one transmitter-empty interrupt it prints what it saw and powers off.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 PIT_COUNT   = 1193
 ROM         = 0xf0000
 PML4        = 0x20000
@@ -46,22 +47,22 @@ SEEN_IRQ4   = 0x38
 ALIAS       = 0x40000000
 DEVICE      = 0x80100000
 
+; print_field: the text TEXT, then VALUE: a digit, or DIGITS hex digits
+.macro print_field text, value, digits=
+    lea rsi, [rip + \text]
+    call puts
+    mov rax, \value
+.ifb \digits
+    call put_digit
+.else
+    mov ecx, \digits
+    call put_hex
+.endif
+.endm
+
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea                ; jmp far 0x08:(ROM + pm32)
-    .long ROM + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
 
     ; the page tables: clear four pages, then fill them
     mov edi, PML4
@@ -75,23 +76,7 @@ pm32:
     mov dword ptr [PD_LOW], 0x83            ; a 2 MiB page at 0
     mov dword ptr [PD_DEVICE], 0xfea00083   ; a 2 MiB page at 0xfea00000
 
-    mov eax, cr4
-    or eax, 0x20                            ; PAE
-    mov cr4, eax
-    mov eax, PML4
-    mov cr3, eax
-    mov ecx, 0xc0000080                     ; EFER
-    rdmsr
-    or eax, 0x100                           ; LME
-    wrmsr
-    mov eax, cr0
-    or eax, 0x80000000                      ; PG: long mode is active
-    mov cr0, eax
-    .byte 0xea                              ; jmp far 0x18:(ROM + lm)
-    .long ROM + lm
-    .word 0x18
-.code64
-lm:
+    enter_long_mode PML4                    ; PAE, CR3, EFER.LME, PG; jmp far 0x18:lm
     mov r15, DATA
     xor eax, eax
     mov edi, DATA
@@ -113,91 +98,25 @@ lm:
     lea rbx, [rip + idtr]
     lidt [rbx]
 
-    mov al, 0x11                            ; the PIC pair: vectors 0x20 and 0x28
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0xfe                            ; IRQ0 only
-    out 0x21, al
-    mov al, 0x34                            ; PIT counter 0, mode 2, about 1 kHz
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pic_init                                ; vectors 0x20 and 0x28, IRQ0 only
+    pit_init PIT_COUNT              ; about 1 kHz
 
     mov rsp, 0x7008                         ; not 16-byte aligned
     mov r12, 0x0123456789abcdef
-    sti
-ticks:
-    hlt
-    cmp qword ptr [r15 + TICKS], 5
-    jb ticks
-    cli
-    mov al, 0xef                            ; IRQ4 only
-    out 0x21, al
-    mov dx, COM1 + 1
-    mov al, 0x02                            ; THRI: the transmitter is empty, one is due
-    out dx, al
-    sti
-uart:
-    hlt
-    cmp qword ptr [r15 + SEEN_IRQ4], 0
-    je uart
-    cli
+    halt_while qword ptr [r15 + TICKS], 5, jb       ; five ticks
+    pic_mask 0xef                           ; IRQ4 only
+    serial_ier 0x02                         ; THRI: the transmitter is empty, one is due
+    halt_while qword ptr [r15 + SEEN_IRQ4], 0, je   ; its interrupt
     mov rsp, 0x7000
 
-    lea rsi, [rip + text_mode]
-    call puts
-    mov rax, [r15 + TICKS]
-    call put_digit
-    lea rsi, [rip + text_if0]
-    call puts
-    mov rax, [r15 + IF_IRQ0]
-    call put_digit
-    lea rsi, [rip + text_if4]
-    call puts
-    mov rax, [r15 + IF_IRQ4]
-    call put_digit
-    lea rsi, [rip + text_frame]
-    call puts
-    mov rax, [r15 + CS_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_ss]
-    call puts
-    mov rax, [r15 + SS_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_rsp]
-    call puts
-    mov rax, [r15 + RSP_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_entry]
-    call puts
-    mov rax, [r15 + ENTRY_IRQ0]
-    mov ecx, 4
-    call put_hex
-    lea rsi, [rip + text_r12]
-    call puts
-    mov rax, r12
-    mov ecx, 16
-    call put_hex
+    print_field text_mode, [r15 + TICKS]
+    print_field text_if0, [r15 + IF_IRQ0]
+    print_field text_if4, [r15 + IF_IRQ4]
+    print_field text_frame, [r15 + CS_IRQ0], 4
+    print_field text_ss, [r15 + SS_IRQ0], 4
+    print_field text_rsp, [r15 + RSP_IRQ0], 4
+    print_field text_entry, [r15 + ENTRY_IRQ0], 4
+    print_field text_r12, r12, 16
 
     ; a qword read-modify-write on the test device, through the device alias
     lea rsi, [rip + text_device]
@@ -212,25 +131,10 @@ uart:
     mov al, 10
     call putc
 
-    mov dx, 0x1f44                          ; ACPI PM1a control: S5
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff                                ; ACPI PM1a control: S5
 
 set_gate:                                   ; rax handler, edx type word, rdi gate
-    mov rbx, rax
-    and eax, 0xffff
-    or eax, 0x00180000                      ; selector 0x18
-    mov [rdi], eax
-    mov eax, ebx
-    and eax, 0xffff0000
-    or eax, edx
-    mov [rdi + 4], eax
-    shr rbx, 32
-    mov [rdi + 8], ebx
-    mov dword ptr [rdi + 12], 0
+    gate64
     ret
 
 irq0:
@@ -249,8 +153,7 @@ irq0:
     mov rax, [rsp + 40]                     ; the pushed SS
     mov [r15 + SS_IRQ0], rax
     inc qword ptr [r15 + TICKS]
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop rax
     iretq
 
@@ -268,25 +171,12 @@ irq4:
     xor al, al
     out dx, al                              ; and no more of them
     mov qword ptr [r15 + SEEN_IRQ4], 1
-    mov al, 0x64                            ; specific EOI, IRQ4
-    out 0x20, al
+    pic_eoi 0x64                            ; specific EOI, IRQ4
     pop rdx
     pop rax
     iretq
 
-putc:
-    push rdx
-    push rax
-    mov dx, COM1 + 5
-putc_wait:
-    in al, dx
-    test al, 0x20
-    jz putc_wait
-    pop rax
-    mov dx, COM1
-    out dx, al
-    pop rdx
-    ret
+    serial_putc w=r
 
 puts:                                       ; rsi: a text with its length byte first
     movzx ecx, byte ptr [rsi]
@@ -354,15 +244,7 @@ text_device:
     .byte 37
     .byte 10
     .ascii "test device qword + 0x101 via alias "
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff                ; 0x08: code, base 0, 4 GiB, 32-bit
-    .quad 0x00cf93000000ffff                ; 0x10: data, base 0, 4 GiB
-    .quad 0x00209b0000000000                ; 0x18: code, 64-bit
-gdtr:
-    .word 31
-    .long ROM + gdt
+    flat_gdt long64=1
 idtr:
     .word 767                               ; 48 gates * 16 - 1
     .quad IDT

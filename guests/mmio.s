@@ -18,24 +18,25 @@
 ;   5. a write to the VGA hole, where no device is: dropped by qemu-dm;
 ;   6. power-off.
 
+%include "lib/all.s"
+
 DEV = 0xfeb00000
+
+; twice: the instruction INSN, two times
+.macro twice insn
+    \insn
+    \insn
+.endm
+
+; send_register: the device register at [ebx + 8], read back, to COM1 (DX)
+.macro send_register
+    mov al, [ebx + 8]
+    out dx, al
+.endm
 
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov ebx, DEV
     mov dx, 0x3f8
 
@@ -58,58 +59,43 @@ pm32:
     ; 2. read-modify-write, each on a fresh register
     mov dword ptr [ebx + 8], 'A' - 1
     add dword ptr [ebx + 8], 1      ; 'A'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     stc
     adc byte ptr [ebx + 8], 0       ; 'B'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     sub byte ptr [ebx + 8], -1      ; 'C'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     stc
     sbb word ptr [ebx + 8], -2      ; 'D'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     or byte ptr [ebx + 8], 0x01     ; 'E'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     and byte ptr [ebx + 8], 0xfe    ; 'D'
     xor byte ptr [ebx + 8], 0x02    ; 'F'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     inc byte ptr [ebx + 8]          ; 'G'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     dec dword ptr [ebx + 8]
     inc dword ptr [ebx + 8]
     inc byte ptr [ebx + 8]          ; 'H'
-    mov al, [ebx + 8]
-    out dx, al
-    neg byte ptr [ebx + 8]
-    neg byte ptr [ebx + 8]
+    send_register
+    twice neg byte ptr [ebx + 8]   ; and back
     inc byte ptr [ebx + 8]          ; 'I'
-    mov al, [ebx + 8]
-    out dx, al
-    not byte ptr [ebx + 8]
-    not byte ptr [ebx + 8]
+    send_register
+    twice not byte ptr [ebx + 8]   ; and back
     inc byte ptr [ebx + 8]          ; 'J'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     mov byte ptr [ebx + 8], 0x25
     shl byte ptr [ebx + 8], 1       ; 0x4a 'J'
     inc byte ptr [ebx + 8]          ; 'K'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     mov byte ptr [ebx + 8], 0x98
     rol byte ptr [ebx + 8], 1       ; 0x31
     add byte ptr [ebx + 8], 0x1b    ; 'L'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     mov byte ptr [ebx + 8], 0x4c
     bts dword ptr [ebx + 8], 0      ; 'M'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     mov ecx, 'N'
     xchg [ebx + 8], ecx
     mov al, [ebx + 8]
@@ -117,12 +103,10 @@ pm32:
     mov eax, 'N'
     mov ecx, 'O'
     cmpxchg [ebx + 8], ecx          ; equal: the device gets 'O'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
     mov ecx, 1
     xadd [ebx + 8], ecx             ; 'P', ecx = 'O'
-    mov al, [ebx + 8]
-    out dx, al
+    send_register
 
     ; 3. compare, test, setcc, cmovcc
     cmp byte ptr [ebx + 8], 'P'
@@ -168,21 +152,9 @@ pm32:
     mov byte ptr [0xa0000], 1
 
     ; 6. power off
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 text:
     .ascii "string moves through the device\n"
 text_end:
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
+    flat_gdt

@@ -21,11 +21,8 @@
 ;   9. protected mode: a write and a read at the new place, a read at the old
 ;      place (nothing there now: all-ones), then power-off.
 
-COM1        = 0x3f8
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
+%include "lib/all.s"
+
 PCI_ADDR    = 0xcf8
 PCI_DATA    = 0xcfc
 TESTDEV     = 0x80001800            ; bus 0, device 3, function 0
@@ -37,11 +34,7 @@ LAST_C      = 0x602
 HEADER      = 0x604
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov si, banner
     call puts
 
@@ -176,28 +169,10 @@ uip_wait:
 
     ; --- 4. periodic interrupt on IRQ8 --------------------------------------------
     mov word ptr [TICKS], 0
-    mov word ptr [IVT_IRQ8], rtc_irq
-    mov word ptr [IVT_IRQ8 + 2], 0xf000
-    mov al, 0x11                    ; ICW1..ICW4: master at 0x08, slave at 0x70
-    out 0x20, al
-    mov al, 0x08
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x70
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xfb                    ; master: the cascade (IRQ2) only
-    out 0x21, al
-    mov al, 0xfe                    ; slave: IRQ8 only
-    out 0xa1, al
+    ivt_set IVT_IRQ8, rtc_irq
+    ; ICW1..ICW4: master at 0x08, slave at 0x70; master: the cascade (IRQ2)
+    ; only, slave: IRQ8 only
+    pic_init 0x08, 0x70, 0xfb, 0xfe, master_first=1
     mov al, 0x0a                    ; A: 32.768 kHz, rate 6 (1024 Hz)
     mov ah, 0x26
     call cmos_write
@@ -206,12 +181,7 @@ uip_wait:
     mov al, 0x0b                    ; B: PIE, 24-hour, BCD
     mov ah, 0x42
     call cmos_write
-    sti
-rtc_wait:
-    hlt
-    cmp word ptr [TICKS], 3
-    jb rtc_wait
-    cli
+    halt_while word ptr [TICKS], 3, jb
     mov al, 0x0b                    ; PIE off
     mov ah, 0x02
     call cmos_write
@@ -295,13 +265,7 @@ kbc_wait:
     out dx, ax
 
     ; --- 9. protected mode: the device at its new place ----------------------------------
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm32
-    .word 0x08
+    pm32_jump                       ; to pm32 below
 
 ; --- real-mode helpers ------------------------------------------------------------------
 
@@ -352,29 +316,8 @@ rtc_irq:
     pop ax
     iret
 
-putc:                               ; al
-    push dx
-    push ax
-    mov dx, COM1_LSR
-putc_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc_wait
-    pop ax
-    mov dx, COM1
-    out dx, al
-    pop dx
-    ret
-
-puts:                               ; cs:si, NUL-terminated
-    mov al, cs:[si]
-    inc si
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
+    serial_putc                     ; al
+    serial_puts                     ; cs:si, NUL-terminated
 
 put_hex32:                          ; eax
     push eax
@@ -393,24 +336,13 @@ put_hex8:                           ; al
     pop ax
 put_nibble:                         ; al's low four bits
     push ax
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe nibble_out
-    add al, 'a' - '0' - 10
-nibble_out:
+    hex_digit
     call putc
     pop ax
     ret
 
 ; --- 32-bit part ------------------------------------------------------------------------
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    pm32_start
     mov dword ptr [NEW_BASE], 0x12345678
     lea esi, [0xf0000 + new_text]
     call puts32
@@ -422,52 +354,11 @@ pm32:
     call hex32
     mov al, 10
     call putc32
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
-putc32:
-    push edx
-    push eax
-    mov dx, COM1_LSR
-putc32_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc32_wait
-    pop eax
-    mov dx, COM1
-    out dx, al
-    pop edx
-    ret
-
-puts32:                             ; esi, NUL-terminated
-    mov al, [esi]
-    inc esi
-    test al, al
-    jz puts32_done
-    call putc32
-    jmp puts32
-puts32_done:
-    ret
-
-hex32:                              ; eax, eight digits
-    mov ecx, 8
-hex32_next:
-    rol eax, 4
-    push eax
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe hex32_digit
-    add al, 'a' - '0' - 10
-hex32_digit:
-    call putc32
-    pop eax
-    loop hex32_next
-    ret
+    serial_putc putc32, w=e
+    serial_puts puts32, at=[esi], w=e, putc=putc32  ; esi, NUL-terminated
+    put_hex_eax hex32, w=e, putc=putc32             ; eax, eight digits
 
 banner:
     .ascii "platform: qemu-dm's platform devices\n"
@@ -520,11 +411,4 @@ new_text:
 old_text:
     .ascii " at old bar "
     .byte 0
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
+    flat_gdt

@@ -15,20 +15,11 @@
 ;      runs does not do it; tests/test_portio.py covers it.)
 ;   4. the SCR read back and sent to COM1, then power-off.
 
+%include "lib/all.s"
+
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea        ; jmp far 0x08:(0xf0000 + pm32), flat 32-bit code
-    .long 0xf0000 + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
+    enter_pm32 stack=0      ; a flat GDT, CR0.PE, jmp far 0x08:pm32; DS = ES = 0x10
     mov dx, 0x3f8
     mov esi, text
     add esi, 0xf0000        ; the ROM's linear address
@@ -49,20 +40,8 @@ pm32:
     out dx, al
     mov al, 10
     out dx, al
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 text:
     .ascii "32-bit protected mode\n"
 text_end:
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff  ; 0x08: code, base 0, 4 GiB, 32-bit
-    .quad 0x00cf93000000ffff  ; 0x10: data, base 0, 4 GiB
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
+    flat_gdt

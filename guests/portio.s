@@ -17,17 +17,12 @@
 ;   7. `rep outsb` with CX = 0: completes without an ioreq.
 ;   8. Power off through ACPI PM1a_CNT.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 UNCLAIMED   = 0x2e0
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax
-    xor ax, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1, es=1
 
     ; 1. unclaimed ports
     mov al, 'x'
@@ -112,12 +107,7 @@ fill:
     call putc
 
     ; 8. power off
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 putc:                       ; AL to COM1 (the transmitter is always ready here)
     mov dx, COM1

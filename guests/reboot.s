@@ -8,9 +8,8 @@
 ; fast"), as Xen 3.x's xend does for a domain that restarts within 20
 ; seconds of its last restart.
 
-COM1        = 0x3f8
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
+%include "lib/all.s"
+
 KBC_CMD     = 0x64
 KBC_RESET   = 0xfe
 
@@ -19,26 +18,10 @@ start:
     mov ax, cs
     mov ds, ax
     mov si, line
-next_byte:
-    lodsb
-    test al, al
-    jz reset
-    mov bl, al
-    mov dx, COM1_LSR
-wait_thre:
-    in al, dx
-    test al, LSR_THRE
-    jz wait_thre
-    mov al, bl
-    mov dx, COM1
-    out dx, al
-    jmp next_byte
-reset:
+    serial_write
     mov al, KBC_RESET
     out KBC_CMD, al
-halt:                       ; not reached: the domain is gone
-    hlt
-    jmp halt
+    halt_forever
 
 line:
     .asciz "reboot: resetting through the keyboard controller\n"

@@ -34,7 +34,8 @@
 ; The guest polls with interrupts off and every PIC line masked: IRQ4 is
 ; raised whenever an enabled UART interrupt is pending.
 
-COM1        = 0x3f8
+%include "lib/all.s"
+
 RBR         = COM1
 IER         = COM1 + 1
 IIR         = COM1 + 2
@@ -46,17 +47,9 @@ MSR         = COM1 + 6
 SCR         = COM1 + 7
 BUF         = 0x600
 MSRS        = 0x500         ; the MSR values of step 7
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 
 start:
-    cli
-    mov ax, cs
-    mov ds, ax              ; labels live in this ROM segment
-    xor ax, ax
-    mov es, ax              ; the text buffer in RAM
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start rom_data=1, es=1  ; DS: labels live in this ROM segment; ES: the text buffer in RAM
     cld
     mov di, BUF
     mov al, 0xff            ; mask every line at the PIC: the UART's IRQ4
@@ -382,12 +375,7 @@ rx_done:
     call puts
     call flush
 
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:                       ; not reached: the domain is gone
-    hlt
-    jmp halt
+    poweroff
 
 ; delay: about 5000 instructions, in few blocks (a loop of one short
 ; block would cost the engines a hook per turn)
@@ -468,11 +456,7 @@ flush:
 flush_next:
     cmp si, di
     jae flush_end
-    mov dx, LSR
-flush_wait:
-    in al, dx
-    test al, 0x20
-    jz flush_wait
+    wait_thre
     mov al, es:[si]
     inc si
     mov dx, COM1

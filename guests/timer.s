@@ -14,12 +14,9 @@
 ; port access (spec/clock.py), so every stamp, and the instruction count of
 ; every injection, is the same on every engine.
 
-COM1        = 0x3f8
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
+%include "lib/all.s"
+
 PM_TMR      = 0x1f48
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
 TICKS       = 10
 PIT_COUNT   = 1193
 VECTOR      = 0x20
@@ -30,47 +27,17 @@ PRINTED     = 0x602
 STAMPS      = 0x610
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start es=1
     mov word ptr [TICK_COUNT], 0
     mov word ptr [PRINTED], 0
-    mov word ptr [IVT_VECTOR], irq0
-    mov word ptr [IVT_VECTOR + 2], 0xf000
+    ivt_set IVT_VECTOR, irq0
 
     ; the PIC pair: ICW1 (edge, cascade, ICW4), ICW2 (vector base),
     ; ICW3 (slave on IRQ2), ICW4 (8086 mode); then OCW1 masks
-    mov al, 0x11
-    out 0x20, al
-    mov al, VECTOR
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, VECTOR + 8
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xfe
-    out 0x21, al
-    mov al, 0xff
-    out 0xa1, al
+    pic_init VECTOR, VECTOR + 8, master_first=1
 
     ; PIT counter 0: lobyte then hibyte, mode 2
-    mov al, 0x34
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pit_init PIT_COUNT
 
     mov si, banner
     call puts
@@ -112,12 +79,7 @@ done:
     call put_dec2
     mov si, ticks_text
     call puts
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 ; IRQ0: stamp, count, EOI
 irq0:
@@ -133,8 +95,7 @@ irq0:
     mov [STAMPS + bx], eax
 irq0_counted:
     inc word ptr [TICK_COUNT]
-    mov al, 0x20                ; OCW2: non-specific EOI
-    out 0x20, al
+    pic_eoi                     ; OCW2: non-specific EOI
     pop dx
     pop bx
     pop eax
@@ -142,57 +103,10 @@ irq0_counted:
 
 ; --- serial output ----------------------------------------------------------
 
-putc:                           ; al
-    push dx
-    push ax
-    mov dx, COM1_LSR
-putc_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc_wait
-    pop ax
-    mov dx, COM1
-    out dx, al
-    pop dx
-    ret
-
-puts:                           ; cs:si, NUL-terminated
-    mov al, cs:[si]
-    inc si
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
-
-put_dec2:                       ; ax < 100, two digits
-    mov dl, 10
-    div dl
-    push ax
-    add al, '0'
-    call putc
-    pop ax
-    mov al, ah
-    add al, '0'
-    call putc
-    ret
-
-put_hex32:                      ; eax, eight hex digits
-    mov cx, 8
-hex_next:
-    rol eax, 4
-    push eax
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe hex_digit
-    add al, 'a' - '0' - 10
-hex_digit:
-    call putc
-    pop eax
-    loop hex_next
-    ret
+    serial_putc                 ; al
+    serial_puts                 ; cs:si, NUL-terminated
+    put_dec2                    ; ax < 100, two digits
+    put_hex_eax put_hex32       ; eax, eight hex digits
 
 banner:
     .ascii "timer: PIT at 1 kHz on IRQ0, vector 0x20\n"

@@ -20,11 +20,8 @@
 ; The PIT's IRQ0 at about 1 kHz paces the lines (HLT between them), so the
 ; virtual clock moves past the display refresh period (1 ms) between lines.
 
-COM1        = 0x3f8
-COM1_LSR    = COM1 + 5
-LSR_THRE    = 0x20
-PM1A_CNT    = 0x1f44
-SLP_S5_EN   = (7 << 10) | (1 << 13)
+%include "lib/all.s"
+
 CRTC_INDEX  = 0x3d4
 INPUT_STATUS = 0x3da
 PIT_COUNT   = 1193
@@ -39,15 +36,10 @@ LINE_NO     = 0x602
 START_ADDR  = 0x604
 
 start:
-    cli
-    xor ax, ax
-    mov ds, ax
-    mov ss, ax
-    mov sp, 0x7000
+    real_mode_start
     mov word ptr [TICK_COUNT], 0
     mov word ptr [START_ADDR], 0
-    mov word ptr [IVT_VECTOR], irq0
-    mov word ptr [IVT_VECTOR + 2], 0xf000
+    ivt_set IVT_VECTOR, irq0
     call init_pic_pit
     mov ax, TEXT_SEG
     mov es, ax
@@ -176,12 +168,7 @@ no_scroll:
     call putc
     mov al, 0xff                ; mask the timer
     out 0x21, al
-    mov dx, PM1A_CNT
-    mov ax, SLP_S5_EN
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 
 ; --- the screen -----------------------------------------------------------------
 
@@ -206,75 +193,14 @@ put_dec2_screen:                ; ax < 100 as two digits at es:di, attribute 0x1
     stosw
     ret
 
-set_cursor:                     ; ax = cell address
-    push dx
-    push ax
-    mov dx, CRTC_INDEX
-    mov al, 0x0e
-    out dx, al
-    inc dx
-    pop ax
-    push ax
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0f
-    out dx, al
-    inc dx
-    pop ax
-    out dx, al
-    pop dx
-    ret
-
-set_start:                      ; ax = start address (cells)
-    push dx
-    push ax
-    mov dx, CRTC_INDEX
-    mov al, 0x0c
-    out dx, al
-    inc dx
-    pop ax
-    push ax
-    mov al, ah
-    out dx, al
-    dec dx
-    mov al, 0x0d
-    out dx, al
-    inc dx
-    pop ax
-    out dx, al
-    pop dx
-    ret
+    crtc_pair set_cursor, 0x0e  ; ax = cell address
+    crtc_pair set_start, 0x0c   ; ax = start address (cells)
 
 ; --- time: IRQ0 at about 1 kHz ---------------------------------------------------
 
 init_pic_pit:
-    mov al, 0x11
-    out 0x20, al
-    mov al, VECTOR
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, VECTOR + 8
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xfe
-    out 0x21, al
-    mov al, 0xff
-    out 0xa1, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, PIT_COUNT & 0xff
-    out 0x40, al
-    mov al, PIT_COUNT >> 8
-    out 0x40, al
+    pic_init VECTOR, VECTOR + 8, master_first=1
+    pit_init PIT_COUNT
     ret
 
 wait_tick:                      ; sleep until the next IRQ0
@@ -292,56 +218,15 @@ wait_tick_again:
 irq0:
     push ax
     inc word ptr [TICK_COUNT]
-    mov al, 0x20                ; non-specific EOI
-    out 0x20, al
+    pic_eoi                     ; non-specific EOI
     pop ax
     iret
 
 ; --- serial output -----------------------------------------------------------------
 
-putc:                           ; al
-    push dx
-    push ax
-    mov dx, COM1_LSR
-putc_wait:
-    in al, dx
-    test al, LSR_THRE
-    jz putc_wait
-    pop ax
-    mov dx, COM1
-    out dx, al
-    pop dx
-    ret
-
-puts:                           ; cs:si, NUL-terminated
-    mov al, cs:[si]
-    inc si
-    test al, al
-    jz puts_done
-    call putc
-    jmp puts
-puts_done:
-    ret
-
-put_hex16:                      ; ax, four hex digits
-    push cx
-    push bx
-    mov bx, ax
-    mov cx, 4
-put_hex16_digit:
-    rol bx, 4
-    mov al, bl
-    and al, 0x0f
-    add al, '0'
-    cmp al, '9'
-    jbe put_hex16_out
-    add al, 'a' - '0' - 10
-put_hex16_out:
-    call putc
-    loop put_hex16_digit
-    pop bx
-    pop cx
-    ret
+    serial_putc                 ; al
+    serial_puts                 ; cs:si, NUL-terminated
+    put_hex put_hex16, 4, tmp=b ; ax, four hex digits
 
 title:
     .asciz " hvmspec: qemu-dm's VGA, text mode 80x25, shared video memory "

@@ -17,7 +17,9 @@
  * (an exit, a fault), Python counts back from the block's start. Any other
  * block goes to Python. A block that may change the decode context (CR0,
  * CR3, CR4, EFER, CS, a TLB flush: see impl/vcpu.py) sets the context to 0,
- * which no block has, so that the block after it goes to Python too. */
+ * which no block has, so that the block after it goes to Python too; so does
+ * a block that may set RFLAGS.IF (STI, POPF: Unicorn ends its block after
+ * each) while the VMM waits for an interrupt window (``window``). */
 
 #include <stdint.h>
 #include <string.h>
@@ -25,6 +27,8 @@
 #define HVMSPEC_SLOTS 4096
 #define FLAG_CONTEXT 1u  /* the decode context may differ after this block */
 #define FLAG_VERIFY 2u   /* compare the bytes: their pages are not write-protected */
+#define FLAG_IF 4u       /* it may set RFLAGS.IF (STI, POPF): in a window, the
+                          * block after it goes to Python, which looks at IF */
 #define EMPTY 0xFFFFFFFFu /* the context of an empty slot, which no block has */
 
 typedef struct {
@@ -47,6 +51,8 @@ typedef struct {
     int64_t current;     /* slot of the block being executed; -1: none */
     uint32_t context;    /* the decode context id now; 0: to be probed */
     uint32_t quiet;      /* the VMM is stepping an instruction itself */
+    uint32_t window;     /* interrupt-window exiting: IF is 0 and watched */
+    uint32_t reserved;
     uint64_t slow;       /* blocks sent to Python */
     void (*slow_path)(uint64_t address, uint32_t size);
     hvmspec_entry table[HVMSPEC_SLOTS];
@@ -87,16 +93,33 @@ static __attribute__((noinline)) void slow(uint64_t address, uint32_t size, hvms
 static inline void count(const hvmspec_entry *e, uint32_t s, hvmspec_clock *c) {
     c->left -= e->count;
     c->current = s;
-    if (e->flags & FLAG_CONTEXT)
+    if (e->flags & FLAG_CONTEXT || (e->flags & FLAG_IF && c->window))
         c->context = 0;
 }
 
+static int unchanged(const hvmspec_entry *e) {
+    return same(e->host[0], e->copy, e->split)
+        && (e->split == e->size || same(e->host[1], e->copy + e->split, e->size - e->split));
+}
+
 /* Out of line and called last, so that the common path (a block on a
- * write-protected page) is a handful of instructions that save nothing. */
+ * write-protected page) is a handful of instructions that save nothing.
+ * A block inside the block before it that ends before that one ends
+ * goes to Python: the block before stored into its own bytes, and Unicorn
+ * (QEMU) abandoned it at the store, which it runs again as a block of one
+ * instruction; Python takes back what was counted of the abandoned block.
+ * Only a page the guest writes holds such blocks (FLAG_VERIFY). */
 static __attribute__((noinline)) void verified(const hvmspec_entry *e, uint32_t s,
                                                uint64_t address, uint32_t size, hvmspec_clock *c) {
-    if (same(e->host[0], e->copy, e->split)
-        && (e->split == e->size || same(e->host[1], e->copy + e->split, e->size - e->split)))
+    if (c->current >= 0 && c->current < HVMSPEC_SLOTS) {
+        const hvmspec_entry *p = &c->table[c->current];
+        if ((p->flags & FLAG_VERIFY) && address >= p->address
+            && address + size < p->address + p->size) {
+            slow(address, size, c);
+            return;
+        }
+    }
+    if (unchanged(e))
         count(e, s, c);
     else
         slow(address, size, c);

@@ -24,6 +24,8 @@ from unicorn.unicorn_py3.unicorn import uclib
 #: entry flags, as in _clock.c
 CONTEXT = 1
 VERIFY = 2
+#: the block may set RFLAGS.IF: in a window, the next block comes to Python
+SETS_IF = 4
 #: the context of an empty slot
 EMPTY = 0xFFFFFFFF
 
@@ -58,7 +60,8 @@ _lib.hvmspec_slot.argtypes = [ctypes.c_uint64]
 class State(ctypes.Structure):
     _fields_ = [("left", ctypes.c_int64), ("end", ctypes.c_uint64),
                 ("current", ctypes.c_int64), ("context", ctypes.c_uint32),
-                ("quiet", ctypes.c_uint32), ("slow", ctypes.c_uint64),
+                ("quiet", ctypes.c_uint32), ("window", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32), ("slow", ctypes.c_uint64),
                 ("slow_path", SLOW_PATH), ("table", Entry * SLOTS)]
 
 

@@ -133,7 +133,8 @@ class Host:
         page = IoreqPage()
         vmm = Vmm(domid, vcpu, page, self.emit,
                   notify=lambda port: self.evtchn.send(domid, port),
-                  crash=lambda message, rip: self.crash(domid, message, rip))
+                  crash=lambda message, rip: self.crash(domid, message, rip),
+                  shutdown=lambda reason: self.shutdown(domid, reason, "xen"))
         vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
         page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
         dom = Domain(domid, vcpu, vmm, page, config)
@@ -263,15 +264,29 @@ class Host:
         if budget <= 0:
             self.stopped = self.stopped or "limit"
             return progressed
-        if not vmm.assist():
-            return True
-        self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
-        ex = vcpu.run(budget, _sliced(deadline, vcpu.clock_ns(), self.slice), vmm.window)
-        if ex.reason == "limit":
-            self.stopped = self.stopped or "limit"
-            return True
-        vmm.handle_exit(ex)
+        try:
+            if not vmm.assist():
+                return True
+            self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
+            ex = vcpu.run(budget, _sliced(deadline, vcpu.clock_ns(), self.slice), vmm.window)
+            if ex.reason == "limit":
+                self.stopped = self.stopped or "limit"
+                return True
+            vmm.handle_exit(ex)
+        except Exception as exc:            # noqa: BLE001 - a bug of ours, not the guest's
+            self.internal_error(dom, exc)
         return True
+
+    def internal_error(self, dom: Domain, exc: Exception) -> None:
+        """A defect of this engine met while running the guest: the domain
+        crashes with a message that says so, and the run ends as any
+        crash does (no traceback, no silent end)."""
+        try:
+            rip = dom.vcpu.rip()
+        except Exception:                   # noqa: BLE001 - the message matters more
+            rip = 0
+        self.crash(dom.domid, f"internal error of the impl engine at rip {rip:#x}, "
+                              f"instruction {dom.vcpu.icount}: {type(exc).__name__}: {exc}", rip)
 
 
 def run_guest(image: GuestImage, memory_mib: int | None = None,

@@ -57,13 +57,31 @@ Interrupts. The interrupt shadow (after an STI that set IF, a MOV SS or a
 POP SS) is tracked without a hook per instruction: those three instructions
 get a code hook like the exiting ones, which notes the instruction count at
 which their shadow holds. While the VMM asks for interrupt-window exiting
-the vcpu runs one instruction at a time, through the same stop points, and
-exits at the first boundary with IF = 1 and no shadow. The preemption timer
-is a second budget: the run stops at whichever comes first.
+(an interrupt is pending and IF = 0) the vcpu runs at full speed: IF can
+become 1 only through an instruction that Unicorn ends its block after.
+STI and POPF mark their block (``SETS_IF``), and while a window is
+awaited the C clock sends the block after one to Python, as it does after
+every block that may change the decode context (IRET, far transfers,
+SYSRET, RSM, INT n: a task switch loads EFLAGS). Python reads IF at the
+start of each block it sees in a window; where IF = 1, the run stops
+there, before the block, and :meth:`Vcpu._run_exit` exits at that
+boundary, or, in the shadow of an STI, steps one more instruction through
+a budget stop point. The preemption timer is a second budget: the run
+stops at whichever comes first.
 
-Known limits: a guest write into the very block that is executing makes
-Unicorn abandon the block after the writing instruction; the next block
-hook would then count the abandoned instructions as well. A guest that
+A store into the very block that is executing makes QEMU abandon the
+block before the store and run the storing instruction again as a block of
+its own: a block that lies inside the one before it and ends before it
+comes to Python (from the C clock too, on a page the guest writes), which
+takes back what the clock counted of the abandoned block. A store that
+Unicorn refuses inside one of its helpers (a far CALL's pushes, for one)
+is dropped while the instruction completes; the registers as they were
+when the store was refused (before the instruction) are put back before
+the run starts again (:meth:`Vcpu._fault`).
+
+Known limits: a store into its own block that straddles two pages, where
+the block that QEMU runs again lies on a page the guest has not written,
+is counted by the C clock whole. A guest that
 changes a page-table entry of its code and runs the page again without a
 TLB flush (architecturally undefined: the old translation may be used)
 gets the translation that the table holds. An IRET that switches tasks
@@ -81,7 +99,7 @@ import unicorn
 from unicorn import x86_const as X
 from unicorn.unicorn_py3.unicorn import uclib
 
-from impl import clock, cpuid
+from impl import clock, cpuid, delivery
 from spec import physical_cpu, platform, trace
 
 _RIP, _RFLAGS, _CR0 = X.UC_X86_REG_RIP, X.UC_X86_REG_RFLAGS, X.UC_X86_REG_CR0
@@ -110,10 +128,10 @@ IO_FORMS = {
 HLT = 0xF4
 VMCALL = b"\x0f\x01\xc1"
 STI, POP_SS, MOV_SREG = 0xFB, 0x17, 0x8E
+POPF = 0x9D
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10
 EFLAGS_VM = 1 << 17
-LOCK_UD = "LOCK prefix on an instruction that does not accept it (#UD)"
 
 
 @dataclass
@@ -202,17 +220,26 @@ class Block:
     #: I/O instructions (no LOCK): address -> (exit information with port 0
     #: where DX names it, length), decoded once with the block
     io: dict = field(default_factory=dict)
+    sets_if: bool = False            # STI or POPF, which Unicorn ends its block after
+    raw: bytes = b""                 # the bytes it was decoded from
 
 
 _EMPTY = Block((), {}, ())
 
 
-class DeliveryFault(Exception):
-    """An interrupt that the guest's table cannot deliver."""
+class InternalError(RuntimeError):
+    """A state the vcpu's own bookkeeping cannot account for: a defect of
+    impl, which the machine turns into a domain crash that names it."""
 
 
 class LinearFault(Exception):
-    """A linear address the guest's page tables do not map to RAM."""
+    """A linear address the guest's page tables do not map to RAM; ``pf``
+    is (vector, error code, linear) when the page tables refuse it (#PF, or
+    #GP for a non-canonical address), None when no RAM backs it."""
+
+    def __init__(self, message: str, pf: tuple[int, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.pf = pf
 
 
 PAGE = 4096
@@ -346,6 +373,9 @@ class Vcpu:
         self._msr_ref = ctypes.byref(self._msr)
         uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self._intr: tuple[int, int, int, int] | None = None
+        self._trap_op: int | None = None
         cpuid.install(self)             # CPUID, RDTSC, RDTSCP: answered, no exit
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
@@ -510,7 +540,8 @@ class Vcpu:
         cr4, cr3 = self._reg(X.UC_X86_REG_CR4), self._reg(X.UC_X86_REG_CR3)
         if self.long_mode():
             if (linear >> 47) not in (0, (1 << 17) - 1):
-                raise LinearFault(f"#GP at linear {linear:#x}: non-canonical address")
+                raise LinearFault(f"#GP at linear {linear:#x}: non-canonical address",
+                                  (13, 0, linear))
             walk, table, entry_bytes = _WALK_4LEVEL, cr3 & 0xFFFFFFFFFF000, 8
         elif cr4 & 0x20:
             linear &= 0xFFFFFFFF
@@ -527,10 +558,10 @@ class Vcpu:
             is_pdpte = walk is _WALK_PAE and level == 0
             if not entry & 1:
                 raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
-                                  f"{slot:#x} is not present")
+                                  f"{slot:#x} is not present", (14, write << 1, linear))
             if write and wp and not is_pdpte and not entry & 2:
                 raise LinearFault(f"#PF at linear {linear:#x}: level {level + 1} entry at "
-                                  f"{slot:#x} is read-only")
+                                  f"{slot:#x} is read-only", (14, 3, linear))
             big = may_be_large and entry & 0x80 and (entry_bytes == 8 or cr4 & 0x10)
             leaf = big or level == len(walk) - 1
             if not is_pdpte:
@@ -608,6 +639,10 @@ class Vcpu:
         while True:
             ex = self._run_exit(limit - self.icount,
                                 None if deadline is None else deadline - self.io_ns, window)
+            if ex.reason == "event":
+                ex = self.raise_event(ex)
+                if ex is None:
+                    continue
             io = ex.io
             if (ex.reason != "io" or io is None or io.string or io.size != 1
                     or io.port not in platform.PASSTHROUGH_PORTS):
@@ -636,11 +671,15 @@ class Vcpu:
         if not window:
             return self._timed(self._run_to(stop), deadline, end)
         while True:
-            if self.icount >= stop:
+            if self.icount >= stop or self.interrupted:
                 return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
-            if self._reg(_RFLAGS) & EFLAGS_IF and not self.shadow:
+            enabled = self._reg(_RFLAGS) & EFLAGS_IF
+            if enabled and not self.shadow:
                 return Exit("interrupt_window", self.rip(), 0, self.icount)
-            ex = self._run_to(self.icount + 1)
+            # IF = 1 in a shadow: the window opens after one instruction.
+            # IF = 0: run until an instruction that may set IF has retired
+            # (the block after it comes to Python: _account).
+            ex = self._run_to(self.icount + 1) if enabled else self._run_to(stop, watch=True)
             if ex.reason != "limit":
                 return ex
 
@@ -651,10 +690,17 @@ class Vcpu:
             ex.reason = "preemption_timer"
         return ex
 
-    def _run_to(self, stop: int) -> Exit:
+    def _run_to(self, stop: int, watch: bool = False) -> Exit:
+        """Run to an exit or to instruction count ``stop``; with ``watch``
+        (interrupt-window exiting while IF = 0), also stop at the first
+        block boundary at which IF = 1 (a ``limit`` exit before ``stop``)."""
         self._budget_end = stop
         self._shadow_at = self.icount if self.shadow else -1
-        ex = self._run()
+        self._c.window = int(watch)
+        try:
+            ex = self._run()
+        finally:
+            self._c.window = 0
         self.shadow = self._shadow_at == self.icount
         return ex
 
@@ -685,6 +731,9 @@ class Vcpu:
             self._logdirty = False
             self._hook_error: BaseException | None = None
             self._code_written: list[int] = []
+            self._refused: tuple | None = None
+            self._access_at: tuple[int, int] | None = None
+            self._intr = None
             self._context()
             c.current, c.end = -1, self._budget_end
             c.left = self._budget_end - self.icount
@@ -701,10 +750,25 @@ class Vcpu:
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
+            if self._intr is not None:
+                physical_cpu.exception_delivered(self.uc)
+                self._drop_budget_hooks()
+                ex = self._intr_exit()
+                self.icount = ex.icount
+                return ex
             if self._restart or (self._exit is None and self.interrupted):
                 continue                    # with the stop points just placed
             self._drop_budget_hooks()
-            assert self._exit is not None, "emulation ended without an exit"
+            if self._exit is None:
+                # Unicorn ended the run by itself: something ran that should
+                # have stopped at a stop point (a HLT that Unicorn executed)
+                self.icount = self.live_icount()
+                rip = self.rip()
+                raise InternalError(
+                    f"emulation ended without an exit at rip {rip:#x} after "
+                    f"{self.icount} instructions (bytes before it: "
+                    f"{self.code_at(rip - 2)[:2].hex() if rip >= 2 else ''}; at it: "
+                    f"{self.code_at(rip).hex()})")
             self.icount = self._exit.icount
             return self._exit
 
@@ -777,16 +841,37 @@ class Vcpu:
     def _account(self, address: int, size: int) -> None:
         c = self._c
         self._context()
+        prev = self._current()
+        at = prev.index.get(address)
+        if at is not None and address + size < prev.addresses[0] + len(prev.raw):
+            # A block inside the one before it, ending before it ends: that
+            # one stored into its own bytes, and Unicorn (QEMU) abandoned
+            # it at the store, which it runs again as a block of its own
+            # instruction (this one). The clock had counted it whole.
+            c.left += len(prev.addresses) - at
         base = c.end - c.left
+        if c.window and self._reg(_RFLAGS) & EFLAGS_IF:
+            # the instruction before this block set IF: the window may open
+            # here (or, in a shadow, one instruction later): _run_exit decides
+            self._stop(Exit("limit", address, 0, base))
+            return
         block = self._decode(address, size)
         missing = [a for a in block.exiting + block.shadowing if a not in self._hooked]
+        if self._budget_hooks:
+            # a stop point placed where a budget ends, at what this block
+            # decodes as an exiting instruction, stays: dropped with the
+            # budget's, it would leave the instruction to run in Unicorn
+            # (a HLT that ends the run by itself)
+            for a in block.stops:
+                if a in self._budget_hooks:
+                    self._budget_hooks.remove(a)
         end = self._budget_end - base
         if end < len(block.addresses):
             if end <= 0:
                 self._stop(Exit("limit", address, 0, base))
                 return
             at = block.addresses[end]
-            if at not in self._hooked:
+            if at not in self._hooked and at not in missing:
                 missing.append(at)
                 self._budget_hooks.append(at)
         if missing:
@@ -803,7 +888,7 @@ class Vcpu:
         self._slot_block[index] = block
         c.left -= len(block.addresses)
         c.current = index
-        if block.context:
+        if block.context or (block.sets_if and c.window):
             c.context = 0
 
     def _remember(self, address: int, size: int, block: Block) -> int:
@@ -821,7 +906,7 @@ class Vcpu:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
-        flags = clock.CONTEXT if block.context else 0
+        flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
         if pfns & self._mixed:
             flags |= clock.VERIFY
@@ -915,9 +1000,10 @@ class Vcpu:
                 self._shadow_at = icount + 1
             return
         if _exits(code, prefixes, opcode):
-            if 0xF0 in prefixes:
-                self._stop(Exit("invalid_opcode", address, size, icount,
-                                {"bytes": code.hex(), "error": LOCK_UD}))
+            if 0xF0 in prefixes:                # #UD, before any exit
+                self._stop(Exit("event", address, 0, icount,
+                                {"vector": 6, "source": "fault",
+                                 "ip": address - self.seg_base("cs")}))
             elif opcode == HLT:
                 self._stop(Exit("hlt", address, size, icount))
             elif opcode == 0x0F:
@@ -931,6 +1017,8 @@ class Vcpu:
             return False
         if access == unicorn.UC_MEM_FETCH_UNMAPPED:
             self._fetch_fault = address
+        elif self._access_at is None:
+            self._access_at = (self._reg(_SEG["cs"]), self._reg(_RIP))
         self._gpa = address
         self._access = {unicorn.UC_MEM_READ_UNMAPPED: "read",
                         unicorn.UC_MEM_WRITE_UNMAPPED: "write"}.get(access, "fetch")
@@ -938,6 +1026,11 @@ class Vcpu:
 
     def _on_read_only(self, uc, access: int, address: int, size: int, value: int,
                       _data) -> bool:
+        if self._refused is None:
+            # Unicorn drops a refused store made inside one of its helpers
+            # (a far CALL's pushes, say) and lets the instruction complete:
+            # the state here, before the instruction, is where it restarts
+            self._refused = (self._reg(_SEG["cs"]), self._reg(_RIP), uc.context_save())
         pages = [p for p in _pfns(address, size) if p in self._code_pages]
         if pages:
             self._code_written = pages      # the run restarts once these are writable
@@ -952,7 +1045,23 @@ class Vcpu:
     def _fault(self, exc: unicorn.UcError) -> Exit | None:
         """The exit for a run that Unicorn ended with an error; None when
         the run is to start again where it stopped (a store into a page of
-        code that the clock had write-protected, now writable)."""
+        code that the clock had write-protected, now writable).
+
+        A refused access made inside one of Unicorn's helpers (the pushes
+        of a far CALL through a call gate or in real mode, for one) does
+        not stop the instruction: the access is dropped and the instruction
+        completes, CS:RIP at its target. A refused store is undone here
+        (the registers as they were when the store was refused, which is
+        before the instruction); an access to memory that no RAM backs
+        cannot be, and crashes the domain as an internal error."""
+        went_on = False
+        if self._refused is not None:
+            cs, ip, saved = self._refused
+            if (self._reg(_SEG["cs"]), self._reg(_RIP)) != (cs, ip):
+                self.uc.context_restore(saved)
+                self._stale = True
+        elif self._access_at is not None and self._fetch_fault is None:
+            went_on = (self._reg(_SEG["cs"]), self._reg(_RIP)) != self._access_at
         block = self._current()
         base = self._block_start(block)
         if self._fetch_fault is not None:
@@ -968,13 +1077,28 @@ class Vcpu:
                 self.release_code_page(pfn)
             return None
         code = self.code_at(rip).hex()
+        if went_on:
+            cs, ip = self._access_at
+            raise InternalError(
+                f"the instruction at {cs:#x}:{ip:#x} completed without its {self._access} of "
+                f"gpa {self._gpa:#x}, which no RAM backs (an access made inside a far "
+                f"transfer, an IRET or a descriptor load): not emulated")
         if self._gpa is not None:
             info = {"bytes": code, "access": self._access, "gpa": self._gpa}
             if self._logdirty:
                 info = {"bytes": code, "access": "write", "p2m": "logdirty", "gpa": self._gpa}
             return Exit("ept_violation", rip, 0, icount, info)
-        reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
-        return Exit(reason, rip, 0, icount, {"bytes": code, "error": str(exc)})
+        if exc.errno == unicorn.UC_ERR_INSN_INVALID:
+            # #UD; but Unicorn reports INT1 (ICEBP, F1) so too: a trap, vector 1
+            raw = bytes.fromhex(code)
+            prefixes, opcode = split_prefixes(raw, self.mode())
+            ip = rip - self.seg_base("cs")
+            if opcode == 0xF1:
+                self.icount = icount + 1
+                return Exit("event", rip, 0, icount + 1,
+                            {"vector": 1, "source": "icebp", "ip": ip + len(prefixes) + 1})
+            return Exit("event", rip, 0, icount, {"vector": 6, "source": "fault", "ip": ip})
+        return Exit("cpu_error", rip, 0, icount, {"bytes": code, "error": str(exc)})
 
     def _code(self, linear: int, n: int) -> bytes:
         return self.lread(linear, n) if self.paging() else self.read(linear, n)
@@ -989,6 +1113,7 @@ class Vcpu:
         addresses, exiting, shadowing = [], [], []
         io_forms: dict[int, tuple[IoExit, int]] = {}
         offset = effect = 0
+        sets_if = False
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
@@ -1001,7 +1126,9 @@ class Vcpu:
                         io_forms[address + offset] = decode_io(insn, mode, 0)
                 elif _casts_shadow(insn, prefixes, opcode):
                     shadowing.append(address + offset)
+                    sets_if |= opcode == STI
                 else:
+                    sets_if |= opcode == POPF
                     effect |= _context_effect(insn, prefixes, opcode)
                 offset += length
             if offset >= size:
@@ -1018,110 +1145,64 @@ class Vcpu:
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
-                      frozenset(exiting + shadowing), io_forms)
+                      frozenset(exiting + shadowing), io_forms, sets_if, raw)
         self._blocks[key] = (raw, block)
         return block
 
-    # --- interrupt delivery ------------------------------------------------------------
+    # --- event delivery (impl/delivery.py) ---------------------------------------------
 
-    def deliver(self, vector: int) -> None:
-        """Deliver an external interrupt as the CPU does on VM entry: through
-        the IVT in real mode; through an interrupt or trap gate of the IDT in
-        protected mode (8-byte gates) and in IA-32e mode (16-byte gates, a
-        64-bit handler, SS:RSP pushed on a 16-byte aligned stack); same
-        privilege level only, no error code. Nothing changes on a fault."""
-        _, base, limit, _ = self.uc.reg_read(X.UC_X86_REG_IDTR)
-        self._stale = True
+    def deliver(self, vector: int) -> bool:
+        """Deliver external interrupt ``vector`` as the CPU does on VM entry;
+        False on a triple fault. Raises :class:`impl.delivery.Refused`."""
+        return delivery.deliver(self, vector, "external", self._reg(_RIP))
+
+    def _on_intr(self, uc, vector: int, _data) -> None:
+        """Unicorn hands INT n, INT3, INTO and every exception to us: keep the
+        vector, the CPU's error code and EIP, and stop."""
+        self._intr = (vector, physical_cpu.error_code(uc), self._reg(_RIP),
+                      self._reg(X.UC_X86_REG_CR2))
+        uc.emu_stop()
+
+    def _intr_exit(self) -> Exit:
+        """The event Unicorn raised, placed on the clock. EIP is past a trap
+        (INT n, INT3, INTO: the instruction before EIP in the block, which
+        retired) and at a fault (which did not)."""
+        vector, code, ip, cr2 = self._intr
+        block = self._current()
+        at = self.seg_base("cs") + ip & self.linear_mask()
+        base = self._block_start(block)
+        i = block.index.get(at, len(block.addresses))
+        if i and self._is_trap(block.addresses[i - 1], at, vector):
+            return Exit("event", block.addresses[i - 1], 0, base + i,
+                        {"vector": vector, "source": "software" if self._trap_op == 0xCD
+                         else "software_exception", "ip": ip})
+        return Exit("event", at, 0, base + i,
+                    {"vector": vector, "source": "fault", "ip": ip, "code": code,
+                     "cr2": cr2 if vector == 14 else None})
+
+    def _is_trap(self, prev: int, after: int, vector: int) -> bool:
         try:
-            if not self._reg(_CR0) & 1:
-                self._deliver_ivt(vector, base, limit)
-            else:
-                self._deliver_gate(vector, base, limit, 16 if self.long_mode() else 8)
-        except LinearFault as exc:
-            raise DeliveryFault(f"event delivery: {exc}") from None
+            code = self._code(prev, after - prev) if 0 < after - prev <= 15 else b""
+        except LinearFault:
+            return False
+        prefixes, opcode = split_prefixes(code, self.mode())
+        self._trap_op = opcode
+        n = len(prefixes)
+        return ((opcode == 0xCD and len(code) == n + 2 and code[n + 1] == vector)
+                or (opcode == 0xCC and len(code) == n + 1 and vector == 3)
+                or (opcode == 0xCE and len(code) == n + 1 and vector == 4))
 
-    def _deliver_ivt(self, vector: int, base: int, limit: int) -> None:
-        if vector * 4 + 3 > limit:
-            raise DeliveryFault(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
-        target = int.from_bytes(self.lread(base + vector * 4, 4), "little")
-        flags, ip = self._reg(_RFLAGS), self._reg(_RIP)
-        self._frame(2, (flags, self._reg(_SEG["cs"]), ip))
-        self.put("rflags", flags & ~0x40300)            # IF, TF, AC
-        physical_cpu.load_segment(self.uc, "cs", target >> 16)
-        self.put("rip", target & 0xFFFF)
-
-    def _deliver_gate(self, vector: int, base: int, limit: int, size: int) -> None:
-        if vector * size + size - 1 > limit:
-            raise DeliveryFault(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
-        gate = int.from_bytes(self.lread(base + vector * size, size), "little")
-        kind, present = gate >> 40 & 0x1F, gate >> 47 & 1
-        if not present:
-            raise DeliveryFault(f"IDT gate {vector:#x} is not present (#NP)")
-        allowed = (14, 15) if size == 16 else (6, 7, 14, 15)
-        if kind not in allowed:
-            raise DeliveryFault(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
-                                f"interrupt or trap gate{' of 64-bit mode' if size == 16 else ''}"
-                                f" (#GP)")
-        selector = gate >> 16 & 0xFFFF
-        target = gate & 0xFFFF | (gate >> 48 & 0xFFFF) << 16 | (gate >> 64) << 32
-        cs, flags, rip = self._reg(_SEG["cs"]), self._reg(_RFLAGS), self._reg(_RIP)
-        if selector & 4 or selector & 3 != cs & 3:
-            raise DeliveryFault(f"IDT gate {vector:#x}: handler selector {selector:#x} "
-                                f"changes privilege (not modelled)")
-        if size == 16 and gate >> 32 & 7:
-            raise DeliveryFault(f"IDT gate {vector:#x} switches to interrupt stack "
-                                f"{gate >> 32 & 7} (IST, not modelled)")
-        descriptor = self._gdt(selector)
-        if descriptor is None:
-            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is beyond "
-                                f"the GDT (#GP)")
-        if descriptor >> 43 & 3 != 3:                  # S and code
-            raise DeliveryFault(f"IDT gate {vector:#x}: selector {selector:#x} is not a "
-                                f"code segment (#GP)")
-        if not descriptor >> 47 & 1:
-            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"present (#NP)")
-        if size == 16 and (descriptor >> 53 & 3) != 1:  # L = 1, D = 0
-            raise DeliveryFault(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"a 64-bit one (#GP)")
-        clear = 0x14100 | (0 if size == 16 else 0x20000) | (0x200 if kind in (6, 14) else 0)
-        if size == 16:
-            rsp = self._reg(X.UC_X86_REG_RSP)
-            top = (rsp & ~0xF) - 40
-            frame = b"".join(v.to_bytes(8, "little") for v in
-                             (rip, cs, flags, rsp, self._reg(_SEG["ss"])))
-            self.lwrite(top, frame)
-            self.put("rsp", top)
-        else:
-            wide = kind >= 14
-            self._frame(4 if wide else 2, (flags, cs, rip))
-            target &= 0xFFFFFFFF if wide else 0xFFFF
-        self.put("rflags", flags & ~clear)
-        if selector != cs or (size == 16 and self.mode() != 64):
-            self._load_cs(selector, descriptor)
-        self.put("rip", target)
-
-    def _load_cs(self, selector: int, descriptor: int) -> None:
-        raw = descriptor.to_bytes(8, "little")
+    def raise_event(self, ex: Exit) -> Exit | None:
+        """Deliver what an ``event`` exit carries; a triple fault, or an
+        event the model does not deliver, is an exit; None otherwise."""
+        info = ex.info
+        self.icount = ex.icount
         try:
-            after = physical_cpu.load_segment(self.uc, "cs", selector, raw)
-        except physical_cpu.SegmentLoadRefused as exc:
-            raise DeliveryFault(str(exc)) from None
-        if after is not None and after != raw:                 # the accessed bit
-            _, base, _, _ = self.uc.reg_read(X.UC_X86_REG_GDTR)
-            self.lwrite(base + (selector & 0xFFF8), after)
-
-    def _frame(self, width: int, values: tuple[int, ...]) -> None:
-        big = bool(self._reg(_CR0) & 1) and bool(self._descriptor("ss")[1] >> 22 & 1)
-        mask = 0xFFFFFFFF if big else 0xFFFF
-        rsp = self._reg(X.UC_X86_REG_RSP)
-        sp, ss = rsp & mask, self.seg_base("ss")
-        slots = []
-        for value in values:
-            sp = sp - width & mask
-            slots.append((ss + sp & 0xFFFFFFFF, (value & (1 << 8 * width) - 1).to_bytes(width, "little")))
-        for at, data in slots:
-            self.check(at, width, True)
-        for at, data in slots:
-            self.lwrite(at, data)
-        self.put("rsp", rsp & ~mask | sp)
+            ok = delivery.deliver(self, info["vector"], info["source"], info["ip"],
+                                  info.get("code"), info.get("cr2"))
+        except delivery.Refused as exc:
+            return Exit("cpu_error", ex.rip, 0, self.icount,
+                        {"bytes": self.code_at(ex.rip).hex(), "error": str(exc)})
+        if not ok:
+            return Exit("triple_fault", self.rip(), 0, self.icount)
+        return None

@@ -17,7 +17,9 @@ from typing import Callable
 from spec import platform, trace
 from impl import p2m, pic
 from impl.mmio import EmulationFailed, MmioInstruction
-from impl.vcpu import EFLAGS_DF, EFLAGS_IF, DeliveryFault, Exit, LinearFault, Vcpu
+from impl import delivery
+from impl.delivery import Refused
+from impl.vcpu import EFLAGS_DF, EFLAGS_IF, Exit, LinearFault, Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
@@ -317,13 +319,17 @@ class Vmm:
     """Exit handling and ioreqs for one HVM domain."""
 
     def __init__(self, domid: int, vcpu: Vcpu, page: IoreqPage, emit: Emit,
-                 notify: Callable[[int], None], crash: Callable[[str, int], None]) -> None:
+                 notify: Callable[[int], None], crash: Callable[[str, int], None],
+                 shutdown: Callable[[int], None] | None = None) -> None:
         self.domid = domid
         self.vcpu = vcpu
         self.page = page
         self.emit = emit
         self.notify = notify
         self.crash = crash
+        #: domain_shutdown(reason): a triple fault resets the domain (Xen's
+        #: hvm_triple_fault: SHUTDOWN_reboot)
+        self.shutdown = shutdown or (lambda reason: crash("shutdown", 0))
         self.port = 0                   # vp_eport of vcpu 0
         self.waiting: tuple | None = None   # (exit, count, finishes, by-value gpa)
         self.woken = False
@@ -353,6 +359,8 @@ class Vmm:
             self._hypercall(ex)
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass
+        elif ex.reason == "triple_fault":
+            self.shutdown(platform.SHUTDOWN_REBOOT)
         elif ex.reason == "ept_violation" and "p2m" in ex.info:
             if not self.vram.fault(ex.info["gpa"]):
                 self.crash(f"write to read-only gpa {ex.info['gpa']:#x}", ex.rip)
@@ -406,8 +414,10 @@ class Vmm:
         try:
             gpa = cpu.translate(linear, direction == READ) if cpu.paging() else linear
         except LinearFault as exc:
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
-                       f"modelled)", ex.rip)
+            if exc.pf is not None and exc.pf[0] == 14:
+                self._inject_fault(ex, exc.pf)
+                return
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         low = gpa - (count - 1) * size if back else gpa
         if not cpu.backed(low, count * size):
@@ -531,9 +541,12 @@ class Vmm:
         rip = cpu.rip()
         self.emit(trace.Injection.of(vcpu=0, vector=vector, irq=line, icount=cpu.icount, rip=rip))
         try:
-            cpu.deliver(vector)
-        except DeliveryFault as exc:
-            self.crash(f"triple fault delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            delivered = cpu.deliver(vector)
+        except Refused as exc:
+            self.crash(f"delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            return False
+        if not delivered:
+            self.handle_exit(Exit("triple_fault", rip, 0, cpu.icount))
             return False
         self.window = self.vpic.requesting()
         return True
@@ -609,6 +622,20 @@ class Vmm:
             _add(cpu, "rcx", -count, amask)
         self._retire(ex, finishes)
         return True
+
+    def _inject_fault(self, ex: Exit, pf: tuple[int, int, int]) -> None:
+        """The guest's page tables refuse the data of the instruction being
+        emulated: #PF, delivered as the CPU would have (the instruction does
+        not retire)."""
+        vector, code, linear = pf
+        cpu = self.vcpu
+        try:
+            delivered = delivery.deliver(cpu, vector, "fault", cpu.get("rip"), code, linear)
+        except Refused as exc:
+            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        if not delivered:
+            self.handle_exit(Exit("triple_fault", cpu.rip(), 0, cpu.icount))
 
     def _retire(self, ex: Exit, advance: bool) -> None:
         cpu = self.vcpu

@@ -23,13 +23,53 @@ before assembling, since keystone reads ``;`` as a statement separator).
 It is assembled at offset 0 of segment ``F000`` and becomes a 64 KiB BIOS
 ROM image: code at ``F000:0000`` (physical ``0xF0000``), padding, and at
 ``F000:FFF0`` the reset vector ``jmp F000:0000`` that the loader adds, as a
-BIOS ROM has. The assembled bytes are cached by the source's SHA-256 (in
+BIOS ROM has. The assembled bytes are cached by the SHA-256 of the
+expanded program (includes and macros expanded, comments removed; in
 ``$HVMSPEC_CACHE`` or ``~/.cache/hvmspec``), so the assembler runs once per
-source text.
+program, and a change to an included file is a new program.
+
+**Includes.** A line ``%include "file"`` (or ``.include "file"``) stands
+for the lines of that file (:func:`expand`). The name is looked up next to
+the including file, then in the guest library ``guests/lib/`` (where
+``lib/x.s`` also names ``guests/lib/x.s``, so that a copy of a bundled
+guest elsewhere still finds the library). A file is included once per
+guest: a second ``%include`` of it, from anywhere, adds nothing. A file
+that includes itself, directly or through others, is refused, and the
+error names the chain (``a.s includes b.s (a.s:3), b.s includes a.s
+(b.s:5)``); so is a missing file, named with the ``file:line`` that asks
+for it. A source given as text without a path (a test's, a generated
+guest's) finds only the library.
+
+**Macros.** ``.macro NAME a, b=default`` ... ``.endm`` defines a macro, as
+in GNU as; the loader expands it, so that keystone sees plain instructions
+and an error is named by the line of the macro's body, with the invocation
+it came through. In the body ``\\a`` is an argument, ``\\()`` ends a name
+(``\\w\\()dx`` is ``edx`` with ``w=e``) and ``\\@`` is a number unique to
+each invocation (for labels of the macro's own). Arguments are positional
+or ``name=value``, separated by commas; ``"..."`` quotes one that has a
+comma. ``.if``, ``.ifb`` and ``.ifnb`` in a body are keystone's.
+
+**Errors.** keystone reports no line numbers: the loader finds the first
+line whose addition makes the program fail (bisecting over prefixes, with
+the labels defined further on kept so that forward references resolve) and
+names it as ``line N`` of the guest's own file, or as ``file:N`` of an
+included one, with the macro invocations that brought it.
+
+**The guest library.** ``guests/lib/`` holds what the bundled guests share,
+a file per concept: ``serial.s`` (polled output on COM1: ``putc``, ``puts``),
+``digits.s`` (numbers as text), ``pic.s`` (the 8259 pair, the PIT, waiting
+with HLT), ``idt.s`` (IVT entries, 32- and 64-bit gates), ``realmode.s``
+(the first instructions after reset), ``pm32.s`` (protected-mode entry and
+a flat GDT), ``longmode.s`` (long-mode entry), ``vga.s`` (CRTC register
+pairs) and ``poweroff.s`` (ACPI S5). They define constants and macros only:
+nothing is assembled until a guest invokes a macro, where it wants the
+code, so a guest includes the whole library (``lib/all.s``) and keeps its
+own layout: the guests assemble to the bytes they did before the library.
 
 **Settings.** A source may ask for the memory it needs with a comment
 line ``; hvmspec: memory = <MiB>``; a run without ``--memory`` gives it that
-much (:func:`guest_settings`).
+much (:func:`guest_settings`). Settings are the guest's own: a settings line
+in an included file is refused.
 
 **Images.** An image is placed in guest RAM so that it ends at 1 MiB
 (:data:`spec.platform.IMAGE_END`); its last 16 bytes hold the reset vector.
@@ -126,7 +166,7 @@ def load(spec: str) -> GuestImage:
             raise GuestError(f"{path}: assembly source must be UTF-8 text (byte "
                              f"{exc.start}: {exc.object[exc.start]:#04x})") from None
         settings = guest_settings(source, str(path))
-        return GuestImage(path.stem, rom_from_source(source, str(path)), source,
+        return GuestImage(path.stem, rom_from_source(source, str(path), path), source,
                           memory_mib=settings.get("memory"), kind=kind,
                           path=str(path) if kind == "bundled" else spec, note=note)
     image = path.read_bytes()
@@ -190,14 +230,21 @@ def check_image(image: bytes, memory_bytes: int | None = None) -> None:
                          f"where the image ends")
 
 
-def rom_from_source(source: str, origin: str = "<source>") -> bytes:
-    """Assemble ``source`` into a 64 KiB ROM image (cached)."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
+def rom_from_source(source: str, origin: str = "<source>", path: str | Path | None = None) -> bytes:
+    """Assemble ``source`` into a 64 KiB ROM image (cached by the program
+    with its includes and macros expanded). ``origin`` names the source in
+    errors; includes are looked up next to the file ``path``, when given,
+    then in the library."""
+    if not source.strip():
+        raise GuestError(f"{origin}: the source is empty")
+    program = expand(source, origin, path)
+    text = program.text
+    digest = hashlib.sha256(text.encode()).hexdigest()
     cache = _cache_dir() / f"{digest}.bin"
     if cache.exists():
         code = cache.read_bytes()
     else:
-        code = assemble(source, origin)
+        code = _assemble_program(program, origin)
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(f".{os.getpid()}.tmp")
@@ -214,22 +261,289 @@ def rom_from_source(source: str, origin: str = "<source>") -> bytes:
     return bytes(rom)
 
 
-def assemble(source: str, origin: str = "<source>") -> bytes:
+def assemble(source: str, origin: str = "<source>", path: str | Path | None = None) -> bytes:
     """Assemble 16-bit code at offset 0 with keystone, with a clear error."""
-    import keystone
     if not source.strip():
         raise GuestError(f"{origin}: the source is empty")
+    return _assemble_program(expand(source, origin, path), origin)
+
+
+def _assemble_program(program: Program, origin: str) -> bytes:
+    import keystone
     ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_16)
-    source = strip_comments(source)
     try:
-        encoding, _count = ks.asm(source, 0)
+        encoding, _count = ks.asm(program.text, 0)
     except keystone.KsError as exc:
-        line = _failing_line(ks, source)
-        where = f" at line {line[0]}: {line[1].strip()!r}" if line else ""
+        found = _failing_line(ks, program.text)
+        where = ""
+        if found:
+            where = f" at {program.where(found[0] - 1, origin)}: {found[1].strip()!r}"
         raise GuestError(f"{origin}: does not assemble{where}: {exc}") from None
     if not encoding:
         raise GuestError(f"{origin}: assembles to no code")
     return bytes(encoding)
+
+
+# --- includes and macros -------------------------------------------------------------
+
+#: the guest library: shared set-up code that guests include
+LIBRARY_DIR = GUESTS_DIR / "lib"
+
+_INCLUDE = re.compile(r"""^\s*[%.]include\s+(?:"([^"]*)"|'([^']*)'|(\S+))\s*$""")
+_MACRO = re.compile(r"^\s*\.macro\s+([A-Za-z_][\w.]*)\s*(.*?)\s*$")
+_ENDM = re.compile(r"^\s*\.endm\s*$")
+_IF = re.compile(r"^\s*\.if\w*\b")
+_ENDIF = re.compile(r"^\s*\.endif\b")
+_PARAM_USE = re.compile(r"\\(\w+|\(\)|@)")
+_MAX_MACRO_DEPTH = 20
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one line of the expanded program was written: a file and a
+    line, and, for a line of a macro's body, the invocations that brought it."""
+
+    file: str
+    line: int
+    via: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Program:
+    """A source with its includes and macros expanded, comments removed:
+    the text keystone assembles, a line of it for each :class:`Origin`."""
+
+    lines: tuple[str, ...]
+    origins: tuple[Origin, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def where(self, index: int, top: str) -> str:
+        """``line N`` for a line of the top file, else ``file:N``; then the
+        macro invocations it came through."""
+        at = self.origins[index]
+        place = f"line {at.line}" if at.file == top else f"{at.file}:{at.line}"
+        return place + "".join(f" ({via})" for via in at.via)
+
+
+def _display(path: Path) -> str:
+    """A library or bundled file as ``guests/...``; any other as given."""
+    try:
+        return str(path.resolve().relative_to(GUESTS_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def _resolve(name: str, including: Path | None) -> Path | None:
+    """An included file: next to the including file, then in the library
+    (where ``lib/x.s`` also names ``guests/lib/x.s``)."""
+    places = []
+    if including is not None:
+        places.append(including.parent / name)
+    places.append(LIBRARY_DIR / name)
+    if name.startswith("lib/"):
+        places.append(GUESTS_DIR / name)
+    for place in places:
+        if place.is_file():
+            return place
+    return None
+
+
+def expand(source: str, origin: str = "<source>", path: str | Path | None = None) -> Program:
+    """Resolve ``%include "file"`` (or ``.include "file"``) lines, remove
+    comments and expand macros: the program keystone assembles, each line
+    with the file and line it came from (see the module docstring)."""
+    top = Path(path) if path is not None else None
+    lines: list[str] = []
+    origins: list[Origin] = []
+    seen: set[Path] = set()
+
+    def include(text: str, file: Path | None, label: str,
+                stack: list[tuple[Path | None, str, str]]) -> None:
+        # stack: the files being expanded, outermost first, each as (its real
+        # path, its name, the file:line that included it); this one is last
+        for number, raw in enumerate(text.splitlines(), 1):
+            stripped = strip_comments(raw)
+            match = _INCLUDE.match(stripped)
+            if match is None:
+                if len(stack) > 1 and _SETTING.match(raw):
+                    raise GuestError(
+                        f"{label}:{number}: a setting (; hvmspec: ...) belongs in the guest's "
+                        f"own file ({stack[0][1]}), not in a file it includes")
+                lines.append(stripped)
+                origins.append(Origin(label, number))
+                continue
+            name = next(g for g in match.groups() if g is not None)
+            site = f"{label}:{number}"
+            found = _resolve(name, file)
+            if found is None:
+                looked = ([_display(file.parent / name)] if file is not None else []) + \
+                         [_display(LIBRARY_DIR / name)]
+                raise GuestError(f"{site}: cannot include {name!r}: no such file "
+                                 f"(looked for {' and '.join(looked)})")
+            real = found.resolve()
+            paths = [entry[0] for entry in stack]
+            if real in paths:
+                cycle = stack[paths.index(real):]
+                steps = [f"{a[1]} includes {b[1]} ({b[2]})" for a, b in zip(cycle, cycle[1:])]
+                steps.append(f"{label} includes {cycle[0][1]} ({site})")
+                raise GuestError(f"{site}: include cycle: " + ", ".join(steps))
+            lines.append("")                   # the include line itself
+            origins.append(Origin(label, number))
+            if real in seen:
+                continue                       # once only
+            seen.add(real)
+            try:
+                body = found.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise GuestError(f"{site}: cannot include {name!r}: {exc}") from None
+            include(body, found, _display(found), stack + [(real, _display(found), site)])
+
+    if top is not None:
+        seen.add(top.resolve())
+    include(source, top, origin, [(top.resolve() if top is not None else None, origin, "")])
+    out_lines, out_origins = _expand_macros(lines, origins)
+    return Program(tuple(out_lines), tuple(out_origins))
+
+
+def _split_args(text: str) -> list[str]:
+    """Split macro arguments at commas outside quotes and brackets."""
+    args, depth, quote, current = [], 0, None, ""
+    for ch in text:
+        if quote:
+            current += ch
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            current += ch
+        elif ch in "([":
+            depth += 1
+            current += ch
+        elif ch in ")]":
+            depth -= 1
+            current += ch
+        elif ch == "," and depth == 0:
+            args.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    if current.strip() or args:
+        args.append(current.strip())
+    return args
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+@dataclass
+class _Macro:
+    name: str
+    params: list[str]
+    defaults: dict[str, str]
+    body: list[str]
+    origins: list[Origin]
+
+
+def _expand_macros(lines: list[str], origins: list[Origin]) -> tuple[list[str], list[Origin]]:
+    """GNU-as ``.macro NAME a, b=default`` ... ``.endm``, expanded by the
+    loader so that an error in a macro's body is named by its own file and
+    line: ``\\a`` is an argument, ``\\()`` separates a name from what
+    follows, ``\\@`` counts invocations. Arguments are positional or
+    ``name=value``, separated by commas; ``"..."`` quotes one with commas."""
+    macros: dict[str, _Macro] = {}
+    out: list[str] = []
+    out_origins: list[Origin] = []
+    counter = [0]
+
+    def run(src: list[str], src_origins: list[Origin], depth: int) -> None:
+        i = 0
+        while i < len(src):
+            line, at = src[i], src_origins[i]
+            match = _MACRO.match(line)
+            if match:
+                name, params_text = match.groups()
+                params, defaults = [], {}
+                for param in _split_args(params_text):
+                    key, eq, default = param.partition("=")
+                    key = key.strip()
+                    if not re.fullmatch(r"[A-Za-z_]\w*", key):
+                        raise GuestError(f"{at.file}:{at.line}: macro {name}: bad parameter "
+                                         f"{param!r}")
+                    params.append(key)
+                    if eq:
+                        defaults[key] = _unquote(default.strip())
+                body, body_origins = [], []
+                i += 1
+                while i < len(src) and not _ENDM.match(src[i]):
+                    if _MACRO.match(src[i]):
+                        raise GuestError(f"{src_origins[i].file}:{src_origins[i].line}: a "
+                                         f".macro inside macro {name}")
+                    body.append(src[i])
+                    body_origins.append(src_origins[i])
+                    i += 1
+                if i == len(src):
+                    raise GuestError(f"{at.file}:{at.line}: macro {name} has no .endm")
+                macros[name] = _Macro(name, params, defaults, body, body_origins)
+                # keep the line count: the definition becomes blank lines
+                for k in range(len(body) + 2):
+                    out.append("")
+                    out_origins.append(src_origins[i - len(body) - 1 + k])
+                i += 1
+                continue
+            word = line.split(None, 1)
+            if word and word[0] in macros:
+                macro = macros[word[0]]
+                if depth >= _MAX_MACRO_DEPTH:
+                    raise GuestError(f"{at.file}:{at.line}: macro {macro.name} nests deeper "
+                                     f"than {_MAX_MACRO_DEPTH} (does it invoke itself?)")
+                values = dict(macro.defaults)
+                positional = 0
+                for arg in _split_args(word[1] if len(word) > 1 else ""):
+                    key, eq, value = arg.partition("=")
+                    if eq and key.strip() in macro.params:
+                        values[key.strip()] = _unquote(value.strip())
+                    elif positional < len(macro.params):
+                        values[macro.params[positional]] = _unquote(arg)
+                        positional += 1
+                    else:
+                        raise GuestError(f"{at.file}:{at.line}: macro {macro.name} takes "
+                                         f"{len(macro.params)} arguments: "
+                                         f"{', '.join(macro.params) or 'none'}")
+                counter[0] += 1
+                count = counter[0]
+
+                def substitute(m: re.Match, body_at: Origin) -> str:
+                    ref = m.group(1)
+                    if ref == "()":
+                        return ""
+                    if ref == "@":
+                        return str(count)
+                    if ref not in macro.params:
+                        raise GuestError(f"{body_at.file}:{body_at.line}: macro {macro.name} "
+                                         f"has no parameter {ref!r}")
+                    return values.get(ref, "")
+
+                via = f"macro {macro.name} at {at.file}:{at.line}"
+                body = [_PARAM_USE.sub(lambda m, b=b_at: substitute(m, b), text)
+                        for text, b_at in zip(macro.body, macro.origins)]
+                body_origins = [Origin(o.file, o.line, (via,) + at.via) for o in macro.origins]
+                out.append("")                 # the invocation line itself
+                out_origins.append(at)
+                run(body, body_origins, depth + 1)
+                i += 1
+                continue
+            out.append(line)
+            out_origins.append(at)
+            i += 1
+
+    run(lines, origins, 0)
+    return out, out_origins
 
 
 def strip_comments(source: str) -> str:
@@ -252,17 +566,39 @@ def strip_comments(source: str) -> str:
 
 def _failing_line(ks, source: str) -> tuple[int, str] | None:
     """Find the first line whose addition makes the source fail (keystone
-    reports no line numbers). Labels are kept so references resolve."""
+    reports no line numbers), by bisection over prefixes. Labels defined
+    further on are kept so that references resolve, and ``.if`` blocks that
+    a prefix leaves open are closed."""
     import keystone
     lines = source.splitlines()
-    labels = [l for l in lines if re.match(r"^\s*[A-Za-z_.][\w.]*:", l)]
-    for i in range(len(lines)):
-        candidate = "\n".join(lines[: i + 1] + [l for l in labels if l not in lines[: i + 1]])
+    label_re = re.compile(r"^\s*([A-Za-z_.][\w.]*):")
+    first_def: dict[str, int] = {}
+    for n, l in enumerate(lines):
+        m = label_re.match(l)
+        if m:
+            first_def.setdefault(m.group(1), n)
+
+    def fails(i: int) -> bool:
+        prefix = lines[: i + 1]
+        opened = sum(1 for l in prefix if _IF.match(l)) - sum(1 for l in prefix if _ENDIF.match(l))
+        tail = [".endif"] * max(opened, 0)
+        tail += [lines[n] for name, n in first_def.items() if n > i]
         try:
-            ks.asm(candidate, 0)
+            ks.asm("\n".join(prefix + tail), 0)
         except keystone.KsError:
-            return i + 1, lines[i]
-    return None
+            return True
+        return False
+
+    low, high = 0, len(lines) - 1
+    if high < 0 or not fails(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        if fails(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low + 1, lines[low]
 
 
 def _cache_dir() -> Path:

@@ -154,7 +154,7 @@ class ReferenceXen:
         lines = irq.SharedLines()
         vmm = Vmm(domid, [hw], page, [], notify=lambda port: self.events.send(domid, port),
                   emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip),
-                  lines=lines)
+                  lines=lines, shutdown=lambda reason: self.shutdown(domid, reason, "xen"))
         for vcpu in range(config.vcpus):
             port = self.events.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
             vmm.ports.append(port)
@@ -301,16 +301,34 @@ class ReferenceXen:
             if budget <= 0:
                 self.stopped = self.stopped or "limit"
                 return progressed
-            if not dom.vmm.intr_assist(v):
+            try:
+                if not dom.vmm.intr_assist(v):
+                    return True
+                self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
+                ex = hw.run(budget, _sliced(deadline, hw.clock_ns(), self.slice), dom.vmm.window[v])
+                if ex.reason == "limit":
+                    self.stopped = self.stopped or "limit"
+                    return True
+                dom.vmm.handle_exit(v, ex)
+            except Exception as exc:        # noqa: BLE001 - a bug of the model, not the guest's
+                self.internal_error(dom, v, exc)
                 return True
-            self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
-            ex = hw.run(budget, _sliced(deadline, hw.clock_ns(), self.slice), dom.vmm.window[v])
-            if ex.reason == "limit":
-                self.stopped = self.stopped or "limit"
-                return True
-            dom.vmm.handle_exit(v, ex)
             progressed = True
         return progressed
+
+    def internal_error(self, dom: HvmDomain, v: int, exc: Exception) -> None:
+        """A defect of the model met while running the guest (an exception
+        of Python, not of the guest: a guest's fault is an exit). The
+        domain crashes with a message that names it as an internal error,
+        and the run ends as any crash does: never a traceback, never a
+        silent end."""
+        hw = dom.vcpus[v]
+        try:
+            rip = hw.linear_rip()
+        except Exception:                   # noqa: BLE001 - the message matters more
+            rip = 0
+        self.crash(dom.domid, f"internal error of the reference engine at rip {rip:#x}, "
+                              f"instruction {hw.icount}: {type(exc).__name__}: {exc}", rip)
 
 
     def _sleep(self, dom: HvmDomain, v: int, deadline: int) -> bool:

@@ -49,7 +49,8 @@ REGS = {
     "r11": X.UC_X86_REG_R11, "r12": X.UC_X86_REG_R12, "r13": X.UC_X86_REG_R13,
     "r14": X.UC_X86_REG_R14, "r15": X.UC_X86_REG_R15,
     "rip": X.UC_X86_REG_RIP, "rflags": X.UC_X86_REG_RFLAGS,
-    "cr0": X.UC_X86_REG_CR0, "cr3": X.UC_X86_REG_CR3, "cr4": X.UC_X86_REG_CR4,
+    "cr0": X.UC_X86_REG_CR0, "cr2": X.UC_X86_REG_CR2, "cr3": X.UC_X86_REG_CR3,
+    "cr4": X.UC_X86_REG_CR4,
 }
 SEGMENT_REGS = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
                 "ds": X.UC_X86_REG_DS, "fs": X.UC_X86_REG_FS, "gs": X.UC_X86_REG_GS}
@@ -67,7 +68,18 @@ class SegmentLoadRefused(Exception):
 
 def open_cpu() -> unicorn.Uc:
     """A fresh x86-64 CPU, in the reset state (:func:`reset`)."""
+    global _offsets
+    if _offsets is None:            # found before any guest runs (not inside a hook)
+        _offsets = _exception_offsets()
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+    # No exit address: a run ends only when a hook stops it. Without this,
+    # Unicorn looks the ``until`` address of ``emu_start`` up in the guest's
+    # page tables at the start and end of every run; where it is not mapped
+    # that walk is a page fault that Unicorn keeps to itself, except that it
+    # overwrites CR2 and counts as a first fault, so that the guest's next
+    # real #PF or #GP arrives as #DF (and then a silent shutdown).
+    uc.ctl_exits_enabled(True)
+    uc.ctl_set_exits([])
     reset(uc)
     return uc
 
@@ -198,12 +210,18 @@ def reset(uc: unicorn.Uc, cs: int = 0xF000, ip: int = 0xFFF0) -> None:
 
 
 def load_segment(uc: unicorn.Uc, seg: str, selector: int,
-                 descriptor: bytes | None = None) -> bytes | None:
+                 descriptor: bytes | None = None, privilege: int | None = None) -> bytes | None:
     """Load segment register ``seg`` with ``selector`` as the CPU does: in
     real mode the base becomes ``selector`` * 16; in protected or long mode
     the hidden part comes from ``descriptor``, the 8 bytes of the selector's
     GDT entry that the caller read (and checked). Returns the descriptor as
     the CPU leaves it (its accessed bit set), or None in real mode.
+
+    ``privilege`` 0: the load is event delivery's, into ring 0 from an outer
+    ring. No instruction loads CS into an inner ring, and neither does
+    Unicorn's register interface; so the loading CPU is first brought to
+    CPL 0 (QEMU keeps CPL as SS's DPL: a real-mode load of SS makes it 0),
+    and the caller loads SS right after CS. Rings 1 and 2 are not modelled.
 
     Raises :class:`SegmentLoadRefused` when the CPU's own checks reject
     the load (a non-readable code segment for a data register, a
@@ -213,6 +231,15 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
     protected = loader.reg_read(X.UC_X86_REG_CR0) & 1
     gdtr = loader.reg_read(X.UC_X86_REG_GDTR)
     loaded = None
+    if protected and privilege is not None:
+        if privilege != 0:
+            raise SegmentLoadRefused(f"entering ring {privilege} is not modelled")
+        cr0 = loader.reg_read(X.UC_X86_REG_CR0)
+        loader.reg_write(X.UC_X86_REG_CR0, cr0 & ~1)
+        loader.reg_write(X.UC_X86_REG_SS, 0)
+        loader.reg_write(X.UC_X86_REG_CR0, cr0)
+    if protected and descriptor is None and not selector & ~3:
+        descriptor = bytes(8)                   # a null selector (64-bit SS)
     if protected:
         if descriptor is None or len(descriptor) != 8 or selector & 4:
             raise SegmentLoadRefused(f"selector {selector:#x} needs its 8-byte GDT descriptor")
@@ -230,3 +257,91 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
             loader.reg_write(X.UC_X86_REG_GDTR, gdtr)
     uc.context_restore(loader.context_save())
     return loaded
+
+
+# --- what the CPU reports with an exception ------------------------------------------
+
+#: where the CPU state that ``context_save`` copies keeps the error code of the
+#: exception being raised, and the vector of the last one it did not see
+#: delivered (found once by :func:`_exception_offsets`)
+_offsets: tuple[int, int] | None = None
+
+
+def _fault_state(selector: int, present: bool) -> tuple[int, bytes]:
+    """Raise #GP(selector) (or, for ``present`` False, #NP(selector)) on a
+    scratch CPU: the vector and the state saved in ``UC_HOOK_INTR``."""
+    cpu = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
+    cpu.mem_map(0, 0x4000)
+    data = 0x00CF92000000FFFF if present else 0x00CF12000000FFFF
+    gdt = b"".join(d.to_bytes(8, "little") for d in
+                   (0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF, data))
+    cpu.mem_write(0x100, gdt)
+    cpu.reg_write(X.UC_X86_REG_GDTR, (0, 0x100, 31, 0))
+    cpu.reg_write(X.UC_X86_REG_CR0, 0x11)
+    cpu.reg_write(X.UC_X86_REG_CS, 8)
+    cpu.reg_write(X.UC_X86_REG_SS, 16)
+    cpu.mem_write(0x3000, selector.to_bytes(2, "little"))
+    cpu.mem_write(0x1000, b"\x8e\x1d\x00\x30\x00\x00")     # mov ds, [0x3000]
+    seen: list[tuple[int, bytes]] = []
+
+    def on_intr(uc, vector, _data):
+        seen.append((vector, uc.context_save().__getstate__()[0]))
+        uc.emu_stop()
+    cpu.hook_add(unicorn.UC_HOOK_INTR, on_intr)
+    cpu.emu_start(0x1000, 0x1006, count=1)
+    return seen[0]
+
+
+def _exception_offsets() -> tuple[int, int]:
+    """Find the error code and QEMU's ``old_exception`` in Unicorn's saved
+    CPU state: segment loads that fault with #GP(0x1238), #GP(0x2340) and
+    #NP(0x18); the one offset holding each selector in turn is the error
+    code's, the one holding 13 then 11 the vector's."""
+    import struct
+
+    def where(blob: bytes, value: int) -> set[int]:
+        return {i for i in range(0, len(blob) - 3, 4)
+                if struct.unpack_from("<i", blob, i)[0] == value}
+    code: set[int] | None = None
+    vector: set[int] | None = None
+    for selector, present in ((0x1238, True), (0x2340, True), (0x18, False)):
+        raised, blob = _fault_state(selector, present)
+        code = where(blob, selector) if code is None else code & where(blob, selector)
+        vector = where(blob, raised) if vector is None else vector & where(blob, raised)
+    if not code or len(code) != 1 or not vector or len(vector) != 1:
+        raise RuntimeError("cannot find the exception state in Unicorn's CPU state")
+    return code.pop(), vector.pop()
+
+
+def error_code(uc: unicorn.Uc) -> int:
+    """In the ``UC_HOOK_INTR`` callback: the error code of the exception the
+    CPU is raising, the one the hardware would push (Unicorn reports only
+    the vector; the code stays in its state)."""
+    global _offsets
+    if _offsets is None:
+        _offsets = _exception_offsets()
+    blob = uc.context_save().__getstate__()[0]
+    return int.from_bytes(blob[_offsets[0]:_offsets[0] + 4], "little")
+
+
+def exception_delivered(uc: unicorn.Uc) -> None:
+    """After the run that raised an exception has stopped: tell the CPU the
+    exception was delivered.
+
+    This corrects Unicorn: QEMU, which it derives from, keeps the vector of
+    an exception being delivered (``old_exception``) to turn a second fault
+    into #DF, and forgets it once delivery succeeds. With ``UC_HOOK_INTR``
+    Unicorn never delivers, so it never forgets, and the next #DE, #TS, #NP,
+    #SS, #GP or #PF arrives as #DF. Delivery is the boundary's job
+    (:mod:`spec.delivery`), so the CPU's memory of it is cleared here. (A
+    context restored inside the hook would end the run with an error.)"""
+    global _offsets
+    if _offsets is None:
+        _offsets = _exception_offsets()
+    context = uc.context_save()
+    state = list(context.__getstate__())
+    blob = bytearray(state[0])
+    blob[_offsets[1]:_offsets[1] + 4] = (-1).to_bytes(4, "little", signed=True)
+    state[0] = bytes(blob)
+    context.__setstate__(tuple(state))
+    uc.context_restore(context)

@@ -243,6 +243,29 @@ class Injection(Event):
 
 
 @dataclass(frozen=True)
+class ExceptionDelivery(Event):
+    """The CPU delivered (or tried to deliver) an exception or software
+    interrupt through the guest's IVT or IDT (:mod:`spec.delivery`), without
+    a VM exit: ``vector``; ``source`` "software" (INT n),
+    "software_exception" (INT3, INTO), "icebp" (INT1) or "fault" (an
+    exception the guest's instruction raised, or one raised while
+    delivering another); the ``error_code`` pushed (None: none); ``cr2``
+    for a #PF (None otherwise); ``rip`` the linear instruction pointer the
+    frame saves; ``icount`` the clock. When delivering one event raises
+    another, both appear, in order."""
+
+    kind: ClassVar[str] = "exception"
+    actor: ClassVar[str] = "guest"
+    vcpu: int
+    vector: int
+    source: str
+    error_code: int | None
+    cr2: int | None
+    rip: int
+    icount: int
+
+
+@dataclass(frozen=True)
 class Idle(Event):
     """``vcpu`` was halted with interrupts enabled and nothing pending: its
     instruction count jumped from ``icount`` to ``until``, where the virtual

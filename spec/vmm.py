@@ -94,7 +94,8 @@ from spec.ioreq import Ioreq
 from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
-from spec.vmx import (RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, SEGMENTS, DeliveryError, Exit, GuestAccessError,
+from spec import delivery
+from spec.vmx import (RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, SEGMENTS, Exit, GuestAccessError,
                       HardwareVcpu, IoQualification)
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
@@ -161,6 +162,7 @@ class Vmm:
                  emit: Callable[[trace.Event], None],
                  crash: Callable[[str, int], None],
                  lines: irq.SharedLines | None = None,
+                 shutdown: Callable[[int], None] | None = None,
                  take_irq_event: Callable[[], bool] = lambda: False) -> None:
         self.domid = domid
         self.vcpus = vcpus
@@ -169,6 +171,8 @@ class Vmm:
         self.notify = notify                # notify_via_xen_event_channel
         self.emit = emit
         self.crash = crash                  # domain_crash(message, rip)
+        #: domain_shutdown(reason)
+        self.shutdown = shutdown or (lambda reason: crash("shutdown", 0))
         self.waiting: list[PendingIo | None] = [None] * len(vcpus)
         self.woken = [False] * len(vcpus)
         self.halted = [False] * len(vcpus)
@@ -201,6 +205,8 @@ class Vmm:
             self.hypercall(vcpu, ex)
         elif ex.reason in ("preemption_timer", "interrupt_window"):
             pass                            # the next VM entry does the work
+        elif ex.reason == "triple_fault":
+            self.triple_fault(vcpu)
         elif ex.reason == "ept_violation" and ex.detail.get("p2m") == "logdirty":
             if not self.dirty_vram.write_fault(ex.gpa):
                 self.crash(f"write to read-only gpa {ex.gpa:#x}", ex.rip)
@@ -240,8 +246,10 @@ class Vmm:
         try:
             gpa = hw.translate(chunk.linear, write=q.dir == "in")
         except GuestAccessError as exc:
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc} (exception delivery is not "
-                       f"modelled)", ex.rip)
+            if exc.page_fault is not None and exc.page_fault.vector == delivery.PF:
+                self.inject_page_fault(vcpu, ex, exc.page_fault)
+                return
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         gpa_low = gpa - (chunk.linear - low)
         if not hw.is_ram(gpa_low, chunk.count * q.size):
@@ -378,12 +386,52 @@ class Vmm:
         self.emit(trace.Injection(vcpu=vcpu, vector=vector, irq=line, icount=hw.icount,
                                   rip=rip))
         try:
-            hw.deliver_interrupt(vector)
-        except DeliveryError as exc:
-            self.crash(f"triple fault delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            outcome = hw.deliver_interrupt(vector)
+        except delivery.NotModelled as exc:
+            self.crash(f"delivering vector {vector:#x} (IRQ{line}): {exc}", rip)
+            return False
+        if outcome.result == "triple_fault":
+            # the VM entry that injected the event ends in a triple-fault exit
+            self.handle_exit(vcpu, Exit("triple_fault", rip, 0, hw.icount))
             return False
         self.window[vcpu] = self.pic.has_request()
         return True
+
+    def inject_page_fault(self, vcpu: int, ex: Exit, fault) -> None:
+        """The data of an instruction the VMM emulates is where the guest's
+        page tables do not reach: the instruction does not retire, and the
+        VMM injects the #PF the CPU would have raised (error code and CR2 of
+        the walk, :mod:`spec.paging`), delivered as any exception is
+        (:mod:`spec.delivery`): ``hvm_inject_exception(TRAP_page_fault,
+        pfec, addr)`` in Xen's emulation paths."""
+        hw = self.vcpus[vcpu]
+        event = delivery.Event(delivery.PF, delivery.FAULT, hw.reg("rip"), fault.error_code,
+                               fault.linear)
+        try:
+            outcome = hw.raise_event(event)
+        except delivery.NotModelled as exc:
+            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        if outcome.result == "triple_fault":
+            self.handle_exit(vcpu, Exit("triple_fault", hw.linear_rip(), 0, hw.icount))
+
+    def triple_fault(self, vcpu: int) -> None:
+        """A triple-fault exit (exit reason 2). Xen of the model's time
+        (``xen/arch/x86/hvm/vmx/vmx.c``: ``case EXIT_REASON_TRIPLE_FAULT:
+        hvm_triple_fault()``; ``xen/arch/x86/hvm/hvm.c``, early 2007)
+        resets the machine the way the guest's own reset would::
+
+            void hvm_triple_fault(void)
+            {
+                gdprintk(XENLOG_INFO, "Triple fault on VCPU%d - "
+                         "invoking HVM system reset.\\n", v->vcpu_id);
+                domain_shutdown(v->domain, SHUTDOWN_reboot);
+            }
+
+        so xend then applies the domain's ``on_reboot``, not ``on_crash``.
+        (Later Xen made the reason a per-domain parameter,
+        ``HVM_PARAM_TRIPLE_FAULT_REASON``, whose default is still reboot.)"""
+        self.shutdown(platform.SHUTDOWN_REBOOT)
 
     # --- MMIO ----------------------------------------------------------------------------
 

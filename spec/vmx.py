@@ -39,11 +39,25 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
     where RFLAGS.IF = 1 and there is no interrupt shadow (SDM vol. 3C,
     25.2 "Other Causes of VM Exits"). If both are due at one boundary the
     preemption timer is reported.
-``invalid_opcode``
-    The CPU could not decode the instruction at RIP. Hardware would
-    deliver #UD through the guest's IDT; the model's hardware boundary does
-    not deliver exceptions, so the reference reports it to the VMM, which
-    crashes the domain.
+``triple_fault``
+    Delivering a double fault raised a further fault (SDM vol. 3C 27.1,
+    exit reason 2). The VMM resets the domain.
+
+Software interrupts and exceptions do not exit: the CPU delivers them
+through the guest's IVT or IDT (:mod:`spec.delivery`). How the physical CPU
+reports them, measured on Unicorn 2.1.4: INT n, INT3, INTO (with OF = 1)
+and every exception it raises itself (#DE, #BR, #NM, #MF, #GP, #NP, #SS,
+#TS, #PF with CR2 set) arrive at ``UC_HOOK_INTR`` with the vector only; EIP
+is past the instruction for INT n, INT3 and INTO (traps) and at it for an
+exception (a fault). The error code is read from the CPU state
+(:func:`spec.physical_cpu.error_code`). An undecodable instruction (UD2,
+a LOCK where none is allowed) ends the run with ``UC_ERR_INSN_INVALID``,
+and so does INT1 (ICEBP, ``F1``), which Unicorn gets wrong: it is a trap
+through vector 1. Unicorn, like QEMU's TCG it derives from, never raises
+#AC (it does not check alignment) and does not check the segment limits of
+data accesses (no #GP or #SS for an offset beyond a limit). Anything else
+Unicorn reports as an error is a ``cpu_error`` exit, which crashes the
+domain, and so is an event the model cannot deliver (a task gate).
 
 The instruction count (``icount``) counts retired guest instructions: one
 per instruction the CPU retires, and one per instruction, or per restarted
@@ -79,7 +93,7 @@ import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from spec import clock, cpuid, paging, physical_cpu, platform, trace
+from spec import clock, cpuid, delivery, paging, physical_cpu, platform, trace
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
 
 # Segment registers, in the encoding of the instruction-information field.
@@ -100,14 +114,10 @@ CR0_PE = 1 << 0
 _STI, _POP_SS, _MOV_SREG = 0xFB, 0x17, 0x8E
 
 
-class DeliveryError(Exception):
-    """The CPU could not deliver an event through the guest's table: on
-    hardware a further exception (#GP, #NP, then #DF and a triple fault)."""
-
-
-class GuestAccessError(Exception):
+class GuestAccessError(delivery.Unreachable):
     """A linear access on the guest's behalf failed: a page fault or #GP of
-    the walk (:mod:`spec.paging`), or a guest-physical address no RAM backs."""
+    the walk (:mod:`spec.paging`, kept as ``page_fault``), or a
+    guest-physical address no RAM backs (``page_fault`` None)."""
 
 
 def shadow_after(code: bytes, mode: int, if_before: bool) -> bool:
@@ -205,6 +215,33 @@ def opcode_index(code: bytes, mode: int) -> int:
     return i
 
 
+#: one-byte opcodes of control transfers, which may go to their own address
+_TRANSFERS = frozenset(range(0x70, 0x80)) | {0xE0, 0xE1, 0xE2, 0xE3, 0xE8, 0xE9, 0xEA, 0xEB,
+                                             0xC2, 0xC3, 0xCA, 0xCB, 0xCC, 0xCD, 0xCE, 0xCF,
+                                             0xF1, 0x9A}
+#: string instructions, which a REP prefix repeats in place
+_STRINGS = frozenset({0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF,
+                      0x6C, 0x6D, 0x6E, 0x6F})
+
+
+def follows_itself(code: bytes, mode: int) -> bool:
+    """Whether the instruction at the start of ``code`` can be followed by
+    itself, at the same address: a REP string instruction (one iteration
+    per execution) or a control transfer (a jump to itself)."""
+    i = opcode_index(code, mode)
+    if i >= len(code):
+        return False
+    op, rest = code[i], code[i + 1:i + 2]
+    if op in _STRINGS:
+        return 0xF2 in code[:i] or 0xF3 in code[:i]
+    if op in _TRANSFERS:
+        return True
+    if op == 0xFF and rest:
+        return rest[0] >> 3 & 7 in (2, 3, 4, 5)
+    return op == 0x0F and bool(rest) and (0x80 <= rest[0] <= 0x8F
+                                          or rest[0] in (0x05, 0x07, 0x34, 0x35))
+
+
 def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoQualification, int]:
     """What the hardware reports for the I/O instruction at the start of
     ``code`` in a ``mode``-bit code segment; returns it with the
@@ -268,6 +305,11 @@ def _passes_through(q: IoQualification | None) -> bool:
             and all((q.port + i) & 0xFFFF in platform.PASSTHROUGH_PORTS for i in range(q.size)))
 
 
+def _trap_length(opcode: int) -> int:
+    """The length of INT n (2), INT3 and INTO (1) after their prefixes."""
+    return 2 if opcode == 0xCD else 1
+
+
 def _mask_of(size: int) -> int:
     return (1 << 8 * size) - 1
 
@@ -310,6 +352,7 @@ class HardwareVcpu:
         self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
+        self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_event)
         # the code hook counted the RDTSC before it executes
         clock.attach(self.uc, lambda: self.icount - 1 + self.io_ns)
         cpuid.attach(self.uc)
@@ -466,7 +509,7 @@ class HardwareVcpu:
         try:
             return paging.translate(state, linear, write, table, self.write)
         except paging.PageFault as fault:
-            raise GuestAccessError(str(fault)) from None
+            raise GuestAccessError(str(fault), fault) from None
 
     def _pieces(self, linear: int, length: int, write: bool) -> list[tuple[int, int]]:
         """(gpa, length) of each page's part of a linear range, all RAM."""
@@ -523,9 +566,26 @@ class HardwareVcpu:
         while True:
             ex = self._run_to_exit(end - self.icount,
                                    None if deadline is None else deadline - self.io_ns, window)
+            if ex.reason == "event":
+                ex = self._deliver(ex)
+                if ex is None:
+                    continue
             if ex.reason != "io" or not _passes_through(ex.io):
                 return ex
             self._direct_io(ex)
+
+    def _deliver(self, ex: Exit) -> Exit | None:
+        """The guest raised an event that the CPU delivers without an exit
+        (:mod:`spec.delivery`); a triple fault is an exit (SDM vol. 3C
+        27.1, exit reason 2), and so is an event the model cannot deliver."""
+        try:
+            outcome = self.raise_event(ex.detail["event"])
+        except delivery.NotModelled as exc:
+            return Exit("cpu_error", ex.rip, 0, self.icount,
+                        detail={"bytes": self.read_code(ex.rip).hex(), "error": str(exc)})
+        if outcome.result == "triple_fault":
+            return Exit("triple_fault", self.linear_rip(), 0, self.icount)
+        return None
 
     def _direct_io(self, ex: Exit) -> None:
         q = ex.io
@@ -555,6 +615,7 @@ class HardwareVcpu:
             return Exit("limit", self.linear_rip(), 0, self.icount,
                         detail={"note": "interrupted"})
         self._pending = None
+        self._raised: tuple[int, int, int, int] | None = None
         self._fault = None
         self._p2m: str | None = None
         self._fetch = False
@@ -564,10 +625,14 @@ class HardwareVcpu:
         self._next_shadow = self.shadow
         start = self.linear_rip()
         self._last = start
+        self._counted: int | None = None    # the instruction the code hook counted last
         try:
             self.uc.emu_start(self.reg("rip"), 1 << 40, count=0)
         except unicorn.UcError as exc:
             return self._fault_exit(exc, start)
+        if self._raised is not None:
+            physical_cpu.exception_delivered(self.uc)
+            return self._event_exit(*self._raised)
         if self._pending is not None:
             return self._pending
         if self.icount >= self._budget_end:
@@ -575,6 +640,12 @@ class HardwareVcpu:
         return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
 
     def _on_instruction(self, uc, address: int, size: int, _data) -> None:
+        if address == self._counted and not follows_itself(
+                self._code_bytes(address, min(size, 15)), self.mode()):
+            # An instruction that stored into the bytes of Unicorn's block
+            # being run: QEMU abandons the block before the store and runs
+            # the instruction again, alone. It is one instruction, counted.
+            return
         # the instruction before this one has retired: its shadow holds now
         self.shadow = self._next_shadow
         if self.icount >= self._budget_end or self.interrupted:
@@ -595,16 +666,15 @@ class HardwareVcpu:
         if opcode is None:
             self._next_shadow = shadow_after(code, mode, bool(interrupts))
             self.icount += 1
-            self._last = address
+            self._last = self._counted = address
             return
         uc.emu_stop()
         at = opcode_index(code, mode)
         if 0xF0 in code[:at]:
             # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
-            # before any exit; the boundary does not deliver it through the IDT.
-            self._pending = Exit("invalid_opcode", address, size, self.icount,
-                                 detail={"bytes": code.hex(), "error": "LOCK prefix on "
-                                         "an instruction that does not accept it (#UD)"})
+            # before any exit
+            event = delivery.Event(delivery.UD, delivery.FAULT, address - self.segment_base("cs"))
+            self._pending = Exit("event", address, 0, self.icount, detail={"event": event})
         elif opcode == _HLT:
             self._pending = Exit("hlt", address, size, self.icount)
         elif opcode == VMCALL:
@@ -654,169 +724,115 @@ class HardwareVcpu:
                 detail["p2m"] = self._p2m
             return Exit("ept_violation", rip, 0, self.icount, gpa=self._fault_gpa,
                         detail=detail)
-        reason = "invalid_opcode" if exc.errno == unicorn.UC_ERR_INSN_INVALID else "cpu_error"
-        return Exit(reason, rip, 0, self.icount,
+        if exc.errno == unicorn.UC_ERR_INSN_INVALID:
+            # Unicorn reports INT1 (ICEBP, F1) as an invalid instruction: it is
+            # a trap through vector 1 (SDM vol. 2, "INT n"); anything else is #UD
+            ip = rip - self.segment_base("cs")
+            at = opcode_index(code, self.mode())
+            if code[at:at + 1] == b"\xf1":
+                self.icount += 1
+                event = delivery.Event(delivery.DB, delivery.ICEBP, ip + at + 1)
+            else:
+                event = delivery.Event(delivery.UD, delivery.FAULT, ip)
+            return Exit("event", rip, 0, self.icount, detail={"event": event})
+        return Exit("cpu_error", rip, 0, self.icount,
                     detail={"bytes": code.hex(), "error": str(exc)})
 
-    # --- event delivery ---------------------------------------------------------------
+    def _on_event(self, uc, vector: int, _data) -> None:
+        """Unicorn raises INT n, INT3, INTO and every exception to its caller
+        instead of delivering it: note the vector, the error code the CPU
+        computed, and where it left EIP; deliver it when the run stops."""
+        self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"), self.reg("cr2"))
+        uc.emu_stop()
 
-    def deliver_interrupt(self, vector: int) -> None:
+    def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
+        """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
+        INT n, INT3 and INTO (traps) Unicorn leaves EIP after the
+        instruction, which retired; for an exception, at the faulting
+        instruction, which did not retire (its code hook counted it, unless
+        its fetch faulted)."""
+        linear = (self.segment_base("cs") + ip) & self.address_mask()
+        code = self.read_code(self._last)
+        at = opcode_index(code, self.mode())
+        trap = {0xCD: delivery.SOFTWARE, 0xCC: delivery.SOFTWARE_EXCEPTION,
+                0xCE: delivery.SOFTWARE_EXCEPTION}.get(code[at] if at < len(code) else -1)
+        if trap is not None and linear == self._last + len(code[:at]) + _trap_length(code[at]):
+            return Exit("event", self._last, 0, self.icount,
+                        detail={"event": delivery.Event(vector, trap, ip)})
+        if linear == self._counted:
+            self.icount -= 1
+        code_of = delivery.ERROR_CODE
+        event = delivery.Event(vector, delivery.FAULT, ip,
+                               error_code if vector in code_of else None,
+                               cr2 if vector == delivery.PF else None)
+        return Exit("event", linear, 0, self.icount, detail={"event": event})
+
+    # --- event delivery (the rules are :mod:`spec.delivery`'s) ----------------------
+
+    def deliver_interrupt(self, vector: int) -> delivery.Outcome:
         """Deliver external interrupt ``vector`` at the current instruction
-        boundary, as the CPU does for an event injected on VM entry.
+        boundary, as the CPU does for an event injected on VM entry
+        (:func:`spec.delivery.raise_event`); the exceptions it raised are
+        traced."""
+        event = delivery.Event(vector, delivery.EXTERNAL, self.reg("rip"))
+        return self.raise_event(event)
 
-        Real mode (SDM vol. 3A, 20.1.4 "Interrupt and Exception Handling"):
-        the IVT entry at IDTR.base + 4 * vector holds IP then CS; the CPU
-        pushes FLAGS, CS and IP (16 bits each) on SS:SP, clears IF, TF and
-        AC, and jumps to CS:IP.
-
-        Protected mode (vol. 3A, 6.11 "IDT Descriptors", 6.12.1 "Exception-
-        or Interrupt-Handler Procedures"): the gate at IDTR.base + 8 *
-        vector must lie within the IDT's limit, be present, and be an
-        interrupt or trap gate (16- or 32-bit); its selector and offset give
-        the handler. The model runs guests at CPL 0, so the handler runs on
-        the same stack: the CPU pushes EFLAGS, CS and EIP (32-bit gate; 16
-        bits each for a 16-bit gate) with no error code, clears TF, NT, RF
-        and VM, and, for an interrupt gate, IF.
-
-        IA-32e mode, 64-bit or compatibility code alike (vol. 3A, 6.14.1
-        "64-Bit Mode IDT", 6.14.2 "64-Bit Mode Stack Frame"): gates are 16
-        bytes at IDTR.base + 16 * vector, with a 64-bit offset; only type
-        0xE (64-bit interrupt gate) and 0xF (64-bit trap gate) are valid,
-        and the handler's code segment must be a 64-bit one (L = 1). The
-        CPU aligns RSP down to 16 bytes, then pushes SS, the old RSP,
-        RFLAGS, CS and RIP, eight bytes each, and clears TF, NT and RF
-        (and IF for an interrupt gate).
-
-        A task gate, a missing or out-of-limit gate, a handler at another
-        privilege level or on an interrupt stack (IST), or a table or stack
-        the CPU cannot reach would raise a further exception; the model
-        reports it as :class:`DeliveryError` and changes no guest state."""
-        _sel, idt_base, idt_limit, _f = self.uc.reg_read(X.UC_X86_REG_IDTR)
+    def raise_event(self, event: delivery.Event) -> delivery.Outcome:
+        """Deliver ``event`` and trace every exception raised on the way."""
+        base = (self.segment_base("cs"), self.address_mask())
         try:
-            if not self.reg("cr0") & CR0_PE:
-                self._deliver_real(vector, idt_base, idt_limit)
-            elif self.long_mode():
-                self._deliver_long(vector, idt_base, idt_limit)
-            else:
-                self._deliver_protected(vector, idt_base, idt_limit)
-        except GuestAccessError as exc:
-            raise DeliveryError(f"event delivery: {exc}") from None
+            outcome = delivery.raise_event(self, event)
+        except delivery.NotModelled as exc:
+            self._trace_events(exc.outcome, base)
+            raise
+        self._trace_events(outcome, base)
+        return outcome
 
-    def _deliver_real(self, vector: int, base: int, limit: int) -> None:
-        if 4 * vector + 3 > limit:
-            raise DeliveryError(f"vector {vector:#x} is beyond the IVT limit {limit:#x} (#GP)")
-        entry = int.from_bytes(self.read_linear(base + 4 * vector, 4), "little")
-        flags = self.reg("rflags")
-        cs = self.uc.reg_read(_SEG_REGS["cs"])
-        self._push(2, [flags & 0xFFFF, cs, self.reg("rip") & 0xFFFF])
-        self.set_reg("rflags", flags & ~(RFLAGS_IF | RFLAGS_TF | RFLAGS_AC))
-        physical_cpu.load_segment(self.uc, "cs", entry >> 16)
-        self.set_reg("rip", entry & 0xFFFF)
+    def _trace_events(self, outcome: delivery.Outcome, base: tuple[int, int]) -> None:
+        self.shadow = False
+        if self.emit is not None:
+            for ev in outcome.events:
+                if ev.source != delivery.EXTERNAL:
+                    self.emit(trace.ExceptionDelivery(
+                        vcpu=self.vcpu_id, vector=ev.vector, source=ev.source,
+                        error_code=ev.error_code, cr2=ev.cr2,
+                        rip=(base[0] + ev.return_ip) & base[1], icount=self.icount))
 
-    def _gate(self, vector: int, base: int, limit: int, size: int,
-              kinds: tuple[int, ...]) -> tuple[int, int, int, int]:
-        """The IDT gate for ``vector``: (type, selector, offset, IST), checked."""
-        if size * vector + size - 1 > limit:
-            raise DeliveryError(f"vector {vector:#x} is beyond the IDT limit {limit:#x} (#GP)")
-        raw = int.from_bytes(self.read_linear(base + size * vector, size), "little")
-        kind = (raw >> 40) & 0x1F
-        if not raw >> 47 & 1:
-            raise DeliveryError(f"IDT gate {vector:#x} is not present (#NP)")
-        if kind not in kinds:
-            raise DeliveryError(f"IDT gate {vector:#x} has type {kind & 0xF:#x}, not an "
-                                f"interrupt or trap gate{' of 64-bit mode' if size == 16 else ''}"
-                                f" (#GP)")
-        offset = (raw & 0xFFFF) | ((raw >> 48) & 0xFFFF) << 16 | ((raw >> 64) & 0xFFFF_FFFF) << 32
-        selector = (raw >> 16) & 0xFFFF
-        cs = self.uc.reg_read(_SEG_REGS["cs"])
-        if (selector & 3) != (cs & 3) or selector & 4:
-            raise DeliveryError(f"IDT gate {vector:#x}: handler selector {selector:#x} "
-                                f"changes privilege (not modelled)")
-        return kind, selector, offset, (raw >> 32) & 7
+    def idtr(self) -> tuple[int, int]:
+        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_IDTR)
+        return base, limit
 
-    def _handler_segment(self, vector: int, selector: int, long_mode: bool) -> bytes:
-        descriptor = self._gdt_entry(selector)
-        if descriptor is None:
-            raise DeliveryError(f"IDT gate {vector:#x}: selector {selector:#x} is beyond "
-                                f"the GDT (#GP)")
-        high = int.from_bytes(descriptor[4:], "little")
-        if not high & (1 << 11) or not high & (1 << 12):
-            raise DeliveryError(f"IDT gate {vector:#x}: selector {selector:#x} is not a "
-                                f"code segment (#GP)")
-        if not high & (1 << 15):
-            raise DeliveryError(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"present (#NP)")
-        if long_mode and (not high & (1 << 21) or high & (1 << 22)):
-            raise DeliveryError(f"IDT gate {vector:#x}: code segment {selector:#x} is not "
-                                f"a 64-bit one (#GP)")
-        return descriptor
+    def gdtr(self) -> tuple[int, int]:
+        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
+        return base, limit
 
-    def _load_cs(self, selector: int, descriptor: bytes) -> None:
+    def tss(self) -> tuple[int, int, int]:
+        selector, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_TR)
+        return selector, base, limit
+
+    def selector(self, seg: str) -> int:
+        return self.uc.reg_read(_SEG_REGS[seg])
+
+    def stack_32bit(self) -> bool:
+        return bool(self._descriptor("ss")[1] & (1 << 22))
+
+    def load_segment(self, seg: str, selector: int, descriptor: bytes | None) -> None:
+        """Load a segment register as the CPU does in delivery, and set the
+        descriptor's accessed bit in the GDT. CS reloaded with the selector
+        it holds (in 64-bit mode, or outside IA-32e mode) keeps its hidden
+        part: Unicorn's segment loader cannot load CS from 64-bit mode."""
+        if (seg == "cs" and selector == self.selector("cs")
+                and (self.mode() == 64 or not self.long_mode())):
+            return
+        inward = seg == "cs" and selector & 3 < self.selector("cs") & 3
         try:
-            loaded = physical_cpu.load_segment(self.uc, "cs", selector, descriptor)
+            loaded = physical_cpu.load_segment(self.uc, seg, selector, descriptor,
+                                               selector & 3 if inward else None)
         except physical_cpu.SegmentLoadRefused as exc:
-            raise DeliveryError(str(exc)) from None
-        if loaded is not None and loaded != descriptor:      # the accessed bit
-            _sel, base, _limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
+            raise delivery.NotModelled(str(exc)) from None
+        if loaded is not None and descriptor is not None and loaded != descriptor:
+            base, _limit = self.gdtr()
             self.write_linear(base + (selector & ~7), loaded)
-
-    def _deliver_protected(self, vector: int, base: int, limit: int) -> None:
-        kind, selector, offset, _ist = self._gate(vector, base, limit, 8, (0x06, 0x07, 0x0E, 0x0F))
-        descriptor = self._handler_segment(vector, selector, False)
-        flags, cs = self.reg("rflags"), self.uc.reg_read(_SEG_REGS["cs"])
-        width = 4 if kind & 0x08 else 2
-        self._push(width, [flags, cs, self.reg("rip")])
-        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF | RFLAGS_VM
-        if kind in (0x06, 0x0E):
-            cleared |= RFLAGS_IF
-        self.set_reg("rflags", flags & ~cleared)
-        if selector != cs:
-            self._load_cs(selector, descriptor)
-        self.set_reg("rip", (offset & 0xFFFF_FFFF) if width == 4 else offset & 0xFFFF)
-
-    def _deliver_long(self, vector: int, base: int, limit: int) -> None:
-        kind, selector, offset, ist = self._gate(vector, base, limit, 16, (0x0E, 0x0F))
-        if ist:
-            raise DeliveryError(f"IDT gate {vector:#x} switches to interrupt stack {ist} "
-                                f"(IST, not modelled)")
-        descriptor = self._handler_segment(vector, selector, True)
-        flags, cs = self.reg("rflags"), self.uc.reg_read(_SEG_REGS["cs"])
-        ss, rsp = self.uc.reg_read(_SEG_REGS["ss"]), self.reg("rsp")
-        frame = b"".join(v.to_bytes(8, "little") for v in
-                         (self.reg("rip"), cs, flags, rsp, ss))
-        top = rsp & ~0xF
-        self.write_linear(top - len(frame), frame)
-        self.set_reg("rsp", top - len(frame))
-        cleared = RFLAGS_TF | RFLAGS_NT | RFLAGS_RF
-        if kind == 0x0E:
-            cleared |= RFLAGS_IF
-        self.set_reg("rflags", flags & ~cleared)
-        if selector != cs or self.mode() != 64:
-            self._load_cs(selector, descriptor)
-        self.set_reg("rip", offset)
-
-    def _stack_size(self) -> int:
-        if not self.reg("cr0") & CR0_PE:
-            return 2
-        return 4 if self._descriptor("ss")[1] & (1 << 22) else 2
-
-    def _push(self, width: int, values: list[int]) -> None:
-        """Push ``values`` in order, each ``width`` bytes, on SS:(E)SP; nothing
-        is written unless the whole frame can be."""
-        ssize = self._stack_size()
-        smask = (1 << (8 * ssize)) - 1
-        sp = self.reg("rsp")
-        base = self.segment_base("ss")
-        writes = []
-        for value in values:
-            sp = (sp - width) & smask
-            writes.append(((base + sp) & 0xFFFF_FFFF,
-                           (value & ((1 << 8 * width) - 1)).to_bytes(width, "little")))
-        for linear, data in writes:
-            self.reachable(linear, len(data), write=True)
-        for linear, data in writes:
-            self.write_linear(linear, data)
-        self.set_reg("rsp", (self.reg("rsp") & ~smask) | sp)
 
     def read_code(self, rip: int) -> bytes:
         """Up to 15 bytes at linear ``rip`` that RAM backs (the instruction

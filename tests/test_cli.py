@@ -103,10 +103,10 @@ def test_bad_input_is_a_clear_error(tmp_path, setup, args, message):
 
 def test_guest_that_crashes_exits_1(tmp_path):
     src = tmp_path / "ud.s"
-    src.write_text("start:\n    .byte 0x0f, 0x0b\n")
+    src.write_text("start:\n    .byte 0xea\n    .word 0x0000, 0xa000\n")
     proc, out = cli_json("run", str(src), "--engine", "reference")
     assert proc.returncode == 1
-    assert out["exit"]["reason"] == "crash" and "invalid_opcode" in out["exit"]["message"]
+    assert out["exit"]["reason"] == "crash" and "instruction fetch" in out["exit"]["message"]
 
 
 def test_run_reports_an_unreadable_serial_input_file():

@@ -66,12 +66,13 @@ def test_hello_diagram_keeps_first_string_and_last_round_trips(hello_events):
 
 
 def test_diagram_of_a_crash(tmp_path):
-    result = run("reference", guest("crash", "    ud2\n", poweroff=False))
+    result = run("reference", guest("crash", "    .byte 0xea\n    .word 0x0000, 0xa000\n",
+                                    poweroff=False))
     events = [e.to_json() for e in result.trace]
     assert any(e["kind"] == "domain_crash" for e in events)
     svg = hvmspec_seq.sequence_svg(events, "crash")
     joined = "\n".join(_texts(svg))
-    assert "VM exit (invalid_opcode)" in joined and "domain_crash(dom1)" in joined
+    assert "VM exit (ept_violation)" in joined and "domain_crash(dom1)" in joined
 
 
 def test_excerpt_is_the_first_round_trip(hello_events):

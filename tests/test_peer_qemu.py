@@ -74,7 +74,13 @@ DEVICE_LINES = {"lm64": re.compile(r"(via alias) [0-9a-f]{16}"),
 #: raises no modem status interrupt; the rest of the output must agree
 DATASHEET_LINES = {"serial": re.compile(r"(loop deltas:|msi iir:)[ 0-9a-f]*")}
 #: guests that need a 64-bit CPU: QEMU's x86_64 system, its qemu64 model
-LONG_MODE = {"lm64"}
+LONG_MODE = {"lm64", "exceptions"}
+#: lines where hvmspec follows the SDM and QEMU's TCG does not: INT1 (ICEBP,
+#: opcode F1) is a trap through vector 1 that saves the next instruction's
+#: address (SDM vol. 2B "INT n/INTO/INT3/INT1", vol. 3A 6.15 "Interrupt 1");
+#: QEMU 7.2 raises #UD (vector 6) at the instruction instead. The guest prints
+#: vector and saved IP; QEMU's line must be exactly that #UD, one byte back
+#: (:func:`_icebp_as_the_sdm_says`).
 #: guests that draw on the text screen: QEMU gets a VGA (``-nodefaults`` has none)
 DISPLAY = {"vga", "demo"}
 #: QEMU options that make its pc machine the one a guest expects: for the
@@ -167,10 +173,32 @@ def test_bundled_guest_prints_the_same_on_qemu(name, tmp_path):
         return
     theirs = serial.read_bytes().decode("latin-1")
     mine = ours.serial
+    if name == "exceptions":
+        theirs = _icebp_as_the_sdm_says(mine, theirs)
     if name in ONLY_QEMU:
         theirs = ONLY_QEMU[name].sub("", theirs)
         mine = ONLY_HVMSPEC[name].sub("", mine)
     assert _masked(name, theirs, False) == _masked(name, mine, True)
+
+
+def _icebp_as_the_sdm_says(ours: str, theirs: str) -> str:
+    """QEMU's text with each of its INT1 lines (vector 1) replaced by
+    ours, after checking that it is QEMU's #UD at the INT1 itself."""
+    mine, out = ours.splitlines(keepends=True), theirs.splitlines(keepends=True)
+    replaced = 0
+    for i, line in enumerate(mine):
+        fields = line.split()
+        if len(fields) < 3 or fields[0] not in "RPL" or fields[1] != "01" or i >= len(out):
+            continue
+        at = 2 if fields[0] == "R" else 3              # the saved instruction pointer
+        expected = list(fields)
+        expected[1] = "06"
+        expected[at] = format(int(fields[at], 16) - 1, f"0{len(fields[at])}x")
+        assert out[i].split() == expected, (line, out[i])
+        out[i] = line
+        replaced += 1
+    assert replaced == 3, ours
+    return "".join(out)
 
 
 # --- the devices' view: accesses and the screen, from QEMU's trace events --------------

@@ -1,0 +1,366 @@
+"""Software interrupts and exceptions, delivered as the SDM says (spec/delivery.py,
+impl/delivery.py), on both engines with equal traces (``both``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spec import delivery, loader, trace
+from tests.conftest import POWEROFF, both, guest
+
+
+def _raised(result) -> list[trace.ExceptionDelivery]:
+    return [e for e in result.trace if isinstance(e, trace.ExceptionDelivery)]
+
+
+# --- the exceptions guest: every vector, three modes ------------------------------------
+
+@pytest.fixture(scope="module")
+def exceptions():
+    return loader.load("exceptions"), both(loader.load("exceptions"))
+
+
+def test_the_exceptions_guest_prints_every_vector_in_every_mode(exceptions):
+    _image, result = exceptions
+    assert result.exit["reason"] == "poweroff"
+    seen = {}
+    for line in result.serial.splitlines():
+        mode, vector = line.split()[:2]
+        seen.setdefault(mode, []).append(int(vector, 16))
+    assert seen == {"R": [0x21, 3, 4, 1, 0, 5, 6, 7, 16],
+                    "P": [0x21, 3, 4, 1, 0, 5, 6, 7, 16, 13, 11, 12, 10, 14, 14, 8],
+                    "L": [0x21, 3, 1, 0, 6, 7, 13, 14, 14, 0x22]}
+    assert [e.vector for e in _raised(result)] == seen["R"] + [
+        0x21, 3, 4, 1, 0, 5, 6, 7, 16, 13, 11, 12, 10, 14, 14, 13, 8] + seen["L"]
+
+
+def test_traps_save_the_next_instruction_and_faults_the_faulting_one(exceptions):
+    """INT n, INT3, INTO and INT1 are traps; the rest are faults (SDM 6.5)."""
+    image, result = exceptions
+    traps = {"software": (0xCD, 2), "software_exception": None, "icebp": (0xF1, 1)}
+    for e in _raised(result):
+        at = e.rip - image.load_address
+        if e.source == "fault":
+            # the saved instruction is the one that faulted: not a trap opcode
+            assert image.image[at] not in (0xCD, 0xCC, 0xCE, 0xF1), e
+        elif e.source == "software_exception":
+            assert image.image[at - 1] == (0xCC if e.vector == 3 else 0xCE), e
+        else:
+            opcode, length = traps[e.source]
+            assert image.image[at - length] == opcode, e
+
+
+def test_error_codes_and_cr2(exceptions):
+    _image, result = exceptions
+    codes = [(e.vector, e.error_code, e.cr2) for e in _raised(result)
+             if e.vector in delivery.ERROR_CODE]
+    assert codes == [
+        (13, 0x1238, None),               # a selector beyond the GDT
+        (11, 0x18, None),                 # a data segment not present
+        (12, 0x18, None),                 # the same as SS
+        (10, 0x10, None),                 # a task return to a segment that is not a TSS
+        (14, 0, 0x300000),                # read, not present
+        (14, 3, 0x301004),                # write, present but read-only (CR0.WP)
+        (13, 0x1238, None),               # #GP, whose gate is not present: #NP,
+        (8, 0, None),                     # contributory twice: #DF
+        (13, 0, None),                    # long mode: a non-canonical address
+        (14, 0, 0x300000),
+        (14, 3, 0x400010),
+    ]
+    lines = result.serial.splitlines()
+    assert "P 0e 00000003 000f036a 00301004 00006ff4" in lines
+    assert "P 08 00000000 000f0389 00301004 00006ff4" in lines
+
+
+def test_no_error_code_is_pushed_in_real_mode_and_the_frame_is_flags_cs_ip(exceptions):
+    _image, result = exceptions
+    real = [line for line in result.serial.splitlines() if line.startswith("R ")]
+    # SP = 0x7000 before each event: FLAGS, CS, IP below it, IP at 0x6ffa
+    assert {line.split()[3] for line in real} == {"6ffa"}
+    # 32-bit gates at CPL 0: EFLAGS, CS, EIP and the error code (or the stub's
+    # dummy) on the same stack, the saved EIP at 0x6ff4 (the handler's frame)
+    prot = [line for line in result.serial.splitlines() if line.startswith("P ")]
+    assert {line.split()[5] for line in prot} == {"00006ff4"}
+
+
+def test_long_mode_aligns_the_stack_and_ist_switches_it(exceptions):
+    _image, result = exceptions
+    long_lines = [line.split() for line in result.serial.splitlines() if line.startswith("L ")]
+    frames = {fields[1]: fields[5] for fields in long_lines}
+    # RSP = 0x7000: SS, RSP, RFLAGS, CS, RIP (+ the error code or dummy), RIP at 0x6fd8
+    assert frames["21"] == "0000000000006fd8"
+    # INT 22h's gate names IST 1 (0x6000 in the TSS): the frame is there
+    assert frames["22"] == "0000000000005fd8"
+
+
+# --- protected mode, built per test ------------------------------------------------------
+
+def _pm(body: str, gates: dict[int, tuple[str, int]], extra: str = "") -> loader.GuestImage:
+    """A 32-bit protected-mode guest (flat ring-0 segments 0x08/0x10, ring-3
+    0x1b/0x23, a TSS at 0x20 whose ESP0 is 0x6800) with an IDT at 0x9000 of
+    ``gates``: vector -> (handler label, type/attribute byte). Each handler
+    sends ESP and the five dwords above it to port 0x510 (ioreqs the trace
+    shows), then powers off."""
+    fill = "".join(f"""
+    mov eax, {label}
+    add eax, 0xf0000
+    mov edi, 0x9000 + {vector * 8}
+    mov [edi], ax
+    mov word ptr [edi + 2], 0x08
+    and eax, 0xffff0000
+    or eax, {attr << 8:#x}
+    mov [edi + 4], eax
+""" for vector, (label, attr) in gates.items())
+    source = f"""
+    lgdt cs:[gdtr]
+    mov eax, cr0
+    or al, 1
+    mov cr0, eax
+    .byte 0x66, 0xea
+    .long 0xf0000 + pm
+    .word 0x08
+.code32
+pm:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov esp, 0x7000
+    mov edi, 0x9000
+    mov ecx, 0x200
+    xor eax, eax
+    rep stosd
+    mov edi, 0xc000
+    mov ecx, 26
+    rep stosd
+    mov dword ptr [0xc004], 0x6800      ; ESP0
+    mov dword ptr [0xc008], 0x10        ; SS0
+    mov ax, 0x28
+    ltr ax
+{fill}
+    mov ebx, idtr
+    lidt [ebx + 0xf0000]
+{body}
+dump:
+    mov dx, 0x510
+    mov eax, esp
+    out dx, eax
+    mov ecx, 5
+dump_next:
+    pop eax
+    out dx, eax
+    loop dump_next
+    mov dx, 0x1f44
+    mov ax, 0x3c00
+    out dx, ax
+    hlt
+{extra}
+.align 8
+gdt:
+    .quad 0
+    .quad 0x00cf9b000000ffff
+    .quad 0x00cf93000000ffff
+    .quad 0x00cffb000000ffff
+    .quad 0x00cff3000000ffff
+    .quad 0x00008900c0000067
+gdt_end:
+gdtr:
+    .word gdt_end - gdt - 1
+    .long 0xf0000 + gdt
+idtr:
+    .word 0x1ff
+    .long 0x9000
+"""
+    return guest("pm", source, poweroff=False)
+
+
+def _dumped(result) -> list[int]:
+    return [e.data for e in result.trace if isinstance(e, trace.IoreqTransition)
+            and e.addr == 0x510 and e.new == "READY"]
+
+
+@pytest.mark.parametrize("attr,if_after", [(0x8E, 0), (0x8F, 1)], ids=["interrupt", "trap"])
+def test_an_interrupt_gate_clears_if_and_a_trap_gate_does_not(attr, if_after):
+    body = """
+    sti
+    int 0x21
+"""
+    result = both(_pm(body, {0x21: ("handler", attr)},
+                      "handler:\n    pushfd\n    jmp dump\n"))
+    words = _dumped(result)
+    assert words[1] >> 9 & 1 == if_after            # EFLAGS as the handler found it
+    assert words[4] >> 9 & 1 == 1                   # the saved EFLAGS: IF was set
+    assert words[3] == 0x08                         # the saved CS
+
+
+def test_a_privilege_change_switches_to_the_tss_stack():
+    """INT 21h from ring 3 through a DPL-3 gate to a ring-0 handler: the CPU
+    takes SS:ESP from the TSS (SS0 0x10, ESP0 0x6800) and pushes the old SS,
+    ESP, EFLAGS, CS and EIP there (SDM 6.12.1)."""
+    body = """
+    push 0x23
+    push 0x5000
+    pushfd
+    push 0x1b
+    mov eax, ring3
+    add eax, 0xf0000
+    push eax
+    iretd
+ring3:
+    int 0x21
+"""
+    result = both(_pm(body, {0x21: ("handler", 0xEE)}, "handler:\n    jmp dump\n"))
+    esp, eip, cs, eflags, old_esp, old_ss = _dumped(result)
+    assert esp == 0x6800 - 20
+    assert cs == 0x1B and old_esp == 0x5000 and old_ss == 0x23
+    assert [(e.vector, e.source) for e in _raised(result)] == [(0x21, "software")]
+
+
+def test_int_n_through_a_gate_below_cpl_is_gp_with_the_idt_index():
+    """A software interrupt checks the gate's DPL against CPL (SDM 6.12.1.1):
+    ring 3 through a DPL-0 gate is #GP(vector * 8 + 2), EXT clear."""
+    body = """
+    push 0x23
+    push 0x5000
+    pushfd
+    push 0x1b
+    mov eax, ring3
+    add eax, 0xf0000
+    push eax
+    iretd
+ring3:
+    int 0x21
+"""
+    result = both(_pm(body, {0x21: ("handler", 0x8E), 13: ("handler", 0x8E)},
+                      "handler:\n    jmp dump\n"))
+    assert [(e.vector, e.error_code) for e in _raised(result)] == [(0x21, None),
+                                                                   (13, 0x21 * 8 + 2)]
+    esp, code, eip, cs, *_ = _dumped(result)
+    assert code == 0x10A and cs == 0x1B
+
+
+def test_a_fault_delivering_int_n_is_delivered_serially_not_as_a_double_fault():
+    """INT n is benign (SDM table 6-5): its gate missing is #NP(vector * 8 + 2)
+    with EXT clear, delivered in its place."""
+    result = both(_pm("    int 0x21\n", {0x21: ("handler", 0x0E), 11: ("handler", 0x8E)},
+                      "handler:\n    jmp dump\n"))
+    assert [(e.vector, e.error_code) for e in _raised(result)] == [(0x21, None),
+                                                                   (11, 0x21 * 8 + 2)]
+    assert result.exit["reason"] == "poweroff"
+
+
+def test_a_page_fault_during_a_page_fault_is_a_double_fault():
+    """#PF with the stack unmapped: pushing its frame faults again (a write:
+    error code 2, CR2 the first push); two page faults make #DF (table 6-5),
+    whose frame goes on the same stack: a triple fault."""
+    body = """
+    mov edi, 0x20000
+    mov ecx, 1024
+    xor eax, eax
+    rep stosd
+    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
+    mov eax, cr4
+    or eax, 0x10
+    mov cr4, eax
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov esp, 0x800000                   ; above the mapping
+    mov eax, [0x400000]
+"""
+    result = both(_pm(body, {14: ("handler", 0x8E), 8: ("handler", 0x8E)},
+                      "handler:\n    jmp dump\n"))
+    assert [(e.vector, e.error_code, e.cr2) for e in _raised(result)] == [
+        (14, 0, 0x400000), (8, 0, None)]
+    assert result.exit["reason"] == "reboot"
+    assert [e.reason for e in result.trace if isinstance(e, trace.VmExit)][-1] == "triple_fault"
+
+
+# --- real mode ---------------------------------------------------------------------------
+
+def test_int_21h_in_real_mode_goes_through_the_ivt():
+    """The report of issue 17: INT 21h crashed the domain."""
+    body = """
+    mov word ptr es:[0x21 * 4], handler
+    mov word ptr es:[0x21 * 4 + 2], 0xf000
+    sti
+    int 0x21
+    hlt
+handler:
+    pushf
+    pop ax
+    mov dx, 0x510
+    out dx, ax
+""" + POWEROFF
+    result = both(guest("int21", body, poweroff=False))
+    assert result.exit["reason"] == "poweroff"
+    flags = _dumped(result)[0]
+    assert not flags & 0x200                        # IF cleared on the way in
+    assert [(e.vector, e.source) for e in _raised(result)] == [(0x21, "software")]
+
+
+def test_a_vector_beyond_the_ivt_limit_triple_faults_and_xen_resets_the_domain():
+    body = """
+    lidt cs:[empty]
+    int3
+    hlt
+empty:
+    .word 0
+    .long 0
+"""
+    result = both(guest("tf", body, poweroff=False))
+    # INT3 (benign) faults with #GP; #GP's own entry is beyond the limit too:
+    # contributory twice, #DF; and #DF's: a triple fault
+    assert [(e.vector, e.error_code) for e in _raised(result)] == [
+        (3, None), (13, 3 * 8 + 2), (8, 0)]
+    assert result.exit["reason"] == "reboot"
+
+
+# --- the rules themselves ---------------------------------------------------------------
+
+@pytest.mark.parametrize("first,second,double", [
+    (delivery.Event(0x21, delivery.SOFTWARE, 0), 13, False),     # benign first
+    (delivery.Event(0x20, delivery.EXTERNAL, 0), 11, False),     # an interrupt is benign
+    (delivery.Event(6, delivery.FAULT, 0), 13, False),           # #UD is benign
+    (delivery.Event(13, delivery.FAULT, 0, 0), 11, True),        # contributory twice
+    (delivery.Event(13, delivery.FAULT, 0, 0), 14, False),       # contributory, then #PF
+    (delivery.Event(14, delivery.FAULT, 0, 0, 0), 14, True),     # #PF twice
+    (delivery.Event(14, delivery.FAULT, 0, 0, 0), 13, True),     # #PF, then contributory
+    (delivery.Event(0, delivery.FAULT, 0), 12, True),            # #DE is contributory
+])
+def test_table_6_5(first, second, double):
+    assert delivery.second_is_double(first, delivery.Fault(second, 0, "")) is double
+
+
+def test_string_io_into_an_unmapped_page_injects_a_page_fault():
+    """The VMM finds the data of ``rep insb`` where the guest's page tables
+    do not reach: it injects #PF (a write: error code 2; CR2 the address)
+    instead of crashing the domain, and the instruction does not retire."""
+    body = """
+    mov edi, 0x20000
+    mov ecx, 1024
+    xor eax, eax
+    rep stosd
+    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
+    mov eax, cr4
+    or eax, 0x10
+    mov cr4, eax
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    mov edi, 0x400000
+    mov ecx, 4
+    mov dx, 0x3f8
+    cld
+    rep insb
+"""
+    result = both(_pm(body, {14: ("handler", 0x8E)}, "handler:\n    jmp dump\n"))
+    assert [(e.vector, e.error_code, e.cr2) for e in _raised(result)] == [(14, 2, 0x400000)]
+    esp, code, eip, cs, eflags, _ = _dumped(result)
+    assert code == 2 and cs == 0x08
+    assert not [e for e in result.trace if isinstance(e, trace.IoreqTransition) and e.addr == 0x3F8]
+    assert result.exit["reason"] == "poweroff"
