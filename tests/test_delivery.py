@@ -68,8 +68,8 @@ def test_error_codes_and_cr2(exceptions):
         (14, 3, 0x400010),
     ]
     lines = result.serial.splitlines()
-    assert "P 0e 00000003 000f036a 00301004 00006ff4" in lines
-    assert "P 08 00000000 000f0389 00301004 00006ff4" in lines
+    assert "P 0e 00000003 000f054f 00301004 00006ff4" in lines
+    assert "P 08 00000000 000f056b 00301004 00006ff4" in lines
 
 
 def test_no_error_code_is_pushed_in_real_mode_and_the_frame_is_flags_cs_ip(exceptions):
