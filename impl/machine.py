@@ -304,7 +304,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     host = Host(image, recorder, max_instructions, serial_input)
-    control.attach(host.interrupt, host.instructions)
+    control.attach(host.interrupt, host.instructions,
+                   lambda: sum(dom.vcpu.io_ns for dom in list(host.domains.values())))
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = host.xend.create(config)

@@ -367,7 +367,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     xen = ReferenceXen(image, recorder, max_instructions, serial_input)
-    control.attach(xen.interrupt, xen.instructions)
+    control.attach(xen.interrupt, xen.instructions,
+                   lambda: sum(hw.io_ns for dom in list(xen.domains.values()) for hw in dom.vcpus))
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = xen.xend.create(config)

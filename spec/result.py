@@ -102,7 +102,8 @@ class RunControl:
       can reach (within one basic block), destroys the domain as xend's
       ``destroy`` does, and reports the exit reason ``interrupted``.
     * :meth:`instructions` reads the live instruction count from another
-      thread while the vcpu runs; if the control is ``watched``, :attr:`exits`
+      thread while the vcpu runs, and :meth:`clock_ns` the virtual clock
+      (:mod:`spec.clock`: instructions plus the bus time of I/O); if the control is ``watched``, :attr:`exits`
       counts VM exits as the recorder sees them (a listener, so only then).
     """
 
@@ -113,13 +114,17 @@ class RunControl:
         self.finished = False
         self._stoppers: list[Callable[[], None]] = []
         self._counter: Callable[[], int] = lambda: 0
+        self._io_ns: Callable[[], int] = lambda: 0
 
     # --- the engine's side ------------------------------------------------------------
 
-    def attach(self, stopper: Callable[[], None], counter: Callable[[], int]) -> None:
-        """The engine's way to stop its vcpus, and to read their count."""
+    def attach(self, stopper: Callable[[], None], counter: Callable[[], int],
+               io_ns: Callable[[], int] | None = None) -> None:
+        """The engine's way to stop its vcpus, to read their count and
+        their I/O's bus time."""
         self._stoppers.append(stopper)
         self._counter = counter
+        self._io_ns = io_ns or (lambda: 0)
         if self.reason is not None:
             stopper()
 
@@ -137,8 +142,8 @@ class RunControl:
     def detach(self) -> None:
         """The run is over: its vcpus are no longer the operator's to stop,
         and its count stays where it ended."""
-        final = self._counter()
-        self._counter = lambda: final
+        final, bus = self._counter(), self._io_ns()
+        self._counter, self._io_ns = (lambda: final), (lambda: bus)
         self._stoppers.clear()
         self.finished = True
 
@@ -157,6 +162,10 @@ class RunControl:
 
     def instructions(self) -> int:
         return self._counter()
+
+    def clock_ns(self) -> int:
+        """The virtual clock: instructions (one ns each) plus I/O bus time."""
+        return self._counter() + self._io_ns()
 
 
 _RUNNING: set[RunControl] = set()

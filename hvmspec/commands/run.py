@@ -208,7 +208,8 @@ class _StatusLine:
         n = self.control.instructions()
         seconds = max(self._clock() - self.started, 1e-9)
         return (f"[{self.engine}] {n:,} instructions · {self.control.exits:,} exits · "
-                f"virtual {_duration(n)} · {n / seconds / 1e6:.2f} MIPS · {seconds:.1f} s")
+                f"virtual {_duration(self.control.clock_ns())} · {n / seconds / 1e6:.2f} MIPS · "
+                f"{seconds:.1f} s")
 
     def __rich__(self):
         from rich.text import Text
