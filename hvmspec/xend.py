@@ -128,7 +128,7 @@ class XendDaemon:
 
     def _emit(self, event: trace.Event) -> None:
         if self._trace is not None:
-            self._trace.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+            trace.dump((event,), self._trace)
         if isinstance(event, trace.DomainLifecycle):
             self.history.append(event.to_json())
             self.log(f"domain {event.dom} ({event.name}): {event.old} -> {event.new}"

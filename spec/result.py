@@ -111,7 +111,6 @@ class RunControl:
         self.reason: str | None = None          # who asked for the stop (e.g. SIGINT)
         self.watched = watched
         self.exits = 0
-        self.finished = False
         self._stoppers: list[Callable[[], None]] = []
         self._counter: Callable[[], int] = lambda: 0
         self._io_ns: Callable[[], int] = lambda: 0
@@ -145,7 +144,6 @@ class RunControl:
         final, bus = self._counter(), self._io_ns()
         self._counter, self._io_ns = (lambda: final), (lambda: bus)
         self._stoppers.clear()
-        self.finished = True
 
     def __call__(self, event: trace.Event) -> None:
         """A listener: counts the VM exits."""

@@ -186,7 +186,7 @@ class _TraceSink:
         self.stream = stream
 
     def __call__(self, event: trace.Event) -> None:
-        self.stream.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        trace.dump((event,), self.stream)
 
     def close(self) -> None:
         if self.stream is sys.stdout:
