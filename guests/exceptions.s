@@ -19,10 +19,14 @@
 ; #MF. Protected mode (a 32-bit IDT, flat segments): the same, and #GP, #NP
 ; and #SS from segment loads (error code: the selector), #TS from an IRET
 ; with NT set whose back link is not a TSS, #PF (not present, and a write to a
-; read-only page under CR0.WP; CR2), and #DF (#GP's gate made not present: the
-; #NP that raises is a second contributory fault). Long mode (16-byte gates):
+; read-only page under CR0.WP; CR2), #PF raised while the VMM emulates an
+; instruction that touched MMIO (the VGA hole): a string move from it to an
+; absent page, and a read that crosses from it into an absent page (CR2: the
+; start of that page), and #DF (#GP's gate made not present: the #NP that
+; raises is a second contributory fault). Long mode (16-byte gates):
 ; INT 21h, INT3, INT1, #DE, #UD, #NM, #GP (a non-canonical address), #PF
-; twice, and INT 22h through a gate with IST 1 (its frame on the IST stack).
+; twice, #PF of a string move from MMIO, and INT 22h through a gate with
+; IST 1 (its frame on the IST stack).
 ;
 ; The vectors of each mode are listed once, in `.irp` lines (keystone repeats
 ; the lines up to `.endr` for each): where the IVT or IDT is filled, and where
@@ -233,6 +237,7 @@ pt_loop:
     add eax, 0x1000
     loop pt_loop
     mov dword ptr [PT32 + 0x300 * 4], 0
+    mov dword ptr [PT32 + 0xa1 * 4], 0  ; in the VGA hole: after an MMIO page, an absent one
     mov dword ptr [PT32 + 0x301 * 4], 0x301001
     zero PD32, 1024
     mov dword ptr [PD32], PT32 + 3
@@ -243,6 +248,9 @@ pt_loop:
     mov cr0, eax
     event "mov eax, [0x300000]"                         ; #PF(0), CR2 0x300000
     event "mov dword ptr [0x301004], 1"                 ; #PF(3): present, write
+    ; the VMM emulates these (MMIO): the faults are its to inject
+    event "mov esi, 0xa0000", "mov edi, 0x300000", "mov ecx, 2", ".byte 0xf3, 0xa5"   ; rep movsd: #PF(2)
+    event "mov eax, [0xa0ffe]"                          ; #PF(0), CR2 0xa1000: the second page
     and byte ptr [IDT32 + 13 * 8 + 5], 0x7f             ; #GP's gate not present
     event "mov ax, 0x1238", "mov ds, ax"                ; #GP, then #NP for its gate: #DF
     or byte ptr [IDT32 + 13 * 8 + 5], 0x80
@@ -288,6 +296,7 @@ pt_loop:
     event "mov rax, 0x8000000000000000", "mov rbx, [rax]"  ; non-canonical: #GP(0)
     event "mov eax, 0x300000", "mov rbx, [rax]"         ; not present: #PF(0)
     event "mov eax, 0x400010", "mov dword ptr [rax], 1" ; read-only: #PF(3)
+    event "mov esi, 0xa0000", "mov edi, 0x300000", "mov ecx, 2", ".byte 0xf3, 0x48, 0xa5"     ; rep movsq: #PF(2)
     event int 0x22                                      ; through IST 1
     poweroff
 

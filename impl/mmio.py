@@ -58,6 +58,27 @@ class EmulationFailed(Exception):
     """The instruction cannot be carried out on MMIO."""
 
 
+class GuestFault(Exception):
+    """The instruction faults before any device access: (vector, error
+    code, CR2 or None), for the VMM to inject."""
+
+    def __init__(self, vector: int, code: int, cr2: int | None, why: str) -> None:
+        super().__init__(why)
+        self.vector, self.code, self.cr2 = vector, code, cr2
+
+
+_GP, _SS, _PF = 13, 12, 14
+
+
+def _within_limit(mode: int, seg: str, offset: int, size: int) -> None:
+    """Real mode's 64 KiB segment limit, for an access that starts within
+    it (an offset above it is big real mode's, whose limit the model does
+    not see)."""
+    if mode == 16 and offset <= 0xFFFF < offset + size - 1:
+        raise GuestFault(_SS if seg == "ss" else _GP, 0, None,
+                         f"{seg}:{offset:#x}+{size} is past the segment limit 0xffff")
+
+
 class MmioInstruction:
     """One instruction that touched MMIO, on one vcpu."""
 
@@ -93,11 +114,16 @@ class MmioInstruction:
             return linear
         try:
             gpa = cpu.translate(linear, write)
-            if size > 1 and cpu.translate(linear + size - 1, write) != gpa + size - 1:
+            second = linear + size - 1 & ~(PAGE - 1)        # walked from the page's start
+            if second > linear and cpu.translate(second, write) != gpa + second - linear:
                 raise EmulationFailed(f"access at linear {linear:#x}+{size} spans two pages "
                                       f"that are not contiguous in guest-physical memory")
         except LinearFault as exc:
-            raise EmulationFailed(f"{exc} (exception delivery is not modelled)") from None
+            if exc.pf is None:
+                raise EmulationFailed(str(exc)) from None
+            vector, code, address = exc.pf
+            raise GuestFault(vector, code, address if vector == _PF else None,
+                             str(exc)) from None
         return gpa
 
     # --- ordinary instructions: one step on Unicorn -----------------------------------
@@ -128,6 +154,7 @@ class MmioInstruction:
                     and last.type == cx.X86_OP_REG:
                 bit = cpu.get(_full(self._cs[mode].reg_name(last.reg))) & ((1 << 8 * op.size) - 1)
                 offset = bit_string_operand(offset, op.size, bit)
+            _within_limit(mode, seg, offset, op.size)
             out.append((self._physical((cpu.seg_base(seg) + offset) & cpu.linear_mask(),
                                        op.size, bool(op.access & capstone.CS_AC_WRITE)), op.size,
                         op.access != capstone.CS_AC_WRITE))   # capstone: some reads are 0
@@ -149,8 +176,11 @@ class MmioInstruction:
             if cpu.backed(gpa, size):
                 cpu.make_writable(gpa, size)
         if insn.mnemonic.split()[-1] == "push":
-            top = (cpu.seg_base("ss") + cpu.get("rsp") - 8) & cpu.linear_mask()
-            cpu.make_writable(self._physical(top, 8, True), 8)
+            size = insn.operands[0].size
+            sp = cpu.get("rsp") - size & (1 << mode) - 1
+            _within_limit(mode, "ss", sp, size)
+            top = (cpu.seg_base("ss") + sp) & cpu.linear_mask()
+            cpu.make_writable(self._physical(top, size, True), size)
         for page in pages:
             uc.mmio_map(page, PAGE, on_read, page, on_write, page)
         cpu.quiet = True
@@ -183,6 +213,10 @@ class MmioInstruction:
                     if o.type == cx.X86_OP_MEM and o.mem.segment
                     and self._cs[mode].reg_name(o.mem.base) in ("esi", "rsi", "si")), "ds")
         lmask = cpu.linear_mask()
+        if op in ("movs", "lods", "cmps"):
+            _within_limit(mode, seg, cpu.get("rsi") & amask, size)
+        if op != "lods":
+            _within_limit(mode, "es", cpu.get("rdi") & amask, size)
         src = (cpu.seg_base(seg) + (cpu.get("rsi") & amask)) & lmask
         dst = (cpu.seg_base("es") + (cpu.get("rdi") & amask)) & lmask
         chunk = remaining
@@ -205,6 +239,10 @@ class MmioInstruction:
         elif op in ("lods", "cmps", "scas"):
             start = cpu.get("rip")
             for _ in range(chunk):
+                if op != "scas":
+                    _within_limit(mode, seg, cpu.get("rsi") & amask, size)
+                if op != "lods":
+                    _within_limit(mode, "es", cpu.get("rdi") & amask, size)
                 s = self._physical((cpu.seg_base(seg) + (cpu.get("rsi") & amask)) & lmask,
                                    size, False)
                 d = self._physical((cpu.seg_base("es") + (cpu.get("rdi") & amask)) & lmask,

@@ -16,7 +16,7 @@ from typing import Callable
 
 from spec import platform, trace
 from impl import p2m, pic
-from impl.mmio import EmulationFailed, MmioInstruction
+from impl.mmio import EmulationFailed, GuestFault, MmioInstruction
 from impl import delivery
 from impl.delivery import Refused
 from impl.vcpu import EFLAGS_DF, EFLAGS_IF, Exit, LinearFault, Vcpu
@@ -374,6 +374,9 @@ class Vmm:
                 self.crash(f"MMIO emulation failed at rip {ex.rip:#x}: {exc}; instruction "
                            f"bytes {ex.info['bytes']}", ex.rip)
                 return
+            except GuestFault as fault:
+                self._inject_fault(ex, fault.vector, fault.code, fault.cr2)
+                return
             if self.waiting is None and not self.halted:
                 self.vcpu.icount += 1
                 self.vcpu.shadow = False
@@ -414,10 +417,7 @@ class Vmm:
         try:
             gpa = cpu.translate(linear, direction == READ) if cpu.paging() else linear
         except LinearFault as exc:
-            if exc.pf is not None and exc.pf[0] == 14:
-                self._inject_fault(ex, exc.pf)
-                return
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+            self._string_io_fault(ex, exc)
             return
         low = gpa - (count - 1) * size if back else gpa
         if not cpu.backed(low, count * size):
@@ -506,7 +506,7 @@ class Vmm:
                     self._vpic_bytes(io.port, size, int.from_bytes(cpu.lread(at, size), "little"),
                                      False)
             except LinearFault as exc:
-                self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+                self._string_io_fault(ex, exc)
                 return
             cpu.io_ns += platform.PORT_ACCESS_NS
             _add(cpu, reg, delta, amask)
@@ -623,16 +623,23 @@ class Vmm:
         self._retire(ex, finishes)
         return True
 
-    def _inject_fault(self, ex: Exit, pf: tuple[int, int, int]) -> None:
-        """The guest's page tables refuse the data of the instruction being
-        emulated: #PF, delivered as the CPU would have (the instruction does
-        not retire)."""
-        vector, code, linear = pf
+    def _string_io_fault(self, ex: Exit, exc: LinearFault) -> None:
+        if exc.pf is None:
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        vector, code, linear = exc.pf
+        self._inject_fault(ex, vector, code, linear if vector == 14 else None)
+
+    def _inject_fault(self, ex: Exit, vector: int, code: int, cr2: int | None) -> None:
+        """The instruction being emulated faults (its data is where the
+        guest's page tables do not reach, or past a segment limit): the
+        exception, delivered as the CPU would have (the instruction does not
+        retire)."""
         cpu = self.vcpu
         try:
-            delivered = delivery.deliver(cpu, vector, "fault", cpu.get("rip"), code, linear)
+            delivered = delivery.deliver(cpu, vector, "fault", cpu.get("rip"), code, cr2)
         except Refused as exc:
-            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            self.crash(f"delivering vector {vector:#x} at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         if not delivered:
             self.handle_exit(Exit("triple_fault", cpu.rip(), 0, cpu.icount))

@@ -35,6 +35,22 @@ address and ``count`` = the number of elements; ``rep stos`` to MMIO sends
 the value once with ``count``. A replayed access that does not match the
 cache (another address, size or direction: the guest changed the
 instruction's inputs under the VMM's feet) crashes the domain.
+
+**Faults.** Before the first attempt sends anything, the VMM runs a *probe*
+attempt: the same emulation, in which every device access that has not
+completed reads 0 and sends nothing. It finds the faults the instruction's
+own addressing raises: a #PF where the guest's page tables do not map the
+RAM side of a string move, a stack, or the second page of an access that
+crosses a page boundary (CR2 is then the start of that page, which is where
+the CPU's walk of it begins); a #GP or #SS past a real-mode segment limit.
+Such a fault is injected into the guest as the CPU would have raised it
+(:mod:`spec.delivery`) and no ioreq goes out: the instruction is restarted
+after the guest's handler, and its device accesses happen once. This is
+Xen 3.x's ``handle_mmio`` for ``INSTR_MOVS`` ("The guest does not have the
+non-mmio address mapped. Need to send in a page fault"), applied to every
+form. (That Xen passed only the write bit as the #PF error code; the model
+gives the error code of the walk, as the CPU and later Xen's
+``hvmemul_linear_to_phys`` do.)
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from spec import bv, ioreq
-from spec.x86.state import Unhandleable
+from spec.x86.state import PAGE, Unhandleable
 
 
 class Pending(Exception):
@@ -74,8 +90,12 @@ class GuestMemory:
     def __init__(self, emulation: Emulation, is_ram: Callable[[int, int], bool],
                  read_ram: Callable[[int, int], bytes],
                  send: Callable[[ioreq.Ioreq], None],
-                 translate: Callable[[int, bool], int] | None = None) -> None:
+                 translate: Callable[[int, bool], int] | None = None,
+                 probe: bool = False) -> None:
         self.emulation = emulation
+        #: a probe attempt sends nothing: a device access not yet completed
+        #: reads 0 (see :meth:`_device`)
+        self.probe = probe
         #: linear -> guest-physical (the guest's page tables, :mod:`spec.paging`);
         #: raises :class:`spec.x86.state.Fault` (#PF, #GP) when the walk fails
         self.translate = translate or (lambda linear, write: linear)
@@ -102,9 +122,12 @@ class GuestMemory:
         linear address; an access whose pages are not contiguous in
         guest-physical memory is beyond the model."""
         gpa = self.translate(linear, write)
-        if size > 1 and self.translate(linear + size - 1, write) != gpa + size - 1:
-            raise Unhandleable(f"access at linear {linear:#x}+{size} spans two pages that "
-                               f"are not contiguous in guest-physical memory")
+        last = linear + size - 1
+        if last // PAGE != linear // PAGE:
+            second = last - last % PAGE         # the CPU walks the second page from its start
+            if self.translate(second, write) != gpa + (second - linear):
+                raise Unhandleable(f"access at linear {linear:#x}+{size} spans two pages that "
+                                   f"are not contiguous in guest-physical memory")
         return gpa
 
     def read(self, addr: int, size: int) -> bv.Word:
@@ -173,6 +196,8 @@ class GuestMemory:
                                    f"completed before {entry.key}")
             self.replayed += 1
             return entry.value
+        if self.probe:
+            return 0
         self.send(ioreq.Ioreq(addr=addr, size=size, count=count, type=ioreq.IOREQ_TYPE_COPY,
                               dir=direction, df=int(df), data_is_ptr=int(ptr is not None),
                               data=ptr if ptr is not None else data))

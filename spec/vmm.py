@@ -246,10 +246,7 @@ class Vmm:
         try:
             gpa = hw.translate(chunk.linear, write=q.dir == "in")
         except GuestAccessError as exc:
-            if exc.page_fault is not None and exc.page_fault.vector == delivery.PF:
-                self.inject_page_fault(vcpu, ex, exc.page_fault)
-                return
-            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+            self._string_io_fault(vcpu, ex, exc)
             return
         gpa_low = gpa - (chunk.linear - low)
         if not hw.is_ram(gpa_low, chunk.count * q.size):
@@ -328,7 +325,7 @@ class Vmm:
                     value = int.from_bytes(hw.read_linear(linear, q.size), "little")
                     self._pic_access(q.port, q.size, "out", value)
             except GuestAccessError as exc:
-                self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+                self._string_io_fault(vcpu, ex, exc)     # the elements done stay done
                 return
             hw.io_ns += clock.port_time(1)
             _update(hw, index, step, amask)
@@ -397,23 +394,35 @@ class Vmm:
         self.window[vcpu] = self.pic.has_request()
         return True
 
-    def inject_page_fault(self, vcpu: int, ex: Exit, fault) -> None:
-        """The data of an instruction the VMM emulates is where the guest's
-        page tables do not reach: the instruction does not retire, and the
-        VMM injects the #PF the CPU would have raised (error code and CR2 of
-        the walk, :mod:`spec.paging`), delivered as any exception is
-        (:mod:`spec.delivery`): ``hvm_inject_exception(TRAP_page_fault,
-        pfec, addr)`` in Xen's emulation paths."""
+    def inject_fault(self, vcpu: int, ex: Exit, vector: int, error_code: int | None,
+                     cr2: int | None = None) -> None:
+        """An instruction the VMM emulates faults (its data is where the
+        guest's page tables do not reach, or past a segment limit): it does
+        not retire, and the VMM injects the exception the CPU would have
+        raised, with the error code and CR2 of the walk (:mod:`spec.paging`),
+        delivered as any exception is (:mod:`spec.delivery`):
+        ``hvm_inject_exception(TRAP_page_fault, pfec, addr)`` in Xen's
+        emulation paths. The return address is the faulting instruction."""
         hw = self.vcpus[vcpu]
-        event = delivery.Event(delivery.PF, delivery.FAULT, hw.reg("rip"), fault.error_code,
-                               fault.linear)
+        event = delivery.Event(vector, delivery.FAULT, hw.reg("rip"), error_code, cr2)
         try:
             outcome = hw.raise_event(event)
         except delivery.NotModelled as exc:
-            self.crash(f"delivering #PF at rip {ex.rip:#x}: {exc}", ex.rip)
+            name = delivery.NAMES.get(vector, f"vector {vector:#x}")
+            self.crash(f"delivering {name} at rip {ex.rip:#x}: {exc}", ex.rip)
             return
         if outcome.result == "triple_fault":
             self.handle_exit(vcpu, Exit("triple_fault", hw.linear_rip(), 0, hw.icount))
+
+    def _string_io_fault(self, vcpu: int, ex: Exit, exc: GuestAccessError) -> None:
+        """INS/OUTS data the guest's page tables refuse: their #PF (or #GP
+        for a non-canonical address); data no RAM backs crashes the domain."""
+        fault = exc.page_fault
+        if fault is None:
+            self.crash(f"string I/O at rip {ex.rip:#x}: {exc}", ex.rip)
+            return
+        self.inject_fault(vcpu, ex, fault.vector, fault.error_code,
+                          fault.linear if fault.vector == delivery.PF else None)
 
     def triple_fault(self, vcpu: int) -> None:
         """A triple-fault exit (exit reason 2). Xen of the model's time
@@ -439,23 +448,31 @@ class Vmm:
         """One attempt at the instruction that touched MMIO (:mod:`spec.mmio`);
         True when it completed and the vcpu may run on."""
         hw, em = self.vcpus[vcpu], self.emulating[vcpu]
-        cpu = Cpu(hw.mode(), regs={r: hw.reg(r) for r in GPRS},
-                  rflags=hw.reg("rflags"), rip=hw.reg("rip"),
-                  segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
-        memory = GuestMemory(em, hw.is_ram, hw.read,
-                             send=lambda req: self._send_mmio(vcpu, req, ex, memory),
-                             translate=_translator(hw))
+        mode = hw.mode()
         try:
-            execute(cpu, memory, decode(em.code, cpu.mode))
-        except Pending:
-            return False
-        except Unhandleable as exc:
+            insn = decode(em.code, mode)
+        except (Fault, Unhandleable) as exc:    # the hardware ran it: the emulator cannot
             self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
             return False
-        except Fault as exc:
-            self._emulation_failed(vcpu, f"{exc} while emulating the MMIO access at rip "
-                                         f"{em.rip:#x} (exception delivery is not modelled)")
-            return False
+        attempts = [True, False] if not em.done else [False]    # a probe first (module doc)
+        for probe in attempts:
+            cpu = Cpu(mode, regs={r: hw.reg(r) for r in GPRS},
+                      rflags=hw.reg("rflags"), rip=hw.reg("rip"),
+                      segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
+            memory = GuestMemory(em, hw.is_ram, hw.read,
+                                 send=lambda req: self._send_mmio(vcpu, req, ex, memory),
+                                 translate=_translator(hw), probe=probe)
+            try:
+                execute(cpu, memory, insn)
+            except Pending:
+                return False
+            except Unhandleable as exc:
+                self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
+                return False
+            except Fault as exc:
+                self.emulating[vcpu] = None
+                self.inject_fault(vcpu, ex, exc.vector, exc.error_code, exc.cr2)
+                return True
         for addr, data in memory.held:
             hw.write(addr, data)
         for r in GPRS:
@@ -593,7 +610,11 @@ def _translator(hw: HardwareVcpu) -> Callable[[int, bool], int] | None:
         try:
             return hw.translate(linear, write)
         except GuestAccessError as exc:
-            raise Fault(PF, str(exc)) from None
+            fault = exc.page_fault
+            if fault is None:
+                raise Unhandleable(str(exc)) from None
+            raise Fault(fault.vector, str(exc), error_code=fault.error_code,
+                        cr2=fault.linear if fault.vector == PF else None) from None
     return translate
 
 

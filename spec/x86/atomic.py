@@ -61,7 +61,8 @@ def cmpxchg_double(ctx: Context, insn: Insn) -> None:
     half = dest.size // 2
     address = ctx.address(dest)
     if dest.size == 16 and address % 16:
-        raise Fault(GP, f"cmpxchg16b operand at {address:#x} is not 16-byte aligned")
+        raise Fault(GP, f"cmpxchg16b operand at {address:#x} is not 16-byte aligned",
+                    error_code=0)
     old = ctx.load(address, dest.size)
     expected = bv.concat(ctx.gpr("rdx", half), ctx.gpr("rax", half), 8 * half, 8 * half)
     equal = bv.eq(old, expected)

@@ -14,8 +14,12 @@ Effective addresses (SDM vol. 1, 3.7.5): ``base + index * scale + disp``,
 computed modulo 2**address_size; RIP-relative operands use the address of the
 next instruction. The linear address adds the segment base (in 64-bit mode
 only FS and GS have one). In real mode a segment's limit is 0xFFFF: an
-operand reaching past it raises #GP(0), or #SS(0) for an SS-based operand
-(SDM vol. 3A, 20.1.1; vol. 2, "Real-Address Mode Exceptions"). In 64-bit
+operand that starts within it and reaches past it raises #GP(0), or #SS(0)
+for an SS-based operand (SDM vol. 3A, 20.1.1; vol. 2, "Real-Address Mode
+Exceptions"). An offset above 0xFFFF, which only 32-bit addressing makes, is
+not checked: firmware runs such code in "big real mode", with a limit of
+4 GiB left in the segment's descriptor cache from protected mode, and the
+hardware boundary does not show the model that hidden limit. In 64-bit
 mode a non-canonical linear address raises #GP(0).
 
 Memory accesses: an instruction makes one access per memory operand of the
@@ -44,14 +48,19 @@ DE, UD, SS, GP, PF = 0, 6, 12, 13, 14
 
 
 class Fault(Exception):
-    """An architectural exception the instruction raises (``#UD``, ``#GP(0)``, ...)."""
+    """An architectural exception the instruction raises (``#UD``, ``#GP(0)``,
+    ...): its vector, the error code the CPU pushes with it (None: the
+    vector has none), and for ``#PF`` the linear address CR2 receives."""
 
     NAMES = {DE: "#DE", UD: "#UD", SS: "#SS", GP: "#GP", PF: "#PF"}
 
-    def __init__(self, vector: int, why: str) -> None:
+    def __init__(self, vector: int, why: str, error_code: int | None = None,
+                 cr2: int | None = None) -> None:
         super().__init__(f"{self.NAMES.get(vector, vector)}: {why}")
         self.vector = vector
         self.why = why
+        self.error_code = error_code
+        self.cr2 = cr2
 
 
 class Unhandleable(Exception):
@@ -177,11 +186,12 @@ class Context:
             base = self.cpu.segment_base.get(segment, 0) if segment in ("fs", "gs") else 0
             linear = (base + offset) & bv.mask(64)
             if not _canonical(linear) or not _canonical((linear + size - 1) & bv.mask(64)):
-                raise Fault(GP, f"non-canonical address {linear:#x}")
+                raise Fault(GP, f"non-canonical address {linear:#x}", error_code=0)
             return linear
-        if mode == 16 and offset + size - 1 > 0xFFFF:
+        if mode == 16 and offset <= 0xFFFF < offset + size - 1:
             raise Fault(SS if segment == "ss" else GP,
-                        f"{segment}:{offset:#x}+{size} is past the segment limit 0xffff")
+                        f"{segment}:{offset:#x}+{size} is past the segment limit 0xffff",
+                        error_code=0)
         return (self.cpu.segment_base.get(segment, 0) + offset) & bv.mask(32)
 
     def load(self, addr: int, size: int) -> bv.Word:
