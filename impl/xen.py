@@ -392,6 +392,8 @@ class Vmm:
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
             data = cpu.get("rax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
+            if io.port == 0xE9 and io.size == 1 and direction == WRITE:    # hvm_print_line
+                self.emit(trace.FirmwareLog.of(by="xen", port=0xE9, byte=data))
             self._send(ex, (io.port, data, 1, io.size, 0, direction, 0), (ex, 1, True, None))
             return
         amask = (1 << io.address_size) - 1

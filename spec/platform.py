@@ -269,3 +269,23 @@ HVM_CPUID = {
     (0x80000008, 0): (0x00003024, 0x00000000, 0x00000000, 0x00000000),
 }
 HVM_CPUID_OUT_OF_RANGE = (0x07280202, 0x00000000, 0x00000000, 0x00000000)
+
+# --- the firmware log: the Bochs BIOS debug ports ------------------------------------
+
+# Xen 3.0.4's qemu-dm (tools/ioemu/hw/pc.c, bochs_bios_init): rombios's ports
+# 0x400-0x403 (0x400/0x401 a word: the line number of a panic; 0x402 INFO_PORT
+# and 0x403 DEBUG_PORT: a byte of the log) and the LGPL VGA BIOS's 0x500-0x503
+# (0x501/0x502 a word: panic; 0x500/0x503 a byte of the log)
+BIOS_DEBUG_BASE = 0x400
+VGABIOS_DEBUG_BASE = 0x500
+DEBUG_PORTS_LEN = 4
+BIOS_PANIC_PORTS = (0x400, 0x401)
+VGABIOS_PANIC_PORTS = (0x501, 0x502)
+FIRMWARE_LOG_PORTS = (0x402, 0x403, 0x500, 0x503)
+# a byte read of 0x402 answers as QEMU's isa-debugcon does there (its
+# ``readback`` property, default 0xe9): SeaBIOS turns its log off otherwise
+DEBUGCON_PORT = 0x402
+DEBUGCON_READBACK = 0xE9
+# Xen itself prints a byte OUT to port 0xE9 (hvm_print_line), then still
+# sends the ioreq on to qemu-dm, where no device claims the port
+XEN_DEBUG_PORT = 0xE9

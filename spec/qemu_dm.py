@@ -26,7 +26,8 @@ shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
 and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
-controller (:mod:`spec.devices.kbc`) IRQ1. The VGA (:mod:`spec.devices.vga`)
+controller (:mod:`spec.devices.kbc`) IRQ1. The firmware writes its log to the Bochs BIOS
+debug ports (:mod:`spec.devices.debugport`). The VGA (:mod:`spec.devices.vga`)
 shares its video memory with the guest and refreshes the display on a timer
 of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
@@ -65,6 +66,7 @@ from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
+from spec.devices.debugport import DebugPorts
 from spec.devices.kbc import Kbc8042
 from spec.devices.pci import PciHost
 from spec.devices.pit import Pit8254, Port61
@@ -159,6 +161,8 @@ class QemuDm:
         self.pci = PciHost(self.mmio, self.testdev,
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
+        for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE):
+            self.bus.register(base, platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]

@@ -2,7 +2,7 @@
 
 Room: interface. ``RunResult`` and the helpers that derive a run's summary
 from its trace, so that every engine's summary means the same thing.
-Imports :mod:`spec.trace`.
+Imports :mod:`spec.trace` and :mod:`spec.platform`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from spec import trace
+from spec import platform, trace
 
 
 @dataclass
@@ -31,6 +31,11 @@ class RunResult:
     def serial(self) -> str:
         """Everything the guest sent out of its UARTs, in order."""
         return serial_text(self.trace)
+
+    @property
+    def firmware_log(self) -> str:
+        """The firmware log (:func:`firmware_log_text`)."""
+        return firmware_log_text(self.trace)
 
     @property
     def exits(self) -> dict[str, int]:
@@ -62,13 +67,57 @@ class RunResult:
 
     def summary(self) -> dict:
         """The object ``hvmspec run --json`` prints."""
-        return {"serial": self.serial, "exit": self.exit, "instructions": self.instructions,
+        return {"serial": self.serial, "firmware_log": self.firmware_log,
+                "exit": self.exit, "instructions": self.instructions,
                 "exits": self.exits, "seconds": round(self.seconds, 6),
                 "mapcache": self.mapcache, "devices": self.devices}
 
 
 def serial_text(events: list[trace.Event]) -> str:
     return bytes(e.byte for e in events if isinstance(e, trace.SerialOut)).decode("latin-1")
+
+
+def panic_message(port: int, line: int) -> str:
+    """What Xen 3.0.4's qemu-dm printed for a firmware panic (``hw/pc.c``)."""
+    if port in platform.VGABIOS_PANIC_PORTS:
+        return f"VGA BIOS panic, line {line}"
+    return f"BIOS panic at rombios.c, line {line}"
+
+
+class FirmwareLogText:
+    """The firmware log as people read it, fed one event at a time: the
+    bytes of :class:`spec.trace.FirmwareLog` events in order (whatever
+    port, whoever took them), and each :class:`spec.trace.FirmwarePanic`
+    as a line of its own (:func:`panic_message`). :meth:`feed` returns the
+    text the event added ("" for any other event)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.at_line_start = True
+
+    def feed(self, event: trace.Event) -> str:
+        if isinstance(event, trace.FirmwareLog):
+            text = chr(event.byte)
+        elif isinstance(event, trace.FirmwarePanic):
+            text = ("" if self.at_line_start else "\n") + panic_message(event.port,
+                                                                        event.line) + "\n"
+        else:
+            return ""
+        self.parts.append(text)
+        self.at_line_start = text.endswith("\n")
+        return text
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def firmware_log_text(events: list[trace.Event]) -> str:
+    """The firmware log of a trace (:class:`FirmwareLogText`), bytes as
+    Latin-1 characters."""
+    log = FirmwareLogText()
+    for event in events:
+        log.feed(event)
+    return log.text()
 
 
 @contextlib.contextmanager

@@ -322,6 +322,35 @@ class SerialOut(Event):
 
 
 @dataclass(frozen=True)
+class FirmwareLog(Event):
+    """A byte of the firmware log (:mod:`spec.devices.debugport`): ``byte``
+    written to debug port ``port`` (0x402/0x403 rombios's and SeaBIOS's
+    log, 0x500/0x503 the VGA BIOS's), taken by ``by``: "qemu-dm", or "xen"
+    for port 0xE9, which Xen prints itself before it sends the ioreq on.
+    One event per byte, as written; :func:`spec.result.firmware_log_text`
+    gives the lines people read."""
+
+    kind: ClassVar[str] = "firmware_log"
+    actor: ClassVar[str] = "qemu-dm"
+    by: str
+    port: int
+    byte: int
+
+
+@dataclass(frozen=True)
+class FirmwarePanic(Event):
+    """The firmware reported a panic: the word ``line`` (its source line)
+    written to ``port`` (0x400/0x401: rombios's ``HALT``, "BIOS panic at
+    rombios.c, line N"; 0x501/0x502: the VGA BIOS's, "VGA BIOS panic,
+    line N")."""
+
+    kind: ClassVar[str] = "firmware_panic"
+    actor: ClassVar[str] = "qemu-dm"
+    port: int
+    line: int
+
+
+@dataclass(frozen=True)
 class MapcacheMiss(Event):
     """qemu-dm mapped a bucket of guest memory into its address space
     (:mod:`spec.mapcache`): ``bucket`` is the guest-physical address of the

@@ -67,6 +67,15 @@ Ports that Xen emulates itself (the virtual PIC of :mod:`spec.pic`, at
 internal handler performs the access at once (Xen's ``hvm_io_intercept``),
 string forms included, and the instruction retires.
 
+Port 0xE9 is Xen's debug console for HVM guests (Xen 3.0.4's
+``vmx_io_instruction``): a byte OUT there (not a string form, not a wider
+one) is printed on Xen's console a line at a time (``hvm_print_line``,
+"HVM<dom>: ..."): the trace has it as a :class:`spec.trace.FirmwareLog`
+byte ``by`` "xen". The access then becomes an ioreq as any other does;
+qemu-dm has no device there. (Later Xen handles 0xE9 wholly in the
+hypervisor, without an ioreq; QEMU's ``isa-debugcon`` sits there only
+when configured.)
+
 Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 *interrupt assist* (Xen's ``hvm_pic_assist`` then ``vmx_intr_assist``):
 
@@ -234,6 +243,9 @@ class Vmm:
         if not q.string:
             if q.dir == "out":
                 req.data = hw.reg("rax") & _mask(q.size)
+                if q.port == platform.XEN_DEBUG_PORT and q.size == 1:
+                    # hvm_print_line: Xen's own log of the byte, and still the ioreq
+                    self.emit(trace.FirmwareLog(by="xen", port=q.port, byte=req.data))
             self.send(vcpu, req, PendingIo(ex, 1, True))
             return
         regs = {name: hw.reg(name) for name in ("rsi", "rdi", "rcx", "rflags")}
