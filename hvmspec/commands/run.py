@@ -16,10 +16,12 @@ from hvmspec.commands import EXIT_NO, EXIT_OK, output_path
 def add_parsers(sub) -> None:
     run = sub.add_parser("run", help="boot a guest and run it to its end",
                          description="Boot a guest in a new HVM domain and run it until the "
-                         "domain is gone. Prints the guest's serial output live and a final "
-                         "line with the domain's fate. Exit 0 if the guest powered off, 1 if "
-                         "the domain crashed, hung or hit the instruction budget, 2 for a "
-                         "guest that cannot be loaded.")
+                         "domain is gone. Prints the guest's serial output live, its firmware "
+                         "log (the Bochs BIOS debug ports) live on standard error, each line "
+                         "prefixed '[fw] ', and a final line with the domain's fate. Exit 0 if "
+                         "the guest powered off (with --until: if the text appeared), 1 if "
+                         "the domain crashed, hung or hit the instruction budget (or the "
+                         "--until text never appeared), 2 for a guest that cannot be loaded.")
     run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
                      "bundled name wins over a file of the same name here: write ./NAME "
@@ -32,8 +34,13 @@ def add_parsers(sub) -> None:
                      "to standard output, and the serial output and fate line to "
                      "standard error)")
     run.add_argument("--json", action="store_true",
-                     help="print one JSON object: serial, exit, instructions, exits, seconds, "
-                     "mapcache, devices (the unclaimed accesses)")
+                     help="print one JSON object: serial, firmware_log, exit, instructions, "
+                     "exits, seconds, mapcache, devices (the unclaimed accesses)")
+    run.add_argument("--until", metavar="TEXT",
+                     help="stop the run, with exit 0, as soon as the serial output, the "
+                     "firmware log or the text screen shows TEXT (the fate is then 'until', "
+                     "the domain destroyed); if it never does, the run ends as it would "
+                     "and exits 1")
     run.add_argument("--memory", metavar="MIB", type=int,
                      help="guest memory in MiB (default: what the guest's source asks for, "
                      f"else {platform.DEFAULT_MEMORY_MIB})")
@@ -93,6 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
     if args.max_instructions <= 0:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
+    if args.until is not None and not args.until:
+        raise GuestError("--until: give the text to wait for")
     to_stdout = args.trace is not None and str(args.trace) == "-"
     if to_stdout and args.json:
         raise GuestError("--trace - and --json both want standard output: give --trace a file")
@@ -122,6 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     terminal = _Terminal(args.display if not args.json else "off", human,
                          _StatusLine(control, args.engine) if status else None)
     listeners = [terminal] if args.json else [_LiveSerial(human), terminal]
+    firmware = None if args.json else _LiveFirmwareLog(sys.stderr)
+    if firmware is not None:
+        listeners.append(firmware)
+    until = _Until(args.until, control, terminal.screen) if args.until is not None else None
+    if until is not None:
+        listeners.append(until)
     sink = None
     if args.trace is not None:
         sink = _TraceSink(sys.stdout if to_stdout else open(args.trace, "w"))
@@ -139,12 +154,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GuestError(str(exc)) from None
     finally:
         terminal.close()
+        if firmware is not None:
+            firmware.close()
         if line is not None:
             line.close()
         if sink is not None:
             sink.close()
     if args.screenshot:
         _screenshot(terminal.screen, args.screenshot)
+    if until is not None and until.seen_in is not None and control.reason == _Until.REASON:
+        result.exit = until.fate(result.exit, result.instructions)
     interrupted = result.exit.get("reason") == "interrupted"
     if args.json:
         print(json.dumps(result.summary()))
@@ -162,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(_stats_text(result), file=human)
     if interrupted:
         return OPERATOR.exit_code
+    if until is not None:
+        return EXIT_OK if result.exit.get("reason") == "until" else EXIT_NO
     return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO
 
 
@@ -176,6 +197,80 @@ class _LiveSerial:
             self.stream.write(chr(event.byte))
             if event.byte == 0x0A:
                 self.stream.flush()
+
+
+class _LiveFirmwareLog:
+    """The firmware log as it comes (:class:`spec.result.FirmwareLogText`):
+    each complete line, prefixed ``[fw] `` so that it stands apart from the
+    guest's serial output, on ``stream`` (standard error); the last,
+    unfinished line when the run ends."""
+
+    PREFIX = "[fw] "
+
+    def __init__(self, stream) -> None:
+        from spec.result import FirmwareLogText
+        self.stream = stream
+        self.log = FirmwareLogText()
+        self.line = ""
+
+    def __call__(self, event: trace.Event) -> None:
+        if not isinstance(event, (trace.FirmwareLog, trace.FirmwarePanic)):
+            return
+        self.line += self.log.feed(event)
+        if "\n" in self.line:
+            *done, self.line = self.line.split("\n")
+            self.stream.write("".join(f"{self.PREFIX}{line}\n" for line in done))
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.line:
+            self.stream.write(f"{self.PREFIX}{self.line}\n")
+            self.line = ""
+        self.stream.flush()
+
+
+class _Until:
+    """``--until TEXT``: watches the serial output, the firmware log and the
+    text screen, and asks the run to stop (:class:`spec.result.RunControl`)
+    the first time one of them shows ``text``. The serial output and the
+    log are matched as Latin-1 text across their whole length (a match may
+    span lines); the screen as the rows' characters, one line per row."""
+
+    REASON = "--until"
+
+    def __init__(self, text: str, control, screen) -> None:
+        from spec.result import FirmwareLogText
+        self.text, self.control, self.screen = text, control, screen
+        self.seen_in: str | None = None
+        self.tails = {"serial output": "", "firmware log": ""}
+        self.log = FirmwareLogText()
+
+    def __call__(self, event: trace.Event) -> None:
+        if self.seen_in is not None:
+            return
+        if isinstance(event, trace.SerialOut):
+            self._grow("serial output", chr(event.byte))
+        elif isinstance(event, (trace.FirmwareLog, trace.FirmwarePanic)):
+            self._grow("firmware log", self.log.feed(event))
+        elif isinstance(event, trace.DisplayUpdate) and self.text in self.screen.text():
+            self._seen("screen")
+
+    def _grow(self, where: str, added: str) -> None:
+        tail = self.tails[where] + added
+        if self.text in tail:
+            self._seen(where)
+        self.tails[where] = tail[-(len(self.text) - 1):] if len(self.text) > 1 else ""
+
+    def _seen(self, where: str) -> None:
+        self.seen_in = where
+        self.control.request_stop(self.REASON)
+
+    def fate(self, exit_: dict, instructions: int) -> dict:
+        """The run's exit once the text was seen: reason ``until``."""
+        return dict(exit_, reason="until", seen_in=self.seen_in,
+                    message=f"{self.text!r} appeared "
+                            f"{'on' if self.seen_in == 'screen' else 'in'} the {self.seen_in} after "
+                            f"{instructions} instructions")
 
 
 class _TraceSink:
@@ -314,7 +409,7 @@ def _fate_line(result) -> str:
     exits = sum(result.exits.values())
     what = {"poweroff": "powered off", "reboot": "rebooted", "crash": "crashed",
             "hung": "hung", "limit": "reached the instruction budget",
-            "interrupted": "was stopped"}.get(
+            "interrupted": "was stopped", "until": "was stopped by --until"}.get(
         exit_.get("reason"), exit_.get("reason", "?"))
     line = (f"[{result.engine}] domain {exit_.get('dom', '?')} ({result.guest}) {what}"
             f"{' (signalled by ' + exit_['by'] + ')' if exit_.get('by') else ''}"
