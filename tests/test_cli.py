@@ -25,8 +25,9 @@ def test_run_prints_serial_and_fate(engine):
 def test_run_json_shape():
     proc, out = cli_json("run", "hello", "--engine", "reference")
     assert proc.returncode == 0
-    assert set(out) == {"serial", "exit", "instructions", "exits", "seconds", "mapcache",
-                        "devices"}
+    assert set(out) == {"serial", "firmware_log", "exit", "instructions", "exits", "seconds",
+                        "mapcache", "devices"}
+    assert out["firmware_log"] == ""
     assert out["mapcache"]["mode"] == "mapcache" and out["mapcache"]["misses"] >= 1
     assert out["devices"] == {"unclaimed_reads": 0, "unclaimed_writes": 0,
                               "mmio_unclaimed_reads": 0, "mmio_unclaimed_writes": 0}
