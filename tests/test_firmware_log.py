@@ -212,8 +212,8 @@ DIFFERS_FROM = {
     "seabios": ("Found QEMU fw_cfg",
                 "Xen 3.x's qemu-dm has no fw_cfg (ports 0x510/0x511 read all-ones)"),
     "rombios": ("Starting rombios32",
-                "rombios panics before it: hvmspec's 8042 has no keyboard behind it yet "
-                "(issue 18, item 2)"),
+                "rombios panics before it on hvmspec: its keyboard reset gets no ACK from the 8042 "
+                "(\"Keyboard error:21\")"),
 }
 
 
