@@ -4,7 +4,8 @@
 ; or moved to COM1, so that the serial output shows the result:
 ;
 ;   1. OUT with an immediate port to a port no device claims (0xe9): the
-;      write is dropped; IN from an unclaimed port (0x2e0) reads all-ones,
+;      write is dropped (Xen prints the byte on its console first: a
+;      firmware_log event); IN from an unclaimed port (0x2e0) reads all-ones,
 ;      at byte, word and dword size (printed as the top byte of each).
 ;   2. A word OUT to the UART's MSR/SCR pair (0x3fe): the byte-only device
 ;      gets two byte accesses; the SCR keeps the high byte ('A').

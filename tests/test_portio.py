@@ -226,7 +226,9 @@ def test_port_io_from_32_bit_protected_mode():
 
 
 def test_dword_reaching_past_a_device_is_split_by_bytes():
-    # 0x3ff is the UART's last port: the other three bytes go to unclaimed ports
+    # 0x3ff is the UART's last port: the other three bytes go to the next
+    # ports, the firmware's debug ports (a byte to the panic ports 0x400 and
+    # 0x401 is dropped, one to 0x402 is a byte of the firmware log)
     body = """
     mov dx, 0x3ff
     mov eax, 0x44434241
@@ -238,5 +240,6 @@ def test_dword_reaching_past_a_device_is_split_by_bytes():
     writes = [(e.device, e.addr, e.data) for e in result.trace
               if isinstance(e, trace.DeviceIo) and e.dir == "write" and e.size == 1
               and 0x3FF <= e.addr <= 0x402]
-    assert writes == [("uart", 0x3FF, 0x41), (None, 0x400, 0x42), (None, 0x401, 0x43),
-                      (None, 0x402, 0x44)]
+    assert writes == [("uart", 0x3FF, 0x41), ("debug_ports", 0x400, 0x42),
+                      ("debug_ports", 0x401, 0x43), ("debug_ports", 0x402, 0x44)]
+    assert result.firmware_log == "D"
