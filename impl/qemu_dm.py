@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import dm_config, platform, trace
-from impl.debugport import DebugPorts
+from impl.debugport import DebugPorts, ShutdownPort
 from impl.kbc import Kbc, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
@@ -110,6 +110,8 @@ class QemuDm:
                          (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
         self.devices += [(base, base + platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
                          for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE)]
+        self.devices.append((platform.BOCHS_SHUTDOWN_PORT, platform.BOCHS_SHUTDOWN_PORT + 1,
+                             ShutdownPort(self._power_off)))
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.testdev_base = self.pci.testdev_base
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes

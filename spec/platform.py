@@ -289,3 +289,5 @@ DEBUGCON_READBACK = 0xE9
 # Xen itself prints a byte OUT to port 0xE9 (hvm_print_line), then still
 # sends the ioreq on to qemu-dm, where no device claims the port
 XEN_DEBUG_PORT = 0xE9
+# Bochs's power-off port, in the same function of Xen 3.0.4's qemu-dm
+BOCHS_SHUTDOWN_PORT = 0x8900

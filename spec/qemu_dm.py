@@ -66,7 +66,7 @@ from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
-from spec.devices.debugport import DebugPorts
+from spec.devices.debugport import DebugPorts, ShutdownPort
 from spec.devices.kbc import Kbc8042
 from spec.devices.pci import PciHost
 from spec.devices.pit import Pit8254, Port61
@@ -163,6 +163,8 @@ class QemuDm:
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
         for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE):
             self.bus.register(base, platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
+        self.bus.register(platform.BOCHS_SHUTDOWN_PORT, 1, ShutdownPort(
+            lambda: self._request_shutdown(platform.SHUTDOWN_POWEROFF)))
         self.shutdown_requested: int | None = None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]

@@ -91,6 +91,39 @@ def test_debug_ports_give_the_firmware_log_on_both_engines():
     assert [(e.device, e.data) for e in e9] == [(None, ord("x")), (None, 10)]
 
 
+SHUTDOWN_BODY = """
+    mov dx, 0x8900
+    mov si, words
+next:
+    lodsb
+    test al, al
+    jz done
+    out dx, al
+    jmp next
+done:
+    hlt
+words:
+    .ascii "ShutdxwnSShutdownxShutdown"
+    .byte 0
+"""
+
+
+def test_bochs_shutdown_port_powers_off_on_the_whole_word():
+    # a wrong byte starts the match again (and is not itself its first 'S'):
+    # "SShutdown" is no match, only the last eight bytes make "Shutdown"
+    result = both(guest("bochs-shutdown", SHUTDOWN_BODY, poweroff=False))
+    assert result.exit["reason"] == "poweroff" and result.exit["by"] == "qemu-dm"
+    writes = [e for e in result.trace if isinstance(e, trace.DeviceIo) and e.addr == 0x8900]
+    assert len(writes) == len("ShutdxwnSShutdownxShutdown")
+    assert {e.device for e in writes} == {"debug_ports"}
+
+
+def test_bochs_shutdown_port_needs_every_byte():
+    body = SHUTDOWN_BODY.replace("ShutdxwnSShutdownxShutdown", "ShutdxwnSShutdownxShutdow")
+    result = both(guest("bochs-no-shutdown", body, poweroff=False))
+    assert result.exit["reason"] == "hung"
+
+
 def test_the_trace_file_round_trips_the_new_events(tmp_path):
     result = run("impl", guest("fwlog", LOG_BODY))
     path = tmp_path / "t.jsonl"

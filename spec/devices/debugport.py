@@ -47,7 +47,16 @@ Differences from Xen 3.0.4's qemu-dm, on purpose:
 Port 0xE9 (Bochs's and QEMU's usual debug console) is not here: Xen 3.0.4
 printed a byte written there on its own console (``hvm_print_line``) and
 then sent the ioreq on to qemu-dm, which has no device at 0xE9
-(:mod:`spec.vmm`). Port 0x8900 (Bochs's "Shutdown" string) is not modelled.
+(:mod:`spec.vmm`).
+
+Port 0x8900 (:class:`ShutdownPort`) is the same function's Bochs power-off:
+the eight bytes "Shutdown" written there one after the other make qemu-dm
+end the domain as an ACPI S5 request does (``qemu_system_shutdown_request``,
+then ``destroy_hvm_domain``: ``xc_domain_shutdown`` with reason
+*poweroff*). A byte that is not the next one of the string starts the
+match again from its beginning (the byte itself is not taken as a first
+"S"); a word is two bytes, to 0x8900 and 0x8901 (no device), a doubleword
+dropped; reads return all ones.
 """
 
 from __future__ import annotations
@@ -91,3 +100,33 @@ class DebugPorts:
     def _write_byte(self, port: int, byte: int) -> None:
         if port in platform.FIRMWARE_LOG_PORTS:
             self.emit(trace.FirmwareLog(by="qemu-dm", port=port, byte=byte))
+
+
+#: the string Bochs's power-off port waits for (``shutdown_str``)
+SHUTDOWN_STRING = b"Shutdown"
+
+
+class ShutdownPort:
+    """Port 0x8900: "Shutdown", a byte at a time, powers the domain off."""
+
+    sizes = (1, 2, 4)
+
+    def __init__(self, power_off: Callable[[], None]) -> None:
+        self.name = "debug_ports"
+        self.power_off = power_off
+        self.matched = 0            # bytes of the string seen so far
+
+    def io_read(self, offset: int, size: int) -> int:
+        return (1 << 8 * size) - 1
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        if size == 4:
+            return
+        byte = value & 0xFF
+        if byte != SHUTDOWN_STRING[self.matched]:
+            self.matched = 0
+            return
+        self.matched += 1
+        if self.matched == len(SHUTDOWN_STRING):
+            self.matched = 0
+            self.power_off()
