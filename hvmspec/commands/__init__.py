@@ -11,6 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+#: the exit codes every command shares (docs/cli.rst): 0 yes (``run``: the guest
+#: powered off, or with ``--until`` the text appeared), 1 no (``run``: the
+#: domain crashed, hung or hit its budget, or with ``--until`` ended without
+#: the text), 2 bad input or usage; a signal gives 128 + its number
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
 
 
