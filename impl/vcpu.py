@@ -472,6 +472,12 @@ class Vcpu:
         self._mapped.append(buffer)
         self.ram.append((gpa, gpa + ctypes.sizeof(buffer)))
 
+    def map_rom(self, gpa: int, data: bytes) -> None:
+        """A read-only, executable ROM at ``gpa`` (a firmware's alias below 4 GiB)."""
+        self.uc.mem_map(gpa, len(data), unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self.uc.mem_write(gpa, data)
+        self.ram.append((gpa, gpa + len(data)))
+
     def protect(self, gpa: int, length: int, writable: bool) -> None:
         self.uc.mem_protect(gpa, length, unicorn.UC_PROT_ALL if writable
                             else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)

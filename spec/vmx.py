@@ -393,6 +393,14 @@ class HardwareVcpu:
         self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
         self.foreign.append((gpa, gpa + size, buffer))
 
+    def map_rom(self, gpa: int, data: bytes) -> None:
+        """A ROM in the domain's physical address space (a firmware's alias
+        below 4 GiB, :mod:`spec.hvmloader`): readable and executable, not
+        writable; reads of it are reads of memory, as RAM's are."""
+        self.uc.mem_map(gpa, len(data), unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self.uc.mem_write(gpa, data)
+        self.foreign.append((gpa, gpa + len(data), data))
+
     def set_writable(self, pfn: int, writable: bool) -> None:
         """The EPT write permission of one page (a log-dirty page is read-only)."""
         prot = unicorn.UC_PROT_ALL if writable else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC

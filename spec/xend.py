@@ -142,6 +142,11 @@ class DomainConfig:
     #: hvmloader firmware): a bundled guest's name or a file; "" for the
     #: host's own image
     kernel: str = ""
+    #: with ``kernel = hvmloader``: the BIOS (rombios, seabios or a file;
+    #: "" for rombios) and the VGA BIOS (a file, "none"; "" for the default),
+    #: :mod:`spec.hvmloader`
+    bios: str = ""
+    vgabios: str = ""
     #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
     #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
     #: virtual clock

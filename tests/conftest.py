@@ -94,6 +94,17 @@ def peer(program: str) -> str:
     return path
 
 
+def peer_file(path: str, package: str) -> str:
+    """A file a Debian peer package installs (firmware); missing: skipped,
+    or failed under ``HVMSPEC_REQUIRE_PEERS=1``, as :func:`peer`."""
+    if not os.path.exists(path):
+        message = f"{path} is not installed (Debian package {package})"
+        if os.environ.get("HVMSPEC_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " and HVMSPEC_REQUIRE_PEERS=1")
+        pytest.skip(message)
+    return path
+
+
 def peer_module(name: str):
     """A peer Python package (a client hvmspec is checked against), imported;
     missing: skipped, or failed under ``HVMSPEC_REQUIRE_PEERS=1``, as
