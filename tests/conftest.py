@@ -16,14 +16,12 @@ from spec.loader import GuestImage, rom_from_source
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("reference", "impl")
 
+#: the guest library (guests/lib/all.s: constants and macros, no code of its
+#: own), then the first instructions: interrupts off, DS = CS (labels address
+#: the ROM's data), ES = SS = 0, SP = 0x7000 (7 instructions)
 PROLOGUE = """
-    cli
-    mov ax, cs
-    mov ds, ax
-    xor ax, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+%include "lib/all.s"
+    real_mode_start rom_data=1, es=1
 """
 #: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
 PIC_INIT = """
@@ -36,16 +34,16 @@ PIC_INIT = """
     mov al, 0x01
     out 0x21, al
 """
+#: ACPI S5 through PM1a_CNT (lib/poweroff.s); defines the label ``halt``
 POWEROFF = """
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-    hlt
+    poweroff
 """
 
 
 def guest(name: str, body: str, poweroff: bool = True) -> GuestImage:
-    """A real-mode guest: set-up, ``body``, then ACPI power-off."""
+    """A real-mode guest: set-up, ``body``, then ACPI power-off. The body
+    may use the guest library's macros and constants (``pic_init``,
+    ``ivt_set``, ``COM1``, ...: guests/lib/)."""
     source = PROLOGUE + body + (POWEROFF if poweroff else "")
     return GuestImage(name, rom_from_source(source, name), source)
 
