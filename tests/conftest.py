@@ -23,17 +23,6 @@ PROLOGUE = """
 %include "lib/all.s"
     real_mode_start rom_data=1, es=1
 """
-#: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
-PIC_INIT = """
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-"""
 #: ACPI S5 through PM1a_CNT (lib/poweroff.s); defines the label ``halt``
 POWEROFF = """
     poweroff
