@@ -37,6 +37,32 @@ def guest(name: str, body: str, poweroff: bool = True) -> GuestImage:
     return GuestImage(name, rom_from_source(source, name), source)
 
 
+def one_tick(name: str, body: str) -> GuestImage:
+    """A guest whose PIT falls due about 8 us in (count 10; IRQ0, vector
+    0x20, the only line unmasked): ``body`` runs with IF = 0, counting in BL,
+    and ends with CLI; the tick's handler masks IRQ0 and prints ``i``; then
+    BL is printed as a digit."""
+    return guest(name, """
+    ivt_set 0x80, one_tick, es:
+    pic_init master_mask=0xfe
+    pit_init 10
+""" + body + """
+    mov al, bl
+    add al, '0'
+    mov dx, COM1
+    out dx, al
+    jmp one_tick_done
+one_tick:
+    pic_mask 0xff
+    pic_eoi
+    mov al, 'i'
+    mov dx, COM1
+    out dx, al
+    iret
+one_tick_done:
+""")
+
+
 def run(engine: str, image: GuestImage, **kwargs):
     from hvmspec.engines import runner
     return runner(engine)(image, **kwargs)

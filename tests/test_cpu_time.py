@@ -113,13 +113,27 @@ def test_rdtsc_at_cpl0_with_cr4_tsd_set():
     assert _outs(result) == [clock.tsc(PROLOGUE_INSNS + 3)]
 
 
+def _ticking(name: str, count: int, body: str) -> GuestImage:
+    """A guest with the PIT at ``count`` on IRQ0 (vector 0x20, the only line
+    unmasked), whose handler only acknowledges it: ``body`` with IF = 0."""
+    setup = f"""
+    pic_init master_mask=0xfe
+    ivt_set 0x80, tick, es:
+    pit_init {count}
+"""
+    return guest(name, setup + body + """
+    jmp done
+tick:
+    pic_eoi
+    iret
+done:
+""")
+
+
 def test_rdtsc_after_idle_equal_on_both_engines():
     """A run with a timer and HLT (the clock jumps) reads the same TSC on both."""
 
     body = """
-    pic_init master_mask=0xfe
-    ivt_set 0x80, tick, es:
-    pit_init 1193
     sti
     hlt
     cli
@@ -127,13 +141,8 @@ def test_rdtsc_after_idle_equal_on_both_engines():
     out 0xe9, eax
     mov eax, edx
     out 0xe9, eax
-    jmp done
-tick:
-    pic_eoi
-    iret
-done:
 """
-    result = both(guest("tsc-idle", body))
+    result = both(_ticking("tsc-idle", 1193, body))
     assert result.exit["reason"] == "poweroff"
     low, high = _outs(result)
     assert any(e.kind == "idle" for e in result.trace)
@@ -226,9 +235,6 @@ def test_rdtsc_while_an_interrupt_waits_for_a_window():
     """With IRQ0 pending and IF = 0 the VMM asks for interrupt-window exits
     (impl then steps the guest): RDTSC reads the same clock there too."""
     body = """
-    pic_init master_mask=0xfe
-    ivt_set 0x80, tick, es:
-    pit_init 20
     mov cx, 20000
 spin:
     rdtsc
@@ -239,13 +245,8 @@ spin:
     sti
     nop
     cli
-    jmp done
-tick:
-    pic_eoi
-    iret
-done:
 """
-    result = both(guest("tsc-window", body))
+    result = both(_ticking("tsc-window", 20, body))
     assert result.exit["reason"] == "poweroff"
     assert any(e.kind == "vmexit" and e.reason == "interrupt_window" for e in result.trace)
     io = io_clock(result.trace)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from spec import loader, trace
 from spec.devices.pit import PIT_HZ, ns_for_ticks
-from tests.conftest import both, guest, io_clock
+from tests.conftest import both, guest, io_clock, one_tick
 
 
 def _injections(result) -> list[trace.Injection]:
@@ -67,34 +67,16 @@ def test_sti_shadow_delays_the_injection_by_one_instruction():
     # a tick falls due inside the CLI section; after STI the next instruction
     # (inc bx) still runs: the injection's RIP is the instruction after it
     body = """
-    ivt_set 0x80, handler, es:
-    pic_init master_mask=0xfe
-    pit_init 10
     mov cx, 30000
 spin:
     loop spin
     xor bx, bx
     sti
-marker:
     inc bx
-after:
     inc bx
     cli
-    mov al, bl
-    add al, '0'
-    mov dx, COM1
-    out dx, al
-    jmp done
-handler:
-    pic_mask 0xff
-    pic_eoi
-    mov al, 'i'
-    mov dx, COM1
-    out dx, al
-    iret
-done:
 """
-    image = guest("shadow", body)
+    image = one_tick("shadow", body)
     result = both(image)
     assert result.serial == "i2"
     # xor bx, bx; sti; inc bx; inc bx

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from spec import loader, physical_cpu
-from tests.conftest import ROOT, both, guest
+from tests.conftest import ROOT, both, one_tick
 
 #: the guest's code lies at 0x8000:0 (linear 0x80000); its stack below 0x7000
 CODE_AT = 0x80000
@@ -163,9 +163,6 @@ def test_a_guest_in_a_long_window_takes_its_tick_after_sti_on_both_engines():
     """A whole domain: the PIT's tick falls due while the guest spins with
     IF = 0; the window opens one instruction after STI, on both engines."""
     body = """
-    ivt_set 0x80, handler, es:
-    pic_init master_mask=0xfe
-    pit_init 10
     xor bx, bx
     mov cx, 4000
 spin:
@@ -179,21 +176,8 @@ spin:
     inc bx
     inc bx
     cli
-    mov al, bl
-    add al, '0'
-    mov dx, COM1
-    out dx, al
-    jmp done
-handler:
-    pic_mask 0xff
-    pic_eoi
-    mov al, 'i'
-    mov dx, COM1
-    out dx, al
-    iret
-done:
 """
-    result = both(guest("long_window", body))
+    result = both(one_tick("long_window", body))
     assert result.serial == "i2"
     windows = [e for e in result.trace if getattr(e, "reason", None) == "interrupt_window"]
     assert len(windows) == 1
