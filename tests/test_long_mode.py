@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from impl.vcpu import LinearFault, Vcpu
+from impl.guest_linear import LinearFault
+from impl.vcpu import Vcpu
 from spec import loader, trace
 from spec.vmx import GuestAccessError, HardwareVcpu
 from tests.conftest import PIC_INIT, both, guest
