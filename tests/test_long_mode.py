@@ -13,7 +13,8 @@ import pytest
 from impl.guest_linear import LinearFault
 from impl.vcpu import Vcpu
 from spec import loader, trace
-from spec.vmx import GuestAccessError, HardwareVcpu
+from spec.guest_linear import GuestAccessError
+from spec.vmx import HardwareVcpu
 from tests.conftest import PIC_INIT, both, guest
 
 #: real mode -> protected mode -> long mode, identity-mapping the first
