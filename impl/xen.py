@@ -19,7 +19,10 @@ from impl import p2m, pic
 from impl.mmio import EmulationFailed, GuestFault, MmioInstruction
 from impl import delivery
 from impl.delivery import Refused
-from impl.vcpu import EFLAGS_DF, EFLAGS_IF, Exit, LinearFault, Vcpu
+from impl.exits import Exit
+from impl.guest_linear import LinearFault
+from impl.registers import EFLAGS_DF, EFLAGS_IF
+from impl.vcpu import Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3

@@ -95,8 +95,9 @@ from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
-from spec.vmx import (RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, SEGMENTS, Exit, GuestAccessError,
-                      HardwareVcpu, IoQualification)
+from spec.guest_linear import GuestAccessError
+from spec.vm_exit import SEGMENTS, Exit, IoQualification
+from spec.vmx import RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, HardwareVcpu
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
 from spec.x86.operands import GPRS
