@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spec import platform, trace
 from spec.loader import GuestError, bundled_guests, load
-from hvmspec.commands import EXIT_NO, EXIT_OK, output_path
+from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, output_path
 
 
 def add_parsers(sub) -> None:
@@ -22,10 +22,18 @@ def add_parsers(sub) -> None:
                          "the guest powered off (with --until: if the text appeared), 1 if "
                          "the domain crashed, hung or hit the instruction budget (or the "
                          "--until text never appeared), 2 for a guest that cannot be loaded.")
-    run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
+    run.add_argument("guest", nargs="?",
+                     help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
                      "bundled name wins over a file of the same name here: write ./NAME "
-                     "for the file")
+                     "for the file. Not with --firmware")
+    run.add_argument("--firmware", metavar="rombios|seabios|FILE",
+                     help="boot firmware as Xen's hvmloader placed it: rombios (Debian's "
+                     "bochsbios), seabios (Debian's seabios) or a BIOS file, at the top of "
+                     "the first MiB and aliased below 4 GiB, with a VGA BIOS at 0xc0000")
+    run.add_argument("--vgabios", metavar="FILE",
+                     help="the VGA BIOS for --firmware (default: Debian's vgabios, "
+                     "/usr/share/vgabios/vgabios.bin; 'none': no VGA BIOS)")
     run.add_argument("--engine", choices=("reference", "impl"), default="impl",
                      help="the reference model (slow, the definition) or the optimised "
                      "Unicorn implementation (default)")
@@ -90,6 +98,20 @@ def _size(text: str) -> int:
     return value
 
 
+def _guest_image(args: argparse.Namespace):
+    """The guest named on the command line, or the firmware of --firmware."""
+    from spec import hvmloader
+    if args.firmware is not None:
+        if args.guest is not None:
+            raise UsageError(f"give a guest ({args.guest}) or --firmware, not both")
+        return hvmloader.load_firmware(hvmloader.choose(args.firmware, args.vgabios))
+    if args.vgabios is not None:
+        raise UsageError("--vgabios goes with --firmware")
+    if args.guest is None:
+        raise UsageError("a guest to run, or --firmware, is required")
+    return load(args.guest)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hvmspec.console import OPERATOR
     from hvmspec.engines import runner
@@ -109,12 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_path(args.trace, "--trace")
     if args.screenshot is not None:
         output_path(args.screenshot, "--screenshot", suffixes=(".png",))
-    image = load(args.guest)
+    image = _guest_image(args)
     human = sys.stderr if to_stdout else sys.stdout   # where people read the run
     if not args.json:
         if image.note:
             print(f"hvmspec: note: {image.note}", file=sys.stderr)
-        if image.kind in ("assembly", "image"):
+        if image.kind in ("assembly", "image", "firmware"):
             print(f"hvmspec: {image.describe()}", file=sys.stderr)
     serial_input = b""
     line = None
@@ -131,9 +153,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     terminal = _Terminal(args.display if not args.json else "off", human,
                          _StatusLine(control, args.engine) if status else None)
     listeners = [terminal] if args.json else [_LiveSerial(human), terminal]
-    firmware = None if args.json else _LiveFirmwareLog(sys.stderr)
-    if firmware is not None:
-        listeners.append(firmware)
+    fw_log = None if args.json else _LiveFirmwareLog(sys.stderr)
+    if fw_log is not None:
+        listeners.append(fw_log)
     until = _Until(args.until, control, terminal.screen) if args.until is not None else None
     if until is not None:
         listeners.append(until)
@@ -154,8 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise GuestError(str(exc)) from None
     finally:
         terminal.close()
-        if firmware is not None:
-            firmware.close()
+        if fw_log is not None:
+            fw_log.close()
         if line is not None:
             line.close()
         if sink is not None:
