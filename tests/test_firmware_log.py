@@ -21,7 +21,8 @@ from tests.conftest import both, cli, guest, peer, peer_file, run
 #: one line of log through 0x402 after reading the port back (SeaBIOS's
 #: test), then each width the ports take: a panic word, a byte to a panic
 #: port (dropped), a word of two log bytes, a doubleword (dropped), the VGA
-#: BIOS's log port, reads of 0x403 and of the word at 0x401, and Xen's 0xE9
+#: BIOS's log port, reads of 0x403, of the word at 0x401, of a doubleword and
+#: of Bochs's power-off port, and Xen's 0xE9
 LOG_BODY = """
     mov dx, 0x402
     in al, dx
@@ -53,6 +54,10 @@ done:
     in al, dx
     mov dx, 0x401
     in ax, dx
+    mov dx, 0x402
+    in eax, dx
+    mov dx, 0x8900
+    in al, dx
     mov al, 'x'
     out 0xe9, al
     mov al, 10
@@ -86,7 +91,8 @@ def test_debug_ports_give_the_firmware_log_on_both_engines():
     assert {e.by for e in events if e.port == 0xE9} == {"xen"}
     reads = [(e.addr, e.size, e.data) for e in result.trace
              if isinstance(e, trace.DeviceIo) and e.dir == "read"]
-    assert reads == [(0x402, 1, 0xE9), (0x403, 1, 0xFF), (0x401, 2, 0xE9FF)]
+    assert reads == [(0x402, 1, 0xE9), (0x403, 1, 0xFF), (0x401, 2, 0xE9FF),
+                     (0x402, 4, 0xFFFFFFFF), (0x8900, 1, 0xFF)]
     # Xen printed the 0xE9 bytes and still sent them to qemu-dm, where no device is
     e9 = [e for e in result.trace if isinstance(e, trace.DeviceIo) and e.addr == 0xE9]
     assert [(e.device, e.data) for e in e9] == [(None, ord("x")), (None, 10)]
