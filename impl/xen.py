@@ -320,6 +320,9 @@ class VramLog:
             self.bits |= 1 << (pfn - first)
 
 
+_XEN_DEBUG = platform.XEN_DEBUG_PORT     # Xen prints a byte written there
+
+
 class Vmm:
     """Exit handling and ioreqs for one HVM domain."""
 
@@ -397,8 +400,8 @@ class Vmm:
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
             data = cpu.get("rax") & ((1 << 8 * io.size) - 1) if direction == WRITE else 0
-            if io.port == 0xE9 and io.size == 1 and direction == WRITE:    # hvm_print_line
-                self.emit(trace.FirmwareLog.of(by="xen", port=0xE9, byte=data))
+            if io.port == _XEN_DEBUG and io.size == 1 and direction == WRITE:  # hvm_print_line
+                self.emit(trace.FirmwareLog.of(by="xen", port=_XEN_DEBUG, byte=data))
             self._send(ex, (io.port, data, 1, io.size, 0, direction, 0), (ex, 1, True, None))
             return
         amask = (1 << io.address_size) - 1
