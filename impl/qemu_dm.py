@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import dm_config, platform, trace
-from impl.kbc import Kbc, StatusPort
+from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
 from impl.rtc import Rtc
@@ -100,12 +100,14 @@ class QemuDm:
         self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level),
                        conf.memory_bytes,
                        platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base)
-        kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot)
+        kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
+                             lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.pci = Pci(self._testdev_moved, self._reboot)
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
                           StatusPort(kbc)),
+                         (platform.PORT_92, platform.PORT_92 + 1, Port92(kbc.a20, self._reboot)),
                          (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.testdev_base = self.pci.testdev_base
