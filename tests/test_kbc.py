@@ -132,20 +132,32 @@ def test_pulse_output_port(kbc, command, resets):
     assert kbc.resets == resets
 
 
-@settings(max_examples=250, derandomize=True, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 4]), st.booleans(),
-                          st.sampled_from([0x20, 0x60, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0xAD,
-                                           0xAE, 0xD0, 0xD1, 0xFE, 0xFF, 0x00, 0x01, 0xCE,
-                                           0x55])), max_size=25))
+VALUES = [0x00, 0x01, 0x02, 0x03, 0x07, 0x1C, 0x20, 0x43, 0x50, 0x55, 0x60, 0x64, 0x80, 0xA7,
+          0xA8, 0xA9, 0xAA, 0xAB, 0xAD, 0xAE, 0xC0, 0xC8, 0xCE, 0xD0, 0xD1, 0xD2, 0xD3, 0xD4,
+          0xDD, 0xDF, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xEB, 0xEC, 0xED, 0xEE, 0xF0, 0xF2, 0xF3,
+          0xF4, 0xF5, 0xF6, 0xFA, 0xFC, 0xFE, 0xFF]
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 4, 0x92, "keys"]), st.booleans(),
+                          st.sampled_from(VALUES)), max_size=40))
 def test_spec_and_impl_agree(steps):
     a, b = Device("spec"), Device("impl")
     for port, is_read, value in steps:
-        if is_read:
+        if port == "keys":
+            a.send_keys(bytes([value, 0xF0, value]))
+            b.send_keys(bytes([value, 0xF0, value]))
+        elif port == 0x92:
+            assert (a.read92(0, 1), a.a20()) == (b.read92(0, 1), b.a20())
+            if not is_read:
+                a.write92(0, 1, value)
+                b.write92(0, 1, value)
+        elif is_read:
             assert a.read(port, 1) == b.read(port, 1)
         else:
             a.write(port, 1, value)
             b.write(port, 1, value)
-        assert (a.irqs, a.resets) == (b.irqs, b.resets)
+        assert (a.log, a.resets, a.a20()) == (b.log, b.resets, b.a20())
 
 
 REBOOT_GUEST = """
@@ -254,7 +266,8 @@ SCRIPTS = {
                             + cmd(0xA7) + aux(0xF2) + reads(2) + cmd(0x20) + reads(1)),
     # priorities: a controller reply first, the mouse after a keyboard byte
     "priorities": (kbd(0xFF) + cmd(0xD3) + [("out", 0x60, 0x77)] + reads(3)
-                   + aux(0xFF) + kbd(0xEE) + reads(4)),
+                   + aux(0xFF) + kbd(0xEE) + reads(4) + reads(1)
+                   + kbd(0xFF) + aux(0xF2) + reads(4)),
     "a20 gate": (cmd(0xD0) + reads(1) + cmd(0xDD, 0xD0) + reads(1) + cmd(0xDF, 0xD0) + reads(1)
                  + cmd(0xD1) + [("out", 0x60, 0xCD)] + cmd(0xD0) + reads(1)
                  + [("in", 0x92), ("out", 0x92, 0x02), ("in", 0x92), ("out", 0x92, 0x00),
@@ -351,3 +364,94 @@ def test_a20_gate_follows_the_last_writer(engine):
     assert dev.resets == 1
     dev.write92(0, 1, 0x03)                           # no edge: no reset
     assert dev.resets == 1
+
+
+# --- a guest: the interrupts reach it on both engines ---------------------------------
+
+PS2_GUEST = """
+    mov word ptr es:[0x21 * 4], kbd_isr     ; IRQ1: vector 0x21
+    mov word ptr es:[0x21 * 4 + 2], cs
+    mov word ptr es:[0x2c * 4], aux_isr     ; IRQ12: vector 0x2c
+    mov word ptr es:[0x2c * 4 + 2], cs
+    mov byte ptr es:[0x500], 0              ; bytes taken by the handlers
+    mov al, 0x11                            ; both 8259s: vectors 0x20 and 0x28
+    out 0x20, al
+    mov al, 0x20
+    out 0x21, al
+    mov al, 0x04
+    out 0x21, al
+    mov al, 0x01
+    out 0x21, al
+    mov al, 0x11
+    out 0xa0, al
+    mov al, 0x28
+    out 0xa1, al
+    mov al, 0x02
+    out 0xa1, al
+    mov al, 0x01
+    out 0xa1, al
+    mov al, 0xef                            ; slave: IRQ12 only
+    out 0xa1, al
+    mov al, 0xf9                            ; master: IRQ1 and the cascade
+    out 0x21, al
+    mov al, 0xff                            ; keyboard reset: FA AA
+    out 0x60, al
+    mov bl, 2
+    call wait
+    mov al, 0xd4                            ; mouse reset: FA AA 00
+    out 0x64, al
+    mov al, 0xff
+    out 0x60, al
+    mov bl, 5
+    call wait
+    mov al, 0xd4                            ; mouse identify: FA 00
+    out 0x64, al
+    mov al, 0xf2
+    out 0x60, al
+    mov bl, 7
+    call wait
+    mov al, 0xee                            ; keyboard echo: EE
+    out 0x60, al
+    mov bl, 8
+    call wait
+    jmp done
+wait:
+    cli
+    cmp es:[0x500], bl
+    jae waited
+    sti
+    hlt
+    jmp wait
+waited:
+    ret
+kbd_isr:
+    push ax
+    mov al, 'k'
+    jmp take
+aux_isr:
+    push ax
+    mov al, 'm'
+take:
+    push dx
+    mov dx, 0x3f8
+    out dx, al
+    in al, 0x60
+    out dx, al
+    inc byte ptr es:[0x500]
+    mov al, 0x20
+    out 0xa0, al
+    out 0x20, al
+    pop dx
+    pop ax
+    iret
+done:
+"""
+
+
+def test_irq1_and_irq12_reach_the_guest_on_both_engines():
+    result = both(guest("ps2", PS2_GUEST))
+    assert result.serial == "k\xfak\xaam\xfam\xaam\x00m\xfam\x00k\xee"
+    assert result.exit["reason"] == "poweroff"
+    levels = [(e.irq, e.level) for e in result.trace if e.kind == "irq" and e.irq in (1, 12)]
+    assert levels[:4] == [(1, 1), (1, 0), (1, 1), (1, 0)]
+    assert (12, 1) in levels
