@@ -369,31 +369,13 @@ def test_a20_gate_follows_the_last_writer(engine):
 # --- a guest: the interrupts reach it on both engines ---------------------------------
 
 PS2_GUEST = """
+%include "lib/all.s"
     mov word ptr es:[0x21 * 4], kbd_isr     ; IRQ1: vector 0x21
     mov word ptr es:[0x21 * 4 + 2], cs
     mov word ptr es:[0x2c * 4], aux_isr     ; IRQ12: vector 0x2c
     mov word ptr es:[0x2c * 4 + 2], cs
     mov byte ptr es:[0x500], 0              ; bytes taken by the handlers
-    mov al, 0x11                            ; both 8259s: vectors 0x20 and 0x28
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-    mov al, 0x11
-    out 0xa0, al
-    mov al, 0x28
-    out 0xa1, al
-    mov al, 0x02
-    out 0xa1, al
-    mov al, 0x01
-    out 0xa1, al
-    mov al, 0xef                            ; slave: IRQ12 only
-    out 0xa1, al
-    mov al, 0xf9                            ; master: IRQ1 and the cascade
-    out 0x21, al
+    pic_init master_mask=0xf9, slave_mask=0xef   ; IRQ1, the cascade, IRQ12
     mov al, 0xff                            ; keyboard reset: FA AA
     out 0x60, al
     mov bl, 2
