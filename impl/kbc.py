@@ -150,6 +150,21 @@ class Mouse:
         else:
             self.dz = 0
 
+    def motion(self, dx: int, dy: int, dz: int, btn: int) -> None:
+        if not self.stat & 0x20:
+            return
+        self.dx += dx
+        self.dy += dy
+        self.dz += dz
+        self.btn = btn
+        if self.stat & 0x40:
+            return
+        need = 4 if self.kind else 3
+        while len(self.q) + need <= _LIMIT:
+            self._packet()
+            if self.dx == 0 and self.dy == 0 and self.dz == 0:
+                return
+
     def take(self, value: int) -> None:
         cmd = self.arg_for
         if cmd == 0xE8:
@@ -271,6 +286,10 @@ class Kbc:
         if self.kbd.scan:
             for c in codes:
                 self.kbd.key(c)
+        self._refill()
+
+    def send_mouse(self, dx: int, dy: int, dz: int = 0, buttons: int = 0) -> None:
+        self.mouse.motion(dx, dy, dz, buttons)
         self._refill()
 
     def read(self, offset: int, size: int) -> int:

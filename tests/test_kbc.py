@@ -39,7 +39,7 @@ class Device:
             self.read, self.write = dev.read, dev.write
             self.read92, self.write92 = port92.read, port92.write
             self.a20 = lambda: dev.a20.on
-        self.send_keys = dev.send_keys
+        self.send_keys, self.send_mouse = dev.send_keys, dev.send_mouse
 
     def _reset(self) -> None:
         self.resets += 1
@@ -139,7 +139,7 @@ VALUES = [0x00, 0x01, 0x02, 0x03, 0x07, 0x1C, 0x20, 0x43, 0x50, 0x55, 0x60, 0x64
 
 
 @settings(max_examples=400, derandomize=True, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 4, 0x92, "keys"]), st.booleans(),
+@given(st.lists(st.tuples(st.sampled_from([0, 4, 0x92, "keys", "mouse"]), st.booleans(),
                           st.sampled_from(VALUES)), max_size=40))
 def test_spec_and_impl_agree(steps):
     a, b = Device("spec"), Device("impl")
@@ -147,6 +147,9 @@ def test_spec_and_impl_agree(steps):
         if port == "keys":
             a.send_keys(bytes([value, 0xF0, value]))
             b.send_keys(bytes([value, 0xF0, value]))
+        elif port == "mouse":
+            a.send_mouse(value * 3 - 300, 100 - value, 1 - value % 3, value & 7)
+            b.send_mouse(value * 3 - 300, 100 - value, 1 - value % 3, value & 7)
         elif port == 0x92:
             assert (a.read92(0, 1), a.a20()) == (b.read92(0, 1), b.a20())
             if not is_read:
@@ -437,3 +440,24 @@ def test_irq1_and_irq12_reach_the_guest_on_both_engines():
     levels = [(e.irq, e.level) for e in result.trace if e.kind == "irq" and e.irq in (1, 12)]
     assert levels[:4] == [(1, 1), (1, 0), (1, 1), (1, 0)]
     assert (12, 1) in levels
+
+
+@pytest.mark.parametrize("engine", ["spec", "impl"])
+def test_mouse_movement_in_stream_and_remote_mode(engine):
+    dev = Device(engine)
+    dev.send_mouse(5, 5)                              # reporting off: nothing
+    assert dev.status() & 1 == 0
+    dev.command(0xD4)
+    dev.data(0xF4)                                    # enable
+    assert dev.data() == 0xFA
+    dev.send_mouse(200, -3, buttons=1)                # two packets: 127 then 73
+    assert [dev.data() for _ in range(6)] == [0x29, 127, 0xFD, 0x09, 73, 0x00]
+    assert dev.status() & 1 == 0
+    dev.command(0xD4)
+    dev.data(0xF0)                                    # remote mode: movement waits
+    assert dev.data() == 0xFA
+    dev.send_mouse(-4, 2)
+    assert dev.status() & 1 == 0
+    dev.command(0xD4)
+    dev.data(0xEB)                                    # read data
+    assert [dev.data() for _ in range(4)] == [0xFA, 0x18, 0xFC, 0x02]

@@ -117,7 +117,8 @@ translation on (command byte bit 6), the keyboard sends each code through
 the 8042's table (:data:`spec.platform.KBC_TRANSLATE`): a break prefix 0xF0
 is not sent, and the code after it gets bit 7 set. QEMU does this
 translation in the keyboard model, not in the controller; so does this one.
-The queue holds 16 bytes; a code that does not fit is dropped.
+The queue holds 16 bytes; a code that does not fit is dropped. The host
+moves the mouse with :meth:`Kbc8042.send_mouse`.
 
 The mouse (QEMU's ``ps2_write_mouse``; bytes reach it through 0xD4): every
 command answers 0xFA first. 0xFF reset: queue emptied, then 0xFA 0xAA 0x00
@@ -346,6 +347,23 @@ class Ps2Mouse:
         self.dx, self.dy = self.dx - dx, self.dy - dy
         self.dz = self.dz - dz if self.type else 0
 
+    def move(self, dx: int, dy: int, dz: int, buttons: int) -> None:
+        """The host moves the mouse (``dy`` up is positive, as the PS/2
+        packet has it) and holds ``buttons`` (bit 0 left, 1 right, 2
+        middle): ignored while reporting is off; in stream mode the
+        movement goes out at once, in packets of at most 127 counts an
+        axis, as many as the queue takes (QEMU's ``ps2_mouse_sync``); in
+        remote mode it waits for 0xEB."""
+        if not self.status & self.STATUS_ENABLED:
+            return
+        self.dx, self.dy, self.dz, self.buttons = self.dx + dx, self.dy + dy, self.dz + dz, buttons
+        if self.status & self.STATUS_REMOTE:
+            return
+        while len(self.queue) + (4 if self.type else 3) <= QUEUE_SIZE:
+            self.packet()
+            if not (self.dx or self.dy or self.dz):
+                break
+
     def write(self, value: int) -> None:
         """A byte from the controller (command 0xD4)."""
         command, self.command = self.command, None
@@ -476,6 +494,11 @@ class Kbc8042:
         """The host types: scan codes into the keyboard's queue (the key
         queue of a VNC server or a test)."""
         self.keyboard.send_keys(codes)
+        self._fill()
+
+    def send_mouse(self, dx: int, dy: int, dz: int = 0, buttons: int = 0) -> None:
+        """The host moves the mouse (:meth:`Ps2Mouse.move`)."""
+        self.mouse.move(dx, dy, dz, buttons)
         self._fill()
 
     # -- the guest --
