@@ -461,3 +461,35 @@ def test_mouse_movement_in_stream_and_remote_mode(engine):
     dev.command(0xD4)
     dev.data(0xEB)                                    # read data
     assert [dev.data() for _ in range(4)] == [0xFA, 0x18, 0xFC, 0x02]
+
+
+A20_GUEST = """
+    xor al, al                              ; port 0x92: A20 off
+    out 0x92, al
+    mov al, 0xd1                            ; and through the 8042's output port
+    out 0x64, al
+    mov al, 0xcd
+    out 0x60, al
+    mov byte ptr es:[0], 0x11
+    mov ax, 0xffff
+    mov fs, ax
+    mov byte ptr fs:[0x10], 0x5a            ; 0x100000: 0 were A20 masked
+    mov dx, 0x3f8
+    mov al, es:[0]
+    out dx, al
+    mov al, fs:[0x10]
+    out dx, al
+    mov al, 0xd0                            ; the output port reads back A20 off
+    out 0x64, al
+    in al, 0x60
+    out dx, al
+    in al, 0x92
+    out dx, al
+"""
+
+
+def test_a20_off_does_not_wrap_as_in_a_xen_hvm_domain():
+    """The gate is recorded, not applied (spec.devices.kbc): FFFF:0010 is
+    0x100000, not 0, whatever the guest set."""
+    result = both(guest("a20", A20_GUEST))
+    assert result.serial == "\x11\x5a\xcd\x00"
