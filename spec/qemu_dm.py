@@ -28,8 +28,9 @@ the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
 and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
 controller (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12. The VGA
 (:mod:`spec.devices.vga`) shares its video memory with the guest and
-refreshes the display on a timer of its own. Timers run on the virtual
-clock: qemu-dm tells the VMM its next deadline (the VMM arms the vcpu's preemption timer with it), and a
+refreshes the display on a timer
+of its own. Timers run on the virtual clock: qemu-dm tells the VMM
+its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
 then lower), the UART's receiver takes its next input byte or, with its
 FIFO enabled, signals a character timeout, the RTC sets its flags and
