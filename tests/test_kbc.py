@@ -493,3 +493,19 @@ def test_a20_off_does_not_wrap_as_in_a_xen_hvm_domain():
     0x100000, not 0, whatever the guest set."""
     result = both(guest("a20", A20_GUEST))
     assert result.serial == "\x11\x5a\xcd\x00"
+
+
+@pytest.mark.parametrize("name, source", [("ps2", PS2_GUEST), ("a20", A20_GUEST)])
+def test_the_guests_print_the_same_on_qemu(name, source, tmp_path):
+    """End to end on QEMU's PC: the same bytes, through IRQ1 and IRQ12 and
+    both 8259s, in the same order; and QEMU's A20 wrap (TCG masks bit 20:
+    FFFF:0010 is 0, the byte at 0 is then 0x5a), the one difference."""
+    from tests.test_peer_qemu import POWEROFF_STATUS, qemu_serial
+    image = guest(name, source)
+    proc, theirs = qemu_serial(image, tmp_path)
+    assert proc.returncode == POWEROFF_STATUS, proc.stderr
+    ours = run("impl", image).serial
+    if name == "a20":
+        assert (ours, theirs) == ("\x11\x5a\xcd\x00", "\x5a\x5a\xcd\x00")
+    else:
+        assert theirs == ours
