@@ -102,8 +102,11 @@ The keyboard (an MF2 keyboard; QEMU's ``ps2_write_keyboard``) answers:
        set 2 reads as 0x41); other data: 0xFE
 0xEE   echo: 0xEE
 0xED   LEDs: 0xFA, and 0xFA for the data byte
-0xFC   0xFA, and 0xFA for a data byte; 0xFA: 0xFA; 0x00: 0xFA
-other  0xFE (resend), 0xFE (resend) included
+0xFC   0xFA, and 0xFA for the data byte (the set-3 make/break setting is
+       not kept)
+0xFA   0xFA; likewise 0x00
+other  0xFE, "resend": the command is not known; 0xFE itself (the host's
+       resend request) included, as QEMU answers it
 =====  ====================================================================
 
 Replies to a command go ahead of any scan codes already queued, and
