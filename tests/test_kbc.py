@@ -253,7 +253,9 @@ SCRIPTS = {
     "mouse intellimouse": aux(0xF3, 200, 0xF3, 100, 0xF3, 80, 0xF2) + reads(8)
                           + aux(0xF3, 200, 0xF3, 200, 0xF3, 80, 0xF2) + reads(8),
     "mouse read data": aux(0xEB) + reads(4),
-    "mouse wrap": aux(0xEE, 0x12, 0x34, 0xEC) + reads(4) + aux(0x00) + reads(1),
+    # wrap mode echoes; 0xFF still resets, and wrap mode stays on after it
+    "mouse wrap": (aux(0xEE, 0x12, 0x34, 0xEC) + reads(4) + aux(0x00) + reads(1)
+                   + aux(0xEE) + reads(1) + aux(0xFF) + reads(3) + aux(0x21) + reads(1)),
     "controller commands": (cmd(0x20) + reads(1) + cmd(0xA9) + reads(1) + cmd(0xAA)
                             + reads(1) + cmd(0xAB) + reads(1) + cmd(0xC0) + reads(1)
                             + cmd(0xD0) + reads(1) + cmd(0xA7, 0x20) + reads(1)

@@ -133,7 +133,8 @@ sample-rate sequence 200, 100, 80; 4 after 200, 200, 80); 0xE9 status:
 0xFA, status (bit 6 remote, bit 5 enabled, bit 4 scaling 2:1), resolution,
 sample rate; 0xE6/0xE7 scaling 1:1/2:1; 0xEA stream mode; 0xF0 remote mode;
 0xEB read data: 0xFA and a movement packet; 0xEE wrap mode (every byte but
-0xEC and 0xFF comes back) and 0xEC to leave it. Other bytes: no answer.
+0xEC and 0xFF comes back) and 0xEC to leave it (a reset in wrap mode does
+not leave it, as in QEMU). Other bytes: no answer.
 A reply that does not fit in the 16-byte queue is dropped whole. At
 power-on its settings are all 0 (QEMU's ``ps2_mouse_reset``).
 
