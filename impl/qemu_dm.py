@@ -99,7 +99,8 @@ class QemuDm:
         self.frame_period = 0
         self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level),
                        conf.memory_bytes,
-                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base)
+                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
+                       conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.pci = Pci(self._testdev_moved, self._reboot)
