@@ -66,8 +66,8 @@ MAX_MEMORY_MIB = 1 << 20        # 1 TiB: guest RAM is backed only where it is to
 
 # --- the BIOS's boot order -------------------------------------------------------
 
-#: boot devices as qemu-dm's ``-boot`` letters (Xen 3.0.4 tools/ioemu
-#: ``get_bios_disk``): the CMOS codes the BIOS reads at 0x3D and 0x38
+# boot devices as qemu-dm's ``-boot`` letters (Xen 3.0.4 tools/ioemu
+# ``get_bios_disk``): the CMOS codes the BIOS reads at 0x3D and 0x38
 BOOT_DEVICES = {"a": 0x01, "c": 0x02, "d": 0x03}
 
 
