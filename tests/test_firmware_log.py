@@ -18,6 +18,17 @@ from spec import hvmloader, trace
 from spec.result import RunControl
 from tests.conftest import both, cli, guest, peer, peer_file, run
 
+#: OUT each byte at DS:SI to port DX, up to the NUL (labels next/done)
+OUT_STRING = """
+next:
+    lodsb
+    test al, al
+    jz done
+    out dx, al
+    jmp next
+done:
+"""
+
 #: one line of log through 0x402 after reading the port back (SeaBIOS's
 #: test), then each width the ports take: a panic word, a byte to a panic
 #: port (dropped), a word of two log bytes, a doubleword (dropped), the VGA
@@ -29,14 +40,7 @@ LOG_BODY = """
     cmp al, 0xe9
     jne skip
     mov si, msg
-next:
-    lodsb
-    test al, al
-    jz done
-    out dx, al
-    jmp next
-done:
-    mov dx, 0x400
+""" + OUT_STRING + """    mov dx, 0x400
     mov ax, 1234
     out dx, ax
     mov dx, 0x401
@@ -101,14 +105,7 @@ def test_debug_ports_give_the_firmware_log_on_both_engines():
 SHUTDOWN_BODY = """
     mov dx, 0x8900
     mov si, words
-next:
-    lodsb
-    test al, al
-    jz done
-    out dx, al
-    jmp next
-done:
-    hlt
+""" + OUT_STRING + """    hlt
 words:
     .ascii "ShutdxwnSShutdownxShutdown"
     .byte 0
