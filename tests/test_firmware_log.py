@@ -386,3 +386,17 @@ def test_seabios_banner_on_both_engines():
     image = hvmloader.load_firmware(hvmloader.choose("seabios", "none"))
     log = both(image, max_instructions=20_000).firmware_log
     assert log.startswith("SeaBIOS (version ") and "\nBUILD: " in log
+
+
+def test_live_lines_leave_out_carriage_returns():
+    """The VGA BIOS ends its lines with CR LF and starts the next with CR: on
+    a terminal a CR would let the live area overwrite the line."""
+    import io
+    from hvmspec.commands.run import _LiveFirmwareLog
+    out = io.StringIO()
+    live = _LiveFirmwareLog(lambda: out)
+    for byte in b"VGABios\r\nVBE\n\r":
+        live(trace.FirmwareLog(by="qemu-dm", port=0x500, byte=byte))
+    live(trace.FirmwarePanic(port=0x501, line=7))
+    live.close()
+    assert out.getvalue() == "[fw] VGABios\n[fw] VBE\n[fw] \n[fw] VGA BIOS panic, line 7\n"

@@ -153,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     terminal = _Terminal(args.display if not args.json else "off", human,
                          _StatusLine(control, args.engine) if status else None)
     listeners = [terminal] if args.json else [_LiveSerial(human), terminal]
-    fw_log = None if args.json else _LiveFirmwareLog(sys.stderr)
+    fw_log = None if args.json else _LiveFirmwareLog(lambda: sys.stderr)
     if fw_log is not None:
         listeners.append(fw_log)
     until = _Until(args.until, control, terminal.screen) if args.until is not None else None
@@ -224,8 +224,12 @@ class _LiveSerial:
 class _LiveFirmwareLog:
     """The firmware log as it comes (:class:`spec.result.FirmwareLogText`):
     each complete line, prefixed ``[fw] `` so that it stands apart from the
-    guest's serial output, on ``stream`` (standard error); the last,
-    unfinished line when the run ends."""
+    guest's serial output, on the stream ``stream()`` gives when the line is
+    whole (standard error: while the terminal's live area is up, rich's
+    stand-in for it, which prints above that area); the last, unfinished
+    line when the run ends. Carriage returns (the VGA BIOS ends its lines
+    with "\\r\\n") are left out here, so that no line overwrites itself;
+    the log itself keeps every byte."""
 
     PREFIX = "[fw] "
 
@@ -241,14 +245,17 @@ class _LiveFirmwareLog:
         self.line += self.log.feed(event)
         if "\n" in self.line:
             *done, self.line = self.line.split("\n")
-            self.stream.write("".join(f"{self.PREFIX}{line}\n" for line in done))
-            self.stream.flush()
+            stream = self.stream()
+            stream.write("".join(f"{self.PREFIX}{line.replace(chr(13), '')}\n"
+                                 for line in done))
+            stream.flush()
 
     def close(self) -> None:
-        if self.line:
-            self.stream.write(f"{self.PREFIX}{self.line}\n")
-            self.line = ""
-        self.stream.flush()
+        stream = self.stream()
+        if self.line.replace("\r", ""):
+            stream.write(f"{self.PREFIX}{self.line.replace(chr(13), '')}\n")
+        self.line = ""
+        stream.flush()
 
 
 class _Until:
@@ -372,7 +379,7 @@ class _Terminal:
             self.live = Live(Group(*parts), refresh_per_second=10,
                              console=Console(file=self.stream),
                              redirect_stdout=self.stream is sys.stdout,
-                             redirect_stderr=self.stream is sys.stderr)
+                             redirect_stderr=True)      # the firmware log's lines
             self.live.start()
         else:
             self.live.update(Group(*parts))
