@@ -534,7 +534,9 @@ class Vmm:
             _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
             if io.rep:
                 _add(cpu, "rcx", -n, amask)
-            self.emit(trace.XenIo.of(device="vpit", addr=io.port, size=size, dir=io.dir, data=0))
+            for _ in range(n):
+                self.emit(trace.XenIo.of(device="vpit", addr=io.port, size=size, dir=io.dir,
+                                         data=0))
             cpu.io_ns += n * platform.PORT_ACCESS_NS
             self._retire(ex, True)
             return

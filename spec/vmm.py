@@ -376,7 +376,8 @@ class Vmm:
         _update(hw, "rdi" if q.dir == "in" else "rsi", step * count, amask)
         if q.rep:
             _update(hw, "rcx", -count, amask)
-        self.emit(trace.XenIo(device="vpit", addr=q.port, size=q.size, dir=q.dir, data=0))
+        for _ in range(count):              # one xen_io per element, as the vPIC's
+            self.emit(trace.XenIo(device="vpit", addr=q.port, size=q.size, dir=q.dir, data=0))
         hw.io_ns += clock.port_time(count)
         self.finish(vcpu, ex, advance=True)
 
