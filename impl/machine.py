@@ -22,7 +22,8 @@ from spec.result import RunControl, Recorder, RunResult, final_exit, growing_tra
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
-from impl.vcpu import EFLAGS_IF, Vcpu
+from impl.registers import EFLAGS_IF
+from impl.vcpu import Vcpu
 from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
 
 VIRQ_DOM_EXC = 3

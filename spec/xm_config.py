@@ -27,6 +27,7 @@ nothing is executed)::
     mapcache_budget = 2415919104
     map_everything = 0
     rtc_base = 1700000000
+    boot = 'c'                # the BIOS's boot order: a, c, d (floppy, disk, CD)
 
 A key xm does not know, a value of the wrong type or a value
 :class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
@@ -68,6 +69,7 @@ KEYS = {
     "mapcache_budget": ("mapcache_budget", (int,)),
     "map_everything": ("map_everything", (int, bool)),
     "rtc_base": ("rtc_base", (int,)),
+    "boot": ("boot", (str,)),
 }
 #: keys that are read but have no field of their own
 OTHER_KEYS = ("builder", "vga", "stdvga", "nographic")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from impl.vcpu import LinearFault, Vcpu
+from impl.guest_linear import LinearFault
+from impl.vcpu import Vcpu
 from spec import loader, trace
-from spec.vmx import GuestAccessError, HardwareVcpu
+from spec.guest_linear import GuestAccessError
+from spec.vmx import HardwareVcpu
 from tests.conftest import both, guest
 
 #: real mode -> protected mode -> long mode, identity-mapping the first
