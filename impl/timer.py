@@ -165,3 +165,22 @@ class Pit:
         else:
             t.pending, t.due, t.started = 0, now + t.period, True
         self.ch[0].t0 = now
+
+
+class PmTimer:
+    """Xen's ACPI PM timer at 0x1F48-0x1F4B: 4-byte reads only, a 32-bit
+    count advanced by the guest TSC since the last read (scale 2**32ths)."""
+
+    name = "pmtimer"
+    SCALE = (3_579_545 << 32) // 2_400_000_000      # the guest's TSC runs at 2.4 GHz
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.count = 0
+        self.last = 0
+
+    def read4(self) -> int:
+        tsc = self.clock() * 2_400_000_000 // GIGA & 0xFFFFFFFFFFFFFFFF
+        self.count = self.count + ((tsc - self.last) * self.SCALE >> 32) & 0xFFFFFFFF
+        self.last = tsc
+        return self.count

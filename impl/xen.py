@@ -344,6 +344,7 @@ class Vmm:
         self.vpic = pic.Vpic()
         #: Xen's PIT, port 0x61 and the PIT's periodic time
         self.vpit = timer.Pit(vcpu.clock_ns)
+        self.pmt = timer.PmTimer(vcpu.clock_ns)
         self.lines = IrqLines()
         #: test-and-clear of the domain's interrupt port
         self.irq_pending: Callable[[], bool] = lambda: False
@@ -398,7 +399,7 @@ class Vmm:
         if io.port in pic.PORTS:
             self._vpic_io(ex)
             return
-        if io.port in timer.PORTS:
+        if io.port in timer.PORTS or 0 <= io.port - platform.ACPI_PM_TMR_BLK < 4:
             self._vpit_io(ex)
             return
         direction = READ if io.dir == "in" else WRITE
@@ -529,8 +530,9 @@ class Vmm:
     # --- Xen's own PIT -----------------------------------------------------------------
 
     def _vpit_io(self, ex: Exit) -> None:
-        """One-byte IN/OUT performed; 0x43 reads and wider accesses leave
-        RAX alone (writes dropped); string forms advance and retire untouched."""
+        """Xen's PIT/0x61 (one-byte IN/OUT) and PM timer (4-byte IN) performed;
+        0x43 reads and other sizes leave RAX alone (writes dropped); string
+        forms advance and retire untouched."""
         io, cpu = ex.io, self.vcpu
         size = io.size
         mask = (1 << 8 * size) - 1
@@ -542,13 +544,18 @@ class Vmm:
             if io.rep:
                 _add(cpu, "rcx", -n, amask)
             for _ in range(n):
-                self.emit(trace.XenIo.of(device="vpit", addr=io.port, size=size, dir=io.dir,
-                                         data=0))
+                self.emit(trace.XenIo.of(device="pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit",
+                                         addr=io.port, size=size, dir=io.dir, data=0))
             cpu.io_ns += n * platform.PORT_ACCESS_NS
             self._retire(ex, True)
             return
         data = cpu.get("rax") & mask
-        if size == 1:
+        pm = io.port >= platform.ACPI_PM_TMR_BLK
+        if pm:
+            if size == 4 and io.dir == "in":
+                data = self.pmt.read4()
+                cpu.put("rax", cpu.get("rax") & ~mask | data)
+        elif size == 1:
             if io.dir == "in":
                 got = self.vpit.read(io.port)
                 if got >= 0:
@@ -556,7 +563,8 @@ class Vmm:
                     data = got
             else:
                 self.vpit.write(io.port, data)
-        self.emit(trace.XenIo.of(device="vpit", addr=io.port, size=size, dir=io.dir, data=data))
+        self.emit(trace.XenIo.of(device="pmtimer" if pm else "vpit", addr=io.port, size=size,
+                                 dir=io.dir, data=data))
         cpu.io_ns += platform.PORT_ACCESS_NS
         self._retire(ex, True)
 

@@ -282,8 +282,8 @@ class Idle(Event):
 @dataclass(frozen=True)
 class XenIo(Event):
     """A guest port access that Xen's own device model handled (``vpic``:
-    the virtual PIC and ELCR; ``vpit``: the PIT and port 0x61), without an
-    ioreq."""
+    the virtual PIC and ELCR; ``vpit``: the PIT and port 0x61; ``pmtimer``: the ACPI
+    PM timer), without an ioreq."""
 
     kind: ClassVar[str] = "xen_io"
     actor: ClassVar[str] = "vmm"

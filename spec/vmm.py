@@ -70,7 +70,8 @@ instruction retires. In Xen 3.0.4 these are the virtual PIC of
 :mod:`spec.pic` (0x20/0x21, 0xA0/0xA1 and the ELCR at 0x4D0/0x4D1, string
 forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
 (0x40-0x43, 0x61: one-byte IN and OUT; any other access is claimed and
-ignored, as ``handle_pit_io`` does). Each is traced as a ``xen_io`` event
+ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
+:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each is traced as a ``xen_io`` event
 and costs the bus time of :mod:`spec.clock`.
 
 Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
@@ -105,6 +106,7 @@ from spec.ioreq import Ioreq
 from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.devices.pit import VirtualPit
+from spec.devices.pmtimer import PmTimer
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
 from spec.guest_linear import GuestAccessError
@@ -194,6 +196,8 @@ class Vmm:
         self.pic = VirtualPic(emit)
         #: Xen's PIT, port 0x61 and periodic time (vcpu 0's clock)
         self.pit = VirtualPit(vcpus[0].clock_ns)
+        #: Xen's ACPI PM timer (:mod:`spec.devices.pmtimer`)
+        self.pmtimer = PmTimer(vcpus[0].clock_ns)
         self.lines = lines if lines is not None else irq.SharedLines()
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
@@ -244,7 +248,11 @@ class Vmm:
             self.internal_io(vcpu, ex)
             return
         if self.pit.claims(q.port):
-            self.pit_io(vcpu, ex)
+            self.timer_io(vcpu, ex, "vpit",
+                          lambda: self.pit.access(q.port, q.size, q.dir, hw.reg("rax")))
+            return
+        if self.pmtimer.claims(q.port):
+            self.timer_io(vcpu, ex, "pmtimer", lambda: self.pmtimer.access(q.size, q.dir))
             return
         req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
                     dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
@@ -351,23 +359,25 @@ class Vmm:
                 _update(hw, "rcx", -1, amask)
         self.finish(vcpu, ex, advance=True)
 
-    def pit_io(self, vcpu: int, ex: Exit) -> None:
-        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`):
-        a one-byte IN or OUT is performed at once; a read Xen does not
-        answer (0x43, or a wider access) leaves (E)AX as it was, a wider
-        write is dropped. A string form is claimed and ignored (``p->data_is_ptr``:
-        "wrong PIT IO"): no device access, memory untouched, but the
-        instruction completes, its index registers and count advanced for
-        every element, each charged as a port access."""
+    def timer_io(self, vcpu: int, ex: Exit, device: str, access) -> None:
+        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`) or
+        the PM timer (:mod:`spec.devices.pmtimer`), done by ``access()``:
+        an IN or OUT is performed at once; a read Xen does not answer (PIT
+        0x43, a size the handler refuses) leaves (E)AX as it was, such a
+        write is dropped. A string form is claimed and ignored
+        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO"): no device
+        access, memory untouched, but the instruction completes, its index
+        registers and count advanced for every element, each charged as a
+        port access."""
         hw, q = self.vcpus[vcpu], ex.io
         mask = _mask(q.size)
         if not q.string:
             data = hw.reg("rax") & mask
-            value = self.pit.access(q.port, q.size, q.dir, data)
+            value = access()
             if q.dir == "in" and value is not None:
                 hw.set_reg("rax", (hw.reg("rax") & ~mask) | value)
                 data = value
-            self.emit(trace.XenIo(device="vpit", addr=q.port, size=q.size, dir=q.dir,
+            self.emit(trace.XenIo(device=device, addr=q.port, size=q.size, dir=q.dir,
                                   data=data))
             hw.io_ns += clock.port_time(1)
             self.finish(vcpu, ex, advance=True)
@@ -379,7 +389,7 @@ class Vmm:
         if q.rep:
             _update(hw, "rcx", -count, amask)
         for _ in range(count):              # one xen_io per element, as the vPIC's
-            self.emit(trace.XenIo(device="vpit", addr=q.port, size=q.size, dir=q.dir, data=0))
+            self.emit(trace.XenIo(device=device, addr=q.port, size=q.size, dir=q.dir, data=0))
         hw.io_ns += clock.port_time(count)
         self.finish(vcpu, ex, advance=True)
 

@@ -218,3 +218,26 @@ def test_uart_raises_irq4_for_an_empty_transmitter():
     assert levels == [1, 0]                     # reading IIR cleared it
     uart.io_write(0, 1, ord("x"))               # a byte: empty again at once
     assert levels == [1, 0, 1]
+
+
+def test_pm_timers_agree_and_follow_xen_3_0_4():
+    """pmtimer.c handle_pmt_io: only 4-byte reads are answered; each read
+    adds ((guest TSC since the last read) * scale) >> 32 to a 32-bit count,
+    scale = (3579545 << 32) / TSC rate, so the fraction is dropped per read."""
+    from impl.timer import PmTimer as ImplPmTimer
+    from spec import clock, platform
+    from spec.devices.pmtimer import SCALE, PmTimer
+    now = [0]
+    ref, imp = PmTimer(lambda: now[0]), ImplPmTimer(lambda: now[0])
+    assert ref.access(2, "in") is None and ref.access(4, "out") is None
+    expected = last = 0
+    for step in (1, 999, 1_000_000, 279, 10**9, 7 * 10**12):
+        now[0] += step
+        gtime = clock.tsc(now[0])
+        expected = (expected + ((gtime - last) * SCALE >> 32)) & 0xFFFF_FFFF
+        last = gtime
+        assert ref.access(4, "in") == imp.read4() == expected
+    assert SCALE == (3_579_545 << 32) // platform.TSC_HZ
+    # read once after a millisecond: 3579 ticks (3579.545 in an ideal count)
+    once = PmTimer(lambda: 1_000_000)
+    assert once.access(4, "in") == 3579

@@ -224,7 +224,7 @@ def rows_for(index: int, event: dict) -> list[Row]:
                     index, "vmm", colour=COLOURS["vmm"])]
     if kind == "xen_io":
         arrow = "→" if event["dir"] == "in" else "←"
-        device = {"vpic": "vPIC", "vpit": "vPIT"}.get(event["device"], event["device"])
+        device = {"vpic": "vPIC", "vpit": "vPIT", "pmtimer": "PM timer"}.get(event["device"], event["device"])
         return [Row("note", f"{device} {event['dir']} {event['addr']:#x} {arrow} "
                             f"{event['data']:#x}", index, "vmm", colour=COLOURS["vmm"])]
     if kind == "timer_tick":
