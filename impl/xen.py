@@ -543,9 +543,10 @@ class Vmm:
             _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
             if io.rep:
                 _add(cpu, "rcx", -n, amask)
+            device = "pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit"
             for _ in range(n):
-                self.emit(trace.XenIo.of(device="pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit",
-                                         addr=io.port, size=size, dir=io.dir, data=0))
+                self.emit(trace.XenIo.of(device=device, addr=io.port, size=size, dir=io.dir,
+                                         data=0))
             cpu.io_ns += n * platform.PORT_ACCESS_NS
             self._retire(ex, True)
             return

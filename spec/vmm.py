@@ -71,8 +71,8 @@ instruction retires. In Xen 3.0.4 these are the virtual PIC of
 forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
 (0x40-0x43, 0x61: one-byte IN and OUT; any other access is claimed and
 ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
-:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each is traced as a ``xen_io`` event
-and costs the bus time of :mod:`spec.clock`.
+:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each access is
+traced as a ``xen_io`` event and costs the bus time of :mod:`spec.clock`.
 
 Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 *interrupt assist* (Xen's ``hvm_pic_assist`` then ``vmx_intr_assist``):
@@ -92,8 +92,9 @@ Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
    the vcpu exits as soon as it can take it.
 
 HLT: the VMM retires the HLT and blocks the vcpu. A blocked vcpu wakes when
-the PIC presents a request (after step 0 and 1 above) and RFLAGS.IF = 1; with IF = 0 nothing but an NMI
-(not modelled) can wake it, and the machine reports it hung.
+the PIC presents a request (after steps 0 and 1 above) and RFLAGS.IF = 1;
+with IF = 0 nothing but an NMI (not modelled) can wake it, and the machine
+reports it hung.
 """
 
 from __future__ import annotations
