@@ -280,3 +280,40 @@ def test_string_io_to_the_virtual_pic_is_handled_by_xen_element_by_element():
         (0x21, "out", 0xA5), (0x21, "in", 0xA5)]
     assert not [e for e in result.trace if isinstance(e, trace.IoreqTransition)
                 and e.addr in (0x20, 0x21)]
+
+
+def test_xens_pit_and_pm_timer_ports_never_become_ioreqs():
+    """Xen 3.0.4 claims 0x40-0x43, 0x61 (i8254.c) and 0x1f48-0x1f4b
+    (pmtimer.c) before any ioreq: a read of 0x43, a word read of the PIT and
+    a byte read of the PM timer leave AX as it was (the handlers answer only
+    one byte, four bytes respectively); a REP INSB from port 0x40 is claimed
+    and ignored (memory untouched, DI and CX advanced); both engines alike."""
+    body = """
+    mov ax, 0x1234
+    in al, 0x43
+    out 0xe9, ax
+    in ax, 0x40
+    out 0xe9, ax
+    mov dx, 0x1f48
+    in al, dx
+    out 0xe9, ax
+    mov di, 0x700
+    mov byte ptr es:[0x700], 0x5a
+    mov cx, 3
+    rep insb
+    mov al, es:[0x700]
+    out 0xe9, al
+    mov ax, di
+    out 0xe9, ax
+    mov ax, cx
+    out 0xe9, ax
+"""
+    result = both(guest("xenports", body.replace("rep insb", "mov dx, 0x40\n    rep insb")))
+    outs = [e.data for e in result.trace if isinstance(e, trace.IoreqTransition)
+            and e.new == "READY" and e.addr == 0xE9]
+    assert outs == [0x1234, 0x1234, 0x1234, 0x5A, 0x703, 0]
+    ioreq_ports = {e.addr for e in result.trace if isinstance(e, trace.IoreqTransition)}
+    assert not ioreq_ports & {0x40, 0x41, 0x42, 0x43, 0x61, 0x1F48, 0x1F49, 0x1F4A, 0x1F4B}
+    xen = [(e.device, e.addr, e.size) for e in result.trace if isinstance(e, trace.XenIo)]
+    assert xen == [("vpit", 0x43, 1), ("vpit", 0x40, 2), ("pmtimer", 0x1F48, 1)] + \
+        [("vpit", 0x40, 1)] * 3
