@@ -1,17 +1,24 @@
 ; irqs: masking interrupt lines and toggling IF around critical sections.
 ;
-; Real mode, PIC vectors 0x20-0x2f, the PIT at about 59.7 kHz (count 20,
-; mode 3) on IRQ0 and COM1's transmitter interrupt on IRQ4. Each step
+; Real mode, PIC vectors 0x20-0x2f, the PIT at 1 kHz (count 1193, mode 2)
+; on IRQ0 and COM1's transmitter interrupt on IRQ4. Mode 2, because Xen
+; 3.0.4's PIT makes IRQ0 only for counter 0 in mode 2 (or 1), never in
+; mode 3, and no faster than every 0.9 ms (spec/devices/pit.py). The busy
+; loops below therefore wait milliseconds; they spend them on the bus, with
+; OUT to port 0x80 (the I/O delay port: no exit, a microsecond each,
+; spec/clock.py), rather than on millions of instructions. Each step
 ; prints what it saw, so that a lost, duplicated or early interrupt changes
 ; the output:
 ;
 ;   1. IF toggling: a critical section (CLI ... STI) longer than two timer
-;      periods takes no tick; the ticks that fell due meanwhile wait in the
-;      PIC as one request (an edge-triggered IRR bit) and arrive as exactly
-;      one interrupt, one instruction after the STI (the interrupt shadow).
+;      periods takes no tick; the first tick arrives one instruction after
+;      the STI (the interrupt shadow). The ticks that fell due meanwhile
+;      wait in Xen as pending ticks (on a PC they would be one request, an
+;      edge-triggered IRR bit): Xen 3.0.4 delivers every one of them, one
+;      after another (its missed-tick catch-up), so two arrive.
 ;   2. Line masking: with IRQ0 masked in the IMR (OCW1) and IF = 1, no tick
 ;      arrives, yet IRR bit 0 (read with OCW3) shows the latched request;
-;      unmasking delivers exactly one.
+;      unmasking delivers the ticks missed meanwhile (two, as in step 1).
 ;   3. Interrupt-driven output: with IER.THRI set, each transmitter-empty
 ;      interrupt on IRQ4 sends the next byte of a line from the handler,
 ;      which ends each interrupt with a specific EOI (OCW2, IRQ4).
@@ -21,7 +28,7 @@
 
 COM1_IER    = COM1 + 1
 COM1_IIR    = COM1 + 2
-PIT_COUNT   = 20
+PIT_COUNT   = 1193
 IVT_IRQ0    = 0x80                  ; vector 0x20 * 4
 IVT_IRQ4    = 0x90                  ; vector 0x24 * 4
 TICKS       = 0x600
@@ -47,23 +54,19 @@ start:
     ivt_set IVT_IRQ4, irq4
 
     pic_init                        ; ICW1..ICW4, both controllers; IRQ0 only
-    mov al, 0x36                    ; counter 0, lobyte/hibyte, mode 3
-    out 0x43, al
-    mov al, PIT_COUNT
-    out 0x40, al
-    xor al, al
-    out 0x40, al
+    pit_init PIT_COUNT              ; counter 0, lobyte/hibyte, mode 2
 
     ; --- 1. a critical section ------------------------------------------------
     halt_while word ptr [TICKS], 3, jb
     mov bx, [TICKS]                 ; ticks before
-    mov cx, 40000                   ; about 2.4 timer periods (16762 instructions each)
+    mov cx, 2400                    ; about 2.4 timer periods (999,848 ns each)
 busy1:
+    out 0x80, al
     loop busy1
     mov dx, [TICKS]                 ; ticks during (must equal before)
     sti
     mov si, [TICKS]                 ; in the shadow: still no tick
-    mov di, [TICKS]                 ; after it: exactly one more
+    mov di, [TICKS]                 ; after it: the missed ticks (Xen catches up)
     cli
     push di
     push si
@@ -80,8 +83,9 @@ busy1:
     out 0x21, al
     mov bx, [TICKS]
     sti
-    mov cx, 40000
+    mov cx, 2400
 busy2:
+    out 0x80, al
     loop busy2
     cli
     mov dx, [TICKS]
@@ -123,8 +127,9 @@ busy2:
     mov al, 0xee                    ; IRQ0 and IRQ4
     out 0x21, al
     serial_ier 0x02                 ; IRQ4 requests now
-    mov cx, 20000                   ; and IRQ0 falls due meanwhile
+    mov cx, 1200                    ; and IRQ0 falls due meanwhile
 busy4:
+    out 0x80, al
     loop busy4
     sti
     nop

@@ -29,6 +29,7 @@ kind           what the guest does
 ``vga``        a store of a character and attribute into the text screen
 ``if``         ``sti``, a few ``nop``, ``cli``: an interrupt window
 ``pit``        PIT counter 0 in mode 2 or 3 with a count, and IRQ0 unmasked
+               (Xen 3.0.4's PIT ticks in mode 2 only, spec/devices/pit.py)
 ``mask``       the master PIC's mask register written
 ``hlt``        ``sti; hlt; cli``: wait for an interrupt (a guest with no timer
                armed hangs here, on both engines alike)

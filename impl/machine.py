@@ -249,12 +249,12 @@ class Host:
             progressed = True
             if not vmm.resume() or dom.shutdown is not None:
                 return True
-        deadline = dom.qemu.deadline() if dom.qemu is not None else None
         if vmm.halted:
             wake = vmm.wakeable()
             if wake is None:
                 return progressed
             if not wake:
+                deadline = _first(vmm.deadline(), dom.qemu.deadline() if dom.qemu is not None else None)
                 if deadline is None:
                     return progressed
                 until = deadline - vcpu.io_ns      # the deadline as an icount
@@ -274,6 +274,7 @@ class Host:
             if not vmm.assist():
                 return True
             self.emit(trace.VmEntry.of(vcpu=0, rip=vcpu.rip(), icount=vcpu.icount))
+            deadline = _first(vmm.deadline(), dom.qemu.deadline() if dom.qemu is not None else None)
             ex = vcpu.run(budget, _sliced(deadline, vcpu.clock_ns(), self.slice), vmm.window)
             if ex.reason == "limit":
                 self.stopped = self.stopped or "limit"
@@ -342,6 +343,13 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         exit_info["domain"] = "destroyed"
     return RunResult("impl", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)
+
+
+def _first(a: int | None, b: int | None) -> int | None:
+    """The earlier of two deadlines, either of which may be unarmed."""
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
 
 
 def _sliced(deadline: int | None, now: int, slice_: int | None) -> int | None:

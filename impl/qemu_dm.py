@@ -2,13 +2,14 @@
 
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
-the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 and port 0x92 of
+the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 and port 0x92 of
 :mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the firmware's debug ports of
 :mod:`impl.debugport`) or, for COPY requests, in MMIO space (the
 test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
-reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the
+reboot, and counting the accesses no device claimed. The PIT and port 0x61
+are Xen's (:mod:`impl.timer`, driven by :mod:`impl.xen`), not qemu-dm's. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
 """
@@ -23,7 +24,6 @@ from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
 from impl.rtc import Rtc
-from impl.timer import Pit, SpeakerPort
 from impl.uart import Uart
 from impl.vga import PERIOD, Vga
 from impl.xen import (COPY, INPROCESS, INVALIDATE, PIO, READ, READY, RESP_READY, WRITE, Emit,
@@ -84,15 +84,11 @@ class QemuDm:
         clock = libxc.clock_ns
         self.uart = Uart(emit, lambda level: self.set_irq(platform.IRQ_COM1, level), clock,
                          serial_input)
-        self.pit = Pit(clock)
-        self.pit_due: int | None = None
         self.rtc_due: int | None = None
         self._ports: dict | None = None          # port -> (base, device), from devices
         self._parts: dict = {}                   # (device, access size) -> the size it takes
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
-                         AcpiPm(self._power_off, clock)),
-                        (platform.PIT_BASE, platform.PIT_BASE + 4, self.pit),
-                        (platform.PORT_61, platform.PORT_61 + 1, SpeakerPort(self.pit))]
+                         AcpiPm(self._power_off, clock))]
         if conf.serial:
             self.devices.append((platform.COM1_BASE, platform.COM1_BASE + 8, self.uart))
         self.vga = Vga(libxc) if conf.vga else None
@@ -150,10 +146,7 @@ class QemuDm:
         self.kick |= self.lines.drive(line, level)
 
     def deadline(self) -> int | None:
-        due = self.pit_due
-        rx = self.uart.due()
-        if rx is not None and (due is None or rx < due):
-            due = rx
+        due = self.uart.due()
         rtc = self.rtc_due
         if rtc is not None and (due is None or rtc < due):
             due = rtc
@@ -175,10 +168,6 @@ class QemuDm:
             if self.page.state(0) == READY:
                 self._serve()
         now = self.libxc.clock_ns()
-        if self.pit_due is not None and now >= self.pit_due:
-            self.set_irq(platform.IRQ_PIT, 1)
-            self.set_irq(platform.IRQ_PIT, 0)
-            worked = True
         uart_due = self.uart.due()
         if uart_due is not None and now >= uart_due:
             self.uart.timer(now)
@@ -186,7 +175,6 @@ class QemuDm:
         if self.rtc_due is not None and now >= self.rtc_due:
             self.rtc.timer(now)
             worked = True
-        self.pit_due = self.pit.irq0_deadline()
         self.rtc_due = self.rtc.deadline()
         if now // PERIOD > self.frame_period:
             self.frame_period = now // PERIOD

@@ -1,15 +1,17 @@
-"""The 8254 PIT and port 0x61 for the impl engine's qemu-dm.
+"""The 8254 PIT, port 0x61 and the PIT's periodic time, in the impl engine's Xen.
 
-Room: three counters on the virtual clock (ns = guest instructions), their
-programming and read-back, counter 2's gate, and the time of counter 0's
-next rising OUT edge (IRQ0). Imports nothing of ``spec/``; the behaviour is
-the one :mod:`spec.devices.pit` states.
+Room: three counters on the virtual clock, their programming and read-back,
+counter 2's gate and port 0x61, and Xen 3.0.4's periodic time that makes
+IRQ0's ticks (``i8254.c``, ``intercept.c``, ``io.c``). Imports nothing of
+``spec/``; the behaviour is the one :mod:`spec.devices.pit` states.
 """
 
 from __future__ import annotations
 
-HZ = 1_193_182
+HZ = 1_193_181                  # vpt.h PIT_FREQ
 GIGA = 1_000_000_000
+FLOOR = 900_000                 # the shortest period (0.9 ms)
+PORTS = frozenset((0x40, 0x41, 0x42, 0x43, 0x61))
 
 
 class Channel:
@@ -18,7 +20,7 @@ class Channel:
 
     def __init__(self, gate: bool) -> None:
         self.gate = gate
-        self.mode, self.access, self.bcd, self.n, self.t0 = 0, 3, 0, 0x10000, -1
+        self.mode, self.access, self.bcd, self.n, self.t0 = 0xFF, 3, 0, 0x10000, 0
         self.wlow = self.rhigh = False
         self.wlatch = 0
         self.latch: list[int] = []
@@ -28,71 +30,94 @@ class Channel:
         return (now - self.t0) * HZ // GIGA
 
     def count(self, now: int) -> int:
-        if self.t0 < 0:
-            return self.n & 0xFFFF
-        d, n = self.clocks(now), self.n
-        if self.mode == 2:
-            return (n - d % n) & 0xFFFF
-        if self.mode == 3:
-            return (n - 2 * d % n) & 0xFFFF
-        return (n - d) & 0xFFFF
+        d, n, m = self.clocks(now), self.n, self.mode
+        if m in (0, 1, 4, 5):
+            return (n - d) & 0xFFFF
+        if m == 3:
+            return n - 2 * d % n
+        return n - d % n
 
     def out(self, now: int) -> int:
-        if self.t0 < 0:
-            return int(self.mode != 0)
         d, n, m = self.clocks(now), self.n, self.mode
-        if m == 0:
-            return int(d >= n)
         if m == 1:
-            return int(d >= n or not self.gate)
+            return int(d < n)
         if m == 2:
-            return int(d % n != n - 1)
+            return int(d != 0 and d % n == 0)
         if m == 3:
-            return int(d % n < (n + 1) // 2)
-        return int(d != n)
+            return int(d % n < (n + 1) >> 1)
+        if m == 4 or m == 5:
+            return int(d == n)
+        return int(d >= n)
 
-    def edge_after(self, now: int) -> int | None:
-        if self.t0 < 0 or (self.mode in (1, 5) and not self.gate):
-            return None
-        d, n = self.clocks(now), self.n
-        if self.mode in (2, 3):
-            at = n * (d // n + 1)
-        else:
-            at = n + (self.mode in (4, 5))
-            if at <= d:
-                return None
-        return self.t0 - (-at * GIGA // HZ)
+
+class Ticker:
+    """The periodic time: period (ns), next tick, ticks pending."""
+
+    __slots__ = ("on", "period", "due", "pending", "started")
+
+    def __init__(self) -> None:
+        self.on, self.period, self.due, self.pending, self.started = False, 0, 0, 0, False
+
+    def arm(self, n: int, now: int) -> None:
+        self.on = True
+        self.period = max((n * GIGA + HZ // 2) // HZ, FLOOR)
+        self.due, self.pending, self.started = now + self.period, 0, False
+
+    def fire(self, now: int) -> int:
+        got = 0
+        while self.on and now >= self.due:
+            got += 1
+            self.due += self.period
+            if now > self.due:
+                lost = (now - self.due) // self.period + 1
+                got += lost if lost <= 1000 else 1
+                self.due += lost * self.period
+        self.pending += got
+        return got
 
 
 class Pit:
-    name, sizes = "pit", (1,)
+    name = "vpit"
 
     def __init__(self, clock) -> None:
         self.clock = clock
         self.ch = [Channel(True), Channel(True), Channel(False)]
         self.speaker = 0
+        self.ticker = Ticker()
 
-    def read(self, offset: int, size: int) -> int:
-        if offset == 3:
-            return 0xFF
-        c = self.ch[offset]
+    def read(self, port: int) -> int:
+        """One byte from 0x40-0x42 or 0x61 (-1: 0x43, unanswered)."""
+        now = self.clock()
+        if port == 0x61:
+            c2 = self.ch[2]
+            return c2.gate | self.speaker << 1 | (now >> 14 & 1) << 4 | c2.out(now) << 5
+        if port == 0x43:
+            return -1
+        c = self.ch[port - 0x40]
         if c.status >= 0:
             value, c.status = c.status, -1
             return value
         if c.latch:
             return c.latch.pop(0)
-        count = c.count(self.clock())
+        count = c.count(now)
         if c.access == 1:
             return count & 0xFF
         if c.access == 2:
-            return count >> 8
+            return count >> 8 & 0xFF
         c.rhigh = not c.rhigh
-        return count & 0xFF if c.rhigh else count >> 8
+        return count & 0xFF if c.rhigh else count >> 8 & 0xFF
 
-    def write(self, offset: int, size: int, value: int) -> None:
-        now = self.clock()
-        if offset < 3:
-            c = self.ch[offset]
+    def write(self, port: int, value: int) -> None:
+        now, value = self.clock(), value & 0xFF
+        if port == 0x61:
+            c2, gate = self.ch[2], value & 1
+            if gate and not c2.gate and c2.mode in (1, 2, 3, 5):
+                c2.t0 = now
+            c2.gate, self.speaker = bool(gate), value >> 1 & 1
+            return
+        if port < 0x43:
+            i = port - 0x40
+            c = self.ch[i]
             if c.access == 3:
                 if not c.wlow:
                     c.wlow, c.wlatch = True, value
@@ -101,6 +126,8 @@ class Pit:
             elif c.access == 2:
                 value <<= 8
             c.n, c.t0 = value or 0x10000, now
+            if i == 0 and c.mode in (1, 2):
+                self.ticker.arm(c.n, now)
             return
         sel = value >> 6
         if sel == 3:                                    # read-back
@@ -109,43 +136,51 @@ class Pit:
                     if not value & 0x20 and not c.latch:
                         c.latch = self._latched(c, now)
                     if not value & 0x10 and c.status < 0:
-                        c.status = (c.out(now) << 7 | (c.t0 < 0) << 6 | c.access << 4
-                                    | c.mode << 1 | c.bcd)
+                        c.status = (c.out(now) << 7 | c.access << 4 | c.mode << 1 | c.bcd) & 0xFF
             return
         c, access = self.ch[sel], value >> 4 & 3
         if access == 0:                                 # latch
             if not c.latch:
                 c.latch = self._latched(c, now)
             return
-        mode = value >> 1 & 7
-        c.access, c.mode, c.bcd = access, mode & 3 if mode > 5 else mode, value & 1
-        c.t0, c.wlow, c.rhigh, c.latch, c.status = -1, False, False, [], -1
+        c.access, c.mode, c.bcd = access, value >> 1 & 7, value & 1
+        c.wlow = c.rhigh = False
 
     @staticmethod
     def _latched(c: Channel, now: int) -> list[int]:
         count = c.count(now)
-        return {1: [count & 0xFF], 2: [count >> 8]}.get(c.access, [count & 0xFF, count >> 8])
+        return {1: [count & 0xFF], 2: [count >> 8 & 0xFF]}.get(
+            c.access, [count & 0xFF, count >> 8 & 0xFF])
 
-    def irq0_deadline(self) -> int | None:
-        return self.ch[0].edge_after(self.clock())
+    def due(self) -> int | None:
+        return self.ticker.due if self.ticker.on else None
+
+    def taken(self, now: int) -> None:
+        """IRQ0's vector went in: count it, restart counter 0."""
+        t = self.ticker
+        if not t.on:
+            return
+        if t.started:
+            t.pending -= 1
+        else:
+            t.pending, t.due, t.started = 0, now + t.period, True
+        self.ch[0].t0 = now
 
 
-class SpeakerPort:
-    """Port 0x61: counter 2's gate (bit 0), speaker data (bit 1), the
-    refresh toggle (bit 4, every 15.085 us) and counter 2's OUT (bit 5)."""
+class PmTimer:
+    """Xen's ACPI PM timer at 0x1F48-0x1F4B: 4-byte reads only, a 32-bit
+    count advanced by the guest TSC since the last read (scale 2**32ths)."""
 
-    name, sizes = "port61", (1,)
+    name = "pmtimer"
+    SCALE = (3_579_545 << 32) // 2_400_000_000      # the guest's TSC runs at 2.4 GHz
 
-    def __init__(self, pit: Pit) -> None:
-        self.pit = pit
+    def __init__(self, clock) -> None:
+        self.clock = clock
+        self.count = 0
+        self.last = 0
 
-    def read(self, offset: int, size: int) -> int:
-        now, c2 = self.pit.clock(), self.pit.ch[2]
-        return c2.gate | self.pit.speaker << 1 | (now // 15_085 & 1) << 4 | c2.out(now) << 5
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        c2, gate = self.pit.ch[2], bool(value & 1)
-        if gate and not c2.gate and c2.mode in (1, 2, 3, 5) and c2.t0 >= 0:
-            c2.t0 = self.pit.clock()
-        c2.gate = gate
-        self.pit.speaker = value >> 1 & 1
+    def read4(self) -> int:
+        tsc = self.clock() * 2_400_000_000 // GIGA & 0xFFFFFFFFFFFFFFFF
+        self.count = self.count + ((tsc - self.last) * self.SCALE >> 32) & 0xFFFFFFFF
+        self.last = tsc
+        return self.count

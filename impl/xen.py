@@ -2,7 +2,9 @@
 
 Room: the hypervisor side of the data path — what happens at a VM exit and
 how an ioreq travels to the device model and back, and the hypercalls a
-VMCALL makes (:mod:`impl.p2m`). Imports :mod:`impl.vcpu` and its parts
+VMCALL makes (:mod:`impl.p2m`); the devices Xen emulates itself, the vPIC
+(:mod:`impl.pic`) and the PIT with port 0x61 and IRQ0's periodic time
+(:mod:`impl.timer`). Imports :mod:`impl.vcpu` and its parts
 (:mod:`impl.exits`, :mod:`impl.guest_linear`, :mod:`impl.registers`),
 :mod:`impl.mmio`, :mod:`impl.delivery`, :mod:`impl.p2m`, and
 :mod:`spec.trace` / :mod:`spec.platform` for the interface (event types,
@@ -18,7 +20,7 @@ import struct
 from typing import Callable
 
 from spec import platform, trace
-from impl import p2m, pic
+from impl import p2m, pic, timer
 from impl.mmio import EmulationFailed, GuestFault, MmioInstruction
 from impl import delivery
 from impl.delivery import Refused
@@ -343,6 +345,9 @@ class Vmm:
         self.woken = False
         self.halted = False
         self.vpic = pic.Vpic()
+        #: Xen's PIT, port 0x61 and the PIT's periodic time
+        self.vpit = timer.Pit(vcpu.clock_ns)
+        self.pmt = timer.PmTimer(vcpu.clock_ns)
         self.lines = IrqLines()
         #: test-and-clear of the domain's interrupt port
         self.irq_pending: Callable[[], bool] = lambda: False
@@ -396,6 +401,9 @@ class Vmm:
         io, cpu = ex.io, self.vcpu
         if io.port in pic.PORTS:
             self._vpic_io(ex)
+            return
+        if io.port in timer.PORTS or 0 <= io.port - platform.ACPI_PM_TMR_BLK < 4:
+            self._vpit_io(ex)
             return
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
@@ -524,6 +532,65 @@ class Vmm:
                 _add(cpu, "rcx", -1, amask)
         self._retire(ex, True)
 
+    # --- Xen's own PIT -----------------------------------------------------------------
+
+    def _vpit_io(self, ex: Exit) -> None:
+        """Xen's PIT/0x61 (one-byte IN/OUT) and PM timer (4-byte IN) performed;
+        0x43 reads and other sizes leave RAX alone (writes dropped); string
+        forms advance and retire untouched."""
+        io, cpu = ex.io, self.vcpu
+        size = io.size
+        mask = (1 << 8 * size) - 1
+        if io.string:
+            amask = (1 << io.address_size) - 1
+            n = cpu.get("rcx") & amask if io.rep else 1
+            delta = -size if cpu.get("rflags") & EFLAGS_DF else size
+            _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
+            if io.rep:
+                _add(cpu, "rcx", -n, amask)
+            device = "pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit"
+            for _ in range(n):
+                self.emit(trace.XenIo.of(device=device, addr=io.port, size=size, dir=io.dir,
+                                         data=0))
+            cpu.io_ns += n * platform.PORT_ACCESS_NS
+            self._retire(ex, True)
+            return
+        data = cpu.get("rax") & mask
+        pm = io.port >= platform.ACPI_PM_TMR_BLK
+        if pm:
+            if size == 4 and io.dir == "in":
+                data = self.pmt.read4()
+                cpu.put("rax", cpu.get("rax") & ~mask | data)
+        elif size == 1:
+            if io.dir == "in":
+                got = self.vpit.read(io.port)
+                if got >= 0:
+                    cpu.put("rax", cpu.get("rax") & ~0xFF | got)
+                    data = got
+            else:
+                self.vpit.write(io.port, data)
+        self.emit(trace.XenIo.of(device="pmtimer" if pm else "vpit", addr=io.port, size=size,
+                                 dir=io.dir, data=data))
+        cpu.io_ns += platform.PORT_ACCESS_NS
+        self._retire(ex, True)
+
+    def deadline(self) -> int | None:
+        """When Xen's PIT timer fires next."""
+        return self.vpit.due()
+
+    def _tick(self) -> None:
+        """The periodic time: fire what is due, then hold an edge on IRQ0
+        while ticks are pending."""
+        t = self.vpit.ticker
+        if not t.on:
+            return
+        got = t.fire(self.vcpu.clock_ns())
+        if got:
+            self.emit(trace.TimerTick.of(vcpu=0, irq=0, ticks=got, pending=t.pending,
+                                         icount=self.vcpu.icount))
+        if t.pending:
+            self.vpic.lines(1, 0)
+
     # --- interrupts ---------------------------------------------------------------------
 
     def _collect(self) -> None:
@@ -532,13 +599,15 @@ class Vmm:
 
     def wakeable(self) -> bool | None:
         """Halted vcpu: True to wake now, False to sleep on, None if it never can."""
+        self._tick()
         self._collect()
         if not self.vcpu.get("rflags") & EFLAGS_IF:
             return None
         return self.vpic.requesting()
 
     def assist(self) -> bool:
-        """Before VM entry: pick up lines, inject or ask for a window."""
+        """Before VM entry: Xen's timer, then qemu-dm's lines; inject or ask for a window."""
+        self._tick()
         self._collect()
         cpu = self.vcpu
         if not self.vpic.requesting():
@@ -548,6 +617,8 @@ class Vmm:
             self.window = True
             return True
         line, vector = self.vpic.intack()
+        if line == 0:
+            self.vpit.taken(cpu.clock_ns())
         rip = cpu.rip()
         self.emit(trace.Injection.of(vcpu=0, vector=vector, irq=line, icount=cpu.icount, rip=rip))
         try:

@@ -24,16 +24,18 @@ nanoseconds since the domain was built, is the sum of two counts:
 So ``clock_ns = icount + io_ns``. Without I/O an instruction takes a
 nanosecond, as before; a loop that polls a port takes about a microsecond
 per iteration, as on a PC, so a firmware's delay loop counting port 0x61's
-refresh toggles (:mod:`spec.devices.pit`) or waiting for the PIT's counter
-2 to run out ends after the number of iterations the hardware would make,
-whatever the host's speed.
+refresh toggles (bit 14 of this clock, :mod:`spec.devices.pit`) or waiting
+for the PIT's counter 2 to run out ends after the number of iterations the
+hardware would make, whatever the host's speed.
 
 The rule of I/O time, exactly:
 
 * every element of a port access made on the guest's behalf costs
   :data:`~spec.platform.PORT_ACCESS_NS`: an IN or OUT one element, an INS
   or OUTS ioreq as many as its ``count``, every element of a string access
-  to a port Xen emulates itself (the virtual PIC), and an IN or OUT at a
+  to a port Xen emulates itself (the virtual PIC; the PIT and port 0x61,
+  which ignore string forms but still charge each element), an IN or OUT
+  to one of those ports, and an IN or OUT at a
   port whose intercept Xen clears (0x80, 0xED: no exit, but the bus cycle
   still happens; that is what makes ``outb %al, $0x80`` an I/O delay);
   a REP INS/OUTS with a count of 0 makes no access and costs nothing;

@@ -10,8 +10,9 @@ guest alone. One round of the scheduler:
 1. every runnable vcpu of every live, unpaused domain runs until its next VM
    exit, which its VMM handles; a vcpu woken from an ioreq wait first
    completes it (the VMM's resume path). Before each VM entry the VMM runs
-   its interrupt assist, and arms the preemption timer with the device
-   model's next timer deadline. A halted vcpu wakes if an interrupt is
+   its interrupt assist, and arms the preemption timer with the next timer
+   deadline: Xen's own (the PIT's periodic time, :mod:`spec.devices.pit`)
+   or the device model's, whichever comes first. A halted vcpu wakes if an interrupt is
    pending and IF = 1; if IF = 1 and nothing is pending, the virtual clock
    jumps to the next deadline (an ``idle`` event) and it sleeps on;
 2. every qemu-dm runs one pass of its main loop;
@@ -294,10 +295,10 @@ class ReferenceXen:
                 progressed = True
                 if not dom.vmm.resume(v) or dom.shutdown_reason is not None:
                     continue
-            deadline = dom.qemu.next_deadline() if dom.qemu is not None else None
             if dom.vmm.halted[v]:
                 wake = dom.vmm.can_wake(v)
                 if not wake:
+                    deadline = self._deadline(dom)
                     if wake is not None and deadline is not None:
                         progressed |= self._sleep(dom, v, deadline)
                     continue
@@ -310,6 +311,7 @@ class ReferenceXen:
                 if not dom.vmm.intr_assist(v):
                     return True
                 self.emit(trace.VmEntry(vcpu=v, rip=hw.linear_rip(), icount=hw.icount))
+                deadline = self._deadline(dom)      # after the assist: Xen's timer may have fired
                 ex = hw.run(budget, _sliced(deadline, hw.clock_ns(), self.slice), dom.vmm.window[v])
                 if ex.reason == "limit":
                     self.stopped = self.stopped or "limit"
@@ -335,6 +337,12 @@ class ReferenceXen:
         self.crash(dom.domid, f"internal error of the reference engine at rip {rip:#x}, "
                               f"instruction {hw.icount}: {type(exc).__name__}: {exc}", rip)
 
+
+    @staticmethod
+    def _deadline(dom: HvmDomain) -> int | None:
+        """The vcpu's next timer deadline: Xen's or qemu-dm's."""
+        return _earliest(dom.vmm.next_deadline(),
+                         dom.qemu.next_deadline() if dom.qemu is not None else None)
 
     def _sleep(self, dom: HvmDomain, v: int, deadline: int) -> bool:
         """A halted vcpu with IF = 1 and nothing pending: the clock jumps to
@@ -411,6 +419,11 @@ def _stuck(xen: ReferenceXen, dom: HvmDomain, stopper: str | None = None) -> dic
 def _last_icount(events: list[trace.Event]) -> int:
     counts = [e.icount for e in events if isinstance(e, (trace.VmExit, trace.VmEntry))]
     return max(counts, default=0)
+
+
+def _earliest(*deadlines: int | None) -> int | None:
+    """The first of the deadlines that are armed, or None."""
+    return min((d for d in deadlines if d is not None), default=None)
 
 
 def _sliced(deadline: int | None, now: int, slice_: int | None) -> int | None:

@@ -24,16 +24,15 @@ any of those ports to become pending, and for each pending port:
 Interrupts. Devices drive ISA lines through :meth:`QemuDm.set_irq` (the
 shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
-the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
-and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
-controller (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12. The
-firmware writes its log to the Bochs BIOS debug ports
-(:mod:`spec.devices.debugport`). The VGA (:mod:`spec.devices.vga`) shares
-its video memory with the guest and refreshes the display on a timer
+the pass of its main loop. The UART drives IRQ4, the RTC
+(:mod:`spec.devices.rtc`) IRQ8 and the keyboard controller
+(:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12. The firmware
+writes its log to the Bochs BIOS debug ports (:mod:`spec.devices.debugport`).
+The VGA (:mod:`spec.devices.vga`) shares its video memory with the guest
+and refreshes the display on a timer
 of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
-pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
-then lower), the UART's receiver takes its next input byte or, with its
+pass at or after a deadline runs the timer: the UART's receiver takes its next input byte or, with its
 FIFO enabled, signals a character timeout, the RTC sets its flags and
 raises IRQ8 for its enabled periodic, update-ended or alarm event.
 
@@ -44,7 +43,10 @@ system reset asked for by the keyboard controller (its output port's bit 0,
 command 0xFE) or by PIIX3's reset control register (0xCF9, bit 2) becomes a
 shutdown with reason *reboot* in the same way (Xen 3.x qemu-dm's
 ``qemu_system_reset_request``); the first request of a pass wins.
-Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
+The PIT (0x40-0x43) and port 0x61 are not qemu-dm's: Xen 3.0.4 emulates
+them, and drives IRQ0, in the hypervisor (:mod:`spec.devices.pit`;
+qemu-dm's ``pc_init1`` builds its PIT and speaker only ``#ifndef
+CONFIG_DM``), as it does the PIC. Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
 (:data:`spec.platform.PASSTHROUGH_PORTS`). When qemu-dm stops it reports
 how many port and MMIO accesses no device claimed
 (:class:`spec.trace.DeviceStats`).
@@ -70,7 +72,6 @@ from spec.devices.acpi import AcpiPm
 from spec.devices.debugport import DebugPorts, ShutdownPort
 from spec.devices.kbc import Kbc8042, Port92
 from spec.devices.pci import PciHost
-from spec.devices.pit import Pit8254, Port61
 from spec.devices.rtc import Rtc
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
@@ -137,10 +138,6 @@ class QemuDm:
                               clock=host.clock_ns, input=serial_input)
         if config.serial:
             self.bus.register(platform.COM1_BASE, 8, self.uart)
-        self.pit = Pit8254(host.clock_ns)
-        self.bus.register(platform.PIT_BASE, 4, self.pit)
-        self.bus.register(platform.PORT_61, 1, Port61(self.pit))
-        self.pit_deadline: int | None = None
         self.rtc_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
@@ -184,17 +181,13 @@ class QemuDm:
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
         frame = self.vga.next_refresh(self.display_period) if self.vga is not None else None
-        times = [t for t in (self.pit_deadline, self.uart.next_deadline(), self.rtc_deadline,
-                             frame) if t is not None]
+        times = [t for t in (self.uart.next_deadline(), self.rtc_deadline, frame)
+                 if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
         """Run the timers that are due; True if one was."""
         now, fired = self.host.clock_ns(), False
-        if self.pit_deadline is not None and now >= self.pit_deadline:
-            self.set_irq(platform.IRQ_PIT, 1)
-            self.set_irq(platform.IRQ_PIT, 0)
-            fired = True
         rx = self.uart.next_deadline()
         if rx is not None and now >= rx:
             self.uart.expire(now)
@@ -202,7 +195,6 @@ class QemuDm:
         if self.rtc_deadline is not None and now >= self.rtc_deadline:
             self.rtc.expire(now)
             fired = True
-        self.pit_deadline = self.pit.next_deadline()
         self.rtc_deadline = self.rtc.next_deadline()
         if now // REFRESH_NS > self.display_period:
             self.display_period = now // REFRESH_NS

@@ -281,8 +281,9 @@ class Idle(Event):
 
 @dataclass(frozen=True)
 class XenIo(Event):
-    """A guest port access that Xen's own device model handled (the virtual
-    PIC), without an ioreq."""
+    """A guest port access that Xen's own device model handled (``vpic``:
+    the virtual PIC and ELCR; ``vpit``: the PIT and port 0x61; ``pmtimer``: the ACPI
+    PM timer), without an ioreq."""
 
     kind: ClassVar[str] = "xen_io"
     actor: ClassVar[str] = "vmm"
@@ -291,6 +292,22 @@ class XenIo(Event):
     size: int
     dir: str
     data: int
+
+
+@dataclass(frozen=True)
+class TimerTick(Event):
+    """Xen's periodic time for the PIT (:mod:`spec.devices.pit`) fired:
+    ``ticks`` more ticks of IRQ ``irq`` became pending (more than one when
+    the clock ran past a tick: Xen's missed ticks), ``pending`` are now
+    waiting, at instruction count ``icount`` of ``vcpu``."""
+
+    kind: ClassVar[str] = "timer_tick"
+    actor: ClassVar[str] = "vmm"
+    vcpu: int
+    irq: int
+    ticks: int
+    pending: int
+    icount: int
 
 
 # --- qemu-dm and its devices ---------------------------------------------------------

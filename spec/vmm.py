@@ -63,10 +63,16 @@ previous request had them) and the vcpu waits for the response like any
 other ioreq. So no access of qemu-dm through an old mapping can follow the
 guest's next instruction.
 
-Ports that Xen emulates itself (the virtual PIC of :mod:`spec.pic`, at
-0x20/0x21, 0xA0/0xA1 and 0x4D0/0x4D1) never become ioreqs: the VMM's
-internal handler performs the access at once (Xen's ``hvm_io_intercept``),
-string forms included, and the instruction retires.
+Ports that Xen emulates itself never become ioreqs: the VMM's internal
+handler performs the access at once (Xen's ``hvm_portio_intercept``, which
+``send_pio_req`` asks before it sends anything to qemu-dm) and the
+instruction retires. In Xen 3.0.4 these are the virtual PIC of
+:mod:`spec.pic` (0x20/0x21, 0xA0/0xA1 and the ELCR at 0x4D0/0x4D1, string
+forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
+(0x40-0x43, 0x61: one-byte IN and OUT; any other access is claimed and
+ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
+:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each access is
+traced as a ``xen_io`` event and costs the bus time of :mod:`spec.clock`.
 
 Port 0xE9 is Xen's debug console for HVM guests (Xen 3.0.4's
 ``vmx_io_instruction``): a byte OUT there (not a string form, not a wider
@@ -80,18 +86,24 @@ when configured.)
 Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 *interrupt assist* (Xen's ``hvm_pic_assist`` then ``vmx_intr_assist``):
 
+0. Xen's periodic time for the PIT (:mod:`spec.devices.pit`, rules 3-4)
+   fires for every tick due by the vcpu's clock (a ``timer_tick`` event)
+   and, while ticks are pending, raises an edge on ISA line 0 of the
+   virtual PIC: IRQ0 comes from Xen itself, not through qemu-dm;
 1. if the domain's interrupt event channel is pending, clear it and apply
    the lines qemu-dm raised and lowered to the virtual PIC;
 2. if the PIC presents a request and the guest may take an interrupt
    (:func:`spec.irq.may_inject`: IF = 1, no interrupt shadow), acknowledge
    it and inject the vector (the trace records vector, IRQ, instruction
-   count and RIP);
+   count and RIP); the injection of IRQ0's vector is counted by the
+   periodic time (rule 5), which also restarts counter 0;
 3. if a request is (still) pending, set interrupt-window exiting, so that
    the vcpu exits as soon as it can take it.
 
 HLT: the VMM retires the HLT and blocks the vcpu. A blocked vcpu wakes when
-the PIC presents a request and RFLAGS.IF = 1; with IF = 0 nothing but an NMI
-(not modelled) can wake it, and the machine reports it hung.
+the PIC presents a request (after steps 0 and 1 above) and RFLAGS.IF = 1;
+with IF = 0 nothing but an NMI (not modelled) can wake it, and the machine
+reports it hung.
 """
 
 from __future__ import annotations
@@ -103,6 +115,8 @@ from spec import clock, ioreq, irq, memory_op, platform, trace
 from spec.ioreq import Ioreq
 from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
+from spec.devices.pit import VirtualPit
+from spec.devices.pmtimer import PmTimer
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
 from spec.guest_linear import GuestAccessError
@@ -190,6 +204,10 @@ class Vmm:
         self.emulating: list[Emulation | None] = [None] * len(vcpus)
         self.exits: dict[str, int] = {}
         self.pic = VirtualPic(emit)
+        #: Xen's PIT, port 0x61 and periodic time (vcpu 0's clock)
+        self.pit = VirtualPit(vcpus[0].clock_ns)
+        #: Xen's ACPI PM timer (:mod:`spec.devices.pmtimer`)
+        self.pmtimer = PmTimer(vcpus[0].clock_ns)
         self.lines = lines if lines is not None else irq.SharedLines()
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
@@ -238,6 +256,13 @@ class Vmm:
         assert q is not None
         if q.port in VirtualPic.PORTS:
             self.internal_io(vcpu, ex)
+            return
+        if self.pit.claims(q.port):
+            self.timer_io(vcpu, ex, "vpit",
+                          lambda: self.pit.access(q.port, q.size, q.dir, hw.reg("rax")))
+            return
+        if self.pmtimer.claims(q.port):
+            self.timer_io(vcpu, ex, "pmtimer", lambda: self.pmtimer.access(q.size, q.dir))
             return
         req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
                     dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
@@ -347,6 +372,40 @@ class Vmm:
                 _update(hw, "rcx", -1, amask)
         self.finish(vcpu, ex, advance=True)
 
+    def timer_io(self, vcpu: int, ex: Exit, device: str, access) -> None:
+        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`) or
+        the PM timer (:mod:`spec.devices.pmtimer`), done by ``access()``:
+        an IN or OUT is performed at once; a read Xen does not answer (PIT
+        0x43, a size the handler refuses) leaves (E)AX as it was, such a
+        write is dropped. A string form is claimed and ignored
+        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO"): no device
+        access, memory untouched, but the instruction completes, its index
+        registers and count advanced for every element, each charged as a
+        port access."""
+        hw, q = self.vcpus[vcpu], ex.io
+        mask = _mask(q.size)
+        if not q.string:
+            data = hw.reg("rax") & mask
+            value = access()
+            if q.dir == "in" and value is not None:
+                hw.set_reg("rax", (hw.reg("rax") & ~mask) | value)
+                data = value
+            self.emit(trace.XenIo(device=device, addr=q.port, size=q.size, dir=q.dir,
+                                  data=data))
+            hw.io_ns += clock.port_time(1)
+            self.finish(vcpu, ex, advance=True)
+            return
+        amask = (1 << q.address_size) - 1
+        count = hw.reg("rcx") & amask if q.rep else 1
+        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
+        _update(hw, "rdi" if q.dir == "in" else "rsi", step * count, amask)
+        if q.rep:
+            _update(hw, "rcx", -count, amask)
+        for _ in range(count):              # one xen_io per element, as the vPIC's
+            self.emit(trace.XenIo(device=device, addr=q.port, size=q.size, dir=q.dir, data=0))
+        hw.io_ns += clock.port_time(count)
+        self.finish(vcpu, ex, advance=True)
+
     def _pic_access(self, port: int, size: int, direction: str, value: int) -> int:
         result = 0
         for i in range(size):
@@ -366,6 +425,23 @@ class Vmm:
 
     # --- interrupts --------------------------------------------------------------------
 
+    def next_deadline(self) -> int | None:
+        """When Xen's own timer (the PIT's periodic time) fires next."""
+        return self.pit.pt.deadline()
+
+    def timer_assist(self, vcpu: int) -> None:
+        """Step 0 of the interrupt assist (``pt_timer_fn``, then
+        ``vmx_intr_assist``'s deassert and assert of the timer's line)."""
+        if vcpu != 0:
+            return
+        hw = self.vcpus[vcpu]
+        fired = self.pit.pt.update(hw.clock_ns())
+        if fired:
+            self.emit(trace.TimerTick(vcpu=vcpu, irq=platform.IRQ_PIT, ticks=fired,
+                                      pending=self.pit.pt.pending, icount=hw.icount))
+        if self.pit.pt.enabled and self.pit.pt.pending:
+            self.pic.apply_lines(1 << platform.IRQ_PIT, 0)
+
     def take_lines(self) -> None:
         """Step 1 of the interrupt assist: a pending notification brings
         qemu-dm's line changes to the PIC."""
@@ -376,6 +452,7 @@ class Vmm:
     def can_wake(self, vcpu: int) -> bool | None:
         """For a halted vcpu: True if an interrupt wakes it now, False if
         it may wake later (IF = 1), None if it never can (IF = 0)."""
+        self.timer_assist(vcpu)
         self.take_lines()
         if not self.vcpus[vcpu].reg("rflags") & RFLAGS_IF:
             return None
@@ -385,6 +462,7 @@ class Vmm:
         """The interrupt assist at VM entry (module docstring). Returns
         False if delivery failed and the domain was crashed."""
         hw = self.vcpus[vcpu]
+        self.timer_assist(vcpu)
         self.take_lines()
         self.window[vcpu] = False
         if not self.pic.has_request():
@@ -393,6 +471,8 @@ class Vmm:
             self.window[vcpu] = True
             return True
         line, vector = self.pic.acknowledge()
+        if line == platform.IRQ_PIT and vcpu == 0:
+            self.pit.injected(hw.clock_ns())
         rip = hw.linear_rip()
         self.emit(trace.Injection(vcpu=vcpu, vector=vector, irq=line, icount=hw.icount,
                                   rip=rip))

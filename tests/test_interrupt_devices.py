@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl import pic as impl_pic
-from impl.timer import Pit, SpeakerPort
+from impl.timer import Pit
 from impl.xen import IrqLines
 from spec import irq as spec_irq
 from spec import pic as spec_pic
-from spec.devices.pit import Pit8254, Port61
+from spec.devices.pit import VirtualPit, period_ns
 
 PIC_PORTS = (0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1)
 
@@ -103,10 +103,11 @@ def test_level_lines_follow_the_line_and_edge_lines_need_a_new_edge():
 
 
 pit_ops = st.lists(st.one_of(
-    st.tuples(st.just("out"), st.integers(0, 3), st.integers(0, 255)),
-    st.tuples(st.just("in"), st.integers(0, 3), st.just(0)),
-    st.tuples(st.just("61"), st.just(0), st.integers(0, 3)),
-    st.tuples(st.just("in61"), st.just(0), st.just(0)),
+    st.tuples(st.just("out"), st.sampled_from([0x40, 0x41, 0x42, 0x43, 0x61]),
+              st.integers(0, 255)),
+    st.tuples(st.just("in"), st.sampled_from([0x40, 0x41, 0x42, 0x43, 0x61]), st.just(0)),
+    st.tuples(st.just("fire"), st.just(0), st.just(0)),
+    st.tuples(st.just("inject"), st.just(0), st.just(0)),
     st.tuples(st.just("wait"), st.just(0), st.integers(0, 3_000_000)),
 ), max_size=50)
 
@@ -114,38 +115,98 @@ pit_ops = st.lists(st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(pit_ops)
 def test_pits_agree(ops):
+    """Xen's PIT of both engines: registers, port 0x61, the periodic time
+    (what fires, what is pending, the next deadline)."""
     now = [0]
     clock = lambda: now[0]                      # noqa: E731
-    ref, imp = Pit8254(clock), Pit(clock)
-    ref61, imp61 = Port61(ref), SpeakerPort(imp)
-    for op, a, b in ops:
+    ref, imp = VirtualPit(clock), Pit(clock)
+    for op, port, b in ops:
         if op == "out":
-            ref.io_write(a, 1, b)
-            imp.write(a, 1, b)
+            ref.access(port, 1, "out", b)
+            imp.write(port, b)
         elif op == "in":
-            assert ref.io_read(a, 1) == imp.read(a, 1), (op, a, now[0])
-        elif op == "61":
-            ref61.io_write(0, 1, b)
-            imp61.write(0, 1, b)
-        elif op == "in61":
-            assert ref61.io_read(0, 1) == imp61.read(0, 1)
+            got = imp.read(port)
+            assert ref.access(port, 1, "in", 0) == (None if got < 0 else got), (port, now[0])
+        elif op == "fire":
+            assert ref.pt.update(now[0]) == imp.ticker.fire(now[0])
+        elif op == "inject":
+            ref.injected(now[0])
+            imp.taken(now[0])
         else:
             now[0] += b
-        assert ref.next_deadline() == imp.irq0_deadline(), now[0]
+        assert ref.pt.deadline() == imp.due(), now[0]
+        assert ref.pt.pending == imp.ticker.pending
 
 
-def test_pit_mode2_counts_down_and_rises_every_period():
+def _program(pit, mode: int, count: int) -> None:
+    pit.access(0x43, 1, "out", 0x30 | mode << 1)     # counter 0, lobyte/hibyte
+    pit.access(0x40, 1, "out", count & 0xFF)
+    pit.access(0x40, 1, "out", count >> 8)
+
+
+def test_pit_mode2_counts_down_and_makes_a_periodic_timer():
     now = [0]
-    pit = Pit8254(lambda: now[0])
-    for value in (0x34, 100, 0):                # counter 0, lobyte/hibyte, mode 2, N = 100
-        pit.io_write(0 if value != 0x34 else 3, 1, value)
-    period = -(-100 * 1_000_000_000 // 1_193_182)
-    assert pit.next_deadline() == period
-    now[0] = period - 1
-    pit.io_write(3, 1, 0x00)                    # latch counter 0
-    assert pit.io_read(0, 1) | pit.io_read(0, 1) << 8 == 1   # one clock before the reload
+    pit = VirtualPit(lambda: now[0])
+    _program(pit, 2, 2000)
+    period = period_ns(2000)                    # DIV_ROUND(2000 * 10**9, 1193181)
+    assert period == 1_676_192
+    assert pit.pt.deadline() == period
+    now[0] = period - 1000
+    pit.access(0x43, 1, "out", 0x00)             # latch counter 0
+    low, high = pit.access(0x40, 1, "in", 0), pit.access(0x40, 1, "in", 0)
+    assert low | high << 8 == 2000 - (period - 1000) * 1_193_181 // 10**9
     now[0] = period
-    assert pit.next_deadline() == -(-200 * 1_000_000_000 // 1_193_182)
+    assert pit.pt.update(now[0]) == 1 and pit.pt.deadline() == 2 * period
+
+
+def test_pit_mode3_makes_no_irq0_and_a_short_period_is_0_9_ms():
+    """i8254.c pit_load_count: only mode 2 (and 1) of counter 0 create the
+    periodic time; create_periodic_time forces a period under 0.9 ms to 0.9 ms."""
+    pit = VirtualPit(lambda: 0)
+    _program(pit, 3, 1193)
+    assert pit.pt.deadline() is None
+    _program(pit, 2, 10)
+    assert pit.pt.period == 900_000
+
+
+def test_missed_ticks_are_counted_and_delivered_one_by_one():
+    """pt_timer_fn and missed_ticks: one pending tick per period the clock
+    ran past; hvm_interrupt_post: the first injection drops them, later
+    ones consume one each; counter 0 restarts at each injection."""
+    now = [0]
+    pit = VirtualPit(lambda: now[0])
+    _program(pit, 2, 1193)
+    p = pit.pt.period
+    now[0] = p
+    assert pit.pt.update(now[0]) == 1
+    pit.injected(now[0])                        # the first: pending dropped, restarted
+    assert pit.pt.pending == 0 and pit.pt.deadline() == 2 * p
+    assert pit.counters[0].load_ns == p
+    now[0] = 2 * p + 3 * p + 5                  # three periods late
+    assert pit.pt.update(now[0]) == 4 and pit.pt.deadline() == 6 * p
+    pit.injected(now[0])
+    assert pit.pt.pending == 3
+    now[0] += 2000 * p                          # more than 1000 missed: one
+    assert pit.pt.update(now[0]) == 2
+
+
+def test_port_61_refresh_bit_is_bit_14_of_the_clock():
+    """speaker_ioport_read: ((unsigned int)NOW() >> 14) & 1, on the virtual clock."""
+    now = [0]
+    pit, imp = VirtualPit(lambda: now[0]), Pit(lambda: now[0])
+    for t in (0, 16_383, 16_384, 32_767, 32_768, 49_152):
+        now[0] = t
+        assert pit.port61_read() >> 4 & 1 == t >> 14 & 1 == imp.read(0x61) >> 4 & 1
+
+
+def test_port_43_reads_and_wide_accesses_are_not_answered():
+    """handle_pit_io: a read of A1:A0 = 3 is unsupported, a size other than 1
+    is "wrong PIT IO": both claimed, the datum left as it was."""
+    pit = VirtualPit(lambda: 0)
+    assert pit.access(0x43, 1, "in", 0) is None
+    assert pit.access(0x40, 2, "in", 0) is None
+    pit.access(0x43, 2, "out", 0x34)            # ignored: counter 0 keeps the init mode
+    assert pit.counters[0].mode == 0xFF
 
 
 def test_uart_raises_irq4_for_an_empty_transmitter():
@@ -157,3 +218,26 @@ def test_uart_raises_irq4_for_an_empty_transmitter():
     assert levels == [1, 0]                     # reading IIR cleared it
     uart.io_write(0, 1, ord("x"))               # a byte: empty again at once
     assert levels == [1, 0, 1]
+
+
+def test_pm_timers_agree_and_follow_xen_3_0_4():
+    """pmtimer.c handle_pmt_io: only 4-byte reads are answered; each read
+    adds ((guest TSC since the last read) * scale) >> 32 to a 32-bit count,
+    scale = (3579545 << 32) / TSC rate, so the fraction is dropped per read."""
+    from impl.timer import PmTimer as ImplPmTimer
+    from spec import clock, platform
+    from spec.devices.pmtimer import SCALE, PmTimer
+    now = [0]
+    ref, imp = PmTimer(lambda: now[0]), ImplPmTimer(lambda: now[0])
+    assert ref.access(2, "in") is None and ref.access(4, "out") is None
+    expected = last = 0
+    for step in (1, 999, 1_000_000, 279, 10**9, 7 * 10**12):
+        now[0] += step
+        gtime = clock.tsc(now[0])
+        expected = (expected + ((gtime - last) * SCALE >> 32)) & 0xFFFF_FFFF
+        last = gtime
+        assert ref.access(4, "in") == imp.read4() == expected
+    assert SCALE == (3_579_545 << 32) // platform.TSC_HZ
+    # read once after a millisecond: 3579 ticks (3579.545 in an ideal count)
+    once = PmTimer(lambda: 1_000_000)
+    assert once.access(4, "in") == 3579

@@ -9,7 +9,7 @@ included.
 from __future__ import annotations
 
 from spec import loader, trace
-from spec.devices.pit import PIT_HZ, ns_for_ticks
+from spec.devices.pit import PIT_HZ, period_ns
 from tests.conftest import both, guest, io_clock, one_tick
 
 
@@ -26,14 +26,21 @@ def test_timer_guest_counts_ten_ticks_one_period_apart():
     injected = _injections(result)
     assert len(injected) == 10
     assert {(e.vector, e.irq) for e in injected} == {(0x20, 0)}
-    # every tick arrives while the vcpu sleeps in HLT, at a PIT edge: the
-    # deadlines, on the clock (instructions plus the bus time of the port
-    # accesses so far, spec/clock.py), are the load time plus k periods of
-    # 1193 input clocks
+    # every tick arrives while the vcpu sleeps in HLT, when Xen's periodic
+    # time fires: on the clock (instructions plus the bus time of the port
+    # accesses so far, spec/clock.py), the load time plus k periods of
+    # DIV_ROUND(1193 * 10**9, PIT_FREQ) ns (Xen 3.0.4 i8254.c pit_load_count;
+    # the first injection restarts the timer a period on, hvm_interrupt_post)
     io = io_clock(result.trace)
     clocks = [e.icount + io[i] for i, e in enumerate(result.trace) if isinstance(e, trace.Injection)]
-    load = clocks[0] - ns_for_ticks(1193)
-    assert clocks == [load + ns_for_ticks(1193 * k) for k in range(1, 11)]
+    period = period_ns(1193)
+    assert period == 999_848
+    load = clocks[0] - period
+    assert clocks == [load + period * k for k in range(1, 11)]
+    # IRQ0 is Xen's: a timer_tick, never qemu-dm's line or event channel
+    ticks = [e for e in result.trace if isinstance(e, trace.TimerTick)]
+    assert [(e.ticks, e.pending) for e in ticks] == [(1, 1)] * 10
+    assert not [e for e in result.trace if isinstance(e, trace.IrqLevel) and e.irq == 0]
     idles = [e for e in result.trace if isinstance(e, trace.Idle)]
     assert [e.until for e in idles] == [e.icount for e in injected]
     # the stamps are the PM timer (3.579545 MHz) at the handler's IN
@@ -46,12 +53,18 @@ def test_timer_guest_counts_ten_ticks_one_period_apart():
 def test_irqs_guest_masks_lines_and_toggles_if():
     result = both(loader.load("irqs"))
     assert result.serial.splitlines() == [
-        # nothing during CLI..STI, nothing in the shadow, exactly one after
-        "critical section: ticks before 03, during 03, in the STI shadow 03, after 04",
-        # masked: no tick, but the request is latched in IRR and arrives once
-        "IRQ0 masked: ticks before 04, during 04, IRR bit 0 01, after 05",
+        # nothing during CLI..STI, nothing in the shadow; after it the two
+        # ticks that fell due: Xen 3.0.4 counts missed ticks
+        # (pending_intr_nr, pt_timer_fn) and delivers each (hvm_interrupt_post
+        # decrements it; vmx_intr_assist raises IRQ0 again while any is left)
+        "critical section: ticks before 03, during 03, in the STI shadow 03, after 05",
+        # masked: no tick, but the request is latched in IRR; unmasked, the
+        # two missed ticks arrive
+        "IRQ0 masked: ticks before 05, during 05, IRR bit 0 01, after 07",
         "this line was sent by the THRE interrupt, a byte per IRQ4",
-        "both pending, served in the order 04",
+        # IRQ0 first; the ticks Xen kept while IRQ0 was masked in step 3 are
+        # delivered before IRQ4's turn, and they fill both slots
+        "both pending, served in the order 00",
     ]
     injected = _injections(result)
     irq4 = [e for e in injected if e.irq == 4]
@@ -267,3 +280,40 @@ def test_string_io_to_the_virtual_pic_is_handled_by_xen_element_by_element():
         (0x21, "out", 0xA5), (0x21, "in", 0xA5)]
     assert not [e for e in result.trace if isinstance(e, trace.IoreqTransition)
                 and e.addr in (0x20, 0x21)]
+
+
+def test_xens_pit_and_pm_timer_ports_never_become_ioreqs():
+    """Xen 3.0.4 claims 0x40-0x43, 0x61 (i8254.c) and 0x1f48-0x1f4b
+    (pmtimer.c) before any ioreq: a read of 0x43, a word read of the PIT and
+    a byte read of the PM timer leave AX as it was (the handlers answer only
+    one byte, four bytes respectively); a REP INSB from port 0x40 is claimed
+    and ignored (memory untouched, DI and CX advanced); both engines alike."""
+    body = """
+    mov ax, 0x1234
+    in al, 0x43
+    out 0xe9, ax
+    in ax, 0x40
+    out 0xe9, ax
+    mov dx, 0x1f48
+    in al, dx
+    out 0xe9, ax
+    mov di, 0x700
+    mov byte ptr es:[0x700], 0x5a
+    mov cx, 3
+    rep insb
+    mov al, es:[0x700]
+    out 0xe9, al
+    mov ax, di
+    out 0xe9, ax
+    mov ax, cx
+    out 0xe9, ax
+"""
+    result = both(guest("xenports", body.replace("rep insb", "mov dx, 0x40\n    rep insb")))
+    outs = [e.data for e in result.trace if isinstance(e, trace.IoreqTransition)
+            and e.new == "READY" and e.addr == 0xE9]
+    assert outs == [0x1234, 0x1234, 0x1234, 0x5A, 0x703, 0]
+    ioreq_ports = {e.addr for e in result.trace if isinstance(e, trace.IoreqTransition)}
+    assert not ioreq_ports & {0x40, 0x41, 0x42, 0x43, 0x61, 0x1F48, 0x1F49, 0x1F4A, 0x1F4B}
+    xen = [(e.device, e.addr, e.size) for e in result.trace if isinstance(e, trace.XenIo)]
+    assert xen == [("vpit", 0x43, 1), ("vpit", 0x40, 2), ("pmtimer", 0x1F48, 1)] + \
+        [("vpit", 0x40, 1)] * 3

@@ -224,8 +224,13 @@ def rows_for(index: int, event: dict) -> list[Row]:
                     index, "vmm", colour=COLOURS["vmm"])]
     if kind == "xen_io":
         arrow = "→" if event["dir"] == "in" else "←"
-        return [Row("note", f"vPIC {event['dir']} {event['addr']:#x} {arrow} {event['data']:#x}",
-                    index, "vmm", colour=COLOURS["vmm"])]
+        device = {"vpic": "vPIC", "vpit": "vPIT", "pmtimer": "PM timer"}.get(event["device"], event["device"])
+        return [Row("note", f"{device} {event['dir']} {event['addr']:#x} {arrow} "
+                            f"{event['data']:#x}", index, "vmm", colour=COLOURS["vmm"])]
+    if kind == "timer_tick":
+        text = (f"Xen's PIT timer fires: IRQ{event['irq']} edge on the vPIC "
+                f"({event['pending']} pending)")
+        return [Row("note", text, index, "vmm", colour=COLOURS["vmm"])]
     if kind == "hypercall":
         name = event["name"] or f"hypercall {event['number']}"
         args = ", ".join(f"{a:#x}" for a in event["args"][:2])
@@ -320,7 +325,8 @@ def tick_svg(events: list[dict], tick: int = 2,
     if len(idles) < tick:
         raise ValueError(f"the trace has {len(idles)} idle periods, not {tick}")
     start = idles[tick - 1]
-    eoi = next(i for i in range(start, len(events)) if events[i]["kind"] == "xen_io")
+    eoi = next(i for i in range(start, len(events))
+               if events[i]["kind"] == "xen_io" and events[i]["device"] == "vpic")
     end = next(i for i in range(eoi, len(events)) if events[i]["kind"] == "vmentry")
     halt = next(i for i in range(end, len(events))
                 if events[i]["kind"] == "vmexit" and events[i]["reason"] == "hlt")

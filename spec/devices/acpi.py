@@ -13,6 +13,10 @@ offset      width  register
 8           32     PM_TMR: 3.579545 MHz counter (read only)
 ==========  =====  ============================================
 
+qemu-dm's PM_TMR is shadowed: Xen claims ports 0x1F48-0x1F4B first
+(:mod:`spec.devices.pmtimer`), so no guest access reaches it; qemu-dm keeps
+it, as Xen 3.0.4's ``piix4acpi.c`` did.
+
 Writing PM1a_CNT with SLP_EN set and SLP_TYP = S5 is the guest's soft power
 off: qemu-dm asks Xen to shut the domain down with reason *poweroff*
 (``xc_domain_shutdown(..., SHUTDOWN_poweroff)``), which Xen signals to xend.

@@ -1,49 +1,131 @@
-"""The 8254 programmable interval timer, and port 0x61, as qemu-dm emulates them.
+"""The 8254 PIT and port 0x61, as Xen 3.0.4 emulates them in the hypervisor.
 
-Room: the three counters of the PC's PIT (ports 0x40-0x43, Intel 82C54 data
-sheet, order no. 231244) and the NMI status and control port 0x61 that
-gates counter 2 (QEMU's ``hw/i8254.c`` and ``hw/pcspk.c``), running on the
-virtual clock of ``DESIGN.md``. Imports :mod:`spec.platform`.
+Room: the three counters of the PC's PIT (ports 0x40-0x43), the NMI status
+and control port 0x61 that gates counter 2, and the *periodic time* that
+drives IRQ0, as Xen 3.0.4 had them (``xen/arch/x86/hvm/i8254.c``, its
+periodic-time layer in ``xen/arch/x86/hvm/intercept.c``, ``io.c``,
+``xen/include/asm-x86/hvm/vpt.h``; tag ``3.0.4-branched`` of the Xen tree),
+on the virtual clock of :mod:`spec.clock`. Imports nothing else of the
+model: the VMM (:mod:`spec.vmm`) owns the device.
 
-Time. The counters count at :data:`PIT_HZ`. The virtual clock is in
-nanoseconds (``clock_ns``, :mod:`spec.clock`): one per retired guest
-instruction plus the bus time of every port and MMIO access (a microsecond
-each, so a read of port 0x61 or of a counter moves the clock on by about
-what it takes on a PC's ISA bus). A counter
-loaded at time ``t0`` has seen ``ticks(t) = (t - t0) * PIT_HZ // 10**9``
-input clocks at time ``t``.
+Where it lives. Xen 3.0.4's ``pit_init`` registers both with the
+hypervisor's port intercept::
 
-Counting, per mode (``N`` is the count written, 0 meaning 65536):
+    register_portio_handler(v->domain, PIT_BASE, 4, handle_pit_io);
+    /* register the speaker port */
+    register_portio_handler(v->domain, 0x61, 1, handle_speaker_io);
 
-* mode 0 (interrupt on terminal count): OUT low, goes high when ``N``
-  clocks have passed and stays high: one rising edge;
-* mode 2 (rate generator): OUT high, low for one clock when the counter
-  reaches 1, then high again as ``N`` reloads: a rising edge every ``N``
-  clocks;
-* mode 3 (square wave): OUT high for the first half of each period of ``N``
-  clocks, low for the second: a rising edge every ``N`` clocks;
-* mode 4 (software strobe): OUT high, low for the one clock after ``N``: one
-  rising edge at ``N + 1``;
-* modes 1 and 5 count from a rising edge of the GATE input (counter 2 only:
-  counters 0 and 1 have GATE tied high), like 0 and 4.
+and qemu-dm of 3.0.4 does not build its own (``tools/ioemu/hw/pc.c``:
+``#ifndef CONFIG_DM pit = pit_init(0x40, 0); pcspk_init(pit); #endif``).
+So an access to 0x40-0x43 or 0x61 never becomes an ioreq: the VMM performs
+it at once, as it does the vPIC's (``hvm_portio_intercept`` in
+``send_pio_req``), and IRQ0 never travels through qemu-dm.
 
-Counter 0's OUT is wired to IRQ0. qemu-dm raises the line at each rising
-edge of OUT and lowers it again at once (a pulse): the 8259 is edge
-triggered there. So the edges are the timer's *deadlines*: the vcpu exits
-at each one (a preemption-timer exit), qemu-dm's timer fires, and the
-interrupt is injected at the next VM entry, at the exact instruction count.
+Time. The counters count at :data:`PIT_HZ` (``vpt.h``: ``#define PIT_FREQ
+1193181``). Xen counted on the guest's TSC (``hvm_get_clock``); the model
+counts on the virtual clock (``clock_ns``): a counter loaded at ``t0`` has
+seen ``(t - t0) * PIT_HZ // 10**9`` input clocks at ``t``.
+
+Register rules (``i8254.c``; the QEMU 0.8 logic Xen copied, and where it
+differs from a real 82C54 or from today's QEMU, Xen's is followed):
+
+* the control word (0x43) sets the counter's access mode, ``mode = (val >>
+  1) & 7`` (6 and 7 kept as such) and BCD; it does not stop the counter nor
+  drop a latch ("XXX: update irq timer ?"); access 0 latches the count;
+  channel 3 is the read-back command (count and status, each only if not
+  latched already; the status has no null-count bit: "XXX: add BCD and
+  null count");
+* writing the count (LSB, MSB or LSB then MSB) loads it at once
+  (``pit_load_count``; 0 means 0x10000): the counter restarts;
+* the count read: modes 0, 1, 4, 5 ``(count - d) & 0xffff``; mode 3
+  ``count - (2*d) % count``; any other mode ``count - d % count``
+  (``pit_get_count``);
+* OUT (``pit_get_out1``): mode 0 (and any unknown mode) ``d >= count``;
+  mode 1 ``d < count``; mode 2 ``d % count == 0 and d != 0``; mode 3
+  ``d % count < (count + 1) >> 1``; modes 4 and 5 ``d == count``. Modes 1
+  and 2 are QEMU 0.8's, not the data sheet's (today's QEMU has mode 1
+  ``d >= count`` and mode 2 ``d % count != count - 1``);
+* a rising GATE (counter 2, port 0x61 bit 0) restarts counting in modes
+  1, 2, 3, 5 (``pit_set_gate``);
+* at reset every counter is loaded with 0x10000 at time 0 in "the init
+  mode" 0xff, counters 0 and 1 with GATE high, counter 2 low (``pit_reset``);
+* reading 0x43 is not supported (``printk("HVM_PIT: read A1:A0=3!\\n")``):
+  the ioreq's data stays what it was, which for an IN is (E)AX
+  (``send_pio_req(port, 1, size, regs->eax, ...)``), so AL is unchanged;
+* an access that is not one byte, or is a string form
+  (``p->size != 1 || p->data_is_ptr``), is claimed and ignored: "HVM_PIT:
+  wrong PIT IO!" (``handle_pit_io``, ``handle_speaker_io``).
+
+Port 0x61 (``speaker_ioport_read``/``write``): a write sets the speaker
+data enable (bit 1) and counter 2's GATE (bit 0); a read returns bit 0 =
+GATE 2, bit 1 = speaker data enable, bit 4 = the refresh toggle, bit 5 =
+counter 2's OUT, the other bits 0. Xen computed the refresh bit from the
+host's time::
+
+    /* Refresh clock toggles at about 15us. We approximate as 2^14ns. */
+    unsigned int refresh_clock = ((unsigned int)NOW() >> 14) & 1;
+
+The model applies the same approximation to the virtual clock:
+``(clock_ns >> 14) & 1``, a toggle every 16,384 ns. A firmware delay loop
+that counts toggles (rombios' ``delay_ms``) therefore makes the number of
+reads the clock's bus-time rule predicts (:mod:`spec.clock`: each read
+costs :data:`~spec.platform.PORT_ACCESS_NS` plus the loop's instructions),
+whatever the host.
+
+IRQ0: Xen's periodic time (``create_periodic_time``, ``pt_timer_fn``,
+``missed_ticks``, ``hvm_interrupt_post``; :class:`PeriodicTime`):
+
+1. only counter 0 drives a timer, and only loading its count in mode 2 or
+   mode 1 creates one (``pit_load_count``: ``if (s != ch0) return;``,
+   ``case 2: /* create periodic time */``, ``case 1: /* create one shot
+   time */`` which is periodic too: "No support for one shot platform time
+   yet"). Any other mode creates none: **mode 3 (square wave) raises no
+   IRQ0 under Xen 3.0.4**, and loading counter 0 in another mode leaves an
+   existing timer running;
+2. its period is ``DIV_ROUND(count * 10**9, PIT_FREQ)`` ns, at least 0.9
+   ms (``if (period < 900000) ... period = 900000; /* force to 0.9ms */``);
+   the first tick is due one period after the load (``pt->scheduled =
+   NOW() + period``); creating a timer drops the previous one and its
+   pending ticks;
+3. when the clock reaches the tick's time the timer fires: one more tick
+   pending, the next one a period later; ticks missed beyond that (the
+   clock ran past more than the next tick's time) are added too, one per
+   period, or just one if more than 1000 were missed (``pt_timer_fn``,
+   ``missed_ticks``). The model's vcpu exits at every tick's time (the
+   VMM's deadline, :meth:`PeriodicTime.deadline`), so ticks are missed only
+   when one access or instruction outlasts a period;
+4. at every VM entry of vcpu 0 while ticks are pending the VMM lowers and
+   raises ISA line 0 on its vPIC: an edge, IRR bit 0 (``vmx_intr_assist``:
+   ``hvm_isa_irq_deassert(...); hvm_isa_irq_assert(...)``);
+5. when the vPIC's IRQ0 vector is injected (``hvm_interrupt_post``): the
+   first time, the pending ticks are dropped and the timer restarts a
+   period from now; afterwards one pending tick is consumed (a backlog is
+   delivered tick after tick: Xen's catch-up). Either way counter 0 is
+   reloaded at that moment (``pit_time_fired``: ``s->count_load_time =
+   hvm_get_clock(v)``). Xen also set the guest's TSC back to the tick's
+   nominal time (``hvm_set_guest_time(v, pt->last_plt_gtime)``); the
+   model's clock is not set back (:mod:`spec.clock`), so counter 0
+   restarts at the injection's time on the virtual clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-PIT_HZ = 1_193_182
+PIT_HZ = 1_193_181
 NS = 1_000_000_000
 PORTS = range(0x40, 0x44)
 PORT_61 = 0x61
-# qemu's pcspk: bit 4 of port 0x61 toggles with the DRAM refresh (15.085 us)
-REFRESH_NS = 15_085
+#: every port the VMM's PIT claims
+XEN_PORTS = (0x40, 0x41, 0x42, 0x43, PORT_61)
+#: the refresh toggle of port 0x61: bit 14 of the clock in ns
+REFRESH_SHIFT = 14
+#: the shortest period of the periodic time (``create_periodic_time``)
+MIN_PERIOD_NS = 900_000
+#: more missed ticks than this count as one (``missed_ticks``)
+MAX_MISSED = 1000
+#: the mode of a counter after reset (``pit_reset``: "the init mode")
+INIT_MODE = 0xFF
 
 RW_LATCH, RW_LSB, RW_MSB, RW_WORD = 0, 1, 2, 3
 
@@ -53,22 +135,22 @@ def ticks(ns: int) -> int:
     return ns * PIT_HZ // NS
 
 
-def ns_for_ticks(n: int) -> int:
-    """The first time (ns after the load) at which ``n`` clocks have passed."""
-    return -(-n * NS // PIT_HZ)
+def period_ns(count: int) -> int:
+    """``DIV_ROUND(count * 10**9, PIT_FREQ)``, before the 0.9 ms floor."""
+    return (count * NS + PIT_HZ // 2) // PIT_HZ
 
 
 @dataclass
 class Counter:
-    """One counter: its programming (``rw``, ``mode``), the count, when it
-    was loaded, and the read/write byte sequencing."""
+    """One counter: its programming, the count, when it was loaded, and
+    the read/write byte sequencing."""
 
     gate: bool
-    mode: int = 0
+    mode: int = INIT_MODE
     rw: int = RW_WORD
     bcd: bool = False
     count: int = 0x10000
-    load_ns: int | None = None      # None: no count written since the control word
+    load_ns: int = 0
     write_msb_next: bool = False
     write_latch: int = 0
     read_msb_next: bool = False
@@ -76,67 +158,100 @@ class Counter:
     status: int | None = None            # latched status byte
 
     def elapsed(self, now: int) -> int:
-        return ticks(now - self.load_ns) if self.load_ns is not None else 0
+        return ticks(now - self.load_ns)
 
     def value(self, now: int) -> int:
-        """The counting element's value (QEMU's ``pit_get_count``)."""
-        if self.load_ns is None:
-            return self.count & 0xFFFF
+        """``pit_get_count``."""
         d = self.elapsed(now)
         if self.mode in (0, 1, 4, 5):
             return (self.count - d) & 0xFFFF
         if self.mode == 3:
-            return (self.count - (2 * d) % self.count) & 0xFFFF
-        return (self.count - d % self.count) & 0xFFFF
+            return self.count - (2 * d) % self.count
+        return self.count - d % self.count
 
     def out(self, now: int) -> bool:
-        """The OUT pin."""
-        if self.load_ns is None:
-            return self.mode != 0
+        """The OUT pin (``pit_get_out1``)."""
         d, n = self.elapsed(now), self.count
-        if self.mode in (0, 1):
-            return d >= n if self.mode == 0 else d >= n or not self.gate
+        if self.mode == 1:
+            return d < n
         if self.mode == 2:
-            return d % n != n - 1
+            return d % n == 0 and d != 0
         if self.mode == 3:
-            return d % n < (n + 1) // 2
-        return d != n                   # 4, 5: strobe for one clock
-
-    def next_edge(self, now: int) -> int | None:
-        """The time of OUT's next rising edge strictly after ``now``, or None."""
-        if self.load_ns is None or (self.mode in (1, 5) and not self.gate):
-            return None
-        d, n = self.elapsed(now), self.count
-        if self.mode in (2, 3):
-            edge = (d // n + 1) * n
-        elif self.mode in (0, 1):
-            edge = n
-        else:
-            edge = n + 1
-        if edge <= d:
-            return None
-        return self.load_ns + ns_for_ticks(edge)
+            return d % n < (n + 1) >> 1
+        if self.mode in (4, 5):
+            return d == n
+        return d >= n                   # mode 0, and the init mode
 
     def status_byte(self, now: int) -> int:
-        null = self.load_ns is None
-        return (self.out(now) << 7 | null << 6 | self.rw << 4 | self.mode << 1 | self.bcd)
+        return (self.out(now) << 7 | self.rw << 4 | self.mode << 1 | self.bcd) & 0xFF
 
 
-class Pit8254:
-    """The PIT and port 0x61; ``clock`` gives the virtual time in ns."""
+@dataclass
+class PeriodicTime:
+    """Xen's ``struct periodic_time`` for the PIT (rules 1-5 of the module
+    docstring), on the virtual clock."""
 
-    sizes = (1,)
+    enabled: bool = False
+    period: int = 0
+    scheduled: int = 0
+    pending: int = 0
+    first_injected: bool = False
+
+    def create(self, count: int, now: int) -> None:
+        """``create_periodic_time(period, 0, one_shot, ...)``."""
+        self.enabled = True
+        self.period = max(period_ns(count), MIN_PERIOD_NS)
+        self.scheduled = now + self.period
+        self.pending = 0
+        self.first_injected = False
+
+    def deadline(self) -> int | None:
+        """When the timer fires next (the vcpu's deadline), or None."""
+        return self.scheduled if self.enabled else None
+
+    def update(self, now: int) -> int:
+        """Fire the timer for every tick due by ``now`` (``pt_timer_fn``
+        and ``missed_ticks``); returns how many ticks became pending."""
+        before = self.pending
+        while self.enabled and now >= self.scheduled:
+            self.pending += 1
+            self.scheduled += self.period
+            late = now - self.scheduled
+            if late > 0:
+                missed = late // self.period + 1
+                self.pending += 1 if missed > MAX_MISSED else missed
+                self.scheduled += missed * self.period
+        return self.pending - before
+
+    def injected(self, now: int) -> None:
+        """``hvm_interrupt_post`` for the timer's vector."""
+        if not self.first_injected:
+            self.pending = 0
+            self.scheduled = now + self.period
+            self.first_injected = True
+        else:
+            self.pending -= 1
+
+
+class VirtualPit:
+    """Xen's PIT, port 0x61 and periodic time; ``clock`` gives the virtual
+    time in ns."""
 
     def __init__(self, clock) -> None:
-        self.name = "pit"
         self.clock = clock
         self.counters = [Counter(gate=True), Counter(gate=True), Counter(gate=False)]
         self.speaker_data = False
+        self.pt = PeriodicTime()
+
+    def claims(self, port: int) -> bool:
+        return port in XEN_PORTS
 
     # --- ports 0x40-0x43 ---------------------------------------------------------------
 
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        now = self.clock()
+    def io_write(self, port: int, value: int) -> None:
+        """A one-byte write to 0x40-0x43 (``pit_ioport_write``)."""
+        now, value = self.clock(), value & 0xFF
+        offset = port & 3
         if offset == 3:
             self._control(value, now)
             return
@@ -151,8 +266,15 @@ class Pit8254:
             count = value << 8
         else:
             count = value
-        c.count = count or 0x10000
-        c.load_ns = now
+        self._load(offset, count or 0x10000, now)
+
+    def _load(self, channel: int, count: int, now: int) -> None:
+        """``pit_load_count``: the counter restarts; counter 0 in mode 2 or
+        1 (re)creates the periodic time (rule 1)."""
+        c = self.counters[channel]
+        c.count, c.load_ns = count, now
+        if channel == 0 and c.mode in (1, 2):
+            self.pt.create(count, now)
 
     def _control(self, value: int, now: int) -> None:
         channel = value >> 6
@@ -171,14 +293,15 @@ class Pit8254:
             if c.latched is None:
                 c.latched = _bytes_of(c.value(now), c.rw)
             return
-        mode = (value >> 1) & 7
-        c.rw, c.mode, c.bcd = rw, mode - 4 if mode >= 6 else mode, bool(value & 1)
-        c.load_ns, c.write_msb_next, c.read_msb_next = None, False, False
-        c.latched = c.status = None
+        c.rw, c.mode, c.bcd = rw, (value >> 1) & 7, bool(value & 1)
+        c.write_msb_next = c.read_msb_next = False
 
-    def io_read(self, offset: int, size: int) -> int:
+    def io_read(self, port: int) -> int | None:
+        """A one-byte read of 0x40-0x42 (``pit_ioport_read``); None for
+        0x43, which Xen does not answer (the datum stays as it was)."""
+        offset = port & 3
         if offset == 3:
-            return 0xFF                                # the control word is write-only
+            return None
         c, now = self.counters[offset], self.clock()
         if c.status is not None:
             value, c.status = c.status, None
@@ -192,8 +315,8 @@ class Pit8254:
         if c.rw == RW_LSB:
             return count & 0xFF
         if c.rw == RW_MSB:
-            return count >> 8
-        value = count >> 8 if c.read_msb_next else count & 0xFF
+            return (count >> 8) & 0xFF
+        value = (count >> 8) & 0xFF if c.read_msb_next else count & 0xFF
         c.read_msb_next = not c.read_msb_next
         return value
 
@@ -201,42 +324,47 @@ class Pit8254:
 
     def port61_read(self) -> int:
         now, c2 = self.clock(), self.counters[2]
-        refresh = (now // REFRESH_NS) & 1
+        refresh = (now >> REFRESH_SHIFT) & 1
         return (c2.gate | self.speaker_data << 1 | refresh << 4 | c2.out(now) << 5)
 
     def port61_write(self, value: int) -> None:
         c2, gate = self.counters[2], bool(value & 1)
-        if gate and not c2.gate and c2.mode in (1, 2, 3, 5) and c2.load_ns is not None:
-            c2.load_ns = self.clock()                  # a rising GATE (re)starts the count
+        if gate and not c2.gate and c2.mode in (1, 2, 3, 5):
+            c2.load_ns = self.clock()                  # a rising GATE restarts the count
         c2.gate = gate
         self.speaker_data = bool(value & 2)
 
+    # --- one access, as the VMM's intercept sees it -------------------------------------------
+
+    def access(self, port: int, size: int, direction: str, value: int) -> int | None:
+        """``handle_pit_io`` / ``handle_speaker_io`` for a non-string
+        access: the datum read (None: left as it was), or None for a write.
+        A wider access is claimed and ignored."""
+        if size != 1:
+            return None
+        if port == PORT_61:
+            if direction == "in":
+                return self.port61_read()
+            self.port61_write(value)
+            return None
+        if direction == "in":
+            return self.io_read(port)
+        self.io_write(port, value)
+        return None
+
     # --- the timer ----------------------------------------------------------------------------
 
-    def next_deadline(self) -> int | None:
-        """When counter 0's OUT next rises (the next IRQ0), or None."""
-        return self.counters[0].next_edge(self.clock())
-
-
-class Port61:
-    """Port 0x61 as its own bus device, backed by the PIT."""
-
-    sizes = (1,)
-
-    def __init__(self, pit: Pit8254) -> None:
-        self.name = "port61"
-        self.pit = pit
-
-    def io_read(self, offset: int, size: int) -> int:
-        return self.pit.port61_read()
-
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        self.pit.port61_write(value)
+    def injected(self, now: int) -> None:
+        """IRQ0's vector was injected (rule 5): the periodic time counts
+        it and counter 0 restarts (``pit_time_fired``)."""
+        if self.pt.enabled:
+            self.pt.injected(now)
+            self.counters[0].load_ns = now
 
 
 def _bytes_of(count: int, rw: int) -> list[int]:
     if rw == RW_LSB:
         return [count & 0xFF]
     if rw == RW_MSB:
-        return [count >> 8]
-    return [count & 0xFF, count >> 8]
+        return [(count >> 8) & 0xFF]
+    return [count & 0xFF, (count >> 8) & 0xFF]
