@@ -5,8 +5,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the interface impl may use; spec.physical_cpu is the hardware both engines
-#: run on (how Unicorn is opened, reset and made to load a segment), not behaviour
-INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.result", "spec.xend",
+#: run on (how Unicorn is opened, reset and made to load a segment), not behaviour;
+#: spec.hvmloader is the guest loader's firmware half (where the bytes go)
+INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.hvmloader", "spec.result",
+             "spec.xend",
              "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config",
              "spec.dom0", "spec.suites.system", "spec.suites.uart"}
 
