@@ -66,7 +66,7 @@ FIRMWARE = {
 #: Bochs VBE), the one QEMU runs with rombios (FACTS: ``-device VGA``)
 VGABIOS = ("/usr/share/vgabios/vgabios.bin", "vgabios")
 #: the packages, by the directory their files live in (to name the one a
-#: missing file of a known directory comes from)
+#: missing file comes from: the files above, and their siblings)
 PACKAGE_OF_DIR = {"/usr/share/bochs": "bochsbios", "/usr/share/seabios": "seabios",
                   "/usr/share/vgabios": "vgabios"}
 
@@ -104,8 +104,7 @@ def choose(firmware: str, vgabios: str | None = None) -> Firmware:
 def _read(path: str, what: str) -> bytes:
     file = Path(path)
     if not file.exists():
-        package = next((pkg for name, (p, pkg) in {**FIRMWARE, "vgabios": VGABIOS}.items()
-                        if p == path), PACKAGE_OF_DIR.get(str(file.parent)))
+        package = PACKAGE_OF_DIR.get(str(file.parent))
         hint = f" (install the Debian package {package}: apt-get install {package})" \
             if package else ""
         raise GuestError(f"{what} {path!r} does not exist{hint}")

@@ -25,11 +25,10 @@ def test_rombios_is_placed_below_1_mib_and_aliased_below_4_gib_with_the_vga_bios
     assert image.rom_alias() == (0xFFFE0000, bios)
 
 
-def test_a_bios_larger_than_128k_keeps_its_last_128k_below_1_mib(tmp_path):
-    peer_file(SEABIOS, "seabios")
-    big = open(SEABIOS.replace("bios.bin", "bios-256k.bin"), "rb").read()
-    image = hvmloader.load_firmware(hvmloader.choose(SEABIOS.replace("bios.bin", "bios-256k.bin"),
-                                                     "none"))
+def test_a_bios_larger_than_128k_keeps_its_last_128k_below_1_mib():
+    path = peer_file(SEABIOS.replace("bios.bin", "bios-256k.bin"), "seabios")
+    big = open(path, "rb").read()
+    image = hvmloader.load_firmware(hvmloader.choose(path, "none"))
     assert image.load_address == 0xE0000 and image.image == big[-0x20000:]
     assert image.rom_alias() == (0xFFFC0000, big) and image.placements == ()
 
@@ -99,18 +98,18 @@ def test_a_bios_that_cannot_be_one_is_refused(tmp_path, data, words):
         hvmloader.load_firmware(hvmloader.choose(_bios(tmp_path, data), "none"))
 
 
-def _option_rom(blocks: int, fix_checksum: bool = True, size: int | None = None) -> bytes:
-    rom = bytearray(size if size is not None else blocks * 512)
+def _option_rom(blocks: int) -> bytes:
+    """A VGA BIOS of ``blocks`` 512-byte blocks whose bytes sum to 0."""
+    rom = bytearray(blocks * 512)
     rom[:3] = bytes([0x55, 0xAA, blocks])
-    if fix_checksum:
-        rom[-1] = -sum(rom[:-1]) % 256 if size is None else rom[-1]
+    rom[-1] = -sum(rom) % 256
     return bytes(rom)
 
 
 @pytest.mark.parametrize("data,words", [
     (b"\x00\x00\x10" + bytes(0x2000), "does not start with the option ROM signature 55 aa"),
-    (_option_rom(16, size=1024), "says it is 8,192 bytes"),
-    (_option_rom(16, fix_checksum=False) [:-1] + b"\x01", "do not sum to 0 modulo 256"),
+    (_option_rom(16)[:1024], "says it is 8,192 bytes"),
+    (_option_rom(16)[:-1] + b"\x01", "do not sum to 0 modulo 256"),
 ])
 def test_a_vga_bios_the_scan_would_not_run_is_refused(tmp_path, data, words):
     bios = _bios(tmp_path, _jumping(0x20000))
