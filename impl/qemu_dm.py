@@ -3,7 +3,7 @@
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
 the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
-configuration of :mod:`impl.pci`) or, for COPY requests, in MMIO space (the
+configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`) or, for COPY requests, in MMIO space (the
 test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import dm_config, platform, trace
+from impl.dma import Dma, DmaPorts
 from impl.kbc import Kbc, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
@@ -107,6 +108,8 @@ class QemuDm:
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
                           StatusPort(kbc)),
                          (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
+        dma = Dma()
+        self.devices += [(lo, lo + n, DmaPorts(dma, lo)) for lo, n in platform.DMA_PORTS]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.testdev_base = self.pci.testdev_base
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes

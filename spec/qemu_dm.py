@@ -26,7 +26,8 @@ shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
 and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
-controller (:mod:`spec.devices.kbc`) IRQ1. The VGA (:mod:`spec.devices.vga`)
+controller (:mod:`spec.devices.kbc`) IRQ1; the DMA controllers
+(:mod:`spec.devices.dma`) are registers only. The VGA (:mod:`spec.devices.vga`)
 shares its video memory with the guest and refreshes the display on a timer
 of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
@@ -65,6 +66,7 @@ from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
+from spec.devices.dma import Dma8237
 from spec.devices.kbc import Kbc8042
 from spec.devices.pci import PciHost
 from spec.devices.pit import Pit8254, Port61
@@ -154,6 +156,9 @@ class QemuDm:
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
         self.bus.register(platform.KBC_DATA_PORT, 1, self.kbc)
         self.bus.register(platform.KBC_STATUS_PORT, 1, _Offset(self.kbc, 4))
+        self.dma = Dma8237()
+        for port, count in platform.DMA_PORTS:
+            self.bus.register(port, count, _Offset(self.dma, port))
         self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,
