@@ -275,7 +275,8 @@ class QemuDm:
 
     def _bus(self, port: int, size: int, direction: int, value: int) -> int:
         """One access of ``size`` bytes, split for a device that takes only
-        narrower ones; unclaimed ports read all-ones and drop writes."""
+        narrower ones, or a word into bytes where it starts unclaimed and
+        reaches a device; unclaimed ports read all-ones and drop writes."""
         claimed = self._claim(port)
         if claimed is not None:
             part = self._parts.get((claimed[1], size))
@@ -288,6 +289,10 @@ class QemuDm:
                     out |= self._bus((port + i) & 0xFFFF, part, direction,
                                      value >> 8 * i & ((1 << 8 * part) - 1)) << 8 * i
                 return out
+        elif size == 2 and self._claim((port + 1) & 0xFFFF):
+            # a word from an unclaimed port into a device: its bytes, one each
+            return self._bus(port, 1, direction, value & 0xFF) | self._bus(
+                (port + 1) & 0xFFFF, 1, direction, value >> 8) << 8
         kind = "read" if direction == READ else "write"
         if claimed is None:
             self.unclaimed[0 if direction == READ else 1] += 1

@@ -23,7 +23,7 @@ r      write                                read
        the request bit of channel bits 1:0
        (and clears its terminal count)
 10     single mask bit: bit 2 sets, else    0
-       clears, the mask of channel bits 1:0
+       clears, channel bits 1:0's mask
 11     mode of channel bits 1:0 (stored)    0
 12     clear the byte flip-flop             0
 13     master clear: flip-flop 0, mask      0
@@ -47,7 +47,9 @@ Page registers (one byte each, read and write): 0x87, 0x83, 0x81, 0x82 for
 channels 0-3 and 0x8F, 0x8B, 0x89, 0x8A for channels 4-7. Port 0x80, the
 POST code port, is not a page register: under Xen it is not intercepted at
 all (:data:`spec.platform.PASSTHROUGH_PORTS`), and qemu-dm itself only
-dropped writes there (``ioport80_write``). qemu-dm does not enable the
+dropped writes there (``ioport80_write``): a word written to 0x80 (which
+Xen does intercept) reaches 0x81 with its high byte (:mod:`spec.devices`,
+the bus). qemu-dm does not enable the
 high page registers (0x481-0x48F). Reset: every register 0, the masks all
 set (the master clear).
 
@@ -65,7 +67,8 @@ one region and numbers them from its start: the mask register reads back at
 register 9 (port 0x09 or 0xD2/0xD3) there and register 15 reads 0, and
 controller 2's odd ports alias the even port below them instead of being
 unclaimed. The page registers, reset values, flip-flop, address and count
-read-back are the same (``tests/test_chipset.py`` compares them).
+read-back are the same (``tests/test_chipset.py`` compares them). QEMU 7.2's
+port-0x80 device also takes a whole word at 0x80, so 0x81 keeps its value.
 """
 
 from __future__ import annotations
