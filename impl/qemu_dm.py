@@ -3,8 +3,8 @@
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
 the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
-configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`) or, for COPY requests, in MMIO space (the
-test device's page of memory-like registers where its BAR0 puts it;
+configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`) or, for COPY
+requests, in MMIO space (the test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
 reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the

@@ -56,7 +56,8 @@ CONFIG_SCRIPT = [
     *config(HOST, 0x2C, 0, SUBSYSTEM), *config(HOST, 0x54, 0, 0x02000000),
     *config(HOST, 0x58, 0), *config(HOST, 0x5C, 0), *config(HOST, 0x70, 0, 0x00020000),
     # PAM and SMRAM are plain read/write bytes on both
-    *set_config(HOST, 0x59, 0x30, 1), *set_config(HOST, 0x5A, 0x33, 1), *config(HOST, 0x58, 0x333000),
+    *set_config(HOST, 0x59, 0x30, 1), *set_config(HOST, 0x5A, 0x33, 1),
+    *config(HOST, 0x58, 0x333000),
     *set_config(HOST, 0x72, 0x0A, 1), *config(HOST, 0x70, 0x000A0000),
     # PIIX3: qemu-dm's piix3_reset (QEMU 7.2 leaves the command register 0)
     *config(ISA, 0x00, 0x70008086), *config(ISA, 0x04, 0x02000007, 0x02000000),

@@ -76,8 +76,7 @@ class PortBus:
         claimed = self.claim(port)
         if claimed is None:
             if size == 2 and self.claim((port + 1) & 0xFFFF) is not None:
-                return [(0, port, 1)] + [(8 + shift, part_port, part_size) for
-                                         shift, part_port, part_size in self._parts(port + 1, 1)]
+                return [(0, port, 1), (8, (port + 1) & 0xFFFF, 1)]
             return [(0, port, size)]
         widest = max((s for s in claimed[1].sizes if s <= size), default=1)
         if widest >= size:
