@@ -13,7 +13,9 @@ engines means something.
 Modules:
 
 * :mod:`impl.vcpu` — the vcpu on Unicorn: counts retired instructions per
-  translated block, and stops only at instructions that exit;
+  translated block (:mod:`impl.blocks`), and stops only at instructions
+  that exit (:mod:`impl.exits`); guest memory by linear address is
+  :mod:`impl.guest_linear`;
 * :mod:`impl.xen` — event channels, the shared ioreq page and the VMM;
 * :mod:`impl.qemu_dm` — the device model's ioreq loop and its devices;
 * :mod:`impl.machine` — the host: domains, scheduling, ``run_guest``.

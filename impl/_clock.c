@@ -4,7 +4,7 @@
  * without calling Python. It owns the table of blocks already decoded
  * (linear address, size, decode context -> instruction count) and nothing
  * else: every decision that needs decoding, a register or a trace event is
- * taken in Python (impl/vcpu.py), which this calls back for any block it
+ * taken in Python (impl/blocks.py), which this calls back for any block it
  * cannot account for. Imports nothing but the C library; Unicorn calls it
  * with the arguments of uc_cb_hookcode_t (unicorn.h).
  *
@@ -16,7 +16,7 @@
  * counted as retired whole, at once (left -= count): where it stops early
  * (an exit, a fault), Python counts back from the block's start. Any other
  * block goes to Python. A block that may change the decode context (CR0,
- * CR3, CR4, EFER, CS, a TLB flush: see impl/vcpu.py) sets the context to 0,
+ * CR3, CR4, EFER, CS, a TLB flush: see impl/blocks.py) sets the context to 0,
  * which no block has, so that the block after it goes to Python too; so does
  * a block that may set RFLAGS.IF (STI, POPF: Unicorn ends its block after
  * each) while the VMM waits for an interrupt window (``window``). */

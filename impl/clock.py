@@ -1,7 +1,7 @@
 """The ctypes face of the clock's fast path (``impl/_clock.c``).
 
 Room: loading the compiled block hook, the layout of its state, and
-installing it on a Unicorn instance. No decisions: :mod:`impl.vcpu` decodes
+installing it on a Unicorn instance. No decisions: :mod:`impl.blocks` decodes
 blocks, fills the table and answers the blocks the C code sends back.
 Imports ctypes, Unicorn's C library handle, and nothing of ``spec/``.
 

@@ -3,6 +3,7 @@
 Room: what the CPU does with an interrupt or exception and no VM exit (SDM
 vol. 3A ch. 6, 20.1.4), on impl's own :class:`impl.vcpu.Vcpu`: it builds
 the frame, switches stacks and loads CS:IP. Imports Unicorn's register ids,
+:mod:`impl.guest_linear` (the fault of a linear access),
 :mod:`spec.physical_cpu` (the shared hardware: segment loads) and
 :mod:`spec.trace`; none of the reference's behaviour. The rules are the
 reference's (:mod:`spec.delivery`); this is another piece of code for them,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from unicorn import x86_const as X
 
+from impl.guest_linear import LinearFault
 from spec import physical_cpu, trace
 
 #: vectors with an error code, and the contributory ones (SDM tables 6-1, 6-4)
@@ -75,7 +77,6 @@ def deliver(cpu, vector: int, source: str, ip: int, code: int | None = None,
 # --- memory, with #PF for what the page tables refuse ----------------------------------
 
 def _read(cpu, linear: int, n: int) -> bytes:
-    from impl.vcpu import LinearFault
     try:
         return cpu.lread_pages(linear, n)
     except LinearFault as exc:
@@ -83,7 +84,6 @@ def _read(cpu, linear: int, n: int) -> bytes:
 
 
 def _write(cpu, linear: int, data: bytes) -> None:
-    from impl.vcpu import LinearFault
     try:
         cpu.lwrite(linear, data)
     except LinearFault as exc:
@@ -92,7 +92,6 @@ def _write(cpu, linear: int, data: bytes) -> None:
 
 def _probe(cpu, linear: int, n: int) -> None:
     """Raise what a write of ``n`` bytes at ``linear`` would, writing nothing."""
-    from impl.vcpu import LinearFault
     try:
         cpu.check(linear, n, True)
     except LinearFault as exc:

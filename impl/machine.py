@@ -16,12 +16,14 @@ import time
 from typing import Callable
 
 from spec import platform, trace
-from spec.loader import GuestImage, check_image, load
+from spec.hvmloader import domain_image
+from spec.loader import GuestImage, check_image
 from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
-from impl.vcpu import EFLAGS_IF, Vcpu
+from impl.registers import EFLAGS_IF
+from impl.vcpu import Vcpu
 from impl.xen import EventChannels, IoreqPage, IrqLines, Vmm
 
 VIRQ_DOM_EXC = 3
@@ -123,12 +125,16 @@ class Host:
     # --- xend's hypercalls -------------------------------------------------------
 
     def create_domain(self, config: DomainConfig) -> int:
-        image = load(config.kernel) if config.kernel else self.image
+        image = (domain_image(config.kernel, config.bios, config.vgabios) if config.kernel
+                 else self.image)
         check_image(image.image, config.memory_mib << 20)
         domid, self.next_domid = self.next_domid, self.next_domid + 1
         vcpu = Vcpu(config.memory_mib << 20)
         vcpu.emit = self.emit
-        vcpu.write(image.load_address, image.image)
+        for gpa, data in image.ram_placements():
+            vcpu.write(gpa, data)
+        if image.rom_alias() is not None:
+            vcpu.map_rom(*image.rom_alias())
         self.evtchn.add_domain(domid)
         page = IoreqPage()
         vmm = Vmm(domid, vcpu, page, self.emit,

@@ -31,7 +31,9 @@ from capstone import x86 as cx
 import unicorn
 
 from impl.accesses import PAGE, Pieces, bit_string_operand
-from impl.vcpu import EFLAGS_DF, LinearFault, Vcpu
+from impl.guest_linear import LinearFault
+from impl.registers import EFLAGS_DF
+from impl.vcpu import Vcpu
 
 READ, WRITE = 1, 0
 #: (direction, addr, size, count, data_is_ptr, data) -> the datum read

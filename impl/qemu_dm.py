@@ -100,7 +100,8 @@ class QemuDm:
         self.frame_period = 0
         self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level),
                        conf.memory_bytes,
-                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base)
+                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
+                       conf.boot)
         kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot)
         self.pci = Pci(self._testdev_moved, self._reboot)
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),

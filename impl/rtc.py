@@ -47,14 +47,21 @@ def cmos_sizes(mem: int) -> list[tuple[int, int]]:
     return out
 
 
+def _bios_bytes(boot: str) -> list[tuple[int, int]]:
+    """qemu-dm's cmos_init: boot order (0x3D, 0x38), equipment, no drives."""
+    code = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
+    return [(0x3D, code[0] | code[1] << 4), (0x38, code[2] << 4), (0x10, 0), (0x12, 0),
+            (0x14, 0x06)]
+
+
 class Rtc:
     name, sizes = "rtc", (1,)
 
     def __init__(self, clock: Callable[[], int], irq: Callable[[int], None], mem: int,
-                 base: int) -> None:
+                 base: int, boot: str = "c") -> None:
         self.clock, self.irq = clock, irq
         self.ram = bytearray(128)
-        for index, value in cmos_sizes(mem):
+        for index, value in cmos_sizes(mem) + _bios_bytes(boot):
             self.ram[index] = value
         self.ram[10], self.ram[11], self.ram[13] = 0x26, 0x02, 0x80
         self.sel = 0

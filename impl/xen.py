@@ -2,8 +2,11 @@
 
 Room: the hypervisor side of the data path — what happens at a VM exit and
 how an ioreq travels to the device model and back, and the hypercalls a
-VMCALL makes (:mod:`impl.p2m`). Imports :mod:`impl.vcpu`, :mod:`impl.p2m`, and :mod:`spec.trace` / :mod:`spec.platform` for the
-interface (event types, constants). The rules are those of
+VMCALL makes (:mod:`impl.p2m`). Imports :mod:`impl.vcpu` and its parts
+(:mod:`impl.exits`, :mod:`impl.guest_linear`, :mod:`impl.registers`),
+:mod:`impl.mmio`, :mod:`impl.delivery`, :mod:`impl.p2m`, and
+:mod:`spec.trace` / :mod:`spec.platform` for the interface (event types,
+constants). The rules are those of
 ``public/hvm/ioreq.h``, ``common/event_2l.c`` and Xen 3.x's
 ``vmx_io_instruction``; the reference model in ``spec/`` states them as
 prose, this module as fast code.
@@ -19,7 +22,10 @@ from impl import p2m, pic
 from impl.mmio import EmulationFailed, GuestFault, MmioInstruction
 from impl import delivery
 from impl.delivery import Refused
-from impl.vcpu import EFLAGS_DF, EFLAGS_IF, Exit, LinearFault, Vcpu
+from impl.exits import Exit
+from impl.guest_linear import LinearFault
+from impl.registers import EFLAGS_DF, EFLAGS_IF, EFLAGS_VM
+from impl.vcpu import Vcpu
 
 # public/hvm/ioreq.h
 NONE, READY, INPROCESS, RESP_READY = 0, 1, 2, 3
@@ -28,7 +34,6 @@ STATE = {NONE: "NONE", READY: "READY", INPROCESS: "INPROCESS", RESP_READY: "IORE
 WRITE, READ = 0, 1
 PIO = 0
 INVALIDATE = 8
-EFLAGS_VM = 1 << 17
 #: the hypercall argument registers by the guest's word size
 HYPERCALL_ARGS = {32: ("rbx", "rcx", "rdx", "rsi", "rdi"), 64: ("rdi", "rsi", "rdx", "r10", "r8")}
 TYPE = {0: "pio", 1: "copy", 2: "pci_config", 7: "timeoffset", 8: "invalidate"}

@@ -20,6 +20,7 @@ Xen 3.x's ``XendDomainInfo``; the ``device-model`` keys are hvmspec's)::
     /vm/U/image/ostype                   "hvm"
     /vm/U/image/serial                   "pty" (COM1 present) or "none"
     /vm/U/image/nographic                "1": no VGA; "0": the VGA
+    /vm/U/image/boot                     the BIOS's boot order ("c", "dc", ...)
     /vm/U/image/device-model/bits        qemu-dm's word size, 32 or 64
     /vm/U/image/device-model/mapcache-budget   bytes, or "default"
     /vm/U/image/device-model/map-everything    "1": map all memory at start
@@ -74,6 +75,7 @@ class DeviceModelConfig:
     mapcache_budget: int | None
     map_everything: bool
     rtc_base: int | None
+    boot: str = "c"
 
 
 def domain_uuid(name: str) -> str:
@@ -98,6 +100,7 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
         (f"{vm}/on_crash", config.on_crash),
         (f"{vm}/image/ostype", "hvm"), (f"{vm}/image/serial", config.serial),
         (f"{vm}/image/nographic", "0" if config.vga else "1"),
+        (f"{vm}/image/boot", config.boot),
         (f"{vm}/image/device-model/bits", str(config.device_model_bits)),
         (f"{vm}/image/device-model/mapcache-budget",
          "default" if config.mapcache_budget is None else str(config.mapcache_budget)),
@@ -147,7 +150,16 @@ def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:
                                {"0": False, "1": True}),
         rtc_base=None if rtc == "default" else
         _number(xs, f"{vm}/image/device-model/rtc-base", 0, (1 << 40), rtc),
+        boot=_boot_order(xs, f"{vm}/image/boot"),
     )
+
+
+def _boot_order(xs: XsClient, path: str) -> str:
+    order = _read(xs, path)
+    if not platform.valid_boot_order(order):
+        raise ConfigError(f"qemu-dm: {path} = {order!r}: not a boot order (one to three of "
+                          f"a, c, d)")
+    return order
 
 
 def announce(xs: XsClient, domid: int) -> None:

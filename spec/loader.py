@@ -113,18 +113,41 @@ class GuestImage:
     path: str | None = None
     #: something the user should know about how the name was read
     note: str | None = None
+    #: further (guest-physical address, bytes) to place in RAM: a
+    #: firmware's VGA BIOS (:mod:`spec.hvmloader`)
+    placements: tuple[tuple[int, bytes], ...] = ()
+    #: a firmware's whole ROM, decoded read-only at the top of 4 GiB
+    rom: bytes | None = None
 
     def describe(self) -> str:
         """One line: what was loaded, from where, and how it was taken."""
         what = {"bundled": "the bundled guest", "assembly": "16-bit assembly source",
-                "image": "a raw image", "built": "a guest image"}[self.kind]
+                "image": "a raw image", "built": "a guest image",
+                "firmware": "the BIOS"}[self.kind]
         where = f" {self.path}" if self.path else ""
-        return (f"{self.name}: {what}{where}, {len(self.image):,} bytes at "
+        line = (f"{self.name}: {what}{where}, {len(self.image):,} bytes at "
                 f"{self.load_address:#x}-{platform.IMAGE_END - 1:#x}")
+        for gpa, data in self.placements:
+            line += f"; {len(data):,} bytes at {gpa:#x}"
+        if self.rom is not None:
+            start = self.rom_alias()[0]
+            line += f"; ROM alias {start:#x}-{start + len(self.rom) - 1:#x}"
+        return line
 
     @property
     def load_address(self) -> int:
         return platform.IMAGE_END - len(self.image)
+
+    def ram_placements(self) -> list[tuple[int, bytes]]:
+        """What the domain builder writes into guest RAM: the image, ending
+        at 1 MiB, then the further placements."""
+        return [(self.load_address, self.image), *self.placements]
+
+    def rom_alias(self) -> tuple[int, bytes] | None:
+        """The ROM's alias ending at 4 GiB (guest-physical address, bytes), if any."""
+        if self.rom is None:
+            return None
+        return (1 << 32) - len(self.rom), self.rom
 
 
 def bundled_guests() -> list[str]:

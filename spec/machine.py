@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from spec import evtchn, ioreq, irq, platform, trace
-from spec.loader import GuestImage, check_image, load
+from spec.hvmloader import domain_image
+from spec.loader import GuestImage, check_image
 from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
 from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
@@ -142,13 +143,17 @@ class ReferenceXen:
         """``XEN_DOMCTL_createdomain`` plus the HVM builder: memory, the
         image, the ioreq page with a Xen-consumed port per vcpu."""
         memory = config.memory_mib << 20
-        image = load(config.kernel) if config.kernel else self.image
+        image = (domain_image(config.kernel, config.bios, config.vgabios) if config.kernel
+                 else self.image)
         check_image(image.image, memory)
         domid = self.next_domid
         self.next_domid += 1
         hw = HardwareVcpu(memory)
         hw.emit = self.emit
-        hw.write(image.load_address, image.image)
+        for gpa, data in image.ram_placements():
+            hw.write(gpa, data)
+        if image.rom_alias() is not None:
+            hw.map_rom(*image.rom_alias())
         self.events.add_domain(domid)
         page = ioreq.SharedIopage()
         lines = irq.SharedLines()

@@ -64,6 +64,18 @@ MIN_MEMORY_MIB = 1
 DEFAULT_MEMORY_MIB = 16
 MAX_MEMORY_MIB = 1 << 20        # 1 TiB: guest RAM is backed only where it is touched
 
+# --- the BIOS's boot order -------------------------------------------------------
+
+#: boot devices as qemu-dm's ``-boot`` letters (Xen 3.0.4 tools/ioemu
+#: ``get_bios_disk``): the CMOS codes the BIOS reads at 0x3D and 0x38
+BOOT_DEVICES = {"a": 0x01, "c": 0x02, "d": 0x03}
+
+
+def valid_boot_order(order: str) -> bool:
+    """One to three boot device letters (qemu-dm's vl.c accepts only "acd")."""
+    return 1 <= len(order) <= 3 and all(c in BOOT_DEVICES for c in order)
+
+
 # --- ISA ports ----------------------------------------------------------------
 
 COM1_BASE = 0x3F8               # 16550 UART, IRQ 4

@@ -150,7 +150,7 @@ class QemuDm:
         self.rtc = Rtc(host.clock_ns, lambda level: self.set_irq(platform.IRQ_RTC, level),
                        config.memory_bytes,
                        platform.RTC_DEFAULT_BASE if config.rtc_base is None
-                       else config.rtc_base)
+                       else config.rtc_base, config.boot)
         self.bus.register(platform.RTC_INDEX_PORT, 2, self.rtc)
         self.kbc = Kbc8042(lambda level: self.set_irq(platform.IRQ_KBD, level),
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))

@@ -2,7 +2,8 @@
 
 Room: exit handling for an HVM domain's vcpus; turning an I/O exit into an
 ioreq, waiting for it, and completing the instruction. Imports
-:mod:`spec.ioreq`, :mod:`spec.vmx` (the hardware's report) and
+:mod:`spec.ioreq`, :mod:`spec.vm_exit` (the hardware's report),
+:mod:`spec.vmx` (the hardware vcpu) and
 :mod:`spec.trace`. The device model is reached only through the shared
 ioreq page and the vcpu's event channel, as in Xen.
 
@@ -11,7 +12,7 @@ Port I/O, step by step (``xen/arch/x86/hvm/vmx/vmx.c``, ``hvm/io.c``,
 ``vmx_io_instruction``):
 
 1. **Exit.** The guest executes IN/OUT/INS/OUTS; the hardware exits with
-   the I/O exit qualification (:class:`spec.vmx.IoQualification`).
+   the I/O exit qualification (:class:`spec.vm_exit.IoQualification`).
 2. **Build the ioreq.** ``type = PIO``, ``addr = port``, ``size`` from the
    qualification, ``dir = READ`` for IN. For IN/OUT, ``count = 1``,
    ``data_is_ptr = 0`` and, for OUT, ``data`` = the low ``size`` bytes of
@@ -95,8 +96,9 @@ from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
-from spec.vmx import (RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, SEGMENTS, Exit, GuestAccessError,
-                      HardwareVcpu, IoQualification)
+from spec.guest_linear import GuestAccessError
+from spec.vm_exit import SEGMENTS, Exit, IoQualification
+from spec.vmx import RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, HardwareVcpu
 from spec.x86.decode import decode
 from spec.x86.emulate import execute
 from spec.x86.operands import GPRS

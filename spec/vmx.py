@@ -2,46 +2,17 @@
 
 Room: the physical CPU that runs the guest's ordinary instructions (Unicorn,
 outside the spec) and what the VT-x hardware reports to the VMM when the
-guest does something the VMM must handle: the exit reason, the exit
-qualification, the VM-exit instruction-information field and the guest-state
-area. Imports Unicorn and capstone, :mod:`spec.platform`.
-
-Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
-
-``io``
-    An IN, OUT, INS or OUTS (I/O bitmaps: every port exits except the
-    ones whose intercept Xen clears, see :meth:`HardwareVcpu.run`). The exit
-    qualification (SDM vol. 3C, table 28-5) gives: bits 2:0 size of access
-    (0 = 1 byte, 1 = 2 bytes, 3 = 4 bytes); bit 3 direction (1 = IN); bit 4
-    string instruction; bit 5 REP prefixed; bit 6 operand encoding
-    (1 = immediate port); bits 31:16 port number. For INS/OUTS the
-    VM-exit instruction-information field (table 28-8) gives the address
-    size and, for OUTS, the segment register. The exit is fault-like: RIP
-    still points at the instruction and nothing of it has executed.
-``hlt``
-    HLT exiting. RIP points at the HLT.
-``ept_violation``
-    An access to a guest-physical address that no RAM backs (the MMIO
-    exit of ``DESIGN.md``). Like the EPT-violation exit qualification (SDM
-    vol. 3C, table 28-7, bits 0-2) it says whether the access was a data
-    read, a data write or an instruction fetch (``access``).
-``vmcall``
-    VMCALL (``0F 01 C1``), which always exits in VMX non-root operation
-    (SDM vol. 3C, 26.1.2; exit reason 18): the guest calls the VMM. RIP
-    points at the VMCALL; the VMM advances it by the instruction's length.
-``preemption_timer``
-    The VMX-preemption timer expired: the virtual clock reached the deadline
-    the VMM armed (the next timer event of the device model) at an
-    instruction boundary. Nothing of the next instruction has executed.
-``interrupt_window``
-    The VMM asked for interrupt-window exiting (an interrupt is pending but
-    the guest cannot take it) and the guest reached an instruction boundary
-    where RFLAGS.IF = 1 and there is no interrupt shadow (SDM vol. 3C,
-    25.2 "Other Causes of VM Exits"). If both are due at one boundary the
-    preemption timer is reported.
-``triple_fault``
-    Delivering a double fault raised a further fault (SDM vol. 3C 27.1,
-    exit reason 2). The VMM resets the domain.
+guest does something the VMM must handle. This module is the vcpu
+(:class:`HardwareVcpu`): its RAM and guest state, the run loop that stops
+it at the next VM exit, and the glue through which the CPU delivers
+interrupts and exceptions by :mod:`spec.delivery`'s rules. What an exit
+reports (the exit reasons, the exit qualification, the VM-exit
+instruction-information field) and which instruction bytes cause one is
+:mod:`spec.vm_exit`; segments and guest memory by linear address are
+:mod:`spec.guest_linear`. Imports Unicorn, :mod:`spec.vm_exit`,
+:mod:`spec.guest_linear`, :mod:`spec.delivery`, :mod:`spec.clock`,
+:mod:`spec.cpuid`, :mod:`spec.physical_cpu`, :mod:`spec.platform` and
+:mod:`spec.trace`.
 
 Software interrupts and exceptions do not exit: the CPU delivers them
 through the guest's IVT or IDT (:mod:`spec.delivery`). How the physical CPU
@@ -86,21 +57,16 @@ interrupt table as if it had arrived at that boundary
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass, field
 from typing import Callable
 
-import capstone
 import unicorn
 from unicorn import x86_const as X
 
-from spec import clock, cpuid, delivery, paging, physical_cpu, platform, trace
+from spec import clock, cpuid, delivery, physical_cpu, platform, trace
+from spec.guest_linear import GuestLinear
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
-
-# Segment registers, in the encoding of the instruction-information field.
-SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")
-_CS_SEG_PREFIX = {capstone.x86.X86_PREFIX_ES: "es", capstone.x86.X86_PREFIX_CS: "cs",
-                  capstone.x86.X86_PREFIX_SS: "ss", capstone.x86.X86_PREFIX_DS: "ds",
-                  capstone.x86.X86_PREFIX_FS: "fs", capstone.x86.X86_PREFIX_GS: "gs"}
+from spec.vm_exit import (HLT, VMCALL, Exit, IoQualification, decode_io, exiting_opcode,
+                          follows_itself, opcode_index, shadow_after)
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -109,193 +75,6 @@ RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
 RFLAGS_VM = 1 << 17
 RFLAGS_AC = 1 << 18
-CR0_PE = 1 << 0
-
-_STI, _POP_SS, _MOV_SREG = 0xFB, 0x17, 0x8E
-
-
-class GuestAccessError(delivery.Unreachable):
-    """A linear access on the guest's behalf failed: a page fault or #GP of
-    the walk (:mod:`spec.paging`, kept as ``page_fault``), or a
-    guest-physical address no RAM backs (``page_fault`` None)."""
-
-
-def shadow_after(code: bytes, mode: int, if_before: bool) -> bool:
-    """Whether the instruction at the start of ``code``, executed with
-    RFLAGS.IF = ``if_before``, leaves an interrupt shadow."""
-    i = 0
-    while i < len(code) and code[i] in _PREFIXES:
-        i += 1
-    if i >= len(code):
-        return False
-    op = code[i]
-    if op == _STI:
-        return not if_before
-    if op == _POP_SS:
-        return True
-    return op == _MOV_SREG and i + 1 < len(code) and (code[i + 1] >> 3) & 7 == 2
-
-
-@dataclass(frozen=True)
-class IoQualification:
-    """The exit qualification of an I/O instruction exit (SDM table 28-5),
-    with the instruction-information fields that string forms add."""
-
-    size: int           # 1, 2 or 4
-    dir: str            # "in" or "out"
-    string: bool
-    rep: bool
-    imm: bool           # operand encoding: immediate port
-    port: int
-    address_size: int   # 16, 32 or 64 (string forms)
-    segment: str        # segment of the memory operand (string forms)
-
-    def encode(self) -> int:
-        """The qualification as the 64-bit field the hardware writes."""
-        return ({1: 0, 2: 1, 4: 3}[self.size] | (self.dir == "in") << 3
-                | self.string << 4 | self.rep << 5 | self.imm << 6 | self.port << 16)
-
-    def as_info(self) -> dict:
-        info = {"port": self.port, "size": self.size, "dir": self.dir,
-                "string": self.string, "rep": self.rep, "imm": self.imm,
-                "qualification": self.encode()}
-        if self.string:
-            info.update(address_size=self.address_size, segment=self.segment)
-        return info
-
-
-@dataclass(frozen=True)
-class Exit:
-    """One VM exit: its reason, the guest's RIP and instruction length, the
-    clock, and the reason-specific information."""
-
-    reason: str
-    rip: int
-    length: int
-    icount: int
-    io: IoQualification | None = None
-    gpa: int | None = None
-    detail: dict = field(default_factory=dict)
-
-    def info(self) -> dict:
-        if self.io is not None:
-            return self.io.as_info()
-        out = dict(self.detail)
-        if self.gpa is not None:
-            out["gpa"] = self.gpa
-        return out
-
-
-_IO_OPCODES = frozenset({0x6C, 0x6D, 0x6E, 0x6F, 0xE4, 0xE5, 0xE6, 0xE7,
-                         0xEC, 0xED, 0xEE, 0xEF})
-_HLT = 0xF4
-#: what :func:`exiting_opcode` reports for VMCALL (0F 01 C1)
-VMCALL = 0x0F01C1
-_PREFIXES = frozenset({0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3})
-
-
-def exiting_opcode(code: bytes, mode: int) -> int | None:
-    """The opcode of an instruction that causes an unconditional exit (I/O,
-    HLT, or :data:`VMCALL`), skipping legacy prefixes (and REX in 64-bit
-    mode)."""
-    for i, byte in enumerate(code):
-        if byte in _PREFIXES or (mode == 64 and 0x40 <= byte <= 0x4F):
-            continue
-        if code[i:i + 3] == b"\x0f\x01\xc1":
-            return VMCALL
-        return byte if byte in _IO_OPCODES or byte == _HLT else None
-    return None
-
-
-def opcode_index(code: bytes, mode: int) -> int:
-    """Where the opcode starts, after the prefixes."""
-    i = 0
-    while i < len(code) and (code[i] in _PREFIXES or (mode == 64 and 0x40 <= code[i] <= 0x4F)):
-        i += 1
-    return i
-
-
-#: one-byte opcodes of control transfers, which may go to their own address
-_TRANSFERS = frozenset(range(0x70, 0x80)) | {0xE0, 0xE1, 0xE2, 0xE3, 0xE8, 0xE9, 0xEA, 0xEB,
-                                             0xC2, 0xC3, 0xCA, 0xCB, 0xCC, 0xCD, 0xCE, 0xCF,
-                                             0xF1, 0x9A}
-#: string instructions, which a REP prefix repeats in place
-_STRINGS = frozenset({0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF,
-                      0x6C, 0x6D, 0x6E, 0x6F})
-
-
-def follows_itself(code: bytes, mode: int) -> bool:
-    """Whether the instruction at the start of ``code`` can be followed by
-    itself, at the same address: a REP string instruction (one iteration
-    per execution) or a control transfer (a jump to itself)."""
-    i = opcode_index(code, mode)
-    if i >= len(code):
-        return False
-    op, rest = code[i], code[i + 1:i + 2]
-    if op in _STRINGS:
-        return 0xF2 in code[:i] or 0xF3 in code[:i]
-    if op in _TRANSFERS:
-        return True
-    if op == 0xFF and rest:
-        return rest[0] >> 3 & 7 in (2, 3, 4, 5)
-    return op == 0x0F and bool(rest) and (0x80 <= rest[0] <= 0x8F
-                                          or rest[0] in (0x05, 0x07, 0x34, 0x35))
-
-
-def decode_io(code: bytes, mode: int, dx: int) -> tuple[IoQualification, int]:
-    """What the hardware reports for the I/O instruction at the start of
-    ``code`` in a ``mode``-bit code segment; returns it with the
-    instruction's length."""
-    md = _disassembler(mode)
-    insn = next(md.disasm(code, 0), None)
-    if insn is None:
-        raise ValueError(f"undecodable I/O instruction {code[:15].hex()}")
-    opcode = insn.opcode[0]
-    string = opcode in (0x6C, 0x6D, 0x6E, 0x6F)
-    direction = "in" if opcode in (0x6C, 0x6D, 0xE4, 0xE5, 0xEC, 0xED) else "out"
-    imm = opcode in (0xE4, 0xE5, 0xE6, 0xE7)
-    if opcode in (0x6C, 0x6E, 0xE4, 0xE6, 0xEC, 0xEE):
-        size = 1
-    else:
-        size = 2 if _operand_size(insn, mode) == 16 else 4
-    port = insn.operands[-1].imm if imm and direction == "in" else (
-        insn.operands[0].imm if imm else dx & 0xFFFF)
-    rep = insn.prefix[0] in (capstone.x86.X86_PREFIX_REP, capstone.x86.X86_PREFIX_REPNE)
-    address_size = _address_size(insn, mode)
-    segment = "es" if direction == "in" else _CS_SEG_PREFIX.get(insn.prefix[1], "ds")
-    qual = IoQualification(size=size, dir=direction, string=string, rep=rep, imm=imm,
-                           port=port & 0xFFFF, address_size=address_size,
-                           segment=segment if string else "")
-    return qual, insn.size
-
-
-def _operand_size(insn, mode: int) -> int:
-    has66 = insn.prefix[2] == capstone.x86.X86_PREFIX_OPSIZE
-    if mode == 16:
-        return 32 if has66 else 16
-    return 16 if has66 else 32
-
-
-def _address_size(insn, mode: int) -> int:
-    has67 = insn.prefix[3] == capstone.x86.X86_PREFIX_ADDRSIZE
-    if mode == 64:
-        return 32 if has67 else 64
-    if mode == 32:
-        return 16 if has67 else 32
-    return 32 if has67 else 16
-
-
-_DISASM: dict[int, capstone.Cs] = {}
-
-
-def _disassembler(mode: int) -> capstone.Cs:
-    if mode not in _DISASM:
-        md = capstone.Cs(capstone.CS_ARCH_X86,
-                         {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32,
-                          64: capstone.CS_MODE_64}[mode])
-        md.detail = True
-        _DISASM[mode] = md
-    return _DISASM[mode]
 
 
 def _passes_through(q: IoQualification | None) -> bool:
@@ -314,7 +93,7 @@ def _mask_of(size: int) -> int:
     return (1 << 8 * size) - 1
 
 
-class HardwareVcpu:
+class HardwareVcpu(GuestLinear):
     """One vcpu of an HVM domain on the physical CPU.
 
     It owns the domain's guest-physical RAM (mapped into Unicorn, except the
@@ -393,6 +172,14 @@ class HardwareVcpu:
         self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
         self.foreign.append((gpa, gpa + size, buffer))
 
+    def map_rom(self, gpa: int, data: bytes) -> None:
+        """A ROM in the domain's physical address space (a firmware's alias
+        below 4 GiB, :mod:`spec.hvmloader`): readable and executable, not
+        writable; reads of it are reads of memory, as RAM's are."""
+        self.uc.mem_map(gpa, len(data), unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self.uc.mem_write(gpa, data)
+        self.foreign.append((gpa, gpa + len(data), data))
+
     def set_writable(self, pfn: int, writable: bool) -> None:
         """The EPT write permission of one page (a log-dirty page is read-only)."""
         prot = unicorn.UC_PROT_ALL if writable else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
@@ -417,130 +204,12 @@ class HardwareVcpu:
     def efer(self) -> int:
         return self.uc.msr_read(physical_cpu.MSR_EFER)
 
-    def long_mode(self) -> bool:
-        """IA-32e mode is active (EFER.LMA, SDM vol. 3A, 2.2.1): 64-bit or
-        compatibility mode, and 64-bit IDT gates."""
-        return bool(self.efer() & paging.EFER_LMA)
-
-    def mode(self) -> int:
-        """The code segment's default operand and address size: 16 in real
-        mode; in IA-32e mode 64 when the CS descriptor's L bit is set;
-        otherwise the D bit of the CS descriptor (SDM vol. 3A, 3.4.5)."""
-        if not self.reg("cr0") & CR0_PE:
-            return 16
-        high = self._descriptor("cs")[1]
-        if high & (1 << 21) and self.long_mode():
-            return 64
-        return 32 if high & (1 << 22) else 16
-
-    def address_mask(self) -> int:
-        """Linear addresses wrap at 4 GiB outside 64-bit mode."""
-        return 0xFFFF_FFFF_FFFF_FFFF if self.mode() == 64 else 0xFFFF_FFFF
-
-    def segment_base(self, seg: str) -> int:
-        """The base of a segment register: the selector times 16 in real
-        mode (SDM vol. 3A, 20.1.1); in 64-bit mode 0, except FS and GS whose
-        bases are MSRs (3.4.4); in protected mode the base in the selector's
-        GDT descriptor, which the hardware cached when the selector was
-        loaded (a GDT changed after loading is not modelled)."""
-        if not self.reg("cr0") & CR0_PE:
-            return self.uc.reg_read(_SEG_REGS[seg]) << 4
-        if self.mode() == 64:
-            if seg in ("fs", "gs"):
-                return self.uc.reg_read(X.UC_X86_REG_FS_BASE if seg == "fs"
-                                        else X.UC_X86_REG_GS_BASE)
-            return 0
-        low, high = self._descriptor(seg)
-        return (low >> 16) | ((high & 0xFF) << 16) | (high & 0xFF000000)
-
-    def _descriptor(self, seg: str) -> tuple[int, int]:
-        """The two 32-bit words of a segment's GDT descriptor (LDT-based
-        selectors are not modelled and read as a null descriptor)."""
-        selector = self.uc.reg_read(_SEG_REGS[seg])
-        raw = self._gdt_entry(selector)
-        if raw is None:
-            return 0, 0
-        return int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
-
-    def _gdt_entry(self, selector: int) -> bytes | None:
-        _sel, base, limit, _flags = self.uc.reg_read(X.UC_X86_REG_GDTR)
-        index = selector & ~7
-        if selector & 4 or index + 7 > limit:
-            return None
-        try:
-            return self.read_linear(base + index, 8)
-        except GuestAccessError:
-            return None
-
-    def ss_dpl(self) -> int:
-        """The DPL of SS, which Xen takes as the guest's privilege level
-        (0 in real mode)."""
-        if not self.reg("cr0") & CR0_PE:
-            return 0
-        return (self._descriptor("ss")[1] >> 13) & 3
-
-    def linear_rip(self) -> int:
-        return (self.segment_base("cs") + self.reg("rip")) & self.address_mask()
-
     def read(self, gpa: int, length: int) -> bytes:
         return bytes(self.uc.mem_read(gpa, length))
 
     def write(self, gpa: int, data: bytes) -> None:
         self.uc.mem_write(gpa, data)
         self.on_copy(gpa, len(data))
-
-    # --- linear addresses ---------------------------------------------------------
-
-    def paging(self) -> paging.PagingState:
-        return paging.PagingState(self.reg("cr0"), self.reg("cr3"), self.reg("cr4"),
-                                  self.efer())
-
-    def translate(self, linear: int, write: bool = False) -> int:
-        """The guest-physical address of ``linear`` (:mod:`spec.paging`);
-        raises :class:`GuestAccessError`."""
-        def table(gpa: int, n: int) -> bytes:
-            if not self.is_ram(gpa, n):
-                raise GuestAccessError(f"page-table entry at {gpa:#x} is not RAM")
-            return self.read(gpa, n)
-        cr0 = self.reg("cr0")
-        if not cr0 & paging.CR0_PG:
-            return linear & 0xFFFF_FFFF         # paging off: linear is physical
-        state = paging.PagingState(cr0, self.reg("cr3"), self.reg("cr4"), self.efer())
-        try:
-            return paging.translate(state, linear, write, table, self.write)
-        except paging.PageFault as fault:
-            raise GuestAccessError(str(fault), fault) from None
-
-    def _pieces(self, linear: int, length: int, write: bool) -> list[tuple[int, int]]:
-        """(gpa, length) of each page's part of a linear range, all RAM."""
-        out, done = [], 0
-        while done < length:
-            at = linear + done
-            n = min(length - done, paging.PAGE - at % paging.PAGE)
-            gpa = self.translate(at, write)
-            if not self.is_ram(gpa, n):
-                raise GuestAccessError(f"linear {at:#x} is guest-physical {gpa:#x}, "
-                                       f"which is not RAM")
-            out.append((gpa, n))
-            done += n
-        return out
-
-    def reachable(self, linear: int, length: int, write: bool = False) -> None:
-        """Raise :class:`GuestAccessError` unless the whole range is RAM
-        the guest's page tables reach."""
-        self._pieces(linear, length, write)
-
-    def read_linear(self, linear: int, length: int) -> bytes:
-        """Guest memory by linear address, as Xen's ``hvm_copy_from_guest_linear``."""
-        return b"".join(self.read(gpa, n) for gpa, n in self._pieces(linear, length, False))
-
-    def write_linear(self, linear: int, data: bytes) -> None:
-        """Guest memory by linear address, as Xen's ``hvm_copy_to_guest_linear``;
-        nothing is written unless every page is reachable."""
-        done = 0
-        for gpa, n in self._pieces(linear, len(data), True):
-            self.write(gpa, data[done:done + n])
-            done += n
 
     # --- running ----------------------------------------------------------------
 
@@ -675,19 +344,13 @@ class HardwareVcpu:
             # before any exit
             event = delivery.Event(delivery.UD, delivery.FAULT, address - self.segment_base("cs"))
             self._pending = Exit("event", address, 0, self.icount, detail={"event": event})
-        elif opcode == _HLT:
+        elif opcode == HLT:
             self._pending = Exit("hlt", address, size, self.icount)
         elif opcode == VMCALL:
             self._pending = Exit("vmcall", address, at + 3, self.icount)
         else:
             qual, length = decode_io(code, mode, self.reg("rdx"))
             self._pending = Exit("io", address, length, self.icount, io=qual)
-
-    def _code_bytes(self, linear: int, size: int) -> bytes:
-        """The bytes of the instruction the CPU is about to execute."""
-        if not self.reg("cr0") & paging.CR0_PG:
-            return bytes(self.uc.mem_read(linear, size))
-        return self.read_linear(linear, size)
 
     def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
         self._fault = f"{address:#x}:{size}"
@@ -833,14 +496,3 @@ class HardwareVcpu:
         if loaded is not None and descriptor is not None and loaded != descriptor:
             base, _limit = self.gdtr()
             self.write_linear(base + (selector & ~7), loaded)
-
-    def read_code(self, rip: int) -> bytes:
-        """Up to 15 bytes at linear ``rip`` that RAM backs (the instruction
-        the VMM fetches to emulate, or shows in a diagnostic)."""
-        out = b""
-        for i in range(15):
-            try:
-                out += self.read_linear(rip + i, 1)
-            except GuestAccessError:
-                break
-        return out

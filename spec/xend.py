@@ -142,10 +142,19 @@ class DomainConfig:
     #: hvmloader firmware): a bundled guest's name or a file; "" for the
     #: host's own image
     kernel: str = ""
+    #: with ``kernel = hvmloader``: the BIOS (rombios, seabios or a file;
+    #: "" for rombios) and the VGA BIOS (a file, "none"; "" for the default),
+    #: :mod:`spec.hvmloader`
+    bios: str = ""
+    vgabios: str = ""
     #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
     #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
     #: virtual clock
     rtc_base: int | None = None
+    #: the BIOS's boot order (xm's ``boot``, qemu-dm's ``-boot``): up to
+    #: three of ``a`` (floppy), ``c`` (hard disk), ``d`` (CD-ROM); Xen 3.x's
+    #: ``xm create`` gave ``c``
+    boot: str = "c"
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
@@ -165,6 +174,9 @@ class DomainConfig:
             raise XendError(f"mapcache budget = {self.mapcache_budget} bytes: a "
                             f"{self.device_model_bits}-bit qemu-dm needs at least one bucket "
                             f"({bucket >> 10} KiB)")
+        if not platform.valid_boot_order(self.boot):
+            raise XendError(f"boot = {self.boot!r}: one to three of a (floppy), c (hard disk), "
+                            f"d (CD-ROM)")
         if self.serial not in ("pty", "none"):
             raise XendError(f"serial = {self.serial!r}: must be 'pty' or 'none'")
         if self.vcpus != 1:

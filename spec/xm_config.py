@@ -11,7 +11,10 @@ nothing is executed)::
     builder = 'hvm'           # required: this is an HVM domain
     name = 'demo'             # required
     kernel = 'demo'           # the firmware image (Xen: hvmloader): a bundled
-                              # guest's name or a file
+                              # guest's name or a file, or
+                              # '/usr/lib/xen/boot/hvmloader' for real firmware:
+    bios = 'rombios'          # with hvmloader: rombios, seabios or a file
+    vgabios = '/usr/share/vgabios/vgabios.bin'   # or 'none'
     memory = 16               # MiB
     vcpus = 1
     serial = 'pty'            # or 'none'
@@ -24,6 +27,7 @@ nothing is executed)::
     mapcache_budget = 2415919104
     map_everything = 0
     rtc_base = 1700000000
+    boot = 'c'                # the BIOS's boot order: a, c, d (floppy, disk, CD)
 
 A key xm does not know, a value of the wrong type or a value
 :class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
@@ -53,6 +57,8 @@ from spec.xend import DomainConfig, XendError, check_name
 KEYS = {
     "name": ("name", (str,)),
     "kernel": ("kernel", (str,)),
+    "bios": ("bios", (str,)),
+    "vgabios": ("vgabios", (str,)),
     "memory": ("memory_mib", (int,)),
     "vcpus": ("vcpus", (int,)),
     "serial": ("serial", (str,)),
@@ -63,6 +69,7 @@ KEYS = {
     "mapcache_budget": ("mapcache_budget", (int,)),
     "map_everything": ("map_everything", (int, bool)),
     "rtc_base": ("rtc_base", (int,)),
+    "boot": ("boot", (str,)),
 }
 #: keys that are read but have no field of their own
 OTHER_KEYS = ("builder", "vga", "stdvga", "nographic")
@@ -151,8 +158,9 @@ def parse(text: str, source: str = "<config>",
         check_name(values["name"])
     except XendError as exc:
         raise ConfigFileError(f"{source}:{lines['name']}: {exc}") from None
-    if "kernel" in values:
-        values["kernel"] = kernel_path(values["kernel"], directory)
+    for key in ("kernel", "bios", "vgabios"):     # files beside the configuration
+        if key in values and values[key] not in ("rombios", "seabios", "none"):
+            values[key] = kernel_path(values[key], directory)
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
     if "map_everything" in fields:
         fields["map_everything"] = bool(fields["map_everything"])

@@ -16,38 +16,51 @@ from spec.loader import GuestImage, rom_from_source
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ("reference", "impl")
 
+#: the guest library (guests/lib/all.s: constants and macros, no code of its
+#: own), then the first instructions: interrupts off, DS = CS (labels address
+#: the ROM's data), ES = SS = 0, SP = 0x7000 (7 instructions)
 PROLOGUE = """
-    cli
-    mov ax, cs
-    mov ds, ax
-    xor ax, ax
-    mov es, ax
-    mov ss, ax
-    mov sp, 0x7000
+%include "lib/all.s"
+    real_mode_start rom_data=1, es=1
 """
-#: ICW1-ICW4 for the master PIC: edge triggered, vectors 0x20-0x27
-PIC_INIT = """
-    mov al, 0x11
-    out 0x20, al
-    mov al, 0x20
-    out 0x21, al
-    mov al, 0x04
-    out 0x21, al
-    mov al, 0x01
-    out 0x21, al
-"""
+#: ACPI S5 through PM1a_CNT (lib/poweroff.s); defines the label ``halt``
 POWEROFF = """
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-    hlt
+    poweroff
 """
 
 
 def guest(name: str, body: str, poweroff: bool = True) -> GuestImage:
-    """A real-mode guest: set-up, ``body``, then ACPI power-off."""
+    """A real-mode guest: set-up, ``body``, then ACPI power-off. The body
+    may use the guest library's macros and constants (``pic_init``,
+    ``ivt_set``, ``COM1``, ...: guests/lib/)."""
     source = PROLOGUE + body + (POWEROFF if poweroff else "")
     return GuestImage(name, rom_from_source(source, name), source)
+
+
+def one_tick(name: str, body: str) -> GuestImage:
+    """A guest whose PIT falls due about 8 us in (count 10; IRQ0, vector
+    0x20, the only line unmasked): ``body`` runs with IF = 0, counting in BL,
+    and ends with CLI; the tick's handler masks IRQ0 and prints ``i``; then
+    BL is printed as a digit."""
+    return guest(name, """
+    ivt_set 0x80, one_tick, es:
+    pic_init master_mask=0xfe
+    pit_init 10
+""" + body + """
+    mov al, bl
+    add al, '0'
+    mov dx, COM1
+    out dx, al
+    jmp one_tick_done
+one_tick:
+    pic_mask 0xff
+    pic_eoi
+    mov al, 'i'
+    mov dx, COM1
+    out dx, al
+    iret
+one_tick_done:
+""")
 
 
 def run(engine: str, image: GuestImage, **kwargs):
@@ -88,6 +101,17 @@ def peer(program: str) -> str:
     path = shutil.which(program)
     if path is None:
         message = f"peer {program!r} is not installed"
+        if os.environ.get("HVMSPEC_REQUIRE_PEERS") == "1":
+            pytest.fail(message + " and HVMSPEC_REQUIRE_PEERS=1")
+        pytest.skip(message)
+    return path
+
+
+def peer_file(path: str, package: str) -> str:
+    """A file a Debian peer package installs (firmware); missing: skipped,
+    or failed under ``HVMSPEC_REQUIRE_PEERS=1``, as :func:`peer`."""
+    if not os.path.exists(path):
+        message = f"{path} is not installed (Debian package {package})"
         if os.environ.get("HVMSPEC_REQUIRE_PEERS") == "1":
             pytest.fail(message + " and HVMSPEC_REQUIRE_PEERS=1")
         pytest.skip(message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PIC_INIT, both, guest, io_clock
+from tests.conftest import both, guest, io_clock
 from spec import clock, cpuid, platform, trace
 from spec.loader import GuestImage, rom_from_source
 
@@ -113,20 +113,27 @@ def test_rdtsc_at_cpl0_with_cr4_tsd_set():
     assert _outs(result) == [clock.tsc(PROLOGUE_INSNS + 3)]
 
 
+def _ticking(name: str, count: int, body: str) -> GuestImage:
+    """A guest with the PIT at ``count`` on IRQ0 (vector 0x20, the only line
+    unmasked), whose handler only acknowledges it: ``body`` with IF = 0."""
+    setup = f"""
+    pic_init master_mask=0xfe
+    ivt_set 0x80, tick, es:
+    pit_init {count}
+"""
+    return guest(name, setup + body + """
+    jmp done
+tick:
+    pic_eoi
+    iret
+done:
+""")
+
+
 def test_rdtsc_after_idle_equal_on_both_engines():
     """A run with a timer and HLT (the clock jumps) reads the same TSC on both."""
 
-    body = PIC_INIT + """
-    mov word ptr es:[0x80], tick
-    mov word ptr es:[0x82], 0xf000
-    mov al, 0x34
-    out 0x43, al
-    mov al, 0xa9
-    out 0x40, al
-    mov al, 0x04
-    out 0x40, al
-    mov al, 0xfe
-    out 0x21, al
+    body = """
     sti
     hlt
     cli
@@ -134,14 +141,8 @@ def test_rdtsc_after_idle_equal_on_both_engines():
     out 0xe9, eax
     mov eax, edx
     out 0xe9, eax
-    jmp done
-tick:
-    mov al, 0x20
-    out 0x20, al
-    iret
-done:
 """
-    result = both(guest("tsc-idle", body))
+    result = both(_ticking("tsc-idle", 1193, body))
     assert result.exit["reason"] == "poweroff"
     low, high = _outs(result)
     assert any(e.kind == "idle" for e in result.trace)
@@ -233,17 +234,7 @@ def test_the_docs_page_shows_the_table_and_the_rule_as_they_are():
 def test_rdtsc_while_an_interrupt_waits_for_a_window():
     """With IRQ0 pending and IF = 0 the VMM asks for interrupt-window exits
     (impl then steps the guest): RDTSC reads the same clock there too."""
-    body = PIC_INIT + """
-    mov word ptr es:[0x80], tick
-    mov word ptr es:[0x82], 0xf000
-    mov al, 0x34
-    out 0x43, al
-    mov al, 20
-    out 0x40, al
-    mov al, 0
-    out 0x40, al
-    mov al, 0xfe
-    out 0x21, al
+    body = """
     mov cx, 20000
 spin:
     rdtsc
@@ -254,14 +245,8 @@ spin:
     sti
     nop
     cli
-    jmp done
-tick:
-    mov al, 0x20
-    out 0x20, al
-    iret
-done:
 """
-    result = both(guest("tsc-window", body))
+    result = both(_ticking("tsc-window", 20, body))
     assert result.exit["reason"] == "poweroff"
     assert any(e.kind == "vmexit" and e.reason == "interrupt_window" for e in result.trace)
     io = io_clock(result.trace)
@@ -278,22 +263,10 @@ def _ring3_rdtsc(tsd: bool) -> GuestImage:
     CPL 3 and RDTSC there, each value sent to the debug port; CR4.TSD set
     first when ``tsd``."""
     source = f"""
+%include "lib/all.s"
 start:
     cli
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm32
-    .word 0x08
-.code32
-pm32:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov eax, cr4
     or eax, {4 if tsd else 0}
     mov cr4, eax
@@ -312,21 +285,12 @@ pm32:
 ring3:
     rdtsc
     out 0xe9, eax
-    mov dx, 0x1f44
-    mov ax, 0x3c00
+    mov dx, PM1A_CNT                ; lib/poweroff.s's S5, without its HLT,
+    mov ax, SLP_S5_EN               ; which is #GP at CPL 3
     out dx, ax
 spin:
     jmp spin
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-    .quad 0x00cffb000000ffff
-    .quad 0x00cff3000000ffff
-gdtr:
-    .word 39
-    .long 0xf0000 + gdt
+    flat_gdt more="0x00cffb000000ffff, 0x00cff3000000ffff"    ; ring 3: code 0x18, data 0x20
 """
     name = f"ring3-tsd{int(tsd)}"
     return GuestImage(name, rom_from_source(source, name), source)

@@ -98,9 +98,45 @@ def test_long_mode_aligns_the_stack_and_ist_switches_it(exceptions):
 
 # --- protected mode, built per test ------------------------------------------------------
 
+#: the descriptors after lib/pm32.s's flat GDT: ring-3 code (0x18) and data
+#: (0x20), both flat, and a 32-bit TSS (0x28) at 0xc000, 104 bytes
+RING3_CODE, RING3_DATA, TSS_AT_C000 = 0x00CFFB000000FFFF, 0x00CFF3000000FFFF, 0x00008900C0000067
+
+#: an IRETD to ring 3 (CS 0x1b, SS:ESP 0x23:0x5000), at the label ``ring3``
+RING3 = """
+    push 0x23
+    push 0x5000
+    pushfd
+    push 0x1b
+    mov eax, ring3
+    add eax, 0xf0000
+    push eax
+    iretd
+ring3:
+"""
+
+#: paging with one 4 MiB page (CR4.PSE) for 0 .. 4 MiB: a page directory at
+#: 0x20000 whose other entries are not present
+PAGING_4MIB = """
+    mov edi, 0x20000
+    mov ecx, 1024
+    xor eax, eax
+    rep stosd
+    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
+    mov eax, cr4
+    or eax, 0x10
+    mov cr4, eax
+    mov eax, 0x20000
+    mov cr3, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+"""
+
+
 def _pm(body: str, gates: dict[int, tuple[str, int]], extra: str = "") -> loader.GuestImage:
     """A 32-bit protected-mode guest (flat ring-0 segments 0x08/0x10, ring-3
-    0x1b/0x23, a TSS at 0x20 whose ESP0 is 0x6800) with an IDT at 0x9000 of
+    0x1b/0x23, a TSS at 0x28 whose ESP0 is 0x6800) with an IDT at 0x9000 of
     ``gates``: vector -> (handler label, type/attribute byte). Each handler
     sends ESP and the five dwords above it to port 0x510 (ioreqs the trace
     shows), then powers off."""
@@ -108,27 +144,10 @@ def _pm(body: str, gates: dict[int, tuple[str, int]], extra: str = "") -> loader
     mov eax, {label}
     add eax, 0xf0000
     mov edi, 0x9000 + {vector * 8}
-    mov [edi], ax
-    mov word ptr [edi + 2], 0x08
-    and eax, 0xffff0000
-    or eax, {attr << 8:#x}
-    mov [edi + 4], eax
+    gate32 {attr << 8:#x}
 """ for vector, (label, attr) in gates.items())
     source = f"""
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm
-    .word 0x08
-.code32
-pm:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov edi, 0x9000
     mov ecx, 0x200
     xor eax, eax
@@ -153,23 +172,9 @@ dump_next:
     pop eax
     out dx, eax
     loop dump_next
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-    hlt
+    poweroff
 {extra}
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-    .quad 0x00cffb000000ffff
-    .quad 0x00cff3000000ffff
-    .quad 0x00008900c0000067
-gdt_end:
-gdtr:
-    .word gdt_end - gdt - 1
-    .long 0xf0000 + gdt
+    flat_gdt more="{RING3_CODE:#x}, {RING3_DATA:#x}, {TSS_AT_C000:#x}"
 idtr:
     .word 0x1ff
     .long 0x9000
@@ -200,18 +205,7 @@ def test_a_privilege_change_switches_to_the_tss_stack():
     """INT 21h from ring 3 through a DPL-3 gate to a ring-0 handler: the CPU
     takes SS:ESP from the TSS (SS0 0x10, ESP0 0x6800) and pushes the old SS,
     ESP, EFLAGS, CS and EIP there (SDM 6.12.1)."""
-    body = """
-    push 0x23
-    push 0x5000
-    pushfd
-    push 0x1b
-    mov eax, ring3
-    add eax, 0xf0000
-    push eax
-    iretd
-ring3:
-    int 0x21
-"""
+    body = RING3 + "    int 0x21\n"
     result = both(_pm(body, {0x21: ("handler", 0xEE)}, "handler:\n    jmp dump\n"))
     esp, eip, cs, eflags, old_esp, old_ss = _dumped(result)
     assert esp == 0x6800 - 20
@@ -222,18 +216,7 @@ ring3:
 def test_int_n_through_a_gate_below_cpl_is_gp_with_the_idt_index():
     """A software interrupt checks the gate's DPL against CPL (SDM 6.12.1.1):
     ring 3 through a DPL-0 gate is #GP(vector * 8 + 2), EXT clear."""
-    body = """
-    push 0x23
-    push 0x5000
-    pushfd
-    push 0x1b
-    mov eax, ring3
-    add eax, 0xf0000
-    push eax
-    iretd
-ring3:
-    int 0x21
-"""
+    body = RING3 + "    int 0x21\n"
     result = both(_pm(body, {0x21: ("handler", 0x8E), 13: ("handler", 0x8E)},
                       "handler:\n    jmp dump\n"))
     assert [(e.vector, e.error_code) for e in _raised(result)] == [(0x21, None),
@@ -256,20 +239,7 @@ def test_a_page_fault_during_a_page_fault_is_a_double_fault():
     """#PF with the stack unmapped: pushing its frame faults again (a write:
     error code 2, CR2 the first push); two page faults make #DF (table 6-5),
     whose frame goes on the same stack: a triple fault."""
-    body = """
-    mov edi, 0x20000
-    mov ecx, 1024
-    xor eax, eax
-    rep stosd
-    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
-    mov eax, cr4
-    or eax, 0x10
-    mov cr4, eax
-    mov eax, 0x20000
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    body = PAGING_4MIB + """
     mov esp, 0x800000                   ; above the mapping
     mov eax, [0x400000]
 """
@@ -286,8 +256,7 @@ def test_a_page_fault_during_a_page_fault_is_a_double_fault():
 def test_int_21h_in_real_mode_goes_through_the_ivt():
     """The report of issue 17: INT 21h crashed the domain."""
     body = """
-    mov word ptr es:[0x21 * 4], handler
-    mov word ptr es:[0x21 * 4 + 2], 0xf000
+    ivt_set 0x21 * 4, handler, es:
     sti
     int 0x21
     hlt
@@ -341,20 +310,7 @@ def test_string_io_into_an_unmapped_page_injects_a_page_fault():
     """The VMM finds the data of ``rep insb`` where the guest's page tables
     do not reach: it injects #PF (a write: error code 2; CR2 the address)
     instead of crashing the domain, and the instruction does not retire."""
-    body = """
-    mov edi, 0x20000
-    mov ecx, 1024
-    xor eax, eax
-    rep stosd
-    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
-    mov eax, cr4
-    or eax, 0x10
-    mov cr4, eax
-    mov eax, 0x20000
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    body = PAGING_4MIB + """
     mov edi, 0x400000
     mov ecx, 4
     mov dx, 0x3f8

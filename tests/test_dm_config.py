@@ -25,6 +25,7 @@ def test_xend_writes_and_qemu_dm_reads_on_both_engines():
     assert written["/local/domain/1/memory/target"] == str(8 << 10)
     assert written[f"{vm}/image/device-model/bits"] == "64"
     assert written[f"{vm}/on_poweroff"] == "destroy"
+    assert written[f"{vm}/image/boot"] == "c"
     reads = _ops(result, "qemu-dm")
     assert reads[0] == ("read", "/local/domain/1/vm", vm)
     assert ("read", f"{vm}/image/device-model/bits", "64") in reads
@@ -45,6 +46,8 @@ def test_xend_writes_and_qemu_dm_reads_on_both_engines():
     ("/vcpus", "two", "is not a number"),
     ("/image/serial", "tcp:1234", "expected one of 'pty', 'none'"),
     ("/image/device-model/rtc-base", "", "is not a number"),
+    ("/image/boot", "cx", "not a boot order"),
+    ("/image/boot", "", "not a boot order"),
 ])
 def test_malformed_configuration_names_the_path(key, value, message):
     store = InProcessStore(lambda e: None)
@@ -98,3 +101,27 @@ def test_serial_none_leaves_com1_unclaimed():
     com1 = {e.device for e in result.trace if isinstance(e, trace.DeviceIo)
             and 0x3F8 <= e.addr < 0x400}
     assert com1 == {None}
+
+
+def test_the_boot_order_reaches_the_cmos_on_both_engines():
+    """xm's ``boot`` goes through XenStore to qemu-dm's CMOS (0x3D, 0x38)."""
+    body = """
+    mov dx, 0x510
+    mov al, 0x3d
+    out 0x70, al
+    in al, 0x71
+    out dx, al
+    mov al, 0x38
+    out 0x70, al
+    in al, 0x71
+    out dx, al
+"""
+    result = both(guest("boot", body), device_model={"boot": "dca"})
+    sent = [e.data for e in result.trace if isinstance(e, trace.IoreqTransition)
+            and e.addr == 0x510 and e.new == "READY"]
+    assert sent == [0x23, 0x10]
+
+
+def test_a_boot_order_xend_refuses():
+    with pytest.raises(Exception, match="boot = 'x'"):
+        DomainConfig(name="g", boot="x")

@@ -148,6 +148,19 @@ def test_the_library_adds_no_code_until_a_macro_is_invoked():
         bytes.fromhex("ba441f b8003c ef f4 ebfd")
 
 
+def test_a_source_given_as_text_finds_the_library_and_only_the_library(tmp_path, monkeypatch):
+    """A test's inline guest has no file: ``lib/x.s`` and a bare library
+    name are found in guests/lib/, a file of the current directory is not."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.s").write_text("nop\n")
+    assert loader.assemble('%include "lib/all.s"\n    real_mode_start rom_data=1, es=1\n') == \
+        bytes.fromhex("fa 8cc8 8ed8 31c0 8ec0 8ed0 bc0070")
+    assert loader.assemble('%include "poweroff.s"\n    halt_forever\n') == HLT + b"\xeb\xfd"
+    with pytest.raises(GuestError, match=r"<source>:1: cannot include 'mine.s': no such file "
+                                         r"\(looked for guests/lib/mine.s\)"):
+        loader.assemble('%include "mine.s"\n')
+
+
 def test_macro_arguments_defaults_and_unique_labels():
     source = (".macro m reg, value=7, w=\n"
               "m_\\@:\n    mov \\w\\()\\reg, \\value\n    jmp m_\\@\n.endm\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from spec import loader, trace
 from spec.devices.pit import PIT_HZ, ns_for_ticks
-from tests.conftest import PIC_INIT, both, guest, io_clock
+from tests.conftest import both, guest, io_clock, one_tick
 
 
 def _injections(result) -> list[trace.Injection]:
@@ -67,43 +67,16 @@ def test_sti_shadow_delays_the_injection_by_one_instruction():
     # a tick falls due inside the CLI section; after STI the next instruction
     # (inc bx) still runs: the injection's RIP is the instruction after it
     body = """
-    mov word ptr es:[0x80], handler
-    mov word ptr es:[0x82], 0xf000
-""" + PIC_INIT + """    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 10
-    out 0x40, al
-    xor al, al
-    out 0x40, al
     mov cx, 30000
 spin:
     loop spin
     xor bx, bx
     sti
-marker:
     inc bx
-after:
     inc bx
     cli
-    mov al, bl
-    add al, '0'
-    mov dx, 0x3f8
-    out dx, al
-    jmp done
-handler:
-    mov al, 0xff
-    out 0x21, al
-    mov al, 0x20
-    out 0x20, al
-    mov al, 'i'
-    mov dx, 0x3f8
-    out dx, al
-    iret
-done:
 """
-    image = guest("shadow", body)
+    image = one_tick("shadow", body)
     result = both(image)
     assert result.serial == "i2"
     # xor bx, bx; sti; inc bx; inc bx
@@ -123,41 +96,16 @@ def test_hlt_with_interrupts_enabled_and_no_timer_is_hung():
 
 def test_a_missing_idt_gate_is_a_triple_fault_and_xen_resets_the_domain():
     body = """
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm
-    .word 0x08
-.code32
-pm:
-    mov ax, 0x10
-    mov ds, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     lidt [0x9000]
     mov word ptr [0x9000], 0x7ff
     mov dword ptr [0x9002], 0x10000
     lidt [0x9000]
-""" + PIC_INIT + """    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 100
-    out 0x40, al
-    xor al, al
-    out 0x40, al
+    pic_init master_mask=0xfe
+    pit_init 100
     sti
     hlt
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-gdtr:
-    .word 23
-    .long 0xf0000 + gdt
+    flat_gdt
 """
     result = both(guest("nogate", body, poweroff=False))
     # IRQ0's gate is all zeros, not a gate: #GP(0x20 * 8 + IDT + EXT); #GP's is too
@@ -173,34 +121,24 @@ gdtr:
 
 def test_received_bytes_raise_irq4_and_are_echoed():
     body = """
-    mov word ptr es:[0x90], handler
-    mov word ptr es:[0x92], 0xf000
+    ivt_set 0x90, handler, es:
     mov word ptr es:[0x600], 0
-""" + PIC_INIT + """    mov al, 0xef
-    out 0x21, al
-    mov dx, 0x3f9
-    mov al, 0x01
-    out dx, al
-    mov dx, 0x3fc
+    pic_init master_mask=0xef
+    serial_ier 0x01                 ; an interrupt for each received byte
+    mov dx, COM1 + 4                ; MCR: DTR, RTS, OUT2
     mov al, 0x0b
     out dx, al
-    sti
-wait:
-    hlt
-    cmp word ptr es:[0x600], 3
-    jb wait
-    cli
+    halt_while "word ptr es:[0x600]", 3, jb
     jmp done
 handler:
     push ax
     push dx
-    mov dx, 0x3f8
+    mov dx, COM1
     in al, dx
     inc al
     out dx, al
     inc word ptr es:[0x600]
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop dx
     pop ax
     iret
@@ -219,18 +157,13 @@ done:
 
 
 LEVEL_BODY = """
-    mov word ptr es:[0x90], handler
-    mov word ptr es:[0x92], 0xf000
+    ivt_set 0x90, handler, es:
     mov word ptr es:[0x600], 0
-""" + PIC_INIT + """
+    pic_init master_mask=0xef
     mov dx, 0x4d0
     mov al, ELCR
     out dx, al
-    mov al, 0xef
-    out 0x21, al
-    mov dx, 0x3f9
-    mov al, 0x02
-    out dx, al
+    serial_ier 0x02                 ; THRE: the line is high while it is empty
     sti
     mov cx, 200
 spin:
@@ -238,7 +171,7 @@ spin:
     cli
     mov al, es:[0x600]
     add al, '0'
-    mov dx, 0x3f8
+    mov dx, COM1
     out dx, al
     jmp done
 handler:
@@ -247,11 +180,10 @@ handler:
     inc word ptr es:[0x600]
     cmp word ptr es:[0x600], 2
     jb keep
-    mov dx, 0x3fa
+    mov dx, COM1 + 2                ; IIR
     in al, dx
 keep:
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop dx
     pop ax
     iret

@@ -115,15 +115,14 @@ def test_spec_and_impl_agree(steps):
 
 
 REBOOT_GUEST = """
+%include "lib/all.s"
 start:
     cli
     mov al, 0x42
-    mov dx, 0x3f8
+    mov dx, COM1
     out dx, al
     {reset}
-halt:
-    hlt
-    jmp halt
+    halt_forever
 """
 
 

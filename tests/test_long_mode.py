@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from impl.vcpu import LinearFault, Vcpu
+from impl.guest_linear import LinearFault
+from impl.vcpu import Vcpu
 from spec import loader, trace
-from spec.vmx import GuestAccessError, HardwareVcpu
-from tests.conftest import PIC_INIT, both, guest
+from spec.guest_linear import GuestAccessError
+from spec.vmx import HardwareVcpu
+from tests.conftest import both, guest
 
 #: real mode -> protected mode -> long mode, identity-mapping the first
 #: 2 MiB with one 2 MiB page; 64-bit code at ``lm`` with RSP = 0x7000, and
 #: the PIT at about 1 kHz on IRQ0 (vector 0x20), unmasked
 LONG_MODE = """
-    lgdt cs:[gdtr]
-    mov eax, cr0
-    or al, 1
-    mov cr0, eax
-    .byte 0x66, 0xea
-    .long 0xf0000 + pm
-    .word 0x08
-.code32
-pm:
-    mov ax, 0x10
-    mov ds, ax
-    mov es, ax
-    mov ss, ax
-    mov esp, 0x7000
+    enter_pm32
     mov edi, 0x20000
     mov ecx, 3072
     xor eax, eax
@@ -40,46 +29,17 @@ pm:
     mov dword ptr [0x20000], 0x21003
     mov dword ptr [0x21000], 0x22003
     mov dword ptr [0x22000], 0x83
-    mov eax, cr4
-    or eax, 0x20
-    mov cr4, eax
-    mov eax, 0x20000
-    mov cr3, eax
-    mov ecx, 0xc0000080
-    rdmsr
-    or eax, 0x100
-    wrmsr
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
-    .byte 0xea
-    .long 0xf0000 + lm
-    .word 0x18
-.code64
-lm:
+    enter_long_mode 0x20000
     mov rsp, 0x7000
     mov r15, 0x9000
-""" + PIC_INIT + """    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 100
-    out 0x40, al
-    xor al, al
-    out 0x40, al
+    pic_init master_mask=0xfe
+    pit_init 100
 """
 
+#: lib/pm32.s's flat GDT with the 64-bit code segment (0x18), then a 32-bit
+#: code segment (0x20) for a gate to name: five descriptors, 0x28 is beyond
 GDT = """
-.align 8
-gdt:
-    .quad 0
-    .quad 0x00cf9b000000ffff
-    .quad 0x00cf93000000ffff
-    .quad 0x00209b0000000000
-    .quad 0x00cf9b000000ffff
-gdtr:
-    .word 39
-    .long 0xf0000 + gdt
+    flat_gdt long64=1, more=0x00cf9b000000ffff
 """
 
 
@@ -87,16 +47,9 @@ def _gate(type_byte: int, selector: int, ist: int = 0) -> str:
     """Gate 0x20 of an IDT at 0x9000 (R15) for the ``handler`` below, then LIDT."""
     return f"""
     lea rax, [rip + handler]
-    mov rbx, rax
-    and eax, 0xffff
-    or eax, {selector << 16:#x}
-    mov [r15 + 0x200], eax
-    mov eax, ebx
-    and eax, 0xffff0000
-    or eax, {type_byte << 8 | ist:#x}
-    mov [r15 + 0x204], eax
-    shr rbx, 32
-    mov [r15 + 0x208], rbx
+    lea rdi, [r15 + 0x200]
+    mov edx, {type_byte << 8 | ist:#x}
+    gate64 {selector:#x}
     mov word ptr [r15 + 0x400], 0x2ff
     mov qword ptr [r15 + 0x402], 0x9000
     lidt [r15 + 0x400]

@@ -207,6 +207,7 @@ def test_string_io_to_port_80_exits():
     """A string form to a pass-through port still exits (the model runs no
     string I/O natively): qemu-dm sees it as an unclaimed port."""
     src = """
+%include "lib/all.s"
 start:
     cli
     xor ax, ax
@@ -216,12 +217,7 @@ start:
     outsb
     mov ax, 0x2000
     out 0x80, ax
-    mov dx, 0x1f44
-    mov ax, 0x3c00
-    out dx, ax
-halt:
-    hlt
-    jmp halt
+    poweroff
 """
     import tempfile, pathlib
     with tempfile.TemporaryDirectory() as d:

@@ -202,8 +202,7 @@ def test_lock_prefix_on_port_io_is_invalid():
     """LOCK OUT is #UD (SDM vol. 2, "LOCK"), raised before any exit and
     delivered through the IVT: the handler at 0xf000:ud powers off."""
     body = """
-    mov word ptr es:[6 * 4], ud
-    mov word ptr es:[6 * 4 + 2], 0xf000
+    ivt_set 6 * 4, ud, es:
     .byte 0xf0, 0xee
     hlt
 ud:

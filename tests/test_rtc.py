@@ -26,15 +26,15 @@ class Device:
     """One RTC behind ports 0x70/0x71, with its clock and IRQ8 levels."""
 
     def __init__(self, engine: str, memory: int = 16 << 20,
-                 base: int = platform.RTC_DEFAULT_BASE) -> None:
+                 base: int = platform.RTC_DEFAULT_BASE, boot: str = "c") -> None:
         self.clock = Clock()
         self.irqs: list[int] = []
         if engine == "spec":
-            self.dev = spec_rtc.Rtc(self.clock, self.irqs.append, memory, base)
+            self.dev = spec_rtc.Rtc(self.clock, self.irqs.append, memory, base, boot)
             self._read, self._write = self.dev.io_read, self.dev.io_write
             self.deadline, self.expire = self.dev.next_deadline, self.dev.expire
         else:
-            self.dev = impl_rtc.Rtc(self.clock, self.irqs.append, memory, base)
+            self.dev = impl_rtc.Rtc(self.clock, self.irqs.append, memory, base, boot)
             self._read, self._write = self.dev.read, self.dev.write
             self.deadline, self.expire = self.dev.deadline, self.dev.timer
 
@@ -189,6 +189,17 @@ def test_alarm_exact_time_next_day(rtc):
 def test_memory_size_bytes(engine, mib, expect):
     rtc = Device(engine, memory=mib << 20)
     assert {i: rtc.get(i) for i in expect} == expect
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("boot, b3d, b38", [
+    ("c", 0x02, 0x00), ("d", 0x03, 0x00), ("dc", 0x23, 0x00), ("cda", 0x32, 0x10),
+    ("a", 0x01, 0x00)])
+def test_the_bios_reads_its_boot_order_and_equipment(engine, boot, b3d, b38):
+    """Xen 3.0.4 qemu-dm's cmos_init: rombios boots from nothing when 0x3D is 0."""
+    rtc = Device(engine, boot=boot)
+    assert (rtc.get(0x3D), rtc.get(0x38)) == (b3d, b38)
+    assert (rtc.get(0x14), rtc.get(0x10), rtc.get(0x12)) == (0x06, 0, 0)
 
 
 def test_c_and_d_are_read_only(rtc):

@@ -13,19 +13,15 @@ import time
 import pytest
 
 from hvmspec.serial_line import LiveLine
-from tests.conftest import ENGINES, PIC_INIT, ROOT, run
+from tests.conftest import ENGINES, ROOT, run
 
 # waits, halted with interrupts on, for three bytes taken by its IRQ4 handler
 ECHO = """
-    mov word ptr es:[0x90], rx_irq      ; vector 0x24 (IRQ4)
-    mov word ptr es:[0x92], 0xf000
+    ivt_set 0x90, rx_irq, es:           ; vector 0x24 (IRQ4)
     mov byte ptr es:[0x600], 0
-""" + PIC_INIT + """    mov al, 0xef                        ; IRQ4 only
-    out 0x21, al
-    mov dx, 0x3f9
-    mov al, 0x01                        ; IER: received data available
-    out dx, al
-    mov dx, 0x3fc
+    pic_init master_mask=0xef           ; IRQ4 only
+    serial_ier 0x01                     ; IER: received data available
+    mov dx, COM1 + 4
     mov al, 0x0b                        ; MCR: DTR, RTS, OUT2
     out dx, al
 wait:
@@ -34,7 +30,7 @@ wait:
     cli
     cmp byte ptr es:[0x600], 3
     jb wait
-    mov dx, 0x3f8
+    mov dx, COM1
     mov al, 'g'
     out dx, al
     mov al, ':'
@@ -53,14 +49,13 @@ rx_irq:
     push ax
     push bx
     push dx
-    mov dx, 0x3f8
+    mov dx, COM1
     in al, dx
     xor bx, bx
     mov bl, es:[0x600]
     mov es:[bx + 0x610], al
     inc byte ptr es:[0x600]
-    mov al, 0x20
-    out 0x20, al
+    pic_eoi
     pop dx
     pop bx
     pop ax

@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from spec import loader, physical_cpu
-from tests.conftest import PIC_INIT, ROOT, both, guest
+from tests.conftest import ROOT, both, one_tick
 
 #: the guest's code lies at 0x8000:0 (linear 0x80000); its stack below 0x7000
 CODE_AT = 0x80000
@@ -163,16 +163,6 @@ def test_a_guest_in_a_long_window_takes_its_tick_after_sti_on_both_engines():
     """A whole domain: the PIT's tick falls due while the guest spins with
     IF = 0; the window opens one instruction after STI, on both engines."""
     body = """
-    mov word ptr es:[0x80], handler
-    mov word ptr es:[0x82], 0xf000
-""" + PIC_INIT + """    mov al, 0xfe
-    out 0x21, al
-    mov al, 0x34
-    out 0x43, al
-    mov al, 10
-    out 0x40, al
-    xor al, al
-    out 0x40, al
     xor bx, bx
     mov cx, 4000
 spin:
@@ -186,23 +176,8 @@ spin:
     inc bx
     inc bx
     cli
-    mov al, bl
-    add al, '0'
-    mov dx, 0x3f8
-    out dx, al
-    jmp done
-handler:
-    mov al, 0xff
-    out 0x21, al
-    mov al, 0x20
-    out 0x20, al
-    mov al, 'i'
-    mov dx, 0x3f8
-    out dx, al
-    iret
-done:
 """
-    result = both(guest("long_window", body))
+    result = both(one_tick("long_window", body))
     assert result.serial == "i2"
     windows = [e for e in result.trace if getattr(e, "reason", None) == "interrupt_window"]
     assert len(windows) == 1

@@ -317,3 +317,23 @@ def test_nographic_and_vga():
     assert parse(base + "vga = 0\n").vga is False
     assert parse(base + "nographic = 1\n").vga is False
     assert parse(base + "map_everything = 1\ndevice_model_bits = 64\n").map_everything is True
+
+
+def test_kernel_hvmloader_boots_debian_firmware(xend, tmp_path):
+    """``kernel = '/usr/lib/xen/boot/hvmloader'`` as in Xen 3.x: the builder
+    does hvmloader's job (spec/hvmloader.py) with the BIOS ``bios`` names;
+    a BIOS file that is missing is a bad configuration that names it."""
+    from tests.conftest import peer_file
+    peer_file("/usr/share/seabios/bios.bin", "seabios")
+    cfg = tmp_path / "sea.cfg"
+    cfg.write_text("builder = 'hvm'\nname = 'sea'\nkernel = '/usr/lib/xen/boot/hvmloader'\n"
+                   "bios = 'seabios'\nvgabios = 'none'\nmemory = 32\n")
+    xm(xend, "create", str(cfg))
+    assert rows(xend)["sea"]["state"] == "r-----"
+    xm(xend, "destroy", "sea")
+    cfg.write_text("builder = 'hvm'\nname = 'sea'\nkernel = '/usr/lib/xen/boot/hvmloader'\n"
+                   "bios = 'missing.bin'\n")
+    out = xm(xend, "create", str(cfg), check=False)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert f"BIOS {str(tmp_path / 'missing.bin')!r} does not exist" in out.stderr
+    assert list(rows(xend)) == ["Domain-0"]

@@ -796,7 +796,8 @@ STRING_CASES = [
 def _string_chunks_rst() -> str:
     """The first ioreq of a few string instructions, computed by the spec."""
     from spec.vmm import string_chunk
-    from spec.vmx import RFLAGS_DF, IoQualification
+    from spec.vm_exit import IoQualification
+    from spec.vmx import RFLAGS_DF
     rows = []
     for insn, size, direction, rep, seg, base, offset, count, df in STRING_CASES:
         q = IoQualification(size=size, dir=direction, string=True, rep=rep, imm=False,

@@ -1,10 +1,11 @@
 ; lib/idt.s: interrupt tables. In real mode the IVT at 0 (a far pointer per
 ; vector); in protected and long mode an IDT of gates.
 
-; ivt_set: the IVT entry at ADDRESS (vector * 4) to F000:HANDLER
-.macro ivt_set address, handler
-    mov word ptr [\address], \handler
-    mov word ptr [\address + 2], 0xf000
+; ivt_set: the IVT entry at ADDRESS (vector * 4) to F000:HANDLER; SEG: a
+; segment override for the IVT's segment (`es:` where DS is not 0)
+.macro ivt_set address, handler, seg=
+    mov word ptr \seg\()[\address], \handler
+    mov word ptr \seg\()[\address + 2], 0xf000
 .endm
 
 ; gate32: the 8-byte gate at [EDI] for the handler at linear EAX, selector
@@ -20,12 +21,13 @@
     mov [edi + 4], ebx
 .endm
 
-; gate64: the 16-byte gate at [RDI] for the handler at RAX, selector 0x18,
-; its type word in EDX (0x8e00 a 64-bit interrupt gate, 0x8f00 a trap gate)
-.macro gate64
+; gate64: the 16-byte gate at [RDI] for the handler at RAX, SELECTOR (0x18,
+; lib/pm32.s's 64-bit code segment), its type word in EDX (0x8e00 a 64-bit
+; interrupt gate, 0x8f00 a trap gate; the low bits: the IST index)
+.macro gate64 selector=0x18
     mov rbx, rax
     and eax, 0xffff
-    or eax, 0x00180000              ; selector 0x18
+    or eax, \selector << 16
     mov [rdi], eax
     mov eax, ebx
     and eax, 0xffff0000

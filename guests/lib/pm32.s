@@ -36,8 +36,9 @@ pm32:
     pm32_start \stack
 .endm
 
-; flat_gdt: the labels `gdt` (aligned to 8) and `gdtr` (its limit and base)
-.macro flat_gdt long64=0
+; flat_gdt: the labels `gdt` (aligned to 8) and `gdtr` (its limit and base);
+; MORE: descriptors (quads, a quoted list) after the flat ones
+.macro flat_gdt long64=0, more=
 .align 8
 gdt:
     .quad 0
@@ -45,11 +46,11 @@ gdt:
     .quad 0x00cf93000000ffff        ; 0x10: data, base 0, 4 GiB
 .if \long64
     .quad 0x00209b0000000000        ; 0x18: code, 64-bit
-gdtr:
-    .word 31
-.else
-gdtr:
-    .word 23
 .endif
+.ifnb \more
+    .quad \more
+.endif
+gdtr:
+    .word gdtr - gdt - 1
     .long 0xf0000 + gdt
 .endm

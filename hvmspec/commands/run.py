@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spec import platform, trace
 from spec.loader import GuestError, bundled_guests, load
-from hvmspec.commands import EXIT_NO, EXIT_OK, output_path
+from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, output_path
 
 
 def add_parsers(sub) -> None:
@@ -20,10 +20,18 @@ def add_parsers(sub) -> None:
                          "line with the domain's fate. Exit 0 if the guest powered off, 1 if "
                          "the domain crashed, hung or hit the instruction budget, 2 for a "
                          "guest that cannot be loaded.")
-    run.add_argument("guest", help=f"a bundled guest ({', '.join(bundled_guests())}), "
+    run.add_argument("guest", nargs="?",
+                     help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
                      "bundled name wins over a file of the same name here: write ./NAME "
-                     "for the file")
+                     "for the file. Not with --firmware")
+    run.add_argument("--firmware", metavar="rombios|seabios|FILE",
+                     help="boot firmware as Xen's hvmloader placed it: rombios (Debian's "
+                     "bochsbios), seabios (Debian's seabios) or a BIOS file, at the top of "
+                     "the first MiB and aliased below 4 GiB, with a VGA BIOS at 0xc0000")
+    run.add_argument("--vgabios", metavar="FILE",
+                     help="the VGA BIOS for --firmware (default: Debian's vgabios, "
+                     "/usr/share/vgabios/vgabios.bin; 'none': no VGA BIOS)")
     run.add_argument("--engine", choices=("reference", "impl"), default="impl",
                      help="the reference model (slow, the definition) or the optimised "
                      "Unicorn implementation (default)")
@@ -83,6 +91,20 @@ def _size(text: str) -> int:
     return value
 
 
+def _guest_image(args: argparse.Namespace):
+    """The guest named on the command line, or the firmware of --firmware."""
+    from spec import hvmloader
+    if args.firmware is not None:
+        if args.guest is not None:
+            raise UsageError(f"give a guest ({args.guest}) or --firmware, not both")
+        return hvmloader.load_firmware(hvmloader.choose(args.firmware, args.vgabios))
+    if args.vgabios is not None:
+        raise UsageError("--vgabios goes with --firmware")
+    if args.guest is None:
+        raise UsageError("a guest to run, or --firmware, is required")
+    return load(args.guest)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hvmspec.console import OPERATOR
     from hvmspec.engines import runner
@@ -100,12 +122,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_path(args.trace, "--trace")
     if args.screenshot is not None:
         output_path(args.screenshot, "--screenshot", suffixes=(".png",))
-    image = load(args.guest)
+    image = _guest_image(args)
     human = sys.stderr if to_stdout else sys.stdout   # where people read the run
     if not args.json:
         if image.note:
             print(f"hvmspec: note: {image.note}", file=sys.stderr)
-        if image.kind in ("assembly", "image"):
+        if image.kind in ("assembly", "image", "firmware"):
             print(f"hvmspec: {image.describe()}", file=sys.stderr)
     serial_input = b""
     line = None

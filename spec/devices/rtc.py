@@ -72,6 +72,16 @@ Memory size bytes (QEMU ``pc_cmos_init``; RAM below 4 GiB ends at
 in KiB (at most 640), 0x17/0x18 and 0x30/0x31 KiB above 1 MiB (at most
 0xFFFF), 0x34/0x35 64 KiB blocks above 16 MiB (at most 0xFFFF), 0x5B-0x5D
 64 KiB blocks above 4 GiB.
+
+The BIOS's configuration bytes (Xen 3.0.4 qemu-dm, ``tools/ioemu/hw/pc.c``
+``cmos_init``; :func:`cmos_config_bytes`): the boot order at 0x3D (first
+device in bits 3:0, second in 7:4) and 0x38 (third in bits 7:4; bit 0 set
+would skip the floppy boot signature check, which qemu-dm leaves clear), in
+the codes 1 floppy, 2 hard disk, 3 CD-ROM (``get_bios_disk``); the
+equipment byte 0x14 = 0x06 (an FPU, a PS/2 mouse, no floppy drive, EGA/VGA
+display); 0x10 (floppy types) and 0x12 (hard disk types) 0: the platform has
+no floppy controller, and no disk yet. rombios reads 0x3D and 0x38 to
+choose where it boots from: with 0 there it tries nothing.
 """
 
 from __future__ import annotations
@@ -144,6 +154,18 @@ def cmos_memory_bytes(memory: int) -> dict[int, int]:
             0x5B: top & 0xFF, 0x5C: top >> 8 & 0xFF, 0x5D: top >> 16 & 0xFF}
 
 
+#: the equipment byte: FPU (bit 1), PS/2 mouse (bit 2); no floppy (bits 0, 7:6)
+EQUIPMENT = 0x02 | 0x04
+
+
+def cmos_config_bytes(boot: str) -> dict[int, int]:
+    """The BIOS's configuration bytes for the boot order ``boot`` (module
+    docstring)."""
+    codes = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
+    return {0x3D: codes[0] | codes[1] << 4, 0x38: codes[2] << 4,
+            0x10: 0, 0x12: 0, 0x14: EQUIPMENT}
+
+
 def alarm_matches(alarm: int, value: int) -> bool:
     """One alarm field against the time's field (both as the guest sees
     them, after conversion): equal, or a don't-care code (top bits 11)."""
@@ -156,12 +178,12 @@ class Rtc:
     sizes = (1,)
 
     def __init__(self, clock: Callable[[], int], set_irq: Callable[[int], None],
-                 memory: int, base: int = platform.RTC_DEFAULT_BASE) -> None:
+                 memory: int, base: int = platform.RTC_DEFAULT_BASE, boot: str = "c") -> None:
         self.name = "rtc"
         self.clock = clock
         self.set_irq = set_irq
         self.cmos = bytearray(platform.RTC_CMOS_SIZE)
-        for index, value in cmos_memory_bytes(memory).items():
+        for index, value in {**cmos_memory_bytes(memory), **cmos_config_bytes(boot)}.items():
             self.cmos[index] = value
         self.cmos[REG_A], self.cmos[REG_B], self.cmos[REG_D] = 0x26, B_24H, D_VRT
         self.index = 0
