@@ -1,10 +1,14 @@
-"""QEMU's qtest protocol as a peer: port I/O on a stopped ``pc`` machine.
+"""QEMU's qtest protocol as a peer for device tests: port accesses on a
+frozen PC (``-S``: no CPU runs, no firmware), answered by QEMU's own
+devices, with the ISA interrupt lines QEMU drives reported as they change.
 
-``qemu-system-i386 -machine pc -S -nodefaults -qtest stdio -display none``
-takes one command a line (``outb PORT VALUE``, ``inw PORT``, ...) and
-answers ``OK`` or ``OK VALUE``; its log lines start with ``[``. The machine
-never runs (``-S``): only the devices answer. Skipped without QEMU, a
-failure under ``HVMSPEC_REQUIRE_PEERS=1`` (:func:`tests.conftest.peer`).
+``qemu-system-i386 -machine pc -S -nodefaults -qtest stdio`` takes one
+command a line (``outb PORT VAL``, ``inb PORT``, ...) and answers each with
+``OK [VALUE]``; after ``irq_intercept_in ioapic`` it also writes
+``IRQ raise N`` / ``IRQ lower N`` lines when the level of GSI N changes
+(lines starting with ``[`` are QEMU's log and are skipped). QEMU missing:
+:func:`tests.conftest.peer` skips, or fails under
+``HVMSPEC_REQUIRE_PEERS=1``.
 """
 
 from __future__ import annotations
@@ -13,41 +17,57 @@ import subprocess
 
 from tests.conftest import peer
 
+
+#: qtest's suffix of a port access by its size in bytes
 SIZES = {1: "b", 2: "w", 4: "l"}
 
 
-class Qtest:
-    """One QEMU process under qtest; use as a context manager."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [peer("qemu-system-i386"), "-machine", "pc", "-S", "-nodefaults",
-             "-qtest", "stdio", "-display", "none", *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def __enter__(self) -> "Qtest":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def command(self, line: str) -> str:
-        """Send one command; its answer without the ``OK``."""
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        while True:
-            answer = self.proc.stdout.readline()
+def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
+    """Run ``script`` on QEMU's PC: ``("out", port, value)`` or
+    ``("in", port)`` steps, byte-sized unless a last element gives the size
+    (``("out", 0xcf8, 0x80000000, 4)``, ``("in", 0xcfc, 4)``). The answer is
+    the log of what happened, one line a step or interrupt change:
+    ``in 0x60 = 0xfa``, ``irq 1 = 1`` (raise) / ``irq 1 = 0`` (lower)."""
+    qemu = peer("qemu-system-i386")
+    lines = ["irq_intercept_in ioapic"]
+    for step in script:
+        if step[0] == "out":
+            size = step[3] if len(step) > 3 else 1
+            lines.append(f"out{SIZES[size]} {step[1]:#x} {step[2]:#x}")
+        else:
+            size = step[2] if len(step) > 2 else 1
+            lines.append(f"in{SIZES[size]} {step[1]:#x}")
+    # QEMU does not always exit when its input ends: read the answers as
+    # they come, one OK a command, then stop it
+    proc = subprocess.Popen([qemu, "-machine", "pc", "-S", "-nodefaults", "-display", "none",
+                             "-qtest", "stdio", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    answers: list[str] = []
+    try:
+        proc.stdin.write("\n".join(lines) + "\n")
+        proc.stdin.flush()
+        oks = 0
+        while oks < len(lines):
+            answer = proc.stdout.readline()
             if not answer:
-                raise RuntimeError(f"qtest: QEMU ended at {line!r}")
-            if not answer.startswith("["):
-                break
-        if not answer.startswith("OK"):
-            raise RuntimeError(f"qtest: {line!r} -> {answer.strip()!r}")
-        return answer[2:].strip()
-
-    def port_in(self, port: int, size: int = 1) -> int:
-        return int(self.command(f"in{SIZES[size]} {port:#x}"), 16)
-
-    def port_out(self, port: int, value: int, size: int = 1) -> None:
-        self.command(f"out{SIZES[size]} {port:#x} {value:#x}")
+                raise AssertionError(f"qtest stopped after {oks} of {len(lines)} commands")
+            if answer.startswith("["):
+                continue
+            answers.append(answer.strip())
+            oks += answer.startswith("OK") or answer.startswith("FAIL")
+    finally:
+        proc.kill()
+        proc.wait()
+    log: list[str] = []
+    steps = iter([None, *script])          # the first OK answers irq_intercept_in
+    for answer in answers:
+        words = answer.split()
+        if words[0] == "IRQ":
+            log.append(f"irq {int(words[2])} = {int(words[1] == 'raise')}")
+        elif words[0] == "OK":
+            step = next(steps)
+            if step is not None and step[0] == "in":
+                log.append(f"in {step[1]:#x} = {int(words[1], 16):#x}")
+        else:
+            raise AssertionError(f"qtest answered {answer!r}")
+    return log
