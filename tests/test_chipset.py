@@ -206,3 +206,26 @@ def test_spec_and_impl_dma_agree(steps):
         else:
             spec.io_write(port, 1, value)
             view.write(port - base[port], 1, value)
+
+
+def test_the_elcr_is_the_virtual_pics_not_qemu_dms():
+    """PIIX3's ELCR ports 0x4d0/0x4d1 are claimed by Xen's vpic.c: writing the
+    PCI-wired IRQs 5, 6, 10, 11 as level (hvmloader's value) never makes an
+    ioreq, and reads back with the always-edge lines 0-2, 8, 13 masked off."""
+    body = """
+    mov dx, 0x4d0
+    mov al, 0xff
+    out dx, al
+    mov al, 0x60
+    out dx, al
+    in al, dx
+    mov dx, 0x4d1
+    mov al, 0xff
+    out dx, al
+    in al, dx
+"""
+    ref = both(guest("elcr", body))
+    assert not [e for e in ref.trace if e.kind == "ioreq" and e.addr in (0x4D0, 0x4D1)]
+    xen = [(e.addr, e.dir, e.data) for e in ref.trace if e.kind == "xen_io"]
+    assert xen == [(0x4D0, "out", 0xFF), (0x4D0, "out", 0x60), (0x4D0, "in", 0x60),
+                   (0x4D1, "out", 0xFF), (0x4D1, "in", 0xDE)]
