@@ -2,10 +2,10 @@
 
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
-the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 of :mod:`impl.kbc`, PCI
-configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`) or, for COPY
-requests, in MMIO space (the test device's page of memory-like registers where its BAR0 puts it;
-elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
+the PIT, the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 and port 0x92 of
+:mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`) or,
+for COPY requests, in MMIO space (the test device's page of memory-like registers where its BAR0
+puts it; elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
 reboot, and counting the accesses no device claimed. Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
@@ -18,7 +18,7 @@ from typing import Callable
 
 from spec import dm_config, platform, trace
 from impl.dma import Dma, DmaPorts
-from impl.kbc import Kbc, StatusPort
+from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
 from impl.rtc import Rtc
@@ -102,12 +102,14 @@ class QemuDm:
                        conf.memory_bytes,
                        platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
                        conf.boot)
-        kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot)
+        kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
+                             lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.pci = Pci(self._testdev_moved, self._reboot)
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
                           StatusPort(kbc)),
+                         (platform.PORT_92, platform.PORT_92 + 1, Port92(kbc.a20, self._reboot)),
                          (platform.PCI_CONFIG_ADDRESS, platform.PCI_CONFIG_ADDRESS + 8, self.pci)]
         dma = Dma()
         self.devices += [(lo, lo + n, DmaPorts(dma, lo)) for lo, n in platform.DMA_PORTS]

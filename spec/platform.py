@@ -66,8 +66,8 @@ MAX_MEMORY_MIB = 1 << 20        # 1 TiB: guest RAM is backed only where it is to
 
 # --- the BIOS's boot order -------------------------------------------------------
 
-#: boot devices as qemu-dm's ``-boot`` letters (Xen 3.0.4 tools/ioemu
-#: ``get_bios_disk``): the CMOS codes the BIOS reads at 0x3D and 0x38
+# boot devices as qemu-dm's ``-boot`` letters (Xen 3.0.4 tools/ioemu
+# ``get_bios_disk``): the CMOS codes the BIOS reads at 0x3D and 0x38
 BOOT_DEVICES = {"a": 0x01, "c": 0x02, "d": 0x03}
 
 
@@ -177,6 +177,25 @@ HVM_BELOW_4G_RAM_END = 0xF0000000
 KBC_DATA_PORT = 0x60
 KBC_STATUS_PORT = 0x64          # reads: status; writes: a controller command
 IRQ_KBD = 1
+IRQ_MOUSE = 12                  # IRQ12: the PS/2 mouse (auxiliary device) behind the 8042
+# System Control Port A (IBM PS/2 technical reference): bit 1 the A20 gate,
+# bit 0 fast reset (QEMU's hw/i386/port92.c)
+PORT_92 = 0x92
+# The 8042's scan-code translation (command byte bit 6): set 2 code -> set 1
+# code, for codes 0x00-0x7f (QEMU's ``translate_table``, hw/input/ps2.c, from
+# the IBM PC/AT technical reference); codes 0x80 and above pass unchanged but
+# 0x83 (F7) -> 0x41 and 0x84 (Alt+SysRq) -> 0x54. The keyboard sets bit 7 of
+# the code that follows a break prefix 0xf0 and drops the prefix.
+KBC_TRANSLATE = bytes.fromhex(
+    "ff43413f3d3b3c58644442403e0f2959"
+    "65382a701d10025a66712c1f1e11035b"
+    "672e2d201205045c68392f211413065d"
+    "693130232215075e6a7232241608095f"
+    "6b332517180b0a606c34352627190c61"
+    "6d7328741a0d626e3a361c1b752b6376"
+    "55567778797a0e7b7c4f7d4b477e7f6f"
+    "5253504c4d480145574e514a37494654")
+KBC_TRANSLATE_HIGH = {0x83: 0x41, 0x84: 0x54}
 
 # --- PCI (PCI Local Bus Specification 2.1, 3.2.2.3.2 Configuration Mechanism #1) ----
 

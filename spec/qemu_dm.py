@@ -26,9 +26,10 @@ shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The PIT (:mod:`spec.devices.pit`) drives IRQ0
 and the UART IRQ4, the RTC (:mod:`spec.devices.rtc`) IRQ8 and the keyboard
-controller (:mod:`spec.devices.kbc`) IRQ1; the DMA controllers
-(:mod:`spec.devices.dma`) are registers only. The VGA (:mod:`spec.devices.vga`)
-shares its video memory with the guest and refreshes the display on a timer
+controller (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12; the DMA
+controllers (:mod:`spec.devices.dma`) are registers only. The VGA
+(:mod:`spec.devices.vga`) shares its video memory with the guest and
+refreshes the display on a timer
 of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the PIT pulses IRQ0 (raise,
@@ -67,7 +68,7 @@ from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
 from spec.devices.dma import Dma8237
-from spec.devices.kbc import Kbc8042
+from spec.devices.kbc import Kbc8042, Port92
 from spec.devices.pci import PciHost
 from spec.devices.pit import Pit8254, Port61
 from spec.devices.rtc import Rtc
@@ -153,9 +154,12 @@ class QemuDm:
                        else config.rtc_base, config.boot)
         self.bus.register(platform.RTC_INDEX_PORT, 2, self.rtc)
         self.kbc = Kbc8042(lambda level: self.set_irq(platform.IRQ_KBD, level),
-                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
+                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
+                           lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.bus.register(platform.KBC_DATA_PORT, 1, self.kbc)
         self.bus.register(platform.KBC_STATUS_PORT, 1, _Offset(self.kbc, 4))
+        self.bus.register(platform.PORT_92, 1, Port92(
+            self.kbc.a20, lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT)))
         self.dma = Dma8237()
         for port, count in platform.DMA_PORTS:
             self.bus.register(port, count, _Offset(self.dma, port))

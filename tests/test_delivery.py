@@ -398,20 +398,7 @@ def test_string_io_to_the_vpic_faults_at_the_element_whose_page_is_absent():
     guest's page tables do not map: the elements before it are done, then
     #PF with ECX and EDI at the faulting element, as the CPU leaves a
     restartable string instruction."""
-    body = """
-    mov edi, 0x20000
-    mov ecx, 1024
-    xor eax, eax
-    rep stosd
-    mov dword ptr [0x20000], 0x83       ; 0 .. 4 MiB, one page (PSE)
-    mov eax, cr4
-    or eax, 0x10
-    mov cr4, eax
-    mov eax, 0x20000
-    mov cr3, eax
-    mov eax, cr0
-    or eax, 0x80000000
-    mov cr0, eax
+    body = PAGING_4MIB + """
     mov edi, 0x3ffffe
     mov ecx, 4
     mov dx, 0x20
