@@ -66,7 +66,8 @@ reach 0xFFFFFFFF (QEMU's ``pci_bar_address``); its registers keep their
 contents while it is not decoded. Moving BAR0 moves the device on qemu-dm's
 MMIO bus: the old page then reads all-ones. As if firmware had set it up,
 the test device starts with BAR0 = :data:`spec.platform.TESTDEV_BASE` and
-memory decode on; the other functions start with command 0 and BARs 0.
+memory decode on; the other functions start with BARs 0 and, but for
+PIIX3 (below), command 0.
 
 The chipset's device-specific registers are those of Xen 3.0.4's qemu-dm,
 which sets few of them; every byte from 0x40 up is writable (QEMU 0.8's
