@@ -2,7 +2,9 @@
 impl engine's qemu-dm.
 
 Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
-masks, and where the test device's BAR0 puts its page. Imports the platform
+masks (the i440FX, PIIX3 and its PIIX4 power-management function with the
+reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM, PIRQ routes and PMBA
+are stored only), and where the test device's BAR0 puts its page. Imports the platform
 numbers of ``spec/``; the behaviour is the one :mod:`spec.devices.pci`
 states.
 """
@@ -14,11 +16,14 @@ from typing import Callable
 from spec import platform as P
 
 
-def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0):
-    """(config bytes, write mask, BAR sizes) of one type-0 function."""
+def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0, status=0, preset=None):
+    """(config bytes, write mask, BAR sizes) of one type-0 function; ``preset``
+    holds the other bytes qemu-dm sets at reset (offset: byte)."""
     cfg, mask = bytearray(256), bytearray(256)
     cfg[0:4] = (vendor_device[0] | vendor_device[1] << 16).to_bytes(4, "little")
-    cfg[4:6] = cmd.to_bytes(2, "little")
+    cfg[4:8] = (cmd | status << 16).to_bytes(4, "little")
+    for at, byte in (preset or {}).items():
+        cfg[at] = byte
     cfg[8:12] = (rev | cls << 8).to_bytes(4, "little")
     cfg[14] = htype
     mask[4], mask[5] = 0x47, 0x05
@@ -43,7 +48,11 @@ class Pci:
         self.slots = {
             P.PCI_BDF_HOST_BRIDGE: _space(P.PCI_ID_HOST_BRIDGE, P.PCI_CLASS_HOST_BRIDGE,
                                           rev=P.PCI_REV_HOST_BRIDGE),
-            P.PCI_BDF_ISA_BRIDGE: _space(P.PCI_ID_ISA_BRIDGE, P.PCI_CLASS_ISA_BRIDGE, htype=0x80),
+            P.PCI_BDF_ISA_BRIDGE: _space(P.PCI_ID_ISA_BRIDGE, P.PCI_CLASS_ISA_BRIDGE, htype=0x80,
+                                         cmd=P.PIIX3_COMMAND, status=P.PIIX3_STATUS,
+                                         preset=P.PIIX3_RESET),
+            P.PCI_BDF_PM: _space(P.PCI_ID_PM, P.PCI_CLASS_PM, rev=P.PCI_REV_PM,
+                                 preset=P.PM_RESET),
             P.PCI_BDF_VGA: _space(P.PCI_ID_VGA, P.PCI_CLASS_VGA,
                                   bars=((P.PCI_VGA_BAR_SIZES[0], 8, 0),
                                         (P.PCI_VGA_BAR_SIZES[1], 0, 0))),

@@ -3,8 +3,8 @@
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
 the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 and port 0x92 of
-:mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the firmware's debug ports of
-:mod:`impl.debugport`) or, for COPY requests, in MMIO space (the
+:mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`,
+the firmware's debug ports of :mod:`impl.debugport`) or, for COPY requests, in MMIO space (the
 test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
@@ -20,6 +20,7 @@ from typing import Callable
 
 from spec import dm_config, platform, trace
 from impl.debugport import DebugPorts, ShutdownPort
+from impl.dma import Dma, DmaPorts
 from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
@@ -112,6 +113,8 @@ class QemuDm:
                          for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE)]
         self.devices.append((platform.BOCHS_SHUTDOWN_PORT, platform.BOCHS_SHUTDOWN_PORT + 1,
                              ShutdownPort(self._power_off)))
+        dma = Dma()
+        self.devices += [(lo, lo + n, DmaPorts(dma, lo)) for lo, n in platform.DMA_PORTS]
         self.testdev = bytearray(platform.TESTDEV_SIZE)     # memory-like registers
         self.testdev_base = self.pci.testdev_base
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
@@ -269,7 +272,8 @@ class QemuDm:
 
     def _bus(self, port: int, size: int, direction: int, value: int) -> int:
         """One access of ``size`` bytes, split for a device that takes only
-        narrower ones; unclaimed ports read all-ones and drop writes."""
+        narrower ones, or a word into bytes where it starts unclaimed and
+        reaches a device; unclaimed ports read all-ones and drop writes."""
         claimed = self._claim(port)
         if claimed is not None:
             part = self._parts.get((claimed[1], size))
@@ -282,6 +286,10 @@ class QemuDm:
                     out |= self._bus((port + i) & 0xFFFF, part, direction,
                                      value >> 8 * i & ((1 << 8 * part) - 1)) << 8 * i
                 return out
+        elif size == 2 and self._claim((port + 1) & 0xFFFF):
+            # a word from an unclaimed port into a device: its bytes, one each
+            return self._bus(port, 1, direction, value & 0xFF) | self._bus(
+                (port + 1) & 0xFFFF, 1, direction, value >> 8) << 8
         kind = "read" if direction == READ else "write"
         if claimed is None:
             self.unclaimed[0 if direction == READ else 1] += 1

@@ -224,6 +224,24 @@ PCI_BDF_VGA = (2, 0)
 PCI_ID_VGA = (0x1013, 0x00B8)
 PCI_CLASS_VGA = 0x030000
 PCI_VGA_BAR_SIZES = (32 << 20, 4 << 10)     # BAR0 VRAM (prefetchable), BAR1 MMIO
+# Xen 3.0.4's qemu-dm (tools/ioemu/target-i386-dm/piix_pci-dm.c, piix3_reset):
+# PIIX3 function 0's command 0x0007 and status 0x0200, and the device-specific
+# bytes it sets (PIRQ routes 0x60-0x63 disabled, top of memory 0x69, ...)
+PIIX3_COMMAND, PIIX3_STATUS = 0x0007, 0x0200
+PIIX3_RESET = {0x4C: 0x4D, 0x4E: 0x03, 0x60: 0x80, 0x61: 0x80, 0x62: 0x80, 0x63: 0x80,
+               0x69: 0x02, 0x70: 0x80, 0x76: 0x0C, 0x77: 0x0C, 0x78: 0x02, 0xA0: 0x08,
+               0xA8: 0x0F}
+# the PIIX4 ACPI function of Xen 3.0.4's qemu-dm (hw/piix4acpi.c, at
+# piix3_devfn + 2 by hw/pc.c): revision 1 ("B0 stepping"), class 0x0680, INTA#,
+# and PMBA (0x40) hard-wired to the PM1a block at ACPI_PM1A_EVT_BLK (I/O bit set).
+# Deviation: DEVACTB (0x58) bit 25, APMC_EN, reads 1 at reset ("SMM already set
+# up" to rombios32 and SeaBIOS), because Xen had no SMM and no APM port 0xB2/0xB3
+# to finish the SMM set-up Debian's rombios32 would otherwise wait for forever
+PCI_BDF_PM = (1, 2)
+PCI_ID_PM = (0x8086, 0x7113)
+PCI_CLASS_PM = 0x068000
+PCI_REV_PM = 0x01
+PM_RESET = {0x3D: 0x01, 0x40: 0x41, 0x41: 0x1F, 0x5B: 0x02}
 # hvmspec's test device (no real device has these IDs: vendor 0x1234 is the
 # placeholder QEMU's std VGA uses, device 0x7e57 "test"); class 0xff "does
 # not fit any defined class" (PCI 2.1 appendix D); BAR0 is its 4 KiB page
@@ -231,6 +249,15 @@ PCI_VGA_BAR_SIZES = (32 << 20, 4 << 10)     # BAR0 VRAM (prefetchable), BAR1 MMI
 PCI_BDF_TESTDEV = (3, 0)
 PCI_ID_TESTDEV = (0x1234, 0x7E57)
 PCI_CLASS_TESTDEV = 0xFF0000
+
+# --- 8237 DMA controllers and page registers (Xen 3.0.4 qemu-dm's hw/dma.c, DMA_init(0)) ---
+
+# (first port, count) of each range qemu-dm claims: controller 1 (8-bit channels 0-3)
+# at 0x00-0x0F; the page registers of channels 2, 3, 1 at 0x81-0x83 and of
+# channel 0 at 0x87, of channels 6, 7, 5 at 0x89-0x8B and 4 at 0x8F (port 0x80 is
+# not one); controller 2 (16-bit channels 4-7) at the even ports 0xC0-0xDE only
+DMA_PORTS = ((0x00, 16), (0x81, 3), (0x87, 1), (0x89, 3), (0x8F, 1)) + tuple(
+    (0xC0 + 2 * i, 1) for i in range(16))
 
 # --- ports whose intercept Xen clears --------------------------------------------
 

@@ -26,7 +26,8 @@ shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
 the pass of its main loop. The UART drives IRQ4, the RTC
 (:mod:`spec.devices.rtc`) IRQ8 and the keyboard controller
-(:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12. The firmware
+(:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12; the DMA
+controllers (:mod:`spec.devices.dma`) are registers only. The firmware
 writes its log to the Bochs BIOS debug ports (:mod:`spec.devices.debugport`).
 The VGA (:mod:`spec.devices.vga`) shares its video memory with the guest
 and refreshes the display on a timer
@@ -70,6 +71,7 @@ from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
 from spec.devices.acpi import AcpiPm
 from spec.devices.debugport import DebugPorts, ShutdownPort
+from spec.devices.dma import Dma8237
 from spec.devices.kbc import Kbc8042, Port92
 from spec.devices.pci import PciHost
 from spec.devices.rtc import Rtc
@@ -157,6 +159,9 @@ class QemuDm:
         self.bus.register(platform.KBC_STATUS_PORT, 1, _Offset(self.kbc, 4))
         self.bus.register(platform.PORT_92, 1, Port92(
             self.kbc.a20, lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT)))
+        self.dma = Dma8237()
+        for port, count in platform.DMA_PORTS:
+            self.bus.register(port, count, _Offset(self.dma, port))
         self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,

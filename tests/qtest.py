@@ -18,18 +18,25 @@ import subprocess
 from tests.conftest import peer
 
 
+#: qtest's suffix of a port access by its size in bytes
+SIZES = {1: "b", 2: "w", 4: "l"}
+
+
 def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
     """Run ``script`` on QEMU's PC: ``("out", port, value)`` or
-    ``("in", port)`` steps, byte-sized. The answer is the log of what
-    happened, one line a step or interrupt change: ``in 0x60 = 0xfa``,
-    ``irq 1 = 1`` (raise) / ``irq 1 = 0`` (lower)."""
+    ``("in", port)`` steps, byte-sized unless a last element gives the size
+    (``("out", 0xcf8, 0x80000000, 4)``, ``("in", 0xcfc, 4)``). The answer is
+    the log of what happened, one line a step or interrupt change:
+    ``in 0x60 = 0xfa``, ``irq 1 = 1`` (raise) / ``irq 1 = 0`` (lower)."""
     qemu = peer("qemu-system-i386")
     lines = ["irq_intercept_in ioapic"]
     for step in script:
         if step[0] == "out":
-            lines.append(f"outb {step[1]:#x} {step[2]:#x}")
+            size = step[3] if len(step) > 3 else 1
+            lines.append(f"out{SIZES[size]} {step[1]:#x} {step[2]:#x}")
         else:
-            lines.append(f"inb {step[1]:#x}")
+            size = step[2] if len(step) > 2 else 1
+            lines.append(f"in{SIZES[size]} {step[1]:#x}")
     # QEMU does not always exit when its input ends: read the answers as
     # they come, one OK a command, then stop it
     proc = subprocess.Popen([qemu, "-machine", "pc", "-S", "-nodefaults", "-display", "none",

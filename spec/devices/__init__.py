@@ -10,7 +10,12 @@ first port. A device lists the access sizes it implements; a wider access is
 split into accesses of the device's widest size, lowest port first (as
 QEMU's ioport layer does for a device registered only for bytes). A port no
 device claims behaves as an empty ISA bus: reads return all ones, writes are
-dropped, and both are traced with ``device = None``.
+dropped, and both are traced with ``device = None``. A word that starts at an
+unclaimed port followed by a claimed one is split into its two bytes, as
+qemu-dm's ``default_ioport_readw``/``writew`` (QEMU 0.8) split it, so that
+the claimed port gets its byte: a word written to port 0x80 writes DMA page
+register 0x81. (A dword there stays one unclaimed access: QEMU 0.8's
+``default_ioport_readl`` returns all-ones without splitting.)
 
 The MMIO bus (:class:`MmioBus`) dispatches by guest-physical address in the
 same way: ``io_read(offset, size)`` and ``io_write(offset, size, value)`` on
@@ -70,6 +75,8 @@ class PortBus:
     def _parts(self, port: int, size: int) -> list[tuple[int, int, int]]:
         claimed = self.claim(port)
         if claimed is None:
+            if size == 2 and self.claim((port + 1) & 0xFFFF) is not None:
+                return [(0, port, 1), (8, (port + 1) & 0xFFFF, 1)]
             return [(0, port, size)]
         widest = max((s for s in claimed[1].sizes if s <= size), default=1)
         if widest >= size:

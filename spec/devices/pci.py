@@ -38,8 +38,12 @@ BDF      ID         class    device
 =======  =========  =======  =============================================
 00:00.0  8086:1237  060000   Intel 440FX host bridge (revision 2)
 00:01.0  8086:7000  060100   PIIX3 ISA bridge; header type 0x80
-                             (multi-function, as QEMU creates it; its other
-                             functions are not modelled and read all-ones)
+                             (multi-function, as QEMU creates it)
+00:01.2  8086:7113  068000   PIIX4 ACPI power management (revision 1),
+                             where Xen 3.0.4's qemu-dm put it
+                             (``piix3_devfn + 2`` with ``acpi=1``); the
+                             other PIIX3 functions (IDE 00:01.1, USB) are
+                             not modelled and read all-ones
 00:02.0  1013:00b8  030000   Cirrus CLGD5446, Xen 3.x qemu-dm's default VGA;
                              BAR0 32 MiB prefetchable (VRAM), BAR1 4 KiB;
                              only its configuration space is modelled
@@ -62,7 +66,64 @@ reach 0xFFFFFFFF (QEMU's ``pci_bar_address``); its registers keep their
 contents while it is not decoded. Moving BAR0 moves the device on qemu-dm's
 MMIO bus: the old page then reads all-ones. As if firmware had set it up,
 the test device starts with BAR0 = :data:`spec.platform.TESTDEV_BASE` and
-memory decode on; the other functions start with command 0 and BARs 0.
+memory decode on; the other functions start with BARs 0 and, but for
+PIIX3 (below), command 0.
+
+The chipset's device-specific registers are those of Xen 3.0.4's qemu-dm,
+which sets few of them; every byte from 0x40 up is writable (QEMU 0.8's
+``pci_default_write_config``) and, unless said here, stored without effect.
+
+i440FX (00:00.0). qemu-dm's ``i440fx_init`` sets only the IDs, revision and
+class: the PAM registers (0x59-0x5F, shadow-RAM control of 0xC0000-0xFFFFF)
+and SMRAM (0x72) read 0 after reset and keep what the guest writes, **with no
+effect on memory**. Under Xen the BIOS area is guest RAM that the domain
+builder filled: reads and writes there are RAM accesses whatever PAM says
+(qemu-xen-traditional compiles ``i440fx_update_memory_mappings`` only
+``#ifndef CONFIG_DM``). QEMU 7.2, which maps ROM or RAM per PAM field, starts
+SMRAM at 0x02 and also sets config 0x57 (RAM size in 8 MiB units, for
+coreboot) and the subsystem IDs 1af4:1100; qemu-dm did neither.
+
+PIIX3 (00:01.0). Reset (qemu-dm's ``piix3_reset``): command 0x0007 (I/O,
+memory, bus master), status 0x0200 (DEVSEL medium), and
+
+======  =====  ==============================================================
+offset  reset  register
+======  =====  ==============================================================
+0x4C    0x4D   ISA I/O recovery timer
+0x4E    0x03   X-bus chip select
+0x60-3  0x80   PIRQRC[A-D]: PCI interrupt link A-D to ISA IRQ (bit 7 = routing
+               disabled, bits 3:0 = IRQ)
+0x69    0x02   top of memory
+0x70    0x80   motherboard IRQ route 0 (disabled)
+0x76-7  0x0C   motherboard DMA 0 and 1 (channel 4 = none)
+0x78    0x02   programmable chip select
+0xA0    0x08   SMI control
+0xA8    0x0F   SMI request
+======  =====  ==============================================================
+
+qemu-dm also passes each byte written to 0x60-0x63 to Xen
+(``xc_hvm_set_pci_link_route(link, value & 0x80 ? 0 : value & 0xf)``),
+where the hypervisor's PCI INTx router keeps it; no device of the model
+raises a PCI interrupt, so that route is not modelled. The ELCR
+(ports 0x4D0/0x4D1), a PIIX3 register too, is the virtual PIC's: Xen 3.0.4's
+``vpic.c`` claims those ports, so they never reach qemu-dm
+(:mod:`spec.pic`). QEMU 7.2 starts PIIX3 with command 0.
+
+PIIX4 power management (00:01.2, qemu-dm's ``pci_piix4_acpi_init``): command
+and status 0, interrupt pin 1 (INTA#, read-only), interrupt line 0, and PMBA
+(0x40) = 0x00001F41: the PM1a blocks at :data:`spec.platform.ACPI_PM1A_EVT_BLK`
+(:mod:`spec.devices.acpi`), bit 0 marking I/O space. The block is hard-wired
+there ("hardcoded to 0x1f40 to make shutdown work"): a write to PMBA, or
+to the PM I/O enable at 0x80, is stored and moves nothing. One byte differs
+from qemu-dm by design: DEVACTB (0x58) bit 25, APMC_EN, reads 1, the mark
+rombios32 and SeaBIOS take for "SMM set up already"; with it 0 Debian's
+rombios32 starts an SMM set-up that waits on APM port 0xB3, which neither Xen
+nor its qemu-dm had, forever. It has no
+ordinary BARs. Firmware finds the function by its IDs (rombios32 builds ACPI
+tables only when it finds 8086:7113). QEMU 7.2 differs: its PIIX4 PM is
+00:01.3, revision 3, status 0x0280, PMBA 0x00000001 (unassigned) and moves
+the PM block to where firmware points PMBA, with SMBus at 0x90 (0xB101) and
+its enable at 0xD2 (0x09).
 
 Reset Control Register (0xCF9, PIIX3 data sheet; QEMU ``rcr_write``): a
 write with bit 2 (reset CPU) set resets the system, which qemu-dm turns
@@ -94,8 +155,11 @@ class PciFunction:
 
     def __init__(self, name: str, ids: tuple[int, int], class_code: int, revision: int = 0,
                  header_type: int = 0, bars: tuple[tuple[int, int, int], ...] = (),
-                 command: int = 0) -> None:
-        """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ..."""
+                 command: int = 0, status: int = 0,
+                 specific: dict[int, int] | None = None) -> None:
+        """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ...;
+        ``specific``: the bytes (offset: value) qemu-dm sets at reset beyond the
+        IDs, class and BARs, the interrupt pin (0x3D) among them."""
         self.name = name
         self.config = bytearray(256)
         self.wmask = bytearray(256)
@@ -106,12 +170,15 @@ class PciFunction:
         self._put(CLASS, 3, class_code)
         self._put(HEADER_TYPE, 1, header_type)
         self._put(COMMAND, 2, command)
+        self._put(STATUS, 2, status)
         self._put(0x04, 2, COMMAND_WRITABLE, self.wmask)
         self.wmask[CACHE_LINE] = self.wmask[LATENCY] = self.wmask[INTERRUPT_LINE] = 0xFF
         for i, (size, flags, address) in enumerate(bars):
             self._put(BAR0 + 4 * i, 4, address | flags)
             self._put(BAR0 + 4 * i, 4, ~(size - 1) & 0xFFFFFFF0, self.wmask)
         self.wmask[0x40:] = b"\xff" * 0xC0
+        for at, byte in (specific or {}).items():
+            self.config[at] = byte
 
     def _put(self, at: int, size: int, value: int, where: bytearray | None = None) -> None:
         (self.config if where is None else where)[at:at + size] = value.to_bytes(size, "little")
@@ -155,7 +222,11 @@ class PciHost:
             p.PCI_BDF_HOST_BRIDGE: PciFunction("i440fx", p.PCI_ID_HOST_BRIDGE,
                                                p.PCI_CLASS_HOST_BRIDGE, p.PCI_REV_HOST_BRIDGE),
             p.PCI_BDF_ISA_BRIDGE: PciFunction("piix3", p.PCI_ID_ISA_BRIDGE,
-                                              p.PCI_CLASS_ISA_BRIDGE, header_type=0x80),
+                                              p.PCI_CLASS_ISA_BRIDGE, header_type=0x80,
+                                              command=p.PIIX3_COMMAND, status=p.PIIX3_STATUS,
+                                              specific=p.PIIX3_RESET),
+            p.PCI_BDF_PM: PciFunction("piix4_pm", p.PCI_ID_PM, p.PCI_CLASS_PM, p.PCI_REV_PM,
+                                      specific=p.PM_RESET),
             p.PCI_BDF_VGA: PciFunction("cirrus", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
                                        bars=((p.PCI_VGA_BAR_SIZES[0], BAR_PREFETCH, 0),
                                              (p.PCI_VGA_BAR_SIZES[1], 0, 0))),
