@@ -1036,7 +1036,7 @@ def _write_help(out: Path) -> None:
     try:
         parser = build_parser()
         _write(out / "cli_help_main.txt", _help_of(parser, []))
-        for command in ("run", "check", "conform", "xenstored", "xend", "xm"):
+        for command in ("run", "check", "conform", "timeline", "xenstored", "xend", "xm"):
             _write(out / f"cli_help_{command}.txt", _help_of(parser, [command]))
     finally:
         if old is None:
