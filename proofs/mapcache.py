@@ -57,7 +57,7 @@ from __future__ import annotations
 import z3
 
 from proofs.kinduction import Outcome, TransitionSystem, check_mutated
-from spec import bv, mapcache as mc
+from spec import bv, mapcache as mc, platform
 
 SLOTS = 4
 ACTIONS = ("map", "lock", "unlock", "invalidate", "translate")
@@ -220,6 +220,83 @@ def stale_system() -> TransitionSystem:
     return _system("mapcache.no_stale", _stale_property)
 
 
+# --- the budget within qemu-dm's address space -------------------------------------------
+#
+# ``mapcache.address_space``: a budget the spec accepts (Mapcache's
+# :func:`~spec.mapcache.budget_fits` with the platform's footprint and
+# address space for the word size) bounds the mapped bytes so that they and
+# qemu-dm's own footprint stay inside the process. State: the word size (32
+# or 64), the budget in bytes, the windows mapped. Steps: a miss maps one
+# more window when the budget's windows (budget >> bucket shift, what
+# :func:`~spec.mapcache.room` is given) have room, or a window goes. The
+# bytes are compared in 128-bit words, so nothing in the property can wrap.
+
+W = 64
+
+
+def _space_vars() -> dict:
+    return {"bits32": lambda n: z3.Bool(n), "budget": lambda n: z3.BitVec(n, W),
+            "mapped": lambda n: z3.BitVec(n, W)}
+
+
+def _space_inputs() -> dict:
+    return {"map": lambda n: z3.Bool(n)}
+
+
+def _by_bits(s, table: dict) -> z3.BitVecRef:
+    return z3.If(s["bits32"], z3.BitVecVal(table[32], W), z3.BitVecVal(table[64], W))
+
+
+def _windows(s) -> z3.BitVecRef:
+    shift = _by_bits(s, platform.MAPCACHE_BUCKET_SHIFT)
+    return z3.LShR(s["budget"], shift)
+
+
+def _accepted(s) -> z3.BoolRef:
+    return mc.budget_fits(s["budget"], _by_bits(s, platform.DM_FOOTPRINT),
+                          _by_bits(s, platform.DM_ADDRESS_SPACE))
+
+
+def _space_init(s) -> z3.BoolRef:
+    # every count from 0 to the budget's windows is reached by that many
+    # misses in a row; starting anywhere there lets the search find, in one
+    # step, what a run of millions of misses would reach
+    return z3.And(_accepted(s), z3.ULE(s["mapped"], _windows(s)))
+
+
+def _space_step(s, i, t) -> z3.BoolRef:
+    same = z3.And(t["bits32"] == s["bits32"], t["budget"] == s["budget"])
+    grow = z3.And(i["map"], z3.ULT(s["mapped"], _windows(s)), t["mapped"] == s["mapped"] + 1)
+    shrink = z3.And(z3.Not(i["map"]), z3.UGT(s["mapped"], 0), t["mapped"] == s["mapped"] - 1)
+    return z3.And(same, z3.Or(grow, shrink))
+
+
+def _space_invariant(s) -> z3.BoolRef:
+    return z3.And(_accepted(s), z3.ULE(s["mapped"], _windows(s)))
+
+
+def _space_property(s, i, t) -> z3.BoolRef:
+    def wide(table: dict) -> z3.BitVecRef:       # 128 bits: no sum below can wrap
+        return z3.ZeroExt(W, _by_bits(t, table))
+    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << wide(platform.MAPCACHE_BUCKET_SHIFT)
+    return z3.ULE(mapped_bytes + wide(platform.DM_FOOTPRINT), wide(platform.DM_ADDRESS_SPACE))
+
+
+def _describe_space(v: dict) -> str:
+    bits = 32 if v["bits32"] else 64
+    return (f"{bits}-bit qemu-dm, budget {v['budget'] >> 20} MiB, "
+            f"{v['mapped']} windows mapped")
+
+
+def address_space_system() -> TransitionSystem:
+    """A budget qemu-dm accepts keeps its mapped bytes plus its own footprint
+    inside its address space (3 GiB for a 32-bit qemu-dm)."""
+    return TransitionSystem("mapcache.address_space", _space_vars(), _space_inputs(),
+                            _space_init, _space_step, _space_invariant, _space_property,
+                            _describe_space, lambda v: "map" if v["map"] else "unmap",
+                            depth=2)
+
+
 # --- mutants: the spec with one function replaced ------------------------------------
 
 _real_room = mc.room
@@ -242,12 +319,27 @@ def _invalidate_forgets_last(table, first, count):
                                                  bv.sub(count, 1, mc.BUCKET_BITS)))
 
 
+def _fits_forgets_footprint(budget, footprint, space):
+    """The budget is checked against the whole address space, as if qemu-dm
+    took none of it itself."""
+    return bv.not_(bv.ult(space, budget))
+
+
+def _fits_wraps(budget, footprint, space):
+    """Budget and footprint are added in a 64-bit word before the
+    comparison: a budget near 2^64 wraps around and is accepted."""
+    return bv.not_(bv.ult(space, bv.add(budget, footprint, 64)))
+
+
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("mapcache.budget", budget_system, [("room_off_by_one", "room", _room_off_by_one)]),
     ("mapcache.locked_kept", locked_system, [("evict_locked", "evictable", _evict_locked)]),
     ("mapcache.no_stale", stale_system,
      [("invalidate_forgets_last", "invalidate", _invalidate_forgets_last)]),
+    ("mapcache.address_space", address_space_system,
+     [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
+      ("fits_wraps", "budget_fits", _fits_wraps)]),
 ]
 
 

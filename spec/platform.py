@@ -152,9 +152,16 @@ TESTDEV_SIZE = 0x1000
 
 # bucket size (log2 bytes) by qemu-dm's word size: ``MCACHE_BUCKET_SHIFT``
 MAPCACHE_BUCKET_SHIFT = {32: 16, 64: 20}
-# the default address space for guest mappings by qemu-dm's word size: 2.5 GiB
-# less 256 MiB that a 32-bit qemu-dm uses itself; ``MCACHE_MAX_SIZE`` on 64-bit
-MAPCACHE_DEFAULT_BUDGET = {32: (5 << 29) - (256 << 20), 64: 1 << 35}
+# qemu-dm's own address space, by its word size: Linux gives a 32-bit process
+# the 3 GiB below PAGE_OFFSET (0xC0000000, the i386 3G/1G split), a 64-bit one
+# the 128 TiB below TASK_SIZE (2^47). qemu-dm itself (its program and
+# libraries, heap, thread stacks and the VGA's video memory) takes about
+# DM_FOOTPRINT of it; what is left is all the mapcache may map
+DM_ADDRESS_SPACE = {32: 3 << 30, 64: 1 << 47}
+DM_FOOTPRINT = {32: 768 << 20, 64: 768 << 20}
+# the default address space for guest mappings by qemu-dm's word size: all a
+# 32-bit qemu-dm has left (2304 MiB); ``MCACHE_MAX_SIZE`` (32 GiB) on 64-bit
+MAPCACHE_DEFAULT_BUDGET = {32: DM_ADDRESS_SPACE[32] - DM_FOOTPRINT[32], 64: 1 << 35}
 
 
 # --- CMOS/RTC (MC146818A data sheet; QEMU's hw/rtc/mc146818rtc.c) ------------------
