@@ -198,26 +198,51 @@ def _describe_input(v: dict) -> str:
     return f"invalidate b{v['bucket']:#x} +{v['count']}{given}"
 
 
-def _system(name: str, prop) -> TransitionSystem:
+def _full_miss(s, i, t) -> z3.BoolRef:
+    """A map of a bucket no window shows, with every window of the budget
+    mapped: the step that must evict (or refuse)."""
+    found, _gen = mc.translate(_table(s), i["bucket"])
+    return z3.And(i["act"] == A["map"], z3.Not(found), _mapped(s) == z3.BV2Int(s["budget"]))
+
+
+def _evicts_around_a_lock(s, i, t) -> z3.BoolRef:
+    """A full-budget miss while a window is locked: the lock must hold."""
+    return z3.And(_full_miss(s, i, t), z3.Or(*[s[f"locks{k}"] != 0 for k in range(SLOTS)]),
+                  z3.UGE(s["budget"], 2))
+
+
+def _translates_past_stale(s, i, t) -> z3.BoolRef:
+    """A translation of *K* that succeeds while a stale window of *K* (made
+    before its frames were given back) is still mapped."""
+    found, _gen = mc.translate(_table(s), s["K"])
+    stale_k = z3.Or(*[z3.And(s[f"stale{k}"], s[f"bucket{k}"] == s["K"]) for k in range(SLOTS)])
+    return z3.And(i["act"] == A["translate"], i["bucket"] == s["K"], found, stale_k)
+
+
+def _system(name: str, prop, witnesses) -> TransitionSystem:
     return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
-                            _describe_state, _describe_input, depth=4)
+                            _describe_state, _describe_input, depth=4, witnesses=witnesses,
+                            witness_depth=6)
 
 
 def budget_system() -> TransitionSystem:
     """The windows qemu-dm maps never exceed its address-space budget."""
-    return _system("mapcache.budget", _budget_property)
+    return _system("mapcache.budget", _budget_property,
+                   (("a miss with the budget full", _full_miss),))
 
 
 def locked_system() -> TransitionSystem:
     """A locked window is never evicted or remapped while the access that
     locked it is in flight."""
-    return _system("mapcache.locked_kept", _locked_property)
+    return _system("mapcache.locked_kept", _locked_property,
+                   (("a full-budget miss while a window is locked", _evicts_around_a_lock),))
 
 
 def stale_system() -> TransitionSystem:
     """Every successful translation reaches the bucket's current frames,
     never a mapping made before the bucket was given back."""
-    return _system("mapcache.no_stale", _stale_property)
+    return _system("mapcache.no_stale", _stale_property,
+                   (("a translation of K past a stale window of K", _translates_past_stale),))
 
 
 # --- the budget within qemu-dm's address space -------------------------------------------
@@ -294,7 +319,13 @@ def address_space_system() -> TransitionSystem:
     return TransitionSystem("mapcache.address_space", _space_vars(), _space_inputs(),
                             _space_init, _space_step, _space_invariant, _space_property,
                             _describe_space, lambda v: "map" if v["map"] else "unmap",
-                            depth=2)
+                            depth=2, witnesses=(("a 32-bit qemu-dm's largest budget filled",
+                                                 _fills_largest_budget),))
+
+
+def _fills_largest_budget(s, i, t) -> z3.BoolRef:
+    largest = platform.DM_ADDRESS_SPACE[32] - platform.DM_FOOTPRINT[32]
+    return z3.And(s["bits32"], s["budget"] == largest, i["map"], t["mapped"] == _windows(t))
 
 
 # --- mutants: the spec with one function replaced ------------------------------------
