@@ -112,13 +112,15 @@ builder writes none. That is SeaBIOS, and Debian's ``BIOS-bochs-latest``
 tables from the PIIX4 PM function (:mod:`spec.devices.pci`), and later
 Xen's hvmloader, which loads SeaBIOS, passes its tables another way: in a
 list at ``0x1000`` under the signature ``XenHVMSeaBIOS``
-(``tools/firmware/hvmloader/seabios.c``) that SeaBIOS copies from. Debian's ``BIOS-bochs-legacy`` is the 64 KiB rombios
-without rombios32, like the rombios Xen 3.0.4 carried, which built no
-ACPI tables of its own: with it the guest sees hvmloader's tables and no
-others. Had a BIOS of its own tables been present too, an OS scanning
-upward would still find these first: rombios32 puts its RSDP in its table
-area in the ``0xF0000`` segment (``0xF9FA0`` with Debian's
-``BIOS-bochs-latest``, its log says), above ``0xEA000``.
+(``tools/firmware/hvmloader/seabios.c``) that SeaBIOS copies from.
+
+Debian's ``BIOS-bochs-legacy`` is the 64 KiB rombios without rombios32,
+like the rombios Xen 3.0.4 carried, which built no ACPI tables of its own:
+with it the guest sees hvmloader's tables and no others. Had a BIOS with
+tables of its own been there too, an OS scanning upward would still find
+these first: rombios32 puts its RSDP in its table area in the ``0xF0000``
+segment (``0xF9FA0`` with Debian's ``BIOS-bochs-latest``, its log says),
+above ``0xEA000``.
 """
 
 from __future__ import annotations

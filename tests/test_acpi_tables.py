@@ -356,3 +356,18 @@ def test_legacy_rombios_posts_with_the_tables_and_leaves_them_in_place():
     assert ram[gpa - 0xE0000:gpa - 0xE0000 + len(tables)] == tables
     found = Tables(bytearray(ram))
     assert 0xEA000 < found.rsdp < 0xEB000
+
+
+def test_the_aml_builder_encodes_as_iasl_does():
+    """The encodings the DSDT is made of, against hvmloader's compiled bytes
+    (dsdt.c: ``Scope (\\_SB)`` is ``10 48 CE 5F 53 42 5F``, a PkgLength of
+    0xCE8 in two bytes) and the ACPI 2.0 specification (17.2.4)."""
+    from spec import acpi_tables as aml
+    assert aml.aml_pkg_length(0xCE8 - 2) == b"\x48\xce"
+    assert aml.aml_pkg_length(62) == b"\x3f"                    # the last one-byte length
+    assert aml.aml_pkg_length(63) == b"\x41\x04"                # 65 = 0x41 | 0x04 << 4
+    assert aml.aml_pkg_length(0xFFFF0) == b"\x83\xff\xff"            # 0xFFFF3 in three bytes
+    assert aml.eisa_id("PNP0A03") == 0x030AD041
+    assert aml.aml_integer(7) == b"\x0a\x07" and aml.aml_integer(0x1F44) == b"\x0b\x44\x1f"
+    assert aml.aml_name_string("\\_SB.PCI0") == b"\\\x2e_SB_PCI0"
+    assert aml.aml_name_string("_SB.PCI0.ISA") == b"\x2f\x03_SB_PCI0ISA_"
