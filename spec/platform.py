@@ -103,8 +103,17 @@ PM1_CNT_SLP_TYP_SHIFT = 10
 PM1_CNT_SLP_TYP_MASK = 0x7 << PM1_CNT_SLP_TYP_SHIFT
 PM1_CNT_SLP_EN = 1 << 13
 # The sleep type of S5 in Xen's HVM DSDT of the version-0 era (qemu-dm's
-# piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00).
+# piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00), and in
+# the \_S5 package of the DSDT the domain builder writes (spec/acpi_tables.py).
 SLP_TYP_S5 = 7
+# The ACPI SCI's ISA line: hvmloader's pci_setup hard-wires the PIIX4 PM
+# function's interrupt line to IRQ 9 ("Hardcoded IRQ9") and its FADT says
+# ``.sci_int = 9`` (tools/firmware/hvmloader/acpi/static_tables.c)
+IRQ_SCI = 9
+# Where hvmloader builds the ACPI tables (acpi2_0.h ``ACPI_PHYSICAL_ADDRESS``);
+# hvmloader.c asserts they end at or below the BIOS at 0xF0000
+ACPI_TABLES_ADDRESS = 0xEA000
+ACPI_TABLES_END = 0xF0000
 
 # --- Xen ------------------------------------------------------------------------
 
