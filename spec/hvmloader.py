@@ -66,6 +66,9 @@ from spec.loader import GuestError, GuestImage, load
 #: firmware by name: (file, the Debian package that installs it)
 FIRMWARE = {
     "rombios": ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
+    # the 64 KiB rombios without rombios32: the shape of the BIOS Xen 3.0.4's
+    # hvmloader carried, and the one that gets hvmloader's ACPI tables
+    "rombios-legacy": ("/usr/share/bochs/BIOS-bochs-legacy", "bochsbios"),
     "seabios": ("/usr/share/seabios/bios.bin", "seabios"),
 }
 #: the VGA BIOS hvmloader placed: the LGPL vgabios (standard VGA with
@@ -96,7 +99,7 @@ class Firmware:
 
 
 def choose(firmware: str, vgabios: str | None = None) -> Firmware:
-    """``firmware`` is ``rombios``, ``seabios`` or a BIOS file; ``vgabios``
+    """``firmware`` is a name of :data:`FIRMWARE` or a BIOS file; ``vgabios``
     a VGA BIOS file, ``"none"`` for none, or None for the default."""
     if firmware in FIRMWARE:
         bios_path, name = FIRMWARE[firmware][0], firmware

@@ -347,7 +347,8 @@ def test_legacy_rombios_posts_with_the_tables_and_leaves_them_in_place():
     tables; its POST to "No bootable device" logs what it logs without
     them, and the tables are still there, byte for byte, after it."""
     peer_file(LEGACY_ROMBIOS, "bochsbios")
-    image = hvmloader.load_firmware(hvmloader.choose(LEGACY_ROMBIOS))
+    assert hvmloader.FIRMWARE["rombios-legacy"] == (LEGACY_ROMBIOS, "bochsbios")
+    image = hvmloader.load_firmware(hvmloader.choose("rombios-legacy"))
     (gpa, tables), = [(g, d) for g, d in image.placements if g == 0xEA000]
     log, ram = _post(image)
     bare_log, _ = _post(dataclasses.replace(
