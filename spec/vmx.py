@@ -65,8 +65,8 @@ from unicorn import x86_const as X
 from spec import clock, cpuid, delivery, physical_cpu, platform, trace
 from spec.guest_linear import GuestLinear
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
-from spec.vm_exit import (HLT, VMCALL, Exit, IoQualification, decode_io, exiting_opcode,
-                          follows_itself, opcode_index, shadow_after)
+from spec.vm_exit import (HLT, VMCALL, Block, Exit, IoQualification, changes_mode, decode_block,
+                          decode_io, exiting_opcode, follows_itself, opcode_index, shadow_after)
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -82,11 +82,6 @@ def _passes_through(q: IoQualification | None) -> bool:
     touches has its intercept cleared (Xen's ``hvm_enable``)."""
     return (q is not None and not q.string
             and all((q.port + i) & 0xFFFF in platform.PASSTHROUGH_PORTS for i in range(q.size)))
-
-
-def _trap_length(opcode: int) -> int:
-    """The length of INT n (2), INT3 and INTO (1) after their prefixes."""
-    return 2 if opcode == 0xCD else 1
 
 
 def _mask_of(size: int) -> int:
@@ -126,14 +121,18 @@ class HardwareVcpu(GuestLinear):
         #: where pass-through port accesses are traced, and this vcpu's id
         self.emit: Callable[[trace.Event], None] | None = None
         self.vcpu_id = 0
-        self._pending: Exit | None = None
-        self._fault: str | None = None
-        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
+        #: blocks decoded so far: (address, size, mode) -> the block
+        self._blocks: dict[tuple[int, int, int], Block] = {}
+        #: an instruction count the next run stops at, and the exit expected there
+        self._stop_next: int | None = None
+        self._exit_next: tuple[int, int, bytes, int] | None = None
+        self._block: Block | None = None
+        self._base = 0
+        self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_event)
-        # the code hook counted the RDTSC before it executes
-        clock.attach(self.uc, lambda: self.icount - 1 + self.io_ns)
+        clock.attach(self.uc, lambda: self._clock_at_rdtsc() + self.io_ns)
         cpuid.attach(self.uc)
         self.reset()
 
@@ -280,77 +279,202 @@ class HardwareVcpu(GuestLinear):
         self.uc.emu_stop()
 
     def _run_to_exit(self, budget: int, deadline: int | None, window: bool) -> Exit:
-        if self.interrupted:
-            return Exit("limit", self.linear_rip(), 0, self.icount,
-                        detail={"note": "interrupted"})
-        self._pending = None
+        """Run to the next exit. At each instruction boundary where the run
+        stands, in this order: the budget (``limit``), the preemption timer,
+        the interrupt window (IF = 1 and no shadow); then the instruction
+        there, if it exits. Between these boundaries the CPU runs
+        (:meth:`_emulate`), told how many instructions it may retire."""
+        end = self.icount + budget
+        limit = end if deadline is None else min(end, deadline)
+        self._exit_next = self._stop_next = None
+        while True:
+            if self.interrupted:
+                return Exit("limit", self.linear_rip(), 0, self.icount,
+                            detail={"note": "interrupted"})
+            if self.icount >= end:
+                return Exit("limit", self.linear_rip(), 0, self.icount)
+            if deadline is not None and self.icount >= deadline:
+                return Exit("preemption_timer", self.linear_rip(), 0, self.icount)
+            if window and self.reg("rflags") & RFLAGS_IF and not self.shadow:
+                return Exit("interrupt_window", self.linear_rip(), 0, self.icount)
+            if self._exit_next is not None:
+                ex = self._exit_here(*self._exit_next)
+                if ex is not None:
+                    return ex
+            stop = limit if self._stop_next is None else min(limit, self._stop_next)
+            self._stop_next = None
+            ex = self._emulate(stop, window)
+            if ex is not None:
+                return ex
+
+    def _emulate(self, stop: int, window: bool) -> Exit | None:
+        """Let the CPU run until instruction count ``stop`` at the latest:
+        Unicorn counts the instructions (``emu_start(..., count=N)``) and
+        ends the run before the one that would exceed them. Returns the exit
+        the run ended with, or None when it ended at an instruction boundary
+        that :meth:`_run_to_exit` looks at again; ``icount`` and ``shadow``
+        are then those of that boundary.
+
+        Where the run ends early (an exit, an exception, a fault), the count
+        is the CPU's blocks' (:meth:`_on_block`): the instructions of every
+        block that ran whole, and of the current one those before the
+        boundary where it stopped."""
+        self._pending: Exit | None = None
         self._raised: tuple[int, int, int, int] | None = None
-        self._fault = None
+        self._fault: str | None = None
         self._p2m: str | None = None
         self._fetch = False
-        self._budget_end = self.icount + budget
-        self._deadline = deadline
+        self._stopped_at: tuple[int, bool] | None = None
+        self._stop = stop
         self._window = window
-        self._next_shadow = self.shadow
-        start = self.linear_rip()
-        self._last = start
-        self._counted: int | None = None    # the instruction the code hook counted last
+        #: the block being run, the count and the shadow at its start
+        self._block: Block | None = None
+        self._base, self._base_shadow = self.icount, self.shadow
+        self._entry_if = False
+        self._mode = self.mode()
+        before = (self.icount, self.reg("rip"))
         try:
-            self.uc.emu_start(self.reg("rip"), 1 << 40, count=0)
+            self.uc.emu_start(self.reg("rip"), 1 << 40, count=stop - self.icount)
         except unicorn.UcError as exc:
-            return self._fault_exit(exc, start)
+            return self._fault_exit(exc)
         if self._raised is not None:
             physical_cpu.exception_delivered(self.uc)
             return self._event_exit(*self._raised)
         if self._pending is not None:
             return self._pending
-        if self.icount >= self._budget_end:
-            return Exit("limit", self.linear_rip(), 0, self.icount)
-        return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
+        if self._stopped_at is not None:
+            self.icount, self.shadow = self._stopped_at
+        else:
+            self._settle(self.linear_rip())
+        if (self.icount, self.reg("rip")) == before and self._stop_next is None \
+                and self._exit_next is None and not self.interrupted:
+            # Unicorn ended the run by itself with nothing retired
+            return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
+        return None
 
-    def _on_instruction(self, uc, address: int, size: int, _data) -> None:
-        if address == self._counted and not follows_itself(
-                self._code_bytes(address, min(size, 15)), self.mode()):
-            # An instruction that stored into the bytes of Unicorn's block
-            # being run: QEMU abandons the block before the store and runs
-            # the instruction again, alone. It is one instruction, counted.
+    def _settle(self, linear: int) -> None:
+        """The count and the interrupt shadow at the boundary before the
+        instruction at ``linear``, where the run stopped: in the current
+        block, after the instructions before it; past its end (its last
+        instruction went elsewhere), after the whole block, with the shadow
+        its last instruction casts."""
+        block = self._block
+        if block is None:
+            self.icount, self.shadow = self._base, self._base_shadow
             return
-        # the instruction before this one has retired: its shadow holds now
-        self.shadow = self._next_shadow
-        if self.icount >= self._budget_end or self.interrupted:
-            uc.emu_stop()
+        i = block.index.get(linear)
+        if i is None:
+            self.icount, self.shadow = self._base + len(block), self._casts(block)
+        else:
+            self.icount, self.shadow = self._base + i, self._base_shadow if i == 0 else False
+
+    def _casts(self, block: Block) -> bool:
+        """Whether the block's last instruction, now retired, left an
+        interrupt shadow (:func:`spec.vm_exit.shadow_after`). IF before it is
+        IF at the block's start, unless a CLI in the block cleared it: nothing
+        else in a block can change IF (:class:`spec.vm_exit.Block`)."""
+        return shadow_after(block.last, block.mode, self._entry_if and not block.clears_if)
+
+    def _on_block(self, uc, address: int, size: int, _data) -> None:
+        """The CPU is about to run the block at linear ``address`` (none of
+        its instructions has run yet): the block before it ran whole, and
+        this is the instruction boundary before this block's first
+        instruction. Count, and stop here (before the block) where the run
+        must not go on: the budget reached, the interrupt window open, or
+        an instruction in the block that exits."""
+        prev = self._block
+        if prev is None:
+            base, shadow = self._base, self._base_shadow
+        else:
+            i = prev.index.get(address)
+            if (i is not None and size == len(prev.codes[i])
+                    and not follows_itself(prev.codes[i], prev.mode)):
+                # An instruction that stored into the bytes of the block
+                # being run: QEMU abandons the block before the store and
+                # runs the instruction again, as a block of its own. The
+                # instructions before it retired; it is one instruction.
+                base, shadow = self._base + i, self._base_shadow if i == 0 else False
+            else:
+                base, shadow = self._base + len(prev), self._casts(prev)
+                if changes_mode(prev.last, prev.mode):
+                    self._mode = self.mode()
+        block = self._decode(address, size)
+        self._block, self._base, self._base_shadow = block, base, shadow
+        if block.sti_last:
+            self._entry_if = bool(self.reg("rflags") & RFLAGS_IF)
+        if base >= self._stop or self.interrupted:
+            self._stop_here(base, shadow)
             return
-        if self._deadline is not None and self.icount >= self._deadline:
-            uc.emu_stop()
-            self._pending = Exit("preemption_timer", address, 0, self.icount)
-            return
-        interrupts = self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF
-        if self._window and interrupts and not self.shadow:
-            uc.emu_stop()
-            self._pending = Exit("interrupt_window", address, 0, self.icount)
-            return
-        code = self._code_bytes(address, min(size, 15))
-        mode = self.mode()
-        opcode = exiting_opcode(code, mode)
-        if opcode is None:
-            self._next_shadow = shadow_after(code, mode, bool(interrupts))
-            self.icount += 1
-            self._last = self._counted = address
-            return
-        uc.emu_stop()
+        if self._window and self.reg("rflags") & RFLAGS_IF:
+            if not shadow:
+                self._stop_here(base, shadow)
+                self._pending = Exit("interrupt_window", address, 0, base)
+                return
+            if len(block) > 1 and base + 1 < self._stop:
+                # in a shadow: the window may open after this instruction
+                self._stop_here(base, shadow)
+                self._stop_next = base + 1
+                return
+        k = block.exiting
+        if k == 0:
+            self._stop_here(base, shadow)
+            self._pending = self._exiting(address, block.codes[0], base, block.mode)
+        elif k is not None and base + k < self._stop:
+            # run the k instructions before it, then exit there
+            self._stop_here(base, shadow)
+            self._stop_next = base + k
+            self._exit_next = (base + k, block.starts[k], block.codes[k], block.mode)
+
+    def _stop_here(self, icount: int, shadow: bool) -> None:
+        """End the run at the boundary before the current block."""
+        self.uc.emu_stop()
+        self._block = None
+        self._stopped_at = (icount, shadow)
+        self.icount, self.shadow = icount, shadow
+
+    def _decode(self, address: int, size: int) -> Block:
+        """The block at ``address``, decoded once for its bytes and mode."""
+        raw = self._code_bytes(address, size)
+        key = (address, size, self._mode)
+        block = self._blocks.get(key)
+        if block is None or block.raw != raw:
+            block = self._blocks[key] = decode_block(raw, address, self._mode)
+        return block
+
+    def _exit_here(self, icount: int, address: int, code: bytes, mode: int) -> Exit | None:
+        """The exit of the instruction that a block's count stopped before,
+        if the run stands there and the bytes are still that instruction."""
+        self._exit_next = None
+        if icount != self.icount or address != self.linear_rip() \
+                or self._code_bytes(address, len(code)) != code:
+            return None
+        return self._exiting(address, code, icount, mode)
+
+    def _exiting(self, address: int, code: bytes, icount: int, mode: int) -> Exit:
+        """The exit of the instruction ``code`` at linear ``address``, one
+        that :func:`spec.vm_exit.exiting_opcode` names, with nothing of it
+        executed."""
         at = opcode_index(code, mode)
         if 0xF0 in code[:at]:
             # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
             # before any exit
             event = delivery.Event(delivery.UD, delivery.FAULT, address - self.segment_base("cs"))
-            self._pending = Exit("event", address, 0, self.icount, detail={"event": event})
-        elif opcode == HLT:
-            self._pending = Exit("hlt", address, size, self.icount)
-        elif opcode == VMCALL:
-            self._pending = Exit("vmcall", address, at + 3, self.icount)
-        else:
-            qual, length = decode_io(code, mode, self.reg("rdx"))
-            self._pending = Exit("io", address, length, self.icount, io=qual)
+            return Exit("event", address, 0, icount, detail={"event": event})
+        opcode = exiting_opcode(code, mode)
+        if opcode == HLT:
+            return Exit("hlt", address, len(code), icount)
+        if opcode == VMCALL:
+            return Exit("vmcall", address, at + 3, icount)
+        qual, length = decode_io(code, mode, self.reg("rdx"))
+        return Exit("io", address, length, icount, io=qual)
+
+    def _clock_at_rdtsc(self) -> int:
+        """The count at the boundary before the RDTSC (or RDTSCP) that is
+        executing: the CPU has RIP at it, in the current block."""
+        block = self._block
+        linear = self.linear_rip()
+        i = None if block is None else block.index.get(linear)
+        return self._base + (0 if i is None else i)
 
     def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
         self._fault = f"{address:#x}:{size}"
@@ -369,16 +493,14 @@ class HardwareVcpu(GuestLinear):
         self._p2m = "logdirty"
         return False
 
-    def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
-        # The faulting instruction was counted on entry to its hook but did
-        # not retire; the hook's address is exact. An instruction fetch from
-        # unbacked memory never reached the hook: the fault is at the
-        # fetched address, and every instruction before it retired.
-        if self._fault is not None and self._fetch:
-            rip = self._fault_gpa
-        else:
-            self.icount -= 1
-            rip = self._last
+    def _fault_exit(self, exc: unicorn.UcError) -> Exit:
+        """The run ended with an error: the CPU left RIP at the instruction
+        that faulted, which did not retire; every instruction before it did.
+        An instruction fetch from unbacked memory is reported at the fetched
+        address."""
+        linear = self.linear_rip()
+        self._settle(linear)
+        rip = self._fault_gpa if self._fault is not None and self._fetch else linear
         self.set_reg("rip", rip - self.segment_base("cs"))
         code = self.read_code(rip)
         if self._fault is not None:
@@ -410,20 +532,26 @@ class HardwareVcpu(GuestLinear):
 
     def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
         """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
-        INT n, INT3 and INTO (traps) Unicorn leaves EIP after the
-        instruction, which retired; for an exception, at the faulting
-        instruction, which did not retire (its code hook counted it, unless
-        its fetch faulted)."""
+        INT n, INT3 and INTO (traps, which end their block) Unicorn leaves
+        EIP after the instruction, which retired; for an exception, at the
+        faulting instruction, which did not retire."""
         linear = (self.segment_base("cs") + ip) & self.address_mask()
-        code = self.read_code(self._last)
-        at = opcode_index(code, self.mode())
-        trap = {0xCD: delivery.SOFTWARE, 0xCC: delivery.SOFTWARE_EXCEPTION,
-                0xCE: delivery.SOFTWARE_EXCEPTION}.get(code[at] if at < len(code) else -1)
-        if trap is not None and linear == self._last + len(code[:at]) + _trap_length(code[at]):
-            return Exit("event", self._last, 0, self.icount,
-                        detail={"event": delivery.Event(vector, trap, ip)})
-        if linear == self._counted:
-            self.icount -= 1
+        block = self._block
+        if block is not None:
+            # the instruction that ends where EIP is (INT n and INT3 end
+            # their block; INTO does not when OF = 0)
+            after = len(block) if linear == block.end() else block.index.get(linear, 0)
+            code = block.codes[after - 1] if after else b""
+            at = opcode_index(code, block.mode)
+            raises = {0xCD: (code[at + 1:at + 2] or b"\x00")[0], 0xCC: delivery.BP,
+                      0xCE: delivery.OF}.get(code[at] if at < len(code) else -1)
+            trap = delivery.SOFTWARE if code[at:at + 1] == b"\xcd" \
+                else delivery.SOFTWARE_EXCEPTION
+            if raises == vector:
+                self.icount, self.shadow = self._base + after, False
+                return Exit("event", block.starts[after - 1], 0, self.icount,
+                            detail={"event": delivery.Event(vector, trap, ip)})
+        self._settle(linear)
         code_of = delivery.ERROR_CODE
         event = delivery.Event(vector, delivery.FAULT, ip,
                                error_code if vector in code_of else None,
