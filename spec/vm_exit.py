@@ -7,8 +7,11 @@ bytes when it exits or decides whether to: the I/O exit qualification and
 VM-exit instruction-information field (:class:`IoQualification`,
 :func:`decode_io`), which instructions exit unconditionally
 (:func:`exiting_opcode`), which leave an interrupt shadow
-(:func:`shadow_after`) and which may run again at their own address
-(:func:`follows_itself`). The vcpu that reports these exits, and when, is
+(:func:`shadow_after`), which may run again at their own address
+(:func:`follows_itself`) and which may change the code segment's size
+(:func:`changes_mode`); and a block of code as the CPU translates and runs
+it, decoded instruction by instruction (:class:`Block`,
+:func:`decode_block`). The vcpu that reports these exits, and when, is
 :class:`spec.vmx.HardwareVcpu`. Imports capstone (the instruction decoder
 that stands in for the hardware's) and nothing of the spec.
 
@@ -309,8 +312,12 @@ class Block:
     exiting: int | None
     #: a CLI comes before the last instruction (IF = 0 when the last runs)
     clears_if: bool
-    #: the last instruction is STI
+    #: the last instruction is STI, which leaves a shadow if IF was 0 before it
     sti_last: bool
+    #: the last instruction is MOV SS or POP SS, which always leaves a shadow
+    ss_last: bool
+    #: the last instruction may change the code segment's size (:func:`changes_mode`)
+    mode_last: bool
     index: dict = field(default_factory=dict, compare=False)
 
     def __len__(self) -> int:
@@ -360,6 +367,7 @@ def decode_block(raw: bytes, address: int, mode: int) -> Block:
     last = codes[-1]
     sti_last = last[opcode_index(last, mode):][:1] == bytes([_STI])
     return Block(address, raw, mode, tuple(starts), tuple(codes), exiting, clears_if, sti_last,
+                 shadow_after(last, mode, True), changes_mode(last, mode),
                  {start: i for i, start in enumerate(starts)})
 
 

@@ -41,12 +41,44 @@ answers them (:mod:`spec.cpuid`, :mod:`spec.clock`). A REP string instruction th
 it counts once per iteration plus once for the entry that finds the count
 exhausted, so ``rep movsb`` with CX = 7 counts 8 and with CX = 0 counts 1.
 
+How the count is kept. The physical CPU counts: a run is Unicorn's
+``emu_start(..., count=N)``, which retires at most N instructions and stops
+at the boundary before the next one, where N is what is left before the
+budget or the preemption timer's deadline, whichever comes first. Nothing
+of the model runs per instruction. It runs per *block*: Unicorn, like the
+QEMU it derives from, translates straight-line code into blocks and reports
+the start of each (``UC_HOOK_BLOCK``: the linear address and size) before
+its first instruction runs (:meth:`HardwareVcpu._on_block`). The block's
+bytes are decoded once for each mode (:func:`spec.vm_exit.decode_block`)
+and the decoding is used again while they stay the same. When a run ends
+before its N instructions (an exit, an exception, a fault), the count is
+the instructions of the blocks that ran whole plus, in the block where it
+stopped, those before the instruction at RIP (:meth:`HardwareVcpu._settle`).
+At each block's start the vcpu decides whether the run may enter it: not
+past the budget; not where the interrupt window is open; and if the block
+holds an instruction that exits (:func:`spec.vm_exit.exiting_opcode`), the
+run stops at the block's start and runs again with a count that ends it
+right before that instruction, whose exit is then reported with nothing of
+it executed. Three facts of the CPU make this exact
+(:class:`spec.vm_exit.Block`): a block runs from its first instruction to
+its last unless something stops it; only the last instruction of a block
+can set IF or cast an interrupt shadow; and a store into the block being
+run makes QEMU abandon it before the store and run the storing instruction
+again as a block of its own (that block is recognised, and the instruction
+counted once).
+
 Interruptibility. The hardware keeps the guest's *interrupt shadow* (the
 blocking-by-STI and blocking-by-MOV-SS bits of the guest interruptibility
 state): after an STI executed with IF = 0, and after a MOV to SS or POP SS,
 external interrupts are not recognised until one more instruction has
 completed (SDM vol. 2B "STI", vol. 3A 6.8.3). ``shadow`` is that state at
-the instruction boundary where the vcpu stopped.
+the instruction boundary where the vcpu stopped. With interrupt-window
+exiting the vcpu stops at the first boundary where IF = 1 and there is no
+shadow. IF goes from 0 to 1 only through an instruction that ends its
+block (STI, POPF, IRET, ...), and a shadow holds only after the last
+instruction of a block, so the window is looked for where a block starts:
+IF = 1 without a shadow opens it there; IF = 1 in a shadow opens it one
+instruction later (the run goes on for one instruction and looks again).
 
 Event delivery on VM entry (SDM vol. 3C, 27.6 "Event Injection"): the VMM
 injects an external interrupt and the CPU delivers it through the guest's
@@ -62,11 +94,11 @@ from typing import Callable
 import unicorn
 from unicorn import x86_const as X
 
-from spec import clock, cpuid, delivery, physical_cpu, platform, trace
+from spec import clock, cpuid, delivery, paging, physical_cpu, platform, trace
 from spec.guest_linear import GuestLinear
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
-from spec.vm_exit import (HLT, VMCALL, Block, Exit, IoQualification, changes_mode, decode_block,
-                          decode_io, exiting_opcode, follows_itself, opcode_index, shadow_after)
+from spec.vm_exit import (HLT, VMCALL, Block, Exit, IoQualification, decode_block, decode_io,
+                          exiting_opcode, follows_itself, opcode_index)
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -331,7 +363,7 @@ class HardwareVcpu(GuestLinear):
         self._block: Block | None = None
         self._base, self._base_shadow = self.icount, self.shadow
         self._entry_if = False
-        self._mode = self.mode()
+        self._read_mode()
         before = (self.icount, self.reg("rip"))
         try:
             self.uc.emu_start(self.reg("rip"), 1 << 40, count=stop - self.icount)
@@ -370,10 +402,12 @@ class HardwareVcpu(GuestLinear):
 
     def _casts(self, block: Block) -> bool:
         """Whether the block's last instruction, now retired, left an
-        interrupt shadow (:func:`spec.vm_exit.shadow_after`). IF before it is
-        IF at the block's start, unless a CLI in the block cleared it: nothing
-        else in a block can change IF (:class:`spec.vm_exit.Block`)."""
-        return shadow_after(block.last, block.mode, self._entry_if and not block.clears_if)
+        interrupt shadow (:func:`spec.vm_exit.shadow_after`): MOV SS and POP
+        SS always, STI if IF was 0 before it. IF before it is IF at the
+        block's start, unless a CLI in the block cleared it: nothing else in
+        a block can change IF (:class:`spec.vm_exit.Block`)."""
+        return block.ss_last or (block.sti_last
+                                 and not (self._entry_if and not block.clears_if))
 
     def _on_block(self, uc, address: int, size: int, _data) -> None:
         """The CPU is about to run the block at linear ``address`` (none of
@@ -395,9 +429,9 @@ class HardwareVcpu(GuestLinear):
                 # instructions before it retired; it is one instruction.
                 base, shadow = self._base + i, self._base_shadow if i == 0 else False
             else:
-                base, shadow = self._base + len(prev), self._casts(prev)
-                if changes_mode(prev.last, prev.mode):
-                    self._mode = self.mode()
+                base, shadow = self._base + len(prev.starts), self._casts(prev)
+                if prev.mode_last:
+                    self._read_mode()
         block = self._decode(address, size)
         self._block, self._base, self._base_shadow = block, base, shadow
         if block.sti_last:
@@ -432,9 +466,20 @@ class HardwareVcpu(GuestLinear):
         self._stopped_at = (icount, shadow)
         self.icount, self.shadow = icount, shadow
 
+    def _read_mode(self) -> None:
+        """What decides how the bytes at a linear address decode (the code
+        segment's size) and which bytes they are (paging on or off). Read
+        when a run starts and after an instruction that may change them
+        (:func:`spec.vm_exit.changes_mode`)."""
+        self._mode = self.mode()
+        self._paged = bool(self.reg("cr0") & paging.CR0_PG)
+
     def _decode(self, address: int, size: int) -> Block:
         """The block at ``address``, decoded once for its bytes and mode."""
-        raw = self._code_bytes(address, size)
+        if self._paged:
+            raw = self.read_linear(address, size)
+        else:
+            raw = physical_cpu.read_memory(self.uc, address, size)
         key = (address, size, self._mode)
         block = self._blocks.get(key)
         if block is None or block.raw != raw:

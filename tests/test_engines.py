@@ -1,7 +1,9 @@
 """The two engines agree where their code differs most: the clock.
 
-The reference counts every instruction in a hook; impl counts translated
-blocks and stops only at instructions that exit. These cases aim at the
+Both let Unicorn run the guest between exits. The reference has Unicorn
+count the instructions (``emu_start(..., count=N)``) and looks at each
+translated block in Python; impl counts translated blocks in C and stops
+only at instructions that exit. These cases aim at the
 places where that could drift: an instruction budget that ends anywhere,
 REP string instructions run by the CPU, faults part-way through a block,
 and a fetch from memory that nothing backs.
@@ -154,6 +156,42 @@ def test_impl_counts_known_blocks_without_python_and_slices_leave_no_stop_points
     assert ex.reason == "hlt" and ex.icount == 1 + 1 + 3 * 100_000
     assert slices == 301
     assert cpu.python_calls() < 5 * slices
+
+
+def test_reference_counts_through_the_cpu_not_per_instruction():
+    """The reference has Unicorn count (``emu_start(..., count=N)``) and calls
+    Python where a translated block starts, not on every instruction: a loop
+    whose block is 22 instructions long, run in slices of 1,000 instructions
+    (each ends inside the block), ends at the exact count with the model's
+    code called a few times per block at most."""
+    import sys
+    from spec.loader import GuestImage, rom_from_source
+    from spec.vmx import HardwareVcpu
+    source = "mov ecx, 2000\ntop:\n" + " add eax, 3\n" * 20 + " dec ecx\n jnz top\n hlt\n"
+    image = GuestImage("loop", rom_from_source(source, "loop"))
+    hw = HardwareVcpu(16 << 20)
+    hw.write(image.load_address, image.image)
+    calls = 0
+
+    def profile(frame, event, _arg):
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.endswith("spec/vmx.py"):
+            calls += 1
+    slices = 0
+    sys.setprofile(profile)
+    try:
+        while True:
+            ex = hw.run(1000)
+            slices += 1
+            if ex.reason != "limit":
+                break
+            assert ex.icount == 1000 * slices
+    finally:
+        sys.setprofile(None)
+    instructions = 1 + 1 + 22 * 2000
+    assert ex.reason == "hlt" and ex.icount == instructions
+    assert hw.reg("rax") == 3 * 20 * 2000
+    assert calls < instructions / 5
 
 
 def _marker_gaps(name: str, body: str) -> list[int]:
