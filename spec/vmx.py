@@ -157,6 +157,7 @@ class HardwareVcpu(GuestLinear):
         self._blocks: dict[tuple[int, int, int], Block] = {}
         #: an instruction count the next run stops at, and the exit expected there
         self._stop_next: int | None = None
+        self._again = 0
         self._exit_next: tuple[int, int, bytes, int] | None = None
         self._block: Block | None = None
         self._base = 0
@@ -319,6 +320,7 @@ class HardwareVcpu(GuestLinear):
         end = self.icount + budget
         limit = end if deadline is None else min(end, deadline)
         self._exit_next = self._stop_next = None
+        self._again = 0
         while True:
             if self.interrupted:
                 return Exit("limit", self.linear_rip(), 0, self.icount,
@@ -365,8 +367,13 @@ class HardwareVcpu(GuestLinear):
         self._entry_if = False
         self._read_mode()
         before = (self.icount, self.reg("rip"))
+        # Unicorn counts an instruction that QEMU runs again after a store
+        # into its own block twice (:meth:`_on_block`): a run of one such
+        # instruction needs a count of two
+        count, self._again = stop - self.icount + self._again, 0
+        self._rerun = False
         try:
-            self.uc.emu_start(self.reg("rip"), 1 << 40, count=stop - self.icount)
+            self.uc.emu_start(self.reg("rip"), 1 << 40, count=count)
         except unicorn.UcError as exc:
             return self._fault_exit(exc)
         if self._raised is not None:
@@ -380,6 +387,9 @@ class HardwareVcpu(GuestLinear):
             self._settle(self.linear_rip())
         if (self.icount, self.reg("rip")) == before and self._stop_next is None \
                 and self._exit_next is None and not self.interrupted:
+            if self._rerun and count == 1:
+                self._again = 1
+                return None
             # Unicorn ended the run by itself with nothing retired
             return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
         return None
@@ -428,6 +438,7 @@ class HardwareVcpu(GuestLinear):
                 # runs the instruction again, as a block of its own. The
                 # instructions before it retired; it is one instruction.
                 base, shadow = self._base + i, self._base_shadow if i == 0 else False
+                self._rerun = True
             else:
                 base, shadow = self._base + len(prev.starts), self._casts(prev)
                 if prev.mode_last:

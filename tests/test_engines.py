@@ -341,3 +341,27 @@ def test_an_emulated_push_onto_a_page_of_code():
               and e.addr == 0x3FF and e.dir == "write"]
     assert writes[:2] == [0x78, 0x56]
     assert outs[2].icount - outs[1].icount == 1 + 1 + 5    # out, call, 4 nops and ret
+
+
+#: mov byte ptr [0x1005], 0x40 (turns the NOP after it into INC AX); nop;
+#: inc ax; ret: a routine whose first instruction stores into its own block
+SELF_STORE = (0xC6, 0x06, 0x05, 0x10, 0x40, 0x90, 0x40, 0xC3)
+
+
+def test_a_budget_that_ends_at_a_store_into_its_own_block():
+    """A store into the block being run makes Unicorn (QEMU) abandon the
+    block before the store and run the storing instruction again, alone;
+    Unicorn's own count sees that instruction twice. Budgets that end
+    anywhere around it, the store first in its block among them, end at
+    the same instruction on both engines, after the store retired once."""
+    body = ("    mov ax, cs\n    mov ds, ax\n" + _poke(0x1000, SELF_STORE)
+            + "    xor ax, ax\n    mov dx, 0x3f8\n    out dx, al\n    mov bx, 0x1000\n"
+            "    call bx\n    out dx, al\n")
+    full = both(guest("selfstore", body))
+    outs = [e for e in full.trace if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3F8]
+    # mov bx, call, the store, inc ax (the NOP rewritten), inc ax, ret
+    assert outs[1].icount - outs[0].icount == 1 + 1 + 1 + 1 + 1 + 1 + 1
+    assert full.serial == "\x00\x02"            # AL: 0, then 2 (both INCs ran)
+    for budget in range(outs[0].icount + 1, outs[1].icount + 2):
+        result = both(guest("selfstore", body), max_instructions=budget)
+        assert result.exit["reason"] == "limit" and result.instructions == budget
