@@ -361,6 +361,8 @@ def decode_block(raw: bytes, address: int, mode: int) -> Block:
         length = at + (3 if op == VMCALL else 2 if op in (0xE4, 0xE5, 0xE6, 0xE7) else 1)
         codes.append(code[:length])
         offset += length
+    if not codes:                   # an empty block: what the CPU refuses at its address
+        starts, codes = [address], [raw]
     exiting = next((i for i, code in enumerate(codes) if exiting_opcode(code, mode) is not None),
                    None)
     clears_if = any(_is_cli(code, mode) for code in codes[:-1])
