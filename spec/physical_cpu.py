@@ -4,7 +4,8 @@ Room: the hardware boundary of DESIGN.md, not behaviour of the model. It
 owns how a Unicorn instance is opened, put into the reset state and made to
 load a segment register; nothing here decides *what* is loaded. Both
 :mod:`spec.vmx` and :mod:`impl.vcpu` use it, as both run on the same CPU.
-Imports Unicorn, ``mmap`` and ``ctypes`` (host memory) only.
+It also reads the CPU's memory quickly (:func:`read_memory`). Imports
+Unicorn, ``mmap``, ``ctypes`` (host memory) and ``threading`` only.
 
 Why it exists. A guest may switch to long mode, so the CPU is opened in
 Unicorn's 64-bit mode: only that mode's register interface reads and writes

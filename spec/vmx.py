@@ -11,8 +11,8 @@ instruction-information field) and which instruction bytes cause one is
 :mod:`spec.vm_exit`; segments and guest memory by linear address are
 :mod:`spec.guest_linear`. Imports Unicorn, :mod:`spec.vm_exit`,
 :mod:`spec.guest_linear`, :mod:`spec.delivery`, :mod:`spec.clock`,
-:mod:`spec.cpuid`, :mod:`spec.physical_cpu`, :mod:`spec.platform` and
-:mod:`spec.trace`.
+:mod:`spec.cpuid`, :mod:`spec.paging` (whether paging is on),
+:mod:`spec.physical_cpu`, :mod:`spec.platform` and :mod:`spec.trace`.
 
 Software interrupts and exceptions do not exit: the CPU delivers them
 through the guest's IVT or IDT (:mod:`spec.delivery`). How the physical CPU
@@ -65,7 +65,8 @@ its last unless something stops it; only the last instruction of a block
 can set IF or cast an interrupt shadow; and a store into the block being
 run makes QEMU abandon it before the store and run the storing instruction
 again as a block of its own (that block is recognised, and the instruction
-counted once).
+counted once; Unicorn's own count sees it twice, so that run ends one
+instruction early and the next goes on from there).
 
 Interruptibility. The hardware keeps the guest's *interrupt shadow* (the
 blocking-by-STI and blocking-by-MOV-SS bits of the guest interruptibility
