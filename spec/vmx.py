@@ -117,6 +117,10 @@ def _passes_through(q: IoQualification | None) -> bool:
             and all((q.port + i) & 0xFFFF in platform.PASSTHROUGH_PORTS for i in range(q.size)))
 
 
+#: how many decoded blocks the vcpu keeps (:meth:`HardwareVcpu._decode`)
+_BLOCKS_KEPT = 1 << 16
+
+
 def _mask_of(size: int) -> int:
     return (1 << 8 * size) - 1
 
@@ -495,6 +499,8 @@ class HardwareVcpu(GuestLinear):
         key = (address, size, self._mode)
         block = self._blocks.get(key)
         if block is None or block.raw != raw:
+            if len(self._blocks) >= _BLOCKS_KEPT:
+                self._blocks.clear()        # a cache: decoding again gives the same
             block = self._blocks[key] = decode_block(raw, address, self._mode)
         return block
 
