@@ -4,7 +4,8 @@ Room: the hardware boundary of DESIGN.md, not behaviour of the model. It
 owns how a Unicorn instance is opened, put into the reset state and made to
 load a segment register; nothing here decides *what* is loaded. Both
 :mod:`spec.vmx` and :mod:`impl.vcpu` use it, as both run on the same CPU.
-Imports Unicorn, ``mmap`` and ``ctypes`` (host memory) only.
+It also reads the CPU's memory quickly (:func:`read_memory`). Imports
+Unicorn, ``mmap``, ``ctypes`` (host memory) and ``threading`` only.
 
 Why it exists. A guest may switch to long mode, so the CPU is opened in
 Unicorn's 64-bit mode: only that mode's register interface reads and writes
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import threading
 
 import unicorn
 from unicorn import x86_const as X
@@ -148,6 +150,25 @@ class HostRam:
         start, _size, _host, view = self._piece(gpa, length)
         self.uc.mem_map_ptr(gpa, length, unicorn.UC_PROT_ALL,
                             ctypes.addressof(view) + (gpa - start))
+
+
+#: the buffer of :func:`read_memory`, one per thread
+_read_buffer = threading.local()
+
+
+def read_memory(uc: unicorn.Uc, address: int, size: int) -> bytes:
+    """``size`` bytes of the CPU's physical memory at ``address``, as
+    ``uc.mem_read`` reads them, through a buffer kept for the thread (the
+    binding's own allocates one for every read). Raises ``UcError`` where
+    nothing is mapped."""
+    from unicorn.unicorn_py3.unicorn import uclib
+    buffer = getattr(_read_buffer, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _read_buffer.buffer = ctypes.create_string_buffer(max(size, 8192))
+    status = uclib.uc_mem_read(uc._uch, address, buffer, size)
+    if status != unicorn.UC_ERR_OK:
+        raise unicorn.UcError(status)
+    return buffer[:size]
 
 
 #: ``uc_cb_insn_cpuid_t``: the hook of CPUID, RDTSC and RDTSCP; returning 1

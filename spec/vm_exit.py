@@ -7,8 +7,11 @@ bytes when it exits or decides whether to: the I/O exit qualification and
 VM-exit instruction-information field (:class:`IoQualification`,
 :func:`decode_io`), which instructions exit unconditionally
 (:func:`exiting_opcode`), which leave an interrupt shadow
-(:func:`shadow_after`) and which may run again at their own address
-(:func:`follows_itself`). The vcpu that reports these exits, and when, is
+(:func:`shadow_after`), which may run again at their own address
+(:func:`follows_itself`) and which may change the code segment's size
+(:func:`changes_mode`); and a block of code as the CPU translates and runs
+it, decoded instruction by instruction (:class:`Block`,
+:func:`decode_block`). The vcpu that reports these exits, and when, is
 :class:`spec.vmx.HardwareVcpu`. Imports capstone (the instruction decoder
 that stands in for the hardware's) and nothing of the spec.
 
@@ -242,3 +245,140 @@ def _disassembler(mode: int) -> capstone.Cs:
         md.detail = True
         _DISASM[mode] = md
     return _DISASM[mode]
+
+
+# --- translated blocks ------------------------------------------------------------------
+
+#: one-byte opcodes after which the code segment's size may differ: far
+#: JMP/CALL/RET, IRET, and the software interrupts (which load CS)
+_CS_LOADS = frozenset({0x9A, 0xEA, 0xCA, 0xCB, 0xCF, 0xCC, 0xCD, 0xCE, 0xF1})
+#: 0F xx opcodes after which it may differ: MOV to a control register,
+#: WRMSR (EFER), RSM, SYSCALL, SYSRET, SYSENTER, SYSEXIT
+_CS_LOADS_0F = frozenset({0x22, 0x30, 0xAA, 0x05, 0x07, 0x34, 0x35})
+
+
+def changes_mode(code: bytes, mode: int) -> bool:
+    """Whether the instruction at the start of ``code`` may change the code
+    segment's size (:meth:`spec.guest_linear.GuestLinear.mode`): it loads
+    CS (a far transfer, IRET, a software interrupt, SYSCALL and its kin),
+    CR0 (MOV to CR0, LMSW: protection on or off) or EFER (WRMSR; and MOV
+    to CR0 that turns paging on activates IA-32e mode), or leaves SMM."""
+    i = opcode_index(code, mode)
+    op, rest = code[i:i + 1], code[i + 1:i + 3]
+    if not op:
+        return False
+    if op[0] in _CS_LOADS:
+        return True
+    if op[0] == 0xFF and rest:
+        return rest[0] >> 3 & 7 in (3, 5)                  # CALL/JMP far through memory
+    if op[0] != 0x0F or not rest:
+        return False
+    return rest[0] in _CS_LOADS_0F or (rest[0] == 0x01 and len(rest) > 1
+                                       and rest[1] >> 3 & 7 == 6)      # LMSW
+
+
+def _is_cli(code: bytes, mode: int) -> bool:
+    i = opcode_index(code, mode)
+    return code[i:i + 1] == b"\xfa"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block of guest code as the CPU translates it: what Unicorn reports
+    when it starts one (``UC_HOOK_BLOCK``: its linear address and size),
+    decoded in the code segment's size ``mode``.
+
+    Unicorn (QEMU's TCG) translates straight-line code into a block that
+    runs from its first instruction to its last, unless an instruction
+    faults or exits on the way. It ends a block after every instruction
+    that may change how the next bytes decode or whether interrupts may be
+    taken: jumps, calls and returns, STI, POPF, MOV SS and POP SS (and
+    runs the instruction after an interrupt shadow as a block of its own),
+    an instruction that loads CS, CR0 or EFER. A REP string instruction
+    ends its block and each iteration runs it again, as a block of one
+    instruction at the same address. So within one block IF can go from 1
+    to 0 (CLI) but not from 0 to 1, only its last instruction can cast an
+    interrupt shadow, and the code segment's size is the one its first
+    instruction saw."""
+
+    address: int
+    raw: bytes
+    mode: int
+    #: the linear address and the bytes of each instruction, in order
+    starts: tuple[int, ...]
+    codes: tuple[bytes, ...]
+    #: the index of the first instruction that exits (:func:`exiting_opcode`),
+    #: if any
+    exiting: int | None
+    #: a CLI comes before the last instruction (IF = 0 when the last runs)
+    clears_if: bool
+    #: the last instruction is STI, which leaves a shadow if IF was 0 before it
+    sti_last: bool
+    #: the last instruction is MOV SS or POP SS, which always leaves a shadow
+    ss_last: bool
+    #: the last instruction may change the code segment's size (:func:`changes_mode`)
+    mode_last: bool
+    index: dict = field(default_factory=dict, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def last(self) -> bytes:
+        return self.codes[-1]
+
+    def end(self) -> int:
+        """The linear address after the block's last byte."""
+        return self.address + len(self.raw)
+
+
+def decode_block(raw: bytes, address: int, mode: int) -> Block:
+    """Decode the block of ``raw`` bytes at linear ``address``.
+
+    Every instruction is decoded (capstone). Bytes it cannot decode end the
+    block: an instruction that exits (LOCK on IN/OUT/HLT, which the
+    hardware refuses with #UD before any exit) is taken by its opcode, and
+    anything else is the block's last instruction, which the CPU refuses
+    (#UD) when it gets there."""
+    starts: list[int] = []
+    codes: list[bytes] = []
+    offset = 0
+    md = _lite_disassembler(mode)
+    while offset < len(raw):
+        for _at, length, _mnemonic, _operands in md.disasm_lite(raw[offset:], address + offset):
+            starts.append(address + offset)
+            codes.append(raw[offset:offset + length])
+            offset += length
+        if offset >= len(raw):
+            break
+        code = raw[offset:offset + 15]
+        starts.append(address + offset)
+        op = exiting_opcode(code, mode)
+        if op is None:
+            codes.append(code)
+            break
+        at = opcode_index(code, mode)
+        length = at + (3 if op == VMCALL else 2 if op in (0xE4, 0xE5, 0xE6, 0xE7) else 1)
+        codes.append(code[:length])
+        offset += length
+    if not codes:                   # an empty block: what the CPU refuses at its address
+        starts, codes = [address], [raw]
+    exiting = next((i for i, code in enumerate(codes) if exiting_opcode(code, mode) is not None),
+                   None)
+    clears_if = any(_is_cli(code, mode) for code in codes[:-1])
+    last = codes[-1]
+    sti_last = last[opcode_index(last, mode):][:1] == bytes([_STI])
+    return Block(address, raw, mode, tuple(starts), tuple(codes), exiting, clears_if, sti_last,
+                 shadow_after(last, mode, True), changes_mode(last, mode),
+                 {start: i for i, start in enumerate(starts)})
+
+
+_LITE: dict[int, capstone.Cs] = {}
+
+
+def _lite_disassembler(mode: int) -> capstone.Cs:
+    if mode not in _LITE:
+        _LITE[mode] = capstone.Cs(capstone.CS_ARCH_X86,
+                                  {16: capstone.CS_MODE_16, 32: capstone.CS_MODE_32,
+                                   64: capstone.CS_MODE_64}[mode])
+    return _LITE[mode]

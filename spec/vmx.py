@@ -11,8 +11,8 @@ instruction-information field) and which instruction bytes cause one is
 :mod:`spec.vm_exit`; segments and guest memory by linear address are
 :mod:`spec.guest_linear`. Imports Unicorn, :mod:`spec.vm_exit`,
 :mod:`spec.guest_linear`, :mod:`spec.delivery`, :mod:`spec.clock`,
-:mod:`spec.cpuid`, :mod:`spec.physical_cpu`, :mod:`spec.platform` and
-:mod:`spec.trace`.
+:mod:`spec.cpuid`, :mod:`spec.paging` (whether paging is on),
+:mod:`spec.physical_cpu`, :mod:`spec.platform` and :mod:`spec.trace`.
 
 Software interrupts and exceptions do not exit: the CPU delivers them
 through the guest's IVT or IDT (:mod:`spec.delivery`). How the physical CPU
@@ -41,12 +41,45 @@ answers them (:mod:`spec.cpuid`, :mod:`spec.clock`). A REP string instruction th
 it counts once per iteration plus once for the entry that finds the count
 exhausted, so ``rep movsb`` with CX = 7 counts 8 and with CX = 0 counts 1.
 
+How the count is kept. The physical CPU counts: a run is Unicorn's
+``emu_start(..., count=N)``, which retires at most N instructions and stops
+at the boundary before the next one, where N is what is left before the
+budget or the preemption timer's deadline, whichever comes first. Nothing
+of the model runs per instruction. It runs per *block*: Unicorn, like the
+QEMU it derives from, translates straight-line code into blocks and reports
+the start of each (``UC_HOOK_BLOCK``: the linear address and size) before
+its first instruction runs (:meth:`HardwareVcpu._on_block`). The block's
+bytes are decoded once for each mode (:func:`spec.vm_exit.decode_block`)
+and the decoding is used again while they stay the same. When a run ends
+before its N instructions (an exit, an exception, a fault), the count is
+the instructions of the blocks that ran whole plus, in the block where it
+stopped, those before the instruction at RIP (:meth:`HardwareVcpu._settle`).
+At each block's start the vcpu decides whether the run may enter it: not
+past the budget; not where the interrupt window is open; and if the block
+holds an instruction that exits (:func:`spec.vm_exit.exiting_opcode`), the
+run stops at the block's start and runs again with a count that ends it
+right before that instruction, whose exit is then reported with nothing of
+it executed. Three facts of the CPU make this exact
+(:class:`spec.vm_exit.Block`): a block runs from its first instruction to
+its last unless something stops it; only the last instruction of a block
+can set IF or cast an interrupt shadow; and a store into the block being
+run makes QEMU abandon it before the store and run the storing instruction
+again as a block of its own (that block is recognised, and the instruction
+counted once; Unicorn's own count sees it twice, so that run ends one
+instruction early and the next goes on from there).
+
 Interruptibility. The hardware keeps the guest's *interrupt shadow* (the
 blocking-by-STI and blocking-by-MOV-SS bits of the guest interruptibility
 state): after an STI executed with IF = 0, and after a MOV to SS or POP SS,
 external interrupts are not recognised until one more instruction has
 completed (SDM vol. 2B "STI", vol. 3A 6.8.3). ``shadow`` is that state at
-the instruction boundary where the vcpu stopped.
+the instruction boundary where the vcpu stopped. With interrupt-window
+exiting the vcpu stops at the first boundary where IF = 1 and there is no
+shadow. IF goes from 0 to 1 only through an instruction that ends its
+block (STI, POPF, IRET, ...), and a shadow holds only after the last
+instruction of a block, so the window is looked for where a block starts:
+IF = 1 without a shadow opens it there; IF = 1 in a shadow opens it one
+instruction later (the run goes on for one instruction and looks again).
 
 Event delivery on VM entry (SDM vol. 3C, 27.6 "Event Injection"): the VMM
 injects an external interrupt and the CPU delivers it through the guest's
@@ -62,11 +95,11 @@ from typing import Callable
 import unicorn
 from unicorn import x86_const as X
 
-from spec import clock, cpuid, delivery, physical_cpu, platform, trace
+from spec import clock, cpuid, delivery, paging, physical_cpu, platform, trace
 from spec.guest_linear import GuestLinear
 from spec.physical_cpu import REGS, SEGMENT_REGS as _SEG_REGS
-from spec.vm_exit import (HLT, VMCALL, Exit, IoQualification, decode_io, exiting_opcode,
-                          follows_itself, opcode_index, shadow_after)
+from spec.vm_exit import (HLT, VMCALL, Block, Exit, IoQualification, decode_block, decode_io,
+                          exiting_opcode, follows_itself, opcode_index)
 
 RFLAGS_TF = 1 << 8
 RFLAGS_IF = 1 << 9
@@ -84,9 +117,8 @@ def _passes_through(q: IoQualification | None) -> bool:
             and all((q.port + i) & 0xFFFF in platform.PASSTHROUGH_PORTS for i in range(q.size)))
 
 
-def _trap_length(opcode: int) -> int:
-    """The length of INT n (2), INT3 and INTO (1) after their prefixes."""
-    return 2 if opcode == 0xCD else 1
+#: how many decoded blocks the vcpu keeps (:meth:`HardwareVcpu._decode`)
+_BLOCKS_KEPT = 1 << 16
 
 
 def _mask_of(size: int) -> int:
@@ -126,14 +158,19 @@ class HardwareVcpu(GuestLinear):
         #: where pass-through port accesses are traced, and this vcpu's id
         self.emit: Callable[[trace.Event], None] | None = None
         self.vcpu_id = 0
-        self._pending: Exit | None = None
-        self._fault: str | None = None
-        self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_instruction)
+        #: blocks decoded so far: (address, size, mode) -> the block
+        self._blocks: dict[tuple[int, int, int], Block] = {}
+        #: an instruction count the next run stops at, and the exit expected there
+        self._stop_next: int | None = None
+        self._again = 0
+        self._exit_next: tuple[int, int, bytes, int] | None = None
+        self._block: Block | None = None
+        self._base = 0
+        self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_event)
-        # the code hook counted the RDTSC before it executes
-        clock.attach(self.uc, lambda: self.icount - 1 + self.io_ns)
+        clock.attach(self.uc, lambda: self._clock_at_rdtsc() + self.io_ns)
         cpuid.attach(self.uc)
         self.reset()
 
@@ -280,77 +317,227 @@ class HardwareVcpu(GuestLinear):
         self.uc.emu_stop()
 
     def _run_to_exit(self, budget: int, deadline: int | None, window: bool) -> Exit:
-        if self.interrupted:
-            return Exit("limit", self.linear_rip(), 0, self.icount,
-                        detail={"note": "interrupted"})
-        self._pending = None
+        """Run to the next exit. At each instruction boundary where the run
+        stands, in this order: the budget (``limit``), the preemption timer,
+        the interrupt window (IF = 1 and no shadow); then the instruction
+        there, if it exits. Between these boundaries the CPU runs
+        (:meth:`_emulate`), told how many instructions it may retire."""
+        end = self.icount + budget
+        limit = end if deadline is None else min(end, deadline)
+        self._exit_next = self._stop_next = None
+        self._again = 0
+        while True:
+            if self.interrupted:
+                return Exit("limit", self.linear_rip(), 0, self.icount,
+                            detail={"note": "interrupted"})
+            if self.icount >= end:
+                return Exit("limit", self.linear_rip(), 0, self.icount)
+            if deadline is not None and self.icount >= deadline:
+                return Exit("preemption_timer", self.linear_rip(), 0, self.icount)
+            if window and self.reg("rflags") & RFLAGS_IF and not self.shadow:
+                return Exit("interrupt_window", self.linear_rip(), 0, self.icount)
+            if self._exit_next is not None:
+                ex = self._exit_here(*self._exit_next)
+                if ex is not None:
+                    return ex
+            stop = limit if self._stop_next is None else min(limit, self._stop_next)
+            self._stop_next = None
+            ex = self._emulate(stop, window)
+            if ex is not None:
+                return ex
+
+    def _emulate(self, stop: int, window: bool) -> Exit | None:
+        """Let the CPU run until instruction count ``stop`` at the latest:
+        Unicorn counts the instructions (``emu_start(..., count=N)``) and
+        ends the run before the one that would exceed them. Returns the exit
+        the run ended with, or None when it ended at an instruction boundary
+        that :meth:`_run_to_exit` looks at again; ``icount`` and ``shadow``
+        are then those of that boundary.
+
+        Where the run ends early (an exit, an exception, a fault), the count
+        is the CPU's blocks' (:meth:`_on_block`): the instructions of every
+        block that ran whole, and of the current one those before the
+        boundary where it stopped."""
+        self._pending: Exit | None = None
         self._raised: tuple[int, int, int, int] | None = None
-        self._fault = None
+        self._fault: str | None = None
         self._p2m: str | None = None
         self._fetch = False
-        self._budget_end = self.icount + budget
-        self._deadline = deadline
+        self._stopped_at: tuple[int, bool] | None = None
+        self._stop = stop
         self._window = window
-        self._next_shadow = self.shadow
-        start = self.linear_rip()
-        self._last = start
-        self._counted: int | None = None    # the instruction the code hook counted last
+        #: the block being run, the count and the shadow at its start
+        self._block: Block | None = None
+        self._base, self._base_shadow = self.icount, self.shadow
+        self._entry_if = False
+        self._read_mode()
+        before = (self.icount, self.reg("rip"))
+        # Unicorn counts an instruction that QEMU runs again after a store
+        # into its own block twice (:meth:`_on_block`): a run of one such
+        # instruction needs a count of two
+        count, self._again = stop - self.icount + self._again, 0
+        self._rerun = False
         try:
-            self.uc.emu_start(self.reg("rip"), 1 << 40, count=0)
+            self.uc.emu_start(self.reg("rip"), 1 << 40, count=count)
         except unicorn.UcError as exc:
-            return self._fault_exit(exc, start)
+            return self._fault_exit(exc)
         if self._raised is not None:
             physical_cpu.exception_delivered(self.uc)
             return self._event_exit(*self._raised)
         if self._pending is not None:
             return self._pending
-        if self.icount >= self._budget_end:
-            return Exit("limit", self.linear_rip(), 0, self.icount)
-        return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
+        if self._stopped_at is not None:
+            self.icount, self.shadow = self._stopped_at
+        else:
+            self._settle(self.linear_rip())
+        if (self.icount, self.reg("rip")) == before and self._stop_next is None \
+                and self._exit_next is None and not self.interrupted:
+            if self._rerun and count == 1:
+                self._again = 1
+                return None
+            # Unicorn ended the run by itself with nothing retired
+            return Exit("limit", self.linear_rip(), 0, self.icount, detail={"note": "stopped"})
+        return None
 
-    def _on_instruction(self, uc, address: int, size: int, _data) -> None:
-        if address == self._counted and not follows_itself(
-                self._code_bytes(address, min(size, 15)), self.mode()):
-            # An instruction that stored into the bytes of Unicorn's block
-            # being run: QEMU abandons the block before the store and runs
-            # the instruction again, alone. It is one instruction, counted.
+    def _settle(self, linear: int) -> None:
+        """The count and the interrupt shadow at the boundary before the
+        instruction at ``linear``, where the run stopped: in the current
+        block, after the instructions before it; past its end (its last
+        instruction went elsewhere), after the whole block, with the shadow
+        its last instruction casts."""
+        block = self._block
+        if block is None:
+            self.icount, self.shadow = self._base, self._base_shadow
             return
-        # the instruction before this one has retired: its shadow holds now
-        self.shadow = self._next_shadow
-        if self.icount >= self._budget_end or self.interrupted:
-            uc.emu_stop()
+        i = block.index.get(linear)
+        if i is None:
+            self.icount, self.shadow = self._base + len(block), self._casts(block)
+        else:
+            self.icount, self.shadow = self._base + i, self._base_shadow if i == 0 else False
+
+    def _casts(self, block: Block) -> bool:
+        """Whether the block's last instruction, now retired, left an
+        interrupt shadow (:func:`spec.vm_exit.shadow_after`): MOV SS and POP
+        SS always, STI if IF was 0 before it. IF before it is IF at the
+        block's start, unless a CLI in the block cleared it: nothing else in
+        a block can change IF (:class:`spec.vm_exit.Block`)."""
+        return block.ss_last or (block.sti_last
+                                 and not (self._entry_if and not block.clears_if))
+
+    def _on_block(self, uc, address: int, size: int, _data) -> None:
+        """The CPU is about to run the block at linear ``address`` (none of
+        its instructions has run yet): the block before it ran whole, and
+        this is the instruction boundary before this block's first
+        instruction. Count, and stop here (before the block) where the run
+        must not go on: the budget reached, the interrupt window open, or
+        an instruction in the block that exits."""
+        prev = self._block
+        if prev is None:
+            base, shadow = self._base, self._base_shadow
+        else:
+            i = prev.index.get(address)
+            if (i is not None and size == len(prev.codes[i])
+                    and not follows_itself(prev.codes[i], prev.mode)):
+                # An instruction that stored into the bytes of the block
+                # being run: QEMU abandons the block before the store and
+                # runs the instruction again, as a block of its own. The
+                # instructions before it retired; it is one instruction.
+                base, shadow = self._base + i, self._base_shadow if i == 0 else False
+                self._rerun = True
+            else:
+                base, shadow = self._base + len(prev.starts), self._casts(prev)
+                if prev.mode_last:
+                    self._read_mode()
+        block = self._decode(address, size)
+        self._block, self._base, self._base_shadow = block, base, shadow
+        if block.sti_last:
+            self._entry_if = bool(self.reg("rflags") & RFLAGS_IF)
+        if base >= self._stop or self.interrupted:
+            self._stop_here(base, shadow)
             return
-        if self._deadline is not None and self.icount >= self._deadline:
-            uc.emu_stop()
-            self._pending = Exit("preemption_timer", address, 0, self.icount)
-            return
-        interrupts = self.uc.reg_read(X.UC_X86_REG_EFLAGS) & RFLAGS_IF
-        if self._window and interrupts and not self.shadow:
-            uc.emu_stop()
-            self._pending = Exit("interrupt_window", address, 0, self.icount)
-            return
-        code = self._code_bytes(address, min(size, 15))
-        mode = self.mode()
-        opcode = exiting_opcode(code, mode)
-        if opcode is None:
-            self._next_shadow = shadow_after(code, mode, bool(interrupts))
-            self.icount += 1
-            self._last = self._counted = address
-            return
-        uc.emu_stop()
+        if self._window and self.reg("rflags") & RFLAGS_IF:
+            if not shadow:
+                self._stop_here(base, shadow)
+                self._pending = Exit("interrupt_window", address, 0, base)
+                return
+            if len(block) > 1 and base + 1 < self._stop:
+                # in a shadow: the window may open after this instruction
+                self._stop_here(base, shadow)
+                self._stop_next = base + 1
+                return
+        k = block.exiting
+        if k == 0:
+            self._stop_here(base, shadow)
+            self._pending = self._exiting(address, block.codes[0], base, block.mode)
+        elif k is not None and base + k < self._stop:
+            # run the k instructions before it, then exit there
+            self._stop_here(base, shadow)
+            self._stop_next = base + k
+            self._exit_next = (base + k, block.starts[k], block.codes[k], block.mode)
+
+    def _stop_here(self, icount: int, shadow: bool) -> None:
+        """End the run at the boundary before the current block."""
+        self.uc.emu_stop()
+        self._block = None
+        self._stopped_at = (icount, shadow)
+        self.icount, self.shadow = icount, shadow
+
+    def _read_mode(self) -> None:
+        """What decides how the bytes at a linear address decode (the code
+        segment's size) and which bytes they are (paging on or off). Read
+        when a run starts and after an instruction that may change them
+        (:func:`spec.vm_exit.changes_mode`)."""
+        self._mode = self.mode()
+        self._paged = bool(self.reg("cr0") & paging.CR0_PG)
+
+    def _decode(self, address: int, size: int) -> Block:
+        """The block at ``address``, decoded once for its bytes and mode."""
+        if self._paged:
+            raw = self.read_linear(address, size)
+        else:
+            raw = physical_cpu.read_memory(self.uc, address, size)
+        key = (address, size, self._mode)
+        block = self._blocks.get(key)
+        if block is None or block.raw != raw:
+            if len(self._blocks) >= _BLOCKS_KEPT:
+                self._blocks.clear()        # a cache: decoding again gives the same
+            block = self._blocks[key] = decode_block(raw, address, self._mode)
+        return block
+
+    def _exit_here(self, icount: int, address: int, code: bytes, mode: int) -> Exit | None:
+        """The exit of the instruction that a block's count stopped before,
+        if the run stands there and the bytes are still that instruction."""
+        self._exit_next = None
+        if icount != self.icount or address != self.linear_rip() \
+                or self._code_bytes(address, len(code)) != code:
+            return None
+        return self._exiting(address, code, icount, mode)
+
+    def _exiting(self, address: int, code: bytes, icount: int, mode: int) -> Exit:
+        """The exit of the instruction ``code`` at linear ``address``, one
+        that :func:`spec.vm_exit.exiting_opcode` names, with nothing of it
+        executed."""
         at = opcode_index(code, mode)
         if 0xF0 in code[:at]:
             # LOCK on IN/OUT/INS/OUTS/HLT is #UD (SDM vol. 2, "LOCK"), raised
             # before any exit
             event = delivery.Event(delivery.UD, delivery.FAULT, address - self.segment_base("cs"))
-            self._pending = Exit("event", address, 0, self.icount, detail={"event": event})
-        elif opcode == HLT:
-            self._pending = Exit("hlt", address, size, self.icount)
-        elif opcode == VMCALL:
-            self._pending = Exit("vmcall", address, at + 3, self.icount)
-        else:
-            qual, length = decode_io(code, mode, self.reg("rdx"))
-            self._pending = Exit("io", address, length, self.icount, io=qual)
+            return Exit("event", address, 0, icount, detail={"event": event})
+        opcode = exiting_opcode(code, mode)
+        if opcode == HLT:
+            return Exit("hlt", address, len(code), icount)
+        if opcode == VMCALL:
+            return Exit("vmcall", address, at + 3, icount)
+        qual, length = decode_io(code, mode, self.reg("rdx"))
+        return Exit("io", address, length, icount, io=qual)
+
+    def _clock_at_rdtsc(self) -> int:
+        """The count at the boundary before the RDTSC (or RDTSCP) that is
+        executing: the CPU has RIP at it, in the current block."""
+        block = self._block
+        linear = self.linear_rip()
+        i = None if block is None else block.index.get(linear)
+        return self._base + (0 if i is None else i)
 
     def _on_unmapped(self, uc, access, address, size, value, _data) -> bool:
         self._fault = f"{address:#x}:{size}"
@@ -369,16 +556,14 @@ class HardwareVcpu(GuestLinear):
         self._p2m = "logdirty"
         return False
 
-    def _fault_exit(self, exc: unicorn.UcError, start: int) -> Exit:
-        # The faulting instruction was counted on entry to its hook but did
-        # not retire; the hook's address is exact. An instruction fetch from
-        # unbacked memory never reached the hook: the fault is at the
-        # fetched address, and every instruction before it retired.
-        if self._fault is not None and self._fetch:
-            rip = self._fault_gpa
-        else:
-            self.icount -= 1
-            rip = self._last
+    def _fault_exit(self, exc: unicorn.UcError) -> Exit:
+        """The run ended with an error: the CPU left RIP at the instruction
+        that faulted, which did not retire; every instruction before it did.
+        An instruction fetch from unbacked memory is reported at the fetched
+        address."""
+        linear = self.linear_rip()
+        self._settle(linear)
+        rip = self._fault_gpa if self._fault is not None and self._fetch else linear
         self.set_reg("rip", rip - self.segment_base("cs"))
         code = self.read_code(rip)
         if self._fault is not None:
@@ -410,20 +595,26 @@ class HardwareVcpu(GuestLinear):
 
     def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
         """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
-        INT n, INT3 and INTO (traps) Unicorn leaves EIP after the
-        instruction, which retired; for an exception, at the faulting
-        instruction, which did not retire (its code hook counted it, unless
-        its fetch faulted)."""
+        INT n, INT3 and INTO (traps, which end their block) Unicorn leaves
+        EIP after the instruction, which retired; for an exception, at the
+        faulting instruction, which did not retire."""
         linear = (self.segment_base("cs") + ip) & self.address_mask()
-        code = self.read_code(self._last)
-        at = opcode_index(code, self.mode())
-        trap = {0xCD: delivery.SOFTWARE, 0xCC: delivery.SOFTWARE_EXCEPTION,
-                0xCE: delivery.SOFTWARE_EXCEPTION}.get(code[at] if at < len(code) else -1)
-        if trap is not None and linear == self._last + len(code[:at]) + _trap_length(code[at]):
-            return Exit("event", self._last, 0, self.icount,
-                        detail={"event": delivery.Event(vector, trap, ip)})
-        if linear == self._counted:
-            self.icount -= 1
+        block = self._block
+        if block is not None:
+            # the instruction that ends where EIP is (INT n and INT3 end
+            # their block; INTO does not when OF = 0)
+            after = len(block) if linear == block.end() else block.index.get(linear, 0)
+            code = block.codes[after - 1] if after else b""
+            at = opcode_index(code, block.mode)
+            raises = {0xCD: (code[at + 1:at + 2] or b"\x00")[0], 0xCC: delivery.BP,
+                      0xCE: delivery.OF}.get(code[at] if at < len(code) else -1)
+            trap = delivery.SOFTWARE if code[at:at + 1] == b"\xcd" \
+                else delivery.SOFTWARE_EXCEPTION
+            if raises == vector:
+                self.icount, self.shadow = self._base + after, False
+                return Exit("event", block.starts[after - 1], 0, self.icount,
+                            detail={"event": delivery.Event(vector, trap, ip)})
+        self._settle(linear)
         code_of = delivery.ERROR_CODE
         event = delivery.Event(vector, delivery.FAULT, ip,
                                error_code if vector in code_of else None,

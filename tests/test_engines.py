@@ -1,7 +1,9 @@
 """The two engines agree where their code differs most: the clock.
 
-The reference counts every instruction in a hook; impl counts translated
-blocks and stops only at instructions that exit. These cases aim at the
+Both let Unicorn run the guest between exits. The reference has Unicorn
+count the instructions (``emu_start(..., count=N)``) and looks at each
+translated block in Python; impl counts translated blocks in C and stops
+only at instructions that exit. These cases aim at the
 places where that could drift: an instruction budget that ends anywhere,
 REP string instructions run by the CPU, faults part-way through a block,
 and a fetch from memory that nothing backs.
@@ -156,6 +158,42 @@ def test_impl_counts_known_blocks_without_python_and_slices_leave_no_stop_points
     assert cpu.python_calls() < 5 * slices
 
 
+def test_reference_counts_through_the_cpu_not_per_instruction():
+    """The reference has Unicorn count (``emu_start(..., count=N)``) and calls
+    Python where a translated block starts, not on every instruction: a loop
+    whose block is 22 instructions long, run in slices of 1,000 instructions
+    (each ends inside the block), ends at the exact count with the model's
+    code called a few times per block at most."""
+    import sys
+    from spec.loader import GuestImage, rom_from_source
+    from spec.vmx import HardwareVcpu
+    source = "mov ecx, 2000\ntop:\n" + " add eax, 3\n" * 20 + " dec ecx\n jnz top\n hlt\n"
+    image = GuestImage("loop", rom_from_source(source, "loop"))
+    hw = HardwareVcpu(16 << 20)
+    hw.write(image.load_address, image.image)
+    calls = 0
+
+    def profile(frame, event, _arg):
+        nonlocal calls
+        if event == "call" and frame.f_code.co_filename.endswith("spec/vmx.py"):
+            calls += 1
+    slices = 0
+    sys.setprofile(profile)
+    try:
+        while True:
+            ex = hw.run(1000)
+            slices += 1
+            if ex.reason != "limit":
+                break
+            assert ex.icount == 1000 * slices
+    finally:
+        sys.setprofile(None)
+    instructions = 1 + 1 + 22 * 2000
+    assert ex.reason == "hlt" and ex.icount == instructions
+    assert hw.reg("rax") == 3 * 20 * 2000
+    assert calls < instructions / 5
+
+
 def _marker_gaps(name: str, body: str) -> list[int]:
     """Run ``body`` in a flat 32-bit guest (the generated guests' set-up) on
     both engines, insisting on equal traces; the instruction counts between
@@ -303,3 +341,27 @@ def test_an_emulated_push_onto_a_page_of_code():
               and e.addr == 0x3FF and e.dir == "write"]
     assert writes[:2] == [0x78, 0x56]
     assert outs[2].icount - outs[1].icount == 1 + 1 + 5    # out, call, 4 nops and ret
+
+
+#: mov byte ptr [0x1005], 0x40 (turns the NOP after it into INC AX); nop;
+#: inc ax; ret: a routine whose first instruction stores into its own block
+SELF_STORE = (0xC6, 0x06, 0x05, 0x10, 0x40, 0x90, 0x40, 0xC3)
+
+
+def test_a_budget_that_ends_at_a_store_into_its_own_block():
+    """A store into the block being run makes Unicorn (QEMU) abandon the
+    block before the store and run the storing instruction again, alone;
+    Unicorn's own count sees that instruction twice. Budgets that end
+    anywhere around it, the store first in its block among them, end at
+    the same instruction on both engines, after the store retired once."""
+    body = ("    mov ax, cs\n    mov ds, ax\n" + _poke(0x1000, SELF_STORE)
+            + "    xor ax, ax\n    mov dx, 0x3f8\n    out dx, al\n    mov bx, 0x1000\n"
+            "    call bx\n    out dx, al\n")
+    full = both(guest("selfstore", body))
+    outs = [e for e in full.trace if isinstance(e, trace.VmExit) and e.info.get("port") == 0x3F8]
+    # mov bx, call, the store, inc ax (the NOP rewritten), inc ax, ret
+    assert outs[1].icount - outs[0].icount == 1 + 1 + 1 + 1 + 1 + 1 + 1
+    assert full.serial == "\x00\x02"            # AL: 0, then 2 (both INCs ran)
+    for budget in range(outs[0].icount + 1, outs[1].icount + 2):
+        result = both(guest("selfstore", body), max_instructions=budget)
+        assert result.exit["reason"] == "limit" and result.instructions == budget
