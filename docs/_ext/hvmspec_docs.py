@@ -464,7 +464,8 @@ def bench_post_rst(report: dict) -> str:
              "     - reference / impl", "     - QEMU / impl", "     - instructions executed",
              "     - impl (MIPS)", "     - reference (MIPS)"]
     for section in present:
-        wall = {e: rows[(f"{section} wall time", e)]["value"] for e in ("impl", "reference", "qemu")}
+        wall = {e: rows[(f"{section} wall time", e)]["value"]
+                for e in ("impl", "reference", "qemu")}
         speed = {e: rows[(f"{section} speed", e)]["value"] for e in ("impl", "reference")}
         executed = rows[(f"{section} wall time", "impl")].get("executed")
         lines += [f"   * - {section.removesuffix(' POST')}", f"     - {wall['impl']:.2f}",
