@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test docs check conform bench fuzz clean
+.PHONY: run test docs check conform bench timeline fuzz clean
 
 $(STAMP): pyproject.toml setup.py impl/_clock.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ conform: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --write docs/bench.json
+
+# the Firmware page's POST timeline, from a real run of rombios (bochsbios)
+timeline: $(STAMP)
+	$(BIN)/python -m hvmspec.timeline --write docs/post_timeline.json
 
 # long campaigns: spec/x86 against Unicorn (CASES=...), then generated guests
 # on both engines (GUESTS=...); SEED=... for both

@@ -18,7 +18,7 @@ import sys
 from importlib.metadata import version
 
 from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, Parser, UsageError, error
-from hvmspec.commands import check, conform, host, run
+from hvmspec.commands import check, conform, host, run, timeline
 from hvmspec.console import OPERATOR
 from spec.loader import GuestError
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"hvmspec {version('hvmspec')} (Python {sys.version.split()[0]})")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for commands in (run, check, conform, host):
+    for commands in (run, check, conform, host, timeline):
         commands.add_parsers(sub)
     return parser
 

@@ -19,6 +19,9 @@ Room: documentation tooling. On ``builder-inited`` it writes into
     the recorded ``make bench`` run (``docs/bench.json``) as tables, and
     every figure the performance page quotes as a substitution; its
     firmware POST rows side by side, with their ratios;
+``post_timeline.rst``, ``post_totals.rst``
+    rombios's POST timeline (``docs/post_timeline.json``, recorded by
+    ``make timeline`` from a real run's trace) as a table;
 ``proofs_table.rst``, ``check.json``
     the output of ``hvmspec check --json`` (run as a subprocess, so it is
     exactly the CLI's answer) as a table, with every counterexample;
@@ -98,6 +101,7 @@ def generate(app) -> None:
     _write_xm_session(out)
     _write_divergence(out)
     _write_bench(out)
+    _write_post_timeline(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -420,6 +424,46 @@ def _write_divergence(out: Path) -> None:
         repro = Path(lines[end].split(": ", 1)[1])
         _write(out / "divergence.txt", "\n".join(report).replace(where, "DIR") + "\n")
         _write(out / "reproducer.json", repro.read_text())
+
+
+POST_TIMELINE = ROOT / "docs" / "post_timeline.json"
+
+
+def _write_post_timeline(out: Path) -> None:
+    """``post_timeline.rst`` and ``post_totals.rst``: the recorded POST
+    timeline (:mod:`hvmspec.timeline`). Recording runs the firmware, which
+    needs Debian's ``bochsbios``; the build renders the recorded run, and
+    ``tests/test_timeline.py`` checks the record against a fresh run."""
+    report = json.loads(POST_TIMELINE.read_text())
+
+    def counts(d: dict, most: int = 4) -> str:
+        items = list(d.items())
+        text = ", ".join(f"{k} {v:,}" for k, v in items[:most])
+        return text + (f", {len(items) - most} more" if len(items) > most else "")
+
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 34 12 16 22 16", "",
+             "   * - then logged", "     - instructions", "     - VM exits",
+             "     - devices (accesses)", "     - interrupts"]
+    for p in report["phases"]:
+        line = p["line"] if p["line"] is not None else "(end of the run)"
+        port = f" ({p['port']:#x})" if p["port"] is not None else ""
+        ints = "; ".join(x for x in (
+            f"IRQ {counts(p['irqs'])}" if p["irqs"] else "",
+            f"INT {counts(p['services'])}" if p["services"] else "",
+            f"halted {p['idle_ns'] / 1e9:.2f} s" if p["idle_ns"] else "") if x)
+        lines += [f"   * - ``{line.replace('`', chr(39))}``{port}",
+                  f"     - {p['instructions']:,}", f"     - {counts(p['exits']) or '-'}",
+                  f"     - {counts(p['devices']) or '-'}", f"     - {ints or '-'}"]
+    _write(out / "post_timeline.rst", "\n".join(lines) + "\n")
+    t = report["totals"]
+    _write(out / "post_totals.rst", "".join(
+        f".. |post-{k}| replace:: {v}\n" for k, v in {
+            "command": f"``{report['command']}``",
+            "instructions": f"{t['instructions']:,}", "icount": f"{t['icount']:,}",
+            "halted": f"{t['idle_ns'] / 1e9:.2f} s", "lines": str(t["lines"]),
+            "exits": f"{sum(t['exits'].values()):,}", "exit-kinds": counts(t["exits"], 9),
+            "devices": counts(t["devices"], 20), "irqs": counts(t["irqs"]),
+            "services": counts(t["services"], 9)}.items()))
 
 
 BENCH = ROOT / "docs" / "bench.json"
@@ -1012,7 +1056,10 @@ def _proofs_rst(rows: list[dict]) -> str:
             parts.append(f"Result: **{r['result']}**" + (
                 " by bounded search and 1-induction with the strengthening: no "
                 "counterexample exists, for runs of any length." if r["result"] == "proved"
-                else "."))
+                else f": {r.get('detail', '')}."))
+        for w in r.get("witnesses", []):
+            parts += ["", f"Witness, *{w['case']}*: a run that reaches it::", ""]
+            parts += [f"    {line}" for line in w["run"]]
         parts.append("")
     return "\n".join(parts) + "\n"
 
@@ -1026,7 +1073,7 @@ def _write_help(out: Path) -> None:
     try:
         parser = build_parser()
         _write(out / "cli_help_main.txt", _help_of(parser, []))
-        for command in ("run", "check", "conform", "xenstored", "xend", "xm"):
+        for command in ("run", "check", "conform", "timeline", "xenstored", "xend", "xm"):
             _write(out / f"cli_help_{command}.txt", _help_of(parser, [command]))
     finally:
         if old is None:

@@ -1,0 +1,199 @@
+"""A run's timeline, read from its trace: what the guest did between the
+lines its firmware logged.
+
+Room: trace analysis for ``hvmspec timeline`` and the Firmware page. Reads
+events of :mod:`spec.trace` (as ``hvmspec run --trace FILE`` writes them)
+and imports nothing of the engines.
+
+A firmware says where it is in POST by the lines it writes to its debug
+ports (:mod:`spec.devices.debugport`): the BIOS's at 0x402/0x403, the VGA
+BIOS's at 0x500/0x501. The timeline cuts the trace at each line the
+firmware completed: a **phase** is the work done after one line and up to
+the next, named by the line that ends it (the last phase, the work after
+the last complete line, is named by the line the run ended in, if any, or
+none). For each phase it counts:
+
+* the instructions the vcpu retired: the span of ``icount`` over the phase
+  (from the events that carry one: VM exits, entries, injections, direct
+  port accesses; not a display refresh, whose ``icount`` is the clock) less the nanoseconds it spent halted, since a halted
+  vcpu's count jumps to the next timer deadline (:mod:`spec.clock`);
+* VM exits by reason (``io``, ``hlt``, ``ept_violation``, ...);
+* the devices the guest touched, by accesses: qemu-dm's (``device_io``;
+  an address no device claims counts as ``unclaimed``), Xen's own
+  (``xen_io``: the PIT, port 0x61, the PM timer, the PIC) and the ports Xen
+  passes straight through (``direct_io``, named ``port 0x80`` and so on).
+  The debug ports' own accesses (one per logged byte) are the log, not
+  devices, and are counted as ``log bytes``;
+* hardware interrupts injected, by IRQ line, and software interrupts
+  (``INT n``: BIOS services) by vector;
+* the halts, and the virtual time the vcpu spent halted (``idle``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, TextIO
+
+from spec import trace
+
+#: the debug ports whose completed lines cut the trace (the logs' ports)
+LOG_PORTS = (0x402, 0x403, 0x500, 0x501)
+
+
+@dataclass
+class Phase:
+    """The work between two logged lines."""
+
+    line: str | None                 # the line that ends the phase (None: the run's end)
+    port: int | None                 # the port it was written to
+    first: int | None = None         # icount at the phase's first counted event
+    last: int | None = None          # icount at its last
+    exits: Counter = field(default_factory=Counter)
+    devices: Counter = field(default_factory=Counter)
+    irqs: Counter = field(default_factory=Counter)
+    services: Counter = field(default_factory=Counter)
+    log_bytes: int = 0
+    idle_ns: int = 0
+
+    def saw(self, icount: int) -> None:
+        self.first = icount if self.first is None else self.first
+        self.last = icount
+
+    def to_json(self, start: int) -> dict:
+        """The phase, with ``start`` the icount where it began (the end of the
+        phase before)."""
+        end = self.last if self.last is not None else start
+        return {"line": self.line, "port": self.port, "start": start, "end": end,
+                "instructions": max(end - start - self.idle_ns, 0), "exits": dict(self.exits.most_common()),
+                "devices": dict(self.devices.most_common()),
+                "irqs": {str(k): v for k, v in sorted(self.irqs.items())},
+                "services": {f"{k:#04x}": v for k, v in sorted(self.services.items())},
+                "log_bytes": self.log_bytes, "idle_ns": self.idle_ns}
+
+
+def read_events(stream: TextIO) -> Iterator[trace.Event]:
+    """The events of a trace file, one at a time (a POST's trace is large),
+    with the line number in any error."""
+    for lineno, text in enumerate(stream, 1):
+        if not text.strip():
+            continue
+        try:
+            yield trace.Event.from_json(json.loads(text))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"line {lineno}: not a trace event: {exc}") from exc
+
+
+def _device_name(event: trace.Event) -> str | None:
+    if isinstance(event, trace.DeviceIo):
+        if event.space == "pio" and event.addr in LOG_PORTS:
+            return None
+        return event.device or "unclaimed"
+    if isinstance(event, trace.XenIo):
+        return event.device
+    if isinstance(event, trace.DirectIo):
+        return f"port {event.port:#x}"
+    return None
+
+
+def phases(events: Iterable[trace.Event]) -> list[dict]:
+    """The timeline of a trace: its phases in order (module docstring)."""
+    done: list[tuple[Phase, int]] = []
+    current, start = Phase(None, None), 0
+    lines: dict[int, list[str]] = {}
+    icount = 0
+    for event in events:
+        at = None if isinstance(event, trace.DisplayUpdate) else getattr(event, "icount", None)
+        if isinstance(at, int):         # (a display refresh's is the clock, not a count)
+            icount = at
+            current.saw(at)
+        name = _device_name(event)
+        if name is not None:
+            current.devices[name] += 1
+        if isinstance(event, trace.VmExit):
+            current.exits[event.reason] += 1
+        elif isinstance(event, trace.Injection):
+            current.irqs[event.irq] += 1
+        elif isinstance(event, trace.ExceptionDelivery) and event.source == "software":
+            current.services[event.vector] += 1
+        elif isinstance(event, trace.Idle):
+            current.idle_ns += max(event.until - event.icount, 0)
+        elif isinstance(event, trace.FirmwareLog):
+            current.log_bytes += 1
+            text = lines.setdefault(event.port, [])
+            if event.byte == 0x0A:
+                line = "".join(text).strip("\r")
+                text.clear()
+                if line.strip():
+                    current.line, current.port = line, event.port
+                    current.saw(icount)
+                    done.append((current, start))
+                    start = icount
+                    current = Phase(None, None)
+            elif event.byte != 0x0D:
+                text.append(chr(event.byte))
+    pending = [(port, "".join(text).strip()) for port, text in lines.items() if "".join(text).strip()]
+    if pending:                         # the run ended inside a line: the last phase ends it
+        current.port, current.line = pending[-1]
+    done.append((current, start))
+    return [phase.to_json(begin) for phase, begin in done]
+
+
+def totals(timeline: list[dict]) -> dict:
+    """The whole run's counts, summed over its phases."""
+    out = {"instructions": sum(p["instructions"] for p in timeline),
+           "icount": max((p["end"] for p in timeline), default=0),
+           "lines": sum(p["line"] is not None for p in timeline)}
+    for key in ("exits", "devices", "irqs", "services"):
+        total: Counter = Counter()
+        for p in timeline:
+            total.update(p[key])
+        out[key] = dict(total.most_common())
+    out["log_bytes"] = sum(p["log_bytes"] for p in timeline)
+    out["idle_ns"] = sum(p["idle_ns"] for p in timeline)
+    return out
+
+
+# --- the Firmware page's recorded timeline --------------------------------------------------
+
+#: what the Firmware page's POST timeline is drawn from: rombios and the VGA
+#: BIOS on the impl engine, until rombios says it has no boot device
+POST_RUN = ("run", "--firmware", "rombios", "--until", "No bootable device",
+            "--max-instructions", "4000000000", "--engine", "impl")
+
+
+def record_post() -> dict:
+    """Run :data:`POST_RUN` as a user would (``hvmspec run ... --trace
+    FILE``) and read its trace back: the page's timeline."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "post.jsonl")
+        proc = subprocess.run([sys.executable, "-m", "hvmspec.cli", *POST_RUN, "--trace", path],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"hvmspec {' '.join(POST_RUN)} exited {proc.returncode}: "
+                               f"{proc.stderr.strip()}")
+        with open(path, encoding="utf-8") as stream:
+            timeline = phases(read_events(stream))
+    return {"command": "hvmspec " + " ".join(POST_RUN), "phases": timeline,
+            "totals": totals(timeline)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hvmspec.timeline --write FILE``: record the POST timeline."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m hvmspec.timeline")
+    parser.add_argument("--write", metavar="FILE", required=True)
+    args = parser.parse_args(argv)
+    with open(args.write, "w", encoding="utf-8") as out:
+        json.dump(record_post(), out, indent=1)
+        out.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
