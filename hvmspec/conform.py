@@ -26,16 +26,17 @@ from spec.result import RunControl, RunResult
 CONTEXT = 3
 
 #: the firmware cases: each BIOS by name (:data:`spec.hvmloader.FIRMWARE`)
-#: and its VGA BIOS (a file, ``None`` for hvmloader's, ``"none"``): rombios
-#: with the LGPL VGA BIOS at 0xC0000 as hvmloader placed it, SeaBIOS with
-#: none (as tests/test_firmware_log.py runs them against QEMU)
-FIRMWARE_CASES = {"rombios": None, "seabios": "none"}
+#: and its VGA BIOS (a file, ``None`` for hvmloader's, ``"none"``): rombios,
+#: and the 64 KiB rombios-legacy that gets hvmloader's ACPI tables, with the
+#: LGPL VGA BIOS at 0xC0000 as hvmloader placed it; SeaBIOS with none (as
+#: tests/test_firmware_log.py runs them against QEMU)
+FIRMWARE_CASES = {"rombios": None, "rombios-legacy": None, "seabios": "none"}
 #: where a firmware case ends: the BIOS's last line of POST
 FIRMWARE_END = "No bootable device"
 #: the firmware log port whose line is watched (the Bochs BIOS's info port)
 FIRMWARE_LOG_PORT = 0x402
 #: a firmware case's instruction budget: POST to :data:`FIRMWARE_END` is
-#: some 3.0 G instructions with rombios, 2.6 G with SeaBIOS
+#: some 3.0 G instructions with rombios (either), 2.6 G with SeaBIOS
 FIRMWARE_BUDGET = 4_000_000_000
 
 

@@ -19,14 +19,15 @@ def add_parsers(sub) -> None:
                              "compare their traces",
                              description="Run every bundled guest (or the guests named) on "
                              "the reference and the impl engine and compare their traces event "
-                             "by event; with --firmware, also Debian's rombios and SeaBIOS "
-                             "through their power-on self-test. Exit 0 only if all are equal; "
+                             "by event; with --firmware, also Debian's firmware (rombios, "
+                             "rombios-legacy, SeaBIOS) through its power-on self-test. Exit 0 only if all are equal; "
                              "2 if a guest or firmware file is missing.")
     conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled); "
-                         "rombios and seabios name the firmware cases")
+                         "rombios, rombios-legacy and seabios name the firmware cases")
     conform.add_argument("--firmware", action="store_true",
-                         help="also the firmware cases: Debian's rombios (with the VGA BIOS "
-                         "placed as hvmloader did) and SeaBIOS, each through its power-on "
+                         help="also the firmware cases: Debian's rombios and rombios-legacy (with "
+                         "the VGA BIOS placed as hvmloader did) and SeaBIOS, each through its "
+                         "power-on "
                          "self-test until its log says 'No bootable device' (minutes on the "
                          "reference engine; make conform runs them)")
     conform.add_argument("--json", action="store_true",
