@@ -34,7 +34,18 @@ as the guest's:
 * ``dma peak memory``: the peak resident memory of ``hvmspec run dma``
   (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
   guest of 4 GiB and one of 64 GiB (once each): the guest touches the same
-  memory, so the figure must not grow with the guest's size.
+  memory, so the figure must not grow with the guest's size;
+* ``rombios POST``, ``SeaBIOS POST``: Debian's firmware (the firmware cases
+  of ``hvmspec conform``, :mod:`hvmspec.conform`) from the reset vector to
+  its log's line "No bootable device", once each: the wall time on impl, on
+  the reference and on QEMU (Debian's ``qemu-system-i386`` with the same
+  BIOS file, :mod:`hvmspec.qemu_peer`, from its start until its debug
+  console shows the line; QEMU waits the firmware's waits in the host's
+  time, where the engines jump their clock), and the engines' speed in
+  million instructions per second, counting the instructions the guest
+  executed (the clock's idle jumps, most of POST's ``instructions``, are
+  recorded with the row but not counted). Their ratios, side by side, are
+  the report's ``ratios``.
 
 Then the project's performance targets (:func:`targets`: impl within half
 of raw Unicorn's speed on CPU-bound code, a port round trip within 3 times
@@ -44,7 +55,9 @@ within a minute, peak memory independent of the guest's size), each with
 the measured ratio and whether it is met. ``--write FILE`` also writes the
 whole run as JSON, with the machine it ran on (architecture, CPU model
 from ``/proc/cpuinfo``, cores, Python); the docs' performance page renders
-``docs/bench.json`` and every figure its prose quotes.
+``docs/bench.json`` and every figure its prose quotes. ``--only TEXT``
+(repeatable) measures only the rows whose name contains TEXT (e.g.
+``--only POST``; ``--write`` needs every row).
 """
 
 from __future__ import annotations
@@ -66,7 +79,9 @@ REPEAT = 3
 CPU_TURNS = 7
 #: rows measured once: the demo (its reference run takes most of a second),
 #: and what runs in a process of its own
-ONCE = ("demo wall time", "hvmspec check", "dma peak memory")
+ONCE = ("demo wall time", "hvmspec check", "dma peak memory", "rombios POST", "SeaBIOS POST")
+#: the POST rows: their name's firmware (a firmware case of hvmspec conform)
+POST = {"rombios POST": "rombios", "SeaBIOS POST": "seabios"}
 
 
 def best_of(row: str, engine: str, repeat: int = REPEAT) -> int:
@@ -246,22 +261,89 @@ def check_seconds() -> float:
     return seconds
 
 
-#: how many rows :func:`measure` produces (the progress bar's length)
-ROWS = 20
+def post(engine: str, name: str) -> tuple[float, int, int]:
+    """Seconds for ``engine`` to run firmware ``name`` through POST (the
+    firmware case of :mod:`hvmspec.conform`); the instructions on its clock
+    and those the guest executed (the clock's idle jumps left out)."""
+    from hvmspec import conform
+    from spec import trace
+    case = conform.firmware_case(name)
+    started = time.perf_counter()
+    result = conform.run(engine, case)
+    seconds = time.perf_counter() - started
+    assert result.exit.get("message", "").startswith("stopped by the firmware log"), result.exit
+    idle = sum(e.until - e.icount for e in result.trace if isinstance(e, trace.Idle))
+    return seconds, result.instructions, result.instructions - idle
+
+
+def qemu_post(name: str) -> float:
+    """Seconds from QEMU's start until its debug console shows firmware
+    ``name``'s last line of POST (:func:`hvmspec.qemu_peer.run_to_line`)."""
+    import shutil
+    import tempfile
+    from hvmspec import conform, qemu_peer
+    from spec import hvmloader
+    qemu = shutil.which("qemu-system-i386")
+    if qemu is None:
+        raise SystemExit("hvmspec: error: the POST rows need qemu-system-i386 (the Debian "
+                         "package qemu-system-x86: apt-get install qemu-system-x86)")
+    with tempfile.TemporaryDirectory(prefix="hvmspec-bench-") as workdir:
+        run = qemu_peer.run_to_line(qemu, name, hvmloader.FIRMWARE[name][0], Path(workdir),
+                                    conform.FIRMWARE_END)
+    assert run.seconds is not None, f"QEMU's {name} never printed {conform.FIRMWARE_END!r}"
+    return run.seconds
+
+
+#: how many rows each measure gives (the progress bar's length)
+SECTIONS = {"cpu-bound": 3, "port I/O round trip": 3, "MMIO RMW round trip": 3,
+            "rep outsb, 64 KiB": 2, "interrupt window": 2, "demo wall time": 2,
+            "hello wall time": 2, "hvmspec check": 1, "dma peak memory": 2,
+            "rombios POST": 5, "SeaBIOS POST": 5}
+#: how many rows :func:`measure` produces
+ROWS = sum(SECTIONS.values())
+
+
+def chosen(only: list[str] | None) -> list[str]:
+    """The measures ``--only`` picks (every one without it): those whose
+    name contains one of its texts, ignoring case."""
+    return [name for name in SECTIONS
+            if not only or any(text.lower() in name.lower() for text in only)]
 
 
 def measure(args, advance=lambda: None) -> list[dict]:
-    from spec.loader import load
+    """Every row of the measures ``--only`` picks (:func:`chosen`), in the
+    order of :data:`SECTIONS`."""
     rows = []
 
-    def row(name: str, engine: str, value: float, unit: str) -> None:
+    def row(name: str, engine: str, value: float, unit: str, **more) -> None:
         rows.append({"row": name, "engine": engine, "value": value, "unit": unit,
-                     "best_of": best_of(name, engine, args.repeat)})
+                     "best_of": best_of(name, engine, args.repeat), **more})
         advance()
 
     def runs(name: str, engine: str) -> int:
         return best_of(name, engine, args.repeat)
 
+    for section in chosen(getattr(args, "only", None)):
+        if section in POST:
+            _post_rows(section, row)
+        else:
+            MEASURES[section](args, row, runs)
+    return rows
+
+
+def _post_rows(section: str, row) -> None:
+    """A firmware's POST on each engine and on QEMU."""
+    name = POST[section]
+    for engine in ("impl", "reference"):
+        seconds, instructions, executed = post(engine, name)
+        row(f"{section} wall time", engine, seconds, "s", instructions=instructions,
+            executed=executed)
+        row(f"{section} speed", engine, executed / seconds / 1e6, "MIPS",
+            instructions=instructions, executed=executed)
+    row(f"{section} wall time", "qemu", qemu_post(name), "s")
+
+
+def _cpu_rows(args, row, runs) -> None:
     seconds, instructions = per_iteration("reference", cpu_guest, args.cpu_iterations,
                                           runs("cpu-bound", "reference"))
     row("cpu-bound", "reference", instructions / seconds / 1e6, "MIPS")
@@ -280,6 +362,9 @@ def measure(args, advance=lambda: None) -> list[dict]:
     row("cpu-bound", "impl", (big.instructions - small.instructions)
         / (best["many"] - best["one"]) / 1e6, "MIPS")
     row("cpu-bound", "raw unicorn", 3 * n / best["raw"] / 1e6, "MIPS")
+
+
+def _port_rows(args, row, runs) -> None:
     io = io_guest(args.io_iterations)
     for engine in ("reference", "impl"):
         seconds, _ = per_iteration(engine, io_guest, args.io_iterations,
@@ -288,6 +373,9 @@ def measure(args, advance=lambda: None) -> list[dict]:
     raw_io = min(raw_unicorn(io, io_hook=True)
                  for _ in range(runs("port I/O round trip", "bare unicorn hook")))
     row("port I/O round trip", "bare unicorn hook", raw_io / args.io_iterations * 1e6, "µs")
+
+
+def _mmio_rows(args, row, runs) -> None:
     for engine in ("reference", "impl"):
         seconds, _ = per_iteration(engine, mmio_guest, args.io_iterations,
                                    runs("MMIO RMW round trip", engine))
@@ -295,51 +383,102 @@ def measure(args, advance=lambda: None) -> list[dict]:
     row("MMIO RMW round trip", "bare unicorn mmio_map",
         min(raw_unicorn_mmio(args.io_iterations)
             for _ in range(runs("MMIO RMW round trip", "bare unicorn mmio_map"))) * 1e6, "µs")
+
+
+def _string_rows(args, row, runs) -> None:
     for engine in ("reference", "impl"):
         seconds, _ = per_iteration(engine, string_guest, 64, runs("rep outsb, 64 KiB", engine))
         row("rep outsb, 64 KiB", engine, 63 * 1024 / seconds / 1e6, "MB/s")
+
+
+def _window_rows(args, row, runs) -> None:
     for window, engine in ((True, "impl"), (False, "impl, ordinary code")):
         seconds, instructions = min(window_seconds(window)
                                     for _ in range(runs("interrupt window", engine)))
         row("interrupt window", engine, instructions / seconds / 1e6, "MIPS")
-    for name in ("demo", "hello"):
+
+
+def _wall_rows(name: str):
+    def rows(args, row, runs) -> None:
+        from spec.loader import load
         guest = load(name)
         for engine in ("reference", "impl"):
             seconds, _ = timed(engine, guest, runs(f"{name} wall time", engine))
             row(f"{name} wall time", engine, seconds * 1e3, "ms")
+    return rows
+
+
+def _check_rows(args, row, runs) -> None:
     row("hvmspec check", "proofs", check_seconds(), "s")
+
+
+def _dma_rows(args, row, runs) -> None:
     for memory in (4096, 65536):
         rss, mapcache = peak_memory(memory)
         row(f"dma peak memory, {memory >> 10} GiB guest", "impl", rss,
             f"MiB ({mapcache['evictions']} evictions)")
-    return rows
+
+
+#: each measure but the POST rows, by its name in :data:`SECTIONS`
+MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
+            "MMIO RMW round trip": _mmio_rows, "rep outsb, 64 KiB": _string_rows,
+            "interrupt window": _window_rows, "demo wall time": _wall_rows("demo"),
+            "hello wall time": _wall_rows("hello"), "hvmspec check": _check_rows,
+            "dma peak memory": _dma_rows}
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """The POST rows' ratios, side by side: how many times as long the
+    reference and QEMU take as impl, and the reference's speed against
+    impl's."""
+    v = {(r["row"], r["engine"]): r["value"] for r in rows}
+    out = []
+    for section in POST:
+        wall = f"{section} wall time"
+        if (wall, "impl") not in v:
+            continue
+        for other in ("reference", "qemu"):
+            out.append({"ratio": f"{section}: {other} / impl wall time",
+                        "value": v[(wall, other)] / v[(wall, "impl")]})
+    return out
 
 
 def targets(rows: list[dict]) -> list[dict]:
-    """The performance targets against the measured rows."""
+    """The performance targets against the measured rows (those whose rows
+    were measured: ``--only`` may leave some out)."""
     v = {(r["row"], r["engine"]): r["value"] for r in rows}
     out = []
 
     def target(what: str, measured: float, goal: str, met: bool) -> None:
         out.append({"target": what, "measured": round(measured, 3), "goal": goal, "met": met})
 
-    cpu = v[("cpu-bound", "impl")] / v[("cpu-bound", "raw unicorn")]
-    target("impl CPU-bound speed / raw Unicorn", cpu, ">= 0.5", cpu >= 0.5)
-    rt = v[("port I/O round trip", "impl")] / v[("port I/O round trip", "bare unicorn hook")]
-    target("impl port I/O round trip / bare hook", rt, "<= 3", rt <= 3)
+    def have(*keys: tuple[str, str]) -> bool:
+        return all(k in v for k in keys)
+
+    if have(("cpu-bound", "impl"), ("cpu-bound", "raw unicorn")):
+        cpu = v[("cpu-bound", "impl")] / v[("cpu-bound", "raw unicorn")]
+        target("impl CPU-bound speed / raw Unicorn", cpu, ">= 0.5", cpu >= 0.5)
+    if have(("port I/O round trip", "impl"), ("port I/O round trip", "bare unicorn hook")):
+        rt = v[("port I/O round trip", "impl")] / v[("port I/O round trip", "bare unicorn hook")]
+        target("impl port I/O round trip / bare hook", rt, "<= 3", rt <= 3)
     for row in ("port I/O round trip", "MMIO RMW round trip"):
-        speedup = v[(row, "reference")] / v[(row, "impl")]
-        target(f"impl speed-up over reference, {row}", speedup, ">= 100", speedup >= 100)
-    speedup = v[("rep outsb, 64 KiB", "impl")] / v[("rep outsb, 64 KiB", "reference")]
-    target("impl speed-up over reference, rep outsb", speedup, ">= 100", speedup >= 100)
-    if ("interrupt window", "impl") in v:
+        if have((row, "reference"), (row, "impl")):
+            speedup = v[(row, "reference")] / v[(row, "impl")]
+            target(f"impl speed-up over reference, {row}", speedup, ">= 100", speedup >= 100)
+    if have(("rep outsb, 64 KiB", "impl"), ("rep outsb, 64 KiB", "reference")):
+        speedup = v[("rep outsb, 64 KiB", "impl")] / v[("rep outsb, 64 KiB", "reference")]
+        target("impl speed-up over reference, rep outsb", speedup, ">= 100", speedup >= 100)
+    if have(("interrupt window", "impl"), ("interrupt window", "impl, ordinary code")):
         ratio = v[("interrupt window", "impl")] / v[("interrupt window", "impl, ordinary code")]
         target("impl interrupt window speed / ordinary code", ratio, ">= 0.9", ratio >= 0.9)
-    proofs = v[("hvmspec check", "proofs")]
-    target("hvmspec check seconds", proofs, "<= 60", proofs <= 60)
-    small, large = v[("dma peak memory, 4 GiB guest", "impl")], \
-        v[("dma peak memory, 64 GiB guest", "impl")]
-    target("dma peak memory, 64 GiB / 4 GiB guest", large / small, "<= 1.1", large / small <= 1.1)
+    if have(("hvmspec check", "proofs")):
+        proofs = v[("hvmspec check", "proofs")]
+        target("hvmspec check seconds", proofs, "<= 60", proofs <= 60)
+    small, large = ("dma peak memory, 4 GiB guest", "impl"), ("dma peak memory, 64 GiB guest",
+                                                               "impl")
+    if have(small, large):
+        ratio = v[large] / v[small]
+        target("dma peak memory, 64 GiB / 4 GiB guest", ratio, "<= 1.1", ratio <= 1.1)
     return out
 
 
@@ -352,23 +491,45 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--write", type=Path, metavar="FILE",
                         help="also write the run as JSON to FILE (docs/bench.json)")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="measure only the rows whose name contains TEXT (repeatable; "
+                        "e.g. POST); not with --write")
     args = parser.parse_args()
+    sections = chosen(args.only)
+    if not sections:
+        parser.exit(2, f"hvmspec: error: --only {' '.join(args.only)}: no measure's name "
+                       f"contains it (measures: {', '.join(SECTIONS)})\n")
+    if args.only and args.write is not None:
+        parser.exit(2, "hvmspec: error: --write records every row (docs/bench.json): "
+                       "not with --only\n")
     if args.write is not None:             # before minutes of measuring, not after
         from hvmspec.commands import UsageError, output_path
         try:
             output_path(args.write, "--write", suffixes=(".json",))
         except UsageError as exc:
             parser.exit(2, f"hvmspec: error: {exc}\n")
+    for section in sections:               # the firmware and QEMU, before measuring too
+        if section in POST:
+            from hvmspec.conform import firmware_case
+            from spec.loader import GuestError
+            try:
+                firmware_case(POST[section])
+            except GuestError as exc:
+                parser.exit(2, f"hvmspec: error: {section}: {exc}\n")
+            import shutil
+            if shutil.which("qemu-system-i386") is None:
+                parser.exit(2, f"hvmspec: error: {section}: qemu-system-i386 is not installed "
+                               f"(apt-get install qemu-system-x86)\n")
     from rich.console import Console
     from rich.progress import Progress
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("measuring", total=ROWS)
+        task = progress.add_task("measuring", total=sum(SECTIONS[s] for s in sections))
         rows = measure(args, lambda: progress.advance(task))
     goals = targets(rows)
     where = machine()
     report = {**where, "date": time.strftime("%Y-%m-%d"), "repeat": args.repeat,
               "cpu_turns": best_of("cpu-bound", "impl", args.repeat),
-              "rows": rows, "targets": goals}
+              "rows": rows, "targets": goals, "ratios": ratios(rows)}
     if args.write:
         args.write.write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
@@ -390,6 +551,13 @@ def main() -> int:
         goal_table.add_row(g["target"], f"{g['measured']:g}", g["goal"],
                            "yes" if g["met"] else "NO")
     console.print(goal_table)
+    if report["ratios"]:
+        ratio_table = Table(title="ratios")
+        for col in ("ratio", "value"):
+            ratio_table.add_column(col, justify="right" if col == "value" else "left")
+        for r in report["ratios"]:
+            ratio_table.add_row(r["ratio"], f"{r['value']:.2f}")
+        console.print(ratio_table)
     return 0
 
 

@@ -4,6 +4,14 @@ A case is a guest. Both engines run it; their traces must be equal event by
 event, and so must their summaries (the domain's fate and the instruction
 count). A divergence is reported as the index of the first differing event,
 both sides' event there, and the events around it.
+
+A firmware case (:data:`FIRMWARE_CASES`) is one of Debian's BIOSes, placed
+as hvmloader placed it (:mod:`spec.hvmloader`), run through its whole
+power-on self-test: until the firmware log's line on port 0x402 that says
+there is no bootable device is whole (:class:`LogLineStop`), when the run
+is stopped as ``hvmspec run --until`` stops one, or until
+:data:`FIRMWARE_BUDGET` instructions. A halted BIOS's waits are jumps of
+the clock, so POST is billions of instructions but only some 10^5 events.
 """
 
 from __future__ import annotations
@@ -11,10 +19,90 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from spec import trace
 from spec.loader import GuestImage
-from spec.result import RunResult
+from spec.result import RunControl, RunResult
 
 CONTEXT = 3
+
+#: the firmware cases: each BIOS by name (:data:`spec.hvmloader.FIRMWARE`)
+#: and its VGA BIOS (a file, ``None`` for hvmloader's, ``"none"``): rombios,
+#: and the 64 KiB rombios-legacy that gets hvmloader's ACPI tables, with the
+#: LGPL VGA BIOS at 0xC0000 as hvmloader placed it; SeaBIOS with none (as
+#: tests/test_firmware_log.py runs them against QEMU)
+FIRMWARE_CASES = {"rombios": None, "rombios-legacy": None, "seabios": "none"}
+#: where a firmware case ends: the BIOS's last line of POST
+FIRMWARE_END = "No bootable device"
+#: the firmware log port whose line is watched (the Bochs BIOS's info port)
+FIRMWARE_LOG_PORT = 0x402
+#: a firmware case's instruction budget: POST to :data:`FIRMWARE_END` is
+#: some 3.0 G instructions with rombios (either), 2.6 G with SeaBIOS
+FIRMWARE_BUDGET = 4_000_000_000
+
+
+@dataclass(frozen=True)
+class Case:
+    """A guest to run on both engines, and how far: to its end, or (a
+    firmware) until its log shows ``until``."""
+
+    image: GuestImage
+    until: str | None = None
+    max_instructions: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+
+def firmware_case(name: str) -> Case:
+    """The firmware case ``name`` (a key of :data:`FIRMWARE_CASES`); raises
+    :class:`spec.loader.GuestError`, naming the Debian package, for a
+    firmware file that is not installed."""
+    from spec import hvmloader
+    image = hvmloader.load_firmware(hvmloader.choose(name, FIRMWARE_CASES[name]))
+    return Case(image, FIRMWARE_END, FIRMWARE_BUDGET)
+
+
+class LogLineStop:
+    """A listener that asks ``control`` to stop the run once a whole line
+    of the firmware log on :data:`FIRMWARE_LOG_PORT` contains ``text``
+    (:meth:`spec.result.RunControl.request_stop`: the engine stops at the
+    next instruction boundary it reaches and destroys the domain). The
+    line is whole at its newline byte, so both engines stop at the same
+    ioreq."""
+
+    REASON = "the firmware log"
+
+    def __init__(self, text: str, control: RunControl) -> None:
+        self.text, self.control = text, control
+        self.line: list[str] = []
+        self.seen = False
+
+    def __call__(self, event: trace.Event) -> None:
+        if not isinstance(event, trace.FirmwareLog) or event.port != FIRMWARE_LOG_PORT \
+                or self.seen:
+            return
+        self.line.append(chr(event.byte))
+        if event.byte == 0x0A:
+            if self.text in "".join(self.line):
+                self.seen = True
+                self.control.request_stop(self.REASON)
+            self.line.clear()
+
+
+def run(engine: str, case: Case, listeners=()) -> RunResult:
+    """Run ``case`` on ``engine``: a guest to its end, a firmware until its
+    log shows the case's ``until`` (:class:`LogLineStop`)."""
+    from hvmspec.engines import runner
+    options = {}
+    if case.max_instructions is not None:
+        options["max_instructions"] = case.max_instructions
+    listeners = list(listeners)
+    if case.until is not None:
+        control = RunControl()
+        listeners.append(LogLineStop(case.until, control))
+        options["control"] = control
+    return runner(engine)(case.image, listeners=listeners, **options)
 
 
 @dataclass
@@ -29,19 +117,42 @@ class CaseResult:
 
 
 def compare(case: str, ref: RunResult, other: RunResult) -> CaseResult:
-    """Find the first difference between two runs of one guest."""
-    a = [e.to_json() for e in ref.trace]
-    b = [e.to_json() for e in other.trace]
-    i = first_difference(a, b)
+    """Find the first difference between two runs of one guest. The events
+    are compared as their JSON objects one pair at a time (a firmware's
+    POST is some 10^5 events a side: only the few around a difference are
+    kept as JSON)."""
+    i = _first_event_difference(ref.trace, other.trace)
     if i is not None:
-        return CaseResult(case, False, max(len(a), len(b)), i,
-                          *around(a, b, i, "trace", ("reference", "impl")))
+        lo, hi = max(0, i - CONTEXT), i + CONTEXT + 1
+        a = [e.to_json() for e in ref.trace[lo:hi]]
+        b = [e.to_json() for e in other.trace[lo:hi]]
+        at, context = _near(a, b, i - lo, lo, "trace", ("reference", "impl"))
+        return CaseResult(case, False, max(len(ref.trace), len(other.trace)), i, *at,
+                          context)
+    events = len(ref.trace)
     sa = {"exit": ref.exit, "instructions": ref.instructions}
     sb = {"exit": other.exit, "instructions": other.instructions}
     if sa != sb:
-        return CaseResult(case, False, len(a), len(a), {"kind": "summary", **sa},
+        return CaseResult(case, False, events, events, {"kind": "summary", **sa},
                           {"kind": "summary", **sb})
-    return CaseResult(case, True, len(a))
+    return CaseResult(case, True, events)
+
+
+def _first_event_difference(a: list[trace.Event], b: list[trace.Event]) -> int | None:
+    """:func:`first_difference` of two traces, as their events' JSON objects."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x.to_json() != y.to_json():
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def _near(a: list[dict], b: list[dict], i: int, base: int, what: str,
+          sides: tuple[str, str]) -> tuple[tuple[dict, dict], dict]:
+    """:func:`around` of the windows ``a`` and ``b`` of two traces that
+    start at index ``base``."""
+    x, y, context = around(a, b, i, what, sides)
+    context["from"] += base
+    return (x, y), context
 
 
 def first_difference(a: list, b: list) -> int | None:
@@ -63,11 +174,13 @@ def around(a: list[dict], b: list[dict], i: int, what: str,
             {"from": lo, sides[0]: a[lo:i + CONTEXT + 1], sides[1]: b[lo:i + CONTEXT + 1]})
 
 
-def run_case(image: GuestImage, engines=("reference", "impl")) -> CaseResult:
-    from hvmspec.engines import runner
-    ref = runner(engines[0])(image)
-    other = runner(engines[1])(image)
-    return compare(image.name, ref, other)
+def run_case(case: GuestImage | Case, engines=("reference", "impl")) -> CaseResult:
+    """Run a guest (or a :class:`Case`) on both engines and compare."""
+    if isinstance(case, GuestImage):
+        case = Case(case)
+    ref = run(engines[0], case)
+    other = run(engines[1], case)
+    return compare(case.name, ref, other)
 
 
 # --- anyone's implementation, through the protocol ------------------------------------

@@ -8,6 +8,8 @@ The schedule is the one every engine follows, so that traces compare event
 by event: in each round the domain's vcpu runs to its next exit (first
 completing an ioreq it was woken for), then each qemu-dm polls its ports,
 then xend handles ``VIRQ_DOM_EXC``; a round with nothing to do ends the run.
+An MMIO instruction's ioreqs are served inside its exit, each by a pass of
+qemu-dm's loop; that pass is the round's (``Vmm.take_served``).
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ class Host:
             if self.stopped:
                 return progressed
         for dom in list(self.domains.values()):
-            if dom.qemu is not None:
+            if dom.qemu is not None and not dom.vmm.take_served():
                 progressed |= dom.qemu.poll()
         return self.dom0.poll() or progressed
 

@@ -247,6 +247,12 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         an interrupt (``interrupt_window``)."""
         end = self.icount + budget
         stop = end if deadline is None else min(end, deadline)
+        if self.icount >= stop:
+            # A timer armed with a deadline already past (the bus time of
+            # the I/O just completed went beyond it; as an icount it may be
+            # below 0): the VM exit comes before any instruction executes
+            # (SDM vol. 3C 26.7.4, a VMX-preemption timer of 0 at VM entry).
+            return self._timed(Exit("limit", self.rip(), 0, self.icount), deadline, end)
         if not window:
             return self._timed(self._run_to(stop), deadline, end)
         while True:

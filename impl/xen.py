@@ -355,6 +355,10 @@ class Vmm:
         #: runs the device model's loop once: impl completes an MMIO
         #: instruction's ioreqs one after the other, without leaving the VMM
         self.serve: Callable[[], None] = lambda: None
+        #: this round's pass of the device model's loop was made while an
+        #: MMIO instruction was emulated (:meth:`_device_access`): the
+        #: round skips its own pass (:meth:`take_served`)
+        self.served = False
         self.mmio = MmioInstruction(vcpu, self._device_access)
         self.vram = VramLog(vcpu)
         vcpu.on_write = self.vram.written
@@ -384,6 +388,7 @@ class Vmm:
             try:
                 self.mmio.run(ex.rip)
             except EmulationFailed as exc:
+                self.served = False     # the round's pass comes after the crash
                 self.crash(f"MMIO emulation failed at rip {ex.rip:#x}: {exc}; instruction "
                            f"bytes {ex.info['bytes']}", ex.rip)
                 return
@@ -642,6 +647,7 @@ class Vmm:
         self.emit(self.page.event(0, "vmm", NONE, READY))
         self.notify(self.port)
         self.serve()
+        self.served = True
         state = self.page.state(0)
         if state != RESP_READY:
             raise EmulationFailed(f"ioreq of vcpu 0 in state {STATE.get(state, state)}")
@@ -651,6 +657,20 @@ class Vmm:
         self.woken = False
         self.emit(self.page.event(0, "vmm", RESP_READY, NONE))
         return value
+
+    def take_served(self) -> bool:
+        """Whether the device model's loop already ran for this round's
+        exit (an MMIO instruction's ioreqs, served one after the other), and
+        forget it. The reference sends the ioreq, lets qemu-dm's pass of
+        the round serve it, and completes the instruction when the vcpu is
+        next scheduled, then enters the guest: no pass of qemu-dm comes
+        between the last ioreq's service and that VM entry. impl serves
+        within the exit, so the round's own pass would be one the
+        reference does not make; a timer due in the bus time of the
+        accesses (a display refresh) would fire before the entry here and
+        after it there."""
+        served, self.served = self.served, False
+        return served
 
     def _send(self, ex: Exit, fields: tuple, pending: tuple, typ: int = PIO) -> None:
         state = self.page.state(0)

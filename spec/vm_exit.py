@@ -42,7 +42,11 @@ Exits modelled here (Intel SDM vol. 3C, chapter 28 "VM Exits"):
 ``preemption_timer``
     The VMX-preemption timer expired: the virtual clock reached the deadline
     the VMM armed (the next timer event of the device model) at an
-    instruction boundary. Nothing of the next instruction has executed.
+    instruction boundary. Nothing of the next instruction has executed. A
+    deadline already past at VM entry (the bus time of the I/O the VMM just
+    completed went beyond it) gives the exit before the first instruction,
+    after the entry's interrupt injection (SDM vol. 3C 26.7.4: the timer
+    expires during VM entry).
 ``interrupt_window``
     The VMM asked for interrupt-window exiting (an interrupt is pending but
     the guest cannot take it) and the guest reached an instruction boundary

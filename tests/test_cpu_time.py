@@ -376,3 +376,80 @@ def test_cr4_tsd_makes_rdtsc_fault_at_cpl3_only():
     restricted = both(_ring3_rdtsc(True), max_instructions=10_000)
     assert restricted.exit["reason"] != "poweroff"
     assert _outs(restricted) == _outs(free)[:1]
+
+
+# --- a timer that falls due inside the bus time of an access ----------------------------------
+
+#: one character on the text screen (so that each display refresh has rows to send)
+TEXT_CHAR = """
+    mov ax, 0xb800
+    mov fs, ax
+    mov byte ptr fs:[0], 0x41
+"""
+
+
+def _refreshes(result) -> list[int]:
+    """The index of each display update made while the domain ran."""
+    return [i for i, e in enumerate(result.trace) if isinstance(e, trace.DisplayUpdate)
+            and not any(isinstance(x, trace.DomainShutdown) for x in result.trace[:i])]
+
+
+def test_bus_time_past_a_deadline_exits_before_the_next_instruction():
+    """A ``rep outsb`` of 3,000 bytes is 3 ms of bus time, charged when the
+    vcpu resumes: the display refresh due at 1 ms is past at the next VM
+    entry, where its deadline, as an instruction count, is below 0. The
+    preemption timer armed with a deadline already past exits before any
+    instruction executes (SDM vol. 3C 26.7.4); impl took the negative count
+    for a budget of 2^64 instructions."""
+    body = TEXT_CHAR + """
+    mov si, 0
+    mov cx, 3000
+    mov dx, 0x3ff
+    rep outsb
+    mov dx, 0x3f8
+    mov al, 'k'
+    out dx, al
+"""
+    result = both(guest("bus-past-deadline", body))
+    assert result.exit["reason"] == "poweroff" and result.serial == "k"
+    (at,) = _refreshes(result)
+    entry, timer = result.trace[at - 2:at]
+    assert isinstance(entry, trace.VmEntry) and isinstance(timer, trace.VmExit)
+    assert timer.reason == "preemption_timer" and (timer.rip, timer.icount) == \
+        (entry.rip, entry.icount)
+    bus = io_clock(result.trace)[at]
+    assert bus >= 3000 * platform.PORT_ACCESS_NS
+    assert result.trace[at].icount == entry.icount + bus
+
+
+def test_no_device_model_pass_between_an_mmio_completion_and_the_entry():
+    """The reference completes an MMIO instruction when the vcpu is next
+    scheduled after qemu-dm's pass served its ioreq, and enters the guest
+    at once; impl serves the ioreq inside the exit (``Vmm.take_served``).
+    A refresh due in the bus time of the access comes after that entry, at
+    the preemption timer's exit, on both engines; impl made a second pass
+    of qemu-dm in the round, so the refresh came before the entry."""
+    body = TEXT_CHAR.replace("mov byte ptr fs:[0], 0x41\n", "") + """
+    mov ax, 0xa000
+    mov es, ax
+    mov bx, 0
+again:
+    mov byte ptr fs:[bx], 0x41
+    add bx, 2
+    mov di, 0
+    mov si, 0
+    mov cx, 16
+    rep movsb                       ; 16 bytes to the VGA window: one ioreq, 16 us of bus
+    cmp bx, 800
+    jne again
+"""
+    result = both(guest("mmio-refresh", body))
+    assert result.exit["reason"] == "poweroff"
+    refreshes = _refreshes(result)
+    assert len(refreshes) >= 5
+    for at in refreshes:            # each inside an access's bus time
+        done, entry, timer = result.trace[at - 3:at]
+        assert isinstance(done, trace.IoreqTransition) and done.type == "copy" \
+            and done.new == "NONE"
+        assert isinstance(entry, trace.VmEntry) and timer.reason == "preemption_timer"
+        assert timer.icount == entry.icount

@@ -408,3 +408,46 @@ def test_best_of_is_one_rule_rendered_into_the_page():
                f"     - {r['unit']}\n     - {expected}\n" in table + "\n"
     assert hvmspec_docs.bench_figures(BENCH)["cpu-turns"] == str(
         bench.best_of("cpu-bound", "impl", BENCH["repeat"]))
+
+
+def test_post_rows_render_side_by_side_or_say_they_are_missing():
+    """The bench's firmware POST rows (wall time per engine and QEMU, the
+    engines' speed) render as one table with their ratios to impl; a run
+    recorded before the bench measured them says so instead."""
+    from bench import __main__ as bench
+    old = hvmspec_docs.bench_post_rst(BENCH)
+    assert "no POST rows" in old or "rombios" in old
+    rows = [dict(r) for r in BENCH["rows"] if "POST" not in r["row"]]
+    for section, (impl, ref, qemu) in (("rombios POST", (2.0, 80.0, 3.2)),
+                                       ("SeaBIOS POST", (1.5, 150.0, 2.9))):
+        for engine, seconds in (("impl", impl), ("reference", ref), ("qemu", qemu)):
+            rows.append({"row": f"{section} wall time", "engine": engine, "value": seconds,
+                         "unit": "s", "best_of": 1, "executed": 840_000,
+                         "instructions": 2_990_000_000})
+        for engine, seconds in (("impl", impl), ("reference", ref)):
+            rows.append({"row": f"{section} speed", "engine": engine,
+                         "value": 840_000 / seconds / 1e6, "unit": "MIPS", "best_of": 1})
+    report = dict(BENCH, rows=rows)
+    table = hvmspec_docs.bench_post_rst(report)
+    assert "   * - rombios\n     - 2.00\n     - 80.00\n     - 3.20\n     - 40.0\n     - 1.60\n" \
+        "     - 840,000\n     - 0.42\n     - 0.011\n" in table
+    assert "   * - SeaBIOS\n" in table and "no POST rows" not in table
+    assert [r["ratio"] for r in bench.ratios(rows)] == [
+        "rombios POST: reference / impl wall time", "rombios POST: qemu / impl wall time",
+        "SeaBIOS POST: reference / impl wall time", "SeaBIOS POST: qemu / impl wall time"]
+    assert bench.ratios(rows)[0]["value"] == pytest.approx(40.0)
+    assert bench.best_of("rombios POST wall time", "reference") == 1
+    # the rest of the page's figures do not depend on the new rows
+    assert hvmspec_docs.bench_figures(report) == hvmspec_docs.bench_figures(BENCH)
+
+
+def test_bench_only_picks_measures_and_targets_follow():
+    from bench import __main__ as bench
+    assert bench.chosen(None) == list(bench.SECTIONS)
+    assert bench.chosen(["post"]) == ["rombios POST", "SeaBIOS POST"]
+    assert bench.chosen(["nothing"]) == []
+    assert bench.ROWS == sum(bench.SECTIONS.values())
+    some = [r for r in BENCH["rows"] if r["row"] == "cpu-bound"]
+    assert [t["target"] for t in bench.targets(some)] == ["impl CPU-bound speed / raw Unicorn"]
+    assert [t["target"] for t in bench.targets(BENCH["rows"])] == \
+        [t["target"] for t in BENCH["targets"]]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import difflib
 import json
 import re
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from hvmspec import qemu_peer
+from hvmspec.qemu_peer import LOG_PORTS
 from spec import hvmloader, trace
 from spec.result import RunControl
 from tests.conftest import both, cli, guest, peer, peer_file, run
@@ -242,28 +242,16 @@ def test_until_is_in_the_help():
 #
 # QEMU runs the same firmware file with a debug console at 0x402 and one at
 # 0x500 (the VGA BIOS's log), on a pc machine made as close to hvmspec's as
-# its options allow (16 MiB, no APIC, a COM1, a Cirrus VGA in slot 2, the
-# boot order of the CMOS). Lines only one machine prints, and values that
+# its options allow (hvmspec/qemu_peer.py: 16 MiB, no APIC, a COM1, a Cirrus
+# VGA in slot 2, the boot order of the CMOS). Lines only one machine prints, and values that
 # follow a device only one of them has, are masked, each with its reason;
 # every other line must be the same, in order, port by port, from the
 # banner to "No bootable device".
 
 SEABIOS, VGABIOS = hvmloader.FIRMWARE["seabios"], hvmloader.VGABIOS
-QEMU_MACHINE = ["-M", "pc", "-nodefaults", "-m", "16", "-cpu", "qemu32,-apic",
-                "-serial", "null", "-display", "none", "-no-reboot"]
-#: QEMU's options and hvmspec's VGA BIOS, by firmware
-QEMU_ARGS = {
-    # the boot order, and what SeaBIOS does without fw_cfg: offer its boot
-    # menu, retry after 60 s when nothing boots
-    "seabios": ["-device", "cirrus-vga,romfile=", "-boot", "order=c,menu=on,reboot-timeout=60000"],
-    # FACTS: QEMU runs rombios + the LGPL VGA BIOS only with it placed as hvmloader did
-    "rombios": ["-device", "cirrus-vga,romfile=", "-boot", "c", "-device",
-                f"loader,file={VGABIOS[0]},addr=0xc0000,force-raw=on"],
-}
 OUR_VGABIOS = {"seabios": "none", "rombios": None}
 #: both run to "No bootable device" (hvmspec's halted waits are idle jumps)
 END = "No bootable device"
-LOG_PORTS = (0x402, 0x500)
 #: (pattern, reason): lines only QEMU prints
 ONLY_QEMU = [
     (r"Running on QEMU \(i440fx\)", "SeaBIOS knows QEMU by its i440FX's subsystem ID "
@@ -310,26 +298,8 @@ VALUES = [
 def _qemu_logs(name: str, bios: str, tmp_path: Path) -> dict[int, str]:
     """The logs QEMU's isa-debugcon devices take from ``bios``, by port,
     once the one at 0x402 says there is no bootable device (or after 60 s
-    of the host's time)."""
-    qemu = peer("qemu-system-i386")
-    logs = {port: tmp_path / f"debugcon-{port:x}.log" for port in LOG_PORTS}
-    consoles = [arg for i, (port, log) in enumerate(logs.items())
-                for arg in ("-device", f"isa-debugcon,iobase={port:#x},chardev=d{i}",
-                            "-chardev", f"file,id=d{i},path={log}")]
-    proc = subprocess.Popen([qemu, *QEMU_MACHINE, *QEMU_ARGS[name], "-bios", bios, *consoles],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            main = logs[LOG_PORTS[0]].read_bytes() if logs[LOG_PORTS[0]].exists() else b""
-            if END.encode() in main and main.endswith(b"\n"):
-                break
-            time.sleep(0.1)
-    finally:
-        proc.kill()
-        proc.wait()
-    return {port: log.read_bytes().decode("latin-1") if log.exists() else ""
-            for port, log in logs.items()}
+    of the host's time): :func:`hvmspec.qemu_peer.run_to_line`."""
+    return qemu_peer.run_to_line(peer("qemu-system-i386"), name, bios, tmp_path, END).logs
 
 
 def _our_logs(image) -> dict[int, str]:

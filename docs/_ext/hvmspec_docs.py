@@ -15,9 +15,10 @@ Room: documentation tooling. On ``builder-inited`` it writes into
 ``hello_run.json``, ``hello_disasm.txt``
     what ``hvmspec run hello --json`` prints, and the guest's ROM image
     disassembled where it is loaded;
-``bench_table.rst``, ``bench_targets.rst``, ``bench_figures.rst``
+``bench_table.rst``, ``bench_targets.rst``, ``bench_figures.rst``, ``bench_post.rst``
     the recorded ``make bench`` run (``docs/bench.json``) as tables, and
-    every figure the performance page quotes as a substitution;
+    every figure the performance page quotes as a substitution; its
+    firmware POST rows side by side, with their ratios;
 ``post_timeline.rst``, ``post_totals.rst``
     rombios's POST timeline (``docs/post_timeline.json``, recorded by
     ``make timeline`` from a real run's trace) as a table;
@@ -485,6 +486,39 @@ def _write_bench(out: Path) -> None:
     _write(out / "bench_targets.rst", "\n".join(lines) + "\n")
     _write(out / "bench_figures.rst", "".join(
         f".. |{name}| replace:: {value}\n" for name, value in bench_figures(report).items()))
+    _write(out / "bench_post.rst", bench_post_rst(report))
+
+
+#: the POST rows' firmware, as the bench names them (:data:`bench.__main__.POST`)
+POST_ROWS = ("rombios POST", "SeaBIOS POST")
+
+
+def bench_post_rst(report: dict) -> str:
+    """The firmware POST rows of a ``make bench`` run side by side: wall
+    time on each engine and on QEMU, the ratios to impl, the instructions
+    the guest executed and each engine's speed. A run recorded before the
+    bench measured POST says so."""
+    rows = {(r["row"], r["engine"]): r for r in report["rows"]}
+    present = [s for s in POST_ROWS if (f"{s} wall time", "impl") in rows]
+    if not present:
+        return ("The recorded run has no POST rows: it was made before ``make bench`` "
+                "measured them (``python -m bench --only POST`` measures them alone).\n")
+    lines = [".. list-table::", "   :header-rows: 1", "",
+             "   * - firmware", "     - impl (s)", "     - reference (s)", "     - QEMU (s)",
+             "     - reference / impl", "     - QEMU / impl", "     - instructions executed",
+             "     - impl (MIPS)", "     - reference (MIPS)"]
+    for section in present:
+        wall = {e: rows[(f"{section} wall time", e)]["value"]
+                for e in ("impl", "reference", "qemu")}
+        speed = {e: rows[(f"{section} speed", e)]["value"] for e in ("impl", "reference")}
+        executed = rows[(f"{section} wall time", "impl")].get("executed")
+        lines += [f"   * - {section.removesuffix(' POST')}", f"     - {wall['impl']:.2f}",
+                  f"     - {wall['reference']:.2f}", f"     - {wall['qemu']:.2f}",
+                  f"     - {wall['reference'] / wall['impl']:.1f}",
+                  f"     - {wall['qemu'] / wall['impl']:.2f}",
+                  f"     - {executed:,}" if executed is not None else "     - ",
+                  f"     - {speed['impl']:.2f}", f"     - {speed['reference']:.3f}"]
+    return "\n".join(lines) + "\n"
 
 
 def machine_line(report: dict) -> str:

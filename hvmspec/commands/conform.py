@@ -9,17 +9,27 @@ import json
 import sys
 from pathlib import Path
 
-from spec.loader import bundled_guests, load
-from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, progress
+from hvmspec.conform import FIRMWARE_CASES
+from spec.loader import GuestError, bundled_guests, load
+from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE, UsageError, progress
 
 
 def add_parsers(sub) -> None:
     conform = sub.add_parser("conform", help="run the bundled guests on both engines and "
                              "compare their traces",
-                             description="Run every bundled guest on the reference and the "
-                             "impl engine and compare their traces event by event. Exit 0 "
-                             "only if all are equal.")
-    conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled)")
+                             description="Run every bundled guest (or the guests named) on "
+                             "the reference and the impl engine and compare their traces event "
+                             "by event; with --firmware, also Debian's firmware (rombios, "
+                             "rombios-legacy, SeaBIOS) through its power-on self-test. Exit 0 only if all are equal; "
+                             "2 if a guest or firmware file is missing.")
+    conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled); "
+                         "rombios, rombios-legacy and seabios name the firmware cases")
+    conform.add_argument("--firmware", action="store_true",
+                         help="also the firmware cases: Debian's rombios and rombios-legacy (with "
+                         "the VGA BIOS placed as hvmloader did) and SeaBIOS, each through its "
+                         "power-on "
+                         "self-test until its log says 'No bootable device' (minutes on the "
+                         "reference engine; make conform runs them)")
     conform.add_argument("--json", action="store_true",
                          help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
     conform.add_argument("--impl", metavar="CMD",
@@ -134,15 +144,20 @@ def cmd_vectors_export(args: argparse.Namespace) -> int:
 
 def cmd_conform(args: argparse.Namespace) -> int:
     if args.impl:
+        if args.firmware:
+            raise UsageError("--firmware compares the two engines; with --impl, give the "
+                             "cases with --suite or --cases")
         return _conform_external(args)
     from hvmspec.conform import run_case
     from hvmspec.console import OPERATOR
-    names = args.guests or bundled_guests()
-    images = [load(n) for n in names]
+    names = list(args.guests or bundled_guests())
+    if args.firmware:
+        names += [n for n in FIRMWARE_CASES if n not in names]
+    cases = [_case(n) for n in names]       # every file read before minutes of running
     results = []
-    with progress(len(images), "cases", quiet=args.json) as advance:
-        for image in images:
-            results.append(run_case(image))
+    with progress(len(cases), "cases", quiet=args.json) as advance:
+        for case in cases:
+            results.append(run_case(case))
             OPERATOR.checkpoint()
             if not args.json:            # each case as it ends, for a pipe as well
                 _print_case(results[-1])
@@ -156,6 +171,22 @@ def cmd_conform(args: argparse.Namespace) -> int:
     else:
         print(f"{len(results) - len(diverged)} of {len(results)} cases equal")
     return EXIT_OK if not diverged else EXIT_NO
+
+
+def _case(name: str):
+    """The case a name on the command line means: a bundled guest, a
+    firmware of :data:`hvmspec.conform.FIRMWARE_CASES` (its file missing:
+    the error names its Debian package), or a guest file."""
+    from hvmspec.conform import Case, firmware_case
+    if name in FIRMWARE_CASES and name not in bundled_guests():
+        return firmware_case(name)
+    try:
+        return Case(load(name))
+    except GuestError as exc:
+        if str(exc).startswith(f"no guest {name!r}"):
+            raise GuestError(f"{exc}; or a firmware case ({', '.join(FIRMWARE_CASES)})") \
+                from None
+        raise
 
 
 def _print_case(r) -> None:
