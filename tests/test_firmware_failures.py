@@ -4,6 +4,7 @@ each says what is wrong (docs/firmware.rst, "When firmware fails")."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from spec import hvmloader, trace
 from spec.loader import GuestError, GuestImage, rom_from_source
-from tests.conftest import both, cli, peer_file, run
+from tests.conftest import ROOT, both, cli, peer_file, run
 from tests.test_xm import rows, xend, xm  # noqa: F401 - xend is a fixture
 
 ROMBIOS, SEABIOS = hvmloader.FIRMWARE["rombios"][0], hvmloader.FIRMWARE["seabios"][0]
@@ -365,3 +366,24 @@ def test_seabios_runs_past_post_with_the_default_budget():
     assert 9_900_000_000 < out["instructions"] <= 10_000_000_000     # idle to the last tick
     assert exit_["last_firmware_log"][-1] == "No bootable device.  Retrying in 60 seconds."
     assert out["seconds"] < 60
+
+
+def test_the_firmware_page_shows_what_run_prints_for_a_panic(tmp_path):
+    """docs/firmware.rst's example, "When firmware fails", is this run's
+    output (the fate line's wall time aside)."""
+    text = (ROOT / "docs" / "firmware.rst").read_text()
+    start = text.index("   $ hvmspec run --firmware panic.bin --vgabios none\n")
+    block = text[start:text.index("\n\n", start)].splitlines()[1:]
+    shown = [line[3:] for line in block]
+    path = tmp_path / "panic.bin"
+    path.write_bytes(_failing("panic"))
+    proc = cli("run", "--firmware", str(path), "--vgabios", "none", "--no-status")
+    printed = [line for line in (proc.stdout + proc.stderr).splitlines()
+               if not line.startswith(f"hvmspec: {path.name}: the BIOS")]
+    order = [line for line in proc.stderr.splitlines() if line.startswith("[fw]")] \
+        + proc.stdout.splitlines() \
+        + [line for line in proc.stderr.splitlines() if line.startswith(("hvmspec: f",
+                                                                          "hvmspec: t", "  "))]
+    assert sorted(order) == sorted(printed)
+    strip = lambda lines: [re.sub(r"\d+\.\d+ s$", "N s", line) for line in lines]  # noqa: E731
+    assert strip(order) == strip(shown)

@@ -21,7 +21,9 @@ def add_parsers(sub) -> None:
                          "prefixed '[fw] ', and a final line with the domain's fate. Exit 0 if "
                          "the guest powered off (with --until: if the text appeared), 1 if "
                          "the domain crashed, hung or hit the instruction budget (or the "
-                         "--until text never appeared), 2 for a guest that cannot be loaded.")
+                         "--until text never appeared; for --firmware with a report of how the "
+                         "firmware failed, where, and its log's last lines), 2 for a guest "
+                         "that cannot be loaded.")
     run.add_argument("guest", nargs="?",
                      help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
