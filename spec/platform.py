@@ -147,7 +147,7 @@ DEFAULT_MAX_INSTRUCTIONS = 50_000_000
 # bootable device.") and SeaBIOS (about 2.6 G), with room to spare. Most
 # of it is halted waits, in which the virtual clock jumps to the next timer
 # deadline without running anything (docs/firmware.rst, "When firmware
-# fails"): on the impl engine 10 G costs about 2.5 s of wall time
+# fails"): on the impl engine 10 G cost a few seconds of wall time
 FIRMWARE_MAX_INSTRUCTIONS = 10_000_000_000
 
 # --- MMIO ---------------------------------------------------------------------
