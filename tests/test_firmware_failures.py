@@ -387,3 +387,20 @@ def test_the_firmware_page_shows_what_run_prints_for_a_panic(tmp_path):
     assert sorted(order) == sorted(printed)
     strip = lambda lines: [re.sub(r"\d+\.\d+ s$", "N s", line) for line in lines]  # noqa: E731
     assert strip(order) == strip(shown)
+
+
+def test_a_vga_bios_panic_is_named_as_such():
+    source = LOG + "    mov dx, 0x501\n    mov ax, 77\n    out dx, ax\n    cli\n    hlt\n" + MSG
+    exit_ = both(_image(rom_from_source(source, "vgapanic")), max_instructions=100_000).exit
+    assert (exit_["failure"], exit_["panic"]) == ("panic", "VGA BIOS panic, line 77")
+
+
+def test_a_run_stopped_by_until_is_no_failure(tmp_path):
+    path = tmp_path / "spin.bin"
+    path.write_bytes(_failing("spin"))
+    proc = cli("run", "--firmware", str(path), "--vgabios", "none", "--until", "about to fail",
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    exit_ = json.loads(proc.stdout)["exit"]
+    assert exit_["reason"] == "until" and "failure" not in exit_
+    assert exit_["last_firmware_log"] == LINES and exit_["cs_ip"].startswith("F000:")
