@@ -171,7 +171,7 @@ def test_random_code_as_firmware_runs_to_a_report(engine, code):
     the run ends with an exit record that has a firmware run's report,
     never an exception out of the engine. (The engines are not compared
     here: random code finds differences between them that are not the
-    report's, such as ``test_lock_on_push_is_ud``.)"""
+    report's: ``test_an_undefined_encoding_is_ud``.)"""
     rom = bytearray(0x10000)
     rom[0xFF00:0xFF00 + len(code)] = code
     rom[0xFFF0:0xFFF5] = b"\xea\x00\xff\x00\xf0"         # jmp F000:FF00
@@ -184,13 +184,19 @@ def test_random_code_as_firmware_runs_to_a_report(engine, code):
     assert exit_["cs_ip"] in exit_.get("what", exit_["cs_ip"])
 
 
-@pytest.mark.xfail(strict=True, reason="LOCK on PUSH ES is #UD (SDM vol. 2, LOCK); Unicorn "
-                   "runs it as PUSH ES: the reference engine then reports the next HLT at "
-                   "the LOCK's address, the impl engine crashes with an internal error. "
-                   "Found by test_random_code_as_firmware_runs_to_a_report")
-def test_lock_on_push_is_ud():
+@pytest.mark.xfail(strict=True, reason="found by test_random_code_as_firmware_runs_to_a_report: "
+                   "Unicorn runs these as if valid; the engines then part (the reference "
+                   "runs on, the impl engine stays at the instruction or crashes with an "
+                   "internal error)")
+@pytest.mark.parametrize("code", [
+    b"\xf0\x06\xf4",           # lock push es; hlt: LOCK where none is allowed
+    b"\x8f\x7b\x95\xf4",       # 8F /7: only 8F /0 (POP r/m) is defined
+], ids=["lock push es", "8f /7"])
+def test_an_undefined_encoding_is_ud(code):
+    """#UD (SDM vol. 2, "LOCK" and the opcode map's 8F group) through the
+    IVT, the same on both engines."""
     rom = bytearray(0x10000)
-    rom[0xFF00:0xFF03] = b"\xf0\x06\xf4"                 # lock push es; hlt
+    rom[0xFF00:0xFF00 + len(code)] = code
     rom[0xFFF0:0xFFF5] = b"\xea\x00\xff\x00\xf0"
     result = both(_image(bytes(rom)), max_instructions=2_000)
     assert [e.vector for e in result.trace if isinstance(e, trace.ExceptionDelivery)][:1] == [6]
