@@ -299,8 +299,8 @@ def firmware_report(events: list[trace.Event], exit_: dict, instructions: int,
     * ``budget``: the instruction budget ran out; ``what`` says for how
       many instructions the firmware log had been silent.
 
-    A run that powered off, rebooted at the firmware's own request, or was
-    stopped by the operator or ``--until`` is no failure."""
+    Without a panic, a run that powered off, rebooted at the firmware's own
+    request, or was stopped by the operator or ``--until`` is no failure."""
     lines = [line for line in firmware_log_text(events).replace("\r", "").split("\n")
              if line.strip()]
     report = {"instructions": instructions, "rip": cpu["rip"],
