@@ -65,6 +65,10 @@ class GuestLinear:
     def linear_mask(self) -> int:
         return WIDE if self.mode() == 64 else 0xFFFFFFFF
 
+    def selector(self, seg: str) -> int:
+        """The selector (real mode: the segment) in segment register ``seg``."""
+        return self._reg(SEG[seg])
+
     def seg_base(self, seg: str) -> int:
         if not self._reg(CR0) & 1:
             return self._reg(SEG[seg]) << 4

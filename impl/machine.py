@@ -20,7 +20,8 @@ from typing import Callable
 from spec import platform, trace
 from spec.hvmloader import domain_image
 from spec.loader import GuestImage, check_image
-from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
+from spec.result import (RunControl, Recorder, RunResult, final_exit, firmware_report,
+                         growing_trace)
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
 from spec.dom0 import Dom0
 from impl.qemu_dm import QemuDm
@@ -318,8 +319,11 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = host.xend.create(config)
+    vcpu = host.domains[domid].vcpu
     with control, growing_trace():
         host.run()
+    cpu = {"cs": vcpu.selector("cs"), "ip": vcpu.get("rip"), "rip": vcpu.rip(),
+           "if": bool(vcpu.get("rflags") & EFLAGS_IF)}     # as the run left it
     dom = host.domains.get(domid)
     if dom is not None:
         instructions = dom.vcpu.icount
@@ -343,6 +347,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         host.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
         host.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
+    if image.kind == "firmware":
+        exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
     return RunResult("impl", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)
 

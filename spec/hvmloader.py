@@ -46,13 +46,13 @@ Firmware comes from Debian's packages (:data:`FIRMWARE`): rombios from
 ``bochsbios``, SeaBIOS from ``seabios``, the VGA BIOS from ``vgabios``. A
 file that is missing names the package that installs it.
 
-Checks (:class:`spec.loader.GuestError`, each with the file and the
-reason): a BIOS is a whole number of 64 KiB blocks, at most
-:data:`MAX_BIOS_SIZE`, with a jump at its reset vector (offset
-``size - 16``); a VGA BIOS starts with ``55 AA``, its length byte (in
-512-byte blocks, so at most 127.5 KiB: it always fits between ``0xC0000``
-and the BIOS's 128 KiB) fits the file, and its bytes sum to 0 modulo 256 (the checksum the BIOS's scan tests before it calls a
-ROM).
+Checks (:class:`spec.loader.GuestError`, each with the file and the reason):
+a firmware file exists, is a regular file and can be read; a BIOS is a whole
+number of 64 KiB blocks, at most :data:`MAX_BIOS_SIZE`, with a jump at its
+reset vector (offset ``size - 16``); a VGA BIOS starts with ``55 AA``, its
+length byte (in 512-byte blocks, so at most 127.5 KiB: it always fits
+between ``0xC0000`` and the BIOS's 128 KiB) fits the file, and its bytes sum
+to 0 modulo 256 (the checksum the BIOS's scan tests before it calls a ROM).
 """
 
 from __future__ import annotations
@@ -111,21 +111,35 @@ def choose(firmware: str, vgabios: str | None = None) -> Firmware:
 
 
 def _read(path: str, what: str) -> bytes:
+    """The bytes of a firmware file, or a :class:`GuestError` that names
+    the file and what is wrong with it: missing (with the package that
+    installs it), a directory, not a regular file (a FIFO or a device would
+    block or never end), or unreadable (with the system's reason)."""
     file = Path(path)
-    if not file.exists():
-        package = PACKAGE_OF_DIR.get(str(file.parent))
-        hint = f" (install the Debian package {package}: apt-get install {package})" \
-            if package else ""
-        raise GuestError(f"{what} {path!r} does not exist{hint}")
-    if file.is_dir():
-        raise GuestError(f"{what} {path!r} is a directory, not a firmware image")
-    return file.read_bytes()
+    try:
+        if not file.exists():
+            package = PACKAGE_OF_DIR.get(str(file.parent))
+            hint = f" (install the Debian package {package}: apt-get install {package})" \
+                if package else ""
+            raise GuestError(f"{what} {path!r} does not exist{hint}")
+        if file.is_dir():
+            raise GuestError(f"{what} {path!r} is a directory, not a firmware image")
+        if not file.is_file():
+            raise GuestError(f"{what} {path!r} is not a regular file (a device, FIFO or "
+                             f"socket), not a firmware image")
+        return file.read_bytes()
+    except OSError as exc:
+        raise GuestError(f"{what} {path!r} cannot be read: "
+                         f"{exc.strerror or exc}") from None
 
 
 def check_bios(data: bytes, path: str) -> None:
     """Refuse a BIOS image that cannot be one (module docstring)."""
     size = len(data)
-    if size == 0 or size % BIOS_BLOCK:
+    if size == 0:
+        raise GuestError(f"BIOS {path!r} is empty (0 bytes): a BIOS image is a whole "
+                         f"number of 64 KiB blocks")
+    if size % BIOS_BLOCK:
         raise GuestError(f"BIOS {path!r} is {size:,} bytes: a BIOS image is a whole "
                          f"number of 64 KiB blocks")
     if size > MAX_BIOS_SIZE:

@@ -34,7 +34,8 @@ from spec.hvmloader import domain_image
 from spec.loader import GuestImage, check_image
 from spec.dom0 import Dom0
 from spec.qemu_dm import QemuDm
-from spec.result import RunControl, Recorder, RunResult, final_exit, growing_trace
+from spec.result import (RunControl, Recorder, RunResult, final_exit, firmware_report,
+                         growing_trace)
 from spec.vmm import Vmm
 from spec.vmx import HardwareVcpu
 from spec.xend import DeviceModelError, DomainConfig, DomainInfo, Xend
@@ -385,8 +386,11 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",
                           on_reboot="destroy", on_crash="destroy", **(device_model or {}))
     domid = xen.xend.create(config)
+    first = xen.domains[domid].vcpus[0]
     with control, growing_trace():
         xen.run()
+    cpu = {"cs": first.selector("cs"), "ip": first.reg("rip"), "rip": first.linear_rip(),
+           "if": bool(first.reg("rflags") & 1 << 9)}     # as the run left it
     dom = xen.domains.get(domid)
     instructions = dom.vcpus[0].icount if dom else _last_icount(recorder.events)
     exit_info = final_exit(recorder.events, {})
@@ -395,6 +399,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         xen.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
         xen.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
+    if image.kind == "firmware":
+        exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
     return RunResult("reference", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events)
 

@@ -142,6 +142,13 @@ SHUTDOWN_REASONS = {
 # --- run limits -------------------------------------------------------------
 
 DEFAULT_MAX_INSTRUCTIONS = 50_000_000
+# the budget of a run whose image is firmware (``hvmspec run --firmware``):
+# enough for the POST of Debian's rombios (about 3.0 G instructions to "No
+# bootable device.") and SeaBIOS (about 2.6 G), with room to spare. Most
+# of it is halted waits, in which the virtual clock jumps to the next timer
+# deadline without running anything (docs/firmware.rst, "When firmware
+# fails"): on the impl engine 10 G cost a few seconds of wall time
+FIRMWARE_MAX_INSTRUCTIONS = 10_000_000_000
 
 # --- MMIO ---------------------------------------------------------------------
 #

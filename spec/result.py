@@ -253,3 +253,102 @@ def final_exit(events: list[trace.Event], default: dict) -> dict:
     if shutdown.reason == "crash" and crash is not None:
         out["message"] = crash.message
     return out
+
+
+# --- a firmware run's report ----------------------------------------------------------
+
+#: how many of the firmware log's last lines a firmware run's report keeps
+REPORT_LOG_LINES = 5
+
+#: exception vectors by their SDM mnemonic, for the report of a triple fault
+_VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
+                 7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
+                 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
+
+
+def cs_ip(cs: int, ip: int) -> str:
+    """``CS:IP`` as people write it: ``F000:E05B``; an offset above 64 KiB
+    (protected mode) with eight digits."""
+    return f"{cs:04X}:{ip:04X}" if ip <= 0xFFFF else f"{cs:04X}:{ip:08X}"
+
+
+def firmware_report(events: list[trace.Event], exit_: dict, instructions: int,
+                    cpu: dict) -> dict:
+    """What the exit record of a run whose image is firmware adds, so that
+    a firmware that fails says how (docs/firmware.rst, "When firmware
+    fails"). ``cpu`` is vcpu 0 as the run left it: ``cs`` (the selector),
+    ``ip`` (the offset in CS), ``rip`` (linear) and ``if`` (RFLAGS.IF).
+
+    Always: ``instructions``, ``rip`` (linear), ``cs_ip`` (text) and
+    ``last_firmware_log`` (the log's last :data:`REPORT_LOG_LINES` lines
+    that are not blank, carriage returns left out), and ``last_log_at``,
+    the instruction count at the VM exit that wrote the log's last byte (0
+    if the log is empty). When the run is a failure, ``failure`` and
+    ``what`` (a sentence) say which one, first match wins:
+
+    * ``panic``: the firmware wrote a word to a panic port
+      (:class:`spec.trace.FirmwarePanic`; ``panic`` is the first one's
+      message, :func:`panic_message`), whatever it did afterwards (rombios
+      then halts with interrupts disabled);
+    * ``triple_fault``: a triple-fault exit, which Xen turns into a reboot
+      (``hvm_triple_fault``, :meth:`spec.vmm.Vmm.triple_fault`); ``what``
+      names the exceptions that led to it;
+    * ``crash``: Xen crashed the domain (the exit's ``message`` says why);
+    * ``halted``: the vcpu halted and nothing can wake it (interrupts
+      disabled, or enabled with no timer armed);
+    * ``budget``: the instruction budget ran out; ``what`` says for how
+      many instructions the firmware log had been silent.
+
+    Without a panic, a run that powered off, rebooted at the firmware's own
+    request, or was stopped by the operator or ``--until`` is no failure."""
+    lines = [line for line in firmware_log_text(events).replace("\r", "").split("\n")
+             if line.strip()]
+    report = {"instructions": instructions, "rip": cpu["rip"],
+              "cs_ip": cs_ip(cpu["cs"], cpu["ip"]),
+              "last_firmware_log": lines[-REPORT_LOG_LINES:], "last_log_at": 0}
+    panic = None
+    chain: list[int] = []        # the exceptions of one instruction, first to last
+    chain_at = -1
+    triple = False
+    icount = 0
+    for event in events:
+        if isinstance(event, (trace.VmExit, trace.VmEntry)):
+            icount = event.icount
+            if isinstance(event, trace.VmExit) and event.reason == "triple_fault":
+                triple = True
+                chain = chain if chain_at == event.icount else []
+        elif isinstance(event, trace.ExceptionDelivery):
+            if event.source != "fault" or event.icount != chain_at:
+                chain, chain_at = [], event.icount
+            chain.append(event.vector)
+        elif isinstance(event, (trace.FirmwareLog, trace.FirmwarePanic)):
+            report["last_log_at"] = icount
+            if isinstance(event, trace.FirmwarePanic) and panic is None:
+                panic = panic_message(event.port, event.line)
+    reason = exit_.get("reason")
+    where = f"at {report['cs_ip']} (linear {cpu['rip']:#x}) after {instructions:,} instructions"
+    halted = ("halted with interrupts disabled" if not cpu["if"]
+              else "halted with interrupts enabled and no timer armed")
+    then = {"hung": halted, "limit": "ran on until the instruction budget",
+            "crash": "the domain crashed", "reboot": "the domain rebooted",
+            "poweroff": "the domain powered off"}.get(reason, "")
+    if panic is not None:
+        report.update(failure="panic", panic=panic,
+                      what=f"{panic}" + (f"; then {then}" if then else "") + f", {where}")
+    elif triple and reason == "reboot":
+        names = " -> ".join(_VECTOR_NAMES.get(v, f"vector {v}") for v in chain)
+        report.update(failure="triple_fault",
+                      what=f"triple fault{' (' + names + ')' if names else ''} {where}: Xen "
+                           f"resets the domain (SHUTDOWN_reboot)")
+    elif reason == "crash":
+        report.update(failure="crash", what=f"the domain crashed {where}: "
+                                            f"{exit_.get('message', '?')}")
+    elif reason == "hung":
+        report.update(failure="halted", what=f"{halted} {where}; nothing can wake it")
+    elif reason == "limit":
+        silent = instructions - report["last_log_at"]
+        report.update(failure="budget", what=(
+            f"stopped by the instruction budget {where}; the firmware log "
+            + (f"had been silent for the last {silent:,} instructions" if lines
+               else "stayed empty")))
+    return report

@@ -21,7 +21,9 @@ def add_parsers(sub) -> None:
                          "prefixed '[fw] ', and a final line with the domain's fate. Exit 0 if "
                          "the guest powered off (with --until: if the text appeared), 1 if "
                          "the domain crashed, hung or hit the instruction budget (or the "
-                         "--until text never appeared), 2 for a guest that cannot be loaded.")
+                         "--until text never appeared; for --firmware with a report of how the "
+                         "firmware failed, where, and its log's last lines), 2 for a guest "
+                         "that cannot be loaded.")
     run.add_argument("guest", nargs="?",
                      help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
@@ -55,8 +57,10 @@ def add_parsers(sub) -> None:
                      help="guest memory in MiB (default: what the guest's source asks for, "
                      f"else {platform.DEFAULT_MEMORY_MIB})")
     run.add_argument("--max-instructions", metavar="N", type=int,
-                     default=platform.DEFAULT_MAX_INSTRUCTIONS,
-                     help="stop the guest after N instructions (default %(default)s)")
+                     help="stop the guest after N instructions (default "
+                     f"{platform.DEFAULT_MAX_INSTRUCTIONS:,}; with --firmware "
+                     f"{platform.FIRMWARE_MAX_INSTRUCTIONS:,}, enough for the BIOS's POST: "
+                     "halted waits cost no wall time)")
     run.add_argument("--serial-input", metavar="FILE", type=Path,
                      help="bytes for COM1's receiver; they arrive one character time apart "
                      "while the guest holds RTS. '-': the terminal (or a pipe) as a live "
@@ -122,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from spec.xend import DeviceModelError, XendError
     if args.memory is not None and args.memory < platform.MIN_MEMORY_MIB:
         raise GuestError(f"--memory {args.memory}: at least {platform.MIN_MEMORY_MIB} MiB")
-    if args.max_instructions <= 0:
+    if args.max_instructions is not None and args.max_instructions <= 0:
         raise GuestError(f"--max-instructions {args.max_instructions}: must be positive")
     if args.until is not None and not args.until:
         raise GuestError("--until: give the text to wait for")
@@ -134,6 +138,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         output_path(args.screenshot, "--screenshot", suffixes=(".png",))
     image = _guest_image(args)
+    if args.max_instructions is None:
+        args.max_instructions = (platform.FIRMWARE_MAX_INSTRUCTIONS if image.kind == "firmware"
+                                 else platform.DEFAULT_MAX_INSTRUCTIONS)
     human = sys.stderr if to_stdout else sys.stdout   # where people read the run
     if not args.json:
         if image.note:
@@ -201,6 +208,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         else:
             print(_fate_line(result), file=human)
+        if result.exit.get("failure"):
+            human.flush()
+            print(_firmware_report(result.exit), file=sys.stderr)
         if args.stats:
             print(_stats_text(result), file=human)
     if interrupted:
@@ -432,6 +442,18 @@ def _stats_text(result) -> str:
             f"unclaimed accesses: ports {d['unclaimed_reads']} reads, {d['unclaimed_writes']} "
             f"writes; MMIO {d['mmio_unclaimed_reads']} reads, {d['mmio_unclaimed_writes']} "
             f"writes")
+    return "\n".join(lines)
+
+
+def _firmware_report(exit_: dict) -> str:
+    """How a firmware failed (:func:`spec.result.firmware_report`), for
+    people: what happened, where, and the firmware log's last lines."""
+    lines = [f"hvmspec: firmware failed: {exit_['what']}"]
+    if exit_.get("last_firmware_log"):
+        lines.append("hvmspec: the firmware log's last lines:")
+        lines += [f"  {line}" for line in exit_["last_firmware_log"]]
+    else:
+        lines.append("hvmspec: the firmware log is empty")
     return "\n".join(lines)
 
 
