@@ -117,6 +117,7 @@ from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.devices.pit import VirtualPit
 from spec.devices.pmtimer import PmTimer
+from spec.devices.rtc import VirtualRtc
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
 from spec.guest_linear import GuestAccessError
@@ -188,7 +189,8 @@ class Vmm:
                  crash: Callable[[str, int], None],
                  lines: irq.SharedLines | None = None,
                  shutdown: Callable[[int], None] | None = None,
-                 take_irq_event: Callable[[], bool] = lambda: False) -> None:
+                 take_irq_event: Callable[[], bool] = lambda: False,
+                 rtc_base: int | None = None) -> None:
         self.domid = domid
         self.vcpus = vcpus
         self.iopage = iopage
@@ -208,6 +210,9 @@ class Vmm:
         self.pit = VirtualPit(vcpus[0].clock_ns)
         #: Xen's ACPI PM timer (:mod:`spec.devices.pmtimer`)
         self.pmtimer = PmTimer(vcpus[0].clock_ns)
+        #: Xen's RTC (:mod:`spec.devices.rtc`), from the domain's time offset
+        self.rtc = VirtualRtc(vcpus[0].clock_ns, self._rtc_irq,
+                              platform.RTC_DEFAULT_BASE if rtc_base is None else rtc_base)
         self.lines = lines if lines is not None else irq.SharedLines()
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
@@ -264,6 +269,11 @@ class Vmm:
         if self.pmtimer.claims(q.port):
             self.timer_io(vcpu, ex, "pmtimer", lambda: self.pmtimer.access(q.size, q.dir))
             return
+        if self.rtc.claims(q.port):
+            handled, datum = self.rtc.intercept(q.port, q.size, q.dir, hw.reg("rax"), q.string)
+            if handled:
+                self.timer_io(vcpu, ex, "vrtc", lambda: datum)
+                return
         req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
                     dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
                     vp_eport=self.ports[vcpu])
@@ -426,8 +436,19 @@ class Vmm:
     # --- interrupts --------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
-        """When Xen's own timer (the PIT's periodic time) fires next."""
-        return self.pit.pt.deadline()
+        """When Xen's own timers (the PIT's periodic time, the RTC's
+        interrupts) fire next."""
+        times = (self.pit.pt.deadline(), self.rtc.deadline())
+        return min((t for t in times if t is not None), default=None)
+
+    def _rtc_irq(self, level: int) -> None:
+        """``hvm_isa_irq_assert``/``_deassert`` of IRQ8 by Xen's RTC: an
+        edge on the virtual PIC, no qemu-dm."""
+        self.emit(trace.XenIrq(device="vrtc", irq=platform.IRQ_RTC, level=level))
+        if level:
+            self.pic.apply_lines(1 << platform.IRQ_RTC, 0)
+        else:
+            self.pic.negative_edge(platform.IRQ_RTC)
 
     def timer_assist(self, vcpu: int) -> None:
         """Step 0 of the interrupt assist (``pt_timer_fn``, then
@@ -441,6 +462,7 @@ class Vmm:
                                       pending=self.pit.pt.pending, icount=hw.icount))
         if self.pit.pt.enabled and self.pit.pt.pending:
             self.pic.apply_lines(1 << platform.IRQ_PIT, 0)
+        self.rtc.run(hw.clock_ns())
 
     def take_lines(self) -> None:
         """Step 1 of the interrupt assist: a pending notification brings
