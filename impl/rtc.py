@@ -197,7 +197,9 @@ class Rtc:
             for m in (range(60) if want[1] is None else (want[1],)):
                 for s in (range(60) if want[2] is None else (want[2],)):
                     best = min(best, (h * 3600 + m * 60 + s - day) % 86400)
-        return at + best * GIGA
+        if not best:
+            return at
+        return self.nst + best * GIGA + UIP_WINDOW
 
     # --- handle_rtc_io ------------------------------------------------------------------------
 

@@ -374,7 +374,9 @@ class VirtualRtc:
 
     def _next_update2(self) -> tuple[int, int] | None:
         """(time of the next ``second_timer2``, seconds ``current_tm`` will
-        have advanced by then), or None when no second will be updated."""
+        have advanced by then), or None when no second will be updated. The
+        ones after it come at ``next_second_time + UIP_NS`` plus whole
+        seconds (the first one of all, at one second, had no UIP delay)."""
         if self.second_timer2 is not None:
             return self.second_timer2, 0
         if self.cmos_data[REG_A] & A_DIV_CTL != A_REF_CLCK_32KHZ:
@@ -383,7 +385,9 @@ class VirtualRtc:
 
     def _alarm_after(self, first: int, ahead: int) -> int | None:
         """The time of the first ``second_timer2`` from ``first`` (when the
-        clock will be ``ahead`` seconds on) whose clock matches the alarm."""
+        clock will be ``ahead`` seconds on) whose clock matches the alarm:
+        the ``j``-th one after ``first`` comes at ``next_second_time + j s +
+        UIP_NS``."""
         tm = self.current_tm
         if not tm.regular():
             return first                       # step by step until the clock is regular
@@ -405,7 +409,9 @@ class VirtualRtc:
         seconds = range(60) if choices[2] is None else (choices[2],)
         wait = min((h * 3600 + m * 60 + s - now_s) % 86400
                    for h in hours for m in minutes for s in seconds)
-        return first + wait * NS
+        if wait == 0:
+            return first
+        return self.next_second_time + wait * NS + UIP_NS
 
     def deadline(self) -> int | None:
         """The next timer that can raise IRQ8 (module docstring), or None."""
