@@ -48,7 +48,8 @@ qemu-dm's ``pc_init1`` builds its PIT and speaker only ``#ifndef
 CONFIG_DM``), as it does the PIC and the PM timer. The RTC's clock,
 its registers 0x00-0x0D and IRQ8 are Xen's too (:mod:`spec.devices.rtc`):
 qemu-dm's ``rtc-dm.c`` is CMOS RAM only (:mod:`spec.devices.cmos`), and
-sees an access to ports 0x70/0x71 only when Xen's index is 0x0E or above. Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
+sees an access to ports 0x70/0x71 only when Xen's index is 0x0E or above.
+Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
 (:data:`spec.platform.PASSTHROUGH_PORTS`). When qemu-dm stops it reports
 how many port and MMIO accesses no device claimed
 (:class:`spec.trace.DeviceStats`).

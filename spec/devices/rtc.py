@@ -65,8 +65,8 @@ clock, :mod:`spec.clock`: vcpu 0's) keep the clock:
    ``current_tm`` (each of the seconds, minutes and hours alarm bytes is a
    don't-care when its top two bits are set, otherwise ``from_bcd(byte)``
    must equal the field: hours compared with ``tm_hour`` as it is, 0-23),
-   C |= 0xA0 (IRQF, AF) and IRQ8 is deasserted and asserted; if UIE, C |=
-   0x90 (IRQF, UF) and IRQ8 deasserted and asserted; clear UIP; the next
+   ``C |= 0xA0`` (IRQF, AF) and IRQ8 is deasserted and asserted; if UIE,
+   ``C |= 0x90`` (IRQF, UF) and IRQ8 deasserted and asserted; clear UIP; the next
    ``second_timer`` is a second after the previous one's time;
 2. ``second_timer`` (``rtc_update_second``): if the divider (A bits 6:4) is
    not 010, nothing but the next second is scheduled; otherwise the clock
@@ -87,7 +87,7 @@ with PIE set and a rate ``rs`` (A bits 3:0) that is not 0, the period is
 128 and 256 cycles), ``DIV_ROUND(cycles * 10**9, 32768)`` ns, and
 ``pie_timer`` is armed one period from *now* (every write to A or B
 restarts it); otherwise it stops. Each time it fires
-(``rtc_pie_callback``) C |= 0xC0 (IRQF, PF), IRQ8 is asserted and the timer
+(``rtc_pie_callback``) ``C |= 0xC0`` (IRQF, PF), IRQ8 is asserted and the timer
 is armed a period later. The flags of a disabled interrupt are never set:
 C shows only what was enabled.
 
