@@ -38,6 +38,13 @@ class Mapcache:
         self.frames = frames
         self.shift = platform.MAPCACHE_BUCKET_SHIFT[bits]
         self.budget = platform.MAPCACHE_DEFAULT_BUDGET[bits] if budget is None else budget
+        room = platform.DM_ADDRESS_SPACE[bits] - platform.DM_FOOTPRINT[bits]
+        if self.budget > room:
+            raise DeviceModelError(
+                f"a mapcache budget of {self.budget >> 20} MiB does not fit a {bits}-bit "
+                f"qemu-dm: Linux gives the process {platform.DM_ADDRESS_SPACE[bits] >> 20} MiB "
+                f"of address space and qemu-dm needs {platform.DM_FOOTPRINT[bits] >> 20} MiB "
+                f"of it itself, so at most {room >> 20} MiB can map guest memory")
         self.windows = self.budget >> self.shift
         if legacy and memory_bytes > self.budget:
             raise DeviceModelError(

@@ -92,10 +92,26 @@ def _describe_input(v: dict) -> str:
     return f"{ACTIONS[v['act']]} port {v['port']}"
 
 
+def _masked_send(s, i, t) -> z3.BoolRef:
+    """A send to a masked port that was not pending."""
+    bit = _bit(i)
+    return z3.And(i["act"] == 0, (s["mask"] & bit) != 0, (s["pending"] & bit) == 0)
+
+
+def _unmask_delivers(s, i, t) -> z3.BoolRef:
+    """Unmasking a port that became pending while masked, with no upcall raised."""
+    bit = _bit(i)
+    return z3.And(i["act"] == 2, (s["mask"] & bit) != 0, (s["pending"] & bit) != 0,
+                  z3.Not(s["upcall"]))
+
+
 def word_system() -> TransitionSystem:
     """evtchn.2l: masking and unmasking on one selector word."""
     return TransitionSystem("evtchn.2l", _vars(), _inputs(), _init, _step, _invariant, _prop,
-                            _describe_state, _describe_input)
+                            _describe_state, _describe_input,
+                            witnesses=(("a send to a masked port", _masked_send),
+                                       ("an unmask of a port pending while masked",
+                                        _unmask_delivers)))
 
 
 # --- mutants -----------------------------------------------------------------------------

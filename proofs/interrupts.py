@@ -291,9 +291,34 @@ def _describe_input(v: dict) -> str:
     return f"guest: {act}"
 
 
+def _edge_injected(s, i, t) -> z3.BoolRef:
+    """An edge line qemu-dm raised is injected at a VM entry."""
+    return z3.And(t["injected"], (s["elcr"] & _bit8(t["inj_line"])) == 0)
+
+
+def _ready_entry(s, i, t) -> z3.BoolRef:
+    """A VM entry with IF = 1, no shadow, nothing in service and an owed
+    request on an unmasked line: the case that must inject."""
+    return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), s["isr"] == 0,
+                  (s["owed"] & ~s["imr"]) != 0)
+
+
+def _k_injected(s, i, t) -> z3.BoolRef:
+    """The tracked line *k* is injected."""
+    return z3.And(t["injected"], t["inj_line"] == s["k"])
+
+
+WITNESSES = {
+    "interrupts.only_evtchn": (("an edge line injected", _edge_injected),),
+    "interrupts.never_lost": (("a VM entry that must inject", _ready_entry),),
+    "interrupts.no_duplicates": (("line k injected", _k_injected),),
+}
+
+
 def _system(name: str, prop) -> TransitionSystem:
     return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
-                            _describe_state, _describe_input, depth=7)
+                            _describe_state, _describe_input, depth=7,
+                            witnesses=WITNESSES[name])
 
 
 def only_evtchn() -> TransitionSystem:

@@ -146,6 +146,16 @@ def _describe_input(v: dict) -> str:
     return f"{name} ({ioreq.state_name(v['forged'])})" if name == "dm_forge" else name
 
 
+def _round_trip(s, i, t) -> z3.BoolRef:
+    """The vcpu resumes: a request went all the way round."""
+    return _resumed(s, t)
+
+
+def _forgery_crashes(s, i, t) -> z3.BoolRef:
+    """A forged state, read by the waiting VMM, crashes the domain."""
+    return z3.And(z3.Not(s["crashed"]), t["crashed"])
+
+
 def protocol_system() -> TransitionSystem:
     """Only the four transitions occur, at most one ioreq is in flight per
     vcpu, and the vcpu resumes only after IORESP_READY."""
@@ -154,7 +164,9 @@ def protocol_system() -> TransitionSystem:
         invariant=lambda s: z3.And(z3.Not(s["crashed"]), z3.ULE(s["state"], RESP),
                                    s["waiting"] == (s["state"] != NONE)),
         prop=_protocol_property, describe_state=_describe_state,
-        describe_input=_describe_input)
+        describe_input=_describe_input,
+        witnesses=(("a round trip: the vcpu resumes", _round_trip),
+                   ("a send", lambda s, i, t: _sent(s, i, t))))
 
 
 def hostile_system() -> TransitionSystem:
@@ -163,7 +175,9 @@ def hostile_system() -> TransitionSystem:
     return TransitionSystem(
         "ioreq.hostile_dm", _vars(), _inputs(), _init, _step(hostile=True),
         invariant=lambda s: z3.BoolVal(True), prop=_hostile_property,
-        describe_state=_describe_state, describe_input=_describe_input)
+        describe_state=_describe_state, describe_input=_describe_input,
+        witnesses=(("a round trip: the vcpu resumes", _round_trip),
+                   ("a forged state crashes the domain", _forgery_crashes)))
 
 
 # --- mutants: the spec with one function replaced ------------------------------------

@@ -23,6 +23,20 @@ The check has two halves:
 The result is ``proved`` when the induction succeeds (and the search found
 nothing), ``counterexample`` when the search found a run, and ``unknown``
 otherwise (the strengthening is too weak, or Z3 gave up).
+
+**The vacuity guard.** A property that holds because nothing can happen
+proves nothing: an initial condition that no state satisfies, a step
+relation that no state can take, or an obligation whose interesting case
+(the antecedent of its implication: a send to a masked port, a miss with
+the budget full) never arises. So a proof is only ``proved`` with its
+*witnesses*: every system names the cases its properties are about
+(:attr:`TransitionSystem.witnesses`), and for each the check finds a
+concrete run from the initial states, within ``witness_depth`` steps,
+whose last step is that case; it also finds a state of the strengthening
+that can take a step (the induction's premise is satisfiable). A system
+that names no witness, or one whose witness has no run, gives
+``vacuous``, which is not ``proved``: ``hvmspec check`` fails it. The runs
+found are reported with the proof.
 """
 
 from __future__ import annotations
@@ -58,14 +72,21 @@ class TransitionSystem:
     #: new solver. Without push/pop Z3 simplifies and bit-blasts the whole
     #: query first, which is much faster on some systems, slower on others
     incremental: bool = True
+    #: the vacuity guard (module docstring): (name, condition over a step's
+    #: old state, inputs and new state), each of which some run must reach
+    witnesses: tuple[tuple[str, Callable[[State, State, State], z3.BoolRef]], ...] = ()
+    #: how many steps a witness run may take (default: ``depth``)
+    witness_depth: int | None = None
 
 
 @dataclass
 class Outcome:
-    result: str                      # proved | counterexample | unknown
+    result: str                      # proved | counterexample | unknown | vacuous
     seconds: float
     counterexample: list[str] = field(default_factory=list)
     detail: str = ""
+    #: the witnesses of a proof: (name, the run that reaches its case)
+    witnesses: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 def _fresh(decls: dict[str, Callable[[str], z3.ExprRef]], tag: str) -> State:
@@ -90,7 +111,51 @@ def check(system: TransitionSystem, timeout_ms: int = 60_000) -> Outcome:
     if cex is not None:
         return Outcome("counterexample", time.perf_counter() - started, cex)
     verdict, detail = _induction(system, timeout_ms)
-    return Outcome(verdict, time.perf_counter() - started, detail=detail)
+    if verdict != "proved":
+        return Outcome(verdict, time.perf_counter() - started, detail=detail)
+    missing, found = _witnesses(system, timeout_ms)
+    if missing:
+        return Outcome("vacuous", time.perf_counter() - started, detail=missing,
+                       witnesses=found)
+    return Outcome("proved", time.perf_counter() - started, detail=detail, witnesses=found)
+
+
+def _witnesses(system: TransitionSystem,
+               timeout_ms: int) -> tuple[str, list[tuple[str, list[str]]]]:
+    """The vacuity guard: (what is missing, or ""; the witness runs found)."""
+    if not system.witnesses:
+        return "no witness: the system names no case its properties are about", []
+    s, i, t = _fresh(system.state, "ws"), _fresh(system.inputs, "wi"), _fresh(system.state, "wt")
+    premise = _solver(timeout_ms, system.invariant(s), system.step(s, i, t)).check()
+    if premise != z3.sat:
+        return f"no state of the strengthening can take a step ({premise})", []
+    found = []
+    for name, case in system.witnesses:
+        run = _reach(system, case, system.witness_depth or system.depth, timeout_ms)
+        if run is None:
+            return (f"witness {name!r}: no run from the initial states reaches it within "
+                    f"{system.witness_depth or system.depth} steps"), found
+        found.append((name, run))
+    return "", found
+
+
+def _reach(system: TransitionSystem, case, depth: int, timeout_ms: int) -> list[str] | None:
+    """A run from the initial states whose last step satisfies ``case``."""
+    solver = _solver(timeout_ms)
+    states = [_fresh(system.state, "r0")]
+    inputs: list[State] = []
+    solver.add(system.init(states[0]))
+    for k in range(1, depth + 1):
+        states.append(_fresh(system.state, f"r{k}"))
+        inputs.append(_fresh(system.inputs, f"r{k}"))
+        solver.add(system.step(states[k - 1], inputs[k - 1], states[k]))
+        solver.push()
+        solver.add(case(states[k - 1], inputs[k - 1], states[k]))
+        if solver.check() == z3.sat:
+            run = _render(system, solver.model(), states, inputs)
+            return run[:-1] + ["the last step is the case"]
+        solver.pop()
+    return None
 
 
 def _solver(timeout_ms: int, *facts: z3.BoolRef) -> z3.Solver:

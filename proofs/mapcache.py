@@ -57,7 +57,7 @@ from __future__ import annotations
 import z3
 
 from proofs.kinduction import Outcome, TransitionSystem, check_mutated
-from spec import bv, mapcache as mc
+from spec import bv, mapcache as mc, platform
 
 SLOTS = 4
 ACTIONS = ("map", "lock", "unlock", "invalidate", "translate")
@@ -198,26 +198,134 @@ def _describe_input(v: dict) -> str:
     return f"invalidate b{v['bucket']:#x} +{v['count']}{given}"
 
 
-def _system(name: str, prop) -> TransitionSystem:
+def _full_miss(s, i, t) -> z3.BoolRef:
+    """A map of a bucket no window shows, with every window of the budget
+    mapped: the step that must evict (or refuse)."""
+    found, _gen = mc.translate(_table(s), i["bucket"])
+    return z3.And(i["act"] == A["map"], z3.Not(found), _mapped(s) == z3.BV2Int(s["budget"]))
+
+
+def _evicts_around_a_lock(s, i, t) -> z3.BoolRef:
+    """A full-budget miss while a window is locked: the lock must hold."""
+    return z3.And(_full_miss(s, i, t), z3.Or(*[s[f"locks{k}"] != 0 for k in range(SLOTS)]),
+                  z3.UGE(s["budget"], 2))
+
+
+def _translates_past_stale(s, i, t) -> z3.BoolRef:
+    """A translation of *K* that succeeds while a stale window of *K* (made
+    before its frames were given back) is still mapped."""
+    found, _gen = mc.translate(_table(s), s["K"])
+    stale_k = z3.Or(*[z3.And(s[f"stale{k}"], s[f"bucket{k}"] == s["K"]) for k in range(SLOTS)])
+    return z3.And(i["act"] == A["translate"], i["bucket"] == s["K"], found, stale_k)
+
+
+def _system(name: str, prop, witnesses) -> TransitionSystem:
     return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
-                            _describe_state, _describe_input, depth=4)
+                            _describe_state, _describe_input, depth=4, witnesses=witnesses,
+                            witness_depth=6)
 
 
 def budget_system() -> TransitionSystem:
     """The windows qemu-dm maps never exceed its address-space budget."""
-    return _system("mapcache.budget", _budget_property)
+    return _system("mapcache.budget", _budget_property,
+                   (("a miss with the budget full", _full_miss),))
 
 
 def locked_system() -> TransitionSystem:
     """A locked window is never evicted or remapped while the access that
     locked it is in flight."""
-    return _system("mapcache.locked_kept", _locked_property)
+    return _system("mapcache.locked_kept", _locked_property,
+                   (("a full-budget miss while a window is locked", _evicts_around_a_lock),))
 
 
 def stale_system() -> TransitionSystem:
     """Every successful translation reaches the bucket's current frames,
     never a mapping made before the bucket was given back."""
-    return _system("mapcache.no_stale", _stale_property)
+    return _system("mapcache.no_stale", _stale_property,
+                   (("a translation of K past a stale window of K", _translates_past_stale),))
+
+
+# --- the budget within qemu-dm's address space -------------------------------------------
+#
+# ``mapcache.address_space``: a budget the spec accepts (Mapcache's
+# :func:`~spec.mapcache.budget_fits` with the platform's footprint and
+# address space for the word size) bounds the mapped bytes so that they and
+# qemu-dm's own footprint stay inside the process. State: the word size (32
+# or 64), the budget in bytes, the windows mapped. Steps: a miss maps one
+# more window when the budget's windows (budget >> bucket shift, what
+# :func:`~spec.mapcache.room` is given) have room, or a window goes. The
+# bytes are compared in 128-bit words, so nothing in the property can wrap.
+
+W = 64
+
+
+def _space_vars() -> dict:
+    return {"bits32": lambda n: z3.Bool(n), "budget": lambda n: z3.BitVec(n, W),
+            "mapped": lambda n: z3.BitVec(n, W)}
+
+
+def _space_inputs() -> dict:
+    return {"map": lambda n: z3.Bool(n)}
+
+
+def _by_bits(s, table: dict) -> z3.BitVecRef:
+    return z3.If(s["bits32"], z3.BitVecVal(table[32], W), z3.BitVecVal(table[64], W))
+
+
+def _windows(s) -> z3.BitVecRef:
+    shift = _by_bits(s, platform.MAPCACHE_BUCKET_SHIFT)
+    return z3.LShR(s["budget"], shift)
+
+
+def _accepted(s) -> z3.BoolRef:
+    return mc.budget_fits(s["budget"], _by_bits(s, platform.DM_FOOTPRINT),
+                          _by_bits(s, platform.DM_ADDRESS_SPACE))
+
+
+def _space_init(s) -> z3.BoolRef:
+    # every count from 0 to the budget's windows is reached by that many
+    # misses in a row; starting anywhere there lets the search find, in one
+    # step, what a run of millions of misses would reach
+    return z3.And(_accepted(s), z3.ULE(s["mapped"], _windows(s)))
+
+
+def _space_step(s, i, t) -> z3.BoolRef:
+    same = z3.And(t["bits32"] == s["bits32"], t["budget"] == s["budget"])
+    grow = z3.And(i["map"], z3.ULT(s["mapped"], _windows(s)), t["mapped"] == s["mapped"] + 1)
+    shrink = z3.And(z3.Not(i["map"]), z3.UGT(s["mapped"], 0), t["mapped"] == s["mapped"] - 1)
+    return z3.And(same, z3.Or(grow, shrink))
+
+
+def _space_invariant(s) -> z3.BoolRef:
+    return z3.And(_accepted(s), z3.ULE(s["mapped"], _windows(s)))
+
+
+def _space_property(s, i, t) -> z3.BoolRef:
+    def wide(table: dict) -> z3.BitVecRef:       # 128 bits: no sum below can wrap
+        return z3.ZeroExt(W, _by_bits(t, table))
+    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << wide(platform.MAPCACHE_BUCKET_SHIFT)
+    return z3.ULE(mapped_bytes + wide(platform.DM_FOOTPRINT), wide(platform.DM_ADDRESS_SPACE))
+
+
+def _describe_space(v: dict) -> str:
+    bits = 32 if v["bits32"] else 64
+    return (f"{bits}-bit qemu-dm, budget {v['budget'] >> 20} MiB, "
+            f"{v['mapped']} windows mapped")
+
+
+def address_space_system() -> TransitionSystem:
+    """A budget qemu-dm accepts keeps its mapped bytes plus its own footprint
+    inside its address space (3 GiB for a 32-bit qemu-dm)."""
+    return TransitionSystem("mapcache.address_space", _space_vars(), _space_inputs(),
+                            _space_init, _space_step, _space_invariant, _space_property,
+                            _describe_space, lambda v: "map" if v["map"] else "unmap",
+                            depth=2, witnesses=(("a 32-bit qemu-dm's largest budget filled",
+                                                 _fills_largest_budget),))
+
+
+def _fills_largest_budget(s, i, t) -> z3.BoolRef:
+    largest = platform.DM_ADDRESS_SPACE[32] - platform.DM_FOOTPRINT[32]
+    return z3.And(s["bits32"], s["budget"] == largest, i["map"], t["mapped"] == _windows(t))
 
 
 # --- mutants: the spec with one function replaced ------------------------------------
@@ -242,12 +350,27 @@ def _invalidate_forgets_last(table, first, count):
                                                  bv.sub(count, 1, mc.BUCKET_BITS)))
 
 
+def _fits_forgets_footprint(budget, footprint, space):
+    """The budget is checked against the whole address space, as if qemu-dm
+    took none of it itself."""
+    return bv.not_(bv.ult(space, budget))
+
+
+def _fits_wraps(budget, footprint, space):
+    """Budget and footprint are added in a 64-bit word before the
+    comparison: a budget near 2^64 wraps around and is accepted."""
+    return bv.not_(bv.ult(space, bv.add(budget, footprint, 64)))
+
+
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("mapcache.budget", budget_system, [("room_off_by_one", "room", _room_off_by_one)]),
     ("mapcache.locked_kept", locked_system, [("evict_locked", "evictable", _evict_locked)]),
     ("mapcache.no_stale", stale_system,
      [("invalidate_forgets_last", "invalidate", _invalidate_forgets_last)]),
+    ("mapcache.address_space", address_space_system,
+     [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
+      ("fits_wraps", "budget_fits", _fits_wraps)]),
 ]
 
 

@@ -662,11 +662,41 @@ def _by_op(count: int):
     return lambda i: [i["op"] == k for k in range(count)]
 
 
+def _op_case(kind: str, node: str | None, when):
+    """A witness: operation (``kind``, ``node``) by the step's domain, with
+    ``when(op, s, i)`` true of it."""
+    k = STORE_OPS.index((kind, node))
+    return lambda s, i, t: z3.And(i["op"] == k, when(_store_op(kind, node, s, i), s, i))
+
+
+def _unprivileged(op) -> z3.BoolRef:
+    return z3.Not(op.actor[1])
+
+
+#: the cases the store system's properties are about
+STORE_WITNESSES = {
+    "xenstore.access": (
+        ("an unprivileged domain creates C", _op_case(
+            "create", "C", lambda op, s, i: z3.And(op.happens, _unprivileged(op)))),
+        ("an unprivileged domain's write refused", _op_case(
+            "write", "P", lambda op, s, i: z3.And(s["P.ex"], z3.Not(op.happens),
+                                                  _unprivileged(op))))),
+    "xenstore.quota": (
+        ("T's creation refused by its quota", _op_case(
+            "create", "C", lambda op, s, i: z3.And(
+                i["dom"] == s["T"], z3.Not(s["C.ex"]), z3.Not(op.happens),
+                _has_right(i["dom"], op.actor[1], _acl(s, "P."), perms.WRITE)))),
+        ("T creates C and is charged", _op_case(
+            "create", "C", lambda op, s, i: z3.And(i["dom"] == s["T"], op.happens)))),
+}
+
+
 def _store_system(name: str, prop) -> TransitionSystem:
     return TransitionSystem(name, _store_vars(), _store_inputs(), _store_init, _store_step,
                             _store_invariant, prop, _store_describer(_Generations()),
                             _describe_store_input,
-                            depth=4, cases=_by_op(len(STORE_OPS)), incremental=False)
+                            depth=4, cases=_by_op(len(STORE_OPS)), incremental=False,
+                            witnesses=STORE_WITNESSES[name], witness_depth=2)
 
 
 def access_system() -> TransitionSystem:
@@ -839,7 +869,26 @@ def serialisable_system() -> TransitionSystem:
     from the store is still current at its commit."""
     return TransitionSystem("xenstore.serialisable", _tx_vars(), _tx_inputs(), _tx_init,
                             _tx_step, _tx_invariant, _serialisable_property,
-                            _tx_describer(_Generations()), _describe_tx_input, depth=4)
+                            _tx_describer(_Generations()), _describe_tx_input, depth=4,
+                            witnesses=(("a commit of what the transaction read",
+                                        _commit_after_read),
+                                       ("a commit refused for a conflict",
+                                        _commit_conflicts)))
+
+
+def _commit(s, i):
+    happens, _ = _tx_op_effect("tx_commit", None, s, i)
+    return i["op"] == TX_OPS.index(("tx_commit", None)), happens
+
+
+def _commit_after_read(s, i, t) -> z3.BoolRef:
+    is_commit, happens = _commit(s, i)
+    return z3.And(is_commit, happens, z3.Or(*[s[f"got{k}"] for k in range(ITEMS)]))
+
+
+def _commit_conflicts(s, i, t) -> z3.BoolRef:
+    is_commit, happens = _commit(s, i)
+    return z3.And(is_commit, s["tx"], z3.Not(happens))
 
 
 # --- mutants: the spec with one function replaced ---------------------------------------

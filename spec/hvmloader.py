@@ -2,7 +2,7 @@
 
 Room: interface. Both engines place firmware through this module; it reads
 files and computes where their bytes go, and has no behaviour of the VMM.
-Imports :mod:`spec.loader`.
+Imports :mod:`spec.loader`, :mod:`spec.acpi_tables` and :mod:`spec.platform`.
 
 In Xen 3.x an HVM domain's "kernel" was ``/usr/lib/xen/boot/hvmloader``
 (``tools/firmware/hvmloader``): a small 32-bit program that the domain
@@ -29,6 +29,11 @@ no hvmloader code runs in the guest. What the model places
 * **The VGA BIOS** at ``0xC0000``, in guest RAM, where the BIOS's option
   ROM scan (``0xC0000``-``0xDFFFF``, 2 KiB steps) finds it by its
   ``55 AA`` signature, as hvmloader placed it.
+* **The ACPI tables** hvmloader built, at ``0xEA000``
+  (:mod:`spec.acpi_tables`), when the BIOS is a 64 KiB one that leaves
+  that room free, as hvmloader's rombios did: a 128 KiB BIOS (SeaBIOS,
+  Debian's rombios with rombios32) fills ``0xE0000``-``0xFFFFF`` and builds
+  its own tables, and the builder writes none.
 
 An xm configuration asks for this job as Xen 3.x's did, with ``kernel =
 "/usr/lib/xen/boot/hvmloader"`` (any path whose last part is
@@ -55,11 +60,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from spec import acpi_tables, platform
 from spec.loader import GuestError, GuestImage, load
 
 #: firmware by name: (file, the Debian package that installs it)
 FIRMWARE = {
     "rombios": ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
+    # the 64 KiB rombios without rombios32: the shape of the BIOS Xen 3.0.4's
+    # hvmloader carried, and the one that gets hvmloader's ACPI tables
+    "rombios-legacy": ("/usr/share/bochs/BIOS-bochs-legacy", "bochsbios"),
     "seabios": ("/usr/share/seabios/bios.bin", "seabios"),
 }
 #: the VGA BIOS hvmloader placed: the LGPL vgabios (standard VGA with
@@ -90,7 +99,7 @@ class Firmware:
 
 
 def choose(firmware: str, vgabios: str | None = None) -> Firmware:
-    """``firmware`` is ``rombios``, ``seabios`` or a BIOS file; ``vgabios``
+    """``firmware`` is a name of :data:`FIRMWARE` or a BIOS file; ``vgabios``
     a VGA BIOS file, ``"none"`` for none, or None for the default."""
     if firmware in FIRMWARE:
         bios_path, name = FIRMWARE[firmware][0], firmware
@@ -146,10 +155,20 @@ def check_vgabios(data: bytes, path: str) -> int:
     return length
 
 
+def acpi_placements(bios_size: int) -> tuple[tuple[int, bytes], ...]:
+    """The ACPI tables to place with a BIOS of ``bios_size`` bytes: at
+    :data:`spec.platform.ACPI_TABLES_ADDRESS` for a 64 KiB BIOS (it sits
+    at ``0xF0000``, as hvmloader's rombios did), none for a larger one,
+    which occupies that address (module docstring)."""
+    if bios_size != BIOS_BLOCK:
+        return ()
+    return ((platform.ACPI_TABLES_ADDRESS, acpi_tables.build()),)
+
+
 def load_firmware(firmware: Firmware) -> GuestImage:
     """The guest image of a firmware: the BIOS's low copy as the image
     (ending at 1 MiB), the whole ROM as its alias below 4 GiB, and the VGA
-    BIOS as a further placement."""
+    BIOS and (for a 64 KiB BIOS) the ACPI tables as further placements."""
     bios = _read(firmware.bios_path, "BIOS")
     check_bios(bios, firmware.bios_path)
     low = bios[-LOW_BIOS_SIZE:]
@@ -158,6 +177,7 @@ def load_firmware(firmware: Firmware) -> GuestImage:
         vga = _read(firmware.vgabios_path, "VGA BIOS")
         length = check_vgabios(vga, firmware.vgabios_path)
         placements = ((VGABIOS_ADDRESS, vga[:length]),)
+    placements += acpi_placements(len(bios))
     return GuestImage(firmware.name, low, kind="firmware", path=firmware.bios_path,
                       placements=placements, rom=bios)
 

@@ -39,6 +39,12 @@ current generation.
 
 The *legacy* mode maps all guest memory at start-up (``map-everything``);
 it refuses a guest whose memory does not fit the budget.
+
+The budget itself is bounded by the process: a 32-bit qemu-dm under Linux
+has 3 GiB of address space, and about 768 MiB of it is qemu-dm's own
+(:data:`spec.platform.DM_FOOTPRINT`), so no budget above 2304 MiB is
+accepted (:func:`budget_fits`): a 32-bit qemu-dm cannot map a 6 GiB guest
+whatever it is told.
 """
 
 from __future__ import annotations
@@ -96,6 +102,13 @@ def mapped_count(table: tuple[Entry, ...]) -> bv.Word:
     for e in table:
         count = bv.add(count, bv.from_bit(e.valid, LOCK_BITS), LOCK_BITS)
     return count
+
+
+def budget_fits(budget: bv.Word, footprint: bv.Word, space: bv.Word) -> bv.Bit:
+    """Whether a budget of ``budget`` bytes of guest mappings fits the
+    process: qemu-dm's own ``footprint`` plus the budget within its address
+    ``space`` (64-bit words; the footprint is less than the space)."""
+    return bv.not_(bv.ult(bv.sub(space, footprint, 64), budget))
 
 
 def room(table: tuple[Entry, ...], budget_buckets: bv.Word) -> bv.Bit:
@@ -232,6 +245,10 @@ class MapcacheFull(Exception):
     """Every window of the budget is locked: the access cannot be mapped."""
 
 
+class BudgetTooBig(DeviceModelError):
+    """A mapcache budget larger than what qemu-dm's address space leaves."""
+
+
 class LegacyTooBig(DeviceModelError):
     """Map-everything mode with a guest larger than the address-space budget."""
 
@@ -243,6 +260,15 @@ class MapcacheStats:
     evictions: int = 0
     invalidations: int = 0
     peak_bytes: int = 0
+
+
+def budget_refusal(bits: int, budget: int) -> str:
+    """Why a ``bits``-bit qemu-dm cannot take a budget of ``budget`` bytes."""
+    space, own = platform.DM_ADDRESS_SPACE[bits], platform.DM_FOOTPRINT[bits]
+    return (f"a mapcache budget of {budget >> 20} MiB does not fit a {bits}-bit qemu-dm: "
+            f"Linux gives the process {space >> 20} MiB of address space and qemu-dm "
+            f"needs {own >> 20} MiB of it itself, so at most {(space - own) >> 20} MiB "
+            f"can map guest memory")
 
 
 @dataclass
@@ -268,6 +294,9 @@ class Mapcache:
             raise ValueError(f"qemu-dm is 32- or 64-bit, not {self.bits}-bit")
         if self.budget is None:
             self.budget = platform.MAPCACHE_DEFAULT_BUDGET[self.bits]
+        if not budget_fits(self.budget, platform.DM_FOOTPRINT[self.bits],
+                           platform.DM_ADDRESS_SPACE[self.bits]):
+            raise BudgetTooBig(budget_refusal(self.bits, self.budget))
         self.shift = platform.MAPCACHE_BUCKET_SHIFT[self.bits]
         self.bucket_bytes = 1 << self.shift
         self.windows = self.budget >> self.shift

@@ -103,8 +103,17 @@ PM1_CNT_SLP_TYP_SHIFT = 10
 PM1_CNT_SLP_TYP_MASK = 0x7 << PM1_CNT_SLP_TYP_SHIFT
 PM1_CNT_SLP_EN = 1 << 13
 # The sleep type of S5 in Xen's HVM DSDT of the version-0 era (qemu-dm's
-# piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00).
+# piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00), and in
+# the \_S5 package of the DSDT the domain builder writes (spec/acpi_tables.py).
 SLP_TYP_S5 = 7
+# The ACPI SCI's ISA line: hvmloader's pci_setup hard-wires the PIIX4 PM
+# function's interrupt line to IRQ 9 ("Hardcoded IRQ9") and its FADT says
+# ``.sci_int = 9`` (tools/firmware/hvmloader/acpi/static_tables.c)
+IRQ_SCI = 9
+# Where hvmloader builds the ACPI tables (acpi2_0.h ``ACPI_PHYSICAL_ADDRESS``);
+# hvmloader.c asserts they end at or below the BIOS at 0xF0000
+ACPI_TABLES_ADDRESS = 0xEA000
+ACPI_TABLES_END = 0xF0000
 
 # --- Xen ------------------------------------------------------------------------
 
@@ -152,9 +161,16 @@ TESTDEV_SIZE = 0x1000
 
 # bucket size (log2 bytes) by qemu-dm's word size: ``MCACHE_BUCKET_SHIFT``
 MAPCACHE_BUCKET_SHIFT = {32: 16, 64: 20}
-# the default address space for guest mappings by qemu-dm's word size: 2.5 GiB
-# less 256 MiB that a 32-bit qemu-dm uses itself; ``MCACHE_MAX_SIZE`` on 64-bit
-MAPCACHE_DEFAULT_BUDGET = {32: (5 << 29) - (256 << 20), 64: 1 << 35}
+# qemu-dm's own address space, by its word size: Linux gives a 32-bit process
+# the 3 GiB below PAGE_OFFSET (0xC0000000, the i386 3G/1G split), a 64-bit one
+# the 128 TiB below TASK_SIZE (2^47). qemu-dm itself (its program and
+# libraries, heap, thread stacks and the VGA's video memory) takes about
+# DM_FOOTPRINT of it; what is left is all the mapcache may map
+DM_ADDRESS_SPACE = {32: 3 << 30, 64: 1 << 47}
+DM_FOOTPRINT = {32: 768 << 20, 64: 768 << 20}
+# the default address space for guest mappings by qemu-dm's word size: all a
+# 32-bit qemu-dm has left (2304 MiB); ``MCACHE_MAX_SIZE`` (32 GiB) on 64-bit
+MAPCACHE_DEFAULT_BUDGET = {32: DM_ADDRESS_SPACE[32] - DM_FOOTPRINT[32], 64: 1 << 35}
 
 
 # --- CMOS/RTC (MC146818A data sheet; QEMU's hw/rtc/mc146818rtc.c) ------------------

@@ -13,7 +13,7 @@ nothing is executed)::
     kernel = 'demo'           # the firmware image (Xen: hvmloader): a bundled
                               # guest's name or a file, or
                               # '/usr/lib/xen/boot/hvmloader' for real firmware:
-    bios = 'rombios'          # with hvmloader: rombios, seabios or a file
+    bios = 'rombios'          # with hvmloader: rombios, rombios-legacy, seabios or a file
     vgabios = '/usr/share/vgabios/vgabios.bin'   # or 'none'
     memory = 16               # MiB
     vcpus = 1
@@ -50,6 +50,7 @@ from __future__ import annotations
 import ast
 import os
 
+from spec.hvmloader import FIRMWARE
 from spec.loader import GUESTS_DIR
 from spec.xend import DomainConfig, XendError, check_name
 
@@ -159,7 +160,7 @@ def parse(text: str, source: str = "<config>",
     except XendError as exc:
         raise ConfigFileError(f"{source}:{lines['name']}: {exc}") from None
     for key in ("kernel", "bios", "vgabios"):     # files beside the configuration
-        if key in values and values[key] not in ("rombios", "seabios", "none"):
+        if key in values and values[key] not in (*FIRMWARE, "none"):
             values[key] = kernel_path(values[key], directory)
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
     if "map_everything" in fields:

@@ -11,7 +11,7 @@ from impl.mapcache import Mapcache as ImplMapcache
 from spec import platform, trace
 from spec.mapcache import EMPTY, LegacyTooBig, Mapcache, MapcacheFull
 from spec.xend import DeviceModelError
-from tests.conftest import both, guest, run
+from tests.conftest import both, cli, guest, run
 
 KIB = 1 << 10
 
@@ -74,6 +74,39 @@ def test_map_everything_refuses_a_guest_that_does_not_fit():
         ImplMapcache(4 << 30, bits=32, legacy=True)
     assert platform.MAPCACHE_DEFAULT_BUDGET[32] == 2304 << 20
     Mapcache(4 << 30, bits=64, legacy=True)     # a 64-bit qemu-dm maps it all
+
+
+@pytest.mark.parametrize("bits, budget, fits", [
+    (32, 2304 << 20, True), (32, (2304 << 20) + 1, False), (32, 8 << 30, False),
+    (32, (1 << 64) - 1, False), (64, 8 << 30, True), (64, (1 << 47) - (768 << 20), True),
+    (64, 1 << 47, False)])
+def test_the_budget_must_fit_qemu_dms_own_address_space(bits, budget, fits):
+    """A 32-bit qemu-dm has 3 GiB, 768 MiB of it its own: a budget beyond the
+    2304 MiB left is refused by both engines' qemu-dm, with the same words."""
+    if fits:
+        assert Mapcache(1 << 30, bits=bits, budget=budget).budget == budget
+        ImplMapcache(1 << 30, bits=bits, budget=budget)
+        return
+    with pytest.raises(DeviceModelError) as spec_error:
+        Mapcache(1 << 30, bits=bits, budget=budget)
+    with pytest.raises(DeviceModelError) as impl_error:
+        ImplMapcache(1 << 30, bits=bits, budget=budget)
+    assert str(spec_error.value) == str(impl_error.value)
+    room = (platform.DM_ADDRESS_SPACE[bits] - platform.DM_FOOTPRINT[bits]) >> 20
+    assert f"at most {room} MiB can map guest memory" in str(spec_error.value)
+
+
+@pytest.mark.parametrize("engine", ["reference", "impl"])
+def test_a_32_bit_qemu_dm_cannot_map_6_gib(engine):
+    """The issue's run: told to map a 6 GiB guest whole with an 8 GiB budget,
+    a 32-bit qemu-dm refuses (exit 2); a 64-bit one does it."""
+    proc = cli("run", "hello", "--engine", engine, "--dm-bits", "32", "--mapcache-budget",
+               "8G", "--map-everything", "--memory", "6144")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "does not fit a 32-bit qemu-dm" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("run", "hello", "--engine", engine, "--dm-bits", "64", "--mapcache-budget",
+               "8G", "--map-everything", "--memory", "6144")
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- impl against the spec: the same events for any sequence of operations -------------

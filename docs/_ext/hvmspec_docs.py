@@ -1022,7 +1022,10 @@ def _proofs_rst(rows: list[dict]) -> str:
             parts.append(f"Result: **{r['result']}**" + (
                 " by bounded search and 1-induction with the strengthening: no "
                 "counterexample exists, for runs of any length." if r["result"] == "proved"
-                else "."))
+                else f": {r.get('detail', '')}."))
+        for w in r.get("witnesses", []):
+            parts += ["", f"Witness, *{w['case']}*: a run that reaches it::", ""]
+            parts += [f"    {line}" for line in w["run"]]
         parts.append("")
     return "\n".join(parts) + "\n"
 

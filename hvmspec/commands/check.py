@@ -78,7 +78,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             OPERATOR.checkpoint()
             rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
                          "result": outcome.result, "seconds": round(outcome.seconds, 4),
-                         "counterexample": outcome.counterexample})
+                         "counterexample": outcome.counterexample, "detail": outcome.detail,
+                         "witnesses": [{"case": name, "run": run}
+                                       for name, run in outcome.witnesses]})
             advance()
     ok = all(r["result"] == r["expected"] for r in rows)
     if args.json:
@@ -110,6 +112,10 @@ def _print_check_table(rows: list[dict]) -> None:
                           highlight=False)
             for line in r["counterexample"]:
                 console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
+    for r in rows:
+        if r["result"] == "vacuous":
+            console.print(Text.assemble((r["name"], "bold"), f": vacuous: {r['detail']}"),
+                          highlight=False)
     bad = [r["name"] for r in rows if r["result"] != r["expected"]]
     console.print(Text(f"{len(rows) - len(bad)} as expected, {len(bad)} not"
                        + (f": {', '.join(bad)}" if bad else "")), highlight=False)

@@ -27,10 +27,12 @@ def add_parsers(sub) -> None:
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
                      "bundled name wins over a file of the same name here: write ./NAME "
                      "for the file. Not with --firmware")
-    run.add_argument("--firmware", metavar="rombios|seabios|FILE",
+    run.add_argument("--firmware", metavar="rombios|rombios-legacy|seabios|FILE",
                      help="boot firmware as Xen's hvmloader placed it: rombios (Debian's "
-                     "bochsbios), seabios (Debian's seabios) or a BIOS file, at the top of "
-                     "the first MiB and aliased below 4 GiB, with a VGA BIOS at 0xc0000")
+                     "bochsbios), rombios-legacy (its 64 KiB rombios without rombios32, "
+                     "as Xen 3.0.4 carried, with hvmloader's ACPI tables), seabios "
+                     "(Debian's seabios) or a BIOS file, at the top of the first MiB and "
+                     "aliased below 4 GiB, with a VGA BIOS at 0xc0000")
     run.add_argument("--vgabios", metavar="FILE",
                      help="the VGA BIOS for --firmware (default: Debian's vgabios, "
                      "/usr/share/vgabios/vgabios.bin; 'none': no VGA BIOS)")

@@ -20,6 +20,9 @@ it, as Xen 3.0.4's ``piix4acpi.c`` did.
 Writing PM1a_CNT with SLP_EN set and SLP_TYP = S5 is the guest's soft power
 off: qemu-dm asks Xen to shut the domain down with reason *poweroff*
 (``xc_domain_shutdown(..., SHUTDOWN_poweroff)``), which Xen signals to xend.
+S5's SLP_TYP is :data:`spec.platform.SLP_TYP_S5` (7), the value the DSDT's
+``\\_S5`` package gives an OS (:mod:`spec.acpi_tables`, as hvmloader's
+``dsdt.asl``: "Poweroff support - ties in with qemu emulation").
 SLP_EN itself always reads as 0. Other sleep types are accepted and
 ignored (qemu-dm of that era implemented S3 only on request).
 """
