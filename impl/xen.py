@@ -3,8 +3,9 @@
 Room: the hypervisor side of the data path — what happens at a VM exit and
 how an ioreq travels to the device model and back, and the hypercalls a
 VMCALL makes (:mod:`impl.p2m`); the devices Xen emulates itself, the vPIC
-(:mod:`impl.pic`) and the PIT with port 0x61 and IRQ0's periodic time
-(:mod:`impl.timer`). Imports :mod:`impl.vcpu` and its parts
+(:mod:`impl.pic`), the PIT with port 0x61 and IRQ0's periodic time
+(:mod:`impl.timer`) and the RTC's clock registers with IRQ8 (:mod:`impl.rtc`,
+CMOS indices below 0x0E; the rest goes on to qemu-dm). Imports :mod:`impl.vcpu` and its parts
 (:mod:`impl.exits`, :mod:`impl.guest_linear`, :mod:`impl.registers`),
 :mod:`impl.mmio`, :mod:`impl.delivery`, :mod:`impl.p2m`, and
 :mod:`spec.trace` / :mod:`spec.platform` for the interface (event types,

@@ -73,6 +73,12 @@ forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
 ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
 :mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each access is
 traced as a ``xen_io`` event and costs the bus time of :mod:`spec.clock`.
+Ports 0x70/0x71 are the RTC's of :mod:`spec.devices.rtc`, Xen's only in
+part: ``handle_rtc_io`` keeps an index of its own and performs a one-byte
+access while that index is below 0x0E; from 0x0E on (and for the index
+write that selects such a byte) it declines, and the access becomes an
+ioreq to qemu-dm's CMOS RAM like any other. Other sizes and string forms
+are claimed and ignored, as the PIT's are.
 
 Port 0xE9 is Xen's debug console for HVM guests (Xen 3.0.4's
 ``vmx_io_instruction``): a byte OUT there (not a string form, not a wider
@@ -89,7 +95,9 @@ Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 0. Xen's periodic time for the PIT (:mod:`spec.devices.pit`, rules 3-4)
    fires for every tick due by the vcpu's clock (a ``timer_tick`` event)
    and, while ticks are pending, raises an edge on ISA line 0 of the
-   virtual PIC: IRQ0 comes from Xen itself, not through qemu-dm;
+   virtual PIC: IRQ0 comes from Xen itself, not through qemu-dm; then
+   the RTC's timers that are due run (:mod:`spec.devices.rtc`) and assert
+   or deassert IRQ8 on the PIC themselves (``xen_irq`` events);
 1. if the domain's interrupt event channel is pending, clear it and apply
    the lines qemu-dm raised and lowered to the virtual PIC;
 2. if the PIC presents a request and the guest may take an interrupt
