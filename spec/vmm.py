@@ -391,15 +391,16 @@ class Vmm:
         self.finish(vcpu, ex, advance=True)
 
     def timer_io(self, vcpu: int, ex: Exit, device: str, access) -> None:
-        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`) or
-        the PM timer (:mod:`spec.devices.pmtimer`), done by ``access()``:
+        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`), the
+        PM timer (:mod:`spec.devices.pmtimer`) or the RTC that Xen handles
+        (:mod:`spec.devices.rtc`), done by ``access()``:
         an IN or OUT is performed at once; a read Xen does not answer (PIT
         0x43, a size the handler refuses) leaves (E)AX as it was, such a
         write is dropped. A string form is claimed and ignored
-        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO"): no device
-        access, memory untouched, but the instruction completes, its index
-        registers and count advanced for every element, each charged as a
-        port access."""
+        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO", "wrong RTC
+        IO"): no device access, memory untouched, but the instruction
+        completes, its index registers and count advanced for every element,
+        each charged as a port access."""
         hw, q = self.vcpus[vcpu], ex.io
         mask = _mask(q.size)
         if not q.string:
