@@ -15,7 +15,7 @@ none). For each phase it counts:
 
 * the instructions the vcpu retired: the span of ``icount`` over the phase
   (from the events that carry one: VM exits, entries, injections, direct
-  port accesses) less the nanoseconds it spent halted, since a halted
+  port accesses; not a display refresh, whose ``icount`` is the clock) less the nanoseconds it spent halted, since a halted
   vcpu's count jumps to the next timer deadline (:mod:`spec.clock`);
 * VM exits by reason (``io``, ``hlt``, ``ept_violation``, ...);
 * the devices the guest touched, by accesses: qemu-dm's (``device_io``;
@@ -105,8 +105,8 @@ def phases(events: Iterable[trace.Event]) -> list[dict]:
     lines: dict[int, list[str]] = {}
     icount = 0
     for event in events:
-        at = getattr(event, "icount", None)
-        if isinstance(at, int):
+        at = None if isinstance(event, trace.DisplayUpdate) else getattr(event, "icount", None)
+        if isinstance(at, int):         # (a display refresh's is the clock, not a count)
             icount = at
             current.saw(at)
         name = _device_name(event)
