@@ -20,7 +20,8 @@ none). For each phase it counts:
 * VM exits by reason (``io``, ``hlt``, ``ept_violation``, ...);
 * the devices the guest touched, by accesses: qemu-dm's (``device_io``;
   an address no device claims counts as ``unclaimed``), Xen's own
-  (``xen_io``: the PIT, port 0x61, the PM timer, the PIC) and the ports Xen
+  (``xen_io``: the PIT, port 0x61, the PM timer, the PIC, the RTC's clock
+  registers) and the ports Xen
   passes straight through (``direct_io``, named ``port 0x80`` and so on).
   The debug ports' own accesses (one per logged byte) are the log, not
   devices, and are counted as ``log bytes``;

@@ -143,7 +143,8 @@ class Host:
         vmm = Vmm(domid, vcpu, page, self.emit,
                   notify=lambda port: self.evtchn.send(domid, port),
                   crash=lambda message, rip: self.crash(domid, message, rip),
-                  shutdown=lambda reason: self.shutdown(domid, reason, "xen"))
+                  shutdown=lambda reason: self.shutdown(domid, reason, "xen"),
+                  rtc_base=config.rtc_base)
         vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
         page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
         dom = Domain(domid, vcpu, vmm, page, config)

@@ -127,6 +127,12 @@ class Vpic:
         s.irr = (s.irr & ~(cleared >> 8) | raised >> 8) & 0xFF
         self._cascade()
 
+    def lower(self, line: int) -> None:
+        """Xen's own line falls: its request goes; an idle slave drops IRQ2."""
+        self.lines(0, 1 << line)
+        if line >= 8 and self.slave.pending() < 0:
+            self.master.irr &= ~4
+
     def requesting(self) -> bool:
         self._cascade()
         return self.master.pending(self.master.sfnm) >= 0

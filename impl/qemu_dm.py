@@ -2,14 +2,15 @@
 
 Room: the device model of one domain — taking ioreqs from the shared page,
 performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
-the VGA of :mod:`impl.vga`, the RTC of :mod:`impl.rtc`, the 8042 and port 0x92 of
+the VGA of :mod:`impl.vga`, the CMOS RAM of :mod:`impl.cmos`, the 8042 and port 0x92 of
 :mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`,
 the firmware's debug ports of :mod:`impl.debugport`) or, for COPY requests, in MMIO space (the
 test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
 reboot, and counting the accesses no device claimed. The PIT and port 0x61
-are Xen's (:mod:`impl.timer`, driven by :mod:`impl.xen`), not qemu-dm's. Imports :mod:`impl.xen` (the
+are Xen's (:mod:`impl.timer`, driven by :mod:`impl.xen`), not qemu-dm's, as are the RTC's
+clock registers 0x00-0x0D and IRQ8 (:mod:`impl.rtc`). Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
 :mod:`spec.platform`.
 """
@@ -24,7 +25,7 @@ from impl.dma import Dma, DmaPorts
 from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
-from impl.rtc import Rtc
+from impl.cmos import Cmos
 from impl.uart import Uart
 from impl.vga import PERIOD, Vga
 from impl.xen import (COPY, INPROCESS, INVALIDATE, PIO, READ, READY, RESP_READY, WRITE, Emit,
@@ -85,7 +86,6 @@ class QemuDm:
         clock = libxc.clock_ns
         self.uart = Uart(emit, lambda level: self.set_irq(platform.IRQ_COM1, level), clock,
                          serial_input)
-        self.rtc_due: int | None = None
         self._ports: dict | None = None          # port -> (base, device), from devices
         self._parts: dict = {}                   # (device, access size) -> the size it takes
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
@@ -96,14 +96,13 @@ class QemuDm:
         if self.vga is not None:
             self.devices.append((0x3C0, 0x3E0, self.vga))
         self.frame_period = 0
-        self.rtc = Rtc(clock, lambda level: self.set_irq(platform.IRQ_RTC, level),
-                       conf.memory_bytes,
-                       platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
-                       conf.boot)
+        self.cmos = Cmos(conf.memory_bytes,
+                         platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
+                         conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.pci = Pci(self._testdev_moved, self._reboot)
-        self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.rtc),
+        self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.cmos),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
                           StatusPort(kbc)),
@@ -150,9 +149,6 @@ class QemuDm:
 
     def deadline(self) -> int | None:
         due = self.uart.due()
-        rtc = self.rtc_due
-        if rtc is not None and (due is None or rtc < due):
-            due = rtc
         if self.vga is not None and self.vga.wants_refresh():
             frame = (self.frame_period + 1) * PERIOD
             if due is None or frame < due:
@@ -175,10 +171,6 @@ class QemuDm:
         if uart_due is not None and now >= uart_due:
             self.uart.timer(now)
             worked = True
-        if self.rtc_due is not None and now >= self.rtc_due:
-            self.rtc.timer(now)
-            worked = True
-        self.rtc_due = self.rtc.deadline()
         if now // PERIOD > self.frame_period:
             self.frame_period = now // PERIOD
             if self.vga is not None:

@@ -1,9 +1,10 @@
-"""CMOS RAM and the MC146818A real-time clock for the impl engine's qemu-dm.
+"""Xen 3.0.4's RTC (``hvm/rtc.c``) for the impl engine's VMM.
 
-Room: ports 0x70/0x71, 128 bytes of CMOS, the clock on the virtual clock
-(ns = guest instructions) and the periodic, update-ended and alarm
-interrupts on IRQ8. Imports nothing of ``spec/`` but the platform numbers;
-the behaviour is the one :mod:`spec.devices.rtc` states.
+Room: CMOS 0x00-0x0D (clock, alarm, A-D), Xen's index at port 0x70 and the
+pass-through of other indices to qemu-dm, the second and periodic timers on
+the virtual clock, IRQ8 straight to the vPIC. Imports nothing of ``spec/``
+but the platform numbers; the behaviour is the one :mod:`spec.devices.rtc`
+states.
 """
 
 from __future__ import annotations
@@ -11,239 +12,235 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from spec import platform
-
 GIGA = 1_000_000_000
-HOLD = 244_140                      # UIP lead before an update, ns
-CENTURY = platform.RTC_CENTURY
-CLOCK_REGS = {0: "sec", 2: "min", 4: "hour", 6: "wday", 7: "mday", 8: "mon", 9: "year",
-              CENTURY: "century"}
+UIP_WINDOW = 244_000
+MDAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _trunc(a: int, b: int) -> int:
-    return int(a / b) if abs(a) < 1 << 52 else (a // b if (a < 0) == (b < 0) else -(-a // b))
-
-
-def seconds_of(year: int, mon: int, mday: int, hour: int, minute: int, sec: int) -> int:
-    """QEMU's mktimegm: March-based years, no validation."""
-    y, m = (year - 1, mon + 12) if mon < 3 else (year, mon)
-    days = 365 * y + _trunc(y, 4) - _trunc(y, 100) + _trunc(y, 400)
-    days += _trunc(153 * m - 457, 5) + mday - 719469
-    return days * 86400 + hour * 3600 + minute * 60 + sec
-
-
-def cmos_sizes(mem: int) -> list[tuple[int, int]]:
-    """(index, byte) of the memory-size bytes for ``mem`` bytes of RAM."""
-    low = mem if mem < platform.HVM_BELOW_4G_RAM_END else platform.HVM_BELOW_4G_RAM_END
-    kib_base = low >> 10 if low >> 10 < 640 else 640
-    kib_ext = max(low - 0x100000, 0) >> 10
-    blocks16 = max(low - 0x1000000, 0) >> 16
-    blocks4g = (mem - low) >> 16
-    kib_ext, blocks16 = min(kib_ext, 0xFFFF), min(blocks16, 0xFFFF)
-    out = []
-    for index, value, n in ((0x15, kib_base, 2), (0x17, kib_ext, 2), (0x30, kib_ext, 2),
-                            (0x34, blocks16, 2), (0x5B, blocks4g, 3)):
-        out += [(index + i, value >> 8 * i & 0xFF) for i in range(n)]
-    return out
-
-
-def _bios_bytes(boot: str) -> list[tuple[int, int]]:
-    """qemu-dm's cmos_init: boot order (0x3D, 0x38), equipment, no drives."""
-    code = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
-    return [(0x3D, code[0] | code[1] << 4), (0x38, code[2] << 4), (0x10, 0), (0x12, 0),
-            (0x14, 0x06)]
+def _mdays(mon: int, year: int) -> int:
+    if mon < 0 or mon > 11:
+        return 31
+    if mon == 1 and not year & 3 and (year % 100 or not year % 400):
+        return 29
+    return MDAYS[mon]
 
 
 class Rtc:
-    name, sizes = "rtc", (1,)
+    """``RTCState``: ``t`` is current_tm as [sec, min, hour, wday, mday, mon, year-1900]."""
 
-    def __init__(self, clock: Callable[[], int], irq: Callable[[int], None], mem: int,
-                 base: int, boot: str = "c") -> None:
+    name = "vrtc"
+
+    def __init__(self, clock: Callable[[], int], irq: Callable[[int], None], base: int) -> None:
         self.clock, self.irq = clock, irq
-        self.ram = bytearray(128)
-        for index, value in cmos_sizes(mem) + _bios_bytes(boot):
-            self.ram[index] = value
-        self.ram[10], self.ram[11], self.ram[13] = 0x26, 0x02, 0x80
-        self.sel = 0
-        self.nmi = 0
-        self.offset = base * GIGA - clock()        # T(now) = now + offset
-        self.seen = clock()                         # register C is up to date until here
+        self.r = bytearray(14)
+        self.r[10], self.r[11], self.r[13] = 0x26, 0x02, 0x80
+        self.idx = 0
+        g = time.gmtime(base)
+        self.t = [g.tm_sec, g.tm_min, g.tm_hour, (g.tm_wday + 1) % 7, g.tm_mday, g.tm_mon - 1,
+                  g.tm_year - 1900]
+        self._copy()
         self.line = 0
+        now = clock()
+        self.nst = now + GIGA                    # next_second_time
+        self.t1 = -1                             # second_timer (-1: stopped)
+        self.t2 = self.nst                       # second_timer2
+        self.tp = -1                             # pie_timer
+        self.period = 0
 
-    # --- format ---------------------------------------------------------------------
+    # --- BCD ------------------------------------------------------------------------------
 
     def _enc(self, v: int) -> int:
-        return v & 0xFF if self.ram[11] & 4 else (v // 10 % 10 * 16 + v % 10) & 0xFF
+        return v & 0xFF if self.r[11] & 4 else (v // 10 * 16 + v % 10) & 0xFF
 
     def _dec(self, v: int) -> int:
-        return v if self.ram[11] & 4 else v // 16 * 10 + v % 16
+        return v if self.r[11] & 4 else (v >> 4) * 10 + (v & 15)
 
-    def _enc_hour(self, h: int) -> int:
-        if self.ram[11] & 2:
-            return self._enc(h)
-        return self._enc(12 if h % 12 == 0 else h % 12) | (h >= 12) << 7
+    def _copy(self) -> None:
+        r, t, enc = self.r, self.t, self._enc
+        r[0], r[2] = enc(t[0]), enc(t[1])
+        r[4] = enc(t[2]) if r[11] & 2 else enc(t[2] % 12) | (0x80 if t[2] >= 12 else 0)
+        r[6], r[7], r[8], r[9] = enc(t[3]), enc(t[4]), enc(t[5] + 1), enc(t[6] % 100)
 
-    def _dec_hour(self, v: int) -> int:
-        if self.ram[11] & 2:
-            return self._dec(v)
-        return self._dec(v & 0x7F) % 12 + 12 * (v >> 7)
+    def _set(self) -> None:
+        r, dec = self.r, self._dec
+        hour = dec(r[4] & 0x7F) + (12 if not r[11] & 2 and r[4] & 0x80 else 0)
+        self.t = [dec(r[0]), dec(r[2]), hour, dec(r[6]), dec(r[7]), dec(r[8]) - 1,
+                  dec(r[9]) + 100]
 
-    def clock_bytes(self, secs: int) -> dict[int, int]:
-        tm = time.gmtime(secs)
-        return {0: self._enc(tm.tm_sec), 2: self._enc(tm.tm_min), 4: self._enc_hour(tm.tm_hour),
-                6: self._enc((tm.tm_wday + 1) % 7 + 1), 7: self._enc(tm.tm_mday),
-                8: self._enc(tm.tm_mon), 9: self._enc(tm.tm_year % 100),
-                CENTURY: self._enc(tm.tm_year // 100)}
+    # --- the line ----------------------------------------------------------------------------
 
-    def _stopped(self) -> bool:
-        return bool(self.ram[11] & 0x80)
-
-    def _snapshot(self, now: int) -> None:
-        for index, value in self.clock_bytes((now + self.offset) // GIGA).items():
-            self.ram[index] = value
-
-    def _restart(self, now: int) -> None:
-        r = self.ram
-        secs = seconds_of(self._dec(r[CENTURY]) * 100 + self._dec(r[9]), self._dec(r[8]),
-                          self._dec(r[7]), self._dec_hour(r[4]), self._dec(r[2]), self._dec(r[0]))
-        frac = (now + self.offset) % GIGA
-        self.offset = secs * GIGA + frac - now
-
-    # --- events ------------------------------------------------------------------------
-
-    def _period(self) -> int:
-        rs = self.ram[10] & 15
-        return 0 if rs == 0 else (128 << (rs - 1) if rs < 3 else 1 << (rs - 1))
-
-    def _tick_index(self, t: int, period: int) -> int:
-        return (t << 15) // (period * GIGA)
-
-    def _periodic_after(self, now: int) -> int | None:
-        p = self._period()
-        if not p:
-            return None
-        n = (self._tick_index(now, p) + 1) * p * GIGA
-        return (n + 32767) >> 15
-
-    def _update_after(self, now: int) -> int | None:
-        if self._stopped():
-            return None
-        t = now + self.offset
-        return now + GIGA - t % GIGA
-
-    def _alarm_after(self, now: int) -> int | None:
-        if self._stopped():
-            return None
-        r, t = self.ram, now + self.offset
-        want = []
-        for reg, span, dec, enc in ((5, 24, self._dec_hour, self._enc_hour),
-                                    (3, 60, self._dec, self._enc), (1, 60, self._dec, self._enc)):
-            if r[reg] >= 0xC0:
-                want.append(None)
-                continue
-            v = dec(r[reg])
-            if v < 0 or v >= span or enc(v) != r[reg]:
-                return None
-            want.append(v)
-        sec = t // GIGA
-        if want == [None, None, None]:
-            return now + (sec + 1) * GIGA - t
-        day = sec - sec % 86400
-        hours = range(24) if want[0] is None else (want[0],)
-        mins = range(60) if want[1] is None else (want[1],)
-        secs = range(60) if want[2] is None else (want[2],)
-        best = None
-        for h in hours:
-            for m in mins:
-                for s in secs:
-                    at = day + h * 3600 + m * 60 + s
-                    if at <= sec:
-                        at += 86400
-                    if best is None or at < best:
-                        best = at
-        return now + best * GIGA - t
-
-    def _catch_up(self, now: int) -> None:
-        since, self.seen = self.seen, now
-        c = 0
-        p = self._period()
-        if p and self._tick_index(now, p) != self._tick_index(since, p):
-            c |= 0x40
-        upd = self._update_after(since)
-        if upd is not None and upd <= now:
-            c |= 0x10
-        alarm = self._alarm_after(since)
-        if alarm is not None and alarm <= now:
-            c |= 0x20
-        self.ram[12] |= c
-        self._line()
-
-    def _line(self) -> None:
-        if self.ram[12] & self.ram[11] & 0x70:
-            self.ram[12] |= 0x80
-        if self.ram[12] & 0x80 and not self.line:
+    def _up(self) -> None:
+        if not self.line:
             self.line = 1
             self.irq(1)
 
+    def _down(self) -> None:
+        if self.line:
+            self.line = 0
+            self.irq(0)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        t = self.t
+        t[0] += 1
+        if t[0] < 60:
+            return
+        t[0], t[1] = 0, t[1] + 1
+        if t[1] < 60:
+            return
+        t[1], t[2] = 0, t[2] + 1
+        if t[2] < 24:
+            return
+        t[2], t[3] = 0, (t[3] + 1 if t[3] < 6 else 0)
+        n = _mdays(t[5], t[6] + 1900)
+        t[4] += 1
+        if t[4] < 1:
+            t[4] = 1
+        elif t[4] > n:
+            t[4], t[5] = 1, t[5] + 1
+            if t[5] >= 12:
+                t[5], t[6] = 0, t[6] + 1
+
+    def _alarm(self) -> bool:
+        r, t = self.r, self.t
+        for reg, v in ((1, t[0]), (3, t[1]), (5, t[2])):
+            if r[reg] < 0xC0 and self._dec(r[reg]) != v:
+                return False
+        return True
+
+    def run(self, now: int) -> None:
+        r = self.r
+        while True:
+            t1 = self.t1 if 0 <= self.t1 <= now else None
+            t2 = self.t2 if 0 <= self.t2 <= now else None
+            tp = self.tp if 0 <= self.tp <= now else None
+            if t1 is None and t2 is None and tp is None:
+                return
+            first = min(x for x in (t1, t2, tp) if x is not None)
+            if t1 == first:                              # rtc_update_second
+                self.t1 = -1
+                if r[10] & 0x70 != 0x20:
+                    self.nst += GIGA
+                    self.t1 = self.nst
+                else:
+                    self._tick()
+                    if not r[11] & 0x80:
+                        r[10] |= 0x80
+                    self.t2 = self.nst + UIP_WINDOW
+            elif t2 == first:                            # rtc_update_second2
+                self.t2 = -1
+                if not r[11] & 0x80:
+                    self._copy()
+                if r[11] & 0x20 and self._alarm():
+                    r[12] |= 0xA0
+                    self._down()
+                    self._up()
+                if r[11] & 0x10:
+                    r[12] |= 0x90
+                    self._down()
+                    self._up()
+                r[10] &= 0x7F
+                self.nst += GIGA
+                self.t1 = self.nst
+            else:                                        # rtc_pie_callback
+                r[12] |= 0xC0
+                self._up()
+                late = (now - tp) // self.period + 1 if t1 is None and t2 is None else 1
+                self.tp = tp + late * self.period
+
+    def _restart_pie(self, now: int) -> None:
+        rs = self.r[10] & 15
+        if rs and self.r[11] & 0x40:
+            cycles = 1 << ((rs + 7 if rs < 3 else rs) - 1)
+            self.period = (cycles * GIGA + 16384) // 32768
+            self.tp = now + self.period
+        else:
+            self.tp = -1
+
     def deadline(self) -> int | None:
-        now, b, due = self.clock(), self.ram[11], None
-        for enabled, when in ((b & 0x40, self._periodic_after), (b & 0x10, self._update_after),
-                              (b & 0x20, self._alarm_after)):
-            if enabled:
-                t = when(now)
-                if t is not None and (due is None or t < due):
-                    due = t
+        b = self.r[11]
+        due = self.tp if self.tp >= 0 else None
+        if b & 0x30:
+            if self.t2 >= 0:
+                at, ahead = self.t2, 0
+            elif self.r[10] & 0x70 == 0x20:
+                at, ahead = self.nst + UIP_WINDOW, 1
+            else:
+                return due
+            if b & 0x10 and (due is None or at < due):
+                due = at
+            if b & 0x20:
+                alarm = self._next_alarm(at, ahead)
+                if alarm is not None and (due is None or alarm < due):
+                    due = alarm
         return due
 
-    def timer(self, now: int) -> None:
-        self._catch_up(now)
+    def _next_alarm(self, at: int, ahead: int) -> int | None:
+        t, r = self.t, self.r
+        if not (0 <= t[0] < 60 and 0 <= t[1] < 60 and 0 <= t[2] < 24):
+            return at
+        want = []
+        for reg, top in ((5, 24), (3, 60), (1, 60)):
+            if r[reg] >= 0xC0:
+                want.append(None)
+            else:
+                v = self._dec(r[reg])
+                if v >= top:
+                    return None
+                want.append(v)
+        if want == [None, None, None]:
+            return at
+        day = (t[2] * 3600 + t[1] * 60 + t[0] + ahead) % 86400
+        best = 86400
+        for h in (range(24) if want[0] is None else (want[0],)):
+            for m in (range(60) if want[1] is None else (want[1],)):
+                for s in (range(60) if want[2] is None else (want[2],)):
+                    best = min(best, (h * 3600 + m * 60 + s - day) % 86400)
+        if not best:
+            return at
+        return self.nst + best * GIGA + UIP_WINDOW
 
-    # --- ports ---------------------------------------------------------------------------
+    # --- handle_rtc_io ------------------------------------------------------------------------
 
-    def read(self, offset: int, size: int) -> int:
-        if not offset:
-            return 0xFF
-        now, i = self.clock(), self.sel
-        if i in CLOCK_REGS and not self._stopped():
-            return self.clock_bytes((now + self.offset) // GIGA)[i]
-        if i == 10:
-            uip = not self._stopped() and (now + self.offset) % GIGA >= GIGA - HOLD
-            return self.ram[10] & 0x7F | uip << 7
-        if i == 12:
-            self._catch_up(now)
-            c, self.ram[12] = self.ram[12], 0
-            if self.line:
-                self.line = 0
-                self.irq(0)
-            return c
-        return self.ram[i]
-
-    def write(self, offset: int, size: int, value: int) -> None:
-        if not offset:
-            self.sel, self.nmi = value & 0x7F, value >> 7
-            return
-        now, i = self.clock(), self.sel
-        if i in (12, 13):
-            return
-        self._catch_up(now)
-        if i in CLOCK_REGS:
-            running = not self._stopped()
-            if running:
-                self._snapshot(now)
-            self.ram[i] = value
-            if running:
-                self._restart(now)
+    def access(self, port: int, inward: bool, value: int) -> int:
+        """A one-byte IN or OUT: the datum read, -1 for a write Xen handled,
+        -2 when it goes on to qemu-dm."""
+        now = self.clock()
+        self.run(now)
+        r = self.r
+        if inward:
+            if self.idx >= 14:
+                return -2
+            if not port & 1:
+                return 0xFF
+            got = r[self.idx]
+            if self.idx == 12:
+                self._down()
+                r[12] = 0
+            return got
+        value &= 0xFF
+        if not port & 1:
+            self.idx = value & 0x7F
+            return -1 if self.idx < 14 else -2
+        i = self.idx
+        if i >= 14:
+            return -2
+        if i in (1, 3, 5):
+            r[i] = value
+        elif i < 10:
+            r[i] = value
+            if not r[11] & 0x80:
+                self._set()
         elif i == 10:
-            self.ram[10] = value & 0x7F
+            r[10] = value & 0x7F | r[10] & 0x80
+            self._restart_pie(now)
         elif i == 11:
-            stopping, running = bool(value & 0x80), not self._stopped()
-            if stopping:
-                if running:
-                    self._snapshot(now)
+            if value & 0x80:
+                r[10] &= 0x7F
                 value &= 0xEF
-            elif not running:
-                self._restart(now)
-            self.ram[11] = value
-        else:
-            self.ram[i] = value
-        self._line()
+            elif r[11] & 0x80:
+                self._set()
+            r[11] = value
+            self._restart_pie(now)
+        return -1

@@ -3,8 +3,9 @@
 Room: the hypervisor side of the data path — what happens at a VM exit and
 how an ioreq travels to the device model and back, and the hypercalls a
 VMCALL makes (:mod:`impl.p2m`); the devices Xen emulates itself, the vPIC
-(:mod:`impl.pic`) and the PIT with port 0x61 and IRQ0's periodic time
-(:mod:`impl.timer`). Imports :mod:`impl.vcpu` and its parts
+(:mod:`impl.pic`), the PIT with port 0x61 and IRQ0's periodic time
+(:mod:`impl.timer`) and the RTC's clock registers with IRQ8 (:mod:`impl.rtc`,
+CMOS indices below 0x0E; the rest goes on to qemu-dm). Imports :mod:`impl.vcpu` and its parts
 (:mod:`impl.exits`, :mod:`impl.guest_linear`, :mod:`impl.registers`),
 :mod:`impl.mmio`, :mod:`impl.delivery`, :mod:`impl.p2m`, and
 :mod:`spec.trace` / :mod:`spec.platform` for the interface (event types,
@@ -20,7 +21,7 @@ import struct
 from typing import Callable
 
 from spec import platform, trace
-from impl import p2m, pic, timer
+from impl import p2m, pic, rtc, timer
 from impl.mmio import EmulationFailed, GuestFault, MmioInstruction
 from impl import delivery
 from impl.delivery import Refused
@@ -323,6 +324,7 @@ class VramLog:
 
 
 _XEN_DEBUG = platform.XEN_DEBUG_PORT     # Xen prints a byte written there
+_RTC_PORTS = (platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 1)
 
 
 class Vmm:
@@ -330,7 +332,8 @@ class Vmm:
 
     def __init__(self, domid: int, vcpu: Vcpu, page: IoreqPage, emit: Emit,
                  notify: Callable[[int], None], crash: Callable[[str, int], None],
-                 shutdown: Callable[[int], None] | None = None) -> None:
+                 shutdown: Callable[[int], None] | None = None,
+                 rtc_base: int | None = None) -> None:
         self.domid = domid
         self.vcpu = vcpu
         self.page = page
@@ -348,6 +351,9 @@ class Vmm:
         #: Xen's PIT, port 0x61 and the PIT's periodic time
         self.vpit = timer.Pit(vcpu.clock_ns)
         self.pmt = timer.PmTimer(vcpu.clock_ns)
+        #: Xen's RTC: CMOS 0x00-0x0D and IRQ8
+        self.vrtc = rtc.Rtc(vcpu.clock_ns, self._irq8,
+                            platform.RTC_DEFAULT_BASE if rtc_base is None else rtc_base)
         self.lines = IrqLines()
         #: test-and-clear of the domain's interrupt port
         self.irq_pending: Callable[[], bool] = lambda: False
@@ -409,6 +415,8 @@ class Vmm:
             return
         if io.port in timer.PORTS or 0 <= io.port - platform.ACPI_PM_TMR_BLK < 4:
             self._vpit_io(ex)
+            return
+        if io.port in _RTC_PORTS and self._vrtc_io(ex):
             return
         direction = READ if io.dir == "in" else WRITE
         if not io.string:
@@ -580,21 +588,71 @@ class Vmm:
         self._retire(ex, True)
 
     def deadline(self) -> int | None:
-        """When Xen's PIT timer fires next."""
-        return self.vpit.due()
+        """When Xen's PIT timer or RTC interrupt fires next."""
+        pit, clock = self.vpit.due(), self.vrtc.deadline()
+        if pit is None or clock is not None and clock < pit:
+            return clock
+        return pit
+
+    def _vrtc_io(self, ex: Exit) -> bool:
+        """Xen's RTC: False when the access goes on to qemu-dm (index >= 14);
+        other sizes and string forms are claimed and ignored, as the PIT's."""
+        io, cpu = ex.io, self.vcpu
+        if io.size != 1 or io.string:
+            self._ignored(ex, "vrtc")
+            return True
+        data = cpu.get("rax") & 0xFF
+        got = self.vrtc.access(io.port, io.dir == "in", data)
+        if got == -2:
+            return False
+        if got >= 0:
+            cpu.put("rax", cpu.get("rax") & ~0xFF | got)
+            data = got
+        self.emit(trace.XenIo.of(device="vrtc", addr=io.port, size=1, dir=io.dir, data=data))
+        cpu.io_ns += platform.PORT_ACCESS_NS
+        self._retire(ex, True)
+        return True
+
+    def _ignored(self, ex: Exit, device: str) -> None:
+        """An access Xen claims and drops: IN leaves RAX, a string form only advances."""
+        io, cpu = ex.io, self.vcpu
+        size = io.size
+        if io.string:
+            amask = (1 << io.address_size) - 1
+            n = cpu.get("rcx") & amask if io.rep else 1
+            delta = -size if cpu.get("rflags") & EFLAGS_DF else size
+            _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
+            if io.rep:
+                _add(cpu, "rcx", -n, amask)
+        else:
+            n = 1
+        data = 0 if io.string else cpu.get("rax") & ((1 << 8 * size) - 1)
+        for _ in range(n):
+            self.emit(trace.XenIo.of(device=device, addr=io.port, size=size, dir=io.dir,
+                                     data=data))
+        cpu.io_ns += n * platform.PORT_ACCESS_NS
+        self._retire(ex, True)
+
+    def _irq8(self, level: int) -> None:
+        """hvm_isa_irq_assert/deassert by Xen's RTC: straight to the vPIC."""
+        self.emit(trace.XenIrq.of(device="vrtc", irq=8, level=level))
+        if level:
+            self.vpic.lines(1 << 8, 0)
+        else:
+            self.vpic.lower(8)
 
     def _tick(self) -> None:
         """The periodic time: fire what is due, then hold an edge on IRQ0
-        while ticks are pending."""
+        while ticks are pending; then the RTC's timers that are due."""
         t = self.vpit.ticker
-        if not t.on:
-            return
-        got = t.fire(self.vcpu.clock_ns())
-        if got:
-            self.emit(trace.TimerTick.of(vcpu=0, irq=0, ticks=got, pending=t.pending,
-                                         icount=self.vcpu.icount))
-        if t.pending:
-            self.vpic.lines(1, 0)
+        if t.on:
+            got = t.fire(self.vcpu.clock_ns())
+            if got:
+                self.emit(trace.TimerTick.of(vcpu=0, irq=0, ticks=got, pending=t.pending,
+                                             icount=self.vcpu.icount))
+            if t.pending:
+                self.vpic.lines(1, 0)
+        self.vrtc.run(self.vcpu.clock_ns())
 
     # --- interrupts ---------------------------------------------------------------------
 

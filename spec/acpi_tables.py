@@ -101,7 +101,7 @@ configuration space) and the ISA device objects.
   their own.
 * **No e820 page.** In 3.0.4 libxc, not hvmloader, wrote the memory map at
   ``0x90000``, and only Xen's patched rombios read it; Debian's firmware
-  asks the CMOS (:mod:`spec.devices.rtc`).
+  asks the CMOS (:mod:`spec.devices.cmos`).
 
 **Which BIOS gets them** (:func:`spec.hvmloader.load_firmware`): only a
 64 KiB BIOS, which sits at ``0xF0000``-``0xFFFFF`` as hvmloader's rombios

@@ -161,7 +161,8 @@ class ReferenceXen:
         lines = irq.SharedLines()
         vmm = Vmm(domid, [hw], page, [], notify=lambda port: self.events.send(domid, port),
                   emit=self.emit, crash=lambda msg, rip: self.crash(domid, msg, rip),
-                  lines=lines, shutdown=lambda reason: self.shutdown(domid, reason, "xen"))
+                  lines=lines, shutdown=lambda reason: self.shutdown(domid, reason, "xen"),
+                  rtc_base=config.rtc_base)
         for vcpu in range(config.vcpus):
             port = self.events.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
             vmm.ports.append(port)

@@ -249,6 +249,16 @@ class VirtualPic:
         s.regs = apply_lines(s.regs, raised >> 8, cleared >> 8)
         self._cascade()
 
+    def negative_edge(self, line: int) -> None:
+        """Xen lowers one of its own ISA lines (Xen 3.0.4's
+        ``vpic_irq_negative_edge``): the line's request bit is cleared,
+        edge- or level-triggered, and a slave that no longer presents a
+        request lowers its output, the master's IRQ2 (``vpic_update_int_output``)."""
+        self.apply_lines(0, 1 << line)
+        found, _irq = requested(self.slave.regs)
+        if line >= 8 and not found:
+            self.master.regs = apply_lines(self.master.regs, 0, 1 << CASCADE_IRQ)
+
     def _cascade(self) -> None:
         """The slave's INT output drives the master's IRQ2 (an edge each time
         the slave presents a request, as ``pic_update_irq`` pulses it)."""

@@ -24,8 +24,7 @@ any of those ports to become pending, and for each pending port:
 Interrupts. Devices drive ISA lines through :meth:`QemuDm.set_irq` (the
 shared lines of :mod:`spec.irq`); when a change needs the VMM's attention,
 qemu-dm sends on the domain's interrupt event channel once, at the end of
-the pass of its main loop. The UART drives IRQ4, the RTC
-(:mod:`spec.devices.rtc`) IRQ8 and the keyboard controller
+the pass of its main loop. The UART drives IRQ4 and the keyboard controller
 (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12; the DMA
 controllers (:mod:`spec.devices.dma`) are registers only. The firmware
 writes its log to the Bochs BIOS debug ports (:mod:`spec.devices.debugport`).
@@ -34,8 +33,7 @@ and refreshes the display on a timer
 of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the UART's receiver takes its next input byte or, with its
-FIFO enabled, signals a character timeout, the RTC sets its flags and
-raises IRQ8 for its enabled periodic, update-ended or alarm event.
+FIFO enabled, signals a character timeout.
 
 When the guest's ACPI write asks for power-off, qemu-dm records the request
 and, after responding to the ioreq in hand, asks Xen to shut the domain down
@@ -47,7 +45,11 @@ shutdown with reason *reboot* in the same way (Xen 3.x qemu-dm's
 The PIT (0x40-0x43) and port 0x61 are not qemu-dm's: Xen 3.0.4 emulates
 them, and drives IRQ0, in the hypervisor (:mod:`spec.devices.pit`;
 qemu-dm's ``pc_init1`` builds its PIT and speaker only ``#ifndef
-CONFIG_DM``), as it does the PIC. Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
+CONFIG_DM``), as it does the PIC and the PM timer. The RTC's clock,
+its registers 0x00-0x0D and IRQ8 are Xen's too (:mod:`spec.devices.rtc`):
+qemu-dm's ``rtc-dm.c`` is CMOS RAM only (:mod:`spec.devices.cmos`), and
+sees an access to ports 0x70/0x71 only when Xen's index is 0x0E or above.
+Port 0x80 never reaches qemu-dm: Xen lets the guest access it directly
 (:data:`spec.platform.PASSTHROUGH_PORTS`). When qemu-dm stops it reports
 how many port and MMIO accesses no device claimed
 (:class:`spec.trace.DeviceStats`).
@@ -74,7 +76,7 @@ from spec.devices.debugport import DebugPorts, ShutdownPort
 from spec.devices.dma import Dma8237
 from spec.devices.kbc import Kbc8042, Port92
 from spec.devices.pci import PciHost
-from spec.devices.rtc import Rtc
+from spec.devices.cmos import Cmos
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
 from spec.devices.vga import REFRESH_NS, Vga
@@ -140,18 +142,18 @@ class QemuDm:
                               clock=host.clock_ns, input=serial_input)
         if config.serial:
             self.bus.register(platform.COM1_BASE, 8, self.uart)
-        self.rtc_deadline: int | None = None
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
         self.vga = Vga(host) if config.vga else None
         if self.vga is not None:
             self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
         self.display_period = 0
-        self.rtc = Rtc(host.clock_ns, lambda level: self.set_irq(platform.IRQ_RTC, level),
-                       config.memory_bytes,
-                       platform.RTC_DEFAULT_BASE if config.rtc_base is None
-                       else config.rtc_base, config.boot)
-        self.bus.register(platform.RTC_INDEX_PORT, 2, self.rtc)
+        #: CMOS RAM (:mod:`spec.devices.cmos`): the bytes from 0x0E on, the
+        #: accesses Xen's RTC passes on
+        self.cmos = Cmos(config.memory_bytes,
+                         platform.RTC_DEFAULT_BASE if config.rtc_base is None
+                         else config.rtc_base, config.boot)
+        self.bus.register(platform.RTC_INDEX_PORT, 2, self.cmos)
         self.kbc = Kbc8042(lambda level: self.set_irq(platform.IRQ_KBD, level),
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
                            lambda level: self.set_irq(platform.IRQ_MOUSE, level))
@@ -186,8 +188,7 @@ class QemuDm:
     def next_deadline(self) -> int | None:
         """The earliest timer deadline of the devices, or None."""
         frame = self.vga.next_refresh(self.display_period) if self.vga is not None else None
-        times = [t for t in (self.uart.next_deadline(), self.rtc_deadline, frame)
-                 if t is not None]
+        times = [t for t in (self.uart.next_deadline(), frame) if t is not None]
         return min(times, default=None)
 
     def run_timers(self) -> bool:
@@ -197,10 +198,6 @@ class QemuDm:
         if rx is not None and now >= rx:
             self.uart.expire(now)
             fired = True
-        if self.rtc_deadline is not None and now >= self.rtc_deadline:
-            self.rtc.expire(now)
-            fired = True
-        self.rtc_deadline = self.rtc.next_deadline()
         if now // REFRESH_NS > self.display_period:
             self.display_period = now // REFRESH_NS
             fired |= self.refresh_display()

@@ -283,7 +283,7 @@ class Idle(Event):
 class XenIo(Event):
     """A guest port access that Xen's own device model handled (``vpic``:
     the virtual PIC and ELCR; ``vpit``: the PIT and port 0x61; ``pmtimer``: the ACPI
-    PM timer), without an ioreq."""
+    PM timer; ``vrtc``: the RTC's clock registers), without an ioreq."""
 
     kind: ClassVar[str] = "xen_io"
     actor: ClassVar[str] = "vmm"
@@ -292,6 +292,20 @@ class XenIo(Event):
     size: int
     dir: str
     data: int
+
+
+@dataclass(frozen=True)
+class XenIrq(Event):
+    """A device Xen emulates itself (``device``: ``vrtc``, the RTC of
+    :mod:`spec.devices.rtc`) drove ISA line ``irq`` to ``level``
+    (``hvm_isa_irq_assert``/``hvm_isa_irq_deassert``): straight to the
+    virtual PIC, without qemu-dm or an event channel."""
+
+    kind: ClassVar[str] = "xen_irq"
+    actor: ClassVar[str] = "vmm"
+    device: str
+    irq: int
+    level: int
 
 
 @dataclass(frozen=True)

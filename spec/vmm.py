@@ -73,6 +73,12 @@ forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
 ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
 :mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each access is
 traced as a ``xen_io`` event and costs the bus time of :mod:`spec.clock`.
+Ports 0x70/0x71 are the RTC's of :mod:`spec.devices.rtc`, Xen's only in
+part: ``handle_rtc_io`` keeps an index of its own and performs a one-byte
+access while that index is below 0x0E; from 0x0E on (and for the index
+write that selects such a byte) it declines, and the access becomes an
+ioreq to qemu-dm's CMOS RAM like any other. Other sizes and string forms
+are claimed and ignored, as the PIT's are.
 
 Port 0xE9 is Xen's debug console for HVM guests (Xen 3.0.4's
 ``vmx_io_instruction``): a byte OUT there (not a string form, not a wider
@@ -89,7 +95,9 @@ Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 0. Xen's periodic time for the PIT (:mod:`spec.devices.pit`, rules 3-4)
    fires for every tick due by the vcpu's clock (a ``timer_tick`` event)
    and, while ticks are pending, raises an edge on ISA line 0 of the
-   virtual PIC: IRQ0 comes from Xen itself, not through qemu-dm;
+   virtual PIC: IRQ0 comes from Xen itself, not through qemu-dm; then
+   the RTC's timers that are due run (:mod:`spec.devices.rtc`) and assert
+   or deassert IRQ8 on the PIC themselves (``xen_irq`` events);
 1. if the domain's interrupt event channel is pending, clear it and apply
    the lines qemu-dm raised and lowered to the virtual PIC;
 2. if the PIC presents a request and the guest may take an interrupt
@@ -117,6 +125,7 @@ from spec.dirty_vram import DirtyVram
 from spec.pic import VirtualPic
 from spec.devices.pit import VirtualPit
 from spec.devices.pmtimer import PmTimer
+from spec.devices.rtc import VirtualRtc
 from spec.mmio import Completed, Emulation, GuestMemory, Pending
 from spec import delivery
 from spec.guest_linear import GuestAccessError
@@ -188,7 +197,8 @@ class Vmm:
                  crash: Callable[[str, int], None],
                  lines: irq.SharedLines | None = None,
                  shutdown: Callable[[int], None] | None = None,
-                 take_irq_event: Callable[[], bool] = lambda: False) -> None:
+                 take_irq_event: Callable[[], bool] = lambda: False,
+                 rtc_base: int | None = None) -> None:
         self.domid = domid
         self.vcpus = vcpus
         self.iopage = iopage
@@ -208,6 +218,9 @@ class Vmm:
         self.pit = VirtualPit(vcpus[0].clock_ns)
         #: Xen's ACPI PM timer (:mod:`spec.devices.pmtimer`)
         self.pmtimer = PmTimer(vcpus[0].clock_ns)
+        #: Xen's RTC (:mod:`spec.devices.rtc`), from the domain's time offset
+        self.rtc = VirtualRtc(vcpus[0].clock_ns, self._rtc_irq,
+                              platform.RTC_DEFAULT_BASE if rtc_base is None else rtc_base)
         self.lines = lines if lines is not None else irq.SharedLines()
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
@@ -264,6 +277,11 @@ class Vmm:
         if self.pmtimer.claims(q.port):
             self.timer_io(vcpu, ex, "pmtimer", lambda: self.pmtimer.access(q.size, q.dir))
             return
+        if self.rtc.claims(q.port):
+            handled, datum = self.rtc.intercept(q.port, q.size, q.dir, hw.reg("rax"), q.string)
+            if handled:
+                self.timer_io(vcpu, ex, "vrtc", lambda: datum)
+                return
         req = Ioreq(addr=q.port, size=q.size, count=1, type=ioreq.IOREQ_TYPE_PIO,
                     dir=ioreq.IOREQ_READ if q.dir == "in" else ioreq.IOREQ_WRITE,
                     vp_eport=self.ports[vcpu])
@@ -373,15 +391,16 @@ class Vmm:
         self.finish(vcpu, ex, advance=True)
 
     def timer_io(self, vcpu: int, ex: Exit, device: str, access) -> None:
-        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`) or
-        the PM timer (:mod:`spec.devices.pmtimer`), done by ``access()``:
+        """An access to the PIT or port 0x61 (:mod:`spec.devices.pit`), the
+        PM timer (:mod:`spec.devices.pmtimer`) or the RTC that Xen handles
+        (:mod:`spec.devices.rtc`), done by ``access()``:
         an IN or OUT is performed at once; a read Xen does not answer (PIT
         0x43, a size the handler refuses) leaves (E)AX as it was, such a
         write is dropped. A string form is claimed and ignored
-        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO"): no device
-        access, memory untouched, but the instruction completes, its index
-        registers and count advanced for every element, each charged as a
-        port access."""
+        (``p->data_is_ptr``: "wrong PIT IO", "wrong PM timer IO", "wrong RTC
+        IO"): no device access, memory untouched, but the instruction
+        completes, its index registers and count advanced for every element,
+        each charged as a port access."""
         hw, q = self.vcpus[vcpu], ex.io
         mask = _mask(q.size)
         if not q.string:
@@ -426,8 +445,19 @@ class Vmm:
     # --- interrupts --------------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
-        """When Xen's own timer (the PIT's periodic time) fires next."""
-        return self.pit.pt.deadline()
+        """When Xen's own timers (the PIT's periodic time, the RTC's
+        interrupts) fire next."""
+        times = (self.pit.pt.deadline(), self.rtc.deadline())
+        return min((t for t in times if t is not None), default=None)
+
+    def _rtc_irq(self, level: int) -> None:
+        """``hvm_isa_irq_assert``/``_deassert`` of IRQ8 by Xen's RTC: an
+        edge on the virtual PIC, no qemu-dm."""
+        self.emit(trace.XenIrq(device="vrtc", irq=platform.IRQ_RTC, level=level))
+        if level:
+            self.pic.apply_lines(1 << platform.IRQ_RTC, 0)
+        else:
+            self.pic.negative_edge(platform.IRQ_RTC)
 
     def timer_assist(self, vcpu: int) -> None:
         """Step 0 of the interrupt assist (``pt_timer_fn``, then
@@ -441,6 +471,7 @@ class Vmm:
                                       pending=self.pit.pt.pending, icount=hw.icount))
         if self.pit.pt.enabled and self.pit.pt.pending:
             self.pic.apply_lines(1 << platform.IRQ_PIT, 0)
+        self.rtc.run(hw.clock_ns())
 
     def take_lines(self) -> None:
         """Step 1 of the interrupt assist: a pending notification brings

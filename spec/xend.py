@@ -147,9 +147,10 @@ class DomainConfig:
     #: :mod:`spec.hvmloader`
     bios: str = ""
     vgabios: str = ""
-    #: qemu-dm's RTC time at start-up, seconds since the epoch (None:
-    #: :data:`spec.platform.RTC_DEFAULT_BASE`); the RTC then runs on the
-    #: virtual clock
+    #: the RTC's time at start-up, seconds since the epoch (None:
+    #: :data:`spec.platform.RTC_DEFAULT_BASE`): Xen's RTC starts its clock
+    #: there (the domain's time offset, ``get_localtime(d)``) and runs on the
+    #: virtual clock; qemu-dm writes the century bytes of CMOS from it
     rtc_base: int | None = None
     #: the BIOS's boot order (xm's ``boot``, qemu-dm's ``-boot``): up to
     #: three of ``a`` (floppy), ``c`` (hard disk), ``d`` (CD-ROM); Xen 3.x's

@@ -144,8 +144,9 @@ def test_devices_diagram_is_one_rtc_interrupt(tmp_path):
     texts = [t for t in _texts((tmp_path / "platform_rtc.svg").read_text())
              if not t.startswith("#")]
     order = [next(i for i, t in enumerate(texts) if t.startswith(prefix)) for prefix in (
-        "VM exit (hlt)", "vcpu idle in HLT", "IRQ8 := 1", "inject vector 0x70 (IRQ8)",
-        "rtc write 0x70", "IRQ8 := 0", "rtc read 0x71", "vPIC out 0xa0", "vPIC out 0x20")]
+        "VM exit (hlt)", "vcpu idle in HLT", "IRQ8 := 1 (hvm_isa_irq_assert",
+        "inject vector 0x70 (IRQ8)", "vRTC out 0x70", "IRQ8 := 0", "vRTC in 0x71",
+        "vPIC out 0xa0", "vPIC out 0x20")]
     assert order == sorted(order), texts
     exits = [i for i, t in enumerate(texts) if t.startswith("VM exit")]
     assert texts[exits[-1]].startswith("VM exit (hlt)") and exits[-1] > order[-1]

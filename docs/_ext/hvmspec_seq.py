@@ -224,9 +224,14 @@ def rows_for(index: int, event: dict) -> list[Row]:
                     index, "vmm", colour=COLOURS["vmm"])]
     if kind == "xen_io":
         arrow = "→" if event["dir"] == "in" else "←"
-        device = {"vpic": "vPIC", "vpit": "vPIT", "pmtimer": "PM timer"}.get(event["device"], event["device"])
+        device = {"vpic": "vPIC", "vpit": "vPIT", "pmtimer": "PM timer",
+                  "vrtc": "vRTC"}.get(event["device"], event["device"])
         return [Row("note", f"{device} {event['dir']} {event['addr']:#x} {arrow} "
                             f"{event['data']:#x}", index, "vmm", colour=COLOURS["vmm"])]
+    if kind == "xen_irq":
+        verb = "hvm_isa_irq_assert" if event["level"] else "hvm_isa_irq_deassert"
+        return [Row("note", f"IRQ{event['irq']} := {event['level']} ({verb})", index, "vmm",
+                    colour=COLOURS["vmm"])]
     if kind == "timer_tick":
         text = (f"Xen's PIT timer fires: IRQ{event['irq']} edge on the vPIC "
                 f"({event['pending']} pending)")

@@ -1,398 +1,481 @@
-"""The CMOS RAM and real-time clock (Motorola MC146818A), as qemu-dm emulates it.
+"""The real-time clock (MC146818A), as Xen 3.0.4 emulates it in the hypervisor.
 
-Room: ports 0x70/0x71 (:data:`spec.platform.RTC_INDEX_PORT`), the 128
-bytes of CMOS, the clock registers running on the virtual clock, and the
-RTC's three interrupts on IRQ8. Sources: the MC146818A data sheet
-(Motorola, "MC146818A Real-Time Clock Plus RAM"), QEMU's
-``hw/rtc/mc146818rtc.c`` (the device Xen's qemu-dm inherits), and QEMU's
-``pc_cmos_init`` for the bytes a BIOS reads. Imports :mod:`spec.platform`.
+Room: the clock, alarm and control registers (CMOS 0x00-0x0D), Xen's index
+register at port 0x70, the rule that passes the rest of CMOS on to qemu-dm,
+the three timers and IRQ8. Imports :mod:`spec.platform`. The VMM
+(:mod:`spec.vmm`) owns it; the CMOS RAM from 0x0E on is qemu-dm's
+(:mod:`spec.devices.cmos`).
 
-Ports. A write to 0x70 selects the CMOS byte ``value & 0x7F``; bit 7 is the
-NMI mask (stored; the model has no NMI source). 0x70 reads as 0xFF (it is
-write-only). 0x71 reads and writes the selected byte.
+Where it lives. "[HVM] Move RTC emulation into the hypervisor" (October
+2006) put the time and interrupt part of the RTC in Xen
+(``xen/arch/x86/hvm/rtc.c``; ``RTC_SIZE`` 14 in ``asm-x86/hvm/vpt.h``:
+``uint8_t cmos_data[RTC_SIZE]; /* Only handle time/interrupt part in HV
+*/``). ``rtc_init(v, RTC_PORT(0), RTC_IRQ)`` registers ports 0x70-0x71
+with ``register_portio_handler``, so every access there reaches Xen's
+``handle_rtc_io`` first, and it decides:
 
-========  ===========================================================
-index     register
-========  ===========================================================
-0, 2, 4   seconds, minutes, hours (12-hour mode: 1-12, bit 7 = PM)
-1, 3, 5   seconds, minutes, hours alarm (0xC0-0xFF: "don't care")
-6, 7, 8   day of week (1 = Sunday), day of month, month
-9, 0x32   year within the century, century
-0x0A      A: UIP (bit 7, read-only), divider (6:4), rate select (3:0)
-0x0B      B: SET (7), PIE (6), AIE (5), UIE (4), SQWE (3), DM binary (2),
-          24-hour (1), DSE (0)
-0x0C      C (read-only): IRQF (7), PF (6), AF (5), UF (4); a read clears
-          it and lowers IRQ8
-0x0D      D (read-only): VRT (bit 7, valid RAM and time) = 0x80
-others    battery-backed RAM
-========  ===========================================================
+* an access that is not one byte, or is a string form (``p->data_is_ptr``),
+  is claimed and ignored ("HVM_RTC: wrong RTC IO!"): a read leaves the
+  datum as it was, a write is dropped;
+* a write to 0x70 stores ``cmos_index = data & 0x7f`` (the NMI mask, bit 7,
+  is dropped) and is Xen's alone when the index is below 14; an index of
+  0x0E or above is *also* passed on, as an ioreq, to qemu-dm, which selects
+  the same byte of its CMOS RAM;
+* a write to 0x71, and a read of 0x70 or 0x71, is Xen's while
+  ``cmos_index`` is below 14, and an ioreq to qemu-dm otherwise. Xen
+  answers a read of 0x70 with 0xFF (as qemu-dm does).
 
-The clock. Time is kept in nanoseconds since the epoch, ``T(now) = base +
-(now - start)`` on the virtual clock (:mod:`spec.clock`: a
-nanosecond per guest instruction, plus the bus time of I/O accesses); it starts at the domain's ``rtc_base`` (default
-2026-01-01 00:00:00, :data:`spec.platform.RTC_DEFAULT_BASE`). The clock
-registers show ``T // 10**9`` broken down (UTC, proleptic Gregorian) in BCD
-(B.DM = 0) or binary (B.DM = 1), in 24- or 12-hour form (B bit 1): reset
-values A = 0x26, B = 0x02 (BCD, 24-hour), as QEMU's ``rtc_realizefn``.
-An *update* happens at each whole second of ``T``.
+So a guest that reads the seconds never makes an ioreq, and one that reads
+the boot order at 0x3D makes two (the index write, the data read).
 
-SET. While B.SET = 1 the registers are not updated: setting SET latches the
-current time into them (and clears UIE, as QEMU does); the guest may then
-write them. Clearing SET makes the clock run from what the registers hold,
-keeping the sub-second phase (QEMU's ``offset``). A time register written
-while SET = 0 sets the clock at once from all the registers. The guest's
-date is converted with QEMU's ``mktimegm`` formula (days of month beyond
-the month's end run into the next), century from 0x32; day of week is
-recomputed, never stored.
+Registers. At ``rtc_init``: A = 0x26 (divider 010: the 32.768 kHz time
+base; rate 6), B = 0x02 (24-hour, BCD), C = 0, D = 0x80 (VRT), and the
+clock ``current_tm`` = ``gmtime(get_localtime(d))``: the domain's
+``rtc_base`` (default 2026-01-01 00:00:00 UTC,
+:data:`spec.platform.RTC_DEFAULT_BASE`), copied into 0x00-0x09 at once.
+A read of 0x00-0x0D returns the byte as it is stored; a read of C then
+clears it and deasserts IRQ8. Writes (``rtc_ioport_write``):
 
-UIP. Register A bit 7 reads 1 during the last 244.140625 µs (8 cycles of
-the 32.768 kHz time base, QEMU's ``UIP_HOLD_LENGTH``) before each update,
-and never while SET = 1.
+* the alarm registers 1, 3, 5 are stored;
+* a time register (0, 2, 4, 6, 7, 8, 9) is stored and, unless B.SET is set,
+  the clock is set from all of them at once (``rtc_set_time``:
+  ``tm_hour`` from the hours byte without bit 7, plus 12 in 12-hour mode
+  when bit 7 is set; ``tm_mon`` = month - 1; ``tm_year`` = year + 100, the
+  century never considered; day of week stored as it is written);
+* A keeps its UIP bit and takes the rest of the byte; B, with SET, clears
+  UIP in A and UIE in the byte written; B without SET, when SET was set,
+  sets the clock from the registers; then the byte is stored. Both restart
+  the periodic timer (below);
+* C and D are read-only.
 
-Interrupts. Register C's flags are set whether or not they are enabled:
+BCD or binary follows B bit 2 at the moment of each conversion
+(``to_bcd``/``from_bcd``); nothing is converted when B changes. Xen's
+conversions are as written, whatever the values: ``to_bcd(a)`` is
+``(a / 10) << 4 | a % 10`` in a byte, a 12-hour clock shows ``tm_hour %
+12`` (0, not 12, at midnight and noon) with bit 7 for PM, and the day of
+week shows ``tm_wday``: 0 for Sunday, where the MC146818A and QEMU count 1.
 
-* PF at every edge of the periodic rate: rate select ``rs`` in register A
-  gives a period of ``2**(rs-1)`` cycles of 32.768 kHz (rs = 1, 2 give
-  128 and 256 cycles, as with the 32.768 kHz time base; rs = 0: none).
-  Edges lie on the grid ``k * period`` from power-on (virtual time 0);
-* UF at every update (none while SET = 1);
-* AF at an update whose new time matches the alarm registers, each field
-  matching when equal or when its top two bits are set (0xC0 "don't care").
+The second. Two Xen timers on the domain's time (the model's virtual
+clock, :mod:`spec.clock`: vcpu 0's) keep the clock:
 
-When a flag is set and enabled in B (PIE, AIE, UIE), IRQF is set and IRQ8
-is raised; it stays raised until the guest reads C. Flags are computed on
-the virtual clock when C is read or a register changes; only the *enabled*
-events are timer deadlines of qemu-dm (:meth:`Rtc.next_deadline`), so an
-RTC with no enabled interrupt never makes the vcpu exit. The divider bits
-of A are stored; the time base is always 32.768 kHz (a divider reset,
-DV = 110/111, is not modelled).
+1. ``second_timer2`` first fires one second after ``rtc_init``, and then
+   244 µs (``+ 244000`` ns) after each ``second_timer``
+   (``rtc_update_second2``): unless SET, copy ``current_tm`` into the
+   registers (``rtc_copy_date``); if AIE and the alarm matches
+   ``current_tm`` (each of the seconds, minutes and hours alarm bytes is a
+   don't-care when its top two bits are set, otherwise ``from_bcd(byte)``
+   must equal the field: hours compared with ``tm_hour`` as it is, 0-23),
+   ``C |= 0xA0`` (IRQF, AF) and IRQ8 is deasserted and asserted; if UIE,
+   ``C |= 0x90`` (IRQF, UF) and IRQ8 deasserted and asserted; clear UIP; the next
+   ``second_timer`` is a second after the previous one's time;
+2. ``second_timer`` (``rtc_update_second``): if the divider (A bits 6:4) is
+   not 010, nothing but the next second is scheduled; otherwise the clock
+   advances a second (``rtc_next_second``: a field that reached or passed
+   its limit wraps and carries, a day of month past the month's length, by
+   ``get_days_in_month`` of ``tm_mon``, starts the next month), UIP is set
+   unless SET, and ``second_timer2`` is armed 244 µs later.
 
-Memory size bytes (QEMU ``pc_cmos_init``; RAM below 4 GiB ends at
-:data:`spec.platform.HVM_BELOW_4G_RAM_END` on Xen): 0x15/0x16 base memory
-in KiB (at most 640), 0x17/0x18 and 0x30/0x31 KiB above 1 MiB (at most
-0xFFFF), 0x34/0x35 64 KiB blocks above 16 MiB (at most 0xFFFF), 0x5B-0x5D
-64 KiB blocks above 4 GiB.
+So the registers change 244 µs after each whole second (from the second
+one: the first copy, at one second, shows the start time again), UIP reads
+1 during those 244 µs, and the clock advances under SET too (only the copy
+stops); clearing SET sets the clock from the registers, which still show
+the time of the last copy.
 
-The BIOS's configuration bytes (Xen 3.0.4 qemu-dm, ``tools/ioemu/hw/pc.c``
-``cmos_init``; :func:`cmos_config_bytes`): the boot order at 0x3D (first
-device in bits 3:0, second in 7:4) and 0x38 (third in bits 7:4; bit 0 set
-would skip the floppy boot signature check, which qemu-dm leaves clear), in
-the codes 1 floppy, 2 hard disk, 3 CD-ROM (``get_bios_disk``); the
-equipment byte 0x14 = 0x06 (an FPU, a PS/2 mouse, no floppy drive, EGA/VGA
-display); 0x10 (floppy types) and 0x12 (hard disk types) 0: the platform has
-no floppy controller, and no disk yet. rombios reads 0x3D and 0x38 to
-choose where it boots from: with 0 there it tries nothing.
+Periodic interrupt (``rtc_timer_update``, after every write to A or B):
+with PIE set and a rate ``rs`` (A bits 3:0) that is not 0, the period is
+``1 << (rs - 1)`` cycles of 32.768 kHz (``rs`` 1 and 2 count as 8 and 9:
+128 and 256 cycles), ``DIV_ROUND(cycles * 10**9, 32768)`` ns, and
+``pie_timer`` is armed one period from *now* (every write to A or B
+restarts it); otherwise it stops. Each time it fires
+(``rtc_pie_callback``) ``C |= 0xC0`` (IRQF, PF), IRQ8 is asserted and the timer
+is armed a period later. The flags of a disabled interrupt are never set:
+C shows only what was enabled.
+
+IRQ8 (``hvm_isa_irq_assert``/``hvm_isa_irq_deassert``): the line is Xen's
+own, a bit of the domain's ISA lines; asserting it when it was low is a
+positive edge on the virtual PIC (the request bit is set), deasserting it
+when it was high a negative edge (Xen 3.0.4's ``vpic_irq_negative_edge``
+clears the request bit, and a slave with no request left lowers its
+cascade on the master). qemu-dm and its event channel are not involved: the
+trace has each change as a ``xen_irq`` event.
+
+Timers on the virtual clock. A timer fires at its time; the model runs
+every timer that is due, in the order of their times (at equal times the
+second timers before ``pie_timer``), whenever it looks at the RTC: before
+each access to its ports and at each VM entry (the VMM's interrupt assist,
+:mod:`spec.vmm`). Only the timers that can raise IRQ8 are deadlines of the
+vcpu (:meth:`VirtualRtc.deadline`): ``pie_timer`` while armed, the next
+``second_timer2`` with UIE set, and with AIE set the next one whose
+second matches the alarm. So an RTC whose interrupts are disabled never
+makes the vcpu exit.
+
+Not modelled: ``rtc_freeze``/``rtc_thaw`` (the periodic timer stops while
+vcpu 0 is descheduled with the PIT's periodic time running: the model's
+vcpu is never descheduled but by HLT, where Xen does not freeze it) and
+save/restore.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from spec import platform
 
 NS = 1_000_000_000
-TIME_BASE_HZ = 32_768
-UIP_HOLD_NS = 8 * NS // TIME_BASE_HZ        # 244140 (244.140625 us, truncated as QEMU)
+#: ``RTC_SIZE``: Xen's part of CMOS
+RTC_SIZE = 14
+#: the delay from ``second_timer`` to ``second_timer2`` (the UIP window)
+UIP_NS = 244_000
 
 SECONDS, SECONDS_ALARM, MINUTES, MINUTES_ALARM, HOURS, HOURS_ALARM = range(6)
 DAY_OF_WEEK, DAY_OF_MONTH, MONTH, YEAR = 6, 7, 8, 9
 REG_A, REG_B, REG_C, REG_D = 0x0A, 0x0B, 0x0C, 0x0D
-TIME_REGISTERS = (SECONDS, MINUTES, HOURS, DAY_OF_WEEK, DAY_OF_MONTH, MONTH, YEAR,
-                  platform.RTC_CENTURY)
+TIME_REGISTERS = (SECONDS, MINUTES, HOURS, DAY_OF_WEEK, DAY_OF_MONTH, MONTH, YEAR)
 
-A_UIP = 0x80
-B_SET, B_PIE, B_AIE, B_UIE, B_DM, B_24H = 0x80, 0x40, 0x20, 0x10, 0x04, 0x02
-C_IRQF, C_PF, C_AF, C_UF = 0x80, 0x40, 0x20, 0x10
+A_UIP, A_DIV_CTL, A_REF_CLCK_32KHZ, A_RATE_SELECT = 0x80, 0x70, 0x20, 0x0F
+B_SET, B_PIE, B_AIE, B_UIE, B_DM_BINARY, B_24H = 0x80, 0x40, 0x20, 0x10, 0x04, 0x02
+C_IRQF_PF, C_IRQF_AF, C_IRQF_UF = 0xC0, 0xA0, 0x90
 D_VRT = 0x80
 
-
-def _cdiv(a: int, b: int) -> int:
-    """C's integer division (truncation toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
+#: the ports Xen claims (``register_portio_handler(d, 0x70, 2, ...)``)
+PORTS = range(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2)
 
 
-def mktimegm(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
-    """Seconds since the epoch of a broken-down UTC time, by QEMU's
-    ``mktimegm`` (util/cutils.c): no validation, out-of-range fields run on."""
-    if month < 3:
-        month += 12
-        year -= 1
-    days = (day + _cdiv(153 * month - 457, 5) + 365 * year + _cdiv(year, 4)
-            - _cdiv(year, 100) + _cdiv(year, 400) - 719469)
-    return 86400 * days + 3600 * hour + 60 * minute + second
+class Tm:
+    """The fields of ``struct tm`` the clock keeps (``current_tm``): month
+    0-11, year since 1900, day of week 0 = Sunday."""
+
+    __slots__ = ("sec", "min", "hour", "wday", "mday", "mon", "year")
+
+    def __init__(self, sec: int, minute: int, hour: int, wday: int, mday: int, mon: int,
+                 year: int) -> None:
+        self.sec, self.min, self.hour = sec, minute, hour
+        self.wday, self.mday, self.mon, self.year = wday, mday, mon, year
+
+    @classmethod
+    def gmtime(cls, seconds: int) -> "Tm":
+        t = time.gmtime(seconds)
+        return cls(t.tm_sec, t.tm_min, t.tm_hour, (t.tm_wday + 1) % 7, t.tm_mday,
+                   t.tm_mon - 1, t.tm_year - 1900)
+
+    def regular(self) -> bool:
+        """A time of day that advances by plain arithmetic."""
+        return 0 <= self.sec < 60 and 0 <= self.min < 60 and 0 <= self.hour < 24
 
 
-def broken_down(seconds: int) -> tuple[int, int, int, int, int, int, int]:
-    """(year, month, day, hour, minute, second, weekday 0 = Sunday) of
-    ``seconds`` since the epoch, UTC, proleptic Gregorian calendar."""
-    days, rest = divmod(seconds, 86400)
-    weekday = (days + 4) % 7                         # 1970-01-01 was a Thursday
-    z = days + 719468                                # civil from days (era of 400 years)
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    year = yoe + era * 400 + (month <= 2)
-    return year, month, day, rest // 3600, rest // 60 % 60, rest % 60, weekday
+def days_in_month(month: int, year: int) -> int:
+    """``get_days_in_month``: ``month`` 0-11 (31 outside), ``year`` in full."""
+    if not 0 <= month < 12:
+        return 31
+    days = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)[month]
+    if month == 1 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        days += 1
+    return days
 
 
-def cmos_memory_bytes(memory: int) -> dict[int, int]:
-    """The memory-size bytes of CMOS for a domain of ``memory`` bytes."""
-    below = min(memory, platform.HVM_BELOW_4G_RAM_END)
-    above = memory - below
-    base = min(below // 1024, 640)
-    ext = min((below - (1 << 20)) // 1024 if below > 1 << 20 else 0, 0xFFFF)
-    high = min((below - (16 << 20)) // 65536 if below > 16 << 20 else 0, 0xFFFF)
-    top = above // 65536
-    return {0x15: base & 0xFF, 0x16: base >> 8 & 0xFF,
-            0x17: ext & 0xFF, 0x18: ext >> 8, 0x30: ext & 0xFF, 0x31: ext >> 8,
-            0x34: high & 0xFF, 0x35: high >> 8,
-            0x5B: top & 0xFF, 0x5C: top >> 8 & 0xFF, 0x5D: top >> 16 & 0xFF}
+def next_second(tm: Tm) -> None:
+    """``rtc_next_second``: ``tm`` one second on (the comparisons are
+    unsigned in C: only the month can be negative, and it is compared
+    signed)."""
+    tm.sec += 1
+    if tm.sec < 60:
+        return
+    tm.sec = 0
+    tm.min += 1
+    if tm.min < 60:
+        return
+    tm.min = 0
+    tm.hour += 1
+    if tm.hour < 24:
+        return
+    tm.hour = 0
+    tm.wday += 1
+    if tm.wday >= 7:
+        tm.wday = 0
+    length = days_in_month(tm.mon, tm.year + 1900)
+    tm.mday += 1
+    if tm.mday < 1:
+        tm.mday = 1
+    elif tm.mday > length:
+        tm.mday = 1
+        tm.mon += 1
+        if tm.mon >= 12:
+            tm.mon = 0
+            tm.year += 1
 
 
-#: the equipment byte: FPU (bit 1), PS/2 mouse (bit 2); no floppy (bits 0, 7:6)
-EQUIPMENT = 0x02 | 0x04
+def period_ns(rate: int) -> int:
+    """``rtc_timer_update``'s period for rate select ``rate`` (1-15)."""
+    code = rate + 7 if rate <= 2 else rate
+    cycles = 1 << (code - 1)
+    return (cycles * NS + 32768 // 2) // 32768
 
 
-def cmos_config_bytes(boot: str) -> dict[int, int]:
-    """The BIOS's configuration bytes for the boot order ``boot`` (module
-    docstring)."""
-    codes = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
-    return {0x3D: codes[0] | codes[1] << 4, 0x38: codes[2] << 4,
-            0x10: 0, 0x12: 0, 0x14: EQUIPMENT}
-
-
-def alarm_matches(alarm: int, value: int) -> bool:
-    """One alarm field against the time's field (both as the guest sees
-    them, after conversion): equal, or a don't-care code (top bits 11)."""
-    return alarm & 0xC0 == 0xC0 or alarm == value
-
-
-class Rtc:
-    """The MC146818A of one domain, with its CMOS RAM."""
-
-    sizes = (1,)
+class VirtualRtc:
+    """Xen's ``RTCState`` of one domain. ``clock`` gives the virtual time in
+    ns; ``set_irq(level)`` is ``hvm_isa_irq_assert`` (1) or ``_deassert`` (0)
+    of IRQ8, called only when the line changes."""
 
     def __init__(self, clock: Callable[[], int], set_irq: Callable[[int], None],
-                 memory: int, base: int = platform.RTC_DEFAULT_BASE, boot: str = "c") -> None:
-        self.name = "rtc"
+                 base: int = platform.RTC_DEFAULT_BASE) -> None:
         self.clock = clock
         self.set_irq = set_irq
-        self.cmos = bytearray(platform.RTC_CMOS_SIZE)
-        for index, value in {**cmos_memory_bytes(memory), **cmos_config_bytes(boot)}.items():
-            self.cmos[index] = value
-        self.cmos[REG_A], self.cmos[REG_B], self.cmos[REG_D] = 0x26, B_24H, D_VRT
-        self.index = 0
-        self.nmi_masked = False
-        #: the clock: T(now) = epoch_ns + (now - start_ns)
-        self.epoch_ns = base * NS
-        self.start_ns = clock()
-        #: the time up to which register C's flags have been computed
-        self.flags_until = self.start_ns
-        self.irq_level = 0
+        self.cmos_data = bytearray(RTC_SIZE)
+        self.cmos_index = 0
+        self.cmos_data[REG_A] = A_REF_CLCK_32KHZ | 6
+        self.cmos_data[REG_B] = B_24H
+        self.cmos_data[REG_D] = D_VRT
+        self.current_tm = Tm.gmtime(base)
+        self._copy_date()
+        self.level = 0
+        now = clock()
+        self.next_second_time = now + NS
+        #: the armed timers' times (None: stopped)
+        self.second_timer: int | None = None
+        self.second_timer2: int | None = self.next_second_time
+        self.pie_timer: int | None = None
+        self.period = 0
 
-    # --- time ------------------------------------------------------------------------
+    def claims(self, port: int) -> bool:
+        return port in PORTS
 
-    def time_ns(self, now: int) -> int:
-        """``T(now)``: nanoseconds since the epoch (the clock runs on under SET)."""
-        return self.epoch_ns + (now - self.start_ns)
+    # --- conversions ------------------------------------------------------------------
 
-    def running(self) -> bool:
-        return not self.cmos[REG_B] & B_SET
+    def _to_bcd(self, a: int) -> int:
+        if self.cmos_data[REG_B] & B_DM_BINARY:
+            return a & 0xFF
+        return ((a // 10) << 4 | a % 10) & 0xFF
 
-    def _to_reg(self, value: int) -> int:
-        if self.cmos[REG_B] & B_DM:
-            return value & 0xFF
-        return ((value // 10 % 10) << 4 | value % 10) & 0xFF
+    def _from_bcd(self, a: int) -> int:
+        if self.cmos_data[REG_B] & B_DM_BINARY:
+            return a
+        return (a >> 4) * 10 + (a & 0x0F)
 
-    def _from_reg(self, value: int) -> int:
-        if self.cmos[REG_B] & B_DM:
-            return value
-        return (value >> 4) * 10 + (value & 0x0F)
+    def _set_time(self) -> None:
+        """``rtc_set_time``: the clock from the registers."""
+        c, tm = self.cmos_data, self.current_tm
+        tm.sec = self._from_bcd(c[SECONDS])
+        tm.min = self._from_bcd(c[MINUTES])
+        tm.hour = self._from_bcd(c[HOURS] & 0x7F)
+        if not c[REG_B] & B_24H and c[HOURS] & 0x80:
+            tm.hour += 12
+        tm.wday = self._from_bcd(c[DAY_OF_WEEK])
+        tm.mday = self._from_bcd(c[DAY_OF_MONTH])
+        tm.mon = self._from_bcd(c[MONTH]) - 1
+        tm.year = self._from_bcd(c[YEAR]) + 100
 
-    def _hour_to_reg(self, hour: int) -> int:
-        if self.cmos[REG_B] & B_24H:
-            return self._to_reg(hour)
-        return self._to_reg(hour % 12 or 12) | (0x80 if hour >= 12 else 0)
+    def _copy_date(self) -> None:
+        """``rtc_copy_date``: the registers from the clock."""
+        c, tm = self.cmos_data, self.current_tm
+        c[SECONDS] = self._to_bcd(tm.sec)
+        c[MINUTES] = self._to_bcd(tm.min)
+        if c[REG_B] & B_24H:
+            c[HOURS] = self._to_bcd(tm.hour)
+        else:
+            c[HOURS] = self._to_bcd(tm.hour % 12) | (0x80 if tm.hour >= 12 else 0)
+        c[DAY_OF_WEEK] = self._to_bcd(tm.wday)
+        c[DAY_OF_MONTH] = self._to_bcd(tm.mday)
+        c[MONTH] = self._to_bcd(tm.mon + 1)
+        c[YEAR] = self._to_bcd(tm.year % 100)
 
-    def _hour_from_reg(self, value: int) -> int:
-        if self.cmos[REG_B] & B_24H:
-            return self._from_reg(value)
-        return self._from_reg(value & 0x7F) % 12 + (12 if value & 0x80 else 0)
+    def _alarm_field(self, reg: int, value: int) -> bool:
+        alarm = self.cmos_data[reg]
+        return alarm & 0xC0 == 0xC0 or self._from_bcd(alarm) == value
 
-    def time_registers(self, seconds: int) -> dict[int, int]:
-        """The clock registers showing ``seconds`` since the epoch."""
-        year, month, day, hour, minute, second, weekday = broken_down(seconds)
-        return {SECONDS: self._to_reg(second), MINUTES: self._to_reg(minute),
-                HOURS: self._hour_to_reg(hour), DAY_OF_WEEK: self._to_reg(weekday + 1),
-                DAY_OF_MONTH: self._to_reg(day), MONTH: self._to_reg(month),
-                YEAR: self._to_reg(year % 100), platform.RTC_CENTURY: self._to_reg(year // 100)}
+    def _alarm_matches(self, tm: Tm) -> bool:
+        return (self._alarm_field(SECONDS_ALARM, tm.sec)
+                and self._alarm_field(MINUTES_ALARM, tm.min)
+                and self._alarm_field(HOURS_ALARM, tm.hour))
 
-    def _latch(self, now: int) -> None:
-        for index, value in self.time_registers(self.time_ns(now) // NS).items():
-            self.cmos[index] = value
+    # --- IRQ8 -------------------------------------------------------------------------
 
-    def _registers_seconds(self) -> int:
-        c = self.cmos
-        year = self._from_reg(c[platform.RTC_CENTURY]) * 100 + self._from_reg(c[YEAR])
-        return mktimegm(year, self._from_reg(c[MONTH]), self._from_reg(c[DAY_OF_MONTH]),
-                        self._hour_from_reg(c[HOURS]), self._from_reg(c[MINUTES]),
-                        self._from_reg(c[SECONDS]))
-
-    def _set_clock(self, now: int) -> None:
-        """Run the clock from the registers, keeping the sub-second phase."""
-        phase = self.time_ns(now) % NS
-        self.epoch_ns = self._registers_seconds() * NS + phase
-        self.start_ns = now
-
-    def update_in_progress(self, now: int) -> bool:
-        return self.running() and self.time_ns(now) % NS >= NS - UIP_HOLD_NS
-
-    # --- events ----------------------------------------------------------------------
-
-    def period_cycles(self) -> int | None:
-        """The periodic interrupt's period in 32.768 kHz cycles, or None."""
-        rs = self.cmos[REG_A] & 0x0F
-        if rs == 0:
-            return None
-        return 1 << (rs + 6 if rs <= 2 else rs - 1)
-
-    def _edges(self, t: int, period: int) -> int:
-        """Periodic edges at virtual times in (0, t]."""
-        return t * TIME_BASE_HZ // (period * NS)
-
-    def next_periodic(self, now: int) -> int | None:
-        period = self.period_cycles()
-        if period is None:
-            return None
-        k = self._edges(now, period) + 1
-        return -(-k * period * NS // TIME_BASE_HZ)
-
-    def next_update(self, now: int) -> int | None:
-        """The virtual time of the next update, or None while SET."""
-        if not self.running():
-            return None
-        t = self.time_ns(now)
-        return now + (t // NS + 1) * NS - t
-
-    def _alarm_second_after(self, second: int) -> int | None:
-        """The first whole second after ``second`` whose time matches the
-        alarm registers, or None if none ever does."""
-        c = self.cmos
-        if all(c[reg] & 0xC0 == 0xC0 for reg in (HOURS_ALARM, MINUTES_ALARM, SECONDS_ALARM)):
-            return second + 1
-        fields = []
-        for reg, limit in ((HOURS_ALARM, 24), (MINUTES_ALARM, 60), (SECONDS_ALARM, 60)):
-            if c[reg] & 0xC0 == 0xC0:
-                fields.append(range(limit))
-                continue
-            value = self._hour_from_reg(c[reg]) if reg == HOURS_ALARM else self._from_reg(c[reg])
-            # the alarm compares register contents: a value the clock never shows never matches
-            shown = self._hour_to_reg(value) if reg == HOURS_ALARM else self._to_reg(value)
-            if not 0 <= value < limit or shown != c[reg]:
-                return None
-            fields.append(range(value, value + 1))
-        day_start = second - second % 86400
-        times = [h * 3600 + m * 60 + s for h in fields[0] for m in fields[1] for s in fields[2]]
-        later = [t for t in times if day_start + t > second]
-        return day_start + (later[0] if later else 86400 + times[0])
-
-    def next_alarm(self, now: int) -> int | None:
-        if not self.running():
-            return None
-        t = self.time_ns(now)
-        second = self._alarm_second_after(t // NS)
-        if second is None:
-            return None
-        return now + second * NS - t
-
-    def _accumulate(self, now: int) -> None:
-        """Set register C's flags for the events in ``(flags_until, now]``,
-        then IRQF and IRQ8 for the enabled ones."""
-        last, self.flags_until = self.flags_until, now
-        flags = 0
-        period = self.period_cycles()
-        if period is not None and self._edges(now, period) > self._edges(last, period):
-            flags |= C_PF
-        if self.running():
-            update = self.next_update(last)
-            if update is not None and update <= now:
-                flags |= C_UF
-            alarm = self.next_alarm(last)
-            if alarm is not None and alarm <= now:
-                flags |= C_AF
-        self.cmos[REG_C] |= flags
-        self._sync_irq()
-
-    def _sync_irq(self) -> None:
-        if self.cmos[REG_C] & self.cmos[REG_B] & (C_PF | C_AF | C_UF):
-            self.cmos[REG_C] |= C_IRQF
-        if self.cmos[REG_C] & C_IRQF and not self.irq_level:
-            self.irq_level = 1
+    def _assert(self) -> None:
+        if not self.level:
+            self.level = 1
             self.set_irq(1)
 
-    def next_deadline(self) -> int | None:
-        """The next enabled RTC event (IRQ8), or None."""
-        now, b = self.clock(), self.cmos[REG_B]
-        times = [self.next_periodic(now) if b & B_PIE else None,
-                 self.next_update(now) if b & B_UIE else None,
-                 self.next_alarm(now) if b & B_AIE else None]
-        return min((t for t in times if t is not None), default=None)
+    def _deassert(self) -> None:
+        if self.level:
+            self.level = 0
+            self.set_irq(0)
 
-    def expire(self, now: int) -> None:
-        """qemu-dm's timer at or after a deadline."""
-        self._accumulate(now)
+    # --- the timers -------------------------------------------------------------------
+
+    def _update_second(self) -> None:
+        """``rtc_update_second``, at ``next_second_time``."""
+        self.second_timer = None
+        c = self.cmos_data
+        if c[REG_A] & A_DIV_CTL != A_REF_CLCK_32KHZ:
+            self.next_second_time += NS
+            self.second_timer = self.next_second_time
+            return
+        next_second(self.current_tm)
+        if not c[REG_B] & B_SET:
+            c[REG_A] |= A_UIP
+        self.second_timer2 = self.next_second_time + UIP_NS
+
+    def _update_second2(self) -> None:
+        """``rtc_update_second2``."""
+        self.second_timer2 = None
+        c = self.cmos_data
+        if not c[REG_B] & B_SET:
+            self._copy_date()
+        if c[REG_B] & B_AIE and self._alarm_matches(self.current_tm):
+            c[REG_C] |= C_IRQF_AF
+            self._deassert()
+            self._assert()
+        if c[REG_B] & B_UIE:
+            c[REG_C] |= C_IRQF_UF
+            self._deassert()
+            self._assert()
+        c[REG_A] &= ~A_UIP & 0xFF
+        self.next_second_time += NS
+        self.second_timer = self.next_second_time
+
+    def _pie(self, at: int, now: int) -> None:
+        """``rtc_pie_callback`` at ``at``; the ones due by ``now`` after it
+        repeat what it did (the line is still asserted), so they are run
+        as one."""
+        self.cmos_data[REG_C] |= C_IRQF_PF
+        self._assert()
+        self.pie_timer = at + self.period * ((now - at) // self.period + 1)
+
+    def run(self, now: int) -> None:
+        """Fire every timer due by ``now``, in order."""
+        while True:
+            due = [(t, order) for order, t in enumerate(
+                (self.second_timer, self.second_timer2, self.pie_timer))
+                if t is not None and t <= now]
+            if not due:
+                return
+            at, which = min(due)
+            if which == 0:
+                self._update_second()
+            elif which == 1:
+                self._update_second2()
+            else:
+                self._pie(at, now if self._no_second_before(now) else at)
+
+    def _no_second_before(self, now: int) -> bool:
+        """No second timer is due by ``now``: the periodic timer's repeats
+        up to ``now`` may be run at once."""
+        return all(t is None or t > now for t in (self.second_timer, self.second_timer2))
+
+    def _timer_update(self, now: int) -> None:
+        """``rtc_timer_update``: restart or stop the periodic timer."""
+        c = self.cmos_data
+        rate = c[REG_A] & A_RATE_SELECT
+        if rate and c[REG_B] & B_PIE:
+            self.period = period_ns(rate)
+            self.pie_timer = now + self.period
+        else:
+            self.pie_timer = None
+
+    def _next_update2(self) -> tuple[int, int] | None:
+        """(time of the next ``second_timer2``, seconds ``current_tm`` will
+        have advanced by then), or None when no second will be updated. The
+        ones after it come at ``next_second_time + UIP_NS`` plus whole
+        seconds (the first one of all, at one second, had no UIP delay)."""
+        if self.second_timer2 is not None:
+            return self.second_timer2, 0
+        if self.cmos_data[REG_A] & A_DIV_CTL != A_REF_CLCK_32KHZ:
+            return None
+        return self.next_second_time + UIP_NS, 1
+
+    def _alarm_after(self, first: int, ahead: int) -> int | None:
+        """The time of the first ``second_timer2`` from ``first`` (when the
+        clock will be ``ahead`` seconds on) whose clock matches the alarm:
+        the ``j``-th one after ``first`` comes at ``next_second_time + j s +
+        UIP_NS``."""
+        tm = self.current_tm
+        if not tm.regular():
+            return first                       # step by step until the clock is regular
+        choices = []
+        for reg, limit in ((HOURS_ALARM, 24), (MINUTES_ALARM, 60), (SECONDS_ALARM, 60)):
+            alarm = self.cmos_data[reg]
+            if alarm & 0xC0 == 0xC0:
+                choices.append(None)
+                continue
+            value = self._from_bcd(alarm)
+            if value >= limit:
+                return None                    # a field the clock never shows
+            choices.append(value)
+        now_s = (tm.hour * 3600 + tm.min * 60 + tm.sec + ahead) % 86400
+        if choices == [None, None, None]:
+            return first
+        hours = range(24) if choices[0] is None else (choices[0],)
+        minutes = range(60) if choices[1] is None else (choices[1],)
+        seconds = range(60) if choices[2] is None else (choices[2],)
+        wait = min((h * 3600 + m * 60 + s - now_s) % 86400
+                   for h in hours for m in minutes for s in seconds)
+        if wait == 0:
+            return first
+        return self.next_second_time + wait * NS + UIP_NS
+
+    def deadline(self) -> int | None:
+        """The next timer that can raise IRQ8 (module docstring), or None."""
+        b = self.cmos_data[REG_B]
+        times = [self.pie_timer]
+        update = self._next_update2() if b & (B_UIE | B_AIE) else None
+        if update is not None:
+            if b & B_UIE:
+                times.append(update[0])
+            if b & B_AIE:
+                times.append(self._alarm_after(*update))
+        return min((t for t in times if t is not None), default=None)
 
     # --- ports ------------------------------------------------------------------------
 
-    def io_read(self, offset: int, size: int) -> int:
-        if offset == 0:
-            return 0xFF
-        now, index = self.clock(), self.index
-        if index in TIME_REGISTERS and self.running():
-            return self.time_registers(self.time_ns(now) // NS)[index]
-        if index == REG_A:
-            return self.cmos[REG_A] & 0x7F | (A_UIP if self.update_in_progress(now) else 0)
-        if index == REG_C:
-            self._accumulate(now)
-            value, self.cmos[REG_C] = self.cmos[REG_C], 0
-            if self.irq_level:
-                self.irq_level = 0
-                self.set_irq(0)
-            return value
-        return self.cmos[index]
+    def intercept(self, port: int, size: int, direction: str, value: int,
+                  string: bool) -> tuple[bool, int | None]:
+        """``handle_rtc_io``: (True, datum) when Xen handled the access (the
+        datum of a read, None when it leaves it as it was), (False, None)
+        when it goes on to qemu-dm."""
+        if size != 1 or string:
+            return True, None
+        now = self.clock()
+        self.run(now)
+        if direction == "out":
+            return self._write(port, value & 0xFF, now), None
+        if self.cmos_index >= RTC_SIZE:
+            return False, None
+        return True, self._read(port)
 
-    def io_write(self, offset: int, size: int, value: int) -> None:
-        if offset == 0:
-            self.index, self.nmi_masked = value & 0x7F, bool(value & 0x80)
-            return
-        now, index = self.clock(), self.index
-        if index in (REG_C, REG_D):
-            return                                  # read-only
-        self._accumulate(now)                       # events so far, under the old settings
-        if index in TIME_REGISTERS:
-            if self.running():
-                self._latch(now)
-                self.cmos[index] = value
-                self._set_clock(now)
-            else:
-                self.cmos[index] = value
+    def _read(self, port: int) -> int:
+        """``rtc_ioport_read``."""
+        if port & 1 == 0:
+            return 0xFF
+        index = self.cmos_index
+        value = self.cmos_data[index]
+        if index == REG_C:
+            self._deassert()
+            self.cmos_data[REG_C] = 0
+        return value
+
+    def _write(self, port: int, data: int, now: int) -> bool:
+        """``rtc_ioport_write``: True if Xen handled it."""
+        if port & 1 == 0:
+            self.cmos_index = data & 0x7F
+            return self.cmos_index < RTC_SIZE
+        index, c = self.cmos_index, self.cmos_data
+        if index >= RTC_SIZE:
+            return False
+        if index in (SECONDS_ALARM, MINUTES_ALARM, HOURS_ALARM):
+            c[index] = data
+        elif index in TIME_REGISTERS:
+            c[index] = data
+            if not c[REG_B] & B_SET:
+                self._set_time()
         elif index == REG_A:
-            self.cmos[REG_A] = value & 0x7F
+            c[REG_A] = data & ~A_UIP | c[REG_A] & A_UIP
+            self._timer_update(now)
         elif index == REG_B:
-            was_set = not self.running()
-            if value & B_SET:
-                if not was_set:
-                    self._latch(now)
-                value &= ~B_UIE
-            elif was_set:
-                self._set_clock(now)                # in the format the registers were set in
-            self.cmos[REG_B] = value
-        else:
-            self.cmos[index] = value
-        self.flags_until = now
-        self._sync_irq()
+            if data & B_SET:
+                c[REG_A] &= ~A_UIP & 0xFF
+                data &= ~B_UIE
+            elif c[REG_B] & B_SET:
+                self._set_time()
+            c[REG_B] = data
+            self._timer_update(now)
+        return True
