@@ -555,18 +555,7 @@ class Vmm:
         size = io.size
         mask = (1 << 8 * size) - 1
         if io.string:
-            amask = (1 << io.address_size) - 1
-            n = cpu.get("rcx") & amask if io.rep else 1
-            delta = -size if cpu.get("rflags") & EFLAGS_DF else size
-            _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
-            if io.rep:
-                _add(cpu, "rcx", -n, amask)
-            device = "pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit"
-            for _ in range(n):
-                self.emit(trace.XenIo.of(device=device, addr=io.port, size=size, dir=io.dir,
-                                         data=0))
-            cpu.io_ns += n * platform.PORT_ACCESS_NS
-            self._retire(ex, True)
+            self._ignored(ex, "pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit")
             return
         data = cpu.get("rax") & mask
         pm = io.port >= platform.ACPI_PM_TMR_BLK
