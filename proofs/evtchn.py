@@ -6,7 +6,8 @@ rule functions (:func:`~spec.evtchn.set_pending_2l`,
 :func:`~spec.evtchn.take_2l`) called with Z3 terms, and the mutants that must
 break it. Imports :mod:`spec.evtchn`, :mod:`proofs.kinduction`.
 
-State: the word's 4 pending bits and 4 mask bits, its selector bit and the
+State: the word's 64 pending bits and 64 mask bits (the width the engine's
+words have, :data:`spec.evtchn.BITS_PER_WORD`), its selector bit and the
 upcall bit. Each step one of the four operations acts on one port (chosen by
 the inputs). Properties of every step:
 
@@ -31,7 +32,8 @@ import z3
 from proofs.kinduction import Outcome, TransitionSystem, check
 from spec import evtchn
 
-WIDTH = 4
+WIDTH = evtchn.BITS_PER_WORD          # the engine's word: 64 ports
+PORT_BITS = WIDTH.bit_length() - 1
 ACTIONS = ("send", "mask", "unmask", "take")
 
 
@@ -41,7 +43,7 @@ def _vars():
 
 
 def _inputs():
-    return {"act": lambda n: z3.BitVec(n, 2), "port": lambda n: z3.BitVec(n, 2)}
+    return {"act": lambda n: z3.BitVec(n, 2), "port": lambda n: z3.BitVec(n, PORT_BITS)}
 
 
 def _word(s) -> evtchn.SelectorWord:
@@ -49,7 +51,7 @@ def _word(s) -> evtchn.SelectorWord:
 
 
 def _bit(i) -> z3.BitVecRef:
-    return z3.BitVecVal(1, WIDTH) << z3.ZeroExt(WIDTH - 2, i["port"])
+    return z3.BitVecVal(1, WIDTH) << z3.ZeroExt(WIDTH - PORT_BITS, i["port"])
 
 
 def _step(s, i, t) -> z3.BoolRef:
@@ -84,7 +86,7 @@ def _init(s) -> z3.BoolRef:
 
 
 def _describe_state(v: dict) -> str:
-    return (f"pending={v['pending']:04b} mask={v['mask']:04b} "
+    return (f"pending={v['pending']:#x} mask={v['mask']:#x} "
             f"sel={int(v['sel'])} upcall={int(v['upcall'])}")
 
 
@@ -108,7 +110,7 @@ def _unmask_delivers(s, i, t) -> z3.BoolRef:
 def word_system() -> TransitionSystem:
     """evtchn.2l: masking and unmasking on one selector word."""
     return TransitionSystem("evtchn.2l", _vars(), _inputs(), _init, _step, _invariant, _prop,
-                            _describe_state, _describe_input,
+                            _describe_state, _describe_input, depth=4,
                             witnesses=(("a send to a masked port", _masked_send),
                                        ("an unmask of a port pending while masked",
                                         _unmask_delivers)))
