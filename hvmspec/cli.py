@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\nhvmspec: {OPERATOR.signal_name}: stopped", file=sys.stderr)
         return OPERATOR.exit_code
+    except Exception:
+        # a signal's KeyboardInterrupt that landed inside a C call comes out
+        # as that library's error (ctypes: "argument 1: KeyboardInterrupt",
+        # while Z3 builds a term): once the operator has asked to stop, it
+        # is that stop, not a failure
+        if OPERATOR.signum is None:
+            raise
+        print(f"\nhvmspec: {OPERATOR.signal_name}: stopped", file=sys.stderr)
+        return OPERATOR.exit_code
     finally:
         OPERATOR.uninstall()
 

@@ -184,3 +184,33 @@ def test_check_stops_on_ctrl_c_while_z3_solves():
     assert code == 130, err
     assert took < 5 and err.strip().splitlines()[-1] == "hvmspec: SIGINT: stopped"
     assert "as expected" not in proc.stdout.read().decode()    # no table: it stopped
+
+
+def test_a_signal_that_lands_inside_a_c_call_is_a_stop(monkeypatch, capsys):
+    """SIGINT's KeyboardInterrupt raised while ctypes converts an argument
+    (Z3 building a term) comes out as ``ctypes.ArgumentError``: once the
+    operator has asked to stop, hvmspec reports the stop, exit 130, not a
+    traceback. Without a signal, the same error is a bug and propagates."""
+    import ctypes
+    import proofs
+    from hvmspec.cli import main
+    from hvmspec.console import OPERATOR
+    from proofs import Check
+    from proofs.kinduction import Outcome
+
+    def interrupted() -> Outcome:
+        OPERATOR.signum = signal.SIGINT
+        raise ctypes.ArgumentError("argument 1: KeyboardInterrupt: ")
+
+    monkeypatch.setattr(proofs, "all_checks", lambda: [
+        Check("x", "invariant", "proved", "", "", interrupted)])
+    try:
+        assert main(["check", "--json"]) == 130
+        assert capsys.readouterr().err.strip().splitlines()[-1] == "hvmspec: SIGINT: stopped"
+    finally:
+        OPERATOR.signum = None
+    monkeypatch.setattr(proofs, "all_checks", lambda: [
+        Check("x", "invariant", "proved", "", "",
+              lambda: (_ for _ in ()).throw(ctypes.ArgumentError("a real bug")))])
+    with pytest.raises(ctypes.ArgumentError):
+        main(["check", "--json"])
