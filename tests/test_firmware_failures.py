@@ -209,13 +209,7 @@ LOG = """%include "lib/all.s"
     real_mode_start rom_data=1
     mov dx, 0x402
     mov si, msg
-log:
-    lodsb
-    test al, al
-    jz logged
-    out dx, al
-    jmp log
-logged:
+    port_write
 """
 MSG = """
 msg:

@@ -145,13 +145,14 @@ def test_the_trace_file_round_trips_the_new_events(tmp_path):
 def fw_guest(tmp_path) -> Path:
     """A guest file: two log lines around a serial line, then power-off."""
     path = tmp_path / "fw.s"
-    path.write_text("""start:
+    path.write_text("""%include "lib/all.s"
+start:
     cli
     mov ax, cs
     mov ds, ax
     mov dx, 0x402
     mov si, first
-    call log
+    port_write
     mov dx, 0x3f8
     mov al, 'S'
     out dx, al
@@ -159,19 +160,11 @@ def fw_guest(tmp_path) -> Path:
     out dx, al
     mov dx, 0x402
     mov si, second
-    call log
+    port_write
     mov dx, 0x1f44
     mov ax, 0x3c00
     out dx, ax
     hlt
-log:
-    lodsb
-    test al, al
-    jz logged
-    out dx, al
-    jmp log
-logged:
-    ret
 first:
     .ascii "Booting the firmware\\nhalf a "
     .byte 0

@@ -81,3 +81,15 @@ serial_write_done_\@:
 .endif
     ret
 .endm
+
+; port_write: inline, the NUL-terminated string at DS:SI to port DX a byte
+; at a time, with no polling (a debug port such as the BIOS log's 0x402)
+.macro port_write
+port_write_next_\@:
+    lodsb
+    test al, al
+    jz port_write_done_\@
+    out dx, al
+    jmp port_write_next_\@
+port_write_done_\@:
+.endm
