@@ -367,11 +367,9 @@ class Vmm:
             self.finish(vcpu, ex, advance=True)
             return
         amask = (1 << q.address_size) - 1
-        count = hw.reg("rcx") & amask if q.rep else 1
-        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
         index = "rdi" if q.dir == "in" else "rsi"
         base = hw.segment_base(q.segment)
-        for _ in range(count):
+        for _ in range(_string_count(hw, q)):
             linear = (base + (hw.reg(index) & amask)) & hw.address_mask()
             try:
                 if q.dir == "in":
@@ -385,9 +383,7 @@ class Vmm:
                 self._string_io_fault(vcpu, ex, exc)     # the elements done stay done
                 return
             hw.io_ns += clock.port_time(1)
-            _update(hw, index, step, amask)
-            if q.rep:
-                _update(hw, "rcx", -1, amask)
+            _advance_string(hw, q, 1)
         self.finish(vcpu, ex, advance=True)
 
     def timer_io(self, vcpu: int, ex: Exit, device: str, access) -> None:
@@ -414,12 +410,8 @@ class Vmm:
             hw.io_ns += clock.port_time(1)
             self.finish(vcpu, ex, advance=True)
             return
-        amask = (1 << q.address_size) - 1
-        count = hw.reg("rcx") & amask if q.rep else 1
-        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
-        _update(hw, "rdi" if q.dir == "in" else "rsi", step * count, amask)
-        if q.rep:
-            _update(hw, "rcx", -count, amask)
+        count = _string_count(hw, q)
+        _advance_string(hw, q, count)
         for _ in range(count):              # one xen_io per element, as the vPIC's
             self.emit(trace.XenIo(device=device, addr=q.port, size=q.size, dir=q.dir, data=0))
         hw.io_ns += clock.port_time(count)
@@ -687,12 +679,7 @@ class Vmm:
             return
         if pending.by_value_gpa is not None:
             hw.write(pending.by_value_gpa, (req.data & _mask(q.size)).to_bytes(q.size, "little"))
-        amask = (1 << q.address_size) - 1
-        step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
-        index = "rdi" if q.dir == "in" else "rsi"
-        _update(hw, index, step * pending.count, amask)
-        if q.rep:
-            _update(hw, "rcx", -pending.count, amask)
+        _advance_string(hw, q, pending.count)
         self.finish(vcpu, pending.exit, advance=pending.finishes)
 
     def finish(self, vcpu: int, ex: Exit, advance: bool) -> None:
@@ -745,6 +732,23 @@ def _translator(hw: HardwareVcpu) -> Callable[[int, bool], int] | None:
 
 def _mask(size: int) -> int:
     return (1 << (8 * size)) - 1
+
+
+def _string_count(hw: HardwareVcpu, q) -> int:
+    """The elements of a string I/O instruction: RCX at its address size
+    under REP, else one."""
+    return hw.reg("rcx") & ((1 << q.address_size) - 1) if q.rep else 1
+
+
+def _advance_string(hw: HardwareVcpu, q, elements: int) -> None:
+    """Move a string I/O instruction on by ``elements``: its index register
+    (RDI for INS, RSI for OUTS) by that many elements in the direction of
+    EFLAGS.DF, and RCX down by as many under REP, both at its address size."""
+    amask = (1 << q.address_size) - 1
+    step = -q.size if hw.reg("rflags") & RFLAGS_DF else q.size
+    _update(hw, "rdi" if q.dir == "in" else "rsi", step * elements, amask)
+    if q.rep:
+        _update(hw, "rcx", -elements, amask)
 
 
 def _update(hw: HardwareVcpu, reg: str, delta: int, mask: int) -> None:
