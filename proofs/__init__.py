@@ -38,12 +38,18 @@ def all_checks() -> list[Check]:
                                 lambda f=factory, m=module: m.run_check(f)))
             for mutant in mutants:
                 checks.append(Check(f"{name}/mutant:{mutant[0]}", "mutant", "counterexample",
-                                    f"{spec_module}.{mutant[1]}", mutant[2].__doc__ or "",
+                                    f"{spec_module}.{mutant[1]}", _mutant_doc(mutant),
                                     lambda f=factory, mu=mutant, m=module: m.run_check(f, mu)))
     checks += interrupt_checks()
     checks += xenstore_checks()
     checks += x86_alu_checks()
     return checks
+
+
+def _mutant_doc(mutant: tuple) -> str:
+    """A mutant's description: its fourth element when the replacement is
+    a value (a table), else the replacement function's docstring."""
+    return mutant[3] if len(mutant) > 3 else (mutant[2].__doc__ or "")
 
 
 def _dotted_checks(m, package: str) -> list[Check]:

@@ -38,7 +38,11 @@ from typing import Callable
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated
+import time
+from contextlib import ExitStack
+from unittest import mock
+
+from proofs.kinduction import Outcome, TransitionSystem, check
 from spec import bv, ioreq
 
 ACTIONS = ("vmm_send", "dm_accept", "dm_respond", "vmm_wake", "dm_forge")
@@ -203,6 +207,194 @@ def _send_ignoring_waiting(slot: ioreq.Slot) -> ioreq.Step:
     return ioreq.Step(bv.eq(slot.state, NONE), real.after)
 
 
+
+
+# --- the layout of the shared page ---------------------------------------------------------
+#
+# Written here from public/hvm/ioreq.h, independently of spec.ioreq's tables:
+#   struct ioreq { uint64_t addr; uint64_t data; uint32_t count; uint32_t size;
+#                  uint32_t vp_eport; uint16_t _pad0; uint8_t state:4; uint8_t data_is_ptr:1;
+#                  uint8_t dir:1; uint8_t df:1; uint8_t _pad1:1; uint8_t type; };
+#   struct shared_iopage { struct ioreq vcpu_ioreq[1]; }  -- one per vcpu, 32 bytes apart
+HEADER_BYTES = (("addr", 0, 8), ("data", 8, 8), ("count", 16, 4), ("size", 20, 4),
+                ("vp_eport", 24, 4), ("type", 31, 1))
+HEADER_BITS = (("state", 0, 4), ("data_is_ptr", 4, 1), ("dir", 5, 1), ("df", 6, 1))
+HEADER_VALUES = {"STATE_IOREQ_NONE": 0, "STATE_IOREQ_READY": 1, "STATE_IOREQ_INPROCESS": 2,
+                 "STATE_IORESP_READY": 3, "IOREQ_WRITE": 0, "IOREQ_READ": 1,
+                 "IOREQ_TYPE_PIO": 0, "IOREQ_TYPE_COPY": 1, "IOREQ_TYPE_PCI_CONFIG": 2,
+                 "IOREQ_TYPE_TIMEOFFSET": 7, "IOREQ_TYPE_INVALIDATE": 8, "IOREQ_SIZE": 32}
+WIDTH = {"addr": 64, "data": 64, "count": 32, "size": 32, "vp_eport": 32, "type": 8,
+         "state": 4, "data_is_ptr": 1, "dir": 1, "df": 1}
+SLOTS = 3
+PAGE_BYTES = 4096
+
+
+def _request(tag: str) -> ioreq.Ioreq:
+    return ioreq.Ioreq(**{name: z3.BitVec(f"{name}.{tag}", bits) for name, bits in WIDTH.items()})
+
+
+def _header_byte(req: ioreq.Ioreq, k: int) -> z3.BitVecRef:
+    """Byte ``k`` of the structure as ioreq.h lays it out."""
+    for name, offset, size in HEADER_BYTES:
+        if offset <= k < offset + size:
+            return z3.Extract(8 * (k - offset) + 7, 8 * (k - offset), getattr(req, name))
+    if k == 30:
+        byte = z3.BitVecVal(0, 8)
+        for name, first, bits in HEADER_BITS:
+            byte = byte | z3.ZeroExt(8 - bits, getattr(req, name)) << first
+        return byte
+    return z3.BitVecVal(0, 8)                 # _pad0
+
+
+def _same_request(a: ioreq.Ioreq, b: ioreq.Ioreq, but: tuple[str, ...] = ()) -> z3.BoolRef:
+    return z3.And(*[_word(getattr(a, n), WIDTH[n]) == _word(getattr(b, n), WIDTH[n])
+                    for n in WIDTH if n not in but])
+
+
+def _word(v, bits: int) -> z3.BitVecRef:
+    return v if isinstance(v, z3.BitVecRef) else z3.BitVecVal(v, bits)
+
+
+def _unchanged(before: list, after: list, except_at: set[int]) -> z3.BoolRef:
+    return z3.And(*[_word(a, 8) == _word(b, 8) for k, (a, b) in enumerate(zip(before, after))
+                    if k not in except_at])
+
+
+def _same_size(before: list, after: list) -> z3.BoolRef:
+    return z3.BoolVal(len(before) == len(after))
+
+
+def _page(tag: str) -> ioreq.SharedIopage:
+    page = ioreq.SharedIopage()
+    page.raw = [z3.BitVec(f"page{k}.{tag}", 8) for k in range(SLOTS * 32)]
+    return page
+
+
+def _layout_obligations() -> list[tuple[str, z3.BoolRef]]:
+    out: list[tuple[str, z3.BoolRef]] = []
+    for name, value in HEADER_VALUES.items():
+        out.append((f"{name} is {value} as in ioreq.h", z3.BoolVal(getattr(ioreq, name) == value)))
+    out.append(("the shared page is one 4 KiB page",
+                z3.BoolVal(len(ioreq.SharedIopage().raw) == PAGE_BYTES)))
+    out.append(("a zeroed slot is the default ioreq (what a fresh page holds)",
+                _same_request(ioreq.Ioreq.decode([0] * 32), ioreq.Ioreq(**{
+                    n: z3.BitVecVal(0, w) for n, w in WIDTH.items()}))))
+    req = _request("r")
+    raw = req.encode()
+    out.append(("the structure is 32 bytes", z3.BoolVal(len(raw) == 32)))
+    out += [(f"byte {k} of the structure is ioreq.h's", _word(raw[k], 8) == _header_byte(req, k))
+            for k in range(32)]
+    out.append(("decode(encode(r)) is r", _same_request(ioreq.Ioreq.decode(raw), req)))
+    for v in range(SLOTS):
+        slot = set(range(32 * v, 32 * v + 32))
+        page = _page(f"w{v}")
+        before, old_state = list(page.raw), _word(page.raw[32 * v + 30], 8)
+        page.write_fields(v, req)
+        out.append((f"write_fields({v}) writes slot {v}'s fields at 32*{v} and keeps its state",
+                    z3.And(*[_word(page.raw[32 * v + k], 8) == z3.If(
+                        z3.BoolVal(k == 30),
+                        (_header_byte(req, 30) & 0xF0) | (old_state & 0x0F),
+                        _header_byte(req, k)) for k in range(32)])))
+        out.append((f"write_fields({v}) leaves the other slots", _unchanged(before, page.raw,
+                                                                            slot)))
+        out.append((f"write_fields({v}) keeps the page's size", _same_size(before, page.raw)))
+        page = _page(f"s{v}")
+        before, new = list(page.raw), z3.BitVec(f"new_state{v}", 4)
+        page.set_state(v, new)
+        out.append((f"set_state({v}) sets bits 0-3 of byte 30 and keeps bits 4-7",
+                    _word(page.raw[32 * v + 30], 8) == (before[32 * v + 30] & 0xF0)
+                    | z3.ZeroExt(4, new)))
+        out.append((f"set_state({v}) leaves every other byte",
+                    _unchanged(before, page.raw, {32 * v + 30})))
+        out.append((f"set_state({v}) keeps the page's size", _same_size(before, page.raw)))
+        out.append((f"state({v}) reads it back", _word(page.state(v), 4) == new))
+        page = _page(f"d{v}")
+        before, data = list(page.raw), z3.BitVec(f"new_data{v}", 64)
+        page.set_data(v, data)
+        out.append((f"set_data({v}) writes data at bytes 8-15 of slot {v}",
+                    _word(page.read(v).data, 64) == data))
+        out.append((f"set_data({v}) leaves every other byte",
+                    _unchanged(before, page.raw, set(range(32 * v + 8, 32 * v + 16)))))
+        out.append((f"set_data({v}) keeps the page's size", _same_size(before, page.raw)))
+        out.append((f"read({v}) is the decoded slot",
+                    _same_request(page.read(v), ioreq.Ioreq.decode(page.raw[32 * v:32 * v + 32]))))
+    return out
+
+
+def layout() -> Outcome:
+    """ioreq.layout: the shared ioreq page is public/hvm/ioreq.h's, for any
+    field values: the constants have the header's values; byte *k* of an
+    encoded ioreq is the header's byte *k* (fields little-endian at their
+    offsets, state/data_is_ptr/dir/df packed from bit 0 of byte 30, type in
+    byte 31, padding zero); decoding an encoding gives the same ioreq; and
+    for the slots of vcpus 0, 1 and 2 (32 bytes apart), in a page of
+    4096 bytes whose zeroed slot is the default ioreq, ``write_fields``
+    writes every field but the state and nothing else, ``set_state`` changes
+    bits 0-3 of byte 30 only and ``state`` reads them back, ``set_data``
+    changes bytes 8-15 only, ``read`` decodes the slot, and none of them
+    changes the page's size."""
+    started = time.perf_counter()
+    for what, claim in _layout_obligations():
+        solver = z3.Solver()
+        solver.add(z3.Not(claim))
+        verdict = solver.check()
+        if verdict == z3.sat:
+            return Outcome("counterexample", time.perf_counter() - started,
+                           [f"not so: {what}", _model_line(solver.model())])
+        if verdict != z3.unsat:
+            return Outcome("unknown", time.perf_counter() - started, detail=f"{what}: {verdict}")
+    return Outcome("proved", time.perf_counter() - started, detail="valid")
+
+
+def _model_line(model: z3.ModelRef) -> str:
+    shown = [f"{d.name()}={model[d]}" for d in sorted(model.decls(), key=lambda d: d.name())
+             if not d.name().startswith("page")][:8]
+    return "for " + (", ".join(shown) if shown else "any values")
+
+
+_real_encode = ioreq.Ioreq.encode
+
+
+def _set_state_whole_byte(self, vcpu, state):
+    """set_state that stores the state as the whole byte 30, clearing
+    data_is_ptr, dir and df of the request qemu-dm is to read."""
+    self.raw[vcpu * ioreq.IOREQ_SIZE + 30] = bv.zext(state, ioreq.STATE_BITS, 8)
+
+
+def _write_fields_with_state(self, vcpu, req):
+    """write_fields that copies the whole structure, state included."""
+    off = vcpu * ioreq.IOREQ_SIZE
+    packed = req.encode()
+    self.raw[off:off + ioreq.IOREQ_SIZE] = ioreq._bytes_like(self.raw, packed)
+
+
+#: (mutant name, "attribute" of spec.ioreq replaced, replacement)
+LAYOUT_MUTANTS = [
+    ("dir_df_swapped", "FLAG_FIELDS",
+     (("state", 0, 4), ("data_is_ptr", 4, 1), ("dir", 6, 1), ("df", 5, 1)),
+     "The bitfield table with dir and df in each other's bit: qemu-dm reads a read as "
+     "a write whenever df differs."),
+    ("count_size_swapped", "WORD_FIELDS",
+     (("addr", 0, 64), ("data", 8, 64), ("count", 20, 32), ("size", 16, 32),
+      ("vp_eport", 24, 32)),
+     "The field table with count and size at each other's offset."),
+    ("set_state_whole_byte", "SharedIopage.set_state", _set_state_whole_byte),
+    ("write_fields_with_state", "SharedIopage.write_fields", _write_fields_with_state),
+]
+
+
+def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
+    with ExitStack() as stack:
+        if mutant is not None:
+            owner, attr = ioreq, mutant[1]
+            if "." in attr:
+                cls, attr = attr.split(".")
+                owner = getattr(ioreq, cls)
+            stack.enter_context(mock.patch.object(owner, attr, mutant[2]))
+        built = factory()
+        return built if isinstance(built, Outcome) else check(built)
+
+
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("ioreq.protocol", protocol_system,
@@ -210,8 +402,5 @@ CHECKS = [
     ("ioreq.hostile_dm", hostile_system,
      [("trust_any_state", "vmm_wait_outcome", _trust_any_state),
       ("send_ignoring_waiting", "vmm_send", _send_ignoring_waiting)]),
+    ("ioreq.layout", layout, LAYOUT_MUTANTS),
 ]
-
-
-def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
-    return check_mutated(factory, ioreq, mutant)

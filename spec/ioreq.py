@@ -48,7 +48,6 @@ the reference model calls it with ints, :mod:`proofs.ioreq` with Z3 terms.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -75,8 +74,15 @@ IOREQ_TYPE_INVALIDATE = 8
 TYPE_NAMES = {0: "pio", 1: "copy", 2: "pci_config", 7: "timeoffset", 8: "invalidate"}
 
 IOREQ_SIZE = 32
-_LAYOUT = struct.Struct("<QQIIIHBB")
-assert _LAYOUT.size == IOREQ_SIZE
+
+#: struct ioreq's whole-byte fields: (name, byte offset, bits)
+WORD_FIELDS = (("addr", 0, 64), ("data", 8, 64), ("count", 16, 32), ("size", 20, 32),
+               ("vp_eport", 24, 32))
+#: the bitfields of byte 30, from its least significant bit, as GCC packs
+#: them on x86: (name, first bit, bits)
+FLAG_FIELDS = (("state", 0, STATE_BITS), ("data_is_ptr", 4, 1), ("dir", 5, 1), ("df", 6, 1))
+FLAGS_OFFSET = 30
+TYPE_OFFSET = 31
 
 
 def state_name(state: int) -> str:
@@ -86,7 +92,11 @@ def state_name(state: int) -> str:
 
 @dataclass
 class Ioreq:
-    """The fields of one ``struct ioreq``."""
+    """The fields of one ``struct ioreq``.
+
+    The fields hold words of :mod:`spec.bv`: ints in the running model, Z3
+    terms in :mod:`proofs.ioreq`'s layout check, which runs the same
+    :meth:`encode`, :meth:`decode` and :class:`SharedIopage` methods."""
 
     addr: int = 0
     data: int = 0
@@ -99,20 +109,37 @@ class Ioreq:
     df: int = 0
     type: int = IOREQ_TYPE_PIO
 
-    def pack(self) -> bytes:
-        """The 32 bytes of the structure, little-endian, bitfields packed
-        from the least significant bit as GCC lays them out on x86."""
-        flags = ((self.state & 0xF) | (self.data_is_ptr & 1) << 4
-                 | (self.dir & 1) << 5 | (self.df & 1) << 6)
-        return _LAYOUT.pack(self.addr, self.data, self.count, self.size,
-                            self.vp_eport, 0, flags, self.type)
+    def encode(self) -> list[bv.Word]:
+        """The 32 bytes of the structure: each field little-endian at its
+        offset, the bitfields packed into byte 30, the type in byte 31, the
+        padding (bytes 28-29, bit 7 of byte 30) zero."""
+        like = self.addr
+        raw: list[bv.Word] = [bv.const(0, 8, like)] * IOREQ_SIZE
+        for name, offset, bits in WORD_FIELDS:
+            value = _fitting(self, name, bits)
+            for i in range(bits // 8):
+                raw[offset + i] = bv.extract(value, 8 * i + 7, 8 * i)
+        flags = bv.const(0, 8, like)
+        for name, first, bits in FLAG_FIELDS:
+            field_value = bv.zext(bv.trunc(_fitting(self, name, bits), bits), bits, 8)
+            flags = bv.bor(flags, bv.shl(field_value, first, 8), 8)
+        raw[FLAGS_OFFSET] = flags
+        raw[TYPE_OFFSET] = bv.trunc(_fitting(self, "type", 8), 8)
+        return raw
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "Ioreq":
-        addr, data, count, size, port, _pad, flags, typ = _LAYOUT.unpack(raw)
-        return cls(addr=addr, data=data, count=count, size=size, vp_eport=port,
-                   state=flags & 0xF, data_is_ptr=(flags >> 4) & 1,
-                   dir=(flags >> 5) & 1, df=(flags >> 6) & 1, type=typ)
+    def decode(cls, raw) -> "Ioreq":
+        """The fields of 32 bytes (any sequence of byte words)."""
+        fields = {}
+        for name, offset, bits in WORD_FIELDS:
+            value = bv.zext(raw[offset], 8, bits)
+            for i in range(1, bits // 8):
+                value = bv.bor(value, bv.shl(bv.zext(raw[offset + i], 8, bits), 8 * i, bits),
+                               bits)
+            fields[name] = value
+        for name, first, bits in FLAG_FIELDS:
+            fields[name] = bv.extract(raw[FLAGS_OFFSET], first + bits - 1, first)
+        return cls(**fields, type=raw[TYPE_OFFSET])
 
 
 class SharedIopage:
@@ -122,6 +149,9 @@ class SharedIopage:
     page. The state byte is written separately from the other fields, after
     them when the VMM sends and before it when the VMM completes, which is the
     ordering that the barriers of ``ioreq.c`` guarantee.
+
+    ``raw`` is the page's bytes: a ``bytearray`` in the running model, a
+    list of Z3 bytes in :mod:`proofs.ioreq`'s layout check.
     """
 
     PAGE = 4096
@@ -131,26 +161,47 @@ class SharedIopage:
 
     def read(self, vcpu: int) -> Ioreq:
         off = vcpu * IOREQ_SIZE
-        return Ioreq.unpack(bytes(self.raw[off:off + IOREQ_SIZE]))
+        return Ioreq.decode(self.raw[off:off + IOREQ_SIZE])
 
     def write_fields(self, vcpu: int, req: Ioreq) -> None:
         """Write every field except ``state``."""
         off = vcpu * IOREQ_SIZE
-        keep = self.raw[off + 30] & 0xF
-        packed = bytearray(req.pack())
-        packed[30] = (packed[30] & 0xF0) | keep
-        self.raw[off:off + IOREQ_SIZE] = packed
+        keep = bv.band(self.raw[off + FLAGS_OFFSET], STATE_MASK, 8)
+        packed = req.encode()
+        packed[FLAGS_OFFSET] = bv.bor(bv.band(packed[FLAGS_OFFSET], ~STATE_MASK & 0xFF, 8),
+                                      keep, 8)
+        self.raw[off:off + IOREQ_SIZE] = _bytes_like(self.raw, packed)
 
     def state(self, vcpu: int) -> int:
-        return self.raw[vcpu * IOREQ_SIZE + 30] & 0xF
+        return bv.extract(self.raw[vcpu * IOREQ_SIZE + FLAGS_OFFSET], STATE_BITS - 1, 0)
 
     def set_state(self, vcpu: int, state: int) -> None:
-        off = vcpu * IOREQ_SIZE + 30
-        self.raw[off] = (self.raw[off] & 0xF0) | (state & 0xF)
+        off = vcpu * IOREQ_SIZE + FLAGS_OFFSET
+        self.raw[off] = bv.bor(bv.band(self.raw[off], ~STATE_MASK & 0xFF, 8),
+                               bv.zext(bv.trunc(state, STATE_BITS), STATE_BITS, 8), 8)
 
     def set_data(self, vcpu: int, data: int) -> None:
         off = vcpu * IOREQ_SIZE + 8
-        self.raw[off:off + 8] = (data & (2**64 - 1)).to_bytes(8, "little")
+        self.raw[off:off + 8] = _bytes_like(
+            self.raw, Ioreq(data=bv.trunc(data, 64)).encode()[8:16])
+
+
+STATE_MASK = (1 << STATE_BITS) - 1
+
+
+def _fitting(req: Ioreq, name: str, bits: int) -> bv.Word:
+    """A field's value, which must fit its width: an ioreq the VMM builds
+    with a value too wide for the structure is an error, never cut short
+    silently. (A symbolic field has its width by construction.)"""
+    value = getattr(req, name)
+    if not bv.is_symbolic(value) and not 0 <= value < 1 << bits:
+        raise ValueError(f"ioreq field {name} = {value:#x} does not fit {bits} bits")
+    return value
+
+
+def _bytes_like(page, values: list) -> object:
+    """``values`` in the form ``page`` stores them (bytes for a bytearray)."""
+    return bytes(values) if isinstance(page, bytearray) else values
 
 
 def transition_event(vcpu: int, by: str, old: int, new: int,

@@ -9,7 +9,7 @@ def test_struct_layout_matches_public_hvm_ioreq_h():
     req = ioreq.Ioreq(addr=0x1122334455667788, data=0x99AABBCCDDEEFF00, count=7, size=4,
                       vp_eport=5, state=ioreq.STATE_IOREQ_READY, data_is_ptr=1,
                       dir=ioreq.IOREQ_READ, df=1, type=ioreq.IOREQ_TYPE_PIO)
-    raw = req.pack()
+    raw = bytes(req.encode())
     assert len(raw) == 32
     assert raw[0:8] == (0x1122334455667788).to_bytes(8, "little")
     assert raw[8:16] == (0x99AABBCCDDEEFF00).to_bytes(8, "little")
@@ -18,7 +18,16 @@ def test_struct_layout_matches_public_hvm_ioreq_h():
     assert raw[24:28] == (5).to_bytes(4, "little")
     assert raw[30] == 0b0111_0001        # df | dir | data_is_ptr | state=1
     assert raw[31] == ioreq.IOREQ_TYPE_PIO
-    assert ioreq.Ioreq.unpack(raw) == req
+    assert ioreq.Ioreq.decode(raw) == req
+
+
+@pytest.mark.parametrize("field,value", [("addr", 1 << 64), ("size", -1), ("state", 16),
+                                         ("dir", 2), ("type", 256)])
+def test_a_field_too_wide_for_the_structure_is_an_error(field, value):
+    page = ioreq.SharedIopage()
+    with pytest.raises(ValueError, match=f"ioreq field {field} = .* does not fit"):
+        page.write_fields(0, ioreq.Ioreq(**{field: value}))
+    assert page.raw == bytearray(4096)
 
 
 def test_shared_page_keeps_state_apart_from_fields():
