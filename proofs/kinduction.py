@@ -81,7 +81,7 @@ class TransitionSystem:
 
 @dataclass
 class Outcome:
-    result: str                      # proved | counterexample | unknown | vacuous
+    result: str                      # proved | counterexample | unknown | vacuous | error
     seconds: float
     counterexample: list[str] = field(default_factory=list)
     detail: str = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import time
 
 from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, progress
 
@@ -26,6 +27,12 @@ def add_parsers(sub) -> None:
                        help="list the checks that would run, without running them")
     check.add_argument("--json", action="store_true",
                        help="print a JSON list of {name, kind, expected, result, seconds}")
+    check.add_argument("--invariants", action="store_true",
+                       help="run only the invariants, not their mutants (a mutation-testing "
+                       "run asks whether the proofs catch a change to the spec's source)")
+    check.add_argument("-x", "--exitfirst", action="store_true",
+                       help="stop at the first check whose result is not the expected one "
+                       "(what a mutation-testing run wants: a broken spec is found sooner)")
     check.set_defaults(func=cmd_check)
 
 
@@ -60,6 +67,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from proofs import all_checks
     rows = []
     checks = select(all_checks(), args.names, args.pattern)
+    if args.invariants:
+        checks = [c for c in checks if c.kind == "invariant"]
     if args.list:
         if args.json:
             print(json.dumps([{"name": c.name, "kind": c.kind, "expected": c.expected}
@@ -74,7 +83,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     with progress(len(checks), "proofs", quiet=args.json) as advance:
         for chk in checks:
             OPERATOR.checkpoint()
-            outcome = chk.run()
+            outcome = _run(chk)
             OPERATOR.checkpoint()
             rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
                          "result": outcome.result, "seconds": round(outcome.seconds, 4),
@@ -82,12 +91,29 @@ def cmd_check(args: argparse.Namespace) -> int:
                          "witnesses": [{"case": name, "run": run}
                                        for name, run in outcome.witnesses]})
             advance()
+            if args.exitfirst and outcome.result != chk.expected:
+                break
     ok = all(r["result"] == r["expected"] for r in rows)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         _print_check_table(rows)
     return EXIT_OK if ok else EXIT_NO
+
+
+def _run(chk):
+    """One check. A spec function that raises while a proof runs it (a
+    broken spec: a mutant, or a real bug) is the result ``error``, with the
+    exception in the detail, not a traceback that hides the other results."""
+    from proofs.kinduction import Outcome
+    started = time.perf_counter()
+    try:
+        return chk.run()
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:                    # noqa: BLE001 - reported, not hidden
+        return Outcome("error", time.perf_counter() - started,
+                       detail=f"{type(exc).__name__}: {exc}")
 
 
 def _print_check_table(rows: list[dict]) -> None:
@@ -113,8 +139,8 @@ def _print_check_table(rows: list[dict]) -> None:
             for line in r["counterexample"]:
                 console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
     for r in rows:
-        if r["result"] == "vacuous":
-            console.print(Text.assemble((r["name"], "bold"), f": vacuous: {r['detail']}"),
+        if r["result"] in ("vacuous", "error"):
+            console.print(Text.assemble((r["name"], "bold"), f": {r['result']}: {r['detail']}"),
                           highlight=False)
     bad = [r["name"] for r in rows if r["result"] != r["expected"]]
     console.print(Text(f"{len(rows) - len(bad)} as expected, {len(bad)} not"
