@@ -105,15 +105,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spec import platform
 from spec.paging import PageFault
 
 # --- vectors (SDM vol. 3A table 6-1) --------------------------------------------------
 
 DE, DB, NMI, BP, OF, BR, UD, NM, DF, TS, NP, SS, GP, PF, MF, AC = (
     0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17)
-NAMES = {DE: "#DE", DB: "#DB", NMI: "NMI", BP: "#BP", OF: "#OF", BR: "#BR", UD: "#UD",
-         NM: "#NM", DF: "#DF", TS: "#TS", NP: "#NP", SS: "#SS", GP: "#GP", PF: "#PF",
-         MF: "#MF", AC: "#AC"}
+NAMES = platform.EXCEPTION_NAMES
 #: the exceptions that push an error code (table 6-1)
 ERROR_CODE = frozenset({DF, TS, NP, SS, GP, PF, AC})
 #: table 6-4

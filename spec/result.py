@@ -261,11 +261,6 @@ def final_exit(events: list[trace.Event], default: dict) -> dict:
 REPORT_LOG_LINES = 5
 
 #: exception vectors by their SDM mnemonic, for the report of a triple fault
-_VECTOR_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
-                 7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
-                 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}
-
-
 def cs_ip(cs: int, ip: int) -> str:
     """``CS:IP`` as people write it: ``F000:E05B``; an offset above 64 KiB
     (protected mode) with eight digits."""
@@ -336,7 +331,7 @@ def firmware_report(events: list[trace.Event], exit_: dict, instructions: int,
         report.update(failure="panic", panic=panic,
                       what=f"{panic}" + (f"; then {then}" if then else "") + f", {where}")
     elif triple and reason == "reboot":
-        names = " -> ".join(_VECTOR_NAMES.get(v, f"vector {v}") for v in chain)
+        names = " -> ".join(platform.EXCEPTION_NAMES.get(v, f"vector {v}") for v in chain)
         report.update(failure="triple_fault",
                       what=f"triple fault{' (' + names + ')' if names else ''} {where}: Xen "
                            f"resets the domain (SHUTDOWN_reboot)")
