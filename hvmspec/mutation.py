@@ -344,7 +344,8 @@ def _function_at(scopes: list[tuple[int, int, str]], line: int) -> str:
 def load_explanations(path: Path = SURVIVORS) -> list[dict]:
     """``proofs/survivors.toml``: ``[[survivor]]`` entries with ``module``,
     ``function`` (a qualified name; shell patterns allowed), optional
-    ``line`` and ``operator`` patterns, and ``why``."""
+    ``line`` and ``operator`` patterns (each a pattern or a list of them),
+    and ``why``."""
     if not path.exists():
         return []
     entries = tomllib.loads(path.read_text()).get("survivor", [])
@@ -355,12 +356,20 @@ def load_explanations(path: Path = SURVIVORS) -> list[dict]:
 
 
 def explain(m: Mutant, explanations: list[dict]) -> str:
+    """The reason of the first entry that fits ``m`` ("" if none does)."""
     for e in explanations:
-        if e["module"] == m.module and fnmatch.fnmatchcase(m.function, e["function"]) \
-                and fnmatch.fnmatchcase(m.before, e.get("line", "*")) \
-                and fnmatch.fnmatchcase(m.operator, e.get("operator", "*")):
+        if e["module"] == m.module and _fits(m.function, e["function"]) \
+                and _fits(m.before, e.get("line", "*")) \
+                and _fits(m.operator, e.get("operator", "*")):
             return e["why"]
     return ""
+
+
+def _fits(text: str, patterns: str | list[str]) -> bool:
+    """``text`` matches the pattern, or one of a list of patterns."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return any(fnmatch.fnmatchcase(text, p) for p in patterns)
 
 
 # --- the campaign --------------------------------------------------------------------------
@@ -380,19 +389,30 @@ def campaign(modules: list[str], jobs: int, limit: int | None = None,
 
 
 def _count(module: str, workers: Workers, limit, only) -> int:
-    """How many mutants will run (for the progress bar): a dry ``init``."""
+    """How many mutants will run (for the progress bar)."""
     if only is not None:
         return len(only)
     if limit is not None:
         return limit
+    return len(plan(module))
+
+
+def plan(module: str) -> list[tuple[str, int, int]]:
+    """The mutants cosmic-ray makes of ``module``: (operator, occurrence,
+    line), in the order of the source (a dry ``cosmic-ray init``)."""
     from cosmic_ray.work_db import WorkDB, use_db
-    cfg, db_path = WORK / "count.toml", WORK / "count.sqlite"
-    cfg.write_text(_config(module, TARGETS[module], 60, workers.urls))
+    WORK.mkdir(parents=True, exist_ok=True)
+    cfg, db_path = WORK / "plan.toml", WORK / "plan.sqlite"
+    cfg.write_text(_config(module, TARGETS[module], 60, ["http://127.0.0.1:1"]))
     db_path.unlink(missing_ok=True)
-    subprocess.run([_cosmic_ray(), "init", str(cfg), str(db_path)], cwd=workers.trees[0],
-                   capture_output=True, check=True)
+    done = subprocess.run([_cosmic_ray(), "init", str(cfg), str(db_path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise MutationError(f"cosmic-ray init {module}: {done.stderr.strip()[-300:]}")
     with use_db(str(db_path), WorkDB.Mode.open) as db:
-        return db.num_work_items
+        found = [(w.mutations[0].operator_name, w.mutations[0].occurrence,
+                  w.mutations[0].start_pos[0]) for w in db.work_items]
+    return sorted(found, key=lambda f: (f[2], f[0], f[1]))
 
 
 def summary(results: list[ModuleResult]) -> dict:
@@ -481,6 +501,7 @@ def _print(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WORK
     from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE
     parser = argparse.ArgumentParser(
         prog="python -m hvmspec.mutation",
@@ -502,7 +523,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not run: explain FILE's survivors again from "
                         "proofs/survivors.toml, rewrite it and print the report")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--workdir", metavar="DIR", type=Path,
+                        help=f"where the workers' tree copies and cosmic-ray's sessions go "
+                        f"(default {WORK.relative_to(ROOT)})")
     args = parser.parse_args(argv)
+    if args.workdir is not None:
+        WORK = args.workdir.resolve()
     modules = args.module or list(TARGETS)
     unknown = [m for m in modules if m not in TARGETS]
     if unknown or args.jobs < 1 or (args.limit is not None and args.limit < 1) \

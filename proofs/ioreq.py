@@ -223,6 +223,11 @@ HEADER_VALUES = {"STATE_IOREQ_NONE": 0, "STATE_IOREQ_READY": 1, "STATE_IOREQ_INP
                  "STATE_IORESP_READY": 3, "IOREQ_WRITE": 0, "IOREQ_READ": 1,
                  "IOREQ_TYPE_PIO": 0, "IOREQ_TYPE_COPY": 1, "IOREQ_TYPE_PCI_CONFIG": 2,
                  "IOREQ_TYPE_TIMEOFFSET": 7, "IOREQ_TYPE_INVALIDATE": 8, "IOREQ_SIZE": 32}
+#: what a trace calls each value (the header's names, without their prefix)
+HEADER_NAMES = {"state": {0: "NONE", 1: "READY", 2: "INPROCESS", 3: "IORESP_READY"},
+                "type": {0: "pio", 1: "copy", 2: "pci_config", 7: "timeoffset",
+                         8: "invalidate"},
+                "dir": {0: "write", 1: "read"}}
 WIDTH = {"addr": 64, "data": 64, "count": 32, "size": 32, "vp_eport": 32, "type": 8,
          "state": 4, "data_is_ptr": 1, "dir": 1, "df": 1}
 SLOTS = 3
@@ -274,11 +279,16 @@ def _layout_obligations() -> list[tuple[str, z3.BoolRef]]:
     out: list[tuple[str, z3.BoolRef]] = []
     for name, value in HEADER_VALUES.items():
         out.append((f"{name} is {value} as in ioreq.h", z3.BoolVal(getattr(ioreq, name) == value)))
+    names = [ioreq.state_name(v) == HEADER_NAMES["state"].get(v, f"UNKNOWN({v})")
+             for v in range(16)]
+    names += [ioreq.TYPE_NAMES.get(v) == HEADER_NAMES["type"].get(v) for v in range(256)]
+    names += [ioreq.DIR_NAMES.get(v) == HEADER_NAMES["dir"].get(v) for v in range(2)]
+    out.append(("a trace names each state, type and direction by its ioreq.h name",
+                z3.BoolVal(all(names))))
     out.append(("the shared page is one 4 KiB page",
                 z3.BoolVal(len(ioreq.SharedIopage().raw) == PAGE_BYTES)))
     out.append(("a zeroed slot is the default ioreq (what a fresh page holds)",
-                _same_request(ioreq.Ioreq.decode([0] * 32), ioreq.Ioreq(**{
-                    n: z3.BitVecVal(0, w) for n, w in WIDTH.items()}))))
+                _same_request(ioreq.Ioreq.decode([0] * 32), ioreq.Ioreq())))
     req = _request("r")
     raw = req.encode()
     out.append(("the structure is 32 bytes", z3.BoolVal(len(raw) == 32)))
@@ -323,7 +333,8 @@ def _layout_obligations() -> list[tuple[str, z3.BoolRef]]:
 
 def layout() -> Outcome:
     """ioreq.layout: the shared ioreq page is public/hvm/ioreq.h's, for any
-    field values: the constants have the header's values; byte *k* of an
+    field values: the constants have the header's values, and a trace names
+    each state, type and direction by the header's name; byte *k* of an
     encoded ioreq is the header's byte *k* (fields little-endian at their
     offsets, state/data_is_ptr/dir/df packed from bit 0 of byte 30, type in
     byte 31, padding zero); decoding an encoding gives the same ioreq; and

@@ -102,6 +102,7 @@ def generate(app) -> None:
     _write_divergence(out)
     _write_bench(out)
     _write_post_timeline(out)
+    _write_mutation(out)
     _write_proofs(out)
     _write_help(out)
 
@@ -464,6 +465,63 @@ def _write_post_timeline(out: Path) -> None:
             "exits": f"{sum(t['exits'].values()):,}", "exit-kinds": counts(t["exits"], 9),
             "devices": counts(t["devices"], 20), "irqs": counts(t["irqs"]),
             "services": counts(t["services"], 9)}.items()))
+
+
+MUTATION = ROOT / "docs" / "mutation.json"
+
+
+def _write_mutation(out: Path) -> None:
+    """``mutation.rst``: the recorded ``make mutate`` campaign
+    (:mod:`hvmspec.mutation`): the score per module, and every survivor
+    grouped by the reason it survives. A module whose source changed since
+    it was recorded is marked so (recording takes hours; the page says what
+    the numbers are about)."""
+    import hashlib
+    report = json.loads(MUTATION.read_text())
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 22 22 10 10 10 10 10", "",
+             "   * - module", "     - checked by", "     - mutants", "     - killed",
+             "     - of which timeout", "     - survived", "     - score"]
+    stale = []
+    for m in report["modules"]:
+        c = m["counts"]
+        now = hashlib.sha256((ROOT / m["module"]).read_bytes()).hexdigest()
+        if now != m.get("source_sha256"):
+            stale.append(m["module"])
+        lines += [f"   * - ``{m['module']}``", f"     - {', '.join(m['groups'])}",
+                  f"     - {m['mutants']:,}", f"     - {m['killed']:,}",
+                  f"     - {c.get('timeout', 0)}",
+                  f"     - {c.get('survived', 0) + c.get('error', 0)}",
+                  f"     - {100 * m['score']:.1f} %"]
+    lines += [f"   * - all recorded", "     -", f"     - {report['mutants']:,}",
+              f"     - {report['killed']:,}", "     -",
+              f"     - {len(report['survivors'])}", f"     - {100 * report['score']:.1f} %",
+              ""]
+    if stale:
+        lines += ["Changed since recorded (the numbers are those of the earlier source): "
+                  + ", ".join(f"``{m}``" for m in stale) + ".", ""]
+    missing = [m for m in _targets() if m not in {x["module"] for x in report["modules"]}]
+    if missing:
+        lines += ["Not recorded yet: " + ", ".join(f"``{m}``" for m in missing) + ".", ""]
+    groups: dict[str, list[dict]] = {}
+    for sv in report["survivors"]:
+        groups.setdefault(sv["why"] or "Not explained yet.", []).append(sv)
+    for why, members in groups.items():
+        lines += [f"* {why}", ""]
+        for sv in members:
+            lines += [f"  - ``{sv['module']}:{sv['line']}`` ``{sv['function']}``: "
+                      f"``{_rst_literal(sv['before'])}`` → ``{_rst_literal(sv['after'])}``"]
+        lines.append("")
+    _write(out / "mutation.rst", "\n".join(lines) + "\n")
+
+
+def _targets() -> list[str]:
+    from hvmspec.mutation import TARGETS
+    return list(TARGETS)
+
+
+def _rst_literal(text: str) -> str:
+    text = " ".join(text.split())
+    return (text[:90] + " ...") if len(text) > 94 else text.replace("``", "` `")
 
 
 BENCH = ROOT / "docs" / "bench.json"

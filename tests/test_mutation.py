@@ -1,0 +1,97 @@
+"""make mutate: cosmic-ray over the spec with hvmspec check as the only killer
+(hvmspec/mutation.py), and the recorded campaign the proofs page shows."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hvmspec import mutation
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_module_is_checked_by_groups_that_exist():
+    from hvmspec.commands.check import select
+    from proofs import all_checks
+    checks = all_checks()
+    for module, groups in mutation.TARGETS.items():
+        assert (ROOT / module).is_file(), module
+        picked = [c for c in select(checks, list(groups), None) if c.kind == "invariant"]
+        assert picked, module
+
+
+def _line_of(module: str, text: str) -> int:
+    lines = (ROOT / module).read_text().splitlines()
+    [number] = [i + 1 for i, line in enumerate(lines) if line.startswith(text)]
+    return number
+
+
+def test_a_mutant_the_proofs_catch_is_killed_and_an_equivalent_one_survives(tmp_path):
+    """Three real mutants of spec/ioreq.py through cosmic-ray's workers:
+    READY renumbered (ioreq.layout states the header's value) and WAIT_BITS
+    narrowed to 1 (the crash outcome no longer fits, so a forged state
+    resumes the vcpu) are killed; WAIT_BITS widened to 3 is equivalent and
+    survives, with the reason proofs/survivors.toml gives."""
+    module = "spec/ioreq.py"
+    ready, wait_bits = _line_of(module, "STATE_IOREQ_READY = 1"), _line_of(module, "WAIT_BITS = 2")
+    numbers = [(occ, line) for op, occ, line in mutation.plan(module)
+               if op == "core/NumberReplacer"]
+    picks = [min(o for o, line in numbers if line == ready)] + \
+        [o for o, line in numbers if line == wait_bits]
+    assert len(picks) == 3
+    args = [a for occ in picks for a in ("--mutant", f"core/NumberReplacer:{occ}")]
+    done = subprocess.run([sys.executable, "-m", "hvmspec.mutation", "--module", module,
+                           "--jobs", "2", "--json", "--workdir", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    report = json.loads(done.stdout)
+    assert (report["mutants"], report["killed"]) == (3, 2)
+    [survivor] = report["survivors"]
+    assert (survivor["line"], survivor["after"]) == (wait_bits, "WAIT_BITS = 3")
+    assert "equivalent" in survivor["why"]
+    assert done.returncode == 1                      # 2 of 3 is below the target
+
+
+def test_a_survivor_is_explained_by_module_function_and_line_patterns():
+    entries = [{"module": "spec/a.py", "function": "Pic8259.*", "line": "*self.poll*",
+                "why": "poll"},
+               {"module": "spec/a.py", "function": "Pic8259.read", "why": "read"}]
+    m = mutation.Mutant("spec/a.py", "core/NumberReplacer", 1, 10, "Pic8259.read",
+                        "survived", before="self.poll = False", after="self.poll = True")
+    assert mutation.explain(m, entries) == "poll"
+    m.before = "return 0"
+    assert mutation.explain(m, entries) == "read"
+    m.module = "spec/b.py"
+    assert mutation.explain(m, entries) == ""
+
+
+def test_an_explanation_without_a_reason_is_an_error(tmp_path):
+    bad = tmp_path / "survivors.toml"
+    bad.write_text('[[survivor]]\nmodule = "spec/a.py"\nfunction = "f"\n')
+    with pytest.raises(mutation.MutationError, match="needs module, function and why"):
+        mutation.load_explanations(bad)
+
+
+def test_the_recorded_campaign_adds_up_and_every_survivor_is_explained():
+    report = json.loads((ROOT / "docs" / "mutation.json").read_text())
+    assert mutation.totals(report) == report | {"tool": report["tool"]}
+    assert {m["module"] for m in report["modules"]} <= set(mutation.TARGETS)
+    for m in report["modules"]:
+        assert m["mutants"] == sum(m["counts"].values())
+        assert m["killed"] == m["counts"].get("killed", 0) + m["counts"].get("timeout", 0)
+    recorded = {m["module"] for m in report["modules"]}
+    assert {s["module"] for s in report["survivors"]} <= recorded
+    assert all(s["why"] for s in report["survivors"]), "make mutate leaves none unexplained"
+
+
+def test_bad_arguments_are_usage_errors():
+    for args in (["--module", "spec/nothere.py"], ["--jobs", "0"],
+                 ["--mutant", "core/NumberReplacer:1"], ["--module", "spec/irq.py",
+                                                         "--mutant", "nocolon"]):
+        done = subprocess.run([sys.executable, "-m", "hvmspec.mutation", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, args
+        assert done.stderr.startswith("hvmspec mutation: error:") and "Traceback" not in \
+            done.stderr, args
