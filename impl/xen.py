@@ -428,7 +428,7 @@ class Vmm:
         amask = (1 << io.address_size) - 1
         linear = (cpu.seg_base(io.segment)
                   + (cpu.get("rdi" if direction == READ else "rsi") & amask)) & cpu.linear_mask()
-        total = cpu.get("rcx") & amask if io.rep else 1
+        total = _string_count(cpu, io)
         if total == 0:
             self._retire(ex, True)
             return
@@ -523,11 +523,9 @@ class Vmm:
             self._retire(ex, True)
             return
         amask = (1 << io.address_size) - 1
-        n = cpu.get("rcx") & amask if io.rep else 1
-        delta = -size if cpu.get("rflags") & EFLAGS_DF else size
         reg = "rdi" if inward else "rsi"
         base = cpu.seg_base(io.segment)
-        for _ in range(n):
+        for _ in range(_string_count(cpu, io)):
             at = base + (cpu.get(reg) & amask) & cpu.linear_mask()
             try:
                 if inward:
@@ -540,9 +538,7 @@ class Vmm:
                 self._string_io_fault(ex, exc)
                 return
             cpu.io_ns += platform.PORT_ACCESS_NS
-            _add(cpu, reg, delta, amask)
-            if io.rep:
-                _add(cpu, "rcx", -1, amask)
+            _advance_string(cpu, io, 1)
         self._retire(ex, True)
 
     # --- Xen's own PIT -----------------------------------------------------------------
@@ -606,15 +602,9 @@ class Vmm:
         """An access Xen claims and drops: IN leaves RAX, a string form only advances."""
         io, cpu = ex.io, self.vcpu
         size = io.size
+        n = _string_count(cpu, io) if io.string else 1
         if io.string:
-            amask = (1 << io.address_size) - 1
-            n = cpu.get("rcx") & amask if io.rep else 1
-            delta = -size if cpu.get("rflags") & EFLAGS_DF else size
-            _add(cpu, "rdi" if io.dir == "in" else "rsi", delta * n, amask)
-            if io.rep:
-                _add(cpu, "rcx", -n, amask)
-        else:
-            n = 1
+            _advance_string(cpu, io, n)
         data = 0 if io.string else cpu.get("rax") & ((1 << 8 * size) - 1)
         for _ in range(n):
             self.emit(trace.XenIo.of(device=device, addr=io.port, size=size, dir=io.dir,
@@ -763,11 +753,7 @@ class Vmm:
             return True
         if by_value_gpa is not None:
             cpu.write(by_value_gpa, (data & ((1 << 8 * io.size) - 1)).to_bytes(io.size, "little"))
-        amask = (1 << io.address_size) - 1
-        step = -io.size if cpu.get("rflags") & EFLAGS_DF else io.size
-        _add(cpu, "rdi" if io.dir == "in" else "rsi", step * count, amask)
-        if io.rep:
-            _add(cpu, "rcx", -count, amask)
+        _advance_string(cpu, io, count)
         self._retire(ex, finishes)
         return True
 
@@ -799,6 +785,23 @@ class Vmm:
             eip = cpu.get("rip") + ex.length
             cpu.put("rip", eip & {16: 0xFFFF, 32: 0xFFFFFFFF}.get(cpu.mode(), -1))
         cpu.icount += 1
+
+
+def _string_count(cpu: Vcpu, io) -> int:
+    """The elements a string I/O instruction asks for: (E/R)CX under its
+    address size for a REP form, else one."""
+    return cpu.get("rcx") & ((1 << io.address_size) - 1) if io.rep else 1
+
+
+def _advance_string(cpu: Vcpu, io, elements: int) -> None:
+    """A string I/O instruction moves on by ``elements``: (E/R)DI for INS
+    or (E/R)SI for OUTS by that many sizes (down under DF), and a REP
+    form's count down by as many, all under the address size."""
+    amask = (1 << io.address_size) - 1
+    step = -io.size if cpu.get("rflags") & EFLAGS_DF else io.size
+    _add(cpu, "rdi" if io.dir == "in" else "rsi", step * elements, amask)
+    if io.rep:
+        _add(cpu, "rcx", -elements, amask)
 
 
 def _add(cpu: Vcpu, reg: str, delta: int, mask: int) -> None:
