@@ -26,7 +26,7 @@ The memory map and the reset convention
 
 # --- exception vectors (SDM vol. 3A, table 6-1) --------------------------------------
 
-#: the mnemonic of each architecturally defined exception vector
+# the mnemonic of each architecturally defined exception vector
 EXCEPTION_NAMES = {0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD",
                    7: "#NM", 8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF",
                    16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM"}

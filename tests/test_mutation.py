@@ -50,7 +50,7 @@ def test_a_mutant_the_proofs_catch_is_killed_and_an_equivalent_one_survives(tmp_
     assert (report["mutants"], report["killed"]) == (3, 2)
     [survivor] = report["survivors"]
     assert (survivor["line"], survivor["after"]) == (wait_bits, "WAIT_BITS = 3")
-    assert "equivalent" in survivor["why"]
+    assert "equivalent" in survivor["why"].lower()
     assert done.returncode == 1                      # 2 of 3 is below the target
 
 
