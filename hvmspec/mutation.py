@@ -375,8 +375,11 @@ def _fits(text: str, patterns: str | list[str]) -> bool:
 # --- the campaign --------------------------------------------------------------------------
 
 def campaign(modules: list[str], jobs: int, limit: int | None = None,
-             only: list[tuple[str, int]] | None = None, quiet: bool = False
-             ) -> list[ModuleResult]:
+             only: list[tuple[str, int]] | None = None, quiet: bool = False,
+             record: Path | None = None) -> list[ModuleResult]:
+    """Run the modules' mutants; with ``record``, merge each module into
+    that report as soon as it is done (a campaign of hours keeps what it
+    finished if it is stopped)."""
     from hvmspec.commands import progress
     WORK.mkdir(parents=True, exist_ok=True)
     results = []
@@ -385,6 +388,11 @@ def campaign(modules: list[str], jobs: int, limit: int | None = None,
             total = _count(module, workers, limit, only)
             with progress(total, f"mutants of {module}", quiet=quiet) as advance:
                 results.append(run_module(module, workers, limit, only, advance))
+            if record is not None:
+                old = json.loads(record.read_text()) if record.exists() else \
+                    {"modules": [], "survivors": []}
+                record.write_text(json.dumps(merge(old, summary(results[-1:])), indent=1)
+                                  + "\n")
     return results
 
 
@@ -531,9 +539,12 @@ def main(argv: list[str] | None = None) -> int:
         WORK = args.workdir.resolve()
     modules = args.module or list(TARGETS)
     unknown = [m for m in modules if m not in TARGETS]
+    sampled = args.limit is not None or bool(args.mutant)
     if unknown or args.jobs < 1 or (args.limit is not None and args.limit < 1) \
-            or (args.mutant and len(modules) != 1):
+            or (args.mutant and len(modules) != 1) or (args.write and sampled):
         why = (f"unknown module {', '.join(unknown)} (one of {', '.join(TARGETS)})" if unknown
+               else "--write records whole modules, not --limit or --mutant samples"
+               if args.write and sampled
                else "--mutant needs exactly one --module" if args.mutant
                else "--jobs and --limit must be at least 1")
         print(f"hvmspec mutation: error: {why}", file=sys.stderr)
@@ -550,11 +561,11 @@ def main(argv: list[str] | None = None) -> int:
             report = reexplain(json.loads(Path(args.explain).read_text()))
             Path(args.explain).write_text(json.dumps(report, indent=1) + "\n")
         else:
-            report = summary(campaign(modules, args.jobs, args.limit, only, quiet=args.json))
-        if args.write:
-            path = Path(args.write)
-            if path.exists() and not (args.limit or only):
-                report = merge(json.loads(path.read_text()), report)
+            record = Path(args.write) if args.write else None
+            report = summary(campaign(modules, args.jobs, args.limit, only, quiet=args.json,
+                                      record=record))
+            if record is not None:
+                report = json.loads(record.read_text())
     except (MutationError, OSError, ValueError, KeyError) as exc:
         print(f"hvmspec mutation: error: {exc}", file=sys.stderr)
         return EXIT_NO

@@ -89,7 +89,8 @@ def test_the_recorded_campaign_adds_up_and_every_survivor_is_explained():
 def test_bad_arguments_are_usage_errors():
     for args in (["--module", "spec/nothere.py"], ["--jobs", "0"],
                  ["--mutant", "core/NumberReplacer:1"], ["--module", "spec/irq.py",
-                                                         "--mutant", "nocolon"]):
+                                                         "--mutant", "nocolon"],
+                 ["--module", "spec/irq.py", "--limit", "3", "--write", "/tmp/x.json"]):
         done = subprocess.run([sys.executable, "-m", "hvmspec.mutation", *args], cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, args
