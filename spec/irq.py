@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from spec import bv
+from spec import bv, pic
 
 W = 16
 RFLAGS_IF = 1 << 9
@@ -95,6 +95,44 @@ def may_inject(rflags_if: bv.Bit, shadow: bv.Bit) -> bv.Bit:
     blocking by STI, blocking by MOV SS). VM entry honours the same rule
     for an injected interrupt (vol. 3C, 27.3.2.4 / 27.6)."""
     return bv.and_(rflags_if, bv.not_(shadow))
+
+
+class Assist(NamedTuple):
+    """What the interrupt assist decides at a VM entry (:func:`assist`)."""
+
+    pic: pic.PairRegs
+    lines: GlobalIodata
+    inject: bv.Bit          # acknowledge and inject
+    irq: bv.Word            # the line acknowledged (0..15), if inject
+    vector: bv.Word         # its vector, if inject
+    window: bv.Bit          # a request is (still) pending: ask for an interrupt window
+
+
+def assist(p: pic.PairRegs, g: GlobalIodata, notified: bv.Bit, rflags_if: bv.Bit,
+           shadow: bv.Bit) -> Assist:
+    """Steps 1 to 3 of the interrupt assist at VM entry (``hvm_pic_assist``
+    then ``vmx_intr_assist``), after the VMM tested and cleared the
+    interrupt port's pending bit (``notified``: it was set):
+
+    1. only if ``notified``, take the lines (:func:`vmm_take_lines`) and
+       apply them to the PIC pair (:func:`spec.pic.pair_apply`);
+    2. if the pair presents a request (:func:`spec.pic.pair_request`) and
+       :func:`may_inject` holds, acknowledge it
+       (:func:`spec.pic.pair_acknowledge`) and inject its vector;
+    3. ask for an interrupt window if a request is pending: the one that
+       could not be injected, or one still presented after the acknowledge.
+
+    :class:`spec.vmm.Vmm` calls this with Python ints, :mod:`proofs.interrupts`
+    with Z3 terms."""
+    taken, raised, cleared = vmm_take_lines(g)
+    lines = GlobalIodata(*[bv.ite(notified, a, b) for a, b in zip(taken, g)])
+    pair = pic.select_pair(notified, pic.pair_apply(p, raised, cleared), p)
+    pair, found = pic.pair_request(pair)
+    inject = bv.and_(found, may_inject(rflags_if, shadow))
+    ack = pic.pair_acknowledge(pair)
+    after, again = pic.pair_request(ack.pair)
+    return Assist(pic.select_pair(inject, after, pair), lines, inject, ack.irq, ack.vector,
+                  bv.ite(inject, again, found))
 
 
 class SharedLines:

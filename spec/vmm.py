@@ -465,35 +465,34 @@ class Vmm:
             self.pic.apply_lines(1 << platform.IRQ_PIT, 0)
         self.rtc.run(hw.clock_ns())
 
-    def take_lines(self) -> None:
-        """Step 1 of the interrupt assist: a pending notification brings
-        qemu-dm's line changes to the PIC."""
-        if self.take_irq_event():
-            raised, cleared = self.lines.take()
-            self.pic.apply_lines(raised, cleared)
+    def take_lines(self, rflags_if: bool = False, shadow: bool = False) -> irq.Assist:
+        """Steps 1 to 3 of the interrupt assist: test and clear the interrupt
+        port's pending bit, then :func:`spec.irq.assist` on the PIC pair
+        and the shared lines (with ``rflags_if`` False it takes and applies
+        the lines, and acknowledges nothing). The new state is kept."""
+        a = irq.assist(self.pic.pair, self.lines.bits, self.take_irq_event(), rflags_if, shadow)
+        self.pic.pair, self.lines.bits = a.pic, a.lines
+        return a
 
     def can_wake(self, vcpu: int) -> bool | None:
         """For a halted vcpu: True if an interrupt wakes it now, False if
         it may wake later (IF = 1), None if it never can (IF = 0)."""
         self.timer_assist(vcpu)
-        self.take_lines()
+        found = self.take_lines().window
         if not self.vcpus[vcpu].reg("rflags") & RFLAGS_IF:
             return None
-        return self.pic.has_request()
+        return bool(found)
 
     def intr_assist(self, vcpu: int) -> bool:
         """The interrupt assist at VM entry (module docstring). Returns
         False if delivery failed and the domain was crashed."""
         hw = self.vcpus[vcpu]
         self.timer_assist(vcpu)
-        self.take_lines()
-        self.window[vcpu] = False
-        if not self.pic.has_request():
+        a = self.take_lines(bool(hw.reg("rflags") & RFLAGS_IF), hw.shadow)
+        self.window[vcpu] = bool(a.window) and not a.inject
+        if not a.inject:
             return True
-        if not irq.may_inject(bool(hw.reg("rflags") & RFLAGS_IF), hw.shadow):
-            self.window[vcpu] = True
-            return True
-        line, vector = self.pic.acknowledge()
+        line, vector = a.irq, a.vector
         if line == platform.IRQ_PIT and vcpu == 0:
             self.pit.injected(hw.clock_ns())
         rip = hw.linear_rip()
@@ -508,7 +507,7 @@ class Vmm:
             # the VM entry that injected the event ends in a triple-fault exit
             self.handle_exit(vcpu, Exit("triple_fault", rip, 0, hw.icount))
             return False
-        self.window[vcpu] = self.pic.has_request()
+        self.window[vcpu] = bool(a.window)
         return True
 
     def inject_fault(self, vcpu: int, ex: Exit, vector: int, error_code: int | None,
