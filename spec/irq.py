@@ -105,6 +105,7 @@ class Assist(NamedTuple):
     inject: bv.Bit          # acknowledge and inject
     irq: bv.Word            # the line acknowledged (0..15), if inject
     vector: bv.Word         # its vector, if inject
+    spurious: bv.Bit        # the acknowledge found no request (IRQ7 or IRQ15)
     window: bv.Bit          # a request is (still) pending: ask for an interrupt window
 
 
@@ -132,7 +133,7 @@ def assist(p: pic.PairRegs, g: GlobalIodata, notified: bv.Bit, rflags_if: bv.Bit
     ack = pic.pair_acknowledge(pair)
     after, again = pic.pair_request(ack.pair)
     return Assist(pic.select_pair(inject, after, pair), lines, inject, ack.irq, ack.vector,
-                  bv.ite(inject, again, found))
+                  ack.spurious, bv.ite(inject, again, found))
 
 
 class SharedLines:
