@@ -1,76 +1,107 @@
 """Proofs about the interrupt path: qemu-dm's lines, the event channel, the
-virtual PIC and injection at VM entry.
+virtual PIC pair and injection at VM entry.
 
-Room: one transition system built from the spec's own functions
-(:func:`spec.irq.dm_set_irq`, :func:`spec.evtchn.set_pending_2l` and
-:func:`~spec.evtchn.take_2l`, :func:`spec.irq.vmm_take_lines`,
-:func:`spec.pic.apply_lines`, :func:`~spec.pic.requested`,
-:func:`~spec.pic.acknowledge`, :func:`~spec.pic.eoi`,
-:func:`~spec.pic.specific_eoi`, :func:`spec.irq.may_inject`) called with Z3
-terms, the properties checked on it, and the mutants that must break them.
-Imports :mod:`spec`, :mod:`proofs.kinduction`.
+Room: one transition system built from the functions the reference engine
+runs (:func:`spec.irq.dm_set_irq`, :func:`spec.evtchn.set_pending_2l` and
+:func:`~spec.evtchn.take_2l`, the interrupt assist :func:`spec.irq.assist`
+that :meth:`spec.vmm.Vmm.intr_assist` calls, and the pair's rules of
+:mod:`spec.pic` that :class:`~spec.pic.VirtualPic` calls:
+:func:`~spec.pic.pair_apply`, :func:`~spec.pic.pair_negative_edge`,
+:func:`~spec.pic.ocw`) called with Z3 terms, the properties checked on it,
+and the mutants that must break them. Imports :mod:`spec`,
+:mod:`proofs.kinduction`.
 
-The system. State: the shared lines (``sp_global``), the interrupt port's
-pending bit (one 2-level selector word), the master PIC's registers, the
-vcpu's RFLAGS.IF and interrupt shadow, and *ghost* variables that record
-history for the properties (they do not influence any step). Each step one
-party acts, chosen by the inputs:
+The system. State: the shared lines (``sp_global``, 16 lines), the
+interrupt port's pending bit (one 2-level selector word), qemu-dm's
+``send_event`` (a send is due at the end of its pass), both 8259As'
+registers and the master's special fully nested mode, the vcpu's RFLAGS.IF
+and interrupt shadow, and *ghost* variables that record history for the
+properties (they do not influence any step). Each step one party acts,
+chosen by the inputs:
 
 ``dm``
-    one pass of qemu-dm's loop that drives line *L* to a level: the lines
-    change by ``dm_set_irq`` and, if the VMM must be told, qemu-dm sends on
-    the interrupt port (``set_pending_2l``). The pass is one step: the
-    reference engine runs qemu-dm between VM exits, as a whole.
+    qemu-dm, in a pass of its main loop, drives one of its lines (any but
+    IRQ0, IRQ2 and IRQ8) to a level (``dm_set_irq``, which says whether
+    the VMM must be told); if the step ends the pass and a send is due,
+    qemu-dm sends on the interrupt port (``set_pending_2l``). A pass may
+    span several steps, and VM entries may come between them: qemu-dm runs
+    beside the vcpu (in the reference engine, between VM exits);
 ``entry``
-    a VM entry: the interrupt assist of :mod:`spec.vmm` (take the port if
-    pending, then the lines; apply them; acknowledge and inject if
-    ``may_inject``). The handler's gate decides IF (interrupt gate: 0,
-    trap gate: unchanged); the shadow ends.
-``eoi``, ``seoi``
-    the guest's non-specific or specific EOI (with or without rotation);
-``ocw``
-    the guest writes the IMR and the special-mask bit;
+    a VM entry: the VMM tests and clears the port (``take_2l``), then the
+    interrupt assist (``assist``: take and apply the lines if the port was
+    pending, acknowledge and inject if the pair presents a request and the
+    guest may take it). The handler's gate decides IF (interrupt gate: 0,
+    trap gate: unchanged); the shadow ends;
+``xen``
+    Xen's own lines: the PIT's periodic time raises IRQ0, the RTC asserts
+    IRQ8 or lowers it (Xen's negative edge), as
+    :meth:`~spec.vmm.Vmm.timer_assist` and the RTC's callback do;
+``out``
+    the guest writes a byte to port 0x20, 0x21, 0xA0 or 0xA1 of the
+    initialised pair: an OCW1 (IMR), OCW2 (EOI, specific EOI, rotations,
+    set priority) or OCW3 (special mask mode), decoded by ``ocw``;
 ``sti``, ``cli``, ``mov_ss``, ``insn``
     the guest's instructions that matter: STI (a shadow if IF was 0), CLI,
     MOV SS (a shadow), any other instruction (the shadow ends; an IRET or
     POPF may set IF to anything).
 
-The ELCR is fixed for a run (an arbitrary mix of edge and level lines; the
-guest programs it before enabling interrupts), and the same in the PIC and
-in ``sp_global``.
+The programming an ICW sets (vector bases, AEOI, special fully nested
+mode) and the ELCR are fixed for a run, each arbitrary (an arbitrary mix of
+edge and level lines; IRQ0-2, 8 and 13 are always edge-triggered), and the
+ELCR is the same in the pair and in ``sp_global``. The OCW3 poll and
+register select are not modelled.
 
-Ghosts: ``owed`` has a bit for each edge line that qemu-dm raised with a
-send since its last injection; ``credit`` counts, for one arbitrary edge
-line *k*, raises minus injections.
+Ghosts (bit *n* = IRQ *n*): ``owed``, the edges qemu-dm raised since the
+VMM last took the lines with a notification; ``delivered``, those the VMM
+took that way and has not injected; ``held``, the level lines qemu-dm
+holds high; ``lowered``, the level lines it lowered since the last such
+take; ``released``, the lowered level lines the VMM has taken and qemu-dm
+has not raised again; ``in_pass``, qemu-dm is inside a pass.
 
 Properties:
 
-* **only through event channels** (``interrupts.only_evtchn``): every
-  injection of an edge line is owed to a raise that qemu-dm announced with
-  an event-channel send and that no earlier injection consumed;
-* **never lost** (``interrupts.never_lost``): an injection happens only when
-  the guest may take it (IF = 1, no shadow); and at a VM entry where IF = 1,
-  there is no shadow and nothing is in service, any owed request on an
-  unmasked edge line gives an injection;
+* **only through event channels** (``interrupts.only_evtchn``): when a
+  pass of qemu-dm ends, every change it made to ``sp_global`` that the VMM
+  has not taken is announced by the pending port; and every injection of an
+  edge line of qemu-dm (not a spurious IRQ7/15) is of a raise the VMM took
+  at an entry that consumed a pending notification, and that no earlier
+  injection consumed (so a line is never injected more often than it was
+  raised). A VMM that polls the lines at every entry, and a qemu-dm that
+  raises a line without sending, are counterexamples;
+* **never lost** (``interrupts.never_lost``): an injection happens only
+  when the guest may take it (IF = 1, no shadow); and at a VM entry where
+  IF = 1, there is no shadow, nothing is in service on either chip and
+  qemu-dm is between passes, an unmasked line qemu-dm raised (an edge not
+  yet injected) or holds high (a level) gives an injection, on the slave
+  through the cascade;
+* **priority** (``interrupts.priority``): an injected line is unmasked (a
+  slave line also on the master's IRQ2) and of higher priority, under its
+  chip's rotation, than every line in service that blocks it (in special
+  mask mode the unmasked ones; in the master's special fully nested mode
+  not IRQ2, as Xen's and QEMU's ``pic_get_irq`` have it); a slave line's
+  IRQ2 likewise on the master; a spurious injection is IRQ7 or IRQ15, and
+  the chip that found no request sets no in-service bit. The comparison is
+  written here, from the data sheet, not taken from :func:`spec.pic.requested`;
+* **level release** (``interrupts.level_release``): a level line qemu-dm
+  lowered is not injected once the VMM has taken the lowering, until
+  qemu-dm raises it again;
 * **masking** is :mod:`proofs.evtchn`'s ``evtchn.2l``: a masked port never
-  raises an upcall, unmasking a pending port does;
-* **no duplicates** (``interrupts.no_duplicates``): line *k* is never
-  injected more often than it was raised.
+  raises an upcall, unmasking a pending port does.
 
-Strengthening, shared by the three checks (why they hold for runs of any
-length):
+Strengthening, shared by the checks but ``interrupts.priority`` (whose
+property is local to one step, so the well-formedness of the state is
+enough):
 
-0. ``sp_global``'s cleared bits are level lines only (an edge line's
-   lowering is qemu-dm's own business, its edge detector), and while any
-   raised or cleared bit is there, the port is pending: the VMM takes the
-   bits only with the notification, so none is stranded;
-1. an edge line's request in the PIC's IRR or in ``sp_global``'s raised bits
-   is owed (nothing else can put it there);
-2. an owed line's request is in the IRR, or in the raised bits with the
-   port pending (the notification has not been consumed yet, so the next
-   entry will collect it);
-3. line *k*'s credit is at least its IRR bit plus its raised bit (each
-   latched request stands for a raise not yet injected).
+0. every change qemu-dm made in ``sp_global`` is announced: while a raised
+   or cleared bit is there, the port is pending or a send is due at the
+   end of qemu-dm's pass; the cleared bits are level lines, and no line is
+   both raised and cleared;
+1. ``owed`` is exactly ``sp_global``'s raised edge lines;
+2. ``delivered`` is exactly the edge lines of qemu-dm whose request is
+   latched in either IRR;
+3. a level line qemu-dm holds high is raised in ``sp_global`` or latched;
+   ``lowered`` is exactly the cleared bits; a released line is a level
+   line neither held, raised nor latched.
 
 A separate function-level check, ``pic.eoi``, states the 8259A's EOI rule
 against the data sheet's definition: a non-specific EOI clears exactly the
@@ -449,8 +480,9 @@ def _ready_entry(s, i, t) -> z3.BoolRef:
 
 
 def _preempts(s, i, t) -> z3.BoolRef:
-    """An injection while another line is in service."""
-    return z3.And(_genuine(s, t), (s["m_isr"] | s["s_isr"]) != 0)
+    """An injection while another line of the same chip is in service."""
+    isr = z3.If(z3.UGE(t["inj_line"], 8), s["s_isr"], s["m_isr"] & ~(1 << pic.CASCADE_IRQ))
+    return z3.And(_genuine(s, t), isr != 0)
 
 
 def _spurious(s, i, t) -> z3.BoolRef:
