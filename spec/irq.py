@@ -2,8 +2,9 @@
 
 Room: the shared ``sp_global`` area through which qemu-dm drives the
 guest's 16 ISA interrupt lines, the rules of both sides, and the CPU's
-interruptibility rule that decides whether the VMM may inject at VM entry.
-Imports :mod:`spec.bv`.
+interruptibility rule that decides whether the VMM may inject at VM entry,
+and the interrupt assist that puts them together (:func:`assist`).
+Imports :mod:`spec.bv`, :mod:`spec.pic`.
 
 The path of an interrupt (Xen 3.0.x: ``struct global_iodata`` of
 ``public/hvm/ioreq.h``, qemu-dm's ``i8259_stub.c``, Xen's
@@ -20,10 +21,14 @@ virtual interrupt)"):
 3. At the next VM entry of the vcpu, the VMM tests and clears that pending
    bit; only if it was set does it take the raised and cleared lines
    (:func:`vmm_take_lines`, atomic exchanges with zero) and apply them to
-   the virtual PIC (:func:`spec.pic.apply_lines`).
+   the virtual PIC pair (:func:`spec.pic.pair_apply`).
 4. If the PIC then presents a request and :func:`may_inject` holds, the VMM
    acknowledges it and injects its vector; otherwise, with a request
    pending, it asks for an interrupt-window exit.
+
+Steps 3 and 4 are one function over :mod:`spec.bv`, :func:`assist`, which
+:class:`spec.vmm.Vmm` calls at every VM entry with Python ints and
+:mod:`proofs.interrupts` with Z3 terms.
 
 In Xen 3.0.x the notification travelled on the vcpu's ioreq port and Xen
 tested the same pending bit; the model gives interrupts a port of their own

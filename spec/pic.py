@@ -8,9 +8,15 @@ hypervisor: the guest's accesses to these ports never reach qemu-dm.
 Imports :mod:`spec.bv` and :mod:`spec.trace`.
 
 The controller's rules are written over :mod:`spec.bv`, on the registers of
-one 8259A (:class:`PicRegs`); :mod:`proofs.interrupts` runs the same
-functions on Z3 terms. Register names follow the Intel 8259A data sheet
-(order no. 231468):
+one 8259A (:class:`PicRegs`) and of the pair (:class:`PairRegs`): the
+lines (:func:`pair_apply`, with the cascade :func:`cascade`, and Xen's
+:func:`pair_negative_edge`), the INT output (:func:`pair_request`), the
+interrupt acknowledge (:func:`pair_acknowledge`) and the guest's operation
+command words (:func:`ocw`). :class:`VirtualPic` and :class:`Pic8259` are
+thin wrappers that keep the registers and the command interface's state
+(the ICW sequence, OCW3's register select and poll) and call these rules
+with Python ints; :mod:`proofs.interrupts` runs the same functions on Z3
+terms. Register names follow the Intel 8259A data sheet (order no. 231468):
 
 IRR
     interrupt request register: the lines asking for service. A line in
@@ -35,6 +41,12 @@ automatic-EOI mode), clears its IRR bit (edge mode only) and supplies the
 vector ``irq_base + irq``. An acknowledge that finds no request (the line
 dropped in between) supplies the vector of IRQ7, the *spurious* interrupt,
 and sets no ISR bit; on the slave that is IRQ15.
+
+The pair: the slave's INT output drives the master's IRQ2, an edge each
+time the slave presents a request. The master's acknowledge of IRQ2
+continues on the slave, which supplies the vector; in the master's special
+fully nested mode (ICW4 SFNM) the master's in-service IRQ2 does not block
+its requests, so a slave line may interrupt a slave handler.
 """
 
 from __future__ import annotations

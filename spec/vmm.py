@@ -108,6 +108,10 @@ Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 3. if a request is (still) pending, set interrupt-window exiting, so that
    the vcpu exits as soon as it can take it.
 
+Steps 1 to 3 are :func:`spec.irq.assist`, given whether the port was
+pending (the 2-level rules of :mod:`spec.evtchn` test and clear it), the
+function the interrupt proofs of :mod:`proofs.interrupts` are about.
+
 HLT: the VMM retires the HLT and blocks the vcpu. A blocked vcpu wakes when
 the PIC presents a request (after steps 0 and 1 above) and RFLAGS.IF = 1;
 with IF = 0 nothing but an NMI (not modelled) can wake it, and the machine
