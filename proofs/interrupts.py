@@ -71,9 +71,9 @@ Properties:
 * **never lost** (``interrupts.never_lost``): an injection happens only
   when the guest may take it (IF = 1, no shadow); and at a VM entry where
   IF = 1, there is no shadow, nothing is in service on either chip and
-  qemu-dm is between passes, an unmasked line qemu-dm raised (an edge not
-  yet injected) or holds high (a level) gives an injection, on the slave
-  through the cascade;
+  qemu-dm is between passes, an unmasked line qemu-dm raised (an edge
+  no injection consumed) or holds high (a level) gives an injection, on
+  the slave through the cascade;
 * **priority** (``interrupts.priority``): an injected line is unmasked (a
   slave line also on the master's IRQ2) and of higher priority, under its
   chip's rotation, than every line in service that blocks it (in special
@@ -366,8 +366,8 @@ def _unmasked16(s) -> z3.BitVecRef:
 
 def _ready(s, i) -> z3.BoolRef:
     """A VM entry with IF = 1, no shadow, nothing in service, qemu-dm
-    between passes, and an unmasked line qemu-dm raised (an edge not yet
-    injected) or holds high (a level)."""
+    between passes, and an unmasked line qemu-dm raised (an edge no injection
+    consumed) or holds high (a level)."""
     want = s["owed"] | s["delivered"] | s["held"]
     return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), s["m_isr"] == 0,
                   s["s_isr"] == 0, z3.Not(s["in_pass"]), (want & _unmasked16(s)) != 0)
@@ -533,8 +533,8 @@ def only_evtchn() -> TransitionSystem:
 def never_lost() -> TransitionSystem:
     """interrupts.never_lost: injection only when IF = 1 and no shadow; at a
     VM entry with IF = 1, no shadow, nothing in service on either chip and
-    qemu-dm between passes, an unmasked line qemu-dm raised (an edge not
-    yet injected) or holds high (a level) gives an injection."""
+    qemu-dm between passes, an unmasked line qemu-dm raised (an edge
+    no injection consumed) or holds high (a level) gives an injection."""
     return _system("interrupts.never_lost", _never_lost)
 
 

@@ -233,20 +233,19 @@ def _interrupt_check(name):
     return next(c for c in interrupt_checks() if c.name == name)
 
 
-def test_interrupt_checks_cover_the_pair_and_the_channel_and_each_mutant_fails():
-    """The interrupt proofs and their mutants, among them the issue's: a
-    polling VMM, a silent qemu-dm, an equal-priority preemption, a lowered
-    level line ignored, a missing cascade and a spurious IRQ put in service."""
+def test_interrupt_checks_cover_the_pair_and_the_channel():
+    """The interrupt proofs and their mutants, among them a polling VMM, a
+    silent qemu-dm, an equal-priority preemption, a lowered level line
+    ignored, a missing cascade and a spurious IRQ put in service (each
+    gives its counterexample in test_every_check_gives_what_it_expects)."""
     from proofs import interrupt_checks
     names = {c.name for c in interrupt_checks()}
-    for name in ("only_evtchn/mutant:polling_vmm", "only_evtchn/mutant:silent_dm",
+    for name in ("only_evtchn", "never_lost", "priority", "level_release",
+                 "only_evtchn/mutant:polling_vmm", "only_evtchn/mutant:silent_dm",
                  "never_lost/mutant:silent_dm", "never_lost/mutant:no_cascade",
                  "priority/mutant:equal_priority_preempts", "priority/mutant:spurious_sets_isr",
                  "level_release/mutant:apply_ignores_cleared"):
         assert f"interrupts.{name}" in names, name
-    for chk in interrupt_checks():
-        outcome = chk.run()
-        assert outcome.result == chk.expected, (chk.name, outcome)
 
 
 def test_interrupt_counterexamples_name_the_steps():
