@@ -26,7 +26,8 @@ virtual interrupt)"):
    acknowledges it and injects its vector; otherwise, with a request
    pending, it asks for an interrupt-window exit.
 
-Steps 3 and 4 are one function over :mod:`spec.bv`, :func:`assist`, which
+What the VMM does in steps 3 and 4 once it has tested and cleared the
+pending bit is one function over :mod:`spec.bv`, :func:`assist`, which
 :class:`spec.vmm.Vmm` calls at every VM entry with Python ints and
 :mod:`proofs.interrupts` with Z3 terms.
 
