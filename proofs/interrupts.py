@@ -103,9 +103,10 @@ enough):
    ``lowered`` is exactly the cleared bits; a released line is a level
    line neither held, raised nor latched.
 
-A separate function-level check, ``pic.eoi``, states the 8259A's EOI rule
-against the data sheet's definition: a non-specific EOI clears exactly the
-in-service bit of highest priority under the current rotation.
+Two function-level checks state the 8259A's rules against the data
+sheet: ``pic.eoi``, a non-specific EOI clears exactly the in-service bit of
+highest priority under the current rotation; ``pic.ocw``, the decoding of
+every operation command word the system's guest may write.
 """
 
 from __future__ import annotations
@@ -593,10 +594,61 @@ def eoi_rule() -> Outcome:
     return Outcome("unknown", seconds, detail=str(verdict))
 
 
+def ocw_rule() -> Outcome:
+    """pic.ocw: the guest's operation command words do what the 8259A data
+    sheet says, for any registers and byte: on the data port OCW1 sets the
+    IMR; on the command port OCW3 (bit 3) sets or clears special mask mode
+    when bit 6 is set, and OCW2 (bits 3 and 4 clear) by its command (bits
+    7-5): 0/4 clear/set rotate in automatic EOI mode, 1/5 the non-specific
+    EOI (:func:`spec.pic.eoi`, checked by ``pic.eoi``; 5 rotates), 3/7 clear
+    the in-service bit of the line in bits 2-0 (7: and make it lowest),
+    6 make that line lowest, 2 nothing. Nothing else changes."""
+    started = time.perf_counter()
+    names = pic.PicRegs._fields
+    kinds = {"auto_eoi": z3.Bool, "rotate_on_aeoi": z3.Bool, "special_mask": z3.Bool}
+    r = pic.PicRegs(*[kinds.get(n, B8)(f"ocw_{n}") for n in names])
+    byte, data = B8("byte"), z3.Bool("data_port")
+    after = pic.ocw(r, data, byte)
+    command, line = z3.LShR(byte, 5), byte & 7
+    lowest = (line + 1) & 7                                 # the line after it is highest
+
+    def only(**changed):
+        return z3.And(*[getattr(after, n) == changed.get(n, getattr(r, n)) for n in names])
+
+    nonspecific = pic.eoi(r, command == 5)
+    expected = z3.If(data, only(imr=byte), z3.If(
+        (byte & 0x08) != 0,
+        only(special_mask=z3.If((byte & 0x40) != 0, (byte & 0x20) != 0, r.special_mask)),
+        z3.If(z3.Or(command == 0, command == 4), only(rotate_on_aeoi=command == 4),
+              z3.If(z3.Or(command == 1, command == 5),
+                    only(isr=nonspecific.isr, priority_add=nonspecific.priority_add),
+                    z3.If(z3.Or(command == 3, command == 7),
+                          only(isr=r.isr & ~(z3.BitVecVal(1, 8) << line),
+                               priority_add=z3.If(command == 7, lowest, r.priority_add)),
+                          z3.If(command == 6, only(priority_add=lowest), only()))))))
+    solver = z3.Solver()
+    solver.add(z3.ULT(r.priority_add, 8), z3.Or(data, (byte & 0x10) == 0), z3.Not(expected))
+    verdict = solver.check()
+    seconds = time.perf_counter() - started
+    if verdict == z3.unsat:
+        return Outcome("proved", seconds, detail="valid")
+    if verdict == z3.sat:
+        m = solver.model()
+        val = lambda e: m.eval(e, model_completion=True)                # noqa: E731
+        port = "data" if z3.is_true(val(data)) else "command"
+        return Outcome("counterexample", seconds, [
+            f"before: {', '.join(f'{n}={val(v)}' for n, v in zip(names, r))}",
+            f"the guest writes {val(byte).as_long():#04x} to the {port} port",
+            f"after:  {', '.join(f'{n}={val(v)}' for n, v in zip(names, after))}",
+            "not what the data sheet's OCW does"])
+    return Outcome("unknown", seconds, detail=str(verdict))
+
+
 # --- mutants -----------------------------------------------------------------------------------
 
 _REAL = {"ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
-         "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge}
+         "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
+         "ocw2": pic.ocw2}
 
 
 def _polling_vmm(p, g, notified, rflags_if, shadow):
@@ -671,6 +723,22 @@ def _spurious_sets_isr(p):
     return ack._replace(pair=ack.pair._replace(slave=slave))
 
 
+def _set_priority_makes_highest(p, value):
+    """OCW2's set priority that makes the named line the highest instead of
+    the lowest."""
+    after = _REAL["ocw2"](p, value)
+    command, line = bv.lshr(value, 5, 8), bv.band(value, 7, 8)
+    return pic.select(bv.eq(command, 6), p._replace(priority_add=line), after)
+
+
+def _specific_eoi_ignores_line(p, value):
+    """OCW2's specific EOI handled as a non-specific one: the line in bits
+    2-0 is ignored, and the highest in-service line is ended instead."""
+    command = bv.lshr(value, 5, 8)
+    specific = bv.member(command, (3, 7))
+    return pic.select(specific, pic.eoi(p, bv.bit(value, 7)), _REAL["ocw2"](p, value))
+
+
 def _eoi_clears_lowest(p, rotate=False):
     """Non-specific EOI that clears the lowest-numbered in-service bit,
     ignoring the rotation."""
@@ -698,7 +766,10 @@ CHECKS = [
 ]
 
 #: function-level checks: (name, run, [(mutant, replaced, replacement)])
-RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)])]
+RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)]),
+         ("pic.ocw", ocw_rule,
+          [("set_priority_makes_highest", "pic.ocw2", _set_priority_makes_highest),
+           ("specific_eoi_ignores_line", "pic.ocw2", _specific_eoi_ignores_line)])]
 
 _MODULES = {"pic": pic, "irq": irq, "evtchn": evtchn}
 

@@ -246,6 +246,8 @@ def test_interrupt_checks_cover_the_pair_and_the_channel():
                  "priority/mutant:equal_priority_preempts", "priority/mutant:spurious_sets_isr",
                  "level_release/mutant:apply_ignores_cleared"):
         assert f"interrupts.{name}" in names, name
+    assert {"pic.ocw", "pic.ocw/mutant:specific_eoi_ignores_line",
+            "pic.ocw/mutant:set_priority_makes_highest"} <= names
 
 
 def test_interrupt_counterexamples_name_the_steps():
