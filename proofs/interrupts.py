@@ -70,10 +70,11 @@ Properties:
   raises a line without sending, are counterexamples;
 * **never lost** (``interrupts.never_lost``): an injection happens only
   when the guest may take it (IF = 1, no shadow); and at a VM entry where
-  IF = 1, there is no shadow, nothing is in service on either chip and
-  qemu-dm is between passes, an unmasked line qemu-dm raised (an edge
-  no injection consumed) or holds high (a level) gives an injection, on
-  the slave through the cascade;
+  IF = 1, there is no shadow and qemu-dm is between passes, an unmasked
+  line qemu-dm raised (an edge no injection consumed) or holds high (a
+  level) that may preempt what is in service (the rule of
+  ``interrupts.priority``) gives an injection, on the slave through the
+  cascade;
 * **priority** (``interrupts.priority``): an injected line is unmasked (a
   slave line also on the master's IRQ2) and of higher priority, under its
   chip's rotation, than every line in service that blocks it (in special
@@ -366,12 +367,22 @@ def _unmasked16(s) -> z3.BitVecRef:
 
 
 def _ready(s, i) -> z3.BoolRef:
-    """A VM entry with IF = 1, no shadow, nothing in service, qemu-dm
-    between passes, and an unmasked line qemu-dm raised (an edge no injection
-    consumed) or holds high (a level)."""
-    want = s["owed"] | s["delivered"] | s["held"]
-    return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), s["m_isr"] == 0,
-                  s["s_isr"] == 0, z3.Not(s["in_pass"]), (want & _unmasked16(s)) != 0)
+    """A VM entry with IF = 1, no shadow, qemu-dm between passes, and an
+    unmasked line qemu-dm raised (an edge no injection consumed) or holds
+    high (a level) of higher priority than every line in service that
+    blocks it (a slave line: and its IRQ2 on the master)."""
+    want = (s["owed"] | s["delivered"] | s["held"]) & _unmasked16(s)
+    master, slave = _in_service(s, "m", True), _in_service(s, "s", False)
+    cascade = _beats(z3.BitVecVal(pic.CASCADE_IRQ, 8), master, s["m_pa"])
+
+    def may_preempt(n: int) -> z3.BoolRef:
+        if n < 8:
+            return _beats(z3.BitVecVal(n, 8), master, s["m_pa"])
+        return z3.And(cascade, _beats(z3.BitVecVal(n - 8, 8), slave, s["s_pa"]))
+
+    some = z3.Or(*[z3.And((want & (1 << n)) != 0, may_preempt(n))
+                   for n in range(16) if QEMU_LINES >> n & 1])
+    return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), z3.Not(s["in_pass"]), some)
 
 
 def _never_lost(s, i, t) -> z3.BoolRef:
@@ -441,6 +452,11 @@ def _describe_state(v: dict) -> str:
            f"imr={_lines_of(v['s_imr'] << 8 | v['m_imr'])} "
            f"level={_lines_of(v['g_elcr'])} IF={int(v['if_'])} shadow={int(v['shadow'])} "
            f"owed={_lines_of(v['owed'])} delivered={_lines_of(v['delivered'])}")
+    modes = [name for name, on in (("SFNM", v["nested"]), ("AEOI-master", v["m_aeoi"]),
+                                   ("AEOI-slave", v["s_aeoi"]), ("SMM-master", v["m_smm"]),
+                                   ("SMM-slave", v["s_smm"])) if on]
+    if modes:
+        out += " " + ",".join(modes)
     if v["injected"]:
         out += f" INJECTED IRQ{v['inj_line']}" + (" (spurious)" if v["spurious"] else "")
     return out
@@ -480,6 +496,12 @@ def _ready_entry(s, i, t) -> z3.BoolRef:
     return z3.And(_ready(s, i), (s["owed"] & 0xFF00) != 0)
 
 
+def _ready_in_service(s, i, t) -> z3.BoolRef:
+    """A VM entry that must inject while a line of lower priority is in
+    service on the same chip."""
+    return z3.And(_ready(s, i), (s["m_isr"] & ~(1 << pic.CASCADE_IRQ) | s["s_isr"]) != 0)
+
+
 def _preempts(s, i, t) -> z3.BoolRef:
     """An injection while another line of the same chip is in service."""
     isr = z3.If(z3.UGE(t["inj_line"], 8), s["s_isr"], s["m_isr"] & ~(1 << pic.CASCADE_IRQ))
@@ -500,7 +522,9 @@ WITNESSES = {
     "interrupts.only_evtchn": (("a pass of qemu-dm ends with lines to take", _pass_ends),
                                ("an edge line injected", _edge_injected),
                                ("a slave edge line injected", _slave_edge_injected)),
-    "interrupts.never_lost": (("a VM entry that must inject a slave line", _ready_entry),),
+    "interrupts.never_lost": (("a VM entry that must inject a slave line", _ready_entry),
+                              ("a VM entry that must preempt an in-service line",
+                               _ready_in_service)),
     "interrupts.priority": (("an injection while a line is in service", _preempts),
                             ("a spurious IRQ15", _spurious)),
     "interrupts.level_release": (("a lowered level line's request taken",
@@ -533,9 +557,11 @@ def only_evtchn() -> TransitionSystem:
 
 def never_lost() -> TransitionSystem:
     """interrupts.never_lost: injection only when IF = 1 and no shadow; at a
-    VM entry with IF = 1, no shadow, nothing in service on either chip and
-    qemu-dm between passes, an unmasked line qemu-dm raised (an edge
-    no injection consumed) or holds high (a level) gives an injection."""
+    VM entry with IF = 1, no shadow and qemu-dm between passes, an
+    unmasked line qemu-dm raised (an edge no injection consumed) or holds
+    high (a level), of higher priority than every line in service that
+    blocks it (a slave line: and its IRQ2 on the master), gives an
+    injection."""
     return _system("interrupts.never_lost", _never_lost)
 
 
@@ -648,7 +674,7 @@ def ocw_rule() -> Outcome:
 
 _REAL = {"ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
          "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
-         "ocw2": pic.ocw2}
+         "ocw2": pic.ocw2, "requested": pic.requested}
 
 
 def _polling_vmm(p, g, notified, rflags_if, shadow):
@@ -700,6 +726,13 @@ def _no_cascade(p):
     """A slave whose request does not raise the master's IRQ2: a slave
     line is never presented to the CPU."""
     return p
+
+
+def _ignores_nested(p, cascade_nested=False):
+    """pic_get_irq without the special fully nested mode: while the
+    master's IRQ2 is in service, a slave line of higher priority than the
+    slave's handler waits for the master's EOI."""
+    return _REAL["requested"](p)
 
 
 def _equal_priority_preempts(p, cascade_nested=False):
@@ -757,7 +790,8 @@ CHECKS = [
      [("silent_dm", "irq.dm_set_irq", _silent_dm),
       ("inject_ignores_shadow", "irq.may_inject", _inject_ignores_shadow),
       ("apply_drops_masked", "pic.apply_lines", _apply_drops_masked),
-      ("no_cascade", "pic.cascade", _no_cascade)]),
+      ("no_cascade", "pic.cascade", _no_cascade),
+      ("ignores_nested", "pic.requested", _ignores_nested)]),
     ("interrupts.priority", priority,
      [("equal_priority_preempts", "pic.requested", _equal_priority_preempts),
       ("spurious_sets_isr", "pic.pair_acknowledge", _spurious_sets_isr)]),

@@ -243,6 +243,7 @@ def test_interrupt_checks_cover_the_pair_and_the_channel():
     for name in ("only_evtchn", "never_lost", "priority", "level_release",
                  "only_evtchn/mutant:polling_vmm", "only_evtchn/mutant:silent_dm",
                  "never_lost/mutant:silent_dm", "never_lost/mutant:no_cascade",
+                 "never_lost/mutant:ignores_nested",
                  "priority/mutant:equal_priority_preempts", "priority/mutant:spurious_sets_isr",
                  "level_release/mutant:apply_ignores_cleared"):
         assert f"interrupts.{name}" in names, name
