@@ -39,7 +39,8 @@ chosen by the inputs:
 ``out``
     the guest writes a byte to port 0x20, 0x21, 0xA0 or 0xA1 of the
     initialised pair: an OCW1 (IMR), OCW2 (EOI, specific EOI, rotations,
-    set priority) or OCW3 (special mask mode), decoded by ``ocw``;
+    set priority) or OCW3 (special mask mode), decoded by ``ocw``, then
+    the cascade, as :meth:`~spec.pic.VirtualPic.io_write` does;
 ``sti``, ``cli``, ``mov_ss``, ``insn``
     the guest's instructions that matter: STI (a shadow if IF was 0), CLI,
     MOV SS (a shadow), any other instruction (the shadow ends; an IRET or
@@ -265,11 +266,12 @@ def _step(s, i, t) -> z3.BoolRef:
     cases.append(z3.And(act == 2, _same(s, t, {**_with_pair(xen), **quiet})))
 
     # the guest writes `byte` to port 0x20/0x21 or 0xA0/0xA1 (`flag`: the
-    # data port) once the pair is initialised: OCW1, OCW2 or OCW3
+    # data port) once the pair is initialised: OCW1, OCW2 or OCW3, then the
+    # cascade (VirtualPic.io_write)
     p = _pair(s)
-    written = pic.PairRegs(pic.select(i["slave"], p.master, pic.ocw(p.master, flag, byte)),
-                           pic.select(i["slave"], pic.ocw(p.slave, flag, byte), p.slave),
-                           p.nested)
+    written = pic.cascade(pic.PairRegs(
+        pic.select(i["slave"], p.master, pic.ocw(p.master, flag, byte)),
+        pic.select(i["slave"], pic.ocw(p.slave, flag, byte), p.slave), p.nested))
     cases.append(z3.And(act == 3, z3.Or(flag, (byte & 0x10) == 0),
                         _same(s, t, {**_with_pair(written), **quiet})))
     # the guest's instructions
