@@ -242,3 +242,27 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
     _name, target, replacement = mutant
     with mock.patch.object(module, target, replacement):
         return check(factory())
+
+
+def source_mutant(module: ModuleType, function: str, old: str, new: str,
+                  doc: str) -> Callable:
+    """``module.function`` with the one source line ``old`` replaced by
+    ``new`` (stripped lines compared; exactly one must match), compiled in the
+    module's namespace: the very code the engine runs, with one line broken.
+    Fails loudly when the spec's code no longer has the line."""
+    import inspect
+    import textwrap
+    source = textwrap.dedent(inspect.getsource(getattr(module, function)))
+    lines = source.splitlines()
+    hits = [k for k, line in enumerate(lines) if line.strip() == old.strip()]
+    if len(hits) != 1:
+        raise ValueError(f"{module.__name__}.{function} has {len(hits)} lines {old.strip()!r}")
+    k = hits[0]
+    indent = lines[k][:len(lines[k]) - len(lines[k].lstrip())]
+    lines[k] = indent + new.strip()
+    namespace = dict(vars(module))
+    exec(compile("\n".join(lines) + "\n", f"<mutant of {module.__name__}.{function}>", "exec"),
+         namespace)
+    mutant = namespace[function]
+    mutant.__doc__ = doc
+    return mutant
