@@ -77,6 +77,8 @@ class TransitionSystem:
     witnesses: tuple[tuple[str, Callable[[State, State, State], z3.BoolRef]], ...] = ()
     #: how many steps a witness run may take (default: ``depth``)
     witness_depth: int | None = None
+    #: True: the bounded search, too, asks one query per case of ``cases``
+    split_search: bool = False
 
 
 @dataclass
@@ -176,6 +178,11 @@ def _search(system: TransitionSystem, timeout_ms: int) -> list[str] | None:
         inputs.append(_fresh(system.inputs, str(k)))
         run.append(system.step(states[k - 1], inputs[k - 1], states[k]))
         bad = z3.Not(system.prop(states[k - 1], inputs[k - 1], states[k]))
+        if system.split_search and system.cases:
+            found = _search_cases(system, timeout_ms, run, bad, inputs[k - 1])
+            if found is not None:
+                return _render(system, found, states, inputs)
+            continue
         if system.incremental:
             solver.add(run[-1])
             solver.push()
@@ -187,6 +194,17 @@ def _search(system: TransitionSystem, timeout_ms: int) -> list[str] | None:
             return _render(system, query.model(), states, inputs)
         if system.incremental:
             solver.pop()
+    return None
+
+
+def _search_cases(system: TransitionSystem, timeout_ms: int, run: list, bad: z3.BoolRef,
+                  inputs: State) -> z3.ModelRef | None:
+    """One search query per case of the step's inputs (``split_search``)."""
+    cases = system.cases(inputs)
+    for case in cases + [z3.Not(z3.Or(*cases))]:
+        query = _solver(timeout_ms, *run, bad, case)
+        if query.check() == z3.sat:
+            return query.model()
     return None
 
 

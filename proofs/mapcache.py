@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated
+from proofs.kinduction import Outcome, TransitionSystem, check_mutated, source_mutant
 from spec import bv, mapcache as mc, platform
 
 SLOTS = 4
@@ -174,6 +174,44 @@ def _stale_property(s, i, t) -> z3.BoolRef:
                       gen == s["genK"])
 
 
+def _lru_property(s, i, t) -> z3.BoolRef:
+    """A map that evicts takes a window that was mapped and unlocked, and no
+    other mapped unlocked window was used less recently (nor as recently
+    with a lower slot: the first of equals goes)."""
+    mapped = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    facts = []
+    for v in range(SLOTS):
+        unlocked = lambda k: z3.And(s[f"valid{k}"], s[f"locks{k}"] == 0)      # noqa: E731
+        older = [z3.Implies(unlocked(k),
+                            z3.Or(z3.ULT(s[f"stamp{v}"], s[f"stamp{k}"]),
+                                  z3.And(s[f"stamp{v}"] == s[f"stamp{k}"], v < k)))
+                 for k in range(SLOTS) if k != v]
+        facts.append(z3.Implies(mapped.slot == v, z3.And(unlocked(v), *older)))
+    return z3.Implies(z3.And(i["act"] == A["map"], mapped.evicted), z3.And(facts))
+
+
+def _invalidate_property(s, i, t) -> z3.BoolRef:
+    """An invalidation of buckets first .. first + count - 1 (a range that
+    does not wrap past 2^32) drops every unlocked mapping of the range, marks
+    every locked one stale and leaves it showing what it showed, and leaves
+    every other entry as it was."""
+    wide = lambda x: z3.ZeroExt(32, x)                                       # noqa: E731
+    first, count = wide(i["bucket"]), wide(i["count"])
+    no_wrap = z3.ULE(first + count, 1 << mc.BUCKET_BITS)
+    facts = []
+    for k in range(SLOTS):
+        inside = z3.And(s[f"valid{k}"], z3.ULE(first, wide(s[f"bucket{k}"])),
+                        z3.ULT(wide(s[f"bucket{k}"]), first + count))
+        same = z3.And(*[t[f"{f}{k}"] == s[f"{f}{k}"] for f in FIELDS])
+        kept = z3.And(*[t[f"{f}{k}"] == s[f"{f}{k}"] for f in FIELDS if f != "stale"])
+        facts.append(z3.Implies(i["slot"] == k, z3.If(
+            inside, z3.If(s[f"locks{k}"] == 0, z3.Not(t[f"valid{k}"]),
+                          z3.And(kept, t[f"stale{k}"])),
+            same)))
+    # (the entry the property speaks of is the input ``slot``: any of them)
+    return z3.Implies(z3.And(i["act"] == A["invalidate"], no_wrap), z3.And(facts))
+
+
 def _describe_state(v: dict) -> str:
     parts = []
     for i in range(SLOTS):
@@ -219,6 +257,21 @@ def _translates_past_stale(s, i, t) -> z3.BoolRef:
     return z3.And(i["act"] == A["translate"], i["bucket"] == s["K"], found, stale_k)
 
 
+def _evicts_among_two(s, i, t) -> z3.BoolRef:
+    """A full-budget miss with two unlocked windows used at different times."""
+    unlocked = [z3.And(s[f"valid{k}"], s[f"locks{k}"] == 0) for k in range(SLOTS)]
+    return z3.And(_full_miss(s, i, t), unlocked[0], unlocked[1], s["stamp0"] != s["stamp1"])
+
+
+def _invalidates_edges(s, i, t) -> z3.BoolRef:
+    """An invalidation whose range ends just before a mapped bucket, with a
+    mapped bucket at its last one."""
+    last = i["bucket"] + i["count"] - 1
+    return z3.And(i["act"] == A["invalidate"], i["count"] != 0, s["valid0"], s["valid1"],
+                  s["bucket0"] == last, s["bucket1"] == last + 1,
+                  z3.ULT(i["bucket"], i["bucket"] + i["count"]))
+
+
 def _system(name: str, prop, witnesses) -> TransitionSystem:
     return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
                             _describe_state, _describe_input, depth=4, witnesses=witnesses,
@@ -243,6 +296,39 @@ def stale_system() -> TransitionSystem:
     never a mapping made before the bucket was given back."""
     return _system("mapcache.no_stale", _stale_property,
                    (("a translation of K past a stale window of K", _translates_past_stale),))
+
+
+def _any_table(name: str, action: str, prop, witnesses, cases=None) -> TransitionSystem:
+    """A property of one operation on *every* table of four entries (any
+    contents, any budget), reachable or not: one step from any state is the
+    whole search, and the induction needs no strengthening."""
+    def step(s, i, t):
+        table = _table(s)
+        if action == "map":
+            after = mc.map_bucket(table, i["bucket"], i["gen"], s["budget"],
+                                  s["clock"] + 1).table
+        else:
+            after = mc.invalidate(table, i["bucket"], i["count"])
+        return z3.And(i["act"] == A[action], _is(t, after))
+    return TransitionSystem(name, _vars(), _inputs(), lambda s: z3.BoolVal(True), step,
+                            lambda s: z3.BoolVal(True), prop, _describe_state,
+                            _describe_input, depth=1, witnesses=witnesses, incremental=False,
+                            cases=cases, split_search=cases is not None)
+
+
+def lru_system() -> TransitionSystem:
+    """The window a full-budget miss evicts is the least recently used
+    mapped, unlocked one (on every table)."""
+    return _any_table("mapcache.lru", "map", _lru_property,
+                      (("a full-budget miss with two unlocked windows", _evicts_among_two),))
+
+
+def invalidate_system() -> TransitionSystem:
+    """An invalidation reaches exactly the mappings of its range (on every
+    table)."""
+    return _any_table("mapcache.invalidate", "invalidate", _invalidate_property,
+                      (("an invalidation ending next to a mapped bucket", _invalidates_edges),),
+                      cases=lambda i: [i["slot"] == k for k in range(SLOTS)])
 
 
 # --- the budget within qemu-dm's address space -------------------------------------------
@@ -362,12 +448,33 @@ def _fits_wraps(budget, footprint, space):
     return bv.not_(bv.ult(space, bv.add(budget, footprint, 64)))
 
 
+def _src(name: str, function: str, old: str, new: str, doc: str):
+    """A mutant: the spec's ``function`` with one line of its code changed."""
+    return (name, function, source_mutant(mc, function, old, new, doc))
+
+
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("mapcache.budget", budget_system, [("room_off_by_one", "room", _room_off_by_one)]),
     ("mapcache.locked_kept", locked_system, [("evict_locked", "evictable", _evict_locked)]),
     ("mapcache.no_stale", stale_system,
      [("invalidate_forgets_last", "invalidate", _invalidate_forgets_last)]),
+    ("mapcache.lru", lru_system,
+     [_src("lru_evicts_mru", "lru_victim",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(oldest, e.stamp)))",
+           "The victim search keeps the most recently used window."),
+      _src("victim_ignores_lock", "lru_victim",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "better = bv.and_(e.valid, bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "The victim search considers locked windows too.")]),
+    ("mapcache.invalidate", invalidate_system,
+     [_src("invalidate_off_by_one", "invalidated",
+           "return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))",
+           "return bv.and_(e.valid, bv.not_(bv.ult(count, bv.sub(e.bucket, first, "
+           "BUCKET_BITS))))",
+           "The run-time invalidation reaches buckets first .. first + count: one "
+           "more than was given back.")]),
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),

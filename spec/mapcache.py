@@ -217,14 +217,20 @@ def unlock(table: tuple[Entry, ...], slot: bv.Word) -> tuple[Entry, ...]:
                                         stale=bv.and_(e.stale, bv.not_(gone))))
 
 
+def invalidated(e: Entry, first: bv.Word, count: bv.Word) -> bv.Bit:
+    """A mapping that the invalidation of buckets ``first`` .. ``first +
+    count - 1`` reaches (the run-time cache picks its entries with this)."""
+    return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))
+
+
 def invalidate(table: tuple[Entry, ...], first: bv.Word, count: bv.Word
                ) -> tuple[Entry, ...]:
     """The guest gave back buckets ``first`` .. ``first + count - 1``: every
-    mapping of one of them is dropped, or marked stale while it is locked."""
+    mapping of one of them (:func:`invalidated`) is dropped, or marked stale
+    while it is locked; every other entry is left as it is."""
     out = []
     for e in table:
-        offset = bv.sub(e.bucket, first, BUCKET_BITS)
-        inside = bv.and_(e.valid, bv.ult(offset, count))
+        inside = invalidated(e, first, count)
         locked = bv.not_(bv.is_zero(e.locks, LOCK_BITS))
         out.append(e._replace(valid=bv.and_(e.valid, bv.not_(bv.and_(inside, bv.not_(locked)))),
                               stale=bv.or_(e.stale, bv.and_(inside, locked))))
@@ -442,8 +448,7 @@ class Mapcache:
         """Buckets ``first`` .. ``first + count - 1`` may have been given back."""
         stale = 0
         if not self.legacy:
-            slots = [i for i, e in enumerate(self.entries)
-                     if e.valid and first <= e.bucket < first + count]
+            slots = [i for i, e in enumerate(self.entries) if invalidated(e, first, count)]
             before = sum(self.entries[i].stale for i in slots)
             if slots:
                 self._run(slots, lambda table: invalidate(table, first, count))
