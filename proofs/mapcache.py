@@ -331,6 +331,230 @@ def invalidate_system() -> TransitionSystem:
                       cases=lambda i: [i["slot"] == k for k in range(SLOTS)])
 
 
+# --- mapcache.engine: the run-time cache, its slices and its indexes ----------------------
+#
+# The engine (:class:`spec.mapcache.Mapcache`) never runs map_bucket on its
+# whole table: it asks three indexes for slots and runs
+# :func:`~spec.mapcache.map_indexed` on the entries they name, stores back
+# what changed, and files index records by :func:`~spec.mapcache.index_plan`;
+# lock and unlock run on the one entry, invalidate on the entries
+# :func:`~spec.mapcache.invalidated` picks. This system runs that code on a
+# table of four entries, beside the whole-table functions.
+#
+# The indexes are modelled by which records they hold: for each slot, whether
+# the bucket index holds (its bucket, slot), the free heap holds the slot,
+# the LRU heap holds (its stamp, slot). Records are only ever assumed present
+# when a store filed them and nothing about the entry changed since (a heap
+# may drop a record its reader skips); and each read may also meet one
+# out-of-date record of any key for any slot (an input). A read gives what a
+# heap gives: the least key among the records the reader's check accepts
+# (the free heap's reader appends an entry while the table is shorter than
+# the budget).
+
+EKEYS = ("U", "F", "L")          # bucket index, free heap, LRU heap
+
+
+def _engine_vars() -> dict:
+    out = {name: make for name, make in _vars().items() if name not in ("K", "genK")}
+    out["n"] = lambda n: z3.BitVec(n, mc.LOCK_BITS)          # entries made so far
+    out["mapped"] = lambda n: z3.BitVec(n, mc.BUCKET_BITS)   # the engine's count
+    for k in range(SLOTS):
+        for key in EKEYS:
+            out[f"{key}{k}"] = lambda n: z3.Bool(n)
+    return out
+
+
+def _engine_inputs() -> dict:
+    out = _inputs()
+    out.update({"gu": lambda n: z3.BitVec(n, mc.LOCK_BITS),    # out-of-date records
+                "gu_bucket": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
+                "gf": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+                "gl": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+                "gl_stamp": lambda n: z3.BitVec(n, mc.STAMP_BITS)})
+    return out
+
+
+def _least(cands) -> mc.Found:
+    """The least key among (accepted, key, slot) candidates, first of equals."""
+    found, slot, best = z3.BoolVal(False), z3.BitVecVal(0, mc.LOCK_BITS), None
+    for ok, key, k in cands:
+        better = ok if best is None else z3.And(ok, z3.Or(z3.Not(found), z3.ULT(key, best)))
+        slot = z3.If(better, k, slot)
+        best = key if best is None else z3.If(better, key, best)
+        found = z3.Or(found, better)
+    return mc.Found(found, slot)
+
+
+def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
+    table = _table(s)
+    slot = lambda k: z3.BitVecVal(k, mc.LOCK_BITS)                            # noqa: E731
+    exists = lambda k: z3.ULT(k, s["n"])                                      # noqa: E731
+    # the bucket index: a set per bucket, read for ``bucket``; the least slot
+    cands = [(z3.And(s[f"U{k}"], e.bucket == bucket, mc.usable(e, bucket)), slot(k), slot(k))
+             for k, e in enumerate(table)]
+    g = mc._get(table, i["gu"])
+    cands.append((z3.And(exists(i["gu"]), i["gu_bucket"] == bucket, mc.usable(g, bucket)),
+                  i["gu"], i["gu"]))
+    hit = _least(cands)
+    cands = [(z3.And(s[f"F{k}"], exists(slot(k)), mc.free_current(e)), slot(k), slot(k))
+             for k, e in enumerate(table)]
+    cands.append((z3.And(exists(i["gf"]), mc.free_current(mc._get(table, i["gf"]))),
+                  i["gf"], i["gf"]))
+    heap = _least(cands)
+    append = z3.And(z3.Not(heap.found), z3.ULT(s["n"], s["budget"]))
+    free = mc.Found(z3.Or(heap.found, append), z3.If(heap.found, heap.slot, s["n"]))
+    wide = lambda stamp, k: z3.Concat(stamp, k)                               # noqa: E731
+    cands = [(z3.And(s[f"L{k}"], mc.lru_current(e, e.stamp)), wide(e.stamp, slot(k)), slot(k))
+             for k, e in enumerate(table)]
+    cands.append((z3.And(exists(i["gl"]), mc.lru_current(mc._get(table, i["gl"]), i["gl_stamp"])),
+                  wide(i["gl_stamp"], i["gl"]), i["gl"]))
+    victim = _least(cands)
+    # the engine reads the free heap and the LRU heap only on a miss
+    return (hit, mc.Found(z3.And(z3.Not(hit.found), free.found), free.slot),
+            mc.Found(z3.And(z3.Not(hit.found), victim.found), victim.slot))
+
+
+def _filed(s, t, old: tuple, new: tuple, n_after) -> z3.BoolRef:
+    """The index records after the engine stored ``new`` over ``old``."""
+    facts = []
+    for k, (o, e) in enumerate(zip(old, new)):
+        changed = z3.Or(*[getattr(o, f) != getattr(e, f) for f in FIELDS])
+        plan = mc.index_plan(o, e)
+        kept_u = z3.And(s[f"U{k}"], z3.Not(plan.drop_usable), e.bucket == o.bucket)
+        kept_l = z3.And(s[f"L{k}"], e.stamp == o.stamp, mc.evictable(e))
+        facts += [t[f"U{k}"] == z3.If(changed, z3.Or(plan.add_usable, kept_u), s[f"U{k}"]),
+                  t[f"F{k}"] == z3.If(changed, z3.Or(plan.push_free,
+                                                     z3.And(s[f"F{k}"], z3.Not(e.valid))),
+                                      s[f"F{k}"]),
+                  t[f"L{k}"] == z3.If(changed, z3.Or(plan.push_lru, kept_l), s[f"L{k}"])]
+    delta = z3.Sum(*[z3.If(e.valid, 1, 0) - z3.If(o.valid, 1, 0) for o, e in zip(old, new)])
+    return z3.And(*facts, t["n"] == n_after,
+                  z3.BV2Int(t["mapped"]) == z3.BV2Int(s["mapped"]) + delta)
+
+
+def _engine_table(t) -> tuple[mc.Entry, ...]:
+    return _table(t)
+
+
+def _engine_step(s, i, t) -> z3.BoolRef:
+    """The engine's operation (state ``t``), with its inputs."""
+    table, act = _table(s), i["act"]
+    fixed = z3.And(t["budget"] == s["budget"])
+    now = s["clock"] + 1
+    hit, free, victim = _reads(s, i, i["bucket"])
+    got = mc.map_indexed(lambda k: mc._get(table, k), hit, free, victim, i["bucket"], i["gen"],
+                         z3.ZeroExt(mc.BUCKET_BITS - mc.LOCK_BITS, s["budget"]), s["mapped"],
+                         now)
+    mapped = table
+    for present, k, e in got.writes:
+        mapped = mc._put(mapped, k, e, present)
+    appended = z3.And(z3.Not(hit.found), free.found, free.slot == s["n"])
+    do_map = z3.And(_is(t, mapped), t["clock"] == now,
+                    _filed(s, t, table, mapped, z3.If(appended, s["n"] + 1, s["n"])))
+    e = _entry(s, i["slot"])
+    can_lock = z3.And(_slot_ok(s, i["slot"]), e.valid, z3.Not(e.stale), e.locks != 0xFF)
+    can_unlock = z3.And(_slot_ok(s, i["slot"]), e.locks != 0)
+    locked = mc._put(table, i["slot"], mc.lock((e,), 0)[0])
+    unlocked = mc._put(table, i["slot"], mc.unlock((e,), 0)[0])
+    gone = tuple(_pick(mc.invalidated(x, i["bucket"], i["count"]),
+                       mc.invalidate((x,), i["bucket"], i["count"])[0], x) for x in table)
+    same = z3.And(t["clock"] == s["clock"])
+    return z3.And(fixed, z3.Or(
+        z3.And(act == A["map"], do_map),
+        z3.And(act == A["lock"], can_lock, _is(t, locked), same, _filed(s, t, table, locked,
+                                                                        s["n"])),
+        z3.And(act == A["unlock"], can_unlock, _is(t, unlocked), same,
+               _filed(s, t, table, unlocked, s["n"])),
+        z3.And(act == A["invalidate"], _is(t, gone), same, _filed(s, t, table, gone, s["n"]))))
+
+
+def _pick(cond, a: mc.Entry, b: mc.Entry) -> mc.Entry:
+    return mc.Entry(*(z3.If(cond, x, y) for x, y in zip(a, b)))
+
+
+def _engine_prop(s, i, t) -> z3.BoolRef:
+    """The engine's table after the step is the whole-table functions'; a
+    map's outcome (ok, hit, slot, eviction and the bucket evicted) is theirs."""
+    table, act = _table(s), i["act"]
+    whole = mc.map_bucket(table, i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    hit, free, victim = _reads(s, i, i["bucket"])
+    got = mc.map_indexed(lambda k: mc._get(table, k), hit, free, victim, i["bucket"], i["gen"],
+                         z3.ZeroExt(mc.BUCKET_BITS - mc.LOCK_BITS, s["budget"]), s["mapped"],
+                         s["clock"] + 1)
+    outcome = z3.And(got.ok == whole.ok, got.hit == whole.hit, got.evicted == whole.evicted,
+                     z3.Implies(whole.ok, got.slot == whole.slot),
+                     z3.Implies(whole.evicted, got.victim == whole.victim))
+    expected = z3.If(act == A["map"], _is(t, whole.table),
+                     z3.If(act == A["lock"], _is(t, mc.lock(table, i["slot"])),
+                           z3.If(act == A["unlock"], _is(t, mc.unlock(table, i["slot"])),
+                                 _is(t, mc.invalidate(table, i["bucket"], i["count"])))))
+    return z3.And(expected, z3.Implies(act == A["map"], outcome))
+
+
+def _engine_init(s) -> z3.BoolRef:
+    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS), s["n"] == 0,
+                  s["mapped"] == 0, *[_is_empty(s, k) for k in range(SLOTS)])
+
+
+def _is_empty(s, k: int) -> z3.BoolRef:
+    return z3.And(*[s[f"{f}{k}"] == getattr(mc.EMPTY, f) for f in FIELDS])
+
+
+def _engine_invariant(s) -> z3.BoolRef:
+    facts = [z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS), z3.ULE(s["n"], s["budget"]),
+             z3.BV2Int(s["mapped"]) == _mapped(s)]
+    for k, e in enumerate(_table(s)):
+        exists = z3.ULT(k, s["n"])
+        facts += [z3.Implies(z3.Not(exists), _is_empty(s, k)),
+                  z3.Implies(e.locks != 0, e.valid),
+                  z3.Implies(e.stale, z3.And(e.valid, e.locks != 0)),
+                  z3.Implies(mc.usable(e, e.bucket), s[f"U{k}"]),
+                  z3.Implies(z3.And(exists, z3.Not(e.valid)), s[f"F{k}"]),
+                  z3.Implies(mc.evictable(e), s[f"L{k}"])]
+    return z3.And(facts)
+
+
+def _describe_engine(v: dict) -> str:
+    text = _describe_state(dict(v, K=0, genK=0)).split(": ", 1)[1]
+    files = " ".join("".join(key for key in EKEYS if v[f"{key}{k}"]) or "-"
+                     for k in range(SLOTS))
+    return f"budget {v['budget']}, {v['n']} entries {text} records {files}"
+
+
+def _describe_engine_input(v: dict) -> str:
+    text = _describe_input(v)
+    if v["act"] == A["map"]:
+        text += (f" [old records: b{v['gu_bucket']:#x}@{v['gu']}, free {v['gf']}, "
+                 f"lru {v['gl_stamp']}@{v['gl']}]")
+    return text
+
+
+def _engine_evicts(s, i, t) -> z3.BoolRef:
+    """A full-budget miss that evicts, with the whole budget of two or more
+    windows made."""
+    whole = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    return z3.And(i["act"] == A["map"], whole.evicted, z3.UGE(s["budget"], 2))
+
+
+def _engine_reuses(s, i, t) -> z3.BoolRef:
+    """A miss that takes an entry made before and freed since (from the free
+    heap, not appended)."""
+    whole = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    return z3.And(i["act"] == A["map"], z3.Not(whole.hit), z3.Not(whole.evicted), whole.ok,
+                  z3.ULT(whole.slot, s["n"]))
+
+
+def engine_system() -> TransitionSystem:
+    """The run-time cache (its slices, index records and heaps) does what the
+    whole-table functions do."""
+    return TransitionSystem("mapcache.engine", _engine_vars(), _engine_inputs(), _engine_init,
+                            _engine_step, _engine_invariant, _engine_prop, _describe_engine,
+                            _describe_engine_input, depth=3, witness_depth=4,
+                            incremental=False,
+                            witnesses=(("a full-budget miss that evicts", _engine_evicts),
+                                       ("a miss that reuses a freed entry", _engine_reuses)))
+
+
 # --- the budget within qemu-dm's address space -------------------------------------------
 #
 # ``mapcache.address_space``: a budget the spec accepts (Mapcache's
@@ -475,6 +699,37 @@ CHECKS = [
            "BUCKET_BITS))))",
            "The run-time invalidation reaches buckets first .. first + count: one "
            "more than was given back.")]),
+    ("mapcache.engine", engine_system,
+     [_src("heap_not_refreshed", "index_plan",
+           "bv.not_(bv.and_(evictable(old), bv.eq(old.stamp, new.stamp)))))",
+           "bv.not_(old.valid)))",
+           "The LRU heap is told of a window only when it is mapped: a hit's new stamp "
+           "and an unlock never reach it."),
+      _src("lru_reader_ignores_stamp", "lru_current",
+           "return bv.and_(evictable(e), bv.eq(e.stamp, stamp))", "return evictable(e)",
+           "The LRU heap's reader takes a record of an evictable window without "
+           "checking its stamp: a window used since is evicted by its old stamp."),
+      _src("slice_budget_forgets_its_own", "map_indexed",
+           "budget = bv.ite(has_room, bv.add(count, 1, LOCK_BITS), count)",
+           "budget = bv.trunc(bv.sub(windows, mapped, BUCKET_BITS), LOCK_BITS)",
+           "The slice's budget is the budget less the windows mapped, forgetting that "
+           "the slice's own entries are among them."),
+      _src("slice_slot_off_by_one", "map_indexed",
+           "slot = bv.ite(bv.eq(r.slot, bv.const(0, LOCK_BITS, r.slot)), first.slot, "
+           "second.slot)",
+           "slot = bv.ite(bv.eq(r.slot, bv.const(1, LOCK_BITS, r.slot)), first.slot, "
+           "second.slot)",
+           "The slice's slot mapped back to the table's by the wrong place."),
+      _src("free_filed_on_last_unlock_only", "index_plan",
+           "bv.and_(old.valid, bv.not_(new.valid)),",
+           "bv.and_(old.stale, bv.not_(new.valid)),",
+           "A slot is filed as free only when a stale window goes with its last lock: "
+           "one an invalidation unmaps is never reused."),
+      _src("usable_filed_on_fresh_only", "index_plan",
+           "return IndexPlan(usable(old, old.bucket), usable(new, new.bucket),",
+           "return IndexPlan(usable(old, old.bucket), bv.and_(usable(new, new.bucket), "
+           "bv.not_(old.valid)),",
+           "A window mapped over an evicted one is not filed under its new bucket.")]),
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),
