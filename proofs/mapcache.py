@@ -549,8 +549,8 @@ def engine_system() -> TransitionSystem:
     whole-table functions do."""
     return TransitionSystem("mapcache.engine", _engine_vars(), _engine_inputs(), _engine_init,
                             _engine_step, _engine_invariant, _engine_prop, _describe_engine,
-                            _describe_engine_input, depth=3, witness_depth=4,
-                            incremental=False,
+                            _describe_engine_input, depth=3, incremental=False,
+                            cases=lambda i: [i["act"] == A["map"]],
                             witnesses=(("a full-budget miss that evicts", _engine_evicts),
                                        ("a miss that reuses a freed entry", _engine_reuses)))
 
