@@ -215,7 +215,8 @@ GLUE_MUTANTS = [
           "state.sel)",
           "A word that empties keeps its selector bit."),
     _glue("write_back_or",
-          "return bv.bor(bv.band(words, keep, ports), bv.shl(bv.zext(word, w, ports), base, ports),",
+          "return bv.bor(bv.band(words, keep, ports), "
+          "bv.shl(bv.zext(word, w, ports), base, ports),",
           "return bv.bor(words, bv.shl(bv.zext(word, w, ports), base, ports),",
           "The rule's word ORed into the state instead of replacing it: a bit the "
           "rule clears stays set."),

@@ -49,6 +49,24 @@ induction go through): the budget is 1..4 windows and at most that many are
 mapped; a locked or stale entry is mapped; a stale entry is locked (it goes
 with its last lock); a mapped entry of bucket *K* that is not stale shows
 *K*'s current generation.
+
+Three more systems tie these functions to what the engine runs:
+
+* ``mapcache.lru`` and ``mapcache.invalidate``: one map, or one
+  invalidation, on *every* table of four entries (no strengthening needed):
+  the window a map evicts is the least recently used mapped, unlocked one,
+  stated entry by entry; an invalidation reaches exactly the mappings of
+  its range (bounds compared in 64-bit words);
+* ``mapcache.engine``: the run-time :class:`~spec.mapcache.Mapcache` (its
+  slices through :func:`~spec.mapcache.map_indexed`, its index records filed
+  by :func:`~spec.mapcache.index_plan` and read through
+  :func:`~spec.mapcache.usable`, :func:`~spec.mapcache.free_current` and
+  :func:`~spec.mapcache.lru_current`) gives what the whole-table functions
+  give (the comments above :func:`engine_system` say how the heaps are
+  modelled).
+
+Most mutants here are the spec's code with one line changed
+(:func:`proofs.kinduction.source_mutant`).
 """
 
 from __future__ import annotations
@@ -432,10 +450,6 @@ def _filed(s, t, old: tuple, new: tuple, n_after) -> z3.BoolRef:
                   z3.BV2Int(t["mapped"]) == z3.BV2Int(s["mapped"]) + delta)
 
 
-def _engine_table(t) -> tuple[mc.Entry, ...]:
-    return _table(t)
-
-
 def _engine_step(s, i, t) -> z3.BoolRef:
     """The engine's operation (state ``t``), with its inputs."""
     table, act = _table(s), i["act"]
@@ -456,7 +470,7 @@ def _engine_step(s, i, t) -> z3.BoolRef:
     can_unlock = z3.And(_slot_ok(s, i["slot"]), e.locks != 0)
     locked = mc._put(table, i["slot"], mc.lock((e,), 0)[0])
     unlocked = mc._put(table, i["slot"], mc.unlock((e,), 0)[0])
-    gone = tuple(_pick(mc.invalidated(x, i["bucket"], i["count"]),
+    gone = tuple(mc._pick(mc.invalidated(x, i["bucket"], i["count"]),
                        mc.invalidate((x,), i["bucket"], i["count"])[0], x) for x in table)
     same = z3.And(t["clock"] == s["clock"])
     return z3.And(fixed, z3.Or(
@@ -466,10 +480,6 @@ def _engine_step(s, i, t) -> z3.BoolRef:
         z3.And(act == A["unlock"], can_unlock, _is(t, unlocked), same,
                _filed(s, t, table, unlocked, s["n"])),
         z3.And(act == A["invalidate"], _is(t, gone), same, _filed(s, t, table, gone, s["n"]))))
-
-
-def _pick(cond, a: mc.Entry, b: mc.Entry) -> mc.Entry:
-    return mc.Entry(*(z3.If(cond, x, y) for x, y in zip(a, b)))
 
 
 def _engine_prop(s, i, t) -> z3.BoolRef:

@@ -28,6 +28,12 @@ set and the port is pending and test-and-set of the selector bit finds it
 clear, set ``evtchn_upcall_pending``: an event that arrived while the port
 was masked is delivered when it is unmasked, never lost.
 
+The domain's bits are kept whole (:class:`PortBits`: a pending and a mask
+bit per port, the selector word, the upcall), and every per-port operation
+is one call of :func:`port_rule`, which finds the port's selector word and
+bit, runs the rule on that word and writes it back; :mod:`proofs.evtchn`
+runs that same function on Z3 words of two selector words (``evtchn.2l``).
+
 Bad calls fail with the error Xen returns (``xen/common/event_channel.c``):
 ``EINVAL`` for a port number the domain does not have, for closing a free
 port, for sending on a port that is neither interdomain nor unbound, for
