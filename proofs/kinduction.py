@@ -22,7 +22,11 @@ The check has two halves:
 
 The result is ``proved`` when the induction succeeds (and the search found
 nothing), ``counterexample`` when the search found a run, and ``unknown``
-otherwise (the strengthening is too weak, or Z3 gave up).
+otherwise (the strengthening is too weak, or Z3 gave up). When the
+induction succeeds no run of any length breaks the property, so the search
+can find nothing: a check expected to prove (the unmutated spec,
+:func:`check_mutated`) runs the induction first and searches only if it
+fails (``TransitionSystem.prove_first``); the verdict is the same.
 
 **The vacuity guard.** A property that holds because nothing can happen
 proves nothing: an initial condition that no state satisfies, a step
@@ -41,6 +45,7 @@ found are reported with the proof.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -79,6 +84,12 @@ class TransitionSystem:
     witness_depth: int | None = None
     #: True: the bounded search, too, asks one query per case of ``cases``
     split_search: bool = False
+    #: True: the induction runs first, and the search only if it fails (an
+    #: induction that holds with initial states inside the strengthening
+    #: leaves no run of any length that breaks the property, so the search
+    #: could find nothing); the verdict is the same. :func:`check_mutated`
+    #: sets it for the unmutated spec, which is expected to be proved
+    prove_first: bool = False
 
 
 @dataclass
@@ -109,10 +120,14 @@ def _value(model: z3.ModelRef, expr: z3.ExprRef) -> object:
 def check(system: TransitionSystem, timeout_ms: int = 60_000) -> Outcome:
     """Search, then induction (see module docstring)."""
     started = time.perf_counter()
-    cex = _search(system, timeout_ms)
-    if cex is not None:
-        return Outcome("counterexample", time.perf_counter() - started, cex)
-    verdict, detail = _induction(system, timeout_ms)
+    if system.prove_first:
+        verdict, detail = _induction(system, timeout_ms)
+    if not system.prove_first or verdict != "proved":
+        cex = _search(system, timeout_ms)
+        if cex is not None:
+            return Outcome("counterexample", time.perf_counter() - started, cex)
+    if not system.prove_first:
+        verdict, detail = _induction(system, timeout_ms)
     if verdict != "proved":
         return Outcome(verdict, time.perf_counter() - started, detail=detail)
     missing, found = _witnesses(system, timeout_ms)
@@ -256,7 +271,7 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
     of the spec ``module``, replacement), with that function replaced while
     the system is built and checked."""
     if mutant is None:
-        return check(factory())
+        return check(dataclasses.replace(factory(), prove_first=True))
     _name, target, replacement = mutant
     with mock.patch.object(module, target, replacement):
         return check(factory())

@@ -83,14 +83,14 @@ A = {name: i for i, name in enumerate(ACTIONS)}
 FIELDS = ("valid", "bucket", "gen", "locks", "stale", "stamp")
 
 
-def _vars() -> dict:
+def _vars(slots: int = SLOTS) -> dict:
     out = {"clock": lambda n: z3.BitVec(n, mc.STAMP_BITS),
            "budget": lambda n: z3.BitVec(n, mc.LOCK_BITS),
            "K": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
            "genK": lambda n: z3.BitVec(n, mc.GEN_BITS)}
     widths = {"bucket": mc.BUCKET_BITS, "gen": mc.GEN_BITS, "locks": mc.LOCK_BITS,
               "stamp": mc.STAMP_BITS}
-    for i in range(SLOTS):
+    for i in range(slots):
         for f in FIELDS:
             if f in ("valid", "stale"):
                 out[f"{f}{i}"] = lambda n: z3.Bool(n)
@@ -109,7 +109,12 @@ def _inputs() -> dict:
 
 
 def _table(s) -> tuple[mc.Entry, ...]:
-    return tuple(mc.Entry(*(s[f"{f}{i}"] for f in FIELDS)) for i in range(SLOTS))
+    return tuple(mc.Entry(*(s[f"{f}{i}"] for f in FIELDS)) for i in range(_slots(s)))
+
+
+def _slots(s) -> int:
+    """How many entries the state ``s`` has (four; three in mapcache.engine)."""
+    return sum(1 for name in s if name.startswith("valid"))
 
 
 def _is(t, table: tuple[mc.Entry, ...]) -> z3.BoolRef:
@@ -118,7 +123,7 @@ def _is(t, table: tuple[mc.Entry, ...]) -> z3.BoolRef:
 
 
 def _slot_ok(s, slot) -> z3.BoolRef:
-    return z3.ULT(slot, SLOTS)
+    return z3.ULT(slot, _slots(s))
 
 
 def _entry(s, slot) -> mc.Entry:
@@ -156,7 +161,7 @@ def _init(s) -> z3.BoolRef:
 
 
 def _mapped(s) -> z3.ArithRef:
-    return z3.Sum(*[z3.If(s[f"valid{i}"], 1, 0) for i in range(SLOTS)])
+    return z3.Sum(*[z3.If(s[f"valid{i}"], 1, 0) for i in range(_slots(s))])
 
 
 def _invariant(s) -> z3.BoolRef:
@@ -232,7 +237,7 @@ def _invalidate_property(s, i, t) -> z3.BoolRef:
 
 def _describe_state(v: dict) -> str:
     parts = []
-    for i in range(SLOTS):
+    for i in range(_slots(v)):
         if not v[f"valid{i}"]:
             parts.append("-")
             continue
@@ -357,7 +362,8 @@ def invalidate_system() -> TransitionSystem:
 # what changed, and files index records by :func:`~spec.mapcache.index_plan`;
 # lock and unlock run on the one entry, invalidate on the entries
 # :func:`~spec.mapcache.invalidated` picks. This system runs that code on a
-# table of four entries, beside the whole-table functions.
+# table of three entries (ENGINE_SLOTS: a hit, a free entry, a victim and
+# one more than a slice holds), beside the whole-table functions.
 #
 # The indexes are modelled by which records they hold: for each slot, whether
 # the bucket index holds (its bucket, slot), the free heap holds the slot,
@@ -370,13 +376,15 @@ def invalidate_system() -> TransitionSystem:
 # the budget).
 
 EKEYS = ("U", "F", "L")          # bucket index, free heap, LRU heap
+ENGINE_SLOTS = 3
 
 
 def _engine_vars() -> dict:
-    out = {name: make for name, make in _vars().items() if name not in ("K", "genK")}
+    out = {name: make for name, make in _vars(ENGINE_SLOTS).items()
+           if name not in ("K", "genK")}
     out["n"] = lambda n: z3.BitVec(n, mc.LOCK_BITS)          # entries made so far
     out["mapped"] = lambda n: z3.BitVec(n, mc.BUCKET_BITS)   # the engine's count
-    for k in range(SLOTS):
+    for k in range(ENGINE_SLOTS):
         for key in EKEYS:
             out[f"{key}{k}"] = lambda n: z3.Bool(n)
     return out
@@ -502,8 +510,8 @@ def _engine_prop(s, i, t) -> z3.BoolRef:
 
 
 def _engine_init(s) -> z3.BoolRef:
-    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS), s["n"] == 0,
-                  s["mapped"] == 0, *[_is_empty(s, k) for k in range(SLOTS)])
+    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], ENGINE_SLOTS), s["n"] == 0,
+                  s["mapped"] == 0, *[_is_empty(s, k) for k in range(ENGINE_SLOTS)])
 
 
 def _is_empty(s, k: int) -> z3.BoolRef:
@@ -511,7 +519,8 @@ def _is_empty(s, k: int) -> z3.BoolRef:
 
 
 def _engine_invariant(s) -> z3.BoolRef:
-    facts = [z3.UGE(s["budget"], 1), z3.ULE(s["budget"], SLOTS), z3.ULE(s["n"], s["budget"]),
+    facts = [z3.UGE(s["budget"], 1), z3.ULE(s["budget"], ENGINE_SLOTS),
+             z3.ULE(s["n"], s["budget"]),
              z3.BV2Int(s["mapped"]) == _mapped(s)]
     for k, e in enumerate(_table(s)):
         exists = z3.ULT(k, s["n"])
@@ -527,7 +536,7 @@ def _engine_invariant(s) -> z3.BoolRef:
 def _describe_engine(v: dict) -> str:
     text = _describe_state(dict(v, K=0, genK=0)).split(": ", 1)[1]
     files = " ".join("".join(key for key in EKEYS if v[f"{key}{k}"]) or "-"
-                     for k in range(SLOTS))
+                     for k in range(ENGINE_SLOTS))
     return f"budget {v['budget']}, {v['n']} entries {text} records {files}"
 
 
@@ -559,7 +568,7 @@ def engine_system() -> TransitionSystem:
     whole-table functions do."""
     return TransitionSystem("mapcache.engine", _engine_vars(), _engine_inputs(), _engine_init,
                             _engine_step, _engine_invariant, _engine_prop, _describe_engine,
-                            _describe_engine_input, depth=3, incremental=False,
+                            _describe_engine_input, depth=3,
                             cases=lambda i: [i["act"] == A["map"]],
                             witnesses=(("a full-budget miss that evicts", _engine_evicts),
                                        ("a miss that reuses a freed entry", _engine_reuses)))
