@@ -717,7 +717,12 @@ CHECKS = [
            "return bv.and_(e.valid, bv.not_(bv.ult(count, bv.sub(e.bucket, first, "
            "BUCKET_BITS))))",
            "The run-time invalidation reaches buckets first .. first + count: one "
-           "more than was given back.")]),
+           "more than was given back."),
+      _src("invalidate_misses_last", "invalidated",
+           "return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))",
+           "return bv.and_(e.valid, bv.ult(bv.add(bv.sub(e.bucket, first, BUCKET_BITS), 1, "
+           "BUCKET_BITS), count))",
+           "The run-time invalidation misses the last bucket of the range.")]),
     ("mapcache.engine", engine_system,
      [_src("heap_not_refreshed", "index_plan",
            "bv.not_(bv.and_(evictable(old), bv.eq(old.stamp, new.stamp)))))",
