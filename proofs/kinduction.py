@@ -280,12 +280,28 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
 def source_mutant(module: ModuleType, function: str, old: str, new: str,
                   doc: str) -> Callable:
     """``module.function`` with the one source line ``old`` replaced by
-    ``new`` (stripped lines compared; exactly one must match), compiled in the
-    module's namespace: the very code the engine runs, with one line broken.
-    Fails loudly when the spec's code no longer has the line."""
+    ``new`` (stripped lines compared; exactly one must match), compiled in a
+    copy of the module's namespace: the very code the engine runs, with one
+    line broken. It is compiled when first called, so that a spec whose code
+    no longer has the line fails that mutant's check (loudly: ValueError),
+    not the import of the proofs."""
+    compiled: list[Callable] = []
+    original = getattr(module, function)      # (while the mutant runs, it is patched in)
+
+    def mutant(*args, **kwargs):
+        if not compiled:
+            compiled.append(_compile_mutant(module, original, old, new))
+        return compiled[0](*args, **kwargs)
+    mutant.__doc__ = doc
+    mutant.__name__ = function
+    return mutant
+
+
+def _compile_mutant(module: ModuleType, original: Callable, old: str, new: str) -> Callable:
     import inspect
     import textwrap
-    source = textwrap.dedent(inspect.getsource(getattr(module, function)))
+    function = original.__name__
+    source = textwrap.dedent(inspect.getsource(original))
     lines = source.splitlines()
     hits = [k for k, line in enumerate(lines) if line.strip() == old.strip()]
     if len(hits) != 1:
@@ -296,6 +312,4 @@ def source_mutant(module: ModuleType, function: str, old: str, new: str,
     namespace = dict(vars(module))
     exec(compile("\n".join(lines) + "\n", f"<mutant of {module.__name__}.{function}>", "exec"),
          namespace)
-    mutant = namespace[function]
-    mutant.__doc__ = doc
-    return mutant
+    return namespace[function]

@@ -271,8 +271,9 @@ def test_event_channel_glue_mutants_fail_across_words():
 def test_a_source_mutant_names_a_line_the_code_has():
     from proofs.kinduction import source_mutant
     from spec import mapcache
+    missing = source_mutant(mapcache, "lru_current", "return True", "return False", "")
     with pytest.raises(ValueError, match="has 0 lines"):
-        source_mutant(mapcache, "lru_current", "return True", "return False", "")
+        missing(mapcache.EMPTY, 0)
     broken = source_mutant(mapcache, "lru_current",
                            "return bv.and_(evictable(e), bv.eq(e.stamp, stamp))",
                            "return evictable(e)", "doc")
