@@ -179,7 +179,7 @@ def test_xenstore_induction_alone_proves_for_every_length():
 def _guarded(**changes):
     import dataclasses
     from proofs import evtchn as evtchn_proofs
-    return dataclasses.replace(evtchn_proofs.word_system(), **changes)
+    return dataclasses.replace(evtchn_proofs.ports_system(), **changes)
 
 
 def test_a_proof_whose_initial_states_are_empty_is_vacuous():
@@ -212,8 +212,9 @@ def test_every_induction_check_reports_its_witness_runs():
     check shows a run from the initial states reaching each."""
     from proofs import evtchn as e, interrupts as irqs, ioreq as io, mapcache as mc, \
         xenstore as xs
-    systems = [io.protocol_system, io.hostile_system, e.word_system, mc.budget_system,
-               mc.locked_system, mc.stale_system, mc.address_space_system, xs.access_system,
+    systems = [io.protocol_system, io.hostile_system, e.ports_system, mc.budget_system,
+               mc.locked_system, mc.stale_system, mc.address_space_system, mc.lru_system,
+               mc.invalidate_system, mc.engine_system, xs.access_system,
                xs.quota_system, xs.serialisable_system, irqs.only_evtchn, irqs.never_lost,
                irqs.priority, irqs.level_release]
     for factory in systems:
@@ -312,3 +313,79 @@ def test_the_guests_pic_writes_go_through_the_proved_decoder():
     assert [c.args[1:] for c in ocw.call_args_list] == [(True, 0xFB), (False, 0x20),
                                                        (False, 0x68)]
     assert p.master.regs.imr == 0xFB and p.master.regs.special_mask
+
+
+# --- the glue the engines run is the glue that is proved (issue 19) ---------------------
+
+def _check(name):
+    return next(c for c in all_checks() if c.name == name)
+
+
+def test_every_event_channel_operation_of_the_engine_is_the_proved_function():
+    """The reference's sends, masks, unmasks and takes all go through
+    spec.evtchn.port_rule, the function evtchn.2l runs on Z3 words."""
+    from spec import evtchn
+    calls = []
+    real = evtchn.port_rule
+
+    def spy(state, port, rule, ports=evtchn.MAX_PORTS):
+        calls.append((port, rule.__name__))
+        return real(state, port, rule, ports)
+    xen = evtchn.EventChannels(lambda e: None)
+    for dom in (0, 1):
+        xen.add_domain(dom)
+    remote = xen.alloc_unbound(1, 0)
+    local = xen.bind_interdomain(0, 1, remote)
+    with mock.patch.object(evtchn, "port_rule", spy):
+        xen.mask(1, remote)
+        xen.send(0, local)
+        xen.unmask(1, remote)
+        xen.take_pending(xen.domain(1), remote)
+    assert calls == [(remote, "mask_2l"), (remote, "set_pending_2l"), (remote, "unmask_2l"),
+                     (remote, "take_2l")]
+
+
+def test_event_channel_glue_mutants_fail_across_words():
+    """A word's upcall written back as the vcpu's loses the upcall another
+    word still needs: a take in one word drops the upcall, the selector word
+    still non-zero."""
+    lines = _check("evtchn.2l/mutant:upcall_of_the_word").run().counterexample
+    assert lines[0].endswith("upcall=1") and "take port" in lines[1], lines
+    assert lines[1].endswith("upcall=0") and " sel=0x0 " not in lines[1], lines
+    for name in ("word_of_32_ports", "selector_of_the_bit", "upcall_from_pending"):
+        assert _check(f"evtchn.2l/mutant:{name}").run().result == "counterexample", name
+
+
+def test_a_source_mutant_names_a_line_the_code_has():
+    from proofs.kinduction import source_mutant
+    from spec import mapcache
+    missing = source_mutant(mapcache, "lru_current", "return True", "return False", "")
+    with pytest.raises(ValueError, match="has 0 lines"):
+        missing(mapcache.EMPTY, 0)
+    broken = source_mutant(mapcache, "lru_current",
+                           "return bv.and_(evictable(e), bv.eq(e.stamp, stamp))",
+                           "return evictable(e)", "doc")
+    entry = mapcache.Entry(True, 1, 0, 0, False, 7)
+    assert mapcache.lru_current(entry, 3) is False and broken(entry, 3) is True
+
+
+def test_the_evicted_window_is_proved_least_recently_used():
+    assert _check("mapcache.lru").run().result == "proved"
+    lines = _check("mapcache.lru/mutant:lru_evicts_mru").run().counterexample
+    assert any(line.lstrip().startswith("step 1: map") for line in lines), lines
+
+
+def test_the_run_time_invalidation_reaches_exactly_its_range():
+    assert _check("mapcache.invalidate").run().result == "proved"
+    lines = _check("mapcache.invalidate/mutant:invalidate_off_by_one").run().counterexample
+    assert "invalidate" in "\n".join(lines)
+
+
+def test_the_engines_slices_and_heaps_are_proved_against_the_whole_table():
+    outcome = _check("mapcache.engine").run()
+    assert outcome.result == "proved", outcome
+    assert [name for name, _run in outcome.witnesses] == [
+        "a full-budget miss that evicts", "a miss that reuses a freed entry"]
+    for name in ("heap_not_refreshed", "lru_reader_ignores_stamp", "slice_slot_off_by_one"):
+        outcome = _check(f"mapcache.engine/mutant:{name}").run()
+        assert outcome.result == "counterexample", (name, outcome)
