@@ -163,10 +163,12 @@ class Context:
 
     # --- memory -------------------------------------------------------------------
 
-    def address(self, m: Mem) -> int:
-        """The linear address of a memory operand (faults as the module says)."""
+    def address(self, m: Mem, displacement: int = 0) -> int:
+        """The linear address of a memory operand (faults as the module says);
+        ``displacement`` is added to the effective address, in the address
+        size's arithmetic (BT's bit-base addressing)."""
         width = m.address_size
-        offset = m.disp & bv.mask(width)
+        offset = (m.disp + displacement) & bv.mask(width)
         if m.base == "rip":
             offset = bv.add(offset, self.cpu.rip + self.insn.length, width)
         elif m.base is not None:
