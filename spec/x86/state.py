@@ -150,9 +150,8 @@ class Context:
         """Set the named flags to the given truth values; others keep theirs."""
         rflags = self.cpu.rflags
         for name, value in flags.items():
-            pos = FLAG_BITS[name]
-            cleared = bv.band(rflags, bv.mask(64) ^ (1 << pos), 64)
-            rflags = bv.bor(cleared, bv.shl(bv.from_bit(value, 64), pos, 64), 64)
+            bit = 1 << FLAG_BITS[name]
+            rflags = bv.ite(value, bv.bor(rflags, bit, 64), bv.band(rflags, bv.mask(64) ^ bit, 64))
         self.cpu.rflags = rflags
 
     def set_undefined(self, **flags: bv.Bit) -> None:
