@@ -56,13 +56,14 @@ bit-base addressing from the SDM's formula on Python integers.
 and 64 in 64-bit mode, by REX.W; 16 in 32-bit code and 32 in 16-bit code by
 the 66 prefix): ``op [mem], reg``; ``op reg, [mem]`` (one read, no write);
 ``op [mem], imm`` with the full-size immediate (80/81) and the
-sign-extended imm8 (83), with immediates whose sign extension matters;
-each form again with the operand straddling a page boundary (16-bit and
-wider). The immediates, shift counts and bit offsets are part of the
-instruction bytes or numbers the emulator branches on, so each check runs
-a list of them: every masked count for the shifts by CL, representative
-immediates and register bit offsets (negative, beyond the operand, and at
-the ends of the offset's range).
+sign-extended imm8 (83), both with their sign bit set; shifts by 1, by imm8
+and by CL; BT* with immediates and register offsets. At every size above 8
+bits some forms are repeated with the operand straddling a page boundary
+(:func:`cases` says which). The immediates, shift counts and bit offsets
+are part of the instruction bytes or numbers the emulator branches on, so
+each check runs a list of them: the boundary counts of :func:`counts`,
+immediates whose sign extension matters, and register bit offsets
+(negative, beyond the operand, and at the ends of the offset's range).
 
 Each check is named ``x86.rmw.<mnemonic>/<mode>``. The mutants (the spec
 with one function replaced, each must give a counterexample with concrete
@@ -688,8 +689,9 @@ def _inputs_line(case: Case, shown: dict, model) -> str:
                                  model_completion=True).as_long()
     regs = shown["regs"]
     w = case.w
-    parts = [f"the operand = {value(shown['operand']):#x}",
-             f"{_RCX[w]} = {value(regs['rcx']) & ((1 << w) - 1):#x}"]
+    parts = [f"the operand = {value(shown['operand']):#x}"]
+    if case.text.split(", ")[-1] == _RCX[w] or f"{_RCX[w]}, " in case.text:
+        parts.append(f"{_RCX[w]} = {value(regs['rcx']) & ((1 << w) - 1):#x}")
     if "cmpxchg" in case.text:
         parts.append(f"{_RAX[w]} = {value(regs['rax']) & ((1 << w) - 1):#x}")
     if "shld" in case.text or "shrd" in case.text:
