@@ -73,8 +73,9 @@ def af_from_wrong_bit(a, b, r, width):
 
 
 def shift_cf_wrong_end(ctx, insn):
-    """SHR's CF is the bit SHL would shift out (the wrong end)."""
-    if insn.mnemonic != "shr":
+    """SHL's and SHR's CF is the bit the other would shift out (the wrong
+    end of the operand)."""
+    if insn.mnemonic not in ("shl", "shr"):
         return _REAL["shift"](ctx, insn)
     dest = insn.operands[0]
     w = 8 * dest.size
@@ -83,9 +84,15 @@ def shift_cf_wrong_end(ctx, insn):
     if c == 0:
         ctx.write(dest, a)
         return
-    r = bv.lshr(a, c, w)
-    cf = bv.bit(a, w - c) if c <= w else False
-    shift._write_shifted(ctx, dest, r, w, cf, bv.msb(a, w), c)
+    if insn.mnemonic == "shl":
+        r = bv.shl(a, c, w)
+        cf = bv.bit(a, c - 1) if c <= w else False
+        of = bv.xor_(bv.msb(r, w), cf)
+    else:
+        r = bv.lshr(a, c, w)
+        cf = bv.bit(a, w - c) if c <= w else False
+        of = bv.msb(a, w)
+    shift._write_shifted(ctx, dest, r, w, cf, of, c)
 
 
 def sar_logical(ctx, insn):
@@ -104,15 +111,52 @@ def sar_logical(ctx, insn):
     shift._write_shifted(ctx, dest, r, w, cf, False, c)
 
 
-def rcl_ignores_carry(ctx, insn):
-    """RCL rotates through a carry of 0 instead of the incoming CF."""
-    if insn.mnemonic != "rcl":
-        return _REAL["rotate"](ctx, insn)
+def _rotate_through_zero(ctx, insn):
     cf_in = ctx.flag("CF")
     ctx.set_flags(CF=False)
     _REAL["rotate"](ctx, insn)
     if shift._count(ctx, insn, 1) == 0:         # a count of 0 changes no flag
         ctx.set_flags(CF=cf_in)
+
+
+def rcl_ignores_carry(ctx, insn):
+    """RCL rotates through a carry of 0 instead of the incoming CF."""
+    if insn.mnemonic != "rcl":
+        return _REAL["rotate"](ctx, insn)
+    _rotate_through_zero(ctx, insn)
+
+
+def rcr_ignores_carry(ctx, insn):
+    """RCR rotates through a carry of 0 instead of the incoming CF."""
+    if insn.mnemonic != "rcr":
+        return _REAL["rotate"](ctx, insn)
+    _rotate_through_zero(ctx, insn)
+
+
+def rotate_cf_wrong_end(ctx, insn):
+    """ROL's CF is the result's top bit and ROR's its bottom bit (each the
+    other's)."""
+    if insn.mnemonic not in ("rol", "ror"):
+        return _REAL["rotate"](ctx, insn)
+    dest = insn.operands[0]
+    w = 8 * dest.size
+    a = ctx.read(dest)
+    masked = shift._count(ctx, insn, 1)
+    if masked == 0:
+        ctx.write(dest, a)
+        return
+    c = masked % w
+    left = c if insn.mnemonic == "rol" else (w - c) % w
+    r = bv.bor(bv.shl(a, left, w), bv.lshr(a, (w - left) % w if left else w, w), w)
+    cf = bv.msb(r, w) if insn.mnemonic == "rol" else bv.bit(r, 0)
+    of = bv.xor_(bv.msb(r, w), cf) if insn.mnemonic == "rol" else \
+        bv.xor_(bv.msb(r, w), bv.bit(r, w - 2))
+    ctx.write(dest, r)
+    ctx.set_flags(CF=cf)
+    if masked == 1:
+        ctx.set_flags(OF=of)
+    else:
+        ctx.set_undefined(OF=of)
 
 
 def shld_fills_from_low_end(ctx, insn):
@@ -128,6 +172,26 @@ def shld_fills_from_low_end(ctx, insn):
         return
     r = bv.bor(bv.shl(a, c, w), bv.band(b, bv.mask(c) if c < w else bv.mask(w), w), w)
     cf = bv.bit(bv.concat(a, b, w, w), 2 * w - c) if c <= 2 * w else False
+    of = bv.xor_(bv.msb(r, w), bv.msb(a, w))
+    shift._write_shifted(ctx, dest, r, w, cf, of, c)
+    if c > w:
+        ctx.undefined.update(("CF", "ZF", "SF", "PF", "result"))
+
+
+def shrd_fills_from_high_end(ctx, insn):
+    """SHRD fills the vacated bits from the high end of the source, shifted
+    as SHLD's would be."""
+    if insn.mnemonic != "shrd":
+        return _REAL["double_shift"](ctx, insn)
+    dest, src = insn.operands[0], insn.operands[1]
+    w = 8 * dest.size
+    a, b = ctx.read(dest), ctx.read(src)
+    c = shift._count(ctx, insn, 2)
+    if c == 0:
+        ctx.write(dest, a)
+        return
+    r = bv.bor(bv.lshr(a, c, w), bv.shl(bv.lshr(b, w - c, w), w - c, w), w) if c < w else b
+    cf = bv.bit(bv.concat(b, a, w, w), c - 1)
     of = bv.xor_(bv.msb(r, w), bv.msb(a, w))
     shift._write_shifted(ctx, dest, r, w, cf, of, c)
     if c > w:
@@ -216,6 +280,33 @@ def inc_touches_cf(ctx, insn):
     ctx.set_flags(**f)
 
 
+def dec_touches_cf(ctx, insn):
+    """DEC sets CF from the subtraction (the SDM: DEC leaves CF alone)."""
+    if insn.mnemonic != "dec":
+        return _REAL["unary"](ctx, insn)
+    (dest,) = insn.operands
+    r, f = alu.sub(ctx.read(dest), 1, False, 8 * dest.size)
+    ctx.write(dest, r)
+    ctx.set_flags(**f)
+
+
+def not_negates(ctx, insn):
+    """NOT computes the two's complement (NEG's value) and leaves the flags."""
+    if insn.mnemonic != "not":
+        return _REAL["unary"](ctx, insn)
+    (dest,) = insn.operands
+    ctx.write(dest, bv.neg(ctx.read(dest), 8 * dest.size))
+
+
+def logic_keeps_of(ctx, insn):
+    """AND, OR, XOR and TEST leave OF as it was instead of clearing it."""
+    if insn.mnemonic not in ("and", "or", "xor", "test"):
+        return _REAL["binary"](ctx, insn)
+    of = ctx.flag("OF")
+    _REAL["binary"](ctx, insn)
+    ctx.set_flags(OF=of)
+
+
 def rmw_writes_before_read(ctx, insn):
     """A read-modify-write writes the destination (with the source) before
     it reads it."""
@@ -247,37 +338,60 @@ def _semantics(function, *mnemonics):
     return mock.patch.dict(decode.SEMANTICS, {m: function for m in mnemonics})
 
 
+#: the mutants that break each mnemonic's semantics; the check of the
+#: mnemonic in the i-th mode runs the (i mod n)-th of its n mutants
+BREAKS = {
+    "add": ("af_from_wrong_bit", "rmw_writes_before_read"), "adc": ("adc_ignores_carry",),
+    "sub": ("of_from_wrong_bit",), "sbb": ("sbb_borrow_inverted",), "cmp": ("cmp_reversed",),
+    "and": ("logic_keeps_of",), "or": ("logic_keeps_of", "straddle_not_split"),
+    "xor": ("logic_keeps_of", "read_not_replayed"), "test": ("logic_keeps_of",),
+    "inc": ("inc_touches_cf",), "dec": ("dec_touches_cf",), "neg": ("neg_cf_wrong",),
+    "not": ("not_negates",),
+    "shl": ("shift_cf_wrong_end",), "shr": ("shift_cf_wrong_end",), "sar": ("sar_logical",),
+    "rol": ("rotate_cf_wrong_end",), "ror": ("rotate_cf_wrong_end",),
+    "rcl": ("rcl_ignores_carry",), "rcr": ("rcr_ignores_carry",),
+    "shld": ("shld_fills_from_low_end",), "shrd": ("shrd_fills_from_high_end",),
+    "bt": ("bt_offset_unsigned",), "bts": ("bt_offset_unsigned",),
+    "btr": ("bt_offset_unsigned",), "btc": ("btc_sets", "bt_offset_unsigned"),
+    "xadd": ("xadd_swaps",), "cmpxchg": ("cmpxchg_zf_inverted", "cmpxchg_always_stores"),
+    "xchg": ("xchg_no_write",),
+}
+
+#: the spec function each mutant replaces
+REPLACES = {
+    "cmp_reversed": "spec.x86.alu.binary", "adc_ignores_carry": "spec.x86.alu.add",
+    "sbb_borrow_inverted": "spec.x86.alu.binary", "of_from_wrong_bit": "spec.x86.flags.sub_flags",
+    "af_from_wrong_bit": "spec.x86.flags.add_flags",
+    "rmw_writes_before_read": "spec.x86.alu.binary", "logic_keeps_of": "spec.x86.alu.binary",
+    "neg_cf_wrong": "spec.x86.alu.unary", "inc_touches_cf": "spec.x86.alu.unary",
+    "dec_touches_cf": "spec.x86.alu.unary", "not_negates": "spec.x86.alu.unary",
+    "shift_cf_wrong_end": "spec.x86.shift.shift", "sar_logical": "spec.x86.shift.shift",
+    "rcl_ignores_carry": "spec.x86.shift.rotate", "rcr_ignores_carry": "spec.x86.shift.rotate",
+    "rotate_cf_wrong_end": "spec.x86.shift.rotate",
+    "shld_fills_from_low_end": "spec.x86.shift.double_shift",
+    "shrd_fills_from_high_end": "spec.x86.shift.double_shift",
+    "bt_offset_unsigned": "spec.x86.bits.bit_test", "btc_sets": "spec.x86.bits.bit_test",
+    "xadd_swaps": "spec.x86.atomic.xadd", "cmpxchg_zf_inverted": "spec.x86.atomic.cmpxchg",
+    "cmpxchg_always_stores": "spec.x86.atomic.cmpxchg", "xchg_no_write": "spec.x86.mov.xchg",
+    "straddle_not_split": "spec.x86.state.Context._parts",
+    "read_not_replayed": "spec.mmio.GuestMemory._device",
+}
+
+
+def _doc(name: str) -> str:
+    return " ".join(globals()[name].__doc__.split("\n\n")[0].split())
+
+
 #: (name, the check it must break, the spec function it replaces, doc)
-MUTANTS = [
-    ("cmp_reversed", ("cmp", 16), "spec.x86.alu.binary"),
-    ("adc_ignores_carry", ("adc", 64), "spec.x86.alu.add"),
-    ("sbb_borrow_inverted", ("sbb", 32), "spec.x86.alu.binary"),
-    ("of_from_wrong_bit", ("sub", 16), "spec.x86.flags.sub_flags"),
-    ("af_from_wrong_bit", ("add", 32), "spec.x86.flags.add_flags"),
-    ("rmw_writes_before_read", ("add", 16), "spec.x86.alu.binary"),
-    ("neg_cf_wrong", ("neg", 32), "spec.x86.alu.unary"),
-    ("inc_touches_cf", ("inc", 64), "spec.x86.alu.unary"),
-    ("shift_cf_wrong_end", ("shr", 32), "spec.x86.shift.shift"),
-    ("sar_logical", ("sar", 64), "spec.x86.shift.shift"),
-    ("rcl_ignores_carry", ("rcl", 16), "spec.x86.shift.rotate"),
-    ("shld_fills_from_low_end", ("shld", 32), "spec.x86.shift.double_shift"),
-    ("bt_offset_unsigned", ("bt", 32), "spec.x86.bits.bit_test"),
-    ("btc_sets", ("btc", 16), "spec.x86.bits.bit_test"),
-    ("xadd_swaps", ("xadd", 64), "spec.x86.atomic.xadd"),
-    ("cmpxchg_zf_inverted", ("cmpxchg", 32), "spec.x86.atomic.cmpxchg"),
-    ("cmpxchg_always_stores", ("cmpxchg", 64), "spec.x86.atomic.cmpxchg"),
-    ("xchg_no_write", ("xchg", 16), "spec.x86.mov.xchg"),
-    ("straddle_not_split", ("or", 32), "spec.x86.state.Context._parts"),
-    ("read_not_replayed", ("xor", 64), "spec.mmio.GuestMemory._device"),
-]
-MUTANTS = [(name, target, replaced, globals()[name].__doc__.split("\n\n")[0])
-           for name, target, replaced in MUTANTS]
+MUTANTS = [(names[i % len(names)], (op, mode), REPLACES[names[i % len(names)]],
+            _doc(names[i % len(names)]))
+           for op, names in BREAKS.items() for i, mode in enumerate((16, 32, 64))]
 
 
 def patches(mutant: str) -> list:
     """The replacements a mutant puts in place of the spec's functions."""
     function = globals()[mutant]
-    replaced = next(r for name, _t, r, _d in MUTANTS if name == mutant)
+    replaced = REPLACES[mutant]
     owner, attribute = replaced.rsplit(".", 1)
     if owner == "spec.x86.state.Context":
         return [mock.patch.object(Context, attribute, function)]
