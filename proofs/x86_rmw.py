@@ -3,8 +3,8 @@ SDM's, end to end: through the MMIO layer and the ioreqs it sends.
 
 Room: for every instruction family that reads, or reads and writes, a memory
 operand (ALU, TEST, INC DEC NEG NOT, shifts and rotates, SHLD SHRD, BT BTS
-BTR BTC, XADD CMPXCHG XCHG), in each of the 16-, 32- and 64-bit modes, one Z3
-check that runs the VMM's own MMIO layer on the instruction's real bytes
+BTR BTC, XADD CMPXCHG XCHG CMPXCHG8B CMPXCHG16B), in each of the 16-, 32-
+and 64-bit modes, one Z3 check that runs the VMM's own MMIO layer on the instruction's real bytes
 with symbolic data. Imports :mod:`spec.mmio`, :mod:`spec.x86`, keystone (to
 assemble the instructions) and :mod:`proofs.kinduction` (the outcome type).
 
@@ -98,7 +98,7 @@ RIP = 0x100
 MAX_ATTEMPTS = 8
 
 _BASE = {16: "bx", 32: "ebx", 64: "rbx"}
-_PTR = {8: "byte", 16: "word", 32: "dword", 64: "qword"}
+_PTR = {8: "byte", 16: "word", 32: "dword", 64: "qword", 128: "xmmword"}
 _RCX = {8: "cl", 16: "cx", 32: "ecx", 64: "rcx"}
 _RAX = {8: "al", 16: "ax", 32: "eax", 64: "rax"}
 
@@ -190,9 +190,11 @@ def _no_ram(addr: int, size: int) -> bytes:
 
 
 def pieces(address: int, size: int) -> list[tuple[int, int]]:
-    """The operand's accesses, clipped at page boundaries (the SDM's)."""
+    """The operand's accesses: clipped at page boundaries (the SDM's), and
+    each in ioreqs of at most 8 bytes (the size of an ioreq's ``data``)."""
     first = min(size, PAGE - address % PAGE)
-    return [(address, first)] + ([(address + first, size - first)] if first < size else [])
+    pages = [(address, first)] + ([(address + first, size - first)] if first < size else [])
+    return [(addr + off, min(8, n - off)) for addr, n in pages for off in range(0, n, 8)]
 
 
 # --- the SDM's definitions --------------------------------------------------------------
@@ -378,6 +380,7 @@ class Case:
     address: int                    # the guest-physical address the operand is accessed at
     sdm: Callable[[Inputs], Expected]
     fixed: dict = field(default_factory=dict)    # registers with concrete values
+    base: str = "rbx"                            # the register that addresses the operand
 
     @property
     def w(self) -> int:
@@ -535,6 +538,30 @@ def _atomic_cases(op: str, mode: int) -> list[Case]:
     return out
 
 
+def _cmpxchg_double_cases(op: str, mode: int) -> list[Case]:
+    """CMPXCHG8B m64 (every mode) and CMPXCHG16B m128 (64-bit mode, aligned:
+    16 bytes go as two 8-byte ioreqs per side)."""
+    if op == "cmpxchg16b" and mode != 64:
+        return []
+    w = 64 if op == "cmpxchg8b" else 128
+    half = w // 2
+
+    def sdm(i: Inputs) -> Expected:
+        low = lambda r: z3.Extract(half - 1, 0, _bv(i.regs[r], 64))     # noqa: E731
+        expected, replacement = z3.Concat(low("rdx"), low("rax")), z3.Concat(low("rcx"),
+                                                                             low("rbx"))
+        equal = i.old == expected
+        regs = {r: z3.If(equal, _bv(i.regs[r], 64), put(i.regs[r], part, half))
+                for r, part in (("rax", z3.Extract(half - 1, 0, i.old)),
+                                ("rdx", z3.Extract(w - 1, half, i.old)))}
+        return Expected(z3.If(equal, replacement, i.old), True, regs, {"ZF": equal})
+    addresses = (INSIDE[mode], STRADDLE[mode]) if op == "cmpxchg8b" else (INSIDE[mode],)
+    # addressed by rSI: EBX/RBX is the replacement's low half, and stays symbolic
+    mem = f"{_PTR[w]} ptr [{ {16: 'si', 32: 'esi', 64: 'rsi'}[mode]}]"
+    return [Case(f"{op} {mem}", mode, w // 8, address, sdm, base="rsi")
+            for address in addresses]
+
+
 FAMILIES: dict[str, Callable[[str, int], list[Case]]] = {
     **{op: _alu_cases for op in ("add", "adc", "sub", "sbb", "cmp", "and", "or", "xor",
                                  "test")},
@@ -543,6 +570,7 @@ FAMILIES: dict[str, Callable[[str, int], list[Case]]] = {
     **{op: _double_shift_cases for op in ("shld", "shrd")},
     **{op: _bt_cases for op in ("bt", "bts", "btr", "btc")},
     **{op: _atomic_cases for op in ("xadd", "cmpxchg", "xchg")},
+    **{op: _cmpxchg_double_cases for op in ("cmpxchg8b", "cmpxchg16b")},
 }
 
 
@@ -566,7 +594,7 @@ def _claims(case: Case) -> tuple[list[tuple[str, z3.BoolRef]], list[str], dict]:
     then make the same formula, which the solver sees once."""
     code = assemble(case.text, case.mode)
     regs = {r: z3.BitVec(r, 64) for r in GPRS}
-    regs["rbx"] = case.address
+    regs[case.base] = case.address
     regs.update(case.fixed)
     rflags = z3.BitVec("rflags", 64)
     operand = z3.BitVec(f"operand{case.w}", case.w)
@@ -690,9 +718,15 @@ def _inputs_line(case: Case, shown: dict, model) -> str:
     regs = shown["regs"]
     w = case.w
     parts = [f"the operand = {value(shown['operand']):#x}"]
-    if case.text.split(", ")[-1] == _RCX[w] or f"{_RCX[w]}, " in case.text:
+    if w >= 64 and case.text.startswith("cmpxchg"):          # CMPXCHG8B/16B
+        half = w // 2
+        for hi, lo in (("rdx", "rax"), ("rcx", "rbx")):
+            pair = value(regs[hi]) % (1 << half) << half | value(regs[lo]) % (1 << half)
+            name = f"{hi}:{lo}" if w == 128 else f"e{hi[1:]}:e{lo[1:]}"
+            parts.append(f"{name} = {pair:#x}")
+    elif case.text.split(", ")[-1] == _RCX[w] or f"{_RCX[w]}, " in case.text:
         parts.append(f"{_RCX[w]} = {value(regs['rcx']) & ((1 << w) - 1):#x}")
-    if "cmpxchg" in case.text:
+    if case.text.startswith("cmpxchg ptr") or case.text.split()[0] == "cmpxchg":
         parts.append(f"{_RAX[w]} = {value(regs['rax']) & ((1 << w) - 1):#x}")
     if "shld" in case.text or "shrd" in case.text:
         parts.append(f"{_RAX[w].replace('a', 'd')} = {value(regs['rdx']) & ((1 << w) - 1):#x}")
@@ -717,6 +751,8 @@ def _describe(case: Case, claims, shown: dict, model) -> list[str]:
 # --- the checks and their mutants ----------------------------------------------------------
 
 CHECKED = tuple(FAMILIES)
+#: (mnemonic, mode) of every check: every mnemonic in every mode that has it
+CHECKS = [(op, mode) for op in CHECKED for mode in MODES if cases(op, mode)]
 
 
 def run(op: str, mode: int, mutant: str | None = None) -> Outcome:
@@ -732,7 +768,7 @@ def checks() -> list[tuple[str, str, str, str, Callable[[], Outcome]]]:
     """(name, kind, replaced spec function, doc, run) for every check and mutant."""
     from proofs.x86_rmw_mutants import MUTANTS
     out = [(f"x86.rmw.{op}/{mode}", "invariant", "", _doc(op, mode),
-            lambda o=op, m=mode: run(o, m)) for op in CHECKED for mode in MODES]
+            lambda o=op, m=mode: run(o, m)) for op, mode in CHECKS]
     out += [(f"x86.rmw.{op}/{mode}/mutant:{name}", "mutant", target, doc,
              lambda o=op, m=mode, n=name: run(o, m, n))
             for name, (op, mode), target, doc in MUTANTS]

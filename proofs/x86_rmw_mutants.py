@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+from proofs.x86_rmw import CHECKS, MODES
 from spec import bv, mmio
 from spec.x86 import alu, atomic, bits, decode, flags, mov, shift
 from spec.x86.operands import Mem, Reg
@@ -27,7 +28,8 @@ _REAL = {"add": alu.add, "binary": alu.binary, "unary": alu.unary,
          "add_flags": flags.add_flags, "sub_flags": flags.sub_flags,
          "shift": shift.shift, "rotate": shift.rotate, "double_shift": shift.double_shift,
          "bit_test": bits.bit_test, "xadd": atomic.xadd, "cmpxchg": atomic.cmpxchg,
-         "xchg": mov.xchg, "device": mmio.GuestMemory._device}
+         "xchg": mov.xchg, "cmpxchg_double": atomic.cmpxchg_double,
+         "device": mmio.GuestMemory._device}
 
 
 def cmp_reversed(ctx, insn):
@@ -253,6 +255,21 @@ def cmpxchg_always_stores(ctx, insn):
     ctx.set_flags(**f)
 
 
+def cmpxchg8b_compares_replacement(ctx, insn):
+    """CMPXCHG8B/16B compares the operand with ECX:EBX (RCX:RBX), the
+    replacement, instead of EDX:EAX (RDX:RAX)."""
+    (dest,) = insn.operands
+    half = dest.size // 2
+    address = ctx.address(dest)
+    old = ctx.load(address, dest.size)
+    replacement = bv.concat(ctx.gpr("rcx", half), ctx.gpr("rbx", half), 8 * half, 8 * half)
+    equal = bv.eq(old, replacement)
+    ctx.store(address, dest.size, bv.ite(equal, replacement, old))
+    atomic._write_unless(ctx, equal, Reg("rax", half), bv.extract(old, 8 * half - 1, 0))
+    atomic._write_unless(ctx, equal, Reg("rdx", half), bv.extract(old, 16 * half - 1, 8 * half))
+    ctx.set_flags(ZF=equal)
+
+
 def xchg_no_write(ctx, insn):
     """XCHG with memory loads the register but never writes memory back."""
     first, second = insn.operands
@@ -354,7 +371,8 @@ BREAKS = {
     "bt": ("bt_offset_unsigned",), "bts": ("bt_offset_unsigned",),
     "btr": ("bt_offset_unsigned",), "btc": ("btc_sets", "bt_offset_unsigned"),
     "xadd": ("xadd_swaps",), "cmpxchg": ("cmpxchg_zf_inverted", "cmpxchg_always_stores"),
-    "xchg": ("xchg_no_write",),
+    "xchg": ("xchg_no_write",), "cmpxchg8b": ("cmpxchg8b_compares_replacement",),
+    "cmpxchg16b": ("cmpxchg8b_compares_replacement",),
 }
 
 #: the spec function each mutant replaces
@@ -373,6 +391,7 @@ REPLACES = {
     "bt_offset_unsigned": "spec.x86.bits.bit_test", "btc_sets": "spec.x86.bits.bit_test",
     "xadd_swaps": "spec.x86.atomic.xadd", "cmpxchg_zf_inverted": "spec.x86.atomic.cmpxchg",
     "cmpxchg_always_stores": "spec.x86.atomic.cmpxchg", "xchg_no_write": "spec.x86.mov.xchg",
+    "cmpxchg8b_compares_replacement": "spec.x86.atomic.cmpxchg_double",
     "straddle_not_split": "spec.x86.state.Context._parts",
     "read_not_replayed": "spec.mmio.GuestMemory._device",
 }
@@ -385,7 +404,7 @@ def _doc(name: str) -> str:
 #: (name, the check it must break, the spec function it replaces, doc)
 MUTANTS = [(names[i % len(names)], (op, mode), REPLACES[names[i % len(names)]],
             _doc(names[i % len(names)]))
-           for op, names in BREAKS.items() for i, mode in enumerate((16, 32, 64))]
+           for op, names in BREAKS.items() for i, mode in enumerate(MODES) if (op, mode) in CHECKS]
 
 
 def patches(mutant: str) -> list:

@@ -320,6 +320,6 @@ def test_the_proofs_page_names_every_rmw_mnemonic_and_mutant():
     text = (ROOT / "docs" / "proofs.rst").read_text()
     section = text[text.index("The instruction emulator\n"):text.index("The results\n")]
     assert " ".join(x86_rmw.CHECKED) in " ".join(section.split())
-    assert f"({len(x86_rmw.CHECKED) * len(x86_rmw.MODES)} checks)" in section
+    assert f"{len(x86_rmw.CHECKS)} checks)" in " ".join(section.split())
     for name, *_ in MUTANTS:
         assert f"``{name}``" in section, name
