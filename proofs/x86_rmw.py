@@ -84,7 +84,7 @@ import z3
 
 from proofs.kinduction import Outcome
 from spec import ioreq, mmio
-from spec.x86.decode import decode
+from spec.x86.decode import LOCKABLE, decode
 from spec.x86.operands import GPRS
 from spec.x86.state import ARITH_FLAGS, FLAG_BITS, Cpu, Fault, Unhandleable
 
@@ -575,8 +575,15 @@ FAMILIES: dict[str, Callable[[str, int], list[Case]]] = {
 
 
 def cases(op: str, mode: int) -> list[Case]:
-    """The instruction forms the check of ``op`` in ``mode`` runs."""
-    return FAMILIES[op](op, mode)
+    """The instruction forms the check of ``op`` in ``mode`` runs; a mnemonic
+    that LOCK may prefix runs its first form once more with LOCK (which
+    changes nothing but what the decoder accepts)."""
+    out = FAMILIES[op](op, mode)
+    if out and op in LOCKABLE and op != "xchg":          # XCHG locks without the prefix
+        first = out[0]
+        out.append(Case(f"lock {first.text}", mode, first.size, first.address, first.sdm,
+                        first.fixed, first.base))
+    return out
 
 
 # --- one case, one check -------------------------------------------------------------------
