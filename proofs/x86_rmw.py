@@ -78,7 +78,6 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
-from unittest import mock
 
 import z3
 
