@@ -2,16 +2,20 @@
 emulator and the MMIO layer, each of which must give a counterexample.
 
 Room: each mutant is a copy of one spec function (or a wrapper around it)
-with one thing wrong, and names the check it breaks; :func:`patches` puts
-it in place of the function the VMM runs. Imports :mod:`spec.x86` and
-:mod:`spec.mmio`.
+with one thing wrong; :data:`BREAKS` gives every check of
+:mod:`proofs.x86_rmw` one mutant of its own mnemonic, :data:`REPLACES`
+names the spec function each replaces, and :func:`patches` puts it in
+place of the function the VMM runs. Imports :mod:`proofs.x86_rmw` (the
+checks), :mod:`spec.x86` and :mod:`spec.mmio`.
 
 The families' semantic bugs (swapped operands, a lost or inverted carry, a
-flag from the wrong bit, a shift's carry from the wrong end, a logical
-shift for an arithmetic one, a bit offset read unsigned, a complement that
-sets, exchanges that swap or skip their write) and the layer's (a write
-before the read, an operand that straddles a page sent as one ioreq, a
-read that the retried attempt sends again instead of replaying).
+flag from the wrong bit or left as it was, a shift's or rotate's carry from
+the wrong end, a logical shift for an arithmetic one, a double shift filled
+from the wrong end, a bit offset read unsigned, a complement that sets,
+exchanges that swap, skip their write or compare the wrong registers) and
+the layer's (a write before the read, an operand that straddles a page sent
+as one ioreq, a read that the retried attempt sends again instead of
+replaying).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from unittest import mock
 
 from proofs.x86_rmw import CHECKS, MODES
-from spec import bv, mmio
+from spec import bv, ioreq, mmio
 from spec.x86 import alu, atomic, bits, decode, flags, mov, shift
 from spec.x86.operands import Mem, Reg
 from spec.x86.state import Context
@@ -341,7 +345,7 @@ def straddle_not_split(self, addr, size):
 def read_not_replayed(self, direction, addr, size, count=1, ptr=None, df=False, data=0):
     """The retried attempt sends a completed read again instead of replaying
     it from the cache."""
-    if direction == mmio.ioreq.IOREQ_READ and not self.probe:
+    if direction == ioreq.IOREQ_READ and not self.probe:
         self.replayed = len(self.emulation.done)
     return _REAL["device"](self, direction, addr, size, count, ptr, df, data)
 
