@@ -130,13 +130,12 @@ from spec.pic import VirtualPic
 from spec.devices.pit import VirtualPit
 from spec.devices.pmtimer import PmTimer
 from spec.devices.rtc import VirtualRtc
-from spec.mmio import Completed, Emulation, GuestMemory, Pending
+from spec.mmio import Completed, Emulation, GuestMemory, Pending, access_key, attempt
 from spec import delivery
 from spec.guest_linear import GuestAccessError
 from spec.vm_exit import SEGMENTS, Exit, IoQualification
 from spec.vmx import RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, HardwareVcpu
 from spec.x86.decode import decode
-from spec.x86.emulate import execute
 from spec.x86.operands import GPRS
 from spec.x86.state import PF, Cpu, Fault, Unhandleable
 
@@ -574,25 +573,26 @@ class Vmm:
         except (Fault, Unhandleable) as exc:    # the hardware ran it: the emulator cannot
             self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
             return False
-        attempts = [True, False] if not em.done else [False]    # a probe first (module doc)
-        for probe in attempts:
-            cpu = Cpu(mode, regs={r: hw.reg(r) for r in GPRS},
-                      rflags=hw.reg("rflags"), rip=hw.reg("rip"),
-                      segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
-            memory = GuestMemory(em, hw.is_ram, hw.read,
-                                 send=lambda req: self._send_mmio(vcpu, req, ex, memory),
-                                 translate=_translator(hw), probe=probe)
-            try:
-                execute(cpu, memory, insn)
-            except Pending:
-                return False
-            except Unhandleable as exc:
-                self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
-                return False
-            except Fault as exc:
-                self.emulating[vcpu] = None
-                self.inject_fault(vcpu, ex, exc.vector, exc.error_code, exc.cr2)
-                return True
+        def new_cpu() -> Cpu:
+            return Cpu(mode, regs={r: hw.reg(r) for r in GPRS},
+                       rflags=hw.reg("rflags"), rip=hw.reg("rip"),
+                       segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
+
+        def new_memory(probe: bool) -> GuestMemory:
+            return GuestMemory(em, hw.is_ram, hw.read,
+                               send=lambda req: self._send_mmio(vcpu, req, ex),
+                               translate=_translator(hw), probe=probe)
+        try:
+            cpu, memory = attempt(em, insn, new_cpu, new_memory)
+        except Pending:
+            return False
+        except Unhandleable as exc:
+            self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
+            return False
+        except Fault as exc:
+            self.emulating[vcpu] = None
+            self.inject_fault(vcpu, ex, exc.vector, exc.error_code, exc.cr2)
+            return True
         for addr, data in memory.held:
             hw.write(addr, data)
         for r in GPRS:
@@ -609,10 +609,9 @@ class Vmm:
         self.emulating[vcpu] = None
         self.crash(f"{why}; instruction bytes {em.code.hex()}", em.rip)
 
-    def _send_mmio(self, vcpu: int, req: Ioreq, ex: Exit, memory: GuestMemory) -> None:
+    def _send_mmio(self, vcpu: int, req: Ioreq, ex: Exit) -> None:
         req.vp_eport = self.ports[vcpu]
-        key = (req.dir, req.addr, req.size, req.count, bool(req.data_is_ptr), req.data)
-        self.send(vcpu, req, PendingIo(ex, req.count, True, mmio_key=key))
+        self.send(vcpu, req, PendingIo(ex, req.count, True, mmio_key=access_key(req)))
 
     # --- the ioreq protocol ------------------------------------------------------------
 

@@ -389,3 +389,102 @@ def test_the_engines_slices_and_heaps_are_proved_against_the_whole_table():
     for name in ("heap_not_refreshed", "lru_reader_ignores_stamp", "slice_slot_off_by_one"):
         outcome = _check(f"mapcache.engine/mutant:{name}").run()
         assert outcome.result == "counterexample", (name, outcome)
+
+
+# --- the instruction emulator through the MMIO layer (proofs.x86_rmw) ----------------------
+
+def test_the_rmw_proof_runs_the_layer_the_vmm_runs():
+    """The VMM's MMIO emulation and the proof call the same attempt and
+    replay key; breaking the replay key breaks the proof."""
+    from proofs import x86_rmw
+    from spec import mmio, vmm
+    assert vmm.attempt is mmio.attempt and vmm.access_key is mmio.access_key
+    import itertools
+    counter = itertools.count()
+    with mock.patch.object(mmio, "access_key", lambda req: (next(counter),)):
+        outcome = x86_rmw.prove("add", 32)          # no completed access ever replays
+    assert outcome.result == "counterexample"
+    assert outcome.counterexample[1].startswith("the emulation failed: replayed device access")
+
+
+def test_a_straddling_rmw_sends_two_reads_then_two_writes_clipped_at_the_page():
+    import z3
+
+    from proofs import x86_rmw
+    code = x86_rmw.assemble("adc dword ptr [ebx], ecx", 32)
+    regs = {r: z3.BitVec(r, 64) for r in ("rax", "rcx", "rdx", "rsp", "rbp", "rsi", "rdi")}
+    regs.update({f"r{n}": 0 for n in range(8, 16)}, rbx=0xFEBF0FFE)
+    run = x86_rmw.through_vmm(code, 32, regs, z3.BitVec("rflags", 64),
+                              device=lambda req: z3.BitVec(f"d{req.addr:x}", 8 * req.size))
+    assert [(ioreq.DIR_NAMES[r.dir], r.addr, r.size) for r in run.sent] == [
+        ("read", 0xFEBF0FFE, 2), ("read", 0xFEBF1000, 2),
+        ("write", 0xFEBF0FFE, 2), ("write", 0xFEBF1000, 2)]
+    assert run.attempts == 5 and run.cpu is not None
+
+
+def test_the_rmw_mutants_give_concrete_operands():
+    by_name = {c.name: c for c in all_checks()}
+    cmp = by_name["x86.rmw.cmp/16/mutant:cmp_reversed"].run()
+    assert cmp.result == "counterexample"
+    assert cmp.counterexample[0].startswith("cmp byte ptr [bx], cl (16-bit) at 0xf00: "
+                                            "the operand = 0x")
+    assert "cl = 0x" in cmp.counterexample[0] and "CF differs from the SDM" in cmp.counterexample
+    split = by_name["x86.rmw.or/32/mutant:straddle_not_split"].run()
+    assert split.counterexample[1] == ("the ioreqs were [read 0xfebf0ffe+4, write 0xfebf0ffe+4] "
+                                       "in 3 attempts")
+
+
+def test_every_rmw_family_has_a_semantic_mutant_and_each_targets_its_own_check():
+    from proofs import x86_rmw
+    from proofs.x86_rmw_mutants import MUTANTS
+    names = {c.name for c in all_checks()}
+    for name, (op, mode), replaced, doc in MUTANTS:
+        assert f"x86.rmw.{op}/{mode}" in names and doc, name
+        assert name != "result_bit_flipped"
+    families = {x86_rmw.FAMILIES[op].__name__ for _n, (op, _m), _r, _d in MUTANTS}
+    assert families == {f.__name__ for f in x86_rmw.FAMILIES.values()}
+
+
+def test_the_sdm_side_of_the_rmw_proof_gives_the_sdms_worked_values():
+    """The proof's own SDM definitions, on values worked out by hand from the
+    SDM's Operation sections."""
+    import z3
+
+    from proofs.x86_rmw import alu, double_shift, shift
+
+    def ev(x):
+        v = z3.simplify(x)
+        return v.as_long() if z3.is_bv_value(v) else z3.is_true(v)
+
+    t, f = z3.BoolVal(True), z3.BoolVal(False)
+    r, fl = alu("sbb", z3.BitVecVal(0, 8), z3.BitVecVal(1, 8), t, 8)      # 0 - 1 - 1
+    assert (ev(r), ev(fl["CF"]), ev(fl["OF"]), ev(fl["AF"])) == (0xFE, True, False, True)
+    r, fl = alu("add", z3.BitVecVal(0x7F, 8), z3.BitVecVal(1, 8), t, 8)   # ADD ignores CF
+    assert (ev(r), ev(fl["OF"]), ev(fl["AF"]), ev(fl["CF"])) == (0x80, True, True, False)
+    r, fl, undefined = shift("rcl", z3.BitVecVal(0x80, 8), 1, f, 8)
+    assert (ev(r), ev(fl["CF"]), ev(fl["OF"]), undefined) == (0x00, True, True, set())
+    r, fl, _ = shift("rcr", z3.BitVecVal(0x01, 8), 1, t, 8)
+    assert (ev(r), ev(fl["CF"]), ev(fl["OF"])) == (0x80, True, True)
+    r, fl, undefined = shift("sar", z3.BitVecVal(0x80, 8), 3, f, 8)
+    assert (ev(r), ev(fl["CF"]), undefined) == (0xF0, False, {"AF", "OF"})
+    r, fl, _ = shift("rcl", z3.BitVecVal(0x01, 8), 9, t, 8)           # 9 mod 9: no rotation
+    assert (ev(r), ev(fl["CF"])) == (0x01, True)
+    r, fl, undefined = shift("shl", z3.BitVecVal(0x01, 16), 16, f, 16)
+    assert ev(r) == 0 and "CF" in undefined
+    r, fl, _ = double_shift("shld", z3.BitVecVal(0x1234, 16), z3.BitVecVal(0xABCD, 16), 4, 16)
+    assert (ev(r), ev(fl["CF"])) == (0x234A, True)
+    r, fl, _ = double_shift("shrd", z3.BitVecVal(0x1234, 16), z3.BitVecVal(0xABCD, 16), 4, 16)
+    assert (ev(r), ev(fl["CF"])) == (0xD123, False)
+    assert double_shift("shld", z3.BitVecVal(1, 16), z3.BitVecVal(1, 16), 17, 16)[0] is None
+
+
+def test_the_proofs_page_names_every_rmw_mnemonic_and_mutant():
+    from proofs import x86_rmw
+    from proofs.x86_rmw_mutants import MUTANTS
+    from tests.conftest import ROOT
+    text = (ROOT / "docs" / "proofs.rst").read_text()
+    section = text[text.index("The instruction emulator\n"):text.index("The results\n")]
+    assert " ".join(x86_rmw.CHECKED) in " ".join(section.split())
+    assert f"{len(x86_rmw.CHECKS)} checks)" in " ".join(section.split())
+    for name, *_ in MUTANTS:
+        assert f"``{name}``" in section, name
