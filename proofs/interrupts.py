@@ -218,14 +218,14 @@ def _same(s, t, changed: dict) -> z3.BoolRef:
 
 def _step(s, i, t) -> z3.BoolRef:
     act, line, level, flag, byte = i["act"], i["line"], i["level"], i["flag"], i["byte"]
-    L = _bit16(line)
+    L = _bit16(line)                                 # the device's line (the ghosts')
     edge = (s["g_elcr"] & L) == 0
     cases = []
     quiet = {"injected": False, "inj_line": s["inj_line"], "spurious": False}
 
     # qemu-dm, in a pass of its loop, drives `line` to `level`; with `flag`
     # the pass ends, and qemu-dm sends on the interrupt port if it must
-    g, notify = irq.dm_set_irq(_lines(s), L, level)
+    g, notify = irq.dm_set_irq(_lines(s), irq.line_bit(z3.ZeroExt(8, line)), level)
     due = z3.Or(s["send_event"], notify)
     sent = evtchn.set_pending_2l(_word(s), PORT, PORT_WIDTH)
     port = {k: z3.If(z3.And(flag, due), v, s[k]) for k, v in _with_word(sent).items()}
@@ -300,9 +300,10 @@ def _wellformed(s) -> z3.BoolRef:
 
 def _init(s) -> z3.BoolRef:
     """Any programming of the pair, nothing requested, raised, in service,
-    pending or owed; any IF; no shadow; qemu-dm between passes."""
-    zero16 = [s[n] == 0 for n in ("g_raised", "g_last", "g_cleared", "owed", "delivered",
-                                  "held", "lowered", "released")]
+    pending or owed (the shared lines as :data:`spec.irq.QUIET` has them); any IF;
+    no shadow; qemu-dm between passes."""
+    zero16 = [s[n] == 0 for n in ("owed", "delivered", "held", "lowered", "released")]
+    zero16 += [s[f"g_{n}"] == getattr(irq.QUIET, n) for n in ("raised", "last", "cleared")]
     return z3.And(_wellformed(s), *zero16, s["p_pending"] == 0, z3.Not(s["p_sel"]),
                   z3.Not(s["p_upcall"]), z3.Not(s["send_event"]), z3.Not(s["in_pass"]),
                   s["m_irr"] == 0, s["m_isr"] == 0, s["s_irr"] == 0, s["s_isr"] == 0,

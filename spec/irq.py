@@ -54,7 +54,6 @@ from typing import NamedTuple
 from spec import bv, pic
 
 W = 16
-RFLAGS_IF = 1 << 9
 
 
 class GlobalIodata(NamedTuple):
@@ -142,15 +141,25 @@ def assist(p: pic.PairRegs, g: GlobalIodata, notified: bv.Bit, rflags_if: bv.Bit
                   ack.spurious, bv.ite(inject, again, found))
 
 
+#: the lines as a domain starts: nothing raised, held high or lowered, and
+#: every line edge-triggered until the VMM copies the PIC's ELCR
+QUIET = GlobalIodata(0, 0, 0, 0)
+
+
+def line_bit(irq: bv.Word) -> bv.Word:
+    """The one-hot bit of ISA line ``irq`` (0..15) in the shared words."""
+    return bv.shl(bv.const(1, W, irq), irq, W)
+
+
 class SharedLines:
     """The ``sp_global`` area both qemu-dm and the VMM map."""
 
     def __init__(self) -> None:
-        self.bits = GlobalIodata(0, 0, 0, 0)
+        self.bits = QUIET
 
     def set_irq(self, irq: int, level: int) -> bool:
         """qemu-dm's side; True when the VMM must be notified."""
-        self.bits, notify = dm_set_irq(self.bits, 1 << irq, bool(level))
+        self.bits, notify = dm_set_irq(self.bits, line_bit(irq), bool(level))
         return bool(notify)
 
     def take(self) -> tuple[int, int]:

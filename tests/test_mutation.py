@@ -74,7 +74,7 @@ def test_an_explanation_without_a_reason_is_an_error(tmp_path):
         mutation.load_explanations(bad)
 
 
-def test_the_recorded_campaign_adds_up_and_every_survivor_is_explained():
+def test_the_recorded_campaign_adds_up_and_its_survivors_are_the_explained_ones():
     report = json.loads((ROOT / "docs" / "mutation.json").read_text())
     assert mutation.totals(report) == report | {"tool": report["tool"]}
     assert {m["module"] for m in report["modules"]} <= set(mutation.TARGETS)
@@ -83,7 +83,12 @@ def test_the_recorded_campaign_adds_up_and_every_survivor_is_explained():
         assert m["killed"] == m["counts"].get("killed", 0) + m["counts"].get("timeout", 0)
     recorded = {m["module"] for m in report["modules"]}
     assert {s["module"] for s in report["survivors"]} <= recorded
-    assert all(s["why"] for s in report["survivors"]), "make mutate leaves none unexplained"
+    # the reasons are proofs/survivors.toml's as it stands (no stale or hand-made reason);
+    # make mutate's exit status, not this test, holds the target and the explanations
+    explanations = mutation.load_explanations()
+    for s in report["survivors"]:
+        assert s["why"] == mutation.explain(mutation.Mutant(**s), explanations), s
+    assert report["unexplained"] == sum(1 for s in report["survivors"] if not s["why"])
 
 
 def test_bad_arguments_are_usage_errors():
