@@ -119,7 +119,7 @@ from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check
+from proofs.kinduction import Outcome, TransitionSystem, check, valid
 from spec import bv, evtchn, irq, pic
 
 B8 = lambda n: z3.BitVec(n, 8)          # noqa: E731
@@ -605,22 +605,16 @@ def eoi_rule() -> Outcome:
                                   z3.ULT(rank(b), rank(z3.BitVecVal(c, 8)))) for c in range(8)])
     definition = z3.If(isr == 0, cleared == 0,
                        z3.Exists([b], z3.And(highest, cleared == z3.BitVecVal(1, 8) << b)))
-    solver = z3.Solver()
-    solver.add(z3.ULT(pa, 8), z3.Not(z3.And(definition, (after.isr & ~isr) == 0)))
-    verdict = solver.check()
-    seconds = time.perf_counter() - started
-    if verdict == z3.unsat:
-        return Outcome("proved", seconds, detail="valid")
-    if verdict == z3.sat:
-        m = solver.model()
+
+    def describe(m: z3.ModelRef) -> list[str]:
         before = m.eval(isr, model_completion=True).as_long()
         rot = m.eval(pa, model_completion=True).as_long()
         got = m.eval(after.isr, model_completion=True).as_long()
-        return Outcome("counterexample", seconds, [
-            f"ISR={before:08b}, IRQ{rot} highest (priority_add={rot})",
-            f"non-specific EOI leaves ISR={got:08b}",
-            "the in-service bit of highest priority was not the one cleared"])
-    return Outcome("unknown", seconds, detail=str(verdict))
+        return [f"ISR={before:08b}, IRQ{rot} highest (priority_add={rot})",
+                f"non-specific EOI leaves ISR={got:08b}",
+                "the in-service bit of highest priority was not the one cleared"]
+    return valid(z3.And(definition, (after.isr & ~isr) == 0), started, describe,
+                 z3.ULT(pa, 8))
 
 
 def ocw_rule() -> Outcome:
@@ -655,22 +649,16 @@ def ocw_rule() -> Outcome:
                           only(isr=r.isr & ~(z3.BitVecVal(1, 8) << line),
                                priority_add=z3.If(command == 7, lowest, r.priority_add)),
                           z3.If(command == 6, only(priority_add=lowest), only()))))))
-    solver = z3.Solver()
-    solver.add(z3.ULT(r.priority_add, 8), z3.Or(data, (byte & 0x10) == 0), z3.Not(expected))
-    verdict = solver.check()
-    seconds = time.perf_counter() - started
-    if verdict == z3.unsat:
-        return Outcome("proved", seconds, detail="valid")
-    if verdict == z3.sat:
-        m = solver.model()
+
+    def describe(m: z3.ModelRef) -> list[str]:
         val = lambda e: m.eval(e, model_completion=True)                # noqa: E731
         port = "data" if z3.is_true(val(data)) else "command"
-        return Outcome("counterexample", seconds, [
-            f"before: {', '.join(f'{n}={val(v)}' for n, v in zip(names, r))}",
-            f"the guest writes {val(byte).as_long():#04x} to the {port} port",
-            f"after:  {', '.join(f'{n}={val(v)}' for n, v in zip(names, after))}",
-            "not what the data sheet's OCW does"])
-    return Outcome("unknown", seconds, detail=str(verdict))
+        return [f"before: {', '.join(f'{n}={val(v)}' for n, v in zip(names, r))}",
+                f"the guest writes {val(byte).as_long():#04x} to the {port} port",
+                f"after:  {', '.join(f'{n}={val(v)}' for n, v in zip(names, after))}",
+                "not what the data sheet's OCW does"]
+    return valid(expected, started, describe, z3.ULT(r.priority_add, 8),
+                 z3.Or(data, (byte & 0x10) == 0))
 
 
 # --- mutants -----------------------------------------------------------------------------------

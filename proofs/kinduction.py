@@ -277,6 +277,23 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
         return check(factory())
 
 
+def valid(claim: z3.BoolRef, started: float,
+          describe: Callable[[z3.ModelRef], list[str]], *assumptions: z3.BoolRef) -> Outcome:
+    """A function-level check: ``claim`` holds for every value of its free
+    terms that satisfies ``assumptions`` (one query for its negation).
+    ``proved``, or a ``counterexample`` that ``describe`` draws from the
+    model, or ``unknown``; the time counts from ``started``."""
+    solver = z3.Solver()
+    solver.add(*assumptions, z3.Not(claim))
+    verdict = solver.check()
+    seconds = time.perf_counter() - started
+    if verdict == z3.unsat:
+        return Outcome("proved", seconds, detail="valid")
+    if verdict == z3.sat:
+        return Outcome("counterexample", seconds, describe(solver.model()))
+    return Outcome("unknown", seconds, detail=str(verdict))
+
+
 def source_mutant(module: ModuleType, function: str, old: str, new: str,
                   doc: str) -> Callable:
     """``module.function`` with the one source line ``old`` replaced by
