@@ -155,7 +155,7 @@ class MmioInstruction:
             if insn.mnemonic.split()[-1] in ("bt", "bts", "btr", "btc") \
                     and last.type == cx.X86_OP_REG:
                 bit = cpu.get(_full(self._cs[mode].reg_name(last.reg))) & ((1 << 8 * op.size) - 1)
-                offset = bit_string_operand(offset, op.size, bit)
+                offset = bit_string_operand(offset, op.size, bit) & ((1 << aw) - 1)
             _within_limit(mode, seg, offset, op.size)
             out.append((self._physical((cpu.seg_base(seg) + offset) & cpu.linear_mask(),
                                        op.size, bool(op.access & capstone.CS_AC_WRITE)), op.size,

@@ -162,6 +162,7 @@ class _Machine:
                 offset = self.uc.reg_read(getattr(X, "UC_X86_REG_" +
                                                   self.md.reg_name(last.reg).upper()))
                 addr = bit_string_operand(addr, op.size, offset & ((1 << 8 * op.size) - 1))
+                addr &= (1 << width) - 1      # the effective address wraps
             # an operand is read unless only written (capstone leaves some reads at 0)
             out.append((addr, op.size, op.access != capstone.CS_AC_WRITE))
         return out

@@ -42,7 +42,7 @@ def all_checks() -> list[Check]:
                                     lambda f=factory, mu=mutant, m=module: m.run_check(f, mu)))
     checks += interrupt_checks()
     checks += xenstore_checks()
-    checks += x86_alu_checks()
+    checks += x86_rmw_checks()
     return checks
 
 
@@ -84,18 +84,7 @@ def interrupt_checks() -> list[Check]:
     return checks
 
 
-def x86_alu_checks() -> list[Check]:
-    from proofs import x86_alu
-    replaced = {name: target for name, _check, target in x86_alu.MUTANTS}
-    out = []
-    for name, kind, run in x86_alu.checks():
-        if kind == "invariant":
-            op, width = name.rsplit(".", 1)[1].split("/")
-            doc = (f"{op.upper()} with a {width}-bit memory destination: one read then one "
-                   f"write; result and defined flags as the SDM's definition by wide arithmetic")
-            out.append(Check(name, kind, "proved", "", doc, run))
-        else:
-            mutant = name.split("mutant:")[1]
-            out.append(Check(name, kind, "counterexample", replaced[mutant],
-                             f"mutant {mutant}: must give a counterexample", run))
-    return out
+def x86_rmw_checks() -> list[Check]:
+    from proofs import x86_rmw
+    return [Check(name, kind, "proved" if kind == "invariant" else "counterexample", replaced,
+                  doc, run) for name, kind, replaced, doc, run in x86_rmw.checks()]

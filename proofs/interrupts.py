@@ -1,80 +1,114 @@
 """Proofs about the interrupt path: qemu-dm's lines, the event channel, the
-virtual PIC and injection at VM entry.
+virtual PIC pair and injection at VM entry.
 
-Room: one transition system built from the spec's own functions
-(:func:`spec.irq.dm_set_irq`, :func:`spec.evtchn.set_pending_2l` and
-:func:`~spec.evtchn.take_2l`, :func:`spec.irq.vmm_take_lines`,
-:func:`spec.pic.apply_lines`, :func:`~spec.pic.requested`,
-:func:`~spec.pic.acknowledge`, :func:`~spec.pic.eoi`,
-:func:`~spec.pic.specific_eoi`, :func:`spec.irq.may_inject`) called with Z3
-terms, the properties checked on it, and the mutants that must break them.
-Imports :mod:`spec`, :mod:`proofs.kinduction`.
+Room: one transition system built from the functions the reference engine
+runs (:func:`spec.irq.dm_set_irq`, :func:`spec.evtchn.set_pending_2l` and
+:func:`~spec.evtchn.take_2l`, the interrupt assist :func:`spec.irq.assist`
+that :meth:`spec.vmm.Vmm.intr_assist` calls, and the pair's rules of
+:mod:`spec.pic` that :class:`~spec.pic.VirtualPic` calls:
+:func:`~spec.pic.pair_apply`, :func:`~spec.pic.pair_negative_edge`,
+:func:`~spec.pic.ocw`) called with Z3 terms, the properties checked on it,
+and the mutants that must break them. Imports :mod:`spec`,
+:mod:`proofs.kinduction`.
 
-The system. State: the shared lines (``sp_global``), the interrupt port's
-pending bit (one 2-level selector word), the master PIC's registers, the
-vcpu's RFLAGS.IF and interrupt shadow, and *ghost* variables that record
-history for the properties (they do not influence any step). Each step one
-party acts, chosen by the inputs:
+The system. State: the shared lines (``sp_global``, 16 lines), the
+interrupt port's pending bit (one 2-level selector word), qemu-dm's
+``send_event`` (a send is due at the end of its pass), both 8259As'
+registers and the master's special fully nested mode, the vcpu's RFLAGS.IF
+and interrupt shadow, and *ghost* variables that record history for the
+properties (they do not influence any step). Each step one party acts,
+chosen by the inputs:
 
 ``dm``
-    one pass of qemu-dm's loop that drives line *L* to a level: the lines
-    change by ``dm_set_irq`` and, if the VMM must be told, qemu-dm sends on
-    the interrupt port (``set_pending_2l``). The pass is one step: the
-    reference engine runs qemu-dm between VM exits, as a whole.
+    qemu-dm, in a pass of its main loop, drives one of its lines (any but
+    IRQ0, IRQ2 and IRQ8) to a level (``dm_set_irq``, which says whether
+    the VMM must be told); if the step ends the pass and a send is due,
+    qemu-dm sends on the interrupt port (``set_pending_2l``). A pass may
+    span several steps, and VM entries may come between them: qemu-dm runs
+    beside the vcpu (in the reference engine, between VM exits);
 ``entry``
-    a VM entry: the interrupt assist of :mod:`spec.vmm` (take the port if
-    pending, then the lines; apply them; acknowledge and inject if
-    ``may_inject``). The handler's gate decides IF (interrupt gate: 0,
-    trap gate: unchanged); the shadow ends.
-``eoi``, ``seoi``
-    the guest's non-specific or specific EOI (with or without rotation);
-``ocw``
-    the guest writes the IMR and the special-mask bit;
+    a VM entry: the VMM tests and clears the port (``take_2l``), then the
+    interrupt assist (``assist``: take and apply the lines if the port was
+    pending, acknowledge and inject if the pair presents a request and the
+    guest may take it). The handler's gate decides IF (interrupt gate: 0,
+    trap gate: unchanged); the shadow ends;
+``xen``
+    Xen's own lines: the PIT's periodic time raises IRQ0, the RTC asserts
+    IRQ8 or lowers it (Xen's negative edge), as
+    :meth:`~spec.vmm.Vmm.timer_assist` and the RTC's callback do;
+``out``
+    the guest writes a byte to port 0x20, 0x21, 0xA0 or 0xA1 of the
+    initialised pair: an OCW1 (IMR), OCW2 (EOI, specific EOI, rotations,
+    set priority) or OCW3 (special mask mode), decoded by ``ocw``, then
+    the cascade, as :meth:`~spec.pic.VirtualPic.io_write` does;
 ``sti``, ``cli``, ``mov_ss``, ``insn``
     the guest's instructions that matter: STI (a shadow if IF was 0), CLI,
     MOV SS (a shadow), any other instruction (the shadow ends; an IRET or
     POPF may set IF to anything).
 
-The ELCR is fixed for a run (an arbitrary mix of edge and level lines; the
-guest programs it before enabling interrupts), and the same in the PIC and
-in ``sp_global``.
+The programming an ICW sets (vector bases, AEOI, special fully nested
+mode) and the ELCR are fixed for a run, each arbitrary (an arbitrary mix of
+edge and level lines; IRQ0-2, 8 and 13 are always edge-triggered), and the
+ELCR is the same in the pair and in ``sp_global``. The OCW3 poll and
+register select are not modelled.
 
-Ghosts: ``owed`` has a bit for each edge line that qemu-dm raised with a
-send since its last injection; ``credit`` counts, for one arbitrary edge
-line *k*, raises minus injections.
+Ghosts (bit *n* = IRQ *n*): ``owed``, the edges qemu-dm raised since the
+VMM last took the lines with a notification; ``delivered``, those the VMM
+took that way and has not injected; ``held``, the level lines qemu-dm
+holds high; ``lowered``, the level lines it lowered since the last such
+take; ``released``, the lowered level lines the VMM has taken and qemu-dm
+has not raised again; ``in_pass``, qemu-dm is inside a pass.
 
 Properties:
 
-* **only through event channels** (``interrupts.only_evtchn``): every
-  injection of an edge line is owed to a raise that qemu-dm announced with
-  an event-channel send and that no earlier injection consumed;
-* **never lost** (``interrupts.never_lost``): an injection happens only when
-  the guest may take it (IF = 1, no shadow); and at a VM entry where IF = 1,
-  there is no shadow and nothing is in service, any owed request on an
-  unmasked edge line gives an injection;
+* **only through event channels** (``interrupts.only_evtchn``): when a
+  pass of qemu-dm ends, every change it made to ``sp_global`` that the VMM
+  has not taken is announced by the pending port; and every injection of an
+  edge line of qemu-dm (not a spurious IRQ7/15) is of a raise the VMM took
+  at an entry that consumed a pending notification, and that no earlier
+  injection consumed (so a line is never injected more often than it was
+  raised). A VMM that polls the lines at every entry, and a qemu-dm that
+  raises a line without sending, are counterexamples;
+* **never lost** (``interrupts.never_lost``): an injection happens only
+  when the guest may take it (IF = 1, no shadow); and at a VM entry where
+  IF = 1, there is no shadow and qemu-dm is between passes, an unmasked
+  line qemu-dm raised (an edge no injection consumed) or holds high (a
+  level) that may preempt what is in service (the rule of
+  ``interrupts.priority``) gives an injection, on the slave through the
+  cascade;
+* **priority** (``interrupts.priority``): an injected line is unmasked (a
+  slave line also on the master's IRQ2) and of higher priority, under its
+  chip's rotation, than every line in service that blocks it (in special
+  mask mode the unmasked ones; in the master's special fully nested mode
+  not IRQ2, as Xen's and QEMU's ``pic_get_irq`` have it); a slave line's
+  IRQ2 likewise on the master; a spurious injection is IRQ7 or IRQ15, and
+  the chip that found no request sets no in-service bit. The comparison is
+  written here, from the data sheet, not taken from :func:`spec.pic.requested`;
+* **level release** (``interrupts.level_release``): a level line qemu-dm
+  lowered is not injected once the VMM has taken the lowering, until
+  qemu-dm raises it again;
 * **masking** is :mod:`proofs.evtchn`'s ``evtchn.2l``: a masked port never
-  raises an upcall, unmasking a pending port does;
-* **no duplicates** (``interrupts.no_duplicates``): line *k* is never
-  injected more often than it was raised.
+  raises an upcall, unmasking a pending port does.
 
-Strengthening, shared by the three checks (why they hold for runs of any
-length):
+Strengthening, shared by the checks but ``interrupts.priority`` (whose
+property is local to one step, so the well-formedness of the state is
+enough):
 
-0. ``sp_global``'s cleared bits are level lines only (an edge line's
-   lowering is qemu-dm's own business, its edge detector), and while any
-   raised or cleared bit is there, the port is pending: the VMM takes the
-   bits only with the notification, so none is stranded;
-1. an edge line's request in the PIC's IRR or in ``sp_global``'s raised bits
-   is owed (nothing else can put it there);
-2. an owed line's request is in the IRR, or in the raised bits with the
-   port pending (the notification has not been consumed yet, so the next
-   entry will collect it);
-3. line *k*'s credit is at least its IRR bit plus its raised bit (each
-   latched request stands for a raise not yet injected).
+0. every change qemu-dm made in ``sp_global`` is announced: while a raised
+   or cleared bit is there, the port is pending or a send is due at the
+   end of qemu-dm's pass; the cleared bits are level lines, and no line is
+   both raised and cleared;
+1. ``owed`` is exactly ``sp_global``'s raised edge lines;
+2. ``delivered`` is exactly the edge lines of qemu-dm whose request is
+   latched in either IRR;
+3. a level line qemu-dm holds high is raised in ``sp_global`` or latched;
+   ``lowered`` is exactly the cleared bits; a released line is a level
+   line neither held, raised nor latched.
 
-A separate function-level check, ``pic.eoi``, states the 8259A's EOI rule
-against the data sheet's definition: a non-specific EOI clears exactly the
-in-service bit of highest priority under the current rotation.
+Two function-level checks state the 8259A's rules against the data
+sheet: ``pic.eoi``, a non-specific EOI clears exactly the in-service bit of
+highest priority under the current rotation; ``pic.ocw``, the decoding of
+every operation command word the system's guest may write.
 """
 
 from __future__ import annotations
@@ -85,15 +119,27 @@ from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check
-from spec import evtchn, irq, pic
+from proofs.kinduction import Outcome, TransitionSystem, check, valid
+from spec import bv, evtchn, irq, pic
 
 B8 = lambda n: z3.BitVec(n, 8)          # noqa: E731
 B16 = lambda n: z3.BitVec(n, 16)        # noqa: E731
 PORT_WIDTH = 4
 PORT = z3.BitVecVal(1, PORT_WIDTH)      # the interrupt port's bit in its word
+#: the lines qemu-dm drives: all but IRQ0 (Xen's PIT), IRQ2 (the cascade)
+#: and IRQ8 (Xen's RTC)
+QEMU_LINES = 0xFFFF & ~(1 << 0 | 1 << pic.CASCADE_IRQ | 1 << 8)
 
-ACTIONS = ("dm", "entry", "eoi", "seoi", "ocw", "sti", "cli", "mov_ss", "insn")
+ACTIONS = ("dm", "entry", "xen", "out", "sti", "cli", "mov_ss", "insn")
+_REGS = ("irr", "isr", "imr", "elcr", "pa", "base", "aeoi", "rot", "smm")
+#: what no step changes: the programming that only an ICW (not in the
+#: system) or the ELCR port changes
+_FIXED = ("g_elcr", "m_elcr", "s_elcr", "m_base", "s_base", "m_aeoi", "s_aeoi", "nested")
+
+
+def _chip_vars(c: str) -> dict:
+    kinds = {"aeoi": z3.Bool, "rot": z3.Bool, "smm": z3.Bool}
+    return {f"{c}_{r}": kinds.get(r, B8) for r in _REGS}
 
 
 def _vars():
@@ -102,26 +148,38 @@ def _vars():
         "g_elcr": B16, "g_raised": B16, "g_last": B16, "g_cleared": B16,
         # the interrupt port's selector word
         "p_pending": lambda n: z3.BitVec(n, PORT_WIDTH), "p_sel": z3.Bool, "p_upcall": z3.Bool,
-        # the master PIC
-        "irr": B8, "isr": B8, "imr": B8, "elcr": B8, "pa": B8, "base": B8,
-        "aeoi": z3.Bool, "rot_aeoi": z3.Bool, "smm": z3.Bool,
+        # qemu-dm's send_event (a send is due at the end of its pass)
+        "send_event": z3.Bool,
+        # the PIC pair
+        **_chip_vars("m"), **_chip_vars("s"), "nested": z3.Bool,
         # the vcpu
         "if_": z3.Bool, "shadow": z3.Bool,
-        # ghosts
-        "owed": B8, "k": B8, "credit": z3.Int,
+        # ghosts (16 bits, bit n = IRQ n)
+        "in_pass": z3.Bool, "owed": B16, "delivered": B16, "held": B16, "lowered": B16,
+        "released": B16,
         # what the step did (for the properties)
-        "injected": z3.Bool, "inj_line": B8,
+        "injected": z3.Bool, "inj_line": B8, "spurious": z3.Bool,
     }
 
 
 def _inputs():
     return {"act": lambda n: z3.BitVec(n, 4), "line": B8, "level": z3.Bool, "flag": z3.Bool,
-            "byte": B8}
+            "slave": z3.Bool, "byte": B8}
 
 
-def _regs(s) -> pic.PicRegs:
-    return pic.PicRegs(s["irr"], s["isr"], s["imr"], s["elcr"], s["pa"], s["base"], s["aeoi"],
-                       s["rot_aeoi"], s["smm"])
+def _chip(s, c: str) -> pic.PicRegs:
+    return pic.PicRegs(*[s[f"{c}_{r}"] for r in _REGS])
+
+
+def _pair(s) -> pic.PairRegs:
+    return pic.PairRegs(_chip(s, "m"), _chip(s, "s"), s["nested"])
+
+
+def _with_pair(p: pic.PairRegs) -> dict:
+    out = {}
+    for c, regs in (("m", p.master), ("s", p.slave)):
+        out.update({f"{c}_{r}": v for r, v in zip(_REGS, regs)})
+    return out
 
 
 def _lines(s) -> irq.GlobalIodata:
@@ -133,12 +191,24 @@ def _word(s) -> evtchn.SelectorWord:
                                s["p_upcall"])
 
 
-def _bit8(v) -> z3.BitVecRef:
-    return z3.BitVecVal(1, 8) << v
+def _with_word(w: evtchn.SelectorWord) -> dict:
+    return {"p_pending": w.pending, "p_sel": w.sel, "p_upcall": w.upcall}
 
 
-def _low(v16) -> z3.BitVecRef:
-    return z3.Extract(7, 0, v16)
+def _bit16(v) -> z3.BitVecRef:
+    return z3.BitVecVal(1, 16) << z3.ZeroExt(8, v)
+
+
+def _has(word, v) -> z3.BoolRef:
+    return (word & _bit16(v)) != 0
+
+
+def _irr16(s) -> z3.BitVecRef:
+    return z3.Concat(s["s_irr"], s["m_irr"])
+
+
+def _pending(s) -> z3.BoolRef:
+    return (s["p_pending"] & PORT) != 0
 
 
 def _same(s, t, changed: dict) -> z3.BoolRef:
@@ -146,199 +216,374 @@ def _same(s, t, changed: dict) -> z3.BoolRef:
     return z3.And(*[t[name] == changed.get(name, s[name]) for name in s])
 
 
-def _with_regs(r: pic.PicRegs) -> dict:
-    return {"irr": r.irr, "isr": r.isr, "imr": r.imr, "pa": r.priority_add, "aeoi": r.auto_eoi,
-            "rot_aeoi": r.rotate_on_aeoi, "smm": r.special_mask}
-
-
 def _step(s, i, t) -> z3.BoolRef:
     act, line, level, flag, byte = i["act"], i["line"], i["level"], i["flag"], i["byte"]
-    regs = _regs(s)
+    L = _bit16(line)                                 # the device's line (the ghosts')
+    edge = (s["g_elcr"] & L) == 0
     cases = []
-    quiet = {"injected": False, "inj_line": s["inj_line"]}
+    quiet = {"injected": False, "inj_line": s["inj_line"], "spurious": False}
 
-    # qemu-dm drives `line` to `level`, and sends if the VMM must be told
-    g, notify = irq.dm_set_irq(_lines(s), z3.ZeroExt(8, _bit8(line)), level)
-    port = evtchn.set_pending_2l(_word(s), PORT, PORT_WIDTH)
-    edge = (s["elcr"] & _bit8(line)) == 0
-    rising = z3.And(notify, edge)
-    cases.append(z3.And(act == 0, z3.ULT(line, 8), _same(s, t, {
-        "g_raised": g.raised, "g_last": g.last, "g_cleared": g.cleared,
-        "p_pending": z3.If(notify, port.pending, s["p_pending"]),
-        "p_sel": z3.If(notify, port.sel, s["p_sel"]),
-        "p_upcall": z3.If(notify, port.upcall, s["p_upcall"]),
-        "owed": z3.If(rising, s["owed"] | _bit8(line), s["owed"]),
-        "credit": s["credit"] + z3.If(z3.And(rising, line == s["k"]), 1, 0), **quiet})))
+    # qemu-dm, in a pass of its loop, drives `line` to `level`; with `flag`
+    # the pass ends, and qemu-dm sends on the interrupt port if it must
+    g, notify = irq.dm_set_irq(_lines(s), irq.line_bit(z3.ZeroExt(8, line)), level)
+    due = z3.Or(s["send_event"], notify)
+    sent = evtchn.set_pending_2l(_word(s), PORT, PORT_WIDTH)
+    port = {k: z3.If(z3.And(flag, due), v, s[k]) for k, v in _with_word(sent).items()}
+    rising = z3.And(edge, level, (s["g_last"] & L) == 0)       # the device's edge
+    cases.append(z3.And(act == 0, z3.ULT(line, 16), (L & QEMU_LINES) != 0, _same(s, t, {
+        "g_raised": g.raised, "g_last": g.last, "g_cleared": g.cleared, **port,
+        "send_event": z3.And(due, z3.Not(flag)), "in_pass": z3.Not(flag),
+        "owed": z3.If(rising, s["owed"] | L, s["owed"]),
+        "held": z3.If(edge, s["held"], z3.If(level, s["held"] | L, s["held"] & ~L)),
+        "lowered": z3.If(edge, s["lowered"], z3.If(level, s["lowered"] & ~L, s["lowered"] | L)),
+        "released": z3.If(z3.And(z3.Not(edge), level), s["released"] & ~L, s["released"]),
+        **quiet})))
 
-    # VM entry: the interrupt assist
-    pending = (s["p_pending"] & PORT) != 0
+    # VM entry: the VMM tests and clears the port, then the interrupt assist
+    notified = _pending(s)
     taken = evtchn.take_2l(_word(s), PORT, PORT_WIDTH)
-    g2, raised, cleared = irq.vmm_take_lines(_lines(s))
-    applied = pic.apply_lines(regs, _low(raised), _low(cleared))
-    r1 = pic.PicRegs(*[z3.If(pending, a, b) for a, b in zip(applied, regs)])
-    found, which = pic.requested(r1)
-    inject = z3.And(found, irq.may_inject(s["if_"], s["shadow"]))
-    r2 = pic.acknowledge(r1, which)
-    after = pic.PicRegs(*[z3.If(inject, a, b) for a, b in zip(r2, r1)])
-    consumed = z3.And(inject, (s["elcr"] & _bit8(which)) == 0)
+    a = irq.assist(_pair(s), _lines(s), notified, s["if_"], s["shadow"])
+    inj = _bit16(a.irq)
+    consumed = z3.And(a.inject, z3.Not(a.spurious))
+    delivered = s["delivered"] | z3.If(notified, s["owed"], z3.BitVecVal(0, 16))
     cases.append(z3.And(act == 1, _same(s, t, {
-        "p_pending": z3.If(pending, taken.pending, s["p_pending"]),
-        "p_sel": z3.If(pending, taken.sel, s["p_sel"]),
-        "p_upcall": z3.If(pending, taken.upcall, s["p_upcall"]),
-        "g_raised": z3.If(pending, g2.raised, s["g_raised"]),
-        "g_cleared": z3.If(pending, g2.cleared, s["g_cleared"]),
-        **_with_regs(after),
-        "if_": z3.If(inject, z3.And(s["if_"], flag), s["if_"]),     # flag: a trap gate
-        "shadow": z3.If(inject, False, s["shadow"]),
-        "owed": z3.If(consumed, s["owed"] & ~_bit8(which), s["owed"]),
-        "credit": s["credit"] - z3.If(z3.And(consumed, which == s["k"]), 1, 0),
-        "injected": inject, "inj_line": which})))
+        **{k: z3.If(notified, v, s[k]) for k, v in _with_word(taken).items()},
+        "g_raised": a.lines.raised, "g_cleared": a.lines.cleared, **_with_pair(a.pic),
+        "if_": z3.If(a.inject, z3.And(s["if_"], flag), s["if_"]),     # flag: a trap gate
+        "shadow": z3.If(a.inject, False, s["shadow"]),
+        "owed": z3.If(notified, z3.BitVecVal(0, 16), s["owed"]),
+        "delivered": z3.If(consumed, delivered & ~inj, delivered),
+        "lowered": z3.If(notified, z3.BitVecVal(0, 16), s["lowered"]),
+        "released": s["released"] | z3.If(notified, s["lowered"], z3.BitVecVal(0, 16)),
+        "injected": a.inject, "inj_line": a.irq, "spurious": a.spurious})))
 
-    # the guest's EOIs and OCWs
-    cases.append(z3.And(act == 2, _same(s, t, {**_with_regs(pic.eoi(regs, flag)), **quiet})))
-    cases.append(z3.And(act == 3, z3.ULT(line, 8), _same(s, t, {
-        **_with_regs(pic.specific_eoi(regs, line, flag)), **quiet})))
-    cases.append(z3.And(act == 4, _same(s, t, {"imr": byte, "smm": flag, **quiet})))
+    # Xen's own lines: the PIT's periodic time raises IRQ0, the RTC asserts
+    # or deasserts IRQ8 (Vmm.timer_assist, Vmm._rtc_irq)
+    rtc = pic.pair_apply(_pair(s), z3.BitVecVal(1 << 8, 16), z3.BitVecVal(0, 16))
+    rtc_low = pic.pair_negative_edge(_pair(s), z3.BitVecVal(1 << 8, 16))
+    pit = pic.pair_apply(_pair(s), z3.BitVecVal(1, 16), z3.BitVecVal(0, 16))
+    xen = pic.select_pair(i["slave"], pic.select_pair(level, rtc, rtc_low), pit)
+    cases.append(z3.And(act == 2, _same(s, t, {**_with_pair(xen), **quiet})))
+
+    # the guest writes `byte` to port 0x20/0x21 or 0xA0/0xA1 (`flag`: the
+    # data port) once the pair is initialised: OCW1, OCW2 or OCW3, then the
+    # cascade (VirtualPic.io_write)
+    p = _pair(s)
+    written = pic.cascade(pic.PairRegs(
+        pic.select(i["slave"], p.master, pic.ocw(p.master, flag, byte)),
+        pic.select(i["slave"], pic.ocw(p.slave, flag, byte), p.slave), p.nested))
+    cases.append(z3.And(act == 3, z3.Or(flag, (byte & 0x10) == 0),
+                        _same(s, t, {**_with_pair(written), **quiet})))
     # the guest's instructions
-    cases.append(z3.And(act == 5, _same(s, t, {"if_": True, "shadow": z3.Not(s["if_"]),
+    cases.append(z3.And(act == 4, _same(s, t, {"if_": True, "shadow": z3.Not(s["if_"]),
                                                **quiet})))
-    cases.append(z3.And(act == 6, _same(s, t, {"if_": False, "shadow": False, **quiet})))
-    cases.append(z3.And(act == 7, _same(s, t, {"shadow": True, **quiet})))
-    cases.append(z3.And(act == 8, _same(s, t, {"if_": flag, "shadow": False, **quiet})))
-    return z3.Or(cases)
+    cases.append(z3.And(act == 5, _same(s, t, {"if_": False, "shadow": False, **quiet})))
+    cases.append(z3.And(act == 6, _same(s, t, {"shadow": True, **quiet})))
+    cases.append(z3.And(act == 7, _same(s, t, {"if_": flag, "shadow": False, **quiet})))
+    return z3.And(*[t[n] == s[n] for n in _FIXED], z3.Or(cases))
 
 
 def _wellformed(s) -> z3.BoolRef:
-    """What every state has: the PIC's ELCR is sp_global's low byte (the
-    VMM copies it), the high byte's lines are not driven in this system,
-    the rotation is a line number, the tracked line *k* is an edge line."""
-    return z3.And(_low(s["g_elcr"]) == s["elcr"],
-                  z3.Extract(15, 8, s["g_elcr"]) == 0,
-                  z3.Extract(15, 8, s["g_raised"]) == 0,
-                  z3.ULT(s["pa"], 8), z3.ULT(s["k"], 8),
-                  (s["elcr"] & _bit8(s["k"])) == 0)
+    """What every state has: sp_global's ELCR is the pair's (the VMM copies
+    it), with IRQ0-2, 8 and 13 edge-triggered (the PIIX3's); rotations
+    are line numbers; qemu-dm's bits and the ghosts are of its lines; a
+    send is due only inside a pass."""
+    q = z3.BitVecVal(~QEMU_LINES & 0xFFFF, 16)
+    return z3.And(s["g_elcr"] == z3.Concat(s["s_elcr"], s["m_elcr"]),
+                  (s["m_elcr"] & ~pic.ELCR_WRITABLE[0] & 0xFF) == 0,
+                  (s["s_elcr"] & ~pic.ELCR_WRITABLE[1] & 0xFF) == 0,
+                  z3.ULT(s["m_pa"], 8), z3.ULT(s["s_pa"], 8), z3.ULT(s["inj_line"], 16),
+                  *[(s[n] & q) == 0 for n in ("g_raised", "g_last", "g_cleared", "owed",
+                                              "delivered", "held", "lowered", "released")],
+                  z3.Implies(s["send_event"], s["in_pass"]))
 
 
 def _init(s) -> z3.BoolRef:
-    """Any programming of the PIC, nothing requested, raised, in service,
-    pending or owed; any IF; no shadow."""
-    return z3.And(_wellformed(s), s["g_raised"] == 0, s["g_last"] == 0, s["g_cleared"] == 0,
-                  s["p_pending"] == 0, z3.Not(s["p_sel"]), z3.Not(s["p_upcall"]),
-                  s["irr"] == 0, s["isr"] == 0, z3.Not(s["shadow"]),
-                  s["owed"] == 0, s["credit"] == 0, z3.Not(s["injected"]))
+    """Any programming of the pair, nothing requested, raised, in service,
+    pending or owed (the shared lines as :data:`spec.irq.QUIET` has them); any IF;
+    no shadow; qemu-dm between passes."""
+    zero16 = [s[n] == 0 for n in ("owed", "delivered", "held", "lowered", "released")]
+    zero16 += [s[f"g_{n}"] == getattr(irq.QUIET, n) for n in ("raised", "last", "cleared")]
+    return z3.And(_wellformed(s), *zero16, s["p_pending"] == 0, z3.Not(s["p_sel"]),
+                  z3.Not(s["p_upcall"]), z3.Not(s["send_event"]), z3.Not(s["in_pass"]),
+                  s["m_irr"] == 0, s["m_isr"] == 0, s["s_irr"] == 0, s["s_isr"] == 0,
+                  z3.Not(s["shadow"]), z3.Not(s["injected"]))
 
 
 def _invariant(s) -> z3.BoolRef:
-    edge = ~s["elcr"]
-    raised = _low(s["g_raised"])
-    pending = (s["p_pending"] & PORT) != 0
-    kbit = _bit8(s["k"])
-    irr_k = z3.If((s["irr"] & kbit) != 0, 1, 0)
-    raised_k = z3.If((raised & kbit) != 0, 1, 0)
+    edge = ~s["g_elcr"]
+    level = s["g_elcr"]
+    irr = _irr16(s)
     return z3.And(
         _wellformed(s),
-        # 0. qemu-dm lowers only level lines through sp_global, and every
-        #    change it made there is announced by the pending port
-        (_low(s["g_cleared"]) & edge) == 0,
-        z3.Extract(15, 8, s["g_cleared"]) == 0,
-        z3.Implies((s["g_raised"] | s["g_cleared"]) != 0, pending),
-        # 1. latched or raised edge requests are owed
-        ((s["irr"] | raised) & edge & ~s["owed"]) == 0,
-        # 2. an owed request is in the IRR, or raised with the port pending
-        (s["owed"] & ~s["irr"] & ~z3.If(pending, raised, z3.BitVecVal(0, 8))) == 0,
-        (s["owed"] & ~edge) == 0,
-        # 3. line k's credit covers its latched requests
-        s["credit"] >= irr_k + raised_k)
+        # 0. every change qemu-dm made in sp_global is announced: the port
+        #    is pending, or a send is due at the end of qemu-dm's pass
+        z3.Implies((s["g_raised"] | s["g_cleared"]) != 0,
+                   z3.Or(_pending(s), s["send_event"])),
+        (s["g_cleared"] & edge) == 0, (s["g_raised"] & s["g_cleared"]) == 0,
+        # 1. the edges qemu-dm raised since the last take are sp_global's
+        s["owed"] == (s["g_raised"] & edge),
+        # 2. the delivered edges are exactly qemu-dm's latched requests
+        s["delivered"] == (irr & edge & QEMU_LINES),
+        # 3. a level line qemu-dm holds high is raised in sp_global or
+        #    requested; one it lowered is in the cleared bits until taken,
+        #    and a released one is neither raised nor requested
+        (s["held"] & edge) == 0, (s["held"] & ~(s["g_raised"] | irr)) == 0,
+        (s["held"] & s["g_cleared"]) == 0, (s["g_raised"] & level & ~s["held"]) == 0,
+        s["lowered"] == s["g_cleared"],
+        (s["released"] & (irr | s["g_raised"] | s["held"] | edge)) == 0)
+
+
+# --- the properties ----------------------------------------------------------------------
+
+def _qemu(v, mask) -> z3.BoolRef:
+    """Line ``v`` (an 8-bit word) is one of qemu-dm's and in ``mask``."""
+    return (_bit16(v) & mask & QEMU_LINES) != 0
+
+
+def _genuine(s, t) -> z3.BoolRef:
+    """The step injected a request (not a spurious IRQ7/15) of qemu-dm's."""
+    return z3.And(t["injected"], z3.Not(t["spurious"]))
+
+
+def _pass_ends(s, i, t) -> z3.BoolRef:
+    """A pass of qemu-dm's loop ends with changes in sp_global that the
+    VMM has not taken."""
+    return z3.And(i["act"] == 0, i["flag"], (t["g_raised"] | t["g_cleared"]) != 0)
 
 
 def _only_evtchn(s, i, t) -> z3.BoolRef:
-    edge_injected = z3.And(t["injected"], (s["elcr"] & _bit8(t["inj_line"])) == 0)
-    return z3.Implies(edge_injected, (s["owed"] & _bit8(t["inj_line"])) != 0)
+    # qemu-dm's side: what it changed is announced by the end of its pass
+    announced = z3.Implies(_pass_ends(s, i, t), _pending(t))
+    # the VMM's side: the raises a notification brought are those delivered
+    # before, and those owed and taken now with the pending port (read
+    # here, not from the assist)
+    brought = s["delivered"] | z3.If(_pending(s), s["owed"], z3.BitVecVal(0, 16))
+    edge_injected = z3.And(_genuine(s, t), _qemu(t["inj_line"], ~s["g_elcr"]))
+    return z3.And(announced, z3.Implies(edge_injected, _has(brought, t["inj_line"])))
+
+
+def _unmasked16(s) -> z3.BitVecRef:
+    """The lines neither chip masks (a slave line also needs IRQ2)."""
+    slave = z3.If((s["m_imr"] & (1 << pic.CASCADE_IRQ)) == 0, ~s["s_imr"], z3.BitVecVal(0, 8))
+    return z3.Concat(slave, ~s["m_imr"])
+
+
+def _ready(s, i) -> z3.BoolRef:
+    """A VM entry with IF = 1, no shadow, qemu-dm between passes, and an
+    unmasked line qemu-dm raised (an edge no injection consumed) or holds
+    high (a level) of higher priority than every line in service that
+    blocks it (a slave line: and its IRQ2 on the master)."""
+    want = (s["owed"] | s["delivered"] | s["held"]) & _unmasked16(s)
+    master, slave = _in_service(s, "m", True), _in_service(s, "s", False)
+    cascade = _beats(z3.BitVecVal(pic.CASCADE_IRQ, 8), master, s["m_pa"])
+
+    def may_preempt(n: int) -> z3.BoolRef:
+        if n < 8:
+            return _beats(z3.BitVecVal(n, 8), master, s["m_pa"])
+        return z3.And(cascade, _beats(z3.BitVecVal(n - 8, 8), slave, s["s_pa"]))
+
+    some = z3.Or(*[z3.And((want & (1 << n)) != 0, may_preempt(n))
+                   for n in range(16) if QEMU_LINES >> n & 1])
+    return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), z3.Not(s["in_pass"]), some)
 
 
 def _never_lost(s, i, t) -> z3.BoolRef:
     # the SDM's rule, stated here (not the spec's may_inject, which a mutant replaces)
     allowed = z3.Implies(t["injected"], z3.And(s["if_"], z3.Not(s["shadow"])))
-    ready = z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), s["isr"] == 0,
-                   (s["owed"] & ~s["imr"]) != 0)
-    return z3.And(allowed, z3.Implies(ready, t["injected"]))
+    return z3.And(allowed, z3.Implies(_ready(s, i), t["injected"]))
 
 
-def _no_duplicates(s, i, t) -> z3.BoolRef:
-    return z3.Implies(z3.And(t["injected"], t["inj_line"] == s["k"]), s["credit"] >= 1)
+def _rank(line, pa):
+    return (line - pa) & 7
+
+
+def _beats(line, isr, pa) -> z3.BoolRef:
+    """``line`` (0..7) has a higher priority than every bit of ``isr``
+    under the rotation ``pa`` (8259A data sheet: the line after
+    ``pa - 1`` is highest)."""
+    return z3.And(*[z3.Implies((isr & (1 << b)) != 0, z3.ULT(_rank(line, pa), _rank(b, pa)))
+                    for b in range(8)])
+
+
+def _in_service(s, c: str, nested_master: bool) -> z3.BitVecRef:
+    """The in-service lines that block a request on chip ``c``: all, or in
+    special mask mode only the unmasked ones; on the master in special
+    fully nested mode, not the cascade line."""
+    isr = z3.If(s[f"{c}_smm"], s[f"{c}_isr"] & ~s[f"{c}_imr"], s[f"{c}_isr"])
+    if nested_master:
+        isr = z3.If(s["nested"], isr & ~(1 << pic.CASCADE_IRQ), isr)
+    return isr
+
+
+def _priority(s, i, t) -> z3.BoolRef:
+    line = t["inj_line"]
+    low = line & 7
+    on_slave = z3.UGE(line, 8)
+    master_ok = z3.And(low != pic.CASCADE_IRQ, (s["m_imr"] & (1 << low) & 0xFF) == 0,
+                       _beats(low, _in_service(s, "m", True), s["m_pa"]))
+    slave_ok = z3.And((s["s_imr"] & (1 << low)) == 0,
+                      (s["m_imr"] & (1 << pic.CASCADE_IRQ)) == 0,
+                      _beats(low, _in_service(s, "s", False), s["s_pa"]),
+                      _beats(z3.BitVecVal(pic.CASCADE_IRQ, 8), _in_service(s, "m", True),
+                             s["m_pa"]))
+    # the chip that found no request sets no in-service bit (on IRQ15 the
+    # master did acknowledge IRQ2)
+    spurious_ok = z3.And(low == pic.SPURIOUS_IRQ, t["s_isr"] == s["s_isr"],
+                         z3.Or(on_slave, t["m_isr"] == s["m_isr"]))
+    return z3.Implies(t["injected"], z3.If(t["spurious"], spurious_ok,
+                                           z3.If(on_slave, slave_ok, master_ok)))
+
+
+def _level_release(s, i, t) -> z3.BoolRef:
+    released = s["released"] | z3.If(_pending(s), s["lowered"], z3.BitVecVal(0, 16))
+    level_injected = z3.And(_genuine(s, t), _qemu(t["inj_line"], s["g_elcr"]))
+    return z3.Implies(level_injected, z3.Not(_has(released, t["inj_line"])))
+
+
+# --- reading a run -------------------------------------------------------------------------
+
+def _lines_of(v: int) -> str:
+    return "{" + ",".join(str(n) for n in range(16) if v >> n & 1) + "}"
 
 
 def _describe_state(v: dict) -> str:
-    return (f"raised={v['g_raised'] & 0xFF:08b} port={'P' if v['p_pending'] & 1 else '-'} "
-            f"irr={v['irr']:08b} isr={v['isr']:08b} imr={v['imr']:08b} "
-            f"elcr={v['elcr']:08b} IF={int(v['if_'])} shadow={int(v['shadow'])} "
-            f"owed={v['owed']:08b} k={v['k']} credit={v['credit']}"
-            + (f" INJECTED IRQ{v['inj_line']}" if v["injected"] else ""))
+    out = (f"raised={_lines_of(v['g_raised'])} cleared={_lines_of(v['g_cleared'])} "
+           f"port={'P' if v['p_pending'] & 1 else '-'}{'*' if v['send_event'] else ''} "
+           f"irr={_lines_of(v['s_irr'] << 8 | v['m_irr'])} "
+           f"isr={_lines_of(v['s_isr'] << 8 | v['m_isr'])} "
+           f"imr={_lines_of(v['s_imr'] << 8 | v['m_imr'])} "
+           f"level={_lines_of(v['g_elcr'])} IF={int(v['if_'])} shadow={int(v['shadow'])} "
+           f"owed={_lines_of(v['owed'])} delivered={_lines_of(v['delivered'])}")
+    modes = [name for name, on in (("SFNM", v["nested"]), ("AEOI-master", v["m_aeoi"]),
+                                   ("AEOI-slave", v["s_aeoi"]), ("SMM-master", v["m_smm"]),
+                                   ("SMM-slave", v["s_smm"])) if on]
+    if modes:
+        out += " " + ",".join(modes)
+    if v["injected"]:
+        out += f" INJECTED IRQ{v['inj_line']}" + (" (spurious)" if v["spurious"] else "")
+    return out
 
 
 def _describe_input(v: dict) -> str:
     act = ACTIONS[v["act"]] if v["act"] < len(ACTIONS) else f"act{v['act']}"
     if act == "dm":
-        return f"qemu-dm: IRQ{v['line']} := {int(v['level'])}"
+        return (f"qemu-dm: IRQ{v['line']} := {int(v['level'])}"
+                + (", end of pass" if v["flag"] else ""))
     if act == "entry":
         return "VM entry" + (" (trap gate)" if v["flag"] else "")
-    if act == "seoi":
-        return f"guest: specific EOI {v['line']}"
-    if act == "ocw":
-        return f"guest: IMR := {v['byte']:08b}"
+    if act == "xen":
+        return (f"Xen: RTC IRQ8 := {int(v['level'])}" if v["slave"] else "Xen: PIT IRQ0")
+    if act == "out":
+        port = (0xA0 if v["slave"] else 0x20) + (1 if v["flag"] else 0)
+        return f"guest: out {port:#x}, {v['byte']:#04x}"
     if act == "insn":
         return f"guest: insn (IF := {int(v['flag'])})"
     return f"guest: {act}"
 
 
+# --- witnesses: the cases the properties are about --------------------------------------
+
 def _edge_injected(s, i, t) -> z3.BoolRef:
     """An edge line qemu-dm raised is injected at a VM entry."""
-    return z3.And(t["injected"], (s["elcr"] & _bit8(t["inj_line"])) == 0)
+    return z3.And(_genuine(s, t), _qemu(t["inj_line"], ~s["g_elcr"]))
+
+
+def _slave_edge_injected(s, i, t) -> z3.BoolRef:
+    """An edge line of the slave is injected (through the cascade)."""
+    return z3.And(_edge_injected(s, i, t), z3.UGE(t["inj_line"], 8))
 
 
 def _ready_entry(s, i, t) -> z3.BoolRef:
-    """A VM entry with IF = 1, no shadow, nothing in service and an owed
-    request on an unmasked line: the case that must inject."""
-    return z3.And(i["act"] == 1, s["if_"], z3.Not(s["shadow"]), s["isr"] == 0,
-                  (s["owed"] & ~s["imr"]) != 0)
+    """A VM entry that must inject, on a request from the slave."""
+    return z3.And(_ready(s, i), (s["owed"] & 0xFF00) != 0)
 
 
-def _k_injected(s, i, t) -> z3.BoolRef:
-    """The tracked line *k* is injected."""
-    return z3.And(t["injected"], t["inj_line"] == s["k"])
+def _ready_in_service(s, i, t) -> z3.BoolRef:
+    """A VM entry that must inject while a line of lower priority is in
+    service on the same chip."""
+    return z3.And(_ready(s, i), (s["m_isr"] & ~(1 << pic.CASCADE_IRQ) | s["s_isr"]) != 0)
+
+
+def _preempts(s, i, t) -> z3.BoolRef:
+    """An injection while another line of the same chip is in service."""
+    isr = z3.If(z3.UGE(t["inj_line"], 8), s["s_isr"], s["m_isr"] & ~(1 << pic.CASCADE_IRQ))
+    return z3.And(_genuine(s, t), isr != 0)
+
+
+def _spurious(s, i, t) -> z3.BoolRef:
+    """A spurious IRQ15: the slave's request vanished after the cascade."""
+    return z3.And(t["injected"], t["spurious"], t["inj_line"] == 15)
+
+
+def _level_lowering_taken(s, i, t) -> z3.BoolRef:
+    """A VM entry takes the lowering of a level line whose request is latched."""
+    return z3.And(i["act"] == 1, _pending(s), (s["lowered"] & _irr16(s)) != 0)
 
 
 WITNESSES = {
-    "interrupts.only_evtchn": (("an edge line injected", _edge_injected),),
-    "interrupts.never_lost": (("a VM entry that must inject", _ready_entry),),
-    "interrupts.no_duplicates": (("line k injected", _k_injected),),
+    "interrupts.only_evtchn": (("a pass of qemu-dm ends with lines to take", _pass_ends),
+                               ("an edge line injected", _edge_injected),
+                               ("a slave edge line injected", _slave_edge_injected)),
+    "interrupts.never_lost": (("a VM entry that must inject a slave line", _ready_entry),
+                              ("a VM entry that must preempt an in-service line",
+                               _ready_in_service)),
+    "interrupts.priority": (("an injection while a line is in service", _preempts),
+                            ("a spurious IRQ15", _spurious)),
+    "interrupts.level_release": (("a lowered level line's request taken",
+                                  _level_lowering_taken),),
 }
+#: the bounded search's depth (every mutant's counterexample is shorter;
+#: the verdict for runs of any length is the induction's), and the witness
+#: runs' (a spurious IRQ15 and a released level line take five steps)
+DEPTH, WITNESS_DEPTH = 4, 6
 
 
-def _system(name: str, prop) -> TransitionSystem:
-    return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
-                            _describe_state, _describe_input, depth=7,
-                            witnesses=WITNESSES[name])
+def _system(name: str, prop, invariant=_invariant) -> TransitionSystem:
+    return TransitionSystem(name, _vars(), _inputs(), _init, _step, invariant, prop,
+                            _describe_state, _describe_input, depth=DEPTH,
+                            witnesses=WITNESSES[name], witness_depth=WITNESS_DEPTH,
+                            incremental=False,
+                            cases=lambda i: [i["act"] == k for k in range(len(ACTIONS))])
 
 
 def only_evtchn() -> TransitionSystem:
-    """interrupts.only_evtchn: every injection of an edge-triggered line is
-    owed to a raise qemu-dm announced with an event-channel send and no
-    earlier injection consumed."""
+    """interrupts.only_evtchn: lines travel from qemu-dm to the guest only
+    through the interrupt port: when a pass of qemu-dm's loop ends, every
+    change it made to sp_global that the VMM has not taken is announced
+    by the pending port; and every injection of an edge line qemu-dm
+    drives (not a spurious IRQ7/15) is of a raise the VMM took from
+    sp_global at an entry that consumed a pending notification, and that
+    no earlier injection consumed."""
     return _system("interrupts.only_evtchn", _only_evtchn)
 
 
 def never_lost() -> TransitionSystem:
     """interrupts.never_lost: injection only when IF = 1 and no shadow; at a
-    VM entry with IF = 1, no shadow and nothing in service, an owed request
-    on an unmasked line is injected."""
+    VM entry with IF = 1, no shadow and qemu-dm between passes, an
+    unmasked line qemu-dm raised (an edge no injection consumed) or holds
+    high (a level), of higher priority than every line in service that
+    blocks it (a slave line: and its IRQ2 on the master), gives an
+    injection."""
     return _system("interrupts.never_lost", _never_lost)
 
 
-def no_duplicates() -> TransitionSystem:
-    """interrupts.no_duplicates: an edge-triggered line is never injected
-    more often than qemu-dm raised it."""
-    return _system("interrupts.no_duplicates", _no_duplicates)
+def priority() -> TransitionSystem:
+    """interrupts.priority: an injected line is unmasked (a slave line also
+    on the master's IRQ2) and of higher priority, under its chip's
+    rotation, than every line in service that blocks it (special mask
+    mode: the unmasked ones; special fully nested mode: not the master's
+    IRQ2); a slave line's IRQ2 likewise on the master; a spurious
+    injection is IRQ7 or IRQ15 and the chip that found no request sets
+    no in-service bit."""
+    return _system("interrupts.priority", _priority, invariant=_wellformed)
+
+
+def level_release() -> TransitionSystem:
+    """interrupts.level_release: a level line qemu-dm lowered is not
+    injected once the VMM has taken the lowering, until qemu-dm raises
+    it again."""
+    return _system("interrupts.level_release", _level_release)
 
 
 # --- the 8259A's EOI rule, against the data sheet -------------------------------------------
@@ -360,33 +605,87 @@ def eoi_rule() -> Outcome:
                                   z3.ULT(rank(b), rank(z3.BitVecVal(c, 8)))) for c in range(8)])
     definition = z3.If(isr == 0, cleared == 0,
                        z3.Exists([b], z3.And(highest, cleared == z3.BitVecVal(1, 8) << b)))
-    solver = z3.Solver()
-    solver.add(z3.ULT(pa, 8), z3.Not(z3.And(definition, (after.isr & ~isr) == 0)))
-    verdict = solver.check()
-    seconds = time.perf_counter() - started
-    if verdict == z3.unsat:
-        return Outcome("proved", seconds, detail="valid")
-    if verdict == z3.sat:
-        m = solver.model()
+
+    def describe(m: z3.ModelRef) -> list[str]:
         before = m.eval(isr, model_completion=True).as_long()
         rot = m.eval(pa, model_completion=True).as_long()
         got = m.eval(after.isr, model_completion=True).as_long()
-        return Outcome("counterexample", seconds, [
-            f"ISR={before:08b}, IRQ{rot} highest (priority_add={rot})",
-            f"non-specific EOI leaves ISR={got:08b}",
-            "the in-service bit of highest priority was not the one cleared"])
-    return Outcome("unknown", seconds, detail=str(verdict))
+        return [f"ISR={before:08b}, IRQ{rot} highest (priority_add={rot})",
+                f"non-specific EOI leaves ISR={got:08b}",
+                "the in-service bit of highest priority was not the one cleared"]
+    return valid(z3.And(definition, (after.isr & ~isr) == 0), started, describe,
+                 z3.ULT(pa, 8))
+
+
+def ocw_rule() -> Outcome:
+    """pic.ocw: the guest's operation command words do what the 8259A data
+    sheet says, for any registers and byte: on the data port OCW1 sets the
+    IMR; on the command port OCW3 (bit 3) sets or clears special mask mode
+    when bit 6 is set, and OCW2 (bits 3 and 4 clear) by its command (bits
+    7-5): 0/4 clear/set rotate in automatic EOI mode, 1/5 the non-specific
+    EOI (:func:`spec.pic.eoi`, checked by ``pic.eoi``; 5 rotates), 3/7 clear
+    the in-service bit of the line in bits 2-0 (7: and make it lowest),
+    6 make that line lowest, 2 nothing. Nothing else changes."""
+    started = time.perf_counter()
+    names = pic.PicRegs._fields
+    kinds = {"auto_eoi": z3.Bool, "rotate_on_aeoi": z3.Bool, "special_mask": z3.Bool}
+    r = pic.PicRegs(*[kinds.get(n, B8)(f"ocw_{n}") for n in names])
+    byte, data = B8("byte"), z3.Bool("data_port")
+    after = pic.ocw(r, data, byte)
+    command, line = z3.LShR(byte, 5), byte & 7
+    lowest = (line + 1) & 7                                 # the line after it is highest
+
+    def only(**changed):
+        return z3.And(*[getattr(after, n) == changed.get(n, getattr(r, n)) for n in names])
+
+    nonspecific = pic.eoi(r, command == 5)
+    expected = z3.If(data, only(imr=byte), z3.If(
+        (byte & 0x08) != 0,
+        only(special_mask=z3.If((byte & 0x40) != 0, (byte & 0x20) != 0, r.special_mask)),
+        z3.If(z3.Or(command == 0, command == 4), only(rotate_on_aeoi=command == 4),
+              z3.If(z3.Or(command == 1, command == 5),
+                    only(isr=nonspecific.isr, priority_add=nonspecific.priority_add),
+                    z3.If(z3.Or(command == 3, command == 7),
+                          only(isr=r.isr & ~(z3.BitVecVal(1, 8) << line),
+                               priority_add=z3.If(command == 7, lowest, r.priority_add)),
+                          z3.If(command == 6, only(priority_add=lowest), only()))))))
+
+    def describe(m: z3.ModelRef) -> list[str]:
+        val = lambda e: m.eval(e, model_completion=True)                # noqa: E731
+        port = "data" if z3.is_true(val(data)) else "command"
+        return [f"before: {', '.join(f'{n}={val(v)}' for n, v in zip(names, r))}",
+                f"the guest writes {val(byte).as_long():#04x} to the {port} port",
+                f"after:  {', '.join(f'{n}={val(v)}' for n, v in zip(names, after))}",
+                "not what the data sheet's OCW does"]
+    return valid(expected, started, describe, z3.ULT(r.priority_add, 8),
+                 z3.Or(data, (byte & 0x10) == 0))
 
 
 # --- mutants -----------------------------------------------------------------------------------
 
-_REAL_ACK, _REAL_APPLY, _REAL_TAKE = pic.acknowledge, pic.apply_lines, irq.vmm_take_lines
+_REAL = {"ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
+         "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
+         "ocw2": pic.ocw2, "requested": pic.requested}
+
+
+def _polling_vmm(p, g, notified, rflags_if, shadow):
+    """A VMM that takes the lines at every VM entry, whether or not the
+    interrupt port is pending: a raise reaches the guest before (or
+    without) qemu-dm's notification."""
+    return _REAL["assist"](p, g, True, rflags_if, shadow)
+
+
+def _silent_dm(g, line, level):
+    """qemu-dm's pic_set_irq_new that asks for a notification only for
+    level lines: a rising edge is written to sp_global and never sent."""
+    bits, _notify = _REAL["dm"](g, line, level)
+    return bits, bv.ne(bv.band(g.elcr, line, irq.W), 0)
 
 
 def _ack_keeps_irr(p, line):
     """Interrupt acknowledge that sets the ISR bit but leaves an edge line's
     IRR bit: the same request is injected again after the EOI, with no send."""
-    return _REAL_ACK(p, line)._replace(irr=p.irr)
+    return _REAL["ack"](p, line)._replace(irr=p.irr)
 
 
 def _inject_ignores_shadow(rflags_if, shadow):
@@ -398,14 +697,70 @@ def _inject_ignores_shadow(rflags_if, shadow):
 def _apply_drops_masked(p, raised, cleared):
     """Applying qemu-dm's lines that drops a raise on a masked line: the edge
     is lost, and unmasking later delivers nothing."""
-    return _REAL_APPLY(p, raised & ~p.imr, cleared)
+    return _REAL["apply"](p, raised & ~p.imr, cleared)
+
+
+def _apply_ignores_cleared(p, raised, cleared):
+    """Applying qemu-dm's lines without the lowered level lines: a
+    released level line keeps requesting."""
+    return _REAL["apply"](p, raised, 0)
 
 
 def _vmm_rereads_lines(g):
     """Taking the lines without clearing the raised bits: every later
     notification re-applies old raises, and a line is injected twice."""
-    _g, raised, cleared = _REAL_TAKE(g)
+    _g, raised, cleared = _REAL["take"](g)
     return g._replace(cleared=_g.cleared), raised, cleared
+
+
+def _no_cascade(p):
+    """A slave whose request does not raise the master's IRQ2: a slave
+    line is never presented to the CPU."""
+    return p
+
+
+def _ignores_nested(p, cascade_nested=False):
+    """pic_get_irq without the special fully nested mode: while the
+    master's IRQ2 is in service, a slave line of higher priority than the
+    slave's handler waits for the master's EOI."""
+    return _REAL["requested"](p)
+
+
+def _equal_priority_preempts(p, cascade_nested=False):
+    """pic_get_irq comparing priorities with <= instead of <: a request
+    of the same line as the one in service (a level line still asserted)
+    interrupts its own handler."""
+    found, line = pic.highest_priority(bv.band(p.irr, bv.bnot(p.imr, 8), 8), p.priority_add)
+    in_service = bv.ite(p.special_mask, bv.band(p.isr, bv.bnot(p.imr, 8), 8), p.isr)
+    in_service = bv.ite(cascade_nested, bv.band(in_service, 0xFB, 8), in_service)
+    busy, current = pic.highest_priority(in_service, p.priority_add)
+    rank = lambda x: bv.band(bv.sub(x, p.priority_add, 8), 7, 8)       # noqa: E731
+    beats = bv.or_(bv.ult(rank(line), rank(current)), bv.eq(rank(line), rank(current)))
+    return bv.and_(found, bv.or_(bv.not_(busy), beats)), line
+
+
+def _spurious_sets_isr(p):
+    """An acknowledge of IRQ2 that finds no slave request and acknowledges
+    the slave's IRQ7 anyway: the spurious IRQ15 is put in service."""
+    ack = _REAL["pair_ack"](p)
+    slave = pic.select(ack.spurious, pic.acknowledge(ack.pair.slave, 7), ack.pair.slave)
+    return ack._replace(pair=ack.pair._replace(slave=slave))
+
+
+def _set_priority_makes_highest(p, value):
+    """OCW2's set priority that makes the named line the highest instead of
+    the lowest."""
+    after = _REAL["ocw2"](p, value)
+    command, line = bv.lshr(value, 5, 8), bv.band(value, 7, 8)
+    return pic.select(bv.eq(command, 6), p._replace(priority_add=line), after)
+
+
+def _specific_eoi_ignores_line(p, value):
+    """OCW2's specific EOI handled as a non-specific one: the line in bits
+    2-0 is ignored, and the highest in-service line is ended instead."""
+    command = bv.lshr(value, 5, 8)
+    specific = bv.member(command, (3, 7))
+    return pic.select(specific, pic.eoi(p, bv.bit(value, 7)), _REAL["ocw2"](p, value))
 
 
 def _eoi_clears_lowest(p, rotate=False):
@@ -418,16 +773,28 @@ def _eoi_clears_lowest(p, rotate=False):
 #: (check name, system factory, [(mutant, "module.function" replaced, replacement)])
 CHECKS = [
     ("interrupts.only_evtchn", only_evtchn,
-     [("ack_keeps_irr", "pic.acknowledge", _ack_keeps_irr)]),
+     [("polling_vmm", "irq.assist", _polling_vmm),
+      ("silent_dm", "irq.dm_set_irq", _silent_dm),
+      ("ack_keeps_irr", "pic.acknowledge", _ack_keeps_irr),
+      ("vmm_rereads_lines", "irq.vmm_take_lines", _vmm_rereads_lines)]),
     ("interrupts.never_lost", never_lost,
-     [("inject_ignores_shadow", "irq.may_inject", _inject_ignores_shadow),
-      ("apply_drops_masked", "pic.apply_lines", _apply_drops_masked)]),
-    ("interrupts.no_duplicates", no_duplicates,
-     [("vmm_rereads_lines", "irq.vmm_take_lines", _vmm_rereads_lines)]),
+     [("silent_dm", "irq.dm_set_irq", _silent_dm),
+      ("inject_ignores_shadow", "irq.may_inject", _inject_ignores_shadow),
+      ("apply_drops_masked", "pic.apply_lines", _apply_drops_masked),
+      ("no_cascade", "pic.cascade", _no_cascade),
+      ("ignores_nested", "pic.requested", _ignores_nested)]),
+    ("interrupts.priority", priority,
+     [("equal_priority_preempts", "pic.requested", _equal_priority_preempts),
+      ("spurious_sets_isr", "pic.pair_acknowledge", _spurious_sets_isr)]),
+    ("interrupts.level_release", level_release,
+     [("apply_ignores_cleared", "pic.apply_lines", _apply_ignores_cleared)]),
 ]
 
 #: function-level checks: (name, run, [(mutant, replaced, replacement)])
-RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)])]
+RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)]),
+         ("pic.ocw", ocw_rule,
+          [("set_priority_makes_highest", "pic.ocw2", _set_priority_makes_highest),
+           ("specific_eoi_ignores_line", "pic.ocw2", _specific_eoi_ignores_line)])]
 
 _MODULES = {"pic": pic, "irq": irq, "evtchn": evtchn}
 

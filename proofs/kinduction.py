@@ -22,7 +22,11 @@ The check has two halves:
 
 The result is ``proved`` when the induction succeeds (and the search found
 nothing), ``counterexample`` when the search found a run, and ``unknown``
-otherwise (the strengthening is too weak, or Z3 gave up).
+otherwise (the strengthening is too weak, or Z3 gave up). When the
+induction succeeds no run of any length breaks the property, so the search
+can find nothing: a check expected to prove (the unmutated spec,
+:func:`check_mutated`) runs the induction first and searches only if it
+fails (``TransitionSystem.prove_first``); the verdict is the same.
 
 **The vacuity guard.** A property that holds because nothing can happen
 proves nothing: an initial condition that no state satisfies, a step
@@ -41,6 +45,7 @@ found are reported with the proof.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -77,6 +82,14 @@ class TransitionSystem:
     witnesses: tuple[tuple[str, Callable[[State, State, State], z3.BoolRef]], ...] = ()
     #: how many steps a witness run may take (default: ``depth``)
     witness_depth: int | None = None
+    #: True: the bounded search, too, asks one query per case of ``cases``
+    split_search: bool = False
+    #: True: the induction runs first, and the search only if it fails (an
+    #: induction that holds with initial states inside the strengthening
+    #: leaves no run of any length that breaks the property, so the search
+    #: could find nothing); the verdict is the same. :func:`check_mutated`
+    #: sets it for the unmutated spec, which is expected to be proved
+    prove_first: bool = False
 
 
 @dataclass
@@ -107,10 +120,14 @@ def _value(model: z3.ModelRef, expr: z3.ExprRef) -> object:
 def check(system: TransitionSystem, timeout_ms: int = 60_000) -> Outcome:
     """Search, then induction (see module docstring)."""
     started = time.perf_counter()
-    cex = _search(system, timeout_ms)
-    if cex is not None:
-        return Outcome("counterexample", time.perf_counter() - started, cex)
-    verdict, detail = _induction(system, timeout_ms)
+    if system.prove_first:
+        verdict, detail = _induction(system, timeout_ms)
+    if not system.prove_first or verdict != "proved":
+        cex = _search(system, timeout_ms)
+        if cex is not None:
+            return Outcome("counterexample", time.perf_counter() - started, cex)
+    if not system.prove_first:
+        verdict, detail = _induction(system, timeout_ms)
     if verdict != "proved":
         return Outcome(verdict, time.perf_counter() - started, detail=detail)
     missing, found = _witnesses(system, timeout_ms)
@@ -176,6 +193,11 @@ def _search(system: TransitionSystem, timeout_ms: int) -> list[str] | None:
         inputs.append(_fresh(system.inputs, str(k)))
         run.append(system.step(states[k - 1], inputs[k - 1], states[k]))
         bad = z3.Not(system.prop(states[k - 1], inputs[k - 1], states[k]))
+        if system.split_search and system.cases:
+            found = _search_cases(system, timeout_ms, run, bad, inputs[k - 1])
+            if found is not None:
+                return _render(system, found, states, inputs)
+            continue
         if system.incremental:
             solver.add(run[-1])
             solver.push()
@@ -187,6 +209,17 @@ def _search(system: TransitionSystem, timeout_ms: int) -> list[str] | None:
             return _render(system, query.model(), states, inputs)
         if system.incremental:
             solver.pop()
+    return None
+
+
+def _search_cases(system: TransitionSystem, timeout_ms: int, run: list, bad: z3.BoolRef,
+                  inputs: State) -> z3.ModelRef | None:
+    """One search query per case of the step's inputs (``split_search``)."""
+    cases = system.cases(inputs)
+    for case in cases + [z3.Not(z3.Or(*cases))]:
+        query = _solver(timeout_ms, *run, bad, case)
+        if query.check() == z3.sat:
+            return query.model()
     return None
 
 
@@ -238,7 +271,62 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
     of the spec ``module``, replacement), with that function replaced while
     the system is built and checked."""
     if mutant is None:
-        return check(factory())
+        return check(dataclasses.replace(factory(), prove_first=True))
     _name, target, replacement = mutant
     with mock.patch.object(module, target, replacement):
         return check(factory())
+
+
+def valid(claim: z3.BoolRef, started: float,
+          describe: Callable[[z3.ModelRef], list[str]], *assumptions: z3.BoolRef) -> Outcome:
+    """A function-level check: ``claim`` holds for every value of its free
+    terms that satisfies ``assumptions`` (one query for its negation).
+    ``proved``, or a ``counterexample`` that ``describe`` draws from the
+    model, or ``unknown``; the time counts from ``started``."""
+    solver = z3.Solver()
+    solver.add(*assumptions, z3.Not(claim))
+    verdict = solver.check()
+    seconds = time.perf_counter() - started
+    if verdict == z3.unsat:
+        return Outcome("proved", seconds, detail="valid")
+    if verdict == z3.sat:
+        return Outcome("counterexample", seconds, describe(solver.model()))
+    return Outcome("unknown", seconds, detail=str(verdict))
+
+
+def source_mutant(module: ModuleType, function: str, old: str, new: str,
+                  doc: str) -> Callable:
+    """``module.function`` with the one source line ``old`` replaced by
+    ``new`` (stripped lines compared; exactly one must match), compiled in a
+    copy of the module's namespace: the very code the engine runs, with one
+    line broken. It is compiled when first called, so that a spec whose code
+    no longer has the line fails that mutant's check (loudly: ValueError),
+    not the import of the proofs."""
+    compiled: list[Callable] = []
+    original = getattr(module, function)      # (while the mutant runs, it is patched in)
+
+    def mutant(*args, **kwargs):
+        if not compiled:
+            compiled.append(_compile_mutant(module, original, old, new))
+        return compiled[0](*args, **kwargs)
+    mutant.__doc__ = doc
+    mutant.__name__ = function
+    return mutant
+
+
+def _compile_mutant(module: ModuleType, original: Callable, old: str, new: str) -> Callable:
+    import inspect
+    import textwrap
+    function = original.__name__
+    source = textwrap.dedent(inspect.getsource(original))
+    lines = source.splitlines()
+    hits = [k for k, line in enumerate(lines) if line.strip() == old.strip()]
+    if len(hits) != 1:
+        raise ValueError(f"{module.__name__}.{function} has {len(hits)} lines {old.strip()!r}")
+    k = hits[0]
+    indent = lines[k][:len(lines[k]) - len(lines[k].lstrip())]
+    lines[k] = indent + new.strip()
+    namespace = dict(vars(module))
+    exec(compile("\n".join(lines) + "\n", f"<mutant of {module.__name__}.{function}>", "exec"),
+         namespace)
+    return namespace[function]

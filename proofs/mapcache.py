@@ -49,6 +49,24 @@ induction go through): the budget is 1..4 windows and at most that many are
 mapped; a locked or stale entry is mapped; a stale entry is locked (it goes
 with its last lock); a mapped entry of bucket *K* that is not stale shows
 *K*'s current generation.
+
+Three more systems tie these functions to what the engine runs:
+
+* ``mapcache.lru`` and ``mapcache.invalidate``: one map, or one
+  invalidation, on *every* table of four entries (no strengthening needed):
+  the window a map evicts is the least recently used mapped, unlocked one,
+  stated entry by entry; an invalidation reaches exactly the mappings of
+  its range (bounds compared in 64-bit words);
+* ``mapcache.engine``: the run-time :class:`~spec.mapcache.Mapcache` (its
+  slices through :func:`~spec.mapcache.map_indexed`, its index records filed
+  by :func:`~spec.mapcache.index_plan` and read through
+  :func:`~spec.mapcache.usable`, :func:`~spec.mapcache.free_current` and
+  :func:`~spec.mapcache.lru_current`) gives what the whole-table functions
+  give (the comments above :func:`engine_system` say how the heaps are
+  modelled).
+
+Most mutants here are the spec's code with one line changed
+(:func:`proofs.kinduction.source_mutant`).
 """
 
 from __future__ import annotations
@@ -56,7 +74,7 @@ from __future__ import annotations
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated
+from proofs.kinduction import Outcome, TransitionSystem, check_mutated, source_mutant
 from spec import bv, mapcache as mc, platform
 
 SLOTS = 4
@@ -65,14 +83,14 @@ A = {name: i for i, name in enumerate(ACTIONS)}
 FIELDS = ("valid", "bucket", "gen", "locks", "stale", "stamp")
 
 
-def _vars() -> dict:
+def _vars(slots: int = SLOTS) -> dict:
     out = {"clock": lambda n: z3.BitVec(n, mc.STAMP_BITS),
            "budget": lambda n: z3.BitVec(n, mc.LOCK_BITS),
            "K": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
            "genK": lambda n: z3.BitVec(n, mc.GEN_BITS)}
     widths = {"bucket": mc.BUCKET_BITS, "gen": mc.GEN_BITS, "locks": mc.LOCK_BITS,
               "stamp": mc.STAMP_BITS}
-    for i in range(SLOTS):
+    for i in range(slots):
         for f in FIELDS:
             if f in ("valid", "stale"):
                 out[f"{f}{i}"] = lambda n: z3.Bool(n)
@@ -91,7 +109,12 @@ def _inputs() -> dict:
 
 
 def _table(s) -> tuple[mc.Entry, ...]:
-    return tuple(mc.Entry(*(s[f"{f}{i}"] for f in FIELDS)) for i in range(SLOTS))
+    return tuple(mc.Entry(*(s[f"{f}{i}"] for f in FIELDS)) for i in range(_slots(s)))
+
+
+def _slots(s) -> int:
+    """How many entries the state ``s`` has (four; three in mapcache.engine)."""
+    return sum(1 for name in s if name.startswith("valid"))
 
 
 def _is(t, table: tuple[mc.Entry, ...]) -> z3.BoolRef:
@@ -100,7 +123,7 @@ def _is(t, table: tuple[mc.Entry, ...]) -> z3.BoolRef:
 
 
 def _slot_ok(s, slot) -> z3.BoolRef:
-    return z3.ULT(slot, SLOTS)
+    return z3.ULT(slot, _slots(s))
 
 
 def _entry(s, slot) -> mc.Entry:
@@ -138,7 +161,7 @@ def _init(s) -> z3.BoolRef:
 
 
 def _mapped(s) -> z3.ArithRef:
-    return z3.Sum(*[z3.If(s[f"valid{i}"], 1, 0) for i in range(SLOTS)])
+    return z3.Sum(*[z3.If(s[f"valid{i}"], 1, 0) for i in range(_slots(s))])
 
 
 def _invariant(s) -> z3.BoolRef:
@@ -174,9 +197,47 @@ def _stale_property(s, i, t) -> z3.BoolRef:
                       gen == s["genK"])
 
 
+def _lru_property(s, i, t) -> z3.BoolRef:
+    """A map that evicts takes a window that was mapped and unlocked, and no
+    other mapped unlocked window was used less recently (nor as recently
+    with a lower slot: the first of equals goes)."""
+    mapped = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    facts = []
+    for v in range(SLOTS):
+        unlocked = lambda k: z3.And(s[f"valid{k}"], s[f"locks{k}"] == 0)      # noqa: E731
+        older = [z3.Implies(unlocked(k),
+                            z3.Or(z3.ULT(s[f"stamp{v}"], s[f"stamp{k}"]),
+                                  z3.And(s[f"stamp{v}"] == s[f"stamp{k}"], v < k)))
+                 for k in range(SLOTS) if k != v]
+        facts.append(z3.Implies(mapped.slot == v, z3.And(unlocked(v), *older)))
+    return z3.Implies(z3.And(i["act"] == A["map"], mapped.evicted), z3.And(facts))
+
+
+def _invalidate_property(s, i, t) -> z3.BoolRef:
+    """An invalidation of buckets first .. first + count - 1 (a range that
+    does not wrap past 2^32) drops every unlocked mapping of the range, marks
+    every locked one stale and leaves it showing what it showed, and leaves
+    every other entry as it was."""
+    wide = lambda x: z3.ZeroExt(32, x)                                       # noqa: E731
+    first, count = wide(i["bucket"]), wide(i["count"])
+    no_wrap = z3.ULE(first + count, 1 << mc.BUCKET_BITS)
+    facts = []
+    for k in range(SLOTS):
+        inside = z3.And(s[f"valid{k}"], z3.ULE(first, wide(s[f"bucket{k}"])),
+                        z3.ULT(wide(s[f"bucket{k}"]), first + count))
+        same = z3.And(*[t[f"{f}{k}"] == s[f"{f}{k}"] for f in FIELDS])
+        kept = z3.And(*[t[f"{f}{k}"] == s[f"{f}{k}"] for f in FIELDS if f != "stale"])
+        facts.append(z3.Implies(i["slot"] == k, z3.If(
+            inside, z3.If(s[f"locks{k}"] == 0, z3.Not(t[f"valid{k}"]),
+                          z3.And(kept, t[f"stale{k}"])),
+            same)))
+    # (the entry the property speaks of is the input ``slot``: any of them)
+    return z3.Implies(z3.And(i["act"] == A["invalidate"], no_wrap), z3.And(facts))
+
+
 def _describe_state(v: dict) -> str:
     parts = []
-    for i in range(SLOTS):
+    for i in range(_slots(v)):
         if not v[f"valid{i}"]:
             parts.append("-")
             continue
@@ -219,6 +280,21 @@ def _translates_past_stale(s, i, t) -> z3.BoolRef:
     return z3.And(i["act"] == A["translate"], i["bucket"] == s["K"], found, stale_k)
 
 
+def _evicts_among_two(s, i, t) -> z3.BoolRef:
+    """A full-budget miss with two unlocked windows used at different times."""
+    unlocked = [z3.And(s[f"valid{k}"], s[f"locks{k}"] == 0) for k in range(SLOTS)]
+    return z3.And(_full_miss(s, i, t), unlocked[0], unlocked[1], s["stamp0"] != s["stamp1"])
+
+
+def _invalidates_edges(s, i, t) -> z3.BoolRef:
+    """An invalidation whose range ends just before a mapped bucket, with a
+    mapped bucket at its last one."""
+    last = i["bucket"] + i["count"] - 1
+    return z3.And(i["act"] == A["invalidate"], i["count"] != 0, s["valid0"], s["valid1"],
+                  s["bucket0"] == last, s["bucket1"] == last + 1,
+                  z3.ULT(i["bucket"], i["bucket"] + i["count"]))
+
+
 def _system(name: str, prop, witnesses) -> TransitionSystem:
     return TransitionSystem(name, _vars(), _inputs(), _init, _step, _invariant, prop,
                             _describe_state, _describe_input, depth=4, witnesses=witnesses,
@@ -243,6 +319,259 @@ def stale_system() -> TransitionSystem:
     never a mapping made before the bucket was given back."""
     return _system("mapcache.no_stale", _stale_property,
                    (("a translation of K past a stale window of K", _translates_past_stale),))
+
+
+def _any_table(name: str, action: str, prop, witnesses, cases=None) -> TransitionSystem:
+    """A property of one operation on *every* table of four entries (any
+    contents, any budget), reachable or not: one step from any state is the
+    whole search, and the induction needs no strengthening."""
+    def step(s, i, t):
+        table = _table(s)
+        if action == "map":
+            after = mc.map_bucket(table, i["bucket"], i["gen"], s["budget"],
+                                  s["clock"] + 1).table
+        else:
+            after = mc.invalidate(table, i["bucket"], i["count"])
+        return z3.And(i["act"] == A[action], _is(t, after))
+    return TransitionSystem(name, _vars(), _inputs(), lambda s: z3.BoolVal(True), step,
+                            lambda s: z3.BoolVal(True), prop, _describe_state,
+                            _describe_input, depth=1, witnesses=witnesses, incremental=False,
+                            cases=cases, split_search=cases is not None)
+
+
+def lru_system() -> TransitionSystem:
+    """The window a full-budget miss evicts is the least recently used
+    mapped, unlocked one (on every table)."""
+    return _any_table("mapcache.lru", "map", _lru_property,
+                      (("a full-budget miss with two unlocked windows", _evicts_among_two),))
+
+
+def invalidate_system() -> TransitionSystem:
+    """An invalidation reaches exactly the mappings of its range (on every
+    table)."""
+    return _any_table("mapcache.invalidate", "invalidate", _invalidate_property,
+                      (("an invalidation ending next to a mapped bucket", _invalidates_edges),),
+                      cases=lambda i: [i["slot"] == k for k in range(SLOTS)])
+
+
+# --- mapcache.engine: the run-time cache, its slices and its indexes ----------------------
+#
+# The engine (:class:`spec.mapcache.Mapcache`) never runs map_bucket on its
+# whole table: it asks three indexes for slots and runs
+# :func:`~spec.mapcache.map_indexed` on the entries they name, stores back
+# what changed, and files index records by :func:`~spec.mapcache.index_plan`;
+# lock and unlock run on the one entry, invalidate on the entries
+# :func:`~spec.mapcache.invalidated` picks. This system runs that code on a
+# table of three entries (ENGINE_SLOTS: a hit, a free entry, a victim and
+# one more than a slice holds), beside the whole-table functions.
+#
+# The indexes are modelled by which records they hold: for each slot, whether
+# the bucket index holds (its bucket, slot), the free heap holds the slot,
+# the LRU heap holds (its stamp, slot). Records are only ever assumed present
+# when a store filed them and nothing about the entry changed since (a heap
+# may drop a record its reader skips); and each read may also meet one
+# out-of-date record of any key for any slot (an input). A read gives what a
+# heap gives: the least key among the records the reader's check accepts
+# (the free heap's reader appends an entry while the table is shorter than
+# the budget).
+
+EKEYS = ("U", "F", "L")          # bucket index, free heap, LRU heap
+ENGINE_SLOTS = 3
+
+
+def _engine_vars() -> dict:
+    out = {name: make for name, make in _vars(ENGINE_SLOTS).items()
+           if name not in ("K", "genK")}
+    out["n"] = lambda n: z3.BitVec(n, mc.LOCK_BITS)          # entries made so far
+    out["mapped"] = lambda n: z3.BitVec(n, mc.BUCKET_BITS)   # the engine's count
+    for k in range(ENGINE_SLOTS):
+        for key in EKEYS:
+            out[f"{key}{k}"] = lambda n: z3.Bool(n)
+    return out
+
+
+def _engine_inputs() -> dict:
+    out = _inputs()
+    out.update({"gu": lambda n: z3.BitVec(n, mc.LOCK_BITS),    # out-of-date records
+                "gu_bucket": lambda n: z3.BitVec(n, mc.BUCKET_BITS),
+                "gf": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+                "gl": lambda n: z3.BitVec(n, mc.LOCK_BITS),
+                "gl_stamp": lambda n: z3.BitVec(n, mc.STAMP_BITS)})
+    return out
+
+
+def _least(cands) -> mc.Found:
+    """The least key among (accepted, key, slot) candidates, first of equals."""
+    found, slot, best = z3.BoolVal(False), z3.BitVecVal(0, mc.LOCK_BITS), None
+    for ok, key, k in cands:
+        better = ok if best is None else z3.And(ok, z3.Or(z3.Not(found), z3.ULT(key, best)))
+        slot = z3.If(better, k, slot)
+        best = key if best is None else z3.If(better, key, best)
+        found = z3.Or(found, better)
+    return mc.Found(found, slot)
+
+
+def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
+    table = _table(s)
+    slot = lambda k: z3.BitVecVal(k, mc.LOCK_BITS)                            # noqa: E731
+    exists = lambda k: z3.ULT(k, s["n"])                                      # noqa: E731
+    # the bucket index: a set per bucket, read for ``bucket``; the least slot
+    cands = [(z3.And(s[f"U{k}"], e.bucket == bucket, mc.usable(e, bucket)), slot(k), slot(k))
+             for k, e in enumerate(table)]
+    g = mc._get(table, i["gu"])
+    cands.append((z3.And(exists(i["gu"]), i["gu_bucket"] == bucket, mc.usable(g, bucket)),
+                  i["gu"], i["gu"]))
+    hit = _least(cands)
+    cands = [(z3.And(s[f"F{k}"], exists(slot(k)), mc.free_current(e)), slot(k), slot(k))
+             for k, e in enumerate(table)]
+    cands.append((z3.And(exists(i["gf"]), mc.free_current(mc._get(table, i["gf"]))),
+                  i["gf"], i["gf"]))
+    heap = _least(cands)
+    append = z3.And(z3.Not(heap.found), z3.ULT(s["n"], s["budget"]))
+    free = mc.Found(z3.Or(heap.found, append), z3.If(heap.found, heap.slot, s["n"]))
+    wide = lambda stamp, k: z3.Concat(stamp, k)                               # noqa: E731
+    cands = [(z3.And(s[f"L{k}"], mc.lru_current(e, e.stamp)), wide(e.stamp, slot(k)), slot(k))
+             for k, e in enumerate(table)]
+    cands.append((z3.And(exists(i["gl"]), mc.lru_current(mc._get(table, i["gl"]), i["gl_stamp"])),
+                  wide(i["gl_stamp"], i["gl"]), i["gl"]))
+    victim = _least(cands)
+    # the engine reads the free heap and the LRU heap only on a miss
+    return (hit, mc.Found(z3.And(z3.Not(hit.found), free.found), free.slot),
+            mc.Found(z3.And(z3.Not(hit.found), victim.found), victim.slot))
+
+
+def _filed(s, t, old: tuple, new: tuple, n_after) -> z3.BoolRef:
+    """The index records after the engine stored ``new`` over ``old``."""
+    facts = []
+    for k, (o, e) in enumerate(zip(old, new)):
+        changed = z3.Or(*[getattr(o, f) != getattr(e, f) for f in FIELDS])
+        plan = mc.index_plan(o, e)
+        kept_u = z3.And(s[f"U{k}"], z3.Not(plan.drop_usable), e.bucket == o.bucket)
+        kept_l = z3.And(s[f"L{k}"], e.stamp == o.stamp, mc.evictable(e))
+        facts += [t[f"U{k}"] == z3.If(changed, z3.Or(plan.add_usable, kept_u), s[f"U{k}"]),
+                  t[f"F{k}"] == z3.If(changed, z3.Or(plan.push_free,
+                                                     z3.And(s[f"F{k}"], z3.Not(e.valid))),
+                                      s[f"F{k}"]),
+                  t[f"L{k}"] == z3.If(changed, z3.Or(plan.push_lru, kept_l), s[f"L{k}"])]
+    delta = z3.Sum(*[z3.If(e.valid, 1, 0) - z3.If(o.valid, 1, 0) for o, e in zip(old, new)])
+    return z3.And(*facts, t["n"] == n_after,
+                  z3.BV2Int(t["mapped"]) == z3.BV2Int(s["mapped"]) + delta)
+
+
+def _engine_step(s, i, t) -> z3.BoolRef:
+    """The engine's operation (state ``t``), with its inputs."""
+    table, act = _table(s), i["act"]
+    fixed = z3.And(t["budget"] == s["budget"])
+    now = s["clock"] + 1
+    hit, free, victim = _reads(s, i, i["bucket"])
+    got = mc.map_indexed(lambda k: mc._get(table, k), hit, free, victim, i["bucket"], i["gen"],
+                         z3.ZeroExt(mc.BUCKET_BITS - mc.LOCK_BITS, s["budget"]), s["mapped"],
+                         now)
+    mapped = table
+    for present, k, e in got.writes:
+        mapped = mc._put(mapped, k, e, present)
+    appended = z3.And(z3.Not(hit.found), free.found, free.slot == s["n"])
+    do_map = z3.And(_is(t, mapped), t["clock"] == now,
+                    _filed(s, t, table, mapped, z3.If(appended, s["n"] + 1, s["n"])))
+    e = _entry(s, i["slot"])
+    can_lock = z3.And(_slot_ok(s, i["slot"]), e.valid, z3.Not(e.stale), e.locks != 0xFF)
+    can_unlock = z3.And(_slot_ok(s, i["slot"]), e.locks != 0)
+    locked = mc._put(table, i["slot"], mc.lock((e,), 0)[0])
+    unlocked = mc._put(table, i["slot"], mc.unlock((e,), 0)[0])
+    gone = tuple(mc._pick(mc.invalidated(x, i["bucket"], i["count"]),
+                       mc.invalidate((x,), i["bucket"], i["count"])[0], x) for x in table)
+    same = z3.And(t["clock"] == s["clock"])
+    return z3.And(fixed, z3.Or(
+        z3.And(act == A["map"], do_map),
+        z3.And(act == A["lock"], can_lock, _is(t, locked), same, _filed(s, t, table, locked,
+                                                                        s["n"])),
+        z3.And(act == A["unlock"], can_unlock, _is(t, unlocked), same,
+               _filed(s, t, table, unlocked, s["n"])),
+        z3.And(act == A["invalidate"], _is(t, gone), same, _filed(s, t, table, gone, s["n"]))))
+
+
+def _engine_prop(s, i, t) -> z3.BoolRef:
+    """The engine's table after the step is the whole-table functions'; a
+    map's outcome (ok, hit, slot, eviction and the bucket evicted) is theirs."""
+    table, act = _table(s), i["act"]
+    whole = mc.map_bucket(table, i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    hit, free, victim = _reads(s, i, i["bucket"])
+    got = mc.map_indexed(lambda k: mc._get(table, k), hit, free, victim, i["bucket"], i["gen"],
+                         z3.ZeroExt(mc.BUCKET_BITS - mc.LOCK_BITS, s["budget"]), s["mapped"],
+                         s["clock"] + 1)
+    outcome = z3.And(got.ok == whole.ok, got.hit == whole.hit, got.evicted == whole.evicted,
+                     z3.Implies(whole.ok, got.slot == whole.slot),
+                     z3.Implies(whole.evicted, got.victim == whole.victim))
+    expected = z3.If(act == A["map"], _is(t, whole.table),
+                     z3.If(act == A["lock"], _is(t, mc.lock(table, i["slot"])),
+                           z3.If(act == A["unlock"], _is(t, mc.unlock(table, i["slot"])),
+                                 _is(t, mc.invalidate(table, i["bucket"], i["count"])))))
+    return z3.And(expected, z3.Implies(act == A["map"], outcome))
+
+
+def _engine_init(s) -> z3.BoolRef:
+    return z3.And(z3.UGE(s["budget"], 1), z3.ULE(s["budget"], ENGINE_SLOTS), s["n"] == 0,
+                  s["mapped"] == 0, *[_is_empty(s, k) for k in range(ENGINE_SLOTS)])
+
+
+def _is_empty(s, k: int) -> z3.BoolRef:
+    return z3.And(*[s[f"{f}{k}"] == getattr(mc.EMPTY, f) for f in FIELDS])
+
+
+def _engine_invariant(s) -> z3.BoolRef:
+    facts = [z3.UGE(s["budget"], 1), z3.ULE(s["budget"], ENGINE_SLOTS),
+             z3.ULE(s["n"], s["budget"]),
+             z3.BV2Int(s["mapped"]) == _mapped(s)]
+    for k, e in enumerate(_table(s)):
+        exists = z3.ULT(k, s["n"])
+        facts += [z3.Implies(z3.Not(exists), _is_empty(s, k)),
+                  z3.Implies(e.locks != 0, e.valid),
+                  z3.Implies(e.stale, z3.And(e.valid, e.locks != 0)),
+                  z3.Implies(mc.usable(e, e.bucket), s[f"U{k}"]),
+                  z3.Implies(z3.And(exists, z3.Not(e.valid)), s[f"F{k}"]),
+                  z3.Implies(mc.evictable(e), s[f"L{k}"])]
+    return z3.And(facts)
+
+
+def _describe_engine(v: dict) -> str:
+    text = _describe_state(dict(v, K=0, genK=0)).split(": ", 1)[1]
+    files = " ".join("".join(key for key in EKEYS if v[f"{key}{k}"]) or "-"
+                     for k in range(ENGINE_SLOTS))
+    return f"budget {v['budget']}, {v['n']} entries {text} records {files}"
+
+
+def _describe_engine_input(v: dict) -> str:
+    text = _describe_input(v)
+    if v["act"] == A["map"]:
+        text += (f" [old records: b{v['gu_bucket']:#x}@{v['gu']}, free {v['gf']}, "
+                 f"lru {v['gl_stamp']}@{v['gl']}]")
+    return text
+
+
+def _engine_evicts(s, i, t) -> z3.BoolRef:
+    """A full-budget miss that evicts, with the whole budget of two or more
+    windows made."""
+    whole = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    return z3.And(i["act"] == A["map"], whole.evicted, z3.UGE(s["budget"], 2))
+
+
+def _engine_reuses(s, i, t) -> z3.BoolRef:
+    """A miss that takes an entry made before and freed since (from the free
+    heap, not appended)."""
+    whole = mc.map_bucket(_table(s), i["bucket"], i["gen"], s["budget"], s["clock"] + 1)
+    return z3.And(i["act"] == A["map"], z3.Not(whole.hit), z3.Not(whole.evicted), whole.ok,
+                  z3.ULT(whole.slot, s["n"]))
+
+
+def engine_system() -> TransitionSystem:
+    """The run-time cache (its slices, index records and heaps) does what the
+    whole-table functions do."""
+    return TransitionSystem("mapcache.engine", _engine_vars(), _engine_inputs(), _engine_init,
+                            _engine_step, _engine_invariant, _engine_prop, _describe_engine,
+                            _describe_engine_input, depth=3,
+                            cases=lambda i: [i["act"] == A["map"]],
+                            witnesses=(("a full-budget miss that evicts", _engine_evicts),
+                                       ("a miss that reuses a freed entry", _engine_reuses)))
 
 
 # --- the budget within qemu-dm's address space -------------------------------------------
@@ -362,12 +691,69 @@ def _fits_wraps(budget, footprint, space):
     return bv.not_(bv.ult(space, bv.add(budget, footprint, 64)))
 
 
+def _src(name: str, function: str, old: str, new: str, doc: str):
+    """A mutant: the spec's ``function`` with one line of its code changed."""
+    return (name, function, source_mutant(mc, function, old, new, doc))
+
+
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
 CHECKS = [
     ("mapcache.budget", budget_system, [("room_off_by_one", "room", _room_off_by_one)]),
     ("mapcache.locked_kept", locked_system, [("evict_locked", "evictable", _evict_locked)]),
     ("mapcache.no_stale", stale_system,
      [("invalidate_forgets_last", "invalidate", _invalidate_forgets_last)]),
+    ("mapcache.lru", lru_system,
+     [_src("lru_evicts_mru", "lru_victim",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(oldest, e.stamp)))",
+           "The victim search keeps the most recently used window."),
+      _src("victim_ignores_lock", "lru_victim",
+           "better = bv.and_(evictable(e), bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "better = bv.and_(e.valid, bv.or_(bv.not_(found), bv.ult(e.stamp, oldest)))",
+           "The victim search considers locked windows too.")]),
+    ("mapcache.invalidate", invalidate_system,
+     [_src("invalidate_off_by_one", "invalidated",
+           "return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))",
+           "return bv.and_(e.valid, bv.not_(bv.ult(count, bv.sub(e.bucket, first, "
+           "BUCKET_BITS))))",
+           "The run-time invalidation reaches buckets first .. first + count: one "
+           "more than was given back."),
+      _src("invalidate_misses_last", "invalidated",
+           "return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))",
+           "return bv.and_(e.valid, bv.ult(bv.add(bv.sub(e.bucket, first, BUCKET_BITS), 1, "
+           "BUCKET_BITS), count))",
+           "The run-time invalidation misses the last bucket of the range.")]),
+    ("mapcache.engine", engine_system,
+     [_src("heap_not_refreshed", "index_plan",
+           "bv.not_(bv.and_(evictable(old), bv.eq(old.stamp, new.stamp)))))",
+           "bv.not_(old.valid)))",
+           "The LRU heap is told of a window only when it is mapped: a hit's new stamp "
+           "and an unlock never reach it."),
+      _src("lru_reader_ignores_stamp", "lru_current",
+           "return bv.and_(evictable(e), bv.eq(e.stamp, stamp))", "return evictable(e)",
+           "The LRU heap's reader takes a record of an evictable window without "
+           "checking its stamp: a window used since is evicted by its old stamp."),
+      _src("slice_budget_forgets_its_own", "map_indexed",
+           "budget = bv.ite(has_room, bv.add(count, 1, LOCK_BITS), count)",
+           "budget = bv.trunc(bv.sub(windows, mapped, BUCKET_BITS), LOCK_BITS)",
+           "The slice's budget is the budget less the windows mapped, forgetting that "
+           "the slice's own entries are among them."),
+      _src("slice_slot_off_by_one", "map_indexed",
+           "slot = bv.ite(bv.eq(r.slot, bv.const(0, LOCK_BITS, r.slot)), first.slot, "
+           "second.slot)",
+           "slot = bv.ite(bv.eq(r.slot, bv.const(1, LOCK_BITS, r.slot)), first.slot, "
+           "second.slot)",
+           "The slice's slot mapped back to the table's by the wrong place."),
+      _src("free_filed_on_last_unlock_only", "index_plan",
+           "bv.and_(old.valid, bv.not_(new.valid)),",
+           "bv.and_(old.stale, bv.not_(new.valid)),",
+           "A slot is filed as free only when a stale window goes with its last lock: "
+           "one an invalidation unmaps is never reused."),
+      _src("usable_filed_on_fresh_only", "index_plan",
+           "return IndexPlan(usable(old, old.bucket), usable(new, new.bucket),",
+           "return IndexPlan(usable(old, old.bucket), bv.and_(usable(new, new.bucket), "
+           "bv.not_(old.valid)),",
+           "A window mapped over an evicted one is not filed under its new bucket.")]),
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),

@@ -17,6 +17,7 @@ is a ``z3.BitVecRef``. A concrete truth value is a ``bool``; a symbolic one a
 
 from __future__ import annotations
 
+import functools
 from typing import Union
 
 import z3
@@ -41,8 +42,15 @@ def _lift(v: object, width: int) -> object:
     if isinstance(v, bool):
         return z3.BoolVal(v)
     if isinstance(v, int):
-        return z3.BitVecVal(v, width)
+        return _bitvec_value(v, width)
     return v
+
+
+@functools.lru_cache(maxsize=4096)
+def _bitvec_value(value: int, width: int) -> z3.BitVecRef:
+    """A Z3 constant; the proofs build the same few thousand of them again
+    and again, and a Z3 term is immutable, so one of each is kept."""
+    return z3.BitVecVal(value, width)
 
 
 def ite(cond: Bit, then: object, other: object) -> object:
@@ -129,7 +137,7 @@ def const(value: int, width: int, like: object = None) -> Word:
     """The constant ``value`` of ``width`` bits, in the domain of ``like``:
     a Z3 bit-vector when ``like`` is symbolic, else a Python int."""
     if is_symbolic(like):
-        return z3.BitVecVal(value, width)
+        return _bitvec_value(value, width)
     return value & ((1 << width) - 1)
 
 
@@ -147,7 +155,7 @@ def _sym(a: Word, width: int) -> z3.BitVecRef:
         if a.size() != width:
             raise TypeError(f"a {a.size()}-bit word where {width} bits are expected")
         return a
-    return z3.BitVecVal(a, width)
+    return _bitvec_value(a, width)
 
 
 def mask(width: int) -> int:

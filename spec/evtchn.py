@@ -28,6 +28,12 @@ set and the port is pending and test-and-set of the selector bit finds it
 clear, set ``evtchn_upcall_pending``: an event that arrived while the port
 was masked is delivered when it is unmasked, never lost.
 
+The domain's bits are kept whole (:class:`PortBits`: a pending and a mask
+bit per port, the selector word, the upcall), and every per-port operation
+is one call of :func:`port_rule`, which finds the port's selector word and
+bit, runs the rule on that word and writes it back; :mod:`proofs.evtchn`
+runs that same function on Z3 words of two selector words (``evtchn.2l``).
+
 Bad calls fail with the error Xen returns (``xen/common/event_channel.c``):
 ``EINVAL`` for a port number the domain does not have, for closing a free
 port, for sending on a port that is neither interdomain nor unbound, for
@@ -99,10 +105,62 @@ def mask_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
 def take_2l(w: SelectorWord, bit: bv.Word, width: int) -> SelectorWord:
     """The consumer (dom0's evtchn driver, or a guest's upcall handler)
     clears the port's pending bit; a word with nothing left pending clears
-    its selector bit, and with it (one word modelled) the upcall."""
+    its selector bit, and with it the upcall of this word (whether the
+    vcpu's upcall stays raised for its other words is :func:`port_rule`'s)."""
     pending = bv.band(w.pending, bv.bnot(bit, width), width)
     sel = bv.and_(w.sel, bv.ne(pending, 0))
     return SelectorWord(pending, w.mask, sel, bv.and_(w.upcall, sel))
+
+
+class PortBits(NamedTuple):
+    """All of a domain's 2-level bits in shared info: ``pending`` and ``mask``
+    are words of one bit per port (``ports`` bits: selector word *i* is bits
+    ``64i`` .. ``64i + 63``), ``sel`` is the vcpu's ``evtchn_pending_sel``
+    (a word of :data:`BITS_PER_WORD` bits, bit *i* for word *i*) and
+    ``upcall`` its ``evtchn_upcall_pending``. The engine keeps one per
+    domain, of :data:`MAX_PORTS` ports; :mod:`proofs.evtchn` runs
+    :func:`port_rule` on Z3 words of fewer."""
+
+    pending: bv.Word
+    mask: bv.Word
+    sel: bv.Word
+    upcall: bv.Bit
+
+
+NO_EVENTS = PortBits(0, 0, 0, False)
+WORD_SHIFT = BITS_PER_WORD.bit_length() - 1        # port >> 6: its selector word
+
+
+def port_rule(state: PortBits, port: bv.Word, rule, ports: int = MAX_PORTS) -> PortBits:
+    """Run a 2-level ``rule`` (:func:`set_pending_2l`, :func:`mask_2l`,
+    :func:`unmask_2l`, :func:`take_2l`) for ``port`` (a word of ``ports``
+    bits) on the whole state: the port's selector word is word ``port >> 6``
+    of the pending and mask bits, its bit ``port & 63`` of that word, its
+    selector bit bit ``port >> 6`` of ``sel``; the rule's word is written
+    back in place, the selector bit set or cleared as the rule leaves it.
+    The upcall is the vcpu's, over all its words: the rule raises it, and a
+    word that empties (:func:`take_2l`) clears it only if no other selector
+    bit is still set. Every per-port operation of :class:`EventChannels` is
+    this function, and :mod:`proofs.evtchn` checks it on Z3 words."""
+    w = BITS_PER_WORD
+    index = bv.lshr(port, WORD_SHIFT, ports)
+    base = bv.shl(index, WORD_SHIFT, ports)
+    bit = bv.shl(bv.const(1, w, port), bv.trunc(bv.band(port, w - 1, ports), w), w)
+    sel_bit = bv.shl(bv.const(1, w, port), bv.trunc(index, w), w)
+    before = SelectorWord(bv.trunc(bv.lshr(state.pending, base, ports), w),
+                          bv.trunc(bv.lshr(state.mask, base, ports), w),
+                          bv.ne(bv.band(state.sel, sel_bit, w), 0), state.upcall)
+    after = rule(before, bit, w)
+    keep = bv.bnot(bv.shl(bv.const(bv.mask(w), ports, port), base, ports), ports)
+
+    def put(words: bv.Word, word: bv.Word) -> bv.Word:
+        return bv.bor(bv.band(words, keep, ports), bv.shl(bv.zext(word, w, ports), base, ports),
+                      ports)
+
+    sel = bv.ite(after.sel, bv.bor(state.sel, sel_bit, w),
+                 bv.band(state.sel, bv.bnot(sel_bit, w), w))
+    upcall = bv.or_(after.upcall, bv.and_(state.upcall, bv.ne(sel, 0)))
+    return PortBits(put(state.pending, after.pending), put(state.mask, after.mask), sel, upcall)
 
 
 class EvtchnError(Exception):
@@ -131,10 +189,30 @@ class DomainEvents:
 
     dom: int
     channels: list[Channel] = field(default_factory=lambda: [Channel()])
-    pending: set[int] = field(default_factory=set)
-    masked: set[int] = field(default_factory=set)
-    pending_sel: int = 0
-    upcall_pending: bool = False
+    #: the shared-info bits, changed only by :func:`port_rule`
+    bits: PortBits = NO_EVENTS
+
+    @property
+    def pending(self) -> set[int]:
+        """The ports whose pending bit is set."""
+        return _ports(self.bits.pending)
+
+    @property
+    def masked(self) -> set[int]:
+        """The ports whose mask bit is set."""
+        return _ports(self.bits.mask)
+
+    @property
+    def pending_sel(self) -> int:
+        return self.bits.sel
+
+    @property
+    def upcall_pending(self) -> bool:
+        return bool(self.bits.upcall)
+
+    def apply(self, port: int, rule) -> None:
+        """Run the 2-level ``rule`` for ``port`` (:func:`port_rule`)."""
+        self.bits = port_rule(self.bits, port, rule)
 
     def get(self, port: int) -> Channel:
         if not 0 < port < len(self.channels):
@@ -233,19 +311,21 @@ class EventChannels:
             peer = self.domains[chan.remote_dom].channels[chan.remote_port]
             peer.state, peer.remote_dom, peer.remote_port = ECS_UNBOUND, dom, -1
         events.channels[port] = Channel()
-        events.pending.discard(port)
-        events.masked.discard(port)
+        clear = ~(1 << port)
+        events.bits = events.bits._replace(pending=events.bits.pending & clear,
+                                           mask=events.bits.mask & clear)
 
     def mask(self, dom: int, port: int) -> None:
         """Set the port's mask bit (the guest writes it in shared info)."""
-        self.domain(dom).get(port)
-        _apply(self.domain(dom), port, mask_2l)
+        events = self.domain(dom)
+        events.get(port)
+        events.apply(port, mask_2l)
 
     def unmask(self, dom: int, port: int) -> None:
         """``EVTCHNOP_unmask`` (:func:`unmask_2l`)."""
         events = self.domain(dom)
         events.get(port)
-        _apply(events, port, unmask_2l)
+        events.apply(port, unmask_2l)
 
     def send(self, dom: int, port: int) -> None:
         """``EVTCHNOP_send`` (and ``notify_via_xen_event_channel``): notify the
@@ -277,39 +357,21 @@ class EventChannels:
     @staticmethod
     def set_pending(events: DomainEvents, port: int) -> None:
         """``evtchn_2l_set_pending`` (:func:`set_pending_2l`)."""
-        _apply(events, port, set_pending_2l)
+        events.apply(port, set_pending_2l)
 
     @staticmethod
     def take_pending(events: DomainEvents, port: int) -> bool:
         """Clear ``port``'s pending bit (what the dom0 kernel's evtchn driver
         does before handing the port to the process, :func:`take_2l`); True
         if it was set."""
-        if port not in events.pending:
+        if not events.bits.pending >> port & 1:
             return False
-        _apply(events, port, take_2l)
+        events.apply(port, take_2l)
         return True
 
 
-def _apply(events: DomainEvents, port: int, rule) -> None:
-    """Run a 2-level rule on the selector word that holds ``port``, and
-    write the word back into the domain's sets and bits."""
-    index, bit = divmod(port, BITS_PER_WORD)
-    base = index * BITS_PER_WORD
-    word = lambda ports: sum(1 << (p - base) for p in ports             # noqa: E731
-                             if base <= p < base + BITS_PER_WORD)
-    sel_bit = 1 << index
-    before = SelectorWord(word(events.pending), word(events.masked),
-                          bool(events.pending_sel & sel_bit), events.upcall_pending)
-    after = rule(before, 1 << bit, BITS_PER_WORD)
-    for name in ("pending", "masked"):
-        ports = getattr(events, name)
-        value = after.pending if name == "pending" else after.mask
-        ports.difference_update(range(base, base + BITS_PER_WORD))
-        ports.update(base + i for i in range(BITS_PER_WORD) if value >> i & 1)
-    events.pending_sel = events.pending_sel | sel_bit if after.sel else events.pending_sel & ~sel_bit
-    # the upcall bit is the vcpu's, over all its selector words: a word that
-    # empties clears it only if no other word is still selected
-    events.upcall_pending = bool(after.upcall) or (before.upcall and events.pending_sel != 0)
+def _ports(word: int) -> set[int]:
+    return {p for p in range(word.bit_length()) if word >> p & 1}
 
 
 trace_sink = Callable[[trace.Event], None]

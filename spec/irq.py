@@ -2,8 +2,9 @@
 
 Room: the shared ``sp_global`` area through which qemu-dm drives the
 guest's 16 ISA interrupt lines, the rules of both sides, and the CPU's
-interruptibility rule that decides whether the VMM may inject at VM entry.
-Imports :mod:`spec.bv`.
+interruptibility rule that decides whether the VMM may inject at VM entry,
+and the interrupt assist that puts them together (:func:`assist`).
+Imports :mod:`spec.bv`, :mod:`spec.pic`.
 
 The path of an interrupt (Xen 3.0.x: ``struct global_iodata`` of
 ``public/hvm/ioreq.h``, qemu-dm's ``i8259_stub.c``, Xen's
@@ -20,10 +21,15 @@ virtual interrupt)"):
 3. At the next VM entry of the vcpu, the VMM tests and clears that pending
    bit; only if it was set does it take the raised and cleared lines
    (:func:`vmm_take_lines`, atomic exchanges with zero) and apply them to
-   the virtual PIC (:func:`spec.pic.apply_lines`).
+   the virtual PIC pair (:func:`spec.pic.pair_apply`).
 4. If the PIC then presents a request and :func:`may_inject` holds, the VMM
    acknowledges it and injects its vector; otherwise, with a request
    pending, it asks for an interrupt-window exit.
+
+What the VMM does in steps 3 and 4 once it has tested and cleared the
+pending bit is one function over :mod:`spec.bv`, :func:`assist`, which
+:class:`spec.vmm.Vmm` calls at every VM entry with Python ints and
+:mod:`proofs.interrupts` with Z3 terms.
 
 In Xen 3.0.x the notification travelled on the vcpu's ioreq port and Xen
 tested the same pending bit; the model gives interrupts a port of their own
@@ -45,10 +51,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from spec import bv
+from spec import bv, pic
 
 W = 16
-RFLAGS_IF = 1 << 9
 
 
 class GlobalIodata(NamedTuple):
@@ -97,15 +102,64 @@ def may_inject(rflags_if: bv.Bit, shadow: bv.Bit) -> bv.Bit:
     return bv.and_(rflags_if, bv.not_(shadow))
 
 
+class Assist(NamedTuple):
+    """What the interrupt assist decides at a VM entry (:func:`assist`)."""
+
+    pic: pic.PairRegs
+    lines: GlobalIodata
+    inject: bv.Bit          # acknowledge and inject
+    irq: bv.Word            # the line acknowledged (0..15), if inject
+    vector: bv.Word         # its vector, if inject
+    spurious: bv.Bit        # the acknowledge found no request (IRQ7 or IRQ15)
+    window: bv.Bit          # a request is (still) pending: ask for an interrupt window
+
+
+def assist(p: pic.PairRegs, g: GlobalIodata, notified: bv.Bit, rflags_if: bv.Bit,
+           shadow: bv.Bit) -> Assist:
+    """Steps 1 to 3 of the interrupt assist at VM entry (``hvm_pic_assist``
+    then ``vmx_intr_assist``), after the VMM tested and cleared the
+    interrupt port's pending bit (``notified``: it was set):
+
+    1. only if ``notified``, take the lines (:func:`vmm_take_lines`) and
+       apply them to the PIC pair (:func:`spec.pic.pair_apply`);
+    2. if the pair presents a request (:func:`spec.pic.pair_request`) and
+       :func:`may_inject` holds, acknowledge it
+       (:func:`spec.pic.pair_acknowledge`) and inject its vector;
+    3. ask for an interrupt window if a request is pending: the one that
+       could not be injected, or one still presented after the acknowledge.
+
+    :class:`spec.vmm.Vmm` calls this with Python ints, :mod:`proofs.interrupts`
+    with Z3 terms."""
+    taken, raised, cleared = vmm_take_lines(g)
+    lines = GlobalIodata(*[bv.ite(notified, a, b) for a, b in zip(taken, g)])
+    pair = pic.select_pair(notified, pic.pair_apply(p, raised, cleared), p)
+    pair, found = pic.pair_request(pair)
+    inject = bv.and_(found, may_inject(rflags_if, shadow))
+    ack = pic.pair_acknowledge(pair)
+    after, again = pic.pair_request(ack.pair)
+    return Assist(pic.select_pair(inject, after, pair), lines, inject, ack.irq, ack.vector,
+                  ack.spurious, bv.ite(inject, again, found))
+
+
+#: the lines as a domain starts: nothing raised, held high or lowered, and
+#: every line edge-triggered until the VMM copies the PIC's ELCR
+QUIET = GlobalIodata(0, 0, 0, 0)
+
+
+def line_bit(irq: bv.Word) -> bv.Word:
+    """The one-hot bit of ISA line ``irq`` (0..15) in the shared words."""
+    return bv.shl(bv.const(1, W, irq), irq, W)
+
+
 class SharedLines:
     """The ``sp_global`` area both qemu-dm and the VMM map."""
 
     def __init__(self) -> None:
-        self.bits = GlobalIodata(0, 0, 0, 0)
+        self.bits = QUIET
 
     def set_irq(self, irq: int, level: int) -> bool:
         """qemu-dm's side; True when the VMM must be notified."""
-        self.bits, notify = dm_set_irq(self.bits, 1 << irq, bool(level))
+        self.bits, notify = dm_set_irq(self.bits, line_bit(irq), bool(level))
         return bool(notify)
 
     def take(self) -> tuple[int, int]:

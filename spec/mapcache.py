@@ -217,14 +217,20 @@ def unlock(table: tuple[Entry, ...], slot: bv.Word) -> tuple[Entry, ...]:
                                         stale=bv.and_(e.stale, bv.not_(gone))))
 
 
+def invalidated(e: Entry, first: bv.Word, count: bv.Word) -> bv.Bit:
+    """A mapping that the invalidation of buckets ``first`` .. ``first +
+    count - 1`` reaches (the run-time cache picks its entries with this)."""
+    return bv.and_(e.valid, bv.ult(bv.sub(e.bucket, first, BUCKET_BITS), count))
+
+
 def invalidate(table: tuple[Entry, ...], first: bv.Word, count: bv.Word
                ) -> tuple[Entry, ...]:
     """The guest gave back buckets ``first`` .. ``first + count - 1``: every
-    mapping of one of them is dropped, or marked stale while it is locked."""
+    mapping of one of them (:func:`invalidated`) is dropped, or marked stale
+    while it is locked; every other entry is left as it is."""
     out = []
     for e in table:
-        offset = bv.sub(e.bucket, first, BUCKET_BITS)
-        inside = bv.and_(e.valid, bv.ult(offset, count))
+        inside = invalidated(e, first, count)
         locked = bv.not_(bv.is_zero(e.locks, LOCK_BITS))
         out.append(e._replace(valid=bv.and_(e.valid, bv.not_(bv.and_(inside, bv.not_(locked)))),
                               stale=bv.or_(e.stale, bv.and_(inside, locked))))
@@ -236,6 +242,104 @@ def translate(table: tuple[Entry, ...], bucket: bv.Word) -> tuple[bv.Bit, bv.Wor
     mapping reaches."""
     found, slot = lookup(table, bucket)
     return found, _get(table, slot).gen
+
+
+# --- how the concrete cache finds its entries ------------------------------------------
+#
+# The cache of a 2304 MiB budget has 36,864 entries; a map must not scan them.
+# :class:`Mapcache` keeps three indexes over its entries and runs
+# :func:`map_indexed` on the few entries they name. What it does with them
+# is written here, over :mod:`spec.bv`, so that :mod:`proofs.mapcache`
+# (``mapcache.engine``) runs the same code on Z3 terms:
+#
+# * an index *record* names a slot (and the key it was filed under: the
+#   bucket, or the stamp); a record may be out of date, so every read checks
+#   the entry it names (:func:`usable`, :func:`free_current`,
+#   :func:`lru_current`) and skips it if it no longer qualifies;
+# * every store of an entry files the records that :func:`index_plan` says,
+#   so that every entry that qualifies has its record.
+
+
+class Found(NamedTuple):
+    """What an index lookup gave: whether it found a slot, and which."""
+
+    found: bv.Bit
+    slot: bv.Word
+
+
+#: an entry no rule picks (mapped, locked, stale): fills a slice's unused place
+BLOCKED = Entry(True, 0, 0, 1, True, 0)
+
+
+class IndexPlan(NamedTuple):
+    """The index records one store of an entry files or withdraws."""
+
+    drop_usable: bv.Bit     # withdraw (old bucket, slot) from the bucket index
+    add_usable: bv.Bit      # file (new bucket, slot) in the bucket index
+    push_free: bv.Bit       # file the slot in the free heap
+    push_lru: bv.Bit        # file (new stamp, slot) in the LRU heap
+
+
+def free_current(e: Entry) -> bv.Bit:
+    """A free-heap record of this entry's slot still names a free entry."""
+    return bv.not_(e.valid)
+
+
+def lru_current(e: Entry, stamp: bv.Word) -> bv.Bit:
+    """An LRU-heap record (``stamp``, this entry's slot) still names an
+    evictable entry last used at ``stamp`` (a window used again since, or
+    locked, or unmapped, has a stale record: skipped)."""
+    return bv.and_(evictable(e), bv.eq(e.stamp, stamp))
+
+
+def index_plan(old: Entry, new: Entry) -> IndexPlan:
+    """What storing ``new`` over ``old`` files in the indexes: a usable entry
+    is filed under its bucket, a slot that becomes free in the free heap, an
+    evictable entry under its stamp unless it was already filed under it."""
+    return IndexPlan(usable(old, old.bucket), usable(new, new.bucket),
+                     bv.and_(old.valid, bv.not_(new.valid)),
+                     bv.and_(evictable(new),
+                             bv.not_(bv.and_(evictable(old), bv.eq(old.stamp, new.stamp)))))
+
+
+class IndexedMap(NamedTuple):
+    """What :func:`map_indexed` did: the two entries of the slice written
+    back (``present``, slot, entry), and the map's outcome in table slots."""
+
+    writes: tuple[tuple[bv.Bit, bv.Word, Entry], ...]
+    slot: bv.Word
+    ok: bv.Bit
+    hit: bv.Bit
+    evicted: bv.Bit
+    victim: bv.Word
+
+
+def _pick(cond: bv.Bit, a: Entry, b: Entry) -> Entry:
+    return Entry(*(bv.ite(cond, x, y) for x, y in zip(a, b)))
+
+
+def map_indexed(get: Callable[[bv.Word], Entry], hit: Found, free: Found, victim: Found,
+                bucket: bv.Word, gen: bv.Word, windows: bv.Word, mapped: bv.Word,
+                now: bv.Word) -> IndexedMap:
+    """:func:`map_bucket` on the slice of the table the indexes name: the
+    first usable entry of ``bucket`` if there is one, else the first free
+    entry and the least recently used evictable one (``get`` reads an entry;
+    ``windows`` and ``mapped`` are the budget's windows and the windows mapped
+    in the whole table, 32-bit words). The slice has room for one more window
+    exactly when the whole table has: :func:`map_bucket` sees its own
+    windows and a budget one more than them, or no more. It gives on the
+    slice what it gives on the whole table (``mapcache.engine``)."""
+    first = Found(bv.or_(hit.found, free.found), bv.ite(hit.found, hit.slot, free.slot))
+    second = Found(bv.and_(bv.not_(hit.found), victim.found), victim.slot)
+    table = (_pick(first.found, get(first.slot), BLOCKED),
+             _pick(second.found, get(second.slot), BLOCKED))
+    count = mapped_count(table)
+    has_room = bv.ult(mapped, windows)
+    budget = bv.ite(has_room, bv.add(count, 1, LOCK_BITS), count)
+    r = map_bucket(table, bucket, gen, budget, now)
+    slot = bv.ite(bv.eq(r.slot, bv.const(0, LOCK_BITS, r.slot)), first.slot, second.slot)
+    writes = ((first.found, first.slot, r.table[0]), (second.found, second.slot, r.table[1]))
+    return IndexedMap(writes, slot, r.ok, r.hit, r.evicted, r.victim)
 
 
 # --- the concrete cache of one qemu-dm -------------------------------------------------
@@ -319,14 +423,13 @@ class Mapcache:
         self._mapped = 0
 
     # Each operation runs the functions above on the *slice* of the table
-    # that can matter to it, in table order: for ``map_bucket`` the first
-    # usable entry of the bucket, the first free entry and the least recently
-    # used unlocked entry (with the budget less the windows mapped outside
-    # the slice); for ``lock``/``unlock`` the one entry; for ``invalidate``
-    # the mapped entries of the range. Every fold of those functions (first
-    # match, minimum stamp, count) gives on the slice what it gives on the
-    # whole table, so the result is the same, and a 2304 MiB budget of
-    # 36,864 windows costs no more per access than a budget of three.
+    # that can matter to it: a map runs :func:`map_indexed` on the entries
+    # the indexes name; ``lock``/``unlock`` run on the one entry; an
+    # invalidation runs on the entries :func:`invalidated` picks. Every store
+    # files its index records by :func:`index_plan`. ``mapcache.engine``
+    # proves that this gives what the functions give on the whole table, so
+    # a 2304 MiB budget of 36,864 windows costs no more per access than a
+    # budget of three.
 
     @property
     def table(self) -> tuple[Entry, ...]:
@@ -334,24 +437,29 @@ class Mapcache:
         return tuple(self.entries)
 
     def _store(self, slot: int, new: Entry) -> None:
+        """Write entry ``slot`` and file its index records (:func:`index_plan`)."""
         old = self.entries[slot]
-        if old.valid and not old.stale:
-            self._usable[old.bucket].discard(slot)
+        plan = index_plan(old, new)
+        if plan.drop_usable:
+            self._usable.get(old.bucket, set()).discard(slot)
         self._mapped += bool(new.valid) - bool(old.valid)
         self.entries[slot] = new
-        if new.valid and not new.stale:
+        if plan.add_usable:
             self._usable.setdefault(new.bucket, set()).add(slot)
-        if not new.valid and old.valid:
+        if plan.push_free:
             heapq.heappush(self._free, slot)
-        if new.valid and not new.locks and new != old:
+        if plan.push_lru:
             heapq.heappush(self._lru, (new.stamp, slot))
 
+    def _entry(self, slot: int) -> Entry:
+        return self.entries[slot] if slot < len(self.entries) else EMPTY
+
     def _first_usable(self, bucket: int) -> int | None:
-        slots = self._usable.get(bucket)
+        slots = [k for k in self._usable.get(bucket, ()) if usable(self.entries[k], bucket)]
         return min(slots) if slots else None
 
     def _first_free(self) -> int | None:
-        while self._free and self.entries[self._free[0]].valid:
+        while self._free and not free_current(self.entries[self._free[0]]):
             heapq.heappop(self._free)
         if self._free:
             return self._free[0]
@@ -363,21 +471,18 @@ class Mapcache:
     def _lru_victim(self) -> int | None:
         while self._lru:
             stamp, slot = self._lru[0]
-            e = self.entries[slot]
-            if e.valid and not e.locks and e.stamp == stamp:
+            if lru_current(self.entries[slot], stamp):
                 return slot
             heapq.heappop(self._lru)
         return None
 
-    def _run(self, slots: list[int], step):
+    def _run(self, slots: list[int], step) -> None:
         """Run ``step`` on the slice ``slots`` (table order) and store back
-        the entries it returns."""
-        result = step(tuple(self.entries[i] for i in slots))
-        table = result.table if isinstance(result, MapResult) else result
+        the entries it changes."""
+        table = step(tuple(self.entries[i] for i in slots))
         for i, new in zip(slots, table):
             if new != self.entries[i]:
                 self._store(i, new)
-        return result
 
     def mapped_bytes(self) -> int:
         if self.legacy:
@@ -387,7 +492,7 @@ class Mapcache:
     def buckets_of(self, gpa: int, length: int) -> range:
         return range(gpa >> self.shift, ((gpa + max(length, 1) - 1) >> self.shift) + 1)
 
-    def map(self, bucket: int) -> tuple[int, MapResult | None]:
+    def map(self, bucket: int) -> tuple[int, IndexedMap | None]:
         """Map ``bucket``; returns (slot, what happened). Raises
         :class:`MapcacheFull`. In legacy mode everything is mapped already."""
         if self.legacy:
@@ -395,19 +500,21 @@ class Mapcache:
             return bucket, None
         self.clock += 1
         hit = self._first_usable(bucket)
-        candidates = {hit} if hit is not None else {self._first_free(), self._lru_victim()}
-        slots = sorted(c for c in candidates if c is not None)
-        inside = sum(bool(self.entries[i].valid) for i in slots)
-        budget = min(self.windows - (self._mapped - inside), len(slots) + 1)
-        result = self._run(slots, lambda table: map_bucket(
-            table, bucket, self.generation(bucket), budget, self.clock)) if slots \
-            else None
-        if result is None or not result.ok:
+        free = victim = None
+        if hit is None:
+            free, victim = self._first_free(), self._lru_victim()
+        found = lambda slot: Found(slot is not None, slot or 0)          # noqa: E731
+        result = map_indexed(self._entry, found(hit), found(free), found(victim), bucket,
+                             self.generation(bucket), self.windows, self._mapped, self.clock)
+        for present, k, new in result.writes:
+            if present and new != self.entries[k]:
+                self._store(k, new)
+        if not result.ok:
             raise MapcacheFull(
                 f"mapcache: all {self.windows} windows of {self.bucket_bytes >> 10} KiB "
                 f"({self.budget >> 20} MiB of address space) are locked; bucket {bucket:#x} "
                 f"cannot be mapped")
-        slot = slots[result.slot]
+        slot = result.slot
         if result.hit:
             self.stats.hits += 1
         else:
@@ -442,8 +549,7 @@ class Mapcache:
         """Buckets ``first`` .. ``first + count - 1`` may have been given back."""
         stale = 0
         if not self.legacy:
-            slots = [i for i, e in enumerate(self.entries)
-                     if e.valid and first <= e.bucket < first + count]
+            slots = [i for i, e in enumerate(self.entries) if invalidated(e, first, count)]
             before = sum(self.entries[i].stale for i in slots)
             if slots:
                 self._run(slots, lambda table: invalidate(table, first, count))

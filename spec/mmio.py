@@ -59,7 +59,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from spec import bv, ioreq
-from spec.x86.state import PAGE, Unhandleable
+from spec.x86.emulate import execute
+from spec.x86.operands import Insn
+from spec.x86.state import PAGE, Cpu, Unhandleable
 
 
 class Pending(Exception):
@@ -135,24 +137,24 @@ class GuestMemory:
         if self.is_ram(addr, size):
             return int.from_bytes(self._ram_read(addr, size), "little")
         if not self.is_ram(addr, 1) and not self.is_ram(addr + size - 1, 1):
-            value = 0
+            value = None
             for off in range(0, size, 8):
                 part = min(8, size - off)
-                value |= self._device(ioreq.IOREQ_READ, addr + off, part) << 8 * off
+                piece = self._device(ioreq.IOREQ_READ, addr + off, part)
+                value = piece if value is None else bv.concat(piece, value, 8 * off, 8 * part)
             return value
         raise Unhandleable(f"access at {addr:#x}+{size} is part RAM, part MMIO")
 
     def write(self, addr: int, size: int, value: bv.Word) -> None:
         addr = self._physical(addr, size, True)
-        value = bv.concrete(value)
         if self.is_ram(addr, size):
-            self.held.append((addr, value.to_bytes(size, "little")))
+            self.held.append((addr, bv.concrete(value).to_bytes(size, "little")))
             return
         if not self.is_ram(addr, 1) and not self.is_ram(addr + size - 1, 1):
             for off in range(0, size, 8):
                 part = min(8, size - off)
                 self._device(ioreq.IOREQ_WRITE, addr + off, part,
-                             data=value >> 8 * off & ((1 << 8 * part) - 1))
+                             data=bv.extract(value, 8 * (off + part) - 1, 8 * off))
             return
         raise Unhandleable(f"access at {addr:#x}+{size} is part RAM, part MMIO")
 
@@ -186,21 +188,22 @@ class GuestMemory:
     # --- device accesses: replay, or send and stop ------------------------------------
 
     def _device(self, direction: int, addr: int, size: int, count: int = 1,
-                ptr: int | None = None, df: bool = False, data: int = 0) -> int:
-        key = (direction, addr, size, count, ptr is not None, ptr if ptr is not None else data)
+                ptr: int | None = None, df: bool = False, data: bv.Word = 0) -> bv.Word:
+        req = ioreq.Ioreq(addr=addr, size=size, count=count, type=ioreq.IOREQ_TYPE_COPY,
+                          dir=direction, df=int(df), data_is_ptr=int(ptr is not None),
+                          data=ptr if ptr is not None else data)
+        key = access_key(req)
         done = self.emulation.done
         if self.replayed < len(done):
             entry = done[self.replayed]
-            if entry.key != key:
+            if not _same(entry.key, key):
                 raise Unhandleable(f"replayed device access {key} does not match the one "
                                    f"completed before {entry.key}")
             self.replayed += 1
             return entry.value
         if self.probe:
             return 0
-        self.send(ioreq.Ioreq(addr=addr, size=size, count=count, type=ioreq.IOREQ_TYPE_COPY,
-                              dir=direction, df=int(df), data_is_ptr=int(ptr is not None),
-                              data=ptr if ptr is not None else data))
+        self.send(req)
         self.pending_key = key
         raise Pending
 
@@ -208,3 +211,36 @@ class GuestMemory:
         """RAM the device model will read must hold the attempt's writes."""
         if self.held:
             raise Unhandleable("a string move from RAM after RAM writes in one instruction")
+
+
+def access_key(req: ioreq.Ioreq) -> tuple:
+    """What identifies a device access for its replay: ``(dir, addr, size,
+    count, data_is_ptr, data)`` (``data`` is the RAM address of a
+    ``data_is_ptr`` request, and a write's value otherwise)."""
+    return (req.dir, req.addr, req.size, req.count, bool(req.data_is_ptr), req.data)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Two access keys name the same access. Their fields are ints when the
+    VMM runs; when a proof runs the VMM on Z3 data, a write's value is a Z3
+    term, and it is the same when it is the same term."""
+    return len(a) == len(b) and all(
+        x.eq(y) if bv.is_symbolic(x) and bv.is_symbolic(y)
+        else not bv.is_symbolic(x, y) and x == y for x, y in zip(a, b))
+
+
+def attempt(emulation: Emulation, insn: Insn, new_cpu: Callable[[], Cpu],
+            new_memory: Callable[[bool], GuestMemory]) -> tuple[Cpu, GuestMemory]:
+    """One attempt at the instruction, as the VMM makes one when the exit
+    arrives and again after each device response: a probe attempt first while
+    no device access has completed (the module's "Faults"), then the real one,
+    each on a fresh copy of the vcpu's registers (``new_cpu()``) and a fresh
+    :class:`GuestMemory` (``new_memory(probe)``). Returns the registers and
+    the memory (with its held-back RAM writes) of an attempt that completed;
+    raises :class:`Pending` when it stopped at a device access it sent, and
+    the emulator's :class:`~spec.x86.state.Fault` or
+    :class:`~spec.x86.state.Unhandleable`."""
+    for probe in ([True, False] if not emulation.done else [False]):
+        cpu, memory = new_cpu(), new_memory(probe)
+        execute(cpu, memory, insn)
+    return cpu, memory

@@ -8,9 +8,15 @@ hypervisor: the guest's accesses to these ports never reach qemu-dm.
 Imports :mod:`spec.bv` and :mod:`spec.trace`.
 
 The controller's rules are written over :mod:`spec.bv`, on the registers of
-one 8259A (:class:`PicRegs`); :mod:`proofs.interrupts` runs the same
-functions on Z3 terms. Register names follow the Intel 8259A data sheet
-(order no. 231468):
+one 8259A (:class:`PicRegs`) and of the pair (:class:`PairRegs`): the
+lines (:func:`pair_apply`, with the cascade :func:`cascade`, and Xen's
+:func:`pair_negative_edge`), the INT output (:func:`pair_request`), the
+interrupt acknowledge (:func:`pair_acknowledge`) and the guest's operation
+command words (:func:`ocw`). :class:`VirtualPic` and :class:`Pic8259` are
+thin wrappers that keep the registers and the command interface's state
+(the ICW sequence, OCW3's register select and poll) and call these rules
+with Python ints; :mod:`proofs.interrupts` runs the same functions on Z3
+terms. Register names follow the Intel 8259A data sheet (order no. 231468):
 
 IRR
     interrupt request register: the lines asking for service. A line in
@@ -35,6 +41,12 @@ automatic-EOI mode), clears its IRR bit (edge mode only) and supplies the
 vector ``irq_base + irq``. An acknowledge that finds no request (the line
 dropped in between) supplies the vector of IRQ7, the *spurious* interrupt,
 and sets no ISR bit; on the slave that is IRQ15.
+
+The pair: the slave's INT output drives the master's IRQ2, an edge each
+time the slave presents a request. The master's acknowledge of IRQ2
+continues on the slave, which supplies the vector; in the master's special
+fully nested mode (ICW4 SFNM) the master's in-service IRQ2 does not block
+its requests, so a slave line may interrupt a slave handler.
 """
 
 from __future__ import annotations
@@ -160,6 +172,137 @@ def vector(p: PicRegs, irq: bv.Word) -> bv.Word:
     return bv.bor(bv.band(p.irq_base, 0xF8, W), irq, W)
 
 
+def ocw2(p: PicRegs, value: bv.Word) -> PicRegs:
+    """OCW2 (a command-port byte with bits 3 and 4 clear): bits 7-5 are the
+    command, bits 2-0 a line. 0/4: clear/set rotate in automatic EOI mode;
+    1/5: non-specific EOI (5: and rotate); 3/7: specific EOI of the line
+    (7: and rotate); 6: set priority (the line becomes lowest); 2: no
+    operation. Bit 7 is the rotation bit of commands 5 and 7."""
+    command, irq = bv.lshr(value, 5, W), bv.band(value, 7, W)
+    rotate = bv.bit(value, 7)
+    aeoi = p._replace(rotate_on_aeoi=bv.eq(command, 4))
+    set_priority = p._replace(priority_add=bv.band(bv.add(irq, 1, W), 7, W))
+    return select(bv.member(command, (0, 4)), aeoi,
+                  select(bv.member(command, (1, 5)), eoi(p, rotate),
+                         select(bv.member(command, (3, 7)), specific_eoi(p, irq, rotate),
+                                select(bv.eq(command, 6), set_priority, p))))
+
+
+def ocw(p: PicRegs, data_port: bv.Bit, value: bv.Word) -> PicRegs:
+    """A guest's operation command word, once the controller is initialised:
+    a byte on the data port is OCW1 (the IMR); on the command port, bit 3
+    set is OCW3 (of which the registers keep the special mask mode, set or
+    cleared when bit 6 is set: bit 5) and bit 3 clear is :func:`ocw2`. (An
+    ICW1, bit 4 on the command port, and OCW3's register select and poll
+    are the command interface's, :class:`Pic8259`.)"""
+    ocw3 = p._replace(special_mask=bv.ite(bv.bit(value, 6), bv.bit(value, 5), p.special_mask))
+    return select(data_port, p._replace(imr=value),
+                  select(bv.bit(value, 3), ocw3, ocw2(p, value)))
+
+
+def select(cond: bv.Bit, a: PicRegs, b: PicRegs) -> PicRegs:
+    """The registers ``a`` if ``cond`` holds, else ``b``."""
+    return PicRegs(*[bv.ite(cond, x, y) for x, y in zip(a, b)])
+
+
+# --- the master/slave pair ---------------------------------------------------------------
+
+LW = 16                     # ISA lines of the pair: bit n = IRQ n (8..15 on the slave)
+
+
+class PairRegs(NamedTuple):
+    """The pair's registers: the master's, the slave's, and the master's
+    special fully nested mode (ICW4 SFNM), the state the pair's rules act on."""
+
+    master: PicRegs
+    slave: PicRegs
+    nested: bv.Bit
+
+
+def select_pair(cond: bv.Bit, a: PairRegs, b: PairRegs) -> PairRegs:
+    """The pair ``a`` if ``cond`` holds, else ``b``."""
+    return PairRegs(select(cond, a.master, b.master), select(cond, a.slave, b.slave),
+                    bv.ite(cond, a.nested, b.nested))
+
+
+def _low(lines: bv.Word) -> bv.Word:
+    return bv.extract(lines, 7, 0)
+
+
+def _high(lines: bv.Word) -> bv.Word:
+    return bv.extract(lines, 15, 8)
+
+
+def cascade(p: PairRegs) -> PairRegs:
+    """The slave's INT output drives the master's IRQ2 (an edge each time
+    the slave presents a request, as ``pic_update_irq`` pulses it)."""
+    found, _irq = requested(p.slave)
+    cascade_bit = bv.const(1 << CASCADE_IRQ, W, p.master.irr)
+    irr = bv.ite(found, bv.bor(p.master.irr, cascade_bit, W), p.master.irr)
+    return p._replace(master=p.master._replace(irr=irr))
+
+
+def pair_apply(p: PairRegs, raised: bv.Word, cleared: bv.Word) -> PairRegs:
+    """Raised and cleared lines (16 bits: IRQ0..15) applied to both
+    controllers (:func:`apply_lines`), then the cascade."""
+    return cascade(PairRegs(apply_lines(p.master, _low(raised), _low(cleared)),
+                            apply_lines(p.slave, _high(raised), _high(cleared)), p.nested))
+
+
+def pair_negative_edge(p: PairRegs, line: bv.Word) -> PairRegs:
+    """Xen lowers one of its own ISA lines, the one-hot 16-bit ``line``
+    (Xen 3.0.4's ``vpic_irq_negative_edge``): the line's request bit is
+    cleared, edge- or level-triggered, and a slave that no longer presents
+    a request lowers its output, the master's IRQ2
+    (``vpic_update_int_output``)."""
+    q = pair_apply(p, bv.const(0, LW, line), line)
+    found, _irq = requested(q.slave)
+    drop = bv.and_(bv.ne(_high(line), 0), bv.not_(found))
+    keep = bv.const(~(1 << CASCADE_IRQ) & 0xFF, W, q.master.irr)
+    irr = bv.ite(drop, bv.band(q.master.irr, keep, W), q.master.irr)
+    return q._replace(master=q.master._replace(irr=irr))
+
+
+def pair_request(p: PairRegs) -> tuple[PairRegs, bv.Bit]:
+    """The master's INT output (``vpic_get_highest_priority_irq`` found a
+    line that may interrupt), after the cascade: (pair, requesting)."""
+    q = cascade(p)
+    found, _irq = requested(q.master, q.nested)
+    return q, found
+
+
+class Acknowledged(NamedTuple):
+    """What the pair's interrupt acknowledge cycle gives."""
+
+    pair: PairRegs
+    irq: bv.Word            # 0..15 (an 8-bit word)
+    vector: bv.Word
+    spurious: bv.Bit        # no request was found: IRQ7 or IRQ15, no ISR bit set
+
+
+def pair_acknowledge(p: PairRegs) -> Acknowledged:
+    """The interrupt acknowledge cycle of the pair. The master acknowledges
+    the line it presents; an acknowledge of IRQ2 continues on the slave. A
+    controller that presents no request (the line dropped, or was masked,
+    after the request) answers with its IRQ7's vector, the *spurious*
+    interrupt, and sets no ISR bit: IRQ7 on the master, IRQ15 on the slave."""
+    m, s = p.master, p.slave
+    found, irq = requested(m, p.nested)
+    cascaded = bv.eq(irq, CASCADE_IRQ)
+    s_found, s_irq = requested(s)
+    spurious_7 = bv.const(SPURIOUS_IRQ, W, irq)
+    on_slave = bv.and_(found, cascaded)
+    line = bv.ite(bv.not_(found), spurious_7,
+                  bv.ite(cascaded, bv.bor(bv.ite(s_found, s_irq, spurious_7), 8, W), irq))
+    vec = bv.ite(bv.not_(found), vector(m, spurious_7),
+                 bv.ite(cascaded, vector(s, bv.ite(s_found, s_irq, spurious_7)),
+                        vector(m, irq)))
+    pair = PairRegs(select(found, acknowledge(m, irq), m),
+                    select(bv.and_(on_slave, s_found), acknowledge(s, s_irq), s), p.nested)
+    spurious = bv.or_(bv.not_(found), bv.and_(on_slave, bv.not_(s_found)))
+    return Acknowledged(pair, line, vec, spurious)
+
+
 # --- one controller, with its programming interface ------------------------------------
 
 class Pic8259:
@@ -184,17 +327,13 @@ class Pic8259:
             self.regs = reset_regs()._replace(elcr=r.elcr)
             self.init_state, self.init4, self.single = 1, bool(value & 1), bool(value & 2)
             self.read_isr = self.poll = self.fully_nested = False
-        elif offset == 0 and value & 0x08:           # OCW3
-            if value & 0x04:
-                self.poll = True
-            if value & 0x02:
-                self.read_isr = bool(value & 1)
-            if value & 0x40:
-                self.regs = r._replace(special_mask=bool(value & 0x20))
-        elif offset == 0:                            # OCW2
-            self.regs = self._ocw2(value)
-        elif self.init_state == 0:                   # OCW1
-            self.regs = r._replace(imr=value)
+        elif offset == 0 or self.init_state == 0:    # OCW2, OCW3, OCW1
+            if offset == 0 and value & 0x08:         # OCW3's command-interface part
+                if value & 0x04:
+                    self.poll = True
+                if value & 0x02:
+                    self.read_isr = bool(value & 1)
+            self.regs = ocw(r, offset == 1, value)
         elif self.init_state == 1:                   # ICW2
             self.regs = r._replace(irq_base=value & 0xF8)
             self.init_state = (3 if self.init4 else 0) if self.single else 2
@@ -204,18 +343,6 @@ class Pic8259:
             self.fully_nested = bool(value & 0x10)
             self.regs = r._replace(auto_eoi=bool(value & 0x02))
             self.init_state = 0
-
-    def _ocw2(self, value: int) -> PicRegs:
-        r, command, irq = self.regs, value >> 5, value & 7
-        if command in (0, 4):                        # (clear|set) rotate in AEOI mode
-            return r._replace(rotate_on_aeoi=command == 4)
-        if command in (1, 5):                        # non-specific EOI (with rotation)
-            return eoi(r, rotate=command == 5)
-        if command in (3, 7):                        # specific EOI (with rotation)
-            return specific_eoi(r, irq, rotate=command == 7)
-        if command == 6:                             # set priority: irq becomes lowest
-            return r._replace(priority_add=(irq + 1) & 7)
-        return r                                     # 2: no operation
 
     def read(self, offset: int) -> int:
         """A byte read from the command (0) or data (1) port."""
@@ -240,31 +367,29 @@ class VirtualPic:
         self.master = Pic8259("master", ELCR_WRITABLE[0])
         self.slave = Pic8259("slave", ELCR_WRITABLE[1])
 
+    # --- the pair's registers, for the rules ---------------------------------------------
+
+    @property
+    def pair(self) -> PairRegs:
+        """The registers the pair's rules act on."""
+        return PairRegs(self.master.regs, self.slave.regs, self.master.fully_nested)
+
+    @pair.setter
+    def pair(self, p: PairRegs) -> None:
+        self.master.regs, self.slave.regs = p.master, p.slave
+
     # --- lines ----------------------------------------------------------------------
 
     def apply_lines(self, raised: int, cleared: int) -> None:
-        """Raised and cleared lines (16 bits: IRQ0..15) from qemu-dm."""
-        m, s = self.master, self.slave
-        m.regs = apply_lines(m.regs, raised & 0xFF, cleared & 0xFF)
-        s.regs = apply_lines(s.regs, raised >> 8, cleared >> 8)
-        self._cascade()
+        """Raised and cleared lines (16 bits: IRQ0..15): :func:`pair_apply`."""
+        self.pair = pair_apply(self.pair, raised, cleared)
 
     def negative_edge(self, line: int) -> None:
-        """Xen lowers one of its own ISA lines (Xen 3.0.4's
-        ``vpic_irq_negative_edge``): the line's request bit is cleared,
-        edge- or level-triggered, and a slave that no longer presents a
-        request lowers its output, the master's IRQ2 (``vpic_update_int_output``)."""
-        self.apply_lines(0, 1 << line)
-        found, _irq = requested(self.slave.regs)
-        if line >= 8 and not found:
-            self.master.regs = apply_lines(self.master.regs, 0, 1 << CASCADE_IRQ)
+        """Xen lowers one of its own ISA lines: :func:`pair_negative_edge`."""
+        self.pair = pair_negative_edge(self.pair, 1 << line)
 
     def _cascade(self) -> None:
-        """The slave's INT output drives the master's IRQ2 (an edge each time
-        the slave presents a request, as ``pic_update_irq`` pulses it)."""
-        found, _irq = requested(self.slave.regs)
-        if found:
-            self.master.regs = apply_lines(self.master.regs, 1 << CASCADE_IRQ, 0)
+        self.pair = cascade(self.pair)
 
     def elcr(self) -> int:
         """Both ELCRs as the 16-bit ``pic_elcr`` qemu-dm reads."""
@@ -273,26 +398,16 @@ class VirtualPic:
     # --- the CPU side -------------------------------------------------------------------
 
     def has_request(self) -> bool:
-        """The master's INT output (``vpic_get_highest_priority_irq`` found
-        a line that may interrupt)."""
-        self._cascade()
-        return bool(requested(self.master.regs, self.master.fully_nested)[0])
+        """The master's INT output: :func:`pair_request`."""
+        self.pair, found = pair_request(self.pair)
+        return bool(found)
 
     def acknowledge(self) -> tuple[int, int]:
-        """The interrupt acknowledge cycle: returns (irq 0..15, vector). A
-        master acknowledge of IRQ2 continues on the slave."""
-        m, s = self.master, self.slave
-        found, irq = requested(m.regs, m.fully_nested)
-        if not found:
-            return SPURIOUS_IRQ, vector(m.regs, SPURIOUS_IRQ)
-        m.regs = acknowledge(m.regs, irq)
-        if irq != CASCADE_IRQ:
-            return irq, vector(m.regs, irq)
-        found, sirq = requested(s.regs)
-        if not found:
-            return 8 + SPURIOUS_IRQ, vector(s.regs, SPURIOUS_IRQ)
-        s.regs = acknowledge(s.regs, sirq)
-        return 8 + sirq, vector(s.regs, sirq)
+        """The interrupt acknowledge cycle (:func:`pair_acknowledge`):
+        returns (irq 0..15, vector)."""
+        ack = pair_acknowledge(self.pair)
+        self.pair = ack.pair
+        return ack.irq, ack.vector
 
     # --- ports (the VMM's internal I/O handler) ------------------------------------------
 

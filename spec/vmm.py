@@ -108,6 +108,10 @@ Interrupts (:mod:`spec.irq`). At every VM entry the VMM first runs its
 3. if a request is (still) pending, set interrupt-window exiting, so that
    the vcpu exits as soon as it can take it.
 
+Steps 1 to 3 are :func:`spec.irq.assist`, given whether the port was
+pending (the 2-level rules of :mod:`spec.evtchn` test and clear it), the
+function the interrupt proofs of :mod:`proofs.interrupts` are about.
+
 HLT: the VMM retires the HLT and blocks the vcpu. A blocked vcpu wakes when
 the PIC presents a request (after steps 0 and 1 above) and RFLAGS.IF = 1;
 with IF = 0 nothing but an NMI (not modelled) can wake it, and the machine
@@ -126,13 +130,12 @@ from spec.pic import VirtualPic
 from spec.devices.pit import VirtualPit
 from spec.devices.pmtimer import PmTimer
 from spec.devices.rtc import VirtualRtc
-from spec.mmio import Completed, Emulation, GuestMemory, Pending
+from spec.mmio import Completed, Emulation, GuestMemory, Pending, access_key, attempt
 from spec import delivery
 from spec.guest_linear import GuestAccessError
 from spec.vm_exit import SEGMENTS, Exit, IoQualification
 from spec.vmx import RFLAGS_DF, RFLAGS_IF, RFLAGS_VM, HardwareVcpu
 from spec.x86.decode import decode
-from spec.x86.emulate import execute
 from spec.x86.operands import GPRS
 from spec.x86.state import PF, Cpu, Fault, Unhandleable
 
@@ -465,35 +468,34 @@ class Vmm:
             self.pic.apply_lines(1 << platform.IRQ_PIT, 0)
         self.rtc.run(hw.clock_ns())
 
-    def take_lines(self) -> None:
-        """Step 1 of the interrupt assist: a pending notification brings
-        qemu-dm's line changes to the PIC."""
-        if self.take_irq_event():
-            raised, cleared = self.lines.take()
-            self.pic.apply_lines(raised, cleared)
+    def take_lines(self, rflags_if: bool = False, shadow: bool = False) -> irq.Assist:
+        """Steps 1 to 3 of the interrupt assist: test and clear the interrupt
+        port's pending bit, then :func:`spec.irq.assist` on the PIC pair
+        and the shared lines (with ``rflags_if`` False it takes and applies
+        the lines, and acknowledges nothing). The new state is kept."""
+        a = irq.assist(self.pic.pair, self.lines.bits, self.take_irq_event(), rflags_if, shadow)
+        self.pic.pair, self.lines.bits = a.pic, a.lines
+        return a
 
     def can_wake(self, vcpu: int) -> bool | None:
         """For a halted vcpu: True if an interrupt wakes it now, False if
         it may wake later (IF = 1), None if it never can (IF = 0)."""
         self.timer_assist(vcpu)
-        self.take_lines()
+        found = self.take_lines().window
         if not self.vcpus[vcpu].reg("rflags") & RFLAGS_IF:
             return None
-        return self.pic.has_request()
+        return bool(found)
 
     def intr_assist(self, vcpu: int) -> bool:
         """The interrupt assist at VM entry (module docstring). Returns
         False if delivery failed and the domain was crashed."""
         hw = self.vcpus[vcpu]
         self.timer_assist(vcpu)
-        self.take_lines()
-        self.window[vcpu] = False
-        if not self.pic.has_request():
+        a = self.take_lines(bool(hw.reg("rflags") & RFLAGS_IF), hw.shadow)
+        self.window[vcpu] = bool(a.window) and not a.inject
+        if not a.inject:
             return True
-        if not irq.may_inject(bool(hw.reg("rflags") & RFLAGS_IF), hw.shadow):
-            self.window[vcpu] = True
-            return True
-        line, vector = self.pic.acknowledge()
+        line, vector = a.irq, a.vector
         if line == platform.IRQ_PIT and vcpu == 0:
             self.pit.injected(hw.clock_ns())
         rip = hw.linear_rip()
@@ -508,7 +510,7 @@ class Vmm:
             # the VM entry that injected the event ends in a triple-fault exit
             self.handle_exit(vcpu, Exit("triple_fault", rip, 0, hw.icount))
             return False
-        self.window[vcpu] = self.pic.has_request()
+        self.window[vcpu] = bool(a.window)
         return True
 
     def inject_fault(self, vcpu: int, ex: Exit, vector: int, error_code: int | None,
@@ -571,25 +573,26 @@ class Vmm:
         except (Fault, Unhandleable) as exc:    # the hardware ran it: the emulator cannot
             self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
             return False
-        attempts = [True, False] if not em.done else [False]    # a probe first (module doc)
-        for probe in attempts:
-            cpu = Cpu(mode, regs={r: hw.reg(r) for r in GPRS},
-                      rflags=hw.reg("rflags"), rip=hw.reg("rip"),
-                      segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
-            memory = GuestMemory(em, hw.is_ram, hw.read,
-                                 send=lambda req: self._send_mmio(vcpu, req, ex, memory),
-                                 translate=_translator(hw), probe=probe)
-            try:
-                execute(cpu, memory, insn)
-            except Pending:
-                return False
-            except Unhandleable as exc:
-                self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
-                return False
-            except Fault as exc:
-                self.emulating[vcpu] = None
-                self.inject_fault(vcpu, ex, exc.vector, exc.error_code, exc.cr2)
-                return True
+        def new_cpu() -> Cpu:
+            return Cpu(mode, regs={r: hw.reg(r) for r in GPRS},
+                       rflags=hw.reg("rflags"), rip=hw.reg("rip"),
+                       segment_base={seg: hw.segment_base(seg) for seg in SEGMENTS})
+
+        def new_memory(probe: bool) -> GuestMemory:
+            return GuestMemory(em, hw.is_ram, hw.read,
+                               send=lambda req: self._send_mmio(vcpu, req, ex),
+                               translate=_translator(hw), probe=probe)
+        try:
+            cpu, memory = attempt(em, insn, new_cpu, new_memory)
+        except Pending:
+            return False
+        except Unhandleable as exc:
+            self._emulation_failed(vcpu, f"MMIO emulation failed at rip {em.rip:#x}: {exc}")
+            return False
+        except Fault as exc:
+            self.emulating[vcpu] = None
+            self.inject_fault(vcpu, ex, exc.vector, exc.error_code, exc.cr2)
+            return True
         for addr, data in memory.held:
             hw.write(addr, data)
         for r in GPRS:
@@ -606,10 +609,9 @@ class Vmm:
         self.emulating[vcpu] = None
         self.crash(f"{why}; instruction bytes {em.code.hex()}", em.rip)
 
-    def _send_mmio(self, vcpu: int, req: Ioreq, ex: Exit, memory: GuestMemory) -> None:
+    def _send_mmio(self, vcpu: int, req: Ioreq, ex: Exit) -> None:
         req.vp_eport = self.ports[vcpu]
-        key = (req.dir, req.addr, req.size, req.count, bool(req.data_is_ptr), req.data)
-        self.send(vcpu, req, PendingIo(ex, req.count, True, mmio_key=key))
+        self.send(vcpu, req, PendingIo(ex, req.count, True, mmio_key=access_key(req)))
 
     # --- the ioreq protocol ------------------------------------------------------------
 

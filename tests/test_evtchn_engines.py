@@ -89,3 +89,33 @@ def test_every_short_sequence_on_two_connected_pairs():
             assert results[0] == results[1], (calls, results)
             for dom in (0, 1):
                 assert _spec_state(OBJ["spec"], dom) == _impl_state(OBJ["impl"], dom), calls
+
+
+def test_ports_in_different_selector_words_give_the_same_bits():
+    """Ports 1, 63, 64 and 129 of dom1 (selector words 0, 0, 1 and 2): masks,
+    sends, unmasks and takes across words give both engines the same pending,
+    mask and selector words and the same upcall."""
+    engines = {"spec": spec_evtchn.EventChannels(lambda e: None),
+               "impl": impl_xen.EventChannels(lambda e: None)}
+    local = {}
+    for name, x in engines.items():
+        for dom in (0, 1):
+            x.add_domain(dom)
+        pairs = {}
+        for _ in range(130):
+            remote = x.alloc_unbound(1, 0)
+            pairs[remote] = x.bind_interdomain(0, 1, remote)
+        local[name] = pairs
+    calls = [("mask", 64), ("send", 64), ("send", 1), ("send", 129), ("take", 1),
+             ("unmask", 64), ("take", 129), ("take", 64), ("send", 63), ("mask", 63),
+             ("take", 63)]
+    for op, port in calls:
+        for name, x in engines.items():
+            if op == "send":
+                x.send(0, local[name][port])
+            elif op == "take":
+                x.take_pending(x.domain(1), port) if name == "spec" else x.take(1, port)
+            else:
+                getattr(x, op)(1, port)
+        assert _spec_state(engines["spec"], 1) == _impl_state(engines["impl"], 1), (op, port)
+    assert engines["spec"].domain(1).masked == {63}

@@ -3,8 +3,9 @@ pair, the PIT with port 0x61, and the shared interrupt lines.
 
 spec/ and impl/ implement these independently; hypothesis drives both with
 the same random programming (every ICW/OCW form, ELCR, polls, register
-reads, line changes, acknowledges; every PIT control word, counter access
-and gate change at random times) and they must answer alike. A few direct
+reads, line changes, Xen's negative edges, acknowledges; every PIT control
+word, counter access and gate change at random times) and they must answer
+alike. A few direct
 tests pin the data-sheet behaviour that a shared mistake would hide.
 """
 
@@ -26,6 +27,7 @@ pic_ops = st.lists(st.one_of(
     st.tuples(st.just("out"), st.sampled_from(PIC_PORTS), st.integers(0, 255)),
     st.tuples(st.just("in"), st.sampled_from(PIC_PORTS), st.just(0)),
     st.tuples(st.just("lines"), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("lower"), st.integers(0, 15), st.just(0)),
     st.tuples(st.just("ack"), st.just(0), st.just(0)),
 ), max_size=60)
 
@@ -43,6 +45,9 @@ def test_virtual_pics_agree(ops):
         elif op == "lines":
             ref.apply_lines(a, b)
             imp.lines(a, b)
+        elif op == "lower":                     # Xen's own line falls (the RTC's IRQ8)
+            ref.negative_edge(a)
+            imp.lower(a)
         else:
             assert ref.has_request() == imp.requesting()
             assert ref.acknowledge() == imp.intack()

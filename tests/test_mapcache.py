@@ -261,3 +261,37 @@ def test_slices_give_what_the_whole_table_gives(windows, ops):
             cache.invalidate(arg, 2)
         out.append(tuple(e for e in cache.table if e != EMPTY))
     assert out == _whole_table_run(windows, ops)
+
+
+def test_the_cache_maps_through_the_functions_mapcache_engine_proves():
+    """Each map runs spec.mapcache.map_indexed on the slice its indexes name,
+    and each store files its index records by index_plan: the code the
+    mapcache.engine proof runs on Z3 terms."""
+    from unittest import mock
+    from spec import mapcache as mc
+    seen = {"map_indexed": 0, "index_plan": 0}
+
+    def counting(name):
+        real = getattr(mc, name)
+
+        def wrapper(*args):
+            seen[name] += 1
+            return real(*args)
+        return wrapper
+    with mock.patch.object(mc, "map_indexed", counting("map_indexed")), \
+            mock.patch.object(mc, "index_plan", counting("index_plan")):
+        cache, _events = _cache(2)
+        for b in (1, 2, 1, 3):
+            _use(cache, b)
+    assert seen == {"map_indexed": 4, "index_plan": 4}   # 3 misses store, the hit restamps
+
+
+def test_a_window_used_again_is_evicted_by_its_new_use():
+    """The LRU heap learns a hit's new stamp: after 1, 2, 1, 3 (evicting 2),
+    4 evicts 1 (used at the third access), not 3."""
+    cache, events = _cache(2)
+    for b in (1, 2, 1, 3, 4):
+        _use(cache, b)
+    misses = [(e.bucket >> 16, e.evicted >> 16) for e in events
+              if isinstance(e, trace.MapcacheMiss) and e.evicted >= 0]
+    assert misses == [(3, 2), (4, 1)]

@@ -85,3 +85,28 @@ def test_an_instruction_not_emulated_on_mmio_crashes_the_domain():
     assert result.exit["reason"] == "crash"
     assert "MMIO emulation failed" in result.exit["message"]
     assert "fild word ptr es:[0] is not emulated" in result.exit["message"]
+
+
+def test_bt_with_a_register_offset_wraps_its_address_at_64k_on_both_engines():
+    """BT's bit-base addressing is an effective address, which wraps at
+    64 KiB with 16-bit addressing: DS = 0xa000, BX = 0x0f00 and a bit offset
+    of -32768 (2048 words below) select the word at DS:0xff00, in the VGA
+    hole, which no RAM backs and whose reads are all ones: CF = 1. (Added
+    without the wrap, the address was 0x9ff00, RAM, which the hardware did
+    not touch.)"""
+    from tests.conftest import guest
+    image = guest("bt-wrap", """
+    mov ax, 0xa000
+    mov ds, ax
+    mov bx, 0x0f00
+    mov cx, 0x8000
+    bt word ptr [bx], cx
+    setc al
+    add al, '0'
+    mov dx, COM1
+    out dx, al
+""")
+    result = both(image)
+    assert result.serial == "1"
+    reads = [e for e in _copies(result) if e.dir == "read"]
+    assert [(e.addr, e.size) for e in reads] == [(0xAFF00, 2)]

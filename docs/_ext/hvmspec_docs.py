@@ -509,7 +509,7 @@ def _write_mutation(out: Path) -> None:
         lines += [f"* {why}", ""]
         for sv in members:
             lines += [f"  - ``{sv['module']}:{sv['line']}`` ``{sv['function']}``: "
-                      f"``{_rst_literal(sv['before'])}`` → ``{_rst_literal(sv['after'])}``"]
+                      f"{_rst_literal(sv['before'])} → {_rst_literal(sv['after'])}"]
         lines.append("")
     _write(out / "mutation.rst", "\n".join(lines) + "\n")
 
@@ -520,8 +520,12 @@ def _targets() -> list[str]:
 
 
 def _rst_literal(text: str) -> str:
-    text = " ".join(text.split())
-    return (text[:90] + " ...") if len(text) > 94 else text.replace("``", "` `")
+    """A line of code as an inline literal (a removed line: *nothing*)."""
+    text = " ".join(text.split()).strip(" /")
+    if not text:
+        return "*nothing*"
+    text = (text[:90] + " ...") if len(text) > 94 else text
+    return "``" + text.replace("``", "` `") + "``"
 
 
 BENCH = ROOT / "docs" / "bench.json"

@@ -119,7 +119,7 @@ def _run(chk):
 def _print_check_table(rows: list[dict]) -> None:
     """The table, then each counterexample. Names and counterexamples are
     printed literally (rich Text, never markup): a counterexample such as
-    ``adc dword ptr [rbx], with [rbx] = 0xf17fffff`` keeps its brackets."""
+    ``adc byte ptr [rbx], cl (64-bit) at 0xfebf0f00`` keeps its brackets."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text

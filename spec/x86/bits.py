@@ -13,9 +13,12 @@ undefined (the spec leaves them as they were and records them undefined).
 * **Register offset, register operand**: modulo the operand size.
 * **Register offset, memory operand**: the offset is a *signed* integer of
   the operand size and may address memory far beyond the operand: the
-  operand actually accessed is the one at ``address + (offset >> log2(w)) *
-  (w / 8)`` (an arithmetic shift, so negative offsets reach below), and the
-  bit is ``offset mod w``.
+  operand actually accessed is the one at effective address ``EA + (offset
+  >> log2(w)) * (w / 8)`` (an arithmetic shift, so negative offsets reach
+  below), computed modulo 2**address-size as every effective address is
+  (so it wraps at 64 KiB with 16-bit addressing, at 4 GiB with 32-bit), and
+  then checked and made linear as the operand's own address would be
+  (segment limit, canonical form); the bit is ``offset mod w``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def bit_test(ctx: Context, insn: Insn) -> None:
     offset = bv.concrete(ctx.read(offset_op))
     if isinstance(dest, Mem) and isinstance(offset_op, Reg):
         signed = bv.to_signed(offset, w)
-        address = ctx.address(dest) + (signed >> (w.bit_length() - 1)) * dest.size
+        address = ctx.address(dest, (signed >> (w.bit_length() - 1)) * dest.size)
         bit = signed % w
         value = ctx.load(address, dest.size)
         write = lambda v: ctx.store(address, dest.size, v)       # noqa: E731

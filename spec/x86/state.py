@@ -150,9 +150,8 @@ class Context:
         """Set the named flags to the given truth values; others keep theirs."""
         rflags = self.cpu.rflags
         for name, value in flags.items():
-            pos = FLAG_BITS[name]
-            cleared = bv.band(rflags, bv.mask(64) ^ (1 << pos), 64)
-            rflags = bv.bor(cleared, bv.shl(bv.from_bit(value, 64), pos, 64), 64)
+            bit = 1 << FLAG_BITS[name]
+            rflags = bv.ite(value, bv.bor(rflags, bit, 64), bv.band(rflags, bv.mask(64) ^ bit, 64))
         self.cpu.rflags = rflags
 
     def set_undefined(self, **flags: bv.Bit) -> None:
@@ -163,10 +162,12 @@ class Context:
 
     # --- memory -------------------------------------------------------------------
 
-    def address(self, m: Mem) -> int:
-        """The linear address of a memory operand (faults as the module says)."""
+    def address(self, m: Mem, displacement: int = 0) -> int:
+        """The linear address of a memory operand (faults as the module says);
+        ``displacement`` is added to the effective address, in the address
+        size's arithmetic (BT's bit-base addressing)."""
         width = m.address_size
-        offset = m.disp & bv.mask(width)
+        offset = (m.disp + displacement) & bv.mask(width)
         if m.base == "rip":
             offset = bv.add(offset, self.cpu.rip + self.insn.length, width)
         elif m.base is not None:
