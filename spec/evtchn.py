@@ -409,11 +409,13 @@ def port_error(world: World, dom: bv.Word, port: bv.Word) -> bv.Word:
 
 def _unbind(world: World, closer: bv.Word, chan: Channel) -> World:
     """The peer of ``closer``'s interdomain ``chan`` goes back to unbound,
-    for ``closer`` (if the peer's domain still exists)."""
-    peer = channel_at(world, chan.remote_dom, chan.remote_port)
+    for ``closer`` (if the peer's domain still exists); it keeps its
+    consumer."""
     bound = bv.and_(bv.eq(chan.state, ECS_INTERDOMAIN), exists(world, chan.remote_dom))
-    unbound = peer._replace(state=ECS_UNBOUND, remote_dom=closer, remote_port=0)
-    return choose(bound, put(world, chan.remote_dom, chan.remote_port, unbound), world)
+    return tuple(d._replace(table=tuple(
+        pick(bv.and_(bound, bv.eq(d.dom, chan.remote_dom), bv.eq(chan.remote_port, p)),
+             c._replace(state=ECS_UNBOUND, remote_dom=closer, remote_port=0), c)
+        for p, c in enumerate(d.table))) for d in world)
 
 
 def close_rule(world: World, dom: bv.Word, port: bv.Word) -> tuple[bv.Word, World]:
@@ -431,14 +433,17 @@ def close_rule(world: World, dom: bv.Word, port: bv.Word) -> tuple[bv.Word, Worl
 
 def remove_rule(world: World, dom: bv.Word) -> World:
     """``evtchn_destroy``: every port of the dying domain is closed, so each
-    interdomain peer in another domain goes back to unbound, for the dead
-    domain; then the domain is gone."""
-    after = world
+    interdomain peer goes back to unbound, for the dead domain; then the
+    domain is gone. The peers are the ports of the other domains that are
+    bound to the dying one (bindings are symmetric: ``evtchn.table``)."""
+    out = []
     for d in world:
-        mine = bv.and_(d.live, bv.eq(d.dom, dom))
-        for chan in d.table:
-            after = choose(mine, _unbind(after, dom, chan), after)
-    return tuple(d._replace(live=bv.and_(d.live, bv.ne(d.dom, dom))) for d in after)
+        other = bv.and_(d.live, bv.ne(d.dom, dom))
+        table = tuple(pick(bv.and_(other, bv.eq(c.state, ECS_INTERDOMAIN),
+                                   bv.eq(c.remote_dom, dom)),
+                           c._replace(state=ECS_UNBOUND, remote_port=0), c) for c in d.table)
+        out.append(d._replace(live=other, table=table))
+    return tuple(out)
 
 
 class SendTarget(NamedTuple):
