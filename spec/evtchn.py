@@ -253,15 +253,13 @@ ERRORS = {
 
 
 def pick(cond: bv.Bit, a: Channel, b: Channel) -> Channel:
-    """``a`` if ``cond`` holds, else ``b``, field by field."""
-    return Channel(*(bv.ite(cond, x, y) for x, y in zip(a, b)))
+    """Channel ``a`` if ``cond`` holds, else ``b``."""
+    return bv.select(cond, a, b)
 
 
 def choose(cond: bv.Bit, a: World, b: World) -> World:
     """World ``a`` if ``cond`` holds, else ``b`` (the same domains)."""
-    return tuple(Domain(x.dom, bv.ite(cond, x.live, y.live), bv.ite(cond, x.size, y.size),
-                        tuple(pick(cond, cx, cy) for cx, cy in zip(x.table, y.table)))
-                 for x, y in zip(a, b))
+    return bv.select(cond, a, b)
 
 
 def _error(*checks: tuple[bv.Bit, int]) -> bv.Word:
@@ -290,8 +288,9 @@ def channel_at(world: World, dom: bv.Word, port: bv.Word) -> Channel:
     has no such port)."""
     out = FREE
     for d in world:
+        mine = bv.eq(d.dom, dom)
         for p, chan in enumerate(d.table):
-            out = pick(bv.and_(bv.eq(d.dom, dom), bv.eq(port, p)), chan, out)
+            out = pick(bv.and_(mine, bv.eq(port, p)), chan, out)
     return out
 
 
