@@ -1,5 +1,7 @@
-"""Proofs about the 2-level event-channel rules of :mod:`spec.evtchn`, as
-the engine runs them.
+"""Proofs about the event channels of :mod:`spec.evtchn`, as the engine
+runs them: the 2-level bits (``evtchn.2l``), the table (``evtchn.table``),
+the port bits the table's operations read and clear (``evtchn.port_bits``)
+and the constants of Xen's interface (``evtchn.abi``).
 
 Room: a transition system built from the function every per-port operation
 of the engine is, :func:`spec.evtchn.port_rule`, with the spec's own rules
@@ -30,6 +32,25 @@ and for each selector word separately. Properties of every step:
 The strengthening is the last property of the state before the step, and
 the initial states are all the states it allows (each reachable from the
 domain's first state, as ``_ports_init`` says), so the search is one step deep.
+
+``evtchn.table``: the world of :data:`D` domains of :data:`N` ports each
+(every field a Z3 word of the spec's width: a domid of 16 bits, a port of
+13), and each step one operation of :class:`spec.evtchn.EventChannels`
+on any domains, ports and VIRQ number: the spec's rules
+(:func:`~spec.evtchn.alloc_unbound_rule`, :func:`~spec.evtchn.bind_interdomain_rule`,
+:func:`~spec.evtchn.bind_virq_rule`, :func:`~spec.evtchn.close_rule`,
+:func:`~spec.evtchn.remove_rule`, :func:`~spec.evtchn.send_target`,
+:func:`~spec.evtchn.virq_port`) with ``limit`` N. The strengthening
+(``_table_sound``): per live domain, port 0 reserved, ports from the size
+on free; an interdomain port names a port of a live domain that names it
+back; a VIRQ at most once. What each operation must do is stated from the
+state before it (``_alloc_prop`` ... ``_remove_prop``), never through the
+rule's own search. As for ``evtchn.2l`` the initial states are every state
+of the strengthening (each reachable, up to fields no operation reads:
+allocate, bind, close and remove in turn), so the search is one step.
+
+``evtchn.port_bits`` and ``evtchn.abi`` are function-level checks
+(:func:`proofs.kinduction.valid`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Room: the per-domain event-channel table and the 2-level pending/mask bits,
 as ``xen/common/event_channel.c`` and ``xen/common/event_2l.c`` keep them.
-Imports :mod:`spec.trace` only.
+Imports :mod:`spec.bv` and :mod:`spec.trace`.
 
 On the HVM path of ``DESIGN.md`` the guest itself never uses an event
 channel. Two kinds of user appear:
@@ -33,6 +33,18 @@ bit per port, the selector word, the upcall), and every per-port operation
 is one call of :func:`port_rule`, which finds the port's selector word and
 bit, runs the rule on that word and writes it back; :mod:`proofs.evtchn`
 runs that same function on Z3 words of two selector words (``evtchn.2l``).
+
+The table is written the same way, over the bit-vector domain: a port is a
+:class:`Channel` (``struct evtchn``: state, remote domain and port, VIRQ,
+``consumer_is_xen``), a domain a :class:`Domain` (its id, whether it exists,
+its size and its table), and every operation one function of the whole
+:data:`World`: :func:`alloc_rule` (``get_free_port``: the lowest free port;
+port 0 is reserved), :func:`alloc_unbound_rule`, :func:`bind_interdomain_rule`,
+:func:`bind_virq_rule`, :func:`close_rule`, :func:`remove_rule`
+(``evtchn_destroy``) and :func:`send_target` (``evtchn_send``: who gets the
+event). :class:`EventChannels` builds the world from its domains, runs the
+rule and keeps what it gives, and :mod:`proofs.evtchn` runs the same rules on
+Z3 terms of three domains (``evtchn.table``).
 
 Bad calls fail with the error Xen returns (``xen/common/event_channel.c``):
 ``EINVAL`` for a port number the domain does not have, for closing a free
