@@ -321,7 +321,7 @@ def _build_results(s, i) -> list:
             (*T.close_rule(w, dom, port), port),
             (ok, T.remove_rule(w, dom), port),
             (target.err, w, port),
-            (ok, w, T.virq_port(w, dom, virq)[1])]
+            (ok, w, T.virq_port(w, dom, virq))]
 
 
 def _table_step(s, i, t) -> z3.BoolRef:
@@ -515,18 +515,19 @@ def _send_prop(s, i, t) -> z3.BoolRef:
 def _virq_prop(s, i, t) -> z3.BoolRef:
     """A VIRQ is bound at most once per domain (the strengthening): a bind
     of a bound VIRQ is refused with EEXIST, of one out of range with
-    EINVAL; send_virq finds exactly the port bound to the VIRQ."""
+    EINVAL; send_virq finds exactly the port bound to the VIRQ, or port 0
+    when none is."""
     err, _w, _port = _results(s, i)[3]
     dom, virq = i["dom"], i["virq"]
     bound = [z3.And(dom == d, s[f"live{d}"], _st(s, d, p) == T.ECS_VIRQ, s[f"vq{d}{p}"] == virq)
              for d in range(D) for p in range(1, N)]
-    found, port = T.virq_port(world_of(s), dom, virq)
+    port = T.virq_port(world_of(s), dom, virq)
     in_range = z3.ULT(virq, T.NR_VIRQS)
     return z3.And(_table_sound(t), z3.Implies(i["act"] == 3, z3.And(
         (err == T.E_VIRQ_RANGE) == z3.Not(in_range),
         z3.Implies(in_range, (err == T.E_VIRQ_BOUND) == z3.And(_live(s, dom), z3.Or(bound))))),
         z3.Implies(i["act"] == 7, z3.And(
-            found == z3.Or(bound),
+            z3.Implies(z3.Not(z3.Or(bound)), port == 0),
             *[z3.Implies(b, port == (k % (N - 1)) + 1) for k, b in enumerate(bound)])))
 
 
@@ -649,8 +650,8 @@ def _virq_twice(s, i, t):
 
 def _virq_sent_high(s, i, t):
     """A send_virq to a VIRQ bound on the last port, another VIRQ on port 1."""
-    found, port = T.virq_port(world_of(s), i["dom"], i["virq"])
-    return z3.And(i["act"] == 7, found, port == N - 1, i["dom"] == 1,
+    port = T.virq_port(world_of(s), i["dom"], i["virq"])
+    return z3.And(i["act"] == 7, port == N - 1, i["dom"] == 1,
                   _st(s, 1, 1) == T.ECS_VIRQ)
 
 
@@ -748,23 +749,38 @@ HEADER_VALUES = {"NR_VIRQS": 24, "VIRQ_DOM_EXC": 3, "BITS_PER_WORD": 64, "MAX_PO
                  "ECS_UNBOUND": 2, "ECS_INTERDOMAIN": 3, "ECS_VIRQ": 5}
 
 
+def _narrowest(bits: int, largest: int) -> bool:
+    """``bits`` is the narrowest word that holds 0..``largest``."""
+    return largest < 1 << bits and largest >= 1 << (bits - 1)
+
+
 def abi_rule() -> Outcome:
     """evtchn.abi: the constants of spec.evtchn are Xen's (public/xen.h,
     sched.h, the 2-level ABI); a port up to MAX_PORTS, a state, a VIRQ
-    number below NR_VIRQS and every refusal's code fit their words, each
-    refusal has its own code and an errno, and a trace names each state."""
+    number below NR_VIRQS and every refusal's code fit their words (the
+    narrowest that do); the codes are 0 (none) and 1..n, each refusal with
+    an errno; a trace names each state; a free port is zeroed (Xen's
+    buckets are), a new domain has port 0 reserved and no events."""
     started = time.perf_counter()
     facts = [getattr(evtchn, name) == value for name, value in HEADER_VALUES.items()]
-    codes = [getattr(evtchn, n) for n in dir(evtchn) if n.startswith("E_")]
-    facts += [evtchn.MAX_PORTS < 1 << evtchn.PORT_BITS, evtchn.NR_VIRQS <= 1 << evtchn.VIRQ_BITS,
-              max(evtchn.STATE_NAMES) < 1 << evtchn.STATE_BITS, evtchn.OK == 0,
-              sorted(codes) == sorted(evtchn.ERRORS) and len(set(codes)) == len(codes),
-              max(codes) < 1 << evtchn.ERR_BITS, evtchn.OK not in evtchn.ERRORS,
+    codes = [evtchn.OK] + [getattr(evtchn, n) for n in dir(evtchn) if n.startswith("E_")]
+    facts += [_narrowest(evtchn.PORT_BITS, evtchn.MAX_PORTS),
+              _narrowest(evtchn.VIRQ_BITS, evtchn.NR_VIRQS - 1),
+              _narrowest(evtchn.STATE_BITS, max(evtchn.STATE_NAMES)),
+              sorted(codes) == list(range(len(codes))) and evtchn.OK == 0,
+              sorted(evtchn.ERRORS) == sorted(set(codes) - {evtchn.OK}),
+              _narrowest(evtchn.ERR_BITS, max(codes)),
               evtchn.STATE_NAMES == {0: "free", 1: "reserved", 2: "unbound",
-                                     3: "interdomain", 5: "virq"}]
+                                     3: "interdomain", 5: "virq"},
+              evtchn.NO_EVENTS == evtchn.PortBits(0, 0, 0, False),
+              evtchn.FREE == evtchn.Channel(0, 0, 0, 0, False),
+              evtchn.RESERVED == evtchn.Channel(1, 0, 0, 0, False),
+              evtchn.DomainEvents(0).channels == [evtchn.RESERVED]]
     bad = [k for k, fact in enumerate(facts) if not fact]
-    names = list(HEADER_VALUES) + ["port width", "VIRQ width", "state width", "OK",
-                                   "codes", "code width", "OK refused", "state names"]
+    names = list(HEADER_VALUES) + ["port width", "VIRQ width", "state width", "codes 0..n",
+                                   "every refusal has an errno", "code width", "state names",
+                                   "no events at first", "a free port is zeroed",
+                                   "port 0 reserved", "a new domain's table"]
     return valid(z3.BoolVal(not bad), started,
                  lambda m: [f"not Xen's: {', '.join(names[k] for k in bad)}"])
 
@@ -776,13 +792,12 @@ def _src(name: str, function: str, old: str, new: str, doc: str):
 
 
 TABLE_MUTANTS = [
-    _src("highest_free_port", "free_port", "for p in range(len(table) - 1, -1, -1):",
-         "for p in range(len(table)):",
+    _src("highest_free_port", "free_port", "for p, chan in reversed(list(enumerate(table))):",
+         "for p, chan in enumerate(table):",
          "get_free_port searching from the top: the highest free port is taken."),
     _src("reserved_is_free", "free_port",
-         "port = bv.ite(bv.eq(table[p].state, ECS_FREE), bv.const(p, PORT_BITS, like), port)",
-         "port = bv.ite(bv.ult(table[p].state, ECS_UNBOUND), bv.const(p, PORT_BITS, like), "
-         "port)",
+         "port = bv.ite(bv.eq(chan.state, ECS_FREE), bv.const(p, PORT_BITS, like), port)",
+         "port = bv.ite(bv.ult(chan.state, ECS_UNBOUND), bv.const(p, PORT_BITS, like), port)",
          "A port counted free when its state is below unbound: the reserved port 0 is "
          "handed out."),
     _src("limit_off_by_one", "alloc_rule",
@@ -822,8 +837,8 @@ TABLE_MUTANTS = [
          "return SendTarget(err, bv.eq(err, OK),",
          "send on an unbound port delivering to whatever its remote fields name."),
     _src("virq_bound_twice", "bind_virq_rule",
-         "(exists(world, dom), E_NO_DOMAIN), (bv.not_(bound), E_VIRQ_BOUND))",
-         "(exists(world, dom), E_NO_DOMAIN))",
+         "(bv.eq(virq_port(world, dom, virq), 0), E_VIRQ_BOUND))",
+         "(True, E_VIRQ_BOUND))",
          "bind_virq without the EEXIST check: a VIRQ gets a second port."),
     _src("virq_port_any_virq", "virq_port", "bv.eq(chan.virq, virq))", "True)",
          "send_virq raising the first VIRQ port, whatever its VIRQ."),

@@ -225,9 +225,10 @@ class Channel(NamedTuple):
     xen: bv.Bit
 
 
+#: a free port: Xen's buckets are zeroed when allocated (``get_free_port``)
 FREE = Channel(ECS_FREE, 0, 0, 0, False)
 #: port 0 of every domain (``evtchn_init``)
-RESERVED = Channel(ECS_RESERVED, 0, 0, 0, False)
+RESERVED = FREE._replace(state=ECS_RESERVED)
 
 
 class Domain(NamedTuple):
@@ -326,8 +327,8 @@ def free_port(table: tuple[Channel, ...]) -> bv.Word:
     when none is."""
     like = table[0].state
     port = bv.const(len(table), PORT_BITS, like)
-    for p in range(len(table) - 1, -1, -1):
-        port = bv.ite(bv.eq(table[p].state, ECS_FREE), bv.const(p, PORT_BITS, like), port)
+    for p, chan in reversed(list(enumerate(table))):
+        port = bv.ite(bv.eq(chan.state, ECS_FREE), bv.const(p, PORT_BITS, like), port)
     return port
 
 
@@ -358,7 +359,7 @@ def alloc_unbound_rule(world: World, dom: bv.Word, remote_dom: bv.Word, xen: bv.
     ``remote_dom`` may bind to. A guest's call is refused with ``ESRCH``
     if ``remote_dom`` does not exist; Xen's own call is not checked."""
     err = _error((bv.or_(xen, exists(world, remote_dom)), E_NO_REMOTE_DOMAIN))
-    chan = Channel(ECS_UNBOUND, remote_dom, 0, 0, xen)
+    chan = FREE._replace(state=ECS_UNBOUND, remote_dom=remote_dom, xen=xen)
     return _refused(err, world, alloc_rule(world, dom, chan, limit))
 
 
@@ -378,27 +379,24 @@ def bind_interdomain_rule(world: World, dom: bv.Word, remote_dom: bv.Word,
                  (valid_port(world, remote_dom, remote_port), E_NO_REMOTE_PORT),
                  (bv.and_(bv.eq(remote.state, ECS_UNBOUND), bv.eq(remote.remote_dom, dom)),
                   E_NOT_UNBOUND))
-    first, after, port = alloc_rule(world, dom,
-                                    Channel(ECS_INTERDOMAIN, remote_dom, remote_port, 0, False),
-                                    limit)
+    local = FREE._replace(state=ECS_INTERDOMAIN, remote_dom=remote_dom, remote_port=remote_port)
+    first, after, port = alloc_rule(world, dom, local, limit)
     bound = remote._replace(state=ECS_INTERDOMAIN, remote_dom=dom, remote_port=port)
     after = put(after, remote_dom, remote_port, bound)
     err = bv.ite(bv.eq(err, OK), first, err)
     return err, choose(bv.eq(err, OK), after, world), port
 
 
-def virq_port(world: World, dom: bv.Word, virq: bv.Word) -> tuple[bv.Bit, bv.Word]:
-    """``virq_to_evtchn``: (whether ``dom`` has a port bound to ``virq``,
-    the port)."""
-    found, port = False, bv.const(0, PORT_BITS, virq)
+def virq_port(world: World, dom: bv.Word, virq: bv.Word) -> bv.Word:
+    """``virq_to_evtchn[virq]``: the port of ``dom`` bound to ``virq``, or
+    0 (never a VIRQ's port) when there is none."""
+    port = bv.const(0, PORT_BITS, virq)
     for d in world:
-        for p in range(len(d.table) - 1, 0, -1):
-            chan = d.table[p]
+        for p, chan in enumerate(d.table):
             hit = bv.and_(d.live, bv.eq(d.dom, dom), bv.eq(chan.state, ECS_VIRQ),
                           bv.eq(chan.virq, virq))
-            found = bv.or_(found, hit)
             port = bv.ite(hit, bv.const(p, PORT_BITS, virq), port)
-    return found, port
+    return port
 
 
 def bind_virq_rule(world: World, dom: bv.Word, virq: bv.Word,
@@ -406,11 +404,11 @@ def bind_virq_rule(world: World, dom: bv.Word, virq: bv.Word,
     """``evtchn_bind_virq`` for vcpu 0: ``EINVAL`` for a VIRQ number that is
     not below ``NR_VIRQS``, ``ESRCH`` for no domain, ``EEXIST`` when the
     VIRQ is bound already (a VIRQ has one port), else a new port."""
-    bound, _port = virq_port(world, dom, virq)
     err = _error((bv.member(virq, tuple(range(NR_VIRQS))), E_VIRQ_RANGE),
-                 (exists(world, dom), E_NO_DOMAIN), (bv.not_(bound), E_VIRQ_BOUND))
-    return _refused(err, world,
-                    alloc_rule(world, dom, Channel(ECS_VIRQ, 0, 0, virq, False), limit))
+                 (exists(world, dom), E_NO_DOMAIN),
+                 (bv.eq(virq_port(world, dom, virq), 0), E_VIRQ_BOUND))
+    chan = FREE._replace(state=ECS_VIRQ, virq=virq)
+    return _refused(err, world, alloc_rule(world, dom, chan, limit))
 
 
 def port_error(world: World, dom: bv.Word, port: bv.Word) -> bv.Word:
@@ -513,8 +511,9 @@ class DomainEvents:
 class EventChannels:
     """Xen's event-channel subsystem: every domain's table. Each operation
     is one of the rules above on the whole :data:`World`, each table with
-    one free port beyond its size (where the table would grow); what the
-    rule refuses is raised as :class:`EvtchnError`."""
+    one free port beyond its size (where the table would grow: at
+    :data:`MAX_PORTS` the rule refuses it); what the rule refuses is raised
+    as :class:`EvtchnError`."""
 
     def __init__(self, tracer: "trace_sink") -> None:
         self.domains: dict[int, DomainEvents] = {}
@@ -530,8 +529,7 @@ class EventChannels:
 
     def world(self) -> World:
         """Every domain's table, as the rules take it."""
-        return tuple(Domain(e.dom, True, len(e.channels),
-                            tuple(e.channels) + (FREE,) * (len(e.channels) < MAX_PORTS))
+        return tuple(Domain(e.dom, True, len(e.channels), tuple(e.channels) + (FREE,))
                      for e in self.domains.values())
 
     def _commit(self, world: World) -> None:
@@ -540,7 +538,7 @@ class EventChannels:
 
     @staticmethod
     def _check(err: int, **fields) -> None:
-        if err != OK:
+        if err:
             errno, message = ERRORS[err]
             raise EvtchnError(errno, message.format(**fields))
 
@@ -624,8 +622,8 @@ class EventChannels:
 
     def send_virq(self, dom: int, virq: int) -> None:
         """``send_guest_global_virq``: raise ``virq`` in ``dom`` if bound."""
-        found, port = virq_port(self.world(), dom, virq)
-        if found:
+        port = virq_port(self.world(), dom, virq)
+        if port:
             self.set_pending(self.domains[dom], port)
 
     @staticmethod
