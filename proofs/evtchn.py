@@ -50,7 +50,10 @@ of the strengthening (each reachable, up to fields no operation reads:
 allocate, bind, close and remove in turn), so the search is one step.
 
 ``evtchn.port_bits`` and ``evtchn.abi`` are function-level checks
-(:func:`proofs.kinduction.valid`).
+(:func:`proofs.kinduction.valid`); ``evtchn.engine`` runs
+:class:`spec.evtchn.EventChannels` concretely on every operation from a few
+starting tables and compares it with the rules (the glue the engine adds:
+the world built and written back, refusals raised, handlers called).
 """
 
 from __future__ import annotations
