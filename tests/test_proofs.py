@@ -452,6 +452,18 @@ def test_the_table_proof_is_vacuous_without_its_cases():
     assert outcome.result == "vacuous" and "removing a domain" in outcome.detail
 
 
+def test_the_engine_check_names_the_call_where_the_engine_leaves_the_rules():
+    """evtchn.engine: the engine is the rules; an engine whose send_virq
+    never raises the VIRQ gives a counterexample naming that call."""
+    from proofs import evtchn as proofs_evtchn
+    from spec import evtchn
+    assert _check("evtchn.engine").run().result == "proved"
+    with mock.patch.object(evtchn.EventChannels, "send_virq", lambda self, dom, virq: None):
+        outcome = proofs_evtchn.engine_rule()
+    assert outcome.result == "counterexample"
+    assert outcome.counterexample[0].startswith("send_virq(0, 3)"), outcome.counterexample
+
+
 def test_a_source_mutant_names_a_line_the_code_has():
     from proofs.kinduction import source_mutant
     from spec import mapcache
