@@ -419,11 +419,13 @@ def port_error(world: World, dom: bv.Word, port: bv.Word) -> bv.Word:
 def _unbind(world: World, closer: bv.Word, chan: Channel) -> World:
     """The peer of ``closer``'s interdomain ``chan`` goes back to unbound,
     for ``closer`` (if the peer's domain still exists); it keeps its
-    consumer."""
+    consumer (and, as in Xen, whose ``u.unbound`` overlays
+    ``u.interdomain``, its old remote port, which an unbound port does not
+    use)."""
     bound = bv.and_(bv.eq(chan.state, ECS_INTERDOMAIN), exists(world, chan.remote_dom))
     return tuple(d._replace(table=tuple(
         pick(bv.and_(bound, bv.eq(d.dom, chan.remote_dom), bv.eq(chan.remote_port, p)),
-             c._replace(state=ECS_UNBOUND, remote_dom=closer, remote_port=0), c)
+             c._replace(state=ECS_UNBOUND, remote_dom=closer), c)
         for p, c in enumerate(d.table))) for d in world)
 
 
@@ -450,7 +452,7 @@ def remove_rule(world: World, dom: bv.Word) -> World:
         other = bv.and_(d.live, bv.ne(d.dom, dom))
         table = tuple(pick(bv.and_(other, bv.eq(c.state, ECS_INTERDOMAIN),
                                    bv.eq(c.remote_dom, dom)),
-                           c._replace(state=ECS_UNBOUND, remote_port=0), c) for c in d.table)
+                           c._replace(state=ECS_UNBOUND), c) for c in d.table)
         out.append(d._replace(live=other, table=table))
     return tuple(out)
 
