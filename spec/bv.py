@@ -28,7 +28,10 @@ Bit = Union[bool, z3.BoolRef]
 
 def is_symbolic(*values: object) -> bool:
     """True when any value is a Z3 expression."""
-    return any(isinstance(v, z3.ExprRef) for v in values)
+    for v in values:
+        if isinstance(v, z3.ExprRef):
+            return True
+    return False
 
 
 def _width_of(values: tuple) -> int:
@@ -61,6 +64,18 @@ def ite(cond: Bit, then: object, other: object) -> object:
         return z3.If(_lift(cond, 1), _lift(then, 1), _lift(other, 1))
     width = _width_of((then, other))
     return z3.If(_lift(cond, 1), _lift(then, width), _lift(other, width))
+
+
+def select(cond: Bit, a: object, b: object) -> object:
+    """:func:`ite` over values and records: ``a`` if ``cond`` holds, else
+    ``b``, where a record (a tuple or NamedTuple, nested) is chosen field by
+    field when ``cond`` is symbolic, and whole when it is concrete."""
+    if not is_symbolic(cond):
+        return a if cond else b
+    if isinstance(a, tuple):
+        fields = [select(cond, x, y) for x, y in zip(a, b)]
+        return type(a)(*fields) if hasattr(a, "_fields") else tuple(fields)
+    return ite(cond, a, b)
 
 
 def eq(a: Word, b: Word) -> Bit:

@@ -215,7 +215,8 @@ def test_every_induction_check_reports_its_witness_runs():
     check shows a run from the initial states reaching each."""
     from proofs import evtchn as e, interrupts as irqs, ioreq as io, mapcache as mc, \
         xenstore as xs
-    systems = [io.protocol_system, io.hostile_system, e.ports_system, mc.budget_system,
+    systems = [io.protocol_system, io.hostile_system, e.ports_system, e.table_system,
+               mc.budget_system,
                mc.locked_system, mc.stale_system, mc.address_space_system, mc.lru_system,
                mc.invalidate_system, mc.engine_system, xs.access_system,
                xs.quota_system, xs.serialisable_system, irqs.only_evtchn, irqs.never_lost,
@@ -357,6 +358,110 @@ def test_event_channel_glue_mutants_fail_across_words():
     assert lines[1].endswith("upcall=0") and " sel=0x0 " not in lines[1], lines
     for name in ("word_of_32_ports", "selector_of_the_bit", "upcall_from_pending"):
         assert _check(f"evtchn.2l/mutant:{name}").run().result == "counterexample", name
+
+
+def test_every_table_operation_of_the_engine_is_a_proved_rule():
+    """EventChannels runs the table rules evtchn.table checks: each
+    operation calls its rule once, on the world of every domain."""
+    from spec import evtchn
+    rules = ("alloc_unbound_rule", "bind_interdomain_rule", "bind_virq_rule", "close_rule",
+             "remove_rule", "send_target", "virq_port")
+    calls, depth = [], [0]
+
+    def spy(name):
+        real = getattr(evtchn, name)
+
+        def rule(world, *args):                 # the outermost rule of each operation
+            if not depth[0]:
+                calls.append((name, tuple(d.dom for d in world)))
+            depth[0] += 1
+            try:
+                return real(world, *args)
+            finally:
+                depth[0] -= 1
+        return rule
+    xen = evtchn.EventChannels(lambda e: None)
+    for dom in (0, 1):
+        xen.add_domain(dom)
+    with mock.patch.multiple(evtchn, **{name: spy(name) for name in rules}):
+        remote = xen.alloc_unbound(1, 0)
+        local = xen.bind_interdomain(0, 1, remote)
+        xen.bind_virq(0, evtchn.VIRQ_DOM_EXC)
+        xen.send(0, local)
+        xen.send_virq(0, evtchn.VIRQ_DOM_EXC)
+        xen.close(0, local)
+        xen.remove_domain(1)
+    assert calls == [(name, (0, 1)) for name in ("alloc_unbound_rule", "bind_interdomain_rule",
+                                                 "bind_virq_rule", "send_target", "virq_port",
+                                                 "close_rule", "remove_rule")]
+
+
+def test_a_table_mutant_breaks_the_running_engine_too():
+    """The proof's mutants, patched into spec.evtchn, break the engine the
+    same way: the highest free port is handed out, a closed port's peer
+    stays bound."""
+    from proofs import evtchn as proofs_evtchn
+    from spec import evtchn
+    mutants = {m[0]: m for m in proofs_evtchn.TABLE_MUTANTS}
+
+    def engine():
+        xen = evtchn.EventChannels(lambda e: None)
+        for dom in (0, 1):
+            xen.add_domain(dom)
+        ports = [xen.alloc_unbound(1, 0) for _ in range(3)]
+        xen.close(1, ports[0])
+        return xen, ports
+    xen, ports = engine()
+    assert xen.alloc_unbound(1, 0) == ports[0] == 1
+    _n, name, highest = mutants["highest_free_port"]
+    with mock.patch.object(evtchn, name, highest):
+        xen, ports = engine()
+        assert xen.alloc_unbound(1, 0) == 4
+    _n, name, keeps = mutants["close_keeps_peer"]
+    with mock.patch.object(evtchn, name, keeps):
+        xen, ports = engine()
+        local = xen.bind_interdomain(0, 1, ports[1])
+        xen.close(0, local)
+        assert xen.domain(1).channels[ports[1]].state == evtchn.ECS_INTERDOMAIN
+
+
+def test_table_counterexamples_name_the_operation():
+    """A table mutant's counterexample is one step, from a state the
+    strengthening allows, naming the operation and both tables."""
+    lines = _check("evtchn.table/mutant:unbound_for_itself").run().counterexample
+    assert lines[0].startswith("initially") and "step 1: close(dom" in lines[1], lines
+    assert lines[-1] == "the last step breaks the property"
+    reserved = _check("evtchn.table/mutant:reserved_is_free").run().counterexample
+    assert "step 1: " in reserved[1] and "[R " in reserved[0], reserved
+    bits = _check("evtchn.port_bits/mutant:clear_keeps_mask").run().counterexample
+    assert bits[0].startswith("port 0x") and "clear_port" in bits[2], bits
+
+
+def test_the_table_proof_is_vacuous_without_its_cases():
+    """A step relation that never removes a domain leaves remove_domain's
+    obligation proved about nothing: the guard says which witness is missing."""
+    import dataclasses
+    import z3
+    from proofs import evtchn as proofs_evtchn
+    from proofs.kinduction import check
+    system = proofs_evtchn.table_system()
+    real = system.step
+    system = dataclasses.replace(system, step=lambda s, i, t: z3.And(real(s, i, t),
+                                                                      i["act"] != 5))
+    outcome = check(system)
+    assert outcome.result == "vacuous" and "removing a domain" in outcome.detail
+
+
+def test_the_engine_check_names_the_call_where_the_engine_leaves_the_rules():
+    """evtchn.engine: the engine is the rules; an engine whose send_virq
+    never raises the VIRQ gives a counterexample naming that call."""
+    from proofs import evtchn as proofs_evtchn
+    from spec import evtchn
+    assert _check("evtchn.engine").run().result == "proved"
+    with mock.patch.object(evtchn.EventChannels, "send_virq", lambda self, dom, virq: None):
+        outcome = proofs_evtchn.engine_rule()
+    assert outcome.result == "counterexample"
+    assert outcome.counterexample[0].startswith("send_virq(0, 3)"), outcome.counterexample
 
 
 def test_a_source_mutant_names_a_line_the_code_has():
