@@ -71,10 +71,14 @@ Most mutants here are the spec's code with one line changed
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from contextlib import ExitStack
+from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated, source_mutant
+from proofs.kinduction import Outcome, TransitionSystem, check, source_mutant, valid
 from spec import bv, mapcache as mc, platform
 
 SLOTS = 4
@@ -400,17 +404,6 @@ def _engine_inputs() -> dict:
     return out
 
 
-def _least(cands) -> mc.Found:
-    """The least key among (accepted, key, slot) candidates, first of equals."""
-    found, slot, best = z3.BoolVal(False), z3.BitVecVal(0, mc.LOCK_BITS), None
-    for ok, key, k in cands:
-        better = ok if best is None else z3.And(ok, z3.Or(z3.Not(found), z3.ULT(key, best)))
-        slot = z3.If(better, k, slot)
-        best = key if best is None else z3.If(better, key, best)
-        found = z3.Or(found, better)
-    return mc.Found(found, slot)
-
-
 def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
     table = _table(s)
     slot = lambda k: z3.BitVecVal(k, mc.LOCK_BITS)                            # noqa: E731
@@ -421,20 +414,19 @@ def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
     g = mc._get(table, i["gu"])
     cands.append((z3.And(exists(i["gu"]), i["gu_bucket"] == bucket, mc.usable(g, bucket)),
                   i["gu"], i["gu"]))
-    hit = _least(cands)
+    hit = mc.least(cands)
     cands = [(z3.And(s[f"F{k}"], exists(slot(k)), mc.free_current(e)), slot(k), slot(k))
              for k, e in enumerate(table)]
     cands.append((z3.And(exists(i["gf"]), mc.free_current(mc._get(table, i["gf"]))),
                   i["gf"], i["gf"]))
-    heap = _least(cands)
-    append = z3.And(z3.Not(heap.found), z3.ULT(s["n"], s["budget"]))
-    free = mc.Found(z3.Or(heap.found, append), z3.If(heap.found, heap.slot, s["n"]))
+    heap = mc.least(cands)
+    free = mc.free_or_new(heap, s["n"], s["budget"])
     wide = lambda stamp, k: z3.Concat(stamp, k)                               # noqa: E731
     cands = [(z3.And(s[f"L{k}"], mc.lru_current(e, e.stamp)), wide(e.stamp, slot(k)), slot(k))
              for k, e in enumerate(table)]
     cands.append((z3.And(exists(i["gl"]), mc.lru_current(mc._get(table, i["gl"]), i["gl_stamp"])),
                   wide(i["gl_stamp"], i["gl"]), i["gl"]))
-    victim = _least(cands)
+    victim = mc.least(cands)
     # the engine reads the free heap and the LRU heap only on a miss
     return (hit, mc.Found(z3.And(z3.Not(hit.found), free.found), free.slot),
             mc.Found(z3.And(z3.Not(hit.found), victim.found), victim.slot))
@@ -453,9 +445,11 @@ def _filed(s, t, old: tuple, new: tuple, n_after) -> z3.BoolRef:
                                                      z3.And(s[f"F{k}"], z3.Not(e.valid))),
                                       s[f"F{k}"]),
                   t[f"L{k}"] == z3.If(changed, z3.Or(plan.push_lru, kept_l), s[f"L{k}"])]
-    delta = z3.Sum(*[z3.If(e.valid, 1, 0) - z3.If(o.valid, 1, 0) for o, e in zip(old, new)])
-    return z3.And(*facts, t["n"] == n_after,
-                  z3.BV2Int(t["mapped"]) == z3.BV2Int(s["mapped"]) + delta)
+    mapped = s["mapped"]
+    for o, e in zip(old, new):
+        mapped = z3.If(z3.Or(*[getattr(o, f) != getattr(e, f) for f in FIELDS]),
+                       mc.mapped_after(mapped, o, e), mapped)
+    return z3.And(*facts, t["n"] == n_after, t["mapped"] == mapped)
 
 
 def _engine_step(s, i, t) -> z3.BoolRef:
@@ -602,8 +596,7 @@ def _by_bits(s, table: dict) -> z3.BitVecRef:
 
 
 def _windows(s) -> z3.BitVecRef:
-    shift = _by_bits(s, platform.MAPCACHE_BUCKET_SHIFT)
-    return z3.LShR(s["budget"], shift)
+    return mc.windows_of(s["budget"], mc.bucket_shift(s["bits32"]))
 
 
 def _accepted(s) -> z3.BoolRef:
@@ -632,7 +625,7 @@ def _space_invariant(s) -> z3.BoolRef:
 def _space_property(s, i, t) -> z3.BoolRef:
     def wide(table: dict) -> z3.BitVecRef:       # 128 bits: no sum below can wrap
         return z3.ZeroExt(W, _by_bits(t, table))
-    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << wide(platform.MAPCACHE_BUCKET_SHIFT)
+    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << z3.ZeroExt(W, mc.bucket_shift(t["bits32"]))
     return z3.ULE(mapped_bytes + wide(platform.DM_FOOTPRINT), wide(platform.DM_ADDRESS_SPACE))
 
 
@@ -655,6 +648,139 @@ def address_space_system() -> TransitionSystem:
 def _fills_largest_budget(s, i, t) -> z3.BoolRef:
     largest = platform.DM_ADDRESS_SPACE[32] - platform.DM_FOOTPRINT[32]
     return z3.And(s["bits32"], s["budget"] == largest, i["map"], t["mapped"] == _windows(t))
+
+
+# --- buckets, bytes and what qemu-dm accepts: function-level checks ------------------------
+#
+# The run-time cache turns addresses into buckets and budgets into windows
+# with :func:`~spec.mapcache.bucket_span`, :func:`~spec.mapcache.nth_bucket`,
+# :func:`~spec.mapcache.bucket_address`, :func:`~spec.mapcache.windows_of`
+# and :func:`~spec.mapcache.bucket_shift`, and decides what it accepts with
+# :func:`~spec.mapcache.budget_fits` and :func:`~spec.mapcache.legacy_fits`.
+# Each claim below holds for every value of its words (one query for its
+# negation, :func:`proofs.kinduction.valid`); 128-bit words where a sum or
+# a shift could wrap.
+
+X = 128
+
+
+def _x(v) -> z3.BitVecRef:
+    """A 64-bit word (or a Python int) widened to 128 bits."""
+    return z3.ZeroExt(X - 64, v) if isinstance(v, z3.BitVecRef) else z3.BitVecVal(v, X)
+
+
+def _floor_of(q, n, shift) -> z3.BoolRef:
+    """``q`` is ``n`` divided by 2^``shift``, rounded down (128-bit words)."""
+    return z3.And(z3.ULE(_x(q) << _x(shift), _x(n)), z3.ULT(_x(n), (_x(q) + 1) << _x(shift)))
+
+
+def _claims(claims: list[tuple[str, z3.BoolRef]], assumptions=()) -> Outcome:
+    started = time.perf_counter()
+    outcome = Outcome("proved", 0.0, detail="valid")
+    for what, claim in claims:
+        outcome = valid(claim, started, lambda m, what=what: [f"not so: {what}", _model(m)],
+                        *assumptions)
+        if outcome.result != "proved":
+            outcome.detail = f"{what}: {outcome.detail}"
+            break
+    return outcome
+
+
+def _model(m: z3.ModelRef) -> str:
+    shown = [f"{d.name()}={m[d]}" for d in sorted(m.decls(), key=lambda d: d.name())]
+    return "for " + (", ".join(shown) if shown else "any values")
+
+
+def span_rule() -> Outcome:
+    """mapcache.span: for 64 KiB and 1 MiB buckets and any 64-bit address
+    and length (up to 2^64 less a bucket), the buckets
+    :func:`~spec.mapcache.bucket_span` gives (through
+    :func:`~spec.mapcache.nth_bucket`) are exactly those the bytes touch:
+    every byte's bucket is one of them, and each of them holds a byte of
+    the access (an access of no bytes is one byte; past 2^64 it goes on at
+    address 0). :func:`~spec.mapcache.bucket_address` of a bucket is its
+    first byte, the bytes of that many buckets."""
+    claims = []
+    gpa, length, n = (z3.BitVec(name, 64) for name in ("gpa", "length", "n"))
+    for bits in (32, 64):
+        shift = mc.bucket_shift(bits == 32)
+        first, count = mc.bucket_span(gpa, length, shift)
+        size = z3.If(length == 0, z3.BitVecVal(1, 64), length)
+        fits = z3.ULE(length, z3.BitVecVal((1 << 64) - (1 << shift), 64))
+        # the access is contiguous (and, up to 2^64 less a bucket long, never
+        # comes back into its first bucket from below), so the buckets it
+        # touches are those from its first byte's to its last byte's, counted
+        # modulo the space's buckets: the span is exactly they when it starts
+        # at the first, ends at the last and has no more buckets than the space
+        claims.append((f"the span runs from the first byte's bucket to the last byte's, "
+                       f"no more ({bits}-bit)",
+                       z3.Implies(fits, z3.And(
+                           first == z3.LShR(gpa, shift),
+                           z3.ULE(count, 1 << (64 - shift)), count != 0,
+                           mc.nth_bucket(first, count - 1, shift)
+                           == z3.LShR(gpa + size - 1, shift)))))
+        claims.append((f"bucket n starts at n << {shift}, the bytes of n buckets",
+                       z3.Implies(z3.ULT(n, 1 << (64 - shift)),
+                                  _x(mc.bucket_address(n, shift)) == _x(n) << shift)))
+    return _claims(claims)
+
+
+#: guest memory sizes whose RAM ``ram_buckets`` is checked against (below
+#: the VGA hole's end, below and above the MMIO hole, not bucket-aligned)
+RAM_SIZES = (1 << 20, 16 << 20, (1 << 30) + (4 << 10), 3 << 30, 6 << 30)
+
+
+def geometry_rule() -> Outcome:
+    """mapcache.geometry: a 32-bit qemu-dm has 64 KiB buckets and a 64-bit
+    one 1 MiB (:func:`~spec.mapcache.bucket_shift`, Xen 3.0.4's
+    ``xen-mapcache`` patch); for any 64-bit budget and guest size, a budget
+    holds as windows (:func:`~spec.mapcache.windows_of`) the whole buckets
+    it holds; :func:`~spec.mapcache.budget_fits` accepts exactly the budgets
+    up to :func:`~spec.mapcache.max_budget`, the address space less
+    qemu-dm's footprint (the number the refusal names); map-everything mode
+    (:func:`~spec.mapcache.legacy_fits`) exactly the guests the budget
+    holds; messages name bytes in whole MiB and KiB rounded down
+    (:func:`~spec.mapcache.mib`, :func:`~spec.mapcache.kib`); and the
+    invalidation of everything (``Mapcache.ram_buckets``) reaches every
+    byte of the guest's RAM and no bucket past it, for guests of 1 MiB to
+    6 GiB."""
+    bits32 = z3.Bool("bits32")
+    budget, memory, n = (z3.BitVec(name, 64) for name in ("budget", "memory", "n"))
+    by_bits = lambda table: z3.If(bits32, z3.BitVecVal(table[32], 64),          # noqa: E731
+                                  z3.BitVecVal(table[64], 64))
+    shift = mc.bucket_shift(bits32)
+    own, space = by_bits(platform.DM_FOOTPRINT), by_bits(platform.DM_ADDRESS_SPACE)
+    windows = mc.windows_of(budget, shift)
+    claims = [
+        ("64 KiB buckets on 32-bit, 1 MiB on 64-bit",
+         mc.bucket_address(1, shift) == z3.If(bits32, z3.BitVecVal(64 << 10, 64),
+                                              z3.BitVecVal(1 << 20, 64))),
+        ("the windows are the whole buckets the budget holds",
+         _floor_of(windows, budget, shift)),
+        ("the largest budget is the address space less the footprint",
+         mc.max_budget(own, space) == space - own),
+        ("a budget fits exactly when it is at most the largest",
+         mc.budget_fits(budget, own, space) == z3.ULE(budget, space - own)),
+        ("map-everything fits exactly the guests the budget holds",
+         mc.legacy_fits(memory, budget) == z3.ULE(memory, budget)),
+        ("MiB are whole and rounded down", _floor_of(mc.mib(n), n, 20)),
+        ("KiB are whole and rounded down", _floor_of(mc.kib(n), n, 10)),
+    ]
+    a = z3.BitVec("address", 64)
+    for bits in (32, 64):
+        for size in RAM_SIZES:
+            cache = mc.Mapcache(size, bits=bits, budget=1 << 20)
+            first, count = cache.ram_buckets()
+            top = platform.ram_ranges(size)[-1][1]
+            ram = z3.Or(*[z3.And(z3.ULE(lo, a), z3.ULT(a, hi))
+                          for lo, hi in platform.ram_ranges(size)])
+            claims.append((f"a {size >> 20} MiB guest's RAM is all in ram_buckets ({bits}-bit)",
+                           z3.Implies(ram, z3.ULT(z3.LShR(a, cache.shift) - first, count))))
+            claims.append((f"ram_buckets of a {size >> 20} MiB guest ends with its RAM "
+                           f"({bits}-bit)",
+                           z3.BoolVal(first == 0 and first + count - 1
+                                      == (top - 1) >> cache.shift)))
+    return _claims(claims)
 
 
 # --- mutants: the spec with one function replaced ------------------------------------
@@ -694,6 +820,18 @@ def _fits_wraps(budget, footprint, space):
 def _src(name: str, function: str, old: str, new: str, doc: str):
     """A mutant: the spec's ``function`` with one line of its code changed."""
     return (name, function, source_mutant(mc, function, old, new, doc))
+
+
+def _ram_below_4g(self):
+    """The invalidation of everything reaches the RAM below the MMIO hole
+    only: a guest's memory above 4 GiB keeps its mappings."""
+    return mc.bucket_span(0, platform.ram_ranges(self.memory_bytes)[1][1], self.shift)
+
+
+def _windows_round_up(budget, shift):
+    """The budget's windows rounded up: a budget that is not a whole number
+    of buckets gets one window more than it holds."""
+    return bv.lshr(bv.add(budget, bv.sub(bv.shl(1, shift, 64), 1, 64), 64), shift, 64)
 
 
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
@@ -757,8 +895,57 @@ CHECKS = [
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),
+    ("mapcache.span", span_rule,
+     [_src("span_one_too_many", "bucket_span",
+           "last = bv.add(gpa, bv.sub(bv.ite(bv.is_zero(length, 64), 1, length), 1, 64), 64)",
+           "last = bv.add(gpa, bv.ite(bv.is_zero(length, 64), 1, length), 64)",
+           "The span's last bucket is that of the byte after the access: an access "
+           "that ends at a bucket's end maps one bucket more."),
+      _src("span_ignores_wrap", "bucket_span",
+           "between = bv.band(bv.sub(bv.lshr(last, shift, 64), first, 64), buckets, 64)",
+           "between = bv.sub(bv.lshr(last, shift, 64), first, 64)",
+           "The span counts buckets as 64-bit words: an access that runs past 2^64 "
+           "gets a count of nearly 2^64 buckets."),
+      _src("address_by_shift", "bucket_address",
+           "return bv.shl(n, shift, 64)", "return bv.lshr(n, shift, 64)",
+           "A bucket's address shifted the wrong way, as if bytes were turned into "
+           "buckets.")]),
+    ("mapcache.geometry", geometry_rule,
+     [_src("shift_by_wrong_bitness", "bucket_shift",
+           "return bv.ite(bits32, bv.const(platform.MAPCACHE_BUCKET_SHIFT[32], 64, bits32),",
+           "return bv.ite(bv.not_(bits32), bv.const(platform.MAPCACHE_BUCKET_SHIFT[32], 64, "
+           "bits32),",
+           "The bucket size of the other word size: 1 MiB buckets for a 32-bit qemu-dm."),
+      _src("fits_strict", "budget_fits",
+           "return bv.not_(bv.ult(max_budget(footprint, space), budget))",
+           "return bv.ult(budget, max_budget(footprint, space))",
+           "The budget must be below the largest, not at most it: the 2304 MiB a 32-bit "
+           "qemu-dm's refusal names is itself refused."),
+      _src("largest_is_whole_space", "max_budget",
+           "return bv.sub(space, footprint, 64)", "return space",
+           "The largest budget forgets qemu-dm's own footprint (the refusal names 3072 MiB)."),
+      _src("legacy_strict", "legacy_fits",
+           "return bv.not_(bv.ult(budget, memory))", "return bv.ult(memory, budget)",
+           "Map-everything mode refuses a guest exactly the budget's size."),
+      _src("mib_by_1000", "mib", "return bv.lshr(n, 20, 64)", "return bv.lshr(n, 19, 64)",
+           "Messages name bytes in units of 512 KiB as MiB."),
+      ("windows_round_up", "windows_of", _windows_round_up),
+      ("ram_below_4g", "Mapcache.ram_buckets", _ram_below_4g)]),
 ]
 
 
 def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
-    return check_mutated(factory, mc, mutant)
+    """A system (:func:`~proofs.kinduction.check_mutated`) or a function-level
+    check (a factory that gives its :class:`Outcome`), with ``mutant``'s
+    function (``name`` or ``Class.name`` of :mod:`spec.mapcache`) replaced."""
+    with ExitStack() as stack:
+        if mutant is not None:
+            owner, attr = mc, mutant[1]
+            if "." in attr:
+                cls, attr = attr.split(".")
+                owner = getattr(mc, cls)
+            stack.enter_context(mock.patch.object(owner, attr, mutant[2]))
+        built = factory()
+        if isinstance(built, Outcome):
+            return built
+        return check(dataclasses.replace(built, prove_first=mutant is None))
