@@ -71,7 +71,9 @@ Most mutants here are the spec's code with one line changed
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import heapq
 import time
 from contextlib import ExitStack
 from unittest import mock
@@ -79,7 +81,7 @@ from unittest import mock
 import z3
 
 from proofs.kinduction import Outcome, TransitionSystem, check, source_mutant, valid
-from spec import bv, mapcache as mc, platform
+from spec import bv, mapcache as mc, platform, trace
 
 SLOTS = 4
 ACTIONS = ("map", "lock", "unlock", "invalidate", "translate")
@@ -783,6 +785,217 @@ def geometry_rule() -> Outcome:
     return _claims(claims)
 
 
+# --- mapcache.runtime: the run-time cache itself, on every short run -----------------------
+#
+# mapcache.engine proves the cache's decisions (map_indexed, index_plan, the
+# index readers' least / free_or_new / lru_current, mapped_after) over a
+# model of its heaps. The heaps themselves are Python lists (heapq) and the
+# class's operations are Python around those functions: they cannot take Z3
+# terms. This check runs the class itself (:class:`spec.mapcache.Mapcache`)
+# on every run of a few operations over a small domain, beside the
+# whole-table functions on a table of the budget's windows (which
+# mapcache.budget, locked_kept, no_stale and lru prove), and compares after
+# every operation what qemu-dm shows: the table, the slot a map gives or
+# its refusal, the trace events, the statistics, the bytes mapped and the
+# summary. It is exhaustive over its domain, not a proof for every run.
+
+#: (windows, bits, buckets used, operations per run)
+RUNS = ((1, 32, (0, 1, 2), 3), (2, 32, (0, 1, 2), 4), (3, 32, (0, 1, 2, 3), 3),
+        (2, 64, (0, 1, 2), 2))
+RUN_MEMORY = 16 << 20
+
+
+class _Whole:
+    """The whole-table functions on a table of the budget's windows, with
+    the events and statistics qemu-dm reports (what the cache must give)."""
+
+    def __init__(self, windows: int, shift: int, gens: dict) -> None:
+        self.table, self.windows, self.shift, self.gens = (mc.EMPTY,) * windows, windows, \
+            shift, gens
+        self.clock = self.hits = self.misses = self.evictions = self.invalidations = 0
+        self.peak, self.events = 0, []
+
+    def mapped(self) -> int:
+        return mc.bucket_address(mc.mapped_count(self.table), self.shift)
+
+    def map(self, bucket: int) -> int | None:
+        self.clock += 1
+        r = mc.map_bucket(self.table, bucket, self.gens.get(bucket, 0), self.windows,
+                          self.clock)
+        if not r.ok:
+            return None
+        self.table = mc.lock(r.table, r.slot)
+        if r.hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+            self.evictions += bool(r.evicted)
+            self.peak = max(self.peak, self.mapped())
+            self.events.append(trace.MapcacheMiss(
+                bucket=mc.bucket_address(bucket, self.shift),
+                evicted=mc.bucket_address(r.victim, self.shift) if r.evicted else -1,
+                mapped=self.mapped()))
+        return r.slot
+
+    def invalidate(self, first: int, count: int) -> None:
+        before = sum(e.stale for e in self.table)
+        self.table = mc.invalidate(self.table, first, count)
+        self.invalidations += 1
+        self.events.append(trace.MapcacheInvalidate(
+            first=mc.bucket_address(first, self.shift), count=count,
+            stale=sum(e.stale for e in self.table) - before, mapped=self.mapped()))
+
+    def seen(self, budget: int) -> tuple:
+        return (self.table, self.events, self.mapped(), trace.MapcacheStats(
+            mode="mapcache", bucket_size=mc.bucket_address(1, self.shift), budget=budget,
+            hits=self.hits, misses=self.misses, evictions=self.evictions,
+            invalidations=self.invalidations, mapped=self.mapped(), peak=self.peak))
+
+
+def _ops(buckets: tuple[int, ...]) -> list[tuple]:
+    """A run's alphabet: an access that maps, locks, checks and unlocks a
+    bucket; one that keeps its lock (a bucket's first); the end of the
+    oldest held access; the guest giving bucket 1 back; the invalidation of
+    everything."""
+    return ([("use", b) for b in buckets] + [("hold", buckets[0]), ("release",),
+                                            ("invalidate", 1, 1), ("invalidate_all",)])
+
+
+class _Node:
+    """One point of a run: the cache, the whole table, the p2m they share,
+    the cache's events and the accesses still holding a lock."""
+
+    def __init__(self, windows: int, bits: int) -> None:
+        self.windows, self.shift = windows, mc.bucket_shift(bits == 32)
+        self.gens: dict[int, int] = {}
+        self.events: list = []
+        self.cache = mc.Mapcache(RUN_MEMORY, bits=bits,
+                                 budget=mc.bucket_address(windows, self.shift))
+        self.whole, self.held = _Whole(windows, self.shift, self.gens), []
+        self._wire()
+
+    def _wire(self) -> None:
+        gens, shift = self.gens, self.shift
+        self.cache.emit = self.events.append
+        self.cache.frames = lambda gpa, length: gens.get(gpa >> shift, 0)
+        self.whole.gens = gens
+
+    def fork(self) -> "_Node":
+        other = copy.copy(self)
+        other.gens, other.events, other.held = dict(self.gens), list(self.events), \
+            list(self.held)
+        other.cache = copy.deepcopy(self.cache)
+        other.whole = copy.copy(self.whole)
+        other.whole.events = list(self.whole.events)
+        other._wire()
+        return other
+
+    def step(self, op: tuple) -> str:
+        """Do ``op`` on both; "" or what differs."""
+        cache, whole = self.cache, self.whole
+        if op[0] in ("use", "hold"):
+            want = whole.map(op[1])
+            try:
+                slot, _result = cache.map(op[1])
+            except mc.MapcacheFull:
+                slot = None
+            if slot != want:
+                return f"map b{op[1]} gave slot {slot}, the whole table {want}"
+            if slot is not None:
+                cache.lock(slot)
+                cache.check(op[1])
+                if op[0] == "use":
+                    cache.unlock(slot)
+                    whole.table = mc.unlock(whole.table, slot)
+                else:
+                    self.held.append(slot)
+        elif op[0] == "release" and self.held:
+            slot = self.held.pop(0)
+            cache.unlock(slot)
+            whole.table = mc.unlock(whole.table, slot)
+        elif op[0] in ("invalidate", "invalidate_all"):
+            first, count = op[1:] if op[0] == "invalidate" else cache.ram_buckets()
+            for b in range(first, min(first + count, 8)):
+                self.gens[b] = self.gens.get(b, 0) + 1
+            whole.invalidate(first, count)
+            if op[0] == "invalidate":
+                cache.invalidate(first, count)
+            else:
+                cache.invalidate_all()
+        table = cache.table + (mc.EMPTY,) * (self.windows - len(cache.table))
+        got = (table, self.events, cache.mapped_bytes(), cache.summary())
+        for what, a, b in zip(("table", "events", "bytes mapped", "summary"), got,
+                              whole.seen(cache.budget)):
+            if a != b:
+                return f"the cache's {what} {a} is not the whole table's {b}"
+        return ""
+
+
+def _explore(node: _Node, ops: list, depth: int, path: tuple) -> tuple[int, list[str]]:
+    """Every run of up to ``depth`` more operations from ``node``: (runs,
+    the first run that differs, or [])."""
+    runs = 0
+    for op in ops:
+        child = node.fork()
+        try:
+            wrong = child.step(op)
+        except (AssertionError, IndexError, KeyError, ValueError) as exc:
+            wrong = f"the cache raised {type(exc).__name__}: {exc}"
+        here = path + (op,)
+        if wrong:
+            return runs + 1, [", ".join(" ".join(map(str, o)) for o in here), wrong]
+        if depth > 1:
+            more, bad = _explore(child, ops, depth - 1, here)
+            runs += more
+            if bad:
+                return runs, bad
+        else:
+            runs += 1
+    return runs, []
+
+
+def _legacy_run() -> str:
+    """Map-everything mode: every access hits, nothing is locked or dropped,
+    all the guest's memory is mapped."""
+    events: list = []
+    cache = mc.Mapcache(RUN_MEMORY, legacy=True, emit=events.append)        # 32-bit
+    slot, result = cache.map(5)
+    cache.lock(slot)
+    cache.check(5)
+    cache.unlock(slot)
+    cache.invalidate(0, 2)
+    want = ((5, None), [trace.MapcacheInvalidate(first=0, count=2, stale=0, mapped=RUN_MEMORY)],
+            (), trace.MapcacheStats(mode="map-everything", bucket_size=64 << 10,
+                                    budget=platform.MAPCACHE_DEFAULT_BUDGET[32], hits=1,
+                                    misses=0, evictions=0, invalidations=1,
+                                    mapped=RUN_MEMORY, peak=RUN_MEMORY))
+    got = ((slot, result), events, cache.table, cache.summary())
+    return "" if got == want else f"map-everything mode gave {got}, not {want}"
+
+
+def runtime_rule() -> Outcome:
+    """mapcache.runtime: the run-time :class:`~spec.mapcache.Mapcache` (its
+    heaps and index sets, its statistics and events) gives what the
+    whole-table functions give, after every operation of every run of up
+    to four accesses, ends of accesses and invalidations over three or four
+    buckets, with budgets of one to three windows, 32- and 64-bit; and
+    map-everything mode maps everything. Exhaustive over that domain (a
+    bounded check: the heaps are Python, not Z3 terms)."""
+    started = time.perf_counter()
+    runs = 0
+    for windows, bits, buckets, length in RUNS:
+        more, bad = _explore(_Node(windows, bits), _ops(buckets), length, ())
+        runs += more
+        if bad:
+            return Outcome("counterexample", time.perf_counter() - started,
+                           [f"{bits}-bit qemu-dm, {windows} windows: {bad[0]}", bad[1]])
+    wrong = _legacy_run()
+    if wrong:
+        return Outcome("counterexample", time.perf_counter() - started, [wrong])
+    return Outcome("proved", time.perf_counter() - started,
+                   detail=f"every one of {runs} runs (bounded)")
+
+
 # --- mutants: the spec with one function replaced ------------------------------------
 
 _real_room = mc.room
@@ -832,6 +1045,28 @@ def _windows_round_up(budget, shift):
     """The budget's windows rounded up: a budget that is not a whole number
     of buckets gets one window more than it holds."""
     return bv.lshr(bv.add(budget, bv.sub(bv.shl(1, shift, 64), 1, 64), 64), shift, 64)
+
+
+def _lru_reader_trusts_top(self):
+    """The run-time LRU heap's reader takes its least record without
+    checking it still names an evictable window last used at that stamp."""
+    return mc.Found(bool(self._lru), self._lru[0][1] if self._lru else 0)
+
+
+def _store_never_frees(self, slot, new):
+    """The run-time store files no slot in the free heap: a window an
+    invalidation drops is never mapped again while the budget's windows are
+    all made."""
+    old = self.entries[slot]
+    plan = mc.index_plan(old, new)
+    if plan.drop_usable:
+        self._usable.get(old.bucket, set()).discard(slot)
+    self._mapped = mc.mapped_after(self._mapped, old, new)
+    self.entries[slot] = new
+    if plan.add_usable:
+        self._usable.setdefault(new.bucket, set()).add(slot)
+    if plan.push_lru:
+        heapq.heappush(self._lru, (new.stamp, slot))
 
 
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
@@ -931,6 +1166,9 @@ CHECKS = [
            "Messages name bytes in units of 512 KiB as MiB."),
       ("windows_round_up", "windows_of", _windows_round_up),
       ("ram_below_4g", "Mapcache.ram_buckets", _ram_below_4g)]),
+    ("mapcache.runtime", runtime_rule,
+     [("lru_reader_trusts_top", "Mapcache._lru_victim", _lru_reader_trusts_top),
+      ("store_never_frees", "Mapcache._store", _store_never_frees)]),
 ]
 
 

@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, NamedTuple
+# (Optional[X], not X | None: make mutate would rewrite the | of an annotation, which
+# is never evaluated here, into equivalent mutants)
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from spec import bv, platform, trace
 from spec.xend import DeviceModelError
@@ -481,7 +483,7 @@ class Mapcache:
 
     memory_bytes: int
     bits: int = 32
-    budget: int | None = None
+    budget: Optional[int] = None
     legacy: bool = False
     emit: Callable[[trace.Event], None] = lambda event: None
     frames: Callable[[int, int], int] = lambda gpa, length: 0
@@ -590,7 +592,7 @@ class Mapcache:
         first, count = bucket_span(bv.const(gpa, 64), length, self.shift)
         return [nth_bucket(first, i, self.shift) for i in range(count)]
 
-    def map(self, bucket: int) -> tuple[int, IndexedMap | None]:
+    def map(self, bucket: int) -> tuple[int, Optional[IndexedMap]]:
         """Map ``bucket``; returns (slot, what happened). Raises
         :class:`MapcacheFull`. In legacy mode everything is mapped already."""
         if self.legacy:
