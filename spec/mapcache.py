@@ -335,7 +335,7 @@ class Found(NamedTuple):
 
 
 #: an entry no rule picks (mapped, locked, stale): fills a slice's unused place
-BLOCKED = Entry(True, 0, 0, 1, True, 0)
+BLOCKED = EMPTY._replace(valid=True, locks=1, stale=True)
 
 
 class IndexPlan(NamedTuple):
