@@ -7,7 +7,8 @@ Room: one transition system built from the spec's own functions
 :func:`~spec.mapcache.lock`, :func:`~spec.mapcache.unlock`,
 :func:`~spec.mapcache.invalidate`, :func:`~spec.mapcache.translate`) called
 with Z3 terms, the properties checked on it, and the mutants that must
-break them. Imports :mod:`spec.mapcache`, :mod:`proofs.kinduction`.
+break them. Imports :mod:`spec.mapcache`, :mod:`spec.platform`, :mod:`spec.trace`,
+:mod:`proofs.kinduction`.
 
 The system. State: a cache of four windows (each entry: mapped, bucket,
 generation, lock count, stale, stamp), the clock, the budget (any number of
@@ -64,6 +65,21 @@ Three more systems tie these functions to what the engine runs:
   :func:`~spec.mapcache.lru_current`) gives what the whole-table functions
   give (the comments above :func:`engine_system` say how the heaps are
   modelled).
+
+Around the table, the cache's arithmetic and its admission rules are
+function-level checks (each claim for every value of its words):
+
+* ``mapcache.span``: the buckets an access touches
+  (:func:`~spec.mapcache.bucket_span`, 64-bit addresses that wrap) and where
+  a bucket starts (:func:`~spec.mapcache.bucket_address`);
+* ``mapcache.geometry``: the bucket size by word size, the windows a budget
+  holds, the budgets and map-everything guests accepted, the units of the
+  messages, and the range the invalidation of everything covers.
+
+And ``mapcache.runtime`` runs the :class:`~spec.mapcache.Mapcache` class
+itself (its heaps are Python lists) against the whole-table functions on
+every short run of a small domain: a bounded, exhaustive check, not a Z3
+proof (:func:`runtime_rule`).
 
 Most mutants here are the spec's code with one line changed
 (:func:`proofs.kinduction.source_mutant`).
