@@ -47,7 +47,7 @@ fuzz: $(STAMP)
 	$(BIN)/python -m hvmspec.guestgen --count $(GUESTS) --seed $(SEED)
 
 # mutation testing of the spec modules the proofs are about, hvmspec check as the
-# killer (cosmic-ray; hours on 2 cores): MODULES="spec/irq.py ..." to run some
+# killer (cosmic-ray): MODULES="spec/irq.py ..." to run some
 MODULES ?=
 mutate: $(STAMP)
 	$(BIN)/python -m hvmspec.mutation $(foreach m,$(MODULES),--module $(m)) --write docs/mutation.json

@@ -44,6 +44,9 @@ WORK = ROOT / "build" / "mutate"
 REPORT = ROOT / "docs" / "mutation.json"
 SURVIVORS = ROOT / "proofs" / "survivors.toml"
 TARGET_SCORE = 0.90
+#: how the report names the killer
+KILLER = ("hvmspec check --invariants -x GROUP..., only the invariants that call the "
+          "mutated function")
 #: what a worker's copy of the tree needs to run ``hvmspec check``
 COPIED = ("spec", "proofs", "hvmspec", "impl", "guests")
 
@@ -74,6 +77,8 @@ class Mutant:
     before: str = ""
     after: str = ""
     why: str = ""
+    #: what the killer said: which invariants call the mutated function
+    detail: str = ""
 
 
 @dataclass
@@ -99,9 +104,14 @@ class ModuleResult:
 # --- the killer and the workers ------------------------------------------------------------
 
 def killer(groups: tuple[str, ...]) -> list[str]:
-    """The test command: the invariants of ``groups``, stopping at the
-    first that fails."""
+    """The invariants of ``groups``, stopping at the first that fails (the
+    baseline, and what a mutant at module level faces)."""
     return [sys.executable, "-m", "hvmspec.cli", "check", "--invariants", "-x", *groups]
+
+
+def kill_command(calls: Path) -> list[str]:
+    """The test command cosmic-ray runs for each mutant (:func:`kill`)."""
+    return [sys.executable, "-m", "hvmspec.mutation", "kill", str(calls)]
 
 
 def _cosmic_ray() -> str:
@@ -127,7 +137,10 @@ def _free_port() -> int:
 
 
 def _env(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    # one hash seed: the record of calls and each mutant's run see the same
+    # iteration orders
+    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONHASHSEED": "0"}
 
 
 class Workers:
@@ -179,10 +192,144 @@ def _wait_listening(port: int, proc: subprocess.Popen, seconds: float = 30.0) ->
     raise MutationError(f"a cosmic-ray worker did not listen on port {port} in {seconds:.0f} s")
 
 
+# --- which checks can see a mutant ---------------------------------------------------------
+#
+# A check that never calls the mutated function runs exactly as on the
+# unmutated spec, so it cannot kill the mutant: running it only costs time.
+# Before a module's mutants run, its groups' invariants run once with a
+# trace function that records, per check, which functions of the module it
+# calls (and which run while the proofs are imported). A mutant then faces
+# the checks that call the function whose body it changes, quickest first.
+# A mutant outside every function body (module or class level, a default
+# value, a decorator) runs at import time and faces every check. A nested
+# function or lambda only exists once its enclosing function has run, so a
+# lambda counts as part of its enclosing function (its body and defaults).
+
+
+def _code_key(name: str, first_line: int) -> str:
+    return f"{name}:{first_line}"
+
+
+def record_calls(module: str, groups: tuple[str, ...]) -> dict:
+    """Run ``groups``' invariants (in this process, on the tree on
+    ``sys.path``) recording the functions of ``module`` each one calls."""
+    import threading
+    suffix = "/" + module
+    current = "<import>"
+    calls: dict[str, set[str]] = {current: set()}
+
+    def tracer(frame, event, arg):
+        code = frame.f_code
+        if code.co_filename.endswith(suffix):
+            calls[current].add(_code_key(code.co_name, code.co_firstlineno))
+
+    sys.settrace(tracer)
+    threading.settrace(tracer)
+    try:
+        from hvmspec.commands.check import _run, select
+        from proofs import all_checks
+        checks = [c for c in select(all_checks(), list(groups), None) if c.kind == "invariant"]
+        seconds: dict[str, float] = {}
+        for chk in checks:
+            current = chk.name
+            calls[current] = set()
+            started = time.perf_counter()
+            outcome = _run(chk)
+            seconds[chk.name] = round(time.perf_counter() - started, 3)
+            if outcome.result != chk.expected:
+                raise MutationError(f"{chk.name} is {outcome.result} on the unmutated spec")
+    finally:
+        sys.settrace(None)
+        threading.settrace(None)
+    return {"module": module, "groups": list(groups),
+            "source": (ROOT / module).read_text(),
+            "import": sorted(calls.pop("<import>")),
+            "checks": {name: {"seconds": seconds[name], "calls": sorted(found)}
+                       for name, found in calls.items()}}
+
+
+def changed_lines(before: str, after: str) -> list[int]:
+    """The lines of ``before`` (1-based) that ``after`` replaces or deletes
+    (for an insertion, the line it follows)."""
+    import difflib
+    a, b = before.splitlines(), after.splitlines()
+    lines: list[int] = []
+    for tag, i1, i2, _j1, _j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag != "equal":
+            lines += range(i1 + 1, i2 + 1) if i2 > i1 else [max(i1, 1)]
+    return lines
+
+
+def scope_of(source: str, line: int) -> str | None:
+    """The function whose body holds ``line`` (its code key), or None when
+    the line runs at import time (module or class level, a decorator, a
+    default value)."""
+    best: tuple[int, str] | None = None
+
+    def walk(node) -> None:
+        nonlocal best
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                # the body, not the def line (a one-line def's default values
+                # share it: counted as the enclosing scope, to be safe)
+                if max(child.body[0].lineno, child.lineno + 1) <= line \
+                        <= (child.end_lineno or child.lineno):
+                    if best is None or first >= best[0]:
+                        best = (first, _code_key(child.name, first))
+            walk(child)
+    walk(ast.parse(source))
+    return None if best is None else best[1]
+
+
+def kill(calls_path: Path) -> int:
+    """The killer of one mutant, run by a cosmic-ray worker in its tree:
+    the invariants that call the mutated function, quickest first, stopping
+    at the first whose result is not the expected one. Exit 0: survived."""
+    calls = json.loads(calls_path.read_text())
+    source, checks = calls["source"], calls["checks"]
+    lines = changed_lines(source, (ROOT / calls["module"]).read_text())
+    scopes = {scope_of(source, line) for line in lines}
+    if not lines or None in scopes or scopes & set(calls["import"]):
+        names = list(checks)
+        where = "import time"
+    else:
+        names = [n for n, c in checks.items() if scopes & set(c["calls"])]
+        where = ", ".join(sorted(s or "" for s in scopes))
+    print(f"mutant in {where}: {len(names)} of {len(checks)} invariants call it")
+    if not names:
+        print("no invariant calls the mutated function")
+        return 0
+    from hvmspec.commands.check import _run
+    from proofs import all_checks
+    by_name = {c.name: c for c in all_checks()}
+    for name in sorted(names, key=lambda n: checks[n]["seconds"]):
+        outcome = _run(by_name[name])
+        print(f"{name}: {outcome.result}")
+        if outcome.result != by_name[name].expected:
+            return 1
+    return 0
+
+
+def build_calls(module: str, groups: tuple[str, ...], tree: Path) -> tuple[Path, float]:
+    """Record which invariants call which functions of ``module`` (on the
+    unmutated ``tree``, which must pass them: else every mutant would look
+    killed). Returns the record's path and the wall time."""
+    out = WORK / (module.replace("/", "_").removesuffix(".py") + ".calls.json")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "hvmspec.mutation", "calls", module, str(out),
+                           *groups], cwd=tree, env=_env(tree), capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+        raise MutationError(f"hvmspec check {' '.join(groups)} fails on the unmutated spec "
+                            f"(exit {done.returncode}): {' / '.join(tail)}")
+    return out, time.perf_counter() - started
+
+
 # --- one module ----------------------------------------------------------------------------
 
-def _config(module: str, groups: tuple[str, ...], timeout: float, urls: list[str]) -> str:
-    command = " ".join(killer(groups))
+def _config(module: str, command: list[str], timeout: float, urls: list[str]) -> str:
+    command = " ".join(command)
     return "\n".join([
         "[cosmic-ray]",
         f"module-path = {json.dumps(module)}",
@@ -197,19 +344,6 @@ def _config(module: str, groups: tuple[str, ...], timeout: float, urls: list[str
         f"worker-urls = {json.dumps(urls)}",
         "",
     ])
-
-
-def baseline(groups: tuple[str, ...], tree: Path) -> float:
-    """Run the killer on the unmutated tree: it must pass (else every mutant
-    would look killed). Returns its wall time."""
-    started = time.perf_counter()
-    done = subprocess.run(killer(groups), cwd=tree, env=_env(tree), capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
-        raise MutationError(f"hvmspec check {' '.join(groups)} fails on the unmutated spec "
-                            f"(exit {done.returncode}): {' / '.join(tail)}")
-    return time.perf_counter() - started
 
 
 def _sample(db, limit: int | None, only: list[tuple[str, int]] | None) -> None:
@@ -237,11 +371,11 @@ def run_module(module: str, workers: Workers, limit: int | None = None,
     from cosmic_ray.work_db import WorkDB, use_db
     groups = TARGETS[module]
     result = ModuleResult(module, groups)
-    result.baseline_seconds = baseline(groups, workers.trees[0])
+    calls, result.baseline_seconds = build_calls(module, groups, workers.trees[0])
     timeout = max(60.0, 5 * result.baseline_seconds + 30)
     stem = module.replace("/", "_").removesuffix(".py")
     cfg, db_path = WORK / f"{stem}.toml", WORK / f"{stem}.sqlite"
-    cfg.write_text(_config(module, groups, timeout, workers.urls))
+    cfg.write_text(_config(module, kill_command(calls), timeout, workers.urls))
     db_path.unlink(missing_ok=True)
     exe = _cosmic_ray()
     init = subprocess.run([exe, "init", str(cfg), str(db_path)], cwd=workers.trees[0],
@@ -304,6 +438,7 @@ def _collect(result: ModuleResult, db_path: Path) -> None:
                 mutant = Mutant(result.module, m.operator_name, m.occurrence, m.start_pos[0],
                                 _function_at(scopes, m.start_pos[0]), outcome, before, after)
                 mutant.why = explain(mutant, explanations)
+                mutant.detail = next(iter((r.output or "").splitlines()), "")
                 result.survivors.append(mutant)
     result.mutants = sum(counts.values())
     result.counts = dict(sorted(counts.items()))
@@ -411,7 +546,7 @@ def plan(module: str) -> list[tuple[str, int, int]]:
     from cosmic_ray.work_db import WorkDB, use_db
     WORK.mkdir(parents=True, exist_ok=True)
     cfg, db_path = WORK / "plan.toml", WORK / "plan.sqlite"
-    cfg.write_text(_config(module, TARGETS[module], 60, ["http://127.0.0.1:1"]))
+    cfg.write_text(_config(module, killer(TARGETS[module]), 60, ["http://127.0.0.1:1"]))
     db_path.unlink(missing_ok=True)
     done = subprocess.run([_cosmic_ray(), "init", str(cfg), str(db_path)], cwd=ROOT,
                           capture_output=True, text=True)
@@ -445,7 +580,7 @@ def totals(report: dict) -> dict:
     survivors = report["survivors"]
     return {
         "tool": f"cosmic-ray {_version()}",
-        "killer": "hvmspec check --invariants -x GROUP...",
+        "killer": KILLER,
         "target": TARGET_SCORE,
         "mutants": sum(m["mutants"] for m in modules),
         "killed": killed,
@@ -511,6 +646,17 @@ def _print(report: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     global WORK
     from hvmspec.commands import EXIT_NO, EXIT_OK, EXIT_USAGE
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kill"] and len(argv) == 2:         # a worker's test command
+        return kill(Path(argv[1]))
+    if argv[:1] == ["calls"] and len(argv) >= 4:        # build_calls, in a worker's tree
+        try:
+            record = record_calls(argv[1], tuple(argv[3:]))
+        except MutationError as exc:
+            print(f"hvmspec mutation: error: {exc}", file=sys.stderr)
+            return EXIT_NO
+        Path(argv[2]).write_text(json.dumps(record) + "\n")
+        return EXIT_OK
     parser = argparse.ArgumentParser(
         prog="python -m hvmspec.mutation",
         description="Mutation-test the spec modules the proofs are about, with hvmspec check "

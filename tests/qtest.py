@@ -25,7 +25,9 @@ SIZES = {1: "b", 2: "w", 4: "l"}
 def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
     """Run ``script`` on QEMU's PC: ``("out", port, value)`` or
     ``("in", port)`` steps, byte-sized unless a last element gives the size
-    (``("out", 0xcf8, 0x80000000, 4)``, ``("in", 0xcfc, 4)``). The answer is
+    (``("out", 0xcf8, 0x80000000, 4)``, ``("in", 0xcfc, 4)``), and byte
+    accesses to guest-physical memory, ``("write", addr, value)`` and
+    ``("read", addr)`` (logged as ``read 0xa0000 = 0x5a``). The answer is
     the log of what happened, one line a step or interrupt change:
     ``in 0x60 = 0xfa``, ``irq 1 = 1`` (raise) / ``irq 1 = 0`` (lower)."""
     qemu = peer("qemu-system-i386")
@@ -34,6 +36,10 @@ def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
         if step[0] == "out":
             size = step[3] if len(step) > 3 else 1
             lines.append(f"out{SIZES[size]} {step[1]:#x} {step[2]:#x}")
+        elif step[0] == "write":
+            lines.append(f"writeb {step[1]:#x} {step[2]:#x}")
+        elif step[0] == "read":
+            lines.append(f"readb {step[1]:#x}")
         else:
             size = step[2] if len(step) > 2 else 1
             lines.append(f"in{SIZES[size]} {step[1]:#x}")
@@ -66,8 +72,8 @@ def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
             log.append(f"irq {int(words[2])} = {int(words[1] == 'raise')}")
         elif words[0] == "OK":
             step = next(steps)
-            if step is not None and step[0] == "in":
-                log.append(f"in {step[1]:#x} = {int(words[1], 16):#x}")
+            if step is not None and step[0] in ("in", "read"):
+                log.append(f"{step[0]} {step[1]:#x} = {int(words[1], 16):#x}")
         else:
             raise AssertionError(f"qtest answered {answer!r}")
     return log

@@ -2,6 +2,8 @@
 (hvmspec/mutation.py), and the recorded campaign the proofs page shows."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +103,99 @@ def test_bad_arguments_are_usage_errors():
         assert done.returncode == 2, args
         assert done.stderr.startswith("hvmspec mutation: error:") and "Traceback" not in \
             done.stderr, args
+
+
+SOURCE = '''\
+X = 1
+
+
+class C:
+    y = 2
+
+    @staticmethod
+    def f(a=3):
+        b = a + 1
+
+        def inner():
+            return b * 2
+        return inner() + (lambda: 4)()
+
+
+def g():
+    return 5
+'''
+
+
+def test_a_mutated_line_belongs_to_the_function_whose_body_holds_it():
+    """Function bodies are scopes (a nested def its own, a lambda its
+    enclosing function's); module and class level, decorators and default
+    values run at import time (None)."""
+    line = {text.strip(): n + 1 for n, text in enumerate(SOURCE.splitlines())}
+    assert mutation.scope_of(SOURCE, line["X = 1"]) is None
+    assert mutation.scope_of(SOURCE, line["y = 2"]) is None
+    assert mutation.scope_of(SOURCE, line["@staticmethod"]) is None
+    assert mutation.scope_of(SOURCE, line["def f(a=3):"]) is None
+    assert mutation.scope_of(SOURCE, line["b = a + 1"]) == "f:7"
+    assert mutation.scope_of(SOURCE, line["return b * 2"]) == "inner:11"
+    assert mutation.scope_of(SOURCE, line["return inner() + (lambda: 4)()"]) == "f:7"
+    assert mutation.scope_of(SOURCE, line["return 5"]) == "g:16"
+    mutated = SOURCE.replace("b = a + 1", "b = a - 1")
+    assert mutation.changed_lines(SOURCE, mutated) == [line["b = a + 1"]]
+    assert mutation.changed_lines(SOURCE, SOURCE.replace("    @staticmethod\n", "")) \
+        == [line["@staticmethod"]]
+
+
+def test_the_record_of_calls_names_the_functions_each_invariant_runs(tmp_path):
+    """spec/irq.py: every interrupt invariant calls ``assist`` (the VMM's
+    entry decision); none of the x86 ones would. The record is built in a
+    subprocess, as a campaign builds it."""
+    out = tmp_path / "irq.calls.json"
+    done = subprocess.run([sys.executable, "-m", "hvmspec.mutation", "calls", "spec/irq.py",
+                           str(out), "interrupts"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert record["source"] == (ROOT / "spec" / "irq.py").read_text()
+    assert set(record["checks"]) >= {"interrupts.only_evtchn", "interrupts.never_lost"}
+    assert "<module>:1" in record["import"]
+    for name, c in record["checks"].items():
+        assert any(key.startswith("assist:") for key in c["calls"]), name
+
+
+def test_the_killer_runs_only_the_invariants_that_call_the_mutated_function(tmp_path):
+    """The killer reads the mutated module from the tree it runs in. A
+    mutant of ``line_bit`` is killed by the invariants that call it; the
+    same mutant survives, with no proof run, when the record says that no
+    invariant calls ``line_bit``; a mutant at module level faces them all."""
+    tree = tmp_path / "tree"
+    for name in mutation.COPIED:
+        shutil.copytree(ROOT / name, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (ROOT / "spec" / "irq.py").read_text()
+    line = "    return bv.shl(bv.const(1, W, irq), irq, W)"
+    assert line in source
+    (tree / "spec" / "irq.py").write_text(source.replace(line, line.replace("(1,", "(2,")))
+    [key] = {mutation.scope_of(source, n + 1) for n, text in enumerate(source.splitlines())
+             if text == line}
+    assert key.startswith("line_bit:")
+
+    def kill(calls: list[str], imported: list[str] | None = None):
+        record = {"module": "spec/irq.py", "groups": ["interrupts"], "source": source,
+                  "import": imported or ["<module>:1"],
+                  "checks": {"interrupts.only_evtchn": {"seconds": 1.0, "calls": calls}}}
+        path = tmp_path / "calls.json"
+        path.write_text(json.dumps(record))
+        return subprocess.run([sys.executable, "-m", "hvmspec.mutation", "kill", str(path)],
+                              cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+                              capture_output=True, text=True, timeout=600)
+
+    killed = kill([key])
+    assert killed.returncode == 1, killed.stdout + killed.stderr
+    assert "1 of 1 invariants call it" in killed.stdout
+    assert "interrupts.only_evtchn: counterexample" in killed.stdout
+    unreached = kill(["assist:117"])
+    assert unreached.returncode == 0
+    assert "no invariant calls the mutated function" in unreached.stdout
+    (tree / "spec" / "irq.py").write_text(source.replace("QUIET = GlobalIodata(0, 0, 0, 0)",
+                                                         "QUIET = GlobalIodata(0, 0, 0, 1)"))
+    at_import = kill(["assist:117"])
+    assert "import time: 1 of 1" in at_import.stdout
