@@ -7,7 +7,8 @@ Room: one transition system built from the spec's own functions
 :func:`~spec.mapcache.lock`, :func:`~spec.mapcache.unlock`,
 :func:`~spec.mapcache.invalidate`, :func:`~spec.mapcache.translate`) called
 with Z3 terms, the properties checked on it, and the mutants that must
-break them. Imports :mod:`spec.mapcache`, :mod:`proofs.kinduction`.
+break them. Imports :mod:`spec.mapcache`, :mod:`spec.platform`, :mod:`spec.trace`,
+:mod:`proofs.kinduction`.
 
 The system. State: a cache of four windows (each entry: mapped, bucket,
 generation, lock count, stale, stamp), the clock, the budget (any number of
@@ -65,17 +66,38 @@ Three more systems tie these functions to what the engine runs:
   give (the comments above :func:`engine_system` say how the heaps are
   modelled).
 
+Around the table, the cache's arithmetic and its admission rules are
+function-level checks (each claim for every value of its words):
+
+* ``mapcache.span``: the buckets an access touches
+  (:func:`~spec.mapcache.bucket_span`, 64-bit addresses that wrap) and where
+  a bucket starts (:func:`~spec.mapcache.bucket_address`);
+* ``mapcache.geometry``: the bucket size by word size, the windows a budget
+  holds, the budgets and map-everything guests accepted, the units of the
+  messages, and the range the invalidation of everything covers.
+
+And ``mapcache.runtime`` runs the :class:`~spec.mapcache.Mapcache` class
+itself (its heaps are Python lists) against the whole-table functions on
+every short run of a small domain: a bounded, exhaustive check, not a Z3
+proof (:func:`runtime_rule`).
+
 Most mutants here are the spec's code with one line changed
 (:func:`proofs.kinduction.source_mutant`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import heapq
+import time
+from contextlib import ExitStack
+from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated, source_mutant
-from spec import bv, mapcache as mc, platform
+from proofs.kinduction import Outcome, TransitionSystem, check, source_mutant, valid
+from spec import bv, mapcache as mc, platform, trace
 
 SLOTS = 4
 ACTIONS = ("map", "lock", "unlock", "invalidate", "translate")
@@ -400,17 +422,6 @@ def _engine_inputs() -> dict:
     return out
 
 
-def _least(cands) -> mc.Found:
-    """The least key among (accepted, key, slot) candidates, first of equals."""
-    found, slot, best = z3.BoolVal(False), z3.BitVecVal(0, mc.LOCK_BITS), None
-    for ok, key, k in cands:
-        better = ok if best is None else z3.And(ok, z3.Or(z3.Not(found), z3.ULT(key, best)))
-        slot = z3.If(better, k, slot)
-        best = key if best is None else z3.If(better, key, best)
-        found = z3.Or(found, better)
-    return mc.Found(found, slot)
-
-
 def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
     table = _table(s)
     slot = lambda k: z3.BitVecVal(k, mc.LOCK_BITS)                            # noqa: E731
@@ -421,20 +432,19 @@ def _reads(s, i, bucket) -> tuple[mc.Found, mc.Found, mc.Found]:
     g = mc._get(table, i["gu"])
     cands.append((z3.And(exists(i["gu"]), i["gu_bucket"] == bucket, mc.usable(g, bucket)),
                   i["gu"], i["gu"]))
-    hit = _least(cands)
+    hit = mc.least(cands)
     cands = [(z3.And(s[f"F{k}"], exists(slot(k)), mc.free_current(e)), slot(k), slot(k))
              for k, e in enumerate(table)]
     cands.append((z3.And(exists(i["gf"]), mc.free_current(mc._get(table, i["gf"]))),
                   i["gf"], i["gf"]))
-    heap = _least(cands)
-    append = z3.And(z3.Not(heap.found), z3.ULT(s["n"], s["budget"]))
-    free = mc.Found(z3.Or(heap.found, append), z3.If(heap.found, heap.slot, s["n"]))
+    heap = mc.least(cands)
+    free = mc.free_or_new(heap, s["n"], s["budget"])
     wide = lambda stamp, k: z3.Concat(stamp, k)                               # noqa: E731
     cands = [(z3.And(s[f"L{k}"], mc.lru_current(e, e.stamp)), wide(e.stamp, slot(k)), slot(k))
              for k, e in enumerate(table)]
     cands.append((z3.And(exists(i["gl"]), mc.lru_current(mc._get(table, i["gl"]), i["gl_stamp"])),
                   wide(i["gl_stamp"], i["gl"]), i["gl"]))
-    victim = _least(cands)
+    victim = mc.least(cands)
     # the engine reads the free heap and the LRU heap only on a miss
     return (hit, mc.Found(z3.And(z3.Not(hit.found), free.found), free.slot),
             mc.Found(z3.And(z3.Not(hit.found), victim.found), victim.slot))
@@ -453,9 +463,11 @@ def _filed(s, t, old: tuple, new: tuple, n_after) -> z3.BoolRef:
                                                      z3.And(s[f"F{k}"], z3.Not(e.valid))),
                                       s[f"F{k}"]),
                   t[f"L{k}"] == z3.If(changed, z3.Or(plan.push_lru, kept_l), s[f"L{k}"])]
-    delta = z3.Sum(*[z3.If(e.valid, 1, 0) - z3.If(o.valid, 1, 0) for o, e in zip(old, new)])
-    return z3.And(*facts, t["n"] == n_after,
-                  z3.BV2Int(t["mapped"]) == z3.BV2Int(s["mapped"]) + delta)
+    mapped = s["mapped"]
+    for o, e in zip(old, new):
+        mapped = z3.If(z3.Or(*[getattr(o, f) != getattr(e, f) for f in FIELDS]),
+                       mc.mapped_after(mapped, o, e), mapped)
+    return z3.And(*facts, t["n"] == n_after, t["mapped"] == mapped)
 
 
 def _engine_step(s, i, t) -> z3.BoolRef:
@@ -602,8 +614,7 @@ def _by_bits(s, table: dict) -> z3.BitVecRef:
 
 
 def _windows(s) -> z3.BitVecRef:
-    shift = _by_bits(s, platform.MAPCACHE_BUCKET_SHIFT)
-    return z3.LShR(s["budget"], shift)
+    return mc.windows_of(s["budget"], mc.bucket_shift(s["bits32"]))
 
 
 def _accepted(s) -> z3.BoolRef:
@@ -632,7 +643,7 @@ def _space_invariant(s) -> z3.BoolRef:
 def _space_property(s, i, t) -> z3.BoolRef:
     def wide(table: dict) -> z3.BitVecRef:       # 128 bits: no sum below can wrap
         return z3.ZeroExt(W, _by_bits(t, table))
-    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << wide(platform.MAPCACHE_BUCKET_SHIFT)
+    mapped_bytes = z3.ZeroExt(W, t["mapped"]) << z3.ZeroExt(W, mc.bucket_shift(t["bits32"]))
     return z3.ULE(mapped_bytes + wide(platform.DM_FOOTPRINT), wide(platform.DM_ADDRESS_SPACE))
 
 
@@ -655,6 +666,350 @@ def address_space_system() -> TransitionSystem:
 def _fills_largest_budget(s, i, t) -> z3.BoolRef:
     largest = platform.DM_ADDRESS_SPACE[32] - platform.DM_FOOTPRINT[32]
     return z3.And(s["bits32"], s["budget"] == largest, i["map"], t["mapped"] == _windows(t))
+
+
+# --- buckets, bytes and what qemu-dm accepts: function-level checks ------------------------
+#
+# The run-time cache turns addresses into buckets and budgets into windows
+# with :func:`~spec.mapcache.bucket_span`, :func:`~spec.mapcache.nth_bucket`,
+# :func:`~spec.mapcache.bucket_address`, :func:`~spec.mapcache.windows_of`
+# and :func:`~spec.mapcache.bucket_shift`, and decides what it accepts with
+# :func:`~spec.mapcache.budget_fits` and :func:`~spec.mapcache.legacy_fits`.
+# Each claim below holds for every value of its words (one query for its
+# negation, :func:`proofs.kinduction.valid`); 128-bit words where a sum or
+# a shift could wrap.
+
+X = 128
+
+
+def _x(v) -> z3.BitVecRef:
+    """A 64-bit word (or a Python int) widened to 128 bits."""
+    return z3.ZeroExt(X - 64, v) if isinstance(v, z3.BitVecRef) else z3.BitVecVal(v, X)
+
+
+def _floor_of(q, n, shift) -> z3.BoolRef:
+    """``q`` is ``n`` divided by 2^``shift``, rounded down (128-bit words)."""
+    return z3.And(z3.ULE(_x(q) << _x(shift), _x(n)), z3.ULT(_x(n), (_x(q) + 1) << _x(shift)))
+
+
+def _claims(claims: list[tuple[str, z3.BoolRef]], assumptions=()) -> Outcome:
+    started = time.perf_counter()
+    outcome = Outcome("proved", 0.0, detail="valid")
+    for what, claim in claims:
+        outcome = valid(claim, started, lambda m, what=what: [f"not so: {what}", _model(m)],
+                        *assumptions)
+        if outcome.result != "proved":
+            outcome.detail = f"{what}: {outcome.detail}"
+            break
+    return outcome
+
+
+def _model(m: z3.ModelRef) -> str:
+    shown = [f"{d.name()}={m[d]}" for d in sorted(m.decls(), key=lambda d: d.name())]
+    return "for " + (", ".join(shown) if shown else "any values")
+
+
+def span_rule() -> Outcome:
+    """mapcache.span: for 64 KiB and 1 MiB buckets and any 64-bit address
+    and length (up to 2^64 less a bucket), the buckets
+    :func:`~spec.mapcache.bucket_span` gives (through
+    :func:`~spec.mapcache.nth_bucket`) are exactly those the bytes touch:
+    every byte's bucket is one of them, and each of them holds a byte of
+    the access (an access of no bytes is one byte; past 2^64 it goes on at
+    address 0). :func:`~spec.mapcache.bucket_address` of a bucket is its
+    first byte, the bytes of that many buckets."""
+    claims = []
+    gpa, length, n = (z3.BitVec(name, 64) for name in ("gpa", "length", "n"))
+    for bits in (32, 64):
+        shift = mc.bucket_shift(bits == 32)
+        first, count = mc.bucket_span(gpa, length, shift)
+        size = z3.If(length == 0, z3.BitVecVal(1, 64), length)
+        fits = z3.ULE(length, z3.BitVecVal((1 << 64) - (1 << shift), 64))
+        # the access is contiguous (and, up to 2^64 less a bucket long, never
+        # comes back into its first bucket from below), so the buckets it
+        # touches are those from its first byte's to its last byte's, counted
+        # modulo the space's buckets: the span is exactly they when it starts
+        # at the first, ends at the last and has no more buckets than the space
+        claims.append((f"the span runs from the first byte's bucket to the last byte's, "
+                       f"no more ({bits}-bit)",
+                       z3.Implies(fits, z3.And(
+                           first == z3.LShR(gpa, shift),
+                           z3.ULE(count, 1 << (64 - shift)), count != 0,
+                           mc.nth_bucket(first, count - 1, shift)
+                           == z3.LShR(gpa + size - 1, shift)))))
+        claims.append((f"bucket n starts at n << {shift}, the bytes of n buckets",
+                       z3.Implies(z3.ULT(n, 1 << (64 - shift)),
+                                  _x(mc.bucket_address(n, shift)) == _x(n) << shift)))
+    return _claims(claims)
+
+
+#: guest memory sizes whose RAM ``ram_buckets`` is checked against (below
+#: the VGA hole's end, below and above the MMIO hole, not bucket-aligned)
+RAM_SIZES = (1 << 20, 16 << 20, (1 << 30) + (4 << 10), 3 << 30, 6 << 30)
+
+
+def geometry_rule() -> Outcome:
+    """mapcache.geometry: a 32-bit qemu-dm has 64 KiB buckets and a 64-bit
+    one 1 MiB (:func:`~spec.mapcache.bucket_shift`, Xen 3.0.4's
+    ``xen-mapcache`` patch); for any 64-bit budget and guest size, a budget
+    holds as windows (:func:`~spec.mapcache.windows_of`) the whole buckets
+    it holds; :func:`~spec.mapcache.budget_fits` accepts exactly the budgets
+    up to :func:`~spec.mapcache.max_budget`, the address space less
+    qemu-dm's footprint (the number the refusal names); map-everything mode
+    (:func:`~spec.mapcache.legacy_fits`) exactly the guests the budget
+    holds; messages name bytes in whole MiB and KiB rounded down
+    (:func:`~spec.mapcache.mib`, :func:`~spec.mapcache.kib`); and the
+    invalidation of everything (``Mapcache.ram_buckets``) reaches every
+    byte of the guest's RAM and no bucket past it, for guests of 1 MiB to
+    6 GiB."""
+    bits32 = z3.Bool("bits32")
+    budget, memory, n = (z3.BitVec(name, 64) for name in ("budget", "memory", "n"))
+    by_bits = lambda table: z3.If(bits32, z3.BitVecVal(table[32], 64),          # noqa: E731
+                                  z3.BitVecVal(table[64], 64))
+    shift = mc.bucket_shift(bits32)
+    own, space = by_bits(platform.DM_FOOTPRINT), by_bits(platform.DM_ADDRESS_SPACE)
+    windows = mc.windows_of(budget, shift)
+    claims = [
+        ("64 KiB buckets on 32-bit, 1 MiB on 64-bit",
+         mc.bucket_address(1, shift) == z3.If(bits32, z3.BitVecVal(64 << 10, 64),
+                                              z3.BitVecVal(1 << 20, 64))),
+        ("the windows are the whole buckets the budget holds",
+         _floor_of(windows, budget, shift)),
+        ("the largest budget is the address space less the footprint",
+         mc.max_budget(own, space) == space - own),
+        ("a budget fits exactly when it is at most the largest",
+         mc.budget_fits(budget, own, space) == z3.ULE(budget, space - own)),
+        ("map-everything fits exactly the guests the budget holds",
+         mc.legacy_fits(memory, budget) == z3.ULE(memory, budget)),
+        ("MiB are whole and rounded down", _floor_of(mc.mib(n), n, 20)),
+        ("KiB are whole and rounded down", _floor_of(mc.kib(n), n, 10)),
+    ]
+    a = z3.BitVec("address", 64)
+    for bits in (32, 64):
+        for size in RAM_SIZES:
+            cache = mc.Mapcache(size, bits=bits, budget=1 << 20)
+            first, count = cache.ram_buckets()
+            top = platform.ram_ranges(size)[-1][1]
+            ram = z3.Or(*[z3.And(z3.ULE(lo, a), z3.ULT(a, hi))
+                          for lo, hi in platform.ram_ranges(size)])
+            claims.append((f"a {size >> 20} MiB guest's RAM is all in ram_buckets ({bits}-bit)",
+                           z3.Implies(ram, z3.ULT(z3.LShR(a, cache.shift) - first, count))))
+            claims.append((f"ram_buckets of a {size >> 20} MiB guest ends with its RAM "
+                           f"({bits}-bit)",
+                           z3.BoolVal(first == 0 and first + count - 1
+                                      == (top - 1) >> cache.shift)))
+    return _claims(claims)
+
+
+# --- mapcache.runtime: the run-time cache itself, on every short run -----------------------
+#
+# mapcache.engine proves the cache's decisions (map_indexed, index_plan, the
+# index readers' least / free_or_new / lru_current, mapped_after) over a
+# model of its heaps. The heaps themselves are Python lists (heapq) and the
+# class's operations are Python around those functions: they cannot take Z3
+# terms. This check runs the class itself (:class:`spec.mapcache.Mapcache`)
+# on every run of a few operations over a small domain, beside the
+# whole-table functions on a table of the budget's windows (which
+# mapcache.budget, locked_kept, no_stale and lru prove), and compares after
+# every operation what qemu-dm shows: the table, the slot a map gives or
+# its refusal, the trace events, the statistics, the bytes mapped and the
+# summary. It is exhaustive over its domain, not a proof for every run.
+
+#: (windows, bits, buckets used, operations per run)
+RUNS = ((1, 32, (0, 1, 2), 3), (2, 32, (0, 1, 2), 4), (3, 32, (0, 1, 2, 3), 3),
+        (2, 64, (0, 1, 2), 2))
+RUN_MEMORY = 16 << 20
+
+
+class _Whole:
+    """The whole-table functions on a table of the budget's windows, with
+    the events and statistics qemu-dm reports (what the cache must give)."""
+
+    def __init__(self, windows: int, shift: int, gens: dict) -> None:
+        self.table, self.windows, self.shift, self.gens = (mc.EMPTY,) * windows, windows, \
+            shift, gens
+        self.clock = self.hits = self.misses = self.evictions = self.invalidations = 0
+        self.peak, self.events = 0, []
+
+    def mapped(self) -> int:
+        return mc.bucket_address(mc.mapped_count(self.table), self.shift)
+
+    def map(self, bucket: int) -> int | None:
+        self.clock += 1
+        r = mc.map_bucket(self.table, bucket, self.gens.get(bucket, 0), self.windows,
+                          self.clock)
+        if not r.ok:
+            return None
+        self.table = mc.lock(r.table, r.slot)
+        if r.hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+            self.evictions += bool(r.evicted)
+            self.peak = max(self.peak, self.mapped())
+            self.events.append(trace.MapcacheMiss(
+                bucket=mc.bucket_address(bucket, self.shift),
+                evicted=mc.bucket_address(r.victim, self.shift) if r.evicted else -1,
+                mapped=self.mapped()))
+        return r.slot
+
+    def invalidate(self, first: int, count: int) -> None:
+        before = sum(e.stale for e in self.table)
+        self.table = mc.invalidate(self.table, first, count)
+        self.invalidations += 1
+        self.events.append(trace.MapcacheInvalidate(
+            first=mc.bucket_address(first, self.shift), count=count,
+            stale=sum(e.stale for e in self.table) - before, mapped=self.mapped()))
+
+    def seen(self, budget: int) -> tuple:
+        return (self.table, self.events, self.mapped(), trace.MapcacheStats(
+            mode="mapcache", bucket_size=mc.bucket_address(1, self.shift), budget=budget,
+            hits=self.hits, misses=self.misses, evictions=self.evictions,
+            invalidations=self.invalidations, mapped=self.mapped(), peak=self.peak))
+
+
+def _ops(buckets: tuple[int, ...]) -> list[tuple]:
+    """A run's alphabet: an access that maps, locks, checks and unlocks a
+    bucket; one that keeps its lock (a bucket's first); the end of the
+    oldest held access; the guest giving bucket 1 back; the invalidation of
+    everything."""
+    return ([("use", b) for b in buckets] + [("hold", buckets[0]), ("release",),
+                                            ("invalidate", 1, 1), ("invalidate_all",)])
+
+
+class _Node:
+    """One point of a run: the cache, the whole table, the p2m they share,
+    the cache's events and the accesses still holding a lock."""
+
+    def __init__(self, windows: int, bits: int) -> None:
+        self.windows, self.shift = windows, mc.bucket_shift(bits == 32)
+        self.gens: dict[int, int] = {}
+        self.events: list = []
+        self.cache = mc.Mapcache(RUN_MEMORY, bits=bits,
+                                 budget=mc.bucket_address(windows, self.shift))
+        self.whole, self.held = _Whole(windows, self.shift, self.gens), []
+        self._wire()
+
+    def _wire(self) -> None:
+        gens, shift = self.gens, self.shift
+        self.cache.emit = self.events.append
+        self.cache.frames = lambda gpa, length: gens.get(gpa >> shift, 0)
+        self.whole.gens = gens
+
+    def fork(self) -> "_Node":
+        other = copy.copy(self)
+        other.gens, other.events, other.held = dict(self.gens), list(self.events), \
+            list(self.held)
+        other.cache = copy.deepcopy(self.cache)
+        other.whole = copy.copy(self.whole)
+        other.whole.events = list(self.whole.events)
+        other._wire()
+        return other
+
+    def step(self, op: tuple) -> str:
+        """Do ``op`` on both; "" or what differs."""
+        cache, whole = self.cache, self.whole
+        if op[0] in ("use", "hold"):
+            want = whole.map(op[1])
+            try:
+                slot, _result = cache.map(op[1])
+            except mc.MapcacheFull:
+                slot = None
+            if slot != want:
+                return f"map b{op[1]} gave slot {slot}, the whole table {want}"
+            if slot is not None:
+                cache.lock(slot)
+                cache.check(op[1])
+                if op[0] == "use":
+                    cache.unlock(slot)
+                    whole.table = mc.unlock(whole.table, slot)
+                else:
+                    self.held.append(slot)
+        elif op[0] == "release" and self.held:
+            slot = self.held.pop(0)
+            cache.unlock(slot)
+            whole.table = mc.unlock(whole.table, slot)
+        elif op[0] in ("invalidate", "invalidate_all"):
+            first, count = op[1:] if op[0] == "invalidate" else cache.ram_buckets()
+            for b in range(first, min(first + count, 8)):
+                self.gens[b] = self.gens.get(b, 0) + 1
+            whole.invalidate(first, count)
+            if op[0] == "invalidate":
+                cache.invalidate(first, count)
+            else:
+                cache.invalidate_all()
+        table = cache.table + (mc.EMPTY,) * (self.windows - len(cache.table))
+        got = (table, self.events, cache.mapped_bytes(), cache.summary())
+        for what, a, b in zip(("table", "events", "bytes mapped", "summary"), got,
+                              whole.seen(cache.budget)):
+            if a != b:
+                return f"the cache's {what} {a} is not the whole table's {b}"
+        return ""
+
+
+def _explore(node: _Node, ops: list, depth: int, path: tuple) -> tuple[int, list[str]]:
+    """Every run of up to ``depth`` more operations from ``node``: (runs,
+    the first run that differs, or [])."""
+    runs = 0
+    for op in ops:
+        child = node.fork()
+        try:
+            wrong = child.step(op)
+        except (AssertionError, IndexError, KeyError, ValueError) as exc:
+            wrong = f"the cache raised {type(exc).__name__}: {exc}"
+        here = path + (op,)
+        if wrong:
+            return runs + 1, [", ".join(" ".join(map(str, o)) for o in here), wrong]
+        if depth > 1:
+            more, bad = _explore(child, ops, depth - 1, here)
+            runs += more
+            if bad:
+                return runs, bad
+        else:
+            runs += 1
+    return runs, []
+
+
+def _legacy_run() -> str:
+    """Map-everything mode: every access hits, nothing is locked or dropped,
+    all the guest's memory is mapped."""
+    events: list = []
+    cache = mc.Mapcache(RUN_MEMORY, legacy=True, emit=events.append)        # 32-bit
+    slot, result = cache.map(5)
+    cache.lock(slot)
+    cache.check(5)
+    cache.unlock(slot)
+    cache.invalidate(0, 2)
+    want = ((5, None), [trace.MapcacheInvalidate(first=0, count=2, stale=0, mapped=RUN_MEMORY)],
+            (), trace.MapcacheStats(mode="map-everything", bucket_size=64 << 10,
+                                    budget=platform.MAPCACHE_DEFAULT_BUDGET[32], hits=1,
+                                    misses=0, evictions=0, invalidations=1,
+                                    mapped=RUN_MEMORY, peak=RUN_MEMORY))
+    got = ((slot, result), events, cache.table, cache.summary())
+    return "" if got == want else f"map-everything mode gave {got}, not {want}"
+
+
+def runtime_rule() -> Outcome:
+    """mapcache.runtime: the run-time :class:`~spec.mapcache.Mapcache` (its
+    heaps and index sets, its statistics and events) gives what the
+    whole-table functions give, after every operation of every run of up
+    to four accesses, ends of accesses and invalidations over three or four
+    buckets, with budgets of one to three windows, 32- and 64-bit; and
+    map-everything mode maps everything. Exhaustive over that domain (a
+    bounded check: the heaps are Python, not Z3 terms)."""
+    started = time.perf_counter()
+    runs = 0
+    for windows, bits, buckets, length in RUNS:
+        more, bad = _explore(_Node(windows, bits), _ops(buckets), length, ())
+        runs += more
+        if bad:
+            return Outcome("counterexample", time.perf_counter() - started,
+                           [f"{bits}-bit qemu-dm, {windows} windows: {bad[0]}", bad[1]])
+    wrong = _legacy_run()
+    if wrong:
+        return Outcome("counterexample", time.perf_counter() - started, [wrong])
+    return Outcome("proved", time.perf_counter() - started,
+                   detail=f"every one of {runs} runs (bounded)")
 
 
 # --- mutants: the spec with one function replaced ------------------------------------
@@ -694,6 +1049,40 @@ def _fits_wraps(budget, footprint, space):
 def _src(name: str, function: str, old: str, new: str, doc: str):
     """A mutant: the spec's ``function`` with one line of its code changed."""
     return (name, function, source_mutant(mc, function, old, new, doc))
+
+
+def _ram_below_4g(self):
+    """The invalidation of everything reaches the RAM below the MMIO hole
+    only: a guest's memory above 4 GiB keeps its mappings."""
+    return mc.bucket_span(0, platform.ram_ranges(self.memory_bytes)[1][1], self.shift)
+
+
+def _windows_round_up(budget, shift):
+    """The budget's windows rounded up: a budget that is not a whole number
+    of buckets gets one window more than it holds."""
+    return bv.lshr(bv.add(budget, bv.sub(bv.shl(1, shift, 64), 1, 64), 64), shift, 64)
+
+
+def _lru_reader_trusts_top(self):
+    """The run-time LRU heap's reader takes its least record without
+    checking it still names an evictable window last used at that stamp."""
+    return mc.Found(bool(self._lru), self._lru[0][1] if self._lru else 0)
+
+
+def _store_never_frees(self, slot, new):
+    """The run-time store files no slot in the free heap: a window an
+    invalidation drops is never mapped again while the budget's windows are
+    all made."""
+    old = self.entries[slot]
+    plan = mc.index_plan(old, new)
+    if plan.drop_usable:
+        self._usable.get(old.bucket, set()).discard(slot)
+    self._mapped = mc.mapped_after(self._mapped, old, new)
+    self.entries[slot] = new
+    if plan.add_usable:
+        self._usable.setdefault(new.bucket, set()).add(slot)
+    if plan.push_lru:
+        heapq.heappush(self._lru, (new.stamp, slot))
 
 
 #: (check name, system factory, [(mutant name, spec function replaced, replacement)])
@@ -757,8 +1146,60 @@ CHECKS = [
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),
+    ("mapcache.span", span_rule,
+     [_src("span_one_too_many", "bucket_span",
+           "last = bv.add(gpa, bv.sub(bv.ite(bv.is_zero(length, 64), 1, length), 1, 64), 64)",
+           "last = bv.add(gpa, bv.ite(bv.is_zero(length, 64), 1, length), 64)",
+           "The span's last bucket is that of the byte after the access: an access "
+           "that ends at a bucket's end maps one bucket more."),
+      _src("span_ignores_wrap", "bucket_span",
+           "between = bv.band(bv.sub(bv.lshr(last, shift, 64), first, 64), buckets, 64)",
+           "between = bv.sub(bv.lshr(last, shift, 64), first, 64)",
+           "The span counts buckets as 64-bit words: an access that runs past 2^64 "
+           "gets a count of nearly 2^64 buckets."),
+      _src("address_by_shift", "bucket_address",
+           "return bv.shl(n, shift, 64)", "return bv.lshr(n, shift, 64)",
+           "A bucket's address shifted the wrong way, as if bytes were turned into "
+           "buckets.")]),
+    ("mapcache.geometry", geometry_rule,
+     [_src("shift_by_wrong_bitness", "bucket_shift",
+           "return bv.ite(bits32, bv.const(platform.MAPCACHE_BUCKET_SHIFT[32], 64, bits32),",
+           "return bv.ite(bv.not_(bits32), bv.const(platform.MAPCACHE_BUCKET_SHIFT[32], 64, "
+           "bits32),",
+           "The bucket size of the other word size: 1 MiB buckets for a 32-bit qemu-dm."),
+      _src("fits_strict", "budget_fits",
+           "return bv.not_(bv.ult(max_budget(footprint, space), budget))",
+           "return bv.ult(budget, max_budget(footprint, space))",
+           "The budget must be below the largest, not at most it: the 2304 MiB a 32-bit "
+           "qemu-dm's refusal names is itself refused."),
+      _src("largest_is_whole_space", "max_budget",
+           "return bv.sub(space, footprint, 64)", "return space",
+           "The largest budget forgets qemu-dm's own footprint (the refusal names 3072 MiB)."),
+      _src("legacy_strict", "legacy_fits",
+           "return bv.not_(bv.ult(budget, memory))", "return bv.ult(memory, budget)",
+           "Map-everything mode refuses a guest exactly the budget's size."),
+      _src("mib_by_1000", "mib", "return bv.lshr(n, 20, 64)", "return bv.lshr(n, 19, 64)",
+           "Messages name bytes in units of 512 KiB as MiB."),
+      ("windows_round_up", "windows_of", _windows_round_up),
+      ("ram_below_4g", "Mapcache.ram_buckets", _ram_below_4g)]),
+    ("mapcache.runtime", runtime_rule,
+     [("lru_reader_trusts_top", "Mapcache._lru_victim", _lru_reader_trusts_top),
+      ("store_never_frees", "Mapcache._store", _store_never_frees)]),
 ]
 
 
 def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
-    return check_mutated(factory, mc, mutant)
+    """A system (:func:`~proofs.kinduction.check_mutated`) or a function-level
+    check (a factory that gives its :class:`Outcome`), with ``mutant``'s
+    function (``name`` or ``Class.name`` of :mod:`spec.mapcache`) replaced."""
+    with ExitStack() as stack:
+        if mutant is not None:
+            owner, attr = mc, mutant[1]
+            if "." in attr:
+                cls, attr = attr.split(".")
+                owner = getattr(mc, cls)
+            stack.enter_context(mock.patch.object(owner, attr, mutant[2]))
+        built = factory()
+        if isinstance(built, Outcome):
+            return built
+        return check(dataclasses.replace(built, prove_first=mutant is None))

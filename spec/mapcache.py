@@ -51,7 +51,9 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+# (Optional[X], not X | None: make mutate would rewrite the | of an annotation, which
+# is never evaluated here, into equivalent mutants)
+from typing import Callable, Iterable, NamedTuple, Optional
 
 from spec import bv, platform, trace
 from spec.xend import DeviceModelError
@@ -104,11 +106,76 @@ def mapped_count(table: tuple[Entry, ...]) -> bv.Word:
     return count
 
 
+def max_budget(footprint: bv.Word, space: bv.Word) -> bv.Word:
+    """The largest budget a process of address ``space`` bytes, ``footprint``
+    of them its own, can give guest mappings (64-bit words; the footprint is
+    less than the space)."""
+    return bv.sub(space, footprint, 64)
+
+
 def budget_fits(budget: bv.Word, footprint: bv.Word, space: bv.Word) -> bv.Bit:
     """Whether a budget of ``budget`` bytes of guest mappings fits the
     process: qemu-dm's own ``footprint`` plus the budget within its address
-    ``space`` (64-bit words; the footprint is less than the space)."""
-    return bv.not_(bv.ult(bv.sub(space, footprint, 64), budget))
+    ``space`` (at most :func:`max_budget`)."""
+    return bv.not_(bv.ult(max_budget(footprint, space), budget))
+
+
+def legacy_fits(memory: bv.Word, budget: bv.Word) -> bv.Bit:
+    """Whether map-everything mode can map a guest of ``memory`` bytes
+    within a budget of ``budget`` bytes (64-bit words)."""
+    return bv.not_(bv.ult(budget, memory))
+
+
+# --- buckets and bytes -----------------------------------------------------------------
+
+
+def bucket_shift(bits32: bv.Bit) -> bv.Word:
+    """log2 of the bucket size of a 32-bit (``bits32``) or 64-bit qemu-dm:
+    64 KiB and 1 MiB (Xen 3.0.4's ``tools/ioemu/patches/xen-mapcache``:
+    ``MCACHE_BUCKET_SHIFT`` 16 on i386, 20 on x86_64; QEMU's
+    ``hw/xen/xen-mapcache.c`` keeps them)."""
+    return bv.ite(bits32, bv.const(platform.MAPCACHE_BUCKET_SHIFT[32], 64, bits32),
+                  bv.const(platform.MAPCACHE_BUCKET_SHIFT[64], 64, bits32))
+
+
+def bucket_address(n: bv.Word, shift: bv.Word) -> bv.Word:
+    """Where bucket ``n`` starts, which is also the bytes of ``n`` buckets
+    (64-bit words)."""
+    return bv.shl(n, shift, 64)
+
+
+def windows_of(budget: bv.Word, shift: bv.Word) -> bv.Word:
+    """The buckets a budget of ``budget`` bytes holds whole: its windows."""
+    return bv.lshr(budget, shift, 64)
+
+
+def bucket_span(gpa: bv.Word, length: bv.Word, shift: bv.Word) -> tuple[bv.Word, bv.Word]:
+    """(first, count): the buckets that the bytes ``gpa`` .. ``gpa + length
+    - 1`` touch are buckets ``first`` .. ``first + count - 1``
+    (:func:`nth_bucket`); an access of no bytes touches ``gpa``'s bucket.
+    Addresses are 64-bit: an access that runs past 2^64 goes on at address
+    0, so bucket numbers count modulo the 2^(64 - ``shift``) buckets of the
+    space (``mapcache.span``)."""
+    last = bv.add(gpa, bv.sub(bv.ite(bv.is_zero(length, 64), 1, length), 1, 64), 64)
+    first = bv.lshr(gpa, shift, 64)
+    buckets = bv.lshr(bv.mask(64), shift, 64)         # bucket numbers are below this + 1
+    between = bv.band(bv.sub(bv.lshr(last, shift, 64), first, 64), buckets, 64)
+    return first, bv.add(between, 1, 64)
+
+
+def nth_bucket(first: bv.Word, i: bv.Word, shift: bv.Word) -> bv.Word:
+    """Bucket ``i`` of a span that starts at bucket ``first``."""
+    return bv.band(bv.add(first, i, 64), bv.lshr(bv.mask(64), shift, 64), 64)
+
+
+def mib(n: bv.Word) -> bv.Word:
+    """``n`` bytes in whole MiB (rounded down), as messages name them."""
+    return bv.lshr(n, 20, 64)
+
+
+def kib(n: bv.Word) -> bv.Word:
+    """``n`` bytes in whole KiB (rounded down)."""
+    return bv.lshr(n, 10, 64)
 
 
 def room(table: tuple[Entry, ...], budget_buckets: bv.Word) -> bv.Bit:
@@ -268,7 +335,7 @@ class Found(NamedTuple):
 
 
 #: an entry no rule picks (mapped, locked, stale): fills a slice's unused place
-BLOCKED = Entry(True, 0, 0, 1, True, 0)
+BLOCKED = EMPTY._replace(valid=True, locks=1, stale=True)
 
 
 class IndexPlan(NamedTuple):
@@ -290,6 +357,35 @@ def lru_current(e: Entry, stamp: bv.Word) -> bv.Bit:
     evictable entry last used at ``stamp`` (a window used again since, or
     locked, or unmapped, has a stale record: skipped)."""
     return bv.and_(evictable(e), bv.eq(e.stamp, stamp))
+
+
+def least(candidates: Iterable[tuple[bv.Bit, bv.Word, bv.Word]]) -> Found:
+    """What an index read gives: the slot of the least key among the
+    (accepted, key, slot) candidates, the first of equals."""
+    found: bv.Bit = False
+    slot: bv.Word = 0
+    best: bv.Word = 0
+    for ok, key, k in candidates:
+        better = bv.and_(ok, bv.or_(bv.not_(found), bv.ult(key, best)))
+        slot = bv.ite(better, k, slot)
+        best = bv.ite(better, key, best)
+        found = bv.or_(found, better)
+    return Found(found, slot)
+
+
+def free_or_new(heap: Found, made: bv.Word, windows: bv.Word) -> Found:
+    """The free entry a miss may use: the free heap's (``heap``), else a new
+    entry after the ``made`` ones while fewer than the budget's ``windows``
+    are made."""
+    new = bv.and_(bv.not_(heap.found), bv.ult(made, windows))
+    return Found(bv.or_(heap.found, new), bv.ite(heap.found, heap.slot, made))
+
+
+def mapped_after(mapped: bv.Word, old: Entry, new: Entry) -> bv.Word:
+    """The count of mapped windows after ``new`` is stored over ``old``
+    (32-bit words)."""
+    return bv.sub(bv.add(mapped, bv.from_bit(new.valid, BUCKET_BITS), BUCKET_BITS),
+                  bv.from_bit(old.valid, BUCKET_BITS), BUCKET_BITS)
 
 
 def index_plan(old: Entry, new: Entry) -> IndexPlan:
@@ -369,9 +465,9 @@ class MapcacheStats:
 def budget_refusal(bits: int, budget: int) -> str:
     """Why a ``bits``-bit qemu-dm cannot take a budget of ``budget`` bytes."""
     space, own = platform.DM_ADDRESS_SPACE[bits], platform.DM_FOOTPRINT[bits]
-    return (f"a mapcache budget of {budget >> 20} MiB does not fit a {bits}-bit qemu-dm: "
-            f"Linux gives the process {space >> 20} MiB of address space and qemu-dm "
-            f"needs {own >> 20} MiB of it itself, so at most {(space - own) >> 20} MiB "
+    return (f"a mapcache budget of {mib(budget)} MiB does not fit a {bits}-bit qemu-dm: "
+            f"Linux gives the process {mib(space)} MiB of address space and qemu-dm "
+            f"needs {mib(own)} MiB of it itself, so at most {mib(max_budget(own, space))} MiB "
             f"can map guest memory")
 
 
@@ -387,7 +483,7 @@ class Mapcache:
 
     memory_bytes: int
     bits: int = 32
-    budget: int | None = None
+    budget: Optional[int] = None
     legacy: bool = False
     emit: Callable[[trace.Event], None] = lambda event: None
     frames: Callable[[int, int], int] = lambda gpa, length: 0
@@ -401,16 +497,16 @@ class Mapcache:
         if not budget_fits(self.budget, platform.DM_FOOTPRINT[self.bits],
                            platform.DM_ADDRESS_SPACE[self.bits]):
             raise BudgetTooBig(budget_refusal(self.bits, self.budget))
-        self.shift = platform.MAPCACHE_BUCKET_SHIFT[self.bits]
-        self.bucket_bytes = 1 << self.shift
-        self.windows = self.budget >> self.shift
-        if self.windows < 1:
+        self.shift = bucket_shift(self.bits == 32)
+        self.bucket_bytes = bucket_address(1, self.shift)
+        self.windows = windows_of(self.budget, self.shift)
+        if bv.is_zero(self.windows, 64):
             raise ValueError(f"a mapcache budget of {self.budget} bytes holds no "
-                             f"{self.bucket_bytes >> 10} KiB bucket")
-        if self.legacy and self.memory_bytes > self.budget:
+                             f"{kib(self.bucket_bytes)} KiB bucket")
+        if self.legacy and not legacy_fits(self.memory_bytes, self.budget):
             raise LegacyTooBig(
-                f"map-everything mode: the guest's {self.memory_bytes >> 20} MiB do not fit "
-                f"a {self.bits}-bit qemu-dm's {self.budget >> 20} MiB of address space for "
+                f"map-everything mode: the guest's {mib(self.memory_bytes)} MiB do not fit "
+                f"a {self.bits}-bit qemu-dm's {mib(self.budget)} MiB of address space for "
                 f"guest memory; use the mapcache")
         #: the windows made so far; the budget's other windows are empty and
         #: come after them (so "the first free entry" is the same either way)
@@ -442,7 +538,7 @@ class Mapcache:
         plan = index_plan(old, new)
         if plan.drop_usable:
             self._usable.get(old.bucket, set()).discard(slot)
-        self._mapped += bool(new.valid) - bool(old.valid)
+        self._mapped = mapped_after(self._mapped, old, new)
         self.entries[slot] = new
         if plan.add_usable:
             self._usable.setdefault(new.bucket, set()).add(slot)
@@ -454,27 +550,28 @@ class Mapcache:
     def _entry(self, slot: int) -> Entry:
         return self.entries[slot] if slot < len(self.entries) else EMPTY
 
-    def _first_usable(self, bucket: int) -> int | None:
-        slots = [k for k in self._usable.get(bucket, ()) if usable(self.entries[k], bucket)]
-        return min(slots) if slots else None
+    def _first_usable(self, bucket: int) -> Found:
+        """The least usable slot the bucket index names for ``bucket``."""
+        return least((usable(self.entries[k], bucket), k, k)
+                     for k in self._usable.get(bucket, ()))
 
-    def _first_free(self) -> int | None:
+    def _first_free(self) -> Found:
+        """The least slot of the free heap that is still free, else a new
+        entry while the budget has windows never made (:func:`free_or_new`)."""
         while self._free and not free_current(self.entries[self._free[0]]):
             heapq.heappop(self._free)
-        if self._free:
-            return self._free[0]
-        if len(self.entries) < self.windows:
+        free = free_or_new(Found(bool(self._free), self._free[0] if self._free else 0),
+                           len(self.entries), self.windows)
+        if free.found and free.slot == len(self.entries):
             self.entries.append(EMPTY)
-            return len(self.entries) - 1
-        return None
+        return free
 
-    def _lru_victim(self) -> int | None:
-        while self._lru:
-            stamp, slot = self._lru[0]
-            if lru_current(self.entries[slot], stamp):
-                return slot
+    def _lru_victim(self) -> Found:
+        """The least (stamp, slot) of the LRU heap that still names an
+        evictable entry last used at that stamp (:func:`lru_current`)."""
+        while self._lru and not lru_current(self.entries[self._lru[0][1]], self._lru[0][0]):
             heapq.heappop(self._lru)
-        return None
+        return Found(bool(self._lru), self._lru[0][1] if self._lru else 0)
 
     def _run(self, slots: list[int], step) -> None:
         """Run ``step`` on the slice ``slots`` (table order) and store back
@@ -487,12 +584,15 @@ class Mapcache:
     def mapped_bytes(self) -> int:
         if self.legacy:
             return self.memory_bytes
-        return self._mapped * self.bucket_bytes
+        return bucket_address(self._mapped, self.shift)
 
-    def buckets_of(self, gpa: int, length: int) -> range:
-        return range(gpa >> self.shift, ((gpa + max(length, 1) - 1) >> self.shift) + 1)
+    def buckets_of(self, gpa: int, length: int) -> list[int]:
+        """The buckets the bytes ``gpa`` .. ``gpa + length - 1`` touch
+        (:func:`bucket_span`)."""
+        first, count = bucket_span(bv.const(gpa, 64), length, self.shift)
+        return [nth_bucket(first, i, self.shift) for i in range(count)]
 
-    def map(self, bucket: int) -> tuple[int, IndexedMap | None]:
+    def map(self, bucket: int) -> tuple[int, Optional[IndexedMap]]:
         """Map ``bucket``; returns (slot, what happened). Raises
         :class:`MapcacheFull`. In legacy mode everything is mapped already."""
         if self.legacy:
@@ -500,19 +600,18 @@ class Mapcache:
             return bucket, None
         self.clock += 1
         hit = self._first_usable(bucket)
-        free = victim = None
-        if hit is None:
+        free = victim = Found(False, 0)
+        if not hit.found:
             free, victim = self._first_free(), self._lru_victim()
-        found = lambda slot: Found(slot is not None, slot or 0)          # noqa: E731
-        result = map_indexed(self._entry, found(hit), found(free), found(victim), bucket,
+        result = map_indexed(self._entry, hit, free, victim, bucket,
                              self.generation(bucket), self.windows, self._mapped, self.clock)
         for present, k, new in result.writes:
             if present and new != self.entries[k]:
                 self._store(k, new)
         if not result.ok:
             raise MapcacheFull(
-                f"mapcache: all {self.windows} windows of {self.bucket_bytes >> 10} KiB "
-                f"({self.budget >> 20} MiB of address space) are locked; bucket {bucket:#x} "
+                f"mapcache: all {self.windows} windows of {kib(self.bucket_bytes)} KiB "
+                f"({mib(self.budget)} MiB of address space) are locked; bucket {bucket:#x} "
                 f"cannot be mapped")
         slot = result.slot
         if result.hit:
@@ -522,8 +621,8 @@ class Mapcache:
             self.stats.evictions += bool(result.evicted)
             self.stats.peak_bytes = max(self.stats.peak_bytes, self.mapped_bytes())
             self.emit(trace.MapcacheMiss(
-                bucket=bucket << self.shift,
-                evicted=(result.victim << self.shift) if result.evicted else -1,
+                bucket=bucket_address(bucket, self.shift),
+                evicted=bucket_address(result.victim, self.shift) if result.evicted else -1,
                 mapped=self.mapped_bytes()))
         return slot, result
 
@@ -537,13 +636,17 @@ class Mapcache:
 
     def generation(self, bucket: int) -> int:
         """The generation of the frames behind ``bucket`` now."""
-        return self.frames(bucket << self.shift, self.bucket_bytes)
+        return self.frames(bucket_address(bucket, self.shift), self.bucket_bytes)
 
     def invalidate_all(self) -> None:
         """Xen's ``IOREQ_TYPE_INVALIDATE`` asks for every mapping to go
         (``xen_invalidate_map_cache``): the range is all the guest's buckets."""
-        top = platform.ram_ranges(self.memory_bytes)[-1][1]
-        self.invalidate(0, (top + self.bucket_bytes - 1) >> self.shift)
+        self.invalidate(*self.ram_buckets())
+
+    def ram_buckets(self) -> tuple[int, int]:
+        """(first, count): the buckets of the guest's RAM, from address 0 to
+        the end of its highest range (``mapcache.span``)."""
+        return bucket_span(0, platform.ram_ranges(self.memory_bytes)[-1][1], self.shift)
 
     def invalidate(self, first: int, count: int) -> None:
         """Buckets ``first`` .. ``first + count - 1`` may have been given back."""
@@ -555,7 +658,7 @@ class Mapcache:
                 self._run(slots, lambda table: invalidate(table, first, count))
             stale = sum(self.entries[i].stale for i in slots) - before
         self.stats.invalidations += 1
-        self.emit(trace.MapcacheInvalidate(first=first << self.shift, count=count,
+        self.emit(trace.MapcacheInvalidate(first=bucket_address(first, self.shift), count=count,
                                            stale=stale, mapped=self.mapped_bytes()))
 
     def summary(self) -> trace.MapcacheStats:
@@ -574,6 +677,6 @@ class Mapcache:
         if self.legacy:
             return
         slot = self._first_usable(bucket)
-        found, gen = translate((self.entries[slot],), bucket) if slot is not None else (False, 0)
-        assert found and gen == self.generation(bucket), \
+        found, gen = translate((self._entry(slot.slot),), bucket)
+        assert slot.found and found and gen == self.generation(bucket), \
             f"mapcache: bucket {bucket:#x} has no current mapping"

@@ -295,3 +295,19 @@ def test_a_window_used_again_is_evicted_by_its_new_use():
     misses = [(e.bucket >> 16, e.evicted >> 16) for e in events
               if isinstance(e, trace.MapcacheMiss) and e.evicted >= 0]
     assert misses == [(3, 2), (4, 1)]
+
+
+def test_an_access_that_runs_past_2_to_the_64_goes_on_at_bucket_0():
+    """buckets_of is bucket_span (mapcache.span): 64-bit addresses wrap, and
+    bucket numbers with them."""
+    cache = Mapcache(1 << 30)
+    assert cache.buckets_of((1 << 64) - 1, 2) == [(1 << 48) - 1, 0]
+    assert cache.buckets_of(0xFFFF, 2) == [0, 1]
+    assert cache.buckets_of(0x10000, 0x10000) == [1]
+    assert cache.buckets_of(0x10000, 0) == [1]
+    assert Mapcache(1 << 30, bits=64).buckets_of(0xFFFFF, 0x100002) == [0, 1, 2]
+
+
+def test_invalidate_all_reaches_the_memory_above_4_gib():
+    cache = Mapcache(6 << 30, bits=64)
+    assert cache.ram_buckets() == (0, ((4 << 30) + (6 << 30) - platform.BELOW_4G_RAM_END) >> 20)

@@ -596,3 +596,70 @@ def test_the_proofs_page_names_every_rmw_mnemonic_and_mutant():
     assert f"{len(x86_rmw.CHECKS)} checks)" in " ".join(section.split())
     for name, *_ in MUTANTS:
         assert f"``{name}``" in section, name
+
+
+# --- the run-time cache's arithmetic (mapcache.span, mapcache.geometry) ---------------------
+
+def test_the_bucket_span_of_an_access_is_proved_and_an_off_by_one_named():
+    assert _check("mapcache.span").run().result == "proved"
+    outcome = _check("mapcache.span/mutant:span_one_too_many").run()
+    assert outcome.result == "counterexample"
+    assert outcome.counterexample[0].startswith("not so: the span runs from the first byte")
+    assert "gpa=" in outcome.counterexample[1] and "length=" in outcome.counterexample[1]
+    wrapped = _check("mapcache.span/mutant:span_ignores_wrap").run()
+    assert wrapped.result == "counterexample" and "no more" in wrapped.counterexample[0]
+
+
+def test_the_budget_rules_and_the_refusals_numbers_are_proved():
+    assert _check("mapcache.geometry").run().result == "proved"
+    expected = {
+        "fits_strict": "a budget fits exactly when it is at most the largest",
+        "largest_is_whole_space": "the largest budget is the address space less the footprint",
+        "shift_by_wrong_bitness": "64 KiB buckets on 32-bit, 1 MiB on 64-bit",
+        "windows_round_up": "the windows are the whole buckets the budget holds",
+        "legacy_strict": "map-everything fits exactly the guests the budget holds",
+        "mib_by_1000": "MiB are whole and rounded down",
+        "ram_below_4g": "a 6144 MiB guest's RAM is all in ram_buckets (32-bit)"}
+    for name, claim in expected.items():
+        outcome = _check(f"mapcache.geometry/mutant:{name}").run()
+        assert outcome.result == "counterexample", (name, outcome)
+        assert outcome.counterexample[0] == f"not so: {claim}", (name, outcome)
+
+
+def test_the_cache_runs_the_index_reads_mapcache_engine_proves():
+    """Breaking free_or_new, least or mapped_after (which the run-time
+    cache's _first_free, _first_usable and _store call) breaks
+    mapcache.engine: the proof reads the cache's own decisions."""
+    from spec import mapcache as spec_mc
+    from proofs import mapcache as mc_proofs
+
+    def new_even_when_full(heap, made, windows):
+        return spec_mc.Found(True, spec_mc.bv.ite(heap.found, heap.slot, made))
+
+    def counts_nothing(mapped, old, new):
+        return mapped
+    for name, broken in (("free_or_new", new_even_when_full),
+                         ("mapped_after", counts_nothing)):
+        with mock.patch.object(spec_mc, name, broken):
+            outcome = mc_proofs.run_check(mc_proofs.engine_system)
+        assert outcome.result != "proved", name
+    calls = []
+    real = spec_mc.least
+    with mock.patch.object(spec_mc, "least", lambda c: calls.append(1) or real(c)):
+        cache = spec_mc.Mapcache(1 << 30, budget=2 << 16)
+        cache.map(3)
+        cache.map(3)
+    assert len(calls) == 2
+
+
+def test_the_run_time_class_is_run_against_the_whole_table():
+    """mapcache.runtime runs the Mapcache class itself (its heaps are Python)
+    on every short run; breaking the class's LRU reader or its store is a
+    run that names the operations and the first difference."""
+    outcome = _check("mapcache.runtime").run()
+    assert outcome.result == "proved" and "3305 runs" in outcome.detail
+    broken = _check("mapcache.runtime/mutant:store_never_frees").run()
+    assert broken.result == "counterexample"
+    run, wrong = broken.counterexample
+    assert run.startswith("32-bit qemu-dm, ") and "invalidate" in run
+    assert "whole table" in wrong
