@@ -560,9 +560,9 @@ class Mapcache:
         entry while the budget has windows never made (:func:`free_or_new`)."""
         while self._free and not free_current(self.entries[self._free[0]]):
             heapq.heappop(self._free)
-        free = free_or_new(Found(bool(self._free), self._free[0] if self._free else 0),
-                           len(self.entries), self.windows)
-        if free.found and free.slot == len(self.entries):
+        heap = Found(bool(self._free), self._free[0] if self._free else 0)
+        free = free_or_new(heap, len(self.entries), self.windows)
+        if free.found and not heap.found:          # a new entry, after the made ones
             self.entries.append(EMPTY)
         return free
 
