@@ -119,7 +119,7 @@ from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check, valid
+from proofs.kinduction import Outcome, TransitionSystem, check, source_mutant, valid
 from spec import bv, evtchn, irq, pic
 
 B8 = lambda n: z3.BitVec(n, 8)          # noqa: E731
@@ -661,9 +661,219 @@ def ocw_rule() -> Outcome:
                  z3.Or(data, (byte & 0x10) == 0))
 
 
+# --- the programming interface, against the data sheet ---------------------------------------
+
+_BOOL_REGS = {"auto_eoi": z3.Bool, "rotate_on_aeoi": z3.Bool, "special_mask": z3.Bool}
+
+
+def _sym_chip(tag: str) -> pic.Chip:
+    """A controller in any state: every register and command-interface bit free."""
+    regs = pic.PicRegs(*[_BOOL_REGS.get(n, B8)(f"{tag}_{n}") for n in pic.PicRegs._fields])
+    iface = pic.Interface(B8(f"{tag}_init_state"),
+                          *[z3.Bool(f"{tag}_{n}") for n in pic.Interface._fields[1:]])
+    return pic.Chip(regs, iface)
+
+
+def _chip_ok(c: pic.Chip) -> z3.BoolRef:
+    """A state a controller can be in: a rotation is a line number, and the
+    sequence is at READY, ICW2, ICW3 or ICW4."""
+    return z3.And(z3.ULT(c.regs.priority_add, 8), z3.ULE(c.iface.init_state, pic.ICW4))
+
+
+def _same_regs(after: pic.PicRegs, before: pic.PicRegs, **changed) -> z3.BoolRef:
+    """``after`` is ``before`` but for ``changed`` (register -> value)."""
+    return z3.And(*[getattr(after, n) == changed.get(n, getattr(before, n))
+                    for n in pic.PicRegs._fields])
+
+
+def _same_chip(a: pic.Chip, b: pic.Chip) -> z3.BoolRef:
+    """Two controller states are equal, register by register."""
+    return z3.And(*[x == y for x, y in zip(a.regs + a.iface, b.regs + b.iface)])
+
+
+def _show(m: z3.ModelRef, label: str, c: pic.Chip) -> str:
+    val = lambda e: m.eval(e, model_completion=True)                # noqa: E731
+    return (f"{label}: " + ", ".join(f"{n}={val(v)}" for n, v in zip(pic.PicRegs._fields, c.regs))
+            + "; " + ", ".join(f"{n}={val(v)}" for n, v in zip(pic.Interface._fields, c.iface)))
+
+
+def icw_rule() -> Outcome:
+    """pic.icw: the initialisation sequence does what the 8259A data sheet
+    says, from any state: after ICW1 (a command-port byte with bit 4 set)
+    nothing is requested, in service or masked, IRQ7 has the lowest
+    priority (no rotation), special mask mode and rotation in automatic EOI
+    mode are cleared, as are the ICW4 modes (automatic EOI, special fully
+    nested) and the vector base, and the ELCR is kept; the next data-port
+    byte is ICW2, which sets the vector base to its bits 7-3 and nothing
+    else; then comes ICW3 only when ICW1's SNGL bit is clear (changing no
+    register), ICW4 only when ICW1's IC4 bit is set (automatic EOI from its
+    bit 1, special fully nested mode from its bit 4, nothing else), and
+    every data-port byte after the sequence is OCW1, the IMR."""
+    started = time.perf_counter()
+    c = _sym_chip("icw")
+    b = [B8(f"icw_byte{k}") for k in range(5)]
+    s = [pic.write(c, False, b[0])]
+    for byte in b[1:]:
+        s.append(pic.write(s[-1], True, byte))
+    r1 = s[0].regs
+    single, ic4 = (b[0] & 2) != 0, (b[0] & 1) != 0
+    after_icw1 = z3.And(r1.irr == 0, r1.isr == 0, r1.imr == 0, r1.irq_base == 0,
+                        ((7 - r1.priority_add) & 7) == 7,               # IRQ7 lowest
+                        z3.Not(r1.special_mask), z3.Not(r1.rotate_on_aeoi),
+                        z3.Not(r1.auto_eoi), z3.Not(s[0].iface.nested), r1.elcr == c.regs.elcr)
+    icw2 = _same_regs(s[1].regs, r1, irq_base=b[1] & 0xF8)
+    icw3s, icw4s = z3.If(single, 0, 1), z3.If(ic4, 1, 0)
+    later = []
+    for k in range(3):                       # the data-port bytes after ICW2
+        prev, nxt, byte = s[1 + k], s[2 + k], b[2 + k]
+        icw3 = z3.And(_same_regs(nxt.regs, prev.regs), nxt.iface.nested == prev.iface.nested)
+        icw4 = z3.And(_same_regs(nxt.regs, prev.regs, auto_eoi=(byte & 2) != 0),
+                      nxt.iface.nested == ((byte & 0x10) != 0))
+        ocw1 = _same_regs(nxt.regs, prev.regs, imr=byte)
+        later.append(z3.If(k < icw3s, icw3, z3.If(k < icw3s + icw4s, icw4, ocw1)))
+
+    def describe(m: z3.ModelRef) -> list[str]:
+        val = lambda e: m.eval(e, model_completion=True).as_long()     # noqa: E731
+        return ([_show(m, "before", c), f"the guest writes {val(b[0]):#04x} to the command "
+                 "port, then " + ", ".join(f"{val(x):#04x}" for x in b[1:]) + " to the data port"]
+                + [_show(m, f"after byte {k + 1}", st) for k, st in enumerate(s)]
+                + ["not the data sheet's initialisation sequence"])
+    return valid(z3.And(after_icw1, icw2, *later), started, describe, (b[0] & 0x10) != 0)
+
+
+def _may_interrupt(r: pic.PicRegs, line) -> z3.BoolRef:
+    """``line`` (0..7) is an unmasked request of the highest priority among
+    them, of higher priority than every line in service that blocks it
+    (in special mask mode the unmasked ones), under the rotation: the
+    line the 8259A presents (written here from the data sheet)."""
+    asked = r.irr & ~r.imr
+    busy = z3.If(r.special_mask, r.isr & ~r.imr, r.isr)
+    rank = lambda x: (x - r.priority_add) & 7                          # noqa: E731
+    first = z3.And(*[z3.Implies((asked & (1 << n)) != 0, z3.ULE(rank(line), rank(n)))
+                     for n in range(8)])
+    return z3.And(z3.ULT(line, 8), ((asked >> line) & 1) == 1, first,
+                  *[z3.Implies((busy & (1 << n)) != 0, z3.ULT(rank(line), rank(n)))
+                    for n in range(8)])
+
+
+def read_rule() -> Outcome:
+    """pic.read: reads do what the 8259A data sheet says, from any state of
+    a controller that is not polling: after an OCW3 (a command-port byte
+    with bit 3 set and bit 4 clear) without the poll bit, a command-port
+    read gives the ISR if the OCW3 had RR and RIS set, the IRR if it had RR
+    and not RIS, and the register selected before if it had no RR; a
+    data-port read gives the IMR; such reads change nothing. After an OCW3
+    with the poll bit, the next read (either port) is a poll: when an
+    unmasked request may interrupt, it answers 0x80 with the line of
+    highest priority that may (the rank comparison written here) in bits
+    2-0 and acknowledges it (its in-service bit set unless in automatic EOI
+    mode, an edge request cleared, nothing else); otherwise it answers 0
+    and changes no register; and the read after it is a register read
+    again."""
+    started = time.perf_counter()
+    c = _sym_chip("rd")
+    v, data = B8("ocw3"), z3.Bool("data_port")
+    c1 = pic.write(c, False, v)
+    r = c1.regs
+    poll = (v & 4) != 0
+    selected = z3.If((v & 2) != 0, (v & 1) != 0, c.iface.read_isr)
+    register = z3.If(data, r.imr, z3.If(selected, r.isr, r.irr))
+    c2, answer = pic.read(c1, data)
+    line = answer & 7
+    bit = z3.BitVecVal(1, 8) << line
+    some = z3.Or(*[_may_interrupt(r, z3.BitVecVal(n, 8)) for n in range(8)])
+    acked = _same_regs(c2.regs, r, isr=z3.If(r.auto_eoi, r.isr, r.isr | bit),
+                       irr=z3.If((r.elcr & bit) == 0, r.irr & ~bit, r.irr),
+                       priority_add=z3.If(z3.And(r.auto_eoi, r.rotate_on_aeoi), (line + 1) & 7,
+                                          r.priority_add))
+    polled = z3.If(some, z3.And((answer & 0xF8) == 0x80, _may_interrupt(r, line), acked),
+                   z3.And(answer == 0, _same_regs(c2.regs, r)))
+    _c3, again = pic.read(c2, data)
+    after_poll = again == z3.If(data, c2.regs.imr,
+                                z3.If(selected, c2.regs.isr, c2.regs.irr))
+    plain = z3.And(answer == register, _same_chip(c2, c1))
+    claim = z3.If(poll, z3.And(polled, after_poll), plain)
+
+    def describe(m: z3.ModelRef) -> list[str]:
+        val = lambda e: m.eval(e, model_completion=True)               # noqa: E731
+        port = "data" if z3.is_true(val(data)) else "command"
+        return [_show(m, "before", c), f"OCW3 {val(v).as_long():#04x}, then a read of the "
+                f"{port} port answers {val(answer).as_long():#04x}", _show(m, "after", c2),
+                "not what the data sheet's register read or poll gives"]
+    return valid(claim, started, describe, _chip_ok(c), z3.Not(c.iface.poll),
+                 (v & 0x18) == 0x08)
+
+
+def ports_rule() -> Outcome:
+    """pic.ports: the pair's ports, for any state of both controllers: a
+    write to 0x20/0x21 is the master's command/data byte (the port's bit 0
+    selects the data port) and leaves the slave; one to 0xA0/0xA1 the
+    slave's, leaving the master but for its IRQ2 request, which the slave
+    raises when it presents a request (the cascade); reads likewise. A
+    write to the ELCR at 0x4D0 (0x4D1) sets the master's (slave's) ELCR to
+    the byte with the bits of IRQ0, 1 and 2 (IRQ8 and 13) zero, those lines
+    always being edge-triggered, and changes nothing else; reading it
+    back gives what was written with those bits zero, and changes
+    nothing."""
+    started = time.perf_counter()
+    d = pic.PicPair(_sym_chip("m"), _sym_chip("s"))
+    port, value = z3.BitVec("port", 16), B8("value")
+    after = pic.io_write(d, port, value)
+    read_state, answer = pic.io_read(d, port)
+    data = (port & 1) != 0
+    edge_only = {0x4D0: (0, 1, 2), 0x4D1: (0, 5)}          # IRQ0-2; IRQ8 and IRQ13
+
+    def cascaded(master: pic.Chip, slave: pic.Chip) -> pic.Chip:
+        found, _line = pic.requested(slave.regs)
+        return master._replace(regs=master.regs._replace(
+            irr=z3.If(found, master.regs.irr | 4, master.regs.irr)))
+
+    def chip_port(on_slave: bool):
+        mine = d.slave if on_slave else d.master
+        written = pic.write(mine, data, value)
+        read_chip, read_value = pic.read(mine, data)
+        if on_slave:
+            wrote = z3.And(_same_chip(after.slave, written),
+                           _same_chip(after.master, cascaded(d.master, written)))
+            was_read = z3.And(_same_chip(read_state.slave, read_chip),
+                              _same_chip(read_state.master, cascaded(d.master, read_chip)))
+        else:
+            wrote = z3.And(_same_chip(after.slave, d.slave),
+                           _same_chip(after.master, cascaded(written, d.slave)))
+            was_read = z3.And(_same_chip(read_state.slave, d.slave),
+                              _same_chip(read_state.master, cascaded(read_chip, d.slave)))
+        return z3.And(wrote, was_read, answer == read_value)
+
+    def elcr_port(p: int):
+        mask = 0xFF & ~sum(1 << n for n in edge_only[p])
+        mine, other = (d.master, d.slave) if p == 0x4D0 else (d.slave, d.master)
+        new, kept = (after.master, after.slave) if p == 0x4D0 else (after.slave, after.master)
+        back = pic.io_read(after, port)[1]
+        return z3.And(_same_chip(kept, other),
+                      *[x == y for x, y in zip(new.iface, mine.iface)],
+                      _same_regs(new.regs, mine.regs, elcr=value & mask),
+                      _same_chip(read_state.master, d.master),
+                      _same_chip(read_state.slave, d.slave),
+                      answer == mine.regs.elcr, back == value & mask)
+
+    claim = z3.And(*[z3.Implies(port == p, chip_port(p >= 0x80))
+                     for p in pic.MASTER_PORTS + pic.SLAVE_PORTS],
+                   *[z3.Implies(port == p, elcr_port(p)) for p in pic.ELCR_PORTS])
+
+    def describe(m: z3.ModelRef) -> list[str]:
+        val = lambda e: m.eval(e, model_completion=True).as_long()     # noqa: E731
+        return [_show(m, "master", d.master), _show(m, "slave", d.slave),
+                f"port {val(port):#x}: write {val(value):#04x} / read {val(answer):#04x}",
+                _show(m, "master after the write", after.master),
+                _show(m, "slave after the write", after.slave),
+                "not what the port's controller and register do"]
+    return valid(claim, started, describe, _chip_ok(d.master), _chip_ok(d.slave),
+                 z3.Or(*[port == p for p in pic.VirtualPic.PORTS]))
+
+
 # --- mutants -----------------------------------------------------------------------------------
 
-_REAL = {"ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
+_REAL = {"icw1": pic.icw1, "ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
          "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
          "ocw2": pic.ocw2, "requested": pic.requested}
 
@@ -770,6 +980,76 @@ def _eoi_clears_lowest(p, rotate=False):
     return p._replace(isr=isr)
 
 
+def _icw1_keeps_imr(c, value):
+    """ICW1 that leaves the IMR as it was: lines the guest masked before
+    reinitialising stay masked after it."""
+    after = _REAL["icw1"](c, value)
+    return after._replace(regs=after.regs._replace(imr=c.regs.imr))
+
+
+def _pic_line(function: str, old: str, new: str, doc: str):
+    """``spec.pic.function`` with one source line changed (the mutant's
+    replacement, named ``pic.function``)."""
+    return source_mutant(pic, function, old, new, doc)
+
+
+_ICW2_KEEPS_LOW_BITS = _pic_line(
+    "icw", "second = Chip(r._replace(irq_base=bv.band(value, 0xF8, W)),",
+    "second = Chip(r._replace(irq_base=value),",
+    """ICW2 that keeps the low three bits of the byte as the vector base:
+    vectors are base + line with the line added to those bits.""")
+_ICW3_IN_SINGLE_MODE = _pic_line(
+    "icw", "after_icw2 = bv.ite(f.single, after_icw3, bv.const(ICW3, W, value))",
+    "after_icw2 = bv.const(ICW3, W, value)",
+    """An ICW3 expected after ICW2 even when ICW1 said SNGL: a single
+    8259A takes its ICW4 (or first OCW1) as ICW3.""")
+_ICW4_WITHOUT_IC4 = _pic_line(
+    "icw", "after_icw3 = bv.ite(f.init4, icw4, ready)", "after_icw3 = icw4",
+    """An ICW4 expected even when ICW1's IC4 bit is clear: the guest's
+    first OCW1 is taken as ICW4.""")
+_POLL_WITHOUT_ACK = _pic_line(
+    "read", "polled = Chip(select(found, acknowledge(r, irq), r), f._replace(poll=False))",
+    "polled = Chip(r, f._replace(poll=False))",
+    """A poll read that reports the line but does not acknowledge it: the
+    line is neither put in service nor its edge request cleared.""")
+_POLL_WITHOUT_FLAG = _pic_line(
+    "read", "answer = bv.ite(found, bv.bor(irq, 0x80, W), bv.const(0, W, irq))",
+    "answer = bv.ite(found, irq, bv.const(0, W, irq))",
+    """A poll read that answers the line without bit 7: IRQ0 cannot be
+    told from no request.""")
+_READ_IGNORES_SELECT = _pic_line(
+    "read", "register = bv.ite(data_port, r.imr, bv.ite(f.read_isr, r.isr, r.irr))",
+    "register = bv.ite(data_port, r.imr, r.irr)",
+    """A command-port read that always gives the IRR: OCW3's read ISR
+    command is ignored.""")
+_RIS_WITHOUT_RR = _pic_line(
+    "write", "read_isr=bv.ite(bv.and_(ocw3, bv.bit(value, 1)), bv.bit(value, 0),",
+    "read_isr=bv.ite(ocw3, bv.bit(value, 0),",
+    """OCW3 that takes RIS without RR: an OCW3 that only sets special mask
+    mode (RR = 0, RIS = 0) switches the reads back to the IRR.""")
+_ELCR_UNMASKED = _pic_line(
+    "elcr_write", "return r._replace(elcr=bv.band(value, writable, W))",
+    "return r._replace(elcr=value)",
+    """An ELCR write that stores the whole byte: the timer, keyboard and
+    cascade lines can be made level-triggered.""")
+_ELCR_MASTER_MASK = _pic_line(
+    "io_write", "writable = bv.ite(slave, bv.const(ELCR_WRITABLE[1], W, value),",
+    "writable = bv.ite(slave, bv.const(ELCR_WRITABLE[0], W, value),",
+    """The slave's ELCR written with the master's writable bits: IRQ13
+    (the FPU) can be made level-triggered, IRQ10 cannot.""")
+_DATA_PORT_BIT_1 = _pic_line(
+    "io_write", "write(chip, bv.bit(port, 0), value))",
+    "write(chip, bv.bit(port, 1), value))",
+    """A port decode that takes bit 1 of the port for the data port:
+    0x21 and 0xA1 are taken as command ports.""")
+
+
+def _slave_is_elcr_only(port):
+    """A port decode that sends 0xA0/0xA1 to the master: only the slave's
+    ELCR reaches the slave."""
+    return bv.eq(port, pic.ELCR_PORTS[1])
+
+
 #: (check name, system factory, [(mutant, "module.function" replaced, replacement)])
 CHECKS = [
     ("interrupts.only_evtchn", only_evtchn,
@@ -794,7 +1074,22 @@ CHECKS = [
 RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)]),
          ("pic.ocw", ocw_rule,
           [("set_priority_makes_highest", "pic.ocw2", _set_priority_makes_highest),
-           ("specific_eoi_ignores_line", "pic.ocw2", _specific_eoi_ignores_line)])]
+           ("specific_eoi_ignores_line", "pic.ocw2", _specific_eoi_ignores_line)]),
+         ("pic.icw", icw_rule,
+          [("icw1_keeps_imr", "pic.icw1", _icw1_keeps_imr),
+           ("icw2_keeps_low_bits", "pic.icw", _ICW2_KEEPS_LOW_BITS),
+           ("icw3_in_single_mode", "pic.icw", _ICW3_IN_SINGLE_MODE),
+           ("icw4_without_ic4", "pic.icw", _ICW4_WITHOUT_IC4)]),
+         ("pic.read", read_rule,
+          [("poll_without_ack", "pic.read", _POLL_WITHOUT_ACK),
+           ("poll_without_flag", "pic.read", _POLL_WITHOUT_FLAG),
+           ("read_ignores_select", "pic.read", _READ_IGNORES_SELECT),
+           ("ris_without_rr", "pic.write", _RIS_WITHOUT_RR)]),
+         ("pic.ports", ports_rule,
+          [("elcr_unmasked", "pic.elcr_write", _ELCR_UNMASKED),
+           ("elcr_master_mask", "pic.io_write", _ELCR_MASTER_MASK),
+           ("data_port_bit_1", "pic.io_write", _DATA_PORT_BIT_1),
+           ("slave_is_elcr_only", "pic._on_slave", _slave_is_elcr_only)])]
 
 _MODULES = {"pic": pic, "irq": irq, "evtchn": evtchn}
 
