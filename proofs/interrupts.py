@@ -260,7 +260,7 @@ def _step(s, i, t) -> z3.BoolRef:
     # Xen's own lines: the PIT's periodic time raises IRQ0, the RTC asserts
     # or deasserts IRQ8 (Vmm.timer_assist, Vmm._rtc_irq)
     rtc = pic.pair_apply(_pair(s), z3.BitVecVal(1 << 8, 16), z3.BitVecVal(0, 16))
-    rtc_low = pic.pair_negative_edge(_pair(s), z3.BitVecVal(1 << 8, 16))
+    rtc_low = pic.pair_negative_edge(_pair(s), z3.BitVecVal(8, 8))
     pit = pic.pair_apply(_pair(s), z3.BitVecVal(1, 16), z3.BitVecVal(0, 16))
     xen = pic.select_pair(i["slave"], pic.select_pair(level, rtc, rtc_low), pit)
     cases.append(z3.And(act == 2, _same(s, t, {**_with_pair(xen), **quiet})))
@@ -283,28 +283,48 @@ def _step(s, i, t) -> z3.BoolRef:
     return z3.And(*[t[n] == s[n] for n in _FIXED], z3.Or(cases))
 
 
-def _wellformed(s) -> z3.BoolRef:
-    """What every state has: sp_global's ELCR is the pair's (the VMM copies
-    it), with IRQ0-2, 8 and 13 edge-triggered (the PIIX3's); rotations
-    are line numbers; qemu-dm's bits and the ghosts are of its lines; a
-    send is due only inside a pass."""
-    q = z3.BitVecVal(~QEMU_LINES & 0xFFFF, 16)
+def _elcr_ok(s) -> z3.BoolRef:
+    """sp_global's ELCR is the pair's (the VMM copies it), with IRQ0-2, 8
+    and 13 edge-triggered (the PIIX3's)."""
     return z3.And(s["g_elcr"] == z3.Concat(s["s_elcr"], s["m_elcr"]),
-                  (s["m_elcr"] & ~pic.ELCR_WRITABLE[0] & 0xFF) == 0,
-                  (s["s_elcr"] & ~pic.ELCR_WRITABLE[1] & 0xFF) == 0,
-                  z3.ULT(s["m_pa"], 8), z3.ULT(s["s_pa"], 8), z3.ULT(s["inj_line"], 16),
+                  (s["m_elcr"] & 0b0000_0111) == 0, (s["s_elcr"] & 0b0010_0001) == 0)
+
+
+def _shaped(s) -> z3.BoolRef:
+    """Rotations are line numbers; qemu-dm's bits and the ghosts are of its
+    lines; a send is due only inside a pass."""
+    q = z3.BitVecVal(~QEMU_LINES & 0xFFFF, 16)
+    return z3.And(z3.ULT(s["m_pa"], 8), z3.ULT(s["s_pa"], 8), z3.ULT(s["inj_line"], 16),
                   *[(s[n] & q) == 0 for n in ("g_raised", "g_last", "g_cleared", "owed",
                                               "delivered", "held", "lowered", "released")],
                   z3.Implies(s["send_event"], s["in_pass"]))
 
 
+def _wellformed(s) -> z3.BoolRef:
+    """What every state has: :func:`_elcr_ok` and :func:`_shaped`."""
+    return z3.And(_elcr_ok(s), _shaped(s))
+
+
 def _init(s) -> z3.BoolRef:
-    """Any programming of the pair, nothing requested, raised, in service,
+    """Any ICW programming of the pair, nothing requested, raised, in service,
     pending or owed (the shared lines as :data:`spec.irq.QUIET` has them); any IF;
-    no shadow; qemu-dm between passes."""
+    no shadow; qemu-dm between passes. The ELCRs are the power-on pair's
+    (:func:`spec.pic.reset_pair`) with the shared lines' copy as
+    :data:`~spec.irq.QUIET` has it, or what the guest then wrote to both
+    ELCR ports (:func:`spec.pic.io_write`) with the VMM's copy of it
+    (:func:`spec.pic.pair_elcr`), before any line moved."""
+    reset = pic.PicPair(*[_lifted(chip) for chip in pic.reset_pair()])
+    programmed = pic.io_write(pic.io_write(reset, 0x4D0, B8("boot_elcr_master")), 0x4D1,
+                              B8("boot_elcr_slave"))
+    wrote = z3.Bool("boot_elcr_written")
+    elcr = z3.And(
+        s["m_elcr"] == z3.If(wrote, programmed.master.regs.elcr, reset.master.regs.elcr),
+        s["s_elcr"] == z3.If(wrote, programmed.slave.regs.elcr, reset.slave.regs.elcr),
+        s["g_elcr"] == z3.If(wrote, pic.pair_elcr(programmed),
+                             z3.BitVecVal(irq.QUIET.elcr, 16)))
     zero16 = [s[n] == 0 for n in ("owed", "delivered", "held", "lowered", "released")]
     zero16 += [s[f"g_{n}"] == getattr(irq.QUIET, n) for n in ("raised", "last", "cleared")]
-    return z3.And(_wellformed(s), *zero16, s["p_pending"] == 0, z3.Not(s["p_sel"]),
+    return z3.And(_shaped(s), elcr, *zero16, s["p_pending"] == 0, z3.Not(s["p_sel"]),
                   z3.Not(s["p_upcall"]), z3.Not(s["send_event"]), z3.Not(s["in_pass"]),
                   s["m_irr"] == 0, s["m_isr"] == 0, s["s_irr"] == 0, s["s_isr"] == 0,
                   z3.Not(s["shadow"]), z3.Not(s["injected"]))
@@ -804,6 +824,76 @@ def read_rule() -> Outcome:
                  (v & 0x18) == 0x08)
 
 
+#: the PC's PIC ports (master, slave, their ELCRs), written here, not taken
+#: from the spec's constants
+_PORTS = {0x20: ("master", False), 0x21: ("master", True), 0xA0: ("slave", False),
+          0xA1: ("slave", True), 0x4D0: ("master", None), 0x4D1: ("slave", None)}
+
+
+def lines_rule() -> Outcome:
+    """pic.lines: when Xen lowers one of its lines (any IRQ 0..15, Xen
+    3.0.4's vpic_irq_negative_edge), exactly that line's request bit is
+    cleared, on the master for IRQ0-7 and on the slave for IRQ8-15; the
+    master's IRQ2 request is then raised if the slave presents a request
+    (the cascade; what the data sheet's priority rule would present is
+    written here) and, for a slave line, dropped if it presents none;
+    nothing else changes."""
+    started = time.perf_counter()
+    m, s = _sym_chip("lm").regs, _sym_chip("ls").regs
+    nested, irq = z3.Bool("nested"), B8("irq")
+    after = pic.pair_negative_edge(pic.PairRegs(m, s, nested), irq)
+    bit16 = z3.BitVecVal(1, 16) << z3.ZeroExt(8, irq)
+    irr = z3.Concat(s.irr, m.irr) & ~bit16
+    slave_irr = z3.Extract(15, 8, irr)
+    presents = z3.Or(*[_may_interrupt(s._replace(irr=slave_irr), z3.BitVecVal(n, 8))
+                       for n in range(8)])
+    master_irr = z3.If(presents, z3.Extract(7, 0, irr) | 4,
+                       z3.If(z3.UGE(irq, 8), z3.Extract(7, 0, irr) & ~4, z3.Extract(7, 0, irr)))
+    claim = z3.And(_same_regs(after.master, m, irr=master_irr),
+                   _same_regs(after.slave, s, irr=slave_irr), after.nested == nested)
+
+    def describe(model: z3.ModelRef) -> list[str]:
+        val = lambda e: model.eval(e, model_completion=True).as_long()  # noqa: E731
+        return [f"IRR={val(z3.Concat(s.irr, m.irr)):016b}, slave ISR={val(s.isr):08b}, "
+                f"IMR={val(s.imr):08b}", f"Xen lowers IRQ{val(irq)}",
+                f"IRR={val(z3.Concat(after.slave.irr, after.master.irr)):016b}",
+                "not exactly that line's request (and the cascade's) cleared"]
+    return valid(claim, started, describe, z3.ULT(irq, 16), z3.ULT(m.priority_add, 8),
+                 z3.ULT(s.priority_add, 8))
+
+
+def _lifted(c: pic.Chip) -> pic.Chip:
+    """A concrete controller state as Z3 constants."""
+    def lift(x):
+        return z3.BoolVal(x) if isinstance(x, bool) else z3.BitVecVal(x, 8)
+    return pic.Chip(pic.PicRegs(*map(lift, c.regs)), pic.Interface(*map(lift, c.iface)))
+
+
+def reset_rule() -> Outcome:
+    """pic.reset: the pair at power-on (Xen's vpic_init): on both
+    controllers nothing is requested, in service or masked, the vector
+    base is 0, there is no rotation, no automatic EOI, special mask or
+    special fully nested mode, and every line is edge-triggered (the
+    ELCRs read 0); both are ready, so a data-port byte is OCW1 (the IMR)
+    and a command-port read gives the IRR without a poll."""
+    started = time.perf_counter()
+    d = pic.PicPair(*[_lifted(chip) for chip in pic.reset_pair()])
+    v = B8("value")
+    claims = [z3.Not(pic.pair_regs(d).nested)]
+    for elcr_port, chip in ((0x4D0, d.master), (0x4D1, d.slave)):
+        claims.append(_same_regs(chip.regs, pic.PicRegs(0, 0, 0, 0, 0, 0, False, False, False)))
+        written = pic.write(chip, True, v)
+        claims.append(_same_regs(written.regs, chip.regs, imr=v))
+        after, answer = pic.read(chip, False)
+        claims += [answer == chip.regs.irr, _same_chip(after, chip),
+                   pic.io_read(d, elcr_port)[1] == 0]
+
+    def describe(model: z3.ModelRef) -> list[str]:
+        return [_show(model, "master", d.master), _show(model, "slave", d.slave),
+                "not the power-on state of vpic_init"]
+    return valid(z3.And(*claims), started, describe)
+
+
 def ports_rule() -> Outcome:
     """pic.ports: the pair's ports, for any state of both controllers: a
     write to 0x20/0x21 is the master's command/data byte (the port's bit 0
@@ -820,15 +910,14 @@ def ports_rule() -> Outcome:
     port, value = z3.BitVec("port", 16), B8("value")
     after = pic.io_write(d, port, value)
     read_state, answer = pic.io_read(d, port)
-    data = (port & 1) != 0
-    edge_only = {0x4D0: (0, 1, 2), 0x4D1: (0, 5)}          # IRQ0-2; IRQ8 and IRQ13
+    edge_only = {True: (0, 1, 2), False: (0, 5)}            # IRQ0-2; IRQ8 and IRQ13
 
     def cascaded(master: pic.Chip, slave: pic.Chip) -> pic.Chip:
         found, _line = pic.requested(slave.regs)
         return master._replace(regs=master.regs._replace(
             irr=z3.If(found, master.regs.irr | 4, master.regs.irr)))
 
-    def chip_port(on_slave: bool):
+    def chip_port(on_slave: bool, data: bool):
         mine = d.slave if on_slave else d.master
         written = pic.write(mine, data, value)
         read_chip, read_value = pic.read(mine, data)
@@ -844,10 +933,10 @@ def ports_rule() -> Outcome:
                               _same_chip(read_state.master, cascaded(read_chip, d.slave)))
         return z3.And(wrote, was_read, answer == read_value)
 
-    def elcr_port(p: int):
-        mask = 0xFF & ~sum(1 << n for n in edge_only[p])
-        mine, other = (d.master, d.slave) if p == 0x4D0 else (d.slave, d.master)
-        new, kept = (after.master, after.slave) if p == 0x4D0 else (after.slave, after.master)
+    def elcr_port(on_master: bool):
+        mask = 0xFF & ~sum(1 << n for n in edge_only[on_master])
+        mine, other = (d.master, d.slave) if on_master else (d.slave, d.master)
+        new, kept = (after.master, after.slave) if on_master else (after.slave, after.master)
         back = pic.io_read(after, port)[1]
         return z3.And(_same_chip(kept, other),
                       *[x == y for x, y in zip(new.iface, mine.iface)],
@@ -856,9 +945,9 @@ def ports_rule() -> Outcome:
                       _same_chip(read_state.slave, d.slave),
                       answer == mine.regs.elcr, back == value & mask)
 
-    claim = z3.And(*[z3.Implies(port == p, chip_port(p >= 0x80))
-                     for p in pic.MASTER_PORTS + pic.SLAVE_PORTS],
-                   *[z3.Implies(port == p, elcr_port(p)) for p in pic.ELCR_PORTS])
+    claim = z3.And(*[z3.Implies(port == p, chip_port(who == "slave", data) if data is not None
+                                else elcr_port(who == "master"))
+                     for p, (who, data) in _PORTS.items()])
 
     def describe(m: z3.ModelRef) -> list[str]:
         val = lambda e: m.eval(e, model_completion=True).as_long()     # noqa: E731
@@ -867,13 +956,17 @@ def ports_rule() -> Outcome:
                 _show(m, "master after the write", after.master),
                 _show(m, "slave after the write", after.slave),
                 "not what the port's controller and register do"]
+    if sorted(pic.VirtualPic.PORTS) != sorted(_PORTS):
+        return Outcome("counterexample", time.perf_counter() - started,
+                       [f"the pair claims ports {[hex(p) for p in pic.VirtualPic.PORTS]}",
+                        f"the PC's are {[hex(p) for p in _PORTS]}"])
     return valid(claim, started, describe, _chip_ok(d.master), _chip_ok(d.slave),
-                 z3.Or(*[port == p for p in pic.VirtualPic.PORTS]))
+                 z3.Or(*[port == p for p in _PORTS]))
 
 
 # --- mutants -----------------------------------------------------------------------------------
 
-_REAL = {"icw1": pic.icw1, "ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
+_REAL = {"icw1": pic.icw1, "reset_chip": pic.reset_chip, "ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
          "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
          "ocw2": pic.ocw2, "requested": pic.requested}
 
@@ -1050,6 +1143,33 @@ def _slave_is_elcr_only(port):
     return bv.eq(port, pic.ELCR_PORTS[1])
 
 
+_NEGATIVE_EDGE_KEEPS_IRQ2 = _pic_line(
+    "pair_negative_edge", "drop = bv.and_(bv.ne(_high(line), 0), bv.not_(found))",
+    "drop = False",
+    """Xen's negative edge of a slave line that leaves the master's IRQ2
+    request: the master presents the cascade after the slave went quiet,
+    and the acknowledge gives a spurious IRQ15.""")
+_NEGATIVE_EDGE_NEXT_LINE = _pic_line(
+    "pair_negative_edge", "line = bv.shl(bv.const(1, LW, irq), bv.zext(irq, W, LW), LW)",
+    "line = bv.shl(bv.const(2, LW, irq), bv.zext(irq, W, LW), LW)",
+    """The line's bit computed one too high: lowering IRQ8 clears IRQ9's
+    request.""")
+
+
+def _reset_masks_all():
+    """A power-on pair with every line masked (as some BIOSes leave it):
+    the IMR the guest has not written yet is 0xFF, not 0."""
+    chip = _REAL["reset_chip"]()
+    return chip._replace(regs=chip.regs._replace(imr=0xFF))
+
+
+def _reset_expects_icw2():
+    """A power-on controller that waits for ICW2: the guest's first data
+    byte (an OCW1 before any ICW1) becomes the vector base."""
+    chip = _REAL["reset_chip"]()
+    return chip._replace(iface=chip.iface._replace(init_state=pic.ICW2))
+
+
 #: (check name, system factory, [(mutant, "module.function" replaced, replacement)])
 CHECKS = [
     ("interrupts.only_evtchn", only_evtchn,
@@ -1089,7 +1209,13 @@ RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_low
           [("elcr_unmasked", "pic.elcr_write", _ELCR_UNMASKED),
            ("elcr_master_mask", "pic.io_write", _ELCR_MASTER_MASK),
            ("data_port_bit_1", "pic.io_write", _DATA_PORT_BIT_1),
-           ("slave_is_elcr_only", "pic._on_slave", _slave_is_elcr_only)])]
+           ("slave_is_elcr_only", "pic._on_slave", _slave_is_elcr_only)]),
+         ("pic.lines", lines_rule,
+          [("negative_edge_keeps_irq2", "pic.pair_negative_edge", _NEGATIVE_EDGE_KEEPS_IRQ2),
+           ("negative_edge_next_line", "pic.pair_negative_edge", _NEGATIVE_EDGE_NEXT_LINE)]),
+         ("pic.reset", reset_rule,
+          [("reset_masks_all", "pic.reset_chip", _reset_masks_all),
+           ("reset_expects_icw2", "pic.reset_chip", _reset_expects_icw2)])]
 
 _MODULES = {"pic": pic, "irq": irq, "evtchn": evtchn}
 

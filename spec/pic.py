@@ -249,12 +249,13 @@ def pair_apply(p: PairRegs, raised: bv.Word, cleared: bv.Word) -> PairRegs:
                             apply_lines(p.slave, _high(raised), _high(cleared)), p.nested))
 
 
-def pair_negative_edge(p: PairRegs, line: bv.Word) -> PairRegs:
-    """Xen lowers one of its own ISA lines, the one-hot 16-bit ``line``
-    (Xen 3.0.4's ``vpic_irq_negative_edge``): the line's request bit is
+def pair_negative_edge(p: PairRegs, irq: bv.Word) -> PairRegs:
+    """Xen lowers one of its own ISA lines, IRQ ``irq`` (0..15, an 8-bit
+    word; Xen 3.0.4's ``vpic_irq_negative_edge``): the line's request bit is
     cleared, edge- or level-triggered, and a slave that no longer presents
     a request lowers its output, the master's IRQ2
     (``vpic_update_int_output``)."""
+    line = bv.shl(bv.const(1, LW, irq), bv.zext(irq, W, LW), LW)
     q = pair_apply(p, bv.const(0, LW, line), line)
     found, _irq = requested(q.slave)
     drop = bv.and_(bv.ne(_high(line), 0), bv.not_(found))
@@ -539,7 +540,7 @@ class VirtualPic:
 
     def negative_edge(self, line: int) -> None:
         """Xen lowers one of its own ISA lines: :func:`pair_negative_edge`."""
-        self.pair = pair_negative_edge(self.pair, 1 << line)
+        self.pair = pair_negative_edge(self.pair, line)
 
     def elcr(self) -> int:
         """Both ELCRs as the 16-bit ``pic_elcr`` qemu-dm reads (:func:`pair_elcr`)."""
