@@ -12,11 +12,15 @@ one 8259A (:class:`PicRegs`) and of the pair (:class:`PairRegs`): the
 lines (:func:`pair_apply`, with the cascade :func:`cascade`, and Xen's
 :func:`pair_negative_edge`), the INT output (:func:`pair_request`), the
 interrupt acknowledge (:func:`pair_acknowledge`) and the guest's operation
-command words (:func:`ocw`). :class:`VirtualPic` and :class:`Pic8259` are
-thin wrappers that keep the registers and the command interface's state
-(the ICW sequence, OCW3's register select and poll) and call these rules
-with Python ints; :mod:`proofs.interrupts` runs the same functions on Z3
-terms. Register names follow the Intel 8259A data sheet (order no. 231468):
+command words (:func:`ocw`); and on one 8259A with its command interface
+(:class:`Chip`: the ICW sequence, OCW3's register select and poll) and the
+pair of them (:class:`PicPair`): the initialisation (:func:`icw1`,
+:func:`icw`), a port write (:func:`write`) and read (:func:`read`), the
+ELCR (:func:`elcr_write`) and the pair's ports (:func:`io_write`,
+:func:`io_read`). :class:`VirtualPic` is a thin wrapper that keeps the
+pair's state and calls these rules with Python ints;
+:mod:`proofs.interrupts` runs the same functions on Z3 terms. Register
+names follow the Intel 8259A data sheet (order no. 231468):
 
 IRR
     interrupt request register: the lines asking for service. A line in
@@ -194,7 +198,7 @@ def ocw(p: PicRegs, data_port: bv.Bit, value: bv.Word) -> PicRegs:
     set is OCW3 (of which the registers keep the special mask mode, set or
     cleared when bit 6 is set: bit 5) and bit 3 clear is :func:`ocw2`. (An
     ICW1, bit 4 on the command port, and OCW3's register select and poll
-    are the command interface's, :class:`Pic8259`.)"""
+    are the command interface's, :func:`write`.)"""
     ocw3 = p._replace(special_mask=bv.ite(bv.bit(value, 6), bv.bit(value, 5), p.special_mask))
     return select(data_port, p._replace(imr=value),
                   select(bv.bit(value, 3), ocw3, ocw2(p, value)))
