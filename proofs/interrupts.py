@@ -611,12 +611,15 @@ def level_release() -> TransitionSystem:
 def eoi_rule() -> Outcome:
     """pic.eoi: a non-specific EOI clears exactly one in-service bit, the one
     of highest priority under the rotation (8259A data sheet, OCW2), and
-    changes nothing when none is in service."""
+    changes nothing when none is in service; with rotation ("rotate on
+    non-specific EOI") the line it ended becomes the lowest priority, and
+    without, the priorities stay."""
     started = time.perf_counter()
     isr, pa = z3.BitVec("isr", 8), z3.BitVec("priority_add", 8)
     regs = pic.PicRegs(z3.BitVecVal(0, 8), isr, z3.BitVecVal(0, 8), z3.BitVecVal(0, 8), pa,
                        z3.BitVecVal(0, 8), False, False, False)
-    after = pic.eoi(regs)
+    rotate = z3.Bool("rotate")
+    after = pic.eoi(regs, rotate)
     cleared = isr & ~after.isr
     rank = lambda line: (line - pa) & 7                        # noqa: E731
     b = z3.BitVec("b", 8)
@@ -630,10 +633,20 @@ def eoi_rule() -> Outcome:
         before = m.eval(isr, model_completion=True).as_long()
         rot = m.eval(pa, model_completion=True).as_long()
         got = m.eval(after.isr, model_completion=True).as_long()
+        turned = z3.is_true(m.eval(rotate, model_completion=True))
+        now = m.eval(after.priority_add, model_completion=True).as_long()
         return [f"ISR={before:08b}, IRQ{rot} highest (priority_add={rot})",
-                f"non-specific EOI leaves ISR={got:08b}",
-                "the in-service bit of highest priority was not the one cleared"]
-    return valid(z3.And(definition, (after.isr & ~isr) == 0), started, describe,
+                f"non-specific EOI{' with rotation' if turned else ''} leaves ISR={got:08b}, "
+                f"priority_add={now}",
+                "not the in-service bit of highest priority cleared (with rotation: made "
+                "lowest)"]
+    new_rank = lambda line: (line - after.priority_add) & 7         # noqa: E731
+    rotated = z3.If(z3.And(rotate, isr != 0),
+                    z3.And(z3.ULT(after.priority_add, 8),
+                           *[z3.Implies(cleared == 1 << c, new_rank(z3.BitVecVal(c, 8)) == 7)
+                             for c in range(8)]),
+                    after.priority_add == pa)
+    return valid(z3.And(definition, (after.isr & ~isr) == 0, rotated), started, describe,
                  z3.ULT(pa, 8))
 
 
@@ -723,9 +736,10 @@ def icw_rule() -> Outcome:
     nothing is requested, in service or masked, IRQ7 has the lowest
     priority (no rotation), special mask mode and rotation in automatic EOI
     mode are cleared, as are the ICW4 modes (automatic EOI, special fully
-    nested) and the vector base, and the ELCR is kept; the next data-port
-    byte is ICW2, which sets the vector base to its bits 7-3 and nothing
-    else; then comes ICW3 only when ICW1's SNGL bit is clear (changing no
+    nested) and the vector base, a status read gives the IRR, and the
+    ELCR is kept; the next data-port byte is ICW2, which sets the vector
+    base to its bits 7-3 and nothing else (the vector of line n is then
+    ICW2's bits 7-3 with n in bits 2-0); then comes ICW3 only when ICW1's SNGL bit is clear (changing no
     register), ICW4 only when ICW1's IC4 bit is set (automatic EOI from its
     bit 1, special fully nested mode from its bit 4, nothing else), and
     every data-port byte after the sequence is OCW1, the IMR."""
@@ -742,6 +756,11 @@ def icw_rule() -> Outcome:
                         z3.Not(r1.special_mask), z3.Not(r1.rotate_on_aeoi),
                         z3.Not(r1.auto_eoi), z3.Not(s[0].iface.nested), r1.elcr == c.regs.elcr)
     icw2 = _same_regs(s[1].regs, r1, irq_base=b[1] & 0xF8)
+    # ICW2's bits 7-3 are the vector's, the line its bits 2-0, whatever follows
+    line, raised = B8("icw_line"), B8("icw_raised")
+    vectors = z3.Implies(z3.ULT(line, 8), pic.vector(s[-1].regs, line) == (b[1] & 0xF8) | line)
+    # a status read gives the IRR (lines raised after ICW1), no poll pending
+    irr_read = pic.read(s[0]._replace(regs=r1._replace(irr=raised)), False)[1] == raised
     icw3s, icw4s = z3.If(single, 0, 1), z3.If(ic4, 1, 0)
     later = []
     for k in range(3):                       # the data-port bytes after ICW2
@@ -758,7 +777,8 @@ def icw_rule() -> Outcome:
                  "port, then " + ", ".join(f"{val(x):#04x}" for x in b[1:]) + " to the data port"]
                 + [_show(m, f"after byte {k + 1}", st) for k, st in enumerate(s)]
                 + ["not the data sheet's initialisation sequence"])
-    return valid(z3.And(after_icw1, icw2, *later), started, describe, (b[0] & 0x10) != 0)
+    return valid(z3.And(after_icw1, irr_read, icw2, vectors, *later), started, describe,
+                 (b[0] & 0x10) != 0)
 
 
 def _may_interrupt(r: pic.PicRegs, line) -> z3.BoolRef:
@@ -869,13 +889,20 @@ def _lifted(c: pic.Chip) -> pic.Chip:
     return pic.Chip(pic.PicRegs(*map(lift, c.regs)), pic.Interface(*map(lift, c.iface)))
 
 
+#: a BIOS's programming of the pair: ICW1-ICW4 on each, then the IMRs
+_BIOS = ((0x20, 0x11), (0x21, 0x08), (0x21, 0x04), (0x21, 0x01),
+         (0xA0, 0x11), (0xA1, 0x70), (0xA1, 0x02), (0xA1, 0x01), (0x21, 0xB8), (0xA1, 0x8F))
+
+
 def reset_rule() -> Outcome:
     """pic.reset: the pair at power-on (Xen's vpic_init): on both
     controllers nothing is requested, in service or masked, the vector
     base is 0, there is no rotation, no automatic EOI, special mask or
     special fully nested mode, and every line is edge-triggered (the
     ELCRs read 0); both are ready, so a data-port byte is OCW1 (the IMR)
-    and a command-port read gives the IRR without a poll."""
+    and a command-port read gives the IRR without a poll. The same
+    functions on Python ints (the engine's reading) program the pair as a
+    BIOS does: ICW1-ICW4 on each, then its IMRs."""
     started = time.perf_counter()
     d = pic.PicPair(*[_lifted(chip) for chip in pic.reset_pair()])
     v = B8("value")
@@ -888,9 +915,19 @@ def reset_rule() -> Outcome:
         claims += [answer == chip.regs.irr, _same_chip(after, chip),
                    pic.io_read(d, elcr_port)[1] == 0]
 
+    # the same functions on Python ints: a BIOS's programming of the pair
+    bios = pic.reset_pair()
+    for port, byte in _BIOS:
+        bios = pic.io_write(bios, port, byte)
+    m, sl = bios.master.regs, bios.slave.regs
+    claims.append(z3.BoolVal((m.irq_base, m.imr, sl.irq_base, sl.imr) == (0x08, 0xB8, 0x70, 0x8F)
+                             and pic.io_write(bios, 0x21, 0x00).master.regs.imr == 0))
+
     def describe(model: z3.ModelRef) -> list[str]:
         return [_show(model, "master", d.master), _show(model, "slave", d.slave),
-                "not the power-on state of vpic_init"]
+                f"after the BIOS's ICWs and OCW1s (Python ints): master base {m.irq_base:#x} "
+                f"IMR {m.imr:#x}, slave base {sl.irq_base:#x} IMR {sl.imr:#x}",
+                "not the power-on state of vpic_init, or a pair the BIOS cannot program"]
     return valid(z3.And(*claims), started, describe)
 
 
@@ -1170,6 +1207,14 @@ def _reset_expects_icw2():
     return chip._replace(iface=chip.iface._replace(init_state=pic.ICW2))
 
 
+_EOI_ROTATE_MAKES_HIGHEST = _pic_line(
+    "eoi", "priority_add = bv.ite(bv.and_(found, rotate), bv.band(bv.add(irq, 1, W), 7, W),",
+    "priority_add = bv.ite(bv.and_(found, rotate), irq,",
+    """Rotate on non-specific EOI that makes the ended line the highest
+    priority instead of the lowest: the device just served is served
+    again first.""")
+
+
 #: (check name, system factory, [(mutant, "module.function" replaced, replacement)])
 CHECKS = [
     ("interrupts.only_evtchn", only_evtchn,
@@ -1191,7 +1236,9 @@ CHECKS = [
 ]
 
 #: function-level checks: (name, run, [(mutant, replaced, replacement)])
-RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest)]),
+RULES = [("pic.eoi", eoi_rule, [("eoi_clears_lowest", "pic.eoi", _eoi_clears_lowest),
+                                ("eoi_rotate_makes_highest", "pic.eoi",
+                                 _EOI_ROTATE_MAKES_HIGHEST)]),
          ("pic.ocw", ocw_rule,
           [("set_priority_makes_highest", "pic.ocw2", _set_priority_makes_highest),
            ("specific_eoi_ignores_line", "pic.ocw2", _specific_eoi_ignores_line)]),
