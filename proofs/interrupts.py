@@ -47,10 +47,16 @@ chosen by the inputs:
     POPF may set IF to anything).
 
 The programming an ICW sets (vector bases, AEOI, special fully nested
-mode) and the ELCR are fixed for a run, each arbitrary (an arbitrary mix of
-edge and level lines; IRQ0-2, 8 and 13 are always edge-triggered), and the
-ELCR is the same in the pair and in ``sp_global``. The OCW3 poll and
-register select are not modelled.
+mode) is fixed for a run, and arbitrary. So is the ELCR, which the run
+starts with: the power-on pair's (:func:`spec.pic.reset_pair`, with the
+shared lines' copy as :data:`spec.irq.QUIET` has it), or what the guest
+wrote to both ELCR ports (:func:`spec.pic.io_write`: an arbitrary mix of
+edge and level lines, IRQ0-2, 8 and 13 always edge-triggered) with the
+VMM's copy in ``sp_global`` (:func:`spec.pic.pair_elcr`), before any line
+moved. That the ELCR is the same in the pair and in ``sp_global`` is part
+of the strengthening, so a wrong initial copy fails the base case. The ICW
+sequence, the OCW3 poll and register select are not steps of the system;
+function-level checks prove them.
 
 Ghosts (bit *n* = IRQ *n*): ``owed``, the edges qemu-dm raised since the
 VMM last took the lines with a notification; ``delivered``, those the VMM
@@ -105,10 +111,16 @@ enough):
    ``lowered`` is exactly the cleared bits; a released line is a level
    line neither held, raised nor latched.
 
-Two function-level checks state the 8259A's rules against the data
-sheet: ``pic.eoi``, a non-specific EOI clears exactly the in-service bit of
-highest priority under the current rotation; ``pic.ocw``, the decoding of
-every operation command word the system's guest may write.
+Function-level checks state the 8259A's rules against the data sheet:
+``pic.eoi``, a non-specific EOI clears exactly the in-service bit of
+highest priority under the current rotation (with rotation, that line
+becomes the lowest); ``pic.ocw``, the decoding of every operation command
+word the system's guest may write; ``pic.icw``, the initialisation
+sequence; ``pic.read``, the register reads OCW3 selects and the poll;
+``pic.ports``, the pair's port decode and the ELCRs' writable bits;
+``pic.lines``, Xen's negative edge; ``pic.reset``, the power-on pair (and
+a BIOS's programming of it on Python ints). They run the functions
+:class:`~spec.pic.VirtualPic` calls for every port access.
 """
 
 from __future__ import annotations
@@ -726,8 +738,9 @@ def _same_chip(a: pic.Chip, b: pic.Chip) -> z3.BoolRef:
 
 def _show(m: z3.ModelRef, label: str, c: pic.Chip) -> str:
     val = lambda e: m.eval(e, model_completion=True)                # noqa: E731
-    return (f"{label}: " + ", ".join(f"{n}={val(v)}" for n, v in zip(pic.PicRegs._fields, c.regs))
-            + "; " + ", ".join(f"{n}={val(v)}" for n, v in zip(pic.Interface._fields, c.iface)))
+    regs = ", ".join(f"{n}={val(v)}" for n, v in zip(pic.PicRegs._fields, c.regs))
+    iface = ", ".join(f"{n}={val(v)}" for n, v in zip(pic.Interface._fields, c.iface))
+    return f"{label}: {regs}; {iface}"
 
 
 def icw_rule() -> Outcome:
@@ -739,10 +752,11 @@ def icw_rule() -> Outcome:
     nested) and the vector base, a status read gives the IRR, and the
     ELCR is kept; the next data-port byte is ICW2, which sets the vector
     base to its bits 7-3 and nothing else (the vector of line n is then
-    ICW2's bits 7-3 with n in bits 2-0); then comes ICW3 only when ICW1's SNGL bit is clear (changing no
-    register), ICW4 only when ICW1's IC4 bit is set (automatic EOI from its
-    bit 1, special fully nested mode from its bit 4, nothing else), and
-    every data-port byte after the sequence is OCW1, the IMR."""
+    ICW2's bits 7-3 with n in bits 2-0); then comes ICW3 only when ICW1's
+    SNGL bit is clear (changing no register), ICW4 only when ICW1's IC4 bit
+    is set (automatic EOI from its bit 1, special fully nested mode from
+    its bit 4, nothing else), and every data-port byte after the sequence
+    is OCW1, the IMR."""
     started = time.perf_counter()
     c = _sym_chip("icw")
     b = [B8(f"icw_byte{k}") for k in range(5)]
@@ -920,7 +934,8 @@ def reset_rule() -> Outcome:
     for port, byte in _BIOS:
         bios = pic.io_write(bios, port, byte)
     m, sl = bios.master.regs, bios.slave.regs
-    claims.append(z3.BoolVal((m.irq_base, m.imr, sl.irq_base, sl.imr) == (0x08, 0xB8, 0x70, 0x8F)
+    programmed = (m.irq_base, m.imr, sl.irq_base, sl.imr) == (0x08, 0xB8, 0x70, 0x8F)
+    claims.append(z3.BoolVal(programmed
                              and pic.io_write(bios, 0x21, 0x00).master.regs.imr == 0))
 
     def describe(model: z3.ModelRef) -> list[str]:
@@ -1003,9 +1018,10 @@ def ports_rule() -> Outcome:
 
 # --- mutants -----------------------------------------------------------------------------------
 
-_REAL = {"icw1": pic.icw1, "reset_chip": pic.reset_chip, "ack": pic.acknowledge, "apply": pic.apply_lines, "take": irq.vmm_take_lines,
-         "assist": irq.assist, "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge,
-         "ocw2": pic.ocw2, "requested": pic.requested}
+_REAL = {"icw1": pic.icw1, "reset_chip": pic.reset_chip, "ack": pic.acknowledge,
+         "apply": pic.apply_lines, "take": irq.vmm_take_lines, "assist": irq.assist,
+         "dm": irq.dm_set_irq, "pair_ack": pic.pair_acknowledge, "ocw2": pic.ocw2,
+         "requested": pic.requested}
 
 
 def _polling_vmm(p, g, notified, rflags_if, shadow):
