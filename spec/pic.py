@@ -522,14 +522,6 @@ class VirtualPic:
         self.state = reset_pair()
 
     @property
-    def master(self) -> Chip:
-        return self.state.master
-
-    @property
-    def slave(self) -> Chip:
-        return self.state.slave
-
-    @property
     def pair(self) -> PairRegs:
         """The registers the pair's rules act on (:func:`pair_regs`)."""
         return pair_regs(self.state)

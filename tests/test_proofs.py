@@ -369,7 +369,7 @@ def test_the_guests_pic_writes_go_through_the_proved_decoder():
         p.io_write(0x20, 0x68)                  # OCW3: special mask mode
     assert [c.args[1:] for c in ocw.call_args_list] == [(True, 0xFB), (False, 0x20),
                                                        (False, 0x68)]
-    assert p.master.regs.imr == 0xFB and p.master.regs.special_mask
+    assert p.pair.master.imr == 0xFB and p.pair.master.special_mask
 
 
 # --- the glue the engines run is the glue that is proved (issue 19) ---------------------
