@@ -873,9 +873,12 @@ def lines_rule() -> Outcome:
     written here) and, for a slave line, dropped if it presents none;
     nothing else changes."""
     started = time.perf_counter()
-    m, s = _sym_chip("lm").regs, _sym_chip("ls").regs
-    nested, irq = z3.Bool("nested"), B8("irq")
-    after = pic.pair_negative_edge(pic.PairRegs(m, s, nested), irq)
+    master, slave = _sym_chip("lm"), _sym_chip("ls")
+    m, s, nested, irq = master.regs, slave.regs, master.iface.nested, B8("irq")
+    pics = pic.VirtualPic(lambda event: None)        # the wrapper the VMM calls, on Z3 terms
+    pics.state = pic.PicPair(master, slave)
+    pics.negative_edge(irq)
+    after = pics.pair
     bit16 = z3.BitVecVal(1, 16) << z3.ZeroExt(8, irq)
     irr = z3.Concat(s.irr, m.irr) & ~bit16
     slave_irr = z3.Extract(15, 8, irr)
@@ -960,8 +963,13 @@ def ports_rule() -> Outcome:
     started = time.perf_counter()
     d = pic.PicPair(_sym_chip("m"), _sym_chip("s"))
     port, value = z3.BitVec("port", 16), B8("value")
-    after = pic.io_write(d, port, value)
-    read_state, answer = pic.io_read(d, port)
+    pics = pic.VirtualPic(lambda event: None)        # the wrapper the VMM calls, on Z3 terms
+    pics.state = d
+    pics.io_write(port, value)
+    after = pics.state
+    pics.state = d
+    answer = pics.io_read(port)
+    read_state = pics.state
     edge_only = {True: (0, 1, 2), False: (0, 5)}            # IRQ0-2; IRQ8 and IRQ13
 
     def cascaded(master: pic.Chip, slave: pic.Chip) -> pic.Chip:
