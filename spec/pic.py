@@ -12,11 +12,15 @@ one 8259A (:class:`PicRegs`) and of the pair (:class:`PairRegs`): the
 lines (:func:`pair_apply`, with the cascade :func:`cascade`, and Xen's
 :func:`pair_negative_edge`), the INT output (:func:`pair_request`), the
 interrupt acknowledge (:func:`pair_acknowledge`) and the guest's operation
-command words (:func:`ocw`). :class:`VirtualPic` and :class:`Pic8259` are
-thin wrappers that keep the registers and the command interface's state
-(the ICW sequence, OCW3's register select and poll) and call these rules
-with Python ints; :mod:`proofs.interrupts` runs the same functions on Z3
-terms. Register names follow the Intel 8259A data sheet (order no. 231468):
+command words (:func:`ocw`); and on one 8259A with its command interface
+(:class:`Chip`: the ICW sequence, OCW3's register select and poll) and the
+pair of them (:class:`PicPair`): the initialisation (:func:`icw1`,
+:func:`icw`), a port write (:func:`write`) and read (:func:`read`), the
+ELCR (:func:`elcr_write`) and the pair's ports (:func:`io_write`,
+:func:`io_read`). :class:`VirtualPic` is a thin wrapper that keeps the
+pair's state and calls these rules with Python ints;
+:mod:`proofs.interrupts` runs the same functions on Z3 terms. Register
+names follow the Intel 8259A data sheet (order no. 231468):
 
 IRR
     interrupt request register: the lines asking for service. A line in
@@ -194,7 +198,7 @@ def ocw(p: PicRegs, data_port: bv.Bit, value: bv.Word) -> PicRegs:
     set is OCW3 (of which the registers keep the special mask mode, set or
     cleared when bit 6 is set: bit 5) and bit 3 clear is :func:`ocw2`. (An
     ICW1, bit 4 on the command port, and OCW3's register select and poll
-    are the command interface's, :class:`Pic8259`.)"""
+    are the command interface's, :func:`write`.)"""
     ocw3 = p._replace(special_mask=bv.ite(bv.bit(value, 6), bv.bit(value, 5), p.special_mask))
     return select(data_port, p._replace(imr=value),
                   select(bv.bit(value, 3), ocw3, ocw2(p, value)))
@@ -249,12 +253,13 @@ def pair_apply(p: PairRegs, raised: bv.Word, cleared: bv.Word) -> PairRegs:
                             apply_lines(p.slave, _high(raised), _high(cleared)), p.nested))
 
 
-def pair_negative_edge(p: PairRegs, line: bv.Word) -> PairRegs:
-    """Xen lowers one of its own ISA lines, the one-hot 16-bit ``line``
-    (Xen 3.0.4's ``vpic_irq_negative_edge``): the line's request bit is
+def pair_negative_edge(p: PairRegs, irq: bv.Word) -> PairRegs:
+    """Xen lowers one of its own ISA lines, IRQ ``irq`` (0..15, an 8-bit
+    word; Xen 3.0.4's ``vpic_irq_negative_edge``): the line's request bit is
     cleared, edge- or level-triggered, and a slave that no longer presents
     a request lowers its output, the master's IRQ2
     (``vpic_update_int_output``)."""
+    line = bv.shl(bv.const(1, LW, irq), bv.zext(irq, W, LW), LW)
     q = pair_apply(p, bv.const(0, LW, line), line)
     found, _irq = requested(q.slave)
     drop = bv.and_(bv.ne(_high(line), 0), bv.not_(found))
@@ -303,82 +308,227 @@ def pair_acknowledge(p: PairRegs) -> Acknowledged:
     return Acknowledged(pair, line, vec, spurious)
 
 
-# --- one controller, with its programming interface ------------------------------------
+# --- one controller's programming interface ---------------------------------------------
 
-class Pic8259:
-    """One 8259A: the registers plus the state of its command interface
-    (the ICW sequence, OCW3's register select and poll)."""
+#: where a controller's initialisation sequence is: READY takes OCW1 on the
+#: data port; otherwise the next data-port byte is ICW2, ICW3 or ICW4
+READY, ICW2, ICW3, ICW4 = 0, 1, 2, 3
 
-    def __init__(self, name: str, elcr_writable: int) -> None:
-        self.name = name
-        self.regs = reset_regs()
-        self.elcr_writable = elcr_writable
-        self.init_state = 0         # 0: ready; 1..3: expecting ICW2..ICW4
-        self.init4 = False
-        self.single = False
-        self.read_isr = False
-        self.poll = False
-        self.fully_nested = False   # ICW4 SFNM
 
-    def write(self, offset: int, value: int) -> None:
-        """A byte written to the command (offset 0) or data (1) port."""
-        r = self.regs
-        if offset == 0 and value & 0x10:             # ICW1
-            self.regs = reset_regs()._replace(elcr=r.elcr)
-            self.init_state, self.init4, self.single = 1, bool(value & 1), bool(value & 2)
-            self.read_isr = self.poll = self.fully_nested = False
-        elif offset == 0 or self.init_state == 0:    # OCW2, OCW3, OCW1
-            if offset == 0 and value & 0x08:         # OCW3's command-interface part
-                if value & 0x04:
-                    self.poll = True
-                if value & 0x02:
-                    self.read_isr = bool(value & 1)
-            self.regs = ocw(r, offset == 1, value)
-        elif self.init_state == 1:                   # ICW2
-            self.regs = r._replace(irq_base=value & 0xF8)
-            self.init_state = (3 if self.init4 else 0) if self.single else 2
-        elif self.init_state == 2:                   # ICW3 (cascade wiring: fixed)
-            self.init_state = 3 if self.init4 else 0
-        else:                                        # ICW4
-            self.fully_nested = bool(value & 0x10)
-            self.regs = r._replace(auto_eoi=bool(value & 0x02))
-            self.init_state = 0
+class Interface(NamedTuple):
+    """The state of one 8259A's command interface (the data sheet's
+    "Programming the 8259A"): where the ICW sequence is, what ICW1 said
+    follows, and what the next read gives."""
 
-    def read(self, offset: int) -> int:
-        """A byte read from the command (0) or data (1) port."""
-        if self.poll:
-            self.poll = False
-            found, irq = requested(self.regs)
-            if not found:
-                return 0
-            self.regs = acknowledge(self.regs, irq)
-            return 0x80 | irq
-        if offset == 0:
-            return self.regs.isr if self.read_isr else self.regs.irr
-        return self.regs.imr
+    init_state: bv.Word     # READY, ICW2, ICW3 or ICW4
+    init4: bv.Bit           # ICW1 IC4: an ICW4 follows
+    single: bv.Bit          # ICW1 SNGL: no other 8259A, so no ICW3
+    read_isr: bv.Bit        # OCW3 RIS (with RR): a command-port read gives the ISR, else the IRR
+    poll: bv.Bit            # OCW3 P: the next read is a poll
+    nested: bv.Bit          # ICW4 SFNM (the master's is the pair's special fully nested mode)
+
+
+class Chip(NamedTuple):
+    """One 8259A as its ports see it: the registers the interrupt rules act
+    on and its command interface."""
+
+    regs: PicRegs
+    iface: Interface
+
+
+def reset_chip() -> Chip:
+    """An 8259A at power-on, as Xen's ``vpic_init`` leaves it (every
+    register zero, the ELCR all edge) until the guest's ICW1."""
+    return Chip(reset_regs(), Interface(READY, False, False, False, False, False))
+
+
+def select_chip(cond: bv.Bit, a: Chip, b: Chip) -> Chip:
+    """The controller ``a`` if ``cond`` holds, else ``b``."""
+    return Chip(select(cond, a.regs, b.regs),
+                Interface(*[bv.ite(cond, x, y) for x, y in zip(a.iface, b.iface)]))
+
+
+def icw1(c: Chip, value: bv.Word) -> Chip:
+    """ICW1, a command-port byte with bit 4 set, starts the initialisation
+    (8259A data sheet, "Initialization Command Words"): the edge sense
+    circuit is reset (no request is latched: IRR cleared), the IMR is
+    cleared, IR7 gets the lowest priority (no rotation), special mask mode
+    is cleared and a status read gives the IRR; nothing is in service.
+    Bit 0 (IC4) says whether an ICW4 follows, bit 1 (SNGL) whether this is
+    the only 8259A (then no ICW3 follows); the next data-port byte is ICW2.
+    As QEMU's ``pic_reset`` (``hw/i8259.c``, which Xen 3.0's vPIC follows),
+    every other register goes back to its reset value too (vector base 0,
+    no automatic EOI or special fully nested mode: "if IC4 = 0, all
+    functions selected in ICW4 are set to zero"), but the ELCR, which is
+    not the 8259A's."""
+    return Chip(reset_regs()._replace(elcr=c.regs.elcr),
+                Interface(bv.const(ICW2, W, value), bv.bit(value, 0), bv.bit(value, 1),
+                          False, False, False))
+
+
+def icw(c: Chip, value: bv.Word) -> Chip:
+    """A data-port byte during the initialisation sequence. ICW2: the vector
+    base, bits 7-3 (the line's number fills bits 2-0, so the low three bits
+    written are ignored); then ICW3 unless ICW1 said SNGL (the cascade
+    wiring, fixed in a PC: nothing is kept); then ICW4 if ICW1 said IC4:
+    bit 1 AEOI (automatic EOI), bit 4 SFNM (special fully nested mode).
+    After the last ICW the controller is ready: the next data-port byte is
+    OCW1."""
+    r, f = c.regs, c.iface
+    ready, icw4 = bv.const(READY, W, value), bv.const(ICW4, W, value)
+    after_icw3 = bv.ite(f.init4, icw4, ready)
+    after_icw2 = bv.ite(f.single, after_icw3, bv.const(ICW3, W, value))
+    second = Chip(r._replace(irq_base=bv.band(value, 0xF8, W)),
+                  f._replace(init_state=after_icw2))
+    third = Chip(r, f._replace(init_state=after_icw3))
+    fourth = Chip(r._replace(auto_eoi=bv.bit(value, 1)),
+                  f._replace(init_state=ready, nested=bv.bit(value, 4)))
+    return select_chip(bv.eq(f.init_state, ICW2), second,
+                       select_chip(bv.eq(f.init_state, ICW3), third, fourth))
+
+
+def write(c: Chip, data_port: bv.Bit, value: bv.Word) -> Chip:
+    """A byte written to the command port (``data_port`` false) or the data
+    port. On the command port, bit 4 set is ICW1 (:func:`icw1`); otherwise
+    it is an OCW2 or OCW3 (:func:`ocw`), and an OCW3 also sets the command
+    interface: P (bit 2) makes the next read a poll, RR (bit 1) selects with
+    RIS (bit 0) the register a command-port read gives (1: ISR, 0: IRR). On
+    the data port, a byte during the initialisation sequence is the next
+    ICW (:func:`icw`), else OCW1, the IMR."""
+    f = c.iface
+    command = bv.not_(data_port)
+    ocw3 = bv.and_(command, bv.bit(value, 3))
+    iface = f._replace(poll=bv.or_(f.poll, bv.and_(ocw3, bv.bit(value, 2))),
+                       read_isr=bv.ite(bv.and_(ocw3, bv.bit(value, 1)), bv.bit(value, 0),
+                                       f.read_isr))
+    operation = Chip(ocw(c.regs, data_port, value), iface)
+    return select_chip(bv.and_(command, bv.bit(value, 4)), icw1(c, value),
+                       select_chip(bv.or_(command, bv.eq(f.init_state, READY)), operation,
+                                   icw(c, value)))
+
+
+def read(c: Chip, data_port: bv.Bit) -> tuple[Chip, bv.Word]:
+    """A byte read from the command port (``data_port`` false) or the data
+    port: (the controller after the read, the byte). After an OCW3 poll
+    command the next read, on either port, is a poll (data sheet, "The
+    Poll Command"): the controller treats it as an interrupt acknowledge
+    of the line it would present (:func:`requested`, :func:`acknowledge`:
+    its ISR bit set unless in automatic EOI mode, an edge request cleared)
+    and answers 0x80 with the line in bits 2-0, or 0 when no line may
+    interrupt; the poll is then over. Otherwise the command port gives the
+    register OCW3 selected (IRR or ISR) and the data port the IMR, and
+    nothing changes."""
+    r, f = c.regs, c.iface
+    found, irq = requested(r)
+    polled = Chip(select(found, acknowledge(r, irq), r), f._replace(poll=False))
+    answer = bv.ite(found, bv.bor(irq, 0x80, W), bv.const(0, W, irq))
+    register = bv.ite(data_port, r.imr, bv.ite(f.read_isr, r.isr, r.irr))
+    return select_chip(f.poll, polled, c), bv.ite(f.poll, answer, register)
+
+
+def elcr_write(r: PicRegs, value: bv.Word, writable: int) -> PicRegs:
+    """A write to the controller's edge/level control register (0x4D0 for
+    the master, 0x4D1 for the slave): only the ``writable`` bits take the
+    value (:data:`ELCR_WRITABLE`: IRQ0, 1 and 2 on the master and IRQ8 and
+    13 on the slave are always edge-triggered, as on the PIIX3 and in
+    QEMU's ``elcr_ioport_write``); a read gives the register back."""
+    return r._replace(elcr=bv.band(value, writable, W))
+
+
+# --- the pair's ports --------------------------------------------------------------------
+
+class PicPair(NamedTuple):
+    """Both controllers with their command interfaces: the state the
+    guest's port accesses act on."""
+
+    master: Chip
+    slave: Chip
+
+
+def reset_pair() -> PicPair:
+    """Both controllers at power-on (:func:`reset_chip`)."""
+    return PicPair(reset_chip(), reset_chip())
+
+
+def pair_regs(d: PicPair) -> PairRegs:
+    """The registers the pair's interrupt rules act on (the special fully
+    nested mode is the master's)."""
+    return PairRegs(d.master.regs, d.slave.regs, d.master.iface.nested)
+
+
+def with_regs(d: PicPair, p: PairRegs) -> PicPair:
+    """``d`` with the registers the pair's rules left (they never change an
+    ICW4 mode)."""
+    return PicPair(d.master._replace(regs=p.master), d.slave._replace(regs=p.slave))
+
+
+def _on_slave(port: bv.Word) -> bv.Bit:
+    return bv.member(port, SLAVE_PORTS + ELCR_PORTS[1:])
+
+
+def io_write(d: PicPair, port: bv.Word, value: bv.Word) -> PicPair:
+    """The guest writes ``value`` to ``port`` (a 16-bit word, one of
+    :data:`VirtualPic.PORTS`): the master's (0x20, 0x21) or the slave's
+    (0xA0, 0xA1) command and data ports (:func:`write`), then the cascade;
+    or the master's or slave's ELCR (0x4D0, 0x4D1: :func:`elcr_write`, with
+    that controller's writable bits)."""
+    slave = _on_slave(port)
+    chip = select_chip(slave, d.slave, d.master)
+    elcr = bv.member(port, ELCR_PORTS)
+    writable = bv.ite(slave, bv.const(ELCR_WRITABLE[1], W, value),
+                      bv.const(ELCR_WRITABLE[0], W, value))
+    written = select_chip(elcr, chip._replace(regs=elcr_write(chip.regs, value, writable)),
+                          write(chip, bv.bit(port, 0), value))
+    after = PicPair(select_chip(slave, d.master, written), select_chip(slave, written, d.slave))
+    return select_pics(elcr, after, with_regs(after, cascade(pair_regs(after))))
+
+
+def io_read(d: PicPair, port: bv.Word) -> tuple[PicPair, bv.Word]:
+    """The guest reads ``port`` (one of :data:`VirtualPic.PORTS`): a
+    controller's command or data port (:func:`read`, then the cascade), or
+    its ELCR, which gives back what was written with the writable bits and
+    changes nothing. Returns (the pair after the read, the byte)."""
+    slave = _on_slave(port)
+    chip = select_chip(slave, d.slave, d.master)
+    after_read, value = read(chip, bv.bit(port, 0))
+    after = PicPair(select_chip(slave, d.master, after_read),
+                    select_chip(slave, after_read, d.slave))
+    elcr = bv.member(port, ELCR_PORTS)
+    return (select_pics(elcr, d, with_regs(after, cascade(pair_regs(after)))),
+            bv.ite(elcr, chip.regs.elcr, value))
+
+
+def select_pics(cond: bv.Bit, a: PicPair, b: PicPair) -> PicPair:
+    """The pair ``a`` if ``cond`` holds, else ``b``."""
+    return PicPair(select_chip(cond, a.master, b.master), select_chip(cond, a.slave, b.slave))
+
+
+def pair_elcr(d: PicPair) -> bv.Word:
+    """Both ELCRs as the 16-bit ``pic_elcr`` (bit n = IRQ n) that the VMM
+    copies into the shared lines for qemu-dm."""
+    return bv.concat(d.slave.regs.elcr, d.master.regs.elcr, W, W)
 
 
 class VirtualPic:
-    """The master/slave pair, and the interrupt acknowledge the VMM performs
-    when it injects (``vpic_ack_pending_irq``)."""
+    """The master/slave pair as the VMM keeps it: its state
+    (:class:`PicPair`) and the rules above called with Python ints, for
+    the lines, the interrupt acknowledge the VMM performs when it injects
+    (``vpic_ack_pending_irq``) and the guest's port accesses."""
+
+    PORTS = MASTER_PORTS + SLAVE_PORTS + ELCR_PORTS
 
     def __init__(self, emit: Callable[[trace.Event], None]) -> None:
         self.emit = emit
-        self.master = Pic8259("master", ELCR_WRITABLE[0])
-        self.slave = Pic8259("slave", ELCR_WRITABLE[1])
-
-    # --- the pair's registers, for the rules ---------------------------------------------
+        self.state = reset_pair()
 
     @property
     def pair(self) -> PairRegs:
-        """The registers the pair's rules act on."""
-        return PairRegs(self.master.regs, self.slave.regs, self.master.fully_nested)
+        """The registers the pair's rules act on (:func:`pair_regs`)."""
+        return pair_regs(self.state)
 
     @pair.setter
     def pair(self, p: PairRegs) -> None:
-        self.master.regs, self.slave.regs = p.master, p.slave
-
-    # --- lines ----------------------------------------------------------------------
+        self.state = with_regs(self.state, p)
 
     def apply_lines(self, raised: int, cleared: int) -> None:
         """Raised and cleared lines (16 bits: IRQ0..15): :func:`pair_apply`."""
@@ -386,16 +536,11 @@ class VirtualPic:
 
     def negative_edge(self, line: int) -> None:
         """Xen lowers one of its own ISA lines: :func:`pair_negative_edge`."""
-        self.pair = pair_negative_edge(self.pair, 1 << line)
-
-    def _cascade(self) -> None:
-        self.pair = cascade(self.pair)
+        self.pair = pair_negative_edge(self.pair, line)
 
     def elcr(self) -> int:
-        """Both ELCRs as the 16-bit ``pic_elcr`` qemu-dm reads."""
-        return self.master.regs.elcr | self.slave.regs.elcr << 8
-
-    # --- the CPU side -------------------------------------------------------------------
+        """Both ELCRs as the 16-bit ``pic_elcr`` qemu-dm reads (:func:`pair_elcr`)."""
+        return pair_elcr(self.state)
 
     def has_request(self) -> bool:
         """The master's INT output: :func:`pair_request`."""
@@ -409,24 +554,11 @@ class VirtualPic:
         self.pair = ack.pair
         return ack.irq, ack.vector
 
-    # --- ports (the VMM's internal I/O handler) ------------------------------------------
-
-    PORTS = MASTER_PORTS + SLAVE_PORTS + ELCR_PORTS
-
     def io_read(self, port: int) -> int:
-        if port in ELCR_PORTS:
-            chip = self.master if port == ELCR_PORTS[0] else self.slave
-            return chip.regs.elcr
-        chip = self.master if port in MASTER_PORTS else self.slave
-        value = chip.read(port & 1)
-        self._cascade()
+        """A guest's read of one of :data:`PORTS`: :func:`io_read`."""
+        self.state, value = io_read(self.state, port)
         return value
 
     def io_write(self, port: int, value: int) -> None:
-        if port in ELCR_PORTS:
-            chip = self.master if port == ELCR_PORTS[0] else self.slave
-            chip.regs = chip.regs._replace(elcr=value & chip.elcr_writable)
-            return
-        chip = self.master if port in MASTER_PORTS else self.slave
-        chip.write(port & 1, value)
-        self._cascade()
+        """A guest's write to one of :data:`PORTS`: :func:`io_write`."""
+        self.state = io_write(self.state, port, value)

@@ -92,7 +92,7 @@ def test_masked_edges_are_latched_and_the_slave_cascades():
     # the slave's request vanished between the master's and its own acknowledge:
     p.apply_lines(1 << 9, 0)
     p.io_write(0xA1, 0xFF)                      # masked on the slave after the cascade latched
-    p.master.regs = p.master.regs._replace(irr=p.master.regs.irr | 4)
+    p.pair = p.pair._replace(master=p.pair.master._replace(irr=p.pair.master.irr | 4))
     assert p.acknowledge() == (15, 0x2F)        # spurious IRQ15
 
 

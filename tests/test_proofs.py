@@ -254,6 +254,60 @@ def test_interrupt_checks_cover_the_pair_and_the_channel():
         assert f"interrupts.{name}" in names, name
     assert {"pic.ocw", "pic.ocw/mutant:specific_eoi_ignores_line",
             "pic.ocw/mutant:set_priority_makes_highest"} <= names
+    assert {"pic.icw", "pic.icw/mutant:icw1_keeps_imr", "pic.icw/mutant:icw2_keeps_low_bits",
+            "pic.icw/mutant:icw3_in_single_mode", "pic.icw/mutant:icw4_without_ic4",
+            "pic.read", "pic.read/mutant:poll_without_ack", "pic.read/mutant:poll_without_flag",
+            "pic.read/mutant:read_ignores_select", "pic.read/mutant:ris_without_rr",
+            "pic.ports", "pic.ports/mutant:elcr_unmasked", "pic.ports/mutant:elcr_master_mask",
+            "pic.ports/mutant:data_port_bit_1", "pic.ports/mutant:slave_is_elcr_only",
+            "pic.lines", "pic.lines/mutant:negative_edge_keeps_irq2",
+            "pic.lines/mutant:negative_edge_next_line", "pic.reset",
+            "pic.reset/mutant:reset_masks_all", "pic.reset/mutant:reset_expects_icw2"} <= names
+
+
+def test_the_pic_programming_counterexamples_show_the_bytes_and_registers():
+    single = _interrupt_check("pic.icw/mutant:icw3_in_single_mode").run()
+    assert single.result == "counterexample"
+    assert "to the command port" in single.counterexample[1]
+    assert "after byte 5" in single.counterexample[-2]
+    elcr = _interrupt_check("pic.ports/mutant:elcr_unmasked").run().counterexample
+    assert "port 0x4d0" in elcr[2] or "port 0x4d1" in elcr[2]
+    poll = _interrupt_check("pic.read/mutant:poll_without_ack").run().counterexample
+    assert "OCW3 0x" in poll[1] and "poll=False" in poll[2]
+
+
+def test_the_interrupt_proof_starts_from_the_power_on_elcr():
+    """The shared lines' initial ELCR copy (irq.QUIET) is part of the
+    proof: a wrong one breaks the base case (the gap survivors.toml had)."""
+    from proofs import interrupts
+    from spec import irq
+    with mock.patch.object(irq, "QUIET", irq.GlobalIodata(1 << 9, 0, 0, 0)):
+        outcome = interrupts.run_check(interrupts.level_release)
+    assert outcome.result == "unknown" and "initial states" in outcome.detail
+
+
+def test_the_guests_pic_port_accesses_run_the_proved_functions():
+    """The VMM's port handler writes and reads the pair through
+    spec.pic.io_write/io_read: the proof's ELCR mutant, patched into the
+    module, changes what the running VMM copies into the shared lines, and
+    a poll read acknowledges through spec.pic.read."""
+    from proofs import interrupts
+    from spec import pic
+    vmm = _vmm([])
+    vmm._pic_access(0x4D0, 2, "out", 0xFFFF)
+    assert vmm.lines.bits.elcr == 0xDEF8
+    with mock.patch.object(pic, "elcr_write", interrupts._ELCR_UNMASKED):
+        vmm._pic_access(0x4D0, 2, "out", 0xFFFF)
+    assert vmm.lines.bits.elcr == 0xFFFF
+    vmm.pic.apply_lines(1 << 3, 0)
+    with mock.patch.object(pic, "read", wraps=pic.read) as read:
+        vmm._pic_access(0x20, 1, "out", 0x0C)           # OCW3: poll
+        assert vmm._pic_access(0x20, 1, "in", 0) == 0x83
+        vmm._pic_access(0x20, 1, "out", 0x0B)           # OCW3: read the ISR
+        assert vmm._pic_access(0x20, 1, "in", 0) == 1 << 3
+        vmm._pic_access(0x20, 1, "out", 0x0C)
+        assert vmm._pic_access(0x21, 1, "in", 0) == 0   # nothing left: the poll answers 0
+    assert read.call_count == 3
 
 
 def test_interrupt_counterexamples_name_the_steps():
@@ -316,7 +370,7 @@ def test_the_guests_pic_writes_go_through_the_proved_decoder():
         p.io_write(0x20, 0x68)                  # OCW3: special mask mode
     assert [c.args[1:] for c in ocw.call_args_list] == [(True, 0xFB), (False, 0x20),
                                                        (False, 0x68)]
-    assert p.master.regs.imr == 0xFB and p.master.regs.special_mask
+    assert p.pair.master.imr == 0xFB and p.pair.master.special_mask
 
 
 # --- the glue the engines run is the glue that is proved (issue 19) ---------------------
