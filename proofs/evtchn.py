@@ -59,11 +59,11 @@ the world built and written back, refusals raised, handlers called).
 from __future__ import annotations
 
 import time
-from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check_mutated, source_mutant, valid
+from proofs.kinduction import (Outcome, TransitionSystem, check_mutated, replaced,
+                               source_mutant, valid)
 from spec import evtchn
 
 WIDTH = evtchn.BITS_PER_WORD          # the engine's word: 64 ports
@@ -1057,9 +1057,5 @@ def run_check(factory, mutant=None) -> Outcome:
         return check_mutated(factory, evtchn, mutant[:3] if mutant else None)
     if mutant is None:
         return factory()
-    owner, attr = evtchn, mutant[1]
-    if "." in attr:
-        cls, attr = attr.split(".")
-        owner = getattr(evtchn, cls)
-    with mock.patch.object(owner, attr, mutant[2]):
+    with replaced(evtchn, mutant[1], mutant[2]):
         return factory()

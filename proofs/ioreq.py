@@ -40,9 +40,8 @@ import z3
 
 import time
 from contextlib import ExitStack
-from unittest import mock
 
-from proofs.kinduction import Outcome, TransitionSystem, check, valid
+from proofs.kinduction import Outcome, TransitionSystem, check, replaced, valid
 from spec import bv, ioreq
 
 ACTIONS = ("vmm_send", "dm_accept", "dm_respond", "vmm_wake", "dm_forge")
@@ -395,11 +394,7 @@ LAYOUT_MUTANTS = [
 def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome:
     with ExitStack() as stack:
         if mutant is not None:
-            owner, attr = ioreq, mutant[1]
-            if "." in attr:
-                cls, attr = attr.split(".")
-                owner = getattr(ioreq, cls)
-            stack.enter_context(mock.patch.object(owner, attr, mutant[2]))
+            stack.enter_context(replaced(ioreq, mutant[1], mutant[2]))
         built = factory()
         return built if isinstance(built, Outcome) else check(built)
 

@@ -265,6 +265,17 @@ def _induction(system: TransitionSystem, timeout_ms: int) -> tuple[str, str]:
     return "proved", "inductive"
 
 
+def replaced(module: ModuleType, target: str, replacement: object):
+    """A context in which ``target`` of the spec ``module`` (a function or
+    constant ``name``, or ``Class.name``) is ``replacement``: how every
+    proof runs a mutant."""
+    owner, attr = module, target
+    if "." in target:
+        cls, attr = target.split(".")
+        owner = getattr(module, cls)
+    return mock.patch.object(owner, attr, replacement)
+
+
 def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
                   mutant: tuple[str, str, object] | None = None) -> Outcome:
     """Check the system ``factory`` builds; with ``mutant`` = (name, function
@@ -273,7 +284,7 @@ def check_mutated(factory: Callable[[], TransitionSystem], module: ModuleType,
     if mutant is None:
         return check(dataclasses.replace(factory(), prove_first=True))
     _name, target, replacement = mutant
-    with mock.patch.object(module, target, replacement):
+    with replaced(module, target, replacement):
         return check(factory())
 
 

@@ -92,11 +92,11 @@ import dataclasses
 import heapq
 import time
 from contextlib import ExitStack
-from unittest import mock
 
 import z3
 
-from proofs.kinduction import Outcome, TransitionSystem, check, source_mutant, valid
+from proofs.kinduction import (Outcome, TransitionSystem, check, replaced, source_mutant,
+                               valid)
 from spec import bv, mapcache as mc, platform, trace
 
 SLOTS = 4
@@ -1194,11 +1194,7 @@ def run_check(factory, mutant: tuple[str, str, object] | None = None) -> Outcome
     function (``name`` or ``Class.name`` of :mod:`spec.mapcache`) replaced."""
     with ExitStack() as stack:
         if mutant is not None:
-            owner, attr = mc, mutant[1]
-            if "." in attr:
-                cls, attr = attr.split(".")
-                owner = getattr(mc, cls)
-            stack.enter_context(mock.patch.object(owner, attr, mutant[2]))
+            stack.enter_context(replaced(mc, mutant[1], mutant[2]))
         built = factory()
         if isinstance(built, Outcome):
             return built
