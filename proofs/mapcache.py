@@ -69,6 +69,9 @@ Three more systems tie these functions to what the engine runs:
 Around the table, the cache's arithmetic and its admission rules are
 function-level checks (each claim for every value of its words):
 
+* ``mapcache.locking``: an access's lock is given back (unlock after lock
+  is the identity; an unlock takes one lock; a stale window's last unlock
+  unmaps it; unlocking an unlocked window changes nothing)
 * ``mapcache.span``: the buckets an access touches
   (:func:`~spec.mapcache.bucket_span`, 64-bit addresses that wrap) and where
   a bucket starts (:func:`~spec.mapcache.bucket_address`);
@@ -743,6 +746,49 @@ def span_rule() -> Outcome:
     return _claims(claims)
 
 
+def locking_rule() -> Outcome:
+    """mapcache.locking: an access's lock is given back. On a table of two
+    windows of any contents and either slot, :func:`~spec.mapcache.unlock`
+    after :func:`~spec.mapcache.lock` gives the table back (below the lock
+    count's limit, and unless it is the last lock of a stale window); an
+    unlock takes exactly one lock and changes no other window and no other
+    field, except that a stale window whose last lock goes is unmapped (and
+    no longer stale); an unlock of an unlocked window that is not stale
+    changes nothing. The safety proofs cannot see a lock that is never
+    given back (a window that stays locked is still never evicted): this is
+    the liveness they leave out."""
+    widths = {"valid": None, "bucket": mc.BUCKET_BITS, "gen": mc.GEN_BITS,
+              "locks": mc.LOCK_BITS, "stale": None, "stamp": mc.STAMP_BITS}
+    table = tuple(mc.Entry(*(z3.Bool(f"{f}{i}") if w is None else z3.BitVec(f"{f}{i}", w)
+                             for f, w in widths.items())) for i in range(2))
+    slot = z3.BitVec("slot", mc.LOCK_BITS)
+    picked = slot == 1
+    e = mc._get(table, slot)
+    after = mc.unlock(table, slot)
+    u = mc._get(after, slot)
+    untouched = z3.And(*[z3.If(picked, getattr(after[0], f) == getattr(table[0], f),
+                               getattr(after[1], f) == getattr(table[1], f))
+                         for f in widths])
+    gone = z3.And(e.stale, e.locks == 1)
+    held = z3.And(*[getattr(u, f) == getattr(e, f) for f in ("bucket", "gen", "stamp")])
+    same = z3.And(*[getattr(a, f) == getattr(b, f) for a, b in zip(table, after)
+                    for f in widths])
+    back = mc.unlock(mc.lock(table, slot), slot)
+    claims = [
+        ("unlock(lock(t)) is t", z3.Implies(z3.And(
+            e.locks != (1 << mc.LOCK_BITS) - 1, z3.Or(z3.Not(e.stale), e.locks != 0)), z3.And(
+            *[getattr(a, f) == getattr(b, f) for a, b in zip(table, back) for f in widths]))),
+        ("an unlock takes exactly one lock", z3.Implies(
+            e.locks != 0, z3.And(u.locks == e.locks - 1, held, untouched))),
+        ("a stale window's last unlock unmaps it",
+         z3.Implies(e.locks != 0, z3.And(u.valid == z3.And(e.valid, z3.Not(gone)),
+                                         u.stale == z3.And(e.stale, z3.Not(gone))))),
+        ("an unlock of an unlocked window changes nothing",
+         z3.Implies(z3.And(e.locks == 0, z3.Not(e.stale)), same)),
+    ]
+    return _claims(claims, [z3.ULT(slot, 2)])
+
+
 #: guest memory sizes whose RAM ``ram_buckets`` is checked against (below
 #: the VGA hole's end, below and above the MMIO hole, not bucket-aligned)
 RAM_SIZES = (1 << 20, 16 << 20, (1 << 30) + (4 << 10), 3 << 30, 6 << 30)
@@ -1146,6 +1192,21 @@ CHECKS = [
     ("mapcache.address_space", address_space_system,
      [("fits_forgets_footprint", "budget_fits", _fits_forgets_footprint),
       ("fits_wraps", "budget_fits", _fits_wraps)]),
+    ("mapcache.locking", locking_rule,
+     [_src("unlock_keeps_count", "unlock",
+           "locks = bv.ite(bv.is_zero(e.locks, LOCK_BITS), e.locks, bv.sub(e.locks, 1, LOCK_BITS))",
+           "locks = e.locks",
+           "An unlock that forgets to take its lock: the window stays locked for ever, "
+           "which no safety proof sees (it is never evicted)."),
+      _src("unlock_below_zero", "unlock",
+           "locks = bv.ite(bv.is_zero(e.locks, LOCK_BITS), e.locks, bv.sub(e.locks, 1, LOCK_BITS))",
+           "locks = bv.sub(e.locks, 1, LOCK_BITS)",
+           "An unlock of an unlocked window wraps its count to 255 locks."),
+      _src("unlock_unmaps_fresh", "unlock",
+           "gone = bv.and_(e.stale, bv.is_zero(locks, LOCK_BITS))",
+           "gone = bv.is_zero(locks, LOCK_BITS)",
+           "The last unlock unmaps every window, not only a stale one: the cache "
+           "forgets what it just mapped.")]),
     ("mapcache.span", span_rule,
      [_src("span_one_too_many", "bucket_span",
            "last = bv.add(gpa, bv.sub(bv.ite(bv.is_zero(length, 64), 1, length), 1, 64), 64)",

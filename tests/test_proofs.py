@@ -664,6 +664,18 @@ def test_the_bucket_span_of_an_access_is_proved_and_an_off_by_one_named():
     assert wrapped.result == "counterexample" and "no more" in wrapped.counterexample[0]
 
 
+def test_a_lock_that_is_never_given_back_is_a_counterexample():
+    """The liveness the safety proofs leave out (mapcache.locking): an
+    unlock that does not take its lock keeps the window locked for ever."""
+    assert _check("mapcache.locking").run().result == "proved"
+    for mutant, claim in (("unlock_keeps_count", "unlock(lock(t)) is t"),
+                          ("unlock_below_zero", ""), ("unlock_unmaps_fresh", "")):
+        outcome = _check(f"mapcache.locking/mutant:{mutant}").run()
+        assert outcome.result == "counterexample", mutant
+        assert outcome.counterexample[0].startswith(f"not so: {claim}")
+        assert "locks0=" in outcome.counterexample[1]
+
+
 def test_the_budget_rules_and_the_refusals_numbers_are_proved():
     assert _check("mapcache.geometry").run().result == "proved"
     expected = {
