@@ -146,7 +146,7 @@ def acknowledge(p: PicRegs, irq: bv.Word) -> PicRegs:
     return p._replace(irr=irr, isr=isr, priority_add=priority_add)
 
 
-def eoi(p: PicRegs, rotate: bv.Bit = False) -> PicRegs:
+def eoi(p: PicRegs, rotate: bv.Bit) -> PicRegs:
     """OCW2 non-specific EOI: clear the ISR bit of highest priority (and,
     for "rotate on non-specific EOI", make that line the lowest)."""
     found, irq = highest_priority(p.isr, p.priority_add)
@@ -156,7 +156,7 @@ def eoi(p: PicRegs, rotate: bv.Bit = False) -> PicRegs:
     return p._replace(isr=isr, priority_add=priority_add)
 
 
-def specific_eoi(p: PicRegs, irq: bv.Word, rotate: bv.Bit = False) -> PicRegs:
+def specific_eoi(p: PicRegs, irq: bv.Word, rotate: bv.Bit) -> PicRegs:
     """OCW2 specific EOI of line ``irq`` (with rotation: it becomes lowest)."""
     isr = bv.band(p.isr, bv.bnot(line_bit(irq), W), W)
     priority_add = bv.ite(rotate, bv.band(bv.add(irq, 1, W), 7, W), p.priority_add)
