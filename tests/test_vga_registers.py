@@ -4,13 +4,19 @@ read equal (input status 1's retrace bits aside: they follow the spec's own
 rule on virtual time, tested here by hand), and the derived display
 quantities of the modes the VGA BIOS sets."""
 
+import os
 import random
+import socket
+import subprocess
+import tempfile
+import time
 
 import pytest
 
 from spec.devices import vga_memory
 from spec.devices import vga_registers as vr
 from tests import qtest
+from tests.conftest import peer
 
 QEMU_ARGS = ("-vga", "std")
 STATUS_PORTS = (0x3BA, 0x3DA)
@@ -250,6 +256,73 @@ def test_vbe_memory_accesses_use_the_vbe_sequencer_copy():
     value, _ = vga_memory.read(vram, 0, memory, 0xA0006)
     log = qtest.run(script + [("write", 0xA0006, 0x5A), ("read", 0xA0006)], QEMU_ARGS)
     assert log[-1] == f"read 0xa0006 = {value:#x}" == "read 0xa0006 = 0x5a"
+
+
+def _qemu_screen_size(script: list[tuple]) -> tuple[int, int]:
+    """The size of the picture QEMU's VGA draws after ``script``: the script
+    through qtest, then ``screendump`` through the human monitor (a Unix
+    socket), the PPM's header read back."""
+    qemu = peer("qemu-system-i386")
+    with tempfile.TemporaryDirectory(prefix="hvmspec-vga-") as folder:
+        monitor, shot = os.path.join(folder, "monitor"), os.path.join(folder, "shot.ppm")
+        proc = subprocess.Popen([qemu, "-machine", "pc", "-S", "-nodefaults", "-display", "none",
+                                 *QEMU_ARGS, "-qtest", "stdio",
+                                 "-monitor", f"unix:{monitor},server=on,wait=off"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        try:
+            for step in script:
+                if step[0] == "out":
+                    size = qtest.SIZES[step[3] if len(step) > 3 else 1]
+                    proc.stdin.write(f"out{size} {step[1]:#x} {step[2]:#x}\n")
+                else:
+                    size = qtest.SIZES[step[2] if len(step) > 2 else 1]
+                    proc.stdin.write(f"in{size} {step[1]:#x}\n")
+            proc.stdin.flush()
+            for _ in script:
+                while not proc.stdout.readline().startswith("OK"):
+                    pass
+            _monitor_command(monitor, f"screendump {shot}")
+            with open(shot, "rb") as picture:
+                width, height = picture.read(32).split(b"\n")[1].split()
+            return int(width), int(height)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _monitor_command(path: str, command: str) -> None:
+    """One command through QEMU's human monitor at the Unix socket ``path``,
+    waiting for the prompt that follows its answer."""
+    client = socket.socket(socket.AF_UNIX)
+    for _ in range(100):
+        try:
+            client.connect(path)
+            break
+        except OSError:
+            time.sleep(0.05)
+    with client:
+        client.settimeout(10)
+        answer = b""
+        while b"(qemu)" not in answer:                    # the greeting's prompt
+            answer += client.recv(4096)
+        client.sendall(command.encode() + b"\n")
+        answer = b""
+        while b"(qemu)" not in answer:                    # the prompt after the answer
+            answer += client.recv(4096)
+
+
+@pytest.mark.parametrize("script", [
+    _init_vga_card() + _set_mode(0x03), _init_vga_card() + _set_mode(0x12),
+    _init_vga_card() + _set_mode(0x13), _vbe_mode(1024, 768, 32) + [("out", 0x3C0, 0x20)],
+    _vbe_mode(800, 600, 16) + [("out", 0x3C0, 0x20)],
+], ids=["mode3", "mode12h", "mode13h", "vbe1024x768x32", "vbe800x600x16"])
+def test_picture_size_is_qemus(script):
+    """The display size the spec derives is the size of QEMU's screendump."""
+    regs = vr.VgaRegisters()
+    _model(script, regs)
+    display = regs.display()
+    assert (display.width, display.height) == _qemu_screen_size(script)
 
 
 # --- by hand -------------------------------------------------------------------------------
