@@ -379,6 +379,23 @@ def test_vbe_linear_mode_geometry_and_clear():
     assert not regs.vbe_enabled and regs.display().mode == vr.CHAIN4_256
 
 
+def test_xen_304_bios_init_is_mode_3_with_the_cursor_on_row_18():
+    """qemu-dm 3.0.4's power-on registers are vgabios's mode 3 but for the
+    attribute palette (identity), the cursor shape and place."""
+    regs = vr.VgaRegisters()
+    regs.bios_init()
+    misc, seq, gr, crtc, attr = MODES[0x03]
+    assert regs.msr == misc and regs.sr[:5] == bytes.fromhex(seq)
+    assert regs.gr[:9] == bytes.fromhex(gr) and regs.ar[0x10:] == bytes.fromhex(attr)[0x10:]
+    differ = [i for i, v in enumerate(bytes.fromhex(crtc)) if regs.cr[i] != v]
+    assert differ == [0x0A, 0x0B, 0x0E, 0x0F]
+    d = regs.display()
+    assert (d.mode, d.columns, d.rows, d.cursor) == (vr.TEXT, 80, 25, (18 * 80, 14, 15))
+    # 8-bit EGA values in a 6-bit DAC: 0xAA reads as 42 (168), 0x55 as 21 (87)
+    assert regs.palette_rgb()[1] == (0, 0, 168) and regs.palette_rgb()[14] == (255, 255, 87)
+    assert regs.read(0x3D4, 1, 0) == 15 and regs.read(0x3C0, 1, 0) == 0     # data expected
+
+
 def test_blank_while_the_palette_address_source_is_clear():
     regs = _after(_init_vga_card() + _set_mode(0x03) + [("in", 0x3DA), ("out", 0x3C0, 0x00)])
     assert regs.display().mode == vr.BLANK

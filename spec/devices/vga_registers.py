@@ -6,12 +6,12 @@ the rules of each access, as qemu-dm's ``tools/ioemu/hw/vga.c`` (Xen 3.0.4:
 ``vga_ioport_read``, ``vga_ioport_write``, ``vbe_ioport_read_data``,
 ``vbe_ioport_write_data``) and QEMU 7.2's ``hw/display/vga.c`` have them;
 where the two differ this module follows QEMU 7.2, the peer its tests run
-against, and :data:`XEN_304_DIFFERENCES` lists each difference. The register
+against, and the last section lists each difference. The register
 meanings are the IBM VGA Technical Reference's ("Sequencer Registers",
 "CRT Controller Registers", "Graphics Controller Registers", "Attribute
 Controller Registers", "Video DAC Palette Registers", "General Registers").
-Imports nothing of the model; :mod:`spec.devices.vga_memory` reads the
-registers this module keeps (:meth:`VgaRegisters.memory_registers`).
+Imports :mod:`spec.devices.vga_memory` only for the registers tuple its
+memory rules read (:meth:`VgaRegisters.memory_registers`).
 
 Ports
 -----
@@ -146,6 +146,34 @@ Derived quantities
 ``vga_get_offsets``): the mode, the picture's size in pixels, where video
 memory's lines start, and for text modes the character cell, the columns and
 rows and the cursor. :meth:`VgaRegisters.palette_rgb` gives the colours.
+
+Where Xen 3.0.4's qemu-dm differs
+---------------------------------
+
+Xen 3.0.4's ``vga.c`` and ``vga_int.h`` have the same VGA registers (the same
+masks, protect rule, flip-flop, DAC cycle and address decoding) but an older
+Bochs VBE and retrace:
+
+- The VBE ID accepts ``0xB0C0``-``0xB0C2`` (QEMU: to ``0xB0C5``), and reads 0
+  at power-on (QEMU: ``0xB0C5``).
+- The VBE maxima are 1600x1200 (QEMU: 16000x12000). Index 10 (video memory
+  in 64 KiB units) is not implemented.
+- XRES, YRES and BPP writes out of range are ignored: the register keeps its
+  value (QEMU keeps any value and fixes it up while VBE is enabled).
+- A VIRT_WIDTH below XRES, or leaving fewer lines than YRES, is ignored; the
+  offsets are not checked against video memory.
+- Enabling sets VIRT_WIDTH to XRES and VIRT_HEIGHT to YRES, and writes
+  sequencer registers 4 (chain 4), 2 (all planes) and 1 themselves, so the
+  guest reads them back changed (QEMU: the separate VBE copy).
+- The VGA registers are programmed once, when VBE is enabled, not again
+  after each graphics controller or CRTC write.
+- No 8-bit DAC: ENABLE bit 5 is kept but changes no colour.
+- Input status 1 toggles on every read, as QEMU's default method does.
+- At power-on qemu-dm's ``vga_bios_init`` ("do the same job as vgabios before
+  vgabios get ready") puts the VGA in mode 3, as :meth:`VgaRegisters.bios_init`
+  does; QEMU's VGA starts with every register 0.
+- Video memory is 8 MiB (``VGA_RAM_SIZE``; QEMU's ``-vga std``: 16 MiB), so
+  index 5 (BANK) keeps 7 bits; :class:`VgaRegisters` takes the size.
 """
 
 from __future__ import annotations
@@ -188,31 +216,23 @@ VBE_ENABLED, VBE_GETCAPS, VBE_8BIT_DAC, VBE_LFB_ENABLED, VBE_NOCLEARMEM = (
     0x01, 0x02, 0x20, 0x40, 0x80)
 VBE_DEPTHS = (4, 8, 15, 16, 24, 32)
 
+# Xen 3.0.4 qemu-dm's vga_bios_init: mode 3 as vgabios would leave it, the
+# cursor on row 18 (the first 64 DAC colours in 8-bit EGA values for 0-15,
+# which the 6-bit DAC reads as their low 6 bits)
+BIOS_INIT_SR = bytes.fromhex("0300030002000000")
+BIOS_INIT_GR = bytes.fromhex("0000000000100e0fff")
+BIOS_INIT_AR = bytes.fromhex("000102030405060708090a0b0c0d0e0f0c000f0800")
+BIOS_INIT_CR = bytes.fromhex("5f4f50825581bf1f004f0e0f000005a09c8e8f281f96b9a3ff")
+BIOS_INIT_PALETTE = bytes.fromhex(
+    "0000000000aa00aa0000aaaaaa0000aa00aaaa5500aaaaaa5555555555ff55ff5555ffffff5555ff55ff"
+    "ffff55ffffff00150000152a003f00003f2a2a15002a152a2a3f002a3f2a00151500153f003f15003f3f"
+    "2a15152a153f2a3f152a3f3f15000015002a152a00152a2a3f00003f002a3f2a003f2a2a15001515003f"
+    "152a15152a3f3f00153f003f3f2a153f2a3f15150015152a153f00153f2a3f15003f152a3f3f003f3f2a"
+    "15151515153f153f15153f3f3f15153f153f3f3f153f3f3f")
+
 # what the display shows (:meth:`VgaRegisters.display`)
 BLANK, TEXT, PLANAR16, CGA4, CHAIN4_256, LINEAR = (
     "blank", "text", "planar16", "cga4", "chain4-256", "linear")
-
-XEN_304_DIFFERENCES = """\
-Where Xen 3.0.4's qemu-dm (tools/ioemu/hw/vga.c, vga_int.h) differs from QEMU 7.2,
-which this module follows:
-
-- VBE ID accepts 0xB0C0-0xB0C2 (QEMU: -0xB0C5); power-on ID is 0 (QEMU 0xB0C5).
-- VBE maxima are 1600x1200 (QEMU 16000x12000); index 10 (video memory in 64 KiB)
-  is not there: it reads an out-of-range vbe_regs slot (QEMU: 256).
-- XRES, YRES and BPP writes out of range are ignored (the register keeps its
-  value); QEMU keeps any value and fixes it up only while VBE is enabled.
-- VIRT_WIDTH below XRES or leaving fewer lines than YRES is ignored; the offsets
-  are not checked against video memory (QEMU moves them back to 0).
-- Enabling sets VIRT_WIDTH = XRES, VIRT_HEIGHT = YRES, and writes sequencer
-  registers 4 (chain 4), 2 (all planes) and 1 themselves, which the guest then
-  reads back; QEMU keeps a second sequencer copy for VBE (sr_vbe) instead.
-- The VGA registers are programmed once, when VBE is enabled; QEMU programs
-  them again after every graphics controller or CRTC write while enabled.
-- No 8-bit DAC (ENABLE bit 5 is kept but means nothing; QEMU widens the DAC).
-- Input status 1 toggles on every read, as QEMU's default method does.
-- The LFB sits at VBE_DISPI_LFB_PHYSICAL_ADDRESS 0xE0000000 when the VGA has no
-  PCI BAR (std VGA in 3.0.4 registers it there as MMIO); QEMU's is BAR 0."""
-
 
 class Timing(NamedTuple):
     """The CRTC's raster timing (module docstring, "Input status 1")."""
@@ -293,6 +313,20 @@ class VgaRegisters:
         self.vbe_regs[VBE_ID] = VBE_ID5
         self.vbe_line_offset = self.vbe_start_addr = 0
         self.bank_offset = 0
+
+    def bios_init(self) -> None:
+        """Xen 3.0.4 qemu-dm's power-on state (``vga_bios_init``): mode 3
+        text, colour addresses (miscellaneous output 0x67), the screen on
+        (attribute index 0x20), the flip-flop expecting data, the DAC write
+        index at 16 and its first 64 colours loaded. QEMU has no such step:
+        its VGA BIOS sets the mode."""
+        self.reset()
+        self.sr[:], self.gr[:9], self.ar[:] = BIOS_INIT_SR, BIOS_INIT_GR, BIOS_INIT_AR
+        self.cr[:len(BIOS_INIT_CR)] = BIOS_INIT_CR
+        self.sr_index, self.gr_index, self.ar_index, self.cr_index = 3, 5, 0x20, 15
+        self.ar_flip_flop, self.msr, self.dac_write_index = 1, 0x67, 16
+        self.dac_cache[:] = b"\xff\xff\xff"
+        self.palette[:len(BIOS_INIT_PALETTE)] = BIOS_INIT_PALETTE
 
     # --- ports -------------------------------------------------------------------------------
 
