@@ -23,19 +23,46 @@ STATUS_PORTS = (0x3BA, 0x3DA)
 RETRACE_BITS = vr.ST01_DISPLAY_DISABLED | vr.ST01_VERTICAL_RETRACE
 
 # vgabios (tools/firmware/vgabios/vgatables.h, the LGPL VGA BIOS Xen 3.0.4
-# loads): misc output, sequencer, graphics controller, CRTC and attribute
-# controller values of modes 3, 12h and 13h
-MODES = {
-    0x03: (0x67, "0300030002", "000000000010" "0e0fff",
-           "5f4f50825581bf1f004f0d0e000000009c8e8f281f96b9a3ff",
-           "000102030405140738393a3b3c3d3e3f0c000f0800"),
-    0x12: (0xE3, "03010f0006", "000000000000" "050fff",
-           "5f4f508254800b3e0040000000000000ea8cdf2800e704e3ff",
-           "000102030405140738393a3b3c3d3e3f01000f0000"),
-    0x13: (0x63, "03010f000e", "000000000040" "050fff",
-           "5f4f50825480bf1f00410000000000009c8e8f284096b9a3ff",
-           "000102030405060708090a0b0c0d0e0f41000f0000"),
+# loads): its register tables, and for each mode it offers the miscellaneous
+# output value, which row of each table it takes, and whether its CRTC is at
+# the monochrome addresses
+CRTC = ["2d2728902ba0bf1f004f0d0e000000009c8e8f141f96b9a3ff",
+        "5f4f50825581bf1f004f0d0e000000009c8e8f281f96b9a3ff",
+        "2d2728902b80bf1f00c10000000000009c8e8f140096b9a2ff",
+        "5f4f50825480bf1f00c10000000000009c8e8f280096b9c2ff",
+        "5f4f50825581bf1f004f0d0e000000009c8e8f280f96b9a3ff",
+        "2d2728902b80bf1f00c00000000000009c8e8f140096b9e3ff",
+        "5f4f50825480bf1f00c00000000000009c8e8f280096b9e3ff",
+        "5f4f50825480bf1f004000000000000083855d280f63bae3ff",
+        "5f4f508254800b3e0040000000000000ea8cdf2800e704e3ff",
+        "5f4f50825480bf1f00410000000000009c8e8f284096b9a3ff",
+        "7f6363836b1b72f00060000000000000598d5732005773e3ff"]
+ACTL = ["000102030405140738393a3b3c3d3e3f0c000f0800",
+        "001315170204060710111213141516170100030000",
+        "001717171717171717171717171717170100010000",
+        "000808080808080810181818181818180e000f0800",
+        "0001020304050607101112131415161701000f0000",
+        "000800001818000000080000001800000100010000",
+        "000102030405140738393a3b3c3d3e3f01000f0000",
+        "003f3f3f3f3f3f3f3f3f3f3f3f3f3f3f0100010000",
+        "000102030405060708090a0b0c0d0e0f41000f0000"]
+SEQU = ["0308030002", "0300030002", "0309030002", "0301010006", "03090f0006", "03010f0006",
+        "03010f000e"]
+GRDC = ["0000000000100e0fff", "0000000000300f0fff", "0000000000000d0fff",
+        "0000000000100a0fff", "000000000000050fff", "000000000040050fff"]
+#: mode: (misc, crtc row, actl row, grdc row, sequ row, monochrome)
+VGA_MODES = {
+    0x00: (0x67, 0, 0, 0, 0, False), 0x01: (0x67, 0, 0, 0, 0, False),
+    0x02: (0x67, 1, 0, 0, 1, False), 0x03: (0x67, 1, 0, 0, 1, False),
+    0x04: (0x63, 2, 1, 1, 2, False), 0x05: (0x63, 2, 1, 1, 2, False),
+    0x06: (0x63, 3, 2, 2, 3, False), 0x07: (0x66, 4, 3, 3, 1, True),
+    0x0D: (0x63, 5, 4, 4, 4, False), 0x0E: (0x63, 6, 4, 4, 5, False),
+    0x0F: (0xA3, 7, 5, 4, 5, False), 0x10: (0xA3, 7, 6, 4, 5, False),
+    0x11: (0xE3, 8, 7, 4, 5, False), 0x12: (0xE3, 8, 6, 4, 5, False),
+    0x13: (0x63, 9, 8, 5, 6, False), 0x6A: (0xE3, 10, 6, 4, 5, False),
 }
+MODES = {mode: (misc, SEQU[sequ], GRDC[grdc], CRTC[crtc], ACTL[actl], mono)
+         for mode, (misc, crtc, actl, grdc, sequ, mono) in VGA_MODES.items()}
 
 
 def _init_vga_card() -> list[tuple]:
@@ -46,7 +73,8 @@ def _init_vga_card() -> list[tuple]:
 def _set_mode(mode: int) -> list[tuple]:
     """vgabios's biosfn_set_video_mode register writes, in its order (the DAC
     loaded with a ramp instead of its palettes)."""
-    misc, seq, gr, crtc, attr = MODES[mode]
+    misc, seq, gr, crtc, attr, mono = MODES[mode]
+    port = 0x3B4 if mono else 0x3D4
     script: list[tuple] = [("out", 0x3C6, 0xFF), ("out", 0x3C8, 0)]
     script += [("out", 0x3C9, i * 7 % 64) for i in range(3 * 256)]
     script.append(("in", 0x3DA))
@@ -56,9 +84,9 @@ def _set_mode(mode: int) -> list[tuple]:
         script += [("out", 0x3C4, i), ("out", 0x3C5, v)]
     for i, v in enumerate(bytes.fromhex(gr)):
         script += [("out", 0x3CE, i), ("out", 0x3CF, v)]
-    script.append(("out", 0x3D4, 0x0011, 2))          # unprotect CR0-7
+    script.append(("out", port, 0x0011, 2))           # unprotect CR0-7
     for i, v in enumerate(bytes.fromhex(crtc)):
-        script += [("out", 0x3D4, i), ("out", 0x3D5, v)]
+        script += [("out", port, i), ("out", port + 1, v)]
     script += [("out", 0x3C2, misc), ("out", 0x3C0, 0x20), ("in", 0x3DA)]
     return script
 
@@ -140,7 +168,7 @@ def test_power_on_registers_read_as_qemus():
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_vgabios_mode_set_reads_back_as_on_qemu(mode):
-    _same_as_qemu(_init_vga_card() + _set_mode(mode) + _dump())
+    _same_as_qemu(_init_vga_card() + _set_mode(mode) + _dump() + _set_mode(mode) + _dump())
 
 
 def test_vbe_handshake_modes_and_getcaps_as_on_qemu():
@@ -258,10 +286,10 @@ def test_vbe_memory_accesses_use_the_vbe_sequencer_copy():
     assert log[-1] == f"read 0xa0006 = {value:#x}" == "read 0xa0006 = 0x5a"
 
 
-def _qemu_screen_size(script: list[tuple]) -> tuple[int, int]:
-    """The size of the picture QEMU's VGA draws after ``script``: the script
-    through qtest, then ``screendump`` through the human monitor (a Unix
-    socket), the PPM's header read back."""
+def _qemu_screen(script: list[tuple]) -> tuple[int, int, bytes]:
+    """The picture QEMU's VGA draws after ``script`` (width, height, RGB
+    pixels): the script through qtest, then ``screendump`` through the human
+    monitor (a Unix socket), the PPM read back."""
     qemu = peer("qemu-system-i386")
     with tempfile.TemporaryDirectory(prefix="hvmspec-vga-") as folder:
         monitor, shot = os.path.join(folder, "monitor"), os.path.join(folder, "shot.ppm")
@@ -284,8 +312,10 @@ def _qemu_screen_size(script: list[tuple]) -> tuple[int, int]:
                     pass
             _monitor_command(monitor, f"screendump {shot}")
             with open(shot, "rb") as picture:
-                width, height = picture.read(32).split(b"\n")[1].split()
-            return int(width), int(height)
+                magic, size, depth, pixels = picture.read().split(b"\n", 3)
+            width, height = size.split()
+            assert (magic, depth) == (b"P6", b"255")
+            return int(width), int(height), pixels
         finally:
             proc.kill()
             proc.wait()
@@ -312,17 +342,29 @@ def _monitor_command(path: str, command: str) -> None:
             answer += client.recv(4096)
 
 
-@pytest.mark.parametrize("script", [
-    _init_vga_card() + _set_mode(0x03), _init_vga_card() + _set_mode(0x12),
-    _init_vga_card() + _set_mode(0x13), _vbe_mode(1024, 768, 32) + [("out", 0x3C0, 0x20)],
-    _vbe_mode(800, 600, 16) + [("out", 0x3C0, 0x20)],
-], ids=["mode3", "mode12h", "mode13h", "vbe1024x768x32", "vbe800x600x16"])
-def test_picture_size_is_qemus(script):
-    """The display size the spec derives is the size of QEMU's screendump."""
+#: every mode vgabios sets, twice (its CRTC writes come before the
+#: miscellaneous output, so the first set of mode 7 from a colour mode writes
+#: the CRTC at addresses that do not answer), and two VBE modes
+SCREENS = {f"mode{mode:02x}h": _init_vga_card() + _set_mode(mode) + _set_mode(mode)
+           for mode in sorted(MODES)}
+SCREENS["vbe1024x768x32"] = _vbe_mode(1024, 768, 32) + [("out", 0x3C0, 0x20)]
+SCREENS["vbe800x600x16"] = _vbe_mode(800, 600, 16) + [("out", 0x3C0, 0x20)]
+
+
+@pytest.mark.parametrize("name", sorted(SCREENS))
+def test_picture_size_is_qemus(name):
+    """The display size the spec derives is the size of QEMU's screendump. A
+    blank display has no size of its own (0x0): QEMU then draws nothing, its
+    screendump is the one of power-on (blank too: attribute index 0)."""
     regs = vr.VgaRegisters()
-    _model(script, regs)
+    _model(SCREENS[name], regs)
     display = regs.display()
-    assert (display.width, display.height) == _qemu_screen_size(script)
+    width, height, pixels = _qemu_screen(SCREENS[name])
+    if display.mode == vr.BLANK:
+        assert display.width == display.height == 0
+        assert (width, height, pixels) == _qemu_screen([])
+    else:
+        assert (display.width, display.height) == (width, height)
 
 
 # --- by hand -------------------------------------------------------------------------------
@@ -384,7 +426,7 @@ def test_xen_304_bios_init_is_mode_3_with_the_cursor_on_row_18():
     attribute palette (identity), the cursor shape and place."""
     regs = vr.VgaRegisters()
     regs.bios_init()
-    misc, seq, gr, crtc, attr = MODES[0x03]
+    misc, seq, gr, crtc, attr, _ = MODES[0x03]
     assert regs.msr == misc and regs.sr[:5] == bytes.fromhex(seq)
     assert regs.gr[:9] == bytes.fromhex(gr) and regs.ar[0x10:] == bytes.fromhex(attr)[0x10:]
     differ = [i for i, v in enumerate(bytes.fromhex(crtc)) if regs.cr[i] != v]

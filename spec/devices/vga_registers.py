@@ -250,7 +250,9 @@ class Timing(NamedTuple):
 class Display(NamedTuple):
     """What the scanner reads the picture by (QEMU's display code).
 
-    ``width`` and ``height`` are the picture in pixels. Graphics modes:
+    ``width`` and ``height`` are the picture in pixels; 0 in mode
+    ``BLANK`` (attribute index bit 5 clear: the screen shows nothing, and
+    QEMU paints its last picture black). Graphics modes:
     ``depth`` bits a pixel in video memory (4 planar, 2 CGA, 8 chain-4 or
     VBE 8, VBE 15/16/24/32); ``start`` the byte of video memory the first
     line starts at; ``line_offset`` bytes from one line to the next;
