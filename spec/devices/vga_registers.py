@@ -146,6 +146,26 @@ Derived quantities
 ``vga_get_offsets``): the mode, the picture's size in pixels, where video
 memory's lines start, and for text modes the character cell, the columns and
 rows and the cursor. :meth:`VgaRegisters.palette_rgb` gives the colours.
+The mode is:
+
+``blank``
+    attribute index bit 5 (palette address source) clear: nothing shows;
+``text``
+    graphics controller register 6 bit 0 clear: character cells of
+    ``(CRTC 1 + 1)`` columns by ``(vertical display end + 1) / (CRTC 9
+    bits 4:0 + 1)`` rows, 9 dots wide, 8 when sequencer register 1 bit 0 is
+    set, 16 when its bit 3 (half dot clock) is set (40-column modes);
+``planar16``, ``cga4``
+    graphics, shift control (graphics controller register 5 bits 6:5) 0
+    or 1: ``(CRTC 1 + 1) * 8`` pixels a line, twice that at half dot
+    clock (modes 0Dh, 04h: 640 wide), by vertical display end + 1 lines;
+``chain4-256``
+    shift control 2 or 3, VBE off: 256 colours, bytes in video memory's
+    order; the same size rule, so mode 13h is 640x400, each pixel and each
+    line twice (as QEMU draws and screendumps it);
+``linear``
+    VBE on, above 4 bits a pixel: XRES by YRES at BPP (VBE at 4 bpp is
+    ``planar16`` of that size).
 
 Where Xen 3.0.4's qemu-dm differs
 ---------------------------------
@@ -154,8 +174,8 @@ Xen 3.0.4's ``vga.c`` and ``vga_int.h`` have the same VGA registers (the same
 masks, protect rule, flip-flop, DAC cycle and address decoding) but an older
 Bochs VBE and retrace:
 
-- The VBE ID accepts ``0xB0C0``-``0xB0C2`` (QEMU: to ``0xB0C5``), and reads 0
-  at power-on (QEMU: ``0xB0C5``).
+- The VBE ID accepts ``0xB0C0``-``0xB0C2`` (QEMU: to ``0xB0C5``), and reads
+  ``0xB0C0`` at power-on (QEMU: ``0xB0C5``).
 - The VBE maxima are 1600x1200 (QEMU: 16000x12000). Index 10 (video memory
   in 64 KiB units) is not implemented.
 - XRES, YRES and BPP writes out of range are ignored: the register keeps its
@@ -195,7 +215,7 @@ CR_COUNT = 256
 MISC_COLOUR = 0x01                    # miscellaneous output: I/O address select
 AR_PALETTE_SOURCE = 0x20              # attribute index bit 5: the screen shows
 
-#: the ports the VGA decodes, by size of access
+#: the ports the VGA decodes (byte and word accesses; the VBE ports: word only)
 VGA_PORTS = (0x3B4, 0x3B5, 0x3BA, *range(0x3C0, 0x3D0), 0x3D4, 0x3D5, 0x3DA)
 VBE_INDEX_PORT, VBE_DATA_PORTS = 0x1CE, (0x1CF, 0x1D0)
 VBE_PORTS = (VBE_INDEX_PORT, *VBE_DATA_PORTS)
@@ -234,6 +254,7 @@ BIOS_INIT_PALETTE = bytes.fromhex(
 BLANK, TEXT, PLANAR16, CGA4, CHAIN4_256, LINEAR = (
     "blank", "text", "planar16", "cga4", "chain4-256", "linear")
 
+
 class Timing(NamedTuple):
     """The CRTC's raster timing (module docstring, "Input status 1")."""
 
@@ -252,7 +273,7 @@ class Display(NamedTuple):
 
     ``width`` and ``height`` are the picture in pixels; 0 in mode
     ``BLANK`` (attribute index bit 5 clear: the screen shows nothing, and
-    QEMU paints its last picture black). Graphics modes:
+    QEMU paints the last picture it drew black). Graphics modes:
     ``depth`` bits a pixel in video memory (4 planar, 2 CGA, 8 chain-4 or
     VBE 8, VBE 15/16/24/32); ``start`` the byte of video memory the first
     line starts at; ``line_offset`` bytes from one line to the next;
