@@ -367,6 +367,22 @@ def test_picture_size_is_qemus(name):
         assert (display.width, display.height) == (width, height)
 
 
+def test_vbe_4bpp_planar_writes_land_nowhere_as_in_qemu():
+    """At 4 bpp QEMU's VBE copy of the sequencer keeps map mask 0 (only
+    deeper modes set it), so vgabios's 800x600x16 mode (mode 6Ah, then VBE
+    at 4 bpp) writes no plane: a byte written reads back 0, on both."""
+    script = _init_vga_card() + _set_mode(0x6A) + _vbe_mode(800, 600, 4)
+    script += [("out", 0x3CE, 8), ("out", 0x3CF, 0xFF)]
+    regs = vr.VgaRegisters()
+    _model(script, regs)
+    assert regs.sr[2] == 0x0F and regs.effective_sr(2) == 0
+    vram, memory = bytearray(1 << 20), regs.memory_registers()
+    assert vga_memory.write(vram, 0, memory, 0xA0000, 0x5A) == (0, 4) and not any(vram)
+    value, _ = vga_memory.read(vram, 0, memory, 0xA0000)
+    log = qtest.run(script + [("write", 0xA0000, 0x5A), ("read", 0xA0000)], QEMU_ARGS)
+    assert log[-1] == f"read 0xa0000 = {value:#x}" == "read 0xa0000 = 0x0"
+
+
 # --- by hand -------------------------------------------------------------------------------
 
 

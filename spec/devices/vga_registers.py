@@ -184,7 +184,11 @@ Bochs VBE and retrace:
   offsets are not checked against video memory.
 - Enabling sets VIRT_WIDTH to XRES and VIRT_HEIGHT to YRES, and writes
   sequencer registers 4 (chain 4), 2 (all planes) and 1 themselves, so the
-  guest reads them back changed (QEMU: the separate VBE copy).
+  guest reads them back changed (QEMU: the separate VBE copy). At 4 bpp
+  the map mask is then the guest's (vgabios's mode 6Ah: all planes); in
+  QEMU the VBE copy's map mask stays 0 unless an 8 bpp or deeper mode was
+  enabled since power-on, so planar writes in a 4 bpp VBE mode change
+  nothing.
 - The VGA registers are programmed once, when VBE is enabled, not again
   after each graphics controller or CRTC write.
 - No 8-bit DAC: ENABLE bit 5 is kept but changes no colour.
