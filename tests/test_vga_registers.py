@@ -128,12 +128,11 @@ def _model(script: list[tuple], regs: vr.VgaRegisters | None = None) -> list[str
     regs = regs or vr.VgaRegisters()
     log = []
     for now, step in enumerate(script):
-        size = (step[3] if len(step) > 3 else 1) if step[0] == "out" else \
-            (step[2] if len(step) > 2 else 1)
         if step[0] == "out":
-            regs.write(step[1], size, step[2])
+            regs.write(step[1], step[3] if len(step) > 3 else 1, step[2])
         else:
-            log.append(f"in {step[1]:#x} = {regs.read(step[1], size, now):#x}")
+            value = regs.read(step[1], step[2] if len(step) > 2 else 1, now)
+            log.append(f"in {step[1]:#x} = {value:#x}")
     return log
 
 
