@@ -58,7 +58,8 @@ register 2 to 0x0F); a 32-bit one is not decoded (reads all ones). A byte
 access to a VBE port is not decoded (reads ``0xFF``).
 
 Written values keep only the bits a register implements (:data:`SR_MASK`,
-:data:`GR_MASK`, and per attribute register); the CRTC keeps all 8 bits.
+:data:`GR_MASK`, and per attribute register; the miscellaneous output drops
+bit 4, feature control keeps only bit 4); the CRTC keeps all 8 bits.
 While CRTC register 0x11 bit 7 (protect) is set, writes to CRTC registers
 0-7 are ignored, except bit 4 of register 7 (line compare bit 8).
 
