@@ -718,12 +718,38 @@ def test_the_cache_runs_the_index_reads_mapcache_engine_proves():
     assert len(calls) == 2
 
 
+def test_the_directed_runs_reach_what_short_runs_cannot():
+    """Two windows freed together and reused in turn: a free-heap reader
+    that checks the heap's last element instead of its top hands out a slot
+    that is mapped again, which no run of four operations shows (make
+    mutate found it); mapcache.runtime's directed run names it."""
+    import heapq
+
+    from spec import mapcache as spec_mc
+
+    def first_free_checks_last(self):
+        while self._free and not spec_mc.free_current(self.entries[self._free[-1]]):
+            heapq.heappop(self._free)
+        heap = spec_mc.Found(bool(self._free), self._free[0] if self._free else 0)
+        free = spec_mc.free_or_new(heap, len(self.entries), self.windows)
+        if free.found and not heap.found:
+            self.entries.append(spec_mc.EMPTY)
+        return free
+
+    with mock.patch.object(spec_mc.Mapcache, "_first_free", first_free_checks_last):
+        outcome = _check("mapcache.runtime").run()
+    assert outcome.result == "counterexample"
+    assert outcome.counterexample[0] == ("32-bit qemu-dm, 3 windows: use 0, use 1, "
+                                         "invalidate_all, use 2, use 3")
+
+
 def test_the_run_time_class_is_run_against_the_whole_table():
     """mapcache.runtime runs the Mapcache class itself (its heaps are Python)
     on every short run; breaking the class's LRU reader or its store is a
     run that names the operations and the first difference."""
     outcome = _check("mapcache.runtime").run()
-    assert outcome.result == "proved" and "3305 runs" in outcome.detail
+    from proofs.mapcache import DIRECTED
+    assert outcome.result == "proved" and f"{3305 + len(DIRECTED)} runs" in outcome.detail
     broken = _check("mapcache.runtime/mutant:store_never_frees").run()
     assert broken.result == "counterexample"
     run, wrong = broken.counterexample
