@@ -244,6 +244,20 @@ def test_check_runs_a_subset_by_name_or_pattern():
     assert none.returncode == 2 and "matches no check" in none.stderr
 
 
+def test_check_in_several_processes_gives_the_results_of_one():
+    """--jobs runs the checks in worker processes; the rows come back in the
+    checks' own order with the same results as one process gives, and a
+    stop at the first unexpected result still reports what was run."""
+    proc, one = cli_json("check", "pic", "--jobs", "1")
+    assert proc.returncode == 0
+    proc, two = cli_json("check", "pic", "--jobs", "2")
+    assert proc.returncode == 0
+    assert [(r["name"], r["result"]) for r in two] == [(r["name"], r["result"]) for r in one]
+    assert len(one) > 2
+    bad = cli("check", "pic", "--jobs", "0")
+    assert bad.returncode == 2 and "--jobs must be at least 1" in bad.stderr
+
+
 def test_check_prints_counterexamples_literally():
     proc = cli("check", "x86.rmw.adc/64")
     assert proc.returncode == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
+import signal
 import time
 
 from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, progress
@@ -30,6 +32,9 @@ def add_parsers(sub) -> None:
     check.add_argument("--invariants", action="store_true",
                        help="run only the invariants, not their mutants (a mutation-testing "
                        "run asks whether the proofs catch a change to the spec's source)")
+    check.add_argument("-j", "--jobs", type=int, metavar="N",
+                       help="run the checks in N processes at once (default: one per CPU; "
+                       "1 runs them one after another in this process)")
     check.add_argument("-x", "--exitfirst", action="store_true",
                        help="stop at the first check whose result is not the expected one "
                        "(what a mutation-testing run wants: a broken spec is found sooner)")
@@ -63,7 +68,6 @@ def _in_group(name: str, group: str) -> bool:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hvmspec.console import OPERATOR
     from proofs import all_checks
     rows = []
     checks = select(all_checks(), args.names, args.pattern)
@@ -77,28 +81,91 @@ def cmd_check(args: argparse.Namespace) -> int:
             for c in checks:
                 print(f"{c.name}  ({c.kind}, expects {c.expected})")
         return EXIT_OK
-    import z3
-    z3.set_param("ctrl_c", False)           # SIGINT is the operator's (hvmspec.console)
-    OPERATOR.interrupters.append(z3.main_ctx().interrupt)
+    jobs = args.jobs if args.jobs is not None else os.cpu_count() or 1
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
     with progress(len(checks), "proofs", quiet=args.json) as advance:
-        for chk in checks:
-            OPERATOR.checkpoint()
-            outcome = _run(chk)
-            OPERATOR.checkpoint()
-            rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
-                         "result": outcome.result, "seconds": round(outcome.seconds, 4),
-                         "counterexample": outcome.counterexample, "detail": outcome.detail,
-                         "witnesses": [{"case": name, "run": run}
-                                       for name, run in outcome.witnesses]})
-            advance()
-            if args.exitfirst and outcome.result != chk.expected:
-                break
+        if jobs == 1 or len(checks) < 2:
+            outcomes = _in_turn(checks, args.exitfirst, advance)
+        else:
+            outcomes = _at_once(checks, min(jobs, len(checks)), args.exitfirst, advance)
+    for chk in checks:
+        if chk.name not in outcomes:
+            continue
+        outcome = outcomes[chk.name]
+        rows.append({"name": chk.name, "kind": chk.kind, "expected": chk.expected,
+                     "result": outcome.result, "seconds": round(outcome.seconds, 4),
+                     "counterexample": outcome.counterexample, "detail": outcome.detail,
+                     "witnesses": [{"case": name, "run": run}
+                                   for name, run in outcome.witnesses]})
     ok = all(r["result"] == r["expected"] for r in rows)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         _print_check_table(rows)
     return EXIT_OK if ok else EXIT_NO
+
+
+def _in_turn(checks: list, exitfirst: bool, advance) -> dict:
+    """The checks one after another in this process (SIGINT interrupts Z3)."""
+    import z3
+
+    from hvmspec.console import OPERATOR
+    z3.set_param("ctrl_c", False)           # SIGINT is the operator's (hvmspec.console)
+    OPERATOR.interrupters.append(z3.main_ctx().interrupt)
+    outcomes = {}
+    for chk in checks:
+        OPERATOR.checkpoint()
+        outcomes[chk.name] = outcome = _run(chk)
+        OPERATOR.checkpoint()
+        advance()
+        if exitfirst and outcome.result != chk.expected:
+            break
+    return outcomes
+
+
+def _at_once(checks: list, jobs: int, exitfirst: bool, advance) -> dict:
+    """The checks in ``jobs`` worker processes (each check is independent:
+    its own Z3 terms and solver); results are reported in the checks' own
+    order whatever order they finish in. A worker that dies gives its check
+    the result ``error``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from proofs.kinduction import Outcome
+    outcomes = {}
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_start)
+    try:
+        futures = {pool.submit(_worker_run, chk.name): chk for chk in checks}
+        for future in as_completed(futures):
+            chk = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:            # noqa: BLE001 - a dead worker, reported
+                outcome = Outcome("error", 0.0, detail=f"{type(exc).__name__}: {exc}")
+            outcomes[chk.name] = outcome
+            advance()
+            if exitfirst and outcome.result != chk.expected:
+                break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+def _worker_start() -> None:
+    """A worker leaves SIGINT to the command, which stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_BY_NAME: dict = {}
+
+
+def _worker_run(name: str):
+    if not _BY_NAME:
+        from proofs import all_checks
+        _BY_NAME.update((c.name, c) for c in all_checks())
+    return _run(_BY_NAME[name])
 
 
 def _run(chk):
