@@ -16,14 +16,14 @@ byte index.
 
 Which window decodes (graphics controller register 6, bits 3:2):
 
-====  ===================  ==========================================
-map   window               offset into video memory
-====  ===================  ==========================================
-0     ``0xA0000``, 128 KiB  the address less ``0xA0000``
-1     ``0xA0000``, 64 KiB   the same (plus the VBE bank; 0 here)
-2     ``0xB0000``, 32 KiB   the address less ``0xB0000``
-3     ``0xB8000``, 32 KiB   the address less ``0xB8000``
-====  ===================  ==========================================
+====  =====================  ==========================================
+map   window                 offset into video memory
+====  =====================  ==========================================
+0     ``0xA0000``, 128 KiB    the address less ``0xA0000``
+1     ``0xA0000``, 64 KiB     the same (plus the VBE bank; 0 here)
+2     ``0xB0000``, 32 KiB     the address less ``0xB0000``
+3     ``0xB8000``, 32 KiB     the address less ``0xB8000``
+====  =====================  ==========================================
 
 A byte outside the selected window reads ``0xFF`` and writes nothing.
 
