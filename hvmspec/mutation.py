@@ -103,12 +103,6 @@ class ModuleResult:
 
 # --- the killer and the workers ------------------------------------------------------------
 
-def killer(groups: tuple[str, ...]) -> list[str]:
-    """The invariants of ``groups``, stopping at the first that fails (the
-    baseline, and what a mutant at module level faces)."""
-    return [sys.executable, "-m", "hvmspec.cli", "check", "--invariants", "-x", *groups]
-
-
 def kill_command(calls: Path) -> list[str]:
     """The test command cosmic-ray runs for each mutant (:func:`kill`)."""
     return [sys.executable, "-m", "hvmspec.mutation", "kill", str(calls)]
@@ -295,20 +289,19 @@ def kill(calls_path: Path) -> int:
         where = "import time"
     else:
         names = [n for n, c in checks.items() if scopes & set(c["calls"])]
-        where = ", ".join(sorted(s or "" for s in scopes))
+        where = ", ".join(sorted(scopes))
     print(f"mutant in {where}: {len(names)} of {len(checks)} invariants call it")
     if not names:
         print("no invariant calls the mutated function")
         return 0
-    from hvmspec.commands.check import _run
+    from hvmspec.commands.check import _in_turn
     from proofs import all_checks
     by_name = {c.name: c for c in all_checks()}
-    for name in sorted(names, key=lambda n: checks[n]["seconds"]):
-        outcome = _run(by_name[name])
+    chosen = [by_name[n] for n in sorted(names, key=lambda n: checks[n]["seconds"])]
+    outcomes = _in_turn(chosen, exitfirst=True, advance=lambda: None)
+    for name, outcome in outcomes.items():
         print(f"{name}: {outcome.result}")
-        if outcome.result != by_name[name].expected:
-            return 1
-    return 0
+    return int(any(o.result != by_name[n].expected for n, o in outcomes.items()))
 
 
 def build_calls(module: str, groups: tuple[str, ...], tree: Path) -> tuple[Path, float]:
@@ -546,7 +539,8 @@ def plan(module: str) -> list[tuple[str, int, int]]:
     from cosmic_ray.work_db import WorkDB, use_db
     WORK.mkdir(parents=True, exist_ok=True)
     cfg, db_path = WORK / "plan.toml", WORK / "plan.sqlite"
-    cfg.write_text(_config(module, killer(TARGETS[module]), 60, ["http://127.0.0.1:1"]))
+    cfg.write_text(_config(module, kill_command(WORK / "plan.calls.json"), 60,
+                           ["http://127.0.0.1:1"]))
     db_path.unlink(missing_ok=True)
     done = subprocess.run([_cosmic_ray(), "init", str(cfg), str(db_path)], cwd=ROOT,
                           capture_output=True, text=True)
