@@ -1,0 +1,319 @@
+"""The VGA's scanner (spec.devices.vga_scanner): the same register and video
+memory accesses on the spec (VgaRegisters, vga_memory's rules on 8 MiB of
+video memory) and on QEMU 7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's
+VGA_RAM_SIZE) through qtest; QEMU's screendump and the scanner's picture
+equal pixel for pixel. Then, by hand: a band's spans hold every byte it
+reads."""
+
+import base64
+import os
+import random
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from spec.devices import vga_memory
+from spec.devices import vga_registers as vr
+from spec.devices import vga_scanner as sc
+from tests.conftest import peer
+from tests.test_vga_registers import _init_vga_card, _set_mode, _vbe_mode
+
+VRAM = 8 << 20
+QEMU_ARGS = ("-vga", "std", "-global", f"VGA.vgamem_mb={VRAM >> 20}")
+LFB = 0xE0000000                      # where the tests put the std VGA's BAR 0
+#: program BAR 0 of 00:02.0 (the std VGA) to LFB and enable its memory decoding
+MAP_LFB = [("out", 0xCF8, 0x80001010, 4), ("out", 0xCFC, LFB, 4),
+           ("out", 0xCF8, 0x80001004, 4), ("out", 0xCFC, 0x00000003, 4)]
+
+
+class Qemu:
+    """QEMU's PC, frozen (-S), driven through qtest on its standard input and
+    output, its pictures taken by screendump through the human monitor."""
+
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="hvmspec-scan-")
+        self.monitor = os.path.join(self.folder.name, "monitor")
+        self.proc = subprocess.Popen(
+            [peer("qemu-system-i386"), "-machine", "pc", "-S", "-nodefaults", "-display", "none",
+             *QEMU_ARGS, "-qtest", "stdio", "-monitor", f"unix:{self.monitor},server=on,wait=off"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.client: socket.socket | None = None
+
+    def run(self, steps: list[tuple]) -> None:
+        lines = []
+        for step in steps:
+            kind = step[0]
+            if kind == "out":
+                size = step[3] if len(step) > 3 else 1
+                lines.append(f"out{'bwl'[size.bit_length() - 1]} {step[1]:#x} {step[2]:#x}")
+            elif kind == "in":
+                size = step[2] if len(step) > 2 else 1
+                lines.append(f"in{'bwl'[size.bit_length() - 1]} {step[1]:#x}")
+            elif kind == "write":
+                data = base64.b64encode(step[2]).decode()
+                lines.append(f"b64write {step[1]:#x} {len(step[2]):#x} {data}")
+        self.proc.stdin.write("".join(line + "\n" for line in lines))
+        self.proc.stdin.flush()
+        for _ in lines:
+            while True:
+                answer = self.proc.stdout.readline()
+                if not answer:
+                    raise AssertionError("qtest stopped")
+                if answer.startswith("OK"):
+                    break
+                assert not answer.startswith("FAIL"), answer
+
+    def screen(self) -> tuple[int, int, bytes]:
+        shot = os.path.join(self.folder.name, "shot.ppm")
+        self._command(f"screendump {shot}")
+        with open(shot, "rb") as picture:
+            magic, size, depth, pixels = picture.read().split(b"\n", 3)
+        width, height = size.split()
+        assert (magic, depth) == (b"P6", b"255")
+        return int(width), int(height), pixels
+
+    def _command(self, command: str) -> None:
+        if self.client is None:
+            self.client = socket.socket(socket.AF_UNIX)
+            for _ in range(100):
+                try:
+                    self.client.connect(self.monitor)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            self.client.settimeout(20)
+            self._prompt()
+        self.client.sendall(command.encode() + b"\n")
+        self._prompt()
+
+    def _prompt(self) -> None:
+        answer = b""
+        while b"(qemu)" not in answer:
+            answer += self.client.recv(4096)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.proc.kill()
+        self.proc.wait()
+        self.folder.cleanup()
+
+
+class Model:
+    """The spec's side: the register file, 8 MiB of video memory, the latches."""
+
+    def __init__(self) -> None:
+        self.regs = vr.VgaRegisters(VRAM)
+        self.vram = bytearray(VRAM)
+        self.latch = 0
+
+    def run(self, steps: list[tuple]) -> None:
+        for step in steps:
+            kind = step[0]
+            if kind == "out":
+                cleared = self.regs.write(step[1], step[3] if len(step) > 3 else 1, step[2])
+                self.vram[:cleared] = bytes(cleared)
+            elif kind == "in":
+                self.regs.read(step[1], step[2] if len(step) > 2 else 1, 0)
+            elif kind == "write":
+                self._write(step[1], step[2])
+
+    def _write(self, address: int, data: bytes) -> None:
+        if address >= LFB:
+            self.vram[address - LFB:address - LFB + len(data)] = data
+            return
+        memory = self.regs.memory_registers()
+        for i, value in enumerate(data):
+            vga_memory.write(self.vram, self.latch, memory, address + i, value)
+
+    def screen(self, blink: bool) -> tuple[int, int, bytes]:
+        display = self.regs.display()
+        pixels = sc.draw(display, self.regs.palette_rgb(), self.vram, blink)
+        return display.width, display.height, pixels
+
+
+def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -> str:
+    if ours[:2] != theirs[:2]:
+        return f"size {ours[:2]} != QEMU's {theirs[:2]}"
+    width, pixels = ours[0], [i // 3 for i in range(len(ours[2])) if ours[2][i] != theirs[2][i]]
+    if not pixels:
+        return ""
+    first = pixels[0]
+    return (f"{len(set(pixels))} pixels differ, first at x={first % width} y={first // width}: "
+            f"{ours[2][3 * first:3 * first + 3].hex()} != {theirs[2][3 * first:3 * first + 3].hex()}")
+
+
+def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
+    """Each picture's steps (name, steps[, the cursor's phase]) on both
+    sides, then both pictures compared; one QEMU for all of them. Returns
+    QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
+    the cursor's phase is on, but for the turn each change between text,
+    graphics and blank makes (vga_scanner's docstring)."""
+    qemu, model, shots, failures = Qemu(), Model(), [], []
+    try:
+        for name, steps, *blink in pictures:
+            qemu.run(steps)
+            model.run(steps)
+            theirs = qemu.screen()
+            shots.append(theirs)
+            if model.regs.display().mode == vr.BLANK:
+                continue
+            difference = _differences(model.screen(*blink or [True]), theirs)
+            if difference:
+                failures.append(f"{name}: {difference}")
+    finally:
+        qemu.close()
+    assert not failures, "\n".join(failures)
+    return shots
+
+
+# --- what the pictures show ----------------------------------------------------------------
+
+
+def _regs(port: int, values: dict[int, int] | list[tuple[int, int]]) -> list[tuple]:
+    pairs = values.items() if isinstance(values, dict) else values
+    return [s for index, value in pairs for s in (("out", port, index), ("out", port + 1, value))]
+
+
+def _font_access(on: bool) -> list[tuple]:
+    """vgabios's get_font_access / release_font_access: plane 2 at 0xA0000."""
+    if on:
+        return (_regs(0x3C4, [(0, 0x01), (2, 0x04), (4, 0x07), (0, 0x03)])
+                + _regs(0x3CE, {4: 0x02, 5: 0x00, 6: 0x04}))
+    return (_regs(0x3C4, [(0, 0x01), (2, 0x03), (4, 0x03), (0, 0x03)])
+            + _regs(0x3CE, {4: 0x00, 5: 0x10, 6: 0x0E}))
+
+
+def _font(rng: random.Random, map_index: int = 0) -> list[tuple]:
+    """A random 8x32 font loaded into character map ``map_index``."""
+    glyphs = bytes(rng.randrange(256) for _ in range(256 * 32))
+    return (_font_access(True) + [("write", 0xA0000 + 0x2000 * map_index, glyphs)]
+            + _font_access(False))
+
+
+def _text(rng: random.Random, cells: int = 4000, address: int = 0xB8000) -> list[tuple]:
+    """Random characters and attributes (all of them, line graphics too)."""
+    return [("write", address, bytes(rng.randrange(256) for _ in range(2 * cells)))]
+
+
+def _cursor(word: int, first: int, last: int) -> list[tuple]:
+    return _regs(0x3D4, {0x0A: first, 0x0B: last, 0x0E: word >> 8, 0x0F: word & 0xFF})
+
+
+def _planes(rng: random.Random, size: int, address: int = 0xA0000) -> list[tuple]:
+    """Random bytes into each plane in turn (map mask), write mode 0."""
+    steps: list[tuple] = []
+    for plane in range(4):
+        steps += _regs(0x3C4, {2: 1 << plane})
+        steps.append(("write", address, rng.randbytes(size)))
+    return steps + _regs(0x3C4, {2: 0x0F})
+
+
+def _mode(mode: int) -> list[tuple]:
+    return _init_vga_card() + _set_mode(mode)
+
+
+def _vbe(xres: int, yres: int, bpp: int, virtual: int = 0, x: int = 0, y: int = 0
+         ) -> list[tuple]:
+    steps = _mode(0x13) + MAP_LFB + _vbe_mode(xres, yres, bpp)
+    for index, value in ((6, virtual), (8, x), (9, y)):
+        if value:
+            steps += [("out", 0x1CE, index, 2), ("out", 0x1CF, value, 2)]
+    return steps + [("out", 0x3C0, 0x20)]
+
+
+# --- against QEMU --------------------------------------------------------------------------
+
+
+def test_text_modes_fonts_cursor_and_line_graphics_as_qemu_draws():
+    """Mode 3 with a random font and text, 9-dot cells with line graphics on
+    and off, the cursor in its visible phase (mid-screen, then in a cell
+    after a start address moved), two fonts chosen by attribute bit 3, 8-dot
+    cells, 40 columns (16-dot cells), and the cursor's off phase. (QEMU
+    redraws a text cell only when it sees a change: a change of the line
+    graphics bit alone leaves its picture as it was, so the start address
+    moves with it.)"""
+    rng = random.Random(3)
+    line_graphics_off = [("in", 0x3DA), ("out", 0x3C0, 0x30), ("out", 0x3C0, 0x08),
+                         ("out", 0x3C0, 0x20)]
+    pictures = [
+        ("mode 3 font + cursor", _mode(0x03) + _font(rng) + _text(rng) + _cursor(1000, 3, 12)),
+        ("line graphics off, start address moved", line_graphics_off
+         + _regs(0x3D4, {0x0C: 0x00, 0x0D: 0x55}) + _cursor(0x55 + 81, 0, 31)),
+        ("two fonts", _font(rng, 2) + _regs(0x3C4, {3: 0x04}) + _cursor(5, 14, 2)),
+        ("8-dot cells", _regs(0x3C4, {1: 0x01})),
+        ("40 columns", _mode(0x01) + _font(rng) + _text(rng, 1000) + _cursor(41, 6, 7)),
+        ("blank", [("in", 0x3DA), ("out", 0x3C0, 0x00)]),
+        ("cursor off phase", [("out", 0x3C0, 0x20)], False),
+    ]
+    _same_pictures(pictures)
+
+
+def test_text_line_compare_restarts_at_the_row_end():
+    rng = random.Random(4)
+    # line compare 100: CRTC 0x18, bit 8 in 0x07 bit 4, bit 9 in 0x09 bit 6
+    split = _regs(0x3D4, {0x0C: 0x02, 0x0D: 0x00, 0x18: 100, 0x07: 0x0F, 0x09: 0x0F})
+    pictures = [("split at 100", _mode(0x03) + _font(rng) + _text(rng, 8000) + split
+                 + _cursor(3, 0, 15)),
+                ("split at 0", _regs(0x3D4, {0x18: 0}))]
+    _same_pictures(pictures)
+
+
+def test_planar_cga_chain4_and_mode_x_as_qemu_draws():
+    rng = random.Random(5)
+    mode_x = (_regs(0x3C4, {4: 0x06}) + _regs(0x3D4, {0x14: 0x00, 0x17: 0xE3})
+              + _planes(rng, 0x4B00))
+    pictures = [
+        ("mode 12h", _mode(0x12) + _regs(0x3CE, {8: 0xFF}) + _planes(rng, 80 * 480)),
+        ("plane enable 0101", [("in", 0x3DA), ("out", 0x3C0, 0x32), ("out", 0x3C0, 0x05),
+                               ("out", 0x3C0, 0x20)] + _regs(0x3D4, {0x0D: 0x10})),
+        ("mode 0Dh", _mode(0x0D) + _regs(0x3CE, {8: 0xFF}) + _planes(rng, 40 * 200)),
+        ("mode 04h", _mode(0x04) + [("write", 0xB8000, rng.randbytes(0x8000))]),
+        ("mode 06h", _mode(0x06) + [("write", 0xB8000, rng.randbytes(0x8000))]),
+        ("mode 13h", _mode(0x13) + [("write", 0xA0000, rng.randbytes(0x10000))]),
+        ("mode X", mode_x),
+    ]
+    _same_pictures(pictures)
+
+
+def test_line_compare_split_screen_and_start_address_as_qemu_draws():
+    rng = random.Random(6)
+    split = _regs(0x3D4, {0x0C: 0x12, 0x0D: 0x34, 0x18: 200})
+    pictures = [("mode 12h split", _mode(0x12) + _regs(0x3CE, {8: 0xFF})
+                 + _planes(rng, 0x10000) + split + _regs(0x3D4, {0x07: 0x2E, 0x09: 0x00})),
+                ("mode 13h split", _mode(0x13) + [("write", 0xA0000, rng.randbytes(0x10000))]
+                 + split + _regs(0x3D4, {0x07: 0x0F, 0x09: 0x01}))]
+    _same_pictures(pictures)
+
+
+@pytest.mark.parametrize("bpp", [8, 15, 16, 24, 32])
+def test_vbe_modes_with_offsets_and_virtual_width_as_qemu_draws(bpp):
+    rng = random.Random(bpp)
+    pictures = [(f"640x480x{bpp} at (24, 17) of 800 wide",
+                 _vbe(640, 480, bpp, virtual=800, x=24, y=17)
+                 + [("write", LFB, rng.randbytes(800 * 520 * 4))]),
+                (f"800x600x{bpp}", _vbe(800, 600, bpp)
+                 + [("write", LFB, rng.randbytes(800 * 600 * 4))])]
+    _same_pictures(pictures)
+
+
+def test_vbe_4bpp_is_planar():
+    rng = random.Random(7)
+    steps = _vbe(800, 600, 4) + [("write", LFB, rng.randbytes(400 * 600))]
+    _same_pictures([("800x600x4", steps)])
+
+
+def test_blank_paints_the_last_picture_black():
+    """Attribute index bit 5 clear: the spec has no picture (size 0x0), QEMU
+    paints its last one black."""
+    rng = random.Random(8)
+    shots = _same_pictures([("mode 3", _mode(0x03) + _text(rng)),
+                            ("blank", [("in", 0x3DA), ("out", 0x3C0, 0x00)])])
+    assert shots[1][:2] == (720, 400) and not any(shots[1][2])
+    assert any(shots[0][2])
+
+
+# --- by hand -------------------------------------------------------------------------------
