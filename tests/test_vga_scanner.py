@@ -317,3 +317,173 @@ def test_blank_paints_the_last_picture_black():
 
 
 # --- by hand -------------------------------------------------------------------------------
+
+
+class RecordingVram(bytearray):
+    """Video memory that notes every byte index read through it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.seen: set[int] = set()
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            self.seen.update(range(*key.indices(len(self))))
+        else:
+            self.seen.add(key % len(self))
+        return super().__getitem__(key)
+
+
+def _inside(spans, index: int) -> bool:
+    return any(start <= index < start + length for start, length in spans)
+
+
+def _glyph_byte(display: vr.Display, index: int) -> bool:
+    return index % 4 == 2 and _inside(sc.glyph_spans(display), index)
+
+
+#: register settings to scan: name -> steps (on the spec only)
+LAYOUTS = {
+    "mode 3": _mode(0x03) + _cursor(100, 0, 15),
+    "mode 3 split, two fonts": _mode(0x03) + _regs(0x3D4, {0x0C: 0x01, 0x0D: 0x00, 0x18: 200,
+                                                            0x07: 0x0F, 0x09: 0x0F})
+    + _regs(0x3C4, {3: 0x2D}),
+    "mode 1": _mode(0x01),
+    "mode 12h split": _mode(0x12) + _regs(0x3D4, {0x0C: 0xFF, 0x0D: 0xF0, 0x18: 300 - 256,
+                                                  0x07: 0x3E, 0x09: 0x00}),
+    "mode 0Dh": _mode(0x0D),
+    "mode 04h": _mode(0x04),
+    "mode 06h": _mode(0x06),
+    "mode 13h": _mode(0x13) + _regs(0x3D4, {0x0C: 0x40, 0x0D: 0x01}),
+    "vbe 640x480x8": _vbe(640, 480, 8, virtual=1024, x=8, y=3),
+    "vbe 320x200x15": _vbe(320, 200, 15, x=3, y=1),
+    "vbe 320x200x24": _vbe(320, 200, 24, virtual=400, x=5, y=2),
+    "vbe 320x240x32": _vbe(320, 240, 32, virtual=328, x=1, y=9),
+    "vbe 320x200x4": _vbe(320, 200, 4),
+}
+
+
+def _layout(name: str, vram_size: int = VRAM) -> tuple[vr.Display, list, bytearray]:
+    model = Model()
+    model.regs = vr.VgaRegisters(vram_size)
+    model.vram = bytearray(vram_size)
+    model.run(LAYOUTS[name])
+    rng = random.Random(name)
+    return model.regs.display(), model.regs.palette_rgb(), bytearray(rng.randbytes(vram_size))
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_a_band_reads_only_bytes_its_spans_or_the_glyphs_hold(name):
+    display, palette, vram = _layout(name)
+    band_list = sc.bands(display, len(vram))
+    assert band_list and sum(band.lines for band in band_list) == display.height
+    assert [band.first for band in band_list] == sorted({band.first for band in band_list})
+    for band in band_list:
+        recording = RecordingVram(vram)
+        pixels = sc.draw_band(display, palette, recording, band, True)
+        assert len(pixels) == 3 * display.width * band.lines
+        stray = [i for i in recording.seen
+                 if not _inside(band.spans, i) and not _glyph_byte(display, i)]
+        assert not stray, f"band at line {band.first} read {stray[:5]} outside its spans"
+
+
+@pytest.mark.parametrize("name", ["mode 3 split, two fonts", "mode 12h split", "mode 04h",
+                                  "vbe 320x200x15"])
+def test_a_changed_byte_changes_only_the_bands_whose_spans_hold_it(name):
+    """Random bytes of video memory changed one at a time, inside some band's
+    spans or outside all: only the pixels of bands whose spans hold the
+    byte change (any band for a glyph byte)."""
+    display, palette, vram = _layout(name)
+    band_list = sc.bands(display, len(vram))
+    spans = [span for band in band_list for span in band.spans]
+    rng = random.Random(1)
+    before = sc.draw(display, palette, vram, True)
+    row = 3 * display.width
+    changed_some = 0
+    for trial in range(12):
+        if trial % 2:
+            start, length = rng.choice(spans)
+            index = start + rng.randrange(length)
+        else:
+            index = rng.randrange(len(vram))
+        old = vram[index]
+        vram[index] = old ^ 0xFF
+        after = sc.draw(display, palette, vram, True)
+        vram[index] = old
+        for band in band_list:
+            lines = slice(band.first * row, (band.first + band.lines) * row)
+            if before[lines] != after[lines]:
+                changed_some += 1
+                assert _inside(band.spans, index) or _glyph_byte(display, index), (
+                    f"byte {index:#x} changed band at line {band.first}")
+    assert changed_some
+
+
+def test_spans_wrap_at_the_end_of_video_memory():
+    """Mode 12h from word 0xFFF0 of 256 KiB: lines run past the end of video
+    memory and go on at byte 0, in their spans as in their pixels."""
+    display, palette, vram = _layout("mode 12h split", 256 << 10)
+    band_list = sc.bands(display, len(vram))
+    assert band_list[0].spans == ((0x3FFC0, 0x40), (0, 0x100))
+    recording = RecordingVram(vram)
+    sc.draw_band(display, palette, recording, band_list[0], True)
+    assert recording.seen == set(range(0x3FFC0, 0x40000)) | set(range(0x100))
+    # after line 300 lines restart at byte 0
+    assert band_list[301].address == 0 and band_list[302].address == 320
+
+
+def test_text_bands_are_character_rows_and_restart_after_line_compare():
+    display, _, _ = _layout("mode 3 split, two fonts")
+    band_list = sc.bands(display, VRAM)
+    assert len(band_list) == 25 and {band.lines for band in band_list} == {16}
+    # line compare 200 falls in row 12 (lines 192-207): row 13 reads from byte 0
+    assert [band.address for band in band_list[11:15]] == [
+        0x400 + 11 * 320, 0x400 + 12 * 320, 0, 320]
+    assert band_list[0].spans == ((0x400, 318),)
+    # SR3 0x2D: map B = 2 (bit 4 the low bit, bits 1:0 above it), map A = 7 (bits 5, 3:2)
+    assert display.fonts == (2 * 0x8000 + 2, 7 * 0x8000 + 2)
+    assert sc.glyph_spans(display) == [(2 * 0x8000 + 2, 128 * 255 + 61),
+                                       (7 * 0x8000 + 2, 128 * 255 + 61)]
+
+
+def test_double_scan_makes_one_band_of_two_lines():
+    display, _, _ = _layout("mode 13h")
+    band_list = sc.bands(display, VRAM)
+    assert len(band_list) == 200 and {band.lines for band in band_list} == {2}
+    assert band_list[1].address - band_list[0].address == 320
+    assert band_list[0].spans == ((0x4001 * 4, 320),)
+
+
+def test_cga_banks_interleave_lines():
+    """Mode 4: even lines from the first 8 KiB bank, odd from the second
+    (CRTC 0x17 bit 0 clear: line bit 0 into address bit 14; the CPU's
+    0xBA000 is word 0x1000), each line shown twice (double scan), and the
+    address moves on after odd lines only (CRTC 0x17 bit 1 set): 80 bytes
+    of the CPU's, 40 words, 160 bytes of video memory."""
+    display, _, _ = _layout("mode 04h")
+    band_list = sc.bands(display, VRAM)
+    assert [band.address for band in band_list[:4]] == [0, 0x4000, 160, 0x4000 + 160]
+    assert {band.lines for band in band_list} == {2}
+
+
+def test_degenerate_text_and_blank_have_no_bands():
+    display, palette, vram = _layout("mode 3")
+    assert sc.bands(display._replace(columns=1, rows=1), VRAM) == []
+    assert sc.bands(display._replace(columns=161, rows=100), VRAM) == []
+    blank = vr.Display(vr.BLANK, 0, 0)
+    assert sc.bands(blank, VRAM) == [] and sc.draw(blank, palette, vram, True) == b""
+
+
+def test_cursor_blink_phase_is_a_function_of_virtual_time():
+    half = 266_000_000
+    assert [sc.cursor_visible(t) for t in (0, half - 1, half, 2 * half - 1, 2 * half)] == [
+        True, True, False, False, True]
+    display, palette, vram = _layout("mode 3")
+    band = sc.bands(display, VRAM)[1]                    # the cursor's word 100: row 1
+    on = sc.draw_band(display, palette, vram, band, sc.cursor_visible(0))
+    off = sc.draw_band(display, palette, vram, band, sc.cursor_visible(half))
+    row = 3 * 720
+    differ = {i // row for i in range(len(on)) if on[i] != off[i]}
+    assert differ and differ <= set(range(16))
+    columns = {i % row // 3 // 9 for i in range(len(on)) if on[i] != off[i]}
+    assert columns == {20}
