@@ -129,8 +129,6 @@ and :func:`draw` gives no pixels; the device shows black.
 
 from __future__ import annotations
 
-import sys
-from array import array
 from typing import NamedTuple, Sequence
 
 from spec.devices.vga_registers import (BLANK, CGA4, CHAIN4_256, LINEAR, PLANAR16, TEXT,
@@ -429,28 +427,39 @@ def _doubled(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _direct_tables() -> dict[int, list[bytes]]:
-    """RGB of each 15- and 16-bit pixel value (module docstring)."""
-    fifteen = [bytes(((v >> 7) & 0xF8, (v >> 2) & 0xF8, (v << 3) & 0xF8)) for v in range(65536)]
-    sixteen = []
-    for v in range(65536):
-        r, g, b = (v >> 8) & 0xF8, (v >> 3) & 0xFC, (v << 3) & 0xF8
-        sixteen.append(bytes((r | r >> 5, g | g >> 6, b | b >> 5)))
-    return {15: fifteen, 16: sixteen}
+def _direct_tables() -> dict[int, tuple[bytes, bytes, bytes, bytes]]:
+    """Per depth, translation tables from a pixel's high byte to its red and
+    to the high byte's share of its green, from its low byte to the low
+    byte's share of green and to its blue (module docstring: 15 bits keep
+    the low 3 bits of each component 0, 16 bits repeat the top bits)."""
+    def table(function) -> bytes:
+        return bytes(function(byte) & 0xFF for byte in range(256))
+
+    return {
+        15: (table(lambda hi: hi << 1 & 0xF8), table(lambda hi: (hi & 3) << 6),
+             table(lambda lo: lo >> 5 << 3), table(lambda lo: lo << 3 & 0xF8)),
+        16: (table(lambda hi: hi & 0xF8 | hi >> 5),
+             table(lambda hi: (hi & 7) << 5 | hi >> 1 & 3),
+             table(lambda lo: lo >> 5 << 2),
+             table(lambda lo: (lo << 3 & 0xF8) | (lo >> 2 & 7))),
+    }
 
 
-_DIRECT: dict[int, list[bytes]] = {}
+_DIRECT = _direct_tables()
 
 
 def _direct(data: bytes, depth: int) -> bytes:
     """Pixels that carry their own colour (15, 16, 24, 32 bits)."""
     if depth in (15, 16):
-        if not _DIRECT:
-            _DIRECT.update(_direct_tables())
-        words = array("H", data)
-        if sys.byteorder == "big":
-            words.byteswap()
-        return b"".join(map(_DIRECT[depth].__getitem__, words))
+        red, green_high, green_low, blue = _DIRECT[depth]
+        low, high = data[0::2], data[1::2]
+        green = (int.from_bytes(high.translate(green_high), "big")
+                 | int.from_bytes(low.translate(green_low), "big"))
+        out = bytearray(3 * len(low))
+        out[0::3] = high.translate(red)
+        out[1::3] = green.to_bytes(len(low), "big")
+        out[2::3] = low.translate(blue)
+        return bytes(out)
     size = depth // 8
     out = bytearray(3 * (len(data) // size))
     out[0::3] = data[2::size]
