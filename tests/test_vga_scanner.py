@@ -487,3 +487,19 @@ def test_cursor_blink_phase_is_a_function_of_virtual_time():
     assert differ and differ <= set(range(16))
     columns = {i % row // 3 // 9 for i in range(len(on)) if on[i] != off[i]}
     assert columns == {20}
+
+
+def test_write_png_saves_the_scanners_picture(tmp_path):
+    from PIL import Image
+
+    from hvmspec.display import write_png
+    display, palette, vram = _layout("mode 13h")
+    pixels = sc.draw(display, palette, vram, True)
+    write_png(tmp_path / "shot.png", display.width, display.height, pixels)
+    with Image.open(tmp_path / "shot.png") as image:
+        assert image.size == (640, 400) and image.mode == "RGB"
+        assert image.tobytes() == pixels
+    with pytest.raises(ValueError, match="no picture"):
+        write_png(tmp_path / "blank.png", 0, 0, b"")
+    with pytest.raises(ValueError, match="takes 768000 bytes of RGB, not 5"):
+        write_png(tmp_path / "short.png", 640, 400, b"12345")

@@ -119,6 +119,18 @@ Differences from the IBM VGA, as QEMU 7.2 draws: no pel panning (attribute
 register 0x13), no 8-bit colour packing by attribute register 0x10 bit 6
 (chain-4's bytes are the colours), no plane enable in 256-colour modes.
 
+What is drawn when
+------------------
+
+The spec's picture is always what the registers and video memory say now.
+QEMU redraws only what it sees change: a text cell when its character or
+attribute changes, everything when the palette, the start address, the line
+offset or compare, the fonts or the size change; a graphics line when its
+video memory was written. A change of the line graphics bit, the plane
+enable or CRTC 0x17 alone leaves QEMU's picture as it was until something
+else redraws it; a device built on this module redraws the bands it is
+told to (a register change that moves pixels redraws all).
+
 Blank
 -----
 
