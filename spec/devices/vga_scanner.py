@@ -137,6 +137,23 @@ Blank
 While attribute index bit 5 is clear the screen shows nothing: QEMU paints
 the last picture black, at its size. Here the blank display has no bands
 and :func:`draw` gives no pixels; the device shows black.
+
+Where Xen 3.0.4's qemu-dm differs
+---------------------------------
+
+Xen 3.0.4's ``tools/ioemu/hw/vga.c`` and ``vga_template.h`` (QEMU 0.8) draw
+by the same rules but for:
+
+- the cursor does not blink: it shows whenever CRTC 0x0A bit 5 is clear;
+- text modes have no line compare: rows go on from the start address;
+- the maximum scan line is ignored (lines repeat only by double scan) in
+  the CGA shift mode (graphics controller register 5 bits 6:5 = 1) rather
+  than while CRTC 0x17 bit 0 is clear;
+- lines are read from video memory without wrapping at its end;
+- 16-bit pixels leave the low bits of each component 0, as 15-bit ones do
+  (no shared display surface, no pixman conversion);
+- the scanner reads the guest's sequencer registers even while VBE is
+  enabled (no VBE copy).
 """
 
 from __future__ import annotations
