@@ -158,8 +158,9 @@ def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -
     if not pixels:
         return ""
     first = pixels[0]
+    here = slice(3 * first, 3 * first + 3)
     return (f"{len(set(pixels))} pixels differ, first at x={first % width} y={first // width}: "
-            f"{ours[2][3 * first:3 * first + 3].hex()} != {theirs[2][3 * first:3 * first + 3].hex()}")
+            f"{ours[2][here].hex()} != {theirs[2][here].hex()}")
 
 
 def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:

@@ -163,7 +163,8 @@ from typing import NamedTuple, Sequence
 from spec.devices.vga_registers import (BLANK, CGA4, CHAIN4_256, LINEAR, PLANAR16, TEXT,
                                         Display)
 
-#: QEMU's ``VGA_TEXT_CURSOR_PERIOD_MS / 2`` (16 state changes a 60 Hz frame... of 533 ms)
+#: QEMU's ``VGA_TEXT_CURSOR_PERIOD_MS / 2``: 266 ms on, 266 off (its period is
+#: ``1000 * 2 * 16 / 60`` ms, 16 frames at 60 Hz twice, in integer milliseconds)
 CURSOR_HALF_PERIOD_NS = (1000 * 2 * 16 // 60) // 2 * 1_000_000
 #: the most text cells QEMU draws (``CH_ATTR_SIZE``, 160x100)
 MAX_CELLS = 160 * 100
@@ -174,8 +175,10 @@ _PIXEL_BYTES = {8: 1, 15: 2, 16: 2, 24: 3, 32: 4}
 
 class Band(NamedTuple):
     """Picture lines ``first`` to ``first + lines - 1``, drawn from the
-    video memory words starting at byte ``address``; ``spans`` are the bytes
-    of video memory they read (glyphs aside: :func:`glyph_spans`)."""
+    video memory words starting at byte ``address`` (graphics: before the
+    wrap at the end of video memory); ``spans`` are the bytes of video
+    memory they read, ``(start, length)`` each, within video memory (text:
+    glyphs aside, :func:`glyph_spans`)."""
 
     first: int
     lines: int
