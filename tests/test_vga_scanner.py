@@ -234,9 +234,9 @@ def _mode(mode: int) -> list[tuple]:
     return _init_vga_card() + _set_mode(mode)
 
 
-def _vbe(xres: int, yres: int, bpp: int, virtual: int = 0, x: int = 0, y: int = 0
-         ) -> list[tuple]:
-    steps = _mode(0x13) + MAP_LFB + _vbe_mode(xres, yres, bpp)
+def _vbe(xres: int, yres: int, bpp: int, virtual: int = 0, x: int = 0, y: int = 0,
+         enable: int = 0x41) -> list[tuple]:
+    steps = _mode(0x13) + MAP_LFB + _vbe_mode(xres, yres, bpp, enable)
     for index, value in ((6, virtual), (8, x), (9, y)):
         if value:
             steps += [("out", 0x1CE, index, 2), ("out", 0x1CF, value, 2)]
@@ -322,6 +322,21 @@ def test_vbe_4bpp_is_planar():
     rng = random.Random(7)
     steps = _vbe(800, 600, 4) + [("write", LFB, rng.randbytes(400 * 600))]
     _same_pictures([("800x600x4", steps)])
+
+
+def test_8_bit_dac_and_the_cga_160x100_rows_as_qemu_draws():
+    """VBE's 8-bit DAC: the DAC's bytes are the colours as they are; a text
+    mode whose vertical total (CRTC 6) is 100 has 100 rows whatever its
+    height (QEMU's "ugly hack for CGA 160x100x16")."""
+    rng = random.Random(9)
+    dac = [("out", 0x3C8, 0)] + [("out", 0x3C9, rng.randrange(256)) for _ in range(768)]
+    pictures = [("8-bit DAC", _vbe(320, 200, 8, enable=0x61) + dac
+                 + [("write", LFB, rng.randbytes(320 * 200))]),
+                ("160x100", [("out", 0x1CE, 4, 2), ("out", 0x1CF, 0, 2)] + _mode(0x03)
+                 + _font(rng) + _text(rng, 8000)
+                 + _regs(0x3D4, {0x11: 0x0E, 0x06: 100, 0x09: 0x01}))]
+    shots = _same_pictures(pictures)
+    assert shots[1][:2] == (720, 200)
 
 
 def test_blank_paints_the_last_picture_black():
