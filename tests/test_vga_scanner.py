@@ -597,6 +597,29 @@ def test_cursor_blink_phase_is_a_function_of_virtual_time():
     assert differ and differ <= set(range(16))
     columns = {i % row // 3 // 9 for i in range(len(on)) if on[i] != off[i]}
     assert columns == {20}
+    assert sc.next_blink_turn(0) == half and sc.next_blink_turn(half) == 2 * half
+    assert sc.cursor_bands(display, sc.bands(display, VRAM)) == [band]
+
+
+def test_cursor_bands_are_every_band_showing_its_word():
+    """After the line compare's restart the cursor's word shows twice: both
+    bands change with its phase; a hidden cursor changes none."""
+    display, palette, vram = _layout("mode 3 split, two fonts")
+    # rows 0-12 from byte 0x400, rows 13-24 from 0: word 0x151 (byte 0x544) is
+    # cell 1 of row 1 and cell 17 of row 17
+    display = display._replace(cursor=(0x100 + 81, 0, 15))
+    band_list = sc.bands(display, VRAM)
+    shown = sc.cursor_bands(display, band_list)
+    assert [band.first // 16 for band in shown] == [1, 17]
+    display = display._replace(cursor=(81, 0, 15))
+    shown = sc.cursor_bands(display, band_list)
+    assert [band.first // 16 for band in shown] == [14]
+    vram[4 * 81 + 1] = 0x1F                      # the cell's colours differ
+    for band in band_list:
+        on = sc.draw_band(display, palette, vram, band, True)
+        off = sc.draw_band(display, palette, vram, band, False)
+        assert (on != off) == (band in shown)
+    assert sc.cursor_bands(display._replace(cursor=None), band_list) == []
 
 
 def test_write_png_saves_the_scanners_picture(tmp_path):
