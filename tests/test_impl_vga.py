@@ -115,13 +115,19 @@ def _random_script(rng: random.Random, steps: int) -> list[tuple]:
         if kind < 0.005:
             script += tvr._init_vga_card() + tvr._set_mode(rng.choice(sorted(tvr.MODES)))
         elif kind < 0.015:
-            script += tvr._vbe_mode(rng.choice((320, 640, 800, 1024)),
-                                    rng.choice((200, 480, 600, 768)),
+            script += tvr._vbe_mode(rng.choice((8, 16, 320, 640, 800, 1024)),
+                                    rng.choice((1, 200, 480, 600, 768)),
                                     rng.choice((4, 8, 15, 16, 24, 32)),
                                     rng.choice((0x41, 0xC1, 0xC1, 0xE1, 0x81)))
         elif kind < 0.025:
             script += [("out", 0x1CE, 5, 2), ("out", 0x1CF, rng.randrange(1 << 16), 2)]
-        elif kind < 0.028:
+        elif kind < 0.027:                       # the VBE versions a BIOS offers
+            script += [("out", 0x1CE, 0, 2), ("out", 0x1CF, rng.randrange(0xB0BE, 0xB0C8), 2),
+                       ("in", 0x1CF, 2)]
+        elif kind < 0.029:                       # QEMU's 100-row case, in both address sets
+            port = rng.choice((0x3B4, 0x3D4))
+            script += [("out", port, 0x0E11, 2), ("out", port, 0x6406, 2)]     # unprotected
+        elif kind < 0.031:
             script.append((rng.choice(("reset", "bios_init")),))
         elif kind < 0.2:
             script += tvr._random_script(rng, 2)
@@ -139,8 +145,8 @@ def _random_script(rng: random.Random, steps: int) -> list[tuple]:
 
 def _run(engine, script: list[tuple], checks: list | None = None) -> list:
     """``script`` on ``engine``: the log of every read and byte write, (every
-    200 steps) the latches, the display, the palette and the timing, and
-    (every 1000) a checksum of video memory."""
+    10 steps) the latches, the display and the timing, (every 200) the
+    palette, and (every 1000) a checksum of video memory."""
     log = []
     for now, step in enumerate(script):
         kind = step[0]
@@ -154,9 +160,10 @@ def _run(engine, script: list[tuple], checks: list | None = None) -> list:
             log.append((now, engine.load(step[1], step[2]), engine.latch))
         else:
             getattr(engine.regs, kind)()
+        if now % 10 == 0:
+            log.append((now, engine.latch, tuple(engine.regs.display()), engine.regs.timing()))
         if now % 200 == 0:
-            log.append((now, engine.latch, tuple(engine.regs.display()),
-                        engine.regs.palette_rgb(), engine.regs.timing()))
+            log.append((now, engine.regs.palette_rgb()))
         if now % 1000 == 0:
             log.append((now, zlib.crc32(engine.vram)))
     return log
