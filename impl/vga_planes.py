@@ -44,8 +44,8 @@ _CACHE_LIMIT = 512
 class VgaPlanes:
     """Video memory ``vram`` (a writable buffer) through the legacy window,
     with the latches, under the registers of ``ports`` (an
-    :class:`impl.vga_ports.VgaPorts`, or anything with its
-    ``memory_registers()``, ``bank_offset`` and ``watch()``).
+    :class:`impl.vga_ports.VgaPorts`, or anything with its ``memory_sr``,
+    ``gr``, ``bank_offset`` and ``watch()``).
 
     ``banked``: memory map 1 adds the VBE bank (``ports.bank_offset``) to
     the offset, as QEMU's ``vga_mem_readb``/``vga_mem_writeb`` do; the
@@ -63,7 +63,7 @@ class VgaPlanes:
         self.latch = 0
         #: bytes of video memory a :meth:`write_byte` changes from the index it returns
         self.span = 1
-        self._cache: dict[bytes, tuple] = {}
+        self._cache: dict[tuple, tuple] = {}
         self._stale = (self._stale_read_byte, self._stale_write_byte, self._stale_read,
                        self._stale_write)
         self._fresh = True
@@ -95,9 +95,10 @@ class VgaPlanes:
         self.write(address, size, value)
 
     def _compile(self) -> None:
-        sr, gr = self.ports.memory_registers()
-        bank = self.ports.bank_offset if self.banked and gr[6] & 0x0C == 0x04 else 0
-        key = bytes((sr[2], sr[4], *gr[:9])) + bank.to_bytes(4, "little")
+        ports = self.ports
+        sr, gr = ports.memory_sr, ports.gr
+        bank = ports.bank_offset if self.banked and gr[6] & 0x0C == 0x04 else 0
+        key = (bytes(gr[:9]), sr[2], sr[4], bank)
         rules = self._cache.get(key)
         if rules is None:
             if len(self._cache) >= _CACHE_LIMIT:

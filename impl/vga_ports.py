@@ -135,7 +135,10 @@ class VgaPorts:
         self.vbe_index = 0
         self.vbe_regs = [0xB0C5] + [0] * 9
         self.vbe_line_offset = self.vbe_start_addr = self.bank_offset = 0
+        #: the sequencer registers memory accesses see: ``sr``, or ``sr_vbe`` while VBE is on
+        self.memory_sr = self.sr
         self._select_addresses()
+        self._timing = None
         self._memory_changed()
 
     def bios_init(self) -> None:
@@ -151,6 +154,7 @@ class VgaPorts:
         self.dac_cache[:] = b"\xff\xff\xff"
         self.msr = 0x67
         self._select_addresses()
+        self._timing = None
         self._memory_changed()
 
     def watch(self, callback: Callable[[], None]) -> None:
@@ -159,7 +163,6 @@ class VgaPorts:
         self._watchers += (callback,)
 
     def _memory_changed(self) -> None:
-        self._timing = None
         for callback in self._watchers:
             callback()
 
@@ -189,10 +192,12 @@ class VgaPorts:
             readers.update({base + 4: lambda now: self.cr_index,
                             base + 5: lambda now: self.cr[self.cr_index],
                             base + 0xA: self._r_status})
-            self._tables.append((writers, readers))
+            # a word written to an index port: the index, then the data (one call)
+            words = {0x3C4: self._w_sr_word, 0x3CE: self._w_gr_word, base + 4: self._w_cr_word}
+            self._tables.append((writers, readers, words))
 
     def _select_addresses(self) -> None:
-        self._writers, self._readers = self._tables[self.msr & 1]
+        self._writers, self._readers, self._word_writers = self._tables[self.msr & 1]
 
     @staticmethod
     def decodes(port: int, size: int) -> bool:
@@ -235,6 +240,10 @@ class VgaPorts:
             if port == 0x1CE:
                 self.vbe_index = value & 0xFFFF
                 return 0
+            writer = self._word_writers.get(port)
+            if writer is not None:
+                writer(value)
+                return 0
             writer = self._writers.get(port)
             if writer is not None:
                 writer(value & 0xFF)
@@ -257,7 +266,7 @@ class VgaPorts:
 
     def _w_misc(self, value: int) -> None:
         self.msr = value & 0xEF
-        self._writers, self._readers = self._tables[value & 1]
+        self._writers, self._readers, self._word_writers = self._tables[value & 1]
         self._timing = None
 
     def _w_sr_index(self, value: int) -> None:
@@ -266,6 +275,14 @@ class VgaPorts:
     def _w_sr(self, value: int) -> None:
         index = self.sr_index
         self.sr[index] = value & _SR_BITS[index]
+        if index == 2 or index == 4:
+            self._memory_changed()
+        elif index == 1:
+            self._timing = None
+
+    def _w_sr_word(self, value: int) -> None:
+        self.sr_index = index = value & 7
+        self.sr[index] = value >> 8 & _SR_BITS[index]
         if index == 2 or index == 4:
             self._memory_changed()
         elif index == 1:
@@ -298,6 +315,13 @@ class VgaPorts:
             self._program_linear_mode()
         self._memory_changed()
 
+    def _w_gr_word(self, value: int) -> None:
+        self.gr_index = index = value & 0x0F
+        self.gr[index] = value >> 8 & _GR_BITS[index]
+        if self.vbe_regs[_ENABLE] & 1:
+            self._program_linear_mode()
+        self._memory_changed()
+
     def _w_cr_index(self, value: int) -> None:
         self.cr_index = value
 
@@ -312,6 +336,10 @@ class VgaPorts:
             self._program_linear_mode()
             self._memory_changed()
         self._timing = None
+
+    def _w_cr_word(self, value: int) -> None:
+        self.cr_index = value & 0xFF
+        self._w_cr(value >> 8 & 0xFF)
 
     def _w_feature(self, value: int) -> None:
         self.fcr = value & 0x10
@@ -385,6 +413,8 @@ class VgaPorts:
             self.bank_offset = 0
         self.dac_8bit = bool(value & 0x20)
         regs[_ENABLE] = value
+        self.memory_sr = self.sr_vbe if value & 1 else self.sr
+        self._timing = None
         self._memory_changed()
         return cleared
 
@@ -437,12 +467,11 @@ class VgaPorts:
 
     def memory_registers(self) -> MemoryRegisters:
         """The registers the legacy window's rules read."""
-        sr = self.sr_vbe if self.vbe_regs[_ENABLE] & 1 else self.sr
-        return MemoryRegisters(sr, self.gr)
+        return MemoryRegisters(self.memory_sr, self.gr)
 
     def effective_sr(self, index: int) -> int:
         """Sequencer register ``index`` as memory and the scanner see it."""
-        return (self.sr_vbe if self.vbe_regs[_ENABLE] & 1 else self.sr)[index]
+        return self.memory_sr[index]
 
     def vertical_display_end(self) -> int:
         cr7 = self.cr[7]
@@ -488,7 +517,7 @@ class VgaPorts:
             line_offset, start = cr[0x13] << 3, (cr[0x0C] << 8 | cr[0x0D]) << 2
             compare = cr[0x18] | (cr[7] & 0x10) << 4 | (cr[9] & 0x40) << 3
         lines = self.vertical_display_end() + 1
-        clock = (self.sr_vbe if vbe else self.sr)[1]
+        clock = self.memory_sr[1]
         if not gr[6] & 1:
             height = (cr[9] & 0x1F) + 1
             width = 16 if clock & 8 else 9 - (clock & 1)
