@@ -10,13 +10,15 @@ are stated as prose in ``spec/devices/vga_memory.py``, whose observable
 behaviour this module has (``tests/test_impl_vga.py``).
 
 How it is fast: the registers that decide the rules (sequencer 2 and 4, the
-graphics controller, the VBE bank) are compiled, when they change, into four
-closures, :attr:`VgaPlanes.read_byte`, :attr:`VgaPlanes.write_byte`,
-:attr:`VgaPlanes.read` and :attr:`VgaPlanes.write`, that hold the window's
-bounds and every constant word of the write path (enable set/reset, the bit
-mask, the map mask, already ANDed together) as closure cells; compiled rules
-are kept by their registers, so a guest that switches between a few bit
-masks compiles each once. A planar access is one 32-bit load or store on a
+graphics controller but the bit mask, the VBE bank) are compiled, when they
+change, into four closures, :attr:`VgaPlanes.read_byte`,
+:attr:`VgaPlanes.write_byte`, :attr:`VgaPlanes.read` and
+:attr:`VgaPlanes.write`, that hold the window's bounds and every constant
+word of the write path (enable set/reset, the map mask, already ANDed
+together) as closure cells; compiled rules are kept by their registers, so
+a guest that switches between a few settings compiles each once. The bit
+mask (GR8), which drawing code changes between bytes, is read at each
+write instead, so changing it compiles nothing. A planar access is one 32-bit load or store on a
 ``memoryview`` cast to 32-bit words; per-byte values come from tables
 (the byte rotated and copied to four planes, 4-bit plane sets as 32-bit
 masks), with no loop over bits or planes.
@@ -98,7 +100,7 @@ class VgaPlanes:
         ports = self.ports
         sr, gr = ports.memory_sr, ports.gr
         bank = ports.bank_offset if self.banked and gr[6] & 0x0C == 0x04 else 0
-        key = (bytes(gr[:9]), sr[2], sr[4], bank)
+        key = (bytes(gr[:8]), sr[2], sr[4], bank)
         rules = self._cache.get(key)
         if rules is None:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -234,14 +236,14 @@ class VgaPlanes:
                 return -1
             return write_latches
         if mode == 3:                                   # set/reset colour, bit mask AND byte
-            rotated, bit_mask, colour = ROTATED[gr[3] & 7], gr[8], EXPAND[gr[0]]
+            rotated, colour = ROTATED[gr[3] & 7], EXPAND[gr[0]]
 
             def write_colour(address: int, value: int) -> int:
                 if lo <= address < hi:
                     offset = address - shift
                     if offset < n32:
                         latch = planes.latch
-                        mask = REPLICATE[bit_mask & rotated[value & 0xFF]]
+                        mask = REPLICATE[gr[8] & rotated[value & 0xFF]]
                         word = colour
                         if function == 1:
                             word &= latch
@@ -261,21 +263,20 @@ class VgaPlanes:
             byte_part, fixed = ~enable & _ONES, EXPAND[gr[0]] & enable
         else:
             table, byte_part, fixed = EXPAND, _ONES, 0
-        mask = REPLICATE[gr[8]]
-        latch_part = ~mask & keep                       # bits the latches give
+        # the bit mask (GR8) is read at each write: drawing changes it between bytes
         if function == 0:                               # replace: all constant but the byte
-            from_byte, from_fixed = byte_part & mask & keep, fixed & mask & keep
 
             def write_replace(address: int, value: int) -> int:
                 if lo <= address < hi:
                     offset = address - shift
                     if offset < n32:
-                        v32[offset] = (v32[offset] & old_part | table[value & 0xFF] & from_byte
-                                       | from_fixed | planes.latch & latch_part)
+                        mask = REPLICATE[gr[8]] & keep
+                        v32[offset] = (v32[offset] & old_part
+                                       | (table[value & 0xFF] & byte_part | fixed) & mask
+                                       | planes.latch & (keep ^ mask))
                         return offset << 2
                 return -1
             return write_replace
-        new_part = mask & keep
 
         def write_logic(address: int, value: int) -> int:
             if lo <= address < hi:
@@ -289,7 +290,8 @@ class VgaPlanes:
                         word |= latch
                     else:
                         word ^= latch
-                    v32[offset] = v32[offset] & old_part | word & new_part | latch & latch_part
+                    mask = REPLICATE[gr[8]] & keep
+                    v32[offset] = v32[offset] & old_part | word & mask | latch & (keep ^ mask)
                     return offset << 2
             return -1
         return write_logic

@@ -62,6 +62,10 @@ _BIOS_DAC = bytes.fromhex(
 BLANK, TEXT, PLANAR16, CGA4, CHAIN4_256, LINEAR = (
     "blank", "text", "planar16", "cga4", "chain4-256", "linear")
 
+#: _FONTS[sequencer register 3]: the plane-2 bytes where the fonts of
+#: attribute bit 3 clear (map B: bits 4, 1:0) and set (map A: bits 5, 3:2) start
+_FONTS = tuple(((s >> 4 & 1 | s << 1 & 6) << 15 | 2, (s >> 5 & 1 | s >> 1 & 6) << 15 | 2)
+               for s in range(256))
 #: a 6-bit DAC component widened to 8 bits (low bit copied into the new two)
 C6_TO_8 = bytes((c << 2) | (c & 1) * 3 for c in range(64)) * 4
 
@@ -81,8 +85,11 @@ class Timing(NamedTuple):
 
 class Display(NamedTuple):
     """What the picture is: the mode, its size in pixels, where its lines are
-    in video memory and, for text, its cells and cursor (the same fields as
-    the reference's)."""
+    in video memory; for text its cells, cursor (the word of video memory it
+    marks, first and last scan line; None when hidden), fonts (the plane-2
+    bytes where the glyphs of attributes with bit 3 clear and set start) and
+    line graphics; for graphics the CRTC mode (0x17) and the planes shown
+    (the same fields as the reference's)."""
 
     mode: str
     width: int
@@ -98,6 +105,10 @@ class Display(NamedTuple):
     columns: int = 0
     rows: int = 0
     cursor: tuple[int, int, int] | None = None
+    fonts: tuple[int, int] = (2, 2)
+    line_graphics: bool = False
+    crtc_mode: int = 0x03
+    plane_enable: int = 0x0F
 
 
 class MemoryRegisters(NamedTuple):
@@ -123,14 +134,17 @@ class VgaPorts:
 
     def reset(self) -> None:
         """QEMU's power-on: every VGA register 0 (monochrome addresses), VBE ID 0xB0C5."""
-        self.sr, self.sr_vbe, self.gr = bytearray(8), bytearray(8), bytearray(16)
-        self.ar, self.cr = bytearray(_AR_COUNT), bytearray(256)
+        # the same arrays for the device's life: the planes' compiled rules read them
+        for name, size in (("sr", 8), ("sr_vbe", 8), ("gr", 16), ("ar", _AR_COUNT), ("cr", 256),
+                           ("palette", 768), ("dac_cache", 3)):
+            if hasattr(self, name):
+                getattr(self, name)[:] = bytes(size)
+            else:
+                setattr(self, name, bytearray(size))
         self.sr_index = self.gr_index = self.ar_index = self.cr_index = 0
         self.ar_flip_flop = 0
         self.msr = self.fcr = 0
-        self.palette = bytearray(768)
         self.dac_state = self.dac_sub_index = self.dac_read_index = self.dac_write_index = 0
-        self.dac_cache = bytearray(3)
         self.dac_8bit = False
         self.vbe_index = 0
         self.vbe_regs = [0xB0C5] + [0] * 9
@@ -159,7 +173,8 @@ class VgaPorts:
 
     def watch(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after every write that may change how the legacy
-        window decodes (sequencer 2/4, graphics controller, VBE, reset)."""
+        window decodes (sequencer 2/4, graphics controller but the bit mask,
+        VBE, reset)."""
         self._watchers += (callback,)
 
     def _memory_changed(self) -> None:
@@ -313,14 +328,18 @@ class VgaPorts:
         self.gr[index] = value & _GR_BITS[index]
         if self.vbe_regs[_ENABLE] & 1:
             self._program_linear_mode()
-        self._memory_changed()
+            self._memory_changed()
+        elif index != 8:                                # the planes read the bit mask as they write
+            self._memory_changed()
 
     def _w_gr_word(self, value: int) -> None:
         self.gr_index = index = value & 0x0F
         self.gr[index] = value >> 8 & _GR_BITS[index]
         if self.vbe_regs[_ENABLE] & 1:
             self._program_linear_mode()
-        self._memory_changed()
+            self._memory_changed()
+        elif index != 8:                                # the planes read the bit mask as they write
+            self._memory_changed()
 
     def _w_cr_index(self, value: int) -> None:
         self.cr_index = value
@@ -523,12 +542,13 @@ class VgaPorts:
             width = 16 if clock & 8 else 9 - (clock & 1)
             columns = cr[1] + 1
             rows = 100 if cr[6] == 100 else lines // height
-            cell = (cr[0x0E] << 8 | cr[0x0F]) - (start >> 2)
             cursor = None
-            if not cr[0x0A] & 0x20 and 0 <= cell < columns * rows:
-                cursor = (cell, cr[0x0A] & 0x1F, cr[0x0B] & 0x1F)
+            if not cr[0x0A] & 0x20:
+                cursor = (cr[0x0E] << 8 | cr[0x0F], cr[0x0A] & 0x1F, cr[0x0B] & 0x1F)
+            fonts = _FONTS[self.memory_sr[3]]
             return Display(TEXT, columns * width, rows * height, 0, start, line_offset,
-                           compare, 1, False, width, height, columns, rows, cursor)
+                           compare, 1, False, width, height, columns, rows, cursor, fonts,
+                           bool(self.ar[0x10] & 0x04))
         half = bool(clock & 8)
         shift = gr[5] >> 5 & 3
         if vbe:
@@ -545,7 +565,8 @@ class VgaPorts:
             mode, depth = CHAIN4_256, 8
         double = cr[9] >> 7
         scan = ((cr[9] & 0x1F) + 1) << double if cr[0x17] & 1 else 1 + double
-        return Display(mode, width, height, depth, start, line_offset, compare, scan, half)
+        return Display(mode, width, height, depth, start, line_offset, compare, scan, half,
+                       crtc_mode=cr[0x17], plane_enable=self.ar[0x12] & 0x0F)
 
     def palette_bytes(self) -> bytes:
         """The colours the picture's pixel values show, as RGB bytes (3 a
