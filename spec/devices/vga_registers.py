@@ -146,8 +146,10 @@ Derived quantities
 ``vga_update_display``, ``vga_get_text_resolution``, ``vga_get_resolution``,
 ``vga_get_offsets``): the mode, the picture's size in pixels, where video
 memory's lines start, and for text modes the character cell, the columns and
-rows and the cursor. :meth:`VgaRegisters.palette_rgb` gives the colours.
-The mode is:
+rows, the cursor, the two fonts and the line graphics bit (for graphics
+modes the CRTC mode register and the plane enable): everything
+:mod:`spec.devices.vga_scanner` draws by. :meth:`VgaRegisters.palette_rgb`
+gives the colours. The mode is:
 
 ``blank``
     attribute index bit 5 (palette address source) clear: nothing shows;

@@ -119,24 +119,52 @@ Differences from the IBM VGA, as QEMU 7.2 draws: no pel panning (attribute
 register 0x13), no 8-bit colour packing by attribute register 0x10 bit 6
 (chain-4's bytes are the colours), no plane enable in 256-colour modes.
 
+What is drawn when
+------------------
+
+The spec's picture is always what the registers and video memory say now.
+QEMU redraws only what it sees change: a text cell when its character or
+attribute changes, everything when the palette, the start address, the line
+offset or compare, the fonts or the size change; a graphics line when its
+video memory was written. A change of the line graphics bit, the plane
+enable or CRTC 0x17 alone leaves QEMU's picture as it was until something
+else redraws it; a device built on this module redraws the bands it is
+told to (a register change that moves pixels redraws all).
+
 Blank
 -----
 
 While attribute index bit 5 is clear the screen shows nothing: QEMU paints
 the last picture black, at its size. Here the blank display has no bands
 and :func:`draw` gives no pixels; the device shows black.
+
+Where Xen 3.0.4's qemu-dm differs
+---------------------------------
+
+Xen 3.0.4's ``tools/ioemu/hw/vga.c`` and ``vga_template.h`` (QEMU 0.8) draw
+by the same rules but for:
+
+- the cursor does not blink: it shows whenever CRTC 0x0A bit 5 is clear;
+- text modes have no line compare: rows go on from the start address;
+- the maximum scan line is ignored (lines repeat only by double scan) in
+  the CGA shift mode (graphics controller register 5 bits 6:5 = 1) rather
+  than while CRTC 0x17 bit 0 is clear;
+- lines are read from video memory without wrapping at its end;
+- 16-bit pixels leave the low bits of each component 0, as 15-bit ones do
+  (no shared display surface, no pixman conversion);
+- the scanner reads the guest's sequencer registers even while VBE is
+  enabled (no VBE copy).
 """
 
 from __future__ import annotations
 
-import sys
-from array import array
 from typing import NamedTuple, Sequence
 
 from spec.devices.vga_registers import (BLANK, CGA4, CHAIN4_256, LINEAR, PLANAR16, TEXT,
                                         Display)
 
-#: QEMU's ``VGA_TEXT_CURSOR_PERIOD_MS / 2`` (16 state changes a 60 Hz frame... of 533 ms)
+#: QEMU's ``VGA_TEXT_CURSOR_PERIOD_MS / 2``: 266 ms on, 266 off (its period is
+#: ``1000 * 2 * 16 / 60`` ms, 16 frames at 60 Hz twice, in integer milliseconds)
 CURSOR_HALF_PERIOD_NS = (1000 * 2 * 16 // 60) // 2 * 1_000_000
 #: the most text cells QEMU draws (``CH_ATTR_SIZE``, 160x100)
 MAX_CELLS = 160 * 100
@@ -147,8 +175,10 @@ _PIXEL_BYTES = {8: 1, 15: 2, 16: 2, 24: 3, 32: 4}
 
 class Band(NamedTuple):
     """Picture lines ``first`` to ``first + lines - 1``, drawn from the
-    video memory words starting at byte ``address``; ``spans`` are the bytes
-    of video memory they read (glyphs aside: :func:`glyph_spans`)."""
+    video memory words starting at byte ``address`` (graphics: before the
+    wrap at the end of video memory); ``spans`` are the bytes of video
+    memory they read, ``(start, length)`` each, within video memory (text:
+    glyphs aside, :func:`glyph_spans`)."""
 
     first: int
     lines: int
@@ -429,28 +459,39 @@ def _doubled(data: bytes) -> bytes:
     return bytes(out)
 
 
-def _direct_tables() -> dict[int, list[bytes]]:
-    """RGB of each 15- and 16-bit pixel value (module docstring)."""
-    fifteen = [bytes(((v >> 7) & 0xF8, (v >> 2) & 0xF8, (v << 3) & 0xF8)) for v in range(65536)]
-    sixteen = []
-    for v in range(65536):
-        r, g, b = (v >> 8) & 0xF8, (v >> 3) & 0xFC, (v << 3) & 0xF8
-        sixteen.append(bytes((r | r >> 5, g | g >> 6, b | b >> 5)))
-    return {15: fifteen, 16: sixteen}
+def _direct_tables() -> dict[int, tuple[bytes, bytes, bytes, bytes]]:
+    """Per depth, translation tables from a pixel's high byte to its red and
+    to the high byte's share of its green, from its low byte to the low
+    byte's share of green and to its blue (module docstring: 15 bits keep
+    the low 3 bits of each component 0, 16 bits repeat the top bits)."""
+    def table(function) -> bytes:
+        return bytes(function(byte) & 0xFF for byte in range(256))
+
+    return {
+        15: (table(lambda hi: hi << 1 & 0xF8), table(lambda hi: (hi & 3) << 6),
+             table(lambda lo: lo >> 5 << 3), table(lambda lo: lo << 3 & 0xF8)),
+        16: (table(lambda hi: hi & 0xF8 | hi >> 5),
+             table(lambda hi: (hi & 7) << 5 | hi >> 1 & 3),
+             table(lambda lo: lo >> 5 << 2),
+             table(lambda lo: (lo << 3 & 0xF8) | (lo >> 2 & 7))),
+    }
 
 
-_DIRECT: dict[int, list[bytes]] = {}
+_DIRECT = _direct_tables()
 
 
 def _direct(data: bytes, depth: int) -> bytes:
     """Pixels that carry their own colour (15, 16, 24, 32 bits)."""
     if depth in (15, 16):
-        if not _DIRECT:
-            _DIRECT.update(_direct_tables())
-        words = array("H", data)
-        if sys.byteorder == "big":
-            words.byteswap()
-        return b"".join(map(_DIRECT[depth].__getitem__, words))
+        red, green_high, green_low, blue = _DIRECT[depth]
+        low, high = data[0::2], data[1::2]
+        green = (int.from_bytes(high.translate(green_high), "big")
+                 | int.from_bytes(low.translate(green_low), "big"))
+        out = bytearray(3 * len(low))
+        out[0::3] = high.translate(red)
+        out[1::3] = green.to_bytes(len(low), "big")
+        out[2::3] = low.translate(blue)
+        return bytes(out)
     size = depth // 8
     out = bytearray(3 * (len(data) // size))
     out[0::3] = data[2::size]
