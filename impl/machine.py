@@ -44,6 +44,7 @@ class Domain:
         self.paused = True
         self.shutdown: int | None = None
         self.irq_port = 0
+        self.vga_rom: bytes | None = None
 
 
 class Ram:
@@ -90,6 +91,9 @@ class Libxc:
     def map_vram(self, gpa: int, buffer) -> None:
         self.host.domains[self.domid].vcpu.map_buffer(gpa, buffer)
 
+    def unmap_vram(self, gpa: int, length: int) -> None:
+        self.host.domains[self.domid].vcpu.unmap_buffer(gpa, length)
+
     def track_dirty_vram(self, first_pfn: int, nr: int) -> int:
         return self.host.domains[self.domid].vmm.vram.track(first_pfn, nr)
 
@@ -115,6 +119,7 @@ class Host:
         self.evtchn = EventChannels(emit)
         self.evtchn.add_domain(platform.DOM0)
         self.virq_port = self.evtchn.bind_virq(platform.DOM0, VIRQ_DOM_EXC)
+        self.pictures: dict[int, tuple[int, int, bytes]] = {}
         self.domains: dict[int, Domain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
@@ -148,6 +153,7 @@ class Host:
         vmm.port = self.evtchn.alloc_unbound_xen(domid, platform.DOM0, vmm.on_notify)
         page.fill(0, 0, 0, 0, 0, vmm.port, 0, 0, 0, 0)
         dom = Domain(domid, vcpu, vmm, page, config)
+        dom.vga_rom = image.vga_rom
         dom.irq_port = self.evtchn.alloc_unbound(domid, platform.DOM0)
         evtchn, port = self.evtchn, dom.irq_port
         vmm.irq_pending = lambda: evtchn.take(domid, port)
@@ -159,7 +165,7 @@ class Host:
         try:
             dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
                               Libxc(self, domid), self.device_model_emit(domid), dom.vmm.lines, dom.irq_port,
-                              self.serial_input, self.live_line)
+                              self.serial_input, self.live_line, vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.evtchn.remove_domain(domid)
@@ -190,6 +196,8 @@ class Host:
         dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
+            if dom.qemu.vga is not None:      # what the screen showed at the end
+                self.pictures[domid] = dom.qemu.vga.picture_rgb()
         if self.domains.pop(domid, None) is not None:
             self.evtchn.remove_domain(domid)
             self.evtchn.send_virq(platform.DOM0, VIRQ_DOM_EXC)
@@ -351,7 +359,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     if image.kind == "firmware":
         exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
     return RunResult("impl", image.name, exit_info, instructions,
-                     time.perf_counter() - started, recorder.events)
+                     time.perf_counter() - started, recorder.events,
+                     host.pictures.get(domid))
 
 
 def _first(a: int | None, b: int | None) -> int | None:

@@ -4,7 +4,8 @@ impl engine's qemu-dm.
 Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
 masks (the i440FX, PIIX3 and its PIIX4 power-management function with the
 reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM, PIRQ routes and PMBA
-are stored only), and where the test device's BAR0 puts its page. Imports the platform
+are stored only), and where the test device's BAR0 puts its page and the VGA's BAR0
+its linear frame buffer. Imports the platform
 numbers of ``spec/``; the behaviour is the one :mod:`spec.devices.pci`
 states.
 """
@@ -41,8 +42,15 @@ def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0, status=0, preset=
 class Pci:
     name, sizes = "pci", (1, 2, 4)
 
-    def __init__(self, moved: Callable[[int | None], None], reset: Callable[[], None]) -> None:
-        self.moved, self.reset = moved, reset
+    def __init__(self, moved: Callable[[int | None], None], reset: Callable[[], None],
+                 vga_moved: Callable[[int | None], None] = lambda base: None,
+                 vga_rom: bytes | None = None) -> None:
+        self.moved, self.reset, self.vga_moved = moved, reset, vga_moved
+        # the VGA's expansion ROM: padded to a power of two (at least 2 KiB)
+        self.rom = b""
+        if vga_rom:
+            size = max(0x800, 1 << (len(vga_rom) - 1).bit_length())
+            self.rom = bytes(vga_rom).ljust(size, b"\0")
         self.addr = 0
         self.rc = 0
         self.slots = {
@@ -54,12 +62,16 @@ class Pci:
             P.PCI_BDF_PM: _space(P.PCI_ID_PM, P.PCI_CLASS_PM, rev=P.PCI_REV_PM,
                                  preset=P.PM_RESET),
             P.PCI_BDF_VGA: _space(P.PCI_ID_VGA, P.PCI_CLASS_VGA,
-                                  bars=((P.PCI_VGA_BAR_SIZES[0], 8, 0),
-                                        (P.PCI_VGA_BAR_SIZES[1], 0, 0))),
+                                  bars=((P.PCI_VGA_BAR_SIZES[0], 8, 0),)),
             P.PCI_BDF_TESTDEV: _space(P.PCI_ID_TESTDEV, P.PCI_CLASS_TESTDEV,
                                       bars=((P.TESTDEV_SIZE, 0, P.TESTDEV_BASE),), cmd=2),
         }
-        self.testdev_base = self._testdev_window()
+        if self.rom:
+            self.slots[P.PCI_BDF_VGA][1][0x30:0x34] = (
+                -len(self.rom) & 0xFFFFF800 | 1).to_bytes(4, "little")
+        self.testdev_base = self._bar0_window()
+        self.vga_base = None
+        self.rom_base: int | None = None
 
     def _selected(self):
         a = self.addr
@@ -67,8 +79,8 @@ class Pci:
             return None
         return self.slots.get((a >> 11 & 31, a >> 8 & 7))
 
-    def _testdev_window(self) -> int | None:
-        cfg, _, sizes = self.slots[P.PCI_BDF_TESTDEV]
+    def _bar0_window(self, bdf=P.PCI_BDF_TESTDEV) -> int | None:
+        cfg, _, sizes = self.slots[bdf]
         if not cfg[4] & 2:
             return None
         base = int.from_bytes(cfg[16:20], "little") & -sizes[0] & 0xFFFFFFF0
@@ -108,7 +120,16 @@ class Pci:
             if lane < 4:
                 at = (self.addr & 0xFC) + lane
                 cfg[at] = cfg[at] & ~mask[at] & 0xFF | value >> 8 * i & mask[at]
-        window = self._testdev_window()
+        window = self._bar0_window()
         if window != self.testdev_base:
             self.testdev_base = window
             self.moved(window)
+        window = self._bar0_window(P.PCI_BDF_VGA)
+        if window != self.vga_base:
+            self.vga_base = window
+            self.vga_moved(window)
+        if self.rom:
+            cfg = self.slots[P.PCI_BDF_VGA][0]
+            rom = int.from_bytes(cfg[0x30:0x34], "little")
+            base = rom & -len(self.rom) & 0xFFFFF800
+            self.rom_base = base if rom & 1 and cfg[4] & 2 and base else None

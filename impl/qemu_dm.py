@@ -27,7 +27,7 @@ from impl.mapcache import Mapcache
 from impl.pci import Pci
 from impl.cmos import Cmos
 from impl.uart import Uart
-from impl.vga import PERIOD, Vga
+from impl.vga import PERIOD, PORT_RANGES, WINDOW, Vga, VgaPortRange
 from impl.xen import (COPY, INPROCESS, INVALIDATE, PIO, READ, READY, RESP_READY, WRITE, Emit,
                       IoreqPage, IrqLines)
 
@@ -71,7 +71,7 @@ class QemuDm:
 
     def __init__(self, domid: int, xs, page: IoreqPage, ram, libxc, emit: Emit,
                  lines: IrqLines, irq_port: int, serial_input: bytes = b"",
-                 serial_source=None) -> None:
+                 serial_source=None, vga_rom: bytes | None = None) -> None:
         self.domid = domid
         self.source = serial_source     # a live line into COM1, or None
         conf = self.config = dm_config.read_device_model(xs, domid)
@@ -94,14 +94,16 @@ class QemuDm:
             self.devices.append((platform.COM1_BASE, platform.COM1_BASE + 8, self.uart))
         self.vga = Vga(libxc) if conf.vga else None
         if self.vga is not None:
-            self.devices.append((0x3C0, 0x3E0, self.vga))
+            self.devices += [(lo, hi, VgaPortRange(self.vga, lo)) for lo, hi in PORT_RANGES]
         self.frame_period = 0
         self.cmos = Cmos(conf.memory_bytes,
                          platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
                          conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
-        self.pci = Pci(self._testdev_moved, self._reboot)
+        self.pci = Pci(self._testdev_moved, self._reboot,
+                       self.vga.moved if self.vga is not None else lambda base: None,
+                       vga_rom if self.vga is not None else None)
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.cmos),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
@@ -235,20 +237,46 @@ class QemuDm:
         self.libxc.notify(self.port)
 
     def _mmio(self, addr: int, size: int, direction: int, value: int) -> int:
-        """One MMIO access: the test device's page, or an empty bus."""
-        base = self.testdev_base
-        offset = addr - base if base is not None else -1
-        inside = 0 <= offset and offset + size <= platform.TESTDEV_SIZE
-        if not inside:
-            self.unclaimed[2 if direction == READ else 3] += 1
-        if direction == READ:
-            value = (int.from_bytes(self.testdev[offset:offset + size], "little") if inside
-                     else (1 << 8 * size) - 1)
-        self.emit(trace.DeviceIo.of(device="testdev" if inside else None, space="mmio", addr=addr,
-                                 size=size, dir="read" if direction == READ else "write",
-                                 data=value))
-        if direction == WRITE and inside:
+        """One MMIO access: the VGA's legacy window or linear frame buffer
+        (trapped), the test device's page, or an empty bus."""
+        name, kind = None, "read" if direction == READ else "write"
+        vga = self.vga
+        if vga is not None and WINDOW[0] <= addr and addr + size <= WINDOW[0] + WINDOW[1]:
+            name = "vga"
+            if direction == READ:
+                value = vga.window_read(addr - WINDOW[0], size)
+        elif (vga is not None and vga.lfb is not None and vga.lfb <= addr
+              and addr + size <= vga.lfb + len(vga.vram)):
+            name = "vga"
+            if direction == READ:
+                value = vga.linear_read(addr - vga.lfb, size)
+        elif (self.pci.rom_base is not None and self.pci.rom_base <= addr
+              and addr + size <= self.pci.rom_base + len(self.pci.rom)):
+            name = "stdvga-rom"
+            if direction == READ:
+                at = addr - self.pci.rom_base
+                value = int.from_bytes(self.pci.rom[at:at + size], "little")
+        else:
+            base = self.testdev_base
+            offset = addr - base if base is not None else -1
+            if 0 <= offset and offset + size <= platform.TESTDEV_SIZE:
+                name = "testdev"
+                if direction == READ:
+                    value = int.from_bytes(self.testdev[offset:offset + size], "little")
+            else:
+                self.unclaimed[2 if direction == READ else 3] += 1
+                if direction == READ:
+                    value = (1 << 8 * size) - 1
+        self.emit(trace.DeviceIo.of(device=name, space="mmio", addr=addr, size=size, dir=kind,
+                                    data=value))
+        if direction == WRITE and name == "testdev":
+            offset = addr - self.testdev_base
             self.testdev[offset:offset + size] = value.to_bytes(size, "little")
+        elif direction == WRITE and name == "vga":
+            if WINDOW[0] <= addr < WINDOW[0] + WINDOW[1]:
+                vga.window_write(addr - WINDOW[0], size, value)
+            else:
+                vga.linear_write(addr - vga.lfb, size, value)
         return value
 
     def _claim(self, port: int):

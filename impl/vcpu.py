@@ -58,6 +58,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         #: pages of RAM given back to Xen (no frame behind them)
         self.holes: set[int] = set()
         self._mapped: list[object] = []         # buffers of other domains mapped here
+        self._watch = None                      # the write watch's hook (watch)
         #: Xen's own writes to guest memory are reported here (dirty video memory)
         self.on_write: Callable[[int, int], None] | None = None
         self.icount = 0
@@ -194,14 +195,31 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
     def map_buffer(self, gpa: int, buffer) -> None:
         """Back ``gpa`` with a dom0 buffer (qemu-dm's video memory)."""
         self.uc.mem_map_ptr(gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
-        self._mapped.append(buffer)
+        self._mapped.append((gpa, buffer))
         self.ram.append((gpa, gpa + ctypes.sizeof(buffer)))
+
+    def unmap_buffer(self, gpa: int, length: int) -> None:
+        """Take a :meth:`map_buffer` mapping away: the range is a hole again."""
+        self.uc.mem_unmap(gpa, length)
+        self._forget_code(gpa, length)
+        self._mapped = [m for m in self._mapped if m[0] != gpa]
+        self.ram.remove((gpa, gpa + length))
 
     def map_rom(self, gpa: int, data: bytes) -> None:
         """A read-only, executable ROM at ``gpa`` (a firmware's alias below 4 GiB)."""
         self.uc.mem_map(gpa, len(data), unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
         self.uc.mem_write(gpa, data)
         self.ram.append((gpa, gpa + len(data)))
+
+    def watch(self, gpa: int, length: int, stored) -> None:
+        """Have ``stored`` (a Unicorn memory-write hook) see every guest
+        store into ``[gpa, gpa + length)``; length 0 ends the watch."""
+        if self._watch is not None:
+            self.uc.hook_del(self._watch)
+            self._watch = None
+        if length:
+            self._watch = self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, stored, begin=gpa,
+                                           end=gpa + length - 1)
 
     def protect(self, gpa: int, length: int, writable: bool) -> None:
         self.uc.mem_protect(gpa, length, unicorn.UC_PROT_ALL if writable

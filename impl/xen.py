@@ -280,23 +280,40 @@ class EventChannels:
         return True
 
 
+#: a tracked range of more pages than this is watched, not write-protected
+#: (spec/dirty_vram.py, "Watched ranges")
+WATCHED_OVER = 64
+
+
 class VramLog:
     """HVMOP_track_dirty_vram for one domain: a bitmap of the tracked range's
     pages written since the last call; written pages are made writable
-    until the next call write-protects them again."""
+    until the next call write-protects them again. A large range is
+    watched instead: every store into it sets its page's bit."""
 
     def __init__(self, vcpu: Vcpu) -> None:
         self.vcpu = vcpu
         self.range = (0, 0)             # first pfn, number of pages
         self.bits = 0
 
+    def _stored(self, uc, access, address, size, value, data) -> None:
+        first, count = self.range
+        last = min(address + size - 1 >> 12, first + count - 1)
+        self.bits |= 1 << ((address >> 12) - first) | 1 << (last - first)
+
     def track(self, first_pfn: int, nr: int) -> int:
         if (first_pfn, nr) != self.range:
             old, count = self.range
-            if count:
+            if count > WATCHED_OVER:
+                self.vcpu.watch(0, 0, None)
+            elif count:
                 self.vcpu.protect(old << 12, count << 12, True)
             self.range, self.bits = (first_pfn, nr), (1 << nr) - 1
+            if nr > WATCHED_OVER:
+                self.vcpu.watch(first_pfn << 12, nr << 12, self._stored)
         bits, self.bits = self.bits, 0
+        if nr > WATCHED_OVER:
+            return bits
         page = 0
         while bits >> page:
             if bits >> page & 1:

@@ -27,6 +27,19 @@ first_pfn, nr, bitmap)``:
    (``paging_mark_dirty``), without a fault.
 
 A call with ``nr = 0`` stops tracking; the pages become writable again.
+
+**Watched ranges.** The guest's "hardware" here is an emulated CPU
+(Unicorn), on which changing one page's write permission re-lays its whole
+address map: the cost grows with the number of separately protected pages,
+milliseconds each once there are a thousand. That is harmless for the text
+page (8 pages) and the chain-4 window (16 or 32), and ruinous for a linear
+frame buffer (2048 pages of 8 MiB, most of them written each frame). A
+range of more than :data:`WATCH_PAGES` pages is therefore *watched*
+instead: it stays writable, and the hardware reports each store into it
+(``watch``), which marks its page dirty. The bitmap qemu-dm reads is the
+same as under write protection; what differs is that those stores take no
+log-dirty exit (Xen handles that exit itself, so no ioreq, device or
+display depends on it). Both engines use the same rule.
 """
 
 from __future__ import annotations
@@ -35,17 +48,28 @@ from typing import Callable
 
 from spec import platform
 
+#: the most pages a tracked range has and still be write-protected (module docstring)
+WATCH_PAGES = 64
+
 
 class DirtyVram:
     """One domain's tracked video-memory range and its dirty bitmap.
 
-    ``protect(pfn, writable)`` sets the EPT write permission of one page."""
+    ``protect(pfn, writable)`` sets the EPT write permission of one page;
+    ``watch(first_pfn, nr)`` has the hardware report stores into a range
+    to :meth:`stored` (``nr = 0``: stop)."""
 
-    def __init__(self, protect: Callable[[int, bool], None]) -> None:
+    def __init__(self, protect: Callable[[int, bool], None],
+                 watch: Callable[[int, int], None] = lambda first_pfn, nr: None) -> None:
         self.protect = protect
+        self.watch = watch
         self.first_pfn = 0
         self.nr = 0
         self.dirty = 0          # bit i: page first_pfn + i written since the last call
+
+    @property
+    def watched(self) -> bool:
+        return self.nr > WATCH_PAGES
 
     def tracks(self, pfn: int) -> bool:
         return self.first_pfn <= pfn < self.first_pfn + self.nr
@@ -54,14 +78,26 @@ class DirtyVram:
         """``HVMOP_track_dirty_vram``: the bitmap of dirty pages (bit i for
         page ``first_pfn + i``), steps 1, 3 and the stop case above."""
         if (first_pfn, nr) != (self.first_pfn, self.nr):
-            for pfn in range(self.first_pfn, self.first_pfn + self.nr):
-                self.protect(pfn, True)
+            if self.watched:
+                self.watch(0, 0)
+            else:
+                for pfn in range(self.first_pfn, self.first_pfn + self.nr):
+                    self.protect(pfn, True)
             self.first_pfn, self.nr, self.dirty = first_pfn, nr, (1 << nr) - 1
+            if self.watched:
+                self.watch(first_pfn, nr)
         bitmap, self.dirty = self.dirty, 0
-        for i in range(nr):
-            if bitmap >> i & 1:
-                self.protect(first_pfn + i, False)
+        if not self.watched:
+            for i in range(nr):
+                if bitmap >> i & 1:
+                    self.protect(first_pfn + i, False)
         return bitmap
+
+    def stored(self, gpa: int, size: int) -> None:
+        """The hardware saw a store of ``size`` bytes at ``gpa`` in a watched range."""
+        for pfn in {gpa >> platform.PAGE_SHIFT, (gpa + size - 1) >> platform.PAGE_SHIFT}:
+            if self.tracks(pfn):
+                self.dirty |= 1 << (pfn - self.first_pfn)
 
     def write_fault(self, gpa: int) -> bool:
         """Step 2: the guest wrote to a log-dirty page. False if the page is

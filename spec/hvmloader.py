@@ -8,8 +8,8 @@ In Xen 3.x an HVM domain's "kernel" was ``/usr/lib/xen/boot/hvmloader``
 (``tools/firmware/hvmloader``): a small 32-bit program that the domain
 builder loaded at 1 MiB and that ran first in the new domain. It copied the
 BIOS it carried (rombios, the Bochs BIOS, ``tools/firmware/rombios``) to
-the top of the first MiB and the VGA BIOS (the LGPL vgabios, in its Cirrus
-or standard-VGA build) to ``0xC0000``, built the ACPI tables, and jumped to
+the top of the first MiB and the VGA BIOS (the LGPL vgabios, in its
+standard-VGA build for ``stdvga=1``, or its Cirrus build) to ``0xC0000``, built the ACPI tables, and jumped to
 the BIOS's reset entry in real mode. The model does that job in the builder,
 before the vcpu first runs: the vcpu starts at the BIOS's reset vector
 ``F000:FFF0`` (the SDM's reset state) with the firmware already in place, so
@@ -28,7 +28,13 @@ no hvmloader code runs in the guest. What the model places
   crashes the domain with the address).
 * **The VGA BIOS** at ``0xC0000``, in guest RAM, where the BIOS's option
   ROM scan (``0xC0000``-``0xDFFFF``, 2 KiB steps) finds it by its
-  ``55 AA`` signature, as hvmloader placed it.
+  ``55 AA`` signature, as hvmloader placed it, for rombios. SeaBIOS, built
+  for QEMU, runs only the option ROMs PCI devices carry: with it the VGA
+  BIOS (by default SeaBIOS's own, ``vgabios-stdvga.bin``) is the std VGA's
+  expansion ROM (its PCI ROM BAR, :mod:`spec.devices.pci`), which qemu-dm
+  serves as QEMU serves ``-device VGA,romfile=FILE``, and SeaBIOS copies
+  it to ``0xC0000`` and runs it (later Xen's hvmloader, with qemu-xen,
+  left it there too).
 * **The ACPI tables** hvmloader built, at ``0xEA000``
   (:mod:`spec.acpi_tables`), when the BIOS is a 64 KiB one that leaves
   that room free, as hvmloader's rombios did: a 128 KiB BIOS (SeaBIOS,
@@ -74,6 +80,8 @@ FIRMWARE = {
 #: the VGA BIOS hvmloader placed: the LGPL vgabios (standard VGA with
 #: Bochs VBE), the one QEMU runs with rombios (FACTS: ``-device VGA``)
 VGABIOS = ("/usr/share/vgabios/vgabios.bin", "vgabios")
+#: SeaBIOS's VGA BIOS for the std VGA, its expansion ROM under SeaBIOS
+SEABIOS_VGABIOS = ("/usr/share/seabios/vgabios-stdvga.bin", "seabios")
 #: the packages, by the directory their files live in (to name the one a
 #: missing file comes from: the files above, and their siblings)
 PACKAGE_OF_DIR = {"/usr/share/bochs": "bochsbios", "/usr/share/seabios": "seabios",
@@ -96,6 +104,8 @@ class Firmware:
     name: str
     bios_path: str
     vgabios_path: str | None
+    #: the VGA BIOS is the VGA's PCI expansion ROM (SeaBIOS), not placed at 0xC0000
+    vga_rom: bool = False
 
 
 def choose(firmware: str, vgabios: str | None = None) -> Firmware:
@@ -105,9 +115,10 @@ def choose(firmware: str, vgabios: str | None = None) -> Firmware:
         bios_path, name = FIRMWARE[firmware][0], firmware
     else:
         bios_path, name = firmware, Path(firmware).name
+    as_rom = name == "seabios"
     if vgabios is None:
-        vgabios = VGABIOS[0]
-    return Firmware(name, bios_path, None if vgabios == "none" else vgabios)
+        vgabios = (SEABIOS_VGABIOS if as_rom else VGABIOS)[0]
+    return Firmware(name, bios_path, None if vgabios == "none" else vgabios, as_rom)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -187,13 +198,17 @@ def load_firmware(firmware: Firmware) -> GuestImage:
     check_bios(bios, firmware.bios_path)
     low = bios[-LOW_BIOS_SIZE:]
     placements: tuple[tuple[int, bytes], ...] = ()
+    vga_rom = None
     if firmware.vgabios_path is not None:
         vga = _read(firmware.vgabios_path, "VGA BIOS")
         length = check_vgabios(vga, firmware.vgabios_path)
-        placements = ((VGABIOS_ADDRESS, vga[:length]),)
+        if firmware.vga_rom:
+            vga_rom = vga
+        else:
+            placements = ((VGABIOS_ADDRESS, vga[:length]),)
     placements += acpi_placements(len(bios))
     return GuestImage(firmware.name, low, kind="firmware", path=firmware.bios_path,
-                      placements=placements, rom=bios)
+                      placements=placements, rom=bios, vga_rom=vga_rom)
 
 
 def is_hvmloader(kernel: str) -> bool:

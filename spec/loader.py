@@ -118,6 +118,8 @@ class GuestImage:
     placements: tuple[tuple[int, bytes], ...] = ()
     #: a firmware's whole ROM, decoded read-only at the top of 4 GiB
     rom: bytes | None = None
+    #: the VGA's PCI expansion ROM, which qemu-dm serves (SeaBIOS's VGA BIOS)
+    vga_rom: bytes | None = None
 
     def describe(self) -> str:
         """One line: what was loaded, from where, and how it was taken."""

@@ -55,6 +55,8 @@ class HvmDomain:
     irq_port: int = 0
     paused: bool = True
     shutdown_reason: int | None = None
+    #: the VGA's expansion ROM, which the domain's qemu-dm serves (SeaBIOS's VGA BIOS)
+    vga_rom: bytes | None = None
 
 
 class GuestRam:
@@ -100,6 +102,10 @@ class DomainLink:
         """``xc_domain_add_to_physmap``: qemu-dm's video memory into the guest."""
         self.xen.domains[self.domid].vcpus[0].map_foreign(gpa, buffer)
 
+    def unmap_vram(self, gpa: int, length: int) -> None:
+        """``xc_domain_remove_from_physmap``: the range is a hole again."""
+        self.xen.domains[self.domid].vcpus[0].unmap_foreign(gpa, length)
+
     def track_dirty_vram(self, first_pfn: int, nr: int) -> int:
         """``xc_hvm_track_dirty_vram`` (:mod:`spec.dirty_vram`)."""
         return self.xen.domains[self.domid].vmm.dirty_vram.track(first_pfn, nr)
@@ -128,6 +134,8 @@ class ReferenceXen:
         self.events = evtchn.EventChannels(emit)
         self.events.add_domain(platform.DOM0)
         self.virq_port = self.events.bind_virq(platform.DOM0, evtchn.VIRQ_DOM_EXC)
+        #: the last picture of each destroyed domain's VGA (width, height, RGB)
+        self.pictures: dict[int, tuple[int, int, bytes]] = {}
         self.domains: dict[int, HvmDomain] = {}
         self.next_domid = 1
         self.stopped: str | None = None
@@ -173,7 +181,7 @@ class ReferenceXen:
         events = self.events
         vmm.take_irq_event = lambda: events.take_pending(events.domain(domid), irq_port)
         self.domains[domid] = HvmDomain(domid, config, [hw], vmm, page, lines=lines,
-                                        irq_port=irq_port)
+                                        irq_port=irq_port, vga_rom=image.vga_rom)
         return domid
 
     def start_device_model(self, domid: int) -> None:
@@ -186,7 +194,7 @@ class ReferenceXen:
                               self.device_model_emit(domid),
                               lines=dom.lines, irq_port=dom.irq_port,
                               serial_input=self.serial_input,
-                              serial_source=self.serial_source)
+                              serial_source=self.serial_source, vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.events.remove_domain(domid)
@@ -225,6 +233,8 @@ class ReferenceXen:
         dom = self.domains.get(domid)
         if dom is not None and dom.qemu is not None:
             dom.qemu.stop()
+            if dom.qemu.vga is not None:      # what the screen showed at the end
+                self.pictures[domid] = dom.qemu.vga.picture_rgb()
         if self.domains.pop(domid, None) is not None:
             self.events.remove_domain(domid)
             # the domain is dead: dom0 hears of it as of a shutdown
@@ -403,7 +413,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     if image.kind == "firmware":
         exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
     return RunResult("reference", image.name, exit_info, instructions,
-                     time.perf_counter() - started, recorder.events)
+                     time.perf_counter() - started, recorder.events,
+                     xen.pictures.get(domid))
 
 
 def _stuck(xen: ReferenceXen, dom: HvmDomain, stopper: str | None = None) -> dict:

@@ -66,7 +66,8 @@ def ram_ranges(memory_bytes: int) -> list[tuple[int, int]]:
 # the text window qemu-dm's VGA maps its video memory at (VGA memory map 3)
 VGA_TEXT_BASE = 0xB8000
 VGA_TEXT_SIZE = 0x8000
-VGA_PORTS = range(0x3C0, 0x3E0)  # attribute .. CRTC and input status (colour)
+VGA_PORTS = range(0x3B0, 0x3E0)  # the VGA's registers, monochrome and colour sets
+VBE_PORTS = range(0x1CE, 0x1D1)  # Bochs VBE DISPI index and data
 
 MIN_MEMORY_MIB = 1
 DEFAULT_MEMORY_MIB = 16
@@ -248,13 +249,16 @@ PCI_REV_HOST_BRIDGE = 0x02      # QEMU's i440fx revision
 PCI_BDF_ISA_BRIDGE = (1, 0)     # Intel 82371SB PIIX3 function 0 (PCI-to-ISA bridge)
 PCI_ID_ISA_BRIDGE = (0x8086, 0x7000)
 PCI_CLASS_ISA_BRIDGE = 0x060100
-# Xen 3.x's qemu-dm boots with ``cirrus_vga_enabled = 1`` (vl.c) unless
-# ``stdvga=1``: a Cirrus CLGD5446 (``PCI_DEVICE_ID_CIRRUS_5446`` 0x00b8,
-# hw/cirrus_vga.c), display controller class 0x0300, in slot 2
+# the std VGA of Xen 3.x's qemu-dm with ``stdvga=1`` (tools/ioemu/hw/vga.c,
+# ``pci_vga_init``): the "dummy VGA" ID Bochs and QEMU use (1234:1111),
+# display controller class 0x0300, revision 0, in slot 2, with its video
+# memory (``VGA_RAM_SIZE``, 8 MiB) as memory BAR 0, prefetchable: the VBE
+# linear frame buffer (:mod:`spec.devices.vga`). (QEMU 7.2's ``-device VGA``
+# adds subsystem 1af4:1100 and, unless ``mmio=off``, a 4 KiB BAR 2.)
 PCI_BDF_VGA = (2, 0)
-PCI_ID_VGA = (0x1013, 0x00B8)
+PCI_ID_VGA = (0x1234, 0x1111)
 PCI_CLASS_VGA = 0x030000
-PCI_VGA_BAR_SIZES = (32 << 20, 4 << 10)     # BAR0 VRAM (prefetchable), BAR1 MMIO
+PCI_VGA_BAR_SIZES = (8 << 20,)
 # Xen 3.0.4's qemu-dm (tools/ioemu/target-i386-dm/piix_pci-dm.c, piix3_reset):
 # PIIX3 function 0's command 0x0007 and status 0x0200, and the device-specific
 # bytes it sets (PIRQ routes 0x60-0x63 disabled, top of memory 0x69, ...)

@@ -28,9 +28,10 @@ the pass of its main loop. The UART drives IRQ4 and the keyboard controller
 (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12; the DMA
 controllers (:mod:`spec.devices.dma`) are registers only. The firmware
 writes its log to the Bochs BIOS debug ports (:mod:`spec.devices.debugport`).
-The VGA (:mod:`spec.devices.vga`) shares its video memory with the guest
-and refreshes the display on a timer
-of its own. Timers run on the virtual clock: qemu-dm tells the VMM
+The VGA (:mod:`spec.devices.vga`) has its registers on ports, the legacy
+window ``0xA0000``-``0xBFFFF`` and its PCI BAR 0 on the MMIO bus, shares
+the one view of its video memory the display shows with the guest, and
+refreshes the display on a timer of its own. Timers run on the virtual clock: qemu-dm tells the VMM
 its next deadline (the VMM arms the vcpu's preemption timer with it), and a
 pass at or after a deadline runs the timer: the UART's receiver takes its next input byte or, with its
 FIFO enabled, signals a character timeout.
@@ -79,7 +80,8 @@ from spec.devices.pci import PciHost
 from spec.devices.cmos import Cmos
 from spec.devices.testdev import TestDevice
 from spec.devices.uart import Uart16550
-from spec.devices.vga import REFRESH_NS, Vga
+from spec.devices.vga import (PORT_RANGES, REFRESH_NS, WINDOW_BASE, WINDOW_SIZE, Vga,
+                              VgaLinear, VgaPorts, VgaWindow)
 
 
 class GuestMemoryMap(Protocol):
@@ -106,6 +108,8 @@ class QemuDmHost(Protocol):
 
     def map_vram(self, gpa: int, buffer) -> None: ...
 
+    def unmap_vram(self, gpa: int, length: int) -> None: ...
+
     def track_dirty_vram(self, first_pfn: int, nr: int) -> int: ...
 
     def dirty_vram_pending(self) -> bool: ...
@@ -120,7 +124,8 @@ class QemuDm:
                  memory: GuestMemoryMap, host: QemuDmHost,
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
-                 serial_input: bytes = b"", serial_source=None) -> None:
+                 serial_input: bytes = b"", serial_source=None,
+                 vga_rom: bytes | None = None) -> None:
         self.domid = domid
         #: a live line into COM1 (the user's terminal): ``read()`` gives the
         #: bytes that arrived since the last call, without waiting
@@ -144,9 +149,14 @@ class QemuDm:
             self.bus.register(platform.COM1_BASE, 8, self.uart)
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
+        self.mmio = MmioBus(emit)
         self.vga = Vga(host) if config.vga else None
+        self.lfb: VgaLinear | None = None
         if self.vga is not None:
-            self.bus.register(platform.VGA_PORTS.start, len(platform.VGA_PORTS), self.vga)
+            for base, count in PORT_RANGES:
+                self.bus.register(base, count, VgaPorts(self.vga, base))
+            self.mmio.register(WINDOW_BASE, WINDOW_SIZE, VgaWindow(self.vga))
+            self.lfb = VgaLinear(self.vga)
         self.display_period = 0
         #: CMOS RAM (:mod:`spec.devices.cmos`): the bytes from 0x0E on, the
         #: accesses Xen's RTC passes on
@@ -164,10 +174,11 @@ class QemuDm:
         self.dma = Dma8237()
         for port, count in platform.DMA_PORTS:
             self.bus.register(port, count, _Offset(self.dma, port))
-        self.mmio = MmioBus(emit)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,
-                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT))
+                           lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
+                           vga_bar=self._move_linear_frame_buffer,
+                           vga_rom=vga_rom if self.vga is not None else None)
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
         for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE):
             self.bus.register(base, platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
@@ -178,6 +189,15 @@ class QemuDm:
                             for v in range(config.vcpus)]
         self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None
         dm_config.announce(xs, domid)
+
+    def _move_linear_frame_buffer(self, base: int | None) -> None:
+        """The VGA's BAR 0 moved: its trapped accesses are now at ``base``."""
+        if self.lfb is None:
+            return
+        self.mmio.unregister(self.lfb)
+        if base is not None:
+            self.mmio.register(base, self.vga.registers.vram_size, self.lfb)
+        self.vga.set_linear_base(base)
 
     def set_irq(self, line: int, level: int) -> None:
         """A device drives ISA line ``line`` to ``level``."""

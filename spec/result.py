@@ -26,6 +26,8 @@ class RunResult:
     instructions: int
     seconds: float
     trace: list[trace.Event] = field(default_factory=list)
+    #: the VGA's last picture (width, height, RGB pixels), or None without a VGA
+    picture: tuple[int, int, bytes] | None = None
 
     @property
     def serial(self) -> str:

@@ -429,17 +429,27 @@ class MapcacheStats(Event):
 
 @dataclass(frozen=True)
 class DisplayUpdate(Event):
-    """qemu-dm's display scanner found the text screen changed
-    (:mod:`spec.devices.vga`): ``rows`` are the changed rows (0-24), ``cells``
-    each changed row's 80 character/attribute byte pairs in hex, ``cursor``
-    the cursor's ``[row, column]`` (``[]`` when it is off or outside the
-    screen), ``frame`` a hash of the whole frame (cells and cursor), and
-    ``icount`` the virtual time of the refresh (the clock of
-    :mod:`spec.clock`: the instruction count plus the bus time of I/O)."""
+    """qemu-dm's display scanner found the picture changed
+    (:mod:`spec.devices.vga`): ``mode`` is the VGA's display mode (``text``,
+    ``planar16``, ``cga4``, ``chain4-256``, ``linear``, ``blank``),
+    ``width`` and ``height`` the picture in pixels, ``rects`` the changed
+    rectangles ``[x, y, width, height]``, ``frame`` a hash of the whole
+    picture's pixels, and ``icount`` the virtual time of the refresh (the
+    clock of :mod:`spec.clock`: the instruction count plus the bus time of
+    I/O). In text modes also ``grid`` ``[columns, rows]``, ``rows`` the
+    changed character rows, ``cells`` each changed row's character and
+    attribute byte pairs in hex, and ``cursor`` ``[row, column, first scan
+    line, last scan line]`` (``[]`` when it is off or outside the screen);
+    in graphics modes these are empty."""
 
     kind: ClassVar[str] = "display"
     actor: ClassVar[str] = "qemu-dm"
     icount: int
+    mode: str
+    width: int
+    height: int
+    rects: list
+    grid: list
     rows: list
     cells: list
     cursor: list

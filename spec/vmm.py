@@ -228,7 +228,8 @@ class Vmm:
         self.take_irq_event = take_irq_event    # test-and-clear the interrupt port
         self.window = [False] * len(vcpus)     # interrupt-window exiting requested
         #: HVMOP_track_dirty_vram (:mod:`spec.dirty_vram`), on vcpu 0's p2m
-        self.dirty_vram = DirtyVram(vcpus[0].set_writable)
+        self.dirty_vram = DirtyVram(vcpus[0].set_writable, lambda first, nr: vcpus[0].watch_writes(
+            first, nr, self.dirty_vram.stored))
         vcpus[0].on_copy = self.dirty_vram.copied
         #: the domain's p2m as hypercalls change it (:mod:`spec.memory_op`)
         self.p2m = memory_op.P2m(vcpus[0].ram_ranges(), vcpus[0].unmap_page,

@@ -165,6 +165,7 @@ class HardwareVcpu(GuestLinear):
         self._again = 0
         self._exit_next: tuple[int, int, bytes, int] | None = None
         self._block: Block | None = None
+        self._watch = None                  # the write watch's hook (watch_writes)
         self._base = 0
         self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
@@ -209,6 +210,12 @@ class HardwareVcpu(GuestLinear):
         self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
         self.foreign.append((gpa, gpa + size, buffer))
 
+    def unmap_foreign(self, gpa: int, length: int) -> None:
+        """Remove a mapping :meth:`map_foreign` made: the range is a hole
+        again (an access there is an MMIO exit)."""
+        self.uc.mem_unmap(gpa, length)
+        self.foreign = [f for f in self.foreign if (f[0], f[1]) != (gpa, gpa + length)]
+
     def map_rom(self, gpa: int, data: bytes) -> None:
         """A ROM in the domain's physical address space (a firmware's alias
         below 4 GiB, :mod:`spec.hvmloader`): readable and executable, not
@@ -216,6 +223,20 @@ class HardwareVcpu(GuestLinear):
         self.uc.mem_map(gpa, len(data), unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
         self.uc.mem_write(gpa, data)
         self.foreign.append((gpa, gpa + len(data), data))
+
+    def watch_writes(self, first_pfn: int, nr: int, stored: Callable[[int, int], None]) -> None:
+        """Report every guest store into pages ``first_pfn`` .. ``+ nr`` to
+        ``stored(gpa, size)``; ``nr = 0`` stops (:mod:`spec.dirty_vram`,
+        "Watched ranges")."""
+        if self._watch is not None:
+            self.uc.hook_del(self._watch)
+            self._watch = None
+        if nr:
+            first = first_pfn << platform.PAGE_SHIFT
+            self._watch = self.uc.hook_add(
+                unicorn.UC_HOOK_MEM_WRITE,
+                lambda uc, access, address, size, value, data: stored(address, size),
+                begin=first, end=first + (nr << platform.PAGE_SHIFT) - 1)
 
     def set_writable(self, pfn: int, writable: bool) -> None:
         """The EPT write permission of one page (a log-dirty page is read-only)."""

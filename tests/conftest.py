@@ -87,6 +87,7 @@ def both(image: GuestImage, **kwargs):
     assert len(a) == len(b)
     assert ref.exit == imp.exit
     assert ref.instructions == imp.instructions
+    assert ref.picture == imp.picture, "the engines' last pictures differ"
     return ref
 
 

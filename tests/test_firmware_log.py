@@ -235,7 +235,7 @@ def test_until_is_in_the_help():
 #
 # QEMU runs the same firmware file with a debug console at 0x402 and one at
 # 0x500 (the VGA BIOS's log), on a pc machine made as close to hvmspec's as
-# its options allow (hvmspec/qemu_peer.py: 16 MiB, no APIC, a COM1, a Cirrus
+# its options allow (hvmspec/qemu_peer.py: 16 MiB, no APIC, a COM1, the std
 # VGA in slot 2, the boot order of the CMOS). Lines only one machine prints, and values that
 # follow a device only one of them has, are masked, each with its reason;
 # every other line must be the same, in order, port by port, from the

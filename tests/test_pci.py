@@ -54,7 +54,7 @@ def test_bus_0(pci):
     assert pci.config(1, 0, 0) == 0x70008086
     assert pci.config(1, 0, 8) == 0x06010000
     assert pci.config(1, 0, 0x0C) == 0x00800000      # header type: multi-function
-    assert pci.config(2, 0, 0) == 0x00B81013
+    assert pci.config(2, 0, 0) == 0x11111234            # the std VGA
     assert pci.config(2, 0, 8) == 0x03000000
     assert pci.config(3, 0, 0) == 0x7E571234
     assert pci.config(3, 0, 8) == 0xFF000000
@@ -169,7 +169,7 @@ def test_platform_guest():
         "pci 00:00.0 8086:1237 class 060000\n"
         "pci 00:01.0 8086:7000 class 060100\n"
         "pci 00:01.2 8086:7113 class 068000\n"
-        "pci 00:02.0 1013:00b8 class 030000\n"
+        "pci 00:02.0 1234:1111 class 030000\n"
         "pci 00:03.0 1234:7e57 class ff0000\n"
         "cmos D 80 base 0280 ext 3c00\n"
         "rtc 2026-01-01 00:00:00\n"

@@ -84,10 +84,11 @@ LONG_MODE = {"lm64", "exceptions"}
 #: guests that draw on the text screen: QEMU gets a VGA (``-nodefaults`` has none)
 DISPLAY = {"vga", "demo"}
 #: QEMU options that make its pc machine the one a guest expects: for the
-#: platform guest, Xen 3.x qemu-dm's Cirrus VGA in slot 2, hvmspec's 16 MiB
+#: platform guest, Xen 3.x qemu-dm's std VGA in slot 2 (8 MiB of video memory, no
+#: QEMU MMIO BAR), hvmspec's 16 MiB
 #: (the CMOS memory bytes), and an RTC that starts at hvmspec's default
 #: 2026-01-01 00:00:00 and runs on QEMU's virtual clock
-QEMU_ARGS = {"platform": ["-vga", "cirrus", "-m", "16",
+QEMU_ARGS = {"platform": ["-vga", "none", "-device", "VGA,vgamem_mb=8,mmio=off", "-m", "16",
                           "-rtc", "base=2026-01-01T00:00:00,clock=vm"],
              "dma": ["-m", "4096"],
              # QEMU's UART times the character timeout on its virtual clock,

@@ -153,11 +153,11 @@ def _write_timer(out: Path) -> None:
 # --- the display ---------------------------------------------------------------------------
 
 def _write_display(out: Path) -> None:
-    """``demo_screen.png`` (the demo's final frame, from its reference trace),
+    """``demo_screen.png`` (the demo's final picture, as the reference's scanner drew it),
     ``demo_screen.txt``, and ``vga_updates.rst``: the vga guest's display
     updates with the log-dirty faults of each refresh period."""
     try:
-        from hvmspec.display import Screen
+        from hvmspec.display import Screen, write_png
         from hvmspec.engines import runner
         from spec.loader import load
         demo = runner("reference")(load("demo"))
@@ -170,7 +170,7 @@ def _write_display(out: Path) -> None:
             raise ExtensionError(f"hvmspec docs: {result.guest} did not power off: {result.exit}")
     screen = Screen.from_trace(demo.trace)
     png = out / "demo_screen.png"
-    screen.png(png)
+    write_png(png, *demo.picture)
     _write(out / "demo_screen.txt", screen.text() + "\n")
     events = [e.to_json() for e in vga.trace]
     rows, faults = [], []

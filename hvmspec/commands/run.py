@@ -192,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if sink is not None:
             sink.close()
     if args.screenshot:
-        _screenshot(terminal.screen, args.screenshot)
+        _screenshot(result.picture, args.screenshot)
     if until is not None and until.seen_in is not None and control.reason == _Until.REASON:
         result.exit = until.fate(result.exit, result.instructions)
     interrupted = result.exit.get("reason") == "interrupted"
@@ -420,9 +420,14 @@ class _Terminal:
             print(f"{rule}\n{self.screen.text()}\n{rule}", file=self.stream)
 
 
-def _screenshot(screen, path: Path) -> None:
+def _screenshot(picture, path: Path) -> None:
+    from hvmspec.display import write_png
+    if picture is None:
+        raise GuestError(f"--screenshot {path}: the domain has no VGA (vga = 0 or nographic)")
     try:
-        screen.png(path)
+        write_png(path, *picture)
+    except ValueError as exc:
+        raise GuestError(f"--screenshot {path}: {exc}") from None
     except OSError as exc:
         raise GuestError(f"--screenshot {path}: {exc.strerror or exc}") from None
 

@@ -2,7 +2,8 @@
 
 Room: the i440FX host bridge's configuration ports 0xCF8-0xCFF, the type-0
 configuration headers of the functions on bus 0, the test device's memory
-BAR (which places :mod:`spec.devices.testdev` on the MMIO bus), and the
+BAR (which places :mod:`spec.devices.testdev` on the MMIO bus), the VGA's
+BAR 0 (reported to the VGA, which places its linear frame buffer), and the
 PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
 Specification 2.1 (3.2.2.3.2 "Configuration Mechanism #1", 6.1 "Configuration
 Space Organization", 6.2.5 "Base Addresses"); Intel 82441FX PMC data sheet
@@ -44,9 +45,11 @@ BDF      ID         class    device
                              (``piix3_devfn + 2`` with ``acpi=1``); the
                              other PIIX3 functions (IDE 00:01.1, USB) are
                              not modelled and read all-ones
-00:02.0  1013:00b8  030000   Cirrus CLGD5446, Xen 3.x qemu-dm's default VGA;
-                             BAR0 32 MiB prefetchable (VRAM), BAR1 4 KiB;
-                             only its configuration space is modelled
+00:02.0  1234:1111  030000   the std VGA (Xen 3.x qemu-dm's ``stdvga=1``,
+                             :mod:`spec.devices.vga`): BAR0 8 MiB
+                             prefetchable, its video memory, which the
+                             VGA shows at the BAR as the VBE linear frame
+                             buffer
 00:03.0  1234:7e57  ff0000   hvmspec's test device: BAR0 4 KiB memory
 =======  =========  =======  =============================================
 
@@ -59,6 +62,15 @@ device-specific bytes 0x40-0xFF (stored without effect, as QEMU's default
 ``wmask``). A memory BAR of size *S* keeps its low 4 bits (type,
 prefetchable) and its bits below *S* read-only 0, so writing all-ones and
 reading back gives the size mask (``~(S - 1)`` with the type bits).
+
+The VGA's expansion ROM (PCI 2.1, 6.2.5.2 "Expansion ROM Base Address
+Register", offset 0x30), when qemu-dm was given one (SeaBIOS's VGA BIOS,
+:mod:`spec.hvmloader`): a power of two of at least 2 KiB that holds the
+file, the rest zero (QEMU's ``pci_add_option_rom``); bit 0 enables it and
+bits 31:11 are its address, the ones below its size read-only 0. It is
+decoded, read-only, while it is enabled, the memory-space bit is set and
+the address is not 0; writes to it are dropped. Without a ROM, 0x30 reads 0
+and is read-only.
 
 The test device decodes its BAR0 page only while the command register's
 memory-space bit (bit 1) is set, the BAR is not 0, and the page does not
@@ -145,6 +157,9 @@ HEADER_TYPE, BAR0, SUBSYSTEM, ROM_BAR, INTERRUPT_LINE = 0x0E, 0x10, 0x2C, 0x30, 
 COMMAND_WRITABLE = 0x0547
 COMMAND_MEMORY = 0x0002
 BAR_PREFETCH = 0x08
+ROM_BAR = 0x30
+ROM_ENABLE = 0x01
+ROM_MIN_SIZE = 0x800
 RCR_RESET_CPU, RCR_HARD = 0x04, 0x02
 ADDRESS_MASK = 0x80FFFFFC
 ENABLE = 0x80000000
@@ -156,7 +171,7 @@ class PciFunction:
     def __init__(self, name: str, ids: tuple[int, int], class_code: int, revision: int = 0,
                  header_type: int = 0, bars: tuple[tuple[int, int, int], ...] = (),
                  command: int = 0, status: int = 0,
-                 specific: dict[int, int] | None = None) -> None:
+                 specific: dict[int, int] | None = None, rom: bytes | None = None) -> None:
         """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ...;
         ``specific``: the bytes (offset: value) qemu-dm sets at reset beyond the
         IDs, class and BARs, the interrupt pin (0x3D) among them."""
@@ -177,6 +192,11 @@ class PciFunction:
             self._put(BAR0 + 4 * i, 4, address | flags)
             self._put(BAR0 + 4 * i, 4, ~(size - 1) & 0xFFFFFFF0, self.wmask)
         self.wmask[0x40:] = b"\xff" * 0xC0
+        self.rom = b""
+        if rom:
+            size = max(ROM_MIN_SIZE, 1 << (len(rom) - 1).bit_length())
+            self.rom = bytes(rom) + bytes(size - len(rom))
+            self._put(ROM_BAR, 4, ~(size - 1) & 0xFFFFF800 | ROM_ENABLE, self.wmask)
         for at, byte in (specific or {}).items():
             self.config[at] = byte
 
@@ -192,6 +212,14 @@ class PciFunction:
 
     def word(self, at: int, size: int) -> int:
         return int.from_bytes(self.config[at:at + size], "little")
+
+    def rom_address(self) -> int | None:
+        """Where the expansion ROM is decoded, or None (module docstring)."""
+        value = self.word(ROM_BAR, 4)
+        if not self.rom or not value & ROM_ENABLE or not self.word(COMMAND, 2) & COMMAND_MEMORY:
+            return None
+        base = value & ~(len(self.rom) - 1) & 0xFFFFF800
+        return base or None
 
     def bar_address(self, index: int) -> int | None:
         """Where memory BAR ``index`` is decoded, or None (QEMU's ``pci_bar_address``)."""
@@ -210,8 +238,14 @@ class PciHost:
 
     sizes = (1, 2, 4)
 
-    def __init__(self, mmio, testdev, reset: Callable[[], None]) -> None:
+    def __init__(self, mmio, testdev, reset: Callable[[], None],
+                 vga_bar: Callable[[int | None], None] = lambda base: None,
+                 vga_rom: bytes | None = None) -> None:
+        """``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
+        nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM."""
         self.name = "pci"
+        self.vga_bar = vga_bar
+        self.vga_at: int | None = None
         self.mmio = mmio
         self.testdev = testdev
         self.reset = reset
@@ -227,15 +261,17 @@ class PciHost:
                                               specific=p.PIIX3_RESET),
             p.PCI_BDF_PM: PciFunction("piix4_pm", p.PCI_ID_PM, p.PCI_CLASS_PM, p.PCI_REV_PM,
                                       specific=p.PM_RESET),
-            p.PCI_BDF_VGA: PciFunction("cirrus", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
-                                       bars=((p.PCI_VGA_BAR_SIZES[0], BAR_PREFETCH, 0),
-                                             (p.PCI_VGA_BAR_SIZES[1], 0, 0))),
+            p.PCI_BDF_VGA: PciFunction("stdvga", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
+                                       bars=((p.PCI_VGA_BAR_SIZES[0], BAR_PREFETCH, 0),),
+                                       rom=vga_rom),
             p.PCI_BDF_TESTDEV: PciFunction("testdev", p.PCI_ID_TESTDEV, p.PCI_CLASS_TESTDEV,
                                            bars=((p.TESTDEV_SIZE, 0, p.TESTDEV_BASE),),
                                            command=COMMAND_MEMORY),
         }
         self.testdev_at: int | None = None
-        self._map_testdev()
+        self.rom_at: int | None = None
+        self.option_rom = OptionRom("stdvga-rom", self.functions[p.PCI_BDF_VGA].rom)
+        self._map_bars()
 
     def function(self) -> PciFunction | None:
         """The function CONFIG_ADDRESS selects, or None (absent or not enabled)."""
@@ -244,15 +280,27 @@ class PciHost:
             return None
         return self.functions.get(((a >> 11) & 0x1F, (a >> 8) & 0x7))
 
-    def _map_testdev(self) -> None:
+    def _map_bars(self) -> None:
+        """Follow the BARs: the test device on the MMIO bus, the VGA's BAR 0 to the VGA."""
         at = self.functions[platform.PCI_BDF_TESTDEV].bar_address(0)
-        if at == self.testdev_at:
-            return
-        if self.testdev_at is not None:
-            self.mmio.unregister(self.testdev)
-        if at is not None:
-            self.mmio.register(at, platform.TESTDEV_SIZE, self.testdev)
-        self.testdev_at = at
+        if at != self.testdev_at:
+            if self.testdev_at is not None:
+                self.mmio.unregister(self.testdev)
+            if at is not None:
+                self.mmio.register(at, platform.TESTDEV_SIZE, self.testdev)
+            self.testdev_at = at
+        vga = self.functions[platform.PCI_BDF_VGA]
+        vga_at = vga.bar_address(0)
+        if vga_at != self.vga_at:
+            self.vga_at = vga_at
+            self.vga_bar(vga_at)
+        rom_at = vga.rom_address()
+        if rom_at != self.rom_at:
+            if self.rom_at is not None:
+                self.mmio.unregister(self.option_rom)
+            if rom_at is not None:
+                self.mmio.register(rom_at, len(vga.rom), self.option_rom)
+            self.rom_at = rom_at
 
     def io_read(self, offset: int, size: int) -> int:
         if offset < 4:
@@ -285,4 +333,19 @@ class PciHost:
             port = offset + i
             if port <= 7:
                 fn.write((self.address & 0xFC) + port - 4, (value >> 8 * i) & 0xFF)
-        self._map_testdev()
+        self._map_bars()
+
+
+class OptionRom:
+    """A PCI expansion ROM on the MMIO bus: reads its bytes, drops writes."""
+
+    sizes = (1, 2, 4, 8)
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.data = name, data
+
+    def io_read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.data[offset:offset + size], "little")
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        pass

@@ -20,7 +20,7 @@ Which window decodes (graphics controller register 6, bits 3:2):
 map   window                 offset into video memory
 ====  =====================  ==========================================
 0     ``0xA0000``, 128 KiB    the address less ``0xA0000``
-1     ``0xA0000``, 64 KiB     the same (plus the VBE bank; 0 here)
+1     ``0xA0000``, 64 KiB     the same plus the VBE bank offset
 2     ``0xB0000``, 32 KiB     the address less ``0xB0000``
 3     ``0xB8000``, 32 KiB     the address less ``0xB8000``
 ====  =====================  ==========================================
@@ -74,10 +74,13 @@ GR_READ_MAP, GR_MODE, GR_MISC, GR_COLOR_DONT_CARE, GR_BIT_MASK = 4, 5, 6, 7, 8
 
 class Registers(NamedTuple):
     """What the memory rules read: the sequencer's and the graphics
-    controller's registers (indexable, as the device keeps them)."""
+    controller's registers (indexable, as the device keeps them), and the
+    VBE bank offset in bytes (DISPI register 5 times 64 KiB, which QEMU's
+    ``vga_mem_readb``/``vga_mem_writeb`` add in memory map 1)."""
 
     sr: bytes | bytearray
     gr: bytes | bytearray
+    bank: int = 0
 
 
 def expand(planes: int) -> int:
@@ -90,9 +93,12 @@ def offset_of(regs: Registers, address: int) -> int | None:
     """The offset into video memory's addressing of a guest-physical
     ``address`` in the legacy window, or None when the selected window does
     not decode it."""
-    start, size = WINDOWS[regs.gr[GR_MISC] >> 2 & 3]
+    memory_map = regs.gr[GR_MISC] >> 2 & 3
+    start, size = WINDOWS[memory_map]
     offset = address - start
-    return offset if 0 <= offset < size else None
+    if not 0 <= offset < size:
+        return None
+    return offset + regs.bank if memory_map == 1 else offset
 
 
 def _odd_even_index(regs: Registers, offset: int) -> int:

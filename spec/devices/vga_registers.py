@@ -631,7 +631,8 @@ class VgaRegisters:
 
     def memory_registers(self) -> vga_memory.Registers:
         """The registers :mod:`spec.devices.vga_memory` reads."""
-        return vga_memory.Registers(self.sr_vbe if self.vbe_enabled else self.sr, self.gr)
+        return vga_memory.Registers(self.sr_vbe if self.vbe_enabled else self.sr, self.gr,
+                                    self.bank_offset)
 
     def timing(self) -> Timing:
         """The CRTC's raster timing (module docstring)."""
