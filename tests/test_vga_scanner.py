@@ -1,8 +1,8 @@
 """The VGA's scanner (spec.devices.vga_scanner): the same register and video
 memory accesses on the spec (VgaRegisters, vga_memory's rules on 8 MiB of
-video memory) and on QEMU 7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's
-VGA_RAM_SIZE) through qtest; QEMU's screendump and the scanner's picture
-equal pixel for pixel. Then, by hand: a band's spans hold every byte it
+video memory), on impl (impl.vga_ports, vga_planes, vga_scan) and on QEMU
+7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's VGA_RAM_SIZE) through qtest;
+QEMU's screendump and both scanners' pictures equal pixel for pixel. Then, by hand: a band's spans hold every byte it
 reads."""
 
 import base64
@@ -15,6 +15,9 @@ import time
 
 import pytest
 
+from impl import vga_scan
+from impl.vga_planes import VgaPlanes
+from impl.vga_ports import VgaPorts
 from spec.devices import vga_memory
 from spec.devices import vga_registers as vr
 from spec.devices import vga_scanner as sc
@@ -151,6 +154,28 @@ class Model:
         return display.width, display.height, pixels
 
 
+class ImplModel(Model):
+    """impl's side: impl.vga_ports, impl.vga_planes and impl.vga_scan on 8 MiB."""
+
+    def __init__(self) -> None:
+        self.regs = VgaPorts(VRAM)
+        self.vram = bytearray(VRAM)
+        self.planes = VgaPlanes(self.vram, self.regs)
+
+    def _write(self, address: int, data: bytes) -> None:
+        if address >= LFB:
+            self.vram[address - LFB:address - LFB + len(data)] = data
+            return
+        for i in range(0, len(data), 4):                 # dwords through the window
+            chunk = data[i:i + 4]
+            self.planes.write(address + i, len(chunk), int.from_bytes(chunk, "little"))
+
+    def screen(self, blink: bool) -> tuple[int, int, bytes]:
+        display = self.regs.display()
+        pixels = vga_scan.draw(display, self.regs.palette_rgb(), self.vram, blink)
+        return display.width, display.height, pixels
+
+
 def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -> str:
     if ours[:2] != theirs[:2]:
         return f"size {ours[:2]} != QEMU's {theirs[:2]}"
@@ -165,15 +190,16 @@ def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -
 
 def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
     """Each picture's steps (name, steps[, the cursor's phase]) on both
-    sides, then both pictures compared; one QEMU for all of them. Returns
+    sides (and on impl's VGA), then the pictures compared; one QEMU for all of them. Returns
     QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
     the cursor's phase is on, but for the turn each change between text,
     graphics and blank makes (vga_scanner's docstring)."""
-    qemu, model, shots, failures = Qemu(), Model(), [], []
+    qemu, model, impl, shots, failures = Qemu(), Model(), ImplModel(), [], []
     try:
         for name, steps, *blink in pictures:
             qemu.run(steps)
             model.run(steps)
+            impl.run(steps)
             theirs = qemu.screen()
             shots.append(theirs)
             display = model.regs.display()
@@ -182,6 +208,9 @@ def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
             difference = _differences(model.screen(*blink or [True]), theirs)
             if difference:
                 failures.append(f"{name}: {difference}")
+            difference = _differences(impl.screen(*blink or [True]), theirs)
+            if difference:
+                failures.append(f"{name} (impl): {difference}")
     finally:
         qemu.close()
     assert not failures, "\n".join(failures)
