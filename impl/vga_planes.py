@@ -49,6 +49,11 @@ class VgaPlanes:
     :class:`impl.vga_ports.VgaPorts`, or anything with its ``memory_sr``,
     ``gr``, ``bank_offset`` and ``watch()``).
 
+    The four access methods are replaced whenever the registers change:
+    look them up on the object at each access (``planes.write_byte(...)``);
+    a method kept from before a change stays correct but compiles the rules
+    again at every call.
+
     ``banked``: memory map 1 adds the VBE bank (``ports.bank_offset``) to
     the offset, as QEMU's ``vga_mem_readb``/``vga_mem_writeb`` do; the
     reference's memory rules leave the bank to the device, so differential
