@@ -2,8 +2,8 @@
 memory accesses on the spec (VgaRegisters, vga_memory's rules on 8 MiB of
 video memory), on impl (impl.vga_ports, vga_planes, vga_scan) and on QEMU
 7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's VGA_RAM_SIZE) through qtest;
-QEMU's screendump and both scanners' pictures equal pixel for pixel. Then, by hand: a band's spans hold every byte it
-reads."""
+QEMU's screendump and both scanners' pictures equal pixel for pixel. Then,
+by hand: a band's spans hold every byte it reads."""
 
 import base64
 import os
@@ -189,9 +189,9 @@ def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -
 
 
 def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
-    """Each picture's steps (name, steps[, the cursor's phase]) on both
-    sides (and on impl's VGA), then the pictures compared; one QEMU for all of them. Returns
-    QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
+    """Each picture's steps (name, steps[, the cursor's phase]) on the spec,
+    on impl's VGA and on QEMU, then the pictures compared; one QEMU for all
+    of them. Returns QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
     the cursor's phase is on, but for the turn each change between text,
     graphics and blank makes (vga_scanner's docstring)."""
     qemu, model, impl, shots, failures = Qemu(), Model(), ImplModel(), [], []
