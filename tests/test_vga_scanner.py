@@ -263,9 +263,9 @@ def _mode(mode: int) -> list[tuple]:
     return _init_vga_card() + _set_mode(mode)
 
 
-def _vbe(xres: int, yres: int, bpp: int, virtual: int = 0, x: int = 0, y: int = 0
-         ) -> list[tuple]:
-    steps = _mode(0x13) + MAP_LFB + _vbe_mode(xres, yres, bpp)
+def _vbe(xres: int, yres: int, bpp: int, virtual: int = 0, x: int = 0, y: int = 0,
+         enable: int = 0x41) -> list[tuple]:
+    steps = _mode(0x13) + MAP_LFB + _vbe_mode(xres, yres, bpp, enable)
     for index, value in ((6, virtual), (8, x), (9, y)):
         if value:
             steps += [("out", 0x1CE, index, 2), ("out", 0x1CF, value, 2)]
@@ -351,6 +351,21 @@ def test_vbe_4bpp_is_planar():
     rng = random.Random(7)
     steps = _vbe(800, 600, 4) + [("write", LFB, rng.randbytes(400 * 600))]
     _same_pictures([("800x600x4", steps)])
+
+
+def test_8_bit_dac_and_the_cga_160x100_rows_as_qemu_draws():
+    """VBE's 8-bit DAC: the DAC's bytes are the colours as they are; a text
+    mode whose vertical total (CRTC 6) is 100 has 100 rows whatever its
+    height (QEMU's "ugly hack for CGA 160x100x16")."""
+    rng = random.Random(9)
+    dac = [("out", 0x3C8, 0)] + [("out", 0x3C9, rng.randrange(256)) for _ in range(768)]
+    pictures = [("8-bit DAC", _vbe(320, 200, 8, enable=0x61) + dac
+                 + [("write", LFB, rng.randbytes(320 * 200))]),
+                ("160x100", [("out", 0x1CE, 4, 2), ("out", 0x1CF, 0, 2)] + _mode(0x03)
+                 + _font(rng) + _text(rng, 8000)
+                 + _regs(0x3D4, {0x11: 0x0E, 0x06: 100, 0x09: 0x01}))]
+    shots = _same_pictures(pictures)
+    assert shots[1][:2] == (720, 200)
 
 
 def test_blank_paints_the_last_picture_black():
@@ -611,6 +626,29 @@ def test_cursor_blink_phase_is_a_function_of_virtual_time():
     assert differ and differ <= set(range(16))
     columns = {i % row // 3 // 9 for i in range(len(on)) if on[i] != off[i]}
     assert columns == {20}
+    assert sc.next_blink_turn(0) == half and sc.next_blink_turn(half) == 2 * half
+    assert sc.cursor_bands(display, sc.bands(display, VRAM)) == [band]
+
+
+def test_cursor_bands_are_every_band_showing_its_word():
+    """After the line compare's restart the cursor's word shows twice: both
+    bands change with its phase; a hidden cursor changes none."""
+    display, palette, vram = _layout("mode 3 split, two fonts")
+    # rows 0-12 from byte 0x400, rows 13-24 from 0: word 0x151 (byte 0x544) is
+    # cell 1 of row 1 and cell 17 of row 17
+    display = display._replace(cursor=(0x100 + 81, 0, 15))
+    band_list = sc.bands(display, VRAM)
+    shown = sc.cursor_bands(display, band_list)
+    assert [band.first // 16 for band in shown] == [1, 17]
+    display = display._replace(cursor=(81, 0, 15))
+    shown = sc.cursor_bands(display, band_list)
+    assert [band.first // 16 for band in shown] == [14]
+    vram[4 * 81 + 1] = 0x1F                      # the cell's colours differ
+    for band in band_list:
+        on = sc.draw_band(display, palette, vram, band, True)
+        off = sc.draw_band(display, palette, vram, band, False)
+        assert (on != off) == (band in shown)
+    assert sc.cursor_bands(display._replace(cursor=None), band_list) == []
 
 
 def test_write_png_saves_the_scanners_picture(tmp_path):

@@ -192,6 +192,22 @@ def cursor_visible(now_ns: int) -> bool:
     return now_ns // CURSOR_HALF_PERIOD_NS % 2 == 0
 
 
+def next_blink_turn(now_ns: int) -> int:
+    """The first virtual time after ``now_ns`` at which the cursor's phase
+    turns over (a device redraws the cursor's bands then)."""
+    return (now_ns // CURSOR_HALF_PERIOD_NS + 1) * CURSOR_HALF_PERIOD_NS
+
+
+def cursor_bands(display: Display, band_list: Sequence[Band]) -> list[Band]:
+    """The bands of a text picture that show the cursor's word (none while
+    it is hidden): the bands whose pixels change when its phase turns."""
+    if display.mode != TEXT or display.cursor is None:
+        return []
+    at = 4 * display.cursor[0]
+    return [band for band in band_list
+            if band.address <= at < band.address + 4 * display.columns]
+
+
 # --- bands ------------------------------------------------------------------------------------
 
 
