@@ -57,6 +57,20 @@ def cursor_visible(now_ns: int) -> bool:
     return not (now_ns // CURSOR_HALF_PERIOD_NS) & 1
 
 
+def next_blink_turn(now_ns: int) -> int:
+    """The first virtual time after ``now_ns`` when the cursor's phase turns."""
+    return now_ns - now_ns % CURSOR_HALF_PERIOD_NS + CURSOR_HALF_PERIOD_NS
+
+
+def cursor_bands(display, band_list) -> list[Band]:
+    """The bands whose cells include the cursor's word (its phase turning
+    redraws them); none outside text or while the cursor is hidden."""
+    if display.mode != "text" or display.cursor is None:
+        return []
+    at, reach = display.cursor[0] << 2, display.columns << 2
+    return [band for band in band_list if 0 <= at - band.address < reach]
+
+
 # --- bands -------------------------------------------------------------------------------------
 
 _last_bands: list = [None, None]

@@ -407,5 +407,32 @@ def test_scanner_degenerate_and_blank_pictures():
     blank = vr.Display(vr.BLANK, 0, 0)
     assert vga_scan.bands(blank, size) == () and vga_scan.draw(blank, [], impl.vram, True) == b""
     half = vga_scan.CURSOR_HALF_PERIOD_NS
-    assert [vga_scan.cursor_visible(t) for t in (0, half - 1, half, 3 * half)] == [
-        sc.cursor_visible(t) for t in (0, half - 1, half, 3 * half)] == [True, True, False, False]
+    times = (0, 1, half - 1, half, 3 * half, 3 * half + 5)
+    assert [vga_scan.cursor_visible(t) for t in times] == [
+        sc.cursor_visible(t) for t in times] == [True, True, True, False, False, False]
+    assert [vga_scan.next_blink_turn(t) for t in times] == [sc.next_blink_turn(t) for t in times]
+
+
+def test_scanner_cursor_bands_as_the_reference():
+    """The bands showing the cursor's word, over cursor places in the first
+    rows, the last, past the end and after a line-compare restart (twice)."""
+    reference, impl = tvs.Model(), tvs.ImplModel()
+    split = tvs._regs(0x3D4, {0x0C: 0x00, 0x0D: 0x50, 0x18: 100, 0x07: 0x0F, 0x09: 0x0F})
+    for side in (reference, impl):
+        side.run(tvs._mode(0x03) + split)
+    display, ours = reference.regs.display(), impl.regs.display()
+    size = len(reference.vram)
+    found = 0
+    for word in (0, 0x50, 0x51, 0x50 + 80 * 7 - 1, 0x50 + 80 * 7, 80 * 3 + 2, 0x50 + 80 * 24,
+                 0x50 + 80 * 25, 1 << 20):
+        for hidden in (False, True):
+            cursor = None if hidden else (word, 0, 15)
+            spec_bands = sc.cursor_bands(display._replace(cursor=cursor),
+                                         sc.bands(display, size))
+            impl_bands = vga_scan.cursor_bands(ours._replace(cursor=cursor),
+                                               vga_scan.bands(ours, size))
+            assert [tuple(b) for b in impl_bands] == [tuple(b) for b in spec_bands], word
+            found += len(spec_bands)
+    assert found >= 6
+    blank = vr.Display(vr.BLANK, 0, 0)
+    assert vga_scan.cursor_bands(blank, ()) == sc.cursor_bands(blank, []) == []
