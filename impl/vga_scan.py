@@ -25,9 +25,11 @@ with its bits already in place, the four planes ORed as big integers; 15-
 and 16-bit pixels are split into components by ``bytes.translate`` of their
 low and high bytes. Colour numbers become RGB by three ``bytes.translate``
 into a strided bytearray. Bands are kept for the last Display, palettes'
-translation tables for the last palette object, and the RGB of up to 2048
-graphics lines by their bytes (a picture repeats lines: a background, a
-cleared screen), under the same mode and colours.
+translation tables for the last palette object, and the RGB of character
+rows by their glyphs, attributes and cursor, and of graphics lines by their
+bytes (up to 16 MiB each: a picture repeats rows and lines, a scroll moves
+them, a background or a cleared screen is one line many times), under the
+same mode and colours.
 """
 
 from __future__ import annotations
@@ -227,8 +229,32 @@ def draw_band(display, palette: Sequence | bytes, vram, band: Band, blink: bool)
     ``palette_bytes``; ``blink``: :func:`cursor_visible`."""
     tables = _channels(palette)
     if display.mode == "text":
-        return _rgb(_text_indexes(display, vram, band, blink), tables)
+        return _text_band(display, tables, vram, band, blink)
     return _graphic_line(display, tables, vram, band.address) * band.lines
+
+
+class _Memo:
+    """Pixels drawn before, by what they were drawn from, under one context
+    (the colours and the mode's parameters); emptied when the context
+    changes or it holds more than ``limit`` bytes."""
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self.context, self.seen, self.size, self.limit = None, {}, 0, limit
+
+    def lookup(self, context, key):
+        if self.context != context:
+            self.context, self.seen, self.size = context, {}, 0
+        return self.seen.get(key)
+
+    def keep(self, key, pixels: bytes) -> bytes:
+        self.size += len(pixels) + len(key if isinstance(key, bytes) else key[0])
+        if self.size > self.limit:
+            self.seen, self.size = {}, len(pixels)
+        self.seen[key] = pixels
+        return pixels
+
+
+_text_memo, _line_memo = _Memo(), _Memo()
 
 
 # --- text --------------------------------------------------------------------------------------
@@ -245,12 +271,35 @@ _NINTH = [b"\0" * 8 + (b"\xff" if 0xB0 <= c <= 0xDF else b"\0") for c in range(2
 _FONT_BYTES = 0x8000
 
 
-def _text_indexes(display, vram, band: Band, blink: bool) -> bytes:
+def _text_band(display, tables, vram, band: Band, blink: bool) -> bytes:
+    """A character row's RGB, from the memo when the same glyphs, attributes
+    and cursor were drawn before (a scrolled row, a blank row)."""
     width, height, columns = display.char_width, display.char_height, display.columns
     at, size = band.address, len(vram)
     shown = max(0, min(columns, (size - 2 - at) // 4 + 1))        # cells whose bytes exist
     chars = bytes(vram[at:at + 4 * shown:4]).ljust(columns, b"\0")
     attrs = bytes(vram[at + 1:at + 4 * shown:4]).ljust(columns, b"\0")
+    glyphs = _glyph_columns(display, vram, chars, attrs)
+    cursor = None
+    if display.cursor is not None and blink:
+        word, top, bottom = display.cursor
+        bottom = min(bottom, height - 1)
+        cell, rest = divmod(4 * word - at, 4)
+        if not rest and 0 <= cell < shown and top <= bottom:
+            cursor = (cell, top, bottom)
+    line_graphics = width == 9 and display.line_graphics
+    key = (glyphs, attrs, chars if line_graphics else None, cursor)
+    context = (tables, width, height, line_graphics)
+    pixels = _text_memo.lookup(context, key)
+    if pixels is None:
+        pixels = _text_memo.keep(key, _rgb(_text_indexes(
+            width, height, columns, chars, attrs, glyphs, line_graphics, cursor), tables))
+    return pixels
+
+
+def _glyph_columns(display, vram, chars: bytes, attrs: bytes) -> bytes:
+    """Each cell's glyph rows (plane 2 of its font, every 4th byte), cell
+    after cell."""
     first_font, second_font = display.fonts
     fonts = {first_font: bytes(vram[first_font:first_font + _FONT_BYTES]).ljust(_FONT_BYTES,
                                                                                    b"\0")}
@@ -258,30 +307,32 @@ def _text_indexes(display, vram, band: Band, blink: bool) -> bytes:
         fonts[second_font] = bytes(vram[second_font:second_font + _FONT_BYTES]).ljust(
             _FONT_BYTES, b"\0")
     clear_font, set_font = fonts[first_font], fonts[second_font]
-    reach = 4 * height
-    glyphs = b"".join([(set_font if a & 8 else clear_font)[c << 7:(c << 7) + reach:4]
-                       for c, a in zip(chars, attrs)])          # cell after cell
+    reach = 4 * display.char_height
+    return b"".join([(set_font if a & 8 else clear_font)[c << 7:(c << 7) + reach:4]
+                     for c, a in zip(chars, attrs)])
+
+
+def _text_indexes(width: int, height: int, columns: int, chars: bytes, attrs: bytes,
+                  glyphs: bytes, line_graphics: bool, cursor) -> bytes:
+    """A character row's colour numbers, scan line after scan line."""
     lines = b"".join([glyphs[r::height] for r in range(height)])  # scan line after line
     total = columns * width * height
     dots = int.from_bytes(b"".join(map(_DOTS[width].__getitem__, lines)), "big")
-    if width == 9 and display.line_graphics:
+    if line_graphics:
         ninth = int.from_bytes(b"".join(map(_NINTH.__getitem__, chars)) * height, "big")
         dots |= dots >> 8 & ninth
     fg = int.from_bytes(b"".join(map(_FOREGROUND[width].__getitem__, attrs)) * height, "big")
     bg = int.from_bytes(b"".join(map(_BACKGROUND[width].__getitem__, attrs)) * height, "big")
     indexes = (bg ^ (dots & (fg ^ bg))).to_bytes(total, "big")
-    if display.cursor is not None and blink:
-        word, top, bottom = display.cursor
-        bottom = min(bottom, height - 1)
-        cell, rest = divmod(4 * word - at, 4)
-        if not rest and 0 <= cell < shown and top <= bottom:
-            out = bytearray(indexes)
-            solid = bytes((attrs[cell] & 0x0F,)) * width
-            line = columns * width
-            for r in range(top, bottom + 1):
-                x = r * line + cell * width
-                out[x:x + width] = solid
-            indexes = bytes(out)
+    if cursor is not None:
+        cell, top, bottom = cursor
+        out = bytearray(indexes)
+        solid = bytes((attrs[cell] & 0x0F,)) * width
+        line = columns * width
+        for r in range(top, bottom + 1):
+            x = r * line + cell * width
+            out[x:x + width] = solid
+        indexes = bytes(out)
     return indexes
 
 
@@ -375,23 +426,15 @@ def _doubled(data: bytes) -> bytes:
     return bytes(out)
 
 
-#: lines drawn before under the same mode and colours: (context, {line bytes: RGB})
-_memo: list = [None, {}]
-_MEMO_LINES = 2048
-
-
 def _graphic_line(display, tables, vram, at: int) -> bytes:
+    """A picture line's RGB, from the memo when the same bytes were drawn
+    before under the same mode and colours."""
     data = _fetch(vram, at, _line_length(display))
     context = (tables, display.mode, display.depth, display.half_clock, display.plane_enable)
-    if _memo[0] != context:
-        _memo[:] = context, {}
-    seen = _memo[1]
-    rgb = seen.get(data)
-    if rgb is None:
-        if len(seen) >= _MEMO_LINES:
-            seen.clear()
-        rgb = seen[data] = _line_rgb(display, tables, data)
-    return rgb
+    pixels = _line_memo.lookup(context, data)
+    if pixels is None:
+        pixels = _line_memo.keep(data, _line_rgb(display, tables, data))
+    return pixels
 
 
 def _line_rgb(display, tables, data: bytes) -> bytes:
