@@ -16,20 +16,21 @@ that finds each cell's glyph. A text band reads its characters and
 attributes as two strided slices; each cell's glyph column is one strided
 slice of the font, and the cells' glyphs are turned into scan lines by
 strided slices of their concatenation; the dots of all the band's lines
-come from one table lookup per glyph byte (0x00/0xFF bytes), and
-foreground and background meet them as three big-integer operations over
-the whole band (line graphics' ninth column is the dots shifted one byte
-under a mask). A planar or CGA line is each plane's bytes (one strided slice)
-looked up in a table of that plane's 8 (16 at half dot clock) pixel bytes
-with its bits already in place, the four planes ORed as big integers; 15-
-and 16-bit pixels are split into components by ``bytes.translate`` of their
-low and high bytes. Colour numbers become RGB by three ``bytes.translate``
-into a strided bytearray. Bands are kept for the last Display, palettes'
-translation tables for the last palette object, and the RGB of character
-rows by their glyphs, attributes and cursor, and of graphics lines by their
-bytes (up to 16 MiB each: a picture repeats rows and lines, a scroll moves
-them, a background or a cleared screen is one line many times), under the
-same mode and colours.
+come from eight ``bytes.translate`` (one a dot column, into every 8th or
+9th byte of the band), and foreground and background meet them as three
+big-integer operations over the whole band (line graphics' ninth column is
+the dots shifted one byte under a mask). A planar or CGA line is each
+plane's bytes (one strided slice) looked up in a table of that plane's 8
+(16 at half dot clock) pixel bytes with its bits already in place, the four
+planes ORed as big integers; 15- and 16-bit pixels are split into
+components by ``bytes.translate`` of their low and high bytes. Colour
+numbers become RGB by three ``bytes.translate`` into a strided bytearray.
+Bands are kept for the last Display, palettes' translation tables for the
+last palette object, and the RGB of character rows by their glyphs,
+attributes and cursor, and of graphics lines by their bytes (up to 16 MiB
+each: a picture repeats rows and lines, a scroll moves them, a background
+or a cleared screen is one line many times), under the same mode and
+colours.
 """
 
 from __future__ import annotations
@@ -259,10 +260,8 @@ _text_memo, _line_memo = _Memo(), _Memo()
 
 # --- text --------------------------------------------------------------------------------------
 
-#: a glyph byte as dots, 0xFF where set: 8 wide, 9 wide (background ninth), 16 wide
-_DOTS = {8: [bytes(0xFF if b >> (7 - i) & 1 else 0 for i in range(8)) for b in range(256)]}
-_DOTS[9] = [row + b"\0" for row in _DOTS[8]]
-_DOTS[16] = [bytes(d for d in row for _ in "ab") for row in _DOTS[8]]
+#: _COLUMN[i]: a glyph byte to its dot in column i (bit 7 - i), 0xFF where set
+_COLUMN = [bytes(0xFF if b >> (7 - i) & 1 else 0 for b in range(256)) for i in range(8)]
 #: per cell width: an attribute's foreground and background colour, a cell wide
 _FOREGROUND = {w: [bytes((a & 0x0F,)) * w for a in range(256)] for w in (8, 9, 16)}
 _BACKGROUND = {w: [bytes((a >> 4,)) * w for a in range(256)] for w in (8, 9, 16)}
@@ -297,6 +296,19 @@ def _text_band(display, tables, vram, band: Band, blink: bool) -> bytes:
     return pixels
 
 
+def _dots(lines: bytes, width: int) -> int:
+    """Glyph bytes as their dots, ``width`` bytes each (0xFF where set; the
+    ninth column of 9-dot cells 0, each dot twice in 16-dot cells), as one
+    big number: column by column, a translate into every ``width``-th byte."""
+    step = 8 if width == 16 else width
+    out = bytearray(len(lines) * step)
+    for column, table in enumerate(_COLUMN):
+        out[column::step] = lines.translate(table)
+    if width == 16:
+        out = _doubled(out)
+    return int.from_bytes(out, "big")
+
+
 def _glyph_columns(display, vram, chars: bytes, attrs: bytes) -> bytes:
     """Each cell's glyph rows (plane 2 of its font, every 4th byte), cell
     after cell."""
@@ -317,7 +329,7 @@ def _text_indexes(width: int, height: int, columns: int, chars: bytes, attrs: by
     """A character row's colour numbers, scan line after scan line."""
     lines = b"".join([glyphs[r::height] for r in range(height)])  # scan line after line
     total = columns * width * height
-    dots = int.from_bytes(b"".join(map(_DOTS[width].__getitem__, lines)), "big")
+    dots = _dots(lines, width)
     if line_graphics:
         ninth = int.from_bytes(b"".join(map(_NINTH.__getitem__, chars)) * height, "big")
         dots |= dots >> 8 & ninth
