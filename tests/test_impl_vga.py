@@ -272,6 +272,27 @@ def test_multi_byte_window_accesses_are_byte_accesses_in_order():
         assert one.latch == four.latch
 
 
+def test_every_memory_register_takes_effect_at_the_next_access():
+    """Sequencer 2 and 4 and graphics controller 0-8 written through the
+    data port and as a word to the index port, each followed at once by
+    window reads and writes: the same as the reference (no stale rules)."""
+    rng = random.Random(11)
+    script: list[tuple] = [("out", 0x3C4, 0x0F02, 2), ("out", 0x3CE, 0xFF08, 2)]
+    for _ in range(600):
+        port, index = rng.choice([(0x3C4, 2), (0x3C4, 4)] + [(0x3CE, i) for i in range(9)])
+        value = rng.randrange(256)
+        if (port, index) == (0x3CE, 6):
+            value = value & 0xF3 | rng.choice((0, 4))            # the 0xA0000 windows
+        if rng.random() < 0.5:
+            script += [("out", port, index), ("out", port + 1, value)]
+        else:
+            script.append(("out", port, index | value << 8, 2))
+        address = 0xA0000 + rng.randrange(64)
+        script += [("read", address, 1), ("write", address + 1, rng.randrange(256), 1),
+                   ("read", address + 1, 1)]
+    _same(script, 1 << 20)
+
+
 # --- impl against QEMU: the VBE bank ------------------------------------------------------
 
 
@@ -297,6 +318,30 @@ def test_vbe_bank_moves_the_64k_window_as_in_qemu():
     assert log == qtest.run(script, tvr.QEMU_ARGS)
     assert log[:4] == ["read 0xa0010 = 0x11", "read 0xa0011 = 0x0", "read 0xa0010 = 0x5a",
                        "read 0xa0011 = 0x77"]
+
+
+def test_vbe_bank_applies_to_memory_map_1_only_as_in_qemu():
+    """VBE off, BANK 3 written: chain 4 in memory map 0 (128 KiB) reaches
+    byte 0x20 itself, in map 1 (64 KiB) byte 0x30020, as QEMU does."""
+    script = [("out", 0x1CE, 5, 2), ("out", 0x1CF, 3, 2), ("out", 0x3C4, 0x0F02, 2),
+              ("out", 0x3C4, 0x0804, 2)]
+    for gr6, value in ((0x01, 0x66), (0x05, 0x77), (0x01, None), (0x05, None),
+                       (0x09, 0x44), (0x0D, None)):
+        script.append(("out", 0x3CE, gr6 << 8 | 6, 2))
+        address = 0xA0020 if gr6 < 0x08 else 0xB0020 if gr6 < 0x0C else 0xB8020
+        script.append(("write", address, value) if value is not None else ("read", address))
+    impl = Impl(16 << 20, banked=True)
+    log = []
+    for step in script:
+        if step[0] == "out":
+            impl.out(step[1], step[2], step[3])
+        elif step[0] == "write":
+            impl.store(step[1], step[2], 1)
+        else:
+            log.append(f"read {step[1]:#x} = {impl.load(step[1], 1):#x}")
+    assert impl.vram[0x20] == 0x44 and impl.vram[0x30020] == 0x77
+    assert log == qtest.run(script, tvr.QEMU_ARGS) == [
+        "read 0xa0020 = 0x66", "read 0xa0020 = 0x77", "read 0xb8020 = 0x44"]
 
 
 # --- the scanner: impl.vga_scan against spec.devices.vga_scanner ---------------------------
