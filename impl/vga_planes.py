@@ -65,6 +65,8 @@ class VgaPlanes:
                                "it needs a little-endian host")
         self.vram = vram
         self._v8 = memoryview(vram).cast("B")
+        if self._v8.readonly:
+            raise ValueError("video memory must be a writable buffer (bytearray, mmap)")
         self._v32 = self._v8[:len(self._v8) & ~3].cast("I")
         self.ports, self.banked = ports, banked
         self.latch = 0

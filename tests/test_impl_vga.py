@@ -250,9 +250,11 @@ def test_bios_init_and_vbe_clear_as_the_reference():
     assert impl.regs.write(0x1CF, 2, 0x01) == 1024 * 768 * 4
 
 
-def test_a_bad_video_memory_size_is_refused():
+def test_a_bad_video_memory_size_or_buffer_is_refused():
     with pytest.raises(ValueError, match="64 KiB"):
         VgaPorts(1000)
+    with pytest.raises(ValueError, match="writable"):
+        VgaPlanes(bytes(1 << 16), VgaPorts())
 
 
 def test_multi_byte_window_accesses_are_byte_accesses_in_order():
