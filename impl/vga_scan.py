@@ -19,23 +19,27 @@ strided slices of their concatenation; the dots of all the band's lines
 come from eight ``bytes.translate`` (one a dot column, into every 8th or
 9th byte of the band), and foreground and background meet them as three
 big-integer operations over the whole band (line graphics' ninth column is
-the dots shifted one byte under a mask). A planar or CGA line is each
-plane's bytes (one strided slice) looked up in a table of that plane's 8
-(16 at half dot clock) pixel bytes with its bits already in place, the four
-planes ORed as big integers; 15- and 16-bit pixels are split into
-components by ``bytes.translate`` of their low and high bytes. Colour
-numbers become RGB by three ``bytes.translate`` into a strided bytearray.
-Bands are kept for the last Display, palettes' translation tables for the
-last palette object, and the RGB of character rows by their glyphs,
-attributes and cursor, and of graphics lines by their bytes (up to 16 MiB
-each: a picture repeats rows and lines, a scroll moves them, a background
-or a cleared screen is one line many times), under the same mode and
-colours.
+the dots shifted one byte under a mask). A 16-colour planar line is its
+four planes' bytes (four strided slices) one after the other, unpacked to
+pixels by Pillow's ``P;4L`` raw decoder (the one PCX's 4-plane images
+use), many lines in one call when :func:`draw_bands` draws them; a CGA
+line is each plane's bytes looked up in a table of that plane's 8 (16 at
+half dot clock) pixel bytes with its bits already in place, the four planes
+ORed as big integers; 15- and 16-bit pixels are split into components by
+``bytes.translate`` of their low and high bytes. Colour numbers become RGB
+by three ``bytes.translate`` into a strided bytearray. Bands are kept for
+the last Display, palettes' translation tables for the last palette object,
+and the RGB of character rows by their glyphs, attributes and cursor, and
+of graphics lines by their bytes (up to 16 MiB each: a picture repeats rows
+and lines, a scroll moves them, a background or a cleared screen is one
+line many times), under the same mode and colours.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
+
+from PIL import Image
 
 #: QEMU's VGA_TEXT_CURSOR_PERIOD_MS / 2: the cursor's blink half period
 CURSOR_HALF_PERIOD_NS = 266_000_000
@@ -220,8 +224,26 @@ def _rgb(indexes: bytes, tables: tuple[bytes, bytes, bytes]) -> bytes:
 
 def draw(display, palette, vram, blink: bool) -> bytes:
     """The whole picture, RGB, row after row (empty when blank)."""
-    return b"".join([draw_band(display, palette, vram, band, blink)
-                     for band in bands(display, len(vram))])
+    return b"".join(draw_bands(display, palette, vram, bands(display, len(vram)), blink))
+
+
+def draw_bands(display, palette, vram, band_list, blink: bool) -> list[bytes]:
+    """:func:`draw_band` of each band of ``band_list``: the same pixels, the
+    graphics lines not in the memo converted together (one Pillow call and
+    one colour translation for all of them)."""
+    if display.mode == "text" or display.mode == "cga4" or len(band_list) < 2:
+        return [draw_band(display, palette, vram, band, blink) for band in band_list]
+    tables = _channels(palette)
+    length = _line_length(display)
+    context = (tables, display.mode, display.depth, display.half_clock, display.plane_enable)
+    lines = [_fetch(vram, band.address, length) for band in band_list]
+    found = [_line_memo.lookup(context, data) for data in lines]
+    missing = [i for i, pixels in enumerate(found) if pixels is None]
+    if missing:
+        datas = [lines[i] for i in missing]
+        for i, data, pixels in zip(missing, datas, _lines_rgb(display, tables, datas)):
+            found[i] = _line_memo.keep(data, pixels)
+    return [pixels * band.lines for pixels, band in zip(found, band_list)]
 
 
 def draw_band(display, palette: Sequence | bytes, vram, band: Band, blink: bool) -> bytes:
@@ -364,19 +386,14 @@ def _spread_tables(pixels_of, double: bool) -> list[list[bytes]]:
     return tables
 
 
-def _planar_pixels(plane: int, b: int) -> bytes:
-    return bytes(((b >> (7 - i)) & 1) << plane for i in range(8))
-
-
 def _cga_pixels(plane: int, b: int) -> bytes:
     """Planes 0 and 2 give pixels 0-3 (bits 1:0 and 3:2), planes 1 and 3 pixels 4-7."""
     fields = bytes((b >> (6 - 2 * i) & 3) << (plane & 2) for i in range(4))
     return fields + bytes(4) if not plane & 1 else bytes(4) + fields
 
 
-#: [table][plane][byte]: planar (16-colour) and CGA (4-colour), plain and doubled
-_SPREAD = {(kind, double): [t.__getitem__ for t in _spread_tables(pixels, double)]
-           for kind, pixels in (("planar16", _planar_pixels), ("cga4", _cga_pixels))
+#: _SPREAD[half dot clock][plane][byte]: a CGA plane byte's share of its word's pixels
+_SPREAD = {double: [t.__getitem__ for t in _spread_tables(_cga_pixels, double)]
            for double in (False, True)}
 #: colour numbers ANDed with a plane enable (attribute register 0x12)
 _ENABLED = [bytes(i & e for i in range(256)) for e in range(16)]
@@ -450,25 +467,48 @@ def _graphic_line(display, tables, vram, at: int) -> bytes:
 
 
 def _line_rgb(display, tables, data: bytes) -> bytes:
-    mode = display.mode
-    if mode == "planar16" or mode == "cga4":
-        enable = display.plane_enable
-        if mode == "cga4" and enable != 0x0F:     # a disabled plane's bytes read as 0
-            keep = bytes(0xFF if enable >> p & 1 else 0 for p in range(4)) * (len(data) >> 2)
-            data = (int.from_bytes(data, "big") & int.from_bytes(keep, "big")).to_bytes(
-                len(data), "big")
-        p0, p1, p2, p3 = _SPREAD[mode, display.half_clock]
-        indexes = (int.from_bytes(b"".join(map(p0, data[0::4])), "big")
-                   | int.from_bytes(b"".join(map(p1, data[1::4])), "big")
-                   | int.from_bytes(b"".join(map(p2, data[2::4])), "big")
-                   | int.from_bytes(b"".join(map(p3, data[3::4])), "big")).to_bytes(
-                       (2 << display.half_clock) * len(data), "big")
-        if mode == "planar16" and enable != 0x0F:
-            indexes = indexes.translate(_ENABLED[enable])
-        return _rgb(indexes, tables)
-    depth = display.depth
-    if mode == "chain4-256" or depth not in _PIXEL_BYTES:
-        return _rgb(_doubled(data), tables)
-    if depth == 8:
-        return _rgb(data, tables)
-    return _direct(data, depth)
+    return _lines_rgb(display, tables, [data])[0]
+
+
+def _lines_rgb(display, tables, lines: list[bytes]) -> list[bytes]:
+    """The RGB of picture lines (their video memory bytes, all of one
+    length), converted together where the mode allows."""
+    mode, length = display.mode, len(lines[0])
+    if mode == "cga4" or not length:
+        return [_cga_line(display, tables, data) if length else b"" for data in lines]
+    if mode == "planar16":
+        # Pillow's "P;4L" unpacker: a line's four bit planes, one after the other, to
+        # 4-bit pixels
+        planes = b"".join([data[0::4] + data[1::4] + data[2::4] + data[3::4] for data in lines])
+        indexes = Image.frombytes("P", (length << 1, len(lines)), planes, "raw",
+                                  "P;4L").tobytes()
+        if display.half_clock:
+            indexes = _doubled(indexes)
+        if display.plane_enable != 0x0F:
+            indexes = indexes.translate(_ENABLED[display.plane_enable])
+        rgb = _rgb(indexes, tables)
+    else:
+        depth, data = display.depth, b"".join(lines)
+        if mode == "chain4-256" or depth not in _PIXEL_BYTES:
+            rgb = _rgb(_doubled(data), tables)
+        elif depth == 8:
+            rgb = _rgb(data, tables)
+        else:
+            rgb = _direct(data, depth)
+    size = len(rgb) // len(lines)
+    return [rgb[i:i + size] for i in range(0, len(rgb), size)]
+
+
+def _cga_line(display, tables, data: bytes) -> bytes:
+    enable = display.plane_enable
+    if enable != 0x0F:                              # a disabled plane's bytes read as 0
+        keep = bytes(0xFF if enable >> p & 1 else 0 for p in range(4)) * (len(data) >> 2)
+        data = (int.from_bytes(data, "big") & int.from_bytes(keep, "big")).to_bytes(
+            len(data), "big")
+    p0, p1, p2, p3 = _SPREAD[display.half_clock]
+    indexes = (int.from_bytes(b"".join(map(p0, data[0::4])), "big")
+               | int.from_bytes(b"".join(map(p1, data[1::4])), "big")
+               | int.from_bytes(b"".join(map(p2, data[2::4])), "big")
+               | int.from_bytes(b"".join(map(p3, data[3::4])), "big")).to_bytes(
+                   (2 << display.half_clock) * len(data), "big")
+    return _rgb(indexes, tables)

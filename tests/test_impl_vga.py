@@ -360,7 +360,12 @@ def _same_scans(reference: tvs.Model, impl: tvs.ImplModel, name: str) -> int:
     assert [tuple(b) for b in vga_scan.bands(ours, size)] == [tuple(b) for b in band_list], name
     assert vga_scan.glyph_spans(ours) == sc.glyph_spans(display), name
     palette, impl_palette = reference.regs.palette_rgb(), impl.regs.palette_bytes()
-    for band in band_list:
+    vga_scan._line_memo, vga_scan._text_memo = vga_scan._Memo(), vga_scan._Memo()
+    for memo in (False, True):                  # lines drawn afresh (together), then from the memo
+        assert vga_scan.draw(ours, impl_palette, impl.vram, True) == sc.draw(
+            display, palette, reference.vram, True), f"{name}: draw (memo {memo})"
+    vga_scan._line_memo, vga_scan._text_memo = vga_scan._Memo(), vga_scan._Memo()
+    for band in band_list:                      # afresh one at a time
         for blink in (True, False):
             expected = sc.draw_band(display, palette, reference.vram, band, blink)
             got = vga_scan.draw_band(ours, impl_palette, impl.vram, band, blink)
