@@ -504,7 +504,8 @@ def test_the_bios_text_screen_draws_as_qemu_draws():
     """QEMU's own firmware (SeaBIOS and its VGA BIOS) runs for a second and
     writes its messages in its own font; QEMU stops, takes its picture, and
     its registers and video memory, read back, draw the same picture on the
-    scanner (the cursor on: the first text picture QEMU draws)."""
+    scanner, and on impl's (the cursor on: the first text picture QEMU
+    draws)."""
     qemu = Qemu(frozen=False)
     try:
         qemu.command("info status")
@@ -528,6 +529,16 @@ def test_the_bios_text_screen_draws_as_qemu_draws():
     assert (display.mode, display.columns, display.rows) == (vr.TEXT, 80, 25)
     ours = (display.width, display.height, sc.draw(display, regs.palette_rgb(), vram, True))
     assert not _differences(ours, theirs), _differences(ours, theirs)
+    # impl's register file with the same registers, and impl's scanner
+    ports = VgaPorts(VRAM)
+    ports.write(0x3C2, 1, regs.msr)
+    for name in ("sr", "gr", "cr", "ar", "palette"):
+        getattr(ports, name)[:] = getattr(regs, name)
+    ports.ar_index = regs.ar_index
+    assert tuple(ports.display()) == tuple(display)
+    impl = (display.width, display.height,
+            vga_scan.draw(ports.display(), ports.palette_bytes(), vram, True))
+    assert not _differences(impl, theirs), "impl: " + _differences(impl, theirs)
     lit = sum(1 for i in range(0, len(theirs[2]), 3) if theirs[2][i])
     assert lit > 2000                                      # SeaBIOS's messages
 
