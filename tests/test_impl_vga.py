@@ -48,11 +48,19 @@ class Reference:
         return self.regs.read(port, size, now)
 
     def store(self, address: int, value: int, size: int):
-        changed = None
+        """The changed range: (start, length) of a byte write; (first, one
+        past the last) of the bytes a longer write changed; or None."""
+        ranges = []
         for i in range(size):
             changed = vm.write(self.vram, self.latch, self.regs.memory_registers(), address + i,
                                value >> 8 * i & 0xFF)
-        return changed if size == 1 else None
+            if changed is not None:
+                ranges.append(changed)
+        if size == 1:
+            return ranges[0] if ranges else None
+        if not ranges:
+            return None
+        return min(r[0] for r in ranges), max(r[0] + r[1] for r in ranges)
 
     def load(self, address: int, size: int) -> int:
         value = 0
