@@ -23,9 +23,10 @@ the dots shifted one byte under a mask). A 16-colour planar line is its
 four planes' bytes (four strided slices) one after the other, unpacked to
 pixels by Pillow's ``P;4L`` raw decoder (the one PCX's 4-plane images
 use), many lines in one call when :func:`draw_bands` draws them; a CGA
-line is each plane's bytes looked up in a table of that plane's 8 (16 at
-half dot clock) pixel bytes with its bits already in place, the four planes
-ORed as big integers; 15- and 16-bit pixels are split into components by
+line is its words' plane 0/1 byte pairs and plane 2/3 byte pairs (two
+strided 16-bit views), each unpacked as 2-bit pixels by Pillow's ``P;2``
+decoder, the high pair's shifted over the low's as big integers; 15- and
+16-bit pixels are split into components by
 ``bytes.translate`` of their low and high bytes. Colour numbers become RGB
 by three ``bytes.translate`` into a strided bytearray. Bands are kept for
 the last Display, palettes' translation tables for the last palette object,
@@ -231,7 +232,7 @@ def draw_bands(display, palette, vram, band_list, blink: bool) -> list[bytes]:
     """:func:`draw_band` of each band of ``band_list``: the same pixels, the
     graphics lines not in the memo converted together (one Pillow call and
     one colour translation for all of them)."""
-    if display.mode == "text" or display.mode == "cga4" or len(band_list) < 2:
+    if display.mode == "text" or len(band_list) < 2:
         return [draw_band(display, palette, vram, band, blink) for band in band_list]
     tables = _channels(palette)
     length = _line_length(display)
@@ -373,28 +374,6 @@ def _text_indexes(width: int, height: int, columns: int, chars: bytes, attrs: by
 # --- graphics ----------------------------------------------------------------------------------
 
 
-def _spread_tables(pixels_of, double: bool) -> list[list[bytes]]:
-    """For each plane, a byte of that plane as its contribution to the 8
-    pixels of its word (16 at half dot clock), the bits already in place."""
-    tables = []
-    for plane in range(4):
-        rows = []
-        for b in range(256):
-            row = pixels_of(plane, b)
-            rows.append(bytes(p for p in row for _ in "ab") if double else row)
-        tables.append(rows)
-    return tables
-
-
-def _cga_pixels(plane: int, b: int) -> bytes:
-    """Planes 0 and 2 give pixels 0-3 (bits 1:0 and 3:2), planes 1 and 3 pixels 4-7."""
-    fields = bytes((b >> (6 - 2 * i) & 3) << (plane & 2) for i in range(4))
-    return fields + bytes(4) if not plane & 1 else bytes(4) + fields
-
-
-#: _SPREAD[half dot clock][plane][byte]: a CGA plane byte's share of its word's pixels
-_SPREAD = {double: [t.__getitem__ for t in _spread_tables(_cga_pixels, double)]
-           for double in (False, True)}
 #: colour numbers ANDed with a plane enable (attribute register 0x12)
 _ENABLED = [bytes(i & e for i in range(256)) for e in range(16)]
 
@@ -474,9 +453,24 @@ def _lines_rgb(display, tables, lines: list[bytes]) -> list[bytes]:
     """The RGB of picture lines (their video memory bytes, all of one
     length), converted together where the mode allows."""
     mode, length = display.mode, len(lines[0])
-    if mode == "cga4" or not length:
-        return [_cga_line(display, tables, data) if length else b"" for data in lines]
-    if mode == "planar16":
+    if not length:
+        return [b""] * len(lines)
+    if mode == "cga4":
+        enable = display.plane_enable
+        data = b"".join(lines)
+        if enable != 0x0F:                          # a disabled plane's bytes read as 0
+            keep = bytes(0xFF if enable >> p & 1 else 0 for p in range(4)) * (len(data) >> 2)
+            data = (int.from_bytes(data, "big") & int.from_bytes(keep, "big")).to_bytes(
+                len(data), "big")
+        # Pillow's "P;2" unpacker: 2-bit pixels, bits 7:6 first. A word's planes 0 and 1
+        # give the low bits of its 8 pixels, planes 2 and 3 the high bits
+        pairs, size = memoryview(data).cast("H"), (length << 1, len(lines))
+        low = Image.frombytes("P", size, pairs[0::2].tobytes(), "raw", "P;2").tobytes()
+        high = Image.frombytes("P", size, pairs[1::2].tobytes(), "raw", "P;2").tobytes()
+        indexes = (int.from_bytes(low, "big") | int.from_bytes(high, "big") << 2).to_bytes(
+            len(low), "big")
+        rgb = _rgb(_doubled(indexes) if display.half_clock else indexes, tables)
+    elif mode == "planar16":
         # Pillow's "P;4L" unpacker: a line's four bit planes, one after the other, to
         # 4-bit pixels
         planes = b"".join([data[0::4] + data[1::4] + data[2::4] + data[3::4] for data in lines])
@@ -497,18 +491,3 @@ def _lines_rgb(display, tables, lines: list[bytes]) -> list[bytes]:
             rgb = _direct(data, depth)
     size = len(rgb) // len(lines)
     return [rgb[i:i + size] for i in range(0, len(rgb), size)]
-
-
-def _cga_line(display, tables, data: bytes) -> bytes:
-    enable = display.plane_enable
-    if enable != 0x0F:                              # a disabled plane's bytes read as 0
-        keep = bytes(0xFF if enable >> p & 1 else 0 for p in range(4)) * (len(data) >> 2)
-        data = (int.from_bytes(data, "big") & int.from_bytes(keep, "big")).to_bytes(
-            len(data), "big")
-    p0, p1, p2, p3 = _SPREAD[display.half_clock]
-    indexes = (int.from_bytes(b"".join(map(p0, data[0::4])), "big")
-               | int.from_bytes(b"".join(map(p1, data[1::4])), "big")
-               | int.from_bytes(b"".join(map(p2, data[2::4])), "big")
-               | int.from_bytes(b"".join(map(p3, data[3::4])), "big")).to_bytes(
-                   (2 << display.half_clock) * len(data), "big")
-    return _rgb(indexes, tables)
