@@ -38,6 +38,12 @@ as the guest's:
   index ports and byte writes of DAC data and the sequencer index), and per
   byte written through the window in planar write mode 0 (set/reset on two
   planes, all planes and bits enabled, as a mode 12h fill does);
+* ``VGA frame``: the scanner alone (the reference's
+  :mod:`spec.devices.vga_scanner`, impl's :mod:`impl.vga_scan`):
+  milliseconds per whole picture of random video memory (new bytes each
+  run, so that no memoised row or line is drawn again) in mode 3 (720x400
+  text, Xen 3.0.4's power-on), VBE 800x600 at 4 bits a pixel (planar) and
+  VBE 1024x768 at 32 bits;
 * ``hvmspec check``: every proof and mutant, in a process of its own, once;
 * ``dma peak memory``: the peak resident memory of ``hvmspec run dma``
   (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
@@ -305,7 +311,7 @@ def qemu_post(name: str) -> float:
 #: how many rows each measure gives (the progress bar's length)
 SECTIONS = {"cpu-bound": 3, "port I/O round trip": 3, "MMIO RMW round trip": 3,
             "rep outsb, 64 KiB": 2, "interrupt window": 2, "demo wall time": 2,
-            "hello wall time": 2, "VGA device": 4, "hvmspec check": 1, "dma peak memory": 2,
+            "hello wall time": 2, "VGA device": 4, "VGA frame": 6, "hvmspec check": 1, "dma peak memory": 2,
             "rombios POST": 5, "SeaBIOS POST": 5}
 #: how many rows :func:`measure` produces
 ROWS = sum(SECTIONS.values())
@@ -427,7 +433,7 @@ def vga_ns(engine: str, what: str, count: int = VGA_OPS) -> float:
         from impl.vga_planes import VgaPlanes
         from impl.vga_ports import VgaPorts
         regs = VgaPorts()
-        store = VgaPlanes(bytearray(regs.vram_size), regs).write_byte
+        planes = VgaPlanes(bytearray(regs.vram_size), regs)
     else:
         from spec.devices import vga_memory, vga_registers
         regs = vga_registers.VgaRegisters()
@@ -440,6 +446,9 @@ def vga_ns(engine: str, what: str, count: int = VGA_OPS) -> float:
         regs.write(0x3C4, 2, word)
     for word in (0x0005, 0x0506, 0xFF08, 0x0003, 0x0500, 0x0501):
         regs.write(0x3CE, 2, word)                 # write mode 0, map 1, set/reset 0101
+    if engine == "impl":                # the rules compiled by a first access, then kept
+        planes.write_byte(0xA0000, 0)
+        store = planes.write_byte
     write = regs.write
     started = time.perf_counter()
     if what == "port":
@@ -461,6 +470,42 @@ def _vga_rows(args, row, runs) -> None:
                 "ns")
 
 
+#: the VGA frame rows' pictures: name -> VBE (xres, yres, bpp), or None for mode 3 text
+VGA_FRAMES = {"720x400 text": None, "800x600x4 planar": (800, 600, 4),
+              "1024x768x32": (1024, 768, 32)}
+
+
+def vga_frame_ms(engine: str, vbe: tuple[int, int, int] | None, seed: int) -> float:
+    """Milliseconds for ``engine``'s scanner to draw one whole picture of
+    random video memory (module docstring)."""
+    import random
+    if engine == "impl":
+        from impl import vga_scan as scanner
+        from impl.vga_ports import VgaPorts as Registers
+    else:
+        from spec.devices import vga_scanner as scanner
+        from spec.devices.vga_registers import VgaRegisters as Registers
+    regs = Registers(8 << 20)
+    regs.bios_init()
+    if vbe is not None:
+        for index, value in ((1, vbe[0]), (2, vbe[1]), (3, vbe[2]), (4, 0xC1)):
+            regs.write(0x1CE, 2, index)
+            regs.write(0x1CF, 2, value)
+    vram = bytearray(random.Random(seed).randbytes(8 << 20))
+    display, palette = regs.display(), regs.palette_rgb()
+    started = time.perf_counter()
+    scanner.draw(display, palette, vram, True)
+    return (time.perf_counter() - started) * 1e3
+
+
+def _vga_frame_rows(args, row, runs) -> None:
+    for picture, vbe in VGA_FRAMES.items():
+        name = f"VGA frame, {picture}"
+        for engine in ("reference", "impl"):
+            row(name, engine, min(vga_frame_ms(engine, vbe, seed)
+                                  for seed in range(runs(name, engine))), "ms")
+
+
 def _check_rows(args, row, runs) -> None:
     row("hvmspec check", "proofs", check_seconds(), "s")
 
@@ -477,6 +522,7 @@ MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
             "MMIO RMW round trip": _mmio_rows, "rep outsb, 64 KiB": _string_rows,
             "interrupt window": _window_rows, "demo wall time": _wall_rows("demo"),
             "hello wall time": _wall_rows("hello"), "VGA device": _vga_rows,
+            "VGA frame": _vga_frame_rows,
             "hvmspec check": _check_rows,
             "dma peak memory": _dma_rows}
 

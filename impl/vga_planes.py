@@ -49,6 +49,19 @@ class VgaPlanes:
     :class:`impl.vga_ports.VgaPorts`, or anything with its ``memory_sr``,
     ``gr``, ``bank_offset`` and ``watch()``).
 
+    Access methods: ``read_byte(address) -> int`` (0xFF outside the
+    window); ``write_byte(address, value) -> int``, the index of the first
+    byte of video memory it changed (:attr:`span` bytes: 1, or 4 for a
+    planar write), or -1; ``read(address, size) -> int`` and
+    ``write(address, size, value)``, byte accesses in address order
+    (little-endian), the write answering the bytes it changed as (first, one
+    past the last), or None.
+
+    The four access methods are replaced whenever the registers change:
+    look them up on the object at each access (``planes.write_byte(...)``);
+    a method kept from before a change stays correct but compiles the rules
+    again at every call.
+
     ``banked``: memory map 1 adds the VBE bank (``ports.bank_offset``) to
     the offset, as QEMU's ``vga_mem_readb``/``vga_mem_writeb`` do; the
     reference's memory rules leave the bank to the device, so differential
@@ -60,6 +73,8 @@ class VgaPlanes:
                                "it needs a little-endian host")
         self.vram = vram
         self._v8 = memoryview(vram).cast("B")
+        if self._v8.readonly:
+            raise ValueError("video memory must be a writable buffer (bytearray, mmap)")
         self._v32 = self._v8[:len(self._v8) & ~3].cast("I")
         self.ports, self.banked = ports, banked
         self.latch = 0
@@ -92,9 +107,9 @@ class VgaPlanes:
         self._compile()
         return self.read(address, size)
 
-    def _stale_write(self, address: int, size: int, value: int) -> None:
+    def _stale_write(self, address: int, size: int, value: int) -> tuple[int, int] | None:
         self._compile()
-        self.write(address, size, value)
+        return self.write(address, size, value)
 
     def _compile(self) -> None:
         ports = self.ports
@@ -125,7 +140,7 @@ class VgaPlanes:
             read_byte = self._planar_read(lo, hi, shift, gr)
             write_byte = self._planar_write(lo, hi, shift, map_mask, gr)
             span = 4
-        read, write = _byte_runs(read_byte, write_byte)
+        read, write = _byte_runs(read_byte, write_byte, span)
         return read_byte, write_byte, read, write, span
 
     def _chain4(self, lo: int, hi: int, shift: int, map_mask: int) -> tuple:
@@ -154,7 +169,7 @@ class VgaPlanes:
         """Chain 4's multi-byte accesses: one slice when the whole run is in
         the window and in video memory (and, for writes, every plane lands)."""
         v8, n8 = self._v8, len(self._v8)
-        slow_read, slow_write = _byte_runs(read_byte, write_byte)
+        slow_read, slow_write = _byte_runs(read_byte, write_byte, 1)
         all_planes = map_mask == 0x0F
 
         def read(address: int, size: int) -> int:
@@ -163,12 +178,12 @@ class VgaPlanes:
                 return int.from_bytes(v8[offset:offset + size], "little")
             return slow_read(address, size)
 
-        def write(address: int, size: int, value: int) -> None:
+        def write(address: int, size: int, value: int) -> tuple[int, int] | None:
             offset = address - shift
             if all_planes and lo <= address and address + size <= hi and offset + size <= n8:
                 v8[offset:offset + size] = (value & (1 << 8 * size) - 1).to_bytes(size, "little")
-            else:
-                slow_write(address, size, value)
+                return offset, offset + size
+            return slow_write(address, size, value)
 
         return read, write
 
@@ -297,8 +312,10 @@ class VgaPlanes:
         return write_logic
 
 
-def _byte_runs(read_byte, write_byte) -> tuple:
-    """Multi-byte accesses as byte accesses in address order (little-endian)."""
+def _byte_runs(read_byte, write_byte, span: int) -> tuple:
+    """Multi-byte accesses as byte accesses in address order (little-endian);
+    a write answers the bytes of video memory it changed, (first, one past
+    the last), or None."""
 
     def read(address: int, size: int) -> int:
         value = 0
@@ -306,8 +323,15 @@ def _byte_runs(read_byte, write_byte) -> tuple:
             value |= read_byte(address + i) << 8 * i
         return value
 
-    def write(address: int, size: int, value: int) -> None:
+    def write(address: int, size: int, value: int) -> tuple[int, int] | None:
+        first = end = -1
         for i in range(size):
-            write_byte(address + i, value >> 8 * i & 0xFF)
+            at = write_byte(address + i, value >> 8 * i & 0xFF)
+            if at >= 0:
+                if first < 0 or at < first:
+                    first = at
+                if at + span > end:
+                    end = at + span
+        return None if first < 0 else (first, end)
 
     return read, write

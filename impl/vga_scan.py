@@ -16,23 +16,31 @@ that finds each cell's glyph. A text band reads its characters and
 attributes as two strided slices; each cell's glyph column is one strided
 slice of the font, and the cells' glyphs are turned into scan lines by
 strided slices of their concatenation; the dots of all the band's lines
-come from one table lookup per glyph byte (0x00/0xFF bytes), and
-foreground and background meet them as three big-integer operations over
-the whole band (line graphics' ninth column is the dots shifted one byte
-under a mask). A planar or CGA line is each plane's bytes (one strided slice)
-looked up in a table of that plane's 8 (16 at half dot clock) pixel bytes
-with its bits already in place, the four planes ORed as big integers; 15-
-and 16-bit pixels are split into components by ``bytes.translate`` of their
-low and high bytes. Colour numbers become RGB by three ``bytes.translate``
-into a strided bytearray. Bands are kept for the last Display, palettes'
-translation tables for the last palette object, and the RGB of up to 2048
-graphics lines by their bytes (a picture repeats lines: a background, a
-cleared screen), under the same mode and colours.
+come from eight ``bytes.translate`` (one a dot column, into every 8th or
+9th byte of the band), and foreground and background meet them as three
+big-integer operations over the whole band (line graphics' ninth column is
+the dots shifted one byte under a mask). A 16-colour planar line is its
+four planes' bytes (four strided slices) one after the other, unpacked to
+pixels by Pillow's ``P;4L`` raw decoder (the one PCX's 4-plane images
+use), many lines in one call when :func:`draw_bands` draws them; a CGA
+line is its words' plane 0/1 byte pairs and plane 2/3 byte pairs (two
+strided 16-bit views), each unpacked as 2-bit pixels by Pillow's ``P;2``
+decoder, the high pair's shifted over the low's as big integers; 15- and
+16-bit pixels are split into components by
+``bytes.translate`` of their low and high bytes. Colour numbers become RGB
+by three ``bytes.translate`` into a strided bytearray. Bands are kept for
+the last Display, palettes' translation tables for the last palette object,
+and the RGB of character rows by their glyphs, attributes and cursor, and
+of graphics lines by their bytes (up to 16 MiB each: a picture repeats rows
+and lines, a scroll moves them, a background or a cleared screen is one
+line many times), under the same mode and colours.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
+
+from PIL import Image
 
 #: QEMU's VGA_TEXT_CURSOR_PERIOD_MS / 2: the cursor's blink half period
 CURSOR_HALF_PERIOD_NS = 266_000_000
@@ -55,6 +63,20 @@ class Band(NamedTuple):
 def cursor_visible(now_ns: int) -> bool:
     """Whether the text cursor is in its shown half period at ``now_ns``."""
     return not (now_ns // CURSOR_HALF_PERIOD_NS) & 1
+
+
+def next_blink_turn(now_ns: int) -> int:
+    """The first virtual time after ``now_ns`` when the cursor's phase turns."""
+    return now_ns - now_ns % CURSOR_HALF_PERIOD_NS + CURSOR_HALF_PERIOD_NS
+
+
+def cursor_bands(display, band_list) -> list[Band]:
+    """The bands whose cells include the cursor's word (its phase turning
+    redraws them); none outside text or while the cursor is hidden."""
+    if display.mode != "text" or display.cursor is None:
+        return []
+    at, reach = display.cursor[0] << 2, display.columns << 2
+    return [band for band in band_list if 0 <= at - band.address < reach]
 
 
 # --- bands -------------------------------------------------------------------------------------
@@ -203,8 +225,26 @@ def _rgb(indexes: bytes, tables: tuple[bytes, bytes, bytes]) -> bytes:
 
 def draw(display, palette, vram, blink: bool) -> bytes:
     """The whole picture, RGB, row after row (empty when blank)."""
-    return b"".join([draw_band(display, palette, vram, band, blink)
-                     for band in bands(display, len(vram))])
+    return b"".join(draw_bands(display, palette, vram, bands(display, len(vram)), blink))
+
+
+def draw_bands(display, palette, vram, band_list, blink: bool) -> list[bytes]:
+    """:func:`draw_band` of each band of ``band_list``: the same pixels, the
+    graphics lines not in the memo converted together (one Pillow call and
+    one colour translation for all of them)."""
+    if display.mode == "text" or len(band_list) < 2:
+        return [draw_band(display, palette, vram, band, blink) for band in band_list]
+    tables = _channels(palette)
+    length = _line_length(display)
+    context = (tables, display.mode, display.depth, display.half_clock, display.plane_enable)
+    lines = [_fetch(vram, band.address, length) for band in band_list]
+    found = [_line_memo.lookup(context, data) for data in lines]
+    missing = [i for i, pixels in enumerate(found) if pixels is None]
+    if missing:
+        datas = [lines[i] for i in missing]
+        for i, data, pixels in zip(missing, datas, _lines_rgb(display, tables, datas)):
+            found[i] = _line_memo.keep(data, pixels)
+    return [pixels * band.lines for pixels, band in zip(found, band_list)]
 
 
 def draw_band(display, palette: Sequence | bytes, vram, band: Band, blink: bool) -> bytes:
@@ -213,16 +253,38 @@ def draw_band(display, palette: Sequence | bytes, vram, band: Band, blink: bool)
     ``palette_bytes``; ``blink``: :func:`cursor_visible`."""
     tables = _channels(palette)
     if display.mode == "text":
-        return _rgb(_text_indexes(display, vram, band, blink), tables)
+        return _text_band(display, tables, vram, band, blink)
     return _graphic_line(display, tables, vram, band.address) * band.lines
+
+
+class _Memo:
+    """Pixels drawn before, by what they were drawn from, under one context
+    (the colours and the mode's parameters); emptied when the context
+    changes or it holds more than ``limit`` bytes."""
+
+    def __init__(self, limit: int = 16 << 20) -> None:
+        self.context, self.seen, self.size, self.limit = None, {}, 0, limit
+
+    def lookup(self, context, key):
+        if self.context != context:
+            self.context, self.seen, self.size = context, {}, 0
+        return self.seen.get(key)
+
+    def keep(self, key, pixels: bytes) -> bytes:
+        self.size += len(pixels) + len(key if isinstance(key, bytes) else key[0])
+        if self.size > self.limit:
+            self.seen, self.size = {}, len(pixels)
+        self.seen[key] = pixels
+        return pixels
+
+
+_text_memo, _line_memo = _Memo(), _Memo()
 
 
 # --- text --------------------------------------------------------------------------------------
 
-#: a glyph byte as dots, 0xFF where set: 8 wide, 9 wide (background ninth), 16 wide
-_DOTS = {8: [bytes(0xFF if b >> (7 - i) & 1 else 0 for i in range(8)) for b in range(256)]}
-_DOTS[9] = [row + b"\0" for row in _DOTS[8]]
-_DOTS[16] = [bytes(d for d in row for _ in "ab") for row in _DOTS[8]]
+#: _COLUMN[i]: a glyph byte to its dot in column i (bit 7 - i), 0xFF where set
+_COLUMN = [bytes(0xFF if b >> (7 - i) & 1 else 0 for b in range(256)) for i in range(8)]
 #: per cell width: an attribute's foreground and background colour, a cell wide
 _FOREGROUND = {w: [bytes((a & 0x0F,)) * w for a in range(256)] for w in (8, 9, 16)}
 _BACKGROUND = {w: [bytes((a >> 4,)) * w for a in range(256)] for w in (8, 9, 16)}
@@ -231,12 +293,48 @@ _NINTH = [b"\0" * 8 + (b"\xff" if 0xB0 <= c <= 0xDF else b"\0") for c in range(2
 _FONT_BYTES = 0x8000
 
 
-def _text_indexes(display, vram, band: Band, blink: bool) -> bytes:
+def _text_band(display, tables, vram, band: Band, blink: bool) -> bytes:
+    """A character row's RGB, from the memo when the same glyphs, attributes
+    and cursor were drawn before (a scrolled row, a blank row)."""
     width, height, columns = display.char_width, display.char_height, display.columns
     at, size = band.address, len(vram)
     shown = max(0, min(columns, (size - 2 - at) // 4 + 1))        # cells whose bytes exist
     chars = bytes(vram[at:at + 4 * shown:4]).ljust(columns, b"\0")
     attrs = bytes(vram[at + 1:at + 4 * shown:4]).ljust(columns, b"\0")
+    glyphs = _glyph_columns(display, vram, chars, attrs)
+    cursor = None
+    if display.cursor is not None and blink:
+        word, top, bottom = display.cursor
+        bottom = min(bottom, height - 1)
+        cell, rest = divmod(4 * word - at, 4)
+        if not rest and 0 <= cell < shown and top <= bottom:
+            cursor = (cell, top, bottom)
+    line_graphics = width == 9 and display.line_graphics
+    key = (glyphs, attrs, chars if line_graphics else None, cursor)
+    context = (tables, width, height, line_graphics)
+    pixels = _text_memo.lookup(context, key)
+    if pixels is None:
+        pixels = _text_memo.keep(key, _rgb(_text_indexes(
+            width, height, columns, chars, attrs, glyphs, line_graphics, cursor), tables))
+    return pixels
+
+
+def _dots(lines: bytes, width: int) -> int:
+    """Glyph bytes as their dots, ``width`` bytes each (0xFF where set; the
+    ninth column of 9-dot cells 0, each dot twice in 16-dot cells), as one
+    big number: column by column, a translate into every ``width``-th byte."""
+    step = 8 if width == 16 else width
+    out = bytearray(len(lines) * step)
+    for column, table in enumerate(_COLUMN):
+        out[column::step] = lines.translate(table)
+    if width == 16:
+        out = _doubled(out)
+    return int.from_bytes(out, "big")
+
+
+def _glyph_columns(display, vram, chars: bytes, attrs: bytes) -> bytes:
+    """Each cell's glyph rows (plane 2 of its font, every 4th byte), cell
+    after cell."""
     first_font, second_font = display.fonts
     fonts = {first_font: bytes(vram[first_font:first_font + _FONT_BYTES]).ljust(_FONT_BYTES,
                                                                                    b"\0")}
@@ -244,63 +342,38 @@ def _text_indexes(display, vram, band: Band, blink: bool) -> bytes:
         fonts[second_font] = bytes(vram[second_font:second_font + _FONT_BYTES]).ljust(
             _FONT_BYTES, b"\0")
     clear_font, set_font = fonts[first_font], fonts[second_font]
-    reach = 4 * height
-    glyphs = b"".join([(set_font if a & 8 else clear_font)[c << 7:(c << 7) + reach:4]
-                       for c, a in zip(chars, attrs)])          # cell after cell
+    reach = 4 * display.char_height
+    return b"".join([(set_font if a & 8 else clear_font)[c << 7:(c << 7) + reach:4]
+                     for c, a in zip(chars, attrs)])
+
+
+def _text_indexes(width: int, height: int, columns: int, chars: bytes, attrs: bytes,
+                  glyphs: bytes, line_graphics: bool, cursor) -> bytes:
+    """A character row's colour numbers, scan line after scan line."""
     lines = b"".join([glyphs[r::height] for r in range(height)])  # scan line after line
     total = columns * width * height
-    dots = int.from_bytes(b"".join(map(_DOTS[width].__getitem__, lines)), "big")
-    if width == 9 and display.line_graphics:
+    dots = _dots(lines, width)
+    if line_graphics:
         ninth = int.from_bytes(b"".join(map(_NINTH.__getitem__, chars)) * height, "big")
         dots |= dots >> 8 & ninth
     fg = int.from_bytes(b"".join(map(_FOREGROUND[width].__getitem__, attrs)) * height, "big")
     bg = int.from_bytes(b"".join(map(_BACKGROUND[width].__getitem__, attrs)) * height, "big")
     indexes = (bg ^ (dots & (fg ^ bg))).to_bytes(total, "big")
-    if display.cursor is not None and blink:
-        word, top, bottom = display.cursor
-        bottom = min(bottom, height - 1)
-        cell, rest = divmod(4 * word - at, 4)
-        if not rest and 0 <= cell < shown and top <= bottom:
-            out = bytearray(indexes)
-            solid = bytes((attrs[cell] & 0x0F,)) * width
-            line = columns * width
-            for r in range(top, bottom + 1):
-                x = r * line + cell * width
-                out[x:x + width] = solid
-            indexes = bytes(out)
+    if cursor is not None:
+        cell, top, bottom = cursor
+        out = bytearray(indexes)
+        solid = bytes((attrs[cell] & 0x0F,)) * width
+        line = columns * width
+        for r in range(top, bottom + 1):
+            x = r * line + cell * width
+            out[x:x + width] = solid
+        indexes = bytes(out)
     return indexes
 
 
 # --- graphics ----------------------------------------------------------------------------------
 
 
-def _spread_tables(pixels_of, double: bool) -> list[list[bytes]]:
-    """For each plane, a byte of that plane as its contribution to the 8
-    pixels of its word (16 at half dot clock), the bits already in place."""
-    tables = []
-    for plane in range(4):
-        rows = []
-        for b in range(256):
-            row = pixels_of(plane, b)
-            rows.append(bytes(p for p in row for _ in "ab") if double else row)
-        tables.append(rows)
-    return tables
-
-
-def _planar_pixels(plane: int, b: int) -> bytes:
-    return bytes(((b >> (7 - i)) & 1) << plane for i in range(8))
-
-
-def _cga_pixels(plane: int, b: int) -> bytes:
-    """Planes 0 and 2 give pixels 0-3 (bits 1:0 and 3:2), planes 1 and 3 pixels 4-7."""
-    fields = bytes((b >> (6 - 2 * i) & 3) << (plane & 2) for i in range(4))
-    return fields + bytes(4) if not plane & 1 else bytes(4) + fields
-
-
-#: [table][plane][byte]: planar (16-colour) and CGA (4-colour), plain and doubled
-_SPREAD = {(kind, double): [t.__getitem__ for t in _spread_tables(pixels, double)]
-           for kind, pixels in (("planar16", _planar_pixels), ("cga4", _cga_pixels))
-           for double in (False, True)}
 #: colour numbers ANDed with a plane enable (attribute register 0x12)
 _ENABLED = [bytes(i & e for i in range(256)) for e in range(16)]
 
@@ -361,45 +434,60 @@ def _doubled(data: bytes) -> bytes:
     return bytes(out)
 
 
-#: lines drawn before under the same mode and colours: (context, {line bytes: RGB})
-_memo: list = [None, {}]
-_MEMO_LINES = 2048
-
-
 def _graphic_line(display, tables, vram, at: int) -> bytes:
+    """A picture line's RGB, from the memo when the same bytes were drawn
+    before under the same mode and colours."""
     data = _fetch(vram, at, _line_length(display))
     context = (tables, display.mode, display.depth, display.half_clock, display.plane_enable)
-    if _memo[0] != context:
-        _memo[:] = context, {}
-    seen = _memo[1]
-    rgb = seen.get(data)
-    if rgb is None:
-        if len(seen) >= _MEMO_LINES:
-            seen.clear()
-        rgb = seen[data] = _line_rgb(display, tables, data)
-    return rgb
+    pixels = _line_memo.lookup(context, data)
+    if pixels is None:
+        pixels = _line_memo.keep(data, _line_rgb(display, tables, data))
+    return pixels
 
 
 def _line_rgb(display, tables, data: bytes) -> bytes:
-    mode = display.mode
-    if mode == "planar16" or mode == "cga4":
+    return _lines_rgb(display, tables, [data])[0]
+
+
+def _lines_rgb(display, tables, lines: list[bytes]) -> list[bytes]:
+    """The RGB of picture lines (their video memory bytes, all of one
+    length), converted together where the mode allows."""
+    mode, length = display.mode, len(lines[0])
+    if not length:
+        return [b""] * len(lines)
+    if mode == "cga4":
         enable = display.plane_enable
-        if mode == "cga4" and enable != 0x0F:     # a disabled plane's bytes read as 0
+        data = b"".join(lines)
+        if enable != 0x0F:                          # a disabled plane's bytes read as 0
             keep = bytes(0xFF if enable >> p & 1 else 0 for p in range(4)) * (len(data) >> 2)
             data = (int.from_bytes(data, "big") & int.from_bytes(keep, "big")).to_bytes(
                 len(data), "big")
-        p0, p1, p2, p3 = _SPREAD[mode, display.half_clock]
-        indexes = (int.from_bytes(b"".join(map(p0, data[0::4])), "big")
-                   | int.from_bytes(b"".join(map(p1, data[1::4])), "big")
-                   | int.from_bytes(b"".join(map(p2, data[2::4])), "big")
-                   | int.from_bytes(b"".join(map(p3, data[3::4])), "big")).to_bytes(
-                       (2 << display.half_clock) * len(data), "big")
-        if mode == "planar16" and enable != 0x0F:
-            indexes = indexes.translate(_ENABLED[enable])
-        return _rgb(indexes, tables)
-    depth = display.depth
-    if mode == "chain4-256" or depth not in _PIXEL_BYTES:
-        return _rgb(_doubled(data), tables)
-    if depth == 8:
-        return _rgb(data, tables)
-    return _direct(data, depth)
+        # Pillow's "P;2" unpacker: 2-bit pixels, bits 7:6 first. A word's planes 0 and 1
+        # give the low bits of its 8 pixels, planes 2 and 3 the high bits
+        pairs, size = memoryview(data).cast("H"), (length << 1, len(lines))
+        low = Image.frombytes("P", size, pairs[0::2].tobytes(), "raw", "P;2").tobytes()
+        high = Image.frombytes("P", size, pairs[1::2].tobytes(), "raw", "P;2").tobytes()
+        indexes = (int.from_bytes(low, "big") | int.from_bytes(high, "big") << 2).to_bytes(
+            len(low), "big")
+        rgb = _rgb(_doubled(indexes) if display.half_clock else indexes, tables)
+    elif mode == "planar16":
+        # Pillow's "P;4L" unpacker: a line's four bit planes, one after the other, to
+        # 4-bit pixels
+        planes = b"".join([data[0::4] + data[1::4] + data[2::4] + data[3::4] for data in lines])
+        indexes = Image.frombytes("P", (length << 1, len(lines)), planes, "raw",
+                                  "P;4L").tobytes()
+        if display.half_clock:
+            indexes = _doubled(indexes)
+        if display.plane_enable != 0x0F:
+            indexes = indexes.translate(_ENABLED[display.plane_enable])
+        rgb = _rgb(indexes, tables)
+    else:
+        depth, data = display.depth, b"".join(lines)
+        if mode == "chain4-256" or depth not in _PIXEL_BYTES:
+            rgb = _rgb(_doubled(data), tables)
+        elif depth == 8:
+            rgb = _rgb(data, tables)
+        else:
+            rgb = _direct(data, depth)
+    size = len(rgb) // len(lines)
+    return [rgb[i:i + size] for i in range(0, len(rgb), size)]

@@ -1,9 +1,9 @@
 """The VGA's scanner (spec.devices.vga_scanner): the same register and video
 memory accesses on the spec (VgaRegisters, vga_memory's rules on 8 MiB of
-video memory) and on QEMU 7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's
-VGA_RAM_SIZE) through qtest; QEMU's screendump and the scanner's picture
-equal pixel for pixel. Then, by hand: a band's spans hold every byte it
-reads."""
+video memory), on impl (impl.vga_ports, vga_planes, vga_scan) and on QEMU
+7.2's VGA (-vga std, 8 MiB as Xen 3.0.4's VGA_RAM_SIZE) through qtest;
+QEMU's screendump and both scanners' pictures equal pixel for pixel. Then,
+by hand: a band's spans hold every byte it reads."""
 
 import base64
 import os
@@ -15,6 +15,9 @@ import time
 
 import pytest
 
+from impl import vga_scan
+from impl.vga_planes import VgaPlanes
+from impl.vga_ports import VgaPorts
 from spec.devices import vga_memory
 from spec.devices import vga_registers as vr
 from spec.devices import vga_scanner as sc
@@ -168,6 +171,28 @@ class Model:
         return display.width, display.height, pixels
 
 
+class ImplModel(Model):
+    """impl's side: impl.vga_ports, impl.vga_planes and impl.vga_scan on 8 MiB."""
+
+    def __init__(self) -> None:
+        self.regs = VgaPorts(VRAM)
+        self.vram = bytearray(VRAM)
+        self.planes = VgaPlanes(self.vram, self.regs)
+
+    def _write(self, address: int, data: bytes) -> None:
+        if address >= LFB:
+            self.vram[address - LFB:address - LFB + len(data)] = data
+            return
+        for i in range(0, len(data), 4):                 # dwords through the window
+            chunk = data[i:i + 4]
+            self.planes.write(address + i, len(chunk), int.from_bytes(chunk, "little"))
+
+    def screen(self, blink: bool) -> tuple[int, int, bytes]:
+        display = self.regs.display()
+        pixels = vga_scan.draw(display, self.regs.palette_rgb(), self.vram, blink)
+        return display.width, display.height, pixels
+
+
 def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -> str:
     if ours[:2] != theirs[:2]:
         return f"size {ours[:2]} != QEMU's {theirs[:2]}"
@@ -181,16 +206,17 @@ def _differences(ours: tuple[int, int, bytes], theirs: tuple[int, int, bytes]) -
 
 
 def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
-    """Each picture's steps (name, steps[, the cursor's phase]) on both
-    sides, then both pictures compared; one QEMU for all of them. Returns
-    QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
+    """Each picture's steps (name, steps[, the cursor's phase]) on the spec,
+    on impl's VGA and on QEMU, then the pictures compared; one QEMU for all
+    of them. Returns QEMU's pictures. QEMU runs no CPU (-S): its virtual clock stays at 0,
     the cursor's phase is on, but for the turn each change between text,
     graphics and blank makes (vga_scanner's docstring)."""
-    qemu, model, shots, failures = Qemu(), Model(), [], []
+    qemu, model, impl, shots, failures = Qemu(), Model(), ImplModel(), [], []
     try:
         for name, steps, *blink in pictures:
             qemu.run(steps)
             model.run(steps)
+            impl.run(steps)
             theirs = qemu.screen()
             shots.append(theirs)
             display = model.regs.display()
@@ -199,6 +225,9 @@ def _same_pictures(pictures: list[tuple]) -> list[tuple[int, int, bytes]]:
             difference = _differences(model.screen(*blink or [True]), theirs)
             if difference:
                 failures.append(f"{name}: {difference}")
+            difference = _differences(impl.screen(*blink or [True]), theirs)
+            if difference:
+                failures.append(f"{name} (impl): {difference}")
     finally:
         qemu.close()
     assert not failures, "\n".join(failures)
@@ -475,7 +504,8 @@ def test_the_bios_text_screen_draws_as_qemu_draws():
     """QEMU's own firmware (SeaBIOS and its VGA BIOS) runs for a second and
     writes its messages in its own font; QEMU stops, takes its picture, and
     its registers and video memory, read back, draw the same picture on the
-    scanner (the cursor on: the first text picture QEMU draws)."""
+    scanner, and on impl's (the cursor on: the first text picture QEMU
+    draws)."""
     qemu = Qemu(frozen=False)
     try:
         qemu.command("info status")
@@ -499,6 +529,16 @@ def test_the_bios_text_screen_draws_as_qemu_draws():
     assert (display.mode, display.columns, display.rows) == (vr.TEXT, 80, 25)
     ours = (display.width, display.height, sc.draw(display, regs.palette_rgb(), vram, True))
     assert not _differences(ours, theirs), _differences(ours, theirs)
+    # impl's register file with the same registers, and impl's scanner
+    ports = VgaPorts(VRAM)
+    ports.write(0x3C2, 1, regs.msr)
+    for name in ("sr", "gr", "cr", "ar", "palette"):
+        getattr(ports, name)[:] = getattr(regs, name)
+    ports.ar_index = regs.ar_index
+    assert tuple(ports.display()) == tuple(display)
+    impl = (display.width, display.height,
+            vga_scan.draw(ports.display(), ports.palette_bytes(), vram, True))
+    assert not _differences(impl, theirs), "impl: " + _differences(impl, theirs)
     lit = sum(1 for i in range(0, len(theirs[2]), 3) if theirs[2][i])
     assert lit > 2000                                      # SeaBIOS's messages
 
