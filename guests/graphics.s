@@ -28,7 +28,8 @@
 ;      the std VGA (PCI 00:02.0, 1234:1111). BAR0 is read from PCI
 ;      configuration space; if nothing assigned it (no BIOS ran), the guest
 ;      puts it at 0xF0000000, where hvmloader started its PCI memory, and
-;      enables memory decoding. A gradient, a white frame and three squares.
+;      enables memory decoding. A gradient (red across, blue the opposite,
+;      green down), a white frame and red, green and blue squares.
 ;
 ; SCREEN chooses what runs; a file that sets it and includes this one
 ; selects a screen at build time (tests/test_graphics_screens.py does):
@@ -61,6 +62,8 @@ LFB_DEFAULT = 0xf0000000        ; BAR0 when nothing assigned it
 VBE_WIDTH   = 640
 VBE_HEIGHT  = 480
 LFB_ADDRESS = 0x6000            ; where the guest keeps the framebuffer's address
+ROW_BUFFER  = 0x8000            ; a row drawn in RAM, then copied with one REP MOVS
+X_COLOURS   = 0x9000            ; the VBE gradient's colour of each column
 
 ; vga_index: VALUE to register INDEX of the index/data pair at PORT, as a
 ; 16-bit OUT (index in the low byte: the pair takes it as two byte writes)
@@ -525,9 +528,7 @@ screen_12h:
     ; 16 bars, 40 pixels wide, rows 40-239: write mode 2 (the byte is the colour)
     vga_index 0x3ce, 0x01, 0x00
     vga_index 0x3ce, 0x05, 0x02
-    mov edi, VGA_WINDOW + 40 * 80
-    mov ebx, 200
-bars_row:
+    mov edi, ROW_BUFFER         ; the row: 5 bytes of each colour
     xor al, al
 bars_bar:
     mov ecx, 5
@@ -535,40 +536,42 @@ bars_bar:
     inc al
     cmp al, 16
     jb bars_bar
+    mov edi, VGA_WINDOW + 40 * 80
+    mov ebx, 200
+bars_row:
+    mov esi, ROW_BUFFER
+    mov ecx, 80 / 4
+    rep movs dword ptr es:[edi], dword ptr [esi]
     dec ebx
     jnz bars_row
-    ; rows 100-179, pixels 160-479: XOR with white (set/reset 15, function
+    ; rows 120-159, pixels 192-447: XOR with white (set/reset 15, function
     ; XOR), each byte read first to load the latches
     vga_index 0x3ce, 0x05, 0x00
     vga_index 0x3ce, 0x00, 0x0f
     vga_index 0x3ce, 0x01, 0x0f
     vga_index 0x3ce, 0x03, 0x18
-    mov edi, VGA_WINDOW + 100 * 80 + 20
-    mov ebx, 80
+    mov edi, VGA_WINDOW + 120 * 80 + 24
+    mov ebx, 40
 xor_row:
-    mov ecx, 40
+    mov ecx, 32
 xor_byte:
     mov al, [edi]
     mov [edi], al
     inc edi
     loop xor_byte
-    add edi, 80 - 40
+    add edi, 80 - 32
     dec ebx
     jnz xor_row
     vga_index 0x3ce, 0x03, 0x00
-    ; two yellow diagonals, 2 pixels wide, rows 260-459, through the bit mask
+    ; two yellow diagonals, rows 260-459, a pixel a row through the bit mask
     vga_index 0x3ce, 0x00, 0x0e
     xor ebx, ebx
 diagonal:
     lea ecx, [ebx + 260]        ; y
     lea eax, [ebx + 100]        ; x, falling to the right
     call plot
-    inc eax
-    call plot
-    mov eax, 538                ; x, falling to the left
+    mov eax, 539                ; x, falling to the left
     sub eax, ebx
-    call plot
-    inc eax
     call plot
     inc ebx
     cmp ebx, 200
@@ -590,11 +593,11 @@ checker_row:
     jnz checker_row
     vga_index 0x3c4, 0x02, 0x0f
     ; write mode 3: light red (set/reset 12) where the byte written (0x3c)
-    ; has a 1, the latches elsewhere; rows 300-379, pixels 160-239
+    ; has a 1, the latches elsewhere; rows 300-339, pixels 160-239
     vga_index 0x3ce, 0x05, 0x03
     vga_index 0x3ce, 0x00, 0x0c
     mov edi, VGA_WINDOW + 300 * 80 + 20
-    mov ebx, 80
+    mov ebx, 40
 wm3_row:
     mov ecx, 10
 wm3_byte:
@@ -665,16 +668,22 @@ square_13h:
     jnz square_13h
     ret
 
-bands_13h:                      ; pixel (x, y) = x + y + ebp (mod 256), every pixel
+bands_13h:                      ; pixel (x, y) = x + y + ebp (mod 256), every pixel:
+    mov edi, ROW_BUFFER         ; a ramp 0, 1, .., 255, 0, .. of 576 bytes in RAM,
+    xor eax, eax                ; each row copied from its offset y + ebp in it
+bands_ramp:
+    stosb
+    inc eax
+    cmp eax, 576
+    jb bands_ramp
     mov edi, VGA_WINDOW
     xor ebx, ebx
 bands_row:
-    lea eax, [ebx + ebp]
-    mov ecx, 320
-bands_pixel:
-    stosb
-    inc al
-    loop bands_pixel
+    lea esi, [ebx + ebp]
+    and esi, 0xff
+    add esi, ROW_BUFFER
+    mov ecx, 320 / 4
+    rep movs dword ptr es:[edi], dword ptr [esi]
     inc ebx
     cmp ebx, 200
     jb bands_row
@@ -720,26 +729,38 @@ vbe_mode:                       ; 640x480x32 with the linear framebuffer (vbe.c'
 
 screen_vbe:
     call vbe_mode
-    mov edi, [LFB_ADDRESS]      ; the gradient: red across, green down,
-    xor ebx, ebx                ; blue from x XOR y
-vbe_row:
-    xor ecx, ecx
-vbe_pixel:
+    mov edi, X_COLOURS          ; the gradient: red across, blue its opposite,
+    xor ecx, ecx                ; green down. Each column's red and blue once,
+vbe_column:                     ; in RAM
     imul eax, ecx, 205
     shr eax, 9                  ; red = x * 255 / 639, about
-    shl eax, 8
-    imul edx, ebx, 17
-    shr edx, 5                  ; green = y * 255 / 479, about
-    or eax, edx
-    shl eax, 8
-    mov edx, ecx
-    xor edx, ebx
-    and edx, 0xff
-    or eax, edx
+    mov edx, eax
+    not dl                      ; blue = 255 - red
+    shl eax, 16
+    mov al, dl
     stosd
     inc ecx
     cmp ecx, VBE_WIDTH
-    jb vbe_pixel
+    jb vbe_column
+    mov ebp, [LFB_ADDRESS]
+    xor ebx, ebx
+vbe_row:                        ; each row drawn in RAM, then copied
+    imul edx, ebx, 17
+    shr edx, 5                  ; green = y * 255 / 479, about
+    shl edx, 8
+    mov esi, X_COLOURS
+    mov edi, ROW_BUFFER
+    mov ecx, VBE_WIDTH
+vbe_pixel:
+    lodsd
+    or eax, edx
+    stosd
+    loop vbe_pixel
+    mov esi, ROW_BUFFER
+    mov edi, ebp
+    mov ecx, VBE_WIDTH
+    rep movs dword ptr es:[edi], dword ptr [esi]
+    mov ebp, edi
     inc ebx
     cmp ebx, VBE_HEIGHT
     jb vbe_row
