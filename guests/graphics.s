@@ -57,6 +57,9 @@ VGA_WINDOW  = 0xa0000           ; graphics modes' window (64 KiB)
 TEXT_WINDOW = 0xb8000           ; text mode's window
 PCI_ADDR    = 0xcf8
 PCI_DATA    = 0xcfc
+MODE_3      = 0                 ; the rows of the mode tables
+MODE_12H    = 1
+MODE_13H    = 2
 VGA_BDF     = 0x80001000        ; configuration address of 00:02.0, register 0
 LFB_DEFAULT = 0xf0000000        ; BAR0 when nothing assigned it
 VBE_WIDTH   = 640
@@ -71,6 +74,13 @@ X_COLOURS   = 0x9000            ; the VBE gradient's colour of each column
     mov dx, \port
     mov ax, ((\value) << 8) | (\index)
     out dx, ax
+.endm
+
+; text_at: an entry of the table `texts`: its cell, its attribute, the text
+.macro text_at row, column, attribute, text
+    .word \row * 80 + \column
+    .byte \attribute
+    .asciz "\text"
 .endm
 
 ; dispi: VALUE to the Bochs VBE register INDEX
@@ -155,7 +165,7 @@ stay_halted:
     jmp stay_halted
 
 bench_13h:
-    mov esi, ROM + mode_13
+    mov ebx, MODE_13H
     call set_mode
     call dac_ramps
     mov esi, bench_13h_text
@@ -221,63 +231,55 @@ init_vga_card:                  ; vgabios's init_vga_card: colour I/O addresses
     vga_index 0x3c4, 0x04, 0x02
     ret
 
-; set_mode: the registers of the mode whose table ESI points at (linear):
-; misc output (+0), sequencer 0-4 (+1), CRTC 0-0x18 (+6), attribute
-; controller 0-0x14 (+31), graphics controller 0-8 (+52), written in
-; vgabios's order (biosfn_set_video_mode)
+; set_mode: the registers of mode EBX (MODE_3, MODE_12H, MODE_13H: its row
+; in each of the tables at the end), in vgabios's order (biosfn_set_video_mode):
+; the attribute controller, the sequencer, the graphics controller, the CRTC
+; (its protection off first), the misc output, then the display on
 set_mode:
     mov dx, 0x3da               ; the attribute controller's flip-flop to "index"
     in al, dx
+    imul esi, ebx, 21
+    add esi, ROM + attribute_tables
     mov dx, 0x3c0
     xor ecx, ecx
 set_mode_attribute:
     mov al, cl                  ; the index, palette address source off (blank)
     out dx, al
-    mov al, [esi + 31 + ecx]
+    mov al, [esi + ecx]
     out dx, al
     inc ecx
     cmp ecx, 21
     jb set_mode_attribute
-    mov dx, 0x3c4
-    xor ecx, ecx
-set_mode_sequencer:
-    mov al, cl
+    vga_index 0x3d4, 0x11, 0x00 ; CR11 bit 7 off: CR0-7 writable
+    mov edi, ROM + register_groups
+set_mode_group:                 ; each group: count, index port, its table
+    movzx ecx, byte ptr [edi]
+    test ecx, ecx
+    jz set_mode_misc
+    mov dx, [edi + 1]
+    mov eax, ebx
+    imul eax, ecx
+    mov esi, [edi + 3]
+    add esi, eax
+    push ebp
+    xor ebp, ebp
+set_mode_register:              ; register ebp from the row's byte ebp
+    mov eax, ebp
     out dx, al
     inc dx
-    mov al, [esi + 1 + ecx]
+    mov al, [esi + ebp]
     out dx, al
     dec dx
-    inc ecx
-    cmp ecx, 5
-    jb set_mode_sequencer
-    mov dx, 0x3ce
-    xor ecx, ecx
-set_mode_graphics:
-    mov al, cl
-    out dx, al
-    inc dx
-    mov al, [esi + 52 + ecx]
-    out dx, al
-    dec dx
-    inc ecx
-    cmp ecx, 9
-    jb set_mode_graphics
-    mov dx, 0x3d4
-    mov ax, 0x0011              ; CR11 bit 7 off: CR0-7 writable
-    out dx, ax
-    xor ecx, ecx
-set_mode_crtc:
-    mov al, cl
-    out dx, al
-    inc dx
-    mov al, [esi + 6 + ecx]
-    out dx, al
-    dec dx
-    inc ecx
-    cmp ecx, 25
-    jb set_mode_crtc
+    inc ebp
+    cmp ebp, ecx
+    jb set_mode_register
+    pop ebp
+    add edi, 7
+    jmp set_mode_group
+set_mode_misc:
+    mov esi, ROM + misc_table
     mov dx, 0x3c2
-    mov al, [esi]
+    mov al, [esi + ebx]
     out dx, al
     mov dx, 0x3c0               ; palette address source on: the display shows
     mov al, 0x20
@@ -286,15 +288,19 @@ set_mode_crtc:
     in al, dx
     ret
 
-dac_ega:                        ; the 64 EGA colours (vgabios's palette2), then black
-    mov dx, 0x3c6
-    mov al, 0xff                ; PEL mask: all bits
+dac_start:                      ; the PEL mask all ones, the DAC's write index 0:
+    mov dx, 0x3c6               ; DX = the data port, ECX = 0
+    mov al, 0xff
     out dx, al
     mov dx, 0x3c8
     xor al, al
     out dx, al
     inc dx
     xor ecx, ecx
+    ret
+
+dac_ega:                        ; the 64 EGA colours (vgabios's palette2), then black
+    call dac_start
 dac_ega_next:
     ega_component 2, 5          ; red
     ega_component 1, 4          ; green
@@ -311,14 +317,7 @@ dac_ega_black:
     ret
 
 dac_ramps:                      ; 0-63 red, 64-127 green, 128-191 blue, 192-255 grey
-    mov dx, 0x3c6
-    mov al, 0xff
-    out dx, al
-    mov dx, 0x3c8
-    xor al, al
-    out dx, al
-    inc dx
-    xor ecx, ecx
+    call dac_start
 dac_ramps_next:
     mov bl, cl
     and bl, 0x3f                ; the level
@@ -355,7 +354,7 @@ dac_ramps_blue:
 ; --- 1. text mode 3 with its own font -----------------------------------------------
 
 screen_text:
-    mov esi, ROM + mode_03
+    mov ebx, MODE_3
     call set_mode
     call dac_ega
     call load_font
@@ -367,15 +366,8 @@ screen_text:
     mov eax, 0x1f201f20
     mov ecx, 40
     rep stosd
-    mov edi, TEXT_WINDOW + 2 * 2
-    mov esi, title_text
-    mov ah, 0x1f
-    call put_text
     call text_box
-    mov edi, TEXT_WINDOW + (4 * 80 + 5) * 2
-    mov esi, foreground_text
-    mov ah, 0x0f
-    call put_text
+    call put_texts
     mov edi, TEXT_WINDOW + (4 * 80 + 24) * 2
     xor ah, ah
 text_foreground:                ; 16 full blocks, colours 0-15
@@ -384,10 +376,6 @@ text_foreground:                ; 16 full blocks, colours 0-15
     inc ah
     cmp ah, 16
     jb text_foreground
-    mov edi, TEXT_WINDOW + (6 * 80 + 5) * 2
-    mov esi, background_text
-    mov ah, 0x0f
-    call put_text
     mov edi, TEXT_WINDOW + (6 * 80 + 24) * 2
     xor ebx, ebx
 text_background:                ; digits 0-7 in white on backgrounds 0-7
@@ -400,23 +388,10 @@ text_background:                ; digits 0-7 in white on backgrounds 0-7
     inc ebx
     cmp ebx, 8
     jb text_background
-    mov edi, TEXT_WINDOW + (8 * 80 + 5) * 2
-    mov esi, glyphs_text
-    mov ah, 0x0f
-    call put_text
     mov edi, TEXT_WINDOW + (8 * 80 + 24) * 2
-    mov esi, pictures
+    mov esi, ROM + pictures
     mov ecx, pictures_end - pictures
-    add esi, ROM
     rep movsb
-    mov edi, TEXT_WINDOW + (10 * 80 + 5) * 2
-    mov esi, alphabet_text
-    mov ah, 0x0b                ; light cyan
-    call put_text
-    mov edi, TEXT_WINDOW + (20 * 80 + 2) * 2
-    mov esi, prompt_text
-    mov ah, 0x0a                ; light green
-    call put_text
     vga_index 0x3d4, 0x0a, 0x0c ; the cursor: scan lines 12 to 15
     vga_index 0x3d4, 0x0b, 0x0f
     vga_index 0x3d4, 0x0e, (20 * 80 + 8) >> 8
@@ -451,15 +426,22 @@ text_box_line:                  ; corner ax, 74 horizontals, corner bx
     stosw
     ret
 
-put_text:                       ; NUL-terminated text at offset esi, attribute ah, to edi
-    add esi, ROM
-put_text_next:
+put_texts:                      ; each of `texts` at its place, in its colour
+    mov esi, ROM + texts
+put_texts_next:
+    movzx edi, word ptr [esi]   ; the cell
+    cmp edi, 0xffff
+    je put_texts_done
+    lea edi, [edi * 2 + TEXT_WINDOW]
+    mov ah, [esi + 2]           ; the attribute
+    add esi, 3
+put_texts_char:
     lodsb
     test al, al
-    jz put_text_done
+    jz put_texts_next
     stosw
-    jmp put_text_next
-put_text_done:
+    jmp put_texts_char
+put_texts_done:
     ret
 
 ; load_font: plane 2 as vgabios's get_font_access leaves it (map mask plane 2,
@@ -516,7 +498,7 @@ load_font_done:
 ; --- 2. mode 12h, planar ------------------------------------------------------------
 
 screen_12h:
-    mov esi, ROM + mode_12
+    mov ebx, MODE_12H
     call set_mode
     call dac_ega
     ; blue everywhere: write mode 0, set/reset 1 enabled on all planes
@@ -638,7 +620,7 @@ plot:                           ; the pixel (eax, ecx) in the set/reset colour
 ; --- 3. mode 13h --------------------------------------------------------------------
 
 screen_13h:
-    mov esi, ROM + mode_13
+    mov ebx, MODE_13H
     call set_mode
     call dac_ramps
     xor ebp, ebp
@@ -836,48 +818,56 @@ bench_13h_text:
 bench_vbe_text:
     .asciz "bench vbe 640x480x32\n"
 
-title_text:
-    .asciz "HVMSPEC GRAPHICS GUEST - SCREEN 1: TEXT MODE 3, ITS OWN FONT"
-foreground_text:
-    .asciz "FOREGROUND 0-F:"
-background_text:
-    .asciz "BACKGROUND 0-7:"
-glyphs_text:
-    .asciz "OWN GLYPHS:"
-alphabet_text:
-    .asciz "ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 (.,:-=/)"
-prompt_text:
-    .asciz "READY>"
+texts:                          ; row, column, attribute, text
+    text_at 0, 2, 0x1f, "HVMSPEC GRAPHICS GUEST - SCREEN 1: TEXT MODE 3, ITS OWN FONT"
+    text_at 4, 5, 0x0f, "FOREGROUND 0-F:"
+    text_at 6, 5, 0x0f, "BACKGROUND 0-7:"
+    text_at 8, 5, 0x0f, "OWN GLYPHS:"
+    text_at 10, 5, 0x0b, "ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 (.,:-=/)"
+    text_at 20, 2, 0x0a, "READY>"
+    .word 0xffff
 pictures:                       ; character, attribute pairs
     .byte 0x01, 0x0e, 0x20, 0x07, 0x03, 0x0c, 0x20, 0x07, 0xb1, 0x0a, 0xb1, 0x2e
     .byte 0x20, 0x07, 0xdb, 0x09, 0xdb, 0x4e, 0x20, 0x07, 0x01, 0x1f, 0x03, 0x4f
 pictures_end:
 
-; --- the mode tables (vgabios's vgatables.h, as tests/test_vga_registers.py has them)
+; --- the mode tables (vgabios's vgatables.h, as tests/test_vga_registers.py has them),
+; a row a mode: MODE_3, MODE_12H, MODE_13H
 
-mode_03:
-    .byte 0x67                                      ; misc output
-    .byte 0x03, 0x00, 0x03, 0x00, 0x02              ; sequencer 0-4
-    .byte 0x5f, 0x4f, 0x50, 0x82, 0x55, 0x81, 0xbf, 0x1f, 0x00, 0x4f, 0x0d, 0x0e, 0x00
-    .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x1f, 0x96, 0xb9, 0xa3, 0xff  ; CRTC
-    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
-    .byte 0x3d, 0x3e, 0x3f, 0x0c, 0x00, 0x0f, 0x08, 0x00                    ; attribute
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0e, 0x0f, 0xff              ; graphics
-mode_12:
-    .byte 0xe3
+register_groups:                ; registers, index port, the table (rows of that size)
+    .byte 5
+    .word 0x3c4
+    .long ROM + sequencer_tables
+    .byte 9
+    .word 0x3ce
+    .long ROM + graphics_tables
+    .byte 25
+    .word 0x3d4
+    .long ROM + crtc_tables
+    .byte 0
+misc_table:                     ; misc output
+    .byte 0x67, 0xe3, 0x63
+sequencer_tables:               ; sequencer 0-4
+    .byte 0x03, 0x00, 0x03, 0x00, 0x02
     .byte 0x03, 0x01, 0x0f, 0x00, 0x06
+    .byte 0x03, 0x01, 0x0f, 0x00, 0x0e
+crtc_tables:                    ; CRTC 0-0x18
+    .byte 0x5f, 0x4f, 0x50, 0x82, 0x55, 0x81, 0xbf, 0x1f, 0x00, 0x4f, 0x0d, 0x0e, 0x00
+    .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x1f, 0x96, 0xb9, 0xa3, 0xff
     .byte 0x5f, 0x4f, 0x50, 0x82, 0x54, 0x80, 0x0b, 0x3e, 0x00, 0x40, 0x00, 0x00, 0x00
     .byte 0x00, 0x00, 0x00, 0xea, 0x8c, 0xdf, 0x28, 0x00, 0xe7, 0x04, 0xe3, 0xff
-    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
-    .byte 0x3d, 0x3e, 0x3f, 0x01, 0x00, 0x0f, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0f, 0xff
-mode_13:
-    .byte 0x63
-    .byte 0x03, 0x01, 0x0f, 0x00, 0x0e
     .byte 0x5f, 0x4f, 0x50, 0x82, 0x54, 0x80, 0xbf, 0x1f, 0x00, 0x41, 0x00, 0x00, 0x00
     .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x40, 0x96, 0xb9, 0xa3, 0xff
+attribute_tables:               ; attribute controller 0-0x14
+    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
+    .byte 0x3d, 0x3e, 0x3f, 0x0c, 0x00, 0x0f, 0x08, 0x00
+    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
+    .byte 0x3d, 0x3e, 0x3f, 0x01, 0x00, 0x0f, 0x00, 0x00
     .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c
     .byte 0x0d, 0x0e, 0x0f, 0x41, 0x00, 0x0f, 0x00, 0x00
+graphics_tables:                ; graphics controller 0-8
+    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0e, 0x0f, 0xff
+    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0f, 0xff
     .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x05, 0x0f, 0xff
 
 ; --- the font: the guest's own glyphs -----------------------------------------------
@@ -933,34 +923,37 @@ small_glyphs:                   ; character code, then 7 rows of 5 pixels
 full_glyphs:                    ; character code, then 16 scan lines of 8 pixels
     .byte 0x01                  ; a smiley
     .byte 0x00, 0x00, 0x7e, 0x81, 0xa5, 0x81, 0x81, 0xbd, 0x99, 0x81, 0x81, 0x7e
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 4, 1, 0x00
     .byte 0x03                  ; a heart
-    .byte 0x00, 0x00, 0x00, 0x00, 0x6c, 0xfe, 0xfe, 0xfe, 0xfe, 0x7c, 0x38, 0x10
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 4, 1, 0x00
+    .byte 0x6c, 0xfe, 0xfe, 0xfe, 0xfe, 0x7c, 0x38, 0x10
+    .fill 4, 1, 0x00
     .byte 0xb1                  ; a shade: alternate pixels
-    .byte 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55
-    .byte 0xaa, 0x55, 0xaa, 0x55
+    .fill 8, 2, 0x55aa
     .byte 0xdb                  ; a full block (line graphics: 9 pixels wide)
-    .byte 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
-    .byte 0xff, 0xff, 0xff, 0xff
-    .byte 0xc4                  ; horizontal line
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 16, 1, 0xff
+    .byte 0xc4                  ; horizontal line (line graphics: 9 pixels wide)
+    .fill 7, 1, 0x00
+    .byte 0xff
+    .fill 8, 1, 0x00
     .byte 0xb3                  ; vertical line
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 16, 1, 0x18
     .byte 0xda                  ; top left corner
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 7, 1, 0x00
+    .byte 0x1f
+    .fill 8, 1, 0x18
     .byte 0xbf                  ; top right corner
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 7, 1, 0x00
+    .byte 0xf8
+    .fill 8, 1, 0x18
     .byte 0xc0                  ; bottom left corner
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x1f, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 7, 1, 0x18
+    .byte 0x1f
+    .fill 8, 1, 0x00
     .byte 0xd9                  ; bottom right corner
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0xf8, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 7, 1, 0x18
+    .byte 0xf8
+    .fill 8, 1, 0x00
     .byte 0
 
     flat_gdt
