@@ -66,7 +66,7 @@ TEXT_CURSOR = (8 * 9, 20 * 16, 9 * 9, 21 * 16)
 #: for rombios, which halts with interrupts off after its line (the run ends
 #: hung); SeaBIOS waits 60 s and boots again, so its run stops at the line)
 FIRMWARE = {
-    "rombios-vgabios": ("rombios", None, "rombios", "No bootable device", None),
+    "rombios-vgabios": ("rombios", None, "rombios-stdvga", "No bootable device", None),
     "seabios-stdvga": ("seabios", qemu_peer.SEABIOS_VGABIOS, "seabios-stdvga",
                        "No bootable device.  Retrying in 60 seconds.",
                        "Retrying in 60 seconds.\n"),

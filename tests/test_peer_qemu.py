@@ -106,7 +106,7 @@ QEMU_ARGS = {"platform": ["-vga", "cirrus", "-m", "16",
              "demo": ["-icount", "shift=0"],
              # the std VGA of qemu-dm's vga.c, whose BAR0 the guest draws into
              # (its pictures: tests/test_graphics_screens.py)
-             "graphics": ["-device", "VGA,romfile=,vgamem_mb=8"]}
+             "graphics": ["-device", "VGA,romfile=,vgamem_mb=8,mmio=off"]}
 #: lines that follow where the machine's RAM below 4 GiB ends: hvmloader
 #: stops it at 3.75 GiB (0xf0000000), QEMU's pc machine at 3.5 GiB for a
 #: guest of 4 GiB; the dma guest prints that size and places its far-apart
