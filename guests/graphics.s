@@ -38,10 +38,10 @@
 ;     COM1, then power off.
 ;   1-4: that screen alone; its marker line, then CLI; HLT for good, so
 ;     that the picture stays (hvmspec reports the domain hung; QEMU idles).
-;   5, 6: benchmarks: FRAMES frames of mode 13h redrawn in full (bands
-;     moving one colour a frame), or of the VBE framebuffer filled in
-;     full (a different colour a frame), between two marker lines; then
-;     power off.
+;   5, 6: benchmarks: FRAMES frames (100 unless set like SCREEN) of mode
+;     13h redrawn in full (bands moving one colour a frame), or of the VBE
+;     framebuffer filled in full (a different colour a frame), between two
+;     marker lines; then power off.
 ;
 ; Each marker line reads "graphics: screen N drawn".
 
@@ -50,7 +50,9 @@
 .ifndef SCREEN
 SCREEN      = 0
 .endif
+.ifndef FRAMES
 FRAMES      = 100               ; frames of each benchmark
+.endif
 
 ROM         = 0xf0000           ; the linear address of label offset 0
 VGA_WINDOW  = 0xa0000           ; graphics modes' window (64 KiB)

@@ -344,3 +344,37 @@ def firmware_screen(qemu: str, name: str, bios: str, workdir: Path, line: str, *
     machine = [arg for arg in QEMU_MACHINE]
     return run_to_screen(qemu, [*machine, *QEMU_ARGS[name], "-bios", bios], workdir,
                          log_line=line, timeout=timeout, settle=settle)
+
+
+def guest_line_times(qemu: str, rom: bytes, workdir: Path, lines: tuple[str, ...],
+                     timeout: float = 60.0) -> list[float]:
+    """A guest's ROM image on :data:`GUEST_MACHINE` until COM1 has shown
+    each of ``lines`` (in order, each as part of a whole line): the host's
+    seconds from QEMU's start at which each was first seen (COM1's file
+    polled every millisecond). The graphics guest's benchmarks print a line
+    before their first frame and one after their last: frames per second on
+    QEMU. :class:`QemuScreenError` if QEMU ends first or ``timeout`` passes."""
+    image, serial = workdir / "guest.rom", workdir / "com1.out"
+    image.write_bytes(rom)
+    serial.unlink(missing_ok=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen([qemu, *GUEST_MACHINE, "-bios", str(image),
+                             "-serial", f"file:{serial}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    times: list[float] = []
+    try:
+        while len(times) < len(lines):
+            text = serial.read_bytes().decode("latin-1") if serial.exists() else ""
+            whole = text.split("\n")[:-1]
+            while len(times) < len(lines) and any(lines[len(times)] in w for w in whole):
+                times.append(time.perf_counter() - started)
+            if len(times) == len(lines):
+                break
+            if proc.poll() is not None or time.perf_counter() - started > timeout:
+                raise QemuScreenError(f"QEMU showed {len(times)} of the lines {lines!r} "
+                                      f"(status {proc.poll()}); COM1: {text[-500:]!r}")
+            time.sleep(0.001)
+    finally:
+        proc.kill()
+        proc.wait()
+    return times

@@ -226,3 +226,19 @@ def test_the_vga_bios_banner_equals_qemus(which, tmp_path):
         args += ["--vgabios", vgabios]
     ours = hvmspec_screenshot(args, tmp_path / "ours.png")
     assert_same_picture(ours, shot.picture, blink_cell(shot))
+
+
+@pytest.mark.parametrize("screen, line", [(5, "bench mode 13h"), (6, "bench vbe 640x480x32")])
+def test_the_benchmarks_run_on_qemu(screen, line, tmp_path):
+    """The benchmark variants print a line before their first frame and one
+    after their last (frames per second on QEMU, :func:`qemu_peer.guest_line_times`)."""
+    image = loader.load(str(_bench(screen, 20, tmp_path)))
+    first, last = qemu_peer.guest_line_times(peer("qemu-system-i386"), image.image, tmp_path,
+                                             (f"graphics: {line}", "graphics: 20 frames drawn"))
+    assert 0 < first <= last
+
+
+def _bench(screen: int, frames: int, directory: Path) -> Path:
+    path = directory / f"graphics-{screen}-{frames}.s"
+    path.write_text(loader.variant_source("graphics", SCREEN=screen, FRAMES=frames))
+    return path
