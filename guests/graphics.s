@@ -38,6 +38,10 @@
 ;     COM1, then power off.
 ;   1-4: that screen alone; its marker line, then CLI; HLT for good, so
 ;     that the picture stays (hvmspec reports the domain hung; QEMU idles).
+;   7, 8, 9: more VBE linear modes, alone as 1-4 are: 800x600 at 16 bits
+;     (5:6:5, a gradient and a white square), 640x480 at 8 bits (mode 13h's
+;     palette and bands, a red square), 640x480 at 24 bits (screen 4's
+;     gradient, three bytes a pixel).
 ;   5, 6: benchmarks: FRAMES frames (100 unless set like SCREEN) of mode
 ;     13h redrawn in full (bands moving one colour a frame), or of the VBE
 ;     framebuffer filled in full (a different colour a frame), between two
@@ -128,6 +132,12 @@ start:
     je bench_13h
     cmp eax, 6
     je bench_vbe
+    cmp eax, 7
+    je only_vbe16
+    cmp eax, 8
+    je only_vbe8
+    cmp eax, 9
+    je only_vbe24
 
     ; 0: every screen in turn, then power off
     call screen_text
@@ -155,6 +165,18 @@ only_12h:
 only_13h:
     call screen_13h
     mov al, '3'
+    jmp stay
+only_vbe16:
+    call screen_vbe16
+    mov al, '7'
+    jmp stay
+only_vbe8:
+    call screen_vbe8
+    mov al, '8'
+    jmp stay
+only_vbe24:
+    call screen_vbe24
+    mov al, '9'
     jmp stay
 only_vbe:
     call screen_vbe
@@ -642,34 +664,49 @@ frame_13h:
     add edi, 320
     loop frame_13h
     mov edi, VGA_WINDOW + 80 * 320 + 140    ; a bright red square, 40x40
-    mov al, 0x3f
+    mov edx, 320
     mov ebx, 40
-square_13h:
-    mov ecx, 40
+    jmp square8
+
+square8:                        ; a square of colour 0x3f, ebx pixels, at edi; rows edx apart
+    mov al, 0x3f
+    mov esi, ebx
+square8_row:
+    mov ecx, esi
     rep stosb
-    add edi, 320 - 40
+    add edi, edx
+    sub edi, esi
     dec ebx
-    jnz square_13h
+    jnz square8_row
     ret
 
-bands_13h:                      ; pixel (x, y) = x + y + ebp (mod 256), every pixel:
-    mov edi, ROW_BUFFER         ; a ramp 0, 1, .., 255, 0, .. of 576 bytes in RAM,
-    xor eax, eax                ; each row copied from its offset y + ebp in it
+bands_13h:                      ; mode 13h's bands, frame ebp
+    mov edi, VGA_WINDOW
+    mov edx, 320
+    mov eax, 200
+
+bands:                          ; pixel (x, y) = x + y + ebp (mod 256), edx pixels a row,
+    push edi                    ; eax rows, from edi: a ramp 0, 1, .., 255, 0, .. of
+    push eax                    ; 256 + 640 bytes in RAM, each row copied from its
+    mov edi, ROW_BUFFER         ; offset y + ebp in it
+    xor eax, eax
 bands_ramp:
     stosb
     inc eax
-    cmp eax, 576
+    cmp eax, 256 + 640
     jb bands_ramp
-    mov edi, VGA_WINDOW
+    pop eax
+    pop edi
     xor ebx, ebx
 bands_row:
     lea esi, [ebx + ebp]
     and esi, 0xff
     add esi, ROW_BUFFER
-    mov ecx, 320 / 4
+    mov ecx, edx
+    shr ecx, 2
     rep movs dword ptr es:[edi], dword ptr [esi]
     inc ebx
-    cmp ebx, 200
+    cmp ebx, eax
     jb bands_row
     ret
 
@@ -696,26 +733,33 @@ find_lfb_assigned:
     out dx, ax
     ret
 
-vbe_mode:                       ; 640x480x32 with the linear framebuffer (vbe.c's order)
-    call find_lfb
+vbe_mode:                       ; 640x480x32
+    mov bx, VBE_WIDTH
+    mov cx, VBE_HEIGHT
+    mov si, 32
+
+vbe_set:                        ; bx x cx at si bits a pixel, the linear framebuffer
+    call find_lfb               ; (vbe.c's order)
     mov dx, 0x3da               ; the display on (palette address source): a VGA
     in al, dx                   ; that no mode set has touched shows nothing
     mov dx, 0x3c0
     mov al, 0x20
     out dx, al
     dispi 4, 0x00               ; disabled while it changes
-    dispi 3, 32
-    dispi 1, VBE_WIDTH
-    dispi 2, VBE_HEIGHT
+    dispi 3, si
+    dispi 1, bx
+    dispi 2, cx
     dispi 5, 0                  ; bank 0
     dispi 4, 0x41               ; enabled, linear framebuffer
     ret
 
-screen_vbe:
-    call vbe_mode
-    mov edi, X_COLOURS          ; the gradient: red across, blue its opposite,
-    xor ecx, ecx                ; green down. Each column's red and blue once,
-vbe_column:                     ; in RAM
+; the gradient of 640x480 at 24 and 32 bits: red across, blue its opposite,
+; green down; each column's red and blue once in RAM (X_COLOURS), each row
+; drawn in ROW_BUFFER, then copied to the framebuffer (at ebp, advanced)
+x_colours_32:
+    mov edi, X_COLOURS
+    xor ecx, ecx
+x_colours_32_next:
     imul eax, ecx, 205
     shr eax, 9                  ; red = x * 255 / 639, about
     mov edx, eax
@@ -725,27 +769,40 @@ vbe_column:                     ; in RAM
     stosd
     inc ecx
     cmp ecx, VBE_WIDTH
-    jb vbe_column
+    jb x_colours_32_next
     mov ebp, [LFB_ADDRESS]
     xor ebx, ebx
-vbe_row:                        ; each row drawn in RAM, then copied
+    ret
+
+green_row:                      ; edx: row ebx's green; esi, edi, ecx for its pixels
     imul edx, ebx, 17
     shr edx, 5                  ; green = y * 255 / 479, about
     shl edx, 8
     mov esi, X_COLOURS
     mov edi, ROW_BUFFER
     mov ecx, VBE_WIDTH
+    ret
+
+copy_row:                       ; ecx dwords of ROW_BUFFER to ebp; the next row (ebx)
+    mov esi, ROW_BUFFER
+    mov edi, ebp
+    rep movs dword ptr es:[edi], dword ptr [esi]
+    mov ebp, edi
+    inc ebx
+    ret
+
+screen_vbe:
+    call vbe_mode
+    call x_colours_32
+vbe_row:
+    call green_row
 vbe_pixel:
     lodsd
     or eax, edx
     stosd
     loop vbe_pixel
-    mov esi, ROW_BUFFER
-    mov edi, ebp
     mov ecx, VBE_WIDTH
-    rep movs dword ptr es:[edi], dword ptr [esi]
-    mov ebp, edi
-    inc ebx
+    call copy_row
     cmp ebx, VBE_HEIGHT
     jb vbe_row
     ; a white frame, 600x440 at (20, 20)
@@ -777,6 +834,92 @@ vbe_pixel:
     mov ebx, 440
     call vbe_rect
     ret
+
+screen_vbe24:                   ; 640x480x24: the gradient, three bytes a pixel
+    mov bx, VBE_WIDTH
+    mov cx, VBE_HEIGHT
+    mov si, 24
+    call vbe_set
+    call x_colours_32
+vbe24_row:
+    call green_row
+vbe24_pixel:
+    lodsd
+    or eax, edx
+    stosw                       ; blue, green
+    shr eax, 16
+    stosb                       ; red
+    loop vbe24_pixel
+    mov ecx, VBE_WIDTH * 3 / 4
+    call copy_row
+    cmp ebx, VBE_HEIGHT
+    jb vbe24_row
+    ret
+
+screen_vbe16:                   ; 800x600x16 (5:6:5): red across, blue its opposite,
+    mov bx, 800                 ; green down, and a white square
+    mov cx, 600
+    mov si, 16
+    call vbe_set
+    mov edi, X_COLOURS
+    xor ecx, ecx
+vbe16_column:
+    imul eax, ecx, 41
+    shr eax, 10                 ; red = x * 31 / 799, about
+    mov edx, 31
+    sub edx, eax                ; blue = 31 - red
+    shl eax, 11
+    or eax, edx
+    stosw
+    inc ecx
+    cmp ecx, 800
+    jb vbe16_column
+    mov ebp, [LFB_ADDRESS]
+    xor ebx, ebx
+vbe16_row:
+    imul edx, ebx, 215
+    shr edx, 11                 ; green = y * 63 / 599, about
+    shl edx, 5
+    mov esi, X_COLOURS
+    mov edi, ROW_BUFFER
+    mov ecx, 800
+vbe16_pixel:
+    lodsw
+    or ax, dx
+    stosw
+    loop vbe16_pixel
+    mov ecx, 800 / 2
+    call copy_row
+    cmp ebx, 600
+    jb vbe16_row
+    mov edi, [LFB_ADDRESS]      ; the white square, 100x100 at (350, 250)
+    add edi, (250 * 800 + 350) * 2
+    mov ebx, 100
+vbe16_square:
+    mov ax, 0xffff
+    mov ecx, 100
+    rep stosw
+    add edi, (800 - 100) * 2
+    dec ebx
+    jnz vbe16_square
+    ret
+
+screen_vbe8:                    ; 640x480x8: the palette of mode 13h, its bands, a
+    mov bx, VBE_WIDTH           ; bright red square
+    mov cx, VBE_HEIGHT
+    mov si, 8
+    call vbe_set
+    call dac_ramps
+    mov edi, [LFB_ADDRESS]
+    mov edx, VBE_WIDTH
+    mov eax, VBE_HEIGHT
+    xor ebp, ebp
+    call bands
+    mov edi, [LFB_ADDRESS]      ; 80x80 at (280, 200)
+    add edi, 200 * 640 + 280
+    mov edx, VBE_WIDTH
+    mov ebx, 80
+    jmp square8
 
 vbe_rect:                       ; colour eax at (ebx, ecx), esi wide, edx high
     push ecx
