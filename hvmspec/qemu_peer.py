@@ -337,13 +337,13 @@ def guest_screen(qemu: str, rom: bytes, workdir: Path, line: str, *, timeout: fl
 
 
 def firmware_screen(qemu: str, name: str, bios: str, workdir: Path, line: str, *,
-                    timeout: float = 60.0, settle: float = 0.0) -> QemuScreen:
+                    timeout: float = 60.0, settle: float = 0.0,
+                    later: tuple[float, ...] = ()) -> QemuScreen:
     """Firmware ``name`` (a key of :data:`QEMU_ARGS`) from the file ``bios``
     on :data:`QEMU_MACHINE` until its log on 0x402 shows ``line``; the
-    picture then."""
-    machine = [arg for arg in QEMU_MACHINE]
-    return run_to_screen(qemu, [*machine, *QEMU_ARGS[name], "-bios", bios], workdir,
-                         log_line=line, timeout=timeout, settle=settle)
+    picture ``settle`` seconds later (and after each of ``later``)."""
+    return run_to_screen(qemu, [*QEMU_MACHINE, *QEMU_ARGS[name], "-bios", bios], workdir,
+                         log_line=line, timeout=timeout, settle=settle, later=later)
 
 
 def guest_line_times(qemu: str, rom: bytes, workdir: Path, lines: tuple[str, ...],

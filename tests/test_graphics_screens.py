@@ -112,10 +112,8 @@ def qemu_firmware_screen(which: str, directory: Path, later=PHASES) -> qemu_peer
     bios = peer_file(hvmloader.FIRMWARE[args.split("-")[0]][0], "firmware")
     peer_file(hvmloader.VGABIOS[0], "vgabios")
     peer_file(qemu_peer.SEABIOS_VGABIOS, "seabios")
-    return qemu_peer.run_to_screen(peer("qemu-system-i386"),
-                                   [*qemu_peer.QEMU_MACHINE, *qemu_peer.QEMU_ARGS[args],
-                                    "-bios", bios], directory, log_line=line, settle=0.2,
-                                   later=later)
+    return qemu_peer.firmware_screen(peer("qemu-system-i386"), args, bios, directory, line,
+                                     settle=0.2, later=later)
 
 
 def blink_cell(shot: qemu_peer.QemuScreen, cell=(9, 16)) -> tuple[int, int, int, int] | None:
