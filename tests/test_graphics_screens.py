@@ -1,28 +1,31 @@
-"""Screens equal to QEMU's (issue 20, item 5): the graphics guest's four
-screens and the VGA BIOSes' banners, pictured on QEMU 7.2's std VGA
-(``-device VGA,romfile=,vgamem_mb=8``) through ``screendump`` on its human
+"""Screens equal to QEMU's (issue 20, item 5): the graphics guest's screens
+(guests/graphics.s: text mode 3 with its own font, mode 12h, mode 13h, VBE
+linear modes at 32, 16, 8 and 24 bits a pixel) and the VGA BIOSes'
+banners, pictured on QEMU 7.2's std VGA (``-device
+VGA,romfile=,vgamem_mb=8,mmio=off``) through ``screendump`` on its human
 monitor (:mod:`hvmspec.qemu_peer`), and on hvmspec through ``hvmspec run
 --screenshot``.
 
-QEMU's side is checked now: each screen is the picture the guest means
-(its size, colours the guest put at known places), the four differ, and the
-text cursor is the only thing that moves. QEMU blinks it on its virtual
-clock, which follows the host's, so the phase at a screendump is chance:
-QEMU's pictures are taken four times a phase apart, and hvmspec's must
-equal one of them, the cursor shown or hidden, in its place and shape. (The
-checks of QEMU alone mask the cursor's cell: the one cell where its
-pictures differ.)
+QEMU's side is checked on its own: each screen is the picture the guest
+means (its size, colours the guest put at known places), the screens all
+differ, and the text cursor is the only thing that moves. QEMU blinks it on
+its virtual clock, which follows the host's, so the phase at a screendump
+is chance: QEMU's pictures are taken four times a phase apart, and
+hvmspec's must equal one of them, the cursor shown or hidden, in its place
+and shape. (The checks of QEMU alone mask the cursor's cell: the one cell
+where its pictures differ.)
 
 The comparison with hvmspec needs an engine that makes pixels from video
-memory (the VGA scanner); until hvmspec has one (:func:`_needs_scanner`:
-``spec.devices.vga_scanner`` importable) it is skipped with that reason,
-and runs for real once it exists.
+memory (the VGA scanner): without it (:func:`_needs_scanner`:
+``spec.devices.vga_scanner`` importable) those tests are skipped with that
+reason. Beneath the pictures, the VGA's accesses are compared with QEMU's
+trace events byte for byte, once hvmspec's 00:02.0 is the std VGA.
 
 The firmware banners are taken where both BIOSes stop for want of a boot
 disk: rombios with the LGPL vgabios at 0xC0000 (``FATAL: No bootable
 device.``, then a halt), SeaBIOS with ``vgabios-stdvga.bin`` (``No bootable
 device.  Retrying in 60 seconds.``). ``tests/data/screens/`` keeps QEMU's
-pictures of all six, for people (docs/vga.rst says what each shows).
+pictures of them all, for people (docs/screens.rst says what each shows).
 """
 
 from __future__ import annotations
