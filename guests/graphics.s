@@ -32,7 +32,8 @@
 ;      green down), a white frame and red, green and blue squares.
 ;
 ; SCREEN chooses what runs; a file that sets it and includes this one
-; selects a screen at build time (tests/test_graphics_screens.py does):
+; selects a screen at build time (spec.loader.variant_source writes such a
+; file's text; tests/test_graphics_screens.py runs each screen so):
 ;
 ;   0 (the default): all four in turn, each followed by its marker line on
 ;     COM1, then power off.
