@@ -28,19 +28,25 @@
 ;      the std VGA (PCI 00:02.0, 1234:1111). BAR0 is read from PCI
 ;      configuration space; if nothing assigned it (no BIOS ran), the guest
 ;      puts it at 0xF0000000, where hvmloader started its PCI memory, and
-;      enables memory decoding. A gradient, a white frame and three squares.
+;      enables memory decoding. A gradient (red across, blue the opposite,
+;      green down), a white frame and red, green and blue squares.
 ;
 ; SCREEN chooses what runs; a file that sets it and includes this one
-; selects a screen at build time (tests/test_graphics_screens.py does):
+; selects a screen at build time (spec.loader.variant_source writes such a
+; file's text; tests/test_graphics_screens.py runs each screen so):
 ;
 ;   0 (the default): all four in turn, each followed by its marker line on
 ;     COM1, then power off.
 ;   1-4: that screen alone; its marker line, then CLI; HLT for good, so
 ;     that the picture stays (hvmspec reports the domain hung; QEMU idles).
-;   5, 6: benchmarks: FRAMES frames of mode 13h redrawn in full (bands
-;     moving one colour a frame), or of the VBE framebuffer filled in
-;     full (a different colour a frame), between two marker lines; then
-;     power off.
+;   7, 8, 9: more VBE linear modes, alone as 1-4 are: 800x600 at 16 bits
+;     (5:6:5, a gradient and a white square), 640x480 at 8 bits (mode 13h's
+;     palette and bands, a red square), 640x480 at 24 bits (screen 4's
+;     gradient, three bytes a pixel).
+;   5, 6: benchmarks: FRAMES frames (100 unless set like SCREEN) of mode
+;     13h redrawn in full (bands moving one colour a frame), or of the VBE
+;     framebuffer filled in full (a different colour a frame), between two
+;     marker lines; then power off.
 ;
 ; Each marker line reads "graphics: screen N drawn".
 
@@ -49,18 +55,25 @@
 .ifndef SCREEN
 SCREEN      = 0
 .endif
+.ifndef FRAMES
 FRAMES      = 100               ; frames of each benchmark
+.endif
 
 ROM         = 0xf0000           ; the linear address of label offset 0
 VGA_WINDOW  = 0xa0000           ; graphics modes' window (64 KiB)
 TEXT_WINDOW = 0xb8000           ; text mode's window
 PCI_ADDR    = 0xcf8
 PCI_DATA    = 0xcfc
+MODE_3      = 0                 ; the rows of the mode tables
+MODE_12H    = 1
+MODE_13H    = 2
 VGA_BDF     = 0x80001000        ; configuration address of 00:02.0, register 0
 LFB_DEFAULT = 0xf0000000        ; BAR0 when nothing assigned it
 VBE_WIDTH   = 640
 VBE_HEIGHT  = 480
 LFB_ADDRESS = 0x6000            ; where the guest keeps the framebuffer's address
+ROW_BUFFER  = 0x8000            ; a row drawn in RAM, then copied with one REP MOVS
+X_COLOURS   = 0x9000            ; the VBE gradient's colour of each column
 
 ; vga_index: VALUE to register INDEX of the index/data pair at PORT, as a
 ; 16-bit OUT (index in the low byte: the pair takes it as two byte writes)
@@ -68,6 +81,13 @@ LFB_ADDRESS = 0x6000            ; where the guest keeps the framebuffer's addres
     mov dx, \port
     mov ax, ((\value) << 8) | (\index)
     out dx, ax
+.endm
+
+; text_at: an entry of the table `texts`: its cell, its attribute, the text
+.macro text_at row, column, attribute, text
+    .word \row * 80 + \column
+    .byte \attribute
+    .asciz "\text"
 .endm
 
 ; dispi: VALUE to the Bochs VBE register INDEX
@@ -113,6 +133,12 @@ start:
     je bench_13h
     cmp eax, 6
     je bench_vbe
+    cmp eax, 7
+    je only_vbe16
+    cmp eax, 8
+    je only_vbe8
+    cmp eax, 9
+    je only_vbe24
 
     ; 0: every screen in turn, then power off
     call screen_text
@@ -141,6 +167,18 @@ only_13h:
     call screen_13h
     mov al, '3'
     jmp stay
+only_vbe16:
+    call screen_vbe16
+    mov al, '7'
+    jmp stay
+only_vbe8:
+    call screen_vbe8
+    mov al, '8'
+    jmp stay
+only_vbe24:
+    call screen_vbe24
+    mov al, '9'
+    jmp stay
 only_vbe:
     call screen_vbe
     mov al, '4'
@@ -152,7 +190,7 @@ stay_halted:
     jmp stay_halted
 
 bench_13h:
-    mov esi, ROM + mode_13
+    mov ebx, MODE_13H
     call set_mode
     call dac_ramps
     mov esi, bench_13h_text
@@ -218,63 +256,55 @@ init_vga_card:                  ; vgabios's init_vga_card: colour I/O addresses
     vga_index 0x3c4, 0x04, 0x02
     ret
 
-; set_mode: the registers of the mode whose table ESI points at (linear):
-; misc output (+0), sequencer 0-4 (+1), CRTC 0-0x18 (+6), attribute
-; controller 0-0x14 (+31), graphics controller 0-8 (+52), written in
-; vgabios's order (biosfn_set_video_mode)
+; set_mode: the registers of mode EBX (MODE_3, MODE_12H, MODE_13H: its row
+; in each of the tables at the end), in vgabios's order (biosfn_set_video_mode):
+; the attribute controller, the sequencer, the graphics controller, the CRTC
+; (its protection off first), the misc output, then the display on
 set_mode:
     mov dx, 0x3da               ; the attribute controller's flip-flop to "index"
     in al, dx
+    imul esi, ebx, 21
+    add esi, ROM + attribute_tables
     mov dx, 0x3c0
     xor ecx, ecx
 set_mode_attribute:
     mov al, cl                  ; the index, palette address source off (blank)
     out dx, al
-    mov al, [esi + 31 + ecx]
+    mov al, [esi + ecx]
     out dx, al
     inc ecx
     cmp ecx, 21
     jb set_mode_attribute
-    mov dx, 0x3c4
-    xor ecx, ecx
-set_mode_sequencer:
-    mov al, cl
+    vga_index 0x3d4, 0x11, 0x00 ; CR11 bit 7 off: CR0-7 writable
+    mov edi, ROM + register_groups
+set_mode_group:                 ; each group: count, index port, its table
+    movzx ecx, byte ptr [edi]
+    test ecx, ecx
+    jz set_mode_misc
+    mov dx, [edi + 1]
+    mov eax, ebx
+    imul eax, ecx
+    mov esi, [edi + 3]
+    add esi, eax
+    push ebp
+    xor ebp, ebp
+set_mode_register:              ; register ebp from the row's byte ebp
+    mov eax, ebp
     out dx, al
     inc dx
-    mov al, [esi + 1 + ecx]
+    mov al, [esi + ebp]
     out dx, al
     dec dx
-    inc ecx
-    cmp ecx, 5
-    jb set_mode_sequencer
-    mov dx, 0x3ce
-    xor ecx, ecx
-set_mode_graphics:
-    mov al, cl
-    out dx, al
-    inc dx
-    mov al, [esi + 52 + ecx]
-    out dx, al
-    dec dx
-    inc ecx
-    cmp ecx, 9
-    jb set_mode_graphics
-    mov dx, 0x3d4
-    mov ax, 0x0011              ; CR11 bit 7 off: CR0-7 writable
-    out dx, ax
-    xor ecx, ecx
-set_mode_crtc:
-    mov al, cl
-    out dx, al
-    inc dx
-    mov al, [esi + 6 + ecx]
-    out dx, al
-    dec dx
-    inc ecx
-    cmp ecx, 25
-    jb set_mode_crtc
+    inc ebp
+    cmp ebp, ecx
+    jb set_mode_register
+    pop ebp
+    add edi, 7
+    jmp set_mode_group
+set_mode_misc:
+    mov esi, ROM + misc_table
     mov dx, 0x3c2
-    mov al, [esi]
+    mov al, [esi + ebx]
     out dx, al
     mov dx, 0x3c0               ; palette address source on: the display shows
     mov al, 0x20
@@ -283,15 +313,19 @@ set_mode_crtc:
     in al, dx
     ret
 
-dac_ega:                        ; the 64 EGA colours (vgabios's palette2), then black
-    mov dx, 0x3c6
-    mov al, 0xff                ; PEL mask: all bits
+dac_start:                      ; the PEL mask all ones, the DAC's write index 0:
+    mov dx, 0x3c6               ; DX = the data port, ECX = 0
+    mov al, 0xff
     out dx, al
     mov dx, 0x3c8
     xor al, al
     out dx, al
     inc dx
     xor ecx, ecx
+    ret
+
+dac_ega:                        ; the 64 EGA colours (vgabios's palette2), then black
+    call dac_start
 dac_ega_next:
     ega_component 2, 5          ; red
     ega_component 1, 4          ; green
@@ -308,14 +342,7 @@ dac_ega_black:
     ret
 
 dac_ramps:                      ; 0-63 red, 64-127 green, 128-191 blue, 192-255 grey
-    mov dx, 0x3c6
-    mov al, 0xff
-    out dx, al
-    mov dx, 0x3c8
-    xor al, al
-    out dx, al
-    inc dx
-    xor ecx, ecx
+    call dac_start
 dac_ramps_next:
     mov bl, cl
     and bl, 0x3f                ; the level
@@ -352,7 +379,7 @@ dac_ramps_blue:
 ; --- 1. text mode 3 with its own font -----------------------------------------------
 
 screen_text:
-    mov esi, ROM + mode_03
+    mov ebx, MODE_3
     call set_mode
     call dac_ega
     call load_font
@@ -364,15 +391,8 @@ screen_text:
     mov eax, 0x1f201f20
     mov ecx, 40
     rep stosd
-    mov edi, TEXT_WINDOW + 2 * 2
-    mov esi, title_text
-    mov ah, 0x1f
-    call put_text
     call text_box
-    mov edi, TEXT_WINDOW + (4 * 80 + 5) * 2
-    mov esi, foreground_text
-    mov ah, 0x0f
-    call put_text
+    call put_texts
     mov edi, TEXT_WINDOW + (4 * 80 + 24) * 2
     xor ah, ah
 text_foreground:                ; 16 full blocks, colours 0-15
@@ -381,10 +401,6 @@ text_foreground:                ; 16 full blocks, colours 0-15
     inc ah
     cmp ah, 16
     jb text_foreground
-    mov edi, TEXT_WINDOW + (6 * 80 + 5) * 2
-    mov esi, background_text
-    mov ah, 0x0f
-    call put_text
     mov edi, TEXT_WINDOW + (6 * 80 + 24) * 2
     xor ebx, ebx
 text_background:                ; digits 0-7 in white on backgrounds 0-7
@@ -397,23 +413,10 @@ text_background:                ; digits 0-7 in white on backgrounds 0-7
     inc ebx
     cmp ebx, 8
     jb text_background
-    mov edi, TEXT_WINDOW + (8 * 80 + 5) * 2
-    mov esi, glyphs_text
-    mov ah, 0x0f
-    call put_text
     mov edi, TEXT_WINDOW + (8 * 80 + 24) * 2
-    mov esi, pictures
+    mov esi, ROM + pictures
     mov ecx, pictures_end - pictures
-    add esi, ROM
     rep movsb
-    mov edi, TEXT_WINDOW + (10 * 80 + 5) * 2
-    mov esi, alphabet_text
-    mov ah, 0x0b                ; light cyan
-    call put_text
-    mov edi, TEXT_WINDOW + (20 * 80 + 2) * 2
-    mov esi, prompt_text
-    mov ah, 0x0a                ; light green
-    call put_text
     vga_index 0x3d4, 0x0a, 0x0c ; the cursor: scan lines 12 to 15
     vga_index 0x3d4, 0x0b, 0x0f
     vga_index 0x3d4, 0x0e, (20 * 80 + 8) >> 8
@@ -448,15 +451,22 @@ text_box_line:                  ; corner ax, 74 horizontals, corner bx
     stosw
     ret
 
-put_text:                       ; NUL-terminated text at offset esi, attribute ah, to edi
-    add esi, ROM
-put_text_next:
+put_texts:                      ; each of `texts` at its place, in its colour
+    mov esi, ROM + texts
+put_texts_next:
+    movzx edi, word ptr [esi]   ; the cell
+    cmp edi, 0xffff
+    je put_texts_done
+    lea edi, [edi * 2 + TEXT_WINDOW]
+    mov ah, [esi + 2]           ; the attribute
+    add esi, 3
+put_texts_char:
     lodsb
     test al, al
-    jz put_text_done
+    jz put_texts_next
     stosw
-    jmp put_text_next
-put_text_done:
+    jmp put_texts_char
+put_texts_done:
     ret
 
 ; load_font: plane 2 as vgabios's get_font_access leaves it (map mask plane 2,
@@ -513,7 +523,7 @@ load_font_done:
 ; --- 2. mode 12h, planar ------------------------------------------------------------
 
 screen_12h:
-    mov esi, ROM + mode_12
+    mov ebx, MODE_12H
     call set_mode
     call dac_ega
     ; blue everywhere: write mode 0, set/reset 1 enabled on all planes
@@ -525,9 +535,7 @@ screen_12h:
     ; 16 bars, 40 pixels wide, rows 40-239: write mode 2 (the byte is the colour)
     vga_index 0x3ce, 0x01, 0x00
     vga_index 0x3ce, 0x05, 0x02
-    mov edi, VGA_WINDOW + 40 * 80
-    mov ebx, 200
-bars_row:
+    mov edi, ROW_BUFFER         ; the row: 5 bytes of each colour
     xor al, al
 bars_bar:
     mov ecx, 5
@@ -535,40 +543,42 @@ bars_bar:
     inc al
     cmp al, 16
     jb bars_bar
+    mov edi, VGA_WINDOW + 40 * 80
+    mov ebx, 200
+bars_row:
+    mov esi, ROW_BUFFER
+    mov ecx, 80 / 4
+    rep movs dword ptr es:[edi], dword ptr [esi]
     dec ebx
     jnz bars_row
-    ; rows 100-179, pixels 160-479: XOR with white (set/reset 15, function
+    ; rows 120-159, pixels 192-447: XOR with white (set/reset 15, function
     ; XOR), each byte read first to load the latches
     vga_index 0x3ce, 0x05, 0x00
     vga_index 0x3ce, 0x00, 0x0f
     vga_index 0x3ce, 0x01, 0x0f
     vga_index 0x3ce, 0x03, 0x18
-    mov edi, VGA_WINDOW + 100 * 80 + 20
-    mov ebx, 80
+    mov edi, VGA_WINDOW + 120 * 80 + 24
+    mov ebx, 40
 xor_row:
-    mov ecx, 40
+    mov ecx, 32
 xor_byte:
     mov al, [edi]
     mov [edi], al
     inc edi
     loop xor_byte
-    add edi, 80 - 40
+    add edi, 80 - 32
     dec ebx
     jnz xor_row
     vga_index 0x3ce, 0x03, 0x00
-    ; two yellow diagonals, 2 pixels wide, rows 260-459, through the bit mask
+    ; two yellow diagonals, rows 260-459, a pixel a row through the bit mask
     vga_index 0x3ce, 0x00, 0x0e
     xor ebx, ebx
 diagonal:
     lea ecx, [ebx + 260]        ; y
     lea eax, [ebx + 100]        ; x, falling to the right
     call plot
-    inc eax
-    call plot
-    mov eax, 538                ; x, falling to the left
+    mov eax, 539                ; x, falling to the left
     sub eax, ebx
-    call plot
-    inc eax
     call plot
     inc ebx
     cmp ebx, 200
@@ -590,11 +600,11 @@ checker_row:
     jnz checker_row
     vga_index 0x3c4, 0x02, 0x0f
     ; write mode 3: light red (set/reset 12) where the byte written (0x3c)
-    ; has a 1, the latches elsewhere; rows 300-379, pixels 160-239
+    ; has a 1, the latches elsewhere; rows 300-339, pixels 160-239
     vga_index 0x3ce, 0x05, 0x03
     vga_index 0x3ce, 0x00, 0x0c
     mov edi, VGA_WINDOW + 300 * 80 + 20
-    mov ebx, 80
+    mov ebx, 40
 wm3_row:
     mov ecx, 10
 wm3_byte:
@@ -635,7 +645,7 @@ plot:                           ; the pixel (eax, ecx) in the set/reset colour
 ; --- 3. mode 13h --------------------------------------------------------------------
 
 screen_13h:
-    mov esi, ROM + mode_13
+    mov ebx, MODE_13H
     call set_mode
     call dac_ramps
     xor ebp, ebp
@@ -655,28 +665,49 @@ frame_13h:
     add edi, 320
     loop frame_13h
     mov edi, VGA_WINDOW + 80 * 320 + 140    ; a bright red square, 40x40
-    mov al, 0x3f
+    mov edx, 320
     mov ebx, 40
-square_13h:
-    mov ecx, 40
+    jmp square8
+
+square8:                        ; a square of colour 0x3f, ebx pixels, at edi; rows edx apart
+    mov al, 0x3f
+    mov esi, ebx
+square8_row:
+    mov ecx, esi
     rep stosb
-    add edi, 320 - 40
+    add edi, edx
+    sub edi, esi
     dec ebx
-    jnz square_13h
+    jnz square8_row
     ret
 
-bands_13h:                      ; pixel (x, y) = x + y + ebp (mod 256), every pixel
+bands_13h:                      ; mode 13h's bands, frame ebp
     mov edi, VGA_WINDOW
+    mov edx, 320
+    mov eax, 200
+
+bands:                          ; pixel (x, y) = x + y + ebp (mod 256), edx pixels a row,
+    push edi                    ; eax rows, from edi: a ramp 0, 1, .., 255, 0, .. of
+    push eax                    ; 256 + 640 bytes in RAM, each row copied from its
+    mov edi, ROW_BUFFER         ; offset y + ebp in it
+    xor eax, eax
+bands_ramp:
+    stosb
+    inc eax
+    cmp eax, 256 + 640
+    jb bands_ramp
+    pop eax
+    pop edi
     xor ebx, ebx
 bands_row:
-    lea eax, [ebx + ebp]
-    mov ecx, 320
-bands_pixel:
-    stosb
-    inc al
-    loop bands_pixel
+    lea esi, [ebx + ebp]
+    and esi, 0xff
+    add esi, ROW_BUFFER
+    mov ecx, edx
+    shr ecx, 2
+    rep movs dword ptr es:[edi], dword ptr [esi]
     inc ebx
-    cmp ebx, 200
+    cmp ebx, eax
     jb bands_row
     ret
 
@@ -703,44 +734,76 @@ find_lfb_assigned:
     out dx, ax
     ret
 
-vbe_mode:                       ; 640x480x32 with the linear framebuffer (vbe.c's order)
-    call find_lfb
+vbe_mode:                       ; 640x480x32
+    mov bx, VBE_WIDTH
+    mov cx, VBE_HEIGHT
+    mov si, 32
+
+vbe_set:                        ; bx x cx at si bits a pixel, the linear framebuffer
+    call find_lfb               ; (vbe.c's order)
     mov dx, 0x3da               ; the display on (palette address source): a VGA
     in al, dx                   ; that no mode set has touched shows nothing
     mov dx, 0x3c0
     mov al, 0x20
     out dx, al
     dispi 4, 0x00               ; disabled while it changes
-    dispi 3, 32
-    dispi 1, VBE_WIDTH
-    dispi 2, VBE_HEIGHT
+    dispi 3, si
+    dispi 1, bx
+    dispi 2, cx
     dispi 5, 0                  ; bank 0
     dispi 4, 0x41               ; enabled, linear framebuffer
     ret
 
-screen_vbe:
-    call vbe_mode
-    mov edi, [LFB_ADDRESS]      ; the gradient: red across, green down,
-    xor ebx, ebx                ; blue from x XOR y
-vbe_row:
+; the gradient of 640x480 at 24 and 32 bits: red across, blue its opposite,
+; green down; each column's red and blue once in RAM (X_COLOURS), each row
+; drawn in ROW_BUFFER, then copied to the framebuffer (at ebp, advanced)
+x_colours_32:
+    mov edi, X_COLOURS
     xor ecx, ecx
-vbe_pixel:
+x_colours_32_next:
     imul eax, ecx, 205
     shr eax, 9                  ; red = x * 255 / 639, about
-    shl eax, 8
-    imul edx, ebx, 17
-    shr edx, 5                  ; green = y * 255 / 479, about
-    or eax, edx
-    shl eax, 8
-    mov edx, ecx
-    xor edx, ebx
-    and edx, 0xff
-    or eax, edx
+    mov edx, eax
+    not dl                      ; blue = 255 - red
+    shl eax, 16
+    mov al, dl
     stosd
     inc ecx
     cmp ecx, VBE_WIDTH
-    jb vbe_pixel
+    jb x_colours_32_next
+    mov ebp, [LFB_ADDRESS]
+    xor ebx, ebx
+    ret
+
+green_row:                      ; edx: row ebx's green; esi, edi, ecx for its pixels
+    imul edx, ebx, 17
+    shr edx, 5                  ; green = y * 255 / 479, about
+    shl edx, 8
+    mov esi, X_COLOURS
+    mov edi, ROW_BUFFER
+    mov ecx, VBE_WIDTH
+    ret
+
+copy_row:                       ; ecx dwords of ROW_BUFFER to ebp; the next row (ebx)
+    mov esi, ROW_BUFFER
+    mov edi, ebp
+    rep movs dword ptr es:[edi], dword ptr [esi]
+    mov ebp, edi
     inc ebx
+    ret
+
+screen_vbe:
+    call vbe_mode
+    call x_colours_32
+vbe_row:
+    call green_row
+vbe_pixel:
+    lodsd
+    or eax, edx
+    stosd
+    loop vbe_pixel
+    mov ecx, VBE_WIDTH
+    call copy_row
     cmp ebx, VBE_HEIGHT
     jb vbe_row
     ; a white frame, 600x440 at (20, 20)
@@ -772,6 +835,92 @@ vbe_pixel:
     mov ebx, 440
     call vbe_rect
     ret
+
+screen_vbe24:                   ; 640x480x24: the gradient, three bytes a pixel
+    mov bx, VBE_WIDTH
+    mov cx, VBE_HEIGHT
+    mov si, 24
+    call vbe_set
+    call x_colours_32
+vbe24_row:
+    call green_row
+vbe24_pixel:
+    lodsd
+    or eax, edx
+    stosw                       ; blue, green
+    shr eax, 16
+    stosb                       ; red
+    loop vbe24_pixel
+    mov ecx, VBE_WIDTH * 3 / 4
+    call copy_row
+    cmp ebx, VBE_HEIGHT
+    jb vbe24_row
+    ret
+
+screen_vbe16:                   ; 800x600x16 (5:6:5): red across, blue its opposite,
+    mov bx, 800                 ; green down, and a white square
+    mov cx, 600
+    mov si, 16
+    call vbe_set
+    mov edi, X_COLOURS
+    xor ecx, ecx
+vbe16_column:
+    imul eax, ecx, 41
+    shr eax, 10                 ; red = x * 31 / 799, about
+    mov edx, 31
+    sub edx, eax                ; blue = 31 - red
+    shl eax, 11
+    or eax, edx
+    stosw
+    inc ecx
+    cmp ecx, 800
+    jb vbe16_column
+    mov ebp, [LFB_ADDRESS]
+    xor ebx, ebx
+vbe16_row:
+    imul edx, ebx, 215
+    shr edx, 11                 ; green = y * 63 / 599, about
+    shl edx, 5
+    mov esi, X_COLOURS
+    mov edi, ROW_BUFFER
+    mov ecx, 800
+vbe16_pixel:
+    lodsw
+    or ax, dx
+    stosw
+    loop vbe16_pixel
+    mov ecx, 800 / 2
+    call copy_row
+    cmp ebx, 600
+    jb vbe16_row
+    mov edi, [LFB_ADDRESS]      ; the white square, 100x100 at (350, 250)
+    add edi, (250 * 800 + 350) * 2
+    mov ebx, 100
+vbe16_square:
+    mov ax, 0xffff
+    mov ecx, 100
+    rep stosw
+    add edi, (800 - 100) * 2
+    dec ebx
+    jnz vbe16_square
+    ret
+
+screen_vbe8:                    ; 640x480x8: the palette of mode 13h, its bands, a
+    mov bx, VBE_WIDTH           ; bright red square
+    mov cx, VBE_HEIGHT
+    mov si, 8
+    call vbe_set
+    call dac_ramps
+    mov edi, [LFB_ADDRESS]
+    mov edx, VBE_WIDTH
+    mov eax, VBE_HEIGHT
+    xor ebp, ebp
+    call bands
+    mov edi, [LFB_ADDRESS]      ; 80x80 at (280, 200)
+    add edi, 200 * 640 + 280
+    mov edx, VBE_WIDTH
+    mov ebx, 80
+    jmp square8
 
 vbe_rect:                       ; colour eax at (ebx, ecx), esi wide, edx high
     push ecx
@@ -815,48 +964,56 @@ bench_13h_text:
 bench_vbe_text:
     .asciz "bench vbe 640x480x32\n"
 
-title_text:
-    .asciz "HVMSPEC GRAPHICS GUEST - SCREEN 1: TEXT MODE 3, ITS OWN FONT"
-foreground_text:
-    .asciz "FOREGROUND 0-F:"
-background_text:
-    .asciz "BACKGROUND 0-7:"
-glyphs_text:
-    .asciz "OWN GLYPHS:"
-alphabet_text:
-    .asciz "ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 (.,:-=/)"
-prompt_text:
-    .asciz "READY>"
+texts:                          ; row, column, attribute, text
+    text_at 0, 2, 0x1f, "HVMSPEC GRAPHICS GUEST - SCREEN 1: TEXT MODE 3, ITS OWN FONT"
+    text_at 4, 5, 0x0f, "FOREGROUND 0-F:"
+    text_at 6, 5, 0x0f, "BACKGROUND 0-7:"
+    text_at 8, 5, 0x0f, "OWN GLYPHS:"
+    text_at 10, 5, 0x0b, "ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 (.,:-=/)"
+    text_at 20, 2, 0x0a, "READY>"
+    .word 0xffff
 pictures:                       ; character, attribute pairs
     .byte 0x01, 0x0e, 0x20, 0x07, 0x03, 0x0c, 0x20, 0x07, 0xb1, 0x0a, 0xb1, 0x2e
     .byte 0x20, 0x07, 0xdb, 0x09, 0xdb, 0x4e, 0x20, 0x07, 0x01, 0x1f, 0x03, 0x4f
 pictures_end:
 
-; --- the mode tables (vgabios's vgatables.h, as tests/test_vga_registers.py has them)
+; --- the mode tables (vgabios's vgatables.h, as tests/test_vga_registers.py has them),
+; a row a mode: MODE_3, MODE_12H, MODE_13H
 
-mode_03:
-    .byte 0x67                                      ; misc output
-    .byte 0x03, 0x00, 0x03, 0x00, 0x02              ; sequencer 0-4
-    .byte 0x5f, 0x4f, 0x50, 0x82, 0x55, 0x81, 0xbf, 0x1f, 0x00, 0x4f, 0x0d, 0x0e, 0x00
-    .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x1f, 0x96, 0xb9, 0xa3, 0xff  ; CRTC
-    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
-    .byte 0x3d, 0x3e, 0x3f, 0x0c, 0x00, 0x0f, 0x08, 0x00                    ; attribute
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0e, 0x0f, 0xff              ; graphics
-mode_12:
-    .byte 0xe3
+register_groups:                ; registers, index port, the table (rows of that size)
+    .byte 5
+    .word 0x3c4
+    .long ROM + sequencer_tables
+    .byte 9
+    .word 0x3ce
+    .long ROM + graphics_tables
+    .byte 25
+    .word 0x3d4
+    .long ROM + crtc_tables
+    .byte 0
+misc_table:                     ; misc output
+    .byte 0x67, 0xe3, 0x63
+sequencer_tables:               ; sequencer 0-4
+    .byte 0x03, 0x00, 0x03, 0x00, 0x02
     .byte 0x03, 0x01, 0x0f, 0x00, 0x06
+    .byte 0x03, 0x01, 0x0f, 0x00, 0x0e
+crtc_tables:                    ; CRTC 0-0x18
+    .byte 0x5f, 0x4f, 0x50, 0x82, 0x55, 0x81, 0xbf, 0x1f, 0x00, 0x4f, 0x0d, 0x0e, 0x00
+    .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x1f, 0x96, 0xb9, 0xa3, 0xff
     .byte 0x5f, 0x4f, 0x50, 0x82, 0x54, 0x80, 0x0b, 0x3e, 0x00, 0x40, 0x00, 0x00, 0x00
     .byte 0x00, 0x00, 0x00, 0xea, 0x8c, 0xdf, 0x28, 0x00, 0xe7, 0x04, 0xe3, 0xff
-    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
-    .byte 0x3d, 0x3e, 0x3f, 0x01, 0x00, 0x0f, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0f, 0xff
-mode_13:
-    .byte 0x63
-    .byte 0x03, 0x01, 0x0f, 0x00, 0x0e
     .byte 0x5f, 0x4f, 0x50, 0x82, 0x54, 0x80, 0xbf, 0x1f, 0x00, 0x41, 0x00, 0x00, 0x00
     .byte 0x00, 0x00, 0x00, 0x9c, 0x8e, 0x8f, 0x28, 0x40, 0x96, 0xb9, 0xa3, 0xff
+attribute_tables:               ; attribute controller 0-0x14
+    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
+    .byte 0x3d, 0x3e, 0x3f, 0x0c, 0x00, 0x0f, 0x08, 0x00
+    .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x14, 0x07, 0x38, 0x39, 0x3a, 0x3b, 0x3c
+    .byte 0x3d, 0x3e, 0x3f, 0x01, 0x00, 0x0f, 0x00, 0x00
     .byte 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c
     .byte 0x0d, 0x0e, 0x0f, 0x41, 0x00, 0x0f, 0x00, 0x00
+graphics_tables:                ; graphics controller 0-8
+    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x0e, 0x0f, 0xff
+    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x0f, 0xff
     .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x05, 0x0f, 0xff
 
 ; --- the font: the guest's own glyphs -----------------------------------------------
@@ -912,34 +1069,37 @@ small_glyphs:                   ; character code, then 7 rows of 5 pixels
 full_glyphs:                    ; character code, then 16 scan lines of 8 pixels
     .byte 0x01                  ; a smiley
     .byte 0x00, 0x00, 0x7e, 0x81, 0xa5, 0x81, 0x81, 0xbd, 0x99, 0x81, 0x81, 0x7e
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 4, 1, 0x00
     .byte 0x03                  ; a heart
-    .byte 0x00, 0x00, 0x00, 0x00, 0x6c, 0xfe, 0xfe, 0xfe, 0xfe, 0x7c, 0x38, 0x10
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 4, 1, 0x00
+    .byte 0x6c, 0xfe, 0xfe, 0xfe, 0xfe, 0x7c, 0x38, 0x10
+    .fill 4, 1, 0x00
     .byte 0xb1                  ; a shade: alternate pixels
-    .byte 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55, 0xaa, 0x55
-    .byte 0xaa, 0x55, 0xaa, 0x55
+    .fill 8, 2, 0x55aa
     .byte 0xdb                  ; a full block (line graphics: 9 pixels wide)
-    .byte 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
-    .byte 0xff, 0xff, 0xff, 0xff
-    .byte 0xc4                  ; horizontal line
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 16, 1, 0xff
+    .byte 0xc4                  ; horizontal line (line graphics: 9 pixels wide)
+    .fill 7, 1, 0x00
+    .byte 0xff
+    .fill 8, 1, 0x00
     .byte 0xb3                  ; vertical line
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 16, 1, 0x18
     .byte 0xda                  ; top left corner
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 7, 1, 0x00
+    .byte 0x1f
+    .fill 8, 1, 0x18
     .byte 0xbf                  ; top right corner
-    .byte 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x18, 0x18, 0x18, 0x18
-    .byte 0x18, 0x18, 0x18, 0x18
+    .fill 7, 1, 0x00
+    .byte 0xf8
+    .fill 8, 1, 0x18
     .byte 0xc0                  ; bottom left corner
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x1f, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 7, 1, 0x18
+    .byte 0x1f
+    .fill 8, 1, 0x00
     .byte 0xd9                  ; bottom right corner
-    .byte 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0x18, 0xf8, 0x00, 0x00, 0x00, 0x00
-    .byte 0x00, 0x00, 0x00, 0x00
+    .fill 7, 1, 0x18
+    .byte 0xf8
+    .fill 8, 1, 0x00
     .byte 0
 
     flat_gdt

@@ -8,8 +8,8 @@ and :func:`run_to_line`, which the firmware log's comparison with QEMU
 (tests/test_firmware_log.py) and ``make bench``'s POST rows both use;
 :func:`firmware_screen` and :func:`guest_screen`, QEMU's picture of the
 std VGA (:data:`STD_VGA`) once a line came (tests/test_graphics_screens.py).
-Imports :mod:`spec.hvmloader` (the firmware's file names) and nothing of
-the engines.
+Imports :mod:`spec.hvmloader` (the firmware's file names),
+:mod:`spec.platform` (which VGA 00:02.0 is) and nothing of the engines.
 
 QEMU runs the BIOS with an ``isa-debugcon`` device at each log port
 (:data:`LOG_PORTS`: the Bochs BIOS's info port 0x402, and 0x500, the VGA
@@ -35,29 +35,41 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spec import platform
 from spec.hvmloader import VGABIOS
 
 #: the machine: 16 MiB, no APIC, no serial line, no display, no reboot
 QEMU_MACHINE = ["-M", "pc", "-nodefaults", "-m", "16", "-cpu", "qemu32,-apic",
                 "-serial", "null", "-display", "none", "-no-reboot"]
 #: QEMU's options and hvmspec's VGA BIOS, by firmware
-#: the std VGA of qemu-dm's vga.c (PCI 1234:1111, Bochs VBE) with its 8 MiB of
-#: video memory, without QEMU's option ROM (the VGA BIOS, if any, is placed
-#: at 0xc0000 as hvmloader placed it)
-STD_VGA = ["-device", "VGA,romfile=,vgamem_mb=8"]
+#: the std VGA of Xen 3.0.4 qemu-dm's vga.c (PCI 1234:1111, Bochs VBE): its 8
+#: MiB of video memory (VGA_RAM_SIZE) as BAR0, and no other BAR (mmio=off: no
+#: BAR2 of QEMU's extended registers), without QEMU's option ROM (the VGA
+#: BIOS, if any, is placed at 0xc0000 as hvmloader placed it)
+STD_VGA = ["-device", "VGA,romfile=,vgamem_mb=8,mmio=off"]
 #: SeaBIOS's own VGA BIOS for the std VGA, which QEMU runs as the VGA's
 #: option ROM
 SEABIOS_VGABIOS = "/usr/share/seabios/vgabios-stdvga.bin"
+#: QEMU's device for each VGA hvmspec's PCI function 00:02.0 may be
+#: (:data:`spec.platform.PCI_ID_VGA`): the std VGA, or the Cirrus CLGD5446
+#: without a ROM
+VGA_DEVICES = {(0x1234, 0x1111): STD_VGA, (0x1013, 0x00B8): ["-device", "cirrus-vga,romfile="]}
+#: the VGA that hvmspec's platform has, on QEMU: the firmware logs list the
+#: PCI functions, so the comparison of logs needs the same one
+PLATFORM_VGA = VGA_DEVICES[platform.PCI_ID_VGA]
+#: the boot order, and what SeaBIOS does without fw_cfg: offer its boot
+#: menu, retry after 60 s when nothing boots
+SEABIOS_BOOT = ["-boot", "order=c,menu=on,reboot-timeout=60000"]
+#: FACTS: QEMU runs rombios + the LGPL VGA BIOS only with it placed as hvmloader did
+ROMBIOS_VGABIOS = ["-boot", "c", "-device", f"loader,file={VGABIOS[0]},addr=0xc0000,force-raw=on"]
 QEMU_ARGS = {
-    # the boot order, and what SeaBIOS does without fw_cfg: offer its boot
-    # menu, retry after 60 s when nothing boots
-    "seabios": ["-device", "cirrus-vga,romfile=", "-boot", "order=c,menu=on,reboot-timeout=60000"],
-    # FACTS: QEMU runs rombios + the LGPL VGA BIOS only with it placed as hvmloader did
-    "rombios": [*STD_VGA, "-boot", "c", "-device",
-                f"loader,file={VGABIOS[0]},addr=0xc0000,force-raw=on"],
+    "seabios": [*PLATFORM_VGA, *SEABIOS_BOOT],
+    "rombios": [*PLATFORM_VGA, *ROMBIOS_VGABIOS],
+    # the banners' pictures: always on the std VGA, whose VGA BIOSes these are
+    "rombios-stdvga": [*STD_VGA, *ROMBIOS_VGABIOS],
     # SeaBIOS with its VGA BIOS for the std VGA, as the VGA's option ROM
-    "seabios-stdvga": ["-device", f"VGA,romfile={SEABIOS_VGABIOS},vgamem_mb=8",
-                       "-boot", "order=c,menu=on,reboot-timeout=60000"],
+    "seabios-stdvga": ["-device", f"VGA,romfile={SEABIOS_VGABIOS},vgamem_mb=8,mmio=off",
+                       *SEABIOS_BOOT],
 }
 #: the debug consoles: the BIOS's log first (the one :func:`run_to_line` watches)
 LOG_PORTS = (0x402, 0x500)
@@ -325,10 +337,44 @@ def guest_screen(qemu: str, rom: bytes, workdir: Path, line: str, *, timeout: fl
 
 
 def firmware_screen(qemu: str, name: str, bios: str, workdir: Path, line: str, *,
-                    timeout: float = 60.0, settle: float = 0.0) -> QemuScreen:
+                    timeout: float = 60.0, settle: float = 0.0,
+                    later: tuple[float, ...] = ()) -> QemuScreen:
     """Firmware ``name`` (a key of :data:`QEMU_ARGS`) from the file ``bios``
     on :data:`QEMU_MACHINE` until its log on 0x402 shows ``line``; the
-    picture then."""
-    machine = [arg for arg in QEMU_MACHINE]
-    return run_to_screen(qemu, [*machine, *QEMU_ARGS[name], "-bios", bios], workdir,
-                         log_line=line, timeout=timeout, settle=settle)
+    picture ``settle`` seconds later (and after each of ``later``)."""
+    return run_to_screen(qemu, [*QEMU_MACHINE, *QEMU_ARGS[name], "-bios", bios], workdir,
+                         log_line=line, timeout=timeout, settle=settle, later=later)
+
+
+def guest_line_times(qemu: str, rom: bytes, workdir: Path, lines: tuple[str, ...],
+                     timeout: float = 60.0) -> list[float]:
+    """A guest's ROM image on :data:`GUEST_MACHINE` until COM1 has shown
+    each of ``lines`` (in order, each as part of a whole line): the host's
+    seconds from QEMU's start at which each was first seen (COM1's file
+    polled every millisecond). The graphics guest's benchmarks print a line
+    before their first frame and one after their last: frames per second on
+    QEMU. :class:`QemuScreenError` if QEMU ends first or ``timeout`` passes."""
+    image, serial = workdir / "guest.rom", workdir / "com1.out"
+    image.write_bytes(rom)
+    serial.unlink(missing_ok=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen([qemu, *GUEST_MACHINE, "-bios", str(image),
+                             "-serial", f"file:{serial}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    times: list[float] = []
+    try:
+        while len(times) < len(lines):
+            text = serial.read_bytes().decode("latin-1") if serial.exists() else ""
+            whole = text.split("\n")[:-1]
+            while len(times) < len(lines) and any(lines[len(times)] in w for w in whole):
+                times.append(time.perf_counter() - started)
+            if len(times) == len(lines):
+                break
+            if proc.poll() is not None or time.perf_counter() - started > timeout:
+                raise QemuScreenError(f"QEMU showed {len(times)} of the lines {lines!r} "
+                                      f"(status {proc.poll()}); COM1: {text[-500:]!r}")
+            time.sleep(0.001)
+    finally:
+        proc.kill()
+        proc.wait()
+    return times

@@ -152,6 +152,21 @@ class GuestImage:
         return (1 << 32) - len(self.rom), self.rom
 
 
+def variant_source(name: str, **constants: int) -> str:
+    """The source of a variant of bundled guest ``name``: its build-time
+    constants set (``SCREEN = 2``), then the guest included by its path.
+    The guest gives each such constant a default under ``.ifndef``, as
+    ``guests/graphics.s`` does for ``SCREEN``; a file with this text (any
+    name ending in ``.s``) is a guest that ``load`` and ``hvmspec run`` take."""
+    path = GUESTS_DIR / f"{name}.s"
+    if not path.exists():
+        raise GuestError(f"no bundled guest {name!r}")
+    lines = [f"; {name} with {', '.join(f'{k} = {v}' for k, v in constants.items())}"]
+    lines += [f"{key} = {int(value)}" for key, value in constants.items()]
+    lines.append(f'%include "{path}"')
+    return "\n".join(lines) + "\n"
+
+
 def bundled_guests() -> list[str]:
     """The names of the guests shipped in ``guests/``."""
     return sorted(p.stem for p in GUESTS_DIR.glob("*.s"))

@@ -104,7 +104,10 @@ QEMU_ARGS = {"platform": ["-vga", "none", "-device", "VGA,vgamem_mb=8,mmio=off",
              "timer": ["-icount", "shift=0"],
              # the demo's progress bar is drawn tick by tick: on host time a
              # loaded host draws a different last cell (seen once in a full run)
-             "demo": ["-icount", "shift=0"]}
+             "demo": ["-icount", "shift=0"],
+             # the std VGA of qemu-dm's vga.c, whose BAR0 the guest draws into
+             # (its pictures: tests/test_graphics_screens.py)
+             "graphics": ["-device", "VGA,romfile=,vgamem_mb=8,mmio=off"]}
 #: lines that follow where the machine's RAM below 4 GiB ends: hvmloader
 #: stops it at 3.75 GiB (0xf0000000), QEMU's pc machine at 3.5 GiB for a
 #: guest of 4 GiB; the dma guest prints that size and places its far-apart
