@@ -99,8 +99,13 @@ class Screen:
         return out
 
     def png(self, path: Path) -> None:
-        """The screen as a 720x400 image, as the VGA shows mode 3 (9x16
-        cells); blinking cells are drawn steadily."""
+        """The screen as a PNG file (:meth:`image`)."""
+        self.image().save(path, "PNG")
+
+    def image(self):
+        """The screen as a 720x400 RGB image (Pillow's), as the VGA shows
+        mode 3 (9x16 cells); blinking cells are drawn steadily. The VNC
+        display shows the same image (:mod:`hvmspec.vnc_display`)."""
         from PIL import Image, ImageDraw, ImageFont
         image = Image.new("RGB", (COLUMNS * CELL_WIDTH, ROWS * CELL_HEIGHT))
         draw = ImageDraw.Draw(image)
@@ -126,7 +131,7 @@ class Screen:
             left, top = column * CELL_WIDTH, row * CELL_HEIGHT
             draw.rectangle((left, top + min(first, 15), left + CELL_WIDTH - 1,
                             top + min(max(first, last), 15)), fill=f"#{PALETTE[attr & 0x0F]}")
-        image.save(path, "PNG")
+        return image
 
 
 #: the block elements of code page 437: (x0, y0, x1, y1) in cell eighths, or a shade
