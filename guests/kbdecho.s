@@ -9,7 +9,8 @@
 ;   * the make codes of the letters, digits, Space and Enter are translated
 ;     to ASCII (lower case: Shift is not followed) and echoed to COM1 and
 ;     to the text screen (Enter: a new line on both);
-;   * Esc powers the domain off, after "bye" on COM1;
+;   * Esc powers the domain off, after "bye" on COM1 (the screen is left
+;     as it was: a screenshot at the end shows what was typed);
 ;   * any other code is ignored.
 ;
 ; The first line, "kbdecho: ready", on COM1 and on the screen's first
@@ -70,7 +71,7 @@ irq1_done:
     iret
 irq1_esc:
     mov si, s_bye
-    call say
+    serial_write
     poweroff
 
 ; say: the NUL-terminated string at DS:SI through echo

@@ -137,6 +137,9 @@ class Console:
                 self.server.changed()
 
     def close(self) -> None:
+        """qemu-dm stops: the server goes, and every client with it (once)."""
+        if self._closed:
+            return
         self._closed = True
         self._arrived.set()
         if self.server is not None:

@@ -459,7 +459,12 @@ class Xend:
 
     def list(self) -> list[dict]:
         """``xm list``: Domain-0 and each domain that is not destroyed, with
-        its name, ID, memory (MiB), vcpus, state letters and CPU time."""
+        its name, ID, memory (MiB), vcpus, state letters and CPU time; for a
+        domain with a VNC display (``vnc = 1``) also ``vnc``, the address
+        clients connect to (``vnclisten``:port, the port read from the
+        ``console/vnc-port`` qemu-dm published, :mod:`spec.dm_config`), and
+        ``vncdisplay``, the display number (port - 5900); both None until
+        qemu-dm has published its port."""
         rows = [{"name": DOM0_NAME, "id": platform.DOM0, "mem": 0, "vcpus": 1,
                  "state": "r-----", "time": 0.0}]
         for record in self.domains.values():
@@ -470,6 +475,12 @@ class Xend:
                          "mem": record.config.memory_mib, "vcpus": record.config.vcpus,
                          "state": _letters(record.state, info),
                          "time": round(info.cpu_seconds, 1) if info else 0.0})
+            if record.config.vnc:
+                port = dm_config.vnc_port(self.xs, record.domid) \
+                    if record.state not in ("dying", "destroyed") else None
+                rows[-1].update(
+                    vnc=None if port is None else f"{record.config.vnclisten}:{port}",
+                    vncdisplay=None if port is None else port - platform.VNC_BASE_PORT)
         return rows
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:
