@@ -325,3 +325,75 @@ def test_pointer_events_become_ps2_packets_once_the_guest_enables_the_mouse(make
         assert drain() == [0x08 | 0x20 | 0x02, 3, (-6) & 0xFF]
     finally:
         backend.close()
+
+
+# --- xm create with vnc = 1 ----------------------------------------------------------------
+
+def _hvmspec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hvmspec.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=ENV, timeout=120)
+
+
+def test_xm_create_with_vnc_lists_the_address_and_takes_keys(tmp_path):
+    """xend starts qemu-dm's display for a domain with vnc = 1 and
+    vncunused = 0 on vncdisplay; xm list --json and --long show the
+    address qemu-dm published; what a client types reaches the guest (xm
+    console shows the echo); xm destroy closes the display."""
+    display = free_display()
+    config = tmp_path / "kb.cfg"
+    config.write_text(_cfg(vnc=1, vncunused=0, vncdisplay=display, vncpasswd="pw")
+                      .replace("'hello'", "'kbdecho'").replace("'g'", "'kb'"))
+    xend = subprocess.Popen([sys.executable, "-m", "hvmspec.cli", "xend", "--dir",
+                             str(tmp_path), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
+    port = platform.VNC_BASE_PORT + display
+    try:
+        assert json.loads(xend.stdout.readline())["pid"] == xend.pid
+        created = _hvmspec("xm", "--dir", str(tmp_path), "create", str(config))
+        assert created.returncode == 0, created.stderr
+        reply = json.loads(_hvmspec("xm", "--dir", str(tmp_path), "list", "--json").stdout)
+        row = {r["name"]: r for r in reply["domains"]}["kb"]
+        assert (row["vnc"], row["vncdisplay"]) == (f"127.0.0.1:{port}", display)
+        assert "vnc" not in {r["name"]: r for r in reply["domains"]}["Domain-0"]
+        long = _hvmspec("xm", "--dir", str(tmp_path), "list", "--long").stdout
+        assert f"    (vnc 127.0.0.1:{port})\n    (vncdisplay {display})\n" in long
+        assert vncdo(port, "type", "xen3", password="pw").returncode == 0
+
+        def console() -> str:
+            return json.loads(_hvmspec("xm", "--dir", str(tmp_path), "console", "kb",
+                                       "--json").stdout)["output"]
+        end = time.time() + 30
+        while "xen3" not in console():
+            assert time.time() < end, console()
+            time.sleep(0.2)
+        assert _hvmspec("xm", "--dir", str(tmp_path), "destroy", "kb").returncode == 0
+        end = time.time() + 30
+        while True:             # qemu-dm is gone, and its display with it
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                break
+            assert time.time() < end
+            time.sleep(0.2)
+    finally:
+        xend.terminate()
+        _, err = xend.communicate(timeout=30)
+    assert "Traceback" not in err
+    assert f"display :{display} on 127.0.0.1:{port} (password)" in err
+
+
+def test_xm_create_with_vncunused_takes_the_next_free_display(tmp_path):
+    backend = VncBackend()
+    with socket.socket() as taken:
+        display = free_display()
+        taken.bind(("127.0.0.1", platform.VNC_BASE_PORT + display))
+        taken.listen()
+        try:
+            console = backend(1, "127.0.0.1", display, True, "")
+            assert console.port == platform.VNC_BASE_PORT + display + 1
+            from spec.dm_config import DeviceModelError
+            with pytest.raises(DeviceModelError, match=r"cannot listen for VNC on "
+                               rf"127.0.0.1:{platform.VNC_BASE_PORT + display} "):
+                backend(2, "127.0.0.1", display, False, "")
+        finally:
+            backend.close()

@@ -23,7 +23,9 @@ def add_parsers(sub) -> None:
                          "the domain crashed, hung or hit the instruction budget (or the "
                          "--until text never appeared; for --firmware with a report of how the "
                          "firmware failed, where, and its log's last lines), 2 for a guest "
-                         "that cannot be loaded.")
+                         "that cannot be loaded (or a --vnc display that cannot be listened "
+                         "on), 130 when stopped with Ctrl-C. With --vnc the run is never "
+                         "'hung': it waits for a client's keys until the domain ends.")
     run.add_argument("guest", nargs="?",
                      help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
