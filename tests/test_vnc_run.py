@@ -397,3 +397,24 @@ def test_xm_create_with_vncunused_takes_the_next_free_display(tmp_path):
                 backend(2, "127.0.0.1", display, False, "")
         finally:
             backend.close()
+
+
+def test_a_vnc_run_waits_for_keys_until_ctrl_c():
+    """A guest that waits for keys is not 'hung' while a client may type:
+    the run goes on (in real time, at no instruction cost) until Ctrl-C,
+    which ends it with 130."""
+    import signal
+    display = free_display()
+    run = Run("kbdecho", "--vnc", f":{display}", "--display", "off")
+    try:
+        run.wait_for("kbdecho: ready\n")
+        time.sleep(1.5)
+        assert run.proc.poll() is None                  # still waiting for a key
+        assert vncdo(platform.VNC_BASE_PORT + display, "type", "k").returncode == 0
+        run.wait_for("ready\nk")
+        run.proc.send_signal(signal.SIGINT)
+        code, out, err = run.finish(timeout=20)
+    finally:
+        run.kill()
+    assert code == 130, err
+    assert "hung" not in out + err and "Traceback" not in err
