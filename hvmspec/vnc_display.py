@@ -82,8 +82,9 @@ class Picture:
 class Console:
     """One domain's VNC input queue and its server."""
 
-    def __init__(self, domid: int) -> None:
+    def __init__(self, domid: int, on_input: Callable[[], None] = lambda: None) -> None:
         self.domid = domid
+        self.on_input = on_input
         self.server: VncServer | None = None
         self.port = 0
         self.picture = Picture()
@@ -111,6 +112,7 @@ class Console:
         with self._lock:
             self._items.append(item)
         self._arrived.set()
+        self.on_input()
 
     # --- qemu-dm's thread --------------------------------------------------------------
 
@@ -149,15 +151,19 @@ class Console:
 class VncBackend:
     """The host's VNC back end: ``backend(domid, listen, display, unused,
     password)`` is what qemu-dm calls (:mod:`spec.qemu_dm`); ``log`` gets
-    the servers' lines (a client connected, dropped, a wrong password)."""
+    the servers' lines (a client connected, dropped, a wrong password);
+    ``on_input`` is called (in the server's thread) when input arrives, for
+    a scheduler that sleeps between rounds."""
 
-    def __init__(self, log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(self, log: Callable[[str], None] = lambda line: None,
+                 on_input: Callable[[], None] = lambda: None) -> None:
         self.log = log
+        self.on_input = on_input
         self.consoles: dict[int, Console] = {}
 
     def __call__(self, domid: int, listen: str, display: int, unused: bool,
                  password: str) -> Console:
-        console = Console(domid)
+        console = Console(domid, self.on_input)
         while True:
             server = VncServer(console.picture, listen, platform.VNC_BASE_PORT + display,
                                password or None, name=f"hvmspec domain {domid}",

@@ -128,7 +128,7 @@ class XendDaemon:
         self.host.device_model_emit = self._device_model_emit
         from hvmspec.vnc_display import VncBackend
         #: the qemu-dms' VNC displays (xm's ``vnc = 1``)
-        self.vnc = VncBackend(log=self.log)
+        self.vnc = VncBackend(log=self.log, on_input=self._wake.set)
         self.host.vnc_backend = self.vnc
         self.xenstored = xenstored.Thread(self.host.dom0.store, xenstored_socket, self.lock,
                                           claimed=self._claims.pop())
