@@ -30,6 +30,14 @@ as the guest's:
   and for the same loop run as ordinary code (no window asked for);
 * ``demo wall time``, ``hello wall time``: the bundled guests, per engine
   (the demo once: its reference run takes most of a second);
+* ``VGA device``: the VGA's device code alone, no guest, no exit (the
+  reference's :mod:`spec.devices.vga_registers` and
+  :mod:`spec.devices.vga_memory`, impl's :mod:`impl.vga_ports` and
+  :mod:`impl.vga_planes`, both from Xen 3.0.4's power-on state): nanoseconds
+  per port write (a mix of word writes to the CRTC and graphics controller
+  index ports and byte writes of DAC data and the sequencer index), and per
+  byte written through the window in planar write mode 0 (set/reset on two
+  planes, all planes and bits enabled, as a mode 12h fill does);
 * ``hvmspec check``: every proof and mutant, in a process of its own, once;
 * ``dma peak memory``: the peak resident memory of ``hvmspec run dma``
   (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
@@ -297,7 +305,7 @@ def qemu_post(name: str) -> float:
 #: how many rows each measure gives (the progress bar's length)
 SECTIONS = {"cpu-bound": 3, "port I/O round trip": 3, "MMIO RMW round trip": 3,
             "rep outsb, 64 KiB": 2, "interrupt window": 2, "demo wall time": 2,
-            "hello wall time": 2, "hvmspec check": 1, "dma peak memory": 2,
+            "hello wall time": 2, "VGA device": 4, "hvmspec check": 1, "dma peak memory": 2,
             "rombios POST": 5, "SeaBIOS POST": 5}
 #: how many rows :func:`measure` produces
 ROWS = sum(SECTIONS.values())
@@ -408,6 +416,51 @@ def _wall_rows(name: str):
     return rows
 
 
+#: operations a VGA device row times per run
+VGA_OPS = 40_000
+
+
+def vga_ns(engine: str, what: str, count: int = VGA_OPS) -> float:
+    """Nanoseconds per ``what`` (``"port"`` or ``"planar"``) of ``engine``'s
+    VGA device code, over ``count`` operations (module docstring)."""
+    if engine == "impl":
+        from impl.vga_planes import VgaPlanes
+        from impl.vga_ports import VgaPorts
+        regs = VgaPorts()
+        store = VgaPlanes(bytearray(regs.vram_size), regs).write_byte
+    else:
+        from spec.devices import vga_memory, vga_registers
+        regs = vga_registers.VgaRegisters()
+        vram, window = bytearray(regs.vram_size), regs.memory_registers
+
+        def store(address: int, value: int) -> None:
+            vga_memory.write(vram, 0, window(), address, value)
+    regs.bios_init()
+    for word in (0x0F02, 0x0604):                  # all planes, planar (odd/even off)
+        regs.write(0x3C4, 2, word)
+    for word in (0x0005, 0x0506, 0xFF08, 0x0003, 0x0500, 0x0501):
+        regs.write(0x3CE, 2, word)                 # write mode 0, map 1, set/reset 0101
+    write = regs.write
+    started = time.perf_counter()
+    if what == "port":
+        for k in range(count >> 2):
+            write(0x3D4, 2, 0x0E | (k & 0xFF) << 8)
+            write(0x3C9, 1, k & 0x3F)
+            write(0x3CE, 2, 0x08 | (k & 0xFF) << 8)
+            write(0x3C4, 1, 2)
+    else:
+        for k in range(count):
+            store(0xA0000 + (k & 0x7FFF), k & 0xFF)
+    return (time.perf_counter() - started) / count * 1e9
+
+
+def _vga_rows(args, row, runs) -> None:
+    for what, name in (("port", "VGA port write"), ("planar", "VGA planar window write")):
+        for engine in ("reference", "impl"):
+            row(name, engine, min(vga_ns(engine, what) for _ in range(runs(name, engine))),
+                "ns")
+
+
 def _check_rows(args, row, runs) -> None:
     row("hvmspec check", "proofs", check_seconds(), "s")
 
@@ -423,7 +476,8 @@ def _dma_rows(args, row, runs) -> None:
 MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
             "MMIO RMW round trip": _mmio_rows, "rep outsb, 64 KiB": _string_rows,
             "interrupt window": _window_rows, "demo wall time": _wall_rows("demo"),
-            "hello wall time": _wall_rows("hello"), "hvmspec check": _check_rows,
+            "hello wall time": _wall_rows("hello"), "VGA device": _vga_rows,
+            "hvmspec check": _check_rows,
             "dma peak memory": _dma_rows}
 
 

@@ -3,8 +3,10 @@
 Room: tool. Reads :class:`spec.trace.DisplayUpdate` events (the changed
 rows' cells, the cursor, the frame hash) and keeps the screen they
 describe; draws it with rich (live, while a guest runs) or as a PNG
-(``hvmspec run --screenshot``). Imports :mod:`spec.trace` and, for the
-frame's size and hash, :mod:`spec.devices.vga`; rich and Pillow.
+(``hvmspec run --screenshot``). :func:`write_png` saves a scanner's RGB
+picture (:mod:`spec.devices.vga_scanner`) as a PNG. Imports
+:mod:`spec.trace` and, for the frame's size and hash,
+:mod:`spec.devices.vga`; rich and Pillow.
 
 Every update's frame hash is checked against the screen rebuilt so far, so a
 trace whose updates do not add up is reported, not drawn.
@@ -132,6 +134,20 @@ class Screen:
             draw.rectangle((left, top + min(first, 15), left + CELL_WIDTH - 1,
                             top + min(max(first, last), 15)), fill=f"#{PALETTE[attr & 0x0F]}")
         return image
+
+
+def write_png(path: Path | str, width: int, height: int, rgb: bytes) -> None:
+    """Save a picture of ``width`` by ``height`` pixels, ``rgb`` 3 bytes a
+    pixel row after row (as :func:`spec.devices.vga_scanner.draw` gives
+    it), as a PNG file at ``path``. A picture of no pixels (a blank VGA) or
+    whose bytes do not fill its size is refused with a ValueError."""
+    from PIL import Image
+    if width <= 0 or height <= 0:
+        raise ValueError(f"no picture to save: {width}x{height} pixels")
+    if len(rgb) != 3 * width * height:
+        raise ValueError(f"a {width}x{height} picture takes {3 * width * height} bytes of "
+                         f"RGB, not {len(rgb)}")
+    Image.frombytes("RGB", (width, height), bytes(rgb)).save(path, "PNG")
 
 
 #: the block elements of code page 437: (x0, y0, x1, y1) in cell eighths, or a shade

@@ -2,7 +2,9 @@
 sequences on the spec and on QEMU 7.2's VGA (-vga std) through qtest, every
 read equal (input status 1's retrace bits aside: they follow the spec's own
 rule on virtual time, tested here by hand), and the derived display
-quantities of the modes the VGA BIOS sets."""
+quantities of the modes the VGA BIOS sets. Each QEMU comparison also holds
+impl's register file (impl.vga_ports) and planes (impl.vga_planes) to
+QEMU's answers, from the same QEMU run."""
 
 import os
 import random
@@ -13,6 +15,8 @@ import time
 
 import pytest
 
+from impl.vga_planes import VgaPlanes
+from impl.vga_ports import VgaPorts
 from spec.devices import vga_memory
 from spec.devices import vga_registers as vr
 from tests import qtest
@@ -122,9 +126,10 @@ def _dump() -> list[tuple]:
     return script
 
 
-def _model(script: list[tuple], regs: vr.VgaRegisters | None = None) -> list[str]:
-    """The script on the spec, logged as qtest logs it (virtual time: the
-    step's number, in ns)."""
+def _model(script: list[tuple], regs: vr.VgaRegisters | VgaPorts | None = None) -> list[str]:
+    """The script on the spec (or on impl's register file, ``regs`` a
+    VgaPorts), logged as qtest logs it (virtual time: the step's number, in
+    ns)."""
     regs = regs or vr.VgaRegisters()
     log = []
     for now, step in enumerate(script):
@@ -148,9 +153,11 @@ def _without_retrace(log: list[str]) -> list[str]:
 
 
 def _same_as_qemu(script: list[tuple]) -> list[str]:
+    """The spec's log of ``script``, asserted equal to QEMU's, and impl's too."""
     ours = _model(script)
-    theirs = qtest.run(script, QEMU_ARGS)
-    assert _without_retrace(ours) == _without_retrace(theirs)
+    theirs = _without_retrace(qtest.run(script, QEMU_ARGS))
+    assert _without_retrace(ours) == theirs
+    assert _without_retrace(_model(script, VgaPorts())) == theirs, "impl.vga_ports differs"
     return ours
 
 
@@ -283,6 +290,18 @@ def test_vbe_memory_accesses_use_the_vbe_sequencer_copy():
     value, _ = vga_memory.read(vram, 0, memory, 0xA0006)
     log = qtest.run(script + [("write", 0xA0006, 0x5A), ("read", 0xA0006)], QEMU_ARGS)
     assert log[-1] == f"read 0xa0006 = {value:#x}" == "read 0xa0006 = 0x5a"
+    assert _impl_window(script, 0xA0006, 0x5A) == (0x5A, 6)
+
+
+def _impl_window(script: list[tuple], address: int, value: int) -> tuple[int, int]:
+    """``script`` on impl's register file, then a byte written at ``address``
+    through impl's planes and read back: (the byte read, where the write
+    landed in video memory, -1 for nowhere)."""
+    ports = VgaPorts()
+    _model(script, ports)
+    planes = VgaPlanes(bytearray(1 << 20), ports)
+    landed = planes.write_byte(address, value)
+    return planes.read_byte(address), landed
 
 
 def _qemu_screen(script: list[tuple]) -> tuple[int, int, bytes]:
@@ -355,9 +374,11 @@ def test_picture_size_is_qemus(name):
     """The display size the spec derives is the size of QEMU's screendump. A
     blank display has no size of its own (0x0): QEMU then draws nothing, its
     screendump is the one of power-on (blank too: attribute index 0)."""
-    regs = vr.VgaRegisters()
+    regs, ports = vr.VgaRegisters(), VgaPorts()
     _model(SCREENS[name], regs)
+    _model(SCREENS[name], ports)
     display = regs.display()
+    assert tuple(ports.display()) == tuple(display)                 # impl's too
     width, height, pixels = _qemu_screen(SCREENS[name])
     if display.mode == vr.BLANK:
         assert display.width == display.height == 0
@@ -380,6 +401,7 @@ def test_vbe_4bpp_planar_writes_land_nowhere_as_in_qemu():
     value, _ = vga_memory.read(vram, 0, memory, 0xA0000)
     log = qtest.run(script + [("write", 0xA0000, 0x5A), ("read", 0xA0000)], QEMU_ARGS)
     assert log[-1] == f"read 0xa0000 = {value:#x}" == "read 0xa0000 = 0x0"
+    assert _impl_window(script, 0xA0000, 0x5A) == (0, 0)
 
 
 # --- by hand -------------------------------------------------------------------------------

@@ -146,8 +146,10 @@ Derived quantities
 ``vga_update_display``, ``vga_get_text_resolution``, ``vga_get_resolution``,
 ``vga_get_offsets``): the mode, the picture's size in pixels, where video
 memory's lines start, and for text modes the character cell, the columns and
-rows and the cursor. :meth:`VgaRegisters.palette_rgb` gives the colours.
-The mode is:
+rows, the cursor, the two fonts and the line graphics bit (for graphics
+modes the CRTC mode register and the plane enable): everything
+:mod:`spec.devices.vga_scanner` draws by. :meth:`VgaRegisters.palette_rgb`
+gives the colours. The mode is:
 
 ``blank``
     attribute index bit 5 (palette address source) clear: nothing shows;
@@ -287,8 +289,18 @@ class Display(NamedTuple):
     scan and the maximum scan line); ``half_clock`` pixels doubled
     horizontally (sequencer register 1 bit 3). Text modes add the
     character cell (``char_width`` 8, 9 or 16 dots, ``char_height``), the
-    ``columns`` and ``rows``, and the ``cursor``: (cell from the start, first
-    and last scan line) or None when hidden."""
+    ``columns`` and ``rows``, and the ``cursor``: (the word of video memory
+    it marks, CRTC 0x0E:0x0F; first and last scan line, CRTC 0x0A and 0x0B
+    bits 4:0) or None when hidden (CRTC 0x0A bit 5); ``fonts``: where the
+    glyphs of characters whose attribute bit 3 is clear, and set, start
+    (byte of video memory, plane 2: sequencer register 3's character map
+    select B and A); ``line_graphics``: attribute register 0x10 bit 2
+    (9-dot cells repeat the 8th column of line-drawing characters).
+    Graphics modes add ``crtc_mode`` (CRTC 0x17: bits 0 and 1 clear put
+    the memory line's bits 0 and 1 into address bits 14 or 15 and 15, the
+    CGA's and Hercules' interleaved banks) and ``plane_enable``
+    (attribute register 0x12 bits 3:0: the planes the 16- and 4-colour
+    modes show)."""
 
     mode: str
     width: int
@@ -304,6 +316,10 @@ class Display(NamedTuple):
     columns: int = 0
     rows: int = 0
     cursor: tuple[int, int, int] | None = None
+    fonts: tuple[int, int] = (2, 2)
+    line_graphics: bool = False
+    crtc_mode: int = 0x03
+    plane_enable: int = 0x0F
 
 
 def c6_to_8(value: int) -> int:
@@ -678,7 +694,8 @@ class VgaRegisters:
         else:                                              # CGA addressing: no maximum scan line
             scan = 1 + double
         return Display(mode, width, height, depth=depth, start=start, line_offset=line_offset,
-                       line_compare=compare, scan_lines=scan, half_clock=half)
+                       line_compare=compare, scan_lines=scan, half_clock=half,
+                       crtc_mode=cr[0x17], plane_enable=self.ar[0x12] & 0x0F)
 
     def _text(self, line_offset: int, start: int, compare: int, lines: int) -> Display:
         cr, clock = self.cr, self.effective_sr(1)
@@ -687,12 +704,15 @@ class VgaRegisters:
         columns = cr[1] + 1
         rows = 100 if cr[6] == 100 else lines // char_height   # QEMU's CGA 160x100 case
         cursor = None
-        cell = (cr[0x0E] << 8 | cr[0x0F]) - start // 4
-        if not cr[0x0A] & 0x20 and 0 <= cell < columns * rows:
-            cursor = (cell, cr[0x0A] & 0x1F, cr[0x0B] & 0x1F)
+        if not cr[0x0A] & 0x20:
+            cursor = (cr[0x0E] << 8 | cr[0x0F], cr[0x0A] & 0x1F, cr[0x0B] & 0x1F)
+        select = self.effective_sr(3)
+        fonts = ((select >> 4 & 1 | select << 1 & 6) * 0x8000 + 2,       # map B: bits 4, 1:0
+                 (select >> 5 & 1 | select >> 1 & 6) * 0x8000 + 2)       # map A: bits 5, 3:2
         return Display(TEXT, columns * char_width, rows * char_height, start=start,
                        line_offset=line_offset, line_compare=compare, char_width=char_width,
-                       char_height=char_height, columns=columns, rows=rows, cursor=cursor)
+                       char_height=char_height, columns=columns, rows=rows, cursor=cursor,
+                       fonts=fonts, line_graphics=bool(self.ar[0x10] & 0x04))
 
     def palette_rgb(self) -> list[tuple[int, int, int]]:
         """The colours the picture's pixel values show, 8 bits a component.
