@@ -10,15 +10,15 @@ queues what clients type and point until qemu-dm takes it. Imports
 error qemu-dm stops with) and the tool's :mod:`hvmspec.vnc`,
 :mod:`hvmspec.keymap` and :mod:`hvmspec.display`.
 
-The picture. Today's VGA gives the trace its text screen
-(:class:`spec.trace.DisplayUpdate`); :class:`Picture` keeps that screen
-(:class:`hvmspec.display.Screen`) and draws it with the code that draws
-``--screenshot``, so a client sees exactly the image ``--screenshot``
-writes. It is drawn again only after an update, and each update tells
-the server (:meth:`hvmspec.vnc.VncServer.changed`), which answers the
-clients' held requests: nothing polls. :func:`text_picture` is the one
-place that chooses how the picture is made (a callable returning width,
-height and RGB bytes).
+The picture. A VGA that draws its own picture (``picture_rgb()``: width,
+height, 3 bytes of RGB a pixel) gives it at each display update, in
+qemu-dm's thread, and the server sends a copy. Otherwise the trace's text
+screen (:class:`spec.trace.DisplayUpdate`) is kept
+(:class:`hvmspec.display.Screen`) and drawn with the code that draws
+``--screenshot`` when a client asks. Either way a client sees the image
+``--screenshot`` writes, and each update tells the server
+(:meth:`hvmspec.vnc.VncServer.changed`), which answers the clients' held
+requests: nothing polls.
 
 Input. A ``KeyEvent`` becomes the key's make or break bytes in scan-code
 set 2 (:mod:`hvmspec.keymap`; keysyms no US key produces are dropped); a
@@ -61,6 +61,11 @@ class Picture:
             self.screen.apply(event)
             self._drawn = None
 
+    def set(self, picture: tuple[int, int, bytes]) -> None:
+        """The whole picture, as a VGA that draws its own gives it."""
+        with self.lock:
+            self._drawn = picture
+
     def _from_text(self) -> tuple[int, int, bytes]:
         image = self.screen.image()
         return image.width, image.height, image.tobytes()
@@ -82,9 +87,13 @@ class Picture:
 class Console:
     """One domain's VNC input queue and its server."""
 
-    def __init__(self, domid: int, on_input: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, domid: int, on_input: Callable[[], None] = lambda: None,
+                 vga=None) -> None:
         self.domid = domid
         self.on_input = on_input
+        #: the domain's VGA: when it draws its own picture (``picture_rgb()``),
+        #: the picture is taken from it at each update, in qemu-dm's thread
+        self.vga = vga if hasattr(vga, "picture_rgb") else None
         self.server: VncServer | None = None
         self.port = 0
         self.picture = Picture()
@@ -134,7 +143,10 @@ class Console:
 
     def display_update(self, event: trace.Event) -> None:
         if isinstance(event, trace.DisplayUpdate):
-            self.picture.apply(event)
+            if self.vga is not None:
+                self.picture.set(self.vga.picture_rgb())
+            else:
+                self.picture.apply(event)
             if self.server is not None:
                 self.server.changed()
 
@@ -162,8 +174,8 @@ class VncBackend:
         self.consoles: dict[int, Console] = {}
 
     def __call__(self, domid: int, listen: str, display: int, unused: bool,
-                 password: str) -> Console:
-        console = Console(domid, self.on_input)
+                 password: str, vga=None) -> Console:
+        console = Console(domid, self.on_input, vga)
         while True:
             server = VncServer(console.picture, listen, platform.VNC_BASE_PORT + display,
                                password or None, name=f"hvmspec domain {domid}",

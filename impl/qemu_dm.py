@@ -127,7 +127,8 @@ class QemuDm:
                 raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
                                                  "display, and this host serves none")
             self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
-                                       conf.vnc_unused, dm_config.take_vnc_password(xs, domid))
+                                       conf.vnc_unused, dm_config.take_vnc_password(xs, domid),
+                                       vga=self.vga)
             dm_config.publish_vnc_port(xs, domid, self.console.port)
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)

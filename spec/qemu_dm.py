@@ -67,7 +67,8 @@ When its configuration asks for one (:mod:`spec.dm_config`), qemu-dm takes
 the password from XenStore (:func:`spec.dm_config.take_vnc_password`),
 asks the host's VNC back end (``vnc_backend``, the tool that owns the
 sockets: :mod:`hvmspec.vnc_display`) to listen on the configured address
-and display (or the first free display, for ``-vncunused``), and publishes
+and display (or the first free display, for ``-vncunused``) and show its
+VGA's picture, and publishes
 the port it got (:func:`spec.dm_config.publish_vnc_port`) before it
 announces itself; an address that cannot be listened on stops qemu-dm
 (:class:`spec.xend.DeviceModelError`). A person's input reaches the model
@@ -205,7 +206,8 @@ class QemuDm:
             raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
                                              "display, and this host serves none")
         console = backend(self.domid, config.vnc_listen, config.vnc_display,
-                          config.vnc_unused, dm_config.take_vnc_password(xs, self.domid))
+                          config.vnc_unused, dm_config.take_vnc_password(xs, self.domid),
+                          vga=self.vga)
         dm_config.publish_vnc_port(xs, self.domid, console.port)
         return console
 
