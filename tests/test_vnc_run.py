@@ -118,9 +118,11 @@ def test_a_vnc_client_types_into_the_guest_and_sees_its_screen(engine, tmp_path)
     assert f"display :{display} on 127.0.0.1:{port}" in err
 
 
-def test_several_clients_and_a_wrong_password_dropped_alone(tmp_path):
-    """Two clients with the password type in turn, a third with a wrong one
-    is dropped, and the first keeps typing through the same connection."""
+def test_several_clients_and_bad_ones_dropped_alone(tmp_path):
+    """Two clients with the password type in turn; clients with a wrong
+    password, one that sends garbage and one that goes away in the middle of
+    a message are dropped alone; the first keeps typing through the same
+    connection and the guest goes on."""
     display = free_display()
     port = platform.VNC_BASE_PORT + display
     run = Run("kbdecho", "--vnc", f"127.0.0.1:{display}", "--vnc-password", "s3cret",
@@ -135,6 +137,13 @@ def test_several_clients_and_a_wrong_password_dropped_alone(tmp_path):
         wrong = vncdo(port, "type", "z", password="guess")
         assert wrong.returncode != 0
         assert _wrong_answer(port) == (1, b"authentication failed", b"")
+        garbage = Rfb(port, password="s3cret")
+        garbage.s.sendall(b"\x09garbage")                  # no such message type
+        cut = Rfb(port, password="s3cret")
+        cut.s.sendall(_key(ord("q"))[:5])                   # half a KeyEvent, then gone
+        cut.s.close()
+        with pytest.raises(ConnectionError):
+            garbage.recv(1)                                 # the server closed it
         first.s.sendall(_key(ord("c")) + _key(0xFF1B))      # c, then Esc
         code, out, err = run.finish()
     finally:
@@ -143,6 +152,7 @@ def test_several_clients_and_a_wrong_password_dropped_alone(tmp_path):
     assert out.startswith("kbdecho: ready\nabc\nbye\n")
     assert "z" not in out.split("bye")[0]
     assert err.count("wrong password") == 2
+    assert "dropped: unknown message type 9" in err and "went away" in err
 
 
 def _wrong_answer(port: int) -> tuple[int, bytes, bytes]:
