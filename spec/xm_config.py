@@ -36,6 +36,12 @@ nothing is executed)::
     vncpasswd = 'secret'      # VNC authentication (at most 8 characters; '': none)
     sdl = 0                   # an SDL window: not offered (sdl = 1 is refused)
 
+A flag (``map_everything``, ``vnc``, ``vncunused``, ``sdl``) is 0 or 1
+(or a bool). ``sdl = 1`` is refused: hvmspec opens no SDL window, and the
+message points at ``vnc = 1``. ``vnc = 1`` with no VGA is refused by
+:class:`~spec.xend.DomainConfig`: Xen 3.0.4's xend then started no VNC
+server at all (``configVNC`` returns ``-nographic`` alone).
+
 A key xm does not know, a value of the wrong type or a value
 :class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
 that names the file, the line and the key. So is a ``name`` that xend
