@@ -385,8 +385,9 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
     ``map_everything``, ``rtc_base``, the ``vnc`` keys); ``vnc`` is the VNC
     back end that serves a display it asks for (:mod:`spec.qemu_dm`).
-    ``control`` is the operator's handle (:class:`spec.result.RunControl`): a stop it asks for ends the run with
-    the exit reason ``interrupted``, the domain destroyed. Raises :class:`spec.loader.GuestError` for an image
+    ``control`` is the operator's handle (:class:`spec.result.RunControl`):
+    a stop it asks for ends the run with the exit reason ``interrupted``, the
+    domain destroyed. Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
     if memory_mib is None:
