@@ -194,7 +194,7 @@ class VncServer:
         self.loop.close()
 
     def stop(self) -> None:
-        if self.loop is None or self._thread is None:
+        if self.loop is None or self._thread is None or self.loop.is_closed():
             return
 
         async def close() -> None:

@@ -6,6 +6,11 @@ that XenStore to the world on a socket (:mod:`hvmspec.xenstored`), and
 takes ``xm`` commands on another socket. The lifecycle rules are
 :mod:`spec.xend`'s; this module only schedules and carries requests.
 
+A domain created with ``vnc = 1`` gets qemu-dm's VNC display
+(:mod:`hvmspec.vnc_display`): its server runs in a thread of its own, and
+what clients type waits there until the domain's qemu-dm takes it in its
+next pass.
+
 Threads: the scheduler (the caller of :meth:`XendDaemon.serve_forever`)
 runs the host's rounds and the xm commands, one at a time, holding the
 store's lock (xenstored's clients take it for each request); the XenStore
@@ -121,6 +126,10 @@ class XendDaemon:
             raise
         self.host.slice = SLICE
         self.host.device_model_emit = self._device_model_emit
+        from hvmspec.vnc_display import VncBackend
+        #: the qemu-dms' VNC displays (xm's ``vnc = 1``)
+        self.vnc = VncBackend(log=self.log, on_input=self._wake.set)
+        self.host.vnc_backend = self.vnc
         self.xenstored = xenstored.Thread(self.host.dom0.store, xenstored_socket, self.lock,
                                           claimed=self._claims.pop())
 
@@ -136,10 +145,12 @@ class XendDaemon:
 
     def _device_model_emit(self, domid: int) -> Callable[[trace.Event], None]:
         console = self.consoles[domid]
+        display = self.vnc.listener(domid)
 
         def emit(event: trace.Event) -> None:
             if isinstance(event, trace.SerialOut):
                 console.append(event.byte)
+            display(event)
             self._emit(event)
         return emit
 
@@ -203,6 +214,8 @@ class XendDaemon:
                 pass
         if self.xenstored is not None:
             self.xenstored.stop()
+        if getattr(self, "vnc", None) is not None:
+            self.vnc.close()
         while self._claims:
             self._claims.pop().release()
         if self._trace is not None:

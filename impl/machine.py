@@ -114,6 +114,7 @@ class Host:
         live = not isinstance(serial_input, (bytes, bytearray))
         self.serial_input = b"" if live else bytes(serial_input)
         self.live_line = serial_input if live else None
+        self.vnc_backend = None         # the tool serving qemu-dm's VNC displays
         self.emit = emit
         self.max_instructions = max_instructions
         self.evtchn = EventChannels(emit)
@@ -165,7 +166,8 @@ class Host:
         try:
             dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
                               Libxc(self, domid), self.device_model_emit(domid), dom.vmm.lines, dom.irq_port,
-                              self.serial_input, self.live_line, vga_rom=dom.vga_rom)
+                              self.serial_input, self.live_line, self.vnc_backend,
+                              vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.evtchn.remove_domain(domid)
@@ -235,9 +237,19 @@ class Host:
     def run(self) -> None:
         while self.stopped is None:
             if not self.round() and self.stopped is None:
-                if self.live_line is not None and self.domains and self.live_line.wait(0.05):
+                if self._wait_for_input(0.05):
                     continue
                 return
+
+    def _wait_for_input(self, seconds: float) -> bool:
+        """Wait for a live line's or a VNC console's input; False if none can come."""
+        if not self.domains:
+            return False
+        sources = [dom.qemu.console for dom in self.domains.values()
+                   if dom.qemu is not None and dom.qemu.console is not None]
+        if self.live_line is not None:
+            sources.append(self.live_line)
+        return any([source.wait(seconds / len(sources)) for source in sources])
 
     def round(self) -> bool:
         progressed = False
@@ -312,7 +324,7 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input=b"", device_model: dict | None = None,
-              control: RunControl | None = None) -> RunResult:
+              control: RunControl | None = None, vnc=None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
     its end; ``device_model`` and ``control`` as for the reference engine. Raises
     :class:`spec.loader.GuestError` for an image that cannot be placed."""
@@ -323,6 +335,7 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     host = Host(image, recorder, max_instructions, serial_input)
+    host.vnc_backend = vnc
     control.attach(host.interrupt, host.instructions,
                    lambda: sum(dom.vcpu.io_ns for dom in list(host.domains.values())))
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",

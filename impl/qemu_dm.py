@@ -8,7 +8,9 @@ the firmware's debug ports of :mod:`impl.debugport`) or, for COPY requests, in M
 test device's page of memory-like registers where its BAR0 puts it;
 elsewhere an empty bus), dropping every mapcache window for an INVALIDATE
 request (the guest gave memory back), responding, asking Xen for a power-off or a
-reboot, and counting the accesses no device claimed. The PIT and port 0x61
+reboot, and counting the accesses no device claimed; with a VNC display
+(:mod:`spec.qemu_dm` says how), what the person types and points goes to the
+8042 at one point of each pass of the main loop. The PIT and port 0x61
 are Xen's (:mod:`impl.timer`, driven by :mod:`impl.xen`), not qemu-dm's, as are the RTC's
 clock registers 0x00-0x0D and IRQ8 (:mod:`impl.rtc`). Imports :mod:`impl.xen` (the
 page layout and state numbers) and, for the interface, :mod:`spec.trace` and
@@ -71,7 +73,8 @@ class QemuDm:
 
     def __init__(self, domid: int, xs, page: IoreqPage, ram, libxc, emit: Emit,
                  lines: IrqLines, irq_port: int, serial_input: bytes = b"",
-                 serial_source=None, vga_rom: bytes | None = None) -> None:
+                 serial_source=None, vnc_backend=None,
+                 vga_rom: bytes | None = None) -> None:
         self.domid = domid
         self.source = serial_source     # a live line into COM1, or None
         conf = self.config = dm_config.read_device_model(xs, domid)
@@ -121,6 +124,15 @@ class QemuDm:
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
         self.reboot_requested = False
+        self.console = None             # the VNC display's input, or None
+        if conf.vnc_display is not None:
+            if vnc_backend is None:
+                raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
+                                                 "display, and this host serves none")
+            self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
+                                       conf.vnc_unused, dm_config.take_vnc_password(xs, domid),
+                                       vga=self.vga)
+            dm_config.publish_vnc_port(xs, domid, self.console.port)
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
         dm_config.announce(xs, domid)
@@ -129,6 +141,8 @@ class QemuDm:
         """qemu-dm exits with its domain: a last refresh, then its mapcache report."""
         if self.vga is not None:
             self.vga.refresh(self.emit)
+        if self.console is not None:
+            self.console.close()
         self.emit(self.mapcache.summary())
         r, w, mr, mw = self.unclaimed
         self.emit(trace.DeviceStats(unclaimed_reads=r, unclaimed_writes=w,
@@ -163,6 +177,13 @@ class QemuDm:
             typed = self.source.read()
             if typed:
                 self.uart.typed(typed)
+                worked = True
+        if self.console is not None:
+            for item in self.console.take():
+                if item[0] == "keys":
+                    self.kbc.send_keys(item[1])
+                else:
+                    self.kbc.send_mouse(*item[1:])
                 worked = True
         if self.libxc.take(self.port):
             worked = True

@@ -26,6 +26,24 @@ Xen 3.x's ``XendDomainInfo``; the ``device-model`` keys are hvmspec's)::
     /vm/U/image/device-model/map-everything    "1": map all memory at start
     /vm/U/image/device-model/rtc-base    the RTC's time at start-up (seconds since
                                          the epoch), or "default"
+    /vm/U/image/device-model/vnc         qemu-dm's VNC server: "none", a display
+                                         number N, or "unused" (the first free one)
+    /vm/U/image/device-model/vnclisten   the address it listens on (with VNC only)
+    /vm/U/vncpasswd                      the VNC password (only when not empty)
+
+The VNC keys stand for the command-line arguments Xen 3.0.4's xend gave
+qemu-dm (``tools/python/xen/xend/image.py``, ``configVNC``): ``-vnc N``
+(N: ``vncdisplay``, by default the domain's ID) or, with ``vncunused``
+(xm create's default), ``-vncunused`` alone, which starts the search for
+a free port at display 0; and ``-vnclisten ADDR``. The password did go
+through XenStore: xend stored it at ``/vm/U/vncpasswd``
+(``storeVm("vncpasswd", ...)``, only when it is not empty), and qemu-dm
+read it at start-up and wrote it back blanked (``xenstore_read_vncpasswd``
+in ``tools/ioemu/xenstore.c``), so that it stays in XenStore no longer
+than needed (:func:`take_vnc_password`). Once listening, qemu-dm
+publishes its port, 5900 + the display it got, at
+``/local/domain/D/console/vnc-port`` (``xenstore_write_vncport``), where
+xend's ``xm list --long`` finds it (:func:`publish_vnc_port`).
 
 Permissions (Xen 3.x's ``XendDomainInfo``): ``/local/domain/D`` belongs to
 domain D and the nodes xend writes below it inherit that; its
@@ -76,6 +94,11 @@ class DeviceModelConfig:
     map_everything: bool
     rtc_base: int | None
     boot: str = "c"
+    #: VNC: the display to listen on (None: no VNC server), or with
+    #: ``vnc_unused`` the first display to try; the address it listens on
+    vnc_display: int | None = None
+    vnc_unused: bool = False
+    vnc_listen: str = platform.VNC_DEFAULT_LISTEN
 
 
 def domain_uuid(name: str) -> str:
@@ -107,7 +130,12 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
         (f"{vm}/image/device-model/map-everything", "1" if config.map_everything else "0"),
         (f"{vm}/image/device-model/rtc-base",
          "default" if config.rtc_base is None else str(config.rtc_base)),
+        (f"{vm}/image/device-model/vnc", _vnc_argument(domid, config)),
     ]
+    if config.vnc:
+        entries.append((f"{vm}/image/device-model/vnclisten", config.vnclisten))
+        if config.vncpasswd:
+            entries.append((f"{vm}/vncpasswd", config.vncpasswd))
 
     def body(tx: int) -> None:
         xs.mkdir("/local/domain", tx)
@@ -121,6 +149,16 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
             xs.write(path, value, tx)
         xs.set_perms(f"{vm}/uuid", [f"n{platform.DOM0}", f"r{domid}"], tx)
     transact(xs, body)
+
+
+def _vnc_argument(domid: int, config) -> str:
+    """xend's ``configVNC``: ``-vncunused``, else ``-vnc N`` with N the
+    configured display or the domain's ID; nothing without ``vnc``."""
+    if not config.vnc:
+        return "none"
+    if config.vncunused:
+        return "unused"
+    return str(domid if config.vncdisplay is None else config.vncdisplay)
 
 
 def remove_domain(xs: XsClient, domid: int, name: str) -> None:
@@ -151,7 +189,51 @@ def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:
         rtc_base=None if rtc == "default" else
         _number(xs, f"{vm}/image/device-model/rtc-base", 0, (1 << 40), rtc),
         boot=_boot_order(xs, f"{vm}/image/boot"),
+        **_vnc(xs, f"{vm}/image/device-model"),
     )
+
+
+def _vnc(xs: XsClient, where: str) -> dict:
+    """The VNC fields of :class:`DeviceModelConfig` from ``where``."""
+    path = f"{where}/vnc"
+    text = _read(xs, path)
+    if text == "none":
+        return {}
+    if text == "unused":
+        display, unused = 0, True
+    else:
+        display, unused = _number(xs, path, 0, platform.VNC_MAX_DISPLAY, text), False
+    listen = _read(xs, f"{where}/vnclisten")
+    if not listen or len(listen) > 253 or any(c.isspace() for c in listen):
+        raise ConfigError(f"qemu-dm: {where}/vnclisten = {listen!r}: not an address")
+    return {"vnc_display": display, "vnc_unused": unused, "vnc_listen": listen}
+
+
+def take_vnc_password(xs: XsClient, domid: int) -> str:
+    """qemu-dm's ``xenstore_read_vncpasswd``: the password at
+    ``/vm/U/vncpasswd`` ("" when there is none: no authentication), which
+    it then blanks there."""
+    vm = _read(xs, f"/local/domain/{domid}/vm")
+    try:
+        password = xs.read(f"{vm}/vncpasswd")
+    except XenstoreError:
+        return ""
+    xs.write(f"{vm}/vncpasswd", "")
+    return password
+
+
+def publish_vnc_port(xs: XsClient, domid: int, port: int) -> None:
+    """qemu-dm listens on ``port``: ``/local/domain/D/console/vnc-port``
+    (``xenstore_write_vncport``)."""
+    xs.write(f"/local/domain/{domid}/console/vnc-port", str(port))
+
+
+def vnc_port(xs: XsClient, domid: int) -> int | None:
+    """xend: the port the domain's qemu-dm published, or None."""
+    try:
+        return int(xs.read(f"/local/domain/{domid}/console/vnc-port"))
+    except (XenstoreError, ValueError):
+        return None
 
 
 def _boot_order(xs: XsClient, path: str) -> str:

@@ -129,6 +129,8 @@ class ReferenceXen:
         live = not isinstance(serial_input, (bytes, bytearray))
         self.serial_input = b"" if live else bytes(serial_input)
         self.serial_source = serial_input if live else None
+        #: the tool that serves qemu-dm's VNC displays (:mod:`spec.qemu_dm`), or None
+        self.vnc_backend = None
         self.emit = emit
         self.max_instructions = max_instructions
         self.events = evtchn.EventChannels(emit)
@@ -194,7 +196,8 @@ class ReferenceXen:
                               self.device_model_emit(domid),
                               lines=dom.lines, irq_port=dom.irq_port,
                               serial_input=self.serial_input,
-                              serial_source=self.serial_source, vga_rom=dom.vga_rom)
+                              serial_source=self.serial_source,
+                              vnc_backend=self.vnc_backend, vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
             self.events.remove_domain(domid)
@@ -276,12 +279,22 @@ class ReferenceXen:
         """Schedule until no round makes progress (see module docstring)."""
         while self.stopped is None:
             if not self.round() and self.stopped is None:
-                # a live line may still bring input: wait for it (in real
-                # time) rather than end; at its end the run ends
-                if self.serial_source is not None and self.domains \
-                        and self.serial_source.wait(0.05):
+                # a live line or a VNC console may still bring input: wait
+                # for it (in real time) rather than end; when none can, the run ends
+                if self._wait_for_input(0.05):
                     continue
                 return
+
+    def _wait_for_input(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a person's input; False if none can come
+        (no live serial line, or it ended, and no VNC console)."""
+        if not self.domains:
+            return False
+        sources = [dom.qemu.console for dom in self.domains.values()
+                   if dom.qemu is not None and dom.qemu.console is not None]
+        if self.serial_source is not None:
+            sources.append(self.serial_source)
+        return any([source.wait(seconds / len(sources)) for source in sources])
 
     def round(self) -> bool:
         """One scheduling round: each domain's vcpus, each qemu-dm, dom0's
@@ -376,13 +389,15 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input=b"", device_model: dict | None = None,
-              control: RunControl | None = None) -> RunResult:
+              control: RunControl | None = None, vnc=None) -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. ``device_model`` sets the domain configuration's
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
-    ``map_everything``, ``rtc_base``). ``control`` is the operator's handle
-    (:class:`spec.result.RunControl`): a stop it asks for ends the run with
-    the exit reason ``interrupted``, the domain destroyed. Raises :class:`spec.loader.GuestError` for an image
+    ``map_everything``, ``rtc_base``, the ``vnc`` keys); ``vnc`` is the VNC
+    back end that serves a display it asks for (:mod:`spec.qemu_dm`).
+    ``control`` is the operator's handle (:class:`spec.result.RunControl`):
+    a stop it asks for ends the run with the exit reason ``interrupted``, the
+    domain destroyed. Raises :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
     if memory_mib is None:
@@ -392,6 +407,7 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
     started = time.perf_counter()
     xen = ReferenceXen(image, recorder, max_instructions, serial_input)
+    xen.vnc_backend = vnc
     control.attach(xen.interrupt, xen.instructions,
                    lambda: sum(hw.io_ns for dom in list(xen.domains.values()) for hw in dom.vcpus))
     config = DomainConfig(name=image.name, memory_mib=memory_mib, on_poweroff="destroy",

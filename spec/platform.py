@@ -384,3 +384,14 @@ DEBUGCON_READBACK = 0xE9
 XEN_DEBUG_PORT = 0xE9
 # Bochs's power-off port, in the same function of Xen 3.0.4's qemu-dm
 BOCHS_SHUTDOWN_PORT = 0x8900
+
+# --- qemu-dm's VNC display (Xen 3.0.4 tools/ioemu/vnc.c, xend's image.py) ---------------
+# display N listens on TCP port VNC_BASE_PORT + N (``vnc_display_init``)
+VNC_BASE_PORT = 5900
+# the highest display number whose port exists
+VNC_MAX_DISPLAY = 65535 - VNC_BASE_PORT
+# where qemu-dm listens when neither the config nor xend-config says (xend-config.sxp's
+# ``vnc-listen``, 127.0.0.1 in Xen 3.0.4)
+VNC_DEFAULT_LISTEN = "127.0.0.1"
+# VNC authentication keys DES with the password's first 8 bytes
+VNC_PASSWORD_MAX = 8

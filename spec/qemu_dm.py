@@ -62,6 +62,24 @@ bus, with the data by value or, when ``data_is_ptr``, in guest RAM at
 the mapcache, whatever its ``data`` says (``xen_invalidate_map_cache``;
 mappings in use become stale, :mod:`spec.mapcache`). Other request types
 are not sent by this model's VMM; one would be answered with all-ones data.
+
+The VNC display (Xen 3.0.4's ``vnc.c``; ``vnc = 1`` in the xm config).
+When its configuration asks for one (:mod:`spec.dm_config`), qemu-dm takes
+the password from XenStore (:func:`spec.dm_config.take_vnc_password`),
+asks the host's VNC back end (``vnc_backend``, the tool that owns the
+sockets: :mod:`hvmspec.vnc_display`) to listen on the configured address
+and display (or the first free display, for ``-vncunused``) and show its
+VGA's picture, and publishes
+the port it got (:func:`spec.dm_config.publish_vnc_port`) before it
+announces itself; an address that cannot be listened on stops qemu-dm
+(:class:`spec.xend.DeviceModelError`). A person's input reaches the model
+only at one point of each pass of the main loop, as the live serial line's
+does: the console's ``take()`` gives what arrived since the last pass, in
+order, each item ``("keys", codes)`` (make or break bytes in scan-code set
+2, for :meth:`spec.devices.kbc.Kbc8042.send_keys`) or ``("mouse", dx, dy,
+dz, buttons)`` (for :meth:`~spec.devices.kbc.Kbc8042.send_mouse`, which
+drops movement the guest has not enabled). The console is closed when
+qemu-dm stops.
 """
 
 from __future__ import annotations
@@ -124,7 +142,7 @@ class QemuDm:
                  memory: GuestMemoryMap, host: QemuDmHost,
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
-                 serial_input: bytes = b"", serial_source=None,
+                 serial_input: bytes = b"", serial_source=None, vnc_backend=None,
                  vga_rom: bytes | None = None) -> None:
         self.domid = domid
         #: a live line into COM1 (the user's terminal): ``read()`` gives the
@@ -185,6 +203,9 @@ class QemuDm:
         self.bus.register(platform.BOCHS_SHUTDOWN_PORT, 1, ShutdownPort(
             lambda: self._request_shutdown(platform.SHUTDOWN_POWEROFF)))
         self.shutdown_requested: int | None = None
+        #: the VNC display's input and its server (module docstring), or None
+        self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
+            else None
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]
         self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None
@@ -198,6 +219,17 @@ class QemuDm:
         if base is not None:
             self.mmio.register(base, self.vga.registers.vram_size, self.lfb)
         self.vga.set_linear_base(base)
+
+    def _open_vnc(self, xs: XsClient, backend):
+        config = self.config
+        if backend is None:
+            raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
+                                             "display, and this host serves none")
+        console = backend(self.domid, config.vnc_listen, config.vnc_display,
+                          config.vnc_unused, dm_config.take_vnc_password(xs, self.domid),
+                          vga=self.vga)
+        dm_config.publish_vnc_port(xs, self.domid, console.port)
+        return console
 
     def set_irq(self, line: int, level: int) -> None:
         """A device drives ISA line ``line`` to ``level``."""
@@ -239,6 +271,13 @@ class QemuDm:
             typed = self.serial_source.read()
             if typed:
                 self.uart.feed(typed)
+                worked = True
+        if self.console is not None:
+            for item in self.console.take():
+                if item[0] == "keys":
+                    self.kbc.send_keys(item[1])
+                else:
+                    self.kbc.send_mouse(*item[1:])
                 worked = True
         for vcpu, port in enumerate(self.local_ports):
             if self.host.take_pending(port):
@@ -323,6 +362,8 @@ class QemuDm:
         """qemu-dm exits with its domain: a last display refresh, then its
         mapcache report and how many accesses no device claimed."""
         self.refresh_display()
+        if self.console is not None:
+            self.console.close()
         self.emit(self.mapcache.summary())
         self.emit(trace.DeviceStats(unclaimed_reads=self.bus.unclaimed_reads,
                                     unclaimed_writes=self.bus.unclaimed_writes,

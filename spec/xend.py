@@ -156,6 +156,18 @@ class DomainConfig:
     #: three of ``a`` (floppy), ``c`` (hard disk), ``d`` (CD-ROM); Xen 3.x's
     #: ``xm create`` gave ``c``
     boot: str = "c"
+    #: qemu-dm's VNC server (xm's ``vnc``, ``vncdisplay``, ``vncunused``,
+    #: ``vnclisten``, ``vncpasswd``; :mod:`spec.dm_config` says how they reach
+    #: qemu-dm): display ``vncdisplay`` (None: the domain's ID, as Xen 3.0.4's
+    #: xend chose), or with ``vncunused`` the first free display from 0 on (xm
+    #: create's default, as Xen 3.0.4's: ``vncdisplay`` then has no effect), on
+    #: address ``vnclisten``, with VNC authentication when ``vncpasswd`` is
+    #: not empty
+    vnc: bool = False
+    vncdisplay: int | None = None
+    vncunused: bool = True
+    vnclisten: str = platform.VNC_DEFAULT_LISTEN
+    vncpasswd: str = ""
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
@@ -182,9 +194,43 @@ class DomainConfig:
             raise XendError(f"serial = {self.serial!r}: must be 'pty' or 'none'")
         if self.vcpus != 1:
             raise XendError(f"vcpus = {self.vcpus}: this model runs one vcpu per domain")
+        check_vnc(self.vncdisplay, self.vnclisten, self.vncpasswd)
+        if self.vnc and not self.vga:
+            raise XendError("vnc = 1 with no VGA (nographic = 1 or vga = 0): there is no "
+                            "screen to serve (Xen 3.0.4's xend then started no VNC server); "
+                            "drop one of them")
 
     def action_for(self, reason: str) -> str:
         return {"poweroff": self.on_poweroff, "reboot": self.on_reboot}.get(reason, self.on_crash)
+
+
+def check_vnc(display: int | None, listen: str, password: str) -> None:
+    """Raise :class:`XendError` for a VNC display, address or password
+    qemu-dm cannot use: a display outside 0..59635 (its port, 5900 + N, must
+    exist), an address that is neither an IPv4 address nor a host name, a
+    password longer than VNC authentication uses (8 characters) or with a
+    character outside Latin-1 or below a space."""
+    import ipaddress
+    if display is not None and not 0 <= display <= platform.VNC_MAX_DISPLAY:
+        raise XendError(f"vncdisplay = {display}: a display is 0..{platform.VNC_MAX_DISPLAY} "
+                        f"(TCP port {platform.VNC_BASE_PORT} + display)")
+    if not isinstance(listen, str) or not HOST_NAME.fullmatch(listen):
+        raise XendError(f"vnclisten = {listen!r}: not an IPv4 address or a host name")
+    if all(part.isdigit() for part in listen.split(".")):
+        try:
+            ipaddress.IPv4Address(listen)
+        except ValueError:
+            raise XendError(f"vnclisten = {listen!r}: not an IPv4 address") from None
+    if len(password) > platform.VNC_PASSWORD_MAX:
+        raise XendError(f"vncpasswd is {len(password)} characters long: VNC authentication "
+                        f"uses at most {platform.VNC_PASSWORD_MAX}")
+    if any(not 0x20 <= ord(c) <= 0xFF for c in password):
+        raise XendError("vncpasswd: only Latin-1 characters from the space on")
+
+
+#: a host name (RFC 1123 labels) or a dotted address
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -413,7 +459,12 @@ class Xend:
 
     def list(self) -> list[dict]:
         """``xm list``: Domain-0 and each domain that is not destroyed, with
-        its name, ID, memory (MiB), vcpus, state letters and CPU time."""
+        its name, ID, memory (MiB), vcpus, state letters and CPU time; for a
+        domain with a VNC display (``vnc = 1``) also ``vnc``, the address
+        clients connect to (``vnclisten``:port, the port read from the
+        ``console/vnc-port`` qemu-dm published, :mod:`spec.dm_config`), and
+        ``vncdisplay``, the display number (port - 5900); both None until
+        qemu-dm has published its port."""
         rows = [{"name": DOM0_NAME, "id": platform.DOM0, "mem": 0, "vcpus": 1,
                  "state": "r-----", "time": 0.0}]
         for record in self.domains.values():
@@ -424,6 +475,12 @@ class Xend:
                          "mem": record.config.memory_mib, "vcpus": record.config.vcpus,
                          "state": _letters(record.state, info),
                          "time": round(info.cpu_seconds, 1) if info else 0.0})
+            if record.config.vnc:
+                port = dm_config.vnc_port(self.xs, record.domid) \
+                    if record.state not in ("dying", "destroyed") else None
+                rows[-1].update(
+                    vnc=None if port is None else f"{record.config.vnclisten}:{port}",
+                    vncdisplay=None if port is None else port - platform.VNC_BASE_PORT)
         return rows
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:

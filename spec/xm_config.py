@@ -28,6 +28,19 @@ nothing is executed)::
     map_everything = 0
     rtc_base = 1700000000
     boot = 'c'                # the BIOS's boot order: a, c, d (floppy, disk, CD)
+    # qemu-dm's VNC server (Xen 3.0.4's keys and defaults)
+    vnc = 1                   # serve the screen, keyboard and mouse over VNC
+    vncunused = 1             # the first free display from 0 on (the default);
+    vncdisplay = 1            #   with vncunused = 0: this display (default: the domid)
+    vnclisten = '127.0.0.1'   # the address (the default)
+    vncpasswd = 'secret'      # VNC authentication (at most 8 characters; '': none)
+    sdl = 0                   # an SDL window: not offered (sdl = 1 is refused)
+
+A flag (``map_everything``, ``vnc``, ``vncunused``, ``sdl``) is 0 or 1
+(or a bool). ``sdl = 1`` is refused: hvmspec opens no SDL window, and the
+message points at ``vnc = 1``. ``vnc = 1`` with no VGA is refused by
+:class:`~spec.xend.DomainConfig`: Xen 3.0.4's xend then started no VNC
+server at all (``configVNC`` returns ``-nographic`` alone).
 
 A key xm does not know, a value of the wrong type or a value
 :class:`~spec.xend.DomainConfig` refuses is a :class:`ConfigFileError`
@@ -71,9 +84,16 @@ KEYS = {
     "map_everything": ("map_everything", (int, bool)),
     "rtc_base": ("rtc_base", (int,)),
     "boot": ("boot", (str,)),
+    "vnc": ("vnc", (int, bool)),
+    "vncdisplay": ("vncdisplay", (int,)),
+    "vncunused": ("vncunused", (int, bool)),
+    "vnclisten": ("vnclisten", (str,)),
+    "vncpasswd": ("vncpasswd", (str,)),
 }
 #: keys that are read but have no field of their own
-OTHER_KEYS = ("builder", "vga", "stdvga", "nographic")
+OTHER_KEYS = ("builder", "vga", "stdvga", "nographic", "sdl")
+#: keys whose value is a flag (0 or 1, or a bool)
+FLAGS = ("map_everything", "vnc", "vncunused", "sdl")
 
 
 class ConfigFileError(XendError):
@@ -162,9 +182,17 @@ def parse(text: str, source: str = "<config>",
     for key in ("kernel", "bios", "vgabios"):     # files beside the configuration
         if key in values and values[key] not in (*FIRMWARE, "none"):
             values[key] = kernel_path(values[key], directory)
+    for key in FLAGS:
+        if key in values and values[key] not in (0, 1):
+            raise ConfigFileError(f"{source}:{lines[key]}: {key} = {values[key]!r}: expected "
+                                  f"0 or 1")
+    if values.get("sdl"):
+        raise ConfigFileError(f"{source}:{lines['sdl']}: sdl = 1: hvmspec has no SDL window; "
+                              f"use vnc = 1 and a VNC viewer (or sdl = 0)")
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
-    if "map_everything" in fields:
-        fields["map_everything"] = bool(fields["map_everything"])
+    for key in FLAGS:
+        if key in fields:
+            fields[key] = bool(fields[key])
     vga = bool(values.get("vga", values.get("stdvga", 1))) and not values.get("nographic", 0)
     try:
         return DomainConfig(vga=vga, **fields)

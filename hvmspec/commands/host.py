@@ -62,6 +62,9 @@ def add_parsers(sub) -> None:
                          "(bundled: guests/configs/*.cfg, or a bundled name such as demo)")
     xcreate.add_argument("-p", "--paused", action="store_true", help="leave it paused")
     xlist = xsub.add_parser("list", help="list the domains")
+    xlist.add_argument("-l", "--long", action="store_true",
+                       help="each domain as an S-expression, as xm list --long: its "
+                       "fields and, with vnc = 1, its VNC display's address")
     xsub.add_parser("history", help="every lifecycle transition xend made, oldest first "
                     "(hvmspec's; xm log shows the same in xend's log)")
     for name, what in (("pause", "pause a domain"), ("unpause", "unpause a domain"),
@@ -202,7 +205,7 @@ def cmd_xm(args: argparse.Namespace) -> int:
         elif not reply["ok"]:
             error(reply["error"])
         else:
-            _show(args.xm_command, reply)
+            _show(args.xm_command, reply, getattr(args, "long", False))
     except XendBroken as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -217,9 +220,21 @@ def cmd_xm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _show(command: str, reply: dict) -> None:
+def _show(command: str, reply: dict, long: bool = False) -> None:
     """Print a successful reply the way xm does."""
-    if command == "list":
+    if command == "list" and long:
+        for row in reply["domains"]:
+            print("(domain")
+            for key, value in (("domid", row["id"]), ("name", row["name"]),
+                               ("memory", row["mem"]), ("vcpus", row["vcpus"]),
+                               ("state", row["state"]), ("cpu_time", row["time"])):
+                print(f"    ({key} {value})")
+            if "vnc" in row:
+                display = row["vncdisplay"]
+                print(f"    (vnc {row['vnc'] or 'none'})")
+                print(f"    (vncdisplay {'none' if display is None else display})")
+            print(")")
+    elif command == "list":
         print(f"{'Name':<32} {'ID':>5} {'Mem':>5} {'VCPUs':>5} {'State':>10} {'Time(s)':>8}")
         for row in reply["domains"]:
             print(f"{row['name']:<32} {row['id']:>5} {row['mem']:>5} {row['vcpus']:>5} "

@@ -23,7 +23,9 @@ def add_parsers(sub) -> None:
                          "the domain crashed, hung or hit the instruction budget (or the "
                          "--until text never appeared; for --firmware with a report of how the "
                          "firmware failed, where, and its log's last lines), 2 for a guest "
-                         "that cannot be loaded.")
+                         "that cannot be loaded (or a --vnc display that cannot be listened "
+                         "on), 130 when stopped with Ctrl-C. With --vnc the run is never "
+                         "'hung': it waits for a client's keys until the domain ends.")
     run.add_argument("guest", nargs="?",
                      help=f"a bundled guest ({', '.join(bundled_guests())}), "
                      "or the path of an assembly file (.s, .S, .asm) or a raw image; a "
@@ -84,6 +86,16 @@ def add_parsers(sub) -> None:
                      "terminal, text otherwise, and only if the guest drew anything")
     run.add_argument("--screenshot", metavar="FILE.png", type=Path,
                      help="write the final frame of the text screen as a PNG image")
+    run.add_argument("--vnc", metavar="[HOST]:N", type=_vnc_address,
+                     help="serve the guest's screen, keyboard and mouse over VNC (qemu-dm's "
+                     "server, as vnc=1 in an xm config) on display N, TCP port 5900+N, of "
+                     f"HOST (default {platform.VNC_DEFAULT_LISTEN}). The run then goes on "
+                     "until the domain ends (or Ctrl-C: exit 130), waiting for keys while "
+                     "the guest waits; without --max-instructions it has no instruction "
+                     "budget")
+    run.add_argument("--vnc-password", metavar="PASSWORD",
+                     help="with --vnc: VNC authentication with PASSWORD (at most 8 "
+                     "characters); clients that do not know it are dropped")
     run.add_argument("--no-status", dest="status", action="store_false",
                      help="on a terminal, no live status line (instructions, exits, virtual "
                      "time, rate) while the guest runs")
@@ -102,6 +114,43 @@ def _size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
     return value
+
+
+def _vnc_address(text: str) -> tuple[str, int]:
+    """``--vnc [HOST]:N``: (the address, the display number)."""
+    from spec.xend import XendError, check_vnc
+    host, colon, number = text.rpartition(":")
+    if not colon or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a display as :N or HOST:N (display "
+                                         f"N is TCP port {platform.VNC_BASE_PORT}+N)")
+    host = host or platform.VNC_DEFAULT_LISTEN
+    try:
+        check_vnc(int(number), host, "")
+    except XendError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).replace('vncdisplay', 'display')}"
+                                         ) from None
+    return host, int(number)
+
+
+def _vnc_options(args: argparse.Namespace) -> dict:
+    """The domain configuration's VNC keys for ``--vnc`` (empty without it)."""
+    from spec.xend import XendError, check_vnc
+    if args.vnc is None:
+        if args.vnc_password is not None:
+            raise UsageError("--vnc-password goes with --vnc")
+        return {}
+    try:
+        check_vnc(None, platform.VNC_DEFAULT_LISTEN, args.vnc_password or "")
+    except XendError as exc:
+        raise UsageError(f"--vnc-password: {str(exc).removeprefix('vncpasswd')}".replace(
+            ":  ", ": ")) from None
+    host, display = args.vnc
+    return {"vnc": True, "vncdisplay": display, "vncunused": False, "vnclisten": host,
+            "vncpasswd": args.vnc_password or ""}
+
+
+#: --vnc without --max-instructions: no budget to speak of (xend's, 10**15)
+VNC_MAX_INSTRUCTIONS = 10 ** 15
 
 
 def _guest_image(args: argparse.Namespace):
@@ -137,7 +186,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_path(args.trace, "--trace")
     if args.screenshot is not None:
         output_path(args.screenshot, "--screenshot", suffixes=(".png",))
+    vnc_options = _vnc_options(args)
     image = _guest_image(args)
+    if args.max_instructions is None and vnc_options:
+        args.max_instructions = VNC_MAX_INSTRUCTIONS
     if args.max_instructions is None:
         args.max_instructions = (platform.FIRMWARE_MAX_INSTRUCTIONS if image.kind == "firmware"
                                  else platform.DEFAULT_MAX_INSTRUCTIONS)
@@ -168,6 +220,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     until = _Until(args.until, control, terminal.screen) if args.until is not None else None
     if until is not None:
         listeners.append(until)
+    vnc = None
+    if vnc_options:
+        from hvmspec.vnc_display import VncBackend
+        vnc = VncBackend(log=lambda line: print(f"hvmspec: {line}", file=sys.stderr,
+                                                flush=True))
+        listeners.append(vnc.listener())
     sink = None
     if args.trace is not None:
         sink = _TraceSink(sys.stdout if to_stdout else open(args.trace, "w"))
@@ -175,12 +233,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         device_model = {"device_model_bits": args.dm_bits,
                         "mapcache_budget": args.mapcache_budget,
-                        "map_everything": args.map_everything}
+                        "map_everything": args.map_everything, **vnc_options}
         terminal.start()
         result = runner(args.engine)(image, memory_mib=args.memory,
                                      max_instructions=args.max_instructions,
                                      listeners=listeners, serial_input=serial_input,
-                                     device_model=device_model, control=control)
+                                     device_model=device_model, control=control,
+                                     **({"vnc": vnc} if vnc is not None else {}))
     except (XendError, DeviceModelError, HostMemoryError) as exc:
         raise GuestError(str(exc)) from None
     finally:
@@ -189,6 +248,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             fw_log.close()
         if line is not None:
             line.close()
+        if vnc is not None:
+            vnc.close()
         if sink is not None:
             sink.close()
     if args.screenshot:
