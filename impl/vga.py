@@ -68,6 +68,7 @@ class Vga:
         self.glyphs = b""
         self.cells: list[bytes] = []
         self.cur: list[int] = []
+        self.refresh(lambda event: None)        # the power-on picture
 
     # --- ports ------------------------------------------------------------------------
 

@@ -63,9 +63,8 @@ class VgaPlanes:
     again at every call.
 
     ``banked``: memory map 1 adds the VBE bank (``ports.bank_offset``) to
-    the offset, as QEMU's ``vga_mem_readb``/``vga_mem_writeb`` do; the
-    reference's memory rules leave the bank to the device, so differential
-    tests against them pass ``banked=False``."""
+    the offset, as QEMU's ``vga_mem_readb``/``vga_mem_writeb`` (and the
+    reference's memory rules) do; ``banked=False`` leaves it out."""
 
     def __init__(self, vram, ports, *, banked: bool = True) -> None:
         if sys.byteorder != "little":

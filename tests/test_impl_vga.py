@@ -74,7 +74,7 @@ class Reference:
 class Impl:
     """impl's register file and planes on video memory of their own."""
 
-    def __init__(self, vram_size: int, banked: bool = False) -> None:
+    def __init__(self, vram_size: int, banked: bool = True) -> None:
         self.regs = VgaPorts(vram_size)
         self.vram = bytearray(vram_size)
         self.planes = VgaPlanes(self.vram, self.regs, banked=banked)

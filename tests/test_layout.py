@@ -6,13 +6,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: the interface impl may use; spec.physical_cpu is the hardware both engines
 #: run on (how Unicorn is opened, reset and made to load a segment), not behaviour;
-#: spec.hvmloader is the guest loader's firmware half (where the bytes go), and
+#: spec.devices.vga_font is data (the VGA BIOS's font), spec.hvmloader is the guest loader's firmware half (where the bytes go), and
 #: spec.acpi_tables the ACPI tables it places (bytes built before the guest runs)
 INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.hvmloader", "spec.result",
              "spec.acpi_tables",
              "spec.xend",
              "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config",
-             "spec.dom0", "spec.suites.system", "spec.suites.uart"}
+             "spec.dom0", "spec.suites.system", "spec.suites.uart",
+             "spec.devices.vga_font"}
 
 
 def _imports(path: Path) -> set[str]:

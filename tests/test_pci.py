@@ -125,8 +125,9 @@ def test_bar_sizing_and_relocation(pci):
 def test_vga_bars(pci):
     pci.set_config(2, 0, 0x10, 0xFFFFFFFF)
     pci.set_config(2, 0, 0x14, 0xFFFFFFFF)
-    assert pci.config(2, 0, 0x10) == 0xFE000008       # 32 MiB, prefetchable
-    assert pci.config(2, 0, 0x14) == 0xFFFFF000       # 4 KiB
+    assert pci.config(2, 0, 0x10) == 0xFF800008       # 8 MiB, prefetchable
+    assert pci.config(2, 0, 0x14) == 0                # no BAR 1 (Xen 3.0.4's std VGA)
+    assert pci.config(2, 0, 0x30) == 0                # no expansion ROM without a VGA BIOS
 
 
 @pytest.mark.parametrize("value, resets, rcr", [(0x06, 1, 0), (0x04, 1, 0), (0x02, 0, 2),

@@ -99,7 +99,9 @@ clock at the refresh (:func:`spec.devices.vga_scanner.cursor_visible`); a refres
 is not scheduled for the blink alone, so an idle screen neither shows in
 the trace nor keeps a halted vcpu's clock running.
 
-The display timer runs once per period: the first pass of qemu-dm's main
+qemu-dm draws the power-on picture when it starts, and that is not an
+update: a guest that never changes the screen has no display event. The
+display timer runs once per period: the first pass of qemu-dm's main
 loop in a new period (``clock // REFRESH_NS`` greater than the last one)
 refreshes. qemu-dm asks Xen to preempt the vcpu at the next period boundary
 (its timer deadline) only when a refresh there can find something (a page
@@ -220,6 +222,7 @@ class Vga:
         self.band_pixels: list[bytes] = []
         self.cells: list[bytes] = []
         self.cursor: list[int] = []
+        self.refresh()                      # the power-on picture, shown before any update
 
     # --- ports ---------------------------------------------------------------------
 
