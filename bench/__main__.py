@@ -311,7 +311,9 @@ def qemu_post(name: str) -> float:
 #: how many rows each measure gives (the progress bar's length)
 SECTIONS = {"cpu-bound": 3, "port I/O round trip": 3, "MMIO RMW round trip": 3,
             "rep outsb, 64 KiB": 2, "interrupt window": 2, "demo wall time": 2,
-            "hello wall time": 2, "VGA device": 4, "VGA frame": 6, "hvmspec check": 1, "dma peak memory": 2,
+            "hello wall time": 2, "VGA device": 4, "VGA frame": 6,
+            "graphics frames per second": 6, "scanner per dirty page": 2,
+            "VNC update latency": 2, "hvmspec check": 1, "dma peak memory": 2,
             "rombios POST": 5, "SeaBIOS POST": 5}
 #: how many rows :func:`measure` produces
 ROWS = sum(SECTIONS.values())
@@ -506,6 +508,196 @@ def _vga_frame_rows(args, row, runs) -> None:
                                   for seed in range(runs(name, engine))), "ms")
 
 
+#: frames each graphics benchmark draws (the guest's FRAMES)
+BENCH_FRAMES = 20
+#: the graphics guest's benchmarks: (SCREEN, the line it prints before its first frame)
+GRAPHICS_BENCH = {"mode 13h redraw": (5, "bench mode 13h"),
+                  "VBE 640x480x32 fill": (6, "bench vbe 640x480x32")}
+
+
+def graphics_fps(engine: str, screen: int) -> tuple[float, int]:
+    """(Frames per second of the host's time, VM exits) of the graphics
+    guest's benchmark ``screen`` on ``engine``: the whole run, mode set
+    included, over :data:`BENCH_FRAMES` frames."""
+    import tempfile as _tempfile
+    from spec import trace
+    from spec.loader import load, variant_source
+    with _tempfile.TemporaryDirectory(prefix="hvmspec-bench-") as folder:
+        source = Path(folder) / "bench.s"
+        source.write_text(variant_source("graphics", SCREEN=screen, FRAMES=BENCH_FRAMES))
+        seconds, result = timed(engine, load(str(source)), 1)
+    assert f"{BENCH_FRAMES} frames drawn" in result.serial, result.serial
+    exits = sum(1 for e in result.trace if isinstance(e, trace.VmExit))
+    return BENCH_FRAMES / seconds, exits
+
+
+def qemu_graphics_fps(screen: int, start: str) -> float:
+    """Frames per second of the same benchmark on QEMU (its std VGA), from
+    the host's time between the line before the first frame and the last."""
+    import shutil
+    import tempfile as _tempfile
+    from hvmspec import qemu_peer
+    from spec.loader import load, variant_source
+    qemu = shutil.which("qemu-system-i386")
+    if qemu is None:
+        raise SystemExit("hvmspec: error: the graphics rows need qemu-system-i386")
+    with _tempfile.TemporaryDirectory(prefix="hvmspec-bench-") as folder:
+        source = Path(folder) / "bench.s"
+        source.write_text(variant_source("graphics", SCREEN=screen, FRAMES=BENCH_FRAMES))
+        first, last = qemu_peer.guest_line_times(qemu, load(str(source)).image, Path(folder),
+                                                 (start, f"{BENCH_FRAMES} frames drawn"))
+    return BENCH_FRAMES / (last - first)
+
+
+def _graphics_rows(args, row, runs) -> None:
+    for name, (screen, start) in GRAPHICS_BENCH.items():
+        for engine in ("reference", "impl"):
+            fps, exits = max(graphics_fps(engine, screen)
+                             for _ in range(runs(f"graphics {name}", engine)))
+            row(f"graphics {name}", engine, fps, f"frames/s ({exits} exits)")
+        row(f"graphics {name}", "qemu", qemu_graphics_fps(screen, start), "frames/s")
+
+
+class _BenchHost:
+    """What a VGA device asks of Xen, for timing the device alone: the view
+    it maps and a dirty bitmap the bench sets by hand."""
+
+    def __init__(self) -> None:
+        self.mapped: dict[int, object] = {}
+        self.dirty = 0
+
+    def map_vram(self, gpa, buffer):
+        self.mapped[gpa] = buffer
+
+    def unmap_vram(self, gpa, length):
+        self.mapped.pop(gpa)
+
+    def track_dirty_vram(self, first, nr):
+        bits, self.dirty = self.dirty, 0
+        return bits
+
+    def dirty_vram_pending(self):
+        return bool(self.dirty)
+
+    def clock_ns(self):
+        return 0
+
+
+def _vbe_device(engine: str):
+    """(device, host, refresh) for ``engine``'s VGA in VBE 640x480x32 with
+    its linear frame buffer shared at 0xE0000000."""
+    host = _BenchHost()
+    if engine == "impl":
+        from impl.vga import Vga
+        device = Vga(host)
+        device.moved(0xE0000000)
+        refresh = lambda: device.refresh(lambda event: None)       # noqa: E731
+    else:
+        from spec.devices.vga import Vga
+        device = Vga(host)
+        device.set_linear_base(0xE0000000)
+        refresh = device.refresh
+    for index, value in ((1, 640), (2, 480), (3, 32), (4, 0x41)):
+        device.port_write(0x1CE, 2, index)
+        device.port_write(0x1CF, 2, value)
+    refresh()
+    return device, host, refresh
+
+
+def scanner_page_us(engine: str, pages: int = 64, seed: int = 0) -> float:
+    """Microseconds of one refresh per dirty page: ``pages`` pages of a VBE
+    640x480x32 picture written through the shared frame buffer (and marked
+    dirty, as Xen's tracking would), then the device's refresh (bands,
+    draw, compare, update event), per page."""
+    import ctypes
+    import random
+    device, host, refresh = _vbe_device(engine)
+    (buffer,) = host.mapped.values()
+    rng = random.Random(seed)
+    for page in range(pages):
+        data = rng.randbytes(4096)
+        ctypes.memmove(ctypes.addressof(buffer) + page * 4096, data, 4096)
+        host.dirty |= 1 << page
+    started = time.perf_counter()
+    refresh()
+    return (time.perf_counter() - started) / pages * 1e6
+
+
+def _scanner_rows(args, row, runs) -> None:
+    for engine in ("reference", "impl"):
+        name = "scanner per dirty page"
+        row(name, engine, min(scanner_page_us(engine, seed=k) for k in range(runs(name, engine))),
+            "µs (VBE 640x480x32, 64 pages)")
+
+
+def vnc_latency_ms(engine: str, seed: int = 0) -> float:
+    """Milliseconds from a guest's store into the shared frame buffer to a
+    VNC client holding the changed picture: the device's refresh, the
+    picture handed to the server, the incremental update sent and read (a
+    raw RFB 3.8 client on the loopback)."""
+    import ctypes
+    import socket
+    import struct
+    from hvmspec.vnc import VncServer
+    from hvmspec.vnc_display import Picture
+    device, host, refresh = _vbe_device(engine)
+    picture = Picture()
+    picture.set(device.picture_rgb())
+    server = VncServer(picture, port=0).start()
+    client = socket.create_connection(("127.0.0.1", server.port))
+
+    def read(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = client.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the VNC server closed the connection")
+            data += chunk
+        return data
+
+    def update() -> None:           # one FramebufferUpdate, every rectangle read
+        header = read(4)
+        for _ in range(struct.unpack(">xxH", header)[0]):
+            x, y, w, h, encoding = struct.unpack(">HHHHi", read(12))
+            if encoding == 0:
+                read(w * h * 4)
+            elif encoding == 1:
+                read(4)
+    try:
+        read(12)
+        client.sendall(b"RFB 003.008\n")
+        read(read(1)[0])                           # the security types
+        client.sendall(b"\x01")                   # None
+        read(4)
+        client.sendall(b"\x01")                   # shared
+        init = read(24)                            # ServerInit, then its name
+        read(struct.unpack(">I", init[20:24])[0])
+        client.sendall(struct.pack(">BxHI", 2, 1, 0))        # encodings: raw
+        client.sendall(struct.pack(">BBHHHH", 3, 0, 0, 0, 640, 480))
+        update()
+        client.sendall(struct.pack(">BBHHHH", 3, 1, 0, 0, 640, 480))
+        (buffer,) = host.mapped.values()
+        data = bytes([(37 * seed + 1) & 0xFF]) * 4096 * 16     # never the cleared picture
+        started = time.perf_counter()
+        ctypes.memmove(ctypes.addressof(buffer), data, len(data))
+        host.dirty |= 0xFFFF
+        refresh()
+        picture.set(device.picture_rgb())
+        server.changed()
+        update()
+        return (time.perf_counter() - started) * 1e3
+    finally:
+        client.close()
+        server.stop()
+
+
+def _vnc_rows(args, row, runs) -> None:
+    for engine in ("reference", "impl"):
+        name = "VNC update latency"
+        row(name, engine, min(vnc_latency_ms(engine, k) for k in range(runs(name, engine))),
+            "ms (16 pages of VBE 640x480x32)")
+
+
 def _check_rows(args, row, runs) -> None:
     row("hvmspec check", "proofs", check_seconds(), "s")
 
@@ -522,7 +714,8 @@ MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
             "MMIO RMW round trip": _mmio_rows, "rep outsb, 64 KiB": _string_rows,
             "interrupt window": _window_rows, "demo wall time": _wall_rows("demo"),
             "hello wall time": _wall_rows("hello"), "VGA device": _vga_rows,
-            "VGA frame": _vga_frame_rows,
+            "VGA frame": _vga_frame_rows, "graphics frames per second": _graphics_rows,
+            "scanner per dirty page": _scanner_rows, "VNC update latency": _vnc_rows,
             "hvmspec check": _check_rows,
             "dma peak memory": _dma_rows}
 

@@ -62,14 +62,16 @@ PLATFORM_VGA = VGA_DEVICES[platform.PCI_ID_VGA]
 SEABIOS_BOOT = ["-boot", "order=c,menu=on,reboot-timeout=60000"]
 #: FACTS: QEMU runs rombios + the LGPL VGA BIOS only with it placed as hvmloader did
 ROMBIOS_VGABIOS = ["-boot", "c", "-device", f"loader,file={VGABIOS[0]},addr=0xc0000,force-raw=on"]
+#: SeaBIOS runs its VGA BIOS from the std VGA's expansion ROM, on hvmspec
+#: (spec.hvmloader) as on QEMU
+SEABIOS_VGA = ["-device", f"VGA,romfile={SEABIOS_VGABIOS},vgamem_mb=8,mmio=off"]
 QEMU_ARGS = {
-    "seabios": [*PLATFORM_VGA, *SEABIOS_BOOT],
+    "seabios": [*SEABIOS_VGA, *SEABIOS_BOOT],
     "rombios": [*PLATFORM_VGA, *ROMBIOS_VGABIOS],
     # the banners' pictures: always on the std VGA, whose VGA BIOSes these are
     "rombios-stdvga": [*STD_VGA, *ROMBIOS_VGABIOS],
     # SeaBIOS with its VGA BIOS for the std VGA, as the VGA's option ROM
-    "seabios-stdvga": ["-device", f"VGA,romfile={SEABIOS_VGABIOS},vgamem_mb=8,mmio=off",
-                       *SEABIOS_BOOT],
+    "seabios-stdvga": [*SEABIOS_VGA, *SEABIOS_BOOT],
 }
 #: the debug consoles: the BIOS's log first (the one :func:`run_to_line` watches)
 LOG_PORTS = (0x402, 0x500)

@@ -42,7 +42,8 @@ def test_phases_cut_at_completed_lines_on_each_port():
         *_log(0x402, " here\n"),
         _exit(1100), {"kind": "direct_io", "vcpu": 0, "port": 0x80, "size": 1, "dir": "out",
                       "data": 0, "icount": 1110, "rip": 0},
-        {"kind": "display", "icount": 99_999, "rows": [], "cells": [], "cursor": [],
+        {"kind": "display", "icount": 99_999, "mode": "text", "width": 720, "height": 400,
+         "rects": [], "grid": [80, 25], "rows": [], "cells": [], "cursor": [],
          "frame": "0"},                              # the clock, not an instruction count
         *_log(0x402, "No boot"))                     # the run ended inside a line
     phases = timeline.phases(events)

@@ -93,6 +93,7 @@ def generate(app) -> None:
     _write(out / "x86_deviations.rst", _x86_deviations_rst())
     _write_timer(out)
     _write_display(out)
+    _write_screens(out)
     _write_mapcache(out)
     _write_devices(out)
     _write_balloon(out)
@@ -192,6 +193,49 @@ def _write_display(out: Path) -> None:
     _write(out / "vga_updates.rst", _list_table(
         ["update", "icount", "changed rows", "log-dirty faults since the last (pfn)",
          "cursor", "frame"], head + gap + (tail if len(rows) > 15 else rows[12:])))
+
+
+#: the graphics guest's screens the display page shows: (file stem, SCREEN, what)
+_SCREENS = (("screen_text", 1, "text mode 3, its own font"),
+            ("screen_12h", 2, "mode 12h, planar"),
+            ("screen_13h", 3, "mode 13h, chain 4"),
+            ("screen_vbe", 4, "VBE 640x480x32, linear frame buffer"))
+
+
+def _write_screens(out: Path) -> None:
+    """The graphics guest's four pictures as impl's scanner drew them, and
+    ``screen_exits.rst``: what each cost in exits (planar writes trap,
+    shared views do not)."""
+    import tempfile
+    try:
+        from hvmspec.display import write_png
+        from hvmspec.engines import runner
+        from spec import trace
+        from spec.loader import load, variant_source
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="hvmspec-docs-") as folder:
+            for stem, number, what in _SCREENS:
+                source = Path(folder) / f"{stem}.s"
+                source.write_text(variant_source("graphics", SCREEN=number))
+                result = runner("impl")(load(str(source)), max_instructions=50_000_000)
+                if result.picture is None or not result.picture[0]:
+                    raise ExtensionError(f"hvmspec docs: graphics screen {number} drew nothing")
+                write_png(out / f"{stem}.png", *result.picture)
+                exits = [e for e in result.trace if isinstance(e, trace.VmExit)]
+                mmio = sum(1 for e in exits if e.reason == "ept_violation"
+                           and "p2m" not in e.info)
+                dirty = sum(1 for e in exits if e.info.get("p2m") == "logdirty")
+                width, height, _ = result.picture
+                rows.append([what, f"{width}x{height}", f"{result.instructions:,}",
+                             f"{len(exits):,}", f"{mmio:,}", f"{dirty:,}"])
+    except ExtensionError:
+        raise
+    except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
+        raise ExtensionError(f"hvmspec docs: cannot run the graphics guest: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    _write(out / "screen_exits.rst", _list_table(
+        ["screen", "picture", "instructions", "VM exits", "MMIO exits (trapped VGA accesses)",
+         "log-dirty faults"], rows))
 
 
 # --- the mapcache ---------------------------------------------------------------------------
