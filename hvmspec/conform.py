@@ -28,9 +28,10 @@ CONTEXT = 3
 #: the firmware cases: each BIOS by name (:data:`spec.hvmloader.FIRMWARE`)
 #: and its VGA BIOS (a file, ``None`` for hvmloader's, ``"none"``): rombios,
 #: and the 64 KiB rombios-legacy that gets hvmloader's ACPI tables, with the
-#: LGPL VGA BIOS at 0xC0000 as hvmloader placed it; SeaBIOS with none (as
-#: tests/test_firmware_log.py runs them against QEMU)
-FIRMWARE_CASES = {"rombios": None, "rombios-legacy": None, "seabios": "none"}
+#: LGPL VGA BIOS at 0xC0000 as hvmloader placed it; SeaBIOS with its own VGA
+#: BIOS as the std VGA's expansion ROM (as tests/test_firmware_log.py runs
+#: them against QEMU)
+FIRMWARE_CASES = {"rombios": None, "rombios-legacy": None, "seabios": None}
 #: where a firmware case ends: the BIOS's last line of POST
 FIRMWARE_END = "No bootable device"
 #: the firmware log port whose line is watched (the Bochs BIOS's info port)

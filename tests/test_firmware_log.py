@@ -242,7 +242,9 @@ def test_until_is_in_the_help():
 # banner to "No bootable device".
 
 SEABIOS, VGABIOS = hvmloader.FIRMWARE["seabios"], hvmloader.VGABIOS
-OUR_VGABIOS = {"seabios": "none", "rombios": None}
+#: the VGA BIOS of each: the default (SeaBIOS: its vgabios-stdvga.bin as the VGA's
+#: expansion ROM, as QEMU's romfile; rombios: the LGPL vgabios at 0xC0000)
+OUR_VGABIOS = {"seabios": None, "rombios": None}
 #: both run to "No bootable device" (hvmspec's halted waits are idle jumps)
 END = "No bootable device"
 #: (pattern, reason): lines only QEMU prints
@@ -278,12 +280,13 @@ VALUES = [
     (r"Using pmtimer, ioport (?P<v>0x[0-9a-f]+)", "SeaBIOS moves the PM block to 0xb000 by "
      "PMBA; Xen 3.0.4's qemu-dm keeps it at 0x1f40 (so SeaBIOS's timer port is unclaimed)"),
     (r"PCI: IO: c000 - (?P<v>[0-9a-f]+)", "no I/O BAR on hvmspec (PIIX3 IDE's, on QEMU)"),
-    (r"bdf=00:02\.0  bar 1, addr (?P<v>[0-9a-f]+)", "the test device's BAR0 takes the top page"),
+    (r"bdf=00:02\.0  bar 6, addr (?P<v>[0-9a-f]+)", "the test device's BAR0 takes the top "
+     "page, so the VGA's expansion ROM goes below it"),
     (r"Copying MPTABLE from 0x[0-9a-f]+/(?P<v>[0-9a-f]+)", "SeaBIOS sizes its SMBIOS tables "
      "from fw_cfg on QEMU, and allocates the MP table after them"),
     (r"Copying SMBIOS from 0x[0-9a-f]+ to (?P<v>0x[0-9a-f]+)", "the same"),
     (r"bios_table_cur_addr: (?P<v>0x[0-9a-f]+)", "rombios32's ACPI RSDP takes room on QEMU"),
-    (r"Space available for UMB: c0000-ee800, f6280-(?P<v>[0-9a-f]+)", "follows the SMBIOS "
+    (r"Space available for UMB: c[0-9a-f]000-ee800, f6280-(?P<v>[0-9a-f]+)", "follows the SMBIOS "
      "tables' size"),
 ]
 
