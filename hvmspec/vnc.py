@@ -144,6 +144,9 @@ class Client:
     format: PixelFormat = NATIVE
     encodings: tuple[int, ...] = (ENC_RAW,)
     last: tuple[int, int, bytes] | None = None    # what it was last sent
+    #: rows the scanner reported changed since ``last`` (the server's
+    #: ``changed(rects)``); None: unknown, every row is compared
+    dirty: set[int] | None = None
     waiting: tuple[int, int, int, int] | None = None   # an incremental request held
     sent_updates: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -166,6 +169,8 @@ class VncServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        #: a caller gives the scanner's dirty rectangles (:meth:`changed`)
+        self.by_rects = False
 
     # --- running in a thread of its own ------------------------------------------------
 
@@ -205,12 +210,24 @@ class VncServer:
         asyncio.run_coroutine_threadsafe(close(), self.loop)
         self._thread.join(timeout=5)
 
-    def changed(self) -> None:
-        """The screen changed (from any thread): answer held requests."""
+    def changed(self, rects: list | None = None) -> None:
+        """The screen changed (from any thread): answer held requests.
+        ``rects`` (``[x, y, width, height]`` each, the display scanner's
+        dirty rectangles) says where; once a caller has given them, only
+        the rows they cover are compared with what each client has."""
         if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(
-                lambda: [self.loop.create_task(self._answer(c)) for c in list(self.clients)
-                         if c.waiting is not None])
+            self.loop.call_soon_threadsafe(self._changed, rects)
+
+    def _changed(self, rects: list | None) -> None:
+        if rects is not None:
+            self.by_rects = True
+        for client in list(self.clients):
+            if rects is None:
+                client.dirty = None
+            elif client.dirty is not None:
+                client.dirty.update(y for _, top, _, h in rects for y in range(top, top + h))
+            if client.waiting is not None:
+                self.loop.create_task(self._answer(client))
 
     # --- the protocol -------------------------------------------------------------------
 
@@ -309,11 +326,13 @@ class VncServer:
             if client.waiting is None:
                 return
             width, height, pixels = self.screen.snapshot()
-            rects = _update(client, width, height, pixels)
+            rows = client.dirty if self.by_rects else None
+            rects = _update(client, width, height, pixels, rows)
+            client.last = _seen(client.last, width, height, pixels, rows)
+            client.dirty = set() if self.by_rects else None
             if not rects:
                 return                                  # held until the screen changes
             client.waiting = None
-            client.last = (width, height, pixels)
             client.writer.write(struct.pack(">BxH", 0, len(rects)) + b"".join(rects))
             client.sent_updates += 1
             try:
@@ -322,9 +341,24 @@ class VncServer:
                 pass
 
 
-def _update(client: Client, width: int, height: int, pixels: bytes) -> list[bytes]:
+def _seen(last, width: int, height: int, pixels: bytes, rows: set[int] | None):
+    """What a client holds after an update from ``pixels`` that looked only
+    at ``rows`` (None: all): the other rows stay as it had them, so that a
+    change the scanner reports later is still sent."""
+    if rows is None or last is None or (last[0], last[1]) != (width, height):
+        return (width, height, pixels)
+    stride, held = 4 * width, bytearray(last[2])
+    for y in rows:
+        if 0 <= y < height:
+            held[y * stride:(y + 1) * stride] = pixels[y * stride:(y + 1) * stride]
+    return (width, height, bytes(held))
+
+
+def _update(client: Client, width: int, height: int, pixels: bytes,
+            rows: set[int] | None = None) -> list[bytes]:
     """The rectangles (encoded) that bring ``client`` from what it has to
-    ``pixels``."""
+    ``pixels``, looking only at ``rows`` when given (the scanner's dirty
+    rows: the others are known not to have changed)."""
     last = client.last
     if last is not None and (last[0], last[1]) != (width, height):
         if ENC_DESKTOP_SIZE in client.encodings:
@@ -333,8 +367,10 @@ def _update(client: Client, width: int, height: int, pixels: bytes) -> list[byte
         last = None
     if last is None:
         return [_raw(client, width, pixels, 0, 0, width, height)]
-    if last[2] == pixels:
+    if last[2] == pixels or rows is not None and not rows:
         return []
+    if rows is not None:        # only those rows: the held picture elsewhere
+        pixels = _seen(last, width, height, pixels, rows)[2]
     out = []
     stride = 4 * width
     old_rows = [last[2][y * stride:(y + 1) * stride] for y in range(height)]

@@ -134,7 +134,7 @@ class Console:
             if self.vga is not None:
                 self.picture.set(self.vga.picture_rgb())
             if self.server is not None:
-                self.server.changed()
+                self.server.changed(event.rects)
 
     def close(self) -> None:
         """qemu-dm stops: the server goes, and every client with it (once)."""

@@ -204,3 +204,27 @@ def test_a_client_that_misbehaves_is_dropped_alone(served, junk, tmp_path):
     [full] = good.request(False)
     assert full[5] == picture.pixels
     assert _vncdo(server, "capture", str(tmp_path / "x.png")).returncode == 0
+
+
+def test_with_the_scanners_rectangles_only_their_rows_are_compared(served):
+    """Once the server is told where the screen changed (the display
+    scanner's rectangles), an update covers those rows only; a change
+    outside them is sent when it is reported."""
+    server, picture, _, _ = served
+    client = Rfb(server.port)
+    client.request(False)
+    server.changed([])                                    # rectangles from now on
+    pixels = bytearray(picture.pixels)
+    pixels[10 * 64 * 4:(10 * 64 + 2) * 4] = b"\xff" * 8    # row 10, reported
+    pixels[30 * 64 * 4:(30 * 64 + 2) * 4] = b"\xee" * 8    # row 30, not yet
+    for rects, row, byte in (([[0, 10, 64, 1]], 10, b"\xff"), ([[0, 30, 64, 1]], 30, b"\xee")):
+        answer: list = []
+        waiter = threading.Thread(target=lambda: answer.append(client.request(True)))
+        waiter.start()
+        waiter.join(0.3)
+        with picture.lock:
+            picture.pixels = bytes(pixels)
+        server.changed(rects)
+        waiter.join(10)
+        [[rect]] = answer
+        assert rect[:5] == ("raw", 0, row, 2, 1) and rect[5] == byte * 8

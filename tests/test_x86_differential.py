@@ -20,7 +20,7 @@ from unicorn import x86_const as X
 from hvmspec import x86diff
 from spec.x86.vectors import run as run_spec
 
-CASES = int(os.environ.get("HVMSPEC_DIFF_CASES", "20000"))
+CASES = int(os.environ.get("HVMSPEC_DIFF_CASES", "15000"))
 
 
 @settings(max_examples=CASES, deadline=None, derandomize=True, database=None,
