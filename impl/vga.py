@@ -30,7 +30,7 @@ VRAM_SIZE = 8 << 20
 PERIOD = 1_000_000              # display refresh, virtual ns
 WINDOW = (0xA0000, 0x20000)
 TEXT = 0x8000                   # the text page: planes 0/1 of words 0-16383
-PORT_RANGES = ((0x3B0, 0x3E0), (0x1CE, 0x1D1))
+PORT_RANGES = tuple((p.start, p.stop) for p in (platform.VGA_PORTS, platform.VBE_PORTS))
 _WINDOWS = ((0xA0000, 0x20000), (0xA0000, 0x10000), (0xB0000, 0x8000), (0xB8000, 0x8000))
 
 

@@ -130,7 +130,7 @@ WINDOW_BASE, WINDOW_SIZE = 0xA0000, 0x20000
 #: the text page: planes 0 and 1 of words 0 .. 16383
 TEXT_PAGE_SIZE = 0x8000
 #: the port ranges the device claims: the VGA's, and the VBE DISPI index and data
-PORT_RANGES = ((0x3B0, 0x30), (0x1CE, 3))
+PORT_RANGES = tuple((ports.start, len(ports)) for ports in (platform.VGA_PORTS, platform.VBE_PORTS))
 PAGE = platform.PAGE_SIZE
 BLANK = bytes((0x20, 0x07))
 
