@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml setup.py impl/_clock.c
 run: $(STAMP)
 	$(BIN)/hvmspec run demo --engine impl
 
+# the suite on every core (CI has 2): a test module runs whole on one worker, so
+# its module-scoped fixtures (QEMU screens, firmware runs) are made once
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W -b html docs docs/_build/html
