@@ -265,7 +265,8 @@ def _write_mapcache(out: Path) -> None:
         from hvmspec.engines import runner
         from spec.loader import GuestImage, rom_from_source
         image = GuestImage("walk", rom_from_source(_WALK, "walk"), _WALK)
-        result = runner("reference")(image, device_model={"mapcache_budget": 3 << 16})
+        result = runner("reference")(image, device_model={"mapcache_budget": 3 << 16},
+                                     keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the mapcache walk: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -799,7 +800,7 @@ def _hello_trace(out: Path):
         from spec import trace
         from spec.loader import load
         image = load(GUEST)
-        result = runner("reference")(image)
+        result = runner("reference")(image, keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the {GUEST!r} guest on the reference "
                              f"engine to produce its trace: {type(exc).__name__}: {exc}") from exc
