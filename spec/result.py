@@ -1,7 +1,9 @@
 """The result of running a guest, as every engine reports it.
 
-Room: interface. ``RunResult`` and the helpers that derive a run's summary
-from its trace, so that every engine's summary means the same thing.
+Room: interface. ``RunResult``, the :class:`Recorder` through which every
+engine streams its trace to the run's sinks, and the sink that derives a
+run's summary as the events pass (:class:`TraceSummary`), so that every
+engine's summary means the same thing and no run need keep its trace.
 Imports :mod:`spec.trace` and :mod:`spec.platform`.
 """
 
