@@ -40,7 +40,7 @@ class RunResult:
     #: the VGA's last picture (width, height, RGB pixels), or None without a VGA
     picture: tuple[int, int, bytes] | None = None
     #: the counters of the run's summary (from ``kept`` when not given)
-    counts: "TraceSummary | None" = None
+    counts: "TraceSummary | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.counts is None:
