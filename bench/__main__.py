@@ -49,6 +49,12 @@ as the guest's:
   (impl engine, a 32-bit qemu-dm's mapcache) in a process of its own, for a
   guest of 4 GiB and one of 64 GiB (once each): the guest touches the same
   memory, so the figure must not grow with the guest's size;
+* ``trace peak memory``: the peak resident memory of ``hvmspec run --json``
+  (impl engine) in a process of its own, for a guest of
+  :data:`TRACE_WRITES` port writes and one of ten times as many (once
+  each): nine trace events a write, which flow to the run's sinks and are
+  not kept (docs/overview.rst, "Sinks"), so the figure must not grow with
+  the run's length;
 * ``rombios POST``, ``SeaBIOS POST``: Debian's firmware (the firmware cases
   of ``hvmspec conform``, :mod:`hvmspec.conform`) from the reset vector to
   its log's line "No bootable device", once each: the wall time on impl, on
@@ -65,7 +71,8 @@ Then the project's performance targets (:func:`targets`: impl within half
 of raw Unicorn's speed on CPU-bound code, a port round trip within 3 times
 a bare Unicorn hook, impl 100 times the reference on I/O, an interrupt
 window as fast as ordinary code (within 10 %), every proof
-within a minute, peak memory independent of the guest's size), each with
+within a minute, peak memory independent of the guest's size and of the
+run's length), each with
 the measured ratio and whether it is met. ``--write FILE`` also writes the
 whole run as JSON, with the machine it ran on (architecture, CPU model
 from ``/proc/cpuinfo``, cores, Python); the docs' performance page renders
@@ -93,7 +100,8 @@ REPEAT = 3
 CPU_TURNS = 7
 #: rows measured once: the demo (its reference run takes most of a second),
 #: and what runs in a process of its own
-ONCE = ("demo wall time", "hvmspec check", "dma peak memory", "rombios POST", "SeaBIOS POST")
+ONCE = ("demo wall time", "hvmspec check", "dma peak memory", "trace peak memory",
+        "rombios POST", "SeaBIOS POST")
 #: the POST rows: their name's firmware (a firmware case of hvmspec conform)
 POST = {"rombios POST": "rombios", "SeaBIOS POST": "seabios"}
 
@@ -264,6 +272,39 @@ def peak_memory(memory_mib: int) -> tuple[float, dict]:
     return usage.ru_maxrss / 1024, result["mapcache"]
 
 
+#: the short run of the trace memory rows: port writes (the long run: ten times as many)
+TRACE_WRITES = 3_000
+
+
+def writes_source(count: int) -> str:
+    """A guest that writes the UART scratch register ``count`` times (a
+    round trip of nine trace events each), then powers off."""
+    return (f"; {count} writes to the UART scratch register, then ACPI power-off\n"
+            f"    mov ecx, {count}\n    mov dx, 0x3ff\ntop:\n    out dx, al\n    dec ecx\n"
+            f"    jnz top\n    " + POWEROFF.replace("\n ", "\n    "))
+
+
+def trace_peak_memory(writes: int) -> tuple[float, int]:
+    """Peak RSS (MiB) of ``hvmspec run --json`` (impl) of a guest of
+    ``writes`` port writes (:func:`writes_source`), in a child process; and
+    its VM exits."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="hvmspec-bench-") as folder:
+        source = Path(folder) / "writes.s"
+        source.write_text(writes_source(writes))
+        proc = subprocess.Popen([sys.executable, "-m", "hvmspec.cli", "run", str(source),
+                                 "--json", "--engine", "impl"], stdout=subprocess.PIPE)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    result = json.loads(out)
+    assert result["exit"]["reason"] == "poweroff", result["exit"]
+    return usage.ru_maxrss / 1024, sum(result["exits"].values())
+
+
 def check_seconds() -> float:
     import subprocess
     import sys
@@ -282,12 +323,16 @@ def post(engine: str, name: str) -> tuple[float, int, int]:
     from hvmspec import conform
     from spec import trace
     case = conform.firmware_case(name)
+    idle = [0]
+
+    def idles(e: trace.Event) -> None:     # a counter sink: the clock's idle jumps
+        if isinstance(e, trace.Idle):
+            idle[0] += e.until - e.icount
     started = time.perf_counter()
-    result = conform.run(engine, case)
+    result = conform.run(engine, case, [idles])
     seconds = time.perf_counter() - started
     assert result.exit.get("message", "").startswith("stopped by the firmware log"), result.exit
-    idle = sum(e.until - e.icount for e in result.trace if isinstance(e, trace.Idle))
-    return seconds, result.instructions, result.instructions - idle
+    return seconds, result.instructions, result.instructions - idle[0]
 
 
 def qemu_post(name: str) -> float:
@@ -314,6 +359,7 @@ SECTIONS = {"cpu-bound": 3, "port I/O round trip": 3, "MMIO RMW round trip": 3,
             "hello wall time": 2, "VGA device": 4, "VGA frame": 6,
             "graphics frames per second": 6, "scanner per dirty page": 2,
             "VNC update latency": 2, "hvmspec check": 1, "dma peak memory": 2,
+            "trace peak memory": 2,
             "rombios POST": 5, "SeaBIOS POST": 5}
 #: how many rows :func:`measure` produces
 ROWS = sum(SECTIONS.values())
@@ -520,15 +566,13 @@ def graphics_fps(engine: str, screen: int) -> tuple[float, int]:
     guest's benchmark ``screen`` on ``engine``: the whole run, mode set
     included, over :data:`BENCH_FRAMES` frames."""
     import tempfile as _tempfile
-    from spec import trace
     from spec.loader import load, variant_source
     with _tempfile.TemporaryDirectory(prefix="hvmspec-bench-") as folder:
         source = Path(folder) / "bench.s"
         source.write_text(variant_source("graphics", SCREEN=screen, FRAMES=BENCH_FRAMES))
         seconds, result = timed(engine, load(str(source)), 1)
     assert f"{BENCH_FRAMES} frames drawn" in result.serial, result.serial
-    exits = sum(1 for e in result.trace if isinstance(e, trace.VmExit))
-    return BENCH_FRAMES / seconds, exits
+    return BENCH_FRAMES / seconds, sum(result.exits.values())
 
 
 def qemu_graphics_fps(screen: int, start: str) -> float:
@@ -709,6 +753,13 @@ def _dma_rows(args, row, runs) -> None:
             f"MiB ({mapcache['evictions']} evictions)")
 
 
+def _trace_rows(args, row, runs) -> None:
+    for writes in (TRACE_WRITES, 10 * TRACE_WRITES):
+        rss, exits = trace_peak_memory(writes)
+        row(f"trace peak memory, {writes:,} port writes", "impl", rss,
+            f"MiB ({exits:,} exits)")
+
+
 #: each measure but the POST rows, by its name in :data:`SECTIONS`
 MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
             "MMIO RMW round trip": _mmio_rows, "rep outsb, 64 KiB": _string_rows,
@@ -717,7 +768,7 @@ MEASURES = {"cpu-bound": _cpu_rows, "port I/O round trip": _port_rows,
             "VGA frame": _vga_frame_rows, "graphics frames per second": _graphics_rows,
             "scanner per dirty page": _scanner_rows, "VNC update latency": _vnc_rows,
             "hvmspec check": _check_rows,
-            "dma peak memory": _dma_rows}
+            "dma peak memory": _dma_rows, "trace peak memory": _trace_rows}
 
 
 def ratios(rows: list[dict]) -> list[dict]:
@@ -772,6 +823,11 @@ def targets(rows: list[dict]) -> list[dict]:
     if have(small, large):
         ratio = v[large] / v[small]
         target("dma peak memory, 64 GiB / 4 GiB guest", ratio, "<= 1.1", ratio <= 1.1)
+    short, long = ((f"trace peak memory, {n:,} port writes", "impl")
+                   for n in (TRACE_WRITES, 10 * TRACE_WRITES))
+    if have(short, long):
+        ratio = v[long] / v[short]
+        target("trace peak memory, 10 times the run", ratio, "<= 1.1", ratio <= 1.1)
     return out
 
 

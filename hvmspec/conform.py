@@ -5,6 +5,13 @@ event, and so must their summaries (the domain's fate and the instruction
 count). A divergence is reported as the index of the first differing event,
 both sides' event there, and the events around it.
 
+Neither trace is held whole (a Linux boot is millions of events): the first
+engine's events stream to a temporary file as JSON lines (:class:`FileSink`),
+then the second engine's stream, as it happens, through a
+:class:`Comparator` that reads that file one line per event and keeps only
+the last :data:`CONTEXT` events of each side, and the few after a
+difference.
+
 A firmware case (:data:`FIRMWARE_CASES`) is one of Debian's BIOSes, placed
 as hvmloader placed it (:mod:`spec.hvmloader`), run through its whole
 power-on self-test: until the firmware log's line on port 0x402 that says
@@ -17,7 +24,10 @@ the clock, so POST is billions of instructions but only some 10^5 events.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Iterable, TextIO
 
 from spec import trace
 from spec.loader import GuestImage
@@ -91,11 +101,13 @@ class LogLineStop:
             self.line.clear()
 
 
-def run(engine: str, case: Case, listeners=()) -> RunResult:
+def run(engine: str, case: Case, listeners=(), keep_trace: bool = False) -> RunResult:
     """Run ``case`` on ``engine``: a guest to its end, a firmware until its
-    log shows the case's ``until`` (:class:`LogLineStop`)."""
+    log shows the case's ``until`` (:class:`LogLineStop`). The events go to
+    ``listeners`` (sinks) as they happen; the result keeps them all only
+    with ``keep_trace``."""
     from hvmspec.engines import runner
-    options = {}
+    options = {"keep_trace": keep_trace}
     if case.max_instructions is not None:
         options["max_instructions"] = case.max_instructions
     listeners = list(listeners)
@@ -115,36 +127,117 @@ class CaseResult:
     reference: dict | None = None
     impl: dict | None = None
     context: dict = field(default_factory=dict)
+    #: the two runs compared (their summaries; no trace kept)
+    runs: tuple = field(default=(), repr=False, compare=False)
+
+
+class FileSink:
+    """A sink that writes each event to ``stream`` as a JSON line (the
+    format of :func:`spec.trace.dump`), as it happens: ``hvmspec run
+    --trace``'s file, and the first engine's side of a comparison."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def __call__(self, event: trace.Event) -> None:
+        self.stream.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
+        self.count += 1
+
+
+_END = object()
+
+
+class Comparator:
+    """A sink that compares each event of a run, as it happens, with the
+    next of an expected stream (JSON objects, one per event: the first
+    engine's trace read back from its file, one line at a time). It holds
+    the last :data:`CONTEXT` events of each side, and after the first
+    difference the next :data:`CONTEXT` of each; the rest of both streams is
+    only counted. :meth:`result` then says where they differ, as
+    :func:`compare` does for two whole traces."""
+
+    def __init__(self, expected: Iterable[dict], context: int = CONTEXT) -> None:
+        self.expected = iter(expected)
+        self.width = context
+        self.count = 0                       # this side's events so far
+        self.index: int | None = None        # the first difference
+        self.mine: deque = deque(maxlen=context)
+        self.theirs: deque = deque(maxlen=context)
+        self._mine_after: list[dict] = []    # from the difference on
+        self._theirs_after: list[dict] = []
+
+    def __call__(self, event: trace.Event) -> None:
+        got = event.to_json()
+        if self.index is None:
+            want = next(self.expected, _END)
+            if want is not _END and want != got:
+                got = json.loads(json.dumps(got))        # as the file has it
+            if want is _END or want != got:
+                self.index = self.count
+                if want is not _END:
+                    self._theirs_after.append(want)
+                self._mine_after.append(got)
+            else:
+                self.mine.append(got)
+                self.theirs.append(want)
+        elif len(self._mine_after) <= self.width:
+            self._mine_after.append(got)
+        self.count += 1
+
+    def result(self, case: str, expected: RunResult, run: RunResult) -> CaseResult:
+        """The comparison, once the run is over: the first differing event
+        (a side that ended early shows the end of its trace there), and if
+        the traces are equal, the runs' summaries (the domain's fate and
+        the instruction count)."""
+        total = self.count                   # the expected side's length
+        if self.index is None:
+            extra = next(self.expected, _END)
+            if extra is _END:
+                sa = {"exit": expected.exit, "instructions": expected.instructions}
+                sb = {"exit": run.exit, "instructions": run.instructions}
+                if sa != sb:
+                    return CaseResult(case, False, total, total, {"kind": "summary", **sa},
+                                      {"kind": "summary", **sb}, runs=(expected, run))
+                return CaseResult(case, True, total, runs=(expected, run))
+            self.index = self.count
+            self._theirs_after.append(extra)
+            total += 1
+        else:
+            total = self.index + len(self._theirs_after)
+        for want in self.expected:
+            if len(self._theirs_after) <= self.width:
+                self._theirs_after.append(want)
+            total += 1
+        i, lo = self.index, self.index - len(self.mine)
+        a = list(self.theirs) + self._theirs_after
+        b = list(self.mine) + self._mine_after
+        at, context = _near(a, b, i - lo, lo, "trace", ("reference", "impl"))
+        return CaseResult(case, False, max(total, self.count), i, *at, context,
+                          runs=(expected, run))
 
 
 def compare(case: str, ref: RunResult, other: RunResult) -> CaseResult:
-    """Find the first difference between two runs of one guest. The events
-    are compared as their JSON objects one pair at a time (a firmware's
-    POST is some 10^5 events a side: only the few around a difference are
-    kept as JSON)."""
-    i = _first_event_difference(ref.trace, other.trace)
-    if i is not None:
-        lo, hi = max(0, i - CONTEXT), i + CONTEXT + 1
-        a = [e.to_json() for e in ref.trace[lo:hi]]
-        b = [e.to_json() for e in other.trace[lo:hi]]
-        at, context = _near(a, b, i - lo, lo, "trace", ("reference", "impl"))
-        return CaseResult(case, False, max(len(ref.trace), len(other.trace)), i, *at,
-                          context)
-    events = len(ref.trace)
-    sa = {"exit": ref.exit, "instructions": ref.instructions}
-    sb = {"exit": other.exit, "instructions": other.instructions}
-    if sa != sb:
-        return CaseResult(case, False, events, events, {"kind": "summary", **sa},
-                          {"kind": "summary", **sb})
-    return CaseResult(case, True, events)
+    """Find the first difference between two runs of one guest that kept
+    their traces (:class:`Comparator` over the first's events)."""
+    comparator = Comparator(e.to_json() for e in ref.trace)
+    for event in other.trace:
+        comparator(event)
+    return comparator.result(case, ref, other)
 
 
-def _first_event_difference(a: list[trace.Event], b: list[trace.Event]) -> int | None:
-    """:func:`first_difference` of two traces, as their events' JSON objects."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x.to_json() != y.to_json():
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
+def compare_streams(case: Case, engines=("reference", "impl"), listeners=()) -> CaseResult:
+    """Run ``case`` on both engines and compare their traces as they go,
+    neither held whole: the first engine's events to a temporary file
+    (:class:`FileSink`), then the second's through a :class:`Comparator`
+    that reads it back one line per event. ``listeners`` see the second
+    engine's events too."""
+    with tempfile.TemporaryFile("w+", prefix="hvmspec-conform-") as spool:
+        ref = run(engines[0], case, [FileSink(spool)])
+        spool.seek(0)
+        comparator = Comparator(json.loads(line) for line in spool)
+        other = run(engines[1], case, [comparator, *listeners])
+        return comparator.result(case.name, ref, other)
 
 
 def _near(a: list[dict], b: list[dict], i: int, base: int, what: str,
@@ -179,9 +272,7 @@ def run_case(case: GuestImage | Case, engines=("reference", "impl")) -> CaseResu
     """Run a guest (or a :class:`Case`) on both engines and compare."""
     if isinstance(case, GuestImage):
         case = Case(case)
-    ref = run(engines[0], case)
-    other = run(engines[1], case)
-    return compare(case.name, ref, other)
+    return compare_streams(case, engines)
 
 
 # --- anyone's implementation, through the protocol ------------------------------------

@@ -324,15 +324,18 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input=b"", device_model: dict | None = None,
-              control: RunControl | None = None, vnc=None) -> RunResult:
+              control: RunControl | None = None, vnc=None,
+              keep_trace: bool = False) -> RunResult:
     """Boot ``image`` in a new HVM domain on the impl engine and run it to
-    its end; ``device_model`` and ``control`` as for the reference engine. Raises
+    its end; ``device_model``, ``control``, ``listeners`` and ``keep_trace`` as for
+    the reference engine. Raises
     :class:`spec.loader.GuestError` for an image that cannot be placed."""
     if memory_mib is None:
         memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
     control = control or RunControl()
-    recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
+    recorder = Recorder([*(listeners or []), control] if control.watched else listeners,
+                        keep=keep_trace)
     started = time.perf_counter()
     host = Host(image, recorder, max_instructions, serial_input)
     host.vnc_backend = vnc
@@ -350,9 +353,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     if dom is not None:
         instructions = dom.vcpu.icount
     else:
-        instructions = max((e.icount for e in recorder.events
-                            if isinstance(e, (trace.VmExit, trace.VmEntry))), default=0)
-    exit_info = final_exit(recorder.events, {})
+        instructions = recorder.summary.last_icount
+    exit_info = final_exit(recorder.summary, {})
     if dom is not None and dom.shutdown is None:
         if host.stopped == "limit":
             exit_info = {"reason": "limit", "dom": domid, "message":
@@ -370,10 +372,10 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
         host.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
     if image.kind == "firmware":
-        exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
+        exit_info.update(firmware_report(recorder.summary, exit_info, instructions, cpu))
     return RunResult("impl", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events,
-                     host.pictures.get(domid))
+                     host.pictures.get(domid), recorder.summary)
 
 
 def _first(a: int | None, b: int | None) -> int | None:

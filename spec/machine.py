@@ -389,7 +389,8 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
               max_instructions: int = platform.DEFAULT_MAX_INSTRUCTIONS,
               listeners: list[Callable[[trace.Event], None]] | None = None,
               serial_input=b"", device_model: dict | None = None,
-              control: RunControl | None = None, vnc=None) -> RunResult:
+              control: RunControl | None = None, vnc=None,
+              keep_trace: bool = False) -> RunResult:
     """Boot ``image`` in a new HVM domain on the reference engine, run it to
     its end, and report. ``device_model`` sets the domain configuration's
     qemu-dm keys (``device_model_bits``, ``mapcache_budget``,
@@ -397,14 +398,19 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     back end that serves a display it asks for (:mod:`spec.qemu_dm`).
     ``control`` is the operator's handle (:class:`spec.result.RunControl`):
     a stop it asks for ends the run with the exit reason ``interrupted``, the
-    domain destroyed. Raises :class:`spec.loader.GuestError` for an image
+    domain destroyed. Each trace event goes, as it happens, to the run's
+    summary and to ``listeners`` (its sinks: :class:`spec.result.Recorder`);
+    the result keeps the whole trace only with ``keep_trace``, so that a
+    long run's memory does not grow with its length. Raises
+    :class:`spec.loader.GuestError` for an image
     that cannot be placed, :class:`spec.xend.DeviceModelError` when qemu-dm
     cannot serve the domain."""
     if memory_mib is None:
         memory_mib = image.memory_mib or platform.DEFAULT_MEMORY_MIB
     check_image(image.image, memory_mib << 20)
     control = control or RunControl()
-    recorder = Recorder([*(listeners or []), control] if control.watched else listeners)
+    recorder = Recorder([*(listeners or []), control] if control.watched else listeners,
+                        keep=keep_trace)
     started = time.perf_counter()
     xen = ReferenceXen(image, recorder, max_instructions, serial_input)
     xen.vnc_backend = vnc
@@ -419,18 +425,18 @@ def run_guest(image: GuestImage, memory_mib: int | None = None,
     cpu = {"cs": first.selector("cs"), "ip": first.reg("rip"), "rip": first.linear_rip(),
            "if": bool(first.reg("rflags") & 1 << 9)}     # as the run left it
     dom = xen.domains.get(domid)
-    instructions = dom.vcpus[0].icount if dom else _last_icount(recorder.events)
-    exit_info = final_exit(recorder.events, {})
+    instructions = dom.vcpus[0].icount if dom else recorder.summary.last_icount
+    exit_info = final_exit(recorder.summary, {})
     if dom is not None and dom.shutdown_reason is None:
         exit_info = _stuck(xen, dom, control.reason)
         xen.xend.destroy(domid, f"{exit_info['reason']}: destroyed by the host")
         xen.dom0.poll()       # Xen tears it down; xend hears of it
         exit_info["domain"] = "destroyed"
     if image.kind == "firmware":
-        exit_info.update(firmware_report(recorder.events, exit_info, instructions, cpu))
+        exit_info.update(firmware_report(recorder.summary, exit_info, instructions, cpu))
     return RunResult("reference", image.name, exit_info, instructions,
                      time.perf_counter() - started, recorder.events,
-                     xen.pictures.get(domid))
+                     xen.pictures.get(domid), recorder.summary)
 
 
 def _stuck(xen: ReferenceXen, dom: HvmDomain, stopper: str | None = None) -> dict:
@@ -448,11 +454,6 @@ def _stuck(xen: ReferenceXen, dom: HvmDomain, stopper: str | None = None) -> dic
     return {"reason": "hung", "dom": dom.domid,
             "message": f"vcpu 0 halted (next rip {hw.linear_rip():#x}) with {why}, "
                        f"and nothing can wake it"}
-
-
-def _last_icount(events: list[trace.Event]) -> int:
-    counts = [e.icount for e in events if isinstance(e, (trace.VmExit, trace.VmEntry))]
-    return max(counts, default=0)
 
 
 def _earliest(*deadlines: int | None) -> int | None:

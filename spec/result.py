@@ -1,7 +1,9 @@
 """The result of running a guest, as every engine reports it.
 
-Room: interface. ``RunResult`` and the helpers that derive a run's summary
-from its trace, so that every engine's summary means the same thing.
+Room: interface. ``RunResult``, the :class:`Recorder` through which every
+engine streams its trace to the run's sinks, and the sink that derives a
+run's summary as the events pass (:class:`TraceSummary`), so that every
+engine's summary means the same thing and no run need keep its trace.
 Imports :mod:`spec.trace` and :mod:`spec.platform`.
 """
 
@@ -16,56 +18,71 @@ from typing import Callable
 from spec import platform, trace
 
 
+class TraceNotKept(RuntimeError):
+    """The whole trace of a run that was not asked to keep it."""
+
+
 @dataclass
 class RunResult:
-    """One guest run on one engine."""
+    """One guest run on one engine: its summary (:class:`TraceSummary`,
+    computed as the events passed), and its whole trace only when the run
+    was asked to keep it (``keep_trace=True``): a long run's events flow to
+    its sinks and are gone, so that its memory does not grow with its
+    length (docs/trace.rst, "Sinks")."""
 
     engine: str
     guest: str
     exit: dict
     instructions: int
     seconds: float
-    trace: list[trace.Event] = field(default_factory=list)
+    #: every event, in order, if the run kept them (else None)
+    kept: list[trace.Event] | None = None
     #: the VGA's last picture (width, height, RGB pixels), or None without a VGA
     picture: tuple[int, int, bytes] | None = None
+    #: the counters of the run's summary (from ``kept`` when not given)
+    counts: "TraceSummary | None" = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.counts is None:
+            self.counts = TraceSummary.of(self.kept or ())
+
+    @property
+    def trace(self) -> list[trace.Event]:
+        """Every event of the run, if it kept them; else :class:`TraceNotKept`."""
+        if self.kept is None:
+            raise TraceNotKept(f"the {self.engine} run of {self.guest} kept no trace: run it "
+                               f"with keep_trace=True, or give it a sink")
+        return self.kept
+
+    @property
+    def events(self) -> int:
+        """How many events the run's trace has."""
+        return self.counts.events
 
     @property
     def serial(self) -> str:
         """Everything the guest sent out of its UARTs, in order."""
-        return serial_text(self.trace)
+        return self.counts.serial
 
     @property
     def firmware_log(self) -> str:
-        """The firmware log (:func:`firmware_log_text`)."""
-        return firmware_log_text(self.trace)
+        """The firmware log (:class:`FirmwareLogText`)."""
+        return self.counts.log.text()
 
     @property
     def exits(self) -> dict[str, int]:
         """VM exits by reason."""
-        counts: dict[str, int] = {}
-        for event in self.trace:
-            if isinstance(event, trace.VmExit):
-                counts[event.reason] = counts.get(event.reason, 0) + 1
-        return counts
+        return dict(self.counts.exits)
 
     @property
     def mapcache(self) -> dict | None:
         """qemu-dm's mapcache statistics (the last ``mapcache_stats`` event)."""
-        return self._last_fields(trace.MapcacheStats)
+        return _fields(self.counts.mapcache)
 
     @property
     def devices(self) -> dict | None:
         """qemu-dm's count of unclaimed accesses (the last ``device_stats`` event)."""
-        return self._last_fields(trace.DeviceStats)
-
-    def _last_fields(self, kind: type[trace.Event]) -> dict | None:
-        """The fields of the last event of type ``kind``, or None."""
-        event = next((e for e in reversed(self.trace) if isinstance(e, kind)), None)
-        if event is None:
-            return None
-        out = event.to_json()
-        del out["kind"]
-        return out
+        return _fields(self.counts.devices)
 
     def summary(self) -> dict:
         """The object ``hvmspec run --json`` prints."""
@@ -73,6 +90,15 @@ class RunResult:
                 "exit": self.exit, "instructions": self.instructions,
                 "exits": self.exits, "seconds": round(self.seconds, 6),
                 "mapcache": self.mapcache, "devices": self.devices}
+
+
+def _fields(event: trace.Event | None) -> dict | None:
+    """An event's fields without its kind, or None."""
+    if event is None:
+        return None
+    out = event.to_json()
+    del out["kind"]
+    return out
 
 
 def serial_text(events: list[trace.Event]) -> str:
@@ -128,9 +154,11 @@ def growing_trace():
     every live object in its oldest generation each time that generation
     fills, and a trace is hundreds of thousands of live events that hold no
     cycles; without this, those scans took 40 % of a run of 20,000 port
-    writes (1.45 s against 0.89 s) and 60 % of a 64 KiB ``rep outsb``. Every
-    engine runs its guest inside this, so that they compare on equal terms.
-    The thresholds are restored after."""
+    writes (1.45 s against 0.89 s) and 60 % of a 64 KiB ``rep outsb``. A run
+    that streams its trace (the default: :class:`Recorder`) holds no events;
+    this stays for runs that keep theirs. Every engine runs its guest inside
+    this, so that they compare on equal terms. The thresholds are restored
+    after."""
     before = gc.get_threshold()
     gc.set_threshold(before[0], before[1], max(before[2], 1000))
     try:
@@ -227,33 +255,145 @@ def running_controls() -> list[RunControl]:
         return list(_RUNNING)
 
 
-class Recorder:
-    """Collects trace events and forwards each to listeners (the CLI's live
-    serial output, for one)."""
+class TraceSummary:
+    """A sink: everything a run's summary needs, computed as each event
+    passes, so that a run need not keep its trace to report it. Its memory
+    is the serial text and the firmware log (the product of the run) and a
+    few counters, whatever the run's length:
 
-    def __init__(self, listeners: list[Callable[[trace.Event], None]] | None = None) -> None:
-        self.events: list[trace.Event] = []
-        self.listeners = list(listeners or [])
+    * ``events``: how many events passed;
+    * ``serial``: the bytes of :class:`spec.trace.SerialOut`, as Latin-1 text;
+    * ``log``: the firmware log (:class:`FirmwareLogText`);
+    * ``exits``: VM exits by reason;
+    * ``mapcache``, ``devices``: the last :class:`spec.trace.MapcacheStats`
+      and :class:`spec.trace.DeviceStats` event (or None);
+    * ``last_icount``: the largest ``icount`` of a VM exit or entry;
+    * what :func:`final_exit` reads (the last shutdown, crash, and each
+      domain's last lifecycle state) and what :func:`firmware_report` reads
+      (the first panic, the exceptions of the instruction that triple
+      faulted, the instruction count at the log's last byte)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self._serial = bytearray()
+        self.log = FirmwareLogText()
+        self.exits: dict[str, int] = {}
+        self.mapcache: trace.MapcacheStats | None = None
+        self.devices: trace.DeviceStats | None = None
+        self.last_icount = 0
+        self.shutdown: trace.DomainShutdown | None = None
+        self.crash: trace.DomainCrash | None = None
+        self.fates: dict[int, str] = {}            # dom -> its last lifecycle state
+        self.panic: str | None = None              # the first panic's message
+        self.triple = False                        # a triple-fault exit was seen
+        self.chain: list[int] = []    # the exceptions of one instruction, first to last
+        self._chain_at = -1
+        self._icount = 0                           # the last exit's or entry's
+        self.last_log_at = 0
+        self._handlers = {
+            trace.SerialOut: self._serial_out, trace.VmExit: self._vm_exit,
+            trace.VmEntry: self._vm_entry, trace.ExceptionDelivery: self._exception,
+            trace.FirmwareLog: self._firmware_log, trace.FirmwarePanic: self._firmware_log,
+            trace.MapcacheStats: self._mapcache, trace.DeviceStats: self._devices,
+            trace.DomainShutdown: self._shutdown, trace.DomainCrash: self._crash,
+            trace.DomainLifecycle: self._lifecycle}
+
+    @classmethod
+    def of(cls, events) -> "TraceSummary":
+        """The summary of a whole trace (a list, or a file's events)."""
+        summary = cls()
+        for event in events:
+            summary(event)
+        return summary
 
     def __call__(self, event: trace.Event) -> None:
-        self.events.append(event)
-        for listener in self.listeners:
-            listener(event)
+        self.events += 1
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    @property
+    def serial(self) -> str:
+        return self._serial.decode("latin-1")
+
+    def _serial_out(self, event: trace.SerialOut) -> None:
+        self._serial.append(event.byte)
+
+    def _vm_exit(self, event: trace.VmExit) -> None:
+        self.exits[event.reason] = self.exits.get(event.reason, 0) + 1
+        self._vm_entry(event)
+        if event.reason == "triple_fault":
+            self.triple = True
+            if self._chain_at != event.icount:
+                self.chain = []
+
+    def _vm_entry(self, event: trace.VmExit | trace.VmEntry) -> None:
+        self._icount = event.icount
+        if event.icount > self.last_icount:
+            self.last_icount = event.icount
+
+    def _exception(self, event: trace.ExceptionDelivery) -> None:
+        if event.source != "fault" or event.icount != self._chain_at:
+            self.chain, self._chain_at = [], event.icount
+        self.chain.append(event.vector)
+
+    def _firmware_log(self, event: trace.FirmwareLog | trace.FirmwarePanic) -> None:
+        self.log.feed(event)
+        self.last_log_at = self._icount
+        if isinstance(event, trace.FirmwarePanic) and self.panic is None:
+            self.panic = panic_message(event.port, event.line)
+
+    def _mapcache(self, event: trace.MapcacheStats) -> None:
+        self.mapcache = event
+
+    def _devices(self, event: trace.DeviceStats) -> None:
+        self.devices = event
+
+    def _shutdown(self, event: trace.DomainShutdown) -> None:
+        self.shutdown = event
+
+    def _crash(self, event: trace.DomainCrash) -> None:
+        self.crash = event
+
+    def _lifecycle(self, event: trace.DomainLifecycle) -> None:
+        self.fates[event.dom] = event.new
 
 
-def final_exit(events: list[trace.Event], default: dict) -> dict:
-    """The domain's fate read from the trace: the last shutdown's reason and
-    what xend did about it."""
-    shutdown = next((e for e in reversed(events) if isinstance(e, trace.DomainShutdown)), None)
+class Recorder:
+    """A run's trace: sends each event, as it happens, to the run's sinks
+    (listeners): its :class:`TraceSummary` first, then the caller's (the
+    CLI's live serial output, ``--trace``'s file, a conformance comparator,
+    ...). The events are kept (``events``, a list) only when the run is
+    asked to keep them (``keep``); otherwise ``events`` is None and the
+    trace, once every sink has seen an event, is gone."""
+
+    def __init__(self, listeners: list[Callable[[trace.Event], None]] | None = None,
+                 keep: bool = False) -> None:
+        self.summary = TraceSummary()
+        self.events: list[trace.Event] | None = [] if keep else None
+        self.listeners = list(listeners or [])
+        self._sinks = ([self.events.append] if keep else []) + [self.summary, *self.listeners]
+
+    def __call__(self, event: trace.Event) -> None:
+        for sink in self._sinks:
+            sink(event)
+
+
+def _summary(events) -> TraceSummary:
+    return events if isinstance(events, TraceSummary) else TraceSummary.of(events)
+
+
+def final_exit(events, default: dict) -> dict:
+    """The domain's fate read from the trace (a :class:`TraceSummary`, or
+    the events): the last shutdown's reason and what xend did about it."""
+    summary = _summary(events)
+    shutdown = summary.shutdown
     if shutdown is None:
         return default
-    fate = next((e for e in reversed(events) if isinstance(e, trace.DomainLifecycle)
-                 and e.dom == shutdown.dom), None)
     out = {"reason": shutdown.reason, "dom": shutdown.dom, "by": shutdown.by,
-           "domain": fate.new if fate else "shutdown"}
-    crash = next((e for e in reversed(events) if isinstance(e, trace.DomainCrash)), None)
-    if shutdown.reason == "crash" and crash is not None:
-        out["message"] = crash.message
+           "domain": summary.fates.get(shutdown.dom, "shutdown")}
+    if shutdown.reason == "crash" and summary.crash is not None:
+        out["message"] = summary.crash.message
     return out
 
 
@@ -269,9 +409,9 @@ def cs_ip(cs: int, ip: int) -> str:
     return f"{cs:04X}:{ip:04X}" if ip <= 0xFFFF else f"{cs:04X}:{ip:08X}"
 
 
-def firmware_report(events: list[trace.Event], exit_: dict, instructions: int,
-                    cpu: dict) -> dict:
-    """What the exit record of a run whose image is firmware adds, so that
+def firmware_report(events, exit_: dict, instructions: int, cpu: dict) -> dict:
+    """What the exit record of a run whose image is firmware adds (read from
+    the run's :class:`TraceSummary`, or its events), so that
     a firmware that fails says how (docs/firmware.rst, "When firmware
     fails"). ``cpu`` is vcpu 0 as the run left it: ``cs`` (the selector),
     ``ip`` (the offset in CS), ``rip`` (linear) and ``if`` (RFLAGS.IF).
@@ -298,30 +438,14 @@ def firmware_report(events: list[trace.Event], exit_: dict, instructions: int,
 
     Without a panic, a run that powered off, rebooted at the firmware's own
     request, or was stopped by the operator or ``--until`` is no failure."""
-    lines = [line for line in firmware_log_text(events).replace("\r", "").split("\n")
+    summary = _summary(events)
+    lines = [line for line in summary.log.text().replace("\r", "").split("\n")
              if line.strip()]
     report = {"instructions": instructions, "rip": cpu["rip"],
               "cs_ip": cs_ip(cpu["cs"], cpu["ip"]),
-              "last_firmware_log": lines[-REPORT_LOG_LINES:], "last_log_at": 0}
-    panic = None
-    chain: list[int] = []        # the exceptions of one instruction, first to last
-    chain_at = -1
-    triple = False
-    icount = 0
-    for event in events:
-        if isinstance(event, (trace.VmExit, trace.VmEntry)):
-            icount = event.icount
-            if isinstance(event, trace.VmExit) and event.reason == "triple_fault":
-                triple = True
-                chain = chain if chain_at == event.icount else []
-        elif isinstance(event, trace.ExceptionDelivery):
-            if event.source != "fault" or event.icount != chain_at:
-                chain, chain_at = [], event.icount
-            chain.append(event.vector)
-        elif isinstance(event, (trace.FirmwareLog, trace.FirmwarePanic)):
-            report["last_log_at"] = icount
-            if isinstance(event, trace.FirmwarePanic) and panic is None:
-                panic = panic_message(event.port, event.line)
+              "last_firmware_log": lines[-REPORT_LOG_LINES:],
+              "last_log_at": summary.last_log_at}
+    panic, chain, triple = summary.panic, summary.chain, summary.triple
     reason = exit_.get("reason")
     where = f"at {report['cs_ip']} (linear {cpu['rip']:#x}) after {instructions:,} instructions"
     halted = ("halted with interrupts disabled" if not cpu["if"]

@@ -3,7 +3,9 @@
 Room: interface. Both engines emit these events; the conformance runner, the
 docs' sequence diagrams and the vector files read them. No behaviour here.
 
-A trace is a list of events. On disk it is JSON lines: one object per event,
+A trace is a sequence of events, emitted one at a time to a run's sinks
+(:class:`spec.result.Recorder`), which keep it only when asked: a long run
+streams it. On disk it is JSON lines: one object per event,
 ``{"kind": ..., <fields>}``, with the fields in the order declared below.
 Two engines conform when their traces are equal event by event; a bug is
 reported as the first event where they differ.

@@ -72,12 +72,15 @@ one_tick_done:
 
 
 def run(engine: str, image: GuestImage, **kwargs):
+    """A run of a small guest whose whole trace the test reads: it asks the
+    engine to keep it (``keep_trace``; a run keeps none by default)."""
     from hvmspec.engines import runner
-    return runner(engine)(image, **kwargs)
+    return runner(engine)(image, **{"keep_trace": True, **kwargs})
 
 
 def both(image: GuestImage, **kwargs):
-    """Run on both engines and insist that the traces are equal."""
+    """Run on both engines (keeping their traces: :func:`run`) and insist
+    that the traces are equal."""
     ref = run("reference", image, **kwargs)
     imp = run("impl", image, **kwargs)
     a = [e.to_json() for e in ref.trace]

@@ -12,7 +12,6 @@ import pytest
 
 from hvmspec import conform
 from spec import hvmloader
-from spec.result import firmware_log_text
 from tests.conftest import cli, peer_file
 
 
@@ -23,12 +22,11 @@ def test_conform_is_equal_over_the_whole_post(name):
     if name != "seabios":
         peer_file(*hvmloader.VGABIOS)
     case = conform.firmware_case(name)
-    ref = conform.run("reference", case)
-    imp = conform.run("impl", case)
-    result = conform.compare(name, ref, imp)
+    result = conform.run_case(case)          # the traces compared as they stream
     assert result.equal, (result.index, result.reference, result.impl, result.context)
+    ref = result.runs[0]
     # all of POST, to its last line, and stopped there: not at the budget
-    log = firmware_log_text(ref.trace)
+    log = ref.firmware_log
     assert conform.FIRMWARE_END in log.rstrip("\n").splitlines()[-1]
     assert ref.exit["reason"] == "interrupted" and "firmware log" in ref.exit["message"]
     assert 2_000_000_000 < ref.instructions < conform.FIRMWARE_BUDGET

@@ -253,7 +253,8 @@ def test_xenstore_carries_the_display_and_qemu_dm_publishes_its_port(engine):
     taken = []
     try:
         result = runner(engine)(load("hello"), device_model={
-            "vnc": True, "vncpasswd": "pw", "vnclisten": "127.0.0.1"}, vnc=backend)
+            "vnc": True, "vncpasswd": "pw", "vnclisten": "127.0.0.1"}, vnc=backend,
+            keep_trace=True)
     finally:
         backend.close()
         for s in taken:
@@ -278,7 +279,7 @@ def test_xenstore_carries_the_display_and_qemu_dm_publishes_its_port(engine):
 
 def test_a_domain_without_vnc_says_none():
     from hvmspec.engines import runner
-    result = runner("impl")(load("hello"))
+    result = runner("impl")(load("hello"), keep_trace=True)
     vm = dm_config.vm_path("hello")
     assert ("write", f"{vm}/image/device-model/vnc", "none") in _xs_ops(result, "xend")
     assert not any("vnc-port" in p or "vncpasswd" in p for _, p, _ in _xs_ops(result, "qemu-dm"))

@@ -122,7 +122,7 @@ def _reference_run(name: str):
     try:
         from hvmspec.engines import runner
         from spec.loader import load
-        result = runner("reference")(load(name))
+        result = runner("reference")(load(name), keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the {name!r} guest: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -161,8 +161,8 @@ def _write_display(out: Path) -> None:
         from hvmspec.display import Screen, write_png
         from hvmspec.engines import runner
         from spec.loader import load
-        demo = runner("reference")(load("demo"))
-        vga = runner("reference")(load("vga"))
+        demo = runner("reference")(load("demo"), keep_trace=True)
+        vga = runner("reference")(load("vga"), keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the display guests: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -217,17 +217,22 @@ def _write_screens(out: Path) -> None:
             for stem, number, what in _SCREENS:
                 source = Path(folder) / f"{stem}.s"
                 source.write_text(variant_source("graphics", SCREEN=number))
-                result = runner("impl")(load(str(source)), max_instructions=50_000_000)
+                counts = [0, 0, 0]          # exits, MMIO exits, log-dirty faults
+
+                def count(e, counts=counts) -> None:    # a counter sink
+                    if isinstance(e, trace.VmExit):
+                        counts[0] += 1
+                        counts[1] += e.reason == "ept_violation" and "p2m" not in e.info
+                        counts[2] += e.info.get("p2m") == "logdirty"
+                result = runner("impl")(load(str(source)), max_instructions=50_000_000,
+                                        listeners=[count])
                 if result.picture is None or not result.picture[0]:
                     raise ExtensionError(f"hvmspec docs: graphics screen {number} drew nothing")
                 write_png(out / f"{stem}.png", *result.picture)
-                exits = [e for e in result.trace if isinstance(e, trace.VmExit)]
-                mmio = sum(1 for e in exits if e.reason == "ept_violation"
-                           and "p2m" not in e.info)
-                dirty = sum(1 for e in exits if e.info.get("p2m") == "logdirty")
+                exits, mmio, dirty = counts
                 width, height, _ = result.picture
                 rows.append([what, f"{width}x{height}", f"{result.instructions:,}",
-                             f"{len(exits):,}", f"{mmio:,}", f"{dirty:,}"])
+                             f"{exits:,}", f"{mmio:,}", f"{dirty:,}"])
     except ExtensionError:
         raise
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
@@ -260,7 +265,8 @@ def _write_mapcache(out: Path) -> None:
         from hvmspec.engines import runner
         from spec.loader import GuestImage, rom_from_source
         image = GuestImage("walk", rom_from_source(_WALK, "walk"), _WALK)
-        result = runner("reference")(image, device_model={"mapcache_budget": 3 << 16})
+        result = runner("reference")(image, device_model={"mapcache_budget": 3 << 16},
+                                     keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the mapcache walk: "
                              f"{type(exc).__name__}: {exc}") from exc
@@ -794,7 +800,7 @@ def _hello_trace(out: Path):
         from spec import trace
         from spec.loader import load
         image = load(GUEST)
-        result = runner("reference")(image)
+        result = runner("reference")(image, keep_trace=True)
     except Exception as exc:   # noqa: BLE001 - any failure stops the build, with its cause
         raise ExtensionError(f"hvmspec docs: cannot run the {GUEST!r} guest on the reference "
                              f"engine to produce its trace: {type(exc).__name__}: {exc}") from exc

@@ -11,6 +11,7 @@ from pathlib import Path
 from spec import platform, trace
 from spec.loader import GuestError, bundled_guests, load
 from hvmspec.commands import EXIT_NO, EXIT_OK, UsageError, output_path
+from hvmspec.conform import FileSink
 
 
 def add_parsers(sub) -> None:
@@ -375,15 +376,10 @@ class _Until:
                             f"{instructions} instructions")
 
 
-class _TraceSink:
-    """``--trace``: each event written as it happens (JSON lines), so that a
-    run stopped early keeps its trace up to that point."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def __call__(self, event: trace.Event) -> None:
-        trace.dump((event,), self.stream)
+class _TraceSink(FileSink):
+    """``--trace``: each event written as it happens (JSON lines,
+    :class:`hvmspec.conform.FileSink`), so that a run stopped early keeps its
+    trace up to that point, and a long run's trace is on disk, not in memory."""
 
     def close(self) -> None:
         if self.stream is sys.stdout:

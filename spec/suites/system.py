@@ -57,10 +57,11 @@ def image_of(case: dict) -> GuestImage:
 
 
 def run_args(case: dict) -> dict:
-    """The keyword arguments of an engine's ``run_guest`` for ``case``."""
+    """The keyword arguments of an engine's ``run_guest`` for ``case``; the
+    answer is the whole trace, so the run keeps it (``keep_trace``)."""
     return {"memory_mib": case["memory_mib"], "max_instructions": case["max_instructions"],
             "serial_input": bytes.fromhex(case.get("serial_input", "")),
-            "device_model": dict(case.get("device_model", {}))}
+            "device_model": dict(case.get("device_model", {})), "keep_trace": True}
 
 
 def answer(result) -> list[dict]:
