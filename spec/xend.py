@@ -649,7 +649,8 @@ class Xend:
         clients connect to (``vnclisten``:port, the port read from the
         ``console/vnc-port`` qemu-dm published, :mod:`spec.dm_config`), and
         ``vncdisplay``, the display number (port - 5900); both None until
-        qemu-dm has published its port."""
+        qemu-dm has published its port. A domain with disks has ``disks``
+        (:meth:`disks`)."""
         rows = [{"name": DOM0_NAME, "id": platform.DOM0, "mem": 0, "vcpus": 1,
                  "state": "r-----", "time": 0.0}]
         for record in self.domains.values():
@@ -660,6 +661,8 @@ class Xend:
                          "mem": record.config.memory_mib, "vcpus": record.config.vcpus,
                          "state": _letters(record.state, info),
                          "time": round(info.cpu_seconds, 1) if info else 0.0})
+            if record.config.disks:
+                rows[-1]["disks"] = self.disks(record)
             if record.config.vnc:
                 port = dm_config.vnc_port(self.xs, record.domid) \
                     if record.state not in ("dying", "destroyed") else None
@@ -667,6 +670,50 @@ class Xend:
                     vnc=None if port is None else f"{record.config.vnclisten}:{port}",
                     vncdisplay=None if port is None else port - platform.VNC_BASE_PORT)
         return rows
+
+    def disks(self, record: ManagedDomain) -> list[dict]:
+        """The domain's drives as ``xm list --long`` shows them (Xen 3.0.4's
+        ``BlkifController.getDeviceConfiguration``): ``dev`` with its type
+        (``hda:disk``), ``uname`` (from the back end's ``type`` and
+        ``params`` in XenStore, so that a CD's new medium shows; None for an
+        empty drive) and ``mode``."""
+        rows = []
+        for disk in record.config.disks:
+            _front, back, _nodes = dm_config.disk_entries(record.domid, record.config.name,
+                                                          disk)
+            try:
+                typ, params = self.xs.read(f"{back}/type"), self.xs.read(f"{back}/params")
+            except XenstoreError:               # a domain on its way out
+                typ, params = disk.driver.split(":")[0], disk.uname.split(":", 1)[-1]
+            rows.append({"dev": f"{disk.dev}:{disk.kind}", "mode": disk.mode,
+                         "uname": f"{typ}:{params}" if typ and params else None})
+        return rows
+
+    def block_configure(self, domid: int, disk: Disk) -> None:
+        """``xm block-configure``: put ``disk``'s image (none: eject) in the
+        domain's CD-ROM drive ``disk.dev``. As Xen 3.0.4's
+        ``BlkifController.reconfigureDevice``, only a CD-ROM drive of mode
+        ``r`` can be given a new medium, and only as a CD-ROM of mode ``r``
+        ("Refusing to reconfigure device"); the image is checked first
+        (:func:`check_disks`). xend writes the back end's ``type`` and
+        ``params``, which the domain's qemu-dm watches
+        (:func:`spec.dm_config.change_media`)."""
+        record = self._live(domid, "reconfigure a device of")
+        if record.state not in ("running", "paused", "created"):
+            raise XendError(f"domain {domid} is {record.state}")
+        current = {d.dev: d for d in record.config.disks}.get(disk.dev)
+        if current is None:
+            raise XendError(f"domain {domid} has no drive {disk.dev}")
+        if current.kind != "cdrom" or disk.kind != "cdrom" or disk.mode != "r":
+            raise XendError(f"refusing to reconfigure {disk.dev} ({current.kind}) to "
+                            f"{disk.spec}: only a CD-ROM drive's medium can change, as a "
+                            f"CD-ROM of mode r")
+        if disk.driver != current.driver and disk.path:
+            raise XendError(f"refusing to reconfigure {disk.dev}: its back end is "
+                            f"{current.driver}:, not {disk.driver}:")
+        check_disks((disk,))
+        dm_config.change_media(self.xs, domid, disk.dev, Disk(
+            dev=disk.dev, kind="cdrom", mode="r", path=disk.path, driver=current.driver))
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:
         old = record.state if record.history else "none"
