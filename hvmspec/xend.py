@@ -46,8 +46,9 @@ wrong state, a name in use: xm exits 1):
 ``shutdown``,
 ``reboot``,
 ``destroy``
-``block-``     ``domain``, ``uname`` (``file:PATH``,  ``domid``
-``configure``  absolute, or "" to eject), ``dev``
+``block-``     ``domain``, ``uname``               ``domid``
+``configure``  (``file:PATH``, absolute, or ""
+               to eject), ``dev``
                (``hdc:cdrom``), ``mode`` (``r``):
                a CD-ROM drive's new medium
 ``console``    ``domain``                          ``output``: its COM1 bytes so far

@@ -260,18 +260,14 @@ def _vnc_argument(domid: int, config) -> str:
     return str(domid if config.vncdisplay is None else config.vncdisplay)
 
 
-def remove_domain(xs: XsClient, domid: int, name: str) -> None:
-    """xend, when the domain is gone: its nodes, its ``/vm`` entry and its
-    device model's state."""
+def remove_domain(xs: XsClient, domid: int, name: str, disks: tuple = ()) -> None:
+    """xend, when the domain is gone: its nodes, its ``/vm`` entry, the
+    back ends of its ``disks`` and its device model's state."""
+    classes = sorted({"tap" if disk.driver == "tap:aio" else "vbd" for disk in disks})
     for path in (f"/local/domain/{domid}", vm_path(name),
-                 f"/local/domain/{platform.DOM0}/backend/vbd/{domid}",
-                 f"/local/domain/{platform.DOM0}/backend/tap/{domid}",
+                 *(f"/local/domain/{platform.DOM0}/backend/{cls}/{domid}" for cls in classes),
                  f"/local/domain/{platform.DOM0}/device-model/{domid}"):
-        try:
-            xs.rm(path)
-        except XenstoreError:
-            if "backend" not in path:      # a domain without disks has none
-                raise
+        xs.rm(path)
 
 
 def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:

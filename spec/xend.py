@@ -493,7 +493,7 @@ class Xend:
         except Exception as exc:
             self.host.destroy(domid)
             try:
-                dm_config.remove_domain(self.xs, domid, config.name)
+                dm_config.remove_domain(self.xs, domid, config.name, config.disks)
             except XenstoreError:
                 pass    # qemu-dm's node, the last removed, was never written
             self._move(record, "dying", f"creation failed: {exc}")
@@ -591,7 +591,8 @@ class Xend:
 
     def _destroy(self, record: "ManagedDomain", reason: str) -> None:
         self.host.destroy(record.domid)
-        dm_config.remove_domain(self.xs, record.domid, record.config.name)
+        dm_config.remove_domain(self.xs, record.domid, record.config.name,
+                                 record.config.disks)
         self._move(record, "dying", reason)
 
     def poll(self) -> bool:
