@@ -484,3 +484,18 @@ def test_xm_create_disks_in_xenstore_for_the_xen_tools(xend):
     gone = subprocess.run(["xenstore-ls", "/local/domain/0/backend/vbd/1"], env=env,
                           capture_output=True, text=True)
     assert gone.returncode != 0
+
+
+def test_qemu_dm_that_cannot_open_an_image_stops(tmp_path):
+    """An image gone between xend's check and qemu-dm's start: qemu-dm
+    stops with the reason (Xen 3.0.4's printed "could not open hard disk
+    image" and ran with the drive empty); the other drives are let go."""
+    ok = image(tmp_path / "ok.img", 512)
+    drives = (dm_config.DriveConfig("hda", "disk", str(ok), True),
+              dm_config.DriveConfig("hdb", "disk", str(tmp_path / "gone.img"), False))
+    with pytest.raises(dm_config.DeviceModelError,
+                       match=rf"^qemu-dm: could not open hdb: disk image {tmp_path}/gone\.img: "
+                             rf"no such file$"):
+        dm_config.open_drives(drives)
+    opened = dm_config.open_drives(drives[:1])
+    assert opened["hda"].sectors == 1 and not opened["hda"].read_only
