@@ -129,14 +129,19 @@ class QemuDm:
         self.changeable = tuple(d for d in conf.disks if d.kind == "cdrom")
         dm_config.watch_media(xs, self.changeable)
         self.console = None             # the VNC display's input, or None
-        if conf.vnc_display is not None:
-            if vnc_backend is None:
-                raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
-                                                 "display, and this host serves none")
-            self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
-                                       conf.vnc_unused, dm_config.take_vnc_password(xs, domid),
-                                       vga=self.vga)
-            dm_config.publish_vnc_port(xs, domid, self.console.port)
+        try:
+            if conf.vnc_display is not None:
+                if vnc_backend is None:
+                    raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a "
+                                                     "VNC display, and this host serves none")
+                self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
+                                           conf.vnc_unused,
+                                           dm_config.take_vnc_password(xs, domid), vga=self.vga)
+                dm_config.publish_vnc_port(xs, domid, self.console.port)
+        except dm_config.DeviceModelError:
+            for medium in self.drives.values():     # qemu-dm exits: its images let go
+                medium.close()
+            raise
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
         dm_config.announce(xs, domid)

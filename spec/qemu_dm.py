@@ -211,8 +211,13 @@ class QemuDm:
         self.changeable = tuple(d for d in config.disks if d.kind == "cdrom")
         dm_config.watch_media(xs, self.changeable)
         #: the VNC display's input and its server (module docstring), or None
-        self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
-            else None
+        try:
+            self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
+                else None
+        except dm_config.DeviceModelError:
+            for medium in self.drives.values():     # qemu-dm exits: its images let go
+                medium.close()
+            raise
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]
         self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None

@@ -167,6 +167,7 @@ def parse(text: str, source: str = "<config>",
         raise ConfigFileError(f"{source}:{exc.lineno}: {exc.msg}") from None
     values: dict[str, object] = {}
     lines: dict[str, int] = {}
+    entry_lines: list[int] = []           # the line of each entry of the disk list
     for stmt in tree.body:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                 and isinstance(stmt.targets[0], ast.Name)):
@@ -185,6 +186,8 @@ def parse(text: str, source: str = "<config>",
             raise ConfigFileError(f"{source}:{stmt.lineno}: {key} = {value!r}: expected "
                                   f"{' or '.join(t.__name__ for t in KEYS[key][1])}")
         values[key], lines[key] = value, stmt.lineno
+        if key == "disk" and isinstance(stmt.value, (ast.List, ast.Tuple)):
+            entry_lines = [element.lineno for element in stmt.value.elts]
     if values.get("builder") != "hvm":
         raise ConfigFileError(f"{source}: builder = {values.get('builder')!r}: this is an HVM "
                               f"toolstack, builder = 'hvm' is required")
@@ -205,7 +208,8 @@ def parse(text: str, source: str = "<config>",
         raise ConfigFileError(f"{source}:{lines['sdl']}: sdl = 1: hvmspec has no SDL window; "
                               f"use vnc = 1 and a VNC viewer (or sdl = 0)")
     if "disk" in values:
-        values["disk"] = _disks(values["disk"], source, lines["disk"], directory)
+        values["disk"] = _disks(values["disk"], source, lines["disk"], entry_lines,
+                                directory)
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
     for key in FLAGS:
         if key in fields:
@@ -217,19 +221,19 @@ def parse(text: str, source: str = "<config>",
         raise ConfigFileError(f"{source}: {exc}") from None
 
 
-def _disks(entries, source: str, line: int, directory) -> tuple:
+def _disks(entries, source: str, line: int, entry_lines: list[int], directory) -> tuple:
     """The ``disk`` list as :class:`spec.xend.Disk` entries, each image
-    checked (:func:`spec.xend.check_disks`)."""
+    checked (:func:`spec.xend.check_disks`); an error names the line of the
+    entry (a list may span lines)."""
     where = None if directory is None else os.fspath(directory)
     disks = []
-    for entry in entries:
+    for n, entry in enumerate(entries):
+        at = entry_lines[n] if n < len(entry_lines) else line
         try:
-            disks.append(parse_disk(entry, where))
+            disk = parse_disk(entry, where)
+            check_disks((disk,))
+            DomainConfig(name="check", disks=(*disks, disk))
         except XendError as exc:
-            raise ConfigFileError(f"{source}:{line}: disk: {exc}") from None
-    try:
-        check_disks(tuple(disks))
-        DomainConfig(name="check", disks=tuple(disks))
-    except XendError as exc:
-        raise ConfigFileError(f"{source}:{line}: disk: {exc}") from None
+            raise ConfigFileError(f"{source}:{at}: disk: {exc}") from None
+        disks.append(disk)
     return tuple(disks)

@@ -225,6 +225,15 @@ def test_xm_disk_errors_name_file_line_and_key(tmp_path, value, message):
     assert message.format(dir=tmp_path) in str(err.value)
 
 
+def test_xm_disk_error_names_the_line_of_the_entry(tmp_path):
+    image(tmp_path / "disk.img", 512)
+    text, where = config_file(tmp_path, "disk = [", "    'file:disk.img,hda,w',",
+                              "    'file:disk.img,hda,r',", "]")
+    with pytest.raises(ConfigFileError, match=r"^d\.cfg:5: disk: disk hda is given twice: "
+                                              r"one image per drive$"):
+        parse(text, "d.cfg", where)
+
+
 def test_xm_disk_must_be_a_list_and_boot_letters(tmp_path):
     text, where = config_file(tmp_path, "disk = 'file:disk.img,hda,w'")
     with pytest.raises(ConfigFileError, match=r"d\.cfg:3: disk = 'file:disk.img,hda,w': "
