@@ -211,7 +211,8 @@ class QemuDm:
             if self.vga is not None:
                 worked |= self.vga.refresh(self.emit)
         if self.changeable:
-            worked |= dm_config.take_media_changes(self.xs, self.changeable, self.drives)
+            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
+                                                        self.drives))
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

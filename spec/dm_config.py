@@ -355,14 +355,15 @@ def watch_media(xs: XsClient, disks: tuple) -> None:
             xs.watch(f"{drive.backend}/params", drive.dev)
 
 
-def take_media_changes(xs: XsClient, disks: tuple, drives: dict) -> bool:
+def take_media_changes(xs: XsClient, disks: tuple, drives: dict) -> list[str]:
     """qemu-dm's ``xenstore_process_event``: for each fired watch on a
     CD-ROM drive's ``params``, the image named there, if it differs from
     the drive's, replaces its medium (ejected; the new one, if any,
     inserted at once, where Xen 3.0.4's qemu-dm waited 5 s). An image that
-    cannot be opened leaves the drive empty. True if a medium changed."""
+    cannot be opened leaves the drive empty. The drives whose medium
+    changed, in order (for the IDE controller to report a medium change)."""
     from spec import block
-    changed = False
+    changed = []
     by_dev = {drive.dev: drive for drive in disks}
     for path, token in xs.take_events():
         drive = by_dev.get(token)
@@ -375,7 +376,7 @@ def take_media_changes(xs: XsClient, disks: tuple, drives: dict) -> bool:
         medium = drives[token]
         if image == (medium.path or ""):
             continue                                # identical
-        changed = True
+        changed.append(token)
         if not image:
             medium.eject()
             continue

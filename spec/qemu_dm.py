@@ -297,7 +297,8 @@ class QemuDm:
                 worked = True
         worked |= self.run_timers()
         if self.changeable:
-            worked |= dm_config.take_media_changes(self.xs, self.changeable, self.drives)
+            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
+                                                        self.drives))
         if self.send_event and self.irq_port is not None:
             self.send_event = False
             self.host.notify(self.irq_port)
