@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from impl.machine import Host as ImplXen
-from spec import block, dm_config
+from spec import block, dm_config, trace
 from spec.loader import load
 from spec.machine import ReferenceXen
 from spec.xend import Disk, DomainConfig, XendError, check_disks, parse_disk
 from spec.xm_config import ConfigFileError, parse
 from spec.xs_client import XenstoreError
-from tests.conftest import ROOT, cli, peer
+from tests.conftest import ROOT, both, cli, peer
 
 ENGINES = {"reference": ReferenceXen, "impl": ImplXen}
 
@@ -356,6 +356,21 @@ def test_qemu_dm_opens_the_drives_and_changes_the_cd(tmp_path, engine):
             xen.xend.block_configure(domid, parse_disk(refused))
     xen.xend.destroy(domid)
     assert drives["hda"]._fd is None                # flushed and closed with qemu-dm
+
+
+def test_both_engines_configure_the_drives_alike(tmp_path):
+    """A run with disks: the same XenStore operations on both engines (xend's
+    vbd nodes, qemu-dm's reads of them, the back ends removed at the end)."""
+    result = both(load("hello"), device_model={"disks": disks_in(tmp_path), "boot": "dc"})
+    assert result.exit["reason"] == "poweroff"
+    ops = [(e.client, e.op, e.path) for e in result.trace if isinstance(e, trace.XenstoreOp)]
+    assert ("qemu-dm", "read", "/local/domain/0/backend/vbd/1/768/params") in ops
+    assert ("qemu-dm", "read", "/local/domain/1/device/vbd/5632/device-type") in ops
+    assert ops[-5:] == [("xend", "rm", "/local/domain/1"),
+                        ("xend", "rm", dm_config.vm_path("hello")),
+                        ("xend", "rm", "/local/domain/0/backend/tap/1"),
+                        ("xend", "rm", "/local/domain/0/backend/vbd/1"),
+                        ("xend", "rm", "/local/domain/0/device-model/1")]
 
 
 def test_sharing_of_an_image_between_domains(tmp_path):
