@@ -63,6 +63,15 @@ the mapcache, whatever its ``data`` says (``xen_invalidate_map_cache``;
 mappings in use become stale, :mod:`spec.mapcache`). Other request types
 are not sent by this model's VMM; one would be answered with all-ones data.
 
+Drives (xm's ``disk`` list). qemu-dm reads the domain's vbds from
+XenStore (:func:`spec.dm_config.read_disks`) and opens each image as its
+drive's medium (:func:`spec.dm_config.open_drives`, :mod:`spec.block`):
+``drives`` maps ``hda`` .. ``hdd`` to them, for the IDE controller. An
+image it cannot open stops it. It watches each CD-ROM drive's ``params``
+and, in a pass of its main loop after ``xm block-configure`` wrote a new
+one, changes the medium (:func:`spec.dm_config.take_media_changes`). When
+it stops, writable images are flushed and every image closed.
+
 The VNC display (Xen 3.0.4's ``vnc.c``; ``vnc = 1`` in the xm config).
 When its configuration asks for one (:mod:`spec.dm_config`), qemu-dm takes
 the password from XenStore (:func:`spec.dm_config.take_vnc_password`),
