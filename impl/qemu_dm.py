@@ -124,23 +124,35 @@ class QemuDm:
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
         self.reboot_requested = False
+        self.drives = dm_config.open_drives(conf.disks)     # name -> medium (spec.block)
+        self.xs = xs
+        self.changeable = tuple(d for d in conf.disks if d.kind == "cdrom")
+        dm_config.watch_media(xs, self.changeable)
         self.console = None             # the VNC display's input, or None
-        if conf.vnc_display is not None:
-            if vnc_backend is None:
-                raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a VNC "
-                                                 "display, and this host serves none")
-            self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
-                                       conf.vnc_unused, dm_config.take_vnc_password(xs, domid),
-                                       vga=self.vga)
-            dm_config.publish_vnc_port(xs, domid, self.console.port)
+        try:
+            if conf.vnc_display is not None:
+                if vnc_backend is None:
+                    raise dm_config.DeviceModelError("qemu-dm: the configuration asks for a "
+                                                     "VNC display, and this host serves none")
+                self.console = vnc_backend(domid, conf.vnc_listen, conf.vnc_display,
+                                           conf.vnc_unused,
+                                           dm_config.take_vnc_password(xs, domid), vga=self.vga)
+                dm_config.publish_vnc_port(xs, domid, self.console.port)
+        except dm_config.DeviceModelError:
+            for medium in self.drives.values():     # qemu-dm exits: its images let go
+                medium.close()
+            raise
         self.port = libxc.bind(domid, page.fields(0)[4])
         self.irq_port = libxc.bind(domid, irq_port)
         dm_config.announce(xs, domid)
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: a last refresh, then its mapcache report."""
+        """qemu-dm exits with its domain: a last refresh, its images flushed
+        and closed, then its mapcache report."""
         if self.vga is not None:
             self.vga.refresh(self.emit)
+        for medium in self.drives.values():
+            medium.close()
         if self.console is not None:
             self.console.close()
         self.emit(self.mapcache.summary())
@@ -198,6 +210,9 @@ class QemuDm:
             self.frame_period = now // PERIOD
             if self.vga is not None:
                 worked |= self.vga.refresh(self.emit)
+        if self.changeable:
+            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
+                                                        self.drives))
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

@@ -63,6 +63,15 @@ the mapcache, whatever its ``data`` says (``xen_invalidate_map_cache``;
 mappings in use become stale, :mod:`spec.mapcache`). Other request types
 are not sent by this model's VMM; one would be answered with all-ones data.
 
+Drives (xm's ``disk`` list). qemu-dm reads the domain's vbds from
+XenStore (:func:`spec.dm_config.read_disks`) and opens each image as its
+drive's medium (:func:`spec.dm_config.open_drives`, :mod:`spec.block`):
+``drives`` maps ``hda`` .. ``hdd`` to them, for the IDE controller. An
+image it cannot open stops it. It watches each CD-ROM drive's ``params``
+and, in a pass of its main loop after ``xm block-configure`` wrote a new
+one, changes the medium (:func:`spec.dm_config.take_media_changes`). When
+it stops, writable images are flushed and every image closed.
+
 The VNC display (Xen 3.0.4's ``vnc.c``; ``vnc = 1`` in the xm config).
 When its configuration asks for one (:mod:`spec.dm_config`), qemu-dm takes
 the password from XenStore (:func:`spec.dm_config.take_vnc_password`),
@@ -203,9 +212,21 @@ class QemuDm:
         self.bus.register(platform.BOCHS_SHUTDOWN_PORT, 1, ShutdownPort(
             lambda: self._request_shutdown(platform.SHUTDOWN_POWEROFF)))
         self.shutdown_requested: int | None = None
+        #: the IDE drives' media by name (``hda`` .. ``hdd``), opened from
+        #: the images the configuration names (:func:`spec.dm_config.open_drives`)
+        self.drives = dm_config.open_drives(config.disks)
+        self.xs = xs
+        #: CD-ROM drives whose medium ``xm block-configure`` can change
+        self.changeable = tuple(d for d in config.disks if d.kind == "cdrom")
+        dm_config.watch_media(xs, self.changeable)
         #: the VNC display's input and its server (module docstring), or None
-        self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
-            else None
+        try:
+            self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
+                else None
+        except dm_config.DeviceModelError:
+            for medium in self.drives.values():     # qemu-dm exits: its images let go
+                medium.close()
+            raise
         self.local_ports = [host.bind_interdomain(domid, iopage.read(v).vp_eport)
                             for v in range(config.vcpus)]
         self.irq_port = host.bind_interdomain(domid, irq_port) if irq_port is not None else None
@@ -284,6 +305,9 @@ class QemuDm:
                 self.handle_ioreq(vcpu, port)
                 worked = True
         worked |= self.run_timers()
+        if self.changeable:
+            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
+                                                        self.drives))
         if self.send_event and self.irq_port is not None:
             self.send_event = False
             self.host.notify(self.irq_port)
@@ -359,9 +383,12 @@ class QemuDm:
         return windows
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: a last display refresh, then its
-        mapcache report and how many accesses no device claimed."""
+        """qemu-dm exits with its domain: a last display refresh, its drives'
+        images flushed and closed, then its mapcache report and how many
+        accesses no device claimed."""
         self.refresh_display()
+        for medium in self.drives.values():
+            medium.close()
         if self.console is not None:
             self.console.close()
         self.emit(self.mapcache.summary())
