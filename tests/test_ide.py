@@ -563,11 +563,15 @@ def test_atapi_inquiry_capacity_toc(both):
         answers.append((inquiry, toc, toc_msf, session, raw))
     (si, *rest_s), (qi, *rest_q) = answers
     assert rest_s == rest_q
-    # INQUIRY: device type, removable and vendor/product agree; QEMU 7.2 says
-    # version 5 (SPC-3), response format 0x32? and its own revision
-    assert si[0:2] == qi[0:2] == b"\x05\x80"
-    assert si[8:32] == b"QEMU    QEMU CD-ROM     "
-    assert si[32:36] == b"0.8."
+    # INQUIRY: the same header (CD-ROM, removable, version 0, format 0x21,
+    # 31 more bytes) and vendor; the product is QEMU DVD-ROM in QEMU 7.2 and
+    # the revision its version (2.5+, qemu-dm's 0.8.)
+    assert si[0:16] == qi[0:16] == b"\x05\x80\x00\x21\x1f\x00\x00\x00QEMU    "
+    assert si[16:36] == b"QEMU CD-ROM     0.8." and qi[16:36] == b"QEMU DVD-ROM    2.5+"
+    # MODE SENSE page 0x2A differs in length and bits: qemu-dm's 0x12-byte page
+    # (MMC-1's) against QEMU 7.2's 0x14-byte one; both answer page 0x01 alike
+    spec_page = packet(spec, bytes([0x5A, 0, 0x2A, 0, 0, 0, 0, 0, 0xFF]))[0]
+    assert spec_page.hex() == "00227000000000002a1200007060290002c20002020002c200000000"
 
 
 def test_atapi_read_pio_byte_count_limit_and_dma(both):
@@ -651,3 +655,138 @@ def test_random_command_sequences(images):
             assert answers[0] == answers[1], (hex(cmd), count, lba)
     finally:
         qemu.close()
+
+
+# -- the model alone: what QEMU 7.2 cannot show (Xen 3.0.4's own values) -------
+
+def spec_only(tmp_path, read_only: bool = False, cd: bytes | None = None) -> Spec:
+    disk, iso = tmp_path / "disk.img", tmp_path / "cd.iso"
+    disk.write_bytes(disk_bytes())
+    iso.write_bytes(cd_bytes() if cd is None else cd)
+    return Spec({"hda": Image(disk, "disk", read_only), "hdc": Image(iso, "cdrom", True)})
+
+
+def test_status_bits_of_xen(tmp_path):
+    dev = spec_only(tmp_path)
+    raw = lambda: dev.inp(0x3F6)                                        # noqa: E731
+    assert raw() == 0x40                                  # ide_reset: DRDY only
+    for cmd, count, status in ((0xC6, 4, 0x40), (0xE7, 0, 0x40), (0x40, 1, 0x40),
+                               (0xE5, 0, 0x40), (0x10, 0, 0x50), (0xEF, 0, 0x41)):
+        dev.out(0x1F1, 0x77 if cmd == 0xEF else 0)
+        dev.out(0x1F2, count)
+        dev.out(0x1F7, cmd)
+        assert raw() == status, hex(cmd)
+    dev.out(0x1F7, 0xEC)
+    assert raw() == 0x58
+    pio_in(dev, 0x1F0, 256)
+    assert raw() == 0x50
+    packet(dev, bytes([0x00]))
+    assert dev.inp(0x376) == 0x40                         # ATAPI completion: DRDY only
+    # EXECUTE DEVICE DIAGNOSTIC: signature, status 0, error 1 and no interrupt
+    dev.irqs.clear()
+    dev.out(0x1F7, 0x90)
+    assert raw() == 0 and dev.inp(0x1F1) == 0x01 and dev.irqs == []
+
+
+def test_data_register_outside_a_transfer(tmp_path):
+    dev = spec_only(tmp_path)
+    assert dev.inp(0x1F0, 2) == 0xFFFF and dev.inp(0x1F0, 4) == 0xFFFFFFFF
+    assert dev.inp(0x1F0) == 0xFF                          # a byte: no data handler
+    ata(dev, 0x1F0, 0xEC, device=0xA0)
+    pio_in(dev, 0x1F0, 256)
+    assert dev.inp(0x1F0, 2) == 0x0040                     # the buffer's first word, again
+    assert dev.inp(0x1F0, 2) == 0x0040
+    assert dev.inp(0x1F4, 4) == 0xFFFFFFFF                 # a dword elsewhere: none
+    assert dev.inp(0x1F4, 2) == dev.inp(0x1F4) | dev.inp(0x1F5) << 8
+
+
+def test_read_only_disk_and_cdrom_refuse_writes(tmp_path):
+    dev = spec_only(tmp_path, read_only=True)
+    before = (tmp_path / "disk.img").read_bytes()
+    assert ata(dev, 0x1F0, 0x30, count=1, lba=5) == 0x48
+    pio_out(dev, 0x1F0, bytes(512))
+    assert st(dev.inp(0x1F7)) == 0x41 and dev.inp(0x1F1) == 0x04
+    setup_bmdma(dev)
+    prd(dev, [(BUFFER, 512)])
+    assert dma(dev, 0x1F0, 0, lambda: ata(dev, 0x1F0, 0xCA, count=1, lba=5),
+               to_memory=False) == (0x04, 0x41, 0x04)
+    assert (tmp_path / "disk.img").read_bytes() == before
+    assert ata(dev, 0x170, 0x30, count=1, lba=0, device=0xA0) == 0x48   # the CD-ROM
+    pio_out(dev, 0x170, bytes(512))
+    assert st(dev.inp(0x177)) == 0x41
+
+
+def test_addresses_past_the_end_never_reach_the_image(tmp_path):
+    dev = spec_only(tmp_path)
+    # Image.read and Image.write assert the range: an access outside fails the test
+    for lba, lba48 in ((DISK_SECTORS, False), (0x0FFFFFFF, False), (1 << 47, True)):
+        assert ata(dev, 0x1F0, 0x24 if lba48 else 0x20, count=1, lba=lba, lba48=lba48) == 0x41
+        assert ata(dev, 0x1F0, 0x34 if lba48 else 0x30, count=1, lba=lba, lba48=lba48) == 0x48
+        pio_out(dev, 0x1F0, bytes(512))
+        assert st(dev.inp(0x1F7)) == 0x41
+    _, _, after = packet(dev, bytes([0x28, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 1]))
+    assert after[6] == 0x41 and sense(dev)[:2] == (5, 0x21)
+
+
+def test_empty_cdrom_and_eject(tmp_path):
+    dev = spec_only(tmp_path, cd=b"")
+    for op in (bytes([0x00]), bytes([0x25]), bytes([0x43, 0, 0, 0, 0, 0, 0, 0, 12])):
+        _, _, after = packet(dev, op)
+        assert after[0] == 0x20 and after[6] == 0x41
+        assert sense(dev)[:2] == (2, 0x3A)                # NOT READY, medium not present
+    data, _, _ = packet(dev, bytes([0x12, 0, 0, 0, 36]))
+    assert data[0] == 0x05
+    dev = spec_only(tmp_path)
+    assert packet(dev, bytes([0x00]))[2][6] == 0x40
+    packet(dev, bytes([0x1B, 0, 0, 0, 0x02]))             # START STOP UNIT: eject
+    assert packet(dev, bytes([0x00]))[2][6] == 0x41
+    assert sense(dev)[:2] == (2, 0x3A)
+
+
+def test_short_prd_table_and_dma_before_bar4(tmp_path):
+    dev = spec_only(tmp_path)
+    # a DMA command before BAR 4 was ever mapped waits (no bus master yet)
+    assert ata(dev, 0x1F0, 0xC8, count=1, lba=1) == 0x48
+    dev.out(0x3F6, 0x04)
+    dev.out(0x3F6, 0x00)
+    setup_bmdma(dev)
+    prd(dev, [(BUFFER, 512)])                             # one sector for a two-sector read
+    dev.irqs.clear()
+    result = dma(dev, 0x1F0, 0, lambda: ata(dev, 0x1F0, 0xC8, count=2, lba=1))
+    # Xen 3.0.4: the bus master finishes (interrupt) with the drive still in DRQ
+    assert result == (0x04, 0x48, 0x01) and (14, 1) in dev.irqs      # error: SRST's 1
+    assert dev.memread(BUFFER, 512) == disk_bytes()[512:1024]
+    assert any(type(e).__name__ == "MapcacheMiss" for e in dev.events)
+
+
+def test_prd_table_shorter_than_the_transfer(both):
+    """Xen 3.0.4's bus master finishes when the table ends: active clear,
+    interrupt set and raised, the drive still in DRQ. QEMU 7.2 ends the
+    command without an interrupt (and without moving a sector)."""
+    spec, qemu = both
+    answers = []
+    for dev in both:
+        setup_bmdma(dev)
+        prd(dev, [(BUFFER, 512)])
+        dev.irqs.clear()
+        result = dma(dev, 0x1F0, 0, lambda: ata(dev, 0x1F0, 0xC8, count=2, lba=1))
+        answers.append((result, dev.irqs, dev.memread(BUFFER, 512) == disk_bytes()[512:1024]))
+    # the model moved the first sector; QEMU 7.2 moved nothing
+    assert answers == [((0x04, 0x48, 0x00), [(14, 1)], True), ((0x00, 0x40, 0x00), [], False)]
+
+
+def test_string_io_through_qemu_dm(tmp_path):
+    """``rep insw``/``insd`` of a whole sector: one data_is_ptr ioreq of 256
+    (128) repetitions, performed by qemu-dm into guest memory."""
+    from spec import ioreq
+    from spec.qemu_dm import QemuDm
+    dev = spec_only(tmp_path)
+    dm = QemuDm.__new__(QemuDm)
+    dm.bus, dm.memory, dm.mapcache = dev.bus, dev.memory, dev.mapcache
+    for size in (2, 4):
+        ata(dev, 0x1F0, 0x20, count=1, lba=42)
+        req = ioreq.Ioreq(addr=0x1F0, data=BUFFER, count=512 // size, size=size,
+                          dir=ioreq.IOREQ_READ, df=0, data_is_ptr=1, type=ioreq.IOREQ_TYPE_PIO)
+        dm.perform(req)
+        assert dev.memread(BUFFER, 512) == disk_bytes()[42 * 512:43 * 512]
+        assert st(dev.inp(0x1F7)) == 0x40
