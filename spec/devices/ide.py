@@ -53,7 +53,10 @@ DRDY|ERR (0x41) and error ABRT, and raises the interrupt.
 Interrupts. A drive *raises* its channel's line when a command completes
 or a data block is ready (``ide_set_irq``), unless nIEN (device control bit
 1) is set; reading the status register (offset 7, not the alternate
-status) lowers it. Both drives of a channel share the line. Xen 3.0.4
+status) lowers it. Both drives of a channel share the line; qemu-dm's
+``set_irq`` hears of the line only when its level changes (Xen 3.0.4
+called it at every status read; a call that changes nothing has no effect
+there). Xen 3.0.4
 never lowers the line otherwise: not on nIEN, not on SRST (QEMU 7.2 does
 on both).
 
