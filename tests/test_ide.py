@@ -796,3 +796,24 @@ def test_string_io_through_qemu_dm(tmp_path):
         dm.perform(req)
         assert dev.memread(BUFFER, 512) == disk_bytes()[42 * 512:43 * 512]
         assert st(dev.inp(0x1F7)) == 0x40
+
+
+def test_prevent_removal_and_eject(both):
+    """A locked door: Xen 3.0.4 ejects anyway (``bdrv_close`` knows no lock)
+    and then answers PREVENT ALLOW with NOT READY (no medium); QEMU 7.2
+    refuses the eject (NOT READY, ASC 0x53 media removal prevented) until
+    ALLOW. Either way the disc is gone after an unlocked eject."""
+    spec, qemu = both
+    steps = [bytes([0x1E, 0, 0, 0, 1]), bytes([0x1B, 0, 0, 0, 2]), bytes([0x00]),
+             bytes([0x1E, 0, 0, 0, 0]), bytes([0x1B, 0, 0, 0, 2]), bytes([0x00])]
+    answers = []
+    for dev in both:
+        seen = []
+        for op in steps:
+            after = packet(dev, op)[2]
+            seen.append((after[6], sense(dev)[:2] if after[6] & 1 else None))
+        answers.append(seen)
+    assert answers[0] == [(0x40, None), (0x40, None), (0x41, (2, 0x3A)), (0x41, (2, 0x3A)),
+                          (0x40, None), (0x41, (2, 0x3A))]
+    assert answers[1] == [(0x40, None), (0x41, (2, 0x53)), (0x40, None), (0x40, None),
+                          (0x40, None), (0x41, (2, 0x3A))]
