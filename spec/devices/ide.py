@@ -77,6 +77,16 @@ last transfer (Xen 3.0.4; QEMU 7.2 reads 0 and ignores writes while DRQ is
 clear). A string access (``rep insw``: one ioreq of ``count`` words) is
 ``count`` such accesses.
 
+After a PIO block that failed (a read or write aborted part-way), the
+drive's next step stays the block's end and the pointer is not reset: each
+further data access moves it on and runs that step again. qemu-dm then
+reads and writes past the end of its buffer (``io_buffer``, 16 sectors and
+4 bytes) into the rest of the drive's state, a qemu-dm bug with no defined
+result. The model keeps the pointer moving: a read past the buffer's
+current end gives 0 for the bytes that are not there, a write there
+appends its bytes to the buffer (Python's ``bytearray`` slice assignment);
+nothing of it reaches the image or guest memory.
+
 ATA commands (hard disk; the commands a CD-ROM answers as well are said):
 
 ====  =======================  ===============================================
