@@ -3,8 +3,9 @@
 Room: the i440FX host bridge's configuration ports 0xCF8-0xCFF, the type-0
 configuration headers of the functions on bus 0, the test device's memory
 BAR (which places :mod:`spec.devices.testdev` on the MMIO bus), the VGA's
-BAR 0 (reported to the VGA, which places its linear frame buffer), and the
-PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
+BAR 0 (reported to the VGA, which places its linear frame buffer), the IDE
+function's BAR 4 (reported to qemu-dm, which places the bus-master
+registers), and the PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
 Specification 2.1 (3.2.2.3.2 "Configuration Mechanism #1", 6.1 "Configuration
 Space Organization", 6.2.5 "Base Addresses"); Intel 82441FX PMC data sheet
 (CONFADD/CONFDATA); Intel 82371SB PIIX3 data sheet (RC register); QEMU's
@@ -40,11 +41,14 @@ BDF      ID         class    device
 00:00.0  8086:1237  060000   Intel 440FX host bridge (revision 2)
 00:01.0  8086:7000  060100   PIIX3 ISA bridge; header type 0x80
                              (multi-function, as QEMU creates it)
+00:01.1  8086:7010  010180   PIIX3 IDE (:mod:`spec.devices.ide`): both
+                             channels in compatibility mode, BAR 4 the
+                             bus-master block (16 I/O ports)
 00:01.2  8086:7113  068000   PIIX4 ACPI power management (revision 1),
                              where Xen 3.0.4's qemu-dm put it
-                             (``piix3_devfn + 2`` with ``acpi=1``); the
-                             other PIIX3 functions (IDE 00:01.1, USB) are
-                             not modelled and read all-ones
+                             (``piix3_devfn + 2`` with ``acpi=1``); PIIX3's
+                             USB function is not modelled and reads
+                             all-ones
 00:02.0  1234:1111  030000   the std VGA (Xen 3.x qemu-dm's ``stdvga=1``,
                              :mod:`spec.devices.vga`): BAR0 8 MiB
                              prefetchable, its video memory, which the
@@ -71,6 +75,18 @@ bits 31:11 are its address, the ones below its size read-only 0. It is
 decoded, read-only, while it is enabled, the memory-space bit is set and
 the address is not 0; writes to it are dropped. Without a ROM, 0x30 reads 0
 and is read-only.
+
+The IDE function (qemu-dm's ``pci_piix3_ide_init``): revision 0, command
+and status 0, no interrupt pin (its channels use ISA IRQ14 and IRQ15), and
+BAR 4 an I/O BAR of 16 ports: bit 0 reads 1, bits 3:1 read 0. Its ports are
+decoded while the command register's I/O space bit (bit 0) is set, the BAR
+is not 0 and its last port is below 0x10000 (QEMU 0.8's
+``pci_update_mappings``); each change is told to qemu-dm, which moves the
+bus-master registers on its port bus. qemu-dm's BAR read 0 until first
+written (QEMU 0.8 put the type bit in only with the address); the model,
+like QEMU 7.2, shows the I/O bit from reset, as the VGA's BAR shows its
+type bits. QEMU 7.2 starts the function with status 0x0280 and subsystem
+1af4:1100.
 
 The test device decodes its BAR0 page only while the command register's
 memory-space bit (bit 1) is set, the BAR is not 0, and the page does not
@@ -156,7 +172,9 @@ COMMAND, STATUS, REVISION, CLASS, CACHE_LINE, LATENCY = 0x04, 0x06, 0x08, 0x09, 
 HEADER_TYPE, BAR0, SUBSYSTEM, ROM_BAR, INTERRUPT_LINE = 0x0E, 0x10, 0x2C, 0x30, 0x3C
 COMMAND_WRITABLE = 0x0547
 COMMAND_MEMORY = 0x0002
+COMMAND_IO = 0x0001
 BAR_PREFETCH = 0x08
+BAR_IO = 0x01
 ROM_BAR = 0x30
 ROM_ENABLE = 0x01
 ROM_MIN_SIZE = 0x800
@@ -172,7 +190,8 @@ class PciFunction:
                  header_type: int = 0, bars: tuple[tuple[int, int, int], ...] = (),
                  command: int = 0, status: int = 0,
                  specific: dict[int, int] | None = None, rom: bytes | None = None) -> None:
-        """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ...;
+        """``bars``: (size, type bits, initial address) of BARs 0, 1, ... (None:
+        no BAR there; type bit 0 set: an I/O BAR);
         ``specific``: the bytes (offset: value) qemu-dm sets at reset beyond the
         IDs, class and BARs, the interrupt pin (0x3D) among them."""
         self.name = name
@@ -188,9 +207,13 @@ class PciFunction:
         self._put(STATUS, 2, status)
         self._put(0x04, 2, COMMAND_WRITABLE, self.wmask)
         self.wmask[CACHE_LINE] = self.wmask[LATENCY] = self.wmask[INTERRUPT_LINE] = 0xFF
-        for i, (size, flags, address) in enumerate(bars):
+        for i, bar in enumerate(bars):
+            if bar is None:
+                continue
+            size, flags, address = bar
             self._put(BAR0 + 4 * i, 4, address | flags)
-            self._put(BAR0 + 4 * i, 4, ~(size - 1) & 0xFFFFFFF0, self.wmask)
+            low = 0xFFFFFFFC if flags & BAR_IO else 0xFFFFFFF0
+            self._put(BAR0 + 4 * i, 4, ~(size - 1) & low, self.wmask)
         self.wmask[0x40:] = b"\xff" * 0xC0
         self.rom = b""
         if rom:
@@ -221,6 +244,18 @@ class PciFunction:
         base = value & ~(len(self.rom) - 1) & 0xFFFFF800
         return base or None
 
+    def io_bar_address(self, index: int) -> int | None:
+        """Where I/O BAR ``index`` is decoded, or None: the I/O space bit of the
+        command register set, the BAR not 0 and wholly below port 0x10000 (QEMU
+        0.8's ``pci_update_mappings``)."""
+        size = self.bars[index][0]
+        if not self.word(COMMAND, 2) & COMMAND_IO:
+            return None
+        base = self.word(BAR0 + 4 * index, 4) & ~(size - 1) & 0xFFFFFFFC
+        if base == 0 or base + size - 1 >= 0x10000:
+            return None
+        return base
+
     def bar_address(self, index: int) -> int | None:
         """Where memory BAR ``index`` is decoded, or None (QEMU's ``pci_bar_address``)."""
         size = self.bars[index][0]
@@ -240,9 +275,14 @@ class PciHost:
 
     def __init__(self, mmio, testdev, reset: Callable[[], None],
                  vga_bar: Callable[[int | None], None] = lambda base: None,
-                 vga_rom: bytes | None = None) -> None:
+                 vga_rom: bytes | None = None,
+                 ide_bar: Callable[[int | None], None] = lambda base: None) -> None:
         """``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
-        nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM."""
+        nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM;
+        ``ide_bar(base)`` is told where the IDE function's BAR 4 (its bus-master
+        ports) is decoded whenever that changes."""
+        self.ide_bar = ide_bar
+        self.ide_at: int | None = None
         self.name = "pci"
         self.vga_bar = vga_bar
         self.vga_at: int | None = None
@@ -259,6 +299,9 @@ class PciHost:
                                               p.PCI_CLASS_ISA_BRIDGE, header_type=0x80,
                                               command=p.PIIX3_COMMAND, status=p.PIIX3_STATUS,
                                               specific=p.PIIX3_RESET),
+            p.PCI_BDF_IDE: PciFunction("piix3_ide", p.PCI_ID_IDE, p.PCI_CLASS_IDE,
+                                       bars=(None,) * p.IDE_BMDMA_BAR
+                                       + ((p.IDE_BMDMA_SIZE, BAR_IO, 0),)),
             p.PCI_BDF_PM: PciFunction("piix4_pm", p.PCI_ID_PM, p.PCI_CLASS_PM, p.PCI_REV_PM,
                                       specific=p.PM_RESET),
             p.PCI_BDF_VGA: PciFunction("stdvga", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
@@ -294,6 +337,10 @@ class PciHost:
         if vga_at != self.vga_at:
             self.vga_at = vga_at
             self.vga_bar(vga_at)
+        ide_at = self.functions[platform.PCI_BDF_IDE].io_bar_address(platform.IDE_BMDMA_BAR)
+        if ide_at != self.ide_at:
+            self.ide_at = ide_at
+            self.ide_bar(ide_at)
         rom_at = vga.rom_address()
         if rom_at != self.rom_at:
             if self.rom_at is not None:
