@@ -15,6 +15,7 @@ import pytest
 
 from impl.ide import Ide
 from impl.pci import Pci
+from impl.xen import READ, WRITE
 from tests import qtest
 from tests.conftest import peer
 
@@ -523,3 +524,96 @@ def test_atapi_read_by_dma(images):
     # QEMU 7.2's first two commands report its UNIT ATTENTION (see above)
     n = next(i for i, x in enumerate(ours) if x.startswith("in 0x177")) + 20
     assert norm(ours)[n:] == norm(theirs)[n:]
+
+
+# --- qemu-dm's string ioreqs of the data register ------------------------------------------
+
+
+class _Ram:
+    def __init__(self) -> None:
+        self.mem = bytearray(1 << 16)
+
+    def read_all(self, gpa: int, n: int) -> bytes:
+        return bytes(self.mem[gpa:gpa + n])
+
+    def write(self, gpa: int, data: bytes) -> None:
+        self.mem[gpa:gpa + len(data)] = data
+
+
+class _Dm:
+    """What QemuDm._ide_string uses of qemu-dm: its trace and guest RAM."""
+
+    def __init__(self, events: list) -> None:
+        self.emit, self.ram = events.append, _Ram()
+
+
+def _one_by_one(pc: ImplPc, events: list, size: int, count: int, values=None) -> bytes:
+    """``count`` single accesses of the data register, traced as qemu-dm's
+    port bus traces them (impl.qemu_dm.QemuDm._bus)."""
+    from spec import trace
+    dev = next(d for lo, _, d in pc.devices if lo == 0x1F0)
+    out = b""
+    for i in range(count):
+        if values is None:
+            v = dev.read(0, size)
+            events.append(trace.DeviceIo.of(device="ide0", space="pio", addr=0x1F0, size=size,
+                                            dir="read", data=v))
+            out += v.to_bytes(size, "little")
+        else:
+            v = int.from_bytes(values[i * size:(i + 1) * size], "little")
+            events.append(trace.DeviceIo.of(device="ide0", space="pio", addr=0x1F0, size=size,
+                                            dir="write", data=v))
+            dev.write(0, size, v)
+    return out
+
+
+@pytest.mark.parametrize("size,count", [(2, 2048), (4, 1024), (2, 300), (4, 7)])
+def test_a_rep_insw_ioreq_moves_runs_with_the_trace_of_single_accesses(size, count):
+    """A 4 KiB ``rep insw`` (one ioreq per page) of an 8-sector READ MULTIPLE
+    and of READ SECTORS (a block a sector): the same memory, the same
+    DeviceIo and interrupt events in the same order as one access at a
+    time, and the same drive state after."""
+    from impl.ide import CommandBlock
+    from impl.qemu_dm import QemuDm
+
+    def setup(events):
+        pc = ImplPc({"hda": Medium("disk", disk_bytes(), 512)})
+        pc.ide.set_irq = lambda line, level: events.append(("irq", line, level))
+        pc.run([("out", 0x1F2, 8), ("out", 0x1F7, 0xC6), ("in", 0x1F7), *task(0x1F0, 3, 12),
+                ("out", 0x1F7, 0xC4)])
+        return pc
+    slow_events: list = []
+    slow = setup(slow_events)
+    expect = _one_by_one(slow, slow_events, size, count)
+    fast_events: list = []
+    fast = setup(fast_events)
+    dm = _Dm(fast_events)
+    dev = next(d for lo, _, d in fast.devices if lo == 0x1F0)
+    assert isinstance(dev, CommandBlock)
+    done = QemuDm._ide_string(dm, dev, 0x1F0, size, count, 0x100, READ, None)
+    assert done == count
+    assert bytes(dm.ram.mem[0x100:0x100 + size * count]) == expect
+    assert fast_events == slow_events
+    a, b = slow.ide.channels[0].cur, fast.ide.channels[0].cur
+    assert (a.ptr, a.stop, a.nsector, a.status, a.buf) == (b.ptr, b.stop, b.nsector, b.status,
+                                                          b.buf)
+
+
+def test_a_rep_outsw_ioreq_writes_what_single_accesses_write():
+    from impl.qemu_dm import QemuDm
+    data = bytes((i * 5 + 3) & 0xFF for i in range(4096))
+    results = []
+    for fast in (False, True):
+        events: list = []
+        medium = Medium("disk", disk_bytes(), 512)
+        pc = ImplPc({"hda": medium})
+        pc.ide.set_irq = lambda line, level: events.append(("irq", line, level))
+        pc.run([*task(0x1F0, 40, 8), ("out", 0x1F7, 0x30)])
+        if fast:
+            dev = next(d for lo, _, d in pc.devices if lo == 0x1F0)
+            QemuDm._ide_string(_Dm(events), dev, 0x1F0, 2, 2048, 0, WRITE, data)
+        else:
+            _one_by_one(pc, events, 2, 2048, data)
+        results.append((events, bytes(medium.data)))
+    assert results[0] == results[1]
+    assert results[1][1][40 * 512:48 * 512] == data
