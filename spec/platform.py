@@ -277,6 +277,19 @@ PCI_ID_PM = (0x8086, 0x7113)
 PCI_CLASS_PM = 0x068000
 PCI_REV_PM = 0x01
 PM_RESET = {0x3D: 0x01, 0x40: 0x41, 0x41: 0x1F, 0x5B: 0x02}
+# PIIX3's IDE function (Xen 3.0.4 qemu-dm's ``pci_piix3_ide_init``, at
+# piix3_devfn + 1): 8086:7010, class 0x0101 with programming interface 0x80
+# (bus master; both channels in compatibility mode, on the legacy ports below),
+# revision 0, no interrupt pin; BAR 4 is the bus-master block, 16 I/O ports
+# (:mod:`spec.devices.ide`, :mod:`spec.devices.bmdma`)
+PCI_BDF_IDE = (1, 1)
+PCI_ID_IDE = (0x8086, 0x7010)
+PCI_CLASS_IDE = 0x010180
+IDE_BMDMA_SIZE = 16
+IDE_BMDMA_BAR = 4
+# the two channels: task file (8 ports), device control / alternate status, ISA line
+IDE0_BASE, IDE0_CONTROL, IRQ_IDE0 = 0x1F0, 0x3F6, 14
+IDE1_BASE, IDE1_CONTROL, IRQ_IDE1 = 0x170, 0x376, 15
 # hvmspec's test device (no real device has these IDs: vendor 0x1234 is the
 # placeholder QEMU's std VGA uses, device 0x7e57 "test"); class 0xff "does
 # not fit any defined class" (PCI 2.1 appendix D); BAR0 is its 4 KiB page

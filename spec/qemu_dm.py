@@ -94,6 +94,7 @@ from spec.devices.acpi import AcpiPm
 from spec.devices.debugport import DebugPorts, ShutdownPort
 from spec.devices.dma import Dma8237
 from spec.devices.kbc import Kbc8042, Port92
+from spec.devices.ide import IdeController, IdeMedium
 from spec.devices.pci import PciHost
 from spec.devices.cmos import Cmos
 from spec.devices.testdev import TestDevice
@@ -143,7 +144,8 @@ class QemuDm:
                  emit: Callable[[trace.Event], None],
                  lines: irq.SharedLines | None = None, irq_port: int | None = None,
                  serial_input: bytes = b"", serial_source=None, vnc_backend=None,
-                 vga_rom: bytes | None = None) -> None:
+                 vga_rom: bytes | None = None,
+                 drives: dict[str, IdeMedium] | None = None) -> None:
         self.domid = domid
         #: a live line into COM1 (the user's terminal): ``read()`` gives the
         #: bytes that arrived since the last call, without waiting
@@ -192,11 +194,18 @@ class QemuDm:
         self.dma = Dma8237()
         for port, count in platform.DMA_PORTS:
             self.bus.register(port, count, _Offset(self.dma, port))
+        #: PIIX3's IDE function (:mod:`spec.devices.ide`): the drives ``hda`` ..
+        #: ``hdd``; there with none, as in Xen
+        self.ide = IdeController(drives, self.set_irq, _DmaMemory(self))
+        for base, count, device in self.ide.port_ranges():
+            self.bus.register(base, count, device)
+        self.bmdma_at: int | None = None
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
                            vga_bar=self._move_linear_frame_buffer,
-                           vga_rom=vga_rom if self.vga is not None else None)
+                           vga_rom=vga_rom if self.vga is not None else None,
+                           ide_bar=self._move_bus_masters)
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
         for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE):
             self.bus.register(base, platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
@@ -219,6 +228,16 @@ class QemuDm:
         if base is not None:
             self.mmio.register(base, self.vga.registers.vram_size, self.lfb)
         self.vga.set_linear_base(base)
+
+    def _move_bus_masters(self, base: int | None) -> None:
+        """The IDE function's BAR 4 moved (or its I/O decode changed): its
+        bus-master ports are now at ``base`` (``bmdma_map``)."""
+        if self.bmdma_at is not None:
+            self.bus.unregister(self.ide.bmdma_ports)
+        self.bmdma_at = base
+        if base is not None:
+            self.bus.register(base, platform.IDE_BMDMA_SIZE, self.ide.bmdma_ports)
+            self.ide.attach_bus_masters()
 
     def _open_vnc(self, xs: XsClient, backend):
         config = self.config
@@ -376,6 +395,42 @@ class QemuDm:
 
     def _transition(self, vcpu: int, old: int, new: int, req: ioreq.Ioreq) -> None:
         self.emit(ioreq.transition_event(vcpu, "qemu-dm", old, new, req))
+
+
+class _DmaMemory:
+    """Guest memory as a bus master reaches it: each access maps and locks
+    the mapcache buckets it touches for its duration, as qemu-dm's
+    ``cpu_physical_memory_rw`` goes through the mapcache."""
+
+    def __init__(self, dm: QemuDm) -> None:
+        self.dm = dm
+
+    def _lock(self, gpa: int, length: int) -> list[int]:
+        cache, windows = self.dm.mapcache, []
+        for bucket in cache.buckets_of(gpa, length):
+            slot, _ = cache.map(bucket)
+            cache.lock(slot)
+            cache.check(bucket)
+            windows.append(slot)
+        return windows
+
+    def _unlock(self, windows: list[int]) -> None:
+        for slot in windows:
+            self.dm.mapcache.unlock(slot)
+
+    def read(self, gpa: int, length: int) -> bytes:
+        windows = self._lock(gpa, length)
+        try:
+            return self.dm.memory.read(gpa, length)
+        finally:
+            self._unlock(windows)
+
+    def write(self, gpa: int, data: bytes) -> None:
+        windows = self._lock(gpa, len(data))
+        try:
+            self.dm.memory.write(gpa, data)
+        finally:
+            self._unlock(windows)
 
 
 class _Offset:

@@ -21,7 +21,7 @@ The MMIO bus (:class:`MmioBus`) dispatches by guest-physical address in the
 same way: ``io_read(offset, size)`` and ``io_write(offset, size, value)`` on
 the device that claims the address, all-ones and dropped writes where none
 does. An access not wholly inside one device's range is unclaimed. A
-device can be moved (a PCI BAR written): :meth:`MmioBus.unregister` then
+device can be moved (a PCI BAR written; on the port bus too): :meth:`MmioBus.unregister` then
 :meth:`MmioBus.register` at the new place. Both buses count the accesses
 no device claimed (qemu-dm reports them when it stops).
 """
@@ -55,6 +55,10 @@ class PortBus:
             if base < end and start < base + length:
                 raise ValueError(f"ports {base:#x}+{length} of {device.name} overlap {other.name}")
         self.ranges.append((base, base + length, device))
+
+    def unregister(self, device: PortDevice) -> None:
+        """``device`` leaves the ports it had (a PCI I/O BAR moved)."""
+        self.ranges = [r for r in self.ranges if r[2] is not device]
 
     def claim(self, port: int) -> tuple[int, PortDevice] | None:
         for start, end, device in self.ranges:

@@ -156,7 +156,9 @@ COMMAND, STATUS, REVISION, CLASS, CACHE_LINE, LATENCY = 0x04, 0x06, 0x08, 0x09, 
 HEADER_TYPE, BAR0, SUBSYSTEM, ROM_BAR, INTERRUPT_LINE = 0x0E, 0x10, 0x2C, 0x30, 0x3C
 COMMAND_WRITABLE = 0x0547
 COMMAND_MEMORY = 0x0002
+COMMAND_IO = 0x0001
 BAR_PREFETCH = 0x08
+BAR_IO = 0x01
 ROM_BAR = 0x30
 ROM_ENABLE = 0x01
 ROM_MIN_SIZE = 0x800
@@ -172,7 +174,8 @@ class PciFunction:
                  header_type: int = 0, bars: tuple[tuple[int, int, int], ...] = (),
                  command: int = 0, status: int = 0,
                  specific: dict[int, int] | None = None, rom: bytes | None = None) -> None:
-        """``bars``: (size, type bits, initial address) of memory BARs 0, 1, ...;
+        """``bars``: (size, type bits, initial address) of BARs 0, 1, ... (None:
+        no BAR there; type bit 0 set: an I/O BAR);
         ``specific``: the bytes (offset: value) qemu-dm sets at reset beyond the
         IDs, class and BARs, the interrupt pin (0x3D) among them."""
         self.name = name
@@ -188,9 +191,13 @@ class PciFunction:
         self._put(STATUS, 2, status)
         self._put(0x04, 2, COMMAND_WRITABLE, self.wmask)
         self.wmask[CACHE_LINE] = self.wmask[LATENCY] = self.wmask[INTERRUPT_LINE] = 0xFF
-        for i, (size, flags, address) in enumerate(bars):
+        for i, bar in enumerate(bars):
+            if bar is None:
+                continue
+            size, flags, address = bar
             self._put(BAR0 + 4 * i, 4, address | flags)
-            self._put(BAR0 + 4 * i, 4, ~(size - 1) & 0xFFFFFFF0, self.wmask)
+            low = 0xFFFFFFFC if flags & BAR_IO else 0xFFFFFFF0
+            self._put(BAR0 + 4 * i, 4, ~(size - 1) & low, self.wmask)
         self.wmask[0x40:] = b"\xff" * 0xC0
         self.rom = b""
         if rom:
@@ -221,6 +228,18 @@ class PciFunction:
         base = value & ~(len(self.rom) - 1) & 0xFFFFF800
         return base or None
 
+    def io_bar_address(self, index: int) -> int | None:
+        """Where I/O BAR ``index`` is decoded, or None: the I/O space bit of the
+        command register set, the BAR not 0 and wholly below port 0x10000 (QEMU
+        0.8's ``pci_update_mappings``)."""
+        size = self.bars[index][0]
+        if not self.word(COMMAND, 2) & COMMAND_IO:
+            return None
+        base = self.word(BAR0 + 4 * index, 4) & ~(size - 1) & 0xFFFFFFFC
+        if base == 0 or base + size - 1 >= 0x10000:
+            return None
+        return base
+
     def bar_address(self, index: int) -> int | None:
         """Where memory BAR ``index`` is decoded, or None (QEMU's ``pci_bar_address``)."""
         size = self.bars[index][0]
@@ -240,9 +259,14 @@ class PciHost:
 
     def __init__(self, mmio, testdev, reset: Callable[[], None],
                  vga_bar: Callable[[int | None], None] = lambda base: None,
-                 vga_rom: bytes | None = None) -> None:
+                 vga_rom: bytes | None = None,
+                 ide_bar: Callable[[int | None], None] = lambda base: None) -> None:
         """``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
-        nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM."""
+        nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM;
+        ``ide_bar(base)`` is told where the IDE function's BAR 4 (its bus-master
+        ports) is decoded whenever that changes."""
+        self.ide_bar = ide_bar
+        self.ide_at: int | None = None
         self.name = "pci"
         self.vga_bar = vga_bar
         self.vga_at: int | None = None
@@ -259,6 +283,9 @@ class PciHost:
                                               p.PCI_CLASS_ISA_BRIDGE, header_type=0x80,
                                               command=p.PIIX3_COMMAND, status=p.PIIX3_STATUS,
                                               specific=p.PIIX3_RESET),
+            p.PCI_BDF_IDE: PciFunction("piix3_ide", p.PCI_ID_IDE, p.PCI_CLASS_IDE,
+                                       bars=(None,) * p.IDE_BMDMA_BAR
+                                       + ((p.IDE_BMDMA_SIZE, BAR_IO, 0),)),
             p.PCI_BDF_PM: PciFunction("piix4_pm", p.PCI_ID_PM, p.PCI_CLASS_PM, p.PCI_REV_PM,
                                       specific=p.PM_RESET),
             p.PCI_BDF_VGA: PciFunction("stdvga", p.PCI_ID_VGA, p.PCI_CLASS_VGA,
@@ -294,6 +321,10 @@ class PciHost:
         if vga_at != self.vga_at:
             self.vga_at = vga_at
             self.vga_bar(vga_at)
+        ide_at = self.functions[platform.PCI_BDF_IDE].io_bar_address(platform.IDE_BMDMA_BAR)
+        if ide_at != self.ide_at:
+            self.ide_at = ide_at
+            self.ide_bar(ide_at)
         rom_at = vga.rom_address()
         if rom_at != self.rom_at:
             if self.rom_at is not None:
