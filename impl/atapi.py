@@ -3,9 +3,10 @@
 Room: what Xen 3.0.4's ``ide_atapi_cmd`` answers (TEST UNIT READY, REQUEST
 SENSE, INQUIRY, MODE SENSE(10) pages 0x01 and 0x2A, PREVENT/ALLOW MEDIUM
 REMOVAL, READ(10)/(12), READ CD, SEEK, START STOP UNIT, MECHANISM STATUS,
-READ TOC formats 0-2, READ CAPACITY) and what later QEMU added and guests
-ask first (GET CONFIGURATION, GET EVENT STATUS NOTIFICATION, SET CD SPEED);
-every other opcode fails ILLEGAL REQUEST / invalid command operation code.
+READ TOC formats 0-2, READ CAPACITY); every other opcode fails ILLEGAL
+REQUEST / invalid command operation code, as in Xen 3.0.4: GET
+CONFIGURATION, GET EVENT STATUS NOTIFICATION and SET CD SPEED among them
+(QEMU 7.2 answers them).
 Replies go out in pieces no longer than the byte count limit the guest put
 in the cylinder registers; reads one CD sector at a time, by PIO or, when
 the PACKET command asked for it, the bus master. Imports nothing of
@@ -22,7 +23,6 @@ ASC_ILLEGAL_OPCODE, ASC_LBA_OUT_OF_RANGE, ASC_INV_FIELD = 0x20, 0x21, 0x24
 ASC_SAVING_NOT_SUPPORTED, ASC_NO_MEDIUM = 0x39, 0x3A
 # the interrupt reason in the sector count register
 CD, IO = 0x01, 0x02
-CD_MAX_SECTORS = 80 * 60 * 75 * 4      # in 512-byte sectors: more is a DVD
 
 
 def _be16(b: bytes, at: int) -> int:
@@ -55,17 +55,16 @@ def error(d, key: int, asc: int) -> None:
 
 def read_sector(d) -> None:
     """The CD sector ``d.lba`` into the buffer: 2048 bytes of data, or the
-    2352 of a raw mode-1 sector (sync, header, data, zero ECC)."""
-    data = d.medium.read(d.lba, 1)[:2048] if 0 <= d.lba < d.medium.sectors else None
+    2352 of a raw mode-1 sector (sync, header, data, zero ECC); zeros for a
+    sector not on the disc."""
+    m = d.medium
+    data = (m.read(d.lba, 1)[:2048] if d.inserted and 0 <= d.lba and (d.lba + 1) * 4
+            <= d.nb_sectors else bytes(2048))
     if d.cd_sector == 2048:
-        if data is not None:
-            d.buf[0:2048] = data
+        d.buf[0:2048] = data
     else:
-        head = b"\x00" + b"\xff" * 10 + b"\x00" + _msf(d.lba) + b"\x01"
-        d.buf[0:16] = head
-        if data is not None:
-            d.buf[16:2064] = data
-        d.buf[2064:2352] = bytes(288)
+        d.buf[0:2352] = (b"\x00" + b"\xff" * 10 + b"\x00" + _msf(d.lba) + b"\x01" + data
+                         + bytes(288))
 
 
 def reply_end(d) -> None:
@@ -142,7 +141,7 @@ def read_dma(d, addr: int, size: int) -> int:
         d.packet_size -= n
         d.index += n
         left -= n
-        addr = addr + n & 0xFFFFFFFF
+        addr += n
     if d.packet_size <= 0:
         d.status = READY
         d.nsector = d.nsector & ~7 | IO | CD
@@ -253,9 +252,8 @@ def command(d) -> None:
         else:
             ok(d)
     elif op == 0x1B:                                 # START STOP UNIT
-        if p[4] & 2 and not p[4] & 1:               # eject: the image is closed
+        if p[4] & 2 and not p[4] & 1:               # eject: the disc leaves
             d.inserted = False
-            d.nb_sectors = 0
         ok(d)
     elif op == 0xBD:                                 # MECHANISM STATUS
         reply(d, b"\x00\x00\x00\x00\x00\x01\x00\x00", _be16(p, 8))
@@ -285,45 +283,5 @@ def command(d) -> None:
         data = (b"\x05\x80\x00\x21\x1f\x00\x00\x00" + _pad8("QEMU", 8)
                 + _pad8("QEMU CD-ROM", 16) + _pad8("0.8.2", 4))
         reply(d, data, p[4])
-    elif op == 0x46:                                 # GET CONFIGURATION
-        _get_configuration(d, p)
-    elif op == 0x4A:                                 # GET EVENT STATUS NOTIFICATION
-        _event_status(d, p)
-    elif op == 0xBB:                                 # SET CD SPEED
-        ok(d)
     else:
         error(d, ILLEGAL_REQUEST, ASC_ILLEGAL_OPCODE)
-
-
-def _get_configuration(d, p: bytes) -> None:
-    """Feature 0 (the profile list): DVD-ROM and CD-ROM, the current one by
-    the medium's size (none without a medium)."""
-    if p[2] or p[3]:
-        error(d, ILLEGAL_REQUEST, ASC_INV_FIELD)
-        return
-    max_len = min(_be16(p, 7), 512)
-    out = bytearray(20)
-    current = 0
-    if d.inserted and d.nb_sectors:
-        current = 0x10 if d.nb_sectors > CD_MAX_SECTORS else 0x08
-    out[6:8] = current.to_bytes(2, "big")
-    out[10] = 0x03                                   # persistent, current
-    out[11] = 8                                      # two profile descriptors
-    for i, profile in enumerate((0x10, 0x08)):
-        out[12 + 4 * i:14 + 4 * i] = profile.to_bytes(2, "big")
-        out[14 + 4 * i] = int(profile == current)
-    out[0:4] = (len(out) - 4).to_bytes(4, "big")
-    reply(d, bytes(out), max_len)
-
-
-def _event_status(d, p: bytes) -> None:
-    """Polled media events only: no event, the medium present or not."""
-    if not p[1] & 1:
-        error(d, ILLEGAL_REQUEST, ASC_INV_FIELD)
-        return
-    max_len = _be16(p, 7)
-    if p[4] & 1 << 4:                                # the media class
-        out = bytes((0, 4, 4, 1 << 4, 0, 2 if d.inserted else 0, 0, 0))
-    else:
-        out = bytes((0, 0, 0x80, 1 << 4))
-    reply(d, out, max_len)

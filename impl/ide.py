@@ -19,12 +19,14 @@ observable behaviour as the reference model's device; different code:
 A medium is an object with ``kind`` ("disk" or "cdrom"), ``read_only``,
 ``sector_size`` (512 or 2048), ``sectors``, ``read(lba, count) -> bytes`` and
 ``write(lba, data)``, in its own sectors; the drive never asks for one
-outside it. Imports nothing of ``spec/``.
+outside it. Imports :mod:`spec.platform` (ports, lines).
 """
 
 from __future__ import annotations
 
 from typing import Callable
+
+from spec import platform as P
 
 # status (ide.c's *_STAT) and error bits
 ERR, DRQ, SEEK, READY, BUSY = 0x01, 0x08, 0x10, 0x40, 0x80
@@ -40,8 +42,8 @@ BUFFER = MAX_MULT * 512 + 4             # io_buffer
 VERSION = "0.8.2"                       # QEMU_VERSION of Xen 3.0.4's qemu-dm
 
 #: per channel: (command block base, control port, ISA IRQ line)
-CHANNELS = ((0x1F0, 0x3F6, 14), (0x170, 0x376, 15))
-BM_SIZE = 16                            # BAR 4: 8 bytes a channel
+CHANNELS = ((P.IDE0_BASE, P.IDE0_CONTROL, P.IRQ_IDE0), (P.IDE1_BASE, P.IDE1_CONTROL, P.IRQ_IDE1))
+BM_SIZE = P.IDE_BMDMA_SIZE              # BAR 4: 8 bytes a channel
 
 
 def _pad(text: str, n: int) -> bytes:
@@ -280,7 +282,7 @@ class Drive:
             self.channel.mem_write(addr, self.buf[self.index:self.index + n])
             self.index += n
             left -= n
-            addr = addr + n & 0xFFFFFFFF
+            addr += n
         if self.index >= self.buf_size and self.nsector == 0:
             self.status = READY | SEEK
             return 0
@@ -311,7 +313,7 @@ class Drive:
             self.buf[self.index:self.index + n] = self.channel.mem_read(addr, n)
             self.index += n
             left -= n
-            addr = addr + n & 0xFFFFFFFF
+            addr += n
         return size - left
 
     # commands ------------------------------------------------------------------------------
@@ -747,7 +749,7 @@ class BusMaster:
     bytes, +1 and +3 reading all-ones, and the PRD table address (+4, a
     dword, the low two bits dropped)."""
 
-    name, sizes = "ide-bm", (1, 2, 4)
+    name, sizes = "ide-bmdma", (1, 2, 4)
 
     def __init__(self, channels: tuple[Channel, Channel]) -> None:
         self.channels = channels

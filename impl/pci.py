@@ -2,7 +2,8 @@
 impl engine's qemu-dm.
 
 Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
-masks (the i440FX, PIIX3 and its PIIX4 power-management function with the
+masks (the i440FX, PIIX3, its IDE function (BAR 4: where the bus-master
+ports go) and its PIIX4 power-management function with the
 reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM, PIRQ routes and PMBA
 are stored only), and where the test device's BAR0 puts its page and the VGA's BAR0
 its linear frame buffer. Imports the platform
@@ -16,9 +17,7 @@ from typing import Callable
 
 from spec import platform as P
 
-# PIIX3's IDE function (Xen 3.0.4's pci_piix3_ide_init): 00:01.1, 8086:7010,
-# class 0x0101 with programming interface 0x80, BAR 4 the bus master's 16 ports
-IDE_BDF, IDE_ID, IDE_CLASS, IDE_BM_SIZE = (1, 1), (0x8086, 0x7010), 0x010180, 16
+IDE_BDF, IDE_BM_SIZE = P.PCI_BDF_IDE, P.IDE_BMDMA_SIZE
 
 
 def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0, status=0, preset=None):
@@ -65,7 +64,8 @@ class Pci:
             P.PCI_BDF_ISA_BRIDGE: _space(P.PCI_ID_ISA_BRIDGE, P.PCI_CLASS_ISA_BRIDGE, htype=0x80,
                                          cmd=P.PIIX3_COMMAND, status=P.PIIX3_STATUS,
                                          preset=P.PIIX3_RESET),
-            IDE_BDF: _space(IDE_ID, IDE_CLASS, bars=((0, 0, 0),) * 4 + ((IDE_BM_SIZE, 1, 0),)),
+            IDE_BDF: _space(P.PCI_ID_IDE, P.PCI_CLASS_IDE,
+                            bars=((0, 0, 0),) * P.IDE_BMDMA_BAR + ((IDE_BM_SIZE, 1, 0),)),
             P.PCI_BDF_PM: _space(P.PCI_ID_PM, P.PCI_CLASS_PM, rev=P.PCI_REV_PM,
                                  preset=P.PM_RESET),
             P.PCI_BDF_VGA: _space(P.PCI_ID_VGA, P.PCI_CLASS_VGA,
@@ -100,7 +100,8 @@ class Pci:
         cfg = self.slots[IDE_BDF][0]
         if not cfg[4] & 1:
             return None
-        base = int.from_bytes(cfg[0x20:0x24], "little") & 0xFFFFFFF0
+        at = 0x10 + 4 * P.IDE_BMDMA_BAR
+        base = int.from_bytes(cfg[at:at + 4], "little") & 0xFFFFFFF0
         return base if base and base + IDE_BM_SIZE <= 0x10000 else None
 
     def read(self, offset: int, size: int) -> int:

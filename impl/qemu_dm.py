@@ -163,7 +163,7 @@ class QemuDm:
         device: those win where they overlap)."""
         self.devices = [d for d in self.devices if d[2] is not self.ide.bus_master]
         if base is not None:
-            self.devices.append((base, base + 16, self.ide.bus_master))
+            self.devices.append((base, base + platform.IDE_BMDMA_SIZE, self.ide.bus_master))
         self._ports = None
         self.ide.moved(base)
 
