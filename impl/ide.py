@@ -625,9 +625,10 @@ class Channel:
         return raw if len(raw) == n else raw.ljust(n, b"\0")
 
     def data_poke(self, data: bytes) -> None:
+        # past its end (a PACKET whose command fails keeps its pointer moving
+        # with each access) the buffer grows as the reference's bytearray does
         s = self.cur
-        end = min(s.ptr + len(data), BUFFER)
-        s.buf[s.ptr:end] = data[:end - s.ptr]
+        s.buf[s.ptr:s.ptr + len(data)] = data
 
     def data_advance(self, n: int) -> None:
         s = self.cur

@@ -617,3 +617,205 @@ def test_a_rep_outsw_ioreq_writes_what_single_accesses_write():
         results.append((events, bytes(medium.data)))
     assert results[0] == results[1]
     assert results[1][1][40 * 512:48 * 512] == data
+
+
+# --- impl against the reference: random port and DMA sequences ----------------------------
+
+#: the commands the random sequences issue most (the rest: any byte)
+COMMANDS = (0x20, 0x21, 0x24, 0x29, 0x30, 0x34, 0x39, 0x40, 0x42, 0x10, 0x91, 0xC4, 0xC5,
+            0xC6, 0xC8, 0x25, 0xCA, 0x35, 0xF8, 0x27, 0xE5, 0xEF, 0xE7, 0xEA, 0xE0, 0xEC,
+            0xA1, 0x90, 0x08, 0xA0, 0x70)
+#: ATAPI opcodes the random packets use
+OPCODES = (0x00, 0x03, 0x12, 0x1B, 0x1E, 0x25, 0x28, 0xA8, 0x2B, 0x43, 0x5A, 0xBD, 0xBE,
+           0x46, 0x4A, 0xBB)
+MEMORY = 1 << 16
+
+
+class _SpecMemory:
+    def __init__(self, mem: bytearray) -> None:
+        self.mem = mem
+
+    def read(self, gpa: int, n: int) -> bytes:
+        return bytes(self.mem[gpa:gpa + n]).ljust(n, b"\xff") if gpa < MEMORY else b"\xff" * n
+
+    def write(self, gpa: int, data: bytes) -> None:
+        if gpa + len(data) <= MEMORY:
+            self.mem[gpa:gpa + len(data)] = data
+
+
+class _Side:
+    """One engine's controller on a small port bus (qemu-dm's splitting of
+    accesses a device does not take whole), with guest memory and its
+    interrupt changes."""
+
+    def __init__(self, engine: str, drives: dict, mem: bytes) -> None:
+        self.mem, self.events = bytearray(mem), []
+        memory = _SpecMemory(self.mem)
+        irq = lambda line, level: self.events.append(("irq", line, level))  # noqa: E731
+        if engine == "spec":
+            from spec.devices.ide import IdeController
+            self.ide = IdeController(drives, irq, memory)
+            self.ranges = [(b, b + n, d, d.io_read, d.io_write)
+                           for b, n, d in self.ide.port_ranges()]
+            self.ide.attach_bus_masters()
+            bm = self.ide.bmdma_ports
+            self.ranges.append((BM, BM + 16, bm, bm.io_read, bm.io_write))
+        else:
+            self.ide = Ide(drives, irq, memory.read, memory.write)
+            self.ranges = [(lo, hi, d, d.read, d.write) for lo, hi, d in self.ide.ports()]
+            self.ide.moved(BM)
+            bm = self.ide.bus_master
+            self.ranges.append((BM, BM + 16, bm, bm.read, bm.write))
+
+    def _claim(self, port: int):
+        return next((r for r in self.ranges if r[0] <= port < r[1]), None)
+
+    def access(self, port: int, size: int, value: int | None) -> int:
+        r = self._claim(port)
+        if r is None:
+            return (1 << 8 * size) - 1
+        widest = max((s for s in r[2].sizes if s <= size), default=1)
+        if widest < size:
+            out = 0
+            for i in range(0, size, widest):
+                part = None if value is None else value >> 8 * i & ((1 << 8 * widest) - 1)
+                out |= self.access(port + i, widest, part) << 8 * i
+            return out
+        if value is None:
+            v = r[3](port - r[0], size) & ((1 << 8 * size) - 1)
+            self.events.append(("in", port, size, v))
+            return v
+        self.events.append(("out", port, size, value))
+        r[4](port - r[0], size, value)
+        return 0
+
+
+def _packet(rng) -> bytes:
+    """A 12-byte ATAPI packet: mostly well-formed commands on the small disc."""
+    cdb = bytearray(12)
+    op = cdb[0] = rng.choice(OPCODES)
+    if rng.random() < 0.1:
+        cdb[1:] = bytes(rng.randrange(256) for _ in range(11))
+    elif op in (0x28, 0x2B):
+        cdb[5], cdb[8] = rng.randrange(10), rng.randrange(4)
+    elif op == 0xA8:
+        cdb[5], cdb[9] = rng.randrange(10), rng.randrange(4)
+    elif op == 0xBE:
+        cdb[5], cdb[8] = rng.randrange(10), rng.randrange(3)
+        cdb[9] = rng.choice((0x10, 0xF8, 0x00, 0x08))
+    elif op == 0x43:
+        cdb[1], cdb[6] = rng.choice((0, 2)), rng.choice((0, 1, 2, 0xAA))
+        cdb[8], cdb[9] = rng.choice((4, 12, 20, 0xFF)), rng.choice((0, 0x40, 0x80, 0xC0))
+    elif op == 0x5A:
+        cdb[2], cdb[8] = rng.choice((0x01, 0x2A, 0x41, 0xC1, 0x3F)), rng.choice((8, 16, 28, 255))
+    elif op in (0x03, 0x12):
+        cdb[4] = rng.choice((0, 8, 18, 36, 255))
+    elif op in (0x1B, 0x1E):
+        cdb[4] = rng.randrange(4)
+    elif op == 0xBD:
+        cdb[9] = rng.choice((4, 8, 255))
+    return bytes(cdb)
+
+
+def _random_steps(rng, n: int) -> list[tuple]:
+    steps: list[tuple] = []
+    for _ in range(n):
+        base = rng.choice((0x1F0, 0x170))
+        ctl = base + 0x206
+        kind = rng.random()
+        if kind < 0.25:                                     # task file
+            reg = rng.randrange(1, 7)
+            value = rng.choice((0, 1, 2, 3, 8, 16, 0xFF, rng.randrange(256)))
+            if reg == 6:
+                value = rng.choice((0xA0, 0xB0, 0xE0, 0xF0, 0x40, rng.randrange(256)))
+            steps.append(("out", base + reg, value, 1))
+        elif kind < 0.38:                                   # a command
+            op = rng.choice(COMMANDS) if rng.random() < 0.95 else rng.randrange(256)
+            op = 0xA0 if rng.random() < 0.3 else op
+            steps.append(("out", base + 7, op, 1))
+            if op == 0xA0 and rng.random() < 0.8:             # and its packet
+                if rng.random() < 0.7:                      # at the CD-ROM, hdc
+                    base = 0x170
+                    steps[-1] = ("out", base + 7, op, 1)
+                    steps.insert(-1, ("out", base + 6, 0xA0, 1))
+                steps[-1:-1] = [("out", base + 1, rng.choice((0, 0, 1, 2)), 1),
+                                ("out", base + 4, rng.choice((0, 0x00, 0x12, 0x07)), 1),
+                                ("out", base + 5, rng.choice((0x08, 0x02, 0xFF, 0)), 1)]
+                cdb = _packet(rng)
+                steps += [("out", base, cdb[i] | cdb[i + 1] << 8, 2) for i in range(0, 12, 2)]
+        elif kind < 0.55:                                   # the data register
+            size = rng.choice((2, 2, 4))
+            count = rng.choice((1, 3, 128, 256, 300, 1024))
+            if rng.random() < 0.5:
+                steps += [("in", base, size)] * count
+            else:
+                steps += [("out", base, rng.randrange(1 << 8 * size), size)
+                          for _ in range(count)]
+        elif kind < 0.7:                                    # reads
+            port = rng.choice((base + rng.randrange(1, 8), base + 7, ctl))
+            steps.append(("in", port, rng.choice((1, 1, 1, 2, 4))))
+        elif kind < 0.75:                                   # device control
+            steps.append(("out", ctl, rng.choice((0, 2, 4, 6, 0, 0)), 1))
+        elif kind < 0.9:                                    # the bus master
+            off = rng.choice((0, 8))
+            what = rng.random()
+            if what < 0.4:
+                steps.append(("out", BM + off, rng.choice((0, 1, 8, 9)), 1))
+            elif what < 0.55:
+                steps.append(("out", BM + off + 2, rng.randrange(256), 1))
+            elif what < 0.75:
+                steps.append(("out", BM + off + 4, rng.randrange(0, 0x2000, 4), 4))
+            else:
+                steps.append(("in", BM + rng.randrange(16), rng.choice((1, 2, 4))))
+        else:                                               # a PRD table in memory
+            table = rng.randrange(0, 0x2000, 8)
+            for i in range(rng.randrange(1, 4)):
+                addr = rng.choice((0x4000, 0x8000, rng.randrange(MEMORY - 0x1000)))
+                size = rng.choice((512, 1024, 2048, 4096, 0, rng.randrange(0x10000)))
+                last = rng.random() < 0.7
+                raw = addr.to_bytes(4, "little") + (size | last << 31).to_bytes(4, "little")
+                steps.append(("mem", table + 8 * i, raw))
+    return steps
+
+
+def _drives(rng) -> dict:
+    mbr = bytearray(disk_bytes()[:512 * 64])
+    if rng.random() < 0.5:                                  # a partition ending on 4 heads
+        mbr[0x1BE + 5], mbr[0x1BE + 6], mbr[0x1BE + 12] = 3, 17, 1
+        mbr[510:512] = b"\x55\xaa"
+    drives = {"hda": Medium("disk", bytes(mbr), 512, read_only=rng.random() < 0.2)}
+    if rng.random() < 0.5:
+        drives["hdb"] = Medium("disk", disk_bytes()[:512 * 40], 512)
+    drives["hdc"] = Medium("cdrom", cd_bytes()[:2048 * (8 if rng.random() < 0.8 else 0)],
+                           2048, True)
+    if rng.random() < 0.3:
+        drives["hdd"] = Medium("disk", disk_bytes()[512 * 10:512 * 30], 512)
+    return drives
+
+
+def _copy(drives: dict) -> dict:
+    return {n: Medium(m.kind, bytes(m.data), m.sector_size, m.read_only)
+            for n, m in drives.items()}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_port_and_dma_sequences_match_the_reference(seed):
+    import random
+    rng = random.Random(seed)
+    drives = _drives(rng)
+    mem = bytes(rng.randrange(256) for _ in range(256)) * (MEMORY // 256)
+    spec_drives, impl_drives = _copy(drives), _copy(drives)
+    ref, imp = _Side("spec", spec_drives, mem), _Side("impl", impl_drives, mem)
+    for i, step in enumerate(_random_steps(rng, 400)):
+        for side in (ref, imp):
+            if step[0] == "mem":
+                side.mem[step[1]:step[1] + len(step[2])] = step[2]
+            else:
+                side.access(step[1], step[3] if step[0] == "out" else step[2],
+                            step[2] if step[0] == "out" else None)
+        assert imp.events == ref.events, f"seed {seed}, step {i}: {step}"
+        imp.events.clear()
+        ref.events.clear()
+    assert imp.mem == ref.mem
+    for name in drives:
+        assert impl_drives[name].data == spec_drives[name].data, name
