@@ -28,6 +28,13 @@ the pass of its main loop. The UART drives IRQ4 and the keyboard controller
 (:mod:`spec.devices.kbc`, with port 0x92) IRQ1 and IRQ12; the DMA
 controllers (:mod:`spec.devices.dma`) are registers only. The firmware
 writes its log to the Bochs BIOS debug ports (:mod:`spec.devices.debugport`).
+PIIX3's IDE function (:mod:`spec.devices.ide`) has its two channels on
+the legacy ports and IRQ14/IRQ15, and its bus-master registers
+(:mod:`spec.devices.bmdma`) wherever the guest puts its BAR 4; it is there
+with or without drives (``drives``: hda .. hdd). A bus master's PRD table
+and data are guest memory, which qemu-dm reaches through the mapcache:
+each access maps and locks the buckets it touches, as a ``data_is_ptr``
+request does.
 The VGA (:mod:`spec.devices.vga`) has its registers on ports, the legacy
 window ``0xA0000``-``0xBFFFF`` and its PCI BAR 0 on the MMIO bus, shares
 the one view of its video memory the display shows with the guest, and

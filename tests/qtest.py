@@ -14,6 +14,7 @@ command a line (``outb PORT VAL``, ``inb PORT``, ...) and answers each with
 from __future__ import annotations
 
 import subprocess
+import tempfile
 
 from tests.conftest import peer
 
@@ -77,3 +78,59 @@ def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
         else:
             raise AssertionError(f"qtest answered {answer!r}")
     return log
+
+
+class Session:
+    """An interactive qtest session on QEMU's PC, for tests that must look at
+    an answer before the next step (polling a status register while QEMU's
+    block layer finishes a request): ``out``/``inp`` port accesses,
+    ``memwrite``/``memread`` of guest-physical memory (qtest's ``write``/``read``); ``irqs`` collects the
+    ``(line, level)`` changes QEMU reported, in order."""
+
+    def __init__(self, args: tuple[str, ...] = ()) -> None:
+        qemu = peer("qemu-system-i386")
+        # QEMU's complaints go to a file: a pipe nobody reads would fill and stop it
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([qemu, "-machine", "pc", "-S", "-nodefaults", "-display",
+                                      "none", "-qtest", "stdio", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True)
+        self.irqs: list[tuple[int, int]] = []
+        self.command("irq_intercept_in ioapic")
+
+    def command(self, line: str) -> list[str]:
+        """Send one command; its answer's words after ``OK``."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        while True:
+            answer = self.proc.stdout.readline()
+            if not answer:
+                self.stderr.seek(0)
+                raise AssertionError(f"qtest stopped at {line!r}: {self.stderr.read()}")
+            words = answer.split()
+            if not words or answer.startswith("["):
+                continue
+            if words[0] == "IRQ":
+                self.irqs.append((int(words[2]), int(words[1] == "raise")))
+            elif words[0] == "OK":
+                return words[1:]
+            else:
+                raise AssertionError(f"qtest answered {answer!r} to {line!r}")
+
+    def out(self, port: int, value: int, size: int = 1) -> None:
+        self.command(f"out{SIZES[size]} {port:#x} {value:#x}")
+
+    def inp(self, port: int, size: int = 1) -> int:
+        return int(self.command(f"in{SIZES[size]} {port:#x}")[0], 16)
+
+    def memwrite(self, addr: int, data: bytes) -> None:
+        self.command(f"write {addr:#x} {len(data):#x} 0x{data.hex()}")
+
+    def memread(self, addr: int, length: int) -> bytes:
+        return bytes.fromhex(self.command(f"read {addr:#x} {length:#x}")[0][2:])
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
+            stream.close()

@@ -70,9 +70,11 @@ STATUS NOTIFICATION (0x4A), SET CD SPEED (0xBB), READ DISC INFORMATION
 reports UNIT ATTENTION: the sense starts as NO SENSE (0/0) and a disc is
 ready at once; QEMU 7.2 also starts ready, but reports UNIT ATTENTION,
 ASC 0x28 after a disc change and keeps the sense until REQUEST SENSE.
-Sense data carries no ASCQ (QEMU 7.2 sets it, e.g. 0x3A/0x01? no: 0x00).
-QEMU 7.2's INQUIRY says version 5 (MMC) and format 0x32? (its own
-numbers: ``tests/test_ide.py`` compares the bytes).
+Sense data carries no ASCQ (0 on both). INQUIRY's header is QEMU 7.2's
+too; its product is ``QEMU DVD-ROM`` there, and its MODE SENSE page 0x2A is
+MMC-3's 0x14 bytes against qemu-dm's 0x12. qemu-dm's page 0x2A puts the
+lock state in byte 6 of the mode parameter header (``buf[6] |= 1 << 1``),
+where the page's byte 6 was meant; the model does the same.
 
 The reply's version string is QEMU_VERSION (4 bytes: ``0.8.``). A LBA is
 a 32-bit unsigned number here; Xen 3.0.4 took it as a signed ``int`` (an

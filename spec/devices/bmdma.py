@@ -45,7 +45,7 @@ clears *active*, sets *interrupt* and the drive raises its interrupt line
 DRDY|DSC (0x50; an ATAPI drive: 0x40, interrupt reason 3). If the PRD
 table ends first, the bus master finishes the same way with the drive
 still showing DRQ (Xen 3.0.4; QEMU 7.2 then clears *active* without an
-interrupt and ends the command). Before BAR 4 has ever been mapped, a DMA
+interrupt, ends the command with DRDY and moves no data). Before BAR 4 has ever been mapped, a DMA
 command waits forever (qemu-dm's drives learn their bus master in
 ``bmdma_map``).
 

@@ -3,8 +3,9 @@
 Room: the i440FX host bridge's configuration ports 0xCF8-0xCFF, the type-0
 configuration headers of the functions on bus 0, the test device's memory
 BAR (which places :mod:`spec.devices.testdev` on the MMIO bus), the VGA's
-BAR 0 (reported to the VGA, which places its linear frame buffer), and the
-PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
+BAR 0 (reported to the VGA, which places its linear frame buffer), the IDE
+function's BAR 4 (reported to qemu-dm, which places the bus-master
+registers), and the PIIX3 Reset Control Register at 0xCF9. Sources: PCI Local Bus
 Specification 2.1 (3.2.2.3.2 "Configuration Mechanism #1", 6.1 "Configuration
 Space Organization", 6.2.5 "Base Addresses"); Intel 82441FX PMC data sheet
 (CONFADD/CONFDATA); Intel 82371SB PIIX3 data sheet (RC register); QEMU's
@@ -40,11 +41,14 @@ BDF      ID         class    device
 00:00.0  8086:1237  060000   Intel 440FX host bridge (revision 2)
 00:01.0  8086:7000  060100   PIIX3 ISA bridge; header type 0x80
                              (multi-function, as QEMU creates it)
+00:01.1  8086:7010  010180   PIIX3 IDE (:mod:`spec.devices.ide`): both
+                             channels in compatibility mode, BAR 4 the
+                             bus-master block (16 I/O ports)
 00:01.2  8086:7113  068000   PIIX4 ACPI power management (revision 1),
                              where Xen 3.0.4's qemu-dm put it
-                             (``piix3_devfn + 2`` with ``acpi=1``); the
-                             other PIIX3 functions (IDE 00:01.1, USB) are
-                             not modelled and read all-ones
+                             (``piix3_devfn + 2`` with ``acpi=1``); PIIX3's
+                             USB function is not modelled and reads
+                             all-ones
 00:02.0  1234:1111  030000   the std VGA (Xen 3.x qemu-dm's ``stdvga=1``,
                              :mod:`spec.devices.vga`): BAR0 8 MiB
                              prefetchable, its video memory, which the
@@ -71,6 +75,18 @@ bits 31:11 are its address, the ones below its size read-only 0. It is
 decoded, read-only, while it is enabled, the memory-space bit is set and
 the address is not 0; writes to it are dropped. Without a ROM, 0x30 reads 0
 and is read-only.
+
+The IDE function (qemu-dm's ``pci_piix3_ide_init``): revision 0, command
+and status 0, no interrupt pin (its channels use ISA IRQ14 and IRQ15), and
+BAR 4 an I/O BAR of 16 ports: bit 0 reads 1, bits 3:1 read 0. Its ports are
+decoded while the command register's I/O space bit (bit 0) is set, the BAR
+is not 0 and its last port is below 0x10000 (QEMU 0.8's
+``pci_update_mappings``); each change is told to qemu-dm, which moves the
+bus-master registers on its port bus. qemu-dm's BAR read 0 until first
+written (QEMU 0.8 put the type bit in only with the address); the model,
+like QEMU 7.2, shows the I/O bit from reset, as the VGA's BAR shows its
+type bits. QEMU 7.2 starts the function with status 0x0280 and subsystem
+1af4:1100.
 
 The test device decodes its BAR0 page only while the command register's
 memory-space bit (bit 1) is set, the BAR is not 0, and the page does not
