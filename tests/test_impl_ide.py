@@ -2,9 +2,12 @@
 qtest: the same port and memory steps on both, with a patterned disk image
 as hda and a patterned CD image as hdc; every value read and every change of
 IRQ14/IRQ15 compared, where Xen 3.0.4 (which impl follows) and QEMU 7.2
-differ masked with the reason. Also the qemu-dm wiring: BAR 4 of 00:01.1
-placing the bus-master ports, string ioreqs of the data register and DMA
-through the mapcache."""
+differ masked with the reason. Against the reference model
+(spec.devices.ide, atapi, bmdma): random sequences of port and PRD-table
+steps on both, every access, interrupt change, guest memory and image
+equal. And the qemu-dm wiring: BAR 4 of 00:01.1 placing the bus-master
+ports, string ioreqs of the data register moved in runs with the trace of
+single accesses."""
 
 from __future__ import annotations
 
@@ -283,7 +286,8 @@ def test_identify_device_and_identify_packet_match_qemu_but_for_the_masked_words
 
 
 def test_signatures_after_srst_and_identify_on_the_cdrom(images):
-    script = [("out", 0x3F6, 0x04), ("out", 0x3F6, 0x00), *[("in", 0x1F0 + i) for i in (2, 3, 4, 5, 6)],
+    script = [("out", 0x3F6, 0x04), ("out", 0x3F6, 0x00),
+              *[("in", 0x1F0 + i) for i in (2, 3, 4, 5, 6)],
               ("out", 0x376, 0x04), ("out", 0x376, 0x00), ("in", 0x174), ("in", 0x175),
               *cmd(0x177, 0xEC), ("in", 0x177), ("in", 0x171), ("in", 0x174), ("in", 0x175)]
     ours, theirs = both(images, script)
@@ -440,7 +444,8 @@ def packet(cdb: bytes, limit: int = 0xFFFE, dma: bool = False) -> list[tuple]:
     steps = [("out", 0x176, 0xA0), ("out", 0x171, int(dma)), ("out", 0x174, limit & 0xFF),
              ("out", 0x175, limit >> 8), *cmd(0x177, 0xA0), ("in", 0x177), ("in", 0x172)]
     steps += [("out", 0x170, cdb[i] | cdb[i + 1] << 8, 2) for i in range(0, 12, 2)]
-    return steps + [("poll", 0x376, 0x80), ("in", 0x177), ("in", 0x172), ("in", 0x174), ("in", 0x175)]
+    return steps + [("poll", 0x376, 0x80), ("in", 0x177), ("in", 0x172), ("in", 0x174),
+                    ("in", 0x175)]
 
 
 def reply(n: int) -> list[tuple]:
