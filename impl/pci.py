@@ -2,7 +2,8 @@
 impl engine's qemu-dm.
 
 Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
-masks (the i440FX, PIIX3 and its PIIX4 power-management function with the
+masks (the i440FX, PIIX3, its IDE function (BAR 4: where the bus-master
+ports go) and its PIIX4 power-management function with the
 reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM, PIRQ routes and PMBA
 are stored only), and where the test device's BAR0 puts its page and the VGA's BAR0
 its linear frame buffer. Imports the platform
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform as P
+
+IDE_BDF, IDE_BM_SIZE = P.PCI_BDF_IDE, P.IDE_BMDMA_SIZE
 
 
 def _space(vendor_device, cls, rev=0, htype=0, bars=(), cmd=0, status=0, preset=None):
@@ -44,8 +47,10 @@ class Pci:
 
     def __init__(self, moved: Callable[[int | None], None], reset: Callable[[], None],
                  vga_moved: Callable[[int | None], None] = lambda base: None,
-                 vga_rom: bytes | None = None) -> None:
+                 vga_rom: bytes | None = None,
+                 ide_moved: Callable[[int | None], None] = lambda base: None) -> None:
         self.moved, self.reset, self.vga_moved = moved, reset, vga_moved
+        self.ide_moved = ide_moved
         # the VGA's expansion ROM: padded to a power of two (at least 2 KiB)
         self.rom = b""
         if vga_rom:
@@ -59,6 +64,8 @@ class Pci:
             P.PCI_BDF_ISA_BRIDGE: _space(P.PCI_ID_ISA_BRIDGE, P.PCI_CLASS_ISA_BRIDGE, htype=0x80,
                                          cmd=P.PIIX3_COMMAND, status=P.PIIX3_STATUS,
                                          preset=P.PIIX3_RESET),
+            IDE_BDF: _space(P.PCI_ID_IDE, P.PCI_CLASS_IDE,
+                            bars=((0, 0, 0),) * P.IDE_BMDMA_BAR + ((IDE_BM_SIZE, 1, 0),)),
             P.PCI_BDF_PM: _space(P.PCI_ID_PM, P.PCI_CLASS_PM, rev=P.PCI_REV_PM,
                                  preset=P.PM_RESET),
             P.PCI_BDF_VGA: _space(P.PCI_ID_VGA, P.PCI_CLASS_VGA,
@@ -71,6 +78,7 @@ class Pci:
                 -len(self.rom) & 0xFFFFF800 | 1).to_bytes(4, "little")
         self.testdev_base = self._bar0_window()
         self.vga_base = None
+        self.ide_bm_base: int | None = None
         self.rom_base: int | None = None
 
     def _selected(self):
@@ -85,6 +93,16 @@ class Pci:
             return None
         base = int.from_bytes(cfg[16:20], "little") & -sizes[0] & 0xFFFFFFF0
         return base if base and base + sizes[0] <= 0xFFFFFFFF else None
+
+    def _ide_window(self) -> int | None:
+        """Where the IDE function's BAR 4 puts the bus-master ports: I/O
+        decoding on, a base above 0, the 16 ports below 0x10000."""
+        cfg = self.slots[IDE_BDF][0]
+        if not cfg[4] & 1:
+            return None
+        at = 0x10 + 4 * P.IDE_BMDMA_BAR
+        base = int.from_bytes(cfg[at:at + 4], "little") & 0xFFFFFFF0
+        return base if base and base + IDE_BM_SIZE <= 0x10000 else None
 
     def read(self, offset: int, size: int) -> int:
         if offset >= 4:
@@ -128,6 +146,10 @@ class Pci:
         if window != self.vga_base:
             self.vga_base = window
             self.vga_moved(window)
+        window = self._ide_window()
+        if window != self.ide_bm_base:
+            self.ide_bm_base = window
+            self.ide_moved(window)
         if self.rom:
             cfg = self.slots[P.PCI_BDF_VGA][0]
             rom = int.from_bytes(cfg[0x30:0x34], "little")

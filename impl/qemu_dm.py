@@ -24,6 +24,7 @@ from typing import Callable
 from spec import dm_config, platform, trace
 from impl.debugport import DebugPorts, ShutdownPort
 from impl.dma import Dma, DmaPorts
+from impl.ide import CommandBlock, Ide
 from impl.kbc import Kbc, Port92, StatusPort
 from impl.mapcache import Mapcache
 from impl.pci import Pci
@@ -74,7 +75,7 @@ class QemuDm:
     def __init__(self, domid: int, xs, page: IoreqPage, ram, libxc, emit: Emit,
                  lines: IrqLines, irq_port: int, serial_input: bytes = b"",
                  serial_source=None, vnc_backend=None,
-                 vga_rom: bytes | None = None) -> None:
+                 vga_rom: bytes | None = None, drives: dict | None = None) -> None:
         self.domid = domid
         self.source = serial_source     # a live line into COM1, or None
         conf = self.config = dm_config.read_device_model(xs, domid)
@@ -104,9 +105,11 @@ class QemuDm:
                          conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
+        self.ide = Ide(drives or {}, self.set_irq, self._guest_read, self._guest_write)
         self.pci = Pci(self._testdev_moved, self._reboot,
                        self.vga.moved if self.vga is not None else lambda base: None,
-                       vga_rom if self.vga is not None else None)
+                       vga_rom if self.vga is not None else None, self._ide_moved)
+        self.devices += self.ide.ports()
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.cmos),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
                          (platform.KBC_STATUS_PORT, platform.KBC_STATUS_PORT + 1,
@@ -166,6 +169,29 @@ class QemuDm:
 
     def _testdev_moved(self, base: int | None) -> None:
         self.testdev_base = base
+
+    def _ide_moved(self, base: int | None) -> None:
+        """BAR 4 moved: the bus master's 16 ports follow (after every fixed
+        device: those win where they overlap)."""
+        self.devices = [d for d in self.devices if d[2] is not self.ide.bus_master]
+        if base is not None:
+            self.devices.append((base, base + platform.IDE_BMDMA_SIZE, self.ide.bus_master))
+        self._ports = None
+        self.ide.moved(base)
+
+    def _guest_read(self, gpa: int, n: int) -> bytes:
+        """Bus-master DMA reads guest memory through the mapcache."""
+        held = [self.mapcache.window(b) for b in self.mapcache.buckets(gpa, n)]
+        data = self.ram.read(gpa, n)
+        for w in held:
+            self.mapcache.release(w)
+        return data
+
+    def _guest_write(self, gpa: int, data) -> None:
+        held = [self.mapcache.window(b) for b in self.mapcache.buckets(gpa, len(data))]
+        self.ram.write(gpa, bytes(data))
+        for w in held:
+            self.mapcache.release(w)
 
     def _power_off(self) -> None:
         if not self.reboot_requested:
@@ -249,7 +275,13 @@ class QemuDm:
         low = (data - (count - 1) * size if df else data) & 0xFFFFFFFFFFFFFFFF
         whole = (self.ram.read_all(low, count * size)
                  if ptr and direction == WRITE and count else None)
-        for i in range(count):
+        first = 0
+        if typ == PIO and ptr and count > 1 and not df and size > 1:
+            claimed = self._claim(addr)
+            if claimed is not None and claimed[0] == addr and isinstance(claimed[1],
+                                                                         CommandBlock):
+                first = self._ide_string(claimed[1], addr, size, count, data, direction, whole)
+        for i in range(first, count):
             where = addr if typ == PIO else (addr + i * step) & 0xFFFFFFFFFFFFFFFF
             if ptr:
                 gpa = (data + i * step) & 0xFFFFFFFFFFFFFFFF
@@ -271,6 +303,53 @@ class QemuDm:
         page.set_state(0, RESP_READY)
         self.emit(page.event(0, "qemu-dm", INPROCESS, RESP_READY))
         self.libxc.notify(self.port)
+
+    def _ide_string(self, dev: CommandBlock, port: int, size: int, count: int, gpa: int,
+                    direction: int, whole: bytes | None) -> int:
+        """A ``rep insw``/``outsw`` (or dword) of the IDE data register: the
+        drive's buffer moves a run at a time (each run ends where the
+        transfer's end runs), with the trace of ``count`` single accesses.
+        Returns how many elements it did (all of them, or none when the
+        guest's buffer is not all RAM)."""
+        ch, emit, name = dev.channel, self.emit, dev.name
+        ram = self.ram
+        if direction == WRITE and whole is None:
+            return 0
+        span = count * size
+        if direction == READ and ram.read_all(gpa, span) is None:
+            return 0
+        fmt = "H" if size == 2 else "I"
+        kind = "read" if direction == READ else "write"
+        # the DeviceIo events of the single accesses, built from one template
+        # (their cost is most of a run's)
+        cls, new = trace.DeviceIo, object.__new__
+        base = {"device": name, "space": "pio", "addr": port, "size": size, "dir": kind}
+        done = 0
+        while done < count:
+            n = ch.data_run(size, count - done)
+            nbytes = n * size
+            if direction == READ:
+                raw = ch.data_peek(nbytes)
+                values = memoryview(raw).cast(fmt).tolist()
+                for v in values[:-1]:
+                    e = new(cls)
+                    e.__dict__.update(base, data=v)
+                    emit(e)
+                ram.write(gpa + done * size, raw)
+                ch.data_advance(nbytes)
+                e = new(cls)
+                e.__dict__.update(base, data=values[-1])
+                emit(e)
+            else:
+                raw = whole[done * size:done * size + nbytes]
+                for v in memoryview(raw).cast(fmt).tolist():
+                    e = new(cls)
+                    e.__dict__.update(base, data=v)
+                    emit(e)
+                ch.data_poke(raw)
+                ch.data_advance(nbytes)
+            done += n
+        return count
 
     def _mmio(self, addr: int, size: int, direction: int, value: int) -> int:
         """One MMIO access: the VGA's legacy window or linear frame buffer

@@ -169,6 +169,7 @@ def test_platform_guest():
         "platform: qemu-dm's platform devices\n"
         "pci 00:00.0 8086:1237 class 060000\n"
         "pci 00:01.0 8086:7000 class 060100\n"
+        "pci 00:01.1 8086:7010 class 010180\n"
         "pci 00:01.2 8086:7113 class 068000\n"
         "pci 00:02.0 1234:1111 class 030000\n"
         "pci 00:03.0 1234:7e57 class ff0000\n"
