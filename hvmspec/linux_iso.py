@@ -24,10 +24,12 @@ under ``HVMSPEC_REQUIRE_PEERS=1`` as for the other peers).
 
 **Cache.** ``$HVMSPEC_CACHE/linux`` (or ``~/.cache/hvmspec/linux``): the
 ``.deb`` files and their unpacked trees under ``debs/``, and each CD under
-a key: the SHA-256 of the recipe (this module's source: the init script,
-the kernel command line, the isolinux configuration, the module list) and
-the packages' versions. A new kernel in Debian or a change here is a new
-CD; the same ones are the same file, built once.
+a key: the SHA-256 of the recipe (the texts that go into the CD: the init
+script, the kernel command line, the isolinux configuration, the module
+list, and :data:`RECIPE_VERSION` for the way they are put together) and
+the packages' versions. A new kernel in Debian or a change of recipe is a
+new CD (the older one is removed); the same ones are the same file, built
+once.
 
 **The CD.** ISO 9660 with El Torito "no emulation" boot of isolinux
 (``xorriso -as mkisofs -b isolinux/isolinux.bin -c isolinux/boot.cat
@@ -70,6 +72,7 @@ import io
 import json
 import lzma
 import os
+import re
 import shutil
 import stat
 import struct
@@ -101,6 +104,11 @@ KERNEL_OPTIONS = (
     # timer every 0.5 s, whose verdict ("TSC unstable") depends on how QEMU's
     # TCG paces its clocks against the host's, not on the guest.
     "tsc=reliable",
+    # No address randomisation: KASLR seeds the kernel's physical and virtual
+    # placement (and its memory regions' bases) from RDTSC, RDRAND and the
+    # PIT, so every boot would lay memory out anew and the logs would differ
+    # by the addresses they print; the engines' boots are to be repeatable.
+    "nokaslr",
     # Every message but KERN_DEBUG on the console (Debian's default is 7
     # already; "quiet" would make it 4): the full log is what is compared,
     # line by line, between engines and QEMU. Debug messages are left out:
@@ -387,8 +395,16 @@ def initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 
 # --- the CDs ------------------------------------------------------------------------------
 
+#: the builder's own version: raised when the way a CD is made changes
+#: (the texts below are hashed as they are)
+RECIPE_VERSION = 2
+
+
 def _recipe_hash() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    """The recipe: every text that goes into a CD, and the builder's version."""
+    recipe = [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
+              ISOLINUX_CFG, MEMTEST_CFG, SOURCE_DATE_EPOCH]
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
 
 
 def _key(versions: dict[str, str], what: str) -> str:
@@ -449,11 +465,15 @@ def _build(what: str, make) -> Built:
         shutil.copy(roots["isolinux"] / "usr/lib/ISOLINUX/isolinux.bin", tree / "isolinux")
         shutil.copy(syslinux / "ldlinux.c32", tree / "isolinux")
         built = make(tree, roots, versions)
-        for path in sorted(tree.rglob("*")):
+        for path in [tree, *sorted(tree.rglob("*"))]:
             os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
         part = Path(tmp) / "cd.iso"
         _xorriso(tree, part)
         os.replace(part, iso)
+    for stale in base.glob(f"{what}-*.iso"):        # older recipes' or versions' CDs
+        if stale != iso:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
     built.iso, built.size = str(iso), iso.stat().st_size
     manifest.write_text(json.dumps(asdict(built), indent=1) + "\n")
     return built
@@ -488,6 +508,62 @@ def memtest_iso() -> Built:
     """The memtest86+ CD: isolinux loading ``memtest86+x64.bin`` with the
     Linux boot protocol (memtest86+ 6's ``.bin`` has a bzImage header)."""
     return _build("memtest", _make_memtest)
+
+
+# --- comparing boots ----------------------------------------------------------------------
+
+#: Lines of a boot log whose content is timing, not behaviour: dropped by
+#: :func:`normalise`, each pattern with its reason.
+TIMING_LINES = (
+    # the TSC's frequency, measured against the PIT or the ACPI timer in the
+    # host's time on QEMU (TCG), in virtual time on the engines; and its
+    # later refinement, a delayed work item that runs after a time, not at a
+    # point of the boot
+    (r"^tsc: ", "the TSC's measured frequency"),
+    # the delay loop's value and the BogoMIPS, both derived from that frequency
+    (r"BogoMIPS|Calibrating delay loop", "loops per jiffy from the TSC's frequency"),
+    # clock sources: their max_cycles/max_idle_ns follow the measured
+    # frequency, and "Switched to clocksource" comes when a work item ran
+    (r"^clocksource: |^sched_clock: |^clocksource_done_booting",
+     "clock sources' limits follow measured frequencies; switches come in time"),
+    # the random pool is ready when enough interrupt timing entropy came
+    (r"^random: ", "the entropy pool fills with interrupt timing"),
+    # QEMU's HPET (where on) re-tunes after late interrupts on a busy host
+    (r"^CE: hpet increased min_delta_ns", "late timer interrupts on a busy host"),
+    # a handler or a work item that took long in the host's time
+    (r"^hrtimer: interrupt took |hogged CPU for", "the host's scheduling"),
+)
+
+#: a /proc/interrupts line: its count is how long the guest ran (the timer's
+#: is ticks at HZ), which differs wherever time does
+_INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:\s+)(\d+)(\s)")
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
+
+
+def normalise(log: str) -> list[str]:
+    """A serial log as lines to compare between runs and machines:
+
+    - ``\\r`` and trailing spaces go: the tty writes ``\\r\\n``, a
+      capture may keep either;
+    - the kernel's ``[    1.234567]`` timestamps go: virtual time on the
+      engines, the host's pace on QEMU;
+    - terminal escape sequences go (busybox's line editor asks for the
+      cursor's position, ``ESC [6n``, before each prompt, and redraws by
+      what the terminal answers);
+    - lines matching :data:`TIMING_LINES` go (each with its reason there);
+    - a ``/proc/interrupts`` count becomes ``N``;
+    - empty lines go (the kernel's early and the shell's blank lines come
+      and go with the console's setup).
+    """
+    out = []
+    for raw in log.replace("\r", "").split("\n"):
+        line = _ESCAPE.sub("", _TIMESTAMP.sub("", raw)).rstrip()
+        if not line or any(p.search(line) for p in _TIMING):
+            continue
+        out.append(_INTERRUPT_COUNT.sub(r"\1N\3", line))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
