@@ -209,21 +209,23 @@ class ScriptLine:
 
 class EngineScript:
     """A script as the engines' serial line (``hvmspec run
-    --serial-script``): what qemu-dm's COM1 calls. ``read()`` gives the
-    sends before the first ``expect`` once (at the first pass of qemu-dm's
-    main loop: virtual time 0, before the guest runs); ``on_output(byte)``
-    is called by the UART's transmitter for each byte the guest sends and
-    returns the bytes to hand to the receiver's sender at once.
-    ``wait()`` returns False: a guest waiting for nothing with an
-    ``expect`` pending will not show it (the run ends and fails)."""
+    --serial-script``), what qemu-dm's COM1 uses: ``start()`` gives the
+    sends before the first ``expect`` (COM1's input from the start, as
+    ``--serial-input``'s bytes); the UART's transmitter calls
+    ``on_output(byte)`` with each byte the guest sends and hands what it
+    returns to the sender at once. ``read()`` gives nothing (nothing is
+    typed at a time of the host's) and ``wait()`` returns False: a guest
+    waiting for nothing with an ``expect`` pending will not show it, so the
+    run ends (and fails naming the ``expect``)."""
 
     def __init__(self, steps: list[Step]) -> None:
         self.script = ScriptLine(steps)
-        self._first = self.script.start()
+
+    def start(self) -> bytes:
+        return self.script.start()
 
     def read(self) -> bytes:
-        first, self._first = self._first, b""
-        return first
+        return b""
 
     def wait(self, seconds: float) -> bool:
         return False
