@@ -530,6 +530,12 @@ TIMING_LINES = (
     (r"^random: ", "the entropy pool fills with interrupt timing"),
     # QEMU's HPET (where on) re-tunes after late interrupts on a busy host
     (r"^CE: hpet increased min_delta_ns", "late timer interrupts on a busy host"),
+    # the audit subsystem's first message comes from its kernel thread when
+    # that first runs (here before, there after thermal_sys's lines), and it
+    # carries the wall-clock time
+    (r"^audit: type=2000 ", "printed by a thread whenever it first runs"),
+    # the RTC's date: the host's on QEMU, hvmspec's RTC's own start date
+    (r"^rtc_cmos [0-9a-f:]+: setting system clock to ", "the date of the run"),
     # a handler or a work item that took long in the host's time
     (r"^hrtimer: interrupt took |hogged CPU for", "the host's scheduling"),
 )

@@ -232,6 +232,9 @@ def test_normalise_rules():
            "[    0.028000] tsc: Detected 2445.476 MHz processor\r\n"
            "[    2.930228] clocksource: Switched to clocksource tsc\r\n"
            "[    3.1] random: crng init done\r\n\r\n"
+           "[    0.9] audit: type=2000 audit(1796303562.200:1): state=initialized\r\n"
+           "[    2.1] rtc_cmos 00:04: setting system clock to 2026-12-03T13:12:50 UTC "
+           "(1796303570)\r\n"
            "\x1b[6nhvmspec-linux# cat /proc/interrupts\r\n"
            "  0:       1266    XT-PIC      timer\r\n"
            "NMI:          0   Non-maskable interrupts   \r\n")
