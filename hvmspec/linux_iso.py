@@ -510,6 +510,34 @@ def memtest_iso() -> Built:
     return _build("memtest", _make_memtest)
 
 
+# --- built artifacts in xm configurations -------------------------------------------------
+
+#: the artifacts a configuration may name as ``file:@NAME``, by name
+ARTIFACTS = {"linux.iso": linux_iso, "memtest.iso": memtest_iso}
+_ARTIFACT = re.compile(r"(?<=file:)@([^,'\"\s]*)")
+
+
+def resolve_artifacts(text: str, source: str = "<config>") -> str:
+    """An xm configuration's text with each ``file:@NAME`` (a disk whose
+    image hvmspec builds: ``@linux.iso``, ``@memtest.iso``) replaced by the
+    built file's path, built first if the cache has none. The bundled
+    ``guests/configs/linux.cfg`` names its CD so: the CD's path depends on
+    the cache and the packages' versions, so no file can spell it.
+    :class:`LinuxIsoUnavailable` names the file, the line and why."""
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        line = text.count("\n", 0, match.start()) + 1
+        if name not in ARTIFACTS:
+            raise LinuxIsoUnavailable(f"{source}:{line}: @{name}: no such built image "
+                                      f"(known: {', '.join('@' + a for a in ARTIFACTS)})")
+        try:
+            return ARTIFACTS[name]().iso
+        except LinuxIsoUnavailable as exc:
+            raise LinuxIsoUnavailable(f"{source}:{line}: @{name} cannot be built: {exc}") \
+                from None
+    return _ARTIFACT.sub(one, text)
+
+
 # --- comparing boots ----------------------------------------------------------------------
 
 #: Lines of a boot log whose content is timing, not behaviour: dropped by

@@ -253,3 +253,27 @@ def test_normalised_boots_on_qemu_repeat(sessions, linux_cd, tmp_path):
     first, second = (linux_iso.normalise(r.serial) for r in (sessions["seabios"], again))
     assert len(first) > 300
     assert first == second
+
+
+# --- built images named in xm configurations ------------------------------------------------
+
+def test_unknown_artifact_is_named_with_its_line():
+    with pytest.raises(linux_iso.LinuxIsoUnavailable) as info:
+        linux_iso.resolve_artifacts("builder = 'hvm'\ndisk = ['file:@nosuch.iso,hdc:cdrom,r']\n",
+                                    "x.cfg")
+    assert str(info.value) == \
+        "x.cfg:2: @nosuch.iso: no such built image (known: @linux.iso, @memtest.iso)"
+
+
+def test_artifact_that_cannot_be_built_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("HVMSPEC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(linux_iso.LinuxIsoUnavailable) as info:
+        linux_iso.resolve_artifacts("disk = ['file:@memtest.iso,hdc:cdrom,r']", "m.cfg")
+    assert str(info.value).startswith("m.cfg:1: @memtest.iso cannot be built: no version of ")
+
+
+def test_artifact_resolves_to_the_built_cd(linux_cd):
+    text = "name = 'linux'\ndisk = ['file:@linux.iso,hdc:cdrom,r']\nkernel = 'x@y'\n"
+    assert linux_iso.resolve_artifacts(text) == \
+        f"name = 'linux'\ndisk = ['file:{linux_cd.iso},hdc:cdrom,r']\nkernel = 'x@y'\n"
