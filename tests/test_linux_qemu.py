@@ -277,3 +277,9 @@ def test_artifact_resolves_to_the_built_cd(linux_cd):
     text = "name = 'linux'\ndisk = ['file:@linux.iso,hdc:cdrom,r']\nkernel = 'x@y'\n"
     assert linux_iso.resolve_artifacts(text) == \
         f"name = 'linux'\ndisk = ['file:{linux_cd.iso},hdc:cdrom,r']\nkernel = 'x@y'\n"
+
+
+def test_linux_page_explains_every_kernel_option():
+    page = (ROOT / "docs" / "linux.rst").read_text()
+    missing = [o for o in linux_iso.KERNEL_OPTIONS if f"``{o}``" not in page]
+    assert missing == []
