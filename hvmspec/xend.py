@@ -46,6 +46,11 @@ wrong state, a name in use: xm exits 1):
 ``shutdown``,
 ``reboot``,
 ``destroy``
+``block-``     ``domain``, ``uname``               ``domid``
+``configure``  (``file:PATH``, absolute, or ""
+               to eject), ``dev``
+               (``hdc:cdrom``), ``mode`` (``r``):
+               a CD-ROM drive's new medium
 ``console``    ``domain``                          ``output``: its COM1 bytes so far
 ``history``                                        ``events``: lifecycle transitions
 =============  ==================================  ==============================
@@ -65,7 +70,7 @@ from typing import Callable
 
 from spec import platform, trace
 from spec.loader import GuestError
-from spec.xend import DOM0_NAME, DeviceModelError, XendError
+from spec.xend import DOM0_NAME, DeviceModelError, XendError, parse_disk
 from spec.xm_config import ConfigFileError, parse
 from hvmspec import xenstored
 
@@ -277,6 +282,13 @@ class XendDaemon:
             xend.shutdown(domid, "poweroff" if cmd == "shutdown" else "reboot")
         elif cmd == "destroy":
             xend.destroy(domid)
+        elif cmd == "block-configure":
+            try:
+                disk = parse_disk(f"{req.get('uname', '')},{req.get('dev', '')},"
+                                  f"{req.get('mode', 'r')}")
+            except XendError as exc:
+                raise ConfigFileError(f"block-configure: {exc}") from None
+            xend.block_configure(domid, disk)
         elif cmd == "console":
             if domid == platform.DOM0:
                 raise XendError(f"domain {platform.DOM0} ({DOM0_NAME}) has no console here: "

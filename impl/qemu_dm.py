@@ -130,6 +130,10 @@ class QemuDm:
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
         self.reboot_requested = False
+        self.drives = dm_config.open_drives(conf.disks)     # name -> medium (spec.block)
+        self.xs = xs
+        self.changeable = tuple(d for d in conf.disks if d.kind == "cdrom")
+        dm_config.watch_media(xs, self.changeable)
         self.console = None             # the VNC display's input, or None
         if conf.vnc_display is not None:
             if vnc_backend is None:
@@ -144,9 +148,12 @@ class QemuDm:
         dm_config.announce(xs, domid)
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: a last refresh, then its mapcache report."""
+        """qemu-dm exits with its domain: a last refresh, its images flushed
+        and closed, then its mapcache report."""
         if self.vga is not None:
             self.vga.refresh(self.emit)
+        for medium in self.drives.values():
+            medium.close()
         if self.console is not None:
             self.console.close()
         self.emit(self.mapcache.summary())
@@ -204,6 +211,8 @@ class QemuDm:
             self.frame_period = now // PERIOD
             if self.vga is not None:
                 worked |= self.vga.refresh(self.emit)
+        if self.changeable:
+            worked |= dm_config.take_media_changes(self.xs, self.changeable, self.drives)
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

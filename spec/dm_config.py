@@ -31,6 +31,44 @@ Xen 3.x's ``XendDomainInfo``; the ``device-model`` keys are hvmspec's)::
     /vm/U/image/device-model/vnclisten   the address it listens on (with VNC only)
     /vm/U/vncpasswd                      the VNC password (only when not empty)
 
+Disks (xm's ``disk`` list, :class:`spec.xend.Disk`) are virtual block
+devices, written as Xen 3.0.4's xend wrote them (``DevController``'s
+``addStoreEntries`` and ``blkif.py``'s ``getDeviceDetails``), for each
+drive with device number N (:func:`device_number`: ``hda`` 768, ``hdb``
+832, ``hdc`` 5632, ``hdd`` 5696, Linux's IDE numbers) and class C (``vbd``
+for ``file:``, ``tap`` for ``tap:aio:``)::
+
+    /local/domain/D/device/vbd/N/virtual-device   N
+    /local/domain/D/device/vbd/N/device-type      "disk" or "cdrom"
+    /local/domain/D/device/vbd/N/backend          /local/domain/0/backend/C/D/N
+    /local/domain/D/device/vbd/N/backend-id       0
+    /local/domain/D/device/vbd/N/state            1 (XenbusStateInitialising)
+    /local/domain/0/backend/C/D/N/dev             hda .. hdd
+    /local/domain/0/backend/C/D/N/type            "file", "tap", or "" (empty CD)
+    /local/domain/0/backend/C/D/N/params          the image: PATH (file), aio:PATH
+                                                  (tap), "" (an empty CD-ROM drive)
+    /local/domain/0/backend/C/D/N/mode            r, w or w!
+    /local/domain/0/backend/C/D/N/domain          the domain's name
+    /local/domain/0/backend/C/D/N/frontend        /local/domain/D/device/vbd/N
+    /local/domain/0/backend/C/D/N/frontend-id     D
+    /local/domain/0/backend/C/D/N/online          1
+    /local/domain/0/backend/C/D/N/state           1
+
+The front end belongs to D (dom0 may read it), the back end to dom0 (D
+may read it). qemu-dm reads them as Xen 3.0.4's did
+(``xenstore_parse_domain_config`` in ``tools/ioemu/xenstore.c``): it lists
+``/local/domain/D/device/vbd``, follows each ``backend``, takes ``dev``
+(anything but ``hda`` .. ``hdd`` is not its), the front end's
+``device-type`` and the back end's ``params`` (``aio:`` dropped for a tap
+device), and opens the image (:mod:`spec.block`). One difference, stated:
+it reads ``mode`` too, and opens an ``r`` disk read-only (Xen 3.0.4's opened
+every image read-write); and a drive it cannot open stops it
+(:class:`DeviceModelError`) where Xen 3.0.4's printed "could not open hard
+disk image" and ran with the drive empty. For a CD-ROM drive it watches
+the back end's ``params`` (token: the drive's name), and a new value there
+is a medium change (``xm block-configure``, :func:`change_media`): the
+medium is ejected and the new image, if any, inserted.
+
 The VNC keys stand for the command-line arguments Xen 3.0.4's xend gave
 qemu-dm (``tools/python/xen/xend/image.py``, ``configVNC``): ``-vnc N``
 (N: ``vncdisplay``, by default the domain's ID) or, with ``vncunused``
@@ -99,6 +137,59 @@ class DeviceModelConfig:
     vnc_display: int | None = None
     vnc_unused: bool = False
     vnc_listen: str = platform.VNC_DEFAULT_LISTEN
+    #: the IDE drives (:class:`DriveConfig`), in device order
+    disks: tuple = ()
+
+
+@dataclass(frozen=True)
+class DriveConfig:
+    """One drive as qemu-dm reads it from the domain's vbds."""
+
+    #: ``hda`` .. ``hdd``
+    dev: str
+    #: ``"disk"`` or ``"cdrom"``
+    kind: str
+    #: the image file ("" for an empty CD-ROM drive)
+    path: str
+    #: mode ``w`` or ``w!``: the image is opened for writing
+    writable: bool
+    #: the back end's XenStore directory (where ``params`` is watched)
+    backend: str = ""
+
+
+#: the Linux device numbers of the IDE drives (major 3 for the primary
+#: channel, 22 for the secondary; minor 0 or 64), as Xen 3.0.4's
+#: ``blkdev_name_to_number`` gave them
+DEVICE_NUMBERS = {"hda": 3 << 8, "hdb": (3 << 8) + 64, "hdc": 22 << 8, "hdd": (22 << 8) + 64}
+
+
+def device_number(dev: str) -> int:
+    """The vbd's device number for the drive ``dev`` (``hda`` .. ``hdd``)."""
+    return DEVICE_NUMBERS[dev]
+
+
+def disk_entries(domid: int, name: str, disk) -> tuple[str, str, list[tuple[str, str]]]:
+    """xend: a disk's front-end path, back-end path and the nodes of both
+    (module docstring) for a :class:`spec.xend.Disk`."""
+    number = device_number(disk.dev)
+    cls = "tap" if disk.driver == "tap:aio" else "vbd"
+    front = f"/local/domain/{domid}/device/vbd/{number}"
+    back = f"/local/domain/{platform.DOM0}/backend/{cls}/{domid}/{number}"
+    typ, params = (disk.driver.split(":")[0], disk.path) if disk.path else ("", "")
+    if typ == "tap":
+        params = f"aio:{params}"
+    return front, back, [
+        (f"{front}/virtual-device", str(number)), (f"{front}/device-type", disk.kind),
+        (f"{front}/backend", back), (f"{front}/backend-id", str(platform.DOM0)),
+        (f"{front}/state", XENBUS_INITIALISING),
+        (f"{back}/dev", disk.dev), (f"{back}/type", typ), (f"{back}/params", params),
+        (f"{back}/mode", disk.mode), (f"{back}/domain", name), (f"{back}/frontend", front),
+        (f"{back}/frontend-id", str(domid)), (f"{back}/online", "1"),
+        (f"{back}/state", XENBUS_INITIALISING)]
+
+
+#: ``XenbusStateInitialising``, the state xend gives a new device's ends
+XENBUS_INITIALISING = "1"
 
 
 def domain_uuid(name: str) -> str:
@@ -148,6 +239,14 @@ def write_domain(xs: XsClient, domid: int, config) -> None:
         for path, value in entries:
             xs.write(path, value, tx)
         xs.set_perms(f"{vm}/uuid", [f"n{platform.DOM0}", f"r{domid}"], tx)
+        for disk in config.disks:
+            front, back, nodes = disk_entries(domid, config.name, disk)
+            xs.mkdir(back, tx)
+            xs.set_perms(back, [f"n{platform.DOM0}", f"r{domid}"], tx)
+            xs.mkdir(front, tx)
+            xs.set_perms(front, [f"n{domid}", f"r{platform.DOM0}"], tx)
+            for path, value in nodes:
+                xs.write(path, value, tx)
     transact(xs, body)
 
 
@@ -161,10 +260,12 @@ def _vnc_argument(domid: int, config) -> str:
     return str(domid if config.vncdisplay is None else config.vncdisplay)
 
 
-def remove_domain(xs: XsClient, domid: int, name: str) -> None:
-    """xend, when the domain is gone: its nodes, its ``/vm`` entry and its
-    device model's state."""
+def remove_domain(xs: XsClient, domid: int, name: str, disks: tuple = ()) -> None:
+    """xend, when the domain is gone: its nodes, its ``/vm`` entry, the
+    back ends of its ``disks`` and its device model's state."""
+    classes = sorted({"tap" if disk.driver == "tap:aio" else "vbd" for disk in disks})
     for path in (f"/local/domain/{domid}", vm_path(name),
+                 *(f"/local/domain/{platform.DOM0}/backend/{cls}/{domid}" for cls in classes),
                  f"/local/domain/{platform.DOM0}/device-model/{domid}"):
         xs.rm(path)
 
@@ -190,7 +291,110 @@ def read_device_model(xs: XsClient, domid: int) -> DeviceModelConfig:
         _number(xs, f"{vm}/image/device-model/rtc-base", 0, (1 << 40), rtc),
         boot=_boot_order(xs, f"{vm}/image/boot"),
         **_vnc(xs, f"{vm}/image/device-model"),
+        disks=read_disks(xs, domid),
     )
+
+
+def read_disks(xs: XsClient, domid: int) -> tuple:
+    """qemu-dm: the domain's IDE drives from its vbds (module docstring),
+    in device order. A vbd whose ``dev`` is not an IDE drive is not
+    qemu-dm's and is passed over, as Xen 3.0.4's qemu-dm did; a malformed
+    node of an IDE drive is a :class:`ConfigError`."""
+    root = f"/local/domain/{domid}/device/vbd"
+    try:
+        numbers = xs.directory(root)
+    except XenstoreError:
+        return ()
+    drives = {}
+    for number in numbers:
+        back = _read(xs, f"{root}/{number}/backend")
+        dev = _read(xs, f"{back}/dev")
+        if dev not in DEVICE_NUMBERS:
+            continue
+        if dev in drives:
+            raise ConfigError(f"qemu-dm: {back}/dev = {dev!r}: a second vbd for {dev}")
+        kind = _choice(xs, f"{root}/{number}/device-type", {"disk": "disk", "cdrom": "cdrom"})
+        writable = _choice(xs, f"{back}/mode", {"r": False, "w": True, "w!": True})
+        path = media_path(_read(xs, f"{back}/type"), _read(xs, f"{back}/params"))
+        if kind == "disk" and not path:
+            raise ConfigError(f"qemu-dm: {back}/params is empty: a disk needs an image")
+        if kind == "cdrom" and writable:
+            raise ConfigError(f"qemu-dm: {back}/mode: a CD-ROM drive is read-only")
+        drives[dev] = DriveConfig(dev, kind, path, writable, back)
+    return tuple(drives[dev] for dev in sorted(drives))
+
+
+def media_path(typ: str, params: str) -> str:
+    """The image file a back end's ``type`` and ``params`` name: ``params``
+    itself, less the ``aio:`` driver of a tap device."""
+    if typ == "tap" and params.startswith("aio:"):
+        return params[4:]
+    return params
+
+
+def open_drives(disks: tuple) -> dict:
+    """qemu-dm: the media of its drives (:mod:`spec.block`), by name; an
+    image that cannot be opened stops it (:class:`DeviceModelError`)."""
+    from spec import block
+    drives = {}
+    try:
+        for drive in disks:
+            drives[drive.dev] = (block.open_image(drive.path, drive.kind, drive.writable)
+                                 if drive.path else block.empty_drive(drive.kind))
+    except block.ImageError as exc:
+        for medium in drives.values():
+            medium.close()
+        raise DeviceModelError(f"qemu-dm: could not open {drive.dev}: {exc}") from None
+    return drives
+
+
+def watch_media(xs: XsClient, disks: tuple) -> None:
+    """qemu-dm: watch each CD-ROM drive's ``params`` (token: the drive)."""
+    for drive in disks:
+        if drive.kind == "cdrom":
+            xs.watch(f"{drive.backend}/params", drive.dev)
+
+
+def take_media_changes(xs: XsClient, disks: tuple, drives: dict) -> bool:
+    """qemu-dm's ``xenstore_process_event``: for each fired watch on a
+    CD-ROM drive's ``params``, the image named there, if it differs from
+    the drive's, replaces its medium (ejected; the new one, if any,
+    inserted at once, where Xen 3.0.4's qemu-dm waited 5 s). An image that
+    cannot be opened leaves the drive empty. True if a medium changed."""
+    from spec import block
+    changed = False
+    by_dev = {drive.dev: drive for drive in disks}
+    for path, token in xs.take_events():
+        drive = by_dev.get(token)
+        if drive is None or path != f"{drive.backend}/params":
+            continue
+        try:
+            image = media_path(xs.read(f"{drive.backend}/type"), xs.read(path))
+        except XenstoreError:
+            continue                                # gone
+        medium = drives[token]
+        if image == (medium.path or ""):
+            continue                                # identical
+        changed = True
+        if not image:
+            medium.eject()
+            continue
+        try:
+            medium.insert(image)
+        except block.ImageError:
+            pass                                    # the drive stays empty
+    return changed
+
+
+def change_media(xs: XsClient, domid: int, dev: str, disk) -> None:
+    """xend's ``xm block-configure``: the CD-ROM drive ``dev`` of domain
+    ``domid`` now holds ``disk``'s image (:class:`spec.xend.Disk`; no path:
+    empty): the back end's ``type`` and ``params`` (``blkif.py``'s
+    ``reconfigureDevice``), which qemu-dm watches."""
+    _front, back, nodes = disk_entries(domid, "", disk)
+    values = dict(nodes)
+    xs.write(f"{back}/type", values[f"{back}/type"])
+    xs.write(f"{back}/params", values[f"{back}/params"])
 
 
 def _vnc(xs: XsClient, where: str) -> dict:

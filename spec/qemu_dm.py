@@ -213,6 +213,13 @@ class QemuDm:
         self.bus.register(platform.BOCHS_SHUTDOWN_PORT, 1, ShutdownPort(
             lambda: self._request_shutdown(platform.SHUTDOWN_POWEROFF)))
         self.shutdown_requested: int | None = None
+        #: the IDE drives' media by name (``hda`` .. ``hdd``), opened from
+        #: the images the configuration names (:func:`spec.dm_config.open_drives`)
+        self.drives = dm_config.open_drives(config.disks)
+        self.xs = xs
+        #: CD-ROM drives whose medium ``xm block-configure`` can change
+        self.changeable = tuple(d for d in config.disks if d.kind == "cdrom")
+        dm_config.watch_media(xs, self.changeable)
         #: the VNC display's input and its server (module docstring), or None
         self.console = self._open_vnc(xs, vnc_backend) if config.vnc_display is not None \
             else None
@@ -294,6 +301,8 @@ class QemuDm:
                 self.handle_ioreq(vcpu, port)
                 worked = True
         worked |= self.run_timers()
+        if self.changeable:
+            worked |= dm_config.take_media_changes(self.xs, self.changeable, self.drives)
         if self.send_event and self.irq_port is not None:
             self.send_event = False
             self.host.notify(self.irq_port)
@@ -369,9 +378,12 @@ class QemuDm:
         return windows
 
     def stop(self) -> None:
-        """qemu-dm exits with its domain: a last display refresh, then its
-        mapcache report and how many accesses no device claimed."""
+        """qemu-dm exits with its domain: a last display refresh, its drives'
+        images flushed and closed, then its mapcache report and how many
+        accesses no device claimed."""
         self.refresh_display()
+        for medium in self.drives.values():
+            medium.close()
         if self.console is not None:
             self.console.close()
         self.emit(self.mapcache.summary())

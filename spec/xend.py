@@ -44,6 +44,7 @@ Xen 3.x's ``XendDomain.domain_destroy``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -118,6 +119,149 @@ def check_name(name: object) -> None:
                         f"digits and _-.:/+ only)")
 
 
+# --- disks ---------------------------------------------------------------------------------
+
+#: the IDE drives qemu-dm has: primary master and slave, secondary master and
+#: slave (Xen 3.0.4's qemu-dm took the ``hd`` devices of the domain's vbds)
+IDE_DEVICES = ("hda", "hdb", "hdc", "hdd")
+#: xm's disk modes: read-only, read-write, read-write even if shared
+DISK_MODES = ("r", "w", "w!")
+#: the image drivers offered: a raw file through the loop device or blktap's
+#: asynchronous raw driver; both are a raw image file to qemu-dm
+DISK_DRIVERS = ("file", "tap:aio")
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One entry of xm's ``disk`` list: ``uname,dev,mode``
+    (:func:`parse_disk`)."""
+
+    #: the drive, ``hda`` .. ``hdd``
+    dev: str
+    #: ``"disk"`` or ``"cdrom"`` (``dev``'s ``:cdrom`` suffix)
+    kind: str = "disk"
+    #: ``"r"``, ``"w"`` or ``"w!"`` (write even if another domain has the file)
+    mode: str = "r"
+    #: the image file, an absolute path ("" for an empty CD-ROM drive)
+    path: str = ""
+    #: ``"file"`` or ``"tap:aio"`` (the uname's prefix)
+    driver: str = "file"
+
+    def __post_init__(self) -> None:
+        if self.dev not in IDE_DEVICES:
+            raise XendError(f"disk {self.dev!r}: qemu-dm's drives are IDE: "
+                            f"{', '.join(IDE_DEVICES)}")
+        if self.kind not in ("disk", "cdrom"):
+            raise XendError(f"disk {self.dev}: type {self.kind!r}: disk or cdrom")
+        if self.mode not in DISK_MODES:
+            raise XendError(f"disk {self.dev}: mode {self.mode!r}: r, w or w!")
+        if self.driver not in DISK_DRIVERS:
+            raise XendError(f"disk {self.dev}: driver {self.driver!r}: file or tap:aio")
+        if self.kind == "cdrom" and self.mode != "r":
+            raise XendError(f"disk {self.dev}: mode {self.mode}: a CD-ROM is read-only "
+                            f"(give mode r)")
+        if self.kind == "disk" and not self.path:
+            raise XendError(f"disk {self.dev}: no image file (only a CD-ROM drive may be "
+                            f"empty)")
+
+    @property
+    def writable(self) -> bool:
+        return self.mode != "r"
+
+    @property
+    def uname(self) -> str:
+        """xm's first field: ``file:PATH``, ``tap:aio:PATH`` or "" (empty)."""
+        return f"{self.driver}:{self.path}" if self.path else ""
+
+    @property
+    def spec(self) -> str:
+        """The entry as xm's ``disk`` list writes it."""
+        return f"{self.uname},{self.dev}{':cdrom' if self.kind == 'cdrom' else ''},{self.mode}"
+
+
+def parse_disk(entry: object, directory: str | None = None) -> Disk:
+    """One string of xm's ``disk`` list, Xen 3.0.4's syntax
+    ``uname,dev,mode`` (``xm create``'s ``preprocess_disk``: three fields, or
+    four with the back-end domain)::
+
+        'file:/images/disk.img,hda,w'
+        'tap:aio:/images/disk.img,hdb,r'
+        'file:/images/cd.iso,hdc:cdrom,r'
+        ',hdc:cdrom,r'                      an empty CD-ROM drive
+
+    ``uname`` is ``file:PATH`` or ``tap:aio:PATH`` (both a raw image file;
+    ``phy:`` block devices are refused, as are blktap's other formats);
+    a relative PATH is in ``directory`` (the configuration file's). ``dev``
+    is ``hda`` .. ``hdd`` (an ``ioemu:`` prefix, which xend drops, is
+    accepted), with ``:cdrom`` for a CD-ROM drive (or ``:disk``); ``mode``
+    is ``r``, ``w`` or ``w!``. A fourth field names the back-end domain:
+    only dom0 (0, ``Domain-0`` or empty) serves block devices here."""
+    if not isinstance(entry, str):
+        raise XendError(f"disk entry {entry!r}: a string 'uname,dev,mode'")
+    fields = entry.split(",")
+    if len(fields) not in (3, 4):
+        raise XendError(f"disk entry {entry!r}: expected 'uname,dev,mode' (e.g. "
+                        f"'file:/images/disk.img,hda,w'), got {len(fields)} fields")
+    uname, dev, mode = (f.strip() for f in fields[:3])
+    if len(fields) == 4 and fields[3].strip() not in ("", str(platform.DOM0), DOM0_NAME):
+        raise XendError(f"disk entry {entry!r}: back-end domain {fields[3].strip()!r}: "
+                        f"only dom0 serves block devices here")
+    dev = dev.removeprefix("ioemu:")
+    name, _, kind = dev.partition(":")
+    if not kind:
+        kind = "disk"
+    if kind not in ("disk", "cdrom"):
+        raise XendError(f"disk entry {entry!r}: {dev!r}: the device type is :cdrom or "
+                        f":disk")
+    if name not in IDE_DEVICES:
+        raise XendError(f"disk entry {entry!r}: device {name!r}: qemu-dm's drives are "
+                        f"IDE: {', '.join(IDE_DEVICES)}")
+    if mode not in DISK_MODES:
+        raise XendError(f"disk entry {entry!r}: mode {mode!r}: r (read-only), w "
+                        f"(read-write) or w! (read-write, even if shared)")
+    driver, path = _uname(entry, uname)
+    if path and directory is not None:
+        path = os.path.normpath(os.path.join(directory, path))
+    return Disk(dev=name, kind=kind, mode=mode, path=path, driver=driver)
+
+
+def _uname(entry: str, uname: str) -> tuple[str, str]:
+    if not uname:
+        return "file", ""
+    if uname.startswith("tap:"):
+        driver, _, path = uname[4:].partition(":")
+        if driver != "aio" or not _:
+            raise XendError(f"disk entry {entry!r}: {uname!r}: of blktap's drivers only "
+                            f"tap:aio: (a raw image file) is offered")
+        driver = "tap:aio"
+    else:
+        driver, colon, path = uname.partition(":")
+        if driver == "phy":
+            raise XendError(f"disk entry {entry!r}: {uname!r}: phy: block devices are not "
+                            f"offered; give an image file as file:PATH")
+        if not colon or driver != "file":
+            raise XendError(f"disk entry {entry!r}: {uname!r}: expected file:PATH or "
+                            f"tap:aio:PATH")
+    if not path:
+        raise XendError(f"disk entry {entry!r}: {uname!r} names no file")
+    return driver, path
+
+
+def check_disks(disks: "tuple[Disk, ...]") -> None:
+    """Raise :class:`XendError` unless the drives are distinct and each
+    image can be its drive's medium (:func:`spec.block.check_image`: it
+    exists, is a readable regular file of whole sectors, writable for mode
+    ``w``), as xend checked before it built an HVM domain ("Disk image does
+    not exist", Xen 3.0.4's ``image.py``)."""
+    from spec import block
+    for disk in disks:
+        if disk.path:
+            try:
+                block.check_image(disk.path, disk.kind, disk.writable)
+            except block.ImageError as exc:
+                raise XendError(f"disk {disk.dev}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class DomainConfig:
     """The part of an xm domain configuration that xend acts on."""
@@ -168,6 +312,9 @@ class DomainConfig:
     vncunused: bool = True
     vnclisten: str = platform.VNC_DEFAULT_LISTEN
     vncpasswd: str = ""
+    #: the IDE drives (xm's ``disk`` list, :class:`Disk`): qemu-dm's view of
+    #: the domain's virtual block devices (:mod:`spec.dm_config`)
+    disks: tuple = ()
 
     def __post_init__(self) -> None:
         for key in ("on_poweroff", "on_reboot", "on_crash"):
@@ -195,6 +342,14 @@ class DomainConfig:
         if self.vcpus != 1:
             raise XendError(f"vcpus = {self.vcpus}: this model runs one vcpu per domain")
         check_vnc(self.vncdisplay, self.vnclisten, self.vncpasswd)
+        if not isinstance(self.disks, tuple) or not all(isinstance(d, Disk)
+                                                          for d in self.disks):
+            raise XendError("disks: a tuple of Disk entries")
+        seen = set()
+        for disk in self.disks:
+            if disk.dev in seen:
+                raise XendError(f"disk {disk.dev} is given twice: one image per drive")
+            seen.add(disk.dev)
         if self.vnc and not self.vga:
             raise XendError("vnc = 1 with no VGA (nographic = 1 or vga = 0): there is no "
                             "screen to serve (Xen 3.0.4's xend then started no VNC server); "
@@ -321,7 +476,12 @@ class Xend:
         ``XendDomainInfo.create`` destroys a domain whose construction
         failed. If Xen has already torn it down, no ``VIRQ_DOM_EXC`` is
         coming for it: xend has xenstored forget it (``XS_RELEASE``) and it
-        is destroyed at once. Its name is free again either way."""
+        is destroyed at once. Its name is free again either way.
+
+        Before anything is built, each disk image is checked
+        (:func:`check_disks`) and so is its sharing (:meth:`check_sharing`)."""
+        check_disks(config.disks)
+        self.check_sharing(config)
         domid = self.host.create_domain(config)
         record = ManagedDomain(config, domid)
         self.domains[domid] = record
@@ -333,7 +493,7 @@ class Xend:
         except Exception as exc:
             self.host.destroy(domid)
             try:
-                dm_config.remove_domain(self.xs, domid, config.name)
+                dm_config.remove_domain(self.xs, domid, config.name, config.disks)
             except XenstoreError:
                 pass    # qemu-dm's node, the last removed, was never written
             self._move(record, "dying", f"creation failed: {exc}")
@@ -360,6 +520,31 @@ class Xend:
             if record.live and record.config.name == name:
                 raise XendError(f"a domain named {name!r} already exists (domain "
                                 f"{record.domid})")
+
+    def check_sharing(self, config: DomainConfig) -> None:
+        """Raise :class:`XendError` if an image of ``config`` is one that a
+        live domain (or another drive of the same domain) already uses in a
+        way that excludes it, the check of Xen 3.0.4's hotplug script
+        ``block`` (``check_sharing``): a file may be in read-only use by any
+        number of drives, but a drive of mode ``w`` must be its only user;
+        mode ``w!`` skips the check (the user takes the risk)."""
+        users = [(record, disk) for record in self.domains.values() if record.live
+                 for disk in record.config.disks if disk.path]
+        for n, disk in enumerate(config.disks):
+            if not disk.path or disk.mode == "w!":
+                continue
+            mine = [(None, other) for other in config.disks[:n] if other.path]
+            for record, other in users + mine:
+                if not _same_file(disk.path, other.path) or \
+                        disk.mode == "r" and other.mode == "r":
+                    continue
+                who = (f"domain {record.domid} ({record.config.name})" if record is not None
+                       else "this domain")
+                how = "read-write" if other.mode != "r" else "read-only"
+                want = "read-write" if disk.mode != "r" else "read-only"
+                raise XendError(f"disk {disk.dev}: {disk.path} is in use {how} by {who} as "
+                                f"{other.dev}, and so cannot be used {want} (mode w! "
+                                f"shares it anyway)")
 
     def pause(self, domid: int) -> None:
         """``xm pause``."""
@@ -406,7 +591,8 @@ class Xend:
 
     def _destroy(self, record: "ManagedDomain", reason: str) -> None:
         self.host.destroy(record.domid)
-        dm_config.remove_domain(self.xs, record.domid, record.config.name)
+        dm_config.remove_domain(self.xs, record.domid, record.config.name,
+                                 record.config.disks)
         self._move(record, "dying", reason)
 
     def poll(self) -> bool:
@@ -464,7 +650,8 @@ class Xend:
         clients connect to (``vnclisten``:port, the port read from the
         ``console/vnc-port`` qemu-dm published, :mod:`spec.dm_config`), and
         ``vncdisplay``, the display number (port - 5900); both None until
-        qemu-dm has published its port."""
+        qemu-dm has published its port. A domain with disks has ``disks``
+        (:meth:`disks`)."""
         rows = [{"name": DOM0_NAME, "id": platform.DOM0, "mem": 0, "vcpus": 1,
                  "state": "r-----", "time": 0.0}]
         for record in self.domains.values():
@@ -475,6 +662,8 @@ class Xend:
                          "mem": record.config.memory_mib, "vcpus": record.config.vcpus,
                          "state": _letters(record.state, info),
                          "time": round(info.cpu_seconds, 1) if info else 0.0})
+            if record.config.disks:
+                rows[-1]["disks"] = self.disks(record)
             if record.config.vnc:
                 port = dm_config.vnc_port(self.xs, record.domid) \
                     if record.state not in ("dying", "destroyed") else None
@@ -482,6 +671,50 @@ class Xend:
                     vnc=None if port is None else f"{record.config.vnclisten}:{port}",
                     vncdisplay=None if port is None else port - platform.VNC_BASE_PORT)
         return rows
+
+    def disks(self, record: ManagedDomain) -> list[dict]:
+        """The domain's drives as ``xm list --long`` shows them (Xen 3.0.4's
+        ``BlkifController.getDeviceConfiguration``): ``dev`` with its type
+        (``hda:disk``), ``uname`` (from the back end's ``type`` and
+        ``params`` in XenStore, so that a CD's new medium shows; None for an
+        empty drive) and ``mode``."""
+        rows = []
+        for disk in record.config.disks:
+            _front, back, _nodes = dm_config.disk_entries(record.domid, record.config.name,
+                                                          disk)
+            try:
+                typ, params = self.xs.read(f"{back}/type"), self.xs.read(f"{back}/params")
+            except XenstoreError:               # a domain on its way out
+                typ, params = disk.driver.split(":")[0], disk.uname.split(":", 1)[-1]
+            rows.append({"dev": f"{disk.dev}:{disk.kind}", "mode": disk.mode,
+                         "uname": f"{typ}:{params}" if typ and params else None})
+        return rows
+
+    def block_configure(self, domid: int, disk: Disk) -> None:
+        """``xm block-configure``: put ``disk``'s image (none: eject) in the
+        domain's CD-ROM drive ``disk.dev``. As Xen 3.0.4's
+        ``BlkifController.reconfigureDevice``, only a CD-ROM drive of mode
+        ``r`` can be given a new medium, and only as a CD-ROM of mode ``r``
+        ("Refusing to reconfigure device"); the image is checked first
+        (:func:`check_disks`). xend writes the back end's ``type`` and
+        ``params``, which the domain's qemu-dm watches
+        (:func:`spec.dm_config.change_media`)."""
+        record = self._live(domid, "reconfigure a device of")
+        if record.state not in ("running", "paused", "created"):
+            raise XendError(f"domain {domid} is {record.state}")
+        current = {d.dev: d for d in record.config.disks}.get(disk.dev)
+        if current is None:
+            raise XendError(f"domain {domid} has no drive {disk.dev}")
+        if current.kind != "cdrom" or disk.kind != "cdrom" or disk.mode != "r":
+            raise XendError(f"refusing to reconfigure {disk.dev} ({current.kind}) to "
+                            f"{disk.spec}: only a CD-ROM drive's medium can change, as a "
+                            f"CD-ROM of mode r")
+        if disk.driver != current.driver and disk.path:
+            raise XendError(f"refusing to reconfigure {disk.dev}: its back end is "
+                            f"{current.driver}:, not {disk.driver}:")
+        check_disks((disk,))
+        dm_config.change_media(self.xs, domid, disk.dev, Disk(
+            dev=disk.dev, kind="cdrom", mode="r", path=disk.path, driver=current.driver))
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:
         old = record.state if record.history else "none"
@@ -506,6 +739,13 @@ def _letters(state: str, info: DomainInfo | None) -> str:
         if info.dying:
             flags.add("d")
     return "".join(letter if letter in flags else "-" for letter in STATE_LETTERS)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _key(reason: str) -> str:

@@ -28,6 +28,9 @@ nothing is executed)::
     map_everything = 0
     rtc_base = 1700000000
     boot = 'c'                # the BIOS's boot order: a, c, d (floppy, disk, CD)
+    # IDE drives (Xen 3.0.4's syntax: uname,dev,mode)
+    disk = ['file:disk.img,hda,w',          # a disk image, read-write
+            'file:/isos/cd.iso,hdc:cdrom,r']  # a CD-ROM (',hdc:cdrom,r': empty)
     # qemu-dm's VNC server (Xen 3.0.4's keys and defaults)
     vnc = 1                   # serve the screen, keyboard and mouse over VNC
     vncunused = 1             # the first free display from 0 on (the default);
@@ -50,6 +53,17 @@ character outside letters, digits and ``_-.:/+``, or too long for
 XenStore), and a file that is not text (:func:`decode`: not UTF-8, or
 with a NUL byte).
 
+``disk`` is a list of ``'uname,dev,mode'`` strings
+(:func:`spec.xend.parse_disk`): ``uname`` is ``file:PATH`` or
+``tap:aio:PATH`` (a raw image file; ``phy:`` block devices are refused
+with the reason), or empty for a CD-ROM drive with no medium; ``dev`` is
+``hda`` .. ``hdd``, with ``:cdrom`` for a CD-ROM drive; ``mode`` is ``r``,
+``w`` or ``w!``. A relative PATH is in the configuration file's directory.
+Each image is checked when the file is read (:func:`spec.block.open_image`:
+a missing, unreadable, empty or misshapen image, or a read-only file for
+mode ``w``, is an error naming the file, the line and the key). ``boot``
+orders the drives the BIOS tries (``'dc'``: the CD, then the disk).
+
 ``kernel`` is found the way a user reads the file, wherever xend runs
 (:func:`kernel_path`): a relative path names a file in the configuration
 file's directory; a bare name (no ``/``, no suffix) that is no file there
@@ -65,7 +79,7 @@ import os
 
 from spec.hvmloader import FIRMWARE
 from spec.loader import GUESTS_DIR
-from spec.xend import DomainConfig, XendError, check_name
+from spec.xend import DomainConfig, XendError, check_disks, check_name, parse_disk
 
 #: key -> (the DomainConfig field, the accepted Python types)
 KEYS = {
@@ -89,6 +103,7 @@ KEYS = {
     "vncunused": ("vncunused", (int, bool)),
     "vnclisten": ("vnclisten", (str,)),
     "vncpasswd": ("vncpasswd", (str,)),
+    "disk": ("disks", (list, tuple)),
 }
 #: keys that are read but have no field of their own
 OTHER_KEYS = ("builder", "vga", "stdvga", "nographic", "sdl")
@@ -189,6 +204,8 @@ def parse(text: str, source: str = "<config>",
     if values.get("sdl"):
         raise ConfigFileError(f"{source}:{lines['sdl']}: sdl = 1: hvmspec has no SDL window; "
                               f"use vnc = 1 and a VNC viewer (or sdl = 0)")
+    if "disk" in values:
+        values["disk"] = _disks(values["disk"], source, lines["disk"], directory)
     fields = {KEYS[k][0]: v for k, v in values.items() if k in KEYS}
     for key in FLAGS:
         if key in fields:
@@ -198,3 +215,21 @@ def parse(text: str, source: str = "<config>",
         return DomainConfig(vga=vga, **fields)
     except XendError as exc:
         raise ConfigFileError(f"{source}: {exc}") from None
+
+
+def _disks(entries, source: str, line: int, directory) -> tuple:
+    """The ``disk`` list as :class:`spec.xend.Disk` entries, each image
+    checked (:func:`spec.xend.check_disks`)."""
+    where = None if directory is None else os.fspath(directory)
+    disks = []
+    for entry in entries:
+        try:
+            disks.append(parse_disk(entry, where))
+        except XendError as exc:
+            raise ConfigFileError(f"{source}:{line}: disk: {exc}") from None
+    try:
+        check_disks(tuple(disks))
+        DomainConfig(name="check", disks=tuple(disks))
+    except XendError as exc:
+        raise ConfigFileError(f"{source}:{line}: disk: {exc}") from None
+    return tuple(disks)

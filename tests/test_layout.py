@@ -7,9 +7,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the interface impl may use; spec.physical_cpu is the hardware both engines
 #: run on (how Unicorn is opened, reset and made to load a segment), not behaviour;
 #: spec.devices.vga_font is data (the VGA BIOS's font), spec.hvmloader is the guest loader's firmware half (where the bytes go), and
-#: spec.acpi_tables the ACPI tables it places (bytes built before the guest runs)
+#: spec.acpi_tables the ACPI tables it places (bytes built before the guest runs),
+#: spec.block the image files under the drives (I/O: both engines read and write the
+#: same bytes and refuse the same requests)
 INTERFACE = {"spec.platform", "spec.trace", "spec.loader", "spec.hvmloader", "spec.result",
-             "spec.acpi_tables",
+             "spec.acpi_tables", "spec.block",
              "spec.xend",
              "spec.vectors", "spec.physical_cpu", "spec.xs_client", "spec.dm_config",
              "spec.dom0", "spec.suites.system", "spec.suites.uart",

@@ -64,7 +64,16 @@ def add_parsers(sub) -> None:
     xlist = xsub.add_parser("list", help="list the domains")
     xlist.add_argument("-l", "--long", action="store_true",
                        help="each domain as an S-expression, as xm list --long: its "
-                       "fields and, with vnc = 1, its VNC display's address")
+                       "fields, its drives (device vbd) and, with vnc = 1, its VNC "
+                       "display's address")
+    xblock = xsub.add_parser("block-configure",
+                             help="change a CD-ROM drive's medium (as Xen 3.0.4's xm "
+                             "block-configure DOMAIN BACKDEV FRONTDEV MODE)")
+    xblock.add_argument("domain", help="a domain's name or ID")
+    xblock.add_argument("uname", help="the new image, file:PATH or tap:aio:PATH (a relative "
+                        "PATH is from here); '' to eject")
+    xblock.add_argument("dev", help="the CD-ROM drive, e.g. hdc:cdrom")
+    xblock.add_argument("mode", nargs="?", default="r", help="r (a CD-ROM is read-only)")
     xsub.add_parser("history", help="every lifecycle transition xend made, oldest first "
                     "(hvmspec's; xm log shows the same in xend's log)")
     for name, what in (("pause", "pause a domain"), ("unpause", "unpause a domain"),
@@ -196,6 +205,9 @@ def cmd_xm(args: argparse.Namespace) -> int:
                    "directory": os.path.dirname(os.path.abspath(path))}
     elif args.xm_command in ("list", "history"):
         request = {}
+    elif args.xm_command == "block-configure":
+        request = {"domain": args.domain, "uname": _absolute_uname(args.uname),
+                   "dev": args.dev, "mode": args.mode}
     else:
         request = {"domain": args.domain}
     try:
@@ -227,6 +239,16 @@ def cmd_xm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _absolute_uname(uname: str) -> str:
+    """``file:PATH`` / ``tap:aio:PATH`` with a relative PATH made absolute
+    (xm runs here; xend elsewhere)."""
+    import os
+    for prefix in ("tap:aio:", "file:"):
+        if uname.startswith(prefix) and uname[len(prefix):]:
+            return prefix + os.path.abspath(uname[len(prefix):])
+    return uname
+
+
 def _show(command: str, reply: dict, long: bool = False) -> None:
     """Print a successful reply the way xm does."""
     if command == "list" and long:
@@ -236,6 +258,14 @@ def _show(command: str, reply: dict, long: bool = False) -> None:
                                ("memory", row["mem"]), ("vcpus", row["vcpus"]),
                                ("state", row["state"]), ("cpu_time", row["time"])):
                 print(f"    ({key} {value})")
+            for disk in row.get("disks", ()):
+                print("    (device")
+                print("        (vbd")
+                print(f"            (uname {disk['uname'] or ''})")
+                print(f"            (dev {disk['dev']})")
+                print(f"            (mode {disk['mode']})")
+                print("        )")
+                print("    )")
             if "vnc" in row:
                 display = row["vncdisplay"]
                 print(f"    (vnc {row['vnc'] or 'none'})")
@@ -246,6 +276,8 @@ def _show(command: str, reply: dict, long: bool = False) -> None:
         for row in reply["domains"]:
             print(f"{row['name']:<32} {row['id']:>5} {row['mem']:>5} {row['vcpus']:>5} "
                   f"{row['state']:>10} {row['time']:>8.1f}")
+    elif command == "block-configure":
+        pass                                    # xm prints nothing
     elif command == "create":
         print(f"Started domain {reply['name']} (id={reply['domid']})")
     elif command == "console":

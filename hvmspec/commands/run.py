@@ -103,6 +103,16 @@ def add_parsers(sub) -> None:
     run.add_argument("--vnc-password", metavar="PASSWORD",
                      help="with --vnc: VNC authentication with PASSWORD (at most 8 "
                      "characters); clients that do not know it are dropped")
+    run.add_argument("--disk", metavar="FILE[,MODE]", action="append", default=[],
+                     help="a raw disk image as an IDE disk: the first is hda, a second hdb; "
+                          "MODE w (the default: the guest's writes go to the file), r "
+                          "(read-only) or w! (xm's disk = ['file:FILE,hda,w'])")
+    run.add_argument("--cdrom", metavar="FILE",
+                     help="a raw CD-ROM image (ISO 9660, 2048-byte sectors) as the IDE "
+                          "CD-ROM drive hdc, read-only; '' for the drive with no medium")
+    run.add_argument("--boot", metavar="ORDER", default="c",
+                     help="the BIOS's boot order, one to three of a (floppy), c (hard disk), "
+                          "d (CD-ROM); default c (xm's boot)")
     run.add_argument("--no-status", dest="status", action="store_false",
                      help="on a terminal, no live status line (instructions, exits, virtual "
                      "time, rate) while the guest runs")
@@ -156,6 +166,40 @@ def _vnc_options(args: argparse.Namespace) -> dict:
             "vncpasswd": args.vnc_password or ""}
 
 
+def _disk_options(args: argparse.Namespace) -> dict:
+    """The domain configuration's ``disks`` and ``boot`` for ``--disk``,
+    ``--cdrom`` and ``--boot``; each image checked now
+    (:func:`spec.xend.check_disks`), so that a bad one is a usage error
+    before anything runs."""
+    import os
+
+    from spec.xend import Disk, XendError, check_disks
+    if not platform.valid_boot_order(args.boot):
+        raise UsageError(f"--boot {args.boot!r}: one to three of a (floppy), c (hard disk), "
+                         f"d (CD-ROM), e.g. dc")
+    if len(args.disk) > 2:
+        raise UsageError(f"--disk given {len(args.disk)} times: at most 2 (hda and hdb; "
+                         f"hdc is the CD-ROM drive)")
+    disks = []
+    for dev, given in zip(("hda", "hdb"), args.disk):
+        path, comma, mode = given.rpartition(",")
+        if not comma or mode not in ("r", "w", "w!"):
+            path, mode = given, "w"
+        if not path:
+            raise UsageError("--disk: give an image file")
+        disks.append(("--disk", Disk(dev=dev, kind="disk", mode=mode,
+                                     path=os.path.abspath(path))))
+    if args.cdrom is not None:
+        disks.append(("--cdrom", Disk(dev="hdc", kind="cdrom", mode="r",
+                                      path=os.path.abspath(args.cdrom) if args.cdrom else "")))
+    for option, disk in disks:
+        try:
+            check_disks((disk,))
+        except XendError as exc:
+            raise UsageError(f"{option} {disk.path}: {str(exc).split(': ', 2)[-1]}") from None
+    return {"boot": args.boot, "disks": tuple(disk for _o, disk in disks)}
+
+
 #: --vnc without --max-instructions: no budget to speak of (xend's, 10**15)
 VNC_MAX_INSTRUCTIONS = 10 ** 15
 
@@ -194,6 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.screenshot is not None:
         output_path(args.screenshot, "--screenshot", suffixes=(".png",))
     vnc_options = _vnc_options(args)
+    disk_options = _disk_options(args)
     image = _guest_image(args)
     if args.max_instructions is None and vnc_options:
         args.max_instructions = VNC_MAX_INSTRUCTIONS
@@ -247,7 +292,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         device_model = {"device_model_bits": args.dm_bits,
                         "mapcache_budget": args.mapcache_budget,
-                        "map_everything": args.map_everything, **vnc_options}
+                        "map_everything": args.map_everything, **vnc_options,
+                        **disk_options}
         terminal.start()
         result = runner(args.engine)(image, memory_mib=args.memory,
                                      max_instructions=args.max_instructions,
@@ -278,6 +324,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = result.summary()
         if script is not None:
             summary["serial_script"] = {"done": unfinished is None, "error": unfinished}
+        if disk_options["disks"] or args.boot != "c":   # the drives, as xm list shows them
+            summary.update(boot=args.boot, disks=[
+                {"dev": f"{d.dev}:{d.kind}", "uname": d.uname or None, "mode": d.mode}
+                for d in disk_options["disks"]])
         print(json.dumps(summary))
     else:
         human.flush()
