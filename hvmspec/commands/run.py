@@ -109,7 +109,8 @@ def add_parsers(sub) -> None:
                           "(read-only) or w! (xm's disk = ['file:FILE,hda,w'])")
     run.add_argument("--cdrom", metavar="FILE",
                      help="a raw CD-ROM image (ISO 9660, 2048-byte sectors) as the IDE "
-                          "CD-ROM drive hdc, read-only; '' for the drive with no medium")
+                          "CD-ROM drive hdc, read-only; '' for the drive with no medium; "
+                          "@linux.iso or @memtest.iso: the CD hvmspec builds")
     run.add_argument("--boot", metavar="ORDER", default="c",
                      help="the BIOS's boot order, one to three of a (floppy), c (hard disk), "
                           "d (CD-ROM); default c (xm's boot)")
@@ -189,6 +190,12 @@ def _disk_options(args: argparse.Namespace) -> dict:
             raise UsageError("--disk: give an image file")
         disks.append(("--disk", Disk(dev=dev, kind="disk", mode=mode,
                                      path=os.path.abspath(path))))
+    if args.cdrom is not None and args.cdrom.startswith("@"):   # a CD hvmspec builds
+        from hvmspec.linux_iso import LinuxIsoUnavailable, resolve_artifacts
+        try:
+            args.cdrom = resolve_artifacts(f"file:{args.cdrom}", "--cdrom")[len("file:"):]
+        except LinuxIsoUnavailable as exc:
+            raise UsageError(str(exc).replace("--cdrom:1: ", "--cdrom ")) from None
     if args.cdrom is not None:
         disks.append(("--cdrom", Disk(dev="hdc", kind="cdrom", mode="r",
                                       path=os.path.abspath(args.cdrom) if args.cdrom else "")))
