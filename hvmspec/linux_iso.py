@@ -517,19 +517,23 @@ ARTIFACTS = {"linux.iso": linux_iso, "memtest.iso": memtest_iso}
 _ARTIFACT = re.compile(r"(?<=file:)@([^,'\"\s]*)")
 
 
-def resolve_artifacts(text: str, source: str = "<config>") -> str:
+def resolve_artifacts(text: str, source: str = "<config>", path_of=None) -> str:
     """An xm configuration's text with each ``file:@NAME`` (a disk whose
     image hvmspec builds: ``@linux.iso``, ``@memtest.iso``) replaced by the
     built file's path, built first if the cache has none. The bundled
     ``guests/configs/linux.cfg`` names its CD so: the CD's path depends on
     the cache and the packages' versions, so no file can spell it.
-    :class:`LinuxIsoUnavailable` names the file, the line and why."""
+    :class:`LinuxIsoUnavailable` names the file, the line and why.
+    ``path_of(NAME)``, if given, gives the path instead of building (the
+    documentation lists the configuration without building its CD)."""
     def one(match: re.Match) -> str:
         name = match.group(1)
         line = text.count("\n", 0, match.start()) + 1
         if name not in ARTIFACTS:
             raise LinuxIsoUnavailable(f"{source}:{line}: @{name}: no such built image "
                                       f"(known: {', '.join('@' + a for a in ARTIFACTS)})")
+        if path_of is not None:
+            return path_of(name)
         try:
             return ARTIFACTS[name]().iso
         except LinuxIsoUnavailable as exc:
