@@ -380,3 +380,154 @@ def guest_line_times(qemu: str, rom: bytes, workdir: Path, lines: tuple[str, ...
         proc.kill()
         proc.wait()
     return times
+
+
+# --- an operating system on QEMU, driven by a serial script ------------------------------
+
+#: the shape of hvmspec's platform for a 64-bit operating system from a CD:
+#: the pc machine without an APIC (Xen 3.0.4's CPUID clears it; qemu64 for
+#: long mode), without HPET (Xen 3.0.4's platform has none: Linux would use
+#: it as its clock event device), 128 MiB, the std VGA, COM1 given by the
+#: caller, the CD as the secondary master (hdc), booted from CD
+OS_MACHINE = ["-machine", "pc,hpet=off", "-accel", "tcg", "-cpu", "qemu64,-apic", "-m", "128",
+              "-nodefaults", "-display", "none", "-no-reboot", *STD_VGA, "-boot", "d"]
+#: the firmware of an operating system's run, by name: SeaBIOS (its own VGA
+#: BIOS as the std VGA's option ROM) or rombios with the LGPL VGA BIOS
+#: placed as hvmloader placed it (FACTS)
+OS_FIRMWARE = {
+    "seabios": ["-bios", "/usr/share/seabios/bios.bin", "-device",
+                f"VGA,romfile={SEABIOS_VGABIOS},vgamem_mb=8,mmio=off"],
+    "rombios": ["-bios", "/usr/share/bochs/BIOS-bochs-latest", *STD_VGA,
+                "-device", f"loader,file={VGABIOS[0]},addr=0xc0000,force-raw=on"],
+}
+
+
+@dataclass
+class ScriptRun:
+    """What :func:`run_serial_script` saw: COM1's output, the host seconds
+    from QEMU's start at which each ``expect`` matched (its ``file:line``
+    and text), how QEMU ended (QMP's SHUTDOWN reason, e.g.
+    ``guest-shutdown`` for ACPI's S5, ``guest-reset``, or None if it was
+    killed) and when."""
+
+    serial: str
+    matched: list[tuple[str, str, float]]
+    shutdown: str | None
+    seconds: float
+    status: int | None
+
+
+def os_args(firmware: str, iso: str) -> list[str]:
+    """QEMU's options for booting the CD ``iso`` with ``firmware`` (a key
+    of :data:`OS_FIRMWARE`) on :data:`OS_MACHINE`; the std VGA is given
+    once, with the firmware's ROM."""
+    machine = [a for a in OS_MACHINE if a not in STD_VGA]
+    return [*machine, *OS_FIRMWARE[firmware], "-drive",
+            f"file={iso},if=ide,index=2,media=cdrom,readonly=on"]
+
+
+def run_serial_script(qemu: str, args: list[str], steps, workdir: Path, *,
+                      end_timeout: float = 60.0) -> ScriptRun:
+    """Run ``qemu`` with ``args``, COM1 on a Unix socket that the script
+    ``steps`` (:func:`hvmspec.serial_script.parse`) reads and types into,
+    QMP on another; after the script's last step, wait up to
+    ``end_timeout`` seconds for QEMU to end (a script that ends with
+    ``send poweroff``). :class:`hvmspec.serial_script.ScriptError` naming
+    the ``expect`` that did not match in its timeout, or was still waiting
+    when QEMU ended, with the output's end."""
+    import json
+    import selectors
+
+    from hvmspec.serial_script import ScriptError, ScriptLine
+
+    com1, qmp_path = workdir / "com1.sock", workdir / "qmp.sock"
+    for path in (com1, qmp_path):
+        path.unlink(missing_ok=True)
+    argv = [qemu, *args, "-chardev", f"socket,id=com1,path={com1},server=on,wait=on",
+            "-serial", "chardev:com1", "-qmp", f"unix:{qmp_path},server=on,wait=off"]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    script = ScriptLine(list(steps))
+    output = bytearray()
+    matched: list[tuple[str, str, float]] = []
+    shutdown = None
+
+    def connect(path: Path) -> socket.socket:
+        while True:
+            sock = socket.socket(socket.AF_UNIX)
+            try:
+                sock.connect(str(path))
+                return sock
+            except OSError:
+                sock.close()
+                if proc.poll() is not None:
+                    raise ScriptError(f"QEMU ended (status {proc.returncode}) before its "
+                                      f"COM1 socket: "
+                                      f"{proc.stderr.read().decode(errors='replace')}") from None
+                if time.perf_counter() - started > 30:
+                    raise ScriptError(f"no QEMU socket at {path}") from None
+                time.sleep(0.02)
+
+    serial = qmp = None
+    try:
+        serial = connect(com1)
+        qmp = connect(qmp_path)
+        qmp.sendall(b'{"execute": "qmp_capabilities"}\n')
+        serial.sendall(script.start())
+        selector = selectors.DefaultSelector()
+        selector.register(serial, selectors.EVENT_READ, "serial")
+        selector.register(qmp, selectors.EVENT_READ, "qmp")
+        qmp_buffer = b""
+        since = time.perf_counter()
+        open_socks = 2
+        while open_socks:
+            step = script.waiting
+            now = time.perf_counter()
+            limit = step.timeout if step is not None else end_timeout
+            if now - since > limit:
+                tail = output[-600:].decode("latin-1")
+                what = (f"serial script: {step.describe()} did not match in {limit:g} s"
+                        if step is not None else
+                        f"QEMU did not end within {limit:g} s of the script's end")
+                raise ScriptError(f"{what}; COM1 ended with: {tail!r}")
+            for key, _ in selector.select(timeout=0.05):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    selector.unregister(key.fileobj)
+                    open_socks -= 1
+                    continue
+                if key.data == "qmp":
+                    qmp_buffer += data
+                    *lines, qmp_buffer = qmp_buffer.split(b"\n")
+                    for line in lines:
+                        message = json.loads(line) if line.strip() else {}
+                        if message.get("event") == "SHUTDOWN":
+                            shutdown = message.get("data", {}).get("reason")
+                    continue
+                for byte in data:
+                    output.append(byte)
+                    answer = script.output(byte)
+                    if len(script.matched) > len(matched):
+                        step_done = script.matched[-1][0]
+                        matched.append((step_done.where, step_done.data.decode("latin-1"),
+                                        time.perf_counter() - started))
+                        since = time.perf_counter()
+                    if answer:
+                        serial.sendall(answer)
+            if proc.poll() is not None and not selector.select(timeout=0):
+                break
+        status = proc.wait(timeout=10)
+        if script.waiting is not None:
+            raise ScriptError(script.unfinished(
+                f"QEMU ended, status {status}, shutdown {shutdown}") +
+                f"; COM1 ended with: {output[-600:].decode('latin-1')!r}")
+    finally:
+        for sock in (serial, qmp):
+            if sock is not None:
+                sock.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    return ScriptRun(output.decode("latin-1"), matched, shutdown,
+                     time.perf_counter() - started, proc.returncode)

@@ -69,6 +69,11 @@ class AcpiPm:
                     self.power_off()
 
 
+def _script_start(source) -> bytes:
+    start = getattr(source, "start", None)     # a serial script's first sends
+    return start() if start is not None else b""
+
+
 class QemuDm:
     """The device model of one domain."""
 
@@ -89,7 +94,8 @@ class QemuDm:
         self.kick = False
         clock = libxc.clock_ns
         self.uart = Uart(emit, lambda level: self.set_irq(platform.IRQ_COM1, level), clock,
-                         serial_input)
+                         serial_input + _script_start(serial_source))
+        self.uart.responder = getattr(serial_source, "on_output", None)
         self._ports: dict | None = None          # port -> (base, device), from devices
         self._parts: dict = {}                   # (device, access size) -> the size it takes
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,

@@ -49,6 +49,7 @@ class Uart:
         self.feed = deque(data)
         self.arrival: int | None = None
         self.quiet_until: int | None = None
+        self.responder: Callable[[int], bytes] | None = None   # a serial script
 
     # the clock ---------------------------------------------------------------------------
 
@@ -211,6 +212,10 @@ class Uart:
             self._take(value, self.clock())
         else:
             self.emit(trace.SerialOut.of(port="com1", byte=value))
+            if self.responder is not None:
+                answer = self.responder(value)
+                if answer:
+                    self.typed(answer)
         self.thre_int = True
         self._sync()
 

@@ -152,6 +152,13 @@ class QemuDmHost(Protocol):
     def frames(self, gpa: int, length: int) -> int: ...
 
 
+def _script_start(source) -> bytes:
+    """What a serial script types before any output (its sends before the
+    first ``expect``): COM1's input from the start, as ``--serial-input``'s."""
+    start = getattr(source, "start", None)
+    return start() if start is not None else b""
+
+
 class QemuDm:
     """The device model of domain ``domid``."""
 
@@ -180,7 +187,10 @@ class QemuDm:
         self.send_event = False
         self.bus = PortBus(emit)
         self.uart = Uart16550("com1", emit, irq=lambda level: self.set_irq(platform.IRQ_COM1, level),
-                              clock=host.clock_ns, input=serial_input)
+                              clock=host.clock_ns,
+                              input=serial_input + _script_start(serial_source))
+        # a serial script answers COM1's output as it leaves
+        self.uart.responder = getattr(serial_source, "on_output", None)
         if config.serial:
             self.bus.register(platform.COM1_BASE, 8, self.uart)
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)

@@ -194,6 +194,13 @@ def cmd_xm(args: argparse.Namespace) -> int:
         except ConfigFileError as exc:
             error(str(exc))
             return EXIT_USAGE
+        if "file:@" in text:            # a disk image hvmspec builds (hvmspec.linux_iso)
+            from hvmspec.linux_iso import LinuxIsoUnavailable, resolve_artifacts
+            try:
+                text = resolve_artifacts(text, str(path))
+            except LinuxIsoUnavailable as exc:
+                error(str(exc))
+                return EXIT_USAGE
         request = {"config": text, "source": str(path), "paused": args.paused,
                    "directory": os.path.dirname(os.path.abspath(path))}
     elif args.xm_command in ("list", "history"):

@@ -64,11 +64,18 @@ def add_parsers(sub) -> None:
                      f"{platform.DEFAULT_MAX_INSTRUCTIONS:,}; with --firmware "
                      f"{platform.FIRMWARE_MAX_INSTRUCTIONS:,}, enough for the BIOS's POST: "
                      "halted waits cost no wall time)")
-    run.add_argument("--serial-input", metavar="FILE", type=Path,
+    serial = run.add_mutually_exclusive_group()
+    serial.add_argument("--serial-input", metavar="FILE", type=Path,
                      help="bytes for COM1's receiver; they arrive one character time apart "
                      "while the guest holds RTS. '-': the terminal (or a pipe) as a live "
                      "line, each key sent as typed; the run then waits for input instead "
                      "of ending while the guest waits")
+    serial.add_argument("--serial-script", metavar="FILE", type=Path,
+                        help="type on COM1 as the script FILE says, each line after the output "
+                        "it waits for: 'expect TEXT', 'send TEXT' (TEXT and Enter), 'type "
+                        "TEXT', 'timeout SECONDS' (QEMU only); the answers reach COM1 at the "
+                        "virtual time of the output they wait for, so runs are repeatable. "
+                        "The run fails (exit 1) naming the expect still waiting when it ends")
     run.add_argument("--dm-bits", type=int, choices=(32, 64), default=32,
                      help="qemu-dm's word size: its mapcache buckets are 64 KiB (32) or "
                      "1 MiB (64) (default %(default)s)")
@@ -103,7 +110,8 @@ def add_parsers(sub) -> None:
                           "(read-only) or w! (xm's disk = ['file:FILE,hda,w'])")
     run.add_argument("--cdrom", metavar="FILE",
                      help="a raw CD-ROM image (ISO 9660, 2048-byte sectors) as the IDE "
-                          "CD-ROM drive hdc, read-only; '' for the drive with no medium")
+                          "CD-ROM drive hdc, read-only; '' for the drive with no medium; "
+                          "@linux.iso or @memtest.iso: the CD hvmspec builds")
     run.add_argument("--boot", metavar="ORDER", default="c",
                      help="the BIOS's boot order, one to three of a (floppy), c (hard disk), "
                           "d (CD-ROM); default c (xm's boot)")
@@ -183,6 +191,12 @@ def _disk_options(args: argparse.Namespace) -> dict:
             raise UsageError("--disk: give an image file")
         disks.append(("--disk", Disk(dev=dev, kind="disk", mode=mode,
                                      path=os.path.abspath(path))))
+    if args.cdrom is not None and args.cdrom.startswith("@"):   # a CD hvmspec builds
+        from hvmspec.linux_iso import LinuxIsoUnavailable, resolve_artifacts
+        try:
+            args.cdrom = resolve_artifacts(f"file:{args.cdrom}", "--cdrom")[len("file:"):]
+        except LinuxIsoUnavailable as exc:
+            raise UsageError(str(exc).replace("--cdrom:1: ", "--cdrom ")) from None
     if args.cdrom is not None:
         disks.append(("--cdrom", Disk(dev="hdc", kind="cdrom", mode="r",
                                       path=os.path.abspath(args.cdrom) if args.cdrom else "")))
@@ -255,6 +269,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             serial_input = args.serial_input.read_bytes()
         except OSError as exc:
             raise GuestError(f"--serial-input {args.serial_input}: {exc.strerror}") from None
+    script = None
+    if args.serial_script is not None:
+        from hvmspec.serial_script import EngineScript, ScriptError, load as load_script
+        try:
+            serial_input = script = EngineScript(load_script(args.serial_script))
+        except ScriptError as exc:
+            raise GuestError(str(exc)) from None
     status = (args.status and not args.json and line is None and human.isatty())
     control = RunControl(watched=status)
     terminal = _Terminal(args.display if not args.json else "off", human,
@@ -304,8 +325,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if until is not None and until.seen_in is not None and control.reason == _Until.REASON:
         result.exit = until.fate(result.exit, result.instructions)
     interrupted = result.exit.get("reason") == "interrupted"
+    unfinished = None
+    if script is not None and not script.script.done:
+        unfinished = script.script.unfinished(f"the run ended: {result.exit.get('reason')}")
     if args.json:
         summary = result.summary()
+        if script is not None:
+            summary["serial_script"] = {"done": unfinished is None, "error": unfinished}
         if disk_options["disks"] or args.boot != "c":   # the drives, as xm list shows them
             summary.update(boot=args.boot, disks=[
                 {"dev": f"{d.dev}:{d.kind}", "uname": d.uname or None, "mode": d.mode}
@@ -326,8 +352,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(_firmware_report(result.exit), file=sys.stderr)
         if args.stats:
             print(_stats_text(result), file=human)
+    if unfinished is not None and not interrupted:
+        print(f"hvmspec: {unfinished}", file=sys.stderr)
     if interrupted:
         return OPERATOR.exit_code
+    if unfinished is not None and result.exit.get("reason") != "until":
+        return EXIT_NO
     if until is not None:
         return EXIT_OK if result.exit.get("reason") == "until" else EXIT_NO
     return EXIT_OK if result.exit.get("reason") == "poweroff" else EXIT_NO

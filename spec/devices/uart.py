@@ -119,6 +119,11 @@ time apart until the FIFO is full. Without FIFOs every read of RBR starts
 the character afresh (the model before FIFOs existed; kept so that the
 timing of existing guests does not change). A character that arrives
 while the UART is in loopback is not taken (it stays in ``input``).
+**A script at the other end.** A responder (``hvmspec run
+--serial-script``) sees each byte as it leaves THR and may answer: the
+answer is fed to the sender at that moment, the virtual time of the
+guest's write, as if typed then (then it arrives as above). Input so
+paced depends only on the guest's output, so both engines see it alike.
 The arrival and timeout times are the UART's timer deadlines
 (:meth:`Uart16550.next_deadline`); at the same instant an arrival comes
 before a timeout.
@@ -183,6 +188,9 @@ class Uart16550:
         self.level = 0
         self.rx_deadline: int | None = None
         self.timeout_deadline: int | None = None
+        #: the line's other end answering output (a serial script): called
+        #: with each byte that leaves; what it returns is fed to the sender
+        self.responder: Callable[[int], bytes] | None = None
 
     # --- register access -------------------------------------------------------------
 
@@ -283,6 +291,10 @@ class Uart16550:
         else:
             self.output.append(value)
             self.emit(trace.SerialOut(port=self.port, byte=value))
+            if self.responder is not None:
+                answer = self.responder(value)
+                if answer:
+                    self.feed(answer)
         self.thr_pending = True             # THR empty again at once
         self._update()
 

@@ -1,0 +1,628 @@
+"""A bootable CD of Debian's Linux kernel with a busybox userland, built
+from Debian's packages at test time and cached: the operating system that
+hvmspec's engines and QEMU boot to a shell prompt on COM1 (issue 21).
+
+Room: tool. :func:`linux_iso` builds (or finds in the cache) the Linux CD
+and :func:`memtest_iso` the memtest86+ CD; ``python -m hvmspec.linux_iso
+--json`` builds both and prints their paths, the packages' versions and
+the kernel command line. Imports nothing of the model.
+
+**Packages.** Five Debian packages, by name (:data:`PACKAGES`):
+``linux-image-amd64`` (a metapackage: its ``Depends`` names the kernel's
+real package, whose ``/boot/vmlinuz-*`` and ``/lib/modules/*`` are used),
+``busybox-static`` (``/bin/busybox``, the whole userland), ``isolinux``
+(``isolinux.bin``, the CD's El Torito boot image), ``syslinux-common``
+(``ldlinux.c32``, the rest of isolinux) and ``memtest86+``. A package
+installed on this machine at the version apt would fetch is taken from
+the system's files; otherwise ``apt-get download`` fetches its ``.deb``
+into the cache and ``dpkg-deb -x`` unpacks it there (no root install: the
+kernel's package would pull in initramfs-tools and run its hooks). The
+versions come from apt's local lists (``apt-cache show``); with no lists
+and nothing cached, or no network and nothing cached, the builder raises
+:class:`LinuxIsoUnavailable` with the reason (tests skip on it, and fail
+under ``HVMSPEC_REQUIRE_PEERS=1`` as for the other peers).
+
+**Cache.** ``$HVMSPEC_CACHE/linux`` (or ``~/.cache/hvmspec/linux``): the
+``.deb`` files and their unpacked trees under ``debs/``, and each CD under
+a key: the SHA-256 of the recipe (the texts that go into the CD: the init
+script, the kernel command line, the isolinux configuration, the module
+list, and :data:`RECIPE_VERSION` for the way they are put together) and
+the packages' versions. A new kernel in Debian or a change of recipe is a
+new CD (the older one is removed); the same ones are the same file, built
+once.
+
+**The CD.** ISO 9660 with El Torito "no emulation" boot of isolinux
+(``xorriso -as mkisofs -b isolinux/isolinux.bin -c isolinux/boot.cat
+-no-emul-boot -boot-load-size 4 -boot-info-table``), which loads
+``/boot/vmlinuz`` and ``/boot/initrd.gz`` with :data:`KERNEL_CMDLINE` at
+once (no prompt, no timeout, no menu: isolinux reads nothing from the
+keyboard or COM1, so keys typed early reach nobody but the kernel's UART).
+The files' times are fixed (``SOURCE_DATE_EPOCH``), so the same inputs give
+the same bytes.
+
+**The initramfs.** A gzip'd ``newc`` cpio archive written here (no
+``cpio`` tool needed, device nodes without root): busybox as ``/bin/busybox``
+with ``/bin/sh``, ``/init`` (:data:`INIT`), ``/etc/inittab``
+(:data:`INITTAB`), ``/etc/profile`` (the prompt), ``/dev/console`` (the
+kernel opens it for init's standard streams before any ``/dev`` is
+mounted) and the CD's modules (:data:`MODULES` and what they depend on,
+decompressed if the package has them as ``.ko.xz`` or ``.ko.zst``), loaded
+by ``/init`` in dependency order. Debian's package has no ``modules.dep``
+(``depmod`` makes it at install time), so the order comes from each
+module's own ``depends=`` (its ``.modinfo`` section), as ``depmod`` reads it.
+
+``/init`` mounts ``/proc``, ``/sys`` and ``/dev`` (devtmpfs), loads the
+modules, waits (at most 10 s) for the CD's block device ``/dev/sr0``
+(the SCSI scan of the ATA ports runs asynchronously), prints
+:data:`MARKER` with what it found and hands over to busybox's ``init``
+(PID 1), which starts the shell on ``ttyS0`` with the prompt
+:data:`PROMPT` and restarts it if it exits. Busybox ``init`` as PID 1 is
+what makes a plain ``poweroff`` work: the command signals PID 1, which
+runs the shutdown, kills the processes and asks the kernel to power off
+(``reboot(RB_POWER_OFF)``: ACPI S5 through the FADT's PM1 control
+register); ``poweroff -f`` asks the kernel at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: the Debian packages the CDs are made of
+PACKAGES = ("linux-image-amd64", "busybox-static", "isolinux", "syslinux-common", "memtest86+")
+
+#: The kernel's command line, one option a line with its reason:
+KERNEL_OPTIONS = (
+    # COM1 is the console: the whole log and the shell are on the serial line
+    # (hvmspec's COM1 is what a test reads); 115200 8N1 as a terminal expects.
+    "console=ttyS0,115200n8",
+    # The same log from the first lines of setup, before the real console
+    # registers: a boot that dies early on an engine still says where.
+    "earlyprintk=serial,ttyS0,115200",
+    # Xen 3.0.4's HVM platform has no I/O APIC (its interrupts are the 8259
+    # pair's): do not look for one, even where QEMU's MP/ACPI tables list one.
+    "noapic",
+    # ... and no local APIC (the CPUID Xen 3.0.4 gives clears the APIC bit):
+    # the kernel must not enable one from MSRs or tables; its timer is the
+    # PIT on IRQ 0.
+    "nolapic",
+    # Trust the TSC: no clocksource watchdog comparing it with the PIT/ACPI
+    # timer every 0.5 s, whose verdict ("TSC unstable") depends on how QEMU's
+    # TCG paces its clocks against the host's, not on the guest.
+    "tsc=reliable",
+    # No address randomisation: KASLR seeds the kernel's physical and virtual
+    # placement (and its memory regions' bases) from RDTSC, RDRAND and the
+    # PIT, so every boot would lay memory out anew and the logs would differ
+    # by the addresses they print; the engines' boots are to be repeatable.
+    "nokaslr",
+    # Every message but KERN_DEBUG on the console (Debian's default is 7
+    # already; "quiet" would make it 4): the full log is what is compared,
+    # line by line, between engines and QEMU. Debug messages are left out:
+    # they follow dynamic-debug settings, not the platform.
+    "loglevel=7",
+    # A panic reboots at once (with QEMU's -no-reboot: QEMU ends), so a boot
+    # that fails ends instead of hanging until a test's timeout.
+    "panic=-1",
+)
+KERNEL_CMDLINE = " ".join(KERNEL_OPTIONS)
+
+#: what /init prints once the modules are in, and before the shell starts
+MARKER = "hvmspec-linux: init"
+#: the shell's prompt (a string that no kernel message contains)
+PROMPT = "hvmspec-linux# "
+
+#: the modules the CD needs: the PIIX IDE controller (and the generic ATA
+#: driver, for a controller ata_piix does not claim), the ATAPI CD as SCSI
+#: device sr0, and its ISO 9660 file system; what they depend on comes too
+MODULES = ("ata_piix", "ata_generic", "sr_mod", "isofs")
+
+INIT = f"""#!/bin/sh
+# hvmspec's Linux CD: the first process; mounts, loads the CD's modules,
+# then hands over to busybox init (see hvmspec/linux_iso.py)
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/order); do
+    insmod /lib/modules/$m.ko || echo "hvmspec-linux: insmod $m failed"
+done
+n=0
+while [ ! -b /dev/sr0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+if [ -b /dev/sr0 ]; then cd=sr0; else cd=none; fi
+echo "{MARKER}: modules $(cat /lib/modules/order | tr '\\n' ' ')cd $cd"
+exec /bin/busybox init
+"""
+
+INITTAB = """\
+ttyS0::respawn:-/bin/sh
+::shutdown:/bin/echo hvmspec-linux: shutdown
+"""
+
+PROFILE = f"""export PS1='{PROMPT}'
+export PATH=/bin
+"""
+
+ISOLINUX_CFG = f"""default linux
+prompt 0
+timeout 0
+label linux
+  kernel /boot/vmlinuz
+  initrd /boot/initrd.gz
+  append {KERNEL_CMDLINE}
+"""
+
+MEMTEST_CFG = """default memtest
+prompt 0
+timeout 0
+label memtest
+  linux /boot/memtest.bin
+"""
+
+#: the fixed time of every file in the CDs and the initramfs
+SOURCE_DATE_EPOCH = 0
+
+
+class LinuxIsoUnavailable(RuntimeError):
+    """The CD cannot be built here (no apt lists, no network, no xorriso);
+    the message says which and what to do."""
+
+
+@dataclass
+class Built:
+    """A built CD: its path, its size in bytes, the packages' versions and
+    the kernel command line."""
+
+    iso: str
+    size: int
+    versions: dict[str, str]
+    cmdline: str
+    kernel: str = ""
+    initrd_size: int = 0
+    modules: tuple[str, ...] = ()
+
+
+def cache_dir() -> Path:
+    """Where the packages and CDs are kept: ``$HVMSPEC_CACHE/linux``, or
+    ``~/.cache/hvmspec/linux`` (``$XDG_CACHE_HOME`` if set)."""
+    base = os.environ.get("HVMSPEC_CACHE")
+    root = Path(base) if base else Path(os.environ.get(
+        "XDG_CACHE_HOME", Path.home() / ".cache")) / "hvmspec"
+    return root / "linux"
+
+
+def _run(argv: list[str], what: str, cwd: Path | None = None) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=600)
+    except FileNotFoundError:
+        raise LinuxIsoUnavailable(f"{what}: {argv[0]} is not installed") from None
+    if proc.returncode != 0:
+        raise LinuxIsoUnavailable(f"{what}: {' '.join(argv)} failed: "
+                                  f"{(proc.stderr or proc.stdout).strip()[-400:]}")
+    return proc.stdout
+
+
+def _candidate(package: str) -> tuple[str, str]:
+    """(version, Depends) of the version apt would install, from apt's
+    local lists."""
+    out = _run(["apt-cache", "show", "--no-all-versions", package],
+               f"no version of {package} in apt's lists (run apt-get update)")
+    fields = {}
+    for line in out.splitlines():
+        if ":" in line and not line.startswith(" "):
+            key, value = line.split(":", 1)
+            fields.setdefault(key, value.strip())
+    if "Version" not in fields:
+        raise LinuxIsoUnavailable(f"no version of {package} in apt's lists "
+                                  "(run apt-get update)")
+    return fields["Version"], fields.get("Depends", "")
+
+
+def resolve() -> dict[str, str]:
+    """The package of each of :data:`PACKAGES` to use and its version;
+    ``linux-image-amd64`` is replaced by the kernel package it depends on."""
+    versions = {}
+    for package in PACKAGES:
+        version, depends = _candidate(package)
+        if package == "linux-image-amd64":
+            kernel = next((d.split()[0] for d in depends.split(",")
+                           if d.strip().startswith("linux-image-")), None)
+            if kernel is None:
+                raise LinuxIsoUnavailable(f"{package} {version} names no kernel package")
+            package = kernel
+            version, _ = _candidate(kernel)
+        versions[package] = version
+    return versions
+
+
+def _installed(package: str) -> str | None:
+    proc = subprocess.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", package],
+                          capture_output=True, text=True)
+    words = proc.stdout.split()
+    if proc.returncode == 0 and words[:3] == ["install", "ok", "installed"]:
+        return words[3]
+    return None
+
+
+def unpack(package: str, version: str, debs: Path) -> Path:
+    """The root of ``package``'s files at ``version``: ``/`` if it is
+    installed so, else its ``.deb`` fetched and unpacked under ``debs``."""
+    if _installed(package) == version:
+        return Path("/")
+    tree = debs / f"{package}_{version.replace(':', '%3a')}"
+    if (tree / ".unpacked").exists():
+        return tree
+    debs.mkdir(parents=True, exist_ok=True)
+    deb = next(iter(sorted(debs.glob(f"{package}_*{version.split(':')[-1]}_*.deb"))), None)
+    if deb is None:
+        _run(["apt-get", "download", f"{package}={version}"],
+             f"cannot fetch {package} {version} (offline? nothing cached in {debs})", cwd=debs)
+        deb = next(iter(sorted(debs.glob(f"{package}_*{version.split(':')[-1]}_*.deb"))), None)
+        if deb is None:
+            raise LinuxIsoUnavailable(f"apt-get download {package} left no .deb in {debs}")
+    shutil.rmtree(tree, ignore_errors=True)
+    _run(["dpkg-deb", "-x", str(deb), str(tree)], f"cannot unpack {deb}")
+    (tree / ".unpacked").write_text(version + "\n")
+    return tree
+
+
+# --- modules ------------------------------------------------------------------------------
+
+def _module_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.name.endswith(".xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".zst"):
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True,
+                              check=True).stdout
+    return data
+
+
+def modinfo(elf: bytes) -> dict[str, str]:
+    """A kernel module's ``.modinfo`` section (``key=value`` strings, NUL
+    separated) as a dict (the first value of each key)."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2:
+        raise ValueError("not a 64-bit ELF module")
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+
+    def section(i: int) -> tuple[int, int, int]:
+        name, _, _, _, offset, size = struct.unpack_from("<IIQQQQ", elf, shoff + i * shentsize)
+        return name, offset, size
+
+    _, stroff, _ = section(shstrndx)
+    for i in range(shnum):
+        name, offset, size = section(i)
+        if elf[stroff + name:elf.index(b"\0", stroff + name)] == b".modinfo":
+            info: dict[str, str] = {}
+            for item in elf[offset:offset + size].split(b"\0"):
+                if b"=" in item:
+                    key, value = item.decode("latin-1").split("=", 1)
+                    info.setdefault(key, value)
+            return info
+    return {}
+
+
+def modules_in_order(moddir: Path, wanted=MODULES) -> list[tuple[str, bytes]]:
+    """The modules ``wanted`` and those they depend on, each after what it
+    depends on (names as in ``depends=``, files found under ``moddir``),
+    with their uncompressed bytes."""
+    files = {}
+    for path in moddir.rglob("*.ko*"):
+        name = path.name.split(".ko")[0]
+        files[name] = files[name.replace("-", "_")] = path
+    order: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        key = name.replace("-", "_")
+        if key in seen:
+            return
+        if key in chain:
+            raise LinuxIsoUnavailable(f"modules depend on each other: {' -> '.join(chain)}")
+        if key not in files:
+            raise LinuxIsoUnavailable(f"module {name} is not in {moddir}")
+        data = _module_bytes(files[key])
+        for dep in filter(None, modinfo(data).get("depends", "").split(",")):
+            visit(dep, chain + (key,))
+        seen.add(key)
+        order.append((key, data))
+
+    for name in wanted:
+        visit(name, ())
+    return order
+
+
+# --- initramfs ----------------------------------------------------------------------------
+
+def newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
+    """A ``newc`` cpio archive of ``entries`` (path, mode, data, (major,
+    minor) of a device), every file owned by root at time
+    :data:`SOURCE_DATE_EPOCH`, with the ``TRAILER!!!`` entry."""
+    out = io.BytesIO()
+
+    def pad(n: int) -> None:
+        out.write(b"\0" * (-n % 4))
+
+    for ino, (path, mode, data, (major, minor)) in enumerate(
+            [*entries, ("TRAILER!!!", 0, b"", (0, 0))], start=1):
+        name = path.encode() + b"\0"
+        fields = (ino if path != "TRAILER!!!" else 0, mode, 0, 0,
+                  2 if stat.S_ISDIR(mode) else 1, SOURCE_DATE_EPOCH, len(data),
+                  0, 0, major, minor, len(name), 0)
+        header = b"070701" + b"".join(b"%08X" % f for f in fields)
+        out.write(header + name)
+        pad(len(header) + len(name))
+        out.write(data)
+        pad(len(data))
+    return out.getvalue()
+
+
+def initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
+    """The gzip'd initramfs (gzip's header without a name or a time)."""
+    d, x, f = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o755, stat.S_IFREG | 0o644
+    entries = [(p, d, b"", (0, 0)) for p in
+               ("bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "sys", "tmp",
+                "root")]
+    entries += [("dev/console", stat.S_IFCHR | 0o600, b"", (5, 1)),
+                ("bin/busybox", x, busybox, (0, 0)),
+                ("bin/sh", stat.S_IFLNK | 0o777, b"busybox", (0, 0)),
+                ("init", x, INIT.encode(), (0, 0)),
+                ("etc/inittab", f, INITTAB.encode(), (0, 0)),
+                ("etc/profile", f, PROFILE.encode(), (0, 0)),
+                ("lib/modules/order", f, "".join(n + "\n" for n, _ in modules).encode(),
+                 (0, 0))]
+    entries += [(f"lib/modules/{name}.ko", f, data, (0, 0)) for name, data in modules]
+    raw = newc(entries)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9, filename="") as gz:
+        gz.write(raw)
+    return buf.getvalue()
+
+
+# --- the CDs ------------------------------------------------------------------------------
+
+#: the builder's own version: raised when the way a CD is made changes
+#: (the texts below are hashed as they are)
+RECIPE_VERSION = 2
+
+
+def _recipe_hash() -> str:
+    """The recipe: every text that goes into a CD, and the builder's version."""
+    recipe = [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
+              ISOLINUX_CFG, MEMTEST_CFG, SOURCE_DATE_EPOCH]
+    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+
+
+def _key(versions: dict[str, str], what: str) -> str:
+    text = json.dumps({"recipe": _recipe_hash(), "versions": versions, "what": what},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _xorriso(tree: Path, iso: Path) -> None:
+    env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+    argv = ["xorriso", "-as", "mkisofs", "-quiet", "-o", str(iso), "-V", "HVMSPEC_LINUX",
+            "-J", "-R", "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+            "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table", str(tree)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    except FileNotFoundError:
+        raise LinuxIsoUnavailable("xorriso is not installed (Debian package xorriso)") from None
+    if proc.returncode != 0:
+        raise LinuxIsoUnavailable(f"xorriso failed: {proc.stderr.strip()[-400:]}")
+
+
+def _find_cached(what: str) -> Built | None:
+    """The newest CD of kind ``what`` already in the cache, for a machine
+    whose apt lists are gone (its manifest beside it)."""
+    manifests = sorted(cache_dir().glob(f"{what}-*.json"), key=lambda p: p.stat().st_mtime)
+    for manifest in reversed(manifests):
+        built = Built(**json.loads(manifest.read_text()))
+        if Path(built.iso).exists() and manifest.stem.endswith(_key(built.versions, what)):
+            built.modules = tuple(built.modules)
+            return built
+    return None
+
+
+def _build(what: str, make) -> Built:
+    try:
+        versions = resolve()
+    except LinuxIsoUnavailable as exc:
+        cached = _find_cached(what)
+        if cached is None:
+            raise LinuxIsoUnavailable(f"{exc}; and no {what} CD is cached in {cache_dir()}") \
+                from None
+        return cached
+    key = _key(versions, what)
+    base = cache_dir()
+    iso, manifest = base / f"{what}-{key}.iso", base / f"{what}-{key}.json"
+    if iso.exists() and manifest.exists():
+        built = Built(**json.loads(manifest.read_text()))
+        built.modules = tuple(built.modules)
+        return built
+    roots = {package: unpack(package, version, base / "debs")
+             for package, version in versions.items()}
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        tree = Path(tmp) / "cd"
+        (tree / "isolinux").mkdir(parents=True)
+        (tree / "boot").mkdir()
+        syslinux = roots["syslinux-common"] / "usr/lib/syslinux/modules/bios"
+        shutil.copy(roots["isolinux"] / "usr/lib/ISOLINUX/isolinux.bin", tree / "isolinux")
+        shutil.copy(syslinux / "ldlinux.c32", tree / "isolinux")
+        built = make(tree, roots, versions)
+        for path in [tree, *sorted(tree.rglob("*"))]:
+            os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
+        part = Path(tmp) / "cd.iso"
+        _xorriso(tree, part)
+        os.replace(part, iso)
+    for stale in base.glob(f"{what}-*.iso"):        # older recipes' or versions' CDs
+        if stale != iso:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
+    built.iso, built.size = str(iso), iso.stat().st_size
+    manifest.write_text(json.dumps(asdict(built), indent=1) + "\n")
+    return built
+
+
+def _make_linux(tree: Path, roots: dict[str, Path], versions: dict[str, str]) -> Built:
+    kernel = next(p for p in versions if p.startswith("linux-image-"))
+    release = kernel[len("linux-image-"):]
+    root = roots[kernel]
+    shutil.copy(root / f"boot/vmlinuz-{release}", tree / "boot/vmlinuz")
+    modules = modules_in_order(root / f"lib/modules/{release}/kernel")
+    busybox = (roots["busybox-static"] / "bin/busybox").read_bytes()
+    initrd = initramfs(busybox, modules)
+    (tree / "boot/initrd.gz").write_bytes(initrd)
+    (tree / "isolinux/isolinux.cfg").write_text(ISOLINUX_CFG)
+    return Built("", 0, versions, KERNEL_CMDLINE, release, len(initrd),
+                 tuple(name for name, _ in modules))
+
+
+def _make_memtest(tree: Path, roots: dict[str, Path], versions: dict[str, str]) -> Built:
+    shutil.copy(roots["memtest86+"] / "boot/memtest86+x64.bin", tree / "boot/memtest.bin")
+    (tree / "isolinux/isolinux.cfg").write_text(MEMTEST_CFG)
+    return Built("", 0, versions, "")
+
+
+def linux_iso() -> Built:
+    """The Linux CD (built once per recipe and package versions)."""
+    return _build("linux", _make_linux)
+
+
+def memtest_iso() -> Built:
+    """The memtest86+ CD: isolinux loading ``memtest86+x64.bin`` with the
+    Linux boot protocol (memtest86+ 6's ``.bin`` has a bzImage header)."""
+    return _build("memtest", _make_memtest)
+
+
+# --- built artifacts in xm configurations -------------------------------------------------
+
+#: the artifacts a configuration may name as ``file:@NAME``, by name
+ARTIFACTS = {"linux.iso": linux_iso, "memtest.iso": memtest_iso}
+_ARTIFACT = re.compile(r"(?<=file:)@([^,'\"\s]*)")
+
+
+def resolve_artifacts(text: str, source: str = "<config>", path_of=None) -> str:
+    """An xm configuration's text with each ``file:@NAME`` (a disk whose
+    image hvmspec builds: ``@linux.iso``, ``@memtest.iso``) replaced by the
+    built file's path, built first if the cache has none. The bundled
+    ``guests/configs/linux.cfg`` names its CD so: the CD's path depends on
+    the cache and the packages' versions, so no file can spell it.
+    :class:`LinuxIsoUnavailable` names the file, the line and why.
+    ``path_of(NAME)``, if given, gives the path instead of building (the
+    documentation lists the configuration without building its CD)."""
+    def one(match: re.Match) -> str:
+        name = match.group(1)
+        line = text.count("\n", 0, match.start()) + 1
+        if name not in ARTIFACTS:
+            raise LinuxIsoUnavailable(f"{source}:{line}: @{name}: no such built image "
+                                      f"(known: {', '.join('@' + a for a in ARTIFACTS)})")
+        if path_of is not None:
+            return path_of(name)
+        try:
+            return ARTIFACTS[name]().iso
+        except LinuxIsoUnavailable as exc:
+            raise LinuxIsoUnavailable(f"{source}:{line}: @{name} cannot be built: {exc}") \
+                from None
+    return _ARTIFACT.sub(one, text)
+
+
+# --- comparing boots ----------------------------------------------------------------------
+
+#: Lines of a boot log whose content is timing, not behaviour: dropped by
+#: :func:`normalise`, each pattern with its reason.
+TIMING_LINES = (
+    # the TSC's frequency, measured against the PIT or the ACPI timer in the
+    # host's time on QEMU (TCG), in virtual time on the engines; and its
+    # later refinement, a delayed work item that runs after a time, not at a
+    # point of the boot
+    (r"^tsc: ", "the TSC's measured frequency"),
+    # the delay loop's value and the BogoMIPS, both derived from that frequency
+    (r"BogoMIPS|Calibrating delay loop", "loops per jiffy from the TSC's frequency"),
+    # clock sources: their max_cycles/max_idle_ns follow the measured
+    # frequency, and "Switched to clocksource" comes when a work item ran
+    (r"^clocksource: |^sched_clock: |^clocksource_done_booting",
+     "clock sources' limits follow measured frequencies; switches come in time"),
+    # the random pool is ready when enough interrupt timing entropy came
+    (r"^random: ", "the entropy pool fills with interrupt timing"),
+    # QEMU's HPET (where on) re-tunes after late interrupts on a busy host
+    (r"^CE: hpet increased min_delta_ns", "late timer interrupts on a busy host"),
+    # the audit subsystem's first message comes from its kernel thread when
+    # that first runs (here before, there after thermal_sys's lines), and it
+    # carries the wall-clock time
+    (r"^audit: type=2000 ", "printed by a thread whenever it first runs"),
+    # the RTC's date: the host's on QEMU, hvmspec's RTC's own start date
+    (r"^rtc_cmos [0-9a-f:]+: setting system clock to ", "the date of the run"),
+    # a handler or a work item that took long in the host's time
+    (r"^hrtimer: interrupt took |hogged CPU for", "the host's scheduling"),
+)
+
+#: a /proc/interrupts line: its count is how long the guest ran (the timer's
+#: is ticks at HZ), which differs wherever time does
+_INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:\s+)(\d+)(\s)")
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
+
+
+def normalise(log: str) -> list[str]:
+    """A serial log as lines to compare between runs and machines:
+
+    - ``\\r`` and trailing spaces go: the tty writes ``\\r\\n``, a
+      capture may keep either;
+    - the kernel's ``[    1.234567]`` timestamps go: virtual time on the
+      engines, the host's pace on QEMU;
+    - terminal escape sequences go (busybox's line editor asks for the
+      cursor's position, ``ESC [6n``, before each prompt, and redraws by
+      what the terminal answers);
+    - lines matching :data:`TIMING_LINES` go (each with its reason there);
+    - a ``/proc/interrupts`` count becomes ``N``;
+    - empty lines go (the kernel's early and the shell's blank lines come
+      and go with the console's setup).
+    """
+    out = []
+    for raw in log.replace("\r", "").split("\n"):
+        line = _ESCAPE.sub("", _TIMESTAMP.sub("", raw)).rstrip()
+        if not line or any(p.search(line) for p in _TIMING):
+            continue
+        out.append(_INTERRUPT_COUNT.sub(r"\1N\3", line))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hvmspec.linux_iso",
+        description="Build (or find in the cache) hvmspec's Linux CD and memtest86+ CD from "
+                    "Debian's packages; print where they are.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        built = {"linux": asdict(linux_iso()), "memtest": asdict(memtest_iso())}
+    except LinuxIsoUnavailable as exc:
+        print(f"hvmspec.linux_iso: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(built, indent=1))
+    else:
+        for name, b in built.items():
+            print(f"{name}: {b['iso']} ({b['size']} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
