@@ -165,11 +165,15 @@ label linux
   append {KERNEL_CMDLINE}
 """
 
+#: memtest86+ with its screen mirrored on COM1 (``console=ttyS0,115200``: the
+#: text screen's updates as VT100 output), so that its progress can be read
+#: without a picture
 MEMTEST_CFG = """default memtest
 prompt 0
 timeout 0
 label memtest
   linux /boot/memtest.bin
+  append console=ttyS0,115200
 """
 
 #: the fixed time of every file in the CDs and the initramfs
@@ -400,15 +404,21 @@ def initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 RECIPE_VERSION = 2
 
 
-def _recipe_hash() -> str:
-    """The recipe: every text that goes into a CD, and the builder's version."""
-    recipe = [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
-              ISOLINUX_CFG, MEMTEST_CFG, SOURCE_DATE_EPOCH]
-    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+def _recipe(what: str) -> list:
+    """The recipe of a CD: every text that goes into it, and the builder's version."""
+    if what == "memtest":
+        return [RECIPE_VERSION, MEMTEST_CFG, SOURCE_DATE_EPOCH]
+    return [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
+            ISOLINUX_CFG, SOURCE_DATE_EPOCH]
 
 
 def _key(versions: dict[str, str], what: str) -> str:
-    text = json.dumps({"recipe": _recipe_hash(), "versions": versions, "what": what},
+    """The cache key of a CD: its recipe and the versions of the packages
+    it is made of (the Linux CD's are all but memtest86+, memtest86+'s
+    CD's are memtest86+ and isolinux's)."""
+    used = {p: v for p, v in versions.items()
+            if (p == "memtest86+") == (what == "memtest") or p in ("isolinux", "syslinux-common")}
+    text = json.dumps({"recipe": _recipe(what), "versions": used, "what": what},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

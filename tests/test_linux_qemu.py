@@ -109,9 +109,9 @@ def test_script_unfinished_names_the_expect():
         "serial script: boot.script:3: expect '# ' never matched (the run ended)"
 
 
-def test_engine_script_types_its_first_sends_once_and_never_waits():
+def test_engine_script_gives_its_first_sends_once_and_never_waits():
     source = EngineScript(parse("send a\nexpect b\nsend c", "s"))
-    assert source.read() == b"a\r" and source.read() == b""
+    assert source.start() == b"a\r" and source.start() == b"" and source.read() == b""
     assert source.wait(10.0) is False
     assert source.on_output(ord("b")) == b"c\r"
 
