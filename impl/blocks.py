@@ -102,6 +102,7 @@ from impl.exits import (IO_FORMS, POPF, STI, Exit, IoExit, casts_shadow, decode_
                         split_prefixes)
 from impl.guest_linear import PAGE, LinearFault, pfns
 from impl.registers import CR0, CR0_PG, EFER_LMA, EFLAGS_IF, EFLAGS_VM, RFLAGS
+from spec import physical_cpu
 
 
 @dataclass
@@ -267,13 +268,21 @@ class BlockAccounting:
             for a in missing:
                 self._hooked[a] = self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_stop_point,
                                                    begin=a, end=a)
-                self.uc.ctl_remove_cache(a, a + 1)
+                self._drop(self.uc.ctl_remove_cache, a, a + 1)
             self.icount = base
             c.current = -1
             self._restart = True
             self.uc.emu_stop()
             return
         index = self._remember(address, size, block)
+        if self._stray_dirty:
+            # write-protecting the block's page left a stray fault (_drop):
+            # the block restarts once the run has stopped and it is taken back
+            self.icount = base
+            c.current = -1
+            self._restart = True
+            self.uc.emu_stop()
+            return
         self._slot_block[index] = block
         c.left -= len(block.addresses)
         c.current = index
@@ -303,7 +312,8 @@ class BlockAccounting:
             for pfn in pfns:
                 slots = self._code_pages.get(pfn)
                 if slots is None:
-                    self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+                    self._drop(self.uc.mem_protect, pfn << 12, PAGE,
+                               unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
                     slots = self._code_pages[pfn] = set()
                 slots.add(index)
         self._clock.put(index, address, size, len(block.addresses), self._c.context, flags,
@@ -318,7 +328,7 @@ class BlockAccounting:
         for index in slots:
             self._clock.forget(index)
         self._mixed.add(pfn)
-        self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_ALL)
+        self._drop(self.uc.mem_protect, pfn << 12, PAGE, unicorn.UC_PROT_ALL)
 
     def make_writable(self, gpa: int, length: int) -> None:
         """Release the write-protected pages of code in ``[gpa, gpa + length)``
@@ -345,14 +355,25 @@ class BlockAccounting:
                 return ctypes.addressof(view) + (gpa - start)
         return None
 
+    def _drop(self, call, *args) -> None:
+        """Make a Unicorn ``call`` that drops translated code, taking back
+        the page fault Unicorn may raise in it
+        (:func:`spec.physical_cpu.drop_translations`): the fault left
+        pending is discarded by :meth:`impl.exits.ExitHooks._on_intr`; made
+        from a hook while the guest runs, the run is to stop
+        (``_stray_dirty``) and the CPU forgets the fault once it has."""
+        if physical_cpu.drop_translations(self.uc, call, *args, running=self._running):
+            self._stray = True
+            self._stray_dirty |= self._running
+
     def _drop_budget_hooks(self) -> None:
         """The stop points placed only where a budget ended go, with their
         translations: left in place, each would call Python on every pass."""
         for a in self._budget_hooks:
             handle = self._hooked.pop(a, None)
             if handle is not None:
-                self.uc.hook_del(handle)
-                self.uc.ctl_remove_cache(a, a + 1)
+                self._drop(self.uc.hook_del, handle)
+                self._drop(self.uc.ctl_remove_cache, a, a + 1)
         self._budget_hooks.clear()
 
     def _decode(self, address: int, size: int) -> Block:

@@ -101,6 +101,12 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self._intr: tuple[int, int, int, int] | None = None
+        #: a page fault Unicorn left pending in a call that dropped
+        #: translations (_drop): the next event raised is that fault
+        self._stray = False
+        #: ... left while the guest ran: the CPU forgets it once the run stops
+        self._stray_dirty = False
+        self._running = False
         self._trap_op: int | None = None
         cpuid.install(self)             # CPUID, RDTSC, RDTSCP: answered, no exit
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
@@ -166,7 +172,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
     def remove_page(self, pfn: int) -> None:
         """Take a page of RAM out of the guest's physical space: a hole, whose
         accesses exit as unbacked memory."""
-        self.host_ram.release(pfn << 12, PAGE)
+        self._drop(self.host_ram.release, pfn << 12, PAGE)
         self.holes.add(pfn)
         self._code_pages.pop(pfn, None)
         self._mixed.discard(pfn)
@@ -174,7 +180,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
 
     def restore_page(self, pfn: int) -> None:
         """Back a hole again with a zeroed page."""
-        self.host_ram.restore(pfn << 12, PAGE)
+        self._drop(self.host_ram.restore, pfn << 12, PAGE)
         self.holes.discard(pfn)
         self._clock.clear()
 
@@ -194,13 +200,13 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
 
     def map_buffer(self, gpa: int, buffer) -> None:
         """Back ``gpa`` with a dom0 buffer (qemu-dm's video memory)."""
-        self.uc.mem_map_ptr(gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
+        self._drop(self.uc.mem_map_ptr, gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
         self._mapped.append((gpa, buffer))
         self.ram.append((gpa, gpa + ctypes.sizeof(buffer)))
 
     def unmap_buffer(self, gpa: int, length: int) -> None:
         """Take a :meth:`map_buffer` mapping away: the range is a hole again."""
-        self.uc.mem_unmap(gpa, length)
+        self._drop(self.uc.mem_unmap, gpa, length)
         self._forget_code(gpa, length)
         self._mapped = [m for m in self._mapped if m[0] != gpa]
         self.ram.remove((gpa, gpa + length))
@@ -215,15 +221,15 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         """Have ``stored`` (a Unicorn memory-write hook) see every guest
         store into ``[gpa, gpa + length)``; length 0 ends the watch."""
         if self._watch is not None:
-            self.uc.hook_del(self._watch)
+            self._drop(self.uc.hook_del, self._watch)
             self._watch = None
         if length:
             self._watch = self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, stored, begin=gpa,
                                            end=gpa + length - 1)
 
     def protect(self, gpa: int, length: int, writable: bool) -> None:
-        self.uc.mem_protect(gpa, length, unicorn.UC_PROT_ALL if writable
-                            else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self._drop(self.uc.mem_protect, gpa, length, unicorn.UC_PROT_ALL if writable
+                   else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
     # --- running --------------------------------------------------------------------
 
     def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
@@ -340,9 +346,11 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
             self._context()
             c.current, c.end = -1, self._budget_end
             c.left = self._budget_end - self.icount
+            self._running = True
             try:
                 self.uc.emu_start(self._reg(RIP), 1 << 40)
             except unicorn.UcError as exc:
+                self._settle_stray()
                 self._drop_budget_hooks()
                 if self._hook_error is not None:
                     raise self._hook_error
@@ -350,6 +358,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
                 if ex is None:
                     continue
                 return ex
+            self._settle_stray()
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
@@ -374,6 +383,14 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
                     f"{self.code_at(rip).hex()})")
             self.icount = self._exit.icount
             return self._exit
+
+    def _settle_stray(self) -> None:
+        """The run has stopped: the CPU forgets a stray fault left while it
+        ran (:meth:`_drop`)."""
+        self._running = False
+        if self._stray_dirty:
+            self._stray_dirty = False
+            physical_cpu.exception_delivered(self.uc)
 
     # --- event delivery (impl/delivery.py) ---------------------------------------------
 

@@ -366,3 +366,47 @@ def exception_delivered(uc: unicorn.Uc) -> None:
     state[0] = bytes(blob)
     context.__setstate__(tuple(state))
     uc.context_restore(context)
+
+
+#: CR2 while a call that drops translated code runs: not canonical, so no
+#: page fault can leave it there (:func:`drop_translations`)
+_CR2_MARK = 0xDEAD_0000_0000_0001
+
+
+def drop_translations(uc: unicorn.Uc, call, *args, running: bool = False) -> bool:
+    """Make a Unicorn ``call`` that drops translated code (``mem_protect``,
+    ``mem_map``, ``mem_unmap``, ``hook_del`` of a ranged hook,
+    ``ctl_remove_cache``) and take back the page fault it may leave.
+
+    This corrects Unicorn 2.1.4: such a call invalidates the translations
+    of a range (``uc_invalidate_tb`` in ``qemu/accel/tcg/translate-all.c``)
+    by first looking the range's start up *as a linear address* in the
+    guest's page tables (``get_page_addr_code``), even where the start is a
+    guest-physical address (a memory region's, for the first four). Where
+    the guest's paging does not map that address, the walk raises #PF
+    inside Unicorn, which ignores it, except that it has already set CR2,
+    counted the fault as a first fault for #DF (``old_exception``) and left
+    it pending (``exception_index``): the next run begins by raising that
+    #PF, and the guest's next real #PF or #GP arrives as #DF. On the
+    hardware nothing of this exists: changing the EPT or the host's code
+    cache raises nothing in the guest. (Debian's Linux, whose early page
+    tables map its kernel only high, met this at its first page of code.)
+
+    CR2 is put back here; the fault's count for #DF is forgotten as
+    :func:`exception_delivered` does, unless the CPU is ``running`` (the
+    call is made from a hook: then the caller stops the run and calls
+    :func:`exception_delivered` once it has stopped). The pending fault
+    cannot be taken back from outside: the result says it is there (True),
+    and the caller's ``UC_HOOK_INTR`` discards the next event it receives,
+    which is that fault, raised before any instruction runs.
+    """
+    cr2 = uc.reg_read(X.UC_X86_REG_CR2)
+    uc.reg_write(X.UC_X86_REG_CR2, _CR2_MARK)
+    try:
+        call(*args)
+    finally:
+        stray = uc.reg_read(X.UC_X86_REG_CR2) != _CR2_MARK
+        uc.reg_write(X.UC_X86_REG_CR2, cr2)
+    if stray and not running:
+        exception_delivered(uc)
+    return stray

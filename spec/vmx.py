@@ -167,6 +167,9 @@ class HardwareVcpu(GuestLinear):
         self._block: Block | None = None
         self._watch = None                  # the write watch's hook (watch_writes)
         self._base = 0
+        #: a page fault the CPU raised while changing the EPT (_ept): not
+        #: the guest's, it is the next event the CPU raises
+        self._stray = False
         self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
@@ -193,12 +196,12 @@ class HardwareVcpu(GuestLinear):
 
     def unmap_page(self, pfn: int) -> None:
         """Remove a page's EPT entry and free its frame: the page is a hole."""
-        self.host_ram.release(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self._ept(self.host_ram.release, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
         self.holes.add(pfn)
 
     def remap_page(self, pfn: int) -> None:
         """Give a hole a new, zeroed frame."""
-        self.host_ram.restore(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self._ept(self.host_ram.restore, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
         self.holes.discard(pfn)
 
     def map_foreign(self, gpa: int, buffer) -> None:
@@ -207,13 +210,13 @@ class HardwareVcpu(GuestLinear):
         guest's p2m; the pages are writable until :meth:`set_writable` says
         otherwise."""
         size = ctypes.sizeof(buffer)
-        self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
+        self._ept(self.uc.mem_map_ptr, gpa, size, unicorn.UC_PROT_ALL, buffer)
         self.foreign.append((gpa, gpa + size, buffer))
 
     def unmap_foreign(self, gpa: int, length: int) -> None:
         """Remove a mapping :meth:`map_foreign` made: the range is a hole
         again (an access there is an MMIO exit)."""
-        self.uc.mem_unmap(gpa, length)
+        self._ept(self.uc.mem_unmap, gpa, length)
         self.foreign = [f for f in self.foreign if (f[0], f[1]) != (gpa, gpa + length)]
 
     def map_rom(self, gpa: int, data: bytes) -> None:
@@ -229,7 +232,7 @@ class HardwareVcpu(GuestLinear):
         ``stored(gpa, size)``; ``nr = 0`` stops (:mod:`spec.dirty_vram`,
         "Watched ranges")."""
         if self._watch is not None:
-            self.uc.hook_del(self._watch)
+            self._ept(self.uc.hook_del, self._watch)
             self._watch = None
         if nr:
             first = first_pfn << platform.PAGE_SHIFT
@@ -241,7 +244,15 @@ class HardwareVcpu(GuestLinear):
     def set_writable(self, pfn: int, writable: bool) -> None:
         """The EPT write permission of one page (a log-dirty page is read-only)."""
         prot = unicorn.UC_PROT_ALL if writable else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
-        self.uc.mem_protect(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE, prot)
+        self._ept(self.uc.mem_protect, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE, prot)
+
+    def _ept(self, call, *args) -> None:
+        """Change the domain's physical address space with a Unicorn
+        ``call``. The hardware raises nothing in the guest for it; Unicorn
+        may raise a page fault that it leaves pending
+        (:func:`spec.physical_cpu.drop_translations`), which
+        :meth:`_on_event` then discards."""
+        self._stray |= physical_cpu.drop_translations(self.uc, call, *args)
 
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
@@ -610,7 +621,12 @@ class HardwareVcpu(GuestLinear):
     def _on_event(self, uc, vector: int, _data) -> None:
         """Unicorn raises INT n, INT3, INTO and every exception to its caller
         instead of delivering it: note the vector, the error code the CPU
-        computed, and where it left EIP; deliver it when the run stops."""
+        computed, and where it left EIP; deliver it when the run stops. A
+        fault left pending by a change of the EPT (:meth:`_ept`) is not the
+        guest's: discarded, and the CPU runs on."""
+        if self._stray:
+            self._stray = False
+            return
         self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"), self.reg("cr2"))
         uc.emu_stop()
 
