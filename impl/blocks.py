@@ -275,6 +275,7 @@ class BlockAccounting:
             self.uc.emu_stop()
             return
         index = self._remember(address, size, block)
+        self._slot_block[index] = block
         if self._stray_dirty:
             # write-protecting the block's page left a stray fault (_drop):
             # the block restarts once the run has stopped and it is taken back
@@ -283,7 +284,6 @@ class BlockAccounting:
             self._restart = True
             self.uc.emu_stop()
             return
-        self._slot_block[index] = block
         c.left -= len(block.addresses)
         c.current = index
         if block.context or (block.sets_if and c.window):

@@ -34,8 +34,11 @@ UNMAP = """
     mov eax, cr3
     mov cr3, eax
 """
-#: at linear 0x400000: a loop, then "A" + CR2 >> 20 to COM1 and power-off
-CODE = ("b910270000" "49" "75fd"                    # mov ecx, 10000; dec ecx; jnz
+#: at linear 0x400000: a hypercall (VMCALL first in its block, whose page
+#: write-protection takes the stray fault), a loop, then "A" + CR2 >> 20 to
+#: COM1 and power-off
+CODE = ("0f01c1"                                    # vmcall
+        "b910270000" "49" "75fd"                    # mov ecx, 10000; dec ecx; jnz
         "0f20d0" "c1e814" "0441"                    # mov eax, cr2; shr eax, 20; add al, 'A'
         "baf8030000" "ee"                           # out 0x3f8
         "66ba441f" "66b8003c" "66ef" "f4" "ebfd")   # PM1a_CNT: S5; hlt
@@ -45,6 +48,7 @@ def test_code_on_a_page_mapped_elsewhere_runs_without_a_stray_fault():
     source = PROLOGUE + PAGING + UNMAP + _jump_to(0x400000, CODE) + EPILOGUE
     result = both(GuestImage("stray", rom_from_source(source, "stray"), source))
     assert [e for e in result.trace if e.kind == "exception"] == []
+    assert [e.rip for e in result.trace if e.kind == "hypercall"] == [0x400000]
     assert bytes(e.byte for e in result.trace if e.kind == "serial") == b"A"   # CR2 = 0
     assert result.exit["reason"] == "poweroff"
 
