@@ -101,7 +101,7 @@ from impl import clock
 from impl.exits import (IO_FORMS, POPF, STI, Exit, IoExit, casts_shadow, decode_io, is_exiting,
                         split_prefixes)
 from impl.guest_linear import PAGE, LinearFault, pfns
-from impl.registers import CR0, CR0_PG, EFER_LMA, EFLAGS_IF, EFLAGS_VM, RFLAGS
+from impl.registers import BASE_MSR, CR0, CR0_PG, EFER_LMA, EFLAGS_IF, EFLAGS_VM, RFLAGS, RIP
 from spec import physical_cpu
 
 
@@ -131,9 +131,10 @@ _CONTEXT, _FLUSH = 1, 2
 #: interrupts), with _FLUSH where a task switch may also load CR3
 _CS_LOADS = {0x9A: _CONTEXT | _FLUSH, 0xEA: _CONTEXT | _FLUSH, 0xCA: _CONTEXT, 0xCB: _CONTEXT,
              0xCF: _CONTEXT, 0xCC: _CONTEXT, 0xCD: _CONTEXT, 0xCE: _CONTEXT, 0xF1: _CONTEXT}
-#: 0F xx: MOV to CRn, WRMSR and RSM flush; SYSCALL, SYSRET, SYSENTER and
-#: SYSEXIT load CS (LMSW and INVLPG are 0F 01 /6 and /7)
-_TWO_BYTE = {0x22: _CONTEXT | _FLUSH, 0x30: _CONTEXT | _FLUSH, 0xAA: _CONTEXT | _FLUSH,
+#: 0F xx: MOV to CRn and RSM flush; WRMSR may change EFER (LMA is in the
+#: decode context; NXE changes no byte a linear address names); SYSCALL,
+#: SYSRET, SYSENTER and SYSEXIT load CS (LMSW and INVLPG are 0F 01 /6 and /7)
+_TWO_BYTE = {0x22: _CONTEXT | _FLUSH, 0x30: _CONTEXT, 0xAA: _CONTEXT | _FLUSH,
              0x05: _CONTEXT, 0x07: _CONTEXT, 0x34: _CONTEXT, 0x35: _CONTEXT}
 
 
@@ -167,10 +168,16 @@ class BlockAccounting:
     def _context(self) -> int:
         """The decode context id, probed again if it may have changed: a
         block that may change it ran (the C clock set it to 0), or the VMM
-        changed the vcpu's state (``_stale``)."""
+        changed the vcpu's state (``_stale``). A block that ended with an
+        INVLPG of a page without code changed nothing of it: the context is
+        the one it ran in (:meth:`_flushes_no_code`)."""
         c = self._c
         if not c.context or self._stale:
-            self._probe_context(not c.context and self._current().flush)
+            if not self._stale and self._probed and self._flushes_no_code():
+                c.context = self._probed
+            else:
+                self._probe_context(not c.context and self._current().flush)
+                self._probed = c.context
         return c.context
 
     def _probe_context(self, flush: bool) -> None:
@@ -194,7 +201,7 @@ class BlockAccounting:
         self._cs_mode = mode
         key: tuple = (cr0 & (1 | CR0_PG), mode) + extra
         if cr0 & CR0_PG:
-            if flush:
+            if flush and not self._flushes_no_code():
                 self._epoch += 1
             key += (self._reg(X.UC_X86_REG_CR3), self._reg(X.UC_X86_REG_CR4) & 0x30,
                     self._efer() & EFER_LMA, self._epoch)
@@ -202,6 +209,59 @@ class BlockAccounting:
         if context is None:
             context = self._contexts[key] = len(self._contexts) + 1
         self._c.context = context
+
+    def _flushes_no_code(self) -> bool:
+        """Whether the flush that ended the block just run was an INVLPG of
+        a linear page that holds no block the clock has seen: then no
+        decoded block can name other bytes now, and the decode context
+        stays (Linux flushes page by page while it maps and unmaps its
+        data; a new context for each made every block after one go through
+        Python again)."""
+        prev = self._current()
+        if not prev.addresses:
+            return False
+        at = prev.addresses[-1]
+        code = prev.raw[at - prev.addresses[0]:]
+        prefixes, opcode = split_prefixes(code, prev.mode)
+        i = len(prefixes)
+        if opcode != 0x0F or code[i + 1:i + 2] != b"\x01" or len(code) < i + 3 \
+                or code[i + 2] >> 3 & 7 != 7 or code[i + 2] >= 0xC0:
+            return False
+        linear = self._operand_linear(code, at, prev.mode)
+        return linear is not None and linear >> 12 not in self._code_linear
+
+    def _operand_linear(self, code: bytes, at: int, mode: int) -> int | None:
+        """The linear address of the memory operand of the instruction
+        ``code`` at ``at``, which has just retired without changing a
+        register (RIP is after it); None if it cannot be told."""
+        # called while the decode context is probed: the code segment's
+        # size and base are the ones just read (_cs_mode, _cs_base)
+        mask = (1 << 64) - 1 if self._cs_mode == 64 else 0xFFFFFFFF
+        insn = next(self._detail[mode].disasm(code, at, 1), None)
+        if insn is None or len(insn.operands) != 1 \
+                or self._cs_base + self._reg(RIP) & mask != at + insn.size:
+            return None                     # the vcpu has moved on since (an event)
+        mem = insn.operands[0].mem
+        value = 0
+        for reg, scale in ((mem.base, 1), (mem.index, mem.scale)):
+            if reg:
+                name = insn.reg_name(reg)
+                if name == "rip":
+                    value += at + insn.size
+                else:
+                    value += self._reg(getattr(X, "UC_X86_REG_" + name.upper())) * scale
+        value += mem.disp
+        if insn.addr_size != 8:
+            value &= (1 << 8 * insn.addr_size) - 1
+        seg = insn.reg_name(mem.segment) if mem.segment else (
+            "ss" if mem.base and insn.reg_name(mem.base) in ("rbp", "rsp", "ebp", "esp", "bp",
+                                                               "sp") else "ds")
+        if self._cs_mode == 64:
+            base = self._reg(BASE_MSR[seg]) if seg in BASE_MSR else 0
+        else:
+            low, high = self._descriptor(seg)
+            base = (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
+        return base + value & mask
 
     def _current(self) -> Block:
         """The block executing now (the one the clock last counted)."""
@@ -304,6 +364,7 @@ class BlockAccounting:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
+        self._code_linear.update(range(address >> 12, (address + size - 1 >> 12) + 1))
         flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
         if pfns & self._mixed:

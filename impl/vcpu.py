@@ -77,6 +77,9 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         #: decode context (see _probe_context) -> its id in the C table
         self._contexts: dict[tuple, int] = {}
         self._epoch = 0
+        self._probed = 0                # the context id the last probe found
+        #: linear pages that hold a block the clock has seen, in any context
+        self._code_linear: set[int] = set()
         self._quiet = False
         #: pages of code the clock write-protected -> the table slots of
         #: their blocks; pages the guest wrote after that (bytes compared)
@@ -90,6 +93,11 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
                         ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
                          (64, capstone.CS_MODE_64))}
+        self._detail = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
+                        ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
+                         (64, capstone.CS_MODE_64))}
+        for cs in self._detail.values():
+            cs.detail = True
         self._clock = clock.BlockClock(uc, self._on_block)
         self._c = self._clock.state
         #: the block in each slot of the C table, and in the spare slot
