@@ -36,8 +36,11 @@ The decode context can change only through an instruction that Unicorn
 ends its block after: MOV to CR0, CR3 or CR4, LMSW, INVLPG, WRMSR, RSM, far
 JMP/CALL/RET, IRET, INT, SYSCALL, SYSRET, SYSENTER, SYSEXIT. A block
 holding one is marked, and the block after it goes to Python, which reads
-the context again (and counts a TLB flush for the first six and far
-JMP/CALL, which may switch tasks); so does the first block of every run,
+the context again (and counts a TLB flush for MOV to CR0, CR3 or CR4,
+LMSW, INVLPG, RSM and far JMP/CALL, which may switch tasks; not for an
+INVLPG of a linear page that holds no block seen so far, which changes
+no known block's bytes and leaves the context as it was: an operating
+system flushes its data pages one by one); so does the first block of every run,
 as the VMM may have changed the context in between (an interrupt
 delivered, an instruction emulated). Code the guest rewrites is noticed
 as Xen notices writes to page tables it shadows: a page that holds a known
