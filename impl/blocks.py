@@ -8,7 +8,8 @@ ends; the pages of code the clock write-protects, to notice code that the
 guest rewrites. It is one part of :class:`impl.vcpu.Vcpu`
 (:class:`BlockAccounting`), whose registers and RAM it reads. Imports
 Unicorn, :mod:`impl.clock`, :mod:`impl.registers`,
-:mod:`impl.guest_linear` and :mod:`impl.exits`; nothing of ``spec``.
+:mod:`impl.guest_linear`, :mod:`impl.exits` and, of ``spec``, the
+hardware (:mod:`spec.physical_cpu`: dropping translated code).
 
 How it stays fast and exact
 ---------------------------
