@@ -35,6 +35,13 @@ from impl.registers import EFLAGS_IF, GPR, RFLAGS, RIP, WIDE, Mmr, Msr
 from spec import physical_cpu, platform, trace
 
 
+_STAR, _LSTAR, _FMASK = 0xC0000081, 0xC0000082, 0xC0000084
+_RF = 1 << 16
+#: the code and stack segments SYSCALL loads (flat, ring 0; 64-bit code)
+_SYSCALL_CS = (0x00AF9B000000FFFF).to_bytes(8, "little")
+_SYSCALL_SS = (0x00CF93000000FFFF).to_bytes(8, "little")
+
+
 class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
     """One vcpu and the domain's RAM on Unicorn: the state of its parts
     (:class:`impl.guest_linear.GuestLinear`, :class:`impl.blocks.BlockAccounting`,
@@ -116,6 +123,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         self._stray_dirty = False
         self._running = False
         self._trap_op: int | None = None
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         cpuid.install(self)             # CPUID, RDTSC, RDTSCP: answered, no exit
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
@@ -250,6 +258,10 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         while True:
             ex = self._run_exit(limit - self.icount,
                                 None if deadline is None else deadline - self.io_ns, window)
+            if ex.reason == "syscall":
+                ex = self._syscall(ex)
+                if ex is None:
+                    continue
             if ex.reason == "event":
                 ex = self.raise_event(ex)
                 if ex is None:
@@ -399,6 +411,52 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         if self._stray_dirty:
             self._stray_dirty = False
             physical_cpu.exception_delivered(self.uc)
+
+    # --- SYSCALL ----------------------------------------------------------------------
+
+    def _on_syscall(self, uc, _data) -> None:
+        """Unicorn's SYSCALL calls this hook, with RIP at the instruction,
+        and then only steps over it: the run stops, and :meth:`_syscall`
+        does what the CPU does."""
+        if self._quiet:
+            return
+        block = self._current()
+        at = self._cs_base + self._reg(RIP) & self.linear_mask()
+        index = block.index.get(at)
+        if index is None:
+            self._hook_error = InternalError(f"SYSCALL at {at:#x} outside the block counted")
+            uc.emu_stop()
+            return
+        self._stop(Exit("syscall", at, 0, self._block_start(block) + index))
+
+    def _syscall(self, ex: Exit) -> Exit | None:
+        """SYSCALL (SDM vol. 2B): outside 64-bit mode, or with EFER.SCE
+        clear, #UD (an Intel CPU's; the event is returned). Otherwise RCX
+        gets the next instruction's address, R11 RFLAGS (RF clear); CS is
+        STAR[47:32] & ~3, a flat 64-bit ring-0 code segment, SS that plus 8,
+        a flat ring-0 data segment, neither read from the GDT; RFLAGS loses
+        the bits set in FMASK (and RF); RIP is LSTAR. Nothing is traced:
+        no VM exit happens."""
+        after = self._reg(RIP)                  # Unicorn stepped over it
+        efer = self._efer()
+        if self.mode() != 64 or not efer & 1:
+            ip = ex.rip - self._cs_base & 0xFFFFFFFF
+            self.put("rip", ip)
+            return Exit("event", ex.rip, 0, ex.icount, {"vector": 6, "source": "fault", "ip": ip})
+        uc = self.uc
+        star, lstar, fmask = (uc.msr_read(m) for m in (_STAR, _LSTAR, _FMASK))
+        flags = self._reg(RFLAGS)
+        self.put("rcx", after)
+        self.put("r11", flags & ~_RF)
+        selector = star >> 32 & 0xFFFC
+        physical_cpu.load_segment(uc, "cs", selector, _SYSCALL_CS, 0)
+        physical_cpu.load_segment(uc, "ss", selector + 8 & 0xFFFF, _SYSCALL_SS)
+        self.put_reg(RFLAGS, flags & ~fmask & ~_RF)
+        self.put("rip", lstar)
+        self.icount = ex.icount + 1
+        self.shadow = False
+        self._stale = True
+        return None
 
     # --- event delivery (impl/delivery.py) ---------------------------------------------
 

@@ -204,8 +204,45 @@ def _loader_cpu() -> unicorn.Uc:
     global _loader
     if _loader is None:
         _loader = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
-        _loader.mem_map(0, _LOADER_TABLE)
+        _loader.mem_map(0, _LOADER_TABLE + _LOADER_PAGING)
     return _loader
+
+
+#: the loader's own page tables, after its descriptor table (four pages)
+_LOADER_PAGING = 0x4000
+
+
+def _loader_paging(loader: unicorn.Uc) -> int | None:
+    """With paging on, the loader would read its descriptor table through
+    the guest's page tables, which are not in its memory (the walk faults
+    outside any run, and Unicorn crashes the process): give it tables of
+    its own, of the guest's kind (4-level with EFER.LMA, PAE, or 32-bit),
+    that map its descriptor table's 64 KiB at their own addresses. Returns
+    the guest's CR3, to be put back; None without paging."""
+    if not loader.reg_read(X.UC_X86_REG_CR0) & 0x80000000:
+        return None
+    cr3 = loader.reg_read(X.UC_X86_REG_CR3)
+    at = _LOADER_TABLE
+    pages = range(0, _LOADER_TABLE, 0x1000)
+    if loader.msr_read(MSR_EFER) & 0x400:               # LMA: PML4, PDPT, PD, PT
+        entry = 8
+        links = [(at, at + 0x1000 | 3), (at + 0x1000, at + 0x2000 | 3),
+                 (at + 0x2000, at + 0x3000 | 3)]
+        table = at + 0x3000
+    elif loader.reg_read(X.UC_X86_REG_CR4) & 0x20:       # PAE: PDPT, PD, PT
+        entry = 8
+        links = [(at, at + 0x1000 | 1), (at + 0x1000, at + 0x2000 | 3)]
+        table = at + 0x2000
+    else:                                               # 32-bit: PD, PT
+        entry = 4
+        links = [(at, at + 0x1000 | 3)]
+        table = at + 0x1000
+    loader.mem_write(at, bytes(_LOADER_PAGING))
+    for where, value in links:
+        loader.mem_write(where, value.to_bytes(entry, "little"))
+    loader.mem_write(table, b"".join((p | 3).to_bytes(entry, "little") for p in pages))
+    loader.reg_write(X.UC_X86_REG_CR3, at)
+    return cr3
 
 
 def reset(uc: unicorn.Uc, cs: int = 0xF000, ip: int = 0xFFF0) -> None:
@@ -249,6 +286,7 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
     privilege mismatch, an absent segment)."""
     loader = _loader_cpu()
     loader.context_restore(uc.context_save())
+    guest_cr3 = _loader_paging(loader)
     protected = loader.reg_read(X.UC_X86_REG_CR0) & 1
     gdtr = loader.reg_read(X.UC_X86_REG_GDTR)
     loaded = None
@@ -276,6 +314,8 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
         if protected:
             loaded = bytes(loader.mem_read(selector & 0xFFF8, 8))
             loader.reg_write(X.UC_X86_REG_GDTR, gdtr)
+        if guest_cr3 is not None:
+            loader.reg_write(X.UC_X86_REG_CR3, guest_cr3)
     uc.context_restore(loader.context_save())
     return loaded
 

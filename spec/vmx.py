@@ -108,6 +108,9 @@ RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
 RFLAGS_VM = 1 << 17
 RFLAGS_AC = 1 << 18
+#: the MSRs of SYSCALL (SDM vol. 4, table 2-2) and EFER's SYSCALL enable
+MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
+EFER_SCE = 1
 
 
 def _passes_through(q: IoQualification | None) -> bool:
@@ -174,6 +177,8 @@ class HardwareVcpu(GuestLinear):
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_event)
+        self.uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0,
+                         X.UC_X86_INS_SYSCALL)
         clock.attach(self.uc, lambda: self._clock_at_rdtsc() + self.io_ns)
         cpuid.attach(self.uc)
         self.reset()
@@ -391,6 +396,7 @@ class HardwareVcpu(GuestLinear):
         block that ran whole, and of the current one those before the
         boundary where it stopped."""
         self._pending: Exit | None = None
+        self._syscall_at: int | None = None
         self._raised: tuple[int, int, int, int] | None = None
         self._fault: str | None = None
         self._p2m: str | None = None
@@ -413,6 +419,10 @@ class HardwareVcpu(GuestLinear):
             self.uc.emu_start(self.reg("rip"), 1 << 40, count=count)
         except unicorn.UcError as exc:
             return self._fault_exit(exc)
+        if self._syscall_at is not None:
+            at, self._syscall_at = self._syscall_at, None
+            self._settle(self.linear_rip())
+            return self._syscall(at)
         if self._raised is not None:
             physical_cpu.exception_delivered(self.uc)
             return self._event_exit(*self._raised)
@@ -629,6 +639,46 @@ class HardwareVcpu(GuestLinear):
             return
         self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"), self.reg("cr2"))
         uc.emu_stop()
+
+    def _on_syscall(self, uc, _data) -> None:
+        """Unicorn's SYSCALL calls this hook (RIP at the instruction) and
+        then steps over the instruction, doing nothing of what it does:
+        the run stops after it, and :meth:`_syscall` does the rest."""
+        self._syscall_at = self.linear_rip()
+        uc.emu_stop()
+
+    def _syscall(self, at: int) -> Exit | None:
+        """SYSCALL at linear ``at`` (SDM vol. 2B, "SYSCALL"), the count past
+        it. An Intel CPU raises #UD unless in 64-bit mode with EFER.SCE set
+        (the instruction did not retire: an ``event`` exit). Otherwise:
+
+        * RCX := RIP of the next instruction; R11 := RFLAGS with RF clear;
+        * CS := IA32_STAR[47:32] with RPL 0, a flat 64-bit code segment of
+          ring 0 (base 0, limit 4 GiB, type 11, L = 1), SS := that + 8, a
+          flat writable data segment of ring 0: fixed values, nothing is
+          read from the GDT;
+        * RFLAGS := RFLAGS AND NOT IA32_FMASK, RF clear; RIP := IA32_LSTAR.
+
+        It causes no VM exit and nothing is traced."""
+        if self.mode() != 64 or not self.efer() & EFER_SCE:
+            self.icount -= 1
+            ip = (at - self.segment_base("cs")) & 0xFFFF_FFFF
+            self.set_reg("rip", ip)
+            return Exit("event", at, 0, self.icount,
+                        detail={"event": delivery.Event(delivery.UD, delivery.FAULT, ip)})
+        star = self.uc.msr_read(MSR_STAR)
+        flags = self.reg("rflags")
+        self.set_reg("rcx", self.reg("rip"))
+        self.uc.reg_write(X.UC_X86_REG_R11, flags & ~RFLAGS_RF)
+        selector = (star >> 32) & 0xFFFC
+        physical_cpu.load_segment(self.uc, "cs", selector,
+                                  (0x00AF9B000000FFFF).to_bytes(8, "little"), 0)
+        physical_cpu.load_segment(self.uc, "ss", (selector + 8) & 0xFFFF,
+                                  (0x00CF93000000FFFF).to_bytes(8, "little"))
+        self.set_reg("rflags", flags & ~self.uc.msr_read(MSR_FMASK) & ~RFLAGS_RF)
+        self.set_reg("rip", self.uc.msr_read(MSR_LSTAR))
+        self.shadow = False
+        return None
 
     def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
         """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
