@@ -24,7 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define HVMSPEC_SLOTS 4096
+#define HVMSPEC_SLOTS 65536
 #define FLAG_CONTEXT 1u  /* the decode context may differ after this block */
 #define FLAG_VERIFY 2u   /* compare the bytes: their pages are not write-protected */
 #define FLAG_IF 4u       /* it may set RFLAGS.IF (STI, POPF): in a window, the

@@ -8,7 +8,8 @@ ends; the pages of code the clock write-protects, to notice code that the
 guest rewrites. It is one part of :class:`impl.vcpu.Vcpu`
 (:class:`BlockAccounting`), whose registers and RAM it reads. Imports
 Unicorn, :mod:`impl.clock`, :mod:`impl.registers`,
-:mod:`impl.guest_linear` and :mod:`impl.exits`; nothing of ``spec``.
+:mod:`impl.guest_linear`, :mod:`impl.exits` and, of ``spec``, the
+hardware (:mod:`spec.physical_cpu`: dropping translated code).
 
 How it stays fast and exact
 ---------------------------
@@ -36,8 +37,11 @@ The decode context can change only through an instruction that Unicorn
 ends its block after: MOV to CR0, CR3 or CR4, LMSW, INVLPG, WRMSR, RSM, far
 JMP/CALL/RET, IRET, INT, SYSCALL, SYSRET, SYSENTER, SYSEXIT. A block
 holding one is marked, and the block after it goes to Python, which reads
-the context again (and counts a TLB flush for the first six and far
-JMP/CALL, which may switch tasks); so does the first block of every run,
+the context again (and counts a TLB flush for MOV to CR0, CR3 or CR4,
+LMSW, INVLPG, RSM and far JMP/CALL, which may switch tasks; not for an
+INVLPG of a linear page that holds no block seen so far, which changes
+no known block's bytes and leaves the context as it was: an operating
+system flushes its data pages one by one); so does the first block of every run,
 as the VMM may have changed the context in between (an interrupt
 delivered, an instruction emulated). Code the guest rewrites is noticed
 as Xen notices writes to page tables it shadows: a page that holds a known
@@ -101,7 +105,8 @@ from impl import clock
 from impl.exits import (IO_FORMS, POPF, STI, Exit, IoExit, casts_shadow, decode_io, is_exiting,
                         split_prefixes)
 from impl.guest_linear import PAGE, LinearFault, pfns
-from impl.registers import CR0, CR0_PG, EFER_LMA, EFLAGS_IF, EFLAGS_VM, RFLAGS
+from impl.registers import BASE_MSR, CR0, CR0_PG, EFER_LMA, EFLAGS_IF, EFLAGS_VM, RFLAGS, RIP
+from spec import physical_cpu
 
 
 @dataclass
@@ -130,9 +135,10 @@ _CONTEXT, _FLUSH = 1, 2
 #: interrupts), with _FLUSH where a task switch may also load CR3
 _CS_LOADS = {0x9A: _CONTEXT | _FLUSH, 0xEA: _CONTEXT | _FLUSH, 0xCA: _CONTEXT, 0xCB: _CONTEXT,
              0xCF: _CONTEXT, 0xCC: _CONTEXT, 0xCD: _CONTEXT, 0xCE: _CONTEXT, 0xF1: _CONTEXT}
-#: 0F xx: MOV to CRn, WRMSR and RSM flush; SYSCALL, SYSRET, SYSENTER and
-#: SYSEXIT load CS (LMSW and INVLPG are 0F 01 /6 and /7)
-_TWO_BYTE = {0x22: _CONTEXT | _FLUSH, 0x30: _CONTEXT | _FLUSH, 0xAA: _CONTEXT | _FLUSH,
+#: 0F xx: MOV to CRn and RSM flush; WRMSR may change EFER (LMA is in the
+#: decode context; NXE changes no byte a linear address names); SYSCALL,
+#: SYSRET, SYSENTER and SYSEXIT load CS (LMSW and INVLPG are 0F 01 /6 and /7)
+_TWO_BYTE = {0x22: _CONTEXT | _FLUSH, 0x30: _CONTEXT, 0xAA: _CONTEXT | _FLUSH,
              0x05: _CONTEXT, 0x07: _CONTEXT, 0x34: _CONTEXT, 0x35: _CONTEXT}
 
 
@@ -166,10 +172,16 @@ class BlockAccounting:
     def _context(self) -> int:
         """The decode context id, probed again if it may have changed: a
         block that may change it ran (the C clock set it to 0), or the VMM
-        changed the vcpu's state (``_stale``)."""
+        changed the vcpu's state (``_stale``). A block that ended with an
+        INVLPG of a page without code changed nothing of it: the context is
+        the one it ran in (:meth:`_flushes_no_code`)."""
         c = self._c
         if not c.context or self._stale:
-            self._probe_context(not c.context and self._current().flush)
+            if not self._stale and self._probed and self._flushes_no_code():
+                c.context = self._probed
+            else:
+                self._probe_context(not c.context and self._current().flush)
+                self._probed = c.context
         return c.context
 
     def _probe_context(self, flush: bool) -> None:
@@ -193,7 +205,7 @@ class BlockAccounting:
         self._cs_mode = mode
         key: tuple = (cr0 & (1 | CR0_PG), mode) + extra
         if cr0 & CR0_PG:
-            if flush:
+            if flush and not self._flushes_no_code():
                 self._epoch += 1
             key += (self._reg(X.UC_X86_REG_CR3), self._reg(X.UC_X86_REG_CR4) & 0x30,
                     self._efer() & EFER_LMA, self._epoch)
@@ -201,6 +213,59 @@ class BlockAccounting:
         if context is None:
             context = self._contexts[key] = len(self._contexts) + 1
         self._c.context = context
+
+    def _flushes_no_code(self) -> bool:
+        """Whether the flush that ended the block just run was an INVLPG of
+        a linear page that holds no block the clock has seen: then no
+        decoded block can name other bytes now, and the decode context
+        stays (Linux flushes page by page while it maps and unmaps its
+        data; a new context for each made every block after one go through
+        Python again)."""
+        prev = self._current()
+        if not prev.addresses:
+            return False
+        at = prev.addresses[-1]
+        code = prev.raw[at - prev.addresses[0]:]
+        prefixes, opcode = split_prefixes(code, prev.mode)
+        i = len(prefixes)
+        if opcode != 0x0F or code[i + 1:i + 2] != b"\x01" or len(code) < i + 3 \
+                or code[i + 2] >> 3 & 7 != 7 or code[i + 2] >= 0xC0:
+            return False
+        linear = self._operand_linear(code, at, prev.mode)
+        return linear is not None and linear >> 12 not in self._code_linear
+
+    def _operand_linear(self, code: bytes, at: int, mode: int) -> int | None:
+        """The linear address of the memory operand of the instruction
+        ``code`` at ``at``, which has just retired without changing a
+        register (RIP is after it); None if it cannot be told."""
+        # called while the decode context is probed: the code segment's
+        # size and base are the ones just read (_cs_mode, _cs_base)
+        mask = (1 << 64) - 1 if self._cs_mode == 64 else 0xFFFFFFFF
+        insn = next(self._detail[mode].disasm(code, at, 1), None)
+        if insn is None or len(insn.operands) != 1 \
+                or self._cs_base + self._reg(RIP) & mask != at + insn.size:
+            return None                     # the vcpu has moved on since (an event)
+        mem = insn.operands[0].mem
+        value = 0
+        for reg, scale in ((mem.base, 1), (mem.index, mem.scale)):
+            if reg:
+                name = insn.reg_name(reg)
+                if name == "rip":
+                    value += at + insn.size
+                else:
+                    value += self._reg(getattr(X, "UC_X86_REG_" + name.upper())) * scale
+        value += mem.disp
+        if insn.addr_size != 8:
+            value &= (1 << 8 * insn.addr_size) - 1
+        seg = insn.reg_name(mem.segment) if mem.segment else (
+            "ss" if mem.base and insn.reg_name(mem.base) in ("rbp", "rsp", "ebp", "esp", "bp",
+                                                               "sp") else "ds")
+        if self._cs_mode == 64:
+            base = self._reg(BASE_MSR[seg]) if seg in BASE_MSR else 0
+        else:
+            low, high = self._descriptor(seg)
+            base = (low >> 16) | (high & 0xFF) << 16 | (high & 0xFF000000)
+        return base + value & mask
 
     def _current(self) -> Block:
         """The block executing now (the one the clock last counted)."""
@@ -267,7 +332,7 @@ class BlockAccounting:
             for a in missing:
                 self._hooked[a] = self.uc.hook_add(unicorn.UC_HOOK_CODE, self._on_stop_point,
                                                    begin=a, end=a)
-                self.uc.ctl_remove_cache(a, a + 1)
+                self._drop(self.uc.ctl_remove_cache, a, a + 1)
             self.icount = base
             c.current = -1
             self._restart = True
@@ -275,6 +340,14 @@ class BlockAccounting:
             return
         index = self._remember(address, size, block)
         self._slot_block[index] = block
+        if self._stray_dirty:
+            # write-protecting the block's page left a stray fault (_drop):
+            # the block restarts once the run has stopped and it is taken back
+            self.icount = base
+            c.current = -1
+            self._restart = True
+            self.uc.emu_stop()
+            return
         c.left -= len(block.addresses)
         c.current = index
         if block.context or (block.sets_if and c.window):
@@ -295,6 +368,7 @@ class BlockAccounting:
                 return clock.SLOTS
             hosts.append((host, n))
         raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
+        self._code_linear.update(range(address >> 12, (address + size - 1 >> 12) + 1))
         flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
         if pfns & self._mixed:
@@ -303,7 +377,8 @@ class BlockAccounting:
             for pfn in pfns:
                 slots = self._code_pages.get(pfn)
                 if slots is None:
-                    self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+                    self._drop(self.uc.mem_protect, pfn << 12, PAGE,
+                               unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
                     slots = self._code_pages[pfn] = set()
                 slots.add(index)
         self._clock.put(index, address, size, len(block.addresses), self._c.context, flags,
@@ -318,7 +393,7 @@ class BlockAccounting:
         for index in slots:
             self._clock.forget(index)
         self._mixed.add(pfn)
-        self.uc.mem_protect(pfn << 12, PAGE, unicorn.UC_PROT_ALL)
+        self._drop(self.uc.mem_protect, pfn << 12, PAGE, unicorn.UC_PROT_ALL)
 
     def make_writable(self, gpa: int, length: int) -> None:
         """Release the write-protected pages of code in ``[gpa, gpa + length)``
@@ -345,14 +420,25 @@ class BlockAccounting:
                 return ctypes.addressof(view) + (gpa - start)
         return None
 
+    def _drop(self, call, *args) -> None:
+        """Make a Unicorn ``call`` that drops translated code, taking back
+        the page fault Unicorn may raise in it
+        (:func:`spec.physical_cpu.drop_translations`): the fault left
+        pending is discarded by :meth:`impl.exits.ExitHooks._on_intr`; made
+        from a hook while the guest runs, the run is to stop
+        (``_stray_dirty``) and the CPU forgets the fault once it has."""
+        if physical_cpu.drop_translations(self.uc, call, *args, running=self._running):
+            self._stray = True
+            self._stray_dirty |= self._running
+
     def _drop_budget_hooks(self) -> None:
         """The stop points placed only where a budget ended go, with their
         translations: left in place, each would call Python on every pass."""
         for a in self._budget_hooks:
             handle = self._hooked.pop(a, None)
             if handle is not None:
-                self.uc.hook_del(handle)
-                self.uc.ctl_remove_cache(a, a + 1)
+                self._drop(self.uc.hook_del, handle)
+                self._drop(self.uc.ctl_remove_cache, a, a + 1)
         self._budget_hooks.clear()
 
     def _decode(self, address: int, size: int) -> Block:

@@ -278,7 +278,13 @@ class ExitHooks:
 
     def _on_intr(self, uc, vector: int, _data) -> None:
         """Unicorn hands INT n, INT3, INTO and every exception to us: keep the
-        vector, the CPU's error code and EIP, and stop."""
+        vector, the CPU's error code and EIP, and stop. The page fault that
+        a call dropping translations left pending (:meth:`impl.blocks.
+        BlockAccounting._drop`) is not the guest's: discarded, and the CPU
+        runs on."""
+        if self._stray:
+            self._stray = False
+            return
         self._intr = (vector, physical_cpu.error_code(uc), self._reg(RIP),
                       self._reg(X.UC_X86_REG_CR2))
         uc.emu_stop()

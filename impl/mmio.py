@@ -189,16 +189,16 @@ class MmioInstruction:
         here = cpu.rip()
         # Unicorn counts instructions only in blocks translated for counting:
         # drop the cached translation of this one, before and after
-        uc.ctl_remove_cache(here, here + insn.size)
+        cpu._drop(uc.ctl_remove_cache, here, here + insn.size)
         try:
             uc.emu_start(cpu.get("rip"), 1 << 40, count=1)
         except unicorn.UcError as exc:
             raise EmulationFailed(f"{insn.mnemonic} {insn.op_str}: {exc}") from exc
         finally:
             cpu.quiet = False
-            uc.ctl_remove_cache(here, here + insn.size)
+            cpu._drop(uc.ctl_remove_cache, here, here + insn.size)
             for page in pages:
-                uc.mem_unmap(page, PAGE)
+                cpu._drop(uc.mem_unmap, page, PAGE)
 
     # --- string instructions ----------------------------------------------------------------
 

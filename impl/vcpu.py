@@ -35,6 +35,13 @@ from impl.registers import EFLAGS_IF, GPR, RFLAGS, RIP, WIDE, Mmr, Msr
 from spec import physical_cpu, platform, trace
 
 
+_STAR, _LSTAR, _FMASK = 0xC0000081, 0xC0000082, 0xC0000084
+_RF = 1 << 16
+#: the code and stack segments SYSCALL loads (flat, ring 0; 64-bit code)
+_SYSCALL_CS = (0x00AF9B000000FFFF).to_bytes(8, "little")
+_SYSCALL_SS = (0x00CF93000000FFFF).to_bytes(8, "little")
+
+
 class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
     """One vcpu and the domain's RAM on Unicorn: the state of its parts
     (:class:`impl.guest_linear.GuestLinear`, :class:`impl.blocks.BlockAccounting`,
@@ -77,6 +84,9 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         #: decode context (see _probe_context) -> its id in the C table
         self._contexts: dict[tuple, int] = {}
         self._epoch = 0
+        self._probed = 0                # the context id the last probe found
+        #: linear pages that hold a block the clock has seen, in any context
+        self._code_linear: set[int] = set()
         self._quiet = False
         #: pages of code the clock write-protected -> the table slots of
         #: their blocks; pages the guest wrote after that (bytes compared)
@@ -90,6 +100,11 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         self._disasm = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
                         ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
                          (64, capstone.CS_MODE_64))}
+        self._detail = {m: capstone.Cs(capstone.CS_ARCH_X86, cm) for m, cm in
+                        ((16, capstone.CS_MODE_16), (32, capstone.CS_MODE_32),
+                         (64, capstone.CS_MODE_64))}
+        for cs in self._detail.values():
+            cs.detail = True
         self._clock = clock.BlockClock(uc, self._on_block)
         self._c = self._clock.state
         #: the block in each slot of the C table, and in the spare slot
@@ -101,7 +116,14 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_read_only)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self._intr: tuple[int, int, int, int] | None = None
+        #: a page fault Unicorn left pending in a call that dropped
+        #: translations (_drop): the next event raised is that fault
+        self._stray = False
+        #: ... left while the guest ran: the CPU forgets it once the run stops
+        self._stray_dirty = False
+        self._running = False
         self._trap_op: int | None = None
+        uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0, X.UC_X86_INS_SYSCALL)
         cpuid.install(self)             # CPUID, RDTSC, RDTSCP: answered, no exit
         # Real mode at the reset vector (SDM vol. 3A table 9-1).
         physical_cpu.reset(uc, platform.RESET_CS, platform.RESET_IP)
@@ -166,7 +188,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
     def remove_page(self, pfn: int) -> None:
         """Take a page of RAM out of the guest's physical space: a hole, whose
         accesses exit as unbacked memory."""
-        self.host_ram.release(pfn << 12, PAGE)
+        self._drop(self.host_ram.release, pfn << 12, PAGE)
         self.holes.add(pfn)
         self._code_pages.pop(pfn, None)
         self._mixed.discard(pfn)
@@ -174,7 +196,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
 
     def restore_page(self, pfn: int) -> None:
         """Back a hole again with a zeroed page."""
-        self.host_ram.restore(pfn << 12, PAGE)
+        self._drop(self.host_ram.restore, pfn << 12, PAGE)
         self.holes.discard(pfn)
         self._clock.clear()
 
@@ -194,13 +216,13 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
 
     def map_buffer(self, gpa: int, buffer) -> None:
         """Back ``gpa`` with a dom0 buffer (qemu-dm's video memory)."""
-        self.uc.mem_map_ptr(gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
+        self._drop(self.uc.mem_map_ptr, gpa, ctypes.sizeof(buffer), unicorn.UC_PROT_ALL, buffer)
         self._mapped.append((gpa, buffer))
         self.ram.append((gpa, gpa + ctypes.sizeof(buffer)))
 
     def unmap_buffer(self, gpa: int, length: int) -> None:
         """Take a :meth:`map_buffer` mapping away: the range is a hole again."""
-        self.uc.mem_unmap(gpa, length)
+        self._drop(self.uc.mem_unmap, gpa, length)
         self._forget_code(gpa, length)
         self._mapped = [m for m in self._mapped if m[0] != gpa]
         self.ram.remove((gpa, gpa + length))
@@ -215,15 +237,15 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         """Have ``stored`` (a Unicorn memory-write hook) see every guest
         store into ``[gpa, gpa + length)``; length 0 ends the watch."""
         if self._watch is not None:
-            self.uc.hook_del(self._watch)
+            self._drop(self.uc.hook_del, self._watch)
             self._watch = None
         if length:
             self._watch = self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, stored, begin=gpa,
                                            end=gpa + length - 1)
 
     def protect(self, gpa: int, length: int, writable: bool) -> None:
-        self.uc.mem_protect(gpa, length, unicorn.UC_PROT_ALL if writable
-                            else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self._drop(self.uc.mem_protect, gpa, length, unicorn.UC_PROT_ALL if writable
+                   else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
     # --- running --------------------------------------------------------------------
 
     def run(self, budget: int, deadline: int | None = None, window: bool = False) -> Exit:
@@ -236,6 +258,10 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         while True:
             ex = self._run_exit(limit - self.icount,
                                 None if deadline is None else deadline - self.io_ns, window)
+            if ex.reason == "syscall":
+                ex = self._syscall(ex)
+                if ex is None:
+                    continue
             if ex.reason == "event":
                 ex = self.raise_event(ex)
                 if ex is None:
@@ -340,9 +366,11 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
             self._context()
             c.current, c.end = -1, self._budget_end
             c.left = self._budget_end - self.icount
+            self._running = True
             try:
                 self.uc.emu_start(self._reg(RIP), 1 << 40)
             except unicorn.UcError as exc:
+                self._settle_stray()
                 self._drop_budget_hooks()
                 if self._hook_error is not None:
                     raise self._hook_error
@@ -350,6 +378,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
                 if ex is None:
                     continue
                 return ex
+            self._settle_stray()
             if self._hook_error is not None:
                 self._drop_budget_hooks()
                 raise self._hook_error
@@ -374,6 +403,60 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
                     f"{self.code_at(rip).hex()})")
             self.icount = self._exit.icount
             return self._exit
+
+    def _settle_stray(self) -> None:
+        """The run has stopped: the CPU forgets a stray fault left while it
+        ran (:meth:`_drop`)."""
+        self._running = False
+        if self._stray_dirty:
+            self._stray_dirty = False
+            physical_cpu.exception_delivered(self.uc)
+
+    # --- SYSCALL ----------------------------------------------------------------------
+
+    def _on_syscall(self, uc, _data) -> None:
+        """Unicorn's SYSCALL calls this hook, with RIP at the instruction,
+        and then only steps over it: the run stops, and :meth:`_syscall`
+        does what the CPU does."""
+        if self._quiet:
+            return
+        block = self._current()
+        at = self._cs_base + self._reg(RIP) & self.linear_mask()
+        index = block.index.get(at)
+        if index is None:
+            self._hook_error = InternalError(f"SYSCALL at {at:#x} outside the block counted")
+            uc.emu_stop()
+            return
+        self._stop(Exit("syscall", at, 0, self._block_start(block) + index))
+
+    def _syscall(self, ex: Exit) -> Exit | None:
+        """SYSCALL (SDM vol. 2B): outside 64-bit mode, or with EFER.SCE
+        clear, #UD (an Intel CPU's; the event is returned). Otherwise RCX
+        gets the next instruction's address, R11 RFLAGS (RF clear); CS is
+        STAR[47:32] & ~3, a flat 64-bit ring-0 code segment, SS that plus 8,
+        a flat ring-0 data segment, neither read from the GDT; RFLAGS loses
+        the bits set in FMASK (and RF); RIP is LSTAR. Nothing is traced:
+        no VM exit happens."""
+        after = self._reg(RIP)                  # Unicorn stepped over it
+        efer = self._efer()
+        if self.mode() != 64 or not efer & 1:
+            ip = ex.rip - self._cs_base & 0xFFFFFFFF
+            self.put("rip", ip)
+            return Exit("event", ex.rip, 0, ex.icount, {"vector": 6, "source": "fault", "ip": ip})
+        uc = self.uc
+        star, lstar, fmask = (uc.msr_read(m) for m in (_STAR, _LSTAR, _FMASK))
+        flags = self._reg(RFLAGS)
+        self.put("rcx", after)
+        self.put("r11", flags & ~_RF)
+        selector = star >> 32 & 0xFFFC
+        physical_cpu.load_segment(uc, "cs", selector, _SYSCALL_CS, 0)
+        physical_cpu.load_segment(uc, "ss", selector + 8 & 0xFFFF, _SYSCALL_SS)
+        self.put_reg(RFLAGS, flags & ~fmask & ~_RF)
+        self.put("rip", lstar)
+        self.icount = ex.icount + 1
+        self.shadow = False
+        self._stale = True
+        return None
 
     # --- event delivery (impl/delivery.py) ---------------------------------------------
 

@@ -17,6 +17,7 @@ prose, this module as fast code.
 
 from __future__ import annotations
 
+import ctypes
 import struct
 from typing import Callable
 
@@ -385,7 +386,10 @@ class Vmm:
         self.mmio = MmioInstruction(vcpu, self._device_access)
         self.vram = VramLog(vcpu)
         vcpu.on_write = self.vram.written
-        self.p2m = p2m.P2m(vcpu.memory_bytes, vcpu.remove_page, vcpu.restore_page, emit)
+        self.p2m = p2m.P2m(vcpu.memory_bytes, vcpu.remove_page, vcpu.restore_page, emit,
+                           self._share)
+        #: the shared info page, a frame of Xen's (XENMEM_add_to_physmap)
+        self.shared_info = ctypes.create_string_buffer(p2m.SHARED_INFO_PAGE, 4096)
 
     def handle_exit(self, ex: Exit) -> None:
         self.emit(trace.VmExit.of(vcpu=0, reason=ex.reason, rip=ex.rip, icount=ex.icount,
@@ -485,6 +489,16 @@ class Vmm:
 
     # --- hypercalls ---------------------------------------------------------------------
 
+    def _share(self, old: int | None, new: int) -> bool:
+        """The shared info frame's EPT entry moves to guest frame ``new``."""
+        cpu = self.vcpu
+        if new != old and cpu.backed(new << 12, 4096):
+            return False
+        if old is not None:
+            cpu.unmap_buffer(old << 12, 4096)
+        cpu.map_buffer(new << 12, self.shared_info)
+        return True
+
     def _hypercall(self, ex: Exit) -> None:
         """VMCALL: the call, its result in (E/R)AX, and after a
         decrease_reservation the INVALIDATE ioreq that flushes qemu-dm's
@@ -496,15 +510,25 @@ class Vmm:
         args = [cpu.get(r) & width for r in HYPERCALL_ARGS[bits]]
         if cpu.get("rflags") & EFLAGS_VM or cpu.ss_dpl() == 3:
             result = -p2m.EPERM
-        elif number != p2m.MEMORY_OP:
-            result = -p2m.ENOSYS
         else:
             def read(linear: int, n: int) -> bytes | None:
                 try:
                     return cpu.lread_pages(linear & width, n)
                 except LinearFault:
                     return None
-            result = self.p2m.memory_op(args[0] & 0xFFFFFFFF, args[1], read, bits)
+
+            def write(linear: int, data: bytes) -> bool:
+                try:
+                    cpu.lwrite(linear & width, data)
+                except LinearFault:
+                    return False
+                return True
+            if number == p2m.MEMORY_OP:
+                result = self.p2m.memory_op(args[0] & 0xFFFFFFFF, args[1], read, bits)
+            elif number == p2m.XEN_VERSION:
+                result = p2m.xen_version(args[0] & 0xFFFFFFFF, args[1], read, write)
+            else:
+                result = -p2m.ENOSYS
         cpu.put("rax", result)
         self.emit(trace.Hypercall(vcpu=0, number=number, name=p2m.NAMES.get(number, ""),
                                   args=args, result=result, icount=ex.icount, rip=ex.rip))

@@ -50,8 +50,42 @@ a domain (Xen 3.x scrubbed only the memory of dying domains). A page that is
 not present is a hole in the p2m: a guest access there is an MMIO access
 that reaches qemu-dm, as for any address no RAM backs.
 
-Model limits: other memory_op commands and other hypercalls return
-``-ENOSYS``; populate places frames only where the guest's RAM was
+``XENMEM_add_to_physmap`` (7) takes a ``struct xen_add_to_physmap``
+(``domid`` and two bytes that Xen 3.0.4 does not read, ``space``, ``idx``,
+``gpfn``: ``<HHIII``, 16 bytes, for a 32-bit guest, ``<HHIQQ``, 24 bytes,
+for a 64-bit one) and maps a frame of Xen's at guest frame ``gpfn``
+(``arch_memory_op`` in ``xen/arch/x86/mm.c``). For an HVM domain (shadow
+mode translate) the one frame the model has is the domain's *shared info*
+page (``XENMAPSPACE_shared_info`` (0), index 0): the page of RAM at
+``gpfn``, if any, is given back (``guest_remove_page``, traced as a
+"remove"), the shared info leaves the frame where an earlier call put it
+(a hole there now) and appears at ``gpfn`` (traced as "shared_info").
+Another index gives ``-EINVAL``, and so (model limits) do another space
+(Xen 3.0.4 also mapped its grant table frames, ``XENMAPSPACE_grant_table``)
+and a ``gpfn`` where memory other than RAM is mapped (video memory, a
+ROM); another domain than
+``DOMID_SELF``, ``-EPERM`` (a domU is not privileged). Xen cleared the
+page when it built the domain and masked event delivery to each vcpu
+(``evtchn_upcall_mask``, byte 1 of ``vcpu_info[0]``, is 1): the model's
+page is so (:data:`SHARED_INFO`), and nothing of Xen writes it later
+(no wall clock, no event channel is bound to an HVM guest's upcall).
+Debian's Linux maps it while it boots (``xen_hvm_init_shared_info``), and
+stops with ``BUG()`` if it cannot.
+
+``xen_version`` (hypercall 17, ``do_xen_version`` in
+``xen/common/kernel.c``): ``XENVER_version`` (0) returns 3.0 (``3 << 16``);
+``XENVER_extraversion`` (1) writes ``".4"`` into the guest's 16-byte
+buffer; ``XENVER_get_features`` (6) reads ``struct xen_feature_info``
+(``submap_idx``, ``submap``: two 32-bit words) and, for sub-map 0, writes
+back the features of an HVM domain, writable page tables and
+auto-translated physmap (bits 0 and 2); another sub-map gives ``-EINVAL``;
+``XENVER_pagesize`` (10) returns 4096 (``-EINVAL`` with a non-null
+argument). A buffer the guest cannot read or write gives ``-EFAULT``.
+
+Model limits: other memory_op commands, the other ``xen_version``
+commands and the other hypercalls (Xen 3.0.4 gave an HVM guest
+``multicall`` for 32-bit guests, ``event_channel_op`` and ``hvm_op``)
+return ``-ENOSYS``; populate places frames only where the guest's RAM was
 (given back before), an extent elsewhere fails as an allocation would;
 hypercall preemption (continuations Xen creates itself) does not happen.
 
@@ -80,9 +114,22 @@ DOMID_SELF = 0x7FF0
 MAX_ORDER = 20
 DOMU_MAX_ORDER = 9
 
-EPERM, EFAULT, ENOSYS = 1, 14, 38
+HYPERVISOR_xen_version = 17
+XENMEM_add_to_physmap = 7
+XENMAPSPACE_shared_info = 0
+XENVER_version, XENVER_extraversion, XENVER_get_features, XENVER_pagesize = 0, 1, 6, 10
+#: XENFEAT_writable_page_tables | XENFEAT_auto_translated_physmap
+HVM_FEATURES = 1 << 0 | 1 << 2
+#: Xen 3.0.4's version (major << 16 | minor) and extra version
+XEN_VERSION, XEN_EXTRAVERSION = 3 << 16 | 0, b".4"
+#: the shared info page as Xen built it: vcpu 0's events masked
+SHARED_INFO = bytes([0, 1]) + bytes(platform.PAGE_SIZE - 2)
+#: ``struct xen_add_to_physmap`` by the guest's word size
+ADD_TO_PHYSMAP = {32: "<HHIII", 64: "<HHIQQ"}
 
-HYPERCALL_NAMES = {HYPERVISOR_memory_op: "memory_op"}
+EPERM, EFAULT, EINVAL, ENOSYS = 1, 14, 22, 38
+
+HYPERCALL_NAMES = {HYPERVISOR_memory_op: "memory_op", HYPERVISOR_xen_version: "xen_version"}
 MEMOP_NAMES = {XENMEM_increase_reservation: "increase_reservation",
                XENMEM_decrease_reservation: "decrease_reservation",
                XENMEM_populate_physmap: "populate_physmap"}
@@ -117,9 +164,16 @@ class P2m:
 
     def __init__(self, ranges: list[tuple[int, int]], unmap: Callable[[int], None],
                  remap: Callable[[int], None],
-                 emit: Callable[[trace.Event], None] = lambda event: None) -> None:
+                 emit: Callable[[trace.Event], None] = lambda event: None,
+                 share: Callable[[int | None, int], bool] = lambda old, new: True) -> None:
         self.ranges = ranges
         self.unmap, self.remap, self.emit = unmap, remap, emit
+        #: moves the shared info frame from a guest frame (None: from
+        #: nowhere) to another, in the hardware's nested page tables; False
+        #: (nothing moves) where memory other than RAM is
+        self.share = share
+        #: the guest frame that shows the shared info page, if any
+        self.shared_info: int | None = None
         self.absent: set[int] = set()
         self.generation: dict[int, int] = {}
         self.max_pages = sum(end - start for start, end in ranges) >> platform.PAGE_SHIFT
@@ -213,12 +267,51 @@ def populate_physmap(p2m: P2m, res: Reservation, start: int,
     return res.nr_extents
 
 
+def add_to_physmap(p2m: P2m, raw: bytes, bits: int) -> int:
+    """``XENMEM_add_to_physmap`` with the guest's structure ``raw``."""
+    domid, _size, space, idx, gpfn = struct.unpack(ADD_TO_PHYSMAP[bits], raw)
+    if domid != DOMID_SELF:
+        return -EPERM
+    if space != XENMAPSPACE_shared_info or idx != 0:
+        return -EINVAL
+    if p2m.remove_page(gpfn):
+        p2m.emit(trace.P2mUpdate(op="remove", gpa=gpfn << platform.PAGE_SHIFT, pages=1))
+    if not p2m.share(p2m.shared_info, gpfn):
+        return -EINVAL
+    p2m.shared_info = gpfn
+    p2m.emit(trace.P2mUpdate(op="shared_info", gpa=gpfn << platform.PAGE_SHIFT, pages=1))
+    return 0
+
+
+def xen_version(cmd: int, arg: int, read: Callable[[int, int], bytes | None],
+                write: Callable[[int, bytes], bool]) -> int:
+    """Hypercall ``xen_version(cmd, arg)``; ``write`` writes guest linear
+    memory (False if it cannot)."""
+    if cmd == XENVER_version:
+        return XEN_VERSION
+    if cmd == XENVER_extraversion:
+        return 0 if write(arg, XEN_EXTRAVERSION.ljust(16, b"\0")) else -EFAULT
+    if cmd == XENVER_get_features:
+        raw = read(arg, 8)
+        if raw is None:
+            return -EFAULT
+        if int.from_bytes(raw[:4], "little") != 0:
+            return -EINVAL
+        return 0 if write(arg, raw[:4] + HVM_FEATURES.to_bytes(4, "little")) else -EFAULT
+    if cmd == XENVER_pagesize:
+        return -EINVAL if arg else platform.PAGE_SIZE
+    return -ENOSYS
+
+
 def memory_op(p2m: P2m, cmd: int, read: Callable[[int, int], bytes | None], arg: int,
               bits: int) -> int:
     """Hypercall ``memory_op(cmd, arg)`` of a ``bits``-bit guest; ``read``
     reads guest linear memory (None if it cannot). Returns what Xen puts in
-    (E/R)AX: the extents done, or a negative errno."""
+    (E/R)AX: the extents done, 0, or a negative errno."""
     op, start = cmd & MEMOP_CMD_MASK, cmd >> MEMOP_EXTENT_SHIFT
+    if op == XENMEM_add_to_physmap:
+        raw = read(arg, struct.calcsize(ADD_TO_PHYSMAP[bits]))
+        return -EFAULT if raw is None else add_to_physmap(p2m, raw, bits)
     if op not in (XENMEM_decrease_reservation, XENMEM_populate_physmap):
         return -ENOSYS
     _fmt, size, pfn_bytes = LAYOUT[bits]

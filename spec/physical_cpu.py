@@ -204,8 +204,45 @@ def _loader_cpu() -> unicorn.Uc:
     global _loader
     if _loader is None:
         _loader = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
-        _loader.mem_map(0, _LOADER_TABLE)
+        _loader.mem_map(0, _LOADER_TABLE + _LOADER_PAGING)
     return _loader
+
+
+#: the loader's own page tables, after its descriptor table (four pages)
+_LOADER_PAGING = 0x4000
+
+
+def _loader_paging(loader: unicorn.Uc) -> int | None:
+    """With paging on, the loader would read its descriptor table through
+    the guest's page tables, which are not in its memory (the walk faults
+    outside any run, and Unicorn crashes the process): give it tables of
+    its own, of the guest's kind (4-level with EFER.LMA, PAE, or 32-bit),
+    that map its descriptor table's 64 KiB at their own addresses. Returns
+    the guest's CR3, to be put back; None without paging."""
+    if not loader.reg_read(X.UC_X86_REG_CR0) & 0x80000000:
+        return None
+    cr3 = loader.reg_read(X.UC_X86_REG_CR3)
+    at = _LOADER_TABLE
+    pages = range(0, _LOADER_TABLE, 0x1000)
+    if loader.msr_read(MSR_EFER) & 0x400:               # LMA: PML4, PDPT, PD, PT
+        entry = 8
+        links = [(at, at + 0x1000 | 3), (at + 0x1000, at + 0x2000 | 3),
+                 (at + 0x2000, at + 0x3000 | 3)]
+        table = at + 0x3000
+    elif loader.reg_read(X.UC_X86_REG_CR4) & 0x20:       # PAE: PDPT, PD, PT
+        entry = 8
+        links = [(at, at + 0x1000 | 1), (at + 0x1000, at + 0x2000 | 3)]
+        table = at + 0x2000
+    else:                                               # 32-bit: PD, PT
+        entry = 4
+        links = [(at, at + 0x1000 | 3)]
+        table = at + 0x1000
+    loader.mem_write(at, bytes(_LOADER_PAGING))
+    for where, value in links:
+        loader.mem_write(where, value.to_bytes(entry, "little"))
+    loader.mem_write(table, b"".join((p | 3).to_bytes(entry, "little") for p in pages))
+    loader.reg_write(X.UC_X86_REG_CR3, at)
+    return cr3
 
 
 def reset(uc: unicorn.Uc, cs: int = 0xF000, ip: int = 0xFFF0) -> None:
@@ -249,6 +286,7 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
     privilege mismatch, an absent segment)."""
     loader = _loader_cpu()
     loader.context_restore(uc.context_save())
+    guest_cr3 = _loader_paging(loader)
     protected = loader.reg_read(X.UC_X86_REG_CR0) & 1
     gdtr = loader.reg_read(X.UC_X86_REG_GDTR)
     loaded = None
@@ -276,6 +314,8 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
         if protected:
             loaded = bytes(loader.mem_read(selector & 0xFFF8, 8))
             loader.reg_write(X.UC_X86_REG_GDTR, gdtr)
+        if guest_cr3 is not None:
+            loader.reg_write(X.UC_X86_REG_CR3, guest_cr3)
     uc.context_restore(loader.context_save())
     return loaded
 
@@ -366,3 +406,47 @@ def exception_delivered(uc: unicorn.Uc) -> None:
     state[0] = bytes(blob)
     context.__setstate__(tuple(state))
     uc.context_restore(context)
+
+
+#: CR2 while a call that drops translated code runs: not canonical, so no
+#: page fault can leave it there (:func:`drop_translations`)
+_CR2_MARK = 0xDEAD_0000_0000_0001
+
+
+def drop_translations(uc: unicorn.Uc, call, *args, running: bool = False) -> bool:
+    """Make a Unicorn ``call`` that drops translated code (``mem_protect``,
+    ``mem_map``, ``mem_unmap``, ``hook_del`` of a ranged hook,
+    ``ctl_remove_cache``) and take back the page fault it may leave.
+
+    This corrects Unicorn 2.1.4: such a call invalidates the translations
+    of a range (``uc_invalidate_tb`` in ``qemu/accel/tcg/translate-all.c``)
+    by first looking the range's start up *as a linear address* in the
+    guest's page tables (``get_page_addr_code``), even where the start is a
+    guest-physical address (a memory region's, for the first four). Where
+    the guest's paging does not map that address, the walk raises #PF
+    inside Unicorn, which ignores it, except that it has already set CR2,
+    counted the fault as a first fault for #DF (``old_exception``) and left
+    it pending (``exception_index``): the next run begins by raising that
+    #PF, and the guest's next real #PF or #GP arrives as #DF. On the
+    hardware nothing of this exists: changing the EPT or the host's code
+    cache raises nothing in the guest. (Debian's Linux, whose early page
+    tables map its kernel only high, met this at its first page of code.)
+
+    CR2 is put back here; the fault's count for #DF is forgotten as
+    :func:`exception_delivered` does, unless the CPU is ``running`` (the
+    call is made from a hook: then the caller stops the run and calls
+    :func:`exception_delivered` once it has stopped). The pending fault
+    cannot be taken back from outside: the result says it is there (True),
+    and the caller's ``UC_HOOK_INTR`` discards the next event it receives,
+    which is that fault, raised before any instruction runs.
+    """
+    cr2 = uc.reg_read(X.UC_X86_REG_CR2)
+    uc.reg_write(X.UC_X86_REG_CR2, _CR2_MARK)
+    try:
+        call(*args)
+    finally:
+        stray = uc.reg_read(X.UC_X86_REG_CR2) != _CR2_MARK
+        uc.reg_write(X.UC_X86_REG_CR2, cr2)
+    if stray and not running:
+        exception_delivered(uc)
+    return stray

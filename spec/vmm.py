@@ -120,6 +120,7 @@ reports it hung.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Callable
 
@@ -233,7 +234,10 @@ class Vmm:
         vcpus[0].on_copy = self.dirty_vram.copied
         #: the domain's p2m as hypercalls change it (:mod:`spec.memory_op`)
         self.p2m = memory_op.P2m(vcpus[0].ram_ranges(), vcpus[0].unmap_page,
-                                 vcpus[0].remap_page, emit)
+                                 vcpus[0].remap_page, emit, self._share)
+        #: the domain's shared info page (Xen's frame, :mod:`spec.memory_op`)
+        self.shared_info = ctypes.create_string_buffer(memory_op.SHARED_INFO,
+                                                       platform.PAGE_SIZE)
 
     # --- exits ---------------------------------------------------------------------
 
@@ -327,6 +331,16 @@ class Vmm:
 
     # --- hypercalls ---------------------------------------------------------------------
 
+    def _share(self, old: int | None, new: int) -> bool:
+        """Move the shared info page's EPT entry (:class:`spec.memory_op.P2m`)."""
+        hw, shift = self.vcpus[0], platform.PAGE_SHIFT
+        if hw.is_ram(new << shift, platform.PAGE_SIZE) and new != old:
+            return False
+        if old is not None:
+            hw.unmap_foreign(old << shift, platform.PAGE_SIZE)
+        hw.map_foreign(new << shift, self.shared_info)
+        return True
+
     def hypercall(self, vcpu: int, ex: Exit) -> None:
         """A VMCALL exit (module docstring, "Hypercalls")."""
         hw = self.vcpus[vcpu]
@@ -336,6 +350,9 @@ class Vmm:
         args = [hw.reg(r) & width for r in HYPERCALL_ARGS[bits]]
         if hw.reg("rflags") & RFLAGS_VM or hw.ss_dpl() == 3:
             result = -memory_op.EPERM
+        elif number == memory_op.HYPERVISOR_xen_version:
+            result = memory_op.xen_version(args[0] & 0xFFFF_FFFF, args[1], _linear_reader(hw),
+                                           _linear_writer(hw))
         elif number != memory_op.HYPERVISOR_memory_op:
             result = -memory_op.ENOSYS
         else:
@@ -713,6 +730,17 @@ def _linear_reader(hw: HardwareVcpu) -> Callable[[int, int], bytes | None]:
         except GuestAccessError:
             return None
     return read
+
+
+def _linear_writer(hw: HardwareVcpu) -> Callable[[int, bytes], bool]:
+    """Xen's ``copy_to_guest`` for an HVM guest; False where it fails."""
+    def write(linear: int, data: bytes) -> bool:
+        try:
+            hw.write_linear(linear & hw.address_mask(), data)
+        except GuestAccessError:
+            return False
+        return True
+    return write
 
 
 def _translator(hw: HardwareVcpu) -> Callable[[int, bool], int] | None:

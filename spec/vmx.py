@@ -108,6 +108,9 @@ RFLAGS_NT = 1 << 14
 RFLAGS_RF = 1 << 16
 RFLAGS_VM = 1 << 17
 RFLAGS_AC = 1 << 18
+#: the MSRs of SYSCALL (SDM vol. 4, table 2-2) and EFER's SYSCALL enable
+MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
+EFER_SCE = 1
 
 
 def _passes_through(q: IoQualification | None) -> bool:
@@ -167,10 +170,15 @@ class HardwareVcpu(GuestLinear):
         self._block: Block | None = None
         self._watch = None                  # the write watch's hook (watch_writes)
         self._base = 0
+        #: a page fault the CPU raised while changing the EPT (_ept): not
+        #: the guest's, it is the next event the CPU raises
+        self._stray = False
         self.uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.uc.hook_add(unicorn.UC_HOOK_MEM_WRITE_PROT, self._on_write_protected)
         self.uc.hook_add(unicorn.UC_HOOK_INTR, self._on_event)
+        self.uc.hook_add(unicorn.UC_HOOK_INSN, self._on_syscall, None, 1, 0,
+                         X.UC_X86_INS_SYSCALL)
         clock.attach(self.uc, lambda: self._clock_at_rdtsc() + self.io_ns)
         cpuid.attach(self.uc)
         self.reset()
@@ -193,12 +201,12 @@ class HardwareVcpu(GuestLinear):
 
     def unmap_page(self, pfn: int) -> None:
         """Remove a page's EPT entry and free its frame: the page is a hole."""
-        self.host_ram.release(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self._ept(self.host_ram.release, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
         self.holes.add(pfn)
 
     def remap_page(self, pfn: int) -> None:
         """Give a hole a new, zeroed frame."""
-        self.host_ram.restore(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
+        self._ept(self.host_ram.restore, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE)
         self.holes.discard(pfn)
 
     def map_foreign(self, gpa: int, buffer) -> None:
@@ -207,13 +215,13 @@ class HardwareVcpu(GuestLinear):
         guest's p2m; the pages are writable until :meth:`set_writable` says
         otherwise."""
         size = ctypes.sizeof(buffer)
-        self.uc.mem_map_ptr(gpa, size, unicorn.UC_PROT_ALL, buffer)
+        self._ept(self.uc.mem_map_ptr, gpa, size, unicorn.UC_PROT_ALL, buffer)
         self.foreign.append((gpa, gpa + size, buffer))
 
     def unmap_foreign(self, gpa: int, length: int) -> None:
         """Remove a mapping :meth:`map_foreign` made: the range is a hole
         again (an access there is an MMIO exit)."""
-        self.uc.mem_unmap(gpa, length)
+        self._ept(self.uc.mem_unmap, gpa, length)
         self.foreign = [f for f in self.foreign if (f[0], f[1]) != (gpa, gpa + length)]
 
     def map_rom(self, gpa: int, data: bytes) -> None:
@@ -229,7 +237,7 @@ class HardwareVcpu(GuestLinear):
         ``stored(gpa, size)``; ``nr = 0`` stops (:mod:`spec.dirty_vram`,
         "Watched ranges")."""
         if self._watch is not None:
-            self.uc.hook_del(self._watch)
+            self._ept(self.uc.hook_del, self._watch)
             self._watch = None
         if nr:
             first = first_pfn << platform.PAGE_SHIFT
@@ -241,7 +249,15 @@ class HardwareVcpu(GuestLinear):
     def set_writable(self, pfn: int, writable: bool) -> None:
         """The EPT write permission of one page (a log-dirty page is read-only)."""
         prot = unicorn.UC_PROT_ALL if writable else unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC
-        self.uc.mem_protect(pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE, prot)
+        self._ept(self.uc.mem_protect, pfn << platform.PAGE_SHIFT, platform.PAGE_SIZE, prot)
+
+    def _ept(self, call, *args) -> None:
+        """Change the domain's physical address space with a Unicorn
+        ``call``. The hardware raises nothing in the guest for it; Unicorn
+        may raise a page fault that it leaves pending
+        (:func:`spec.physical_cpu.drop_translations`), which
+        :meth:`_on_event` then discards."""
+        self._stray |= physical_cpu.drop_translations(self.uc, call, *args)
 
     def reset(self) -> None:
         """The reset state of SDM vol. 3A table 9-1 that matters here: real
@@ -380,6 +396,7 @@ class HardwareVcpu(GuestLinear):
         block that ran whole, and of the current one those before the
         boundary where it stopped."""
         self._pending: Exit | None = None
+        self._syscall_at: int | None = None
         self._raised: tuple[int, int, int, int] | None = None
         self._fault: str | None = None
         self._p2m: str | None = None
@@ -402,6 +419,10 @@ class HardwareVcpu(GuestLinear):
             self.uc.emu_start(self.reg("rip"), 1 << 40, count=count)
         except unicorn.UcError as exc:
             return self._fault_exit(exc)
+        if self._syscall_at is not None:
+            at, self._syscall_at = self._syscall_at, None
+            self._settle(self.linear_rip())
+            return self._syscall(at)
         if self._raised is not None:
             physical_cpu.exception_delivered(self.uc)
             return self._event_exit(*self._raised)
@@ -610,9 +631,54 @@ class HardwareVcpu(GuestLinear):
     def _on_event(self, uc, vector: int, _data) -> None:
         """Unicorn raises INT n, INT3, INTO and every exception to its caller
         instead of delivering it: note the vector, the error code the CPU
-        computed, and where it left EIP; deliver it when the run stops."""
+        computed, and where it left EIP; deliver it when the run stops. A
+        fault left pending by a change of the EPT (:meth:`_ept`) is not the
+        guest's: discarded, and the CPU runs on."""
+        if self._stray:
+            self._stray = False
+            return
         self._raised = (vector, physical_cpu.error_code(uc), self.reg("rip"), self.reg("cr2"))
         uc.emu_stop()
+
+    def _on_syscall(self, uc, _data) -> None:
+        """Unicorn's SYSCALL calls this hook (RIP at the instruction) and
+        then steps over the instruction, doing nothing of what it does:
+        the run stops after it, and :meth:`_syscall` does the rest."""
+        self._syscall_at = self.linear_rip()
+        uc.emu_stop()
+
+    def _syscall(self, at: int) -> Exit | None:
+        """SYSCALL at linear ``at`` (SDM vol. 2B, "SYSCALL"), the count past
+        it. An Intel CPU raises #UD unless in 64-bit mode with EFER.SCE set
+        (the instruction did not retire: an ``event`` exit). Otherwise:
+
+        * RCX := RIP of the next instruction; R11 := RFLAGS with RF clear;
+        * CS := IA32_STAR[47:32] with RPL 0, a flat 64-bit code segment of
+          ring 0 (base 0, limit 4 GiB, type 11, L = 1), SS := that + 8, a
+          flat writable data segment of ring 0: fixed values, nothing is
+          read from the GDT;
+        * RFLAGS := RFLAGS AND NOT IA32_FMASK, RF clear; RIP := IA32_LSTAR.
+
+        It causes no VM exit and nothing is traced."""
+        if self.mode() != 64 or not self.efer() & EFER_SCE:
+            self.icount -= 1
+            ip = (at - self.segment_base("cs")) & 0xFFFF_FFFF
+            self.set_reg("rip", ip)
+            return Exit("event", at, 0, self.icount,
+                        detail={"event": delivery.Event(delivery.UD, delivery.FAULT, ip)})
+        star = self.uc.msr_read(MSR_STAR)
+        flags = self.reg("rflags")
+        self.set_reg("rcx", self.reg("rip"))
+        self.uc.reg_write(X.UC_X86_REG_R11, flags & ~RFLAGS_RF)
+        selector = (star >> 32) & 0xFFFC
+        physical_cpu.load_segment(self.uc, "cs", selector,
+                                  (0x00AF9B000000FFFF).to_bytes(8, "little"), 0)
+        physical_cpu.load_segment(self.uc, "ss", (selector + 8) & 0xFFFF,
+                                  (0x00CF93000000FFFF).to_bytes(8, "little"))
+        self.set_reg("rflags", flags & ~self.uc.msr_read(MSR_FMASK) & ~RFLAGS_RF)
+        self.set_reg("rip", self.uc.msr_read(MSR_LSTAR))
+        self.shadow = False
+        return None
 
     def _event_exit(self, vector: int, error_code: int, ip: int, cr2: int) -> Exit:
         """The event Unicorn raised, as :mod:`spec.delivery` takes it. For
