@@ -134,7 +134,10 @@ class CaseResult:
 class FileSink:
     """A sink that writes each event to ``stream`` as a JSON line (the
     format of :func:`spec.trace.dump`), as it happens: ``hvmspec run
-    --trace``'s file, and the first engine's side of a comparison."""
+    --trace``'s file, and the first engine's side of a comparison. The
+    file is flushed at each change of a domain's life (created, running,
+    shut down, destroyed: a few events a run), so that whoever follows it
+    sees the domain start and end when they happen."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -143,6 +146,8 @@ class FileSink:
     def __call__(self, event: trace.Event) -> None:
         self.stream.write(json.dumps(event.to_json(), separators=(",", ":")) + "\n")
         self.count += 1
+        if isinstance(event, trace.DomainLifecycle):
+            self.stream.flush()
 
 
 _END = object()

@@ -48,6 +48,18 @@ def _wait_for(stream, text: str, seconds: float = 120) -> str:
     return seen.decode(errors="replace")
 
 
+def _wait_for_running(trace_file, seconds: float = 120) -> None:
+    """Until the run's trace (flushed at each change of the domain's life)
+    says the domain is running: on a loaded machine, starting Python and
+    assembling the guest can take longer than any fixed sleep."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if trace_file.exists() and '"new":"running"' in trace_file.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the domain never ran: {trace_file.read_text()[-500:]!r}")
+
+
 @pytest.mark.parametrize("engine", ["impl", "reference"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("guest", [SPIN, PORT_LOOP], ids=["spin", "port-loop"])
@@ -58,7 +70,8 @@ def test_a_signal_stops_a_run_with_one_line_and_the_shells_exit_code(tmp_path, e
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(proc.stderr, "16-bit assembly source")
-        time.sleep(1.0)                     # it runs the guest by now
+        _wait_for_running(trace_file)
+        time.sleep(0.2)                     # inside the guest's loop by now
         assert proc.poll() is None, "the guest ended on its own"
         sent = time.monotonic()
         proc.send_signal(sig)
