@@ -84,8 +84,9 @@ class Session:
     """An interactive qtest session on QEMU's PC, for tests that must look at
     an answer before the next step (polling a status register while QEMU's
     block layer finishes a request): ``out``/``inp`` port accesses,
-    ``memwrite``/``memread`` of guest-physical memory (qtest's ``write``/``read``); ``irqs`` collects the
-    ``(line, level)`` changes QEMU reported, in order."""
+    ``memwrite``/``memread`` of guest-physical memory (qtest's ``write`` and
+    ``read``); ``irqs`` collects the ``(line, level)`` changes QEMU
+    reported, in order."""
 
     def __init__(self, args: tuple[str, ...] = ()) -> None:
         qemu = peer("qemu-system-i386")

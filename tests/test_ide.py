@@ -11,6 +11,7 @@ test asserts both sides, so that the difference stays written down.
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -53,14 +54,19 @@ class Image:
             f.write(data)
 
 
+_RAMP = bytes(range(256)) * 10
+
+
+@functools.cache
 def disk_bytes() -> bytes:
     """Each 512-byte sector holds its number and a pattern."""
-    return b"".join((i.to_bytes(4, "little") + bytes((i + j) & 0xFF for j in range(508)))
+    return b"".join(i.to_bytes(4, "little") + _RAMP[i & 0xFF:(i & 0xFF) + 508]
                     for i in range(DISK_SECTORS))
 
 
+@functools.cache
 def cd_bytes() -> bytes:
-    return b"".join(bytes([i]) * 16 + bytes((i * 7 + j) & 0xFF for j in range(2032))
+    return b"".join(bytes([i]) * 16 + _RAMP[i * 7 & 0xFF:(i * 7 & 0xFF) + 2032]
                     for i in range(CD_SECTORS))
 
 
@@ -790,3 +796,24 @@ def test_string_io_through_qemu_dm(tmp_path):
         dm.perform(req)
         assert dev.memread(BUFFER, 512) == disk_bytes()[42 * 512:43 * 512]
         assert st(dev.inp(0x1F7)) == 0x40
+
+
+def test_prevent_removal_and_eject(both):
+    """A locked door: Xen 3.0.4 ejects anyway (``bdrv_close`` knows no lock)
+    and then answers PREVENT ALLOW with NOT READY (no medium); QEMU 7.2
+    refuses the eject (NOT READY, ASC 0x53 media removal prevented) until
+    ALLOW. Either way the disc is gone after an unlocked eject."""
+    spec, qemu = both
+    steps = [bytes([0x1E, 0, 0, 0, 1]), bytes([0x1B, 0, 0, 0, 2]), bytes([0x00]),
+             bytes([0x1E, 0, 0, 0, 0]), bytes([0x1B, 0, 0, 0, 2]), bytes([0x00])]
+    answers = []
+    for dev in both:
+        seen = []
+        for op in steps:
+            after = packet(dev, op)[2]
+            seen.append((after[6], sense(dev)[:2] if after[6] & 1 else None))
+        answers.append(seen)
+    assert answers[0] == [(0x40, None), (0x40, None), (0x41, (2, 0x3A)), (0x41, (2, 0x3A)),
+                          (0x40, None), (0x41, (2, 0x3A))]
+    assert answers[1] == [(0x40, None), (0x41, (2, 0x53)), (0x40, None), (0x40, None),
+                          (0x40, None), (0x41, (2, 0x3A))]

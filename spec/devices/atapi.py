@@ -41,7 +41,8 @@ op    command                      reply
                                    response format 0x21, additional length
                                    31, ``QEMU``, ``QEMU CD-ROM``, ``0.8.``
 0x1B  START STOP UNIT              ok; eject (LoEj=1, Start=0) removes the
-                                   disc
+                                   disc, locked or not (QEMU 7.2 refuses a
+                                   locked eject: NOT READY, ASC 0x53)
 0x1E  PREVENT ALLOW MEDIUM         ok and the lock bit (nr)
       REMOVAL
 0x25  READ CAPACITY                last LBA, 2048 (nr)

@@ -53,7 +53,13 @@ qemu-dm ran the transfer in a thread of its own (``DMA_MULTI_THREAD``):
 the guest could read the registers while it ran. The model runs it to its
 end within the access that starts it, as if the thread were instant.
 Guest memory is read and written through qemu-dm's mapcache
-(:mod:`spec.mapcache`), as ``cpu_physical_memory_rw`` does.
+(:mod:`spec.mapcache`), as ``cpu_physical_memory_rw`` does: each access
+maps (and locks for its duration) the buckets it touches, in this order:
+the PRD entry's 8 bytes, then the entry's buffer in pieces, each piece
+ending where the buffer or the drive's data ends: an ATA drive moves up
+to 16 sectors (8 KiB) of its buffer at a time, an ATAPI drive one 2048-
+or 2352-byte CD sector. The mapcache's hits and misses (its trace events,
+its LRU order) follow that sequence.
 """
 
 from __future__ import annotations

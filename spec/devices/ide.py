@@ -53,7 +53,10 @@ DRDY|ERR (0x41) and error ABRT, and raises the interrupt.
 Interrupts. A drive *raises* its channel's line when a command completes
 or a data block is ready (``ide_set_irq``), unless nIEN (device control bit
 1) is set; reading the status register (offset 7, not the alternate
-status) lowers it. Both drives of a channel share the line. Xen 3.0.4
+status) lowers it. Both drives of a channel share the line; qemu-dm's
+``set_irq`` hears of the line only when its level changes (Xen 3.0.4
+called it at every status read; a call that changes nothing has no effect
+there). Xen 3.0.4
 never lowers the line otherwise: not on nIEN, not on SRST (QEMU 7.2 does
 on both).
 
@@ -73,6 +76,16 @@ data, the first bytes it moved) and each access re-runs the end of the
 last transfer (Xen 3.0.4; QEMU 7.2 reads 0 and ignores writes while DRQ is
 clear). A string access (``rep insw``: one ioreq of ``count`` words) is
 ``count`` such accesses.
+
+After a PIO block that failed (a read or write aborted part-way), the
+drive's next step stays the block's end and the pointer is not reset: each
+further data access moves it on and runs that step again. qemu-dm then
+reads and writes past the end of its buffer (``io_buffer``, 16 sectors and
+4 bytes) into the rest of the drive's state, a qemu-dm bug with no defined
+result. The model keeps the pointer moving: a read past the buffer's
+current end gives 0 for the bytes that are not there, a write there
+appends its bytes to the buffer (Python's ``bytearray`` slice assignment);
+nothing of it reaches the image or guest memory.
 
 ATA commands (hard disk; the commands a CD-ROM answers as well are said):
 
