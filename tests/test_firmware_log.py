@@ -254,9 +254,6 @@ ONLY_QEMU = [
     (r"Found QEMU fw_cfg|QEMU fw_cfg DMA interface supported|qemu/e820: .*",
      "Xen 3.x's qemu-dm has no fw_cfg (ports 0x510/0x511)"),
     (r"Moving pm_base to .*", "SeaBIOS learns QEMU's PM base through fw_cfg"),
-    (r"PCI: map device bdf=00:01\.1 .*|PCI: init bdf=00:01\.1 .*|ATA controller \d .*"
-     r"|PCI: bus=0 devfn=0x09: .*|region 4: 0x0000c000",
-     "PIIX3's IDE function 00:01.1 (and its BAR4), which hvmspec does not model"),
 ]
 #: (pattern, reason): lines only hvmspec prints
 ONLY_HVMSPEC = [
@@ -279,7 +276,6 @@ VALUES = [
     (r"PCI: bus=0 devfn=(?P<v>0x0[ab]): vendor_id=0x8086 device_id=0x7113", "the same"),
     (r"Using pmtimer, ioport (?P<v>0x[0-9a-f]+)", "SeaBIOS moves the PM block to 0xb000 by "
      "PMBA; Xen 3.0.4's qemu-dm keeps it at 0x1f40 (so SeaBIOS's timer port is unclaimed)"),
-    (r"PCI: IO: c000 - (?P<v>[0-9a-f]+)", "no I/O BAR on hvmspec (PIIX3 IDE's, on QEMU)"),
     (r"bdf=00:02\.0  bar 6, addr (?P<v>[0-9a-f]+)", "the test device's BAR0 takes the top "
      "page, so the VGA's expansion ROM goes below it"),
     (r"Copying MPTABLE from 0x[0-9a-f]+/(?P<v>[0-9a-f]+)", "SeaBIOS sizes its SMBIOS tables "

@@ -406,7 +406,7 @@ def test_bus_master_dma_reads_sectors_into_memory(images):
     script = [*pci_setup(), *prd(0x1000, [(0x2000, 512, False), (0x3000, 1024, True)]),
               ("out", BM + 4, 0x1000, 4), ("in", BM + 4, 4), *task(0x1F0, 20, 3),
               *cmd(0x1F7, 0xC8), ("out", BM, 0x09), ("poll", BM + 2, 1),
-              ("in", 0x3F6), ("in", 0x1F7), ("out", BM + 2, 0x04), ("in", BM + 2),
+              ("poll", 0x3F6, 0x80), ("in", 0x1F7), ("out", BM + 2, 0x04), ("in", BM + 2),
               ("out", BM, 0x08), ("in", BM)]
     script += [("read", 0x2000 + i) for i in range(512)]
     script += [("read", 0x3000 + i) for i in range(1024)]
@@ -426,7 +426,8 @@ def test_bus_master_dma_writes_memory_to_the_disk(images):
     script = [*pci_setup(), *prd(0x1000, [(0x4000, 1024, True)]),
               *[("write", 0x4000 + i, b) for i, b in enumerate(data)],
               ("out", BM + 4, 0x1000, 4), *task(0x1F0, 30, 2), *cmd(0x1F7, 0xCA),
-              ("out", BM, 0x01), ("poll", BM + 2, 1), ("in", 0x1F7), ("out", BM, 0x00),
+              ("out", BM, 0x01), ("poll", BM + 2, 1), ("poll", 0x3F6, 0x80), ("in", 0x1F7),
+              ("out", BM, 0x00),
               *task(0x1F0, 30, 2), *cmd(0x1F7, 0x20), ("in", 0x1F7), *pio_in(0x1F0, 256),
               ("in", 0x1F7), *pio_in(0x1F0, 256)]
     ours, theirs = both(images, script)
@@ -521,7 +522,8 @@ def test_atapi_read_by_dma(images):
     script = [*pci_setup(), *prd(0x1000, [(0x5000, 4096, True)]), ("out", BM + 12, 0x1000, 4),
               *packet(bytes([0x00])), *packet(bytes([0x00])),
               *packet(bytes([0x28, 0, 0, 0, 0, 7, 0, 0, 2]), dma=True),
-              ("out", BM + 8, 0x09), ("poll", BM + 10, 1), ("in", 0x177), ("in", 0x172)]
+              ("out", BM + 8, 0x09), ("poll", BM + 10, 1), ("poll", 0x376, 0x80), ("in", 0x177),
+              ("in", 0x172)]
     script += [("read", 0x5000 + i) for i in range(0, 4096, 7)]
     ours, theirs = both(images, script)
     got = bytes(int(x.split("= ")[1], 16) for x in ours if x.startswith("read "))
