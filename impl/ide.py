@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spec import platform as P
+from spec.block import MediumError
 
 # status (ide.c's *_STAT) and error bits
 ERR, DRQ, SEEK, READY, BUSY = 0x01, 0x08, 0x10, 0x40, 0x80
@@ -194,13 +195,16 @@ class Drive:
         if m is None or not self.inserted or sector < 0 or sector + n > self.nb_sectors:
             return False
         per = m.sector_size // 512
-        if per == 1:
-            self.buf[0:512 * n] = m.read(sector, n)[:512 * n]
-        else:
-            first, last = sector // per, (sector + n - 1) // per
-            raw = m.read(first, last - first + 1)
-            at = (sector - first * per) * 512
-            self.buf[0:512 * n] = raw[at:at + 512 * n]
+        try:
+            if per == 1:
+                self.buf[0:512 * n] = m.read(sector, n)[:512 * n]
+            else:
+                first, last = sector // per, (sector + n - 1) // per
+                raw = m.read(first, last - first + 1)
+                at = (sector - first * per) * 512
+                self.buf[0:512 * n] = raw[at:at + 512 * n]
+        except MediumError:             # the host failed the read
+            return False
         return True
 
     def disk_write(self, sector: int, n: int) -> bool:
@@ -208,7 +212,10 @@ class Drive:
         if (m is None or not self.inserted or m.read_only or m.sector_size != 512
                 or sector < 0 or sector + n > self.nb_sectors):
             return False
-        m.write(sector, bytes(self.buf[0:512 * n]))
+        try:
+            m.write(sector, bytes(self.buf[0:512 * n]))
+        except MediumError:             # the host failed the write
+            return False
         return True
 
     def sector_read(self) -> None:
@@ -808,6 +815,14 @@ class Ide:
         self.channels = (Channel(self, 0, media[0:2], 1), Channel(self, 1, media[2:4], 3))
         self.bus_master = BusMaster(self.channels)
         self.bm_base: int | None = None
+
+    def medium_changed(self, name: str) -> None:
+        """A new medium (or none) in drive ``name``: its size read again,
+        nothing else (Xen 3.0.4's cdrom_change_cb)."""
+        index = ("hda", "hdb", "hdc", "hdd").index(name)
+        drive = self.channels[index >> 1].drives[index & 1]
+        drive.nb_sectors = drive.medium.sectors * (drive.medium.sector_size // 512)
+        drive.inserted = drive.medium.sectors > 0
 
     def ports(self) -> list[tuple[int, int, object]]:
         """(first port, one past the last, device) of the fixed ports."""

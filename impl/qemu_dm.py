@@ -111,7 +111,9 @@ class QemuDm:
                          conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
-        self.ide = Ide(drives or {}, self.set_irq, self._guest_read, self._guest_write)
+        self.drives = dm_config.open_drives(conf.disks)     # name -> medium (spec.block)
+        self.drives.update(drives or {})
+        self.ide = Ide(self.drives, self.set_irq, self._guest_read, self._guest_write)
         self.pci = Pci(self._testdev_moved, self._reboot,
                        self.vga.moved if self.vga is not None else lambda base: None,
                        vga_rom if self.vga is not None else None, self._ide_moved)
@@ -133,7 +135,6 @@ class QemuDm:
         self.unclaimed = [0, 0, 0, 0]       # pio reads, pio writes, mmio reads, mmio writes
         self.power_off_requested = False
         self.reboot_requested = False
-        self.drives = dm_config.open_drives(conf.disks)     # name -> medium (spec.block)
         self.xs = xs
         self.changeable = tuple(d for d in conf.disks if d.kind == "cdrom")
         dm_config.watch_media(xs, self.changeable)
@@ -243,8 +244,9 @@ class QemuDm:
             if self.vga is not None:
                 worked |= self.vga.refresh(self.emit)
         if self.changeable:
-            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
-                                                        self.drives))
+            for name in dm_config.take_media_changes(self.xs, self.changeable, self.drives):
+                self.ide.medium_changed(name)
+                worked = True
         if self.kick:
             self.kick = False
             self.libxc.notify(self.irq_port)

@@ -222,7 +222,12 @@ class QemuDm:
             self.bus.register(port, count, _Offset(self.dma, port))
         #: PIIX3's IDE function (:mod:`spec.devices.ide`): the drives ``hda`` ..
         #: ``hdd``; there with none, as in Xen
-        self.ide = IdeController(drives, self.set_irq, _DmaMemory(self))
+        #: the IDE drives' media by name (``hda`` .. ``hdd``), opened from
+        #: the images the configuration names (:func:`spec.dm_config.open_drives`);
+        #: ``drives`` given here (a test's media) are added to them
+        self.drives = dm_config.open_drives(config.disks)
+        self.drives.update(drives or {})
+        self.ide = IdeController(self.drives, self.set_irq, _DmaMemory(self))
         for base, count, device in self.ide.port_ranges():
             self.bus.register(base, count, device)
         self.bmdma_at: int | None = None
@@ -238,9 +243,6 @@ class QemuDm:
         self.bus.register(platform.BOCHS_SHUTDOWN_PORT, 1, ShutdownPort(
             lambda: self._request_shutdown(platform.SHUTDOWN_POWEROFF)))
         self.shutdown_requested: int | None = None
-        #: the IDE drives' media by name (``hda`` .. ``hdd``), opened from
-        #: the images the configuration names (:func:`spec.dm_config.open_drives`)
-        self.drives = dm_config.open_drives(config.disks)
         self.xs = xs
         #: CD-ROM drives whose medium ``xm block-configure`` can change
         self.changeable = tuple(d for d in config.disks if d.kind == "cdrom")
@@ -342,8 +344,9 @@ class QemuDm:
                 worked = True
         worked |= self.run_timers()
         if self.changeable:
-            worked |= bool(dm_config.take_media_changes(self.xs, self.changeable,
-                                                        self.drives))
+            for name in dm_config.take_media_changes(self.xs, self.changeable, self.drives):
+                self.ide.medium_changed(name)
+                worked = True
         if self.send_event and self.irq_port is not None:
             self.send_event = False
             self.host.notify(self.irq_port)

@@ -170,6 +170,7 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from spec import platform
+from spec.block import MediumError
 
 # status register
 BSY, DRDY, DSC, DRQ, ERR = 0x80, 0x40, 0x10, 0x08, 0x01
@@ -309,7 +310,10 @@ class Drive:
             return None
         per = m.sector_size // SECTOR
         first, last = sector // per, (sector + count + per - 1) // per
-        data = m.read(first, last - first)
+        try:
+            data = m.read(first, last - first)
+        except MediumError:             # the host failed the read: a drive error
+            return None
         skip = (sector - first * per) * SECTOR
         return bytes(data[skip:skip + count * SECTOR])
 
@@ -321,7 +325,10 @@ class Drive:
         if m is None or not self.inserted or m.read_only or m.sector_size != SECTOR \
                 or sector < 0 or sector + count > self.nb_sectors:
             return False
-        m.write(sector, bytes(data))
+        try:
+            m.write(sector, bytes(data))
+        except MediumError:             # the host failed the write: a drive error
+            return False
         return True
 
     # -- interrupts and transfers ----------------------------------------
@@ -872,6 +879,17 @@ class IdeController:
         self.bus_masters = (BusMaster(self.channels[0], memory),
                             BusMaster(self.channels[1], memory))
         self.bmdma_ports = BmdmaPorts(self.bus_masters)
+
+    def medium_changed(self, name: str) -> None:
+        """qemu-dm changed drive ``name``'s medium (``xm block-configure``):
+        Xen 3.0.4's ``cdrom_change_cb`` reads the medium's size again, and
+        does nothing else ("XXX: send interrupt too"): no interrupt, no
+        UNIT ATTENTION. A disc is in when the size is not 0."""
+        index = DRIVE_NAMES.index(name)
+        drive = self.channels[index // 2].drives[index % 2]
+        medium = drive.medium
+        drive.nb_sectors = medium.sectors * medium.sector_size // SECTOR
+        drive.inserted = medium.sectors > 0
 
     def port_ranges(self) -> list[tuple[int, int, object]]:
         """(base, count, device) of the legacy ports."""
