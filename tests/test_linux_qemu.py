@@ -283,3 +283,20 @@ def test_linux_page_explains_every_kernel_option():
     page = (ROOT / "docs" / "linux.rst").read_text()
     missing = [o for o in linux_iso.KERNEL_OPTIONS if f"``{o}``" not in page]
     assert missing == []
+
+
+@pytest.mark.slow
+def test_memtest_starts_on_qemu(tmp_path):
+    """memtest86+ from its CD: its screen, mirrored on COM1, names it, the
+    127 MiB it tests and one core without SMP (no APIC). A whole pass takes
+    about 9 minutes of its time here, too long for a test (docs/linux.rst)."""
+    try:
+        cd = linux_iso.memtest_iso()
+    except linux_iso.LinuxIsoUnavailable as exc:
+        _unavailable(f"the memtest86+ CD cannot be built here: {exc}")
+    run = qemu_peer.run_serial_script(
+        peer("qemu-system-x86_64"), qemu_peer.os_args("seabios", cd.iso),
+        parse("timeout 180\nexpect Memtest86+ v6.10\nexpect Memory  :  127MB\n"
+              "expect SMP: Disabled\nexpect Status: Testing\n", "memtest"),
+        tmp_path, wait_end=False)
+    assert [m[0] for m in run.matched] == ["memtest:2", "memtest:3", "memtest:4", "memtest:5"]
