@@ -109,6 +109,11 @@ KERNEL_OPTIONS = (
     # PIT, so every boot would lay memory out anew and the logs would differ
     # by the addresses they print; the engines' boots are to be repeatable.
     "nokaslr",
+    # Unpack the initramfs before the initcalls that follow it, not in a
+    # work item beside them: its "Trying to unpack rootfs image" line (and
+    # the work) would otherwise land among other drivers' lines wherever
+    # the scheduler put it (seen on QEMU: two boots, two places).
+    "initramfs_async=0",
     # Every message but KERN_DEBUG on the console (Debian's default is 7
     # already; "quiet" would make it 4): the full log is what is compared,
     # line by line, between engines and QEMU. Debug messages are left out:

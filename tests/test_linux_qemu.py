@@ -252,7 +252,9 @@ def test_normalised_boots_on_qemu_repeat(sessions, linux_cd, tmp_path):
         parse(SESSION, "session"), tmp_path)
     first, second = (linux_iso.normalise(r.serial) for r in (sessions["seabios"], again))
     assert len(first) > 300
-    assert first == second
+    import difflib
+    diff = "\n".join(difflib.unified_diff(first, second, "first", "second", lineterm="", n=1))
+    assert first == second, diff
 
 
 # --- built images named in xm configurations ------------------------------------------------
