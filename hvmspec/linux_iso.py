@@ -1,6 +1,6 @@
 """A bootable CD of Debian's Linux kernel with a busybox userland, built
 from Debian's packages at test time and cached: the operating system that
-hvmspec's engines and QEMU boot to a shell prompt on COM1 (issue 21).
+hvmspec's engines and QEMU boot to a shell prompt on COM1.
 
 Room: tool. :func:`linux_iso` builds (or finds in the cache) the Linux CD
 and :func:`memtest_iso` the memtest86+ CD; ``python -m hvmspec.linux_iso
