@@ -587,12 +587,22 @@ TIMING_LINES = (
     (r"^hrtimer: interrupt took |hogged CPU for", "the host's scheduling"),
 )
 
+#: Lines a work item prints whenever the scheduler runs it: kept, but moved
+#: to the end of the log (in their order), as their place among the other
+#: lines depends on timing, not on the platform.
+ASYNC_LINES = (
+    # serio's work item probes the keyboard (and mouse) behind the i8042 and
+    # registers the input device: here before rtc_cmos's lines, there after
+    (r"^input: ", "input devices are registered by serio's work item"),
+)
+
 #: a /proc/interrupts line: its count is how long the guest ran (the timer's
 #: is ticks at HZ), which differs wherever time does
 _INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:\s+)(\d+)(\s)")
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
+_ASYNC = [re.compile(pattern) for pattern, _ in ASYNC_LINES]
 
 
 def normalise(log: str) -> list[str]:
@@ -606,17 +616,19 @@ def normalise(log: str) -> list[str]:
       cursor's position, ``ESC [6n``, before each prompt, and redraws by
       what the terminal answers);
     - lines matching :data:`TIMING_LINES` go (each with its reason there);
+    - lines matching :data:`ASYNC_LINES` move to the end, in their order;
     - a ``/proc/interrupts`` count becomes ``N``;
     - empty lines go (the kernel's early and the shell's blank lines come
       and go with the console's setup).
     """
-    out = []
+    out, moved = [], []
     for raw in log.replace("\r", "").split("\n"):
         line = _ESCAPE.sub("", _TIMESTAMP.sub("", raw)).rstrip()
         if not line or any(p.search(line) for p in _TIMING):
             continue
-        out.append(_INTERRUPT_COUNT.sub(r"\1N\3", line))
-    return out
+        line = _INTERRUPT_COUNT.sub(r"\1N\3", line)
+        (moved if any(p.search(line) for p in _ASYNC) else out).append(line)
+    return out + moved
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -519,6 +519,8 @@ def run_serial_script(qemu: str, args: list[str], steps, workdir: Path, *,
                         serial.sendall(answer)
             if proc.poll() is not None and not selector.select(timeout=0):
                 break
+        if not wait_end:
+            proc.kill()
         status = proc.wait(timeout=10)
         if script.waiting is not None:
             raise ScriptError(script.unfinished(
