@@ -1,6 +1,6 @@
 """A bootable CD of Debian's Linux kernel with a busybox userland, built
 from Debian's packages at test time and cached: the operating system that
-hvmspec's engines and QEMU boot to a shell prompt on COM1 (issue 21).
+hvmspec's engines and QEMU boot to a shell prompt on COM1.
 
 Room: tool. :func:`linux_iso` builds (or finds in the cache) the Linux CD
 and :func:`memtest_iso` the memtest86+ CD; ``python -m hvmspec.linux_iso
@@ -109,6 +109,11 @@ KERNEL_OPTIONS = (
     # PIT, so every boot would lay memory out anew and the logs would differ
     # by the addresses they print; the engines' boots are to be repeatable.
     "nokaslr",
+    # Unpack the initramfs before the initcalls that follow it, not in a
+    # work item beside them: its "Trying to unpack rootfs image" line (and
+    # the work) would otherwise land among other drivers' lines wherever
+    # the scheduler put it (seen on QEMU: two boots, two places).
+    "initramfs_async=0",
     # Every message but KERN_DEBUG on the console (Debian's default is 7
     # already; "quiet" would make it 4): the full log is what is compared,
     # line by line, between engines and QEMU. Debug messages are left out:
@@ -165,11 +170,15 @@ label linux
   append {KERNEL_CMDLINE}
 """
 
+#: memtest86+ with its screen mirrored on COM1 (``console=ttyS0,115200``: the
+#: text screen's updates as VT100 output), so that its progress can be read
+#: without a picture
 MEMTEST_CFG = """default memtest
 prompt 0
 timeout 0
 label memtest
   linux /boot/memtest.bin
+  append console=ttyS0,115200
 """
 
 #: the fixed time of every file in the CDs and the initramfs
@@ -400,15 +409,21 @@ def initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
 RECIPE_VERSION = 2
 
 
-def _recipe_hash() -> str:
-    """The recipe: every text that goes into a CD, and the builder's version."""
-    recipe = [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
-              ISOLINUX_CFG, MEMTEST_CFG, SOURCE_DATE_EPOCH]
-    return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
+def _recipe(what: str) -> list:
+    """The recipe of a CD: every text that goes into it, and the builder's version."""
+    if what == "memtest":
+        return [RECIPE_VERSION, MEMTEST_CFG, SOURCE_DATE_EPOCH]
+    return [RECIPE_VERSION, KERNEL_CMDLINE, MARKER, PROMPT, MODULES, INIT, INITTAB, PROFILE,
+            ISOLINUX_CFG, SOURCE_DATE_EPOCH]
 
 
 def _key(versions: dict[str, str], what: str) -> str:
-    text = json.dumps({"recipe": _recipe_hash(), "versions": versions, "what": what},
+    """The cache key of a CD: its recipe and the versions of the packages
+    it is made of (the Linux CD's are all but memtest86+, memtest86+'s
+    CD's are memtest86+ and isolinux's)."""
+    used = {p: v for p, v in versions.items()
+            if (p == "memtest86+") == (what == "memtest") or p in ("isolinux", "syslinux-common")}
+    text = json.dumps({"recipe": _recipe(what), "versions": used, "what": what},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -572,12 +587,22 @@ TIMING_LINES = (
     (r"^hrtimer: interrupt took |hogged CPU for", "the host's scheduling"),
 )
 
+#: Lines a work item prints whenever the scheduler runs it: kept, but moved
+#: to the end of the log (in their order), as their place among the other
+#: lines depends on timing, not on the platform.
+ASYNC_LINES = (
+    # serio's work item probes the keyboard (and mouse) behind the i8042 and
+    # registers the input device: here before rtc_cmos's lines, there after
+    (r"^input: ", "input devices are registered by serio's work item"),
+)
+
 #: a /proc/interrupts line: its count is how long the guest ran (the timer's
 #: is ticks at HZ), which differs wherever time does
 _INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:\s+)(\d+)(\s)")
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
+_ASYNC = [re.compile(pattern) for pattern, _ in ASYNC_LINES]
 
 
 def normalise(log: str) -> list[str]:
@@ -591,17 +616,19 @@ def normalise(log: str) -> list[str]:
       cursor's position, ``ESC [6n``, before each prompt, and redraws by
       what the terminal answers);
     - lines matching :data:`TIMING_LINES` go (each with its reason there);
+    - lines matching :data:`ASYNC_LINES` move to the end, in their order;
     - a ``/proc/interrupts`` count becomes ``N``;
     - empty lines go (the kernel's early and the shell's blank lines come
       and go with the console's setup).
     """
-    out = []
+    out, moved = [], []
     for raw in log.replace("\r", "").split("\n"):
         line = _ESCAPE.sub("", _TIMESTAMP.sub("", raw)).rstrip()
         if not line or any(p.search(line) for p in _TIMING):
             continue
-        out.append(_INTERRUPT_COUNT.sub(r"\1N\3", line))
-    return out
+        line = _INTERRUPT_COUNT.sub(r"\1N\3", line)
+        (moved if any(p.search(line) for p in _ASYNC) else out).append(line)
+    return out + moved
 
 
 def main(argv: list[str] | None = None) -> int:
