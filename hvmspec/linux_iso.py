@@ -588,8 +588,10 @@ TIMING_LINES = (
 )
 
 #: Lines a work item prints whenever the scheduler runs it: kept, but moved
-#: to the end of the log (in their order), as their place among the other
-#: lines depends on timing, not on the platform.
+#: to the end of the log and sorted, as their place among the other lines
+#: (and among themselves) depends on timing, not on the platform; an input
+#: device's number (``input0``) is its place in that order, so it becomes
+#: ``inputN``.
 ASYNC_LINES = (
     # serio's work item probes the keyboard (and mouse) behind the i8042 and
     # registers the input device: here before rtc_cmos's lines, there after
@@ -603,6 +605,7 @@ _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
 _ASYNC = [re.compile(pattern) for pattern, _ in ASYNC_LINES]
+_INPUT_NUMBER = re.compile(r"\binput\d+\b")
 
 
 def normalise(log: str) -> list[str]:
@@ -616,7 +619,8 @@ def normalise(log: str) -> list[str]:
       cursor's position, ``ESC [6n``, before each prompt, and redraws by
       what the terminal answers);
     - lines matching :data:`TIMING_LINES` go (each with its reason there);
-    - lines matching :data:`ASYNC_LINES` move to the end, in their order;
+    - lines matching :data:`ASYNC_LINES` move to the end, sorted, with
+      ``inputN`` for an input device's number;
     - a ``/proc/interrupts`` count becomes ``N``;
     - empty lines go (the kernel's early and the shell's blank lines come
       and go with the console's setup).
@@ -627,8 +631,11 @@ def normalise(log: str) -> list[str]:
         if not line or any(p.search(line) for p in _TIMING):
             continue
         line = _INTERRUPT_COUNT.sub(r"\1N\3", line)
-        (moved if any(p.search(line) for p in _ASYNC) else out).append(line)
-    return out + moved
+        if any(p.search(line) for p in _ASYNC):
+            moved.append(_INPUT_NUMBER.sub("inputN", line))
+        else:
+            out.append(line)
+    return out + sorted(moved)
 
 
 def main(argv: list[str] | None = None) -> int:

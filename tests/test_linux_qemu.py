@@ -235,7 +235,8 @@ def test_normalise_rules():
            "[    0.9] audit: type=2000 audit(1796303562.200:1): state=initialized\r\n"
            "[    2.1] rtc_cmos 00:04: setting system clock to 2026-12-03T13:12:50 UTC "
            "(1796303570)\r\n"
-           "[    2.2] input: AT Translated Set 2 keyboard as /devices/platform/i8042\r\n"
+           "[    2.2] input: Power Button as /devices/LNXPWRBN:00/input/input1\r\n"
+           "[    2.2] input: AT Translated Set 2 keyboard as /devices/serio0/input/input0\r\n"
            "[    2.3] rtc_cmos 00:04: registered as rtc0\r\n"
            "\x1b[6nhvmspec-linux# cat /proc/interrupts\r\n"
            "  0:       1266    XT-PIC      timer\r\n"
@@ -244,7 +245,8 @@ def test_normalise_rules():
         "Linux version 6.1.0", "rtc_cmos 00:04: registered as rtc0",
         "hvmspec-linux# cat /proc/interrupts",
         "  0:       N    XT-PIC      timer", "NMI:          N   Non-maskable interrupts",
-        "input: AT Translated Set 2 keyboard as /devices/platform/i8042"]
+        "input: AT Translated Set 2 keyboard as /devices/serio0/input/inputN",
+        "input: Power Button as /devices/LNXPWRBN:00/input/inputN"]
 
 
 @pytest.mark.slow
