@@ -427,12 +427,13 @@ def os_args(firmware: str, iso: str) -> list[str]:
 
 
 def run_serial_script(qemu: str, args: list[str], steps, workdir: Path, *,
-                      end_timeout: float = 60.0) -> ScriptRun:
+                      end_timeout: float = 60.0, wait_end: bool = True) -> ScriptRun:
     """Run ``qemu`` with ``args``, COM1 on a Unix socket that the script
     ``steps`` (:func:`hvmspec.serial_script.parse`) reads and types into,
     QMP on another; after the script's last step, wait up to
     ``end_timeout`` seconds for QEMU to end (a script that ends with
-    ``send poweroff``). :class:`hvmspec.serial_script.ScriptError` naming
+    ``send poweroff``), or with ``wait_end`` False kill it then (a guest
+    that never ends, such as memtest86+). :class:`hvmspec.serial_script.ScriptError` naming
     the ``expect`` that did not match in its timeout, or was still waiting
     when QEMU ended, with the output's end."""
     import json
@@ -482,6 +483,8 @@ def run_serial_script(qemu: str, args: list[str], steps, workdir: Path, *,
         open_socks = 2
         while open_socks:
             step = script.waiting
+            if step is None and not wait_end:
+                break
             now = time.perf_counter()
             limit = step.timeout if step is not None else end_timeout
             if now - since > limit:
@@ -516,6 +519,8 @@ def run_serial_script(qemu: str, args: list[str], steps, workdir: Path, *,
                         serial.sendall(answer)
             if proc.poll() is not None and not selector.select(timeout=0):
                 break
+        if not wait_end:
+            proc.kill()
         status = proc.wait(timeout=10)
         if script.waiting is not None:
             raise ScriptError(script.unfinished(

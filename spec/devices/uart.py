@@ -119,14 +119,15 @@ time apart until the FIFO is full. Without FIFOs every read of RBR starts
 the character afresh (the model before FIFOs existed; kept so that the
 timing of existing guests does not change). A character that arrives
 while the UART is in loopback is not taken (it stays in ``input``).
+The arrival and timeout times are the UART's timer deadlines
+(:meth:`Uart16550.next_deadline`); at the same instant an arrival comes
+before a timeout.
+
 **A script at the other end.** A responder (``hvmspec run
 --serial-script``) sees each byte as it leaves THR and may answer: the
 answer is fed to the sender at that moment, the virtual time of the
 guest's write, as if typed then (then it arrives as above). Input so
 paced depends only on the guest's output, so both engines see it alike.
-The arrival and timeout times are the UART's timer deadlines
-(:meth:`Uart16550.next_deadline`); at the same instant an arrival comes
-before a timeout.
 """
 
 from __future__ import annotations
