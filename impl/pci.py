@@ -5,7 +5,8 @@ Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
 masks (the i440FX, PIIX3, its IDE function (BAR 4: where the bus-master
 ports go) and its PIIX4 power-management function with the
 reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM and PIRQ routes
-are stored only; PMBA with PMREGMISC bit 0 moves the PM block), and where the test device's BAR0 puts its page and the VGA's BAR0
+are stored only; PMBA with PMREGMISC bit 0 moves the PM block), and where
+the test device's BAR0 puts its page and the VGA's BAR0
 its linear frame buffer. Imports the platform
 numbers of ``spec/``; the behaviour is the one :mod:`spec.devices.pci`
 states.

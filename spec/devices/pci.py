@@ -301,7 +301,8 @@ class PciHost:
                  ide_bar: Callable[[int | None], None] = lambda base: None,
                  pm_base: Callable[[int], bool] = lambda base: False) -> None:
         """``pm_base(base)`` is asked to move the PM block to ``base`` when PMBA
-        and PMREGMISC point it there, and says whether it did; ``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
+        and PMREGMISC point it there, and says whether it did;
+        ``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
         nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM;
         ``ide_bar(base)`` is told where the IDE function's BAR 4 (its bus-master
         ports) is decoded whenever that changes."""
