@@ -71,3 +71,41 @@ def test_pmba_moves_pm1a_and_pm_timer():
     assert qemu[5] == ("acpi_pm", 0xB004, "read", 0)
     assert qemu[6][:3] == (None, 0x1F44, "write")
     assert qemu[7][:3] == ("acpi_pm", 0xB004, "write")
+
+
+OVERLAP_GUEST = """
+%include "lib/all.s"
+start:
+    real_mode_start
+    ; PMREGMISC bit 0 first, then PMBA = 0xc1: 0xc0-0xcb are the DMA
+    ; controller's, so the block stays at 0x1f40
+    mov dx, 0xcf8
+    mov eax, 0x80000a80
+    out dx, eax
+    mov dx, 0xcfc
+    mov al, 1
+    out dx, al
+    mov dx, 0xcf8
+    mov eax, 0x80000a40
+    out dx, eax
+    mov dx, 0xcfc
+    mov eax, 0xc1
+    out dx, eax
+    in eax, dx              ; PMBA keeps what was written
+    mov dx, 0x1f48
+    in eax, dx              ; Xen's timer where it was
+    poweroff                ; through 0x1f44
+"""
+
+
+def test_pmba_over_another_device_leaves_the_block():
+    rom = rom_from_source(OVERLAP_GUEST, "pmba_overlap")
+    ref = both(GuestImage("pmba_overlap", rom, OVERLAP_GUEST))
+    assert ref.exit["reason"] == "poweroff"
+    assert [(e.addr, e.dir) for e in ref.trace if e.kind == "xen_io"
+            and e.device == "pmtimer"] == [(0x1F48, "in")]
+    pmba = [e.data for e in ref.trace if e.kind == "device_io" and e.addr == 0xCFC
+            and e.dir == "read"]
+    assert pmba == [0xC1]
+    assert not any(e.kind == "device_io" and e.device == "acpi_pm" and e.addr < 0x100
+                   for e in ref.trace)

@@ -60,7 +60,7 @@ from __future__ import annotations
 from spec import clock, platform
 
 PM_TIMER_HZ = 3_579_545
-#: the ports Xen claims (``register_portio_handler(d, base, 4, ...)``)
+#: the ports Xen claims after reset (``register_portio_handler(d, base, 4, ...)``)
 PORTS = range(platform.ACPI_PM_TMR_BLK, platform.ACPI_PM_TMR_BLK + 4)
 #: ``s->scale``
 SCALE = (PM_TIMER_HZ << 32) // platform.TSC_HZ
