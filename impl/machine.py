@@ -88,6 +88,11 @@ class Libxc:
         dom = self.host.domains.get(self.domid)
         return dom.vcpu.clock_ns() if dom else 0
 
+    def move_pm_timer(self, port: int) -> None:
+        dom = self.host.domains.get(self.domid)
+        if dom is not None:
+            dom.vmm.pmt.base = port
+
     def map_vram(self, gpa: int, buffer) -> None:
         self.host.domains[self.domid].vcpu.map_buffer(gpa, buffer)
 

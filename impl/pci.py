@@ -4,8 +4,9 @@ impl engine's qemu-dm.
 Room: ports 0xCF8-0xCFF, bus 0's configuration spaces with their write
 masks (the i440FX, PIIX3, its IDE function (BAR 4: where the bus-master
 ports go) and its PIIX4 power-management function with the
-reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM, PIRQ routes and PMBA
-are stored only), and where the test device's BAR0 puts its page and the VGA's BAR0
+reset bytes Xen 3.0.4's qemu-dm gave them; PAM, SMRAM and PIRQ routes
+are stored only; PMBA with PMREGMISC bit 0 moves the PM block), and where
+the test device's BAR0 puts its page and the VGA's BAR0
 its linear frame buffer. Imports the platform
 numbers of ``spec/``; the behaviour is the one :mod:`spec.devices.pci`
 states.
@@ -48,8 +49,11 @@ class Pci:
     def __init__(self, moved: Callable[[int | None], None], reset: Callable[[], None],
                  vga_moved: Callable[[int | None], None] = lambda base: None,
                  vga_rom: bytes | None = None,
-                 ide_moved: Callable[[int | None], None] = lambda base: None) -> None:
+                 ide_moved: Callable[[int | None], None] = lambda base: None,
+                 pm_moved: Callable[[int], bool] = lambda base: False) -> None:
         self.moved, self.reset, self.vga_moved = moved, reset, vga_moved
+        self.pm_moved = pm_moved            # asked to move the PM block; True: it did
+        self.pm_base = P.ACPI_PM1A_EVT_BLK
         self.ide_moved = ide_moved
         # the VGA's expansion ROM: padded to a power of two (at least 2 KiB)
         self.rom = b""
@@ -146,6 +150,10 @@ class Pci:
         if window != self.vga_base:
             self.vga_base = window
             self.vga_moved(window)
+        pm = self.slots[P.PCI_BDF_PM][0]
+        base = int.from_bytes(pm[0x40:0x44], "little") & 0xFFC0     # PMBA
+        if pm[0x80] & 1 and base and base != self.pm_base and self.pm_moved(base):
+            self.pm_base = base
         window = self._ide_window()
         if window != self.ide_bm_base:
             self.ide_bm_base = window

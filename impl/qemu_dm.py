@@ -98,8 +98,9 @@ class QemuDm:
         self.uart.responder = getattr(serial_source, "on_output", None)
         self._ports: dict | None = None          # port -> (base, device), from devices
         self._parts: dict = {}                   # (device, access size) -> the size it takes
+        self.acpi = AcpiPm(self._power_off, clock)
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
-                         AcpiPm(self._power_off, clock))]
+                         self.acpi)]
         if conf.serial:
             self.devices.append((platform.COM1_BASE, platform.COM1_BASE + 8, self.uart))
         self.vga = Vga(libxc) if conf.vga else None
@@ -116,7 +117,8 @@ class QemuDm:
         self.ide = Ide(self.drives, self.set_irq, self._guest_read, self._guest_write)
         self.pci = Pci(self._testdev_moved, self._reboot,
                        self.vga.moved if self.vga is not None else lambda base: None,
-                       vga_rom if self.vga is not None else None, self._ide_moved)
+                       vga_rom if self.vga is not None else None, self._ide_moved,
+                       self._pm_moved)
         self.devices += self.ide.ports()
         self.devices += [(platform.RTC_INDEX_PORT, platform.RTC_INDEX_PORT + 2, self.cmos),
                          (platform.KBC_DATA_PORT, platform.KBC_DATA_PORT + 1, kbc),
@@ -185,6 +187,17 @@ class QemuDm:
             self.devices.append((base, base + platform.IDE_BMDMA_SIZE, self.ide.bus_master))
         self._ports = None
         self.ide.moved(base)
+
+    def _pm_moved(self, base: int) -> bool:
+        """PMBA moved the PM block: PM1a registers to ``base`` unless another
+        device holds any of its 12 ports, Xen's PM timer to ``base + 8``."""
+        hi = base + 12
+        if any(lo < hi and base < end for lo, end, dev in self.devices if dev is not self.acpi):
+            return False
+        self.devices = [(base, hi, self.acpi) if d[2] is self.acpi else d for d in self.devices]
+        self._ports = None
+        self.libxc.move_pm_timer(base + 8)
+        return True
 
     def _guest_read(self, gpa: int, n: int) -> bytes:
         """Bus-master DMA reads guest memory through the mapcache."""

@@ -168,7 +168,8 @@ class Pit:
 
 
 class PmTimer:
-    """Xen's ACPI PM timer at 0x1F48-0x1F4B: 4-byte reads only, a 32-bit
+    """Xen's ACPI PM timer at 0x1F48-0x1F4B (or where qemu-dm moves it: PMBA's
+    base + 8): 4-byte reads only, a 32-bit
     count advanced by the guest TSC since the last read (scale 2**32ths)."""
 
     name = "pmtimer"
@@ -178,6 +179,10 @@ class PmTimer:
         self.clock = clock
         self.count = 0
         self.last = 0
+        self.base = 0x1F48          # moved by qemu-dm when PMBA moves the PM block
+
+    def claims(self, port: int) -> bool:
+        return self.base <= port < self.base + 4
 
     def read4(self) -> int:
         tsc = self.clock() * 2_400_000_000 // GIGA & 0xFFFFFFFFFFFFFFFF

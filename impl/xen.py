@@ -434,7 +434,7 @@ class Vmm:
         if io.port in pic.PORTS:
             self._vpic_io(ex)
             return
-        if io.port in timer.PORTS or 0 <= io.port - platform.ACPI_PM_TMR_BLK < 4:
+        if io.port in timer.PORTS or self.pmt.claims(io.port):
             self._vpit_io(ex)
             return
         if io.port in _RTC_PORTS and self._vrtc_io(ex):
@@ -592,10 +592,10 @@ class Vmm:
         size = io.size
         mask = (1 << 8 * size) - 1
         if io.string:
-            self._ignored(ex, "pmtimer" if io.port >= platform.ACPI_PM_TMR_BLK else "vpit")
+            self._ignored(ex, "pmtimer" if self.pmt.claims(io.port) else "vpit")
             return
         data = cpu.get("rax") & mask
-        pm = io.port >= platform.ACPI_PM_TMR_BLK
+        pm = self.pmt.claims(io.port)
         if pm:
             if size == 4 and io.dir == "in":
                 data = self.pmt.read4()

@@ -98,6 +98,13 @@ class DomainLink:
         dom = self.xen.domains.get(self.domid)
         return dom.vcpus[0].clock_ns() if dom else 0
 
+    def move_pm_timer(self, port: int) -> None:
+        """Xen's PM timer to ports ``port`` .. ``port + 3`` (Xen 4's
+        ``HVM_PARAM_ACPI_IOPORTS_LOCATION``; :mod:`spec.devices.pmtimer`)."""
+        dom = self.xen.domains.get(self.domid)
+        if dom is not None:
+            dom.vmm.pmtimer.move(port)
+
     def map_vram(self, gpa: int, buffer) -> None:
         """``xc_domain_add_to_physmap``: qemu-dm's video memory into the guest."""
         self.xen.domains[self.domid].vcpus[0].map_foreign(gpa, buffer)

@@ -141,6 +141,8 @@ class QemuDmHost(Protocol):
 
     def clock_ns(self) -> int: ...
 
+    def move_pm_timer(self, port: int) -> None: ...
+
     def map_vram(self, gpa: int, buffer) -> None: ...
 
     def unmap_vram(self, gpa: int, length: int) -> None: ...
@@ -195,6 +197,7 @@ class QemuDm:
             self.bus.register(platform.COM1_BASE, 8, self.uart)
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
+        self.pm_at = platform.ACPI_PM1A_EVT_BLK
         self.mmio = MmioBus(emit)
         self.vga = Vga(host) if config.vga else None
         self.lfb: VgaLinear | None = None
@@ -236,7 +239,7 @@ class QemuDm:
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
                            vga_bar=self._move_linear_frame_buffer,
                            vga_rom=vga_rom if self.vga is not None else None,
-                           ide_bar=self._move_bus_masters)
+                           ide_bar=self._move_bus_masters, pm_base=self._move_pm_block)
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
         for base in (platform.BIOS_DEBUG_BASE, platform.VGABIOS_DEBUG_BASE):
             self.bus.register(base, platform.DEBUG_PORTS_LEN, DebugPorts(base, emit))
@@ -268,6 +271,20 @@ class QemuDm:
         if base is not None:
             self.mmio.register(base, self.vga.registers.vram_size, self.lfb)
         self.vga.set_linear_base(base)
+
+    def _move_pm_block(self, base: int) -> bool:
+        """PMBA and PMREGMISC point the PIIX4 PM block at ``base``
+        (:mod:`spec.devices.pci`): unless its 12 ports overlap another
+        device's, the PM1a registers move there and Xen is asked to move its
+        PM timer to ``base + 8``. Whether it moved."""
+        if any(self.bus.claim(port) not in (None, (self.pm_at, self.acpi))
+               for port in range(base, base + 12)):
+            return False
+        self.bus.unregister(self.acpi)
+        self.bus.register(base, 12, self.acpi)
+        self.pm_at = base
+        self.host.move_pm_timer(base + 8)
+        return True
 
     def _move_bus_masters(self, base: int | None) -> None:
         """The IDE function's BAR 4 moved (or its I/O decode changed): its

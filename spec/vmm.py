@@ -71,7 +71,8 @@ instruction retires. In Xen 3.0.4 these are the virtual PIC of
 forms included) and the PIT with port 0x61 of :mod:`spec.devices.pit`
 (0x40-0x43, 0x61: one-byte IN and OUT; any other access is claimed and
 ignored, as ``handle_pit_io`` does) and the ACPI PM timer of
-:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B: 4-byte reads). Each access is
+:mod:`spec.devices.pmtimer` (0x1F48-0x1F4B, or PMBA's base + 8 once qemu-dm
+moves it: 4-byte reads). Each access is
 traced as a ``xen_io`` event and costs the bus time of :mod:`spec.clock`.
 Ports 0x70/0x71 are the RTC's of :mod:`spec.devices.rtc`, Xen's only in
 part: ``handle_rtc_io`` keeps an index of its own and performs a one-byte

@@ -323,6 +323,12 @@ def test_without_the_tables_the_walk_finds_no_rsdp():
 def _post(image: GuestImage, until: str = "No bootable device") -> tuple[str, bytes]:
     """Run ``image`` on the impl engine until its firmware log shows
     ``until``; the log, and 0xE0000-0xFFFFF of the domain's RAM then."""
+    log, dom = _post_domain(image, until)
+    return log, dom.vcpu.read(0xE0000, 0x20000)
+
+
+def _post_domain(image: GuestImage, until: str = "No bootable device"):
+    """:func:`_post`'s run; the log and the impl engine's domain then."""
     from impl.machine import Host
     from spec.result import FirmwareLogText
     from spec.xend import DomainConfig
@@ -339,7 +345,7 @@ def _post(image: GuestImage, until: str = "No bootable device") -> tuple[str, by
                                           on_reboot="destroy", on_crash="destroy"))
     host.run()
     assert host.stopped == "interrupted", "".join(log.parts)
-    return "".join(log.parts), host.domains[domid].vcpu.read(0xE0000, 0x20000)
+    return "".join(log.parts), host.domains[domid]
 
 
 def test_legacy_rombios_posts_with_the_tables_and_leaves_them_in_place():
@@ -357,6 +363,28 @@ def test_legacy_rombios_posts_with_the_tables_and_leaves_them_in_place():
     assert ram[gpa - 0xE0000:gpa - 0xE0000 + len(tables)] == tables
     found = Tables(bytearray(ram))
     assert 0xEA000 < found.rsdp < 0xEB000
+
+
+def test_rombios32_tables_name_the_pm_block_where_its_pmba_put_it():
+    """Debian's 128 KiB rombios (with rombios32) writes PMBA = 0xB001 and
+    PMREGMISC = 1 and builds its own FADT for a PM block at 0xB000; the block
+    moves there (spec.devices.pci), so the FADT's PM1a control and PM timer
+    are where qemu-dm's registers and Xen's timer now are, and 0x1F40 is no
+    longer the block."""
+    peer_file(hvmloader.FIRMWARE["rombios"][0], "bochsbios")
+    log, dom = _post_domain(hvmloader.load_firmware(hvmloader.choose("rombios")))
+    low = bytearray(dom.vcpu.read(0xE0000, 0x20000))
+    rsdp = next(off for off in range(0, 0x20000, 16) if low[off:off + 8] == b"RSD PTR ")
+    rsdt = struct.unpack_from("<I", low, rsdp + 16)[0]
+    head = dom.vcpu.read(rsdt, 36)
+    entries = struct.unpack_from(f"<{(struct.unpack_from('<I', head, 4)[0] - 36) // 4}I",
+                                 dom.vcpu.read(rsdt + 36, struct.unpack_from("<I", head, 4)[0]
+                                               - 36))
+    fadt = next(dom.vcpu.read(a, 116) for a in entries if dom.vcpu.read(a, 4) == b"FACP")
+    evt, cnt, tmr = (struct.unpack_from("<I", fadt, at)[0] for at in (56, 64, 76))
+    assert (evt, cnt, tmr) == (0xB000, 0xB004, 0xB008)
+    assert [lo for lo, _, dev in dom.qemu.devices if dev is dom.qemu.acpi] == [evt]
+    assert dom.vmm.pmt.claims(tmr) and not dom.vmm.pmt.claims(platform.ACPI_PM_TMR_BLK)
 
 
 def test_the_aml_builder_encodes_as_iasl_does():

@@ -275,7 +275,7 @@ VALUES = [
      "Xen 3.0.4's qemu-dm, 00:01.3 in QEMU 7.2"),
     (r"PCI: bus=0 devfn=(?P<v>0x0[ab]): vendor_id=0x8086 device_id=0x7113", "the same"),
     (r"Using pmtimer, ioport (?P<v>0x[0-9a-f]+)", "SeaBIOS moves the PM block to 0xb000 by "
-     "PMBA; Xen 3.0.4's qemu-dm keeps it at 0x1f40 (so SeaBIOS's timer port is unclaimed)"),
+     "PMBA (timer 0xb008) on hvmspec; on QEMU fw_cfg tells it to use 0x600 (timer 0x608)"),
     (r"bdf=00:02\.0  bar 6, addr (?P<v>[0-9a-f]+)", "the test device's BAR0 takes the top "
      "page, so the VGA's expansion ROM goes below it"),
     (r"Copying MPTABLE from 0x[0-9a-f]+/(?P<v>[0-9a-f]+)", "SeaBIOS sizes its SMBIOS tables "

@@ -1,7 +1,9 @@
 """ACPI power management in qemu-dm (``hw/piix4acpi.c`` of Xen's qemu-dm).
 
 Room: the PM1a event and control blocks and the PM timer, at Xen's
-version-0 locations (:data:`spec.platform.ACPI_PM1A_EVT_BLK`). Imports
+version-0 locations (:data:`spec.platform.ACPI_PM1A_EVT_BLK`) after reset,
+and wherever the PIIX4 PM function's PMBA moves them later (a deliberate
+difference from Xen 3.0.4: :mod:`spec.devices.pci`). Imports
 :mod:`spec.platform`.
 
 ==========  =====  ============================================
@@ -13,7 +15,7 @@ offset      width  register
 8           32     PM_TMR: 3.579545 MHz counter (read only)
 ==========  =====  ============================================
 
-qemu-dm's PM_TMR is shadowed: Xen claims ports 0x1F48-0x1F4B first
+qemu-dm's PM_TMR is shadowed: Xen claims ports 0x1F48-0x1F4B (base + 8) first
 (:mod:`spec.devices.pmtimer`), so no guest access reaches it; qemu-dm keeps
 it, as Xen 3.0.4's ``piix4acpi.c`` did.
 

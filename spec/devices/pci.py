@@ -140,10 +140,29 @@ raises a PCI interrupt, so that route is not modelled. The ELCR
 PIIX4 power management (00:01.2, qemu-dm's ``pci_piix4_acpi_init``): command
 and status 0, interrupt pin 1 (INTA#, read-only), interrupt line 0, and PMBA
 (0x40) = 0x00001F41: the PM1a blocks at :data:`spec.platform.ACPI_PM1A_EVT_BLK`
-(:mod:`spec.devices.acpi`), bit 0 marking I/O space. The block is hard-wired
-there ("hardcoded to 0x1f40 to make shutdown work"): a write to PMBA, or
-to the PM I/O enable at 0x80, is stored and moves nothing. One byte differs
-from qemu-dm by design: DEVACTB (0x58) bit 25, APMC_EN, reads 1, the mark
+(:mod:`spec.devices.acpi`), bit 0 marking I/O space. qemu-dm hard-wired the
+block there ("hardcoded to 0x1f40 to make shutdown work"), and that is where
+it is after reset. Two bytes differ from qemu-dm by design.
+
+PMBA moves the block (unlike Xen 3.0.4), as on a real PIIX4 and in QEMU
+7.2's ``pm_io_space_update``: after a write to PMBA (0x40-0x43) or to
+PMREGMISC (0x80), if PMREGMISC bit 0 (PM I/O space enable) is set, the
+block's base is PMBA & 0xFFC0, and qemu-dm's PM1a event (base + 0) and
+control (base + 4) registers go there, and the PM timer (base + 8) with
+them: qemu-dm asks Xen to move its timer (:mod:`spec.devices.pmtimer`), as
+Xen 4's qemu asks with ``HVM_PARAM_ACPI_IOPORTS_LOCATION`` (version 1:
+PM1a at 0xB000, timer at 0xB008). Whatever SLP_EN write powers off then
+works at the new base only. The block does not move while bit 0 is clear
+(Xen 3.0.4's block is never switched off), for a base of 0, or where its 12
+ports would overlap another of qemu-dm's devices; PMBA keeps what was
+written in any case. The reason is firmware that programs PMBA itself and
+then uses the block where it put it: Debian's SeaBIOS writes PMBA = 0xB001
+and PMREGMISC = 1 and times its delays (the ATA probe's among them) on the
+PM timer at 0xB008, which would otherwise read all ones forever; Debian's
+rombios32 writes the same and builds its FADT for 0xB000. hvmloader's
+rombios writes neither and finds the block at 0x1F40 as before.
+
+The other byte: DEVACTB (0x58) bit 25, APMC_EN, reads 1, the mark
 rombios32 and SeaBIOS take for "SMM set up already"; with it 0 Debian's
 rombios32 starts an SMM set-up that waits on APM port 0xB3, which neither Xen
 nor its qemu-dm had, forever. It has no
@@ -178,6 +197,9 @@ BAR_IO = 0x01
 ROM_BAR = 0x30
 ROM_ENABLE = 0x01
 ROM_MIN_SIZE = 0x800
+#: the PIIX4 PM function's PMBA, PMREGMISC and its PM I/O space enable bit
+PMBA, PMREGMISC, PM_IO_ENABLE = 0x40, 0x80, 0x01
+PMBA_MASK = 0xFFC0
 RCR_RESET_CPU, RCR_HARD = 0x04, 0x02
 ADDRESS_MASK = 0x80FFFFFC
 ENABLE = 0x80000000
@@ -276,12 +298,17 @@ class PciHost:
     def __init__(self, mmio, testdev, reset: Callable[[], None],
                  vga_bar: Callable[[int | None], None] = lambda base: None,
                  vga_rom: bytes | None = None,
-                 ide_bar: Callable[[int | None], None] = lambda base: None) -> None:
-        """``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
+                 ide_bar: Callable[[int | None], None] = lambda base: None,
+                 pm_base: Callable[[int], bool] = lambda base: False) -> None:
+        """``pm_base(base)`` is asked to move the PM block to ``base`` when PMBA
+        and PMREGMISC point it there, and says whether it did;
+        ``vga_bar(base)`` is told where the VGA's BAR 0 is decoded (None:
         nowhere) whenever that changes; ``vga_rom`` is the VGA's expansion ROM;
         ``ide_bar(base)`` is told where the IDE function's BAR 4 (its bus-master
         ports) is decoded whenever that changes."""
         self.ide_bar = ide_bar
+        self.pm_base = pm_base
+        self.pm_at = platform.ACPI_PM1A_EVT_BLK
         self.ide_at: int | None = None
         self.name = "pci"
         self.vga_bar = vga_bar
@@ -337,6 +364,11 @@ class PciHost:
         if vga_at != self.vga_at:
             self.vga_at = vga_at
             self.vga_bar(vga_at)
+        pm = self.functions[platform.PCI_BDF_PM]
+        pm_at = pm.word(PMBA, 4) & PMBA_MASK
+        if pm.read(PMREGMISC) & PM_IO_ENABLE and pm_at and pm_at != self.pm_at:
+            if self.pm_base(pm_at):
+                self.pm_at = pm_at
         ide_at = self.functions[platform.PCI_BDF_IDE].io_bar_address(platform.IDE_BMDMA_BAR)
         if ide_at != self.ide_at:
             self.ide_at = ide_at

@@ -40,6 +40,15 @@ Rules (``handle_pmt_io``):
   counter is Xen's, exact on the virtual clock, not an ideal 3.579545 MHz
   count.
 
+Where firmware moves it (a deliberate difference from Xen 3.0.4). When the
+guest points the PIIX4 PM function's PMBA elsewhere (:mod:`spec.devices.pci`),
+qemu-dm tells Xen and the claimed ports move to PMBA's base + 8, with the
+count kept: Xen 3.0.4 had no such call (its block could not move), Xen 4
+has it as ``HVM_PARAM_ACPI_IOPORTS_LOCATION``, whose ``pmtimer_change_ioport``
+relocates the handler between the version-0 (0x1F48) and version-1
+(0xB008) layouts. Here any base qemu-dm accepts is followed, not just those
+two; the ports at the old place are then nobody's in Xen.
+
 Xen also set a ``TMR_STS`` bit of its own every 2**31 ticks
 (``pmt_update_status``, "TODO: When TMR_EN == 1, generate a SCI event");
 the guest reads PM1a_STS from qemu-dm, never that bit, so the model has
@@ -51,7 +60,7 @@ from __future__ import annotations
 from spec import clock, platform
 
 PM_TIMER_HZ = 3_579_545
-#: the ports Xen claims (``register_portio_handler(d, base, 4, ...)``)
+#: the ports Xen claims after reset (``register_portio_handler(d, base, 4, ...)``)
 PORTS = range(platform.ACPI_PM_TMR_BLK, platform.ACPI_PM_TMR_BLK + 4)
 #: ``s->scale``
 SCALE = (PM_TIMER_HZ << 32) // platform.TSC_HZ
@@ -64,9 +73,16 @@ class PmTimer:
         self.clock_ns = clock_ns
         self.pm1_timer = 0
         self.last_gtime = 0
+        #: the first of the four ports claimed (moves with PMBA, below)
+        self.base = platform.ACPI_PM_TMR_BLK
 
     def claims(self, port: int) -> bool:
-        return port in PORTS
+        return 0 <= port - self.base < 4
+
+    def move(self, base: int) -> None:
+        """Claim ``base`` .. ``base + 3`` instead (``relocate_portio_handler``
+        of Xen 4's ``pmtimer_change_ioport``); the count is unaffected."""
+        self.base = base
 
     def access(self, size: int, direction: str) -> int | None:
         """``handle_pmt_io`` for a non-string access: the datum of a 4-byte
