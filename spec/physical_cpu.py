@@ -286,6 +286,13 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
     privilege mismatch, an absent segment)."""
     loader = _loader_cpu()
     loader.context_restore(uc.context_save())
+    # GDTR and CR3 as the guest's (64-bit) CPU holds them: the loader is a
+    # 32-bit CPU, whose register interface cuts a base to 32 bits, and a
+    # segment load never changes either (only LGDT and MOV to CR3 do: SDM
+    # vol. 3A 2.4.1, 3.5.1); in IA-32e mode both are 64-bit addresses
+    # (Linux's GDT is at 0xfffffe0000001000)
+    full_gdtr = uc.reg_read(X.UC_X86_REG_GDTR)
+    full_cr3 = uc.reg_read(X.UC_X86_REG_CR3)
     guest_cr3 = _loader_paging(loader)
     protected = loader.reg_read(X.UC_X86_REG_CR0) & 1
     gdtr = loader.reg_read(X.UC_X86_REG_GDTR)
@@ -317,6 +324,10 @@ def load_segment(uc: unicorn.Uc, seg: str, selector: int,
         if guest_cr3 is not None:
             loader.reg_write(X.UC_X86_REG_CR3, guest_cr3)
     uc.context_restore(loader.context_save())
+    if uc.reg_read(X.UC_X86_REG_GDTR) != full_gdtr:
+        uc.reg_write(X.UC_X86_REG_GDTR, full_gdtr)
+    if uc.reg_read(X.UC_X86_REG_CR3) != full_cr3:
+        uc.reg_write(X.UC_X86_REG_CR3, full_cr3)
     return loaded
 
 
