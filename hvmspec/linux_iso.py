@@ -607,7 +607,7 @@ ASYNC_LINES = (
 
 #: a /proc/interrupts line: its count is how long the guest ran (the timer's
 #: is ticks at HZ), which differs wherever time does
-_INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:\s+)(\d+)(\s)")
+_INTERRUPT_COUNT = re.compile(r"^(\s*[0-9A-Z]+:)\s+(\d+)(\s)")
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ")
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _TIMING = [re.compile(pattern) for pattern, _ in TIMING_LINES]
@@ -637,7 +637,7 @@ def normalise(log: str) -> list[str]:
         line = _ESCAPE.sub("", _TIMESTAMP.sub("", raw)).rstrip()
         if not line or any(p.search(line) for p in _TIMING):
             continue
-        line = _INTERRUPT_COUNT.sub(r"\1N\3", line)
+        line = _INTERRUPT_COUNT.sub(r"\1 N\3", line)     # its padding is its width
         if any(p.search(line) for p in _ASYNC):
             moved.append(_INPUT_NUMBER.sub("inputN", line))
         else:

@@ -240,11 +240,13 @@ def test_normalise_rules():
            "[    2.3] rtc_cmos 00:04: registered as rtc0\r\n"
            "\x1b[6nhvmspec-linux# cat /proc/interrupts\r\n"
            "  0:       1266    XT-PIC      timer\r\n"
+           "  1:          9    XT-PIC      i8042\r\n"
            "NMI:          0   Non-maskable interrupts   \r\n")
     assert linux_iso.normalise(log) == [
         "Linux version 6.1.0", "rtc_cmos 00:04: registered as rtc0",
         "hvmspec-linux# cat /proc/interrupts",
-        "  0:       N    XT-PIC      timer", "NMI:          N   Non-maskable interrupts",
+        "  0: N    XT-PIC      timer", "  1: N    XT-PIC      i8042",
+        "NMI: N   Non-maskable interrupts",
         "input: AT Translated Set 2 keyboard as /devices/serio0/input/inputN",
         "input: Power Button as /devices/LNXPWRBN:00/input/inputN"]
 
