@@ -233,7 +233,6 @@ class QemuDm:
         self.ide = IdeController(self.drives, self.set_irq, _DmaMemory(self))
         for base, count, device in self.ide.port_ranges():
             self.bus.register(base, count, device)
-        self.bmdma_at: int | None = None
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
@@ -288,13 +287,8 @@ class QemuDm:
 
     def _move_bus_masters(self, base: int | None) -> None:
         """The IDE function's BAR 4 moved (or its I/O decode changed): its
-        bus-master ports are now at ``base`` (``bmdma_map``)."""
-        if self.bmdma_at is not None:
-            self.bus.unregister(self.ide.bmdma_ports)
-        self.bmdma_at = base
-        if base is not None:
-            self.bus.register(base, platform.IDE_BMDMA_SIZE, self.ide.bmdma_ports)
-            self.ide.attach_bus_masters()
+        bus-master ports are now at ``base`` on the port bus."""
+        self.ide.move_bus_masters(self.bus, base)
 
     def _open_vnc(self, xs: XsClient, backend):
         config = self.config

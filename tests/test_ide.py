@@ -110,18 +110,12 @@ class Spec:
                                  _DmaMemory(self))
         for base, count, device in self.ide.port_ranges():
             self.bus.register(base, count, device)
-        self.bmdma_at = None
         self.pci = PciHost(MmioBus(lambda e: None), Page(platform.TESTDEV_SIZE),
                            lambda: None, ide_bar=self._move)
         self.bus.register(platform.PCI_CONFIG_ADDRESS, 8, self.pci)
 
     def _move(self, base) -> None:
-        if self.bmdma_at is not None:
-            self.bus.unregister(self.ide.bmdma_ports)
-        self.bmdma_at = base
-        if base is not None:
-            self.bus.register(base, platform.IDE_BMDMA_SIZE, self.ide.bmdma_ports)
-            self.ide.attach_bus_masters()
+        self.ide.move_bus_masters(self.bus, base)
 
     def out(self, port: int, value: int, size: int = 1) -> None:
         self.bus.write(port, size, value)

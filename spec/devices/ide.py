@@ -879,6 +879,8 @@ class IdeController:
         self.bus_masters = (BusMaster(self.channels[0], memory),
                             BusMaster(self.channels[1], memory))
         self.bmdma_ports = BmdmaPorts(self.bus_masters)
+        #: where BAR 4 has the bus-master ports decoded, or None
+        self.bmdma_at: int | None = None
 
     def medium_changed(self, name: str) -> None:
         """qemu-dm changed drive ``name``'s medium (``xm block-configure``):
@@ -896,6 +898,17 @@ class IdeController:
         c0, c1 = self.channels
         return [(platform.IDE0_BASE, 8, c0), (platform.IDE0_CONTROL, 1, ControlPort(c0)),
                 (platform.IDE1_BASE, 8, c1), (platform.IDE1_CONTROL, 1, ControlPort(c1))]
+
+    def move_bus_masters(self, bus, base: int | None) -> None:
+        """BAR 4 moved (or the function's I/O decode changed): the
+        bus-master ports leave port bus ``bus`` and, unless ``base`` is None,
+        decode at ``base`` (``bmdma_map``)."""
+        if self.bmdma_at is not None:
+            bus.unregister(self.bmdma_ports)
+        self.bmdma_at = base
+        if base is not None:
+            bus.register(base, platform.IDE_BMDMA_SIZE, self.bmdma_ports)
+            self.attach_bus_masters()
 
     def attach_bus_masters(self) -> None:
         """``bmdma_map``: from the first time BAR 4 is mapped, the drives
