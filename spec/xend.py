@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 from spec import dm_config, platform, trace
@@ -696,9 +696,11 @@ class Xend:
         ``BlkifController.reconfigureDevice``, only a CD-ROM drive of mode
         ``r`` can be given a new medium, and only as a CD-ROM of mode ``r``
         ("Refusing to reconfigure device"); the image is checked first
-        (:func:`check_disks`). xend writes the back end's ``type`` and
+        (:func:`check_disks`), and so is its sharing (:meth:`check_sharing`:
+        no drive may be writing it). xend writes the back end's ``type`` and
         ``params``, which the domain's qemu-dm watches
-        (:func:`spec.dm_config.change_media`)."""
+        (:func:`spec.dm_config.change_media`), and keeps the new medium in
+        the domain's configuration."""
         record = self._live(domid, "reconfigure a device of")
         if record.state not in ("running", "paused", "created"):
             raise XendError(f"domain {domid} is {record.state}")
@@ -712,9 +714,14 @@ class Xend:
         if disk.driver != current.driver and disk.path:
             raise XendError(f"refusing to reconfigure {disk.dev}: its back end is "
                             f"{current.driver}:, not {disk.driver}:")
-        check_disks((disk,))
-        dm_config.change_media(self.xs, domid, disk.dev, Disk(
-            dev=disk.dev, kind="cdrom", mode="r", path=disk.path, driver=current.driver))
+        new = Disk(dev=disk.dev, kind="cdrom", mode="r", path=disk.path,
+                   driver=current.driver)
+        check_disks((new,))
+        config = replace(record.config, disks=tuple(new if d.dev == new.dev else d
+                                                    for d in record.config.disks))
+        self.check_sharing(replace(config, disks=(new,)))
+        dm_config.change_media(self.xs, domid, disk.dev, new)
+        record.config = config          # what the domain now uses (sharing, a restart)
 
     def _move(self, record: ManagedDomain, new: str, reason: str) -> None:
         old = record.state if record.history else "none"

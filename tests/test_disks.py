@@ -375,7 +375,7 @@ def test_both_engines_configure_the_drives_alike(tmp_path):
 
 def test_sharing_of_an_image_between_domains(tmp_path):
     xen = host("reference", tmp_path)
-    disk = image(tmp_path / "shared.img", 1024)
+    disk = image(tmp_path / "shared.img", 2048)
     rw = Disk("hda", "disk", "w", str(disk))
     ro = Disk("hda", "disk", "r", str(disk))
     first = xen.xend.create(DomainConfig(name="a", disks=(ro,)), paused=True)
@@ -389,9 +389,21 @@ def test_sharing_of_an_image_between_domains(tmp_path):
         xen.xend.create(DomainConfig(name="c", disks=(Disk("hda", "disk", "w", alone),
                                                       Disk("hdb", "disk", "r", alone))),
                         paused=True)
-    xen.xend.create(DomainConfig(name="c", disks=(Disk("hda", "disk", "w!", str(disk)),)),
-                    paused=True)
+    c = xen.xend.create(DomainConfig(name="c", disks=(Disk("hda", "disk", "w!", str(disk)),)),
+                        paused=True)
     assert [r["name"] for r in xen.xend.list()] == ["Domain-0", "a", "b", "c"]
+    # a CD's new medium: not a file a drive writes; then the domain's configuration has it
+    d = xen.xend.create(DomainConfig(name="d", disks=(Disk("hdc", "cdrom", "r", ""),)),
+                        paused=True)
+    with pytest.raises(XendError, match=rf"disk hdc: {disk} is in use read-write by domain "
+                                        rf"{c} \(c\) as hda"):
+        xen.xend.block_configure(d, parse_disk(f"file:{disk},hdc:cdrom,r"))
+    iso = image(tmp_path / "x.iso", 2048)
+    xen.xend.block_configure(d, parse_disk(f"file:{iso},hdc:cdrom,r"))
+    assert xen.xend.domains[d].config.disks == (Disk("hdc", "cdrom", "r", str(iso)),)
+    with pytest.raises(XendError, match="in use read-only by domain"):
+        xen.xend.create(DomainConfig(name="e", disks=(Disk("hda", "disk", "w", str(iso)),)),
+                        paused=True)
 
 
 def test_check_disks_names_the_drive(tmp_path):
