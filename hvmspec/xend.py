@@ -51,7 +51,11 @@ wrong state, a name in use: xm exits 1):
                to eject), ``dev``
                (``hdc:cdrom``), ``mode`` (``r``):
                a CD-ROM drive's new medium
-``console``    ``domain``                          ``output``: its COM1 bytes so far
+``console``    ``domain``; ``offset`` (optional:   ``output``: its COM1 bytes
+               the output from there on),          from ``offset`` on (all by
+               ``input`` (optional: characters     default), ``offset``: the
+               typed into its COM1, code points    output's length so far,
+               0-255, before the output is read)   ``live``: the domain runs
 ``history``                                        ``events``: lifecycle transitions
 =============  ==================================  ==============================
 """
@@ -102,6 +106,32 @@ def xend_dir(given: Path | None) -> tuple[Path, str]:
     return default_dir(), f"the default, as neither --dir nor ${DIR_VARIABLE} is set"
 
 
+class ConsoleLine:
+    """A domain's COM1 line as ``xm console`` reaches it (``serial =
+    'pty'``): what xm types waits here until the domain's qemu-dm takes it
+    at its next pass (``read``), as a pty's bytes wait for qemu-dm's
+    ``select``. The UART then receives it at its line rate; bytes that
+    arrive before the guest reads them are lost, as on the real part."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self._typed = bytearray()
+        self._lock = threading.Lock()
+        self._wake = wake
+
+    def type(self, data: bytes) -> None:
+        with self._lock:
+            self._typed += data
+        self._wake.set()
+
+    def read(self) -> bytes:
+        with self._lock:
+            data, self._typed = bytes(self._typed), bytearray()
+        return data
+
+    def wait(self, seconds: float) -> bool:
+        return True                 # xend waits for its own wake-ups
+
+
 class XendDaemon:
     """The host, its XenStore socket and its xm socket."""
 
@@ -113,6 +143,8 @@ class XendDaemon:
         self.lock = threading.RLock()
         self.commands: queue.Queue = queue.Queue()
         self.consoles: dict[int, bytearray] = defaultdict(bytearray)
+        #: each domain's COM1 line, which xm console types into
+        self.lines: dict[int, ConsoleLine] = {}
         self.history: list[dict] = []
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._stop = threading.Event()
@@ -131,6 +163,7 @@ class XendDaemon:
             raise
         self.host.slice = SLICE
         self.host.device_model_emit = self._device_model_emit
+        self.host.console_line = self._console_line
         from hvmspec.vnc_display import VncBackend
         #: the qemu-dms' VNC displays (xm's ``vnc = 1``)
         self.vnc = VncBackend(log=self.log, on_input=self._wake.set)
@@ -158,6 +191,10 @@ class XendDaemon:
             display(event)
             self._emit(event)
         return emit
+
+    def _console_line(self, domid: int) -> ConsoleLine:
+        line = self.lines[domid] = ConsoleLine(self._wake)
+        return line
 
     # --- serving -----------------------------------------------------------------------
 
@@ -290,14 +327,30 @@ class XendDaemon:
                 raise ConfigFileError(f"block-configure: {exc}") from None
             xend.block_configure(domid, disk)
         elif cmd == "console":
-            if domid == platform.DOM0:
-                raise XendError(f"domain {platform.DOM0} ({DOM0_NAME}) has no console here: "
-                                f"it is the host")
-            return {"domid": domid,
-                    "output": bytes(self.consoles.get(domid, b"")).decode("latin-1")}
+            return self._console(domid, req)
         else:
             raise XendError(f"unknown command {cmd!r}")
         return {"domid": domid}
+
+    def _console(self, domid: int, req: dict) -> dict:
+        """``xm console``: type ``input`` into the domain's COM1, then give
+        its output from ``offset`` on."""
+        if domid == platform.DOM0:
+            raise XendError(f"domain {platform.DOM0} ({DOM0_NAME}) has no console here: "
+                            f"it is the host")
+        offset, typed = req.get("offset", 0), req.get("input", "")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise XendError(f"console: offset must be a whole number, not {offset!r}")
+        if not isinstance(typed, str) or any(ord(ch) > 0xFF for ch in typed):
+            raise XendError("console: input must be a string of code points 0-255 (bytes)")
+        live = domid in self.host.xend.domains and self.host.xend.domains[domid].live
+        if typed:
+            if not live or domid not in self.lines:
+                raise XendError(f"domain {domid} is gone: nothing can be typed into its console")
+            self.lines[domid].type(typed.encode("latin-1"))
+        output = bytes(self.consoles.get(domid, b""))
+        return {"domid": domid, "output": output[offset:].decode("latin-1"),
+                "offset": len(output), "live": live}
 
     def _domid(self, which) -> int:
         """A live domain by ID or by name; dom0 by ``0`` or ``Domain-0``

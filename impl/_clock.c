@@ -17,7 +17,8 @@
  * (an exit, a fault), Python counts back from the block's start. Any other
  * block goes to Python. A block that may change the decode context (CR0,
  * CR3, CR4, EFER, CS, a TLB flush: see impl/blocks.py) sets the context to 0,
- * which no block has, so that the block after it goes to Python too; so does
+ * which no block has, so that the block after it goes to Python too (and the
+ * global context, see below, to 0 with it); so does
  * a block that may set RFLAGS.IF (STI, POPF: Unicorn ends its block after
  * each) while the VMM waits for an interrupt window (``window``). */
 
@@ -39,10 +40,18 @@ typedef struct {
     uint32_t flags;
     const uint8_t *host[2];  /* host addresses of the bytes on each page */
     uint32_t split;          /* how many bytes lie on the first page */
-    uint32_t reserved;
+    uint32_t mode;           /* the decode context's id less the translation (CR3
+                              * and the TLB flushes): see refill() */
     const uint8_t *copy;     /* the bytes the block was decoded from */
-    uint64_t reserved2;      /* to 64 bytes */
+    uint32_t frame[2];       /* guest-physical page frames of the bytes on each page */
 } hvmspec_entry;
+
+typedef struct {
+    uint64_t start, size;    /* guest-physical RAM [start, start + size) */
+    const uint8_t *host;     /* is here in this process */
+} hvmspec_piece;
+
+#define HVMSPEC_PIECES 16
 
 typedef struct {
     int64_t left;        /* instructions the run may still retire (below 0: the
@@ -52,9 +61,18 @@ typedef struct {
     uint32_t context;    /* the decode context id now; 0: to be probed */
     uint32_t quiet;      /* the VMM is stepping an instruction itself */
     uint32_t window;     /* interrupt-window exiting: IF is 0 and watched */
-    uint32_t reserved;
+    uint32_t global_context; /* the decode context id of blocks on global pages
+                              * (kept across MOV to CR3); 0: none, or to be probed */
     uint64_t slow;       /* blocks sent to Python */
     void (*slow_path)(uint64_t address, uint32_t size);
+    uint64_t refills;    /* blocks found again by a page walk (refill) */
+    uint64_t cr3;        /* as probed with the context */
+    uint32_t mode;       /* the context's id less the translation */
+    uint32_t paging;     /* the page walk: 0 none (or not to be done here), 2
+                          * 32-bit, 3 PAE, 4 4-level; 0x10 added: CR4.PSE */
+    uint32_t pieces;     /* how many of piece[] are RAM */
+    uint32_t reserved2;
+    hvmspec_piece piece[HVMSPEC_PIECES];
     hvmspec_entry table[HVMSPEC_SLOTS];
 } hvmspec_clock;
 
@@ -94,7 +112,7 @@ static inline void count(const hvmspec_entry *e, uint32_t s, hvmspec_clock *c) {
     c->left -= e->count;
     c->current = s;
     if (e->flags & FLAG_CONTEXT || (e->flags & FLAG_IF && c->window))
-        c->context = 0;
+        c->context = c->global_context = 0;
 }
 
 static int unchanged(const hvmspec_entry *e) {
@@ -125,12 +143,95 @@ static __attribute__((noinline)) void verified(const hvmspec_entry *e, uint32_t 
         slow(address, size, c);
 }
 
+/* The host address of guest-physical [gpa, gpa + n), if RAM backs it. */
+static const uint8_t *ram(const hvmspec_clock *c, uint64_t gpa, uint32_t n) {
+    for (uint32_t i = 0; i < c->pieces; i++) {
+        const hvmspec_piece *p = &c->piece[i];
+        if (gpa >= p->start && gpa + n <= p->start + p->size)
+            return p->host + (gpa - p->start);
+    }
+    return 0;
+}
+
+/* The guest-physical page frame that the guest's page tables map `linear`
+ * to now, or -1 where the walk does not end at a present entry in RAM
+ * (SDM vol. 3A chapter 4: the 32-bit, PAE and 4-level walks). Nothing is
+ * written: the accessed bits are the CPU's own walk's to set, when its TLB
+ * misses (Unicorn's, as it fetches the block). PAE's PDPTEs are read from
+ * memory, as impl/guest_linear.py reads them, not from a copy loaded with CR3. */
+static int64_t frame_of(const hvmspec_clock *c, uint64_t linear) {
+    uint32_t format = c->paging & 0xF, pse = c->paging & 0x10;
+    uint64_t table, entry, big;
+    if (format == 2) {
+        const uint8_t *p = ram(c, (c->cr3 & 0xFFFFF000u) + ((linear >> 22 & 0x3FF) << 2), 4);
+        uint32_t e32;
+        if (!p)
+            return -1;
+        memcpy(&e32, p, 4);
+        if (!(e32 & 1))
+            return -1;
+        if (pse && (e32 & 0x80))
+            return ((e32 & 0xFFC00000u) | (linear & 0x3FF000)) >> 12;
+        p = ram(c, (e32 & 0xFFFFF000u) + ((linear >> 12 & 0x3FF) << 2), 4);
+        if (!p)
+            return -1;
+        memcpy(&e32, p, 4);
+        return (e32 & 1) ? (int64_t)(e32 >> 12) : -1;
+    }
+    static const int shifts4[] = {39, 30, 21, 12}, shifts3[] = {30, 21, 12};
+    const int *shifts = format == 4 ? shifts4 : shifts3;
+    int levels = format == 4 ? 4 : 3;
+    table = format == 4 ? (c->cr3 & 0xFFFFFFFFFF000ull) : (c->cr3 & 0xFFFFFFE0u);
+    for (int level = 0; level < levels; level++) {
+        int shift = shifts[level];
+        uint64_t index = format == 3 && level == 0 ? (linear >> 30 & 3) : (linear >> shift & 0x1FF);
+        const uint8_t *p = ram(c, table + index * 8, 8);
+        if (!p)
+            return -1;
+        memcpy(&entry, p, 8);
+        if (!(entry & 1))
+            return -1;
+        big = shift < 39 && shift > 12 && (entry & 0x80) && !(format == 3 && level == 0);
+        if (big) {
+            uint64_t span = (1ull << shift) - 1;
+            return (((entry & 0xFFFFFFFFFF000ull) & ~span) | (linear & span)) >> 12;
+        }
+        table = entry & 0xFFFFFFFFFF000ull;
+    }
+    return (int64_t)(table >> 12);
+}
+
+/* A block decoded in another decode context that differs only in the
+ * translation (another CR3, or a TLB flush since), at the same address and
+ * size: the CPU would walk the page tables again on its TLB miss, and so
+ * does this; if they map the block's pages to the same frames, its bytes
+ * are the ones it was decoded from (their pages are write-protected, or
+ * compared) and it is known in this context too. This is what keeps an
+ * operating system's kernel fast across the CR3 writes of every process
+ * switch and of page-table isolation, without a call to Python. */
+static __attribute__((noinline)) int refill(hvmspec_entry *e, uint64_t address,
+                                            hvmspec_clock *c) {
+    if (!c->paging || e->mode != c->mode || !c->context || e->context == EMPTY)
+        return 0;
+    if (frame_of(c, address) != e->frame[0])
+        return 0;
+    if (e->split != e->size && frame_of(c, (address | 0xFFF) + 1) != e->frame[1])
+        return 0;
+    e->context = c->context;
+    c->refills++;
+    return 1;
+}
+
 void hvmspec_on_block(void *uc, uint64_t address, uint32_t size, hvmspec_clock *c) {
     (void)uc;
     uint32_t s = slot_of(address);
-    const hvmspec_entry *e = &c->table[s];
-    /* no block has context 0 (to be probed) nor EMPTY (an empty slot) */
-    if (__builtin_expect(e->context == c->context && e->address == address && e->size == size
+    hvmspec_entry *e = &c->table[s];
+    /* no block has context 0 (to be probed) nor EMPTY (an empty slot); a
+     * block on global pages has the global context, which a MOV to CR3
+     * keeps (impl/blocks.py) */
+    if (__builtin_expect((e->context == c->context || e->context == c->global_context
+                          || (e->address == address && e->size == size && refill(e, address, c)))
+                         && e->address == address && e->size == size
                          && (int64_t)e->count <= c->left, 1)) {
         /* count() for the common flags of 0, spelt out: measured side by
          * side, 0.54 of raw Unicorn's speed against 0.51 through count() */

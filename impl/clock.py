@@ -34,8 +34,16 @@ class Entry(ctypes.Structure):
     _fields_ = [("address", ctypes.c_uint64), ("size", ctypes.c_uint32),
                 ("count", ctypes.c_uint32), ("context", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("host", ctypes.c_void_p * 2),
-                ("split", ctypes.c_uint32), ("reserved", ctypes.c_uint32),
-                ("copy", ctypes.c_void_p), ("reserved2", ctypes.c_uint64)]
+                ("split", ctypes.c_uint32), ("mode", ctypes.c_uint32),
+                ("copy", ctypes.c_void_p), ("frame", ctypes.c_uint32 * 2)]
+
+
+class Piece(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("size", ctypes.c_uint64),
+                ("host", ctypes.c_void_p)]
+
+
+PIECES = 16
 
 
 SLOW_PATH = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
@@ -61,8 +69,12 @@ class State(ctypes.Structure):
     _fields_ = [("left", ctypes.c_int64), ("end", ctypes.c_uint64),
                 ("current", ctypes.c_int64), ("context", ctypes.c_uint32),
                 ("quiet", ctypes.c_uint32), ("window", ctypes.c_uint32),
-                ("reserved", ctypes.c_uint32), ("slow", ctypes.c_uint64),
-                ("slow_path", SLOW_PATH), ("table", Entry * SLOTS)]
+                ("global_context", ctypes.c_uint32), ("slow", ctypes.c_uint64),
+                ("slow_path", SLOW_PATH), ("refills", ctypes.c_uint64),
+                ("cr3", ctypes.c_uint64), ("mode", ctypes.c_uint32),
+                ("paging", ctypes.c_uint32), ("pieces", ctypes.c_uint32),
+                ("reserved2", ctypes.c_uint32), ("piece", Piece * PIECES),
+                ("table", Entry * SLOTS)]
 
 
 assert ctypes.sizeof(Entry) == _lib.hvmspec_entry_size(), "Entry does not match _clock.c"
@@ -93,11 +105,27 @@ class BlockClock:
         if err:
             raise unicorn.UcError(err)
 
+    def set_ram(self, pieces: list[tuple[int, int, int]]) -> None:
+        """Where guest-physical RAM is in this process: (gpa, size, host
+        address) of each piece, for the C clock's page walks; more pieces
+        than it holds leave it walking none (every walk then fails, and
+        Python decides)."""
+        state = self.state
+        state.pieces = 0 if len(pieces) > PIECES else len(pieces)
+        for i, (start, size, host) in enumerate(pieces[:state.pieces]):
+            state.piece[i].start, state.piece[i].size, state.piece[i].host = start, size, host
+
     def put(self, index: int, address: int, size: int, count: int, context: int, flags: int,
-            spans: list[tuple[int, int]], raw: bytes) -> None:
+            spans: list[tuple[int, int]], raw: bytes, mode: int = 0,
+            frames: tuple[int, ...] = (0, 0)) -> None:
         """Fill slot ``index``: ``spans`` are (host address, length) of the
-        block's bytes, one per page; ``raw`` the bytes themselves."""
+        block's bytes, one per page; ``raw`` the bytes themselves; ``mode``
+        the decode context's id less the translation and ``frames`` the
+        guest-physical frames of its pages, for the C clock's page walk."""
         entry = self.state.table[index]
+        entry.mode = mode
+        entry.frame[0] = frames[0]
+        entry.frame[1] = frames[-1]
         copy = ctypes.create_string_buffer(raw, len(raw))
         self._copies[index] = copy
         entry.address, entry.size, entry.count = address, size, count

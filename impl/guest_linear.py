@@ -113,6 +113,16 @@ class GuestLinear:
         set on the way, as the CPU sets them. Raises :class:`LinearFault`."""
         if not self.paging():
             return linear & 0xFFFFFFFF
+        return self._walk(linear, write)[0]
+
+    def leaf_entry(self, linear: int) -> int:
+        """The page-table entry that maps ``linear`` (a PTE, or the PDE or
+        PDPTE of a large page), as :meth:`translate` finds it; paging is on."""
+        return self._walk(linear, False)[1]
+
+    def _walk(self, linear: int, write: bool) -> tuple[int, int]:
+        """The page walk (SDM vol. 3A chapter 4): the guest-physical address
+        of ``linear`` and the entry that maps it."""
         cr4, cr3 = self._reg(X.UC_X86_REG_CR4), self._reg(X.UC_X86_REG_CR3)
         if self.long_mode():
             if (linear >> 47) not in (0, (1 << 17) - 1):
@@ -148,7 +158,7 @@ class GuestLinear:
                 span = (1 << shift) - 1
                 base = entry & (0xFFC00000 if entry_bytes == 4 and big else
                                 0xFFFFF000 if entry_bytes == 4 else 0xFFFFFFFFFF000)
-                return (base & ~span) | (linear & span)
+                return (base & ~span) | (linear & span), entry
             table = entry & (0xFFFFF000 if entry_bytes == 4 else 0xFFFFFFFFFF000)
         raise AssertionError("the walk ends at a leaf")
 

@@ -171,7 +171,7 @@ class Host:
         try:
             dom.qemu = QemuDm(domid, self.dom0.connect("qemu-dm"), dom.page, Ram(dom.vcpu),
                               Libxc(self, domid), self.device_model_emit(domid), dom.vmm.lines, dom.irq_port,
-                              self.serial_input, self.live_line, self.vnc_backend,
+                              self.serial_input, self.console_line(domid), self.vnc_backend,
                               vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
@@ -184,6 +184,11 @@ class Host:
 
     def device_model_emit(self, domid: int) -> Callable[[trace.Event], None]:
         return self.emit
+
+    def console_line(self, domid: int):
+        """The live line into the domain's COM1: the run's, or xend's for
+        the domain (``xm console``)."""
+        return self.live_line
 
     def pause(self, domid: int) -> None:
         self.domains[domid].paused = True

@@ -24,6 +24,7 @@ SEG = {"es": X.UC_X86_REG_ES, "cs": X.UC_X86_REG_CS, "ss": X.UC_X86_REG_SS,
 BASE_MSR = {"fs": X.UC_X86_REG_FS_BASE, "gs": X.UC_X86_REG_GS_BASE}
 EFER_LMA = 1 << 10
 CR0_PG = 1 << 31
+CR4_PGE = 1 << 7                 # global pages (SDM vol. 3A 4.10.2.4)
 WIDE = 0xFFFF_FFFF_FFFF_FFFF
 EFLAGS_IF = 1 << 9
 EFLAGS_DF = 1 << 10

@@ -75,16 +75,21 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         #: trace sink for accesses to ports Xen does not intercept (0x80, 0xED)
         self.emit = None
         self._shadow_at = -1
-        #: (address, size, decode context id) -> (bytes, block)
+        #: (address, size, code segment size) -> (bytes, block)
         self._blocks: dict[tuple[int, int, int], tuple[bytes, Block]] = {}
         #: addresses with a stop point (UC_HOOK_CODE) -> its hook
         self._hooked: dict[int, int] = {}
         #: the stop points placed where a budget ends, removed after the run
         self._budget_hooks: list[int] = []
-        #: decode context (see _probe_context) -> its id in the C table
-        self._contexts: dict[tuple, int] = {}
-        self._epoch = 0
-        self._probed = 0                # the context id the last probe found
+        #: decode context (see _probe_context) -> (TLB-flush epoch, its id
+        #: in the C table); the epochs: all translations, global ones
+        self._contexts: dict[tuple, tuple[int, int]] = {}
+        self._context_ids = 0
+        #: the decode context less the translation -> its id (the C clock's ``mode``)
+        self._modes: dict[tuple, int] = {}
+        self._epoch = self._global_epoch = 0
+        #: the context ids (and the global one) the last probe found
+        self._probed = (0, 0)
         #: linear pages that hold a block the clock has seen, in any context
         self._code_linear: set[int] = set()
         self._quiet = False
@@ -107,6 +112,8 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
             cs.detail = True
         self._clock = clock.BlockClock(uc, self._on_block)
         self._c = self._clock.state
+        self._clock.set_ram([(start, size, ctypes.addressof(view))
+                             for start, size, _host, view in self.host_ram.pieces])
         #: the block in each slot of the C table, and in the spare slot
         self._slot_block: list[Block] = [_EMPTY] * (clock.SLOTS + 1)
         self._budget_end = 0

@@ -203,7 +203,7 @@ class ReferenceXen:
                               self.device_model_emit(domid),
                               lines=dom.lines, irq_port=dom.irq_port,
                               serial_input=self.serial_input,
-                              serial_source=self.serial_source,
+                              serial_source=self.console_line(domid),
                               vnc_backend=self.vnc_backend, vga_rom=dom.vga_rom)
         except DeviceModelError:
             self.domains.pop(domid, None)
@@ -213,6 +213,12 @@ class ReferenceXen:
     def device_model_emit(self, domid: int) -> Callable[[trace.Event], None]:
         """Where the domain's qemu-dm reports (one trace for the host)."""
         return self.emit
+
+    def console_line(self, domid: int):
+        """The live line into the domain's COM1 (``serial = 'pty'``): the
+        run's one (``--serial-input -``, a serial script), or, under
+        ``hvmspec xend``, the domain's own, which ``xm console`` types into."""
+        return self.serial_source
 
     def unpause(self, domid: int) -> None:
         self.domains[domid].paused = False

@@ -167,3 +167,16 @@ def io_clock(events) -> list[int]:
         elif isinstance(e, (t.XenIo, t.DirectIo)):
             io += platform.PORT_ACCESS_NS
     return out
+
+
+#: modules that take longest, started first: `make test` runs modules on
+#: every core (pytest-xdist, ``--dist loadfile``, in collection order), and
+#: a long module that starts last is the suite's tail (the docs build was)
+FIRST = ("test_docs.py", "test_linux_boot.py", "test_linux_qemu.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+    items.sort(key=rank)

@@ -337,3 +337,88 @@ def test_kernel_hvmloader_boots_debian_firmware(xend, tmp_path):
     assert (out.returncode, out.stdout) == (2, ""), out.stderr
     assert f"BIOS {str(tmp_path / 'missing.bin')!r} does not exist" in out.stderr
     assert list(rows(xend)) == ["Domain-0"]
+
+
+#: a guest that echoes what arrives on COM1 (after a '>' prompt) until 'q'
+ECHO = """%include "lib/all.s"
+    real_mode_start
+    mov dx, COM1 + 4
+    mov al, 0x0b                    ; DTR, RTS, OUT2: ready to receive
+    out dx, al
+    mov al, '>'
+    mov dx, COM1
+    out dx, al
+next:
+    mov dx, COM1 + 5
+poll:
+    in al, dx
+    test al, 1                      ; LSR.DR
+    jz poll
+    mov dx, COM1
+    in al, dx
+    cmp al, 'q'
+    je done
+    out dx, al
+    jmp next
+done:
+    poweroff
+"""
+
+
+def echo_config(tmp_path: Path) -> Path:
+    (tmp_path / "echo.s").write_text(ECHO)
+    path = tmp_path / "echo.cfg"
+    path.write_text(f"builder = 'hvm'\nname = 'echo'\nkernel = '{tmp_path / 'echo.s'}'\n"
+                    f"memory = 4\nserial = 'pty'\n")
+    return path
+
+
+def test_xm_console_types_standard_input_and_ends_with_the_domain(xend):
+    """Attached, as xm console: what arrives on standard input is typed
+    into COM1, the output is printed as it comes, and xm console returns
+    when the domain is gone (the guest powers off at 'q')."""
+    xm(xend, "create", str(echo_config(xend)))
+    out = subprocess.run([HVMSPEC, "xm", "--dir", str(xend), "console", "echo"],
+                         input="hi there q", capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout, out.stderr) == (0, ">hi there ", "")
+    assert "echo" not in rows(xend)
+
+
+def test_xm_console_plays_a_serial_script(xend, tmp_path):
+    xm(xend, "create", str(echo_config(xend)))
+    script = tmp_path / "s.txt"
+    script.write_text("expect >\ntype abc\nexpect c\ntype q\n")
+    out = xm(xend, "console", "echo", "--script", str(script))
+    assert out.stdout.startswith(">abc")
+    until(lambda: "echo" not in rows(xend))
+
+
+def test_xm_console_names_the_expect_that_timed_out(xend, tmp_path):
+    xm(xend, "create", str(echo_config(xend)))
+    script = tmp_path / "s.txt"
+    script.write_text("timeout 1\nexpect >\nexpect never\n")
+    out = xm(xend, "console", "echo", "--script", str(script), check=False)
+    assert out.returncode == 1
+    assert "s.txt:3" in out.stderr and "never" in out.stderr and "1 s" in out.stderr
+    # the domain still runs: a console that gave up does not stop it
+    assert rows(xend)["echo"]["state"] != "--p---"
+    xm(xend, "destroy", "echo")
+    gone = xm(xend, "console", "1", "--script", str(script), check=False)
+    assert gone.returncode == 1 and "ended" in gone.stderr
+
+
+def test_xm_console_typing_into_a_gone_domain_is_refused(xend):
+    xm(xend, "create", str(echo_config(xend)))
+    xm(xend, "destroy", "echo")
+    from hvmspec.xend import XmClient
+    client = XmClient(xend / "xend.sock")
+    try:
+        reply = client.call("console", domain="1", input="x")
+        assert not reply["ok"] and "gone" in reply["error"]
+        reply = client.call("console", domain="1", offset=-1)
+        assert not reply["ok"] and "offset" in reply["error"]
+        reply = client.call("console", domain="1", offset=1)
+        assert reply["ok"] and reply["output"] == "" and reply["offset"] == 1 \
+            and reply["live"] is False
+    finally:
+        client.close()

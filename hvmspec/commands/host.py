@@ -80,9 +80,19 @@ def add_parsers(sub) -> None:
                        ("shutdown", "shut a domain down (on_poweroff applies)"),
                        ("reboot", "reboot a domain (on_reboot applies)"),
                        ("destroy", "destroy a domain at once"),
-                       ("console", "print what the domain wrote to COM1 so far")):
+                       ("console", "attach to the domain's COM1 (serial = 'pty'), as xm "
+                        "console: print its output from the start and as it comes, type "
+                        "what arrives on standard input; Ctrl-] detaches, the domain's "
+                        "end ends it (--json: print the output so far, once)")):
         cmd = xsub.add_parser(name, help=what)
         cmd.add_argument("domain", help="a domain's name or ID")
+        if name == "console":
+            cmd.add_argument("--script", type=Path, metavar="FILE",
+                             help="type what a serial script says, each send once the "
+                             "output it waits for has come (expect/send/type/timeout, as "
+                             "hvmspec run --serial-script; each expect waits at most its "
+                             "timeout, in seconds of the host's clock), then detach; exit "
+                             "1 naming the expect that did not match")
     for sp in xsub.choices.values():
         sp.add_argument("--json", action="store_true", help="print xend's reply as JSON")
         # accepted after the subcommand too: `xm list --dir D`
@@ -218,6 +228,8 @@ def cmd_xm(args: argparse.Namespace) -> int:
               f"the directory of a running one with --dir DIR or {DIR_VARIABLE}=DIR")
         return EXIT_USAGE
     try:
+        if args.xm_command == "console" and not args.json:
+            return _console(client, args.domain, getattr(args, "script", None))
         reply = client.call(args.xm_command, **request)
         if args.json:
             print(json.dumps(reply))
@@ -237,6 +249,79 @@ def cmd_xm(args: argparse.Namespace) -> int:
     if not reply["ok"]:
         return EXIT_USAGE if reply.get("kind") in ("config", "request") else EXIT_NO
     return EXIT_OK
+
+
+#: the key that detaches xm console, as xenconsole's (Ctrl-])
+DETACH = b"\x1d"
+#: how often xm console asks xend for more output (seconds)
+POLL = 0.05
+
+
+def _console(client, domain: str, script_path: Path | None) -> int:
+    """``xm console DOMAIN``: the domain's COM1 output from the start, then
+    as it comes, until the domain is gone (exit 0) or Ctrl-] on a terminal
+    (exit 0); standard input's bytes are typed into COM1 as they arrive.
+    With a script, its sends are typed as its expects match, and xm
+    detaches when it is done (exit 0) or an expect did not match in its
+    timeout or before the domain's end (exit 1, naming it)."""
+    import os
+    import time
+
+    from hvmspec.serial_line import LiveLine
+    from hvmspec.serial_script import ScriptError, ScriptLine, load
+
+    script = None
+    if script_path is not None:
+        try:
+            script = ScriptLine(load(script_path))
+        except ScriptError as exc:
+            error(str(exc))
+            return EXIT_USAGE
+    line = LiveLine(sys.stdin.fileno()) if script is None else None
+    typed = script.start() if script is not None else b""
+    offset, since = 0, time.monotonic()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            if line is not None:
+                typed += line.read()
+                if DETACH in typed and os.isatty(line.fd):
+                    return EXIT_OK
+            reply = client.call("console", domain=domain, offset=offset,
+                                input=typed.decode("latin-1"))
+            typed = b""
+            if not reply["ok"]:
+                error(reply["error"])
+                return EXIT_NO
+            domain = str(reply["domid"])        # the same domain, whatever comes later
+            data = reply["output"].encode("latin-1")
+            offset = reply["offset"]
+            out.write(data)
+            out.flush()
+            if script is not None:
+                matched = len(script.matched)
+                for byte in data:
+                    typed += script.output(byte)
+                if len(script.matched) > matched:       # an expect's wait starts
+                    since = time.monotonic()
+                if script.done and not typed:
+                    return EXIT_OK
+                step = script.waiting
+                if step is not None and time.monotonic() - since > step.timeout:
+                    error(script.unfinished(f"nothing matched in {step.timeout:g} s"))
+                    return EXIT_NO
+            if not reply["live"]:
+                if script is not None and not script.done:
+                    error(script.unfinished(f"domain {domain} ended"))
+                    return EXIT_NO
+                return EXIT_OK
+            if not data:
+                time.sleep(POLL)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if line is not None:
+            line.close()
 
 
 def _absolute_uname(uname: str) -> str:
