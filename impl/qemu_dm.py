@@ -46,6 +46,7 @@ class AcpiPm:
         self.power_off = power_off
         self.clock_ns = clock_ns
         self.block = bytearray(8)       # STS(2) EN(2) CNT(2) reserved(2)
+        self.block[4] = platform.PM1_CNT_SCI_EN         # in ACPI mode from reset
 
     def read(self, offset: int, size: int) -> int:
         ticks = self.clock_ns() * PM_TIMER_HZ // 1_000_000_000 & 0xFFFFFFFF

@@ -27,6 +27,15 @@ S5's SLP_TYP is :data:`spec.platform.SLP_TYP_S5` (7), the value the DSDT's
 ``dsdt.asl``: "Poweroff support - ties in with qemu emulation").
 SLP_EN itself always reads as 0. Other sleep types are accepted and
 ignored (qemu-dm of that era implemented S3 only on request).
+
+SCI_EN reads 1 from reset, as Xen 3.0.4's ``acpi_reset`` set it: the
+platform is always in ACPI mode. That matters to firmware whose own FADT
+names an SMI command port (Debian's rombios32 and SeaBIOS name 0xB2, with
+ACPI_ENABLE 0xF1, for QEMU's PIIX4, whose APM port sets SCI_EN): Xen's
+platform has no such port, and an OS that wrote ACPI_ENABLE there and
+found SCI_EN clear would poll it for three seconds and then run without
+ACPI (Linux: "Hardware did not enter ACPI mode"), powering off by no
+means at all. QEMU's PIIX4 resets it to 0 and sets it on that write.
 """
 
 from __future__ import annotations
@@ -49,7 +58,10 @@ class AcpiPm:
         self.request_shutdown = request_shutdown
         self.clock_ns = clock_ns
         self.sts = self.en = 0
-        self.cnt = 0
+        #: SCI_EN is set from reset (``acpi_reset``: ``s->pm1_control =
+        #: SCI_EN``): the platform is in ACPI mode, with no SMI command port
+        #: to switch it (the FADT's SMI_CMD is 0 in hvmloader's tables)
+        self.cnt = platform.PM1_CNT_SCI_EN
 
     def registers(self) -> bytes:
         timer = (self.clock_ns() * PM_TIMER_HZ // 1_000_000_000) & 0xFFFFFFFF
