@@ -85,6 +85,8 @@ class Drive:
         self.atapi_dma = 0
         self.locked = False
         self.inserted = medium is not None and medium.sectors > 0
+        self.tray_open = False                  # ejected by the guest or emptied by the host
+        self.new_media = False                  # a NewMedia event for GET EVENT STATUS
         # ATA DMA state
         self.buf_size = 0
         self.req = 1
@@ -817,12 +819,15 @@ class Ide:
         self.bm_base: int | None = None
 
     def medium_changed(self, name: str) -> None:
-        """A new medium (or none) in drive ``name``: its size read again,
-        nothing else (Xen 3.0.4's cdrom_change_cb)."""
+        """A new medium (or none) in drive ``name``: its size read again (Xen
+        3.0.4's cdrom_change_cb), no interrupt, no UNIT ATTENTION; and, for
+        GET EVENT STATUS NOTIFICATION, a NewMedia event pending and the tray
+        closed on a disc or open on none (QEMU 7.2's ide_cd_change_cb)."""
         index = ("hda", "hdb", "hdc", "hdd").index(name)
         drive = self.channels[index >> 1].drives[index & 1]
         drive.nb_sectors = drive.medium.sectors * (drive.medium.sector_size // 512)
         drive.inserted = drive.medium.sectors > 0
+        drive.tray_open, drive.new_media = not drive.inserted, True
 
     def ports(self) -> list[tuple[int, int, object]]:
         """(first port, one past the last, device) of the fixed ports."""

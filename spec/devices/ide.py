@@ -224,6 +224,10 @@ class Drive:
         if medium is not None:
             self.cylinders, self.heads, self.sectors = self._geometry()
         self.locked = False
+        #: the CD-ROM's tray is open (the guest ejected, or the host emptied, the drive)
+        self.tray_open = False
+        #: a NewMedia event waits for GET EVENT STATUS NOTIFICATION
+        self.new_media = False
         self.write_cache = False
         self.identify_set = False
         self.identify_data = bytearray(SECTOR)
@@ -886,12 +890,20 @@ class IdeController:
         """qemu-dm changed drive ``name``'s medium (``xm block-configure``):
         Xen 3.0.4's ``cdrom_change_cb`` reads the medium's size again, and
         does nothing else ("XXX: send interrupt too"): no interrupt, no
-        UNIT ATTENTION. A disc is in when the size is not 0."""
+        UNIT ATTENTION (QEMU 7.2 raises the channel's line and fails the
+        next two commands NOT READY, then UNIT ATTENTION, ASC 0x28). A disc
+        is in when the size is not 0. For GET EVENT
+        STATUS NOTIFICATION (:mod:`spec.devices.atapi`, which departs from
+        Xen 3.0.4 there) the drive also notes a NewMedia event and where the
+        tray is, as QEMU 7.2's ``ide_cd_change_cb`` does: closed on the new
+        disc, open when the drive was emptied."""
         index = DRIVE_NAMES.index(name)
         drive = self.channels[index // 2].drives[index % 2]
         medium = drive.medium
         drive.nb_sectors = medium.sectors * medium.sector_size // SECTOR
         drive.inserted = medium.sectors > 0
+        drive.tray_open = not drive.inserted
+        drive.new_media = True
 
     def port_ranges(self) -> list[tuple[int, int, object]]:
         """(base, count, device) of the legacy ports."""
