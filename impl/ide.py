@@ -71,6 +71,7 @@ class Drive:
         self.nb_sectors = (medium.sectors * (medium.sector_size // 512)
                            if medium is not None else 0)
         self.cylinders = self.heads = self.sectors = 0
+        self.chs_from_mbr = False               # Xen then hints no BIOS translation
         if medium is not None:
             self._geometry()
         self.identify = bytearray(512)          # identify_data
@@ -117,6 +118,7 @@ class Drive:
                             continue
                         if heads <= 16:
                             self.cylinders, self.heads, self.sectors = cyls, heads, secs
+                            self.chs_from_mbr = True
                             return
                         break
         self.cylinders = min(max(n // (16 * 63), 2), 16383)
@@ -828,6 +830,11 @@ class Ide:
         drive.nb_sectors = drive.medium.sectors * (drive.medium.sector_size // 512)
         drive.inserted = drive.medium.sectors > 0
         drive.tray_open, drive.new_media = not drive.inserted, True
+
+    def cmos_drives(self) -> list:
+        """Per position hda .. hdd: the drive (any kind, empty CD-ROMs too)
+        or None, for the CMOS bytes of cmos_init (:mod:`impl.cmos`)."""
+        return [d if d.medium is not None else None for ch in self.channels for d in ch.drives]
 
     def ports(self) -> list[tuple[int, int, object]]:
         """(first port, one past the last, device) of the fixed ports."""
