@@ -3,8 +3,8 @@
 Room: what Xen 3.0.4's ``ide_atapi_cmd`` answers (TEST UNIT READY, REQUEST
 SENSE, INQUIRY, MODE SENSE(10) pages 0x01 and 0x2A, PREVENT/ALLOW MEDIUM
 REMOVAL, READ(10)/(12), READ CD, SEEK, START STOP UNIT, MECHANISM STATUS,
-READ TOC formats 0-2, READ CAPACITY) and, as later qemu-dm and QEMU 7.2
-do where Xen 3.0.4 refused them, GET CONFIGURATION (the DVD-ROM/CD-ROM
+READ TOC formats 0-2, READ CAPACITY) and, as QEMU 7.2 does where Xen
+3.0.4 refused them, GET CONFIGURATION (the DVD-ROM/CD-ROM
 profile list), GET EVENT STATUS NOTIFICATION (polled, the media class: the
 NewMedia event after the host changed the disc, the tray and media status)
 and SET CD SPEED; every other opcode fails ILLEGAL REQUEST / invalid

@@ -617,7 +617,8 @@ def test_atapi_errors_and_sense(both):
 
 # -- GET CONFIGURATION, GET EVENT STATUS NOTIFICATION, SET CD SPEED -------------
 
-GESN_MEDIA = bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8])     # polled, the media class
+#: polled, the media class, 8 bytes: Linux's sr_get_events
+GESN_MEDIA = bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8])
 GET_CONFIG = bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 0xFF])
 PROFILES_CD = bytes.fromhex("00000010" "0000" "0008"       # length 16, current CD-ROM
                             "0000" "03" "08"               # Profile List, current, 8
@@ -640,6 +641,7 @@ def test_get_configuration_gesn_and_set_cd_speed_answer_as_qemu(both):
     its asynchronous form and a starting feature other than 0 refused with
     INVALID FIELD IN CDB, SET CD SPEED completing without data."""
     steps = [GET_CONFIG,
+             bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 32]),             # Linux's cdrom_mmc3_profile
              bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 6]),              # cut to 6 bytes
              bytes([0x46, 2, 0, 0, 0, 0, 0, 0, 0xFF]),           # RT 2: one feature, 0
              bytes([0x46, 0, 0, 1, 0, 0, 0, 0, 0xFF]),           # from feature 1: refused
@@ -653,8 +655,9 @@ def test_get_configuration_gesn_and_set_cd_speed_answer_as_qemu(both):
     spec, qemu = both
     answers = [[answer(dev, cmd) for cmd in steps] for dev in both]
     assert answers[0] == answers[1]
-    (config, short, rt2, from1, gesn, head, other, asynchronous, _, fast, slow) = answers[0]
-    assert config[0] == PROFILES_CD and config[1] == [(2, 20)]
+    (config, linux, short, rt2, from1, gesn, head, other, asynchronous, _, fast,
+     slow) = answers[0]
+    assert config[0] == linux[0] == PROFILES_CD and config[1] == [(2, 20)]
     assert short[0] == PROFILES_CD[:6] and rt2[0] == PROFILES_CD
     assert from1[3] == asynchronous[3] == (5, 0x24)
     assert gesn[0] == bytes.fromhex("0004" "04" "10" "00" "02" "0000")  # NoChg, present

@@ -78,13 +78,18 @@ the sense until REQUEST SENSE.
 
 GET CONFIGURATION, GET EVENT STATUS NOTIFICATION and SET CD SPEED depart
 from Xen 3.0.4, whose ``ide_atapi_cmd`` has no case for them and answers
-ILLEGAL REQUEST, ASC 0x20. The model answers them as later qemu-dm and
-QEMU 7.2's ``hw/ide/atapi.c`` do (``cmd_get_configuration``,
+ILLEGAL REQUEST, ASC 0x20. The model answers them as QEMU 7.2's
+``hw/ide/atapi.c`` does (``cmd_get_configuration``,
 ``cmd_get_event_status_notification``, ``cmd_set_speed``): the issue this
-model serves ("an unmodified OS from a CD") names them, Linux's ``sr``
-driver and SeaBIOS probe a drive with them (Linux asks GET CONFIGURATION
-for the current profile and polls GET EVENT STATUS NOTIFICATION for disc
-changes), and an MMC drive has them. None of the three needs a disc.
+model serves ("an unmodified OS from a CD") names them, and Linux asks a
+drive for them: its ``cdrom`` layer reads the current profile with GET
+CONFIGURATION (``cdrom_mmc3_profile``: feature 0, 32 bytes) and its ``sr``
+driver polls GET EVENT STATUS NOTIFICATION for disc changes
+(``sr_get_events``: polled, the media class, 8 bytes). Later qemu-dm
+(``qemu-xen-traditional``, Xen 4.x's ``hw/ide.c``) answers GET
+CONFIGURATION and SET CD SPEED with the same bytes, but still refuses GET
+EVENT STATUS NOTIFICATION; QEMU (Xen's ``qemu-xen`` device model since
+4.2) has all three. None of the three needs a disc.
 
 *GET CONFIGURATION* (MMC-5 6.6). Only the starting feature number 0
 (bytes 2-3) is accepted; the Requested Type (byte 1) is not looked at. The
