@@ -88,18 +88,19 @@ class QemuRun:
 
 
 def run_to_line(qemu: str, name: str, bios: str, workdir: Path, line: str,
-                timeout: float = 60.0) -> QemuRun:
+                timeout: float = 60.0, extra: tuple[str, ...] = ()) -> QemuRun:
     """Run ``qemu`` with the options of firmware ``name`` (a key of
-    :data:`QEMU_ARGS`) and the BIOS file ``bios``, the consoles' files in
-    ``workdir``, until the log on 0x402 holds ``line`` and ends with a
-    newline (or ``timeout`` seconds of the host's time pass, or QEMU ends);
-    then kill it."""
+    :data:`QEMU_ARGS`), the BIOS file ``bios`` and the options ``extra``
+    (drives, say), the consoles' files in ``workdir``, until the log on
+    0x402 holds ``line`` and ends with a newline (or ``timeout`` seconds of
+    the host's time pass, or QEMU ends); then kill it."""
     logs = {port: workdir / f"debugcon-{port:x}.log" for port in LOG_PORTS}
     consoles = [arg for i, (port, log) in enumerate(logs.items())
                 for arg in ("-device", f"isa-debugcon,iobase={port:#x},chardev=d{i}",
                             "-chardev", f"file,id=d{i},path={log}")]
     started = time.perf_counter()
-    proc = subprocess.Popen([qemu, *QEMU_MACHINE, *QEMU_ARGS[name], "-bios", bios, *consoles],
+    proc = subprocess.Popen([qemu, *QEMU_MACHINE, *QEMU_ARGS[name], "-bios", bios, *consoles,
+                             *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = None
     try:

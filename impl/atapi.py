@@ -3,10 +3,12 @@
 Room: what Xen 3.0.4's ``ide_atapi_cmd`` answers (TEST UNIT READY, REQUEST
 SENSE, INQUIRY, MODE SENSE(10) pages 0x01 and 0x2A, PREVENT/ALLOW MEDIUM
 REMOVAL, READ(10)/(12), READ CD, SEEK, START STOP UNIT, MECHANISM STATUS,
-READ TOC formats 0-2, READ CAPACITY); every other opcode fails ILLEGAL
-REQUEST / invalid command operation code, as in Xen 3.0.4: GET
-CONFIGURATION, GET EVENT STATUS NOTIFICATION and SET CD SPEED among them
-(QEMU 7.2 answers them).
+READ TOC formats 0-2, READ CAPACITY) and, as QEMU 7.2 does where Xen
+3.0.4 refused them, GET CONFIGURATION (the DVD-ROM/CD-ROM
+profile list), GET EVENT STATUS NOTIFICATION (polled, the media class: the
+NewMedia event after the host changed the disc, the tray and media status)
+and SET CD SPEED; every other opcode fails ILLEGAL REQUEST / invalid
+command operation code.
 Replies go out in pieces no longer than the byte count limit the guest put
 in the cylinder registers; reads one CD sector at a time, by PIO or, when
 the PACKET command asked for it, the bus master. Imports nothing of
@@ -23,6 +25,8 @@ ASC_ILLEGAL_OPCODE, ASC_LBA_OUT_OF_RANGE, ASC_INV_FIELD = 0x20, 0x21, 0x24
 ASC_SAVING_NOT_SUPPORTED, ASC_NO_MEDIUM = 0x39, 0x3A
 # the interrupt reason in the sector count register
 CD, IO = 0x01, 0x02
+# QEMU's CD_MAX_SECTORS: a disc larger than 80 minutes (in 512-byte sectors) is a DVD
+DVD_ABOVE = 1440000
 
 
 def _be16(b: bytes, at: int) -> int:
@@ -172,6 +176,38 @@ def _toc_raw(sectors: int, msf: bool) -> bytes:
     return bytes(out)
 
 
+def _configuration(d, p: bytes) -> None:
+    """GET CONFIGURATION from feature 0: header and Profile List."""
+    if p[2] | p[3]:
+        error(d, ILLEGAL_REQUEST, ASC_INV_FIELD)
+        return
+    out = bytearray(b"\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x03\x08"
+                    b"\x00\x10\x00\x00\x00\x08\x00\x00")
+    if d.inserted:
+        dvd = d.nb_sectors > DVD_ABOVE
+        out[7] = 0x10 if dvd else 0x08
+        out[14 if dvd else 18] = 1
+    reply(d, bytes(out), _be16(p, 7))
+
+
+def _events(d, p: bytes) -> None:
+    """GET EVENT STATUS NOTIFICATION: polled only, the media class only."""
+    if not p[1] & 1:
+        error(d, ILLEGAL_REQUEST, ASC_INV_FIELD)
+        return
+    if not p[4] & 0x10:
+        reply(d, b"\x00\x00\x80\x10", _be16(p, 7))
+        return
+    code = 0
+    if d.tray_open:
+        media = 1
+    else:
+        media = 2 if d.inserted else 0
+        if d.new_media:
+            d.new_media, code = False, 2
+    reply(d, bytes((0, 4, 4, 0x10, code, media, 0, 0)), _be16(p, 7))
+
+
 def _pad8(text: str, n: int) -> bytes:
     return text.encode("ascii")[:n].ljust(n, b" ")
 
@@ -252,8 +288,17 @@ def command(d) -> None:
         else:
             ok(d)
     elif op == 0x1B:                                 # START STOP UNIT
-        if p[4] & 2 and not p[4] & 1:               # eject: the disc leaves
-            d.inserted = False
+        if p[4] & 2:
+            if p[4] & 1:                             # load: the tray closes
+                d.tray_open = False
+            else:                                    # eject: the disc leaves
+                d.inserted, d.tray_open = False, True
+        ok(d)
+    elif op == 0x46:                                 # GET CONFIGURATION
+        _configuration(d, p)
+    elif op == 0x4A:                                 # GET EVENT STATUS NOTIFICATION
+        _events(d, p)
+    elif op == 0xBB:                                 # SET CD SPEED
         ok(d)
     elif op == 0xBD:                                 # MECHANISM STATUS
         reply(d, b"\x00\x00\x00\x00\x00\x01\x00\x00", _be16(p, 8))

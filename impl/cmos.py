@@ -1,7 +1,8 @@
 """CMOS RAM for the impl engine's qemu-dm (Xen 3.0.4's ``rtc-dm.c``).
 
 Room: 128 bytes behind ports 0x70/0x71 with the bytes ``cmos_init`` writes
-(century, memory sizes, boot order, equipment). Imports nothing of
+(century, memory sizes, boot order, equipment, the IDE drives' types,
+geometries and BIOS translations). Imports nothing of
 ``spec/`` but the platform numbers; the behaviour is the one
 :mod:`spec.devices.cmos` states. The clock is Xen's (:mod:`impl.rtc`).
 """
@@ -29,10 +30,32 @@ def cmos_sizes(mem: int) -> list[tuple[int, int]]:
 
 
 def _bios_bytes(boot: str) -> list[tuple[int, int]]:
-    """qemu-dm's cmos_init: boot order (0x3D, 0x38), equipment, no drives."""
+    """qemu-dm's cmos_init: boot order (0x3D, 0x38), equipment, no floppy."""
     code = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
-    return [(0x3D, code[0] | code[1] << 4), (0x38, code[2] << 4), (0x10, 0), (0x12, 0),
-            (0x14, 0x06)]
+    return [(0x3D, code[0] | code[1] << 4), (0x38, code[2] << 4), (0x10, 0), (0x14, 0x06)]
+
+
+def _drive_bytes(drives: list) -> list[tuple[int, int]]:
+    """cmos_init's hard disk bytes from the IDE drives hda .. hdd (objects
+    with cylinders, heads, sectors and chs_from_mbr, or None): 0x12, types
+    47 at 0x19/0x1A with cmos_init_hd's nine bytes at 0x1B/0x24, and the
+    two translation bits a drive in 0x39 (LBA for a default geometry of
+    more than 1024 cylinders)."""
+    out = [(0x12, (drives[0] is not None) * 0xF0 | (drives[1] is not None) * 0x0F)]
+    for d, kind, at in zip(drives[:2], (0x19, 0x1A), (0x1B, 0x24)):
+        if d is None:
+            continue
+        c = d.cylinders
+        out.append((kind, 47))
+        out += list(zip(range(at, at + 9), (c & 0xFF, c >> 8 & 0xFF, d.heads, 0xFF, 0xFF,
+                                             0xC8 if d.heads > 8 else 0xC0, c & 0xFF,
+                                             c >> 8 & 0xFF, d.sectors)))
+    lba = 0
+    for i, d in enumerate(drives):
+        if d is not None and not d.chs_from_mbr and (
+                d.cylinders > 1024 or d.heads > 16 or d.sectors > 63):
+            lba |= 1 << 2 * i
+    return out + [(0x39, lba)]
 
 
 def _century(base: int) -> list[tuple[int, int]]:
@@ -43,9 +66,10 @@ def _century(base: int) -> list[tuple[int, int]]:
 class Cmos:
     name, sizes = "cmos", (1,)
 
-    def __init__(self, mem: int, base: int, boot: str = "c") -> None:
+    def __init__(self, mem: int, base: int, boot: str = "c", drives: list | None = None) -> None:
         self.ram = bytearray(128)
-        for index, value in _century(base) + cmos_sizes(mem) + _bios_bytes(boot):
+        for index, value in (_century(base) + cmos_sizes(mem) + _bios_bytes(boot)
+                             + _drive_bytes(drives or [None] * 4)):
             self.ram[index] = value
         self.sel = 0
 

@@ -71,6 +71,7 @@ class Drive:
         self.nb_sectors = (medium.sectors * (medium.sector_size // 512)
                            if medium is not None else 0)
         self.cylinders = self.heads = self.sectors = 0
+        self.chs_from_mbr = False               # Xen then hints no BIOS translation
         if medium is not None:
             self._geometry()
         self.identify = bytearray(512)          # identify_data
@@ -85,6 +86,8 @@ class Drive:
         self.atapi_dma = 0
         self.locked = False
         self.inserted = medium is not None and medium.sectors > 0
+        self.tray_open = False                  # ejected by the guest or emptied by the host
+        self.new_media = False                  # a NewMedia event for GET EVENT STATUS
         # ATA DMA state
         self.buf_size = 0
         self.req = 1
@@ -115,6 +118,7 @@ class Drive:
                             continue
                         if heads <= 16:
                             self.cylinders, self.heads, self.sectors = cyls, heads, secs
+                            self.chs_from_mbr = True
                             return
                         break
         self.cylinders = min(max(n // (16 * 63), 2), 16383)
@@ -817,12 +821,20 @@ class Ide:
         self.bm_base: int | None = None
 
     def medium_changed(self, name: str) -> None:
-        """A new medium (or none) in drive ``name``: its size read again,
-        nothing else (Xen 3.0.4's cdrom_change_cb)."""
+        """A new medium (or none) in drive ``name``: its size read again (Xen
+        3.0.4's cdrom_change_cb), no interrupt, no UNIT ATTENTION; and, for
+        GET EVENT STATUS NOTIFICATION, a NewMedia event pending and the tray
+        closed on a disc or open on none (QEMU 7.2's ide_cd_change_cb)."""
         index = ("hda", "hdb", "hdc", "hdd").index(name)
         drive = self.channels[index >> 1].drives[index & 1]
         drive.nb_sectors = drive.medium.sectors * (drive.medium.sector_size // 512)
         drive.inserted = drive.medium.sectors > 0
+        drive.tray_open, drive.new_media = not drive.inserted, True
+
+    def cmos_drives(self) -> list:
+        """Per position hda .. hdd: the drive (any kind, empty CD-ROMs too)
+        or None, for the CMOS bytes of cmos_init (:mod:`impl.cmos`)."""
+        return [d if d.medium is not None else None for ch in self.channels for d in ch.drives]
 
     def ports(self) -> list[tuple[int, int, object]]:
         """(first port, one past the last, device) of the fixed ports."""

@@ -108,14 +108,14 @@ class QemuDm:
         if self.vga is not None:
             self.devices += [(lo, hi, VgaPortRange(self.vga, lo)) for lo, hi in PORT_RANGES]
         self.frame_period = 0
-        self.cmos = Cmos(conf.memory_bytes,
-                         platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
-                         conf.boot)
         kbc = self.kbc = Kbc(lambda level: self.set_irq(platform.IRQ_KBD, level), self._reboot,
                              lambda level: self.set_irq(platform.IRQ_MOUSE, level))
         self.drives = dm_config.open_drives(conf.disks)     # name -> medium (spec.block)
         self.drives.update(drives or {})
         self.ide = Ide(self.drives, self.set_irq, self._guest_read, self._guest_write)
+        self.cmos = Cmos(conf.memory_bytes,                 # after the drives it describes
+                         platform.RTC_DEFAULT_BASE if conf.rtc_base is None else conf.rtc_base,
+                         conf.boot, self.ide.cmos_drives())
         self.pci = Pci(self._testdev_moved, self._reboot,
                        self.vga.moved if self.vga is not None else lambda base: None,
                        vga_rom if self.vga is not None else None, self._ide_moved,

@@ -207,12 +207,6 @@ class QemuDm:
             self.mmio.register(WINDOW_BASE, WINDOW_SIZE, VgaWindow(self.vga))
             self.lfb = VgaLinear(self.vga)
         self.display_period = 0
-        #: CMOS RAM (:mod:`spec.devices.cmos`): the bytes from 0x0E on, the
-        #: accesses Xen's RTC passes on
-        self.cmos = Cmos(config.memory_bytes,
-                         platform.RTC_DEFAULT_BASE if config.rtc_base is None
-                         else config.rtc_base, config.boot)
-        self.bus.register(platform.RTC_INDEX_PORT, 2, self.cmos)
         self.kbc = Kbc8042(lambda level: self.set_irq(platform.IRQ_KBD, level),
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),
                            lambda level: self.set_irq(platform.IRQ_MOUSE, level))
@@ -233,6 +227,13 @@ class QemuDm:
         self.ide = IdeController(self.drives, self.set_irq, _DmaMemory(self))
         for base, count, device in self.ide.port_ranges():
             self.bus.register(base, count, device)
+        #: CMOS RAM (:mod:`spec.devices.cmos`): the bytes from 0x0E on, the
+        #: accesses Xen's RTC passes on; made after the drives, whose
+        #: geometries it holds (``cmos_init`` follows the IDE set-up in ``pc_init1``)
+        self.cmos = Cmos(config.memory_bytes,
+                         platform.RTC_DEFAULT_BASE if config.rtc_base is None
+                         else config.rtc_base, config.boot, self.ide.bios_geometries())
+        self.bus.register(platform.RTC_INDEX_PORT, 2, self.cmos)
         self.testdev = TestDevice(platform.TESTDEV_SIZE)
         self.pci = PciHost(self.mmio, self.testdev,
                            lambda: self._request_shutdown(platform.SHUTDOWN_REBOOT),

@@ -13,6 +13,8 @@ command a line (``outb PORT VAL``, ``inb PORT``, ...) and answers each with
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import tempfile
 
@@ -80,6 +82,26 @@ def run(script: list[tuple], args: tuple[str, ...] = ()) -> list[str]:
     return log
 
 
+def hmp(path: str, line: str) -> str:
+    """One command of QEMU's human monitor at the Unix socket ``path``
+    (``-monitor unix:PATH,server=on,wait=off``); its answer, once the next
+    prompt came."""
+    client = socket.socket(socket.AF_UNIX)
+    with client:
+        client.settimeout(10)
+        client.connect(path)
+        answer = b""
+        while b"(qemu)" not in answer:                    # the greeting's prompt
+            answer += client.recv(4096)
+        client.sendall(line.encode() + b"\n")
+        answer = b""
+        while b"(qemu)" not in answer:                    # the prompt after the answer
+            answer += client.recv(4096)
+    # the monitor echoes the line (with terminal escapes) before the answer
+    text = answer.decode(errors="replace").replace("\r", "")
+    return text.rsplit("(qemu)", 1)[0].split("\n", 1)[-1].strip()
+
+
 class Session:
     """An interactive qtest session on QEMU's PC, for tests that must look at
     an answer before the next step (polling a status register while QEMU's
@@ -88,16 +110,25 @@ class Session:
     ``read``); ``irqs`` collects the ``(line, level)`` changes QEMU
     reported, in order."""
 
-    def __init__(self, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, args: tuple[str, ...] = (), monitor: bool = False) -> None:
         qemu = peer("qemu-system-i386")
         # QEMU's complaints go to a file: a pipe nobody reads would fill and stop it
         self.stderr = tempfile.TemporaryFile("w+")
+        self.folder = tempfile.TemporaryDirectory(prefix="hvmspec-qtest-") if monitor else None
+        if self.folder is not None:
+            self.monitor = os.path.join(self.folder.name, "monitor")
+            args = (*args, "-monitor", f"unix:{self.monitor},server=on,wait=off")
         self.proc = subprocess.Popen([qemu, "-machine", "pc", "-S", "-nodefaults", "-display",
                                       "none", "-qtest", "stdio", *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, text=True)
         self.irqs: list[tuple[int, int]] = []
         self.command("irq_intercept_in ioapic")
+
+    def hmp(self, line: str) -> str:
+        """One command of QEMU's human monitor (``Session(monitor=True)``),
+        e.g. ``change ide1-cd0 FILE``: :func:`hmp`."""
+        return hmp(self.monitor, line)
 
     def command(self, line: str) -> list[str]:
         """Send one command; its answer's words after ``OK``."""
@@ -135,3 +166,5 @@ class Session:
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.stderr):
             stream.close()
+        if self.folder is not None:
+            self.folder.cleanup()

@@ -535,3 +535,111 @@ def test_qemu_dm_that_cannot_open_an_image_stops(tmp_path):
         dm_config.open_drives(drives)
     opened = dm_config.open_drives(drives[:1])
     assert opened["hda"].sectors == 1 and not opened["hda"].read_only
+
+
+# --- the drives in CMOS ----------------------------------------------------------------------
+
+def _mbr(path: Path, end_head: int, end_sector: int) -> Path:
+    """A partition table whose one partition ends on ``end_head`` and
+    ``end_sector`` (what ide_init2's geometry guess reads)."""
+    entry = bytearray(16)
+    entry[5], entry[6], entry[12] = end_head, end_sector, 1
+    with open(path, "r+b") as f:
+        f.seek(0x1BE)
+        f.write(entry)
+        f.seek(510)
+        f.write(b"\x55\xaa")
+    return path
+
+
+#: the bytes cmos_init writes for the drives (spec.devices.cmos)
+DISK_BYTES = (0x12, 0x19, 0x1A, *range(0x1B, 0x2D), 0x39, 0x3A)
+#: a 4 MiB disk: 8 cylinders of 16 heads, 63 sectors: type 47 and its nine bytes
+HDA_4M = {0x12: 0xF0, 0x19: 47, 0x1B: 8, 0x1D: 16, 0x1E: 0xFF, 0x1F: 0xFF, 0x20: 0xC8,
+          0x21: 8, 0x23: 63}
+#: (drives: dev -> (kind, size in bytes, MBR end head and sector or None)), the
+#: bytes Xen 3.0.4 writes (others 0), and those QEMU 7.2 writes where it differs, with why
+CMOS_CASES = {
+    "disk-and-cd": ({"hda": ("disk", 4 << 20, None), "hdc": ("cdrom", 64 * 2048, None)},
+                    HDA_4M, None),
+    # a 1 GiB disk: 2080 default cylinders, LBA; a disk whose MBR gives 4 heads of 17
+    # sectors (120 cylinders: no translation)
+    "lba-and-mbr": ({"hda": ("disk", 1 << 30, None), "hdb": ("disk", 4 << 20, (3, 17))},
+                    {**HDA_4M, 0x12: 0xFF, 0x1A: 47, 0x1B: 0x20, 0x1C: 0x08, 0x21: 0x20,
+                     0x22: 0x08, 0x24: 120, 0x26: 4, 0x27: 0xFF, 0x28: 0xFF, 0x29: 0xC0,
+                     0x2A: 120, 0x2C: 17, 0x39: 0x01}, None),
+    # an MBR of 16 heads (63 sectors): its geometry, 130 cylinders, on both
+    "mbr-16-heads": ({"hda": ("disk", 64 << 20, (15, 63))},
+                     {**HDA_4M, 0x1B: 130, 0x21: 130}, None),
+    # an MBR of 255 heads (a translating BIOS): the default geometry, 1219
+    # cylinders; Xen 3.0.4 LBA, QEMU 7.2 LARGE (hd_geometry_guess)
+    "mbr-255-heads": ({"hda": ("disk", 600 << 20, (254, 63))},
+                      {**HDA_4M, 0x1B: 0xC3, 0x1C: 0x04, 0x21: 0xC3, 0x22: 0x04, 0x39: 0x01},
+                      ({0x39: 0x02}, "QEMU 7.2 takes LARGE translation (2) for an MBR of "
+                                     "more than 16 heads while cylinders x heads <= 131072")),
+    # a CD-ROM counts in Xen 3.0.4 (bs_table), not in QEMU 7.2 (ide_get_geometry fails)
+    "cd-at-hda": ({"hda": ("cdrom", 600 << 20, None)},
+                  {**HDA_4M, 0x1B: 0xC3, 0x1C: 0x04, 0x21: 0xC3, 0x22: 0x04, 0x39: 0x01},
+                  ({i: 0 for i in DISK_BYTES}, "QEMU 7.2 writes nothing for a CD-ROM")),
+    "big-cd-at-hdc": ({"hda": ("disk", 4 << 20, None), "hdc": ("cdrom", 600 << 20, None)},
+                      {**HDA_4M, 0x39: 0x10},
+                      ({0x39: 0x00}, "QEMU 7.2 has no translation bits for a CD-ROM")),
+    "empty-cd-at-hdb": ({"hda": ("disk", 4 << 20, None), "hdb": ("cdrom", 0, None)},
+                        {**HDA_4M, 0x12: 0xFF, 0x1A: 47, 0x24: 2, 0x26: 16, 0x27: 0xFF,
+                         0x28: 0xFF, 0x29: 0xC8, 0x2A: 2, 0x2C: 63},
+                        ({0x12: 0xF0, **{i: 0 for i in range(0x1A, 0x2D) if i >= 0x24 or
+                                         i == 0x1A}}, "QEMU 7.2 writes nothing for a CD-ROM")),
+}
+
+
+def _cmos_images(tmp_path: Path, drives: dict) -> dict:
+    paths = {}
+    for dev, (kind, size, mbr) in drives.items():
+        path = image(tmp_path / f"{dev}.{'iso' if kind == 'cdrom' else 'img'}", size)
+        paths[dev] = str(_mbr(path, *mbr) if mbr else path) if size else ""
+    return paths
+
+
+def _qemu_cmos(drives: dict, paths: dict) -> dict[int, int]:
+    from tests import qtest
+    args = []
+    for dev, (kind, _size, _mbr) in drives.items():
+        media = ",media=cdrom" if kind == "cdrom" else ""
+        where = f"file={paths[dev]},format=raw," if paths[dev] else ""
+        args += ["-drive", f"{where}if=ide,index={'abcd'.index(dev[2])}{media}"]
+    qemu = qtest.Session(tuple(args))
+    try:
+        values = {}
+        for index in DISK_BYTES:
+            qemu.out(0x70, index)
+            values[index] = qemu.inp(0x71)
+        return values
+    finally:
+        qemu.close()
+
+
+@pytest.mark.parametrize("case", CMOS_CASES)
+def test_cmos_holds_the_drives_as_cmos_init_wrote_them(tmp_path, case):
+    """CMOS 0x12, 0x19/0x1A, 0x1B-0x2C and 0x39 from the configured drives,
+    as Xen 3.0.4's cmos_init writes them (spec.devices.cmos), the same on
+    both engines and the same as QEMU 7.2 for the same -drive options but
+    where the case says why not."""
+    drives, want, qemu_differs = CMOS_CASES[case]
+    paths = _cmos_images(tmp_path, drives)
+    disks = tuple(Disk(dev, kind, "r" if kind == "cdrom" else "w", paths[dev])
+                  for dev, (kind, _size, _mbr) in drives.items())
+    seen = {}
+    for engine in ENGINES:
+        xen = host(engine, tmp_path)
+        domid = xen.xend.create(DomainConfig(name="d", disks=disks), paused=True)
+        qemu = xen.domains[domid].qemu
+        cmos = qemu.cmos.cmos_data if engine == "reference" else qemu.cmos.ram
+        seen[engine] = {i: cmos[i] for i in DISK_BYTES}
+        xen.xend.destroy(domid)
+    expected = {i: want.get(i, 0) for i in DISK_BYTES}
+    assert seen["reference"] == expected
+    assert seen["impl"] == expected
+    theirs = _qemu_cmos(drives, paths)
+    if qemu_differs is not None:
+        expected.update(qemu_differs[0])
+    assert theirs == expected

@@ -287,14 +287,15 @@ VALUES = [
 ]
 
 
-def _qemu_logs(name: str, bios: str, tmp_path: Path) -> dict[int, str]:
+def _qemu_logs(name: str, bios: str, tmp_path: Path, extra: tuple = ()) -> dict[int, str]:
     """The logs QEMU's isa-debugcon devices take from ``bios``, by port,
     once the one at 0x402 says there is no bootable device (or after 60 s
     of the host's time): :func:`hvmspec.qemu_peer.run_to_line`."""
-    return qemu_peer.run_to_line(peer("qemu-system-i386"), name, bios, tmp_path, END).logs
+    return qemu_peer.run_to_line(peer("qemu-system-i386"), name, bios, tmp_path, END,
+                                 extra=extra).logs
 
 
-def _our_logs(image) -> dict[int, str]:
+def _our_logs(image, **kwargs) -> dict[int, str]:
     """hvmspec's firmware log (impl) by port, once the line on 0x402 that
     says there is no bootable device is whole (stopped there, as ``--until``
     stops a run), or where the run ends. A halted BIOS's waits are idle
@@ -310,7 +311,7 @@ def _our_logs(image) -> dict[int, str]:
                     control.request_stop("no bootable device")
                 line.clear()
     events = run("impl", image, listeners=[listener], control=control,
-                 max_instructions=4_000_000_000).trace
+                 max_instructions=4_000_000_000, **kwargs).trace
     return {port: "".join(chr(e.byte) for e in events
                           if isinstance(e, trace.FirmwareLog) and e.port == port)
             for port in LOG_PORTS}
@@ -343,6 +344,49 @@ def test_firmware_log_is_qemus_where_the_hardware_is_the_same(name, tmp_path):
     assert END in ours[0x402].splitlines()[-1], ours[0x402]
     if name == "rombios":
         assert ours[0x500].startswith("VGABios $Id: ")
+
+
+#: (pattern, reason): lines only QEMU prints when there are drives
+ONLY_QEMU_DRIVES = [
+    (r"IDE time out", "rombios's ata_reset waits for BSY while it holds SRST: Xen 3.0.4's "
+     "drives show BSY|DSC then, QEMU 7.2's reset at once and never show BSY, so the wait "
+     "times out (tests/test_ide.py: test_srst_and_nien)"),
+]
+
+
+def test_rombios_takes_the_drives_translation_from_cmos(tmp_path):
+    """rombios's ATA driver reads the BIOS translation of each drive from
+    CMOS 0x39 (cmos_init's bytes, spec.devices.cmos) and logs the drive's
+    physical and logical geometry: a 1 GiB disk of default geometry (2080
+    cylinders: LBA, logically 1024/32/63) and a 4 MiB one whose MBR gives 4
+    heads of 17 sectors (none). The whole log is QEMU 7.2's for the same
+    -drive options, but for the lines masked with their reasons."""
+    from spec.xend import Disk
+    big, small = tmp_path / "big.img", tmp_path / "small.img"
+    for path, size in ((big, 1 << 30), (small, 4 << 20)):
+        with path.open("wb") as f:
+            f.truncate(size)
+    with small.open("r+b") as f:                  # one partition ending on head 3, sector 17
+        f.seek(0x1BE)
+        f.write(bytes([0, 0, 0, 0, 0, 3, 17, 0, 0, 0, 0, 0, 1, 0, 0, 0]))
+        f.seek(510)
+        f.write(b"\x55\xaa")
+    bios = peer_file(*hvmloader.FIRMWARE["rombios"])
+    peer_file(*VGABIOS)
+    ours = _our_logs(hvmloader.load_firmware(hvmloader.choose("rombios", None)),
+                     device_model={"disks": (Disk("hda", "disk", "w", str(big)),
+                                             Disk("hdb", "disk", "w", str(small))),
+                                   "boot": "c"})
+    theirs = _qemu_logs("rombios", bios, tmp_path, (
+        "-drive", f"file={big},if=ide,index=0,format=raw",
+        "-drive", f"file={small},if=ide,index=1,format=raw"))
+    drives = [line for line in ours[0x402].splitlines() if line.startswith("ata0-")]
+    assert drives == ["ata0-0: PCHS=2080/16/63 translation=lba LCHS=1024/32/63",
+                      "ata0-1: PCHS=120/4/17 translation=none LCHS=120/4/17"]
+    mine = _comparable(ours[0x402], ONLY_HVMSPEC)
+    qemu = _comparable(theirs[0x402], ONLY_QEMU + ONLY_QEMU_DRIVES)
+    assert mine == qemu, "\n".join(difflib.unified_diff(qemu, mine, "QEMU", "hvmspec",
+                                                        lineterm=""))
 
 
 def test_seabios_banner_on_both_engines():

@@ -613,13 +613,171 @@ def test_atapi_errors_and_sense(both):
         assert mode[8:10] == b"\x01\x06"
         _, _, after = packet(dev, bytes([0x00]))          # TEST UNIT READY
         assert after[6] == 0x40
-    # GET EVENT STATUS NOTIFICATION and GET CONFIGURATION: not in Xen 3.0.4
-    # (ILLEGAL REQUEST, invalid opcode), answered by QEMU 7.2
-    for op in (bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8]), bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 8])):
-        _, _, after = packet(spec, op)
-        assert after[6] == 0x41 and sense(spec)[:2] == (5, 0x20)
-        data, _, after = packet(qemu, op)
-        assert after[6] == 0x40 and len(data) == 8
+
+
+# -- GET CONFIGURATION, GET EVENT STATUS NOTIFICATION, SET CD SPEED -------------
+
+#: polled, the media class, 8 bytes: Linux's sr_get_events
+GESN_MEDIA = bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 8])
+GET_CONFIG = bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 0xFF])
+PROFILES_CD = bytes.fromhex("00000010" "0000" "0008"       # length 16, current CD-ROM
+                            "0000" "03" "08"               # Profile List, current, 8
+                            "00100000" "00080100")         # DVD-ROM, CD-ROM (current)
+
+
+def answer(dev, cmd: bytes, limit: int = 0xFFFE):
+    """An ATAPI command's reply bytes, DRQ blocks, registers but the error
+    register (Xen 3.0.4 leaves the last error there after a command with
+    data; QEMU 7.2 clears it) and, if it failed, its sense."""
+    data, blocks, after = packet(dev, cmd, limit)
+    return data, blocks, after[1:], sense(dev)[:2] if after[6] & 0x01 else None
+
+
+def test_get_configuration_gesn_and_set_cd_speed_answer_as_qemu(both):
+    """The three commands Xen 3.0.4 refused (ILLEGAL REQUEST, invalid opcode)
+    answer byte for byte as QEMU 7.2's: GET CONFIGURATION's profile list
+    with CD-ROM current, GET EVENT STATUS NOTIFICATION's media event (no
+    change, medium present) and its 'no event available' for other classes,
+    its asynchronous form and a starting feature other than 0 refused with
+    INVALID FIELD IN CDB, SET CD SPEED completing without data."""
+    steps = [GET_CONFIG,
+             bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 32]),             # Linux's cdrom_mmc3_profile
+             bytes([0x46, 0, 0, 0, 0, 0, 0, 0, 6]),              # cut to 6 bytes
+             bytes([0x46, 2, 0, 0, 0, 0, 0, 0, 0xFF]),           # RT 2: one feature, 0
+             bytes([0x46, 0, 0, 1, 0, 0, 0, 0, 0xFF]),           # from feature 1: refused
+             GESN_MEDIA,
+             bytes([0x4A, 1, 0, 0, 0x10, 0, 0, 0, 4]),           # header only
+             bytes([0x4A, 1, 0, 0, 0x02, 0, 0, 0, 8]),           # operational class: none
+             bytes([0x4A, 0, 0, 0, 0x10, 0, 0, 0, 8]),           # asynchronous: refused
+             bytes([0x03, 0, 0, 0, 18]),                         # (a UNIT ATTENTION gone)
+             bytes([0xBB, 0, 0xFF, 0xFF, 0xFF, 0xFF]),           # SET CD SPEED: maximum
+             bytes([0xBB, 0, 0x02, 0xC2])]                       # 706 KB/s
+    spec, qemu = both
+    answers = [[answer(dev, cmd) for cmd in steps] for dev in both]
+    assert answers[0] == answers[1]
+    (config, linux, short, rt2, from1, gesn, head, other, asynchronous, _, fast,
+     slow) = answers[0]
+    assert config[0] == linux[0] == PROFILES_CD and config[1] == [(2, 20)]
+    assert short[0] == PROFILES_CD[:6] and rt2[0] == PROFILES_CD
+    assert from1[3] == asynchronous[3] == (5, 0x24)
+    assert gesn[0] == bytes.fromhex("0004" "04" "10" "00" "02" "0000")  # NoChg, present
+    assert head[0] == gesn[0][:4]
+    assert other[0] == bytes.fromhex("0000" "80" "10")                  # NEA, media only
+    assert fast[:2] == slow[:2] == (b"", []) and fast[3] is None and fast[2][5] == 0x40
+
+
+def test_get_configuration_and_gesn_without_a_disc(images):
+    """An empty drive: no current profile (both profiles listed, neither
+    current), media status 0 (tray closed, no disc), no event; SET CD SPEED
+    still completes."""
+    disk, _ = images["spec"]
+    empty = disk.parent / "empty.iso"
+    empty.write_bytes(b"")
+    spec = Spec({"hda": Image(disk, "disk"), "hdc": Image(empty, "cdrom")})
+    qemu = qtest.Session(("-drive", f"file={images['qemu'][0]},if=ide,index=0,format=raw",
+                          "-drive", "if=ide,index=2,media=cdrom"))
+    try:
+        steps = [GET_CONFIG, GESN_MEDIA, bytes([0xBB, 0, 0xFF, 0xFF])]
+        answers = [[answer(dev, cmd) for cmd in steps] for dev in (spec, qemu)]
+    finally:
+        qemu.close()
+    assert answers[0] == answers[1]
+    config, gesn, speed = answers[0]
+    assert config[0] == bytes.fromhex("00000010" "00000000" "00000308" "00100000" "00080000")
+    assert gesn[0] == bytes.fromhex("0004041000000000")
+    assert speed[3] is None
+
+
+@pytest.mark.parametrize("size,profile", [(80 * 60 * 75 * 2048, 0x0008),
+                                          (80 * 60 * 75 * 2048 + 2048, 0x0010)])
+def test_get_configuration_current_profile_by_disc_size(tmp_path, size, profile):
+    """The current profile is DVD-ROM for a disc longer than 80 minutes of
+    2048-byte frames (QEMU's CD_MAX_SECTORS), CD-ROM up to that (sparse
+    images)."""
+    answers = []
+    for side in ("spec", "qemu"):
+        iso = tmp_path / f"{side}.iso"
+        with iso.open("wb") as f:
+            f.truncate(size)
+        if side == "spec":
+            dev = Spec({"hdc": Image(iso, "cdrom")})
+        else:
+            dev = qtest.Session(("-drive", f"file={iso},if=ide,index=2,media=cdrom,format=raw",))
+        try:
+            answers.append(answer(dev, GET_CONFIG))
+        finally:
+            dev.close()
+    assert answers[0] == answers[1]
+    data = answers[0][0]
+    assert int.from_bytes(data[6:8], "big") == profile
+    assert (data[14], data[18]) == ((1, 0) if profile == 0x0010 else (0, 1))
+
+
+def _change(dev, image: Image | None, path: Path | None) -> None:
+    """The host changes hdc's disc (``path``; None: empties the drive):
+    qemu-dm's medium_changed on the model, the monitor's ``change`` (or
+    ``eject``) on QEMU."""
+    if isinstance(dev, Spec):
+        image.path = path if path is not None else image.path.parent / "none.iso"
+        if path is None:
+            image.path.write_bytes(b"")
+        image.sectors = image.path.stat().st_size // 2048
+        dev.ide.medium_changed("hdc")
+    elif path is None:
+        assert dev.hmp("eject ide1-cd0") == ""
+    else:
+        assert dev.hmp(f"change ide1-cd0 {path} raw") == ""
+
+
+def test_gesn_reports_new_media_after_a_disc_change(images):
+    """After the host changes the disc (``xm block-configure``; QEMU's
+    monitor ``change``) the first GET EVENT STATUS NOTIFICATION for the
+    media class reports NewMedia (2) with the medium present, the next one
+    no change; it survives SRST. The host emptying the drive opens the tray
+    (media status 1, the event kept until a disc is in); GET CONFIGURATION
+    then has no current profile. A guest's eject (START STOP UNIT) opens the
+    tray without an event. Where they differ: after the guest's eject and
+    load, Xen 3.0.4 has dropped the disc (``bdrv_close``: media status 0),
+    QEMU 7.2 brings it back (2); and QEMU 7.2 makes the first other command
+    after a change fail NOT READY, then UNIT ATTENTION, where Xen 3.0.4
+    answers at once."""
+    spec, qemu = (Spec({"hdc": Image(images["spec"][1], "cdrom")}),
+                  qtest.Session(("-drive", f"file={images['qemu'][1]},if=ide,index=2,"
+                                 "media=cdrom,format=raw"), monitor=True))
+    small = {}
+    for side in ("spec", "qemu"):
+        small[side] = images[side][1].parent / f"{side}-small.iso"
+        small[side].write_bytes(cd_bytes()[:32 * 2048])
+    image = spec.ide.channels[1].drives[0].medium
+    seen: dict[str, list] = {"spec": [], "qemu": []}
+    try:
+        for side, dev in (("spec", spec), ("qemu", qemu)):
+            log = seen[side]
+            gesn = lambda: log.append(answer(dev, GESN_MEDIA)[0][4:6])   # noqa: E731
+            gesn()                                               # no change, present
+            _change(dev, image, small[side])
+            gesn()                                               # NewMedia, present
+            gesn()                                               # no change
+            log.append([answer(dev, bytes([0x00]))[3] for _ in range(3)])   # TEST UNIT READY
+            log.append(answer(dev, bytes([0x25]))[0])            # the new disc's size
+            _change(dev, image, None)
+            gesn()                                               # tray open, no event yet
+            log.append(answer(dev, GET_CONFIG)[0][6:8])          # no current profile
+            _change(dev, image, images[side][1])
+            dev.out(0x376, 0x04)                                 # SRST
+            dev.out(0x376, 0x00)
+            gesn()                                               # NewMedia, present
+            log.append(answer(dev, bytes([0x1B, 0, 0, 0, 0x02]))[3])     # the guest ejects
+            gesn()                                               # tray open, no event
+            log.append(answer(dev, bytes([0x1B, 0, 0, 0, 0x03]))[3])     # and loads
+            gesn()
+    finally:
+        qemu.close()
+    nochg, new, tray_open = b"\x00\x02", b"\x02\x02", b"\x00\x01"
+    common = [nochg, new, nochg, None, (31).to_bytes(4, "big") + (2048).to_bytes(4, "big"),
+              tray_open, b"\x00\x00", new, None, tray_open, None]
+    assert seen["spec"] == common[:3] + [[None] * 3] + common[4:] + [b"\x00\x00"]
+    assert seen["qemu"] == common[:3] + [[(2, 0x3A), (6, 0x28), None]] + common[4:] + [nochg]
 
 
 def test_random_command_sequences(images):

@@ -53,10 +53,15 @@ op    command                      reply
                                    TOC), LBA or MSF (nr; other formats or a
                                    start track > 1 but 0xAA: ILLEGAL REQUEST,
                                    ASC 0x24)
+0x46  GET CONFIGURATION            the profile list (below); a starting
+                                   feature other than 0: ASC 0x24
+0x4A  GET EVENT STATUS             polled: the media event class (below);
+      NOTIFICATION                 asynchronous (Polled bit clear): ASC 0x24
 0x5A  MODE SENSE(10)               current pages 0x01 (error recovery) and
                                    0x2A (capabilities); other pages and
                                    changeable/default values: ASC 0x24;
                                    saved values: ASC 0x39
+0xBB  SET CD SPEED                 ok (the speed is not kept)
 0xBD  MECHANISM STATUS             8 bytes, one slot
 0xBE  READ CD                      sectors of 2048 or 2352 (sync, header,
                                    data, zero EDC/ECC) bytes by the
@@ -65,12 +70,67 @@ op    command                      reply
 ====  ===========================  ==========================================
 
 Every other opcode is ILLEGAL REQUEST, ASC 0x20 (invalid command operation
-code): in Xen 3.0.4 that includes GET CONFIGURATION (0x46), GET EVENT
-STATUS NOTIFICATION (0x4A), SET CD SPEED (0xBB), READ DISC INFORMATION
-(0x51) and MODE SENSE(6), which QEMU 7.2 implements. Xen 3.0.4 never
-reports UNIT ATTENTION: the sense starts as NO SENSE (0/0) and a disc is
-ready at once; QEMU 7.2 also starts ready, but reports UNIT ATTENTION,
-ASC 0x28 after a disc change and keeps the sense until REQUEST SENSE.
+code): READ DISC INFORMATION (0x51) and MODE SENSE(6) among them, which
+QEMU 7.2 implements. Xen 3.0.4 never reports UNIT ATTENTION: the sense
+starts as NO SENSE (0/0) and a disc is ready at once; QEMU 7.2 also starts
+ready, but reports UNIT ATTENTION, ASC 0x28 after a disc change and keeps
+the sense until REQUEST SENSE.
+
+GET CONFIGURATION, GET EVENT STATUS NOTIFICATION and SET CD SPEED depart
+from Xen 3.0.4, whose ``ide_atapi_cmd`` has no case for them and answers
+ILLEGAL REQUEST, ASC 0x20. The model answers them as QEMU 7.2's
+``hw/ide/atapi.c`` does (``cmd_get_configuration``,
+``cmd_get_event_status_notification``, ``cmd_set_speed``): the issue this
+model serves ("an unmodified OS from a CD") names them, and Linux asks a
+drive for them: its ``cdrom`` layer reads the current profile with GET
+CONFIGURATION (``cdrom_mmc3_profile``: feature 0, 32 bytes) and its ``sr``
+driver polls GET EVENT STATUS NOTIFICATION for disc changes
+(``sr_get_events``: polled, the media class, 8 bytes). Later qemu-dm
+(``qemu-xen-traditional``, Xen 4.x's ``hw/ide.c``) answers GET
+CONFIGURATION and SET CD SPEED with the same bytes, but still refuses GET
+EVENT STATUS NOTIFICATION; QEMU (Xen's ``qemu-xen`` device model since
+4.2) has all three. None of the three needs a disc.
+
+*GET CONFIGURATION* (MMC-5 6.6). Only the starting feature number 0
+(bytes 2-3) is accepted; the Requested Type (byte 1) is not looked at. The
+reply is 20 bytes, cut to the allocation length in bytes 7-8: the feature
+header (data length 16, reserved, the *current profile*: 0x0010 DVD-ROM
+for a disc of more than 1,440,000 512-byte sectors, QEMU's
+``CD_MAX_SECTORS``, 80 minutes of 2048-byte frames; 0x0008 CD-ROM for a
+smaller one; 0 with no disc) and feature 0, the Profile List: code 0,
+byte 0x03 (version 0, persistent, current), additional length 8, then the
+profiles DVD-ROM and CD-ROM, each four bytes: the profile number, a byte
+with bit 0 set for the current one, a reserved byte.
+
+*GET EVENT STATUS NOTIFICATION* (MMC-5 6.7). Only the polled form: with
+the Polled bit (byte 1, bit 0) clear the command fails, INVALID FIELD IN
+CDB (ASC 0x24), as in QEMU (MMC lets a drive refuse asynchronous
+operation). The allocation length is bytes 7-8. The drive supports one
+event class, *media* (class 4). When the notification class request
+(byte 4) has bit 4 set the reply is 8 bytes: the event header (event
+data length 4, notification class 4, supported classes 0x10) and the
+media event descriptor: the event code, the media status, two reserved
+zero bytes. Otherwise 4 bytes: length 0, class 0x80 (no event available,
+NEA), supported classes 0x10.
+
+The media status is 0x01 (door or tray open) after the guest ejected the
+disc (START STOP UNIT) or the host emptied the drive; 0x02 (media
+present) with a disc; 0 with the tray closed and no disc (after START
+STOP UNIT loads an empty tray). The event code is 2 (NewMedia) once after
+each change of medium by the host (``xm block-configure``, through
+:meth:`spec.devices.ide.IdeController.medium_changed`: the one event QEMU
+reports, from its ``ide_cd_change_cb``), reported by the first GET EVENT
+STATUS NOTIFICATION that asks for the media class while the tray is
+closed, and 0 (NoChg) otherwise. A guest's eject is no media event
+(QEMU's ``blk_eject`` does not raise one either); EjectRequest (1) never
+happens, since Xen 3.0.4 changes a locked drive's disc anyway where QEMU
+asks the guest. The event survives a reset.
+
+The model keeps Xen 3.0.4's answers where the two differ: an eject
+(START STOP UNIT) drops the disc (``bdrv_close``), so that a load closes an
+empty tray (media status 0), where QEMU 7.2 only opens the tray and a load
+brings its disc back (0x02).
+
 Sense data carries no ASCQ (0 on both). INQUIRY's header is QEMU 7.2's
 too; its product is ``QEMU DVD-ROM`` there, and its MODE SENSE page 0x2A is
 MMC-3's 0x14 bytes against qemu-dm's 0x12. qemu-dm's page 0x2A puts the
@@ -102,6 +162,14 @@ ASC_MEDIUM_NOT_PRESENT = 0x3A
 ASC_SAVING_PARAMETERS_NOT_SUPPORTED = 0x39
 CD_SECTOR = 2048
 RAW_SECTOR = 2352
+# GET CONFIGURATION: profiles (MMC-5 table 89) and QEMU's CD/DVD boundary
+PROFILE_CD_ROM, PROFILE_DVD_ROM = 0x0008, 0x0010
+CD_MAX_SECTORS = 80 * 60 * 75 * CD_SECTOR // 512
+# GET EVENT STATUS NOTIFICATION: the media class, its event codes and statuses
+GESN_MEDIA = 4
+GESN_NO_EVENT_AVAILABLE = 0x80
+MEC_NO_CHANGE, MEC_NEW_MEDIA = 0, 2
+MS_TRAY_OPEN, MS_MEDIA_PRESENT = 0x01, 0x02
 
 
 class _InvalidField(Exception):
@@ -285,6 +353,41 @@ def _mode_sense(s: "Drive", packet: bytes) -> None:
     reply(s, bytes(head) + page, max_len)
 
 
+def get_configuration(s: "Drive", packet: bytes) -> None:
+    """GET CONFIGURATION (``cmd_get_configuration``): the feature header and
+    the Profile List, DVD-ROM and CD-ROM, the disc's one current."""
+    if packet[2] or packet[3]:
+        return cmd_error(s, ILLEGAL_REQUEST, ASC_INV_FIELD_IN_CMD_PACKET)
+    current = 0
+    if s.inserted:
+        current = PROFILE_DVD_ROM if s.nb_sectors > CD_MAX_SECTORS else PROFILE_CD_ROM
+    profiles = b"".join(be16(p) + bytes([int(p == current), 0])
+                        for p in (PROFILE_DVD_ROM, PROFILE_CD_ROM))
+    feature = be16(0) + bytes([0x02 | 0x01, len(profiles)]) + profiles
+    header = be32(4 + len(feature)) + bytes(2) + be16(current)
+    reply(s, header + feature, int.from_bytes(packet[7:9], "big"))
+
+
+def get_event_status(s: "Drive", packet: bytes) -> None:
+    """GET EVENT STATUS NOTIFICATION, polled
+    (``cmd_get_event_status_notification``, ``event_status_media``)."""
+    if not packet[1] & 1:
+        return cmd_error(s, ILLEGAL_REQUEST, ASC_INV_FIELD_IN_CMD_PACKET)
+    supported = 1 << GESN_MEDIA
+    if packet[4] & (1 << GESN_MEDIA):
+        if s.tray_open:
+            status = MS_TRAY_OPEN
+        else:
+            status = MS_MEDIA_PRESENT if s.inserted else 0
+        event = MEC_NO_CHANGE
+        if status != MS_TRAY_OPEN and s.new_media:
+            event, s.new_media = MEC_NEW_MEDIA, False
+        data = be16(4) + bytes([GESN_MEDIA, supported, event, status, 0, 0])
+    else:
+        data = be16(0) + bytes([GESN_NO_EVENT_AVAILABLE, supported])
+    reply(s, data, int.from_bytes(packet[7:9], "big"))
+
+
 def command(s: "Drive") -> None:
     """``ide_atapi_cmd``: run the packet in the buffer."""
     packet = bytes(s.buffer[0:12])
@@ -339,6 +442,15 @@ def command(s: "Drive") -> None:
         start, eject = packet[4] & 1, (packet[4] >> 1) & 1
         if eject and not start:
             s.inserted = False
+            s.tray_open = True
+        elif eject:                                        # load: the tray closes
+            s.tray_open = False
+        cmd_ok(s)
+    elif op == 0x46:                                       # GET CONFIGURATION
+        get_configuration(s, packet)
+    elif op == 0x4A:                                       # GET EVENT STATUS NOTIFICATION
+        get_event_status(s, packet)
+    elif op == 0xBB:                                       # SET CD SPEED
         cmd_ok(s)
     elif op == 0xBD:                                       # MECHANISM STATUS
         reply(s, bytes([0, 0, 0, 0, 0, 1, 0, 0]), int.from_bytes(packet[8:10], "big"))

@@ -41,10 +41,32 @@ memory, boot order and clock base:
   7:4; bit 0 set would skip the floppy boot signature check, which qemu-dm
   leaves clear), in the codes 1 floppy, 2 hard disk, 3 CD-ROM
   (``get_bios_disk``); the equipment byte 0x14 = 0x06 (an FPU, a PS/2 mouse,
-  no floppy drive, EGA/VGA display); 0x10 (floppy types) and 0x12 (hard disk
-  types) 0: the platform has no floppy controller, and no disk yet. rombios
-  reads 0x3D and 0x38 to choose where it boots from: with 0 there it tries
-  nothing.
+  no floppy drive, EGA/VGA display); 0x10 (floppy types) 0: the platform
+  has no floppy controller. rombios reads 0x3D and 0x38 to choose where it
+  boots from: with 0 there it tries nothing;
+* the drives (:func:`cmos_disk_bytes`), from the IDE drives as
+  ``ide_init2`` set them up (:meth:`spec.devices.ide.IdeController.bios_geometries`):
+  every configured drive counts, a CD-ROM, empty or not, as much as a disk
+  (``bs_table``). 0x12, the hard disk types: 0xF0 with a drive at hda, 0x0F
+  with one at hdb; 0x19 (hda) and 0x1A (hdb), the extended type, 47 (user
+  defined); hda's parameters at 0x1B-0x23, hdb's at 0x24-0x2C
+  (``cmos_init_hd``): cylinders (two bytes, little-endian), heads, write
+  precompensation 0xFFFF, the control byte 0xC0 (bit 3 set for more than 8
+  heads), the landing zone (the cylinders again, two bytes), sectors per
+  track; 0x39, two bits a drive (hda in bits 1:0 .. hdd in bits 7:6), the
+  BIOS translation: 0 none, 1 LBA. A drive whose geometry came from its MBR
+  has none; one with the default geometry has none up to 1024 cylinders and
+  LBA above. rombios's ATA driver takes the translation from 0x39 for the
+  logical geometry INT 13h shows (its log prints ``translation=none`` or
+  ``lba``); the rest serves BIOSes without one.
+
+  QEMU 7.2's ``pc_cmos_init_late`` writes the same bytes for hard disks but
+  leaves CD-ROMs out (``ide_get_geometry`` fails for one: no 0x12 bits, no
+  translation bits for a CD-ROM, even one of more than 1024 default
+  cylinders); and where an MBR's partitions end on more than 16 heads (a
+  translating BIOS wrote them) both take the default geometry, but QEMU's
+  ``hd_geometry_guess`` then picks LARGE translation (2) while cylinders x
+  heads <= 131072, where Xen 3.0.4 picks none or LBA by the cylinders.
 
 Every other byte starts at 0 and is the guest's RAM to write.
 """
@@ -83,7 +105,36 @@ def cmos_config_bytes(boot: str) -> dict[int, int]:
     docstring)."""
     codes = [platform.BOOT_DEVICES[c] for c in boot] + [0, 0]
     return {0x3D: codes[0] | codes[1] << 4, 0x38: codes[2] << 4,
-            0x10: 0, 0x12: 0, 0x14: EQUIPMENT}
+            0x10: 0, 0x14: EQUIPMENT}
+
+
+#: rombios's BIOS translations (``ATA_TRANSLATION_NONE``, ``_LBA``)
+TRANSLATION_NONE, TRANSLATION_LBA = 0, 1
+
+
+def cmos_disk_bytes(drives: list[tuple[int, int, int, str] | None]) -> dict[int, int]:
+    """The drive bytes for ``drives``, hda .. hdd, each None or (cylinders,
+    heads, sectors, translation hint ``auto`` or ``none``) (module
+    docstring)."""
+    out = {0x12: (0xF0 if drives[0] else 0) | (0x0F if drives[1] else 0)}
+    for drive, type_at, info_at in ((drives[0], 0x19, 0x1B), (drives[1], 0x1A, 0x24)):
+        if drive is not None:
+            cylinders, heads, sectors, _hint = drive
+            params = [cylinders & 0xFF, cylinders >> 8 & 0xFF, heads, 0xFF, 0xFF,
+                      0xC0 | (heads > 8) << 3, cylinders & 0xFF, cylinders >> 8 & 0xFF, sectors]
+            out[type_at] = 47
+            out.update(zip(range(info_at, info_at + 9), params))
+    translations = 0
+    for i, drive in enumerate(drives):
+        if drive is not None:
+            cylinders, heads, sectors, hint = drive
+            if hint == "none" or (cylinders <= 1024 and heads <= 16 and sectors <= 63):
+                translation = TRANSLATION_NONE
+            else:
+                translation = TRANSLATION_LBA
+            translations |= translation << 2 * i
+    out[0x39] = translations
+    return out
 
 
 def century_bytes(base: int) -> dict[int, int]:
@@ -101,10 +152,12 @@ class Cmos:
     sizes = (1,)
 
     def __init__(self, memory: int, base: int = platform.RTC_DEFAULT_BASE,
-                 boot: str = "c") -> None:
+                 boot: str = "c",
+                 drives: list[tuple[int, int, int, str] | None] | None = None) -> None:
         self.cmos_data = bytearray(platform.RTC_CMOS_SIZE)
         for index, value in {**century_bytes(base), **cmos_memory_bytes(memory),
-                             **cmos_config_bytes(boot)}.items():
+                             **cmos_config_bytes(boot),
+                             **cmos_disk_bytes(drives or [None] * 4)}.items():
             self.cmos_data[index] = value
         self.cmos_index = 0
 

@@ -161,8 +161,10 @@ do not show in it, SET FEATURES' transfer mode does.
 Geometry (``ide_init2``): from the image's MBR when it has a partition
 with an end head (heads = end head + 1, sectors = end sector & 63,
 cylinders = total / (heads * sectors), when heads <= 16 and 1 <= cylinders
-<= 16383); else 16 heads, 63 sectors and total / 1008 cylinders, clamped
-to 2-16383.
+<= 16383), and then the BIOS translation hint is *none*; else 16 heads, 63
+sectors and total / 1008 cylinders, clamped to 2-16383, the hint *auto*.
+CD-ROMs get one too (an empty drive: 2 cylinders). qemu-dm writes the
+geometries and hints into CMOS for the BIOS (:mod:`spec.devices.cmos`).
 """
 
 from __future__ import annotations
@@ -184,6 +186,8 @@ SECTOR = 512
 #: QEMU_VERSION of Xen 3.0.4's qemu-dm (tools/ioemu/VERSION)
 FIRMWARE = "0.8.2"
 ATAPI_PACKET_SIZE = 12
+#: BIOS translation hints (QEMU 0.8's ``BIOS_ATA_TRANSLATION_AUTO``, ``_NONE``)
+TRANSLATION_AUTO, TRANSLATION_NONE = "auto", "none"
 
 
 class IdeMedium(Protocol):
@@ -221,9 +225,17 @@ class Drive:
         #: the medium's size in 512-byte sectors (``nb_sectors``)
         self.nb_sectors = 0 if medium is None else medium.sectors * medium.sector_size // SECTOR
         self.cylinders = self.heads = self.sectors = 0
+        #: the BIOS translation hint (``bdrv_get_translation_hint``) CMOS
+        #: byte 0x39 is made from: ``auto``, or ``none`` for a geometry the
+        #: MBR gave (:meth:`_geometry`)
+        self.translation = TRANSLATION_AUTO
         if medium is not None:
             self.cylinders, self.heads, self.sectors = self._geometry()
         self.locked = False
+        #: the CD-ROM's tray is open (the guest ejected, or the host emptied, the drive)
+        self.tray_open = False
+        #: a NewMedia event waits for GET EVENT STATUS NOTIFICATION
+        self.new_media = False
         self.write_cache = False
         self.identify_set = False
         self.identify_data = bytearray(SECTOR)
@@ -251,9 +263,12 @@ class Drive:
     # -- set-up ---------------------------------------------------------
 
     def _geometry(self) -> tuple[int, int, int]:
-        """``ide_init2``: the MBR's geometry, else 16 heads of 63 sectors."""
+        """``ide_init2``: the MBR's geometry (and then no BIOS translation,
+        "to be in sync with the logical geometry"), else 16 heads of 63
+        sectors."""
         guessed = self._guess_lchs()
         if guessed is not None:
+            self.translation = TRANSLATION_NONE
             return guessed
         cylinders = min(max(self.nb_sectors // (16 * 63), 2), 16383)
         return cylinders, 16, 63
@@ -886,12 +901,28 @@ class IdeController:
         """qemu-dm changed drive ``name``'s medium (``xm block-configure``):
         Xen 3.0.4's ``cdrom_change_cb`` reads the medium's size again, and
         does nothing else ("XXX: send interrupt too"): no interrupt, no
-        UNIT ATTENTION. A disc is in when the size is not 0."""
+        UNIT ATTENTION (QEMU 7.2 raises the channel's line and fails the
+        next two commands NOT READY, then UNIT ATTENTION, ASC 0x28). A disc
+        is in when the size is not 0. For GET EVENT
+        STATUS NOTIFICATION (:mod:`spec.devices.atapi`, which departs from
+        Xen 3.0.4 there) the drive also notes a NewMedia event and where the
+        tray is, as QEMU 7.2's ``ide_cd_change_cb`` does: closed on the new
+        disc, open when the drive was emptied."""
         index = DRIVE_NAMES.index(name)
         drive = self.channels[index // 2].drives[index % 2]
         medium = drive.medium
         drive.nb_sectors = medium.sectors * medium.sector_size // SECTOR
         drive.inserted = medium.sectors > 0
+        drive.tray_open = not drive.inserted
+        drive.new_media = True
+
+    def bios_geometries(self) -> list[tuple[int, int, int, str] | None]:
+        """For ``cmos_init`` (:func:`spec.devices.cmos.cmos_disk_bytes`), per
+        drive position hda .. hdd: (cylinders, heads, sectors, translation
+        hint) of a configured drive, CD-ROMs (empty or not) included, as
+        Xen 3.0.4's ``bs_table`` holds them; None for an empty position."""
+        return [None if d.medium is None else (d.cylinders, d.heads, d.sectors, d.translation)
+                for channel in self.channels for d in channel.drives]
 
     def port_ranges(self) -> list[tuple[int, int, object]]:
         """(base, count, device) of the legacy ports."""
