@@ -27,7 +27,16 @@ none). For each phase it counts:
   devices, and are counted as ``log bytes``;
 * hardware interrupts injected, by IRQ line, and software interrupts
   (``INT n``: BIOS services) by vector;
-* the halts, and the virtual time the vcpu spent halted (``idle``).
+* the halts, and the virtual time the vcpu spent halted (``idle``);
+* qemu-dm's mapcache misses (buckets it mapped: its DMA and the data of
+  string ioreqs go through it), and, in the phase where the domain ended,
+  its hits and misses in all (``mapcache``).
+
+**Marks.** An operating system's boot is a few long phases, not a line per
+phase: given ``marks`` (texts), the timeline is cut only where each mark
+first shows, in order, in a firmware line or in COM1's output (where the
+text completes), and a phase is named by the mark that ends it
+(:data:`OS_MARKS` for the Linux CD).
 """
 
 from __future__ import annotations
@@ -57,6 +66,8 @@ class Phase:
     services: Counter = field(default_factory=Counter)
     log_bytes: int = 0
     idle_ns: int = 0
+    mapcache_misses: int = 0
+    mapcache: dict | None = None     # the domain's mapcache totals, where it ended
 
     def saw(self, icount: int) -> None:
         self.first = icount if self.first is None else self.first
@@ -71,7 +82,9 @@ class Phase:
                 "devices": dict(self.devices.most_common()),
                 "irqs": {str(k): v for k, v in sorted(self.irqs.items())},
                 "services": {f"{k:#04x}": v for k, v in sorted(self.services.items())},
-                "log_bytes": self.log_bytes, "idle_ns": self.idle_ns}
+                "log_bytes": self.log_bytes, "idle_ns": self.idle_ns,
+                "mapcache_misses": self.mapcache_misses,
+                **({"mapcache": self.mapcache} if self.mapcache is not None else {})}
 
 
 def read_events(stream: TextIO) -> Iterator[trace.Event]:
@@ -98,12 +111,24 @@ def _device_name(event: trace.Event) -> str | None:
     return None
 
 
-def phases(events: Iterable[trace.Event]) -> list[dict]:
-    """The timeline of a trace: its phases in order (module docstring)."""
+def phases(events: Iterable[trace.Event], marks: tuple[str, ...] | None = None) -> list[dict]:
+    """The timeline of a trace: its phases in order, cut at each firmware
+    line, or only at ``marks`` (module docstring)."""
     done: list[tuple[Phase, int]] = []
     current, start = Phase(None, None), 0
     lines: dict[int, list[str]] = {}
     icount = 0
+    pending_marks = list(marks or ())
+    serial = ""                         # COM1's output, as long as the next mark
+
+    def cut(line: str, port: int | None) -> None:
+        nonlocal current, start
+        current.line, current.port = line, port
+        current.saw(icount)
+        done.append((current, start))
+        start = icount
+        current = Phase(None, None)
+
     for event in events:
         at = None if isinstance(event, trace.DisplayUpdate) else getattr(event, "icount", None)
         if isinstance(at, int):         # (a display refresh's is the clock, not a count)
@@ -120,22 +145,30 @@ def phases(events: Iterable[trace.Event]) -> list[dict]:
             current.services[event.vector] += 1
         elif isinstance(event, trace.Idle):
             current.idle_ns += max(event.until - event.icount, 0)
+        elif isinstance(event, trace.MapcacheMiss):
+            current.mapcache_misses += 1
+        elif isinstance(event, trace.MapcacheStats):
+            current.mapcache = {"hits": event.hits, "misses": event.misses,
+                                "evictions": event.evictions, "bucket_size": event.bucket_size}
+        elif isinstance(event, trace.SerialOut) and pending_marks:
+            serial = (serial + chr(event.byte))[-len(pending_marks[0]):]
+            if serial == pending_marks[0]:
+                cut(pending_marks.pop(0), None)
+                serial = ""
         elif isinstance(event, trace.FirmwareLog):
             current.log_bytes += 1
             text = lines.setdefault(event.port, [])
             if event.byte == 0x0A:
                 line = "".join(text).strip("\r")
                 text.clear()
-                if line.strip():
-                    current.line, current.port = line, event.port
-                    current.saw(icount)
-                    done.append((current, start))
-                    start = icount
-                    current = Phase(None, None)
+                if marks is None and line.strip():
+                    cut(line, event.port)
+                elif pending_marks and pending_marks[0] in line:
+                    cut(pending_marks.pop(0), event.port)
             elif event.byte != 0x0D:
                 text.append(chr(event.byte))
     pending = [(port, "".join(text).strip()) for port, text in lines.items() if "".join(text).strip()]
-    if pending:                         # the run ended inside a line: the last phase ends it
+    if pending and marks is None:       # the run ended inside a line: the last phase ends it
         current.port, current.line = pending[-1]
     done.append((current, start))
     return [phase.to_json(begin) for phase, begin in done]
@@ -153,7 +186,20 @@ def totals(timeline: list[dict]) -> dict:
         out[key] = dict(total.most_common())
     out["log_bytes"] = sum(p["log_bytes"] for p in timeline)
     out["idle_ns"] = sum(p["idle_ns"] for p in timeline)
+    out["mapcache_misses"] = sum(p.get("mapcache_misses", 0) for p in timeline)
+    ended = [p["mapcache"] for p in timeline if "mapcache" in p]
+    if ended:
+        out["mapcache"] = ended[-1]
     return out
+
+
+# --- an OS boot's marks --------------------------------------------------------------------
+
+#: where the Linux CD's boot changes hands: rombios's POST ends as it boots
+#: from the CD (its log), ISOLINUX loads the kernel, the kernel starts and
+#: runs init, init gives the shell's prompt; then the session's commands
+#: and the power-off (hvmspec.linux_iso)
+OS_MARKS = ("Booting from", "Linux version", "Run /init as init process", "hvmspec-linux# ")
 
 
 # --- the Firmware page's recorded timeline --------------------------------------------------

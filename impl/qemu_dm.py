@@ -66,7 +66,7 @@ class AcpiPm:
                 cnt &= ~platform.PM1_CNT_SLP_EN
                 self.block[4:6] = cnt.to_bytes(2, "little")
                 slp_typ = (cnt & platform.PM1_CNT_SLP_TYP_MASK) >> platform.PM1_CNT_SLP_TYP_SHIFT
-                if slp_typ == platform.SLP_TYP_S5:
+                if slp_typ in platform.SLP_TYP_POWEROFF:
                     self.power_off()
 
 

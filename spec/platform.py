@@ -115,6 +115,12 @@ PM1_CNT_SLP_EN = 1 << 13
 # piix4acpi.c: SLP_TYP_MASK 0x1C00, power off when SLP_TYP == 0x1C00), and in
 # the \_S5 package of the DSDT the domain builder writes (spec/acpi_tables.py).
 SLP_TYP_S5 = 7
+# the S5 value of the PIIX4 convention (QEMU's, and the DSDTs Debian's rombios32
+# and SeaBIOS build): later qemu-dm (Xen 4.1's piix4acpi.c, SLP_TYP_S5_V1 with
+# hvmloader's _S5 changed to 0, commit 8fe49db6 "Change ACPI IO values to match
+# QEMU BIOS") powers off on either; Xen 3.0.4's on 7 alone
+SLP_TYP_S5_PIIX4 = 0
+SLP_TYP_POWEROFF = (SLP_TYP_S5, SLP_TYP_S5_PIIX4)
 # The ACPI SCI's ISA line: hvmloader's pci_setup hard-wires the PIIX4 PM
 # function's interrupt line to IRQ 9 ("Hardcoded IRQ9") and its FADT says
 # ``.sci_int = 9`` (tools/firmware/hvmloader/acpi/static_tables.c)

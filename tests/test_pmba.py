@@ -110,3 +110,31 @@ def test_pmba_over_another_device_leaves_the_block():
     assert pmba == [0xC1]
     assert not any(e.kind == "device_io" and e.device == "acpi_pm" and e.addr < 0x100
                    for e in ref.trace)
+
+
+def _sleep(slp_typ: int) -> GuestImage:
+    """A guest that writes SLP_TYP and SLP_EN to PM1a_CNT, then halts with
+    interrupts off (the domain stays up unless qemu-dm shuts it down)."""
+    source = f"""
+%include "lib/all.s"
+start:
+    real_mode_start
+    mov dx, PM1A_CNT
+    in ax, dx
+    and ax, 0x1
+    or ax, ({slp_typ} << 10) | (1 << 13)
+    out dx, ax
+    halt_forever
+"""
+    return GuestImage(f"sleep{slp_typ}", rom_from_source(source, f"sleep{slp_typ}"), source)
+
+
+def test_s5_as_piix4_numbers_it_powers_off_too():
+    """SLP_TYP 0 with SLP_EN is the S5 of the PIIX4 convention (the \\_S5 of
+    the DSDTs Debian's rombios32 and SeaBIOS build, and QEMU's soft-off);
+    later qemu-dm powers off on it as on Xen 3.0.4's 7. Any other sleep
+    type (S3 is 1 or 5 here) leaves the domain running: it halts for good."""
+    for slp_typ in (0, 7):
+        assert both(_sleep(slp_typ), max_instructions=200_000).exit["reason"] == "poweroff"
+    for slp_typ in (1, 5):
+        assert both(_sleep(slp_typ), max_instructions=200_000).exit["reason"] != "poweroff"

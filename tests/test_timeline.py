@@ -97,3 +97,49 @@ def test_the_firmware_pages_post_timeline_is_a_fresh_runs():
     fresh = timeline.record_post()
     assert fresh == recorded, "rombios's POST changed: run `make timeline` and review the page"
     assert fresh["phases"][-1]["line"] == "No bootable device"
+
+
+def _serial(text: str):
+    return [{"kind": "serial", "port": "com1", "byte": b} for b in text.encode()]
+
+
+def test_marks_cut_only_where_each_first_shows_in_order():
+    """An OS boot's phases: cut where each mark first completes, in a
+    firmware line or in COM1's output, in order; a later mark seen early
+    does not cut; mapcache misses are counted per phase and the domain's
+    totals land in the phase where it ended."""
+    events = _events(
+        _exit(100), *_log(0x402, "POST line\n"), *_log(0x402, "Booting from CD\n"),
+        _exit(200), *_serial("early Run /init too soon\r\n"),
+        {"kind": "mapcache_miss", "bucket": 0x100000, "evicted": -1, "mapped": 1 << 20},
+        _exit(300), *_serial("[0.0] Linux version 6.1\r\n"),
+        _exit(400), *_serial("Run /init as init process\r\n"),
+        {"kind": "mapcache_miss", "bucket": 0x200000, "evicted": -1, "mapped": 2 << 20},
+        {"kind": "mapcache_miss", "bucket": 0x300000, "evicted": -1, "mapped": 3 << 20},
+        _exit(500), *_serial("hvmspec-linux# "), _exit(600),
+        {"kind": "mapcache_stats", "mode": "bucket", "bucket_size": 1 << 20, "budget": 0,
+         "hits": 40, "misses": 3, "evictions": 0, "invalidations": 0, "mapped": 3 << 20,
+         "peak": 3 << 20})
+    out = timeline.phases(events, timeline.OS_MARKS)
+    assert [p["line"] for p in out] == ["Booting from", "Linux version",
+                                        "Run /init as init process", "hvmspec-linux# ", None]
+    assert [p["port"] for p in out] == [0x402, None, None, None, None]
+    assert [(p["start"], p["end"]) for p in out] == [(0, 100), (100, 300), (300, 400),
+                                                     (400, 500), (500, 600)]
+    assert [p["mapcache_misses"] for p in out] == [0, 1, 0, 2, 0]
+    assert "mapcache" not in out[0] and out[-1]["mapcache"]["hits"] == 40
+    totals = timeline.totals(out)
+    assert totals["mapcache_misses"] == 3 and totals["mapcache"]["misses"] == 3
+
+
+def test_timeline_command_takes_marks(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in
+                            [*_log(0x402, "Booting from CD-Rom\n"), _exit(5),
+                             *_serial("Linux version x\n"), _exit(9)]))
+    proc = cli("timeline", str(path), "--os", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [p["line"] for p in json.loads(proc.stdout)["phases"]] == [
+        "Booting from", "Linux version", None]
+    proc = cli("timeline", str(path), "--mark", "version x", "--json")
+    assert [p["line"] for p in json.loads(proc.stdout)["phases"]] == ["version x", None]

@@ -25,12 +25,20 @@ def add_parsers(sub) -> None:
                      help="the trace file ('-': standard input)")
     cmd.add_argument("--json", action="store_true",
                      help="print {phases: [{line, port, start, end, instructions, exits, "
-                     "devices, irqs, services, log_bytes, idle_ns}], totals}")
+                     "devices, irqs, services, log_bytes, idle_ns, mapcache_misses}], "
+                     "totals}")
+    cmd.add_argument("--mark", action="append", metavar="TEXT",
+                     help="cut only where TEXT first shows, in a firmware line or in "
+                     "COM1's output, after the marks before it (repeatable; an OS boot: "
+                     "--mark 'Linux version' --mark 'Run /init'); --os: the Linux CD's")
+    cmd.add_argument("--os", action="store_true",
+                     help="the marks of the Linux CD's boot (hvmspec.timeline.OS_MARKS)")
     cmd.set_defaults(func=cmd_timeline)
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    phases = _read(args.trace)
+    marks = tuple(args.mark or ()) + (tl.OS_MARKS if args.os else ())
+    phases = _read(args.trace, marks or None)
     report = {"phases": phases, "totals": tl.totals(phases)}
     if args.json:
         print(json.dumps(report))
@@ -57,12 +65,12 @@ def _counts(counts: dict, most: int | None = None) -> str:
     return shown + (f", +{len(items) - most} more" if most and len(items) > most else "")
 
 
-def _read(path: Path) -> list[dict]:
+def _read(path: Path, marks: tuple[str, ...] | None) -> list[dict]:
     try:
         if str(path) == "-":
-            return tl.phases(tl.read_events(sys.stdin))
+            return tl.phases(tl.read_events(sys.stdin), marks)
         with open(path, encoding="utf-8") as stream:
-            return tl.phases(tl.read_events(stream))
+            return tl.phases(tl.read_events(stream), marks)
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory; give a trace file") from None
     except OSError as exc:

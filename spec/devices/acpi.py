@@ -28,6 +28,13 @@ S5's SLP_TYP is :data:`spec.platform.SLP_TYP_S5` (7), the value the DSDT's
 SLP_EN itself always reads as 0. Other sleep types are accepted and
 ignored (qemu-dm of that era implemented S3 only on request).
 
+S5 is also SLP_TYP 0 (:data:`spec.platform.SLP_TYP_S5_PIIX4`), a
+deliberate difference from Xen 3.0.4 that follows later qemu-dm (Xen
+4.1's ``piix4acpi.c`` powers off on ``SLP_TYP_S5_V0`` 7 and
+``SLP_TYP_S5_V1`` 0): Debian's rombios32 and SeaBIOS build a DSDT whose
+``\\_S5`` is 0, PIIX4's soft-off as QEMU implements it, and an OS that
+powered off by it on Xen 3.0.4 stopped at "Power down" and never left.
+
 SCI_EN reads 1 from reset, as Xen 3.0.4's ``acpi_reset`` set it: the
 platform is always in ACPI mode. That matters to firmware whose own FADT
 names an SMI command port (Debian's rombios32 and SeaBIOS name 0xB2, with
@@ -92,5 +99,5 @@ class AcpiPm:
         if self.cnt & platform.PM1_CNT_SLP_EN:
             self.cnt &= ~platform.PM1_CNT_SLP_EN
             sleep_type = (self.cnt & platform.PM1_CNT_SLP_TYP_MASK) >> platform.PM1_CNT_SLP_TYP_SHIFT
-            if sleep_type == platform.SLP_TYP_S5:
+            if sleep_type in platform.SLP_TYP_POWEROFF:
                 self.request_shutdown(platform.SHUTDOWN_POWEROFF)
