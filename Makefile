@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test docs check conform bench timeline fuzz mutate clean
+.PHONY: run test docs check conform bench timeline os-timeline fuzz mutate clean
 
 $(STAMP): pyproject.toml setup.py impl/_clock.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 # the Firmware page's POST timeline, from a real run of rombios (bochsbios)
 timeline: $(STAMP)
 	$(BIN)/python -m hvmspec.timeline --write docs/post_timeline.json
+
+# the OS page's record: Debian's Linux from the CD on impl, to the prompt and
+# power-off (several minutes; needs the CD's packages: hvmspec.linux_iso)
+os-timeline: $(STAMP)
+	$(BIN)/python -m hvmspec.timeline --os --write docs/os_timeline.json
 
 # long campaigns: spec/x86 against Unicorn (CASES=...), then generated guests
 # on both engines (GUESTS=...); SEED=... for both

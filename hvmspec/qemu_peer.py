@@ -390,7 +390,7 @@ def guest_line_times(qemu: str, rom: bytes, workdir: Path, lines: tuple[str, ...
 #: long mode), without HPET (Xen 3.0.4's platform has none: Linux would use
 #: it as its clock event device), 128 MiB, the std VGA, COM1 given by the
 #: caller, the CD as the secondary master (hdc), booted from CD
-OS_MACHINE = ["-machine", "pc,hpet=off", "-accel", "tcg", "-cpu", "qemu64,-apic", "-m", "128",
+OS_MACHINE = ["-machine", "pc,hpet=off", "-accel", "tcg", "-cpu", "core2duo,-apic", "-m", "128",
               "-nodefaults", "-display", "none", "-no-reboot", *STD_VGA, "-boot", "d"]
 #: the firmware of an operating system's run, by name: SeaBIOS (its own VGA
 #: BIOS as the std VGA's option ROM) or rombios with the LGPL VGA BIOS

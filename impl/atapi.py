@@ -109,12 +109,30 @@ def reply_end(d) -> None:
 
 
 def reply(d, data: bytes, max_len: int) -> None:
+    """A reply: by DMA when the PACKET asked (as later qemu-dm), else PIO."""
     size = min(len(data), max_len)
     d.buf[0:len(data)] = data
     d.lba = -1
     d.packet_size, d.elem_size, d.index = size, 0, 0
+    if d.atapi_dma:
+        d.status = READY | DRQ
+        d.channel.dma_start(d, lambda addr, n: reply_dma(d, addr, n))
+    else:
+        d.status = READY
+        reply_end(d)
+
+
+def reply_dma(d, addr: int, size: int) -> int:
+    """The reply, in one chunk, to guest memory; 0 once it is all there."""
+    n = min(size, d.packet_size)
+    d.channel.mem_write(addr, d.buf[d.index:d.index + n])
+    d.packet_size -= n
+    d.index += n
+    if d.packet_size > 0:
+        return n
     d.status = READY
-    reply_end(d)
+    d.nsector = d.nsector & ~7 | IO | CD
+    return 0
 
 
 def read(d, lba: int, count: int, sector_size: int) -> None:

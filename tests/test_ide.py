@@ -598,6 +598,37 @@ def test_atapi_read_pio_byte_count_limit_and_dma(both):
     assert sizes[0:2] == sizes[2:4] == [[3000, 3000, 144], [1000, 1000, 48]]
 
 
+def test_atapi_replies_by_dma_when_asked(both):
+    """A reply that is not CD sectors goes by DMA too when the PACKET asks:
+    the capabilities page as Linux's sr driver asks for it (MODE SENSE(10),
+    page 0x2A, 128 bytes, DMA), and INQUIRY. The reply is one chunk, shorter
+    than the PRD's 128 bytes; the bus master stops with its interrupt bit,
+    the drive ends with DRDY and reason IO|CoD, as on QEMU 7.2. (Xen 3.0.4
+    left such a reply waiting for PIO, with DRQ set after the bus master
+    finished: Linux reset the channel.)"""
+    replies = []
+    for dev in both:
+        setup_bmdma(dev)
+        for cmd in (bytes([0x5A, 0, 0x2A, 0, 0, 0, 0, 0, 0x80]),
+                    bytes([0x12, 0, 0, 0, 36])):
+            dev.memwrite(BUFFER, bytes(128))
+            prd(dev, [(BUFFER, 128)])
+            result = dma(dev, 0x170, 1, lambda: packet(dev, cmd, dma=True))
+            assert result[:2] == (0x04, 0x40)
+            assert dev.inp(0x172) == 3
+            replies.append(dev.memread(BUFFER, 128))
+    spec_mode, spec_inquiry, qemu_mode, qemu_inquiry = replies
+    assert spec_mode[8] == qemu_mode[8] == 0x2A                     # the page, by DMA
+    assert spec_inquiry[0] == 0x05 and spec_inquiry[8:16] == qemu_inquiry[8:16]  # "QEMU    "
+    # by DMA, the same bytes as by PIO (the page itself is Xen 3.0.4's,
+    # shorter than QEMU 7.2's: test_atapi_errors_and_sense and the masks)
+    spec = both[0]
+    for cmd, by_dma in ((bytes([0x5A, 0, 0x2A, 0, 0, 0, 0, 0, 0x80]), spec_mode),
+                        (bytes([0x12, 0, 0, 0, 36]), spec_inquiry)):
+        by_pio, _, _ = packet(spec, cmd)
+        assert by_dma[:len(by_pio)] == by_pio and not any(by_dma[len(by_pio):])
+
+
 def test_atapi_errors_and_sense(both):
     spec, qemu = both
     for dev in both:

@@ -103,6 +103,7 @@ def generate(app) -> None:
     _write_divergence(out)
     _write_bench(out)
     _write_post_timeline(out)
+    _write_os_timeline(out)
     _write_mutation(out)
     _write_proofs(out)
     _write_help(out)
@@ -486,6 +487,39 @@ def _write_divergence(out: Path) -> None:
 
 
 POST_TIMELINE = ROOT / "docs" / "post_timeline.json"
+OS_TIMELINE = ROOT / "docs" / "os_timeline.json"
+
+
+def _counts(d: dict, most: int = 4) -> str:
+    items = list(d.items())
+    text = ", ".join(f"{k} {v:,}" for k, v in items[:most])
+    return text + (f", {len(items) - most} more" if len(items) > most else "")
+
+
+def _timeline_table(report: dict, first: str, per_second: bool = False) -> list[str]:
+    """A recorded timeline (:mod:`hvmspec.timeline`) as a list-table: each
+    phase's end, instructions, VM exits, devices and interrupts (with
+    ``per_second``, each IRQ line's rate over the phase's virtual time)."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 34 12 16 22 16", "",
+             f"   * - {first}", "     - instructions", "     - VM exits",
+             "     - devices (accesses)", "     - interrupts"]
+    for p in report["phases"]:
+        line = p["line"] if p["line"] is not None else "(end of the run)"
+        port = f" ({p['port']:#x})" if p["port"] is not None else ""
+        seconds = (p["end"] - p["start"]) / 1e9
+        irqs = p["irqs"]
+        if per_second and irqs and seconds > 0:
+            irqs = {k: f"{v / seconds:,.0f}/s" for k, v in irqs.items()}
+            irq_text = "IRQ " + ", ".join(f"{k} {v}" for k, v in irqs.items())
+        else:
+            irq_text = f"IRQ {_counts(irqs)}" if irqs else ""
+        ints = "; ".join(x for x in (
+            irq_text, f"INT {_counts(p['services'])}" if p["services"] else "",
+            f"halted {p['idle_ns'] / 1e9:.2f} s" if p["idle_ns"] else "") if x)
+        lines += [f"   * - ``{line.replace('`', chr(39))}``{port}",
+                  f"     - {p['instructions']:,}", f"     - {_counts(p['exits']) or '-'}",
+                  f"     - {_counts(p['devices']) or '-'}", f"     - {ints or '-'}"]
+    return lines
 
 
 def _write_post_timeline(out: Path) -> None:
@@ -494,25 +528,7 @@ def _write_post_timeline(out: Path) -> None:
     needs Debian's ``bochsbios``; the build renders the recorded run, and
     ``tests/test_timeline.py`` checks the record against a fresh run."""
     report = json.loads(POST_TIMELINE.read_text())
-
-    def counts(d: dict, most: int = 4) -> str:
-        items = list(d.items())
-        text = ", ".join(f"{k} {v:,}" for k, v in items[:most])
-        return text + (f", {len(items) - most} more" if len(items) > most else "")
-
-    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 34 12 16 22 16", "",
-             "   * - then logged", "     - instructions", "     - VM exits",
-             "     - devices (accesses)", "     - interrupts"]
-    for p in report["phases"]:
-        line = p["line"] if p["line"] is not None else "(end of the run)"
-        port = f" ({p['port']:#x})" if p["port"] is not None else ""
-        ints = "; ".join(x for x in (
-            f"IRQ {counts(p['irqs'])}" if p["irqs"] else "",
-            f"INT {counts(p['services'])}" if p["services"] else "",
-            f"halted {p['idle_ns'] / 1e9:.2f} s" if p["idle_ns"] else "") if x)
-        lines += [f"   * - ``{line.replace('`', chr(39))}``{port}",
-                  f"     - {p['instructions']:,}", f"     - {counts(p['exits']) or '-'}",
-                  f"     - {counts(p['devices']) or '-'}", f"     - {ints or '-'}"]
+    lines = _timeline_table(report, "then logged")
     _write(out / "post_timeline.rst", "\n".join(lines) + "\n")
     t = report["totals"]
     _write(out / "post_totals.rst", "".join(
@@ -520,9 +536,44 @@ def _write_post_timeline(out: Path) -> None:
             "command": f"``{report['command']}``",
             "instructions": f"{t['instructions']:,}", "icount": f"{t['icount']:,}",
             "halted": f"{t['idle_ns'] / 1e9:.2f} s", "lines": str(t["lines"]),
-            "exits": f"{sum(t['exits'].values()):,}", "exit-kinds": counts(t["exits"], 9),
-            "devices": counts(t["devices"], 20), "irqs": counts(t["irqs"]),
-            "services": counts(t["services"], 9)}.items()))
+            "exits": f"{sum(t['exits'].values()):,}", "exit-kinds": _counts(t["exits"], 9),
+            "devices": _counts(t["devices"], 20), "irqs": _counts(t["irqs"]),
+            "services": _counts(t["services"], 9)}.items()))
+
+
+def _write_os_timeline(out: Path) -> None:
+    """``os_timeline.rst`` and ``os_totals.rst``: the recorded boot of the
+    Linux CD (``make os-timeline``: :func:`hvmspec.timeline.record_os`),
+    cut where the firmware, the boot loader, the kernel and init hand
+    over; interrupts as rates over each phase's virtual time."""
+    report = json.loads(OS_TIMELINE.read_text())
+    _write(out / "os_timeline.rst",
+           "\n".join(_timeline_table(report, "until", per_second=True)) + "\n")
+    t = report["totals"]
+    virtual = t["icount"] / 1e9
+    mapcache = t.get("mapcache", {"hits": 0, "misses": 0, "bucket_size": 0})
+    dma = {k: v for k, v in t["devices"].items() if k.startswith("ide")}
+    _write(out / "os_totals.rst", "".join(
+        f".. |os-{k}| replace:: {v}\n" for k, v in {
+            "command": f"``{report['command']}``",
+            "seconds": f"{report['seconds']:,.0f} s",
+            "instructions": f"{t['instructions']:,}", "icount": f"{t['icount']:,}",
+            "virtual": f"{virtual:.2f} s", "halted": f"{t['idle_ns'] / 1e9:.2f} s",
+            "mips": f"{t['instructions'] / report['seconds'] / 1e6:.1f}",
+            "exits": f"{sum(t['exits'].values()):,}", "exit-kinds": _counts(t["exits"], 9),
+            "ioreqs": _counts({k: v for k, v in t["devices"].items()
+                               if k not in ("vpic", "vpit", "vrtc", "pmtimer")
+                               and not k.startswith("port ")}, 12),
+            "xen-devices": _counts({k: v for k, v in t["devices"].items()
+                                    if k in ("vpic", "vpit", "vrtc", "pmtimer")}),
+            "direct": _counts({k: v for k, v in t["devices"].items() if k.startswith("port ")}),
+            "ide": _counts(dma),
+            "irqs": ", ".join(f"IRQ {k} {v / virtual:,.1f}/s ({v:,})"
+                              for k, v in t["irqs"].items()),
+            "mapcache-hits": f"{mapcache['hits']:,}", "mapcache-misses": f"{mapcache['misses']:,}",
+            "mapcache-bucket": f"{mapcache['bucket_size'] // 1024} KiB",
+            "kernel": report["versions"].get("linux-image-amd64", "?"),
+            "exit": report["exit"]["reason"]}.items()))
 
 
 MUTATION = ROOT / "docs" / "mutation.json"

@@ -26,8 +26,16 @@ the same way (``ide_atapi_cmd_ok``); a failing one with status DRDY|ERR
 (``ide_atapi_cmd_error``), and its sense kept for REQUEST SENSE.
 
 With the DMA bit, READ(10) and READ(12) move their sectors by bus-master
-DMA (:mod:`spec.devices.bmdma`); every other reply still goes by PIO
-(Xen 3.0.4; QEMU 7.2 sends any reply by DMA then).
+DMA (:mod:`spec.devices.bmdma`), and so does every other reply: a
+deliberate difference from Xen 3.0.4, whose ``ide_atapi_cmd_reply`` sent
+replies by PIO whatever the PACKET asked, following later qemu-dm (and
+QEMU 7.2), which send the reply as one DMA chunk (``ide_atapi_cmd_read_dma_cb``
+with ``lba == -1``). A real drive moves any data by DMA when asked: Debian's
+Linux asks for MODE SENSE's capabilities page (128 bytes) by DMA, and with
+the reply left waiting for PIO it saw the bus master finish with DRQ still
+set, took it for a protocol violation and reset the channel at every
+command after ("ata2: found unknown device", the sr driver a "scsi-1
+drive").
 
 Commands (``nr`` = medium present: NOT READY, ASC 0x3A, without one):
 
@@ -257,14 +265,35 @@ def reply_end(s: "Drive") -> None:
 
 
 def reply(s: "Drive", data: bytes, max_size: int) -> None:
-    """``ide_atapi_cmd_reply``: send ``data``, at most ``max_size`` bytes."""
+    """``ide_atapi_cmd_reply``: send ``data``, at most ``max_size`` bytes; by
+    bus-master DMA when the PACKET asked for it (later qemu-dm), else PIO."""
     s.buffer[0:len(data)] = data
     s.lba = -1
     s.packet_transfer_size = min(len(data), max_size)
     s.elementary_transfer_size = 0
     s.io_buffer_index = 0
-    s.status = DRDY
-    reply_end(s)
+    if s.atapi_dma:
+        from spec.devices import bmdma
+        s.status = DRDY | DRQ
+        bmdma.start(s, lambda memory, addr, length: reply_dma_cb(s, memory, addr, length))
+    else:
+        s.status = DRDY
+        reply_end(s)
+
+
+def reply_dma_cb(s: "Drive", memory, addr: int, length: int) -> int:
+    """``ide_atapi_cmd_read_dma_cb`` with no sector read (``lba == -1``):
+    the reply in the buffer, to guest memory, as one chunk."""
+    chunk = min(length, s.packet_transfer_size)
+    i = s.io_buffer_index
+    memory.write(addr, bytes(s.buffer[i:i + chunk]))
+    s.packet_transfer_size -= chunk
+    s.io_buffer_index += chunk
+    if s.packet_transfer_size <= 0:
+        s.status = DRDY
+        s.nsector = (s.nsector & ~7) | REASON_IO | REASON_COD
+        return 0
+    return chunk
 
 
 def read_sectors(s: "Drive", lba: int, count: int, sector_size: int) -> None:
