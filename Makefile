@@ -31,6 +31,7 @@ check: $(STAMP)
 
 conform: $(STAMP)
 	$(BIN)/hvmspec conform --firmware
+	$(BIN)/hvmspec conform linux-cd
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --write docs/bench.json

@@ -645,6 +645,121 @@ def normalise(log: str) -> list[str]:
     return out + sorted(moved)
 
 
+#: Where the Linux CD's serial log on hvmspec (rombios, ``xm create linux``)
+#: and on QEMU (rombios, :data:`hvmspec.qemu_peer.OS_MACHINE`) differ after
+#: :func:`normalise`, each with why: (side, pattern, reason), ``side`` the
+#: log the line is in ("hvmspec" or "qemu"). Every other difference is a
+#: failure (tests/test_linux_boot.py), and so is an entry that matches none.
+QEMU_DIFFERENCES = (
+    # the CPU: a Core 2 as Xen 3.0.4 passed the host's CPUID through, against
+    # QEMU's core2duo model
+    ("hvmspec", r"^Disabled fast string operations$",
+     "Unicorn reads IA32_MISC_ENABLE as 0 (fast strings off); Xen 3.0.4 read the host's "
+     "MSR, QEMU's core2duo has the bit set (docs: cpu)"),
+    ("hvmspec", r"^Hypervisor detected: Xen HVM$",
+     "CPUID leaf 0x40000000 says Xen, as Xen's did; QEMU's TCG says nothing there"),
+    ("hvmspec", r"^Last level [id]TLB entries: ",
+     "CPUID leaf 2's TLB descriptors: the model's are a Core 2's, QEMU's core2duo gives none"),
+    ("qemu", r"^Last level [id]TLB entries: 4KB 0, ",
+     "CPUID leaf 2's TLB descriptors: the model's are a Core 2's, QEMU's core2duo gives none"),
+    ("qemu", r"^(active return thunk: its_return_thunk|ITS: Mitigation: Aligned branch/return "
+     r"thunks)$",
+     "Indirect Target Selection is judged by family, model and stepping: QEMU's core2duo is "
+     "stepping 11, the model's Core 2 stepping 6"),
+    ("hvmspec", r"^microcode: (sig=0x6f6, pf=0x1, revision=0x1|Microcode Update Driver: "
+     r"v2\.2\.)$",
+     "QEMU's CPUID sets the hypervisor bit (leaf 1 ECX bit 31), which keeps Linux's "
+     "microcode loader away; Xen 3.0.4's did not set it"),
+    # the platform: Xen 3.0.4's, against QEMU's pc machine
+    ("hvmspec", r"^BIOS bug: APIC version mismatch, boot CPU: ff, CPU 0: version 11$",
+     "the boot CPU's APIC ID is read from the local APIC's MMIO, which on Xen 3.0.4's "
+     "platform (no APIC) is no device's: qemu-dm answers all ones (exec-dm.c: 'Neither RAM "
+     "nor known MMIO space'), QEMU 0"),
+    ("qemu", r"^BIOS bug: APIC version mismatch, boot CPU: 0, CPU 0: version 11$",
+     "the boot CPU's APIC ID read where no APIC is: QEMU's unassigned memory reads 0"),
+    ("hvmspec", r"^smpboot: weird, boot CPU \(#255\) not listed by the BIOS$",
+     "follows from the all-ones APIC ID (255), which the MP table's CPU 0 is not"),
+    ("hvmspec", r"^I/O APIC 0xfec00000 registers return all ones, skipping!$",
+     "Xen 3.0.4's platform has the 8259 pair and no I/O APIC (qemu-dm answers all ones "
+     "there); QEMU's pc machine always has one, which the firmware's tables list"),
+    ("qemu", r"^IOAPIC\[0\]: apic_id 1, version 32, address 0xfec00000, GSI 0-23$",
+     "QEMU's pc machine's I/O APIC (the model's platform has none)"),
+    ("hvmspec", r"^NR_IRQS: \d+, nr_irqs: 32, ", "no I/O APIC: 16 legacy lines and 16 more"),
+    ("qemu", r"^NR_IRQS: \d+, nr_irqs: 256, ", "an I/O APIC's 24 lines size the table"),
+    ("hvmspec", r"^hpet: Config register invalid\. Disabling HPET$",
+     "rombios32 writes an HPET table on both; the address it names is no device's on either "
+     "(hpet=off on QEMU, none in Xen 3.0.4): Xen's qemu-dm answers all ones, which Linux "
+     "checks for and refuses aloud, QEMU 0, a period of 0 that Linux refuses without a word"),
+    ("hvmspec", r"^\* (Found PM-Timer Bug on the chipset\. Due to workarounds for a bug,|this "
+     r"clock source is slow\. Consider trying other clock sources)$",
+     "Xen 3.0.4's PIIX4 PM function is revision 1 ('B0 stepping', piix4acpi.c), which has "
+     "the PM timer erratum Linux works around; QEMU's is revision 3"),
+    ("hvmspec", r"^pci 0000:00:01\.2: (\[8086:7113\]|quirk: \[io  0xb[01]00-0xb[01][03]f\])",
+     "Xen 3.0.4's qemu-dm puts the PIIX4 PM function at 00:01.2 (piix3_devfn + 2); QEMU at "
+     "00:01.3"),
+    ("qemu", r"^pci 0000:00:01\.3: (\[8086:7113\]|quirk: \[io  0xb[01]00-0xb[01][03]f\])",
+     "QEMU's PIIX4 PM function is 00:01.3"),
+    ("hvmspec", r"^pci 0000:00:03\.0: (\[1234:7e57\] type 00 class 0xff0000|BAR 0 \[mem "
+     r"0xfeb00000-0xfeb00fff\])$",
+     "hvmspec's test device (spec.platform.PCI_ID_TESTDEV), which the bundled guests use"),
+    ("hvmspec", r"^pnp: PnP ACPI: found 7 devices$",
+     "rombios32's DSDT (Bochs's: \\_SB.PCI0.PX13 at 00:01.3, config 0x5C-0x7F) reports the "
+     "parallel port by DRSA bit 31 and COM2 by DRSC bit 31 of the PIIX4 PM function there; "
+     "on Xen 3.0.4's platform no function is at 00:01.3, its config space reads all ones, "
+     "and both are reported present"),
+    ("qemu", r"^pnp: PnP ACPI: found 5 devices$",
+     "QEMU's PIIX4 PM function at 00:01.3 has those two bits clear"),
+    ("hvmspec", r"^00:05: ttyS0 at I/O 0x3f8 ", "COM1 is the sixth PnP device (two more first)"),
+    ("qemu", r"^00:04: ttyS0 at I/O 0x3f8 ", "COM1 is QEMU's fifth PnP device"),
+    # the CD-ROM drive: Xen 3.0.4's qemu-dm's IDENTIFY and INQUIRY, QEMU 7.2's
+    ("hvmspec", r"^ata2\.00: ATAPI: QEMU CD-ROM, 0\.8\.2, max MWDMA2$",
+     "Xen 3.0.4's qemu-dm (QEMU 0.8.2): a CD-ROM with multiword DMA 2"),
+    ("qemu", r"^ata2\.00: ATAPI: QEMU DVD-ROM, 2\.5\+, max UDMA/100$",
+     "QEMU 7.2: a DVD-ROM with Ultra DMA"),
+    ("hvmspec", r"^scsi 1:0:0:0: CD-ROM +QEMU +QEMU CD-ROM +0\.8\. PQ: 0 ANSI: 5$",
+     "INQUIRY's product and revision, Xen 3.0.4's"),
+    ("qemu", r"^scsi 1:0:0:0: CD-ROM +QEMU +QEMU DVD-ROM +2\.5\+ PQ: 0 ANSI: 5$",
+     "INQUIRY's product and revision, QEMU 7.2's"),
+    ("hvmspec", r"^ata2: found unknown device \(class 0\)$",
+     "each reset of the secondary channel: Xen 3.0.4's absent slave shows the signature "
+     "0xff/0xff (ide_set_signature), which Linux names before it drops it; QEMU's absent "
+     "slave reads 0. Linux resets the channel at its probe, and after an ATAPI command "
+     "that follows a failed one (GET CONFIGURATION of a feature other than 0, ILLEGAL "
+     "REQUEST on both): Xen 3.0.4's PACKET keeps the failed command's ERR beside DRQ "
+     "(ide_transfer_start ORs DRQ in), which Linux's state machine takes for a device "
+     "error; QEMU 7.2 clears the status and error at every command"),
+    ("hvmspec", r"^sr 1:0:0:0: \[sr0\] scsi3-mmc drive: 4x/4x xa/form2 tray$",
+     "MODE SENSE's capabilities page: Xen 3.0.4's byte 2 (read capabilities) is 0, no CD-R "
+     "or CD-RW"),
+    ("qemu", r"^sr 1:0:0:0: \[sr0\] scsi3-mmc drive: 4x/4x cd/rw xa/form2 tray$",
+     "QEMU 7.2's capabilities page reads CD-R, CD-RW and DVDs (byte 2 0x3b)"),
+)
+
+
+def compare_with_qemu(ours: str, qemu: str) -> tuple[list, list, list]:
+    """The differences of two serial logs after :func:`normalise`: those
+    :data:`QEMU_DIFFERENCES` explains (side, line, reason), those it does
+    not (side, line), and its entries that matched no line."""
+    import difflib
+    a, b = normalise(qemu), normalise(ours)
+    explained, unexplained, used = [], [], set()
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        for side, lines in (("qemu", a[i1:i2]), ("hvmspec", b[j1:j2])):
+            for line in lines:
+                hit = next((k for k, (s, p, _r) in enumerate(QEMU_DIFFERENCES)
+                            if s == side and re.search(p, line)), None)
+                if hit is None:
+                    unexplained.append((side, line))
+                else:
+                    used.add(hit)
+                    explained.append((side, line, QEMU_DIFFERENCES[hit][2]))
+    unused = [QEMU_DIFFERENCES[k][1] for k in range(len(QEMU_DIFFERENCES)) if k not in used]
+    return explained, unexplained, unused
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m hvmspec.linux_iso",

@@ -236,13 +236,13 @@ def record_post() -> dict:
 #: (the one tests/test_linux_qemu.py and tests/test_linux_boot.py type)
 OS_SESSION = """\
 timeout 1500
-expect hvmspec-linux# \\x20
+expect hvmspec-linux#\\x20
 send uname -a
-expect hvmspec-linux# \\x20
+expect hvmspec-linux#\\x20
 send cat /proc/interrupts
-expect hvmspec-linux# \\x20
+expect hvmspec-linux#\\x20
 send dd if=/dev/sr0 of=/dev/null bs=2048 count=100
-expect hvmspec-linux# \\x20
+expect hvmspec-linux#\\x20
 send poweroff
 """
 

@@ -504,7 +504,7 @@ def _timeline_table(report: dict, first: str, per_second: bool = False) -> list[
              f"   * - {first}", "     - instructions", "     - VM exits",
              "     - devices (accesses)", "     - interrupts"]
     for p in report["phases"]:
-        line = p["line"] if p["line"] is not None else "(end of the run)"
+        line = p["line"].strip() if p["line"] is not None else "(end of the run)"
         port = f" ({p['port']:#x})" if p["port"] is not None else ""
         seconds = (p["end"] - p["start"]) / 1e9
         irqs = p["irqs"]
@@ -572,7 +572,8 @@ def _write_os_timeline(out: Path) -> None:
                               for k, v in t["irqs"].items()),
             "mapcache-hits": f"{mapcache['hits']:,}", "mapcache-misses": f"{mapcache['misses']:,}",
             "mapcache-bucket": f"{mapcache['bucket_size'] // 1024} KiB",
-            "kernel": report["versions"].get("linux-image-amd64", "?"),
+            "kernel": next((f"{k[len('linux-image-'):]} ({v})" for k, v in
+                            report["versions"].items() if k.startswith("linux-image-")), "?"),
             "exit": report["exit"]["reason"]}.items()))
 
 

@@ -23,7 +23,9 @@ def add_parsers(sub) -> None:
                              "rombios-legacy, SeaBIOS) through its power-on self-test. Exit 0 only if all are equal; "
                              "2 if a guest or firmware file is missing.")
     conform.add_argument("guests", nargs="*", help="guests to compare (default: all bundled); "
-                         "rombios, rombios-legacy and seabios name the firmware cases")
+                         "rombios, rombios-legacy and seabios name the firmware cases, "
+                         "linux-cd the Linux CD booted by rombios until it boots the "
+                         "CD (hvmspec.conform.OS_CASE; minutes on the reference)")
     conform.add_argument("--firmware", action="store_true",
                          help="also the firmware cases: Debian's rombios and rombios-legacy (with "
                          "the VGA BIOS placed as hvmloader did) and SeaBIOS, each through its "
@@ -177,15 +179,21 @@ def _case(name: str):
     """The case a name on the command line means: a bundled guest, a
     firmware of :data:`hvmspec.conform.FIRMWARE_CASES` (its file missing:
     the error names its Debian package), or a guest file."""
-    from hvmspec.conform import Case, firmware_case
+    from hvmspec.conform import OS_CASE, Case, firmware_case, os_case
     if name in FIRMWARE_CASES and name not in bundled_guests():
         return firmware_case(name)
+    if name == OS_CASE:
+        from hvmspec.linux_iso import LinuxIsoUnavailable
+        try:
+            return os_case()
+        except LinuxIsoUnavailable as exc:
+            raise GuestError(f"{OS_CASE}: {exc}") from None
     try:
         return Case(load(name))
     except GuestError as exc:
         if str(exc).startswith(f"no guest {name!r}"):
-            raise GuestError(f"{exc}; or a firmware case ({', '.join(FIRMWARE_CASES)})") \
-                from None
+            raise GuestError(f"{exc}; or a firmware case ({', '.join(FIRMWARE_CASES)}), "
+                             f"or {OS_CASE}") from None
         raise
 
 
