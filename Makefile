@@ -21,7 +21,7 @@ run: $(STAMP)
 # the suite on every core (CI has 2): a test module runs whole on one worker, so
 # its module-scoped fixtures (QEMU screens, firmware runs) are made once
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25
 
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W -b html docs docs/_build/html

@@ -169,10 +169,12 @@ def io_clock(events) -> list[int]:
     return out
 
 
-#: modules that take longest, started first: `make test` runs modules on
-#: every core (pytest-xdist, ``--dist loadfile``, in collection order), and
-#: a long module that starts last is the suite's tail (the docs build was)
-FIRST = ("test_docs.py", "test_linux_boot.py", "test_linux_qemu.py")
+#: modules that take longest, longest first (measured with --durations):
+#: `make test` runs modules on every core (pytest-xdist, ``--dist loadfile
+#: --no-loadscope-reorder``: in this order, not by their number of tests),
+#: and a long module that starts last is the suite's tail
+FIRST = ("test_linux_boot.py", "test_x86_differential.py", "test_dma.py", "test_docs.py",
+         "test_proofs.py", "test_cli.py", "test_firmware_conform.py", "test_linux_qemu.py")
 
 
 def pytest_collection_modifyitems(items):
