@@ -265,14 +265,20 @@ class BlockAccounting:
     def _loads_cr3(self) -> bool:
         """Whether the block just run ended with a MOV to CR3 (0F 22 /3),
         which flushes only the translations that are not global."""
-        prev = self._current()
-        if not prev.addresses:
-            return False
-        code = prev.raw[prev.addresses[-1] - prev.addresses[0]:]
-        prefixes, opcode = split_prefixes(code, prev.mode)
-        i = len(prefixes)
+        _, code, i, opcode = self._last_instruction()
         return opcode == 0x0F and code[i + 1:i + 2] == b"\x22" and len(code) > i + 2 \
             and code[i + 2] >> 3 & 7 == 3
+
+    def _last_instruction(self) -> tuple[Block, bytes, int, int | None]:
+        """The block just run, the bytes of its last instruction (to the
+        block's end), the length of its prefixes and its opcode (None for
+        an empty block)."""
+        prev = self._current()
+        if not prev.addresses:
+            return prev, b"", 0, None
+        code = prev.raw[prev.addresses[-1] - prev.addresses[0]:]
+        prefixes, opcode = split_prefixes(code, prev.mode)
+        return prev, code, len(prefixes), opcode
 
     def _flushes_no_code(self) -> bool:
         """Whether the flush that ended the block just run was an INVLPG of
@@ -281,17 +287,11 @@ class BlockAccounting:
         stays (Linux flushes page by page while it maps and unmaps its
         data; a new context for each made every block after one go through
         Python again)."""
-        prev = self._current()
-        if not prev.addresses:
-            return False
-        at = prev.addresses[-1]
-        code = prev.raw[at - prev.addresses[0]:]
-        prefixes, opcode = split_prefixes(code, prev.mode)
-        i = len(prefixes)
+        prev, code, i, opcode = self._last_instruction()
         if opcode != 0x0F or code[i + 1:i + 2] != b"\x01" or len(code) < i + 3 \
                 or code[i + 2] >> 3 & 7 != 7 or code[i + 2] >= 0xC0:
             return False
-        linear = self._operand_linear(code, at, prev.mode)
+        linear = self._operand_linear(code, prev.addresses[-1], prev.mode)
         return linear is not None and linear >> 12 not in self._code_linear
 
     def _operand_linear(self, code: bytes, at: int, mode: int) -> int | None:
