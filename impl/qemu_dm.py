@@ -1,7 +1,7 @@
 """qemu-dm for the impl engine: the ioreq loop and the devices.
 
 Room: the device model of one domain — taking ioreqs from the shared page,
-performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a and PM timer,
+performing them on the port bus (COM1's 16550 UART of :mod:`impl.uart`, ACPI PM1a, PM timer and GPE0,
 the VGA of :mod:`impl.vga`, the CMOS RAM of :mod:`impl.cmos`, the 8042 and port 0x92 of
 :mod:`impl.kbc`, PCI configuration of :mod:`impl.pci`, the DMA registers of :mod:`impl.dma`,
 the firmware's debug ports of :mod:`impl.debugport`) or, for COPY requests, in MMIO space (the
@@ -70,6 +70,25 @@ class AcpiPm:
                     self.power_off()
 
 
+class Gpe0:
+    """GPE0_STS (write 1 to clear) and GPE0_EN, two bytes each, all zero from
+    reset; nothing here sets a status bit, so they raise no SCI."""
+
+    name, sizes = "acpi_gpe0", (1,)
+
+    def __init__(self) -> None:
+        self.regs = bytearray(platform.ACPI_GPE0_BLK_LEN)
+
+    def read(self, offset: int, size: int) -> int:
+        return self.regs[offset]
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        if offset < platform.ACPI_GPE0_BLK_LEN // 2:
+            self.regs[offset] &= ~value & 0xFF
+        else:
+            self.regs[offset] = value & 0xFF
+
+
 def _script_start(source) -> bytes:
     start = getattr(source, "start", None)     # a serial script's first sends
     return start() if start is not None else b""
@@ -101,7 +120,9 @@ class QemuDm:
         self._parts: dict = {}                   # (device, access size) -> the size it takes
         self.acpi = AcpiPm(self._power_off, clock)
         self.devices = [(platform.ACPI_PM1A_EVT_BLK, platform.ACPI_PM1A_EVT_BLK + 12,
-                         self.acpi)]
+                         self.acpi),
+                        (platform.ACPI_GPE0_BLK,
+                         platform.ACPI_GPE0_BLK + platform.ACPI_GPE0_BLK_LEN, Gpe0())]
         if conf.serial:
             self.devices.append((platform.COM1_BASE, platform.COM1_BASE + 8, self.uart))
         self.vga = Vga(libxc) if conf.vga else None

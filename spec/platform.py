@@ -121,6 +121,14 @@ SLP_TYP_S5 = 7
 # QEMU BIOS") powers off on either; Xen 3.0.4's on 7 alone
 SLP_TYP_S5_PIIX4 = 0
 SLP_TYP_POWEROFF = (SLP_TYP_S5, SLP_TYP_S5_PIIX4)
+# The GPE0 block of later qemu-dm (qemu-xen-traditional's piix4acpi.c
+# ``gpe_acpi_init``): xen/include/public/hvm/ioreq.h "Version 1: Locations
+# preferred by modern Qemu", ACPI_GPE0_BLK_ADDRESS_V1 0xafe0 and
+# ACPI_GPE0_BLK_LEN_V1 4: GPE0_STS in the first half, GPE0_EN in the second.
+# QEMU's PIIX4 PM has it at the same port, and the FADTs that Debian's
+# rombios32 and SeaBIOS build name it (spec/devices/acpi.py says why it is here).
+ACPI_GPE0_BLK = 0xAFE0
+ACPI_GPE0_BLK_LEN = 4
 # The ACPI SCI's ISA line: hvmloader's pci_setup hard-wires the PIIX4 PM
 # function's interrupt line to IRQ 9 ("Hardcoded IRQ9") and its FADT says
 # ``.sci_int = 9`` (tools/firmware/hvmloader/acpi/static_tables.c)

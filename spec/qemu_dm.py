@@ -106,7 +106,7 @@ from spec import dm_config, ioreq, irq, platform, trace
 from spec.xs_client import XsClient
 from spec.devices import MmioBus, PortBus
 from spec.mapcache import Mapcache
-from spec.devices.acpi import AcpiPm
+from spec.devices.acpi import AcpiPm, Gpe0Block
 from spec.devices.debugport import DebugPorts, ShutdownPort
 from spec.devices.dma import Dma8237
 from spec.devices.kbc import Kbc8042, Port92
@@ -198,6 +198,8 @@ class QemuDm:
         self.acpi = AcpiPm(self._request_shutdown, host.clock_ns)
         self.bus.register(platform.ACPI_PM1A_EVT_BLK, 12, self.acpi)
         self.pm_at = platform.ACPI_PM1A_EVT_BLK
+        self.gpe0 = Gpe0Block()
+        self.bus.register(platform.ACPI_GPE0_BLK, platform.ACPI_GPE0_BLK_LEN, self.gpe0)
         self.mmio = MmioBus(emit)
         self.vga = Vga(host) if config.vga else None
         self.lfb: VgaLinear | None = None

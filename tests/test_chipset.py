@@ -1,7 +1,8 @@
 """The chipset Xen 3.0.4's qemu-dm gave an HVM guest: the i440FX's PAM and
 SMRAM registers, PIIX3's reset registers and PIRQ routes, the PIIX4 ACPI
-function, and the two 8237 DMA controllers with their page registers
-(spec/devices/pci.py, spec/devices/dma.py; impl/pci.py, impl/dma.py).
+function, the two 8237 DMA controllers with their page registers, and the
+GPE0 block of later qemu-dm (spec/devices/pci.py, spec/devices/dma.py,
+spec/devices/acpi.py; impl/pci.py, impl/dma.py, impl/qemu_dm.py).
 
 One script of port accesses runs as a guest on both engines (traces equal)
 and, through qtest, on QEMU 7.2's ``pc`` machine; every read has the value
@@ -128,7 +129,18 @@ DMA_SCRIPT = [
     out(0xDA, 0), inp(0xDE, 0xFF, 0), inp(0xD2, 0, 0xFF),
 ]
 
-SCRIPT = CONFIG_SCRIPT + DMA_SCRIPT
+GPE = platform.ACPI_GPE0_BLK
+GPE_SCRIPT = [
+    # the GPE0 block of later qemu-dm at Xen's version-1 place, QEMU's too: zero from
+    # reset; GPE0_EN keeps what is written, GPE0_STS clears where 1 is written (and no
+    # device sets it); a dword is the four bytes
+    inp(GPE, 0, size=4),
+    out(GPE + 2, 0xFF), out(GPE + 3, 0x5A), inp(GPE + 2, 0x5AFF, size=2),
+    out(GPE, 0xFFFF, size=2), inp(GPE, 0x5AFF0000, size=4),
+    out(GPE + 2, 0, size=2), inp(GPE, 0, size=4), inp(GPE + 3, 0),
+]
+
+SCRIPT = CONFIG_SCRIPT + DMA_SCRIPT + GPE_SCRIPT
 REGISTER = {1: "al", 2: "ax", 4: "eax"}
 
 

@@ -3,8 +3,8 @@
 Room: the PM1a event and control blocks and the PM timer, at Xen's
 version-0 locations (:data:`spec.platform.ACPI_PM1A_EVT_BLK`) after reset,
 and wherever the PIIX4 PM function's PMBA moves them later (a deliberate
-difference from Xen 3.0.4: :mod:`spec.devices.pci`). Imports
-:mod:`spec.platform`.
+difference from Xen 3.0.4: :mod:`spec.devices.pci`); the GPE0 block of
+later qemu-dm, at Xen's version-1 location. Imports :mod:`spec.platform`.
 
 ==========  =====  ============================================
 offset      width  register
@@ -43,6 +43,34 @@ platform has no such port, and an OS that wrote ACPI_ENABLE there and
 found SCI_EN clear would poll it for three seconds and then run without
 ACPI (Linux: "Hardware did not enter ACPI mode"), powering off by no
 means at all. QEMU's PIIX4 resets it to 0 and sets it on that write.
+
+**The GPE0 block** (:class:`Gpe0Block`) is a deliberate difference from
+Xen 3.0.4, whose qemu-dm had none: it follows later qemu-dm
+(qemu-xen-traditional's ``gpe_acpi_init``), at the place Xen's public
+``ioreq.h`` gives it in "Version 1: Locations preferred by modern Qemu"
+(:data:`spec.platform.ACPI_GPE0_BLK`, 0xAFE0, 4 bytes), which is also QEMU's
+PIIX4's:
+
+==========  =====  ============================================
+offset      width  register
+==========  =====  ============================================
+0           16     GPE0_STS (write 1 to clear)
+2           16     GPE0_EN (kept as written)
+==========  =====  ============================================
+
+Both read 0 from reset, and no device of this platform ever sets a status
+bit (later qemu-dm set bit 3 for a PCI hot-plug of a passed-through device,
+which this platform has not), so the block raises no SCI. It is there
+because firmware names it: the FADTs that Debian's rombios32 and SeaBIOS
+build say GPE0_BLK = 0xAFE0, and SeaBIOS's DSDT has GPE handlers for QEMU's
+PCI hot-plug (``_E01``: read the slots plugged and unplugged at 0xAE00 and
+0xAE04, ask the OS to eject the latter) and CPU hot-plug (``_E02``). With
+nobody at 0xAFE0, qemu-dm's all-ones answer says every GPE is pending; when
+Linux enables its GPEs it runs ``_E01``, which reads all ones at 0xAE04 as
+well, and Linux ejects every PCI slot: the IDE controller is gone before
+``ata_piix`` loads, and there is no CD (measured with Debian's SeaBIOS and
+Linux 6.1 on both engines). The hot-plug registers themselves stay
+unclaimed: with GPE0_STS at 0 nothing reads them.
 """
 
 from __future__ import annotations
@@ -101,3 +129,28 @@ class AcpiPm:
             sleep_type = (self.cnt & platform.PM1_CNT_SLP_TYP_MASK) >> platform.PM1_CNT_SLP_TYP_SHIFT
             if sleep_type in platform.SLP_TYP_POWEROFF:
                 self.request_shutdown(platform.SHUTDOWN_POWEROFF)
+
+
+class Gpe0Block:
+    """GPE0_STS and GPE0_EN of one domain, a byte each per half of the block
+    (qemu-xen-traditional's ``gpe_sts_read``/``gpe_sts_write``/``gpe_en_read``/
+    ``gpe_en_write``: byte-wide handlers, so wider accesses are split)."""
+
+    sizes = (1,)
+
+    def __init__(self) -> None:
+        self.name = "acpi_gpe0"
+        half = platform.ACPI_GPE0_BLK_LEN // 2
+        self.sts = bytearray(half)
+        self.en = bytearray(half)
+
+    def io_read(self, offset: int, size: int) -> int:
+        registers = bytes(self.sts) + bytes(self.en)
+        return registers[offset]
+
+    def io_write(self, offset: int, size: int, value: int) -> None:
+        half = len(self.sts)
+        if offset < half:
+            self.sts[offset] &= ~value & 0xFF      # write 1 to clear
+        else:
+            self.en[offset - half] = value & 0xFF
