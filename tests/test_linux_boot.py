@@ -23,7 +23,7 @@ import pytest
 from hvmspec import linux_iso, qemu_peer
 from hvmspec.serial_script import parse
 from tests.conftest import peer, peer_file
-from tests.test_linux_qemu import SESSION, linux_cd  # noqa: F401 - a fixture
+from tests.test_linux_qemu import SESSION, check_session, linux_cd  # noqa: F401 - a fixture
 
 HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
 #: host seconds the boot may take on a loaded two-core machine (CI)
@@ -110,6 +110,11 @@ def qemu_session(linux_cd, tmp_path_factory):  # noqa: F811 - the fixture import
     return qemu_peer.run_serial_script(qemu, qemu_peer.os_args("rombios", linux_cd.iso),
                                        parse(SESSION, "session"),
                                        tmp_path_factory.mktemp("qemu"))
+
+
+@pytest.mark.slow
+def test_the_same_cd_boots_on_qemu_with_rombios_and_runs_the_script(qemu_session):
+    check_session(qemu_session)
 
 
 @pytest.mark.slow
