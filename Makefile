@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test docs check conform bench timeline os-timeline fuzz mutate clean
+.PHONY: run test docs check conform bench timeline os os-timeline fuzz mutate clean
 
 $(STAMP): pyproject.toml setup.py impl/_clock.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ run: $(STAMP)
 # the suite on every core (CI has 2): a test module runs whole on one worker, so
 # its module-scoped fixtures (QEMU screens, firmware runs) are made once
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25 -m "not os"
+
+# the whole-OS runs that make test leaves out (tests marked os), several minutes each
+os: $(STAMP)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile -m os --durations=10
 
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W -b html docs docs/_build/html
