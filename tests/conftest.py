@@ -14,6 +14,8 @@ import pytest
 from spec.loader import GuestImage, rom_from_source
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the installed ``hvmspec`` command, for tests that run it as a user would
+HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
 ENGINES = ("reference", "impl")
 
 #: the guest library (guests/lib/all.s: constants and macros, no code of its

@@ -15,16 +15,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import HVMSPEC
 from tests.xs_raw import Client, spawn_daemon
-
-HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import pytest
 
 from hvmspec import linux_iso, qemu_peer
 from hvmspec.serial_script import parse
-from tests.conftest import peer, peer_file
+from tests.conftest import HVMSPEC, peer, peer_file
 from tests.test_linux_qemu import SESSION, check_session, linux_cd  # noqa: F401 - a fixture
 
-HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
 #: host seconds the boot may take on a loaded two-core machine (CI)
 BOOT_TIMEOUT = 1500
 

@@ -10,14 +10,11 @@ each is several minutes on impl, so they carry the ``os`` marker, which
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.test_linux_qemu import SESSION, linux_cd  # noqa: F401 - a fixture
-
-HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
+from tests.conftest import HVMSPEC
+from tests.test_linux_qemu import SESSION, check_output, linux_cd  # noqa: F401 - a fixture
 
 
 @pytest.mark.os
@@ -29,10 +26,7 @@ def test_seabios_boots_the_cd_on_impl_and_runs_the_session(linux_cd, tmp_path): 
                            "--serial-script", str(script),
                            "--max-instructions", "40000000000"],
                           capture_output=True, text=True, timeout=3600)
-    out = proc.stdout.replace("\r", "")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "cd sr0" in out
-    assert "scsi host0: ata_piix" in out
-    assert "Linux (none) 6." in out and "x86_64 GNU/Linux" in out
-    assert "100+0 records in\n100+0 records out" in out
-    assert "reboot: Power down" in out and "powered off" in out
+    check_output(proc.stdout)
+    assert "scsi host0: ata_piix" in proc.stdout
+    assert "powered off" in proc.stdout

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import peer
-
-HVMSPEC = str(Path(sys.executable).parent / "hvmspec")
+from tests.conftest import HVMSPEC, peer
 
 
 @pytest.fixture
