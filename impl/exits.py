@@ -207,7 +207,7 @@ class ExitHooks:
             # (a far CALL's pushes, say) and lets the instruction complete:
             # the state here, before the instruction, is where it restarts
             self._refused = (self._reg(SEG["cs"]), self._reg(RIP), uc.context_save())
-        pages = [p for p in pfns(address, size) if p in self._code_pages]
+        pages = [p for p in pfns(address, size) if p in self._ro_pages]
         if pages:
             self._code_written = pages      # the run restarts once these are writable
             return False
@@ -250,7 +250,7 @@ class ExitHooks:
         self.put("rip", rip - self.seg_base("cs"))
         if self._code_written:
             for pfn in self._code_written:
-                self.release_code_page(pfn)
+                self.release_written(pfn)
             return None
         code = self.code_at(rip).hex()
         if went_on:
@@ -281,10 +281,15 @@ class ExitHooks:
         vector, the CPU's error code and EIP, and stop. The page fault that
         a call dropping translations left pending (:meth:`impl.blocks.
         BlockAccounting._drop`) is not the guest's: discarded, and the CPU
-        runs on."""
+        runs on. It is raised before any instruction of the run; an event
+        after a block has begun is the guest's (Unicorn does not always
+        keep the stray fault pending: after a run that a refused store
+        ended, the next run raised none, and discarding the guest's next
+        #PF in its place made it a #DF)."""
         if self._stray:
             self._stray = False
-            return
+            if self._c.current < 0:
+                return
         self._intr = (vector, physical_cpu.error_code(uc), self._reg(RIP),
                       self._reg(X.UC_X86_REG_CR2))
         uc.emu_stop()

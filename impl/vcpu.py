@@ -97,6 +97,10 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         #: their blocks; pages the guest wrote after that (bytes compared)
         self._code_pages: dict[int, set[int]] = {}
         self._mixed: set[int] = set()
+        #: pages the clock write-protected: code, and the pages of a chunk
+        #: protected whole with it (blocks.CHUNK_PAGES); the chunks so protected
+        self._ro_pages: set[int] = set()
+        self._chunked: set[int] = set()
         self._code_written: list[int] = []
         self._stop_calls = 0
         #: the VMM changed the vcpu's state: probe the decode context again
@@ -198,6 +202,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         self._drop(self.host_ram.release, pfn << 12, PAGE)
         self.holes.add(pfn)
         self._code_pages.pop(pfn, None)
+        self._ro_pages.discard(pfn)
         self._mixed.discard(pfn)
         self._clock.clear()
 

@@ -10,7 +10,9 @@ used to drop them and complete the call: the run then started again at the
 call's target with a stack that was never written), a store into the next
 block, a store into the block that is running (QEMU abandons that block
 and runs the store again on its own), a loop that patches itself on every
-pass, REP STOSD over the rest of the page, a read-modify-write. Every trace
+pass, REP STOSD over the rest of the page, a read-modify-write, a store
+into the next page (of the same 64 KiB chunk) before one into the code.
+Every trace
 must be equal on both engines, instruction counts included.
 """
 
@@ -42,6 +44,13 @@ CASES = {
     "rep stosd over the rest of the page": (
         "    mov di, 0x400\n    mov cx, 0x300\n    mov eax, 0x67676767\n    cld\n    rep stosd\n"
         "    mov al, [0xfff]\n" + OUT, {}, "g"),
+    # impl protects code in 64 KiB chunks (impl.blocks.CHUNK_PAGES): the
+    # store to 0800:1000 (the next page, no code) releases the chunk's
+    # pages without code, and the one into the next block must still be
+    # caught on the code's page
+    "a store beside the code, then into it": (
+        "    mov byte ptr [0x1000], 1\n    mov byte ptr [{P}], 'j'\n    jmp next\nnext:\n"
+        "    mov al, 'x'\n" + OUT, {"P": lambda c: c.index(b"\xb0x\xba") + 1}, "j"),
     "read-modify-write": ("    add byte ptr [{D}], 1\n    mov al, [{D}]\n" + OUT + "    jmp end\n"
                           "    .byte 0x67\n", {"D": lambda c: len(c) - 1}, "h"),
     # memtest86+'s 16-bit setup: fix up a GDT descriptor and the offset of

@@ -82,3 +82,31 @@ def test_drop_translations_says_so_and_puts_cr2_back():
     assert uc.reg_read(X.UC_X86_REG_CR2) == 0x1234
     assert not physical_cpu.drop_translations(uc, uc.mem_protect, 0, 0x1000,
                                               unicorn.UC_PROT_ALL)
+
+
+#: linear 0x401000 maps physical 0x301000, a page of the chunk that the
+#: code at 0x300000 (linear 0x400000) has impl write-protect with it
+#: (impl.blocks.CHUNK_PAGES): the code stores there, a loop, then reads
+#: linear 0x200000, not present
+CHUNK_STORE = """
+    mov dword ptr [0x22004], 0x301003
+"""
+CHUNK_CODE = ("a300184000"                               # mov [0x401800], eax
+              "b910270000" "49" "75fd"                   # mov ecx, 10000; dec ecx; jnz
+              "a100002000"                               # mov eax, [0x200000]: #PF
+              "ebfe")
+
+
+def test_a_store_beside_code_then_a_page_fault_is_a_page_fault():
+    """The store makes impl release the chunk's pages without code, from
+    outside the run: the release's stray fault (linear 0x301000 is not
+    present) was not left pending after a run that a refused store had
+    ended, and impl discarded the guest's next exception in its place:
+    the #PF came as a #DF. These guests have no IDT: #PF, #DF, then the
+    triple fault resets the domain."""
+    source = (PROLOGUE + PAGING + UNMAP + CHUNK_STORE + _jump_to(0x400000, CHUNK_CODE)
+              + EPILOGUE)
+    result = both(GuestImage("chunk", rom_from_source(source, "chunk"), source))
+    faults = [e for e in result.trace if e.kind == "exception"]
+    assert [(e.vector, e.cr2) for e in faults][:2] == [(14, 0x200000), (8, None)]
+    assert result.exit["reason"] == "reboot"
