@@ -5,16 +5,26 @@ each is several minutes on impl, so they carry the ``os`` marker, which
 * SeaBIOS boots the CD on impl to the prompt, and the session runs: the
   path that needs the GPE0 block (spec.devices.acpi: with SeaBIOS's FADT and
   no GPE0 block, Linux ejected every PCI slot and had no CD drive).
+* ``reboot`` typed at the shell of ``xm create linux``: Linux resets the
+  machine, qemu-dm asks Xen to shut the domain down with reason reboot, and
+  xend, by the config's ``on_reboot = 'restart'``, destroys it and creates
+  it again with a new domid, which boots the CD's Linux once more.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 
 import pytest
 
 from tests.conftest import HVMSPEC
+from tests.test_linux_boot import _history, _xm
 from tests.test_linux_qemu import SESSION, check_output, linux_cd  # noqa: F401 - a fixture
+
+#: host seconds a boot to the prompt may take on a loaded two-core machine
+BOOT_TIMEOUT = 1800
 
 
 @pytest.mark.os
@@ -30,3 +40,47 @@ def test_seabios_boots_the_cd_on_impl_and_runs_the_session(linux_cd, tmp_path): 
     check_output(proc.stdout)
     assert "scsi host0: ata_piix" in proc.stdout
     assert "powered off" in proc.stdout
+
+
+@pytest.mark.os
+def test_reboot_in_linux_restarts_the_domain_through_xend(linux_cd, tmp_path):  # noqa: F811
+    xend = subprocess.Popen([HVMSPEC, "xend", "--dir", str(tmp_path), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        json.loads(xend.stdout.readline())
+        created = _xm(tmp_path, "create", "linux", timeout=600)
+        assert created.returncode == 0, created.stderr
+        script = tmp_path / "reboot.script"
+        script.write_text(f"timeout {BOOT_TIMEOUT}\nexpect hvmspec-linux# \nsend reboot\n")
+        console = _xm(tmp_path, "console", "linux", "--script", str(script),
+                      timeout=BOOT_TIMEOUT * 2)
+        assert console.returncode == 0, console.stderr
+        deadline = time.time() + 600
+        while time.time() < deadline and (2, "created", "running", "") not in _history(tmp_path):
+            time.sleep(1)
+        history = _history(tmp_path)
+        assert history[:7] == [
+            (1, "none", "created", ""), (1, "created", "running", ""),
+            (1, "running", "shutdown", "reboot"),
+            (1, "shutdown", "dying", "on_reboot = restart"),
+            (2, "none", "created", ""), (2, "created", "running", ""),
+            (1, "dying", "destroyed", "released")] or (
+            history[:6] == [
+                (1, "none", "created", ""), (1, "created", "running", ""),
+                (1, "running", "shutdown", "reboot"),
+                (1, "shutdown", "dying", "on_reboot = restart"),
+                (1, "dying", "destroyed", "released"),
+                (2, "none", "created", "")] and (2, "created", "running", "") in history), \
+            history
+        first = json.loads(_xm(tmp_path, "console", "1", "--json").stdout)["output"]
+        assert "reboot: Restarting system" in first.replace("\r", "")
+        again = tmp_path / "again.script"
+        again.write_text(f"timeout {BOOT_TIMEOUT}\nexpect Run /init as init process\n")
+        second = _xm(tmp_path, "console", "linux", "--script", str(again),
+                     timeout=BOOT_TIMEOUT * 2)
+        assert second.returncode == 0, second.stderr
+        assert "Linux version 6." in second.stdout
+        assert _xm(tmp_path, "destroy", "linux").returncode == 0
+    finally:
+        xend.terminate()
+        xend.communicate(timeout=60)
