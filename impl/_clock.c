@@ -44,6 +44,8 @@ typedef struct {
                               * and the TLB flushes): see refill() */
     const uint8_t *copy;     /* the bytes the block was decoded from */
     uint32_t frame[2];       /* guest-physical page frames of the bytes on each page */
+    const uint16_t *tsc;     /* its RDTSCs: (byte offset, instruction index) pairs,
+                              * ended by an offset of 0xFFFF; 0: none */
 } hvmspec_entry;
 
 typedef struct {
@@ -72,6 +74,17 @@ typedef struct {
                           * 32-bit, 3 PAE, 4 4-level; 0x10 added: CR4.PSE */
     uint32_t pieces;     /* how many of piece[] are RAM */
     uint32_t reserved2;
+    /* RDTSC (hvmspec_on_rdtsc): what the clock at an instruction needs
+     * besides the block (the code segment's base and the linear address
+     * mask, as probed with the context; the bus time so far), the TSC's
+     * rate, Unicorn's register access and the ids of RIP, RAX and RDX,
+     * and Python's answer for an RDTSC this cannot place */
+    uint64_t cs_base, linear_mask, io_ns, tsc_hz;
+    uint64_t tsc_fast, tsc_slow;  /* RDTSCs answered here, and by Python */
+    int (*reg_read)(void *uc, int regid, void *value);
+    int (*reg_write)(void *uc, int regid, const void *value);
+    int32_t reg_rip, reg_rax, reg_rdx, reserved3;
+    void (*tsc_path)(void);
     hvmspec_piece piece[HVMSPEC_PIECES];
     hvmspec_entry table[HVMSPEC_SLOTS];
 } hvmspec_clock;
@@ -246,4 +259,38 @@ void hvmspec_on_block(void *uc, uint64_t address, uint32_t size, hvmspec_clock *
         return;
     }
     slow(address, size, c);
+}
+
+/* UC_HOOK_INSN for RDTSC (uc_cb_insn_cpuid_t: return 1, the CPU's own
+ * answer is skipped). The TSC is the virtual clock at the boundary before
+ * the instruction, times the TSC's rate (impl/cpuid.py): the count at the
+ * start of the block executing now, which the clock counted whole, plus
+ * the RDTSC's index in it, plus the bus time. The block and the index
+ * are found without Python when the block is in the table and its decode
+ * listed its RDTSCs; any other RDTSC is Python's (tsc_path). memtest86+
+ * reads the TSC every few instructions in its delay loops: 21 us each
+ * through Python. */
+uint32_t hvmspec_on_rdtsc(void *uc, hvmspec_clock *c) {
+    int64_t s = c->current;
+    if (s >= 0 && s < HVMSPEC_SLOTS) {
+        const hvmspec_entry *e = &c->table[s];
+        uint64_t rip = 0;
+        if (e->tsc && e->context != EMPTY && c->reg_read(uc, c->reg_rip, &rip) == 0) {
+            uint64_t offset = ((c->cs_base + rip) & c->linear_mask) - e->address;
+            for (const uint16_t *t = e->tsc; t[0] != 0xFFFF; t += 2) {
+                if (t[0] != offset)
+                    continue;
+                uint64_t clock = c->end - (uint64_t)c->left - e->count + t[1] + c->io_ns;
+                uint64_t ticks = (uint64_t)((unsigned __int128)clock * c->tsc_hz / 1000000000u);
+                uint64_t low = ticks & 0xFFFFFFFFu, high = ticks >> 32;
+                c->reg_write(uc, c->reg_rax, &low);
+                c->reg_write(uc, c->reg_rdx, &high);
+                c->tsc_fast++;
+                return 1;
+            }
+        }
+    }
+    c->tsc_slow++;
+    c->tsc_path();
+    return 1;
 }

@@ -147,6 +147,8 @@ class Block:
     io: dict = field(default_factory=dict)
     sets_if: bool = False            # STI or POPF, which Unicorn ends its block after
     raw: bytes = b""                 # the bytes it was decoded from
+    #: its RDTSCs: (byte offset, instruction index), which the C clock answers
+    tsc: tuple[tuple[int, int], ...] = ()
 
 
 _EMPTY = Block((), {}, ())
@@ -246,6 +248,9 @@ class BlockAccounting:
         self._cs_mode = mode
         key: tuple = (cr0 & (1 | CR0_PG), mode) + extra
         c = self._c
+        # what the C clock needs to place an RDTSC (clock.answer_rdtsc)
+        c.cs_base = self._cs_base if cr0 & 1 else self._reg(X.UC_X86_REG_CS) << 4
+        c.linear_mask = (1 << 64) - 1 if mode == 64 else 0xFFFFFFFF
         if not cr0 & CR0_PG:
             c.context, c.global_context = self._context_id(key, 0), 0
             c.paging = 0
@@ -459,7 +464,7 @@ class BlockAccounting:
             context = self._c.global_context
         self._clock.put(index, address, size, len(block.addresses), context, flags, hosts, raw,
                         self._c.mode if self._c.paging else 0,
-                        tuple(gpa >> 12 for gpa, _ in spans))
+                        tuple(gpa >> 12 for gpa, _ in spans), block.tsc)
         return index
 
     def _global_pages(self, linear: int, size: int) -> bool:
@@ -592,6 +597,7 @@ class BlockAccounting:
         io_forms: dict[int, tuple[IoExit, int]] = {}
         offset = effect = 0
         sets_if = False
+        tsc = []
         while offset < size:
             for _addr, length, _mn, _ops in self._disasm[mode].disasm_lite(
                     raw[offset:], address + offset):
@@ -608,6 +614,8 @@ class BlockAccounting:
                 else:
                     sets_if |= opcode == POPF
                     effect |= _context_effect(insn, prefixes, opcode)
+                    if opcode == 0x0F and insn[len(prefixes) + 1:len(prefixes) + 2] == b"\x31":
+                        tsc.append((offset, len(addresses) - 1))
                 offset += length
             if offset >= size:
                 break
@@ -623,6 +631,6 @@ class BlockAccounting:
                                        1 + (opcode in (0xE4, 0xE5, 0xE6, 0xE7)))
         block = Block(tuple(addresses), {a: i for i, a in enumerate(addresses)}, tuple(exiting),
                       tuple(shadowing), mode, bool(effect & _CONTEXT), bool(effect & _FLUSH),
-                      frozenset(exiting + shadowing), io_forms, sets_if, raw)
+                      frozenset(exiting + shadowing), io_forms, sets_if, raw, tuple(tsc))
         self._blocks[key] = (raw, block)
         return block

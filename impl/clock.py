@@ -35,7 +35,8 @@ class Entry(ctypes.Structure):
                 ("count", ctypes.c_uint32), ("context", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32), ("host", ctypes.c_void_p * 2),
                 ("split", ctypes.c_uint32), ("mode", ctypes.c_uint32),
-                ("copy", ctypes.c_void_p), ("frame", ctypes.c_uint32 * 2)]
+                ("copy", ctypes.c_void_p), ("frame", ctypes.c_uint32 * 2),
+                ("tsc", ctypes.c_void_p)]
 
 
 class Piece(ctypes.Structure):
@@ -47,6 +48,7 @@ PIECES = 16
 
 
 SLOW_PATH = ctypes.CFUNCTYPE(None, ctypes.c_uint64, ctypes.c_uint32)
+TSC_PATH = ctypes.CFUNCTYPE(None)
 
 
 def _library() -> ctypes.CDLL:
@@ -73,7 +75,14 @@ class State(ctypes.Structure):
                 ("slow_path", SLOW_PATH), ("refills", ctypes.c_uint64),
                 ("cr3", ctypes.c_uint64), ("mode", ctypes.c_uint32),
                 ("paging", ctypes.c_uint32), ("pieces", ctypes.c_uint32),
-                ("reserved2", ctypes.c_uint32), ("piece", Piece * PIECES),
+                ("reserved2", ctypes.c_uint32),
+                ("cs_base", ctypes.c_uint64), ("linear_mask", ctypes.c_uint64),
+                ("io_ns", ctypes.c_uint64), ("tsc_hz", ctypes.c_uint64),
+                ("tsc_fast", ctypes.c_uint64), ("tsc_slow", ctypes.c_uint64),
+                ("reg_read", ctypes.c_void_p), ("reg_write", ctypes.c_void_p),
+                ("reg_rip", ctypes.c_int32), ("reg_rax", ctypes.c_int32),
+                ("reg_rdx", ctypes.c_int32), ("reserved3", ctypes.c_int32),
+                ("tsc_path", TSC_PATH), ("piece", Piece * PIECES),
                 ("table", Entry * SLOTS)]
 
 
@@ -97,11 +106,34 @@ class BlockClock:
         self.state.slow_path = self._callback
         #: the byte copies the entries point at, kept alive per slot
         self._copies: list[object | None] = [None] * SLOTS
+        self._tscs: list[object | None] = [None] * SLOTS
         handle = ctypes.c_size_t()
         err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_BLOCK,
                                 ctypes.cast(_lib.hvmspec_on_block, ctypes.c_void_p),
                                 ctypes.cast(ctypes.byref(self.state), ctypes.c_void_p),
                                 ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if err:
+            raise unicorn.UcError(err)
+
+    def answer_rdtsc(self, uc: unicorn.Uc, tsc_hz: int, tsc_path: Callable[[], None]) -> None:
+        """Answer RDTSC in C (``hvmspec_on_rdtsc``) where the block executing
+        is in the table with its RDTSCs listed (:meth:`put`'s ``tsc``), at
+        ``tsc_hz``; every other RDTSC calls ``tsc_path``, which answers it."""
+        from unicorn import x86_const as X
+        state = self.state
+        state.tsc_hz = tsc_hz
+        state.reg_read = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p)
+        state.reg_write = ctypes.cast(uclib.uc_reg_write, ctypes.c_void_p)
+        state.reg_rip, state.reg_rax, state.reg_rdx = (X.UC_X86_REG_RIP, X.UC_X86_REG_RAX,
+                                                       X.UC_X86_REG_RDX)
+        self._tsc_callback = TSC_PATH(tsc_path)     # kept alive as long as the hook
+        state.tsc_path = self._tsc_callback
+        handle = ctypes.c_size_t()
+        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_INSN,
+                                ctypes.cast(_lib.hvmspec_on_rdtsc, ctypes.c_void_p),
+                                ctypes.cast(ctypes.byref(self.state), ctypes.c_void_p),
+                                ctypes.c_uint64(1), ctypes.c_uint64(0),
+                                ctypes.c_int(X.UC_X86_INS_RDTSC))
         if err:
             raise unicorn.UcError(err)
 
@@ -117,11 +149,12 @@ class BlockClock:
 
     def put(self, index: int, address: int, size: int, count: int, context: int, flags: int,
             spans: list[tuple[int, int]], raw: bytes, mode: int = 0,
-            frames: tuple[int, ...] = (0, 0)) -> None:
+            frames: tuple[int, ...] = (0, 0), tsc: tuple[tuple[int, int], ...] = ()) -> None:
         """Fill slot ``index``: ``spans`` are (host address, length) of the
         block's bytes, one per page; ``raw`` the bytes themselves; ``mode``
         the decode context's id less the translation and ``frames`` the
-        guest-physical frames of its pages, for the C clock's page walk."""
+        guest-physical frames of its pages, for the C clock's page walk;
+        ``tsc`` the (byte offset, instruction index) of each RDTSC in it."""
         entry = self.state.table[index]
         entry.mode = mode
         entry.frame[0] = frames[0]
@@ -133,6 +166,14 @@ class BlockClock:
         entry.host[1] = spans[1][0] if len(spans) > 1 else 0
         entry.split = spans[0][1]
         entry.copy = ctypes.addressof(copy)
+        if tsc:
+            pairs = (ctypes.c_uint16 * (2 * len(tsc) + 2))(
+                *[v for pair in tsc for v in pair], 0xFFFF, 0xFFFF)
+            self._tscs[index] = pairs
+            entry.tsc = ctypes.addressof(pairs)
+        else:
+            self._tscs[index] = None
+            entry.tsc = None
         entry.flags = flags
         entry.context = context
 
@@ -143,3 +184,4 @@ class BlockClock:
         """Forget every block (all ones: EMPTY in every context field)."""
         ctypes.memset(ctypes.addressof(self.state.table), 0xFF, ctypes.sizeof(self.state.table))
         self._copies = [None] * SLOTS
+        self._tscs = [None] * SLOTS

@@ -14,7 +14,10 @@ only (from sub-leaf 3 on, zeros); any leaf not in the table reads
 RDTSC: ``clock * TSC_HZ / 10**9`` at the boundary before the instruction,
 where the clock is the vcpu's instruction count there (the block clock's
 count at the start of the current block plus the RDTSC's index in it)
-plus its bus time ``io_ns``. RDTSCP adds ECX = IA32_TSC_AUX.
+plus its bus time ``io_ns``. RDTSCP adds ECX = IA32_TSC_AUX. The C block
+clock answers RDTSC itself where it knows the block executing and the
+RDTSC's index in it (:meth:`impl.clock.BlockClock.answer_rdtsc`: memtest86+
+reads the TSC every few instructions); this module's hook answers the rest.
 """
 
 from __future__ import annotations
@@ -59,5 +62,6 @@ def install(vcpu) -> None:
         vcpu.put("rcx", uc.msr_read(_TSC_AUX) & _M32)
 
     physical_cpu.hook_insn(uc, X.UC_X86_INS_CPUID, on_cpuid)
-    physical_cpu.hook_insn(uc, X.UC_X86_INS_RDTSC, on_rdtsc)
+    # RDTSC in C where the block clock can place it (impl/_clock.c); here else
+    vcpu._clock.answer_rdtsc(uc, _RATE, on_rdtsc)
     physical_cpu.hook_insn(uc, X.UC_X86_INS_RDTSCP, on_rdtscp)

@@ -377,6 +377,7 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
             self._intr = None
             self._context()
             c.current, c.end = -1, self._budget_end
+            c.io_ns = self.io_ns
             c.left = self._budget_end - self.icount
             self._running = True
             try:

@@ -453,3 +453,28 @@ again:
             and done.new == "NONE"
         assert isinstance(entry, trace.VmEntry) and timer.reason == "preemption_timer"
         assert timer.icount == entry.icount
+
+
+def test_impl_answers_rdtsc_in_its_c_clock_with_the_virtual_clock():
+    """memtest86+ reads the TSC every few instructions; impl answers an
+    RDTSC in its C clock (impl/_clock.c ``hvmspec_on_rdtsc``) where it knows
+    the block executing, not through Python. A loop of 10,000 RDTSCs in
+    slices of 1,000 instructions: every RDTSC after the loop's first pass is
+    answered in C, and the last one read the clock at its own instruction:
+    the count before it times the TSC's rate (the RDTSC is the loop's third
+    instruction; the slices add no bus time)."""
+    from impl.vcpu import Vcpu
+    source = ("mov ecx, 10000\ntop:\n mov esi, eax\n mov edi, edx\n rdtsc\n dec ecx\n"
+              " jnz top\n hlt\n")
+    image = GuestImage("tsc-loop", rom_from_source(source, "tsc-loop"))
+    cpu = Vcpu(16 << 20)
+    cpu.write(image.load_address, image.image)
+    while (ex := cpu.run(1000)).reason == "limit":
+        pass
+    assert ex.reason == "hlt" and ex.icount == 2 + 5 * 10_000
+    state = cpu._clock.state
+    assert state.tsc_fast + state.tsc_slow == 10_000
+    assert state.tsc_slow <= 20 and state.tsc_fast >= 9_980
+    last = 1 + 1 + 5 * 9_999 + 2                        # the far jump, mov ecx, ..., then 2
+    tsc = cpu.get("rdx") << 32 | cpu.get("rax")
+    assert tsc == clock.tsc(last)
