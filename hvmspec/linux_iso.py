@@ -786,6 +786,17 @@ MEMTEST_DIFFERENCES = (
      "memtest86+'s clock: the TSC over the rate it measured (above)"),
     (r"(Status: \w+) +[-\\|/]", r"\1 <spinner>",
      "the spinner turns with time"),
+    (r"Pattern: 0x[0-9a-f]{16} - \d+", "Pattern: <random> - <offset>",
+     "the modulo-20 test's pattern is seeded from the TSC (memtest86+'s test 9: "
+     "prsg_state = get_tsc()), and which of its 20 offsets the screen shows is "
+     "timing: memtest86+ mirrors its screen on COM1 at its timer's refresh, not at "
+     "each change"),
+    (r"(Pass|Test) +\d+% *#*", r"\1 <progress>",
+     "how far the pass and the test had come when memtest86+'s timer last refreshed "
+     "its mirror on COM1 (the test's 1% or 2% at the bit fade's start)"),
+    (r"Testing: +\d+[KMG]B - +\d+[KMG]B \[ *\d+(\.\d+)?[KMG]B of", "Testing: <window> of",
+     "which window of memory the screen shows is timing, as the pattern's offset "
+     "(above); the total tested stays compared"),
 )
 
 

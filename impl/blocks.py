@@ -437,7 +437,7 @@ class BlockAccounting:
         the spare slot that only Python reads."""
         index = clock.slot(address)
         try:
-            spans = self._spans(address, size, False)
+            spans = self._code_spans(address, size)
         except LinearFault:
             return clock.SLOTS
         hosts = []
@@ -471,8 +471,37 @@ class BlockAccounting:
         """Whether the guest's page tables map every page of ``[linear,
         linear + size)`` global (the G bit, bit 8, of the entry that maps
         it: SDM vol. 3A 4.10.2.4): a MOV to CR3 keeps such translations."""
-        return all(self.leaf_entry(page << 12) >> 8 & 1
+        return all(self._code_page(page)[1] >> 8 & 1
                    for page in range(linear >> 12, (linear + size - 1 >> 12) + 1))
+
+    def _code_page(self, page: int) -> tuple[int, int]:
+        """The guest-physical address of linear page ``page`` (paging on)
+        and the entry that maps it, from the clock's own TLB of code pages:
+        it holds what a walk found in the decode context now, and a new
+        context (after any TLB flush, a MOV to CR3 among them, or an INVLPG
+        of a page of code) empties it. A walk that faults is not kept. Each
+        new block of an operating system's kernel walked the page tables
+        three times (to read its bytes, to find its frames, to see the G
+        bit): a fifth of the time of Linux's boot, after its decompression."""
+        context = self._c.context
+        if self._tlb_context != context:
+            self._tlb.clear()
+            self._tlb_context = context
+        known = self._tlb.get(page)
+        if known is None:
+            gpa, entry = self._walk(page << 12, False)
+            known = self._tlb[page] = (gpa & ~0xFFF, entry)
+            self._code_linear.add(page)     # an INVLPG of it is then a flush
+        return known
+
+    def _code_spans(self, linear: int, size: int) -> list[tuple[int, int]]:
+        """Where the bytes of a block at ``linear`` are in guest-physical
+        RAM, a span per page (:meth:`_spans`, through :meth:`_code_page`
+        with paging on). Raises :class:`LinearFault`."""
+        if not self._c.paging:
+            return self._spans(linear, size, False)
+        return self._spans(linear, size, False,
+                           lambda at: self._code_page(at >> 12)[0] | at & 0xFFF)
 
     def _protect_code(self, pfn: int) -> None:
         """Write-protect page ``pfn``, which now holds a known block: with
@@ -588,7 +617,8 @@ class BlockAccounting:
         # how they decode: the code segment's size
         self._context()
         key = (address, size, self._cs_mode)
-        raw = self.lread(address, size) if self.paging() else self.read(address, size)
+        raw = (b"".join(self.read(g, k) for g, k in self._code_spans(address, size))
+               if self._c.paging else self.read(address, size))
         cached = self._blocks.get(key)
         if cached is not None and cached[0] == raw:
             return cached[1]

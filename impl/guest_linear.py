@@ -162,11 +162,15 @@ class GuestLinear:
             table = entry & (0xFFFFF000 if entry_bytes == 4 else 0xFFFFFFFFFF000)
         raise AssertionError("the walk ends at a leaf")
 
-    def _spans(self, linear: int, n: int, write: bool) -> list[tuple[int, int]]:
+    def _spans(self, linear: int, n: int, write: bool,
+               translate=None) -> list[tuple[int, int]]:
+        """``[linear, linear + n)`` as guest-physical spans of RAM, one per
+        page, through :meth:`translate` (or ``translate(linear)``, another
+        way to it); raises :class:`LinearFault`."""
         out = []
         while n:
             part = min(n, PAGE - linear % PAGE)
-            gpa = self.translate(linear, write)
+            gpa = self.translate(linear, write) if translate is None else translate(linear)
             if not self.backed(gpa, part):
                 raise LinearFault(f"linear {linear:#x} is guest-physical {gpa:#x}, "
                                   f"which is not RAM")

@@ -92,6 +92,10 @@ class Vcpu(GuestLinear, BlockAccounting, ExitHooks):
         self._probed = (0, 0)
         #: linear pages that hold a block the clock has seen, in any context
         self._code_linear: set[int] = set()
+        #: the clock's TLB of code pages: linear page -> (gpa, entry), for
+        #: the decode context _tlb_context (blocks.BlockAccounting._code_page)
+        self._tlb: dict[int, tuple[int, int]] = {}
+        self._tlb_context = -1
         self._quiet = False
         #: pages of code the clock write-protected -> the table slots of
         #: their blocks; pages the guest wrote after that (bytes compared)

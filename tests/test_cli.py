@@ -74,6 +74,8 @@ def test_conform_json():
     assert proc.returncode == 0, out
     assert out["cases"] == len(guests) and out["equal"] == out["cases"]
     assert out["diverged"] == []
+    assert [r["case"] for r in out["results"]] == guests
+    assert all(r["equal"] and r["events"] > 0 for r in out["results"])
 
 
 def test_help_on_every_command():

@@ -11,6 +11,7 @@ minutes): the slowest module of ``make test``, started first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -38,18 +39,29 @@ def _history(where: Path) -> list[tuple]:
     return [(e["dom"], e["old"], e["new"], e["reason"]) for e in reply["events"]]
 
 
-@pytest.fixture(scope="module")
-def session(linux_cd, tmp_path_factory):  # noqa: F811 - the fixture imported above
-    """``xm create linux``, then ``xm console linux --script`` with the
-    session: the prompt, three commands, ``poweroff``; then xend's history
-    once the domain is gone."""
-    where = tmp_path_factory.mktemp("xend")
+@contextlib.contextmanager
+def linux_domain(where: Path):
+    """``hvmspec xend`` in ``where`` and ``xm create linux`` there; xend
+    stops when the block ends."""
     xend = subprocess.Popen([HVMSPEC, "xend", "--dir", str(where), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         json.loads(xend.stdout.readline())
         created = _xm(where, "create", "linux", timeout=600)
         assert created.returncode == 0, created.stderr
+        yield
+    finally:
+        xend.terminate()
+        xend.communicate(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def session(linux_cd, tmp_path_factory):  # noqa: F811 - the fixture imported above
+    """``xm create linux``, then ``xm console linux --script`` with the
+    session: the prompt, three commands, ``poweroff``; then xend's history
+    once the domain is gone."""
+    where = tmp_path_factory.mktemp("xend")
+    with linux_domain(where):
         script = where / "session.script"
         script.write_text(SESSION.replace("timeout 180", f"timeout {BOOT_TIMEOUT}"))
         started = time.perf_counter()
@@ -63,9 +75,6 @@ def session(linux_cd, tmp_path_factory):  # noqa: F811 - the fixture imported ab
         final = json.loads(_xm(where, "console", "1", "--json").stdout)
         yield {"console": console, "output": final["output"], "history": _history(where),
                "seconds": seconds, "list": _xm(where, "list").stdout}
-    finally:
-        xend.terminate()
-        xend.communicate(timeout=60)
 
 
 @pytest.mark.slow

@@ -33,7 +33,8 @@ def add_parsers(sub) -> None:
                          "self-test until its log says 'No bootable device' (minutes on the "
                          "reference engine; make conform runs them)")
     conform.add_argument("--json", action="store_true",
-                         help="print {cases, equal, diverged: [{case, index, reference, impl}]}")
+                         help="print {cases, equal, results: [{case, equal, events}], "
+                              "diverged: [{case, index, reference, impl}]}")
     conform.add_argument("--impl", metavar="CMD",
                          help="instead, check an implementation in any language: CMD speaks "
                          "the implementation protocol (JSON lines on stdin/stdout, docs: "
@@ -167,6 +168,8 @@ def cmd_conform(args: argparse.Namespace) -> int:
     diverged = [r for r in results if not r.equal]
     if args.json:
         print(json.dumps({"cases": len(results), "equal": len(results) - len(diverged),
+                          "results": [{"case": r.case, "equal": r.equal, "events": r.events}
+                                      for r in results],
                           "diverged": [{"case": r.case, "index": r.index,
                                         "reference": r.reference, "impl": r.impl,
                                         "context": r.context} for r in diverged]}))
