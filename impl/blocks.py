@@ -446,7 +446,6 @@ class BlockAccounting:
             if host is None:
                 return clock.SLOTS
             hosts.append((host, n))
-        raw = b"".join(ctypes.string_at(h, n) for h, n in hosts)
         self._code_linear.update(range(address >> 12, (address + size - 1 >> 12) + 1))
         flags = (clock.CONTEXT if block.context else 0) | (clock.SETS_IF if block.sets_if else 0)
         pfns = {gpa >> 12 for gpa, _ in spans}
@@ -462,7 +461,8 @@ class BlockAccounting:
         context = self._c.context
         if self._c.global_context and self._global_pages(address, size):
             context = self._c.global_context
-        self._clock.put(index, address, size, len(block.addresses), context, flags, hosts, raw,
+        self._clock.put(index, address, size, len(block.addresses), context, flags, hosts,
+                        block.raw,
                         self._c.mode if self._c.paging else 0,
                         tuple(gpa >> 12 for gpa, _ in spans), block.tsc)
         return index
@@ -511,16 +511,14 @@ class BlockAccounting:
         if pfn in self._ro_pages:
             return
         chunk = pfn // CHUNK_PAGES
-        first = chunk * CHUNK_PAGES
-        if chunk not in self._chunked and self._plain_ram(first, CHUNK_PAGES):
+        pages = range(chunk * CHUNK_PAGES, (chunk + 1) * CHUNK_PAGES)
+        if chunk not in self._chunked and self._plain_ram(pages.start, CHUNK_PAGES):
             self._chunked.add(chunk)
-            self._drop(self.uc.mem_protect, first << 12, CHUNK_PAGES * PAGE,
-                       unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
-            self._ro_pages.update(range(first, first + CHUNK_PAGES))
         else:
-            self._drop(self.uc.mem_protect, pfn << 12, PAGE,
-                       unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
-            self._ro_pages.add(pfn)
+            pages = range(pfn, pfn + 1)
+        self._drop(self.uc.mem_protect, pages.start << 12, len(pages) * PAGE,
+                   unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
+        self._ro_pages.update(pages)
 
     def _plain_ram(self, first: int, count: int) -> bool:
         """Whether pages ``[first, first + count)`` are the domain's own RAM,

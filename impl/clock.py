@@ -104,14 +104,16 @@ class BlockClock:
         self.clear()
         self._callback = SLOW_PATH(slow_path)       # kept alive as long as the hook
         self.state.slow_path = self._callback
-        #: the byte copies the entries point at, kept alive per slot
-        self._copies: list[object | None] = [None] * SLOTS
-        self._tscs: list[object | None] = [None] * SLOTS
+        self._hook(uc, unicorn.UC_HOOK_BLOCK, _lib.hvmspec_on_block)
+
+    def _hook(self, uc: unicorn.Uc, kind: int, function, *extra) -> None:
+        """Have Unicorn call the C ``function`` with this clock's state
+        (``UC_HOOK_BLOCK``; ``UC_HOOK_INSN`` with the instruction in ``extra``)."""
         handle = ctypes.c_size_t()
-        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_BLOCK,
-                                ctypes.cast(_lib.hvmspec_on_block, ctypes.c_void_p),
+        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), kind,
+                                ctypes.cast(function, ctypes.c_void_p),
                                 ctypes.cast(ctypes.byref(self.state), ctypes.c_void_p),
-                                ctypes.c_uint64(1), ctypes.c_uint64(0))
+                                ctypes.c_uint64(1), ctypes.c_uint64(0), *extra)
         if err:
             raise unicorn.UcError(err)
 
@@ -128,14 +130,8 @@ class BlockClock:
                                                        X.UC_X86_REG_RDX)
         self._tsc_callback = TSC_PATH(tsc_path)     # kept alive as long as the hook
         state.tsc_path = self._tsc_callback
-        handle = ctypes.c_size_t()
-        err = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), unicorn.UC_HOOK_INSN,
-                                ctypes.cast(_lib.hvmspec_on_rdtsc, ctypes.c_void_p),
-                                ctypes.cast(ctypes.byref(self.state), ctypes.c_void_p),
-                                ctypes.c_uint64(1), ctypes.c_uint64(0),
-                                ctypes.c_int(X.UC_X86_INS_RDTSC))
-        if err:
-            raise unicorn.UcError(err)
+        self._hook(uc, unicorn.UC_HOOK_INSN, _lib.hvmspec_on_rdtsc,
+                   ctypes.c_int(X.UC_X86_INS_RDTSC))
 
     def set_ram(self, pieces: list[tuple[int, int, int]]) -> None:
         """Where guest-physical RAM is in this process: (gpa, size, host
@@ -183,5 +179,7 @@ class BlockClock:
     def clear(self) -> None:
         """Forget every block (all ones: EMPTY in every context field)."""
         ctypes.memset(ctypes.addressof(self.state.table), 0xFF, ctypes.sizeof(self.state.table))
-        self._copies = [None] * SLOTS
-        self._tscs = [None] * SLOTS
+        #: the byte copies and the RDTSC lists the entries point at, kept
+        #: alive per slot
+        self._copies: list[object | None] = [None] * SLOTS
+        self._tscs: list[object | None] = [None] * SLOTS
